@@ -1,0 +1,4 @@
+// Package layering holds the test that enforces ARCHITECTURE.md's import rules: each
+// layer imports only the layers below it (gpu/ knows nothing of diffusion, the executor
+// never sees a tensor, graph/ stays light).
+package layering
