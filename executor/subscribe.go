@@ -1,0 +1,175 @@
+package executor
+
+import (
+	"sync"
+)
+
+// DefaultSubscriberBacklog is the number of undelivered events a subscriber may hold
+// before the hub starts dropping its progress and preview events.
+const DefaultSubscriberBacklog = 1024
+
+// Subscription receives the engine's events in order on C.
+//
+// The engine never blocks on a subscriber. Each subscription has its own backlog
+// (Options.SubscriberBacklog events) drained by a goroutine into C. When the backlog is
+// full the hub first drops the oldest droppable events (progress, progress_state and
+// preview frames: a later one supersedes them); if the backlog is still full of events
+// that must not be lost, the subscriber is hopelessly behind: the hub closes C and
+// Overflowed reports true, so the server can drop that websocket rather than feed it a
+// history with holes.
+type Subscription struct {
+	// C delivers events. It is closed by Close or on overflow.
+	C <-chan Event
+
+	hub     *hub
+	out     chan Event
+	mu      sync.Mutex
+	backlog []Event
+	limit   int
+	wake    chan struct{}
+	done    chan struct{}
+	closed  bool
+	over    bool
+	dropped int
+}
+
+// Close stops the subscription and closes C. It is safe to call more than once.
+func (s *Subscription) Close() {
+	s.hub.remove(s)
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	s.mu.Unlock()
+}
+
+// Overflowed reports whether the hub closed C because the subscriber fell too far behind.
+func (s *Subscription) Overflowed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.over
+}
+
+// Dropped returns how many droppable events were discarded for this subscriber.
+func (s *Subscription) Dropped() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+func droppable(typ string) bool {
+	return typ == EventProgress || typ == EventProgressState || typ == EventPreview
+}
+
+// offer queues e without blocking.
+func (s *Subscription) offer(e Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.backlog = append(s.backlog, e)
+	if len(s.backlog) > s.limit {
+		kept := s.backlog[:0]
+		excess := len(s.backlog) - s.limit
+		for _, old := range s.backlog {
+			if excess > 0 && droppable(old.Type) {
+				excess--
+				s.dropped++
+				continue
+			}
+			kept = append(kept, old)
+		}
+		clear(s.backlog[len(kept):])
+		s.backlog = kept
+		if len(s.backlog) > s.limit {
+			s.over = true
+			s.closed = true
+			close(s.done)
+			return
+		}
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pump moves the backlog into out until the subscription closes.
+func (s *Subscription) pump() {
+	defer close(s.out)
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			s.hub.remove(s)
+			return
+		}
+		if len(s.backlog) == 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.wake:
+			case <-s.done:
+			}
+			continue
+		}
+		e := s.backlog[0]
+		s.backlog[0] = Event{}
+		s.backlog = s.backlog[1:]
+		s.mu.Unlock()
+		select {
+		case s.out <- e:
+		case <-s.done:
+		}
+	}
+}
+
+// hub fans events out to subscribers.
+type hub struct {
+	mu    sync.Mutex
+	subs  map[*Subscription]struct{}
+	limit int
+}
+
+func newHub(limit int) *hub {
+	if limit <= 0 {
+		limit = DefaultSubscriberBacklog
+	}
+	return &hub{subs: map[*Subscription]struct{}{}, limit: limit}
+}
+
+func (h *hub) subscribe() *Subscription {
+	out := make(chan Event)
+	s := &Subscription{
+		C:     out,
+		hub:   h,
+		out:   out,
+		limit: h.limit,
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	go s.pump()
+	return s
+}
+
+func (h *hub) remove(s *Subscription) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
+
+func (h *hub) publish(e Event) {
+	h.mu.Lock()
+	subs := make([]*Subscription, 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.offer(e)
+	}
+}
