@@ -1,0 +1,267 @@
+package folders
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Errors a caller branches on (the server maps them to HTTP status codes).
+var (
+	// ErrUnknownFolder: the folder name is not one of Folders().
+	ErrUnknownFolder = errors.New("unknown model folder")
+	// ErrNotFound: the name is valid but no directory of the folder holds such a file.
+	ErrNotFound = errors.New("model not found")
+	// ErrInvalidName: the name is empty, absolute, not clean, or climbs out with "..".
+	ErrInvalidName = errors.New("invalid model name")
+	// ErrEscapes: the name resolves, through a symbolic link, outside its directory.
+	ErrEscapes = errors.New("model path escapes its folder")
+)
+
+// Options configure New.
+type Options struct {
+	// BaseDir holds models/ and custom_nodes/ (ComfyUI's --base-directory). Empty means
+	// the working directory.
+	BaseDir string
+	// ExtraConfigs are extra_model_paths.yaml files (--extra-model-paths-config), read
+	// in order.
+	ExtraConfigs []string
+	// FollowLinksOutside lets symbolic links inside a model directory point anywhere.
+	// By default a link whose target lies outside the directory it was found in is
+	// neither listed nor resolved.
+	FollowLinksOutside bool
+	// Logger receives debug messages about skipped entries; nil discards them.
+	Logger *slog.Logger
+}
+
+// Paths is the set of model folders and their directories. It is safe for concurrent
+// use; listings are cached per folder and rescanned when a directory changes.
+type Paths struct {
+	base        string
+	followLinks bool
+	log         *slog.Logger
+
+	mu      sync.Mutex // guards order and folders (not the scans, see folder.mu)
+	order   []string
+	folders map[string]*folder
+}
+
+type folder struct {
+	name string
+	exts []string // see folderSpec.exts
+
+	mu    sync.Mutex // guards dirs and cache
+	dirs  []string   // absolute, cleaned, in search order
+	cache *scan
+}
+
+// New builds the default layout under opts.BaseDir and adds the directories of every
+// extra config. It does not require any directory to exist.
+func New(opts Options) (*Paths, error) {
+	base := opts.BaseDir
+	if base == "" {
+		base = "."
+	}
+	abs, err := filepath.Abs(base)
+	if err != nil {
+		return nil, fmt.Errorf("folders: base directory %q: %w", base, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Paths{base: abs, followLinks: opts.FollowLinksOutside, log: log, folders: map[string]*folder{}}
+	for _, spec := range defaultLayout() {
+		f := &folder{name: spec.name, exts: spec.exts}
+		for _, d := range spec.dirs {
+			f.dirs = append(f.dirs, filepath.Join(abs, filepath.FromSlash(d)))
+		}
+		p.order = append(p.order, spec.name)
+		p.folders[spec.name] = f
+	}
+	for _, cfg := range opts.ExtraConfigs {
+		if err := p.LoadExtraConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// BaseDir returns the absolute base directory.
+func (p *Paths) BaseDir() string { return p.base }
+
+// Folders returns the folder names in ComfyUI's order (the GET /models list), followed
+// by folders that extra configs introduced, in the order they appeared.
+func (p *Paths) Folders() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.order)
+}
+
+// Has reports whether folder (or its legacy alias) is known.
+func (p *Paths) Has(folder string) bool {
+	_, err := p.folder(folder)
+	return err == nil
+}
+
+// Dirs returns the directories searched for folder, first one first (the first is
+// where a model of that kind is saved by default).
+func (p *Paths) Dirs(folder string) ([]string, error) {
+	f, err := p.folder(folder)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.dirs), nil
+}
+
+// AddDir adds dir to folder's search directories, as ComfyUI's
+// folder_paths.add_model_folder_path does: a new directory goes last, or first when
+// isDefault; an existing one is moved first when isDefault. An unknown folder is
+// created and accepts files of any extension.
+func (p *Paths) AddDir(folderName, dir string, isDefault bool) {
+	name := Canonical(folderName)
+	dir = filepath.Clean(dir)
+	p.mu.Lock()
+	f, ok := p.folders[name]
+	if !ok {
+		f = &folder{name: name}
+		p.folders[name] = f
+		p.order = append(p.order, name)
+	}
+	p.mu.Unlock()
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i := slices.Index(f.dirs, dir); i >= 0 {
+		if isDefault && i != 0 {
+			f.dirs = slices.Delete(f.dirs, i, i+1)
+			f.dirs = slices.Insert(f.dirs, 0, dir)
+		}
+	} else if isDefault {
+		f.dirs = slices.Insert(f.dirs, 0, dir)
+	} else {
+		f.dirs = append(f.dirs, dir)
+	}
+	f.cache = nil
+}
+
+func (p *Paths) folder(name string) (*folder, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, ok := p.folders[Canonical(name)]
+	if !ok {
+		return nil, fmt.Errorf("folders: %q: %w", name, ErrUnknownFolder)
+	}
+	return f, nil
+}
+
+// List returns the model names of folder: every accepted file under any of its
+// directories (".git" skipped), as slash-separated paths relative to that directory,
+// sorted, without duplicates. The scan is cached and redone only when a directory's
+// modification time changed or a directory appeared or vanished.
+func (p *Paths) List(folder string) ([]string, error) {
+	f, err := p.folder(folder)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cache == nil || !f.cache.fresh(f.dirs) {
+		f.cache = p.scanFolder(f)
+	}
+	return slices.Clone(f.cache.names), nil
+}
+
+// Resolve returns the path of the file called name in folder: the first of the
+// folder's directories that holds it wins. A name that is empty, absolute, not in clean
+// form or that contains a ".." element is refused with ErrInvalidName; a file reached
+// through a link that leaves its directory is refused with ErrEscapes (unless
+// Options.FollowLinksOutside).
+func (p *Paths) Resolve(folder, name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", fmt.Errorf("folders: %s: %w", folder, err)
+	}
+	f, err := p.folder(folder)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	dirs := slices.Clone(f.dirs)
+	f.mu.Unlock()
+	for _, dir := range dirs {
+		full := filepath.Join(dir, filepath.FromSlash(name))
+		st, err := os.Stat(full)
+		if err != nil || st.IsDir() {
+			continue
+		}
+		if !p.followLinks {
+			inside, err := resolvesInside(dir, full)
+			if err != nil {
+				return "", fmt.Errorf("folders: %s: %q: %w", folder, name, err)
+			}
+			if !inside {
+				return "", fmt.Errorf("folders: %s: %q: %w", folder, name, ErrEscapes)
+			}
+		}
+		return full, nil
+	}
+	return "", fmt.Errorf("folders: %s: %q: %w", folder, name, ErrNotFound)
+}
+
+// CheckName reports whether name is an acceptable model name: non-empty, relative,
+// slash-separated, in clean form (no "//", "./" or trailing "/"), without "..", NUL
+// or backslash elements. ComfyUI clamps ".." at the folder root instead; refusing it
+// is stricter and keeps a prompt from naming files it did not list.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case strings.ContainsRune(name, 0):
+		return fmt.Errorf("%w: %q contains NUL", ErrInvalidName, name)
+	case strings.HasPrefix(name, "/") || filepath.IsAbs(name):
+		return fmt.Errorf("%w: %q is absolute", ErrInvalidName, name)
+	case strings.ContainsRune(name, '\\'):
+		return fmt.Errorf("%w: %q contains a backslash", ErrInvalidName, name)
+	case path.Clean(name) != name:
+		return fmt.Errorf("%w: %q is not in clean form", ErrInvalidName, name)
+	}
+	for _, elem := range strings.Split(name, "/") {
+		if elem == ".." {
+			return fmt.Errorf("%w: %q climbs out of its folder", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// resolvesInside reports whether target, with every link followed, lies inside root
+// (also with links followed).
+func resolvesInside(root, target string) (bool, error) {
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return false, err
+	}
+	realTarget, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		return false, err
+	}
+	return within(realRoot, realTarget), nil
+}
+
+// within reports whether p is root or below it; both must be clean absolute paths.
+func within(root, p string) bool {
+	if p == root {
+		return true
+	}
+	if root == string(filepath.Separator) {
+		return strings.HasPrefix(p, root)
+	}
+	return strings.HasPrefix(p, root+string(filepath.Separator))
+}
