@@ -1,0 +1,179 @@
+package resample
+
+import "math"
+
+// The kernels below follow PyTorch's CPU interpolate (align_corners=False, no antialias,
+// scales not given), in float32 like PyTorch's opmath for float tensors, with the
+// explicit float32 conversions where PyTorch rounds (Go does not fuse on amd64, and the
+// conversions stop fusion elsewhere). Source: aten/src/ATen/native/UpSample.h
+// (area_pixel_compute_source_index, guard_index_and_lambda, nearest_idx,
+// nearest_neighbor_exact_compute_source_index, get_cubic_upsample_coefficients) and
+// cpu/UpSampleKernel.cpp (compute_indices_weights_linear/cubic, the Interpolate recursion:
+// out = Σ_h w_h · (Σ_w w_w · x)).
+
+// ratio is PyTorch's compute_scales_value<float> without an explicit scale: in/out in float32.
+func ratio(in, out int) float32 { return float32(in) / float32(out) }
+
+// nearestIndex is PyTorch's nearest_idx: copy at equal size, halve at exactly 2×,
+// else min(floor(dst*scale), in-1) with the product in float32.
+func nearestIndex(dst, in, out int) int {
+	switch {
+	case in == out:
+		return dst
+	case out == 2*in:
+		return dst >> 1
+	}
+	s := ratio(in, out)
+	return min(int(math.Floor(float64(float32(float32(dst)*s)))), in-1)
+}
+
+// nearestExactIndex is nearest_neighbor_exact_compute_source_index: the product is taken
+// in double ((dst + 0.5) is a double in the C++ source) and rounded to float by floorf.
+func nearestExactIndex(dst, in, out int) int {
+	s := ratio(in, out)
+	v := float32((float64(dst) + 0.5) * float64(s))
+	return min(int(math.Floor(float64(v))), in-1)
+}
+
+func gatherIndex(dst, src []float32, w, h, outW, outH int, idx func(dst, in, out int) int) {
+	xs := make([]int, outW)
+	for x := range xs {
+		xs[x] = idx(x, w, outW)
+	}
+	for y := 0; y < outH; y++ {
+		row := src[idx(y, h, outH)*w:]
+		d := dst[y*outW : (y+1)*outW]
+		for x, sx := range xs {
+			d[x] = row[sx]
+		}
+	}
+}
+
+func nearest(dst, src []float32, w, h, outW, outH int) {
+	gatherIndex(dst, src, w, h, outW, outH, nearestIndex)
+}
+
+func nearestExact(dst, src []float32, w, h, outW, outH int) {
+	gatherIndex(dst, src, w, h, outW, outH, nearestExactIndex)
+}
+
+// taps holds, for each output coordinate along one axis, ksize input indices and weights.
+type taps struct {
+	ksize int
+	idx   []int
+	wt    []float32
+}
+
+// linearTaps is compute_source_index_and_lambda for align_corners=False.
+func linearTaps(in, out int) taps {
+	t := taps{ksize: 2, idx: make([]int, 2*out), wt: make([]float32, 2*out)}
+	s := ratio(in, out)
+	for i := 0; i < out; i++ {
+		var i0, i1 int
+		var l0, l1 float32
+		if in == out {
+			i0, i1, l0, l1 = i, i, 1, 0
+		} else {
+			real := float32(float32(s*float32(float32(i)+0.5)) - 0.5)
+			if real < 0 {
+				real = 0
+			}
+			i0, l1 = guard(real, in)
+			i1 = i0
+			if i0 < in-1 {
+				i1++
+			}
+			l0 = 1 - l1
+		}
+		t.idx[2*i], t.idx[2*i+1] = i0, i1
+		t.wt[2*i], t.wt[2*i+1] = l0, l1
+	}
+	return t
+}
+
+// guard is guard_index_and_lambda: index = min(floor(real), in-1), lambda clamped to [0,1].
+func guard(real float32, in int) (int, float32) {
+	i := min(int(math.Floor(float64(real))), in-1)
+	l := float32(real - float32(i))
+	l = min(max(l, 0), 1)
+	return i, l
+}
+
+// cubicTaps is compute_indices_weights_cubic with A = -0.75 and indices clamped to the edge.
+func cubicTaps(in, out int) taps {
+	const a = float32(-0.75)
+	conv1 := func(x float32) float32 { // |x| <= 1
+		return float32(float32(float32(float32(float32(a+2)*x)-(a+3))*x)*x) + 1
+	}
+	conv2 := func(x float32) float32 { // 1 < |x| < 2
+		return float32(float32(float32(float32(float32(float32(a*x)-5*a)*x)+8*a)*x) - 4*a)
+	}
+	t := taps{ksize: 4, idx: make([]int, 4*out), wt: make([]float32, 4*out)}
+	s := ratio(in, out)
+	for i := 0; i < out; i++ {
+		real := float32(float32(s*float32(float32(i)+0.5)) - 0.5)
+		i0, l := guard(real, in)
+		x2 := 1 - l
+		w := [4]float32{conv2(l + 1), conv1(l), conv1(x2), conv2(x2 + 1)}
+		for j := 0; j < 4; j++ {
+			t.idx[4*i+j] = min(max(i0-1+j, 0), in-1)
+			t.wt[4*i+j] = w[j]
+		}
+	}
+	return t
+}
+
+// separable evaluates out[y][x] = Σ_j wy_j · (Σ_k wx_k · src[iy_j][ix_k]) in PyTorch's order.
+func separable(dst, src []float32, w, outW, outH int, tx, ty taps) {
+	for y := 0; y < outH; y++ {
+		d := dst[y*outW : (y+1)*outW]
+		for x := 0; x < outW; x++ {
+			var acc float32
+			for j := 0; j < ty.ksize; j++ {
+				row := src[ty.idx[y*ty.ksize+j]*w:]
+				var inner float32
+				for k := 0; k < tx.ksize; k++ {
+					p := float32(row[tx.idx[x*tx.ksize+k]] * tx.wt[x*tx.ksize+k])
+					if k == 0 {
+						inner = p
+					} else {
+						inner += p
+					}
+				}
+				p := float32(inner * ty.wt[y*ty.ksize+j])
+				if j == 0 {
+					acc = p
+				} else {
+					acc += p
+				}
+			}
+			d[x] = acc
+		}
+	}
+}
+
+func bilinear(dst, src []float32, w, h, outW, outH int) {
+	separable(dst, src, w, outW, outH, linearTaps(w, outW), linearTaps(h, outH))
+}
+
+func bicubic(dst, src []float32, w, h, outW, outH int) {
+	separable(dst, src, w, outW, outH, cubicTaps(w, outW), cubicTaps(h, outH))
+}
+
+// area is adaptive_avg_pool2d: output cell o covers input [floor(o·in/out), ceil((o+1)·in/out)),
+// summed in float32 and divided by kh then kw (AdaptiveAvgPoolKernel.cpp, cpu_adaptive_avg_pool).
+func area(dst, src []float32, w, h, outW, outH int) {
+	for oy := 0; oy < outH; oy++ {
+		y0, y1 := oy*h/outH, ((oy+1)*h+outH-1)/outH
+		for ox := 0; ox < outW; ox++ {
+			x0, x1 := ox*w/outW, ((ox+1)*w+outW-1)/outW
+			var sum float32
+			for y := y0; y < y1; y++ {
+				for _, v := range src[y*w+x0 : y*w+x1] {
+					sum += v
+				}
+			}
+			dst[oy*outW+ox] = sum / float32(y1-y0) / float32(x1-x0)
+		}
+	}
+}

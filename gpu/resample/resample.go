@@ -1,0 +1,138 @@
+package resample
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// Methods lists the upscale_method values Upscale accepts, in ComfyUI's spelling.
+// LatentUpscale offers nearest-exact, bilinear, area, bicubic, bislerp; ImageScale offers
+// nearest-exact, bilinear, area, bicubic, lanczos. "nearest" is PyTorch's legacy rule.
+var Methods = []string{"nearest-exact", "bilinear", "area", "bicubic", "bislerp", "lanczos", "nearest"}
+
+// Crops lists the crop values Upscale accepts.
+var Crops = []string{"disabled", "center"}
+
+// Upscale resizes src, a contiguous float32 tensor of shape (n, c, h, w), to (n, c, outH,
+// outW) the way comfy.utils.common_upscale(samples, width=outW, height=outH, method, crop)
+// does. Note ComfyUI's argument order (width before height), which this signature keeps.
+//
+// crop "center" first removes an equal margin from both sides of the longer axis so that
+// the input has the target aspect ratio (ComfyUI rounds the margin with Python's round,
+// i.e. half to even). "lanczos" follows ComfyUI: every image is clipped to [0,1], turned
+// into 8-bit RGB, resized by PIL's LANCZOS filter and divided by 255, so it needs c == 3.
+//
+// The result is a new slice; src is not modified. Bad arguments give an error, never a panic.
+func Upscale(src []float32, n, c, h, w, outW, outH int, method, crop string) ([]float32, error) {
+	if n < 0 || c < 0 || h < 0 || w < 0 {
+		return nil, fmt.Errorf("resample: negative input shape (%d, %d, %d, %d)", n, c, h, w)
+	}
+	if outW <= 0 || outH <= 0 {
+		return nil, fmt.Errorf("resample: output size %dx%d must be positive", outW, outH)
+	}
+	if int64(n)*int64(c)*int64(h)*int64(w) != int64(len(src)) {
+		return nil, fmt.Errorf("resample: input has %d values, shape (%d, %d, %d, %d) needs %d",
+			len(src), n, c, h, w, n*c*h*w)
+	}
+	if int64(n)*int64(c)*int64(outH)*int64(outW) > math.MaxInt32*8 {
+		return nil, fmt.Errorf("resample: output (%d, %d, %d, %d) is too large", n, c, outH, outW)
+	}
+	kern, ok := kernels[method]
+	if !ok {
+		return nil, fmt.Errorf("resample: unknown upscale_method %q", method)
+	}
+	planes := n * c
+	if planes == 0 {
+		return []float32{}, nil
+	}
+	if h == 0 || w == 0 {
+		return nil, fmt.Errorf("resample: cannot resize an empty %dx%d image", w, h)
+	}
+	x0, y0, cw, ch := 0, 0, w, h
+	switch crop {
+	case "disabled":
+	case "center":
+		x0, y0 = centerCrop(w, h, outW, outH)
+		cw, ch = w-2*x0, h-2*y0
+		if cw <= 0 || ch <= 0 {
+			return nil, fmt.Errorf("resample: center crop of %dx%d to aspect %d:%d leaves no pixels", w, h, outW, outH)
+		}
+	default:
+		return nil, fmt.Errorf("resample: unknown crop %q", crop)
+	}
+	in := src
+	if cw != w || ch != h {
+		in = make([]float32, planes*cw*ch)
+		for p := 0; p < planes; p++ {
+			for y := 0; y < ch; y++ {
+				row := src[p*h*w+(y+y0)*w+x0:]
+				copy(in[p*cw*ch+y*cw:p*cw*ch+(y+1)*cw], row[:cw])
+			}
+		}
+	}
+	if method == "lanczos" {
+		if c != 3 {
+			return nil, fmt.Errorf("resample: lanczos works on 3-channel images (PIL RGB), got %d channels", c)
+		}
+		return lanczos(in, n, cw, ch, outW, outH), nil
+	}
+	if method == "bislerp" {
+		return bislerp(in, n, c, ch, cw, outW, outH), nil
+	}
+	out := make([]float32, planes*outW*outH)
+	forEachPlane(planes, func(p int) {
+		kern(out[p*outW*outH:(p+1)*outW*outH], in[p*cw*ch:(p+1)*cw*ch], cw, ch, outW, outH)
+	})
+	return out, nil
+}
+
+// planeKernel resizes one (h, w) plane into dst (outH, outW).
+type planeKernel func(dst, src []float32, w, h, outW, outH int)
+
+var kernels = map[string]planeKernel{
+	"nearest":       nearest,
+	"nearest-exact": nearestExact,
+	"bilinear":      bilinear,
+	"bicubic":       bicubic,
+	"area":          area,
+	"bislerp":       nil, // handled across channels in Upscale
+	"lanczos":       nil, // handled per image in Upscale
+}
+
+// centerCrop returns the margin common_upscale removes on the left/right (x) or
+// top/bottom (y): round((old - old*(newAspect/oldAspect))/2) with Python's round.
+func centerCrop(w, h, outW, outH int) (x, y int) {
+	oldAspect := float64(w) / float64(h)
+	newAspect := float64(outW) / float64(outH)
+	switch {
+	case oldAspect > newAspect:
+		x = int(math.RoundToEven((float64(w) - float64(w)*(newAspect/oldAspect)) / 2))
+	case oldAspect < newAspect:
+		y = int(math.RoundToEven((float64(h) - float64(h)*(oldAspect/newAspect)) / 2))
+	}
+	return x, y
+}
+
+// forEachPlane runs f over [0, planes) on up to GOMAXPROCS goroutines.
+func forEachPlane(planes int, f func(p int)) {
+	workers := min(runtime.GOMAXPROCS(0), planes)
+	if workers <= 1 {
+		for p := 0; p < planes; p++ {
+			f(p)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for t := 0; t < workers; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := t; p < planes; p += workers {
+				f(p)
+			}
+		}()
+	}
+	wg.Wait()
+}
