@@ -74,7 +74,7 @@ type walker struct {
 	s        *scan
 	seen     map[string]bool
 	realRoot string
-	visited  map[string]bool // real paths of directories walked, against link cycles
+	visited  map[string]bool // real paths of the directories being walked (the stack), against link cycles
 }
 
 // walk lists dir, whose name relative to the root is rel ("" for the root).
@@ -86,9 +86,10 @@ func (w *walker) walk(dir, rel string) {
 	w.s.mtimes[dir] = st.ModTime()
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		if w.visited[real] {
-			return
+			return // a link back to a directory being walked: a cycle
 		}
 		w.visited[real] = true
+		defer delete(w.visited, real)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {

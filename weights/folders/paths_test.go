@@ -1,0 +1,271 @@
+package folders
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// touch creates files (and their parent directories) under root.
+func touch(t *testing.T, root string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		p := filepath.Join(root, filepath.FromSlash(n))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestFoldersOrderMatchesComfyUI(t *testing.T) {
+	p, err := New(Options{BaseDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// folder_paths.folder_names_and_paths insertion order in ComfyUI 0.3.64.
+	want := []string{"checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models",
+		"clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+		"upscale_models", "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches",
+		"audio_encoders"}
+	if got := p.Folders(); !slices.Equal(got, want) {
+		t.Fatalf("Folders() = %v\nwant %v", got, want)
+	}
+}
+
+func TestListExtensionsAliasesSubfolders(t *testing.T) {
+	base := t.TempDir()
+	touch(t, base,
+		"models/checkpoints/sd15.safetensors",
+		"models/checkpoints/SDXL/base.SAFETENSORS",
+		"models/checkpoints/SDXL/refiner.ckpt",
+		"models/checkpoints/readme.txt",
+		"models/checkpoints/.git/objects/x.safetensors",
+		"models/checkpoints/.hidden.safetensors",
+		"models/unet/flux1-dev.sft",
+		"models/diffusion_models/flux1-schnell.safetensors",
+		"models/diffusion_models/sub/model.gguf",
+		"models/text_encoders/t5xxl.safetensors",
+		"models/clip/clip_l.safetensors",
+		"models/clip/t5xxl.safetensors", // duplicate name across the two dirs: listed once
+		"models/configs/v1-inference.yaml",
+		"models/configs/notes.json",
+		"models/classifiers/noext",
+		"models/classifiers/with.ext",
+		"models/controlnet/canny.pth",
+		"models/t2i_adapter/depth.pt",
+	)
+	p, err := New(Options{BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		folder string
+		want   []string
+	}{
+		{"checkpoints", []string{".hidden.safetensors", "SDXL/base.SAFETENSORS", "SDXL/refiner.ckpt", "sd15.safetensors"}},
+		{"diffusion_models", []string{"flux1-dev.sft", "flux1-schnell.safetensors"}},
+		{"unet", []string{"flux1-dev.sft", "flux1-schnell.safetensors"}},
+		{"text_encoders", []string{"clip_l.safetensors", "t5xxl.safetensors"}},
+		{"clip", []string{"clip_l.safetensors", "t5xxl.safetensors"}},
+		{"configs", []string{"v1-inference.yaml"}},
+		{"classifiers", []string{"noext"}},
+		{"controlnet", []string{"canny.pth", "depth.pt"}},
+		{"loras", []string{}},
+		{"diffusers", []string{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.folder, func(t *testing.T) {
+			got, err := p.List(tc.folder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("List(%q) = %q, want %q", tc.folder, got, tc.want)
+			}
+		})
+	}
+	if _, err := p.List("nope"); !errors.Is(err, ErrUnknownFolder) {
+		t.Fatalf("List(nope) err = %v, want ErrUnknownFolder", err)
+	}
+}
+
+func TestListRefreshesOnChange(t *testing.T) {
+	base := t.TempDir()
+	touch(t, base, "models/loras/a.safetensors", "models/loras/sub/b.safetensors")
+	p, err := New(Options{BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func() []string {
+		t.Helper()
+		got, err := p.List("loras")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := list(); !slices.Equal(got, []string{"a.safetensors", "sub/b.safetensors"}) {
+		t.Fatalf("first list = %q", got)
+	}
+	// Some file systems keep coarse directory times; push them forward explicitly so the
+	// change is seen regardless of timestamp granularity.
+	bump := func(dir string) {
+		future := time.Now().Add(time.Hour)
+		if err := os.Chtimes(filepath.Join(base, dir), future, future); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch(t, base, "models/loras/sub/deeper/c.safetensors")
+	bump("models/loras/sub")
+	if got := list(); !slices.Equal(got, []string{"a.safetensors", "sub/b.safetensors", "sub/deeper/c.safetensors"}) {
+		t.Fatalf("after adding in a subfolder = %q", got)
+	}
+	if err := os.Remove(filepath.Join(base, "models/loras/a.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	bump("models/loras")
+	if got := list(); !slices.Equal(got, []string{"sub/b.safetensors", "sub/deeper/c.safetensors"}) {
+		t.Fatalf("after removing = %q", got)
+	}
+	// A directory of the folder that did not exist at the last scan appears.
+	if got, _ := p.List("vae"); len(got) != 0 {
+		t.Fatalf("vae = %q", got)
+	}
+	touch(t, base, "models/vae/ae.safetensors")
+	if got, _ := p.List("vae"); !slices.Equal(got, []string{"ae.safetensors"}) {
+		t.Fatalf("vae after creating the directory = %q", got)
+	}
+	// The cache is really used: an unchanged tree gives the same slice contents and a
+	// caller's edits to the returned slice do not leak into the cache.
+	a := list()
+	a[0] = "mutated"
+	if b := list(); b[0] == "mutated" {
+		t.Fatal("List returned the cached slice itself")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	base := t.TempDir()
+	outside := t.TempDir()
+	touch(t, base, "models/checkpoints/sd15.safetensors", "models/checkpoints/sub/x.safetensors",
+		"models/unet/u.safetensors", "models/diffusion_models/u.safetensors", "models/diffusion_models/d.gguf")
+	touch(t, outside, "secret.safetensors", "dir/inner.safetensors")
+	ck := filepath.Join(base, "models/checkpoints")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink(filepath.Join(outside, "secret.safetensors"), filepath.Join(ck, "escape.safetensors")))
+	must(os.Symlink(filepath.Join(outside, "dir"), filepath.Join(ck, "linkdir")))
+	must(os.Symlink("sd15.safetensors", filepath.Join(ck, "alias.safetensors")))
+	must(os.Symlink("sub", filepath.Join(ck, "sublink")))
+
+	p, err := New(Options{BaseDir: base})
+	must(err)
+	cases := []struct {
+		folder, name string
+		want         string // relative to base
+		err          error
+	}{
+		{"checkpoints", "sd15.safetensors", "models/checkpoints/sd15.safetensors", nil},
+		{"checkpoints", "sub/x.safetensors", "models/checkpoints/sub/x.safetensors", nil},
+		{"checkpoints", "alias.safetensors", "models/checkpoints/alias.safetensors", nil},
+		{"checkpoints", "sublink/x.safetensors", "models/checkpoints/sublink/x.safetensors", nil},
+		{"unet", "u.safetensors", "models/unet/u.safetensors", nil}, // models/unet is searched first
+		{"diffusion_models", "d.gguf", "models/diffusion_models/d.gguf", nil},
+		{"checkpoints", "missing.safetensors", "", ErrNotFound},
+		{"checkpoints", "sub", "", ErrNotFound}, // a directory is not a model
+		{"checkpoints", "../loras/x.safetensors", "", ErrInvalidName},
+		{"checkpoints", "sub/../../x", "", ErrInvalidName},
+		{"checkpoints", "/etc/passwd", "", ErrInvalidName},
+		{"checkpoints", "", "", ErrInvalidName},
+		{"checkpoints", "./sd15.safetensors", "", ErrInvalidName},
+		{"checkpoints", "sub//x.safetensors", "", ErrInvalidName},
+		{"checkpoints", "a\x00b", "", ErrInvalidName},
+		{"checkpoints", `sub\x.safetensors`, "", ErrInvalidName},
+		{"checkpoints", "escape.safetensors", "", ErrEscapes},
+		{"checkpoints", "linkdir/inner.safetensors", "", ErrEscapes},
+		{"nope", "x.safetensors", "", ErrUnknownFolder},
+	}
+	for _, tc := range cases {
+		t.Run(tc.folder+"/"+tc.name, func(t *testing.T) {
+			got, err := p.Resolve(tc.folder, tc.name)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Resolve(%q, %q) = %q, %v; want error %v", tc.folder, tc.name, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(base, tc.want); got != want {
+				t.Fatalf("Resolve = %q, want %q", got, want)
+			}
+		})
+	}
+
+	// Links that escape are not listed either; links that stay inside are.
+	got, err := p.List("checkpoints")
+	must(err)
+	want := []string{"alias.safetensors", "sd15.safetensors", "sub/x.safetensors", "sublink/x.safetensors"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("List = %q, want %q", got, want)
+	}
+
+	// With FollowLinksOutside the user's links to elsewhere work.
+	p2, err := New(Options{BaseDir: base, FollowLinksOutside: true})
+	must(err)
+	if _, err := p2.Resolve("checkpoints", "escape.safetensors"); err != nil {
+		t.Fatalf("FollowLinksOutside: %v", err)
+	}
+	got, err = p2.List("checkpoints")
+	must(err)
+	if !slices.Contains(got, "escape.safetensors") || !slices.Contains(got, "linkdir/inner.safetensors") {
+		t.Fatalf("FollowLinksOutside List = %q", got)
+	}
+}
+
+func TestListSurvivesLinkCycle(t *testing.T) {
+	base := t.TempDir()
+	touch(t, base, "models/loras/a/x.safetensors")
+	if err := os.Symlink("..", filepath.Join(base, "models/loras/a/up")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.List("loras")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"a/x.safetensors"}) {
+		t.Fatalf("List = %q", got)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"a.safetensors", "sub/a.safetensors", "a..b.safetensors", "..a", "sub/...x"} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "..", "../a", "a/..", "a/../b", "/a", "a/", "a//b", "./a", "a/./b"} {
+		err := CheckName(bad)
+		if !errors.Is(err, ErrInvalidName) {
+			t.Errorf("CheckName(%q) = %v, want ErrInvalidName", bad, err)
+		} else if !strings.Contains(err.Error(), "invalid model name") {
+			t.Errorf("CheckName(%q) message %q", bad, err)
+		}
+	}
+}
