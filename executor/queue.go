@@ -46,13 +46,15 @@ type Queue interface {
 
 // History stores finished prompts, oldest first, as ComfyUI's /history does.
 type History interface {
-	// PutHistory stores (or replaces) the entry for entry.Prompt.ID.
+	// PutHistory stores the entry for entry.Prompt.ID; an existing entry with that id
+	// is replaced in place (it keeps its position, as a Python dict does).
 	PutHistory(ctx context.Context, entry *HistoryEntry) error
 	// GetHistory returns one entry, or ErrNotFound.
 	GetHistory(ctx context.Context, id string) (*HistoryEntry, error)
-	// ListHistory returns entries in insertion order with ComfyUI's paging: with
-	// maxItems > 0 and offset < 0 the last maxItems entries; otherwise from offset
-	// (negative means 0), at most maxItems (0 or less means all).
+	// ListHistory returns entries in insertion order with ComfyUI's paging
+	// (PromptQueue.get_history): maxItems < 0 means no limit and offset < 0 means
+	// none given. With a limit and no offset it returns the last maxItems entries;
+	// otherwise the entries from offset on, at most maxItems of them.
 	ListHistory(ctx context.Context, maxItems, offset int) ([]*HistoryEntry, error)
 	// DeleteHistory removes the given entries; unknown ids are ignored.
 	DeleteHistory(ctx context.Context, ids ...string) error
