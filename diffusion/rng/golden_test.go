@@ -47,14 +47,14 @@ func loadManifest(t *testing.T, family string) (string, []goldenCase) {
 // 1.5 % of values differ by one float32 ulp (the fixture README's allowance for exactly
 // this; the product radius·sin can turn one ulp of sin into two of the result). The check is
 // therefore: at most two ulps of the expected value.
-func TestGoldenNoSIMD(t *testing.T) { runGolden(t, "rng_nosimd", KernelScalar, -1) }
+func TestGoldenNoSIMD(t *testing.T) { runGolden(t, "rng_nosimd", -1) }
 
 // TestGoldenSIMD checks golden/rng, produced by torch's vectorised kernel (SLEEF float32
 // log/cos/sin). Our kernel differs from it by at most a float32 ulp or two of the
 // transcendental functions; the fixture's README allows ~2e-6 for exactly that.
-func TestGoldenSIMD(t *testing.T) { runGolden(t, "rng", KernelScalar, 2e-6) }
+func TestGoldenSIMD(t *testing.T) { runGolden(t, "rng", 2e-6) }
 
-func runGolden(t *testing.T, family string, kernel Kernel, slack float64) {
+func runGolden(t *testing.T, family string, slack float64) {
 	dir, cases := loadManifest(t, family)
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
@@ -84,14 +84,13 @@ func runGolden(t *testing.T, family string, kernel Kernel, slack float64) {
 			}
 			switch {
 			case strings.HasPrefix(c.Case, "prepare_noise"):
-				got, err := PrepareNoise(seed, c.Shape, c.NoiseInds, kernel)
+				got, err := PrepareNoise(seed, c.Shape, c.NoiseInds)
 				if err != nil {
 					t.Fatal(err)
 				}
 				compare(t, "out.noise", got, want("out.noise"), abs, c.Tolerance.Rel)
 			case strings.HasPrefix(c.Case, "noise_sampler"):
 				g := New(seed)
-				g.Kernel = kernel
 				n := 1
 				for _, d := range c.Shape {
 					n *= d
@@ -105,7 +104,6 @@ func runGolden(t *testing.T, family string, kernel Kernel, slack float64) {
 				compare(t, "out.draws", got, want("out.draws"), abs, c.Tolerance.Rel)
 			case strings.HasPrefix(c.Case, "randn_sequence"):
 				g := New(seed)
-				g.Kernel = kernel
 				for i, n := range c.Sizes {
 					got := make([]float32, n)
 					g.Randn(got)
@@ -115,8 +113,7 @@ func runGolden(t *testing.T, family string, kernel Kernel, slack float64) {
 			case strings.HasPrefix(c.Case, "randn_seed"):
 				for _, n := range c.Sizes {
 					g := New(seed)
-					g.Kernel = kernel
-					got := make([]float32, n)
+						got := make([]float32, n)
 					g.Randn(got)
 					name := "out.n" + strconv.Itoa(n)
 					compare(t, name, got, want(name), abs, c.Tolerance.Rel)

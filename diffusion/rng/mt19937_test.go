@@ -39,7 +39,7 @@ func TestPrepareNoiseErrors(t *testing.T) {
 		{"negative index", []int{2, 4, 8, 8}, []int{0, -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := PrepareNoise(1, tc.shape, tc.inds, KernelScalar); err == nil {
+			if _, err := PrepareNoise(1, tc.shape, tc.inds); err == nil {
 				t.Fatal("no error")
 			}
 		})

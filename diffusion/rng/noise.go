@@ -12,7 +12,7 @@ import (
 // batch_index), one sample of shape [1, shape[1:]...] is drawn per index from 0 to the
 // largest index, in order from the same generator, and the listed ones are returned in
 // the listed order; the result's batch size is then len(batchIndex).
-func PrepareNoise(seed uint64, shape []int, batchIndex []int, kernel Kernel) ([]float32, error) {
+func PrepareNoise(seed uint64, shape []int, batchIndex []int) ([]float32, error) {
 	if len(shape) == 0 {
 		return nil, errors.New("rng: prepare noise: empty shape")
 	}
@@ -26,7 +26,6 @@ func PrepareNoise(seed uint64, shape []int, batchIndex []int, kernel Kernel) ([]
 		}
 	}
 	g := New(seed)
-	g.Kernel = kernel
 	if len(batchIndex) == 0 {
 		out := make([]float32, per*shape[0])
 		g.Randn(out)
