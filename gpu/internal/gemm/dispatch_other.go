@@ -1,0 +1,15 @@
+//go:build !amd64
+
+package gemm
+
+import "fmt"
+
+// selectKernel returns the kernel for p; only the generic path exists off
+// amd64.
+func selectKernel(p Path) (kernel, error) {
+	switch p {
+	case PathAuto, PathGeneric:
+		return genericKernel(), nil
+	}
+	return kernel{}, fmt.Errorf("gemm: path %s needs amd64", p)
+}

@@ -1,0 +1,283 @@
+package gemm
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// kernel is one micro-kernel family with its register tile (mr×nr) and
+// cache blocking (kc, mc, nc: see codex/gemm.md for how they were sized).
+type kernel struct {
+	path       Path
+	mr, nr     int
+	kc, mc, nc int
+	// tile computes the mr×nr tile C = Ap·Bp (or C += Ap·Bp when acc) from
+	// kc steps of a packed A sliver (kc×mr, k-major) and a packed B sliver
+	// (kc×nr, k-major). kc ≥ 1; ldc is in elements.
+	tile func(kc int, a, b, c []float32, ldc int, acc bool)
+}
+
+// aSource is the left operand: m×k, or stored k×m when trans.
+type aSource struct {
+	data  []float32
+	ld    int
+	trans bool
+}
+
+// bSource is the right operand k×n: float32 (stored n×k when trans) or,
+// when w is set, the transpose of a stored weight.
+type bSource struct {
+	f32   []float32
+	ld    int
+	trans bool
+	w     *Weight
+	wld   int // weight row stride in bytes
+}
+
+type problem struct {
+	m, n, k int
+	acc     bool
+	batch   Batch
+	a       aSource
+	b       bSource
+	c       []float32
+	ldc     int
+}
+
+// workspace holds one goroutine's packing buffers; the Engine pools them so
+// the steady state does not allocate.
+type workspace struct {
+	a, b, tile, row []float32
+}
+
+func (e *Engine) getWorkspace() *workspace {
+	if w, ok := e.bufs.Get().(*workspace); ok {
+		return w
+	}
+	kr := e.k
+	return &workspace{
+		a:    make([]float32, kr.mc*kr.kc),
+		b:    make([]float32, kr.kc*kr.nc),
+		tile: make([]float32, kr.mr*kr.nr),
+		row:  make([]float32, kr.kc),
+	}
+}
+
+// task is a rectangle of one product of the batch.
+type task struct {
+	batch          int
+	m0, m1, n0, n1 int
+}
+
+// minParallelFlops is the size below which a call stays on the caller's
+// goroutine: starting a worker costs about a microsecond.
+const minParallelFlops = 1 << 21
+
+func (e *Engine) run(p *problem) {
+	if p.m == 0 || p.n == 0 || p.batch.Count == 0 {
+		return
+	}
+	if p.k == 0 {
+		if !p.acc {
+			for i := 0; i < p.batch.Count; i++ {
+				c := p.c[i*p.batch.StrideC:]
+				for r := 0; r < p.m; r++ {
+					clear(c[r*p.ldc : r*p.ldc+p.n])
+				}
+			}
+		}
+		return
+	}
+	kr := &e.k
+	threads := e.threads
+	if int64(p.m)*int64(p.n)*int64(p.k)*int64(p.batch.Count) < minParallelFlops {
+		threads = 1
+	}
+	// Split each product into mParts×nParts rectangles aligned to the
+	// register tile, so that count×parts covers the threads. Each
+	// rectangle packs its own panels: no barriers, and the duplicated
+	// packing is O(m·k + k·n) against O(m·n·k) arithmetic.
+	mParts, nParts := 1, 1
+	if need := (threads + p.batch.Count - 1) / p.batch.Count; need > 1 {
+		mTiles := (p.m + kr.mr - 1) / kr.mr
+		nTiles := (p.n + kr.nr - 1) / kr.nr
+		// Prefer splitting n for a stored weight (each part then converts
+		// only its own rows of W) and otherwise the dimension with more tiles.
+		if (p.b.w != nil && nTiles >= need) || nTiles >= mTiles {
+			nParts = min(need, nTiles)
+		} else {
+			mParts = min(need, mTiles)
+		}
+	}
+	ntasks := p.batch.Count * mParts * nParts
+	taskAt := func(i int) task {
+		b := i / (mParts * nParts)
+		r := i % (mParts * nParts)
+		mi, ni := r/nParts, r%nParts
+		return task{
+			batch: b,
+			m0:    splitPoint(p.m, mParts, mi, kr.mr), m1: splitPoint(p.m, mParts, mi+1, kr.mr),
+			n0: splitPoint(p.n, nParts, ni, kr.nr), n1: splitPoint(p.n, nParts, ni+1, kr.nr),
+		}
+	}
+	workers := min(threads, ntasks)
+	if workers <= 1 {
+		ws := e.getWorkspace()
+		for i := 0; i < ntasks; i++ {
+			e.compute(p, taskAt(i), ws)
+		}
+		e.bufs.Put(ws)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	work := func() {
+		ws := e.getWorkspace()
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= ntasks {
+				break
+			}
+			e.compute(p, taskAt(i), ws)
+		}
+		e.bufs.Put(ws)
+	}
+	for w := 1; w < workers; w++ {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+}
+
+// splitPoint returns the start of part i of n split into parts pieces,
+// rounded to a multiple of align (the last part takes the remainder).
+func splitPoint(n, parts, i, align int) int {
+	if i >= parts {
+		return n
+	}
+	tiles := (n + align - 1) / align
+	return min(n, tiles*i/parts*align)
+}
+
+// compute runs the blocked loops over one task: jc (nc columns) → pc (kc
+// deep: pack B) → ic (mc rows: pack A) → ir (one A sliver, kept in L1) → jr
+// (B slivers streamed from L2) → micro-kernel.
+func (e *Engine) compute(p *problem, t task, ws *workspace) {
+	kr := &e.k
+	mr, nr := kr.mr, kr.nr
+	c := p.c[t.batch*p.batch.StrideC:]
+	a := p.a
+	a.data = a.data[t.batch*p.batch.StrideA:]
+	b := p.b
+	if b.w == nil {
+		b.f32 = b.f32[t.batch*p.batch.StrideB:]
+	}
+	for jc := t.n0; jc < t.n1; jc += kr.nc {
+		nc := min(kr.nc, t.n1-jc)
+		for pc := 0; pc < p.k; pc += kr.kc {
+			kc := min(kr.kc, p.k-pc)
+			packB(ws.b, ws.row, &b, pc, kc, jc, nc, nr)
+			acc := p.acc || pc > 0
+			for ic := t.m0; ic < t.m1; ic += kr.mc {
+				mc := min(kr.mc, t.m1-ic)
+				packA(ws.a, &a, ic, mc, pc, kc, mr)
+				for ir := 0; ir < mc; ir += mr {
+					ap := ws.a[ir*kc : (ir+mr)*kc]
+					rows := min(mr, mc-ir)
+					for jr := 0; jr < nc; jr += nr {
+						bp := ws.b[jr*kc : (jr+nr)*kc]
+						cols := min(nr, nc-jr)
+						off := (ic+ir)*p.ldc + jc + jr
+						if rows == mr && cols == nr {
+							kr.tile(kc, ap, bp, c[off:], p.ldc, acc)
+							continue
+						}
+						kr.tile(kc, ap, bp, ws.tile, nr, false)
+						for i := 0; i < rows; i++ {
+							dst := c[off+i*p.ldc : off+i*p.ldc+cols]
+							src := ws.tile[i*nr : i*nr+cols]
+							if acc {
+								for j, v := range src {
+									dst[j] += v
+								}
+							} else {
+								copy(dst, src)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// packA copies rows [ic, ic+mc) × columns [pc, pc+kc) of op(A) into dst as
+// ceil(mc/mr) slivers, each kc×mr k-major, zero-padding the last sliver.
+func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
+	for s := 0; s < mc; s += mr {
+		rows := min(mr, mc-s)
+		d := dst[s*kc : (s+mr)*kc]
+		if a.trans {
+			// A stored k×m: a sliver row of kc×mr is contiguous in the source.
+			for p := 0; p < kc; p++ {
+				src := a.data[(pc+p)*a.ld+ic+s:]
+				dp := d[p*mr : p*mr+mr]
+				copy(dp, src[:rows])
+				clear(dp[rows:])
+			}
+			continue
+		}
+		for i := 0; i < rows; i++ {
+			src := a.data[(ic+s+i)*a.ld+pc : (ic+s+i)*a.ld+pc+kc]
+			for p, v := range src {
+				d[p*mr+i] = v
+			}
+		}
+		for i := rows; i < mr; i++ {
+			for p := 0; p < kc; p++ {
+				d[p*mr+i] = 0
+			}
+		}
+	}
+}
+
+// packB copies rows [pc, pc+kc) × columns [jc, jc+nc) of the k×n operand
+// into dst as ceil(nc/nr) slivers, each kc×nr k-major, zero-padding the
+// last sliver. A stored weight is converted to float32 here, one row
+// segment of kc elements at a time (row is scratch of at least kc).
+func packB(dst, row []float32, b *bSource, pc, kc, jc, nc, nr int) {
+	for s := 0; s < nc; s += nr {
+		cols := min(nr, nc-s)
+		d := dst[s*kc : (s+nr)*kc]
+		switch {
+		case b.w != nil:
+			r := row[:kc]
+			for j := 0; j < cols; j++ {
+				decodeRow(b.w.DType, r, b.w.Data[(jc+s+j)*b.wld:], pc)
+				for p, v := range r {
+					d[p*nr+j] = v
+				}
+			}
+		case b.trans:
+			for j := 0; j < cols; j++ {
+				src := b.f32[(jc+s+j)*b.ld+pc : (jc+s+j)*b.ld+pc+kc]
+				for p, v := range src {
+					d[p*nr+j] = v
+				}
+			}
+		default:
+			for p := 0; p < kc; p++ {
+				src := b.f32[(pc+p)*b.ld+jc+s:]
+				dp := d[p*nr : p*nr+nr]
+				copy(dp, src[:cols])
+				clear(dp[cols:])
+			}
+			continue
+		}
+		if cols < nr {
+			for p := 0; p < kc; p++ {
+				clear(d[p*nr+cols : p*nr+nr])
+			}
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package gemm
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+)
+
+// Path names a micro-kernel family.
+type Path int
+
+const (
+	// PathAuto picks the fastest path the CPU supports.
+	PathAuto Path = iota
+	// PathGeneric is the portable pure-Go kernel.
+	PathGeneric
+	// PathAVX2 is the AVX2+FMA assembly kernel (amd64).
+	PathAVX2
+	// PathAVX512 is the AVX-512F assembly kernel (amd64).
+	PathAVX512
+)
+
+// EnvPath is the environment variable that forces a path in Default:
+// "generic", "avx2", "avx512" or "auto" (the same as unset).
+const EnvPath = "FORGEFLOW_GEMM"
+
+func (p Path) String() string {
+	switch p {
+	case PathAuto:
+		return "auto"
+	case PathGeneric:
+		return "generic"
+	case PathAVX2:
+		return "avx2"
+	case PathAVX512:
+		return "avx512"
+	}
+	return fmt.Sprintf("Path(%d)", int(p))
+}
+
+// ParsePath parses a path name as written in FORGEFLOW_GEMM.
+func ParsePath(s string) (Path, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return PathAuto, nil
+	case "generic", "go", "purego":
+		return PathGeneric, nil
+	case "avx2":
+		return PathAVX2, nil
+	case "avx512", "avx-512":
+		return PathAVX512, nil
+	}
+	return PathAuto, fmt.Errorf("gemm: unknown path %q (want generic, avx2, avx512 or auto)", s)
+}
+
+// Options configures an Engine. The zero value is the default: the best
+// kernel for this CPU and one worker per GOMAXPROCS.
+type Options struct {
+	// Path forces a kernel family; PathAuto picks the best available.
+	Path Path
+	// Threads is the number of goroutines one call may use; 0 means
+	// runtime.GOMAXPROCS(0).
+	Threads int
+}
+
+// Engine runs matrix multiplications with one chosen kernel and thread
+// count. It holds only read-only configuration and a pool of packing
+// buffers, so one Engine may be used by many goroutines at once.
+type Engine struct {
+	k       kernel
+	threads int
+	bufs    sync.Pool // *workspace
+}
+
+// New returns an Engine for opts, or an error when opts.Path names a
+// kernel this CPU (or this build) cannot run.
+func New(opts Options) (*Engine, error) {
+	k, err := selectKernel(opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	if t < 1 {
+		t = 1
+	}
+	return &Engine{k: k, threads: t}, nil
+}
+
+// Path reports the kernel family the Engine runs.
+func (e *Engine) Path() Path { return e.k.path }
+
+// Threads reports how many goroutines one call may use.
+func (e *Engine) Threads() int { return e.threads }
+
+// Available reports whether this CPU and build can run path p.
+func Available(p Path) bool {
+	_, err := selectKernel(p)
+	return err == nil
+}
+
+var defaultEngine = sync.OnceValues(func() (*Engine, error) {
+	p, err := ParsePath(os.Getenv(EnvPath))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvPath, err)
+	}
+	e, err := New(Options{Path: p})
+	if err != nil {
+		return nil, fmt.Errorf("%s=%s: %w", EnvPath, p, err)
+	}
+	return e, nil
+})
+
+// Default returns the process-wide Engine built from FORGEFLOW_GEMM on
+// first use (read once; later changes to the variable are not seen). It is
+// read-only after creation. An invalid FORGEFLOW_GEMM is reported here and
+// by every package-level call.
+func Default() (*Engine, error) { return defaultEngine() }
+
+// SGEMM computes C = A·B, or C += A·B when accumulate is true, with the
+// Default engine. A is m×k with row stride lda, B is k×n with row stride
+// ldb and C is m×n with row stride ldc, all row-major float32 with strides
+// in elements. C must not overlap A or B.
+func SGEMM(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) error {
+	e, err := Default()
+	if err != nil {
+		return err
+	}
+	return e.SGEMM(m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+}
+
+// SGEMM computes C (+)= A·B; see the package-level SGEMM.
+func (e *Engine) SGEMM(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) error {
+	return e.SGEMMBatched(Batch{Count: 1}, false, false, m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+}
+
+// SGEMMT computes C (+)= op(A)·op(B) where op(X) is X or Xᵀ. When transA
+// is true, A is stored k×m (row stride lda) and used transposed; when
+// transB is true, B is stored n×k (row stride ldb), which is the layout of
+// attention's Q·Kᵀ.
+func (e *Engine) SGEMMT(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) error {
+	return e.SGEMMBatched(Batch{Count: 1}, transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+}
+
+// Batch describes a batch of equally shaped products: product i reads A at
+// offset i*StrideA, B at i*StrideB and writes C at i*StrideC (in elements).
+// A stride of 0 reuses the same matrix for every product (broadcasting a
+// weight, say). StrideC must not make two products' C overlap.
+type Batch struct {
+	Count                     int
+	StrideA, StrideB, StrideC int
+}
+
+// SGEMMBatched computes Count products C_i (+)= op(A_i)·op(B_i) in one
+// call, spreading them and their tiles over the Engine's threads.
+func (e *Engine) SGEMMBatched(bt Batch, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) error {
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	if err := checkDims(m, n, k, bt); err != nil {
+		return err
+	}
+	if err := checkMatrix("A", a, ar, ac, lda, bt.Count, bt.StrideA); err != nil {
+		return err
+	}
+	if err := checkMatrix("B", b, br, bc, ldb, bt.Count, bt.StrideB); err != nil {
+		return err
+	}
+	if err := checkMatrix("C", c, m, n, ldc, bt.Count, bt.StrideC); err != nil {
+		return err
+	}
+	if bt.Count > 1 && bt.StrideC == 0 && m > 0 && n > 0 {
+		return fmt.Errorf("gemm: batch of %d with StrideC 0 would write one C several times", bt.Count)
+	}
+	p := problem{
+		m: m, n: n, k: k, acc: accumulate, batch: bt,
+		a: aSource{data: a, ld: lda, trans: transA},
+		b: bSource{f32: b, ld: ldb, trans: transB},
+		c: c, ldc: ldc,
+	}
+	e.run(&p)
+	return nil
+}
+
+func checkDims(m, n, k int, bt Batch) error {
+	if m < 0 || n < 0 || k < 0 {
+		return fmt.Errorf("gemm: negative size m=%d n=%d k=%d", m, n, k)
+	}
+	if bt.Count < 0 || bt.StrideA < 0 || bt.StrideB < 0 || bt.StrideC < 0 {
+		return fmt.Errorf("gemm: negative batch count or stride %+v", bt)
+	}
+	return nil
+}
+
+// checkMatrix verifies that data holds count rows×cols matrices with row
+// stride ld, spaced stride elements apart.
+func checkMatrix(name string, data []float32, rows, cols, ld, count, stride int) error {
+	if ld < max(cols, 1) {
+		return fmt.Errorf("gemm: %s: row stride %d less than width %d", name, ld, cols)
+	}
+	if rows == 0 || cols == 0 || count == 0 {
+		return nil
+	}
+	need := (count-1)*stride + (rows-1)*ld + cols
+	if len(data) < need {
+		return fmt.Errorf("gemm: %s: %d elements, need %d for %d×%d (stride %d, batch %d×%d)", name, len(data), need, rows, cols, ld, count, stride)
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+package gemm
+
+import "unsafe"
+
+// isAligned4 reports whether b starts on a 4-byte boundary, so that it can
+// be read as float32 without an unaligned view.
+func isAligned4(b []byte) bool {
+	return len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0
+}
+
+// bytesAsFloat32 views little-endian float32 storage as []float32 without
+// copying (every target forgeflow builds for is little-endian; the generic
+// path on a big-endian target would need a conversion here).
+func bytesAsFloat32(b []byte) []float32 {
+	if len(b) < 4 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
+}

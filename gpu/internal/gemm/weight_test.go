@@ -1,0 +1,254 @@
+package gemm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestHalfToFloat32 checks all 65536 binary16 patterns against the
+// definition: (-1)^s · 2^(e-15) · (1 + m/1024), subnormals 2^-14 · m/1024.
+func TestHalfToFloat32(t *testing.T) {
+	for h := 0; h < 1<<16; h++ {
+		s, e, m := h>>15, (h>>10)&31, h&1023
+		var want float64
+		switch {
+		case e == 31 && m == 0:
+			want = math.Inf(1)
+		case e == 31:
+			want = math.NaN()
+		case e == 0:
+			want = math.Ldexp(float64(m)/1024, -14)
+		default:
+			want = math.Ldexp(1+float64(m)/1024, e-15)
+		}
+		if s == 1 {
+			want = -want
+		}
+		got := HalfToFloat32(uint16(h))
+		if math.IsNaN(want) {
+			if !math.IsNaN(float64(got)) {
+				t.Fatalf("%#04x: got %g, want NaN", h, got)
+			}
+			continue
+		}
+		if float64(got) != want || math.Signbit(float64(got)) != (s == 1) {
+			t.Fatalf("%#04x: got %g, want %g", h, got, want)
+		}
+	}
+}
+
+func TestF8Tables(t *testing.T) {
+	cases := []struct {
+		name string
+		tab  *[256]float32
+		bits uint8
+		want float64
+	}{
+		{"e4m3fn max", &f8e4m3fnTable, 0x7e, 448},
+		{"e4m3fn one", &f8e4m3fnTable, 0x38, 1},
+		{"e4m3fn min subnormal", &f8e4m3fnTable, 0x01, math.Ldexp(1, -9)},
+		{"e4m3fn -2", &f8e4m3fnTable, 0xc0, -2},
+		{"e4m3fn 1.875·2^8 is finite", &f8e4m3fnTable, 0x7d, 416},
+		{"e4m3fn nan", &f8e4m3fnTable, 0x7f, math.NaN()},
+		{"e5m2 max", &f8e5m2Table, 0x7b, 57344},
+		{"e5m2 one", &f8e5m2Table, 0x3c, 1},
+		{"e5m2 min subnormal", &f8e5m2Table, 0x01, math.Ldexp(1, -16)},
+		{"e5m2 inf", &f8e5m2Table, 0x7c, math.Inf(1)},
+		{"e5m2 -inf", &f8e5m2Table, 0xfc, math.Inf(-1)},
+		{"e5m2 nan", &f8e5m2Table, 0x7d, math.NaN()},
+	}
+	for _, tc := range cases {
+		got := float64(tc.tab[tc.bits])
+		if got != tc.want && !(math.IsNaN(got) && math.IsNaN(tc.want)) {
+			t.Errorf("%s: %#02x → %g, want %g", tc.name, tc.bits, got, tc.want)
+		}
+	}
+}
+
+// testWeight builds an n×k weight of dtype d with random contents chosen so
+// that every element is exact in float32 whatever the evaluation order
+// (scales are powers of two), and returns its bytes and its elements.
+func testWeight(r *rand.Rand, d DType, n, k int) ([]byte, []float32) {
+	rb, err := d.RowBytes(k)
+	if err != nil {
+		panic(err)
+	}
+	data := make([]byte, n*rb)
+	want := make([]float32, n*k)
+	le := binary.LittleEndian
+	// halfPow2 encodes 2^e (−14 ≤ e ≤ 15) as binary16.
+	halfPow2 := func(e int) uint16 { return uint16(e+15) << 10 }
+	for j := 0; j < n; j++ {
+		row := data[j*rb : (j+1)*rb]
+		w := want[j*k : (j+1)*k]
+		switch d {
+		case F32:
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+				le.PutUint32(row[4*i:], math.Float32bits(w[i]))
+			}
+		case F16:
+			for i := range w {
+				// A random normal binary16: sign, exponent 1..30, mantissa.
+				h := uint16(r.IntN(2))<<15 | uint16(1+r.IntN(30))<<10 | uint16(r.IntN(1024))
+				e, m := int(h>>10&31), int(h&1023)
+				v := math.Ldexp(1+float64(m)/1024, e-15)
+				if h>>15 == 1 {
+					v = -v
+				}
+				w[i] = float32(v)
+				le.PutUint16(row[2*i:], h)
+			}
+		case BF16:
+			for i := range w {
+				v := float32(r.NormFloat64())
+				bits := math.Float32bits(v) &^ 0xffff
+				w[i] = math.Float32frombits(bits)
+				le.PutUint16(row[2*i:], uint16(bits>>16))
+			}
+		case F8E4M3FN, F8E5M2:
+			for i := range w {
+				// Small integers times a power of two are exact in both formats.
+				q := r.IntN(15) - 7
+				v := float32(q) / 4
+				var b byte
+				if v != 0 {
+					b = f8Encode(d, v)
+				}
+				w[i] = v
+				row[i] = b
+			}
+		case Q8_0:
+			for blk := 0; blk < k/32; blk++ {
+				e := -r.IntN(8)
+				le.PutUint16(row[blk*34:], halfPow2(e))
+				for i := 0; i < 32; i++ {
+					q := int8(r.IntN(256) - 128)
+					row[blk*34+2+i] = byte(q)
+					w[blk*32+i] = float32(math.Ldexp(float64(q), e))
+				}
+			}
+		case Q4_0:
+			for blk := 0; blk < k/32; blk++ {
+				e := -r.IntN(8)
+				le.PutUint16(row[blk*18:], halfPow2(e))
+				for i := 0; i < 16; i++ {
+					lo, hi := r.IntN(16), r.IntN(16)
+					row[blk*18+2+i] = byte(lo | hi<<4)
+					w[blk*32+i] = float32(math.Ldexp(float64(lo-8), e))
+					w[blk*32+16+i] = float32(math.Ldexp(float64(hi-8), e))
+				}
+			}
+		case Q4_K:
+			for sb := 0; sb < k/256; sb++ {
+				blk := row[sb*144 : (sb+1)*144]
+				ed, em := -r.IntN(6), -3-r.IntN(6)
+				le.PutUint16(blk, halfPow2(ed))
+				le.PutUint16(blk[2:], halfPow2(em))
+				var sc, mn [8]int
+				for s := range sc {
+					sc[s], mn[s] = r.IntN(64), r.IntN(64)
+				}
+				q4KPack(blk[4:16], sc, mn)
+				for c := 0; c < 4; c++ {
+					for l := 0; l < 32; l++ {
+						lo, hi := r.IntN(16), r.IntN(16)
+						blk[16+32*c+l] = byte(lo | hi<<4)
+						// Sub-block 2c holds the low nibbles, 2c+1 the high ones.
+						w[sb*256+64*c+l] = float32(math.Ldexp(float64(sc[2*c]*lo), ed) - math.Ldexp(float64(mn[2*c]), em))
+						w[sb*256+64*c+32+l] = float32(math.Ldexp(float64(sc[2*c+1]*hi), ed) - math.Ldexp(float64(mn[2*c+1]), em))
+					}
+				}
+			}
+		}
+	}
+	return data, want
+}
+
+// q4KPack stores eight 6-bit scales and mins in ggml's 12-byte K_SCALE
+// layout: bytes 0..3 scales 0..3 (+ top bits of scales 4..7), bytes 4..7
+// mins 0..3 (+ top bits of mins 4..7), bytes 8..11 low nibbles of scale
+// and min 4..7.
+func q4KPack(dst []byte, sc, mn [8]int) {
+	for j := 0; j < 4; j++ {
+		dst[j] = byte(sc[j]) | byte(sc[j+4]>>4)<<6
+		dst[j+4] = byte(mn[j]) | byte(mn[j+4]>>4)<<6
+		dst[j+8] = byte(sc[j+4]&15) | byte(mn[j+4]&15)<<4
+	}
+}
+
+// f8Encode finds the byte that decodes to v (v is exact in the format).
+func f8Encode(d DType, v float32) byte {
+	tab := &f8e4m3fnTable
+	if d == F8E5M2 {
+		tab = &f8e5m2Table
+	}
+	for b := 0; b < 256; b++ {
+		if tab[b] == v {
+			return byte(b)
+		}
+	}
+	panic(fmt.Sprintf("%g not representable in %s", v, d))
+}
+
+func TestDecodeRow(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for d := DType(0); d < dtypeCount; d++ {
+		t.Run(d.String(), func(t *testing.T) {
+			const k = 512
+			data, want := testWeight(r, d, 1, k)
+			got := make([]float32, k)
+			// Decode in two halves, as packing does at a kc boundary.
+			decodeRow(d, got[:256], data, 0)
+			decodeRow(d, got[256:], data, 256)
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("element %d: got %g, want %g", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestLinear(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	shapes := []shape{{1, 1, 256}, {5, 33, 256}, {37, 70, 512}, {1, 100, 768}, {64, 3, 256}}
+	if !testing.Short() {
+		shapes = append(shapes, shape{130, 257, 1024})
+	}
+	for _, e := range enginesUnderTest(t) {
+		for d := DType(0); d < dtypeCount; d++ {
+			for _, sh := range shapes {
+				for _, pad := range []int{0, 8} {
+					name := fmt.Sprintf("%s/%s/%dx%dx%d/pad=%d", e.Path(), d, sh.m, sh.n, sh.k, pad)
+					t.Run(name, func(t *testing.T) {
+						m, n, k := sh.m, sh.n, sh.k
+						data, wf := testWeight(r, d, n, k)
+						w := Weight{DType: d, N: n, K: k, Data: data}
+						if pad > 0 {
+							// Rows further apart than their size.
+							rb, _ := d.RowBytes(k)
+							w.Stride = rb + pad
+							w.Data = make([]byte, n*w.Stride)
+							for j := 0; j < n; j++ {
+								copy(w.Data[j*w.Stride:], data[j*rb:(j+1)*rb])
+							}
+						}
+						ldx, ldy := k+1, n+3
+						x := randSlice(r, m*ldx)
+						y := randSlice(r, m*ldy)
+						acc := pad > 0
+						want, mag := refGEMM(false, true, m, n, k, x, ldx, wf, k, y, ldy, acc)
+						if err := e.Linear(m, x, ldx, w, y, ldy, acc); err != nil {
+							t.Fatal(err)
+						}
+						checkClose(t, m, n, k, y, ldy, want, mag)
+					})
+				}
+			}
+		}
+	}
+}
