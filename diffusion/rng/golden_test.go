@@ -113,7 +113,7 @@ func runGolden(t *testing.T, family string, slack float64) {
 			case strings.HasPrefix(c.Case, "randn_seed"):
 				for _, n := range c.Sizes {
 					g := New(seed)
-						got := make([]float32, n)
+					got := make([]float32, n)
 					g.Randn(got)
 					name := "out.n" + strconv.Itoa(n)
 					compare(t, name, got, want(name), abs, c.Tolerance.Rel)
