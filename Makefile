@@ -1,0 +1,57 @@
+# forgeflow — every command a developer or CI needs. `make test` is the one CI runs.
+
+GO          ?= go
+BIN         := $(CURDIR)/bin
+STATICCHECK := $(BIN)/staticcheck
+STATICCHECK_VERSION := v0.8.2
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+ADDR_FLAGS  ?=
+
+.PHONY: all run build test test-go lint fuzz bench frontend frontend-test clean
+
+all: build
+
+# The server with the editor, on http://127.0.0.1:8188 (works with no model files).
+run: build
+	$(BIN)/forgeflow serve $(ADDR_FLAGS)
+
+build: frontend
+	$(GO) build -o $(BIN)/forgeflow ./cmd/forgeflow
+
+# Everything: lint, unit + integration tests, short fuzz runs, the editor's tests.
+test: lint test-go fuzz frontend-test
+
+test-go:
+	$(GO) test -tags integration -timeout 25m ./...
+
+$(STATICCHECK):
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags integration ./...
+	$(STATICCHECK) -tags integration ./...
+
+# Runs every Fuzz target of the module for FUZZTIME each (seed corpora always run in test-go).
+fuzz:
+	@set -e; for f in $$(git ls-files '*_test.go'); do \
+		for t in $$(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' $$f | awk '{print $$2}'); do \
+			echo "fuzz $$t ($$(dirname $$f))"; \
+			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f) >/dev/null || \
+				{ $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f); exit 1; }; \
+		done; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./...
+
+# The editor (frontend/) is built with npm when it exists.
+frontend:
+	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm run build; fi
+
+frontend-test:
+	@if [ -f frontend/package.json ]; then cd frontend && npm test; fi
+
+clean:
+	rm -rf $(BIN)
