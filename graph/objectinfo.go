@@ -53,8 +53,11 @@ func (s *Schema) ObjectInfo() map[string]any {
 	return info
 }
 
-// spec returns the input's [type, options] array.
-func (in *Input) spec() []any {
+// spec returns the input's [type, options] array (or the type alone for Plain).
+func (in *Input) spec() any {
+	if in.Plain {
+		return in.Type
+	}
 	opts := map[string]any{}
 	for k, v := range in.Options {
 		opts[k] = v

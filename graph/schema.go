@@ -69,6 +69,9 @@ type Input struct {
 	ComboV3 bool
 	// Bare serialises the spec as [TYPE] with no option dict (ComfyUI's ("IMAGE",)).
 	Bare bool
+	// Plain serialises the spec as the type string alone ("PROMPT"), as ComfyUI writes
+	// most hidden inputs ({"prompt": "PROMPT"}).
+	Plain bool
 }
 
 // Output is one output socket of a node.
