@@ -227,6 +227,10 @@ func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
 			}
 			continue
 		}
+		if rows == mr && mr == 12 {
+			packA12(d, a.data[(ic+s)*a.ld+pc:], a.ld, kc)
+			continue
+		}
 		for i := 0; i < rows; i++ {
 			src := a.data[(ic+s+i)*a.ld+pc : (ic+s+i)*a.ld+pc+kc]
 			for p, v := range src {
@@ -238,6 +242,22 @@ func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
 				d[p*mr+i] = 0
 			}
 		}
+	}
+}
+
+// packA12 packs a full 12-row sliver k-major: walking k in the outer loop
+// reads twelve sequential row streams and writes the sliver contiguously,
+// which is about twice as fast as scattering one row at a time.
+func packA12(d, src []float32, ld, kc int) {
+	r0, r1, r2, r3 := src[0*ld:0*ld+kc], src[1*ld:1*ld+kc], src[2*ld:2*ld+kc], src[3*ld:3*ld+kc]
+	r4, r5, r6, r7 := src[4*ld:4*ld+kc], src[5*ld:5*ld+kc], src[6*ld:6*ld+kc], src[7*ld:7*ld+kc]
+	r8, r9, r10, r11 := src[8*ld:8*ld+kc], src[9*ld:9*ld+kc], src[10*ld:10*ld+kc], src[11*ld:11*ld+kc]
+	d = d[:kc*12]
+	for p := range r0 {
+		o := (*[12]float32)(d[p*12:])
+		o[0], o[1], o[2], o[3] = r0[p], r1[p], r2[p], r3[p]
+		o[4], o[5], o[6], o[7] = r4[p], r5[p], r6[p], r7[p]
+		o[8], o[9], o[10], o[11] = r8[p], r9[p], r10[p], r11[p]
 	}
 }
 
