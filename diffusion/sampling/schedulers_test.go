@@ -1,0 +1,48 @@
+package sampling
+
+import (
+	"math"
+	"slices"
+	"testing"
+)
+
+func TestSchedulerNamesMatchComfyUI(t *testing.T) {
+	want := []string{"simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal"}
+	if got := SchedulerNames(); !slices.Equal(got, want) {
+		t.Fatalf("SchedulerNames() = %v, want %v", got, want)
+	}
+	if _, err := LookupScheduler("nope"); err == nil {
+		t.Fatal("unknown scheduler accepted")
+	}
+}
+
+func TestKSamplerSigmasEdges(t *testing.T) {
+	ms := NewSD(EPS)
+	s, err := KSamplerSigmas(ms, "normal", "euler", 10, 0)
+	if err != nil || len(s) != 0 {
+		t.Fatalf("denoise 0: %v, %v; want no sigmas", s, err)
+	}
+	if _, err := KSamplerSigmas(ms, "normal", "euler", -1, 1); err == nil {
+		t.Fatal("negative steps accepted")
+	}
+	s, _ = KSamplerSigmas(ms, "karras", "euler", 20, 1)
+	if len(s) != 21 || s[20] != 0 || s[0] != ms.SigmaMax() {
+		t.Fatalf("karras 20: len %d first %v last %v", len(s), s[0], s[len(s)-1])
+	}
+}
+
+// betaPPF must invert the regularized incomplete beta function: I_x(a, b) = q.
+func TestBetaPPFInvertsCDF(t *testing.T) {
+	for _, ab := range [][2]float64{{0.6, 0.6}, {2, 5}, {0.5, 3}} {
+		for _, q := range []float64{1e-6, 0.01, 0.25, 0.5, 0.75, 0.99} {
+			x := betaPPF(q, ab[0], ab[1])
+			if got := regIncBeta(x, ab[0], ab[1]); math.Abs(got-q) > 1e-12 {
+				t.Errorf("a=%v b=%v q=%v: I(ppf) = %v", ab[0], ab[1], q, got)
+			}
+		}
+	}
+	// Beta(1,1) is uniform: the quantile is q itself.
+	if x := betaPPF(0.3, 1, 1); math.Abs(x-0.3) > 1e-14 {
+		t.Errorf("uniform ppf(0.3) = %v", x)
+	}
+}
