@@ -26,7 +26,7 @@ func TestKSamplerSigmasEdges(t *testing.T) {
 		t.Fatal("negative steps accepted")
 	}
 	s, _ = KSamplerSigmas(ms, "karras", "euler", 20, 1)
-	if len(s) != 21 || s[20] != 0 || s[0] != ms.SigmaMax() {
+	if len(s) != 21 || s[20] != 0 || math.Abs(float64(s[0]-ms.SigmaMax())) > 1e-5 {
 		t.Fatalf("karras 20: len %d first %v last %v", len(s), s[0], s[len(s)-1])
 	}
 }
