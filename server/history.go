@@ -1,0 +1,112 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+func (s *Server) historyRoutes() {
+	s.route("GET /history", s.getHistory)
+	s.route("GET /history/{prompt_id}", s.getHistoryItem)
+	s.route("POST /history", s.postHistory)
+}
+
+// writeHistory writes entries as one JSON object keyed by prompt id, in the entries'
+// order (ComfyUI's history dict keeps insertion order; a Go map would sort the keys).
+func (s *Server) writeHistory(w http.ResponseWriter, entries []HistoryEntry) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(e.PromptID)
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(rawOr(e.Data, "null"))
+	}
+	b.WriteByte('}')
+	if !json.Valid(b.Bytes()) {
+		s.writeError(w, http.StatusInternalServerError, "history entry is not valid JSON")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_, _ = w.Write(b.Bytes())
+}
+
+// queryInt reads an optional integer query parameter.
+func queryInt(r *http.Request, name string, def int) (int, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	return n, err == nil
+}
+
+func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
+	maxItems, ok := queryInt(r, "max_items", -1)
+	if !ok {
+		s.writeError(w, http.StatusBadRequest, "max_items must be an integer")
+		return
+	}
+	offset, ok := queryInt(r, "offset", -1)
+	if !ok {
+		s.writeError(w, http.StatusBadRequest, "offset must be an integer")
+		return
+	}
+	if s.opts.Queue == nil {
+		s.writeHistory(w, nil)
+		return
+	}
+	entries, err := s.opts.Queue.History(r.Context(), maxItems, offset)
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot read history", err.Error())
+		return
+	}
+	s.writeHistory(w, entries)
+}
+
+func (s *Server) getHistoryItem(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Queue == nil {
+		s.writeHistory(w, nil)
+		return
+	}
+	e, ok, err := s.opts.Queue.HistoryItem(r.Context(), r.PathValue("prompt_id"))
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot read history", err.Error())
+		return
+	}
+	if !ok {
+		// ComfyUI answers an unknown id with an empty object, not 404.
+		s.writeHistory(w, nil)
+		return
+	}
+	s.writeHistory(w, []HistoryEntry{e})
+}
+
+func (s *Server) postHistory(w http.ResponseWriter, r *http.Request) {
+	var body clearDelete
+	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
+		return
+	}
+	if s.opts.Queue == nil {
+		s.writeError(w, http.StatusServiceUnavailable, errNoQueue.Error())
+		return
+	}
+	if truthy(body.Clear) {
+		if err := s.opts.Queue.ClearHistory(r.Context()); err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot clear history", err.Error())
+			return
+		}
+	}
+	if len(body.Delete) > 0 {
+		if err := s.opts.Queue.DeleteHistory(r.Context(), body.ids()); err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot delete history", err.Error())
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}

@@ -1,0 +1,223 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"github.com/forgeflow/forgeflow/graph"
+)
+
+// Default limits. ComfyUI's --max-upload-size defaults to 100 MB; a prompt is JSON and
+// needs far less, but UI workflows embedded in extra_data can be large.
+const (
+	DefaultMaxUploadSize = 100 << 20
+	DefaultMaxPromptSize = 32 << 20
+)
+
+// Dirs are the folders the server reads and writes. Output, Input and Temp match
+// ComfyUI's output/, input/ and temp/; User holds per-user data (ComfyUI's user/,
+// with the single user "default").
+type Dirs struct {
+	Output string
+	Input  string
+	Temp   string
+	User   string
+}
+
+// Options configure a Server. Only Dirs is required; a nil dependency turns its routes
+// into empty answers (no nodes, no models) or 503 (no queue).
+type Options struct {
+	Logger *slog.Logger
+	Dirs   Dirs
+	// Nodes supplies /object_info.
+	Nodes ObjectInfoSource
+	// Queue is the executor's queue and history.
+	Queue Queue
+	// Models lists model folders and files (/models, /embeddings, /view_metadata).
+	Models Models
+	// Memory reports RAM and devices for /system_stats and frees memory for /free.
+	Memory Memory
+	// Static holds the editor's files, served at /; nil serves a 404 with a hint.
+	Static fs.FS
+	// MaxUploadSize limits request bodies of uploads and userdata (bytes); 0 means
+	// DefaultMaxUploadSize.
+	MaxUploadSize int64
+	// MaxPromptSize limits JSON request bodies (bytes); 0 means DefaultMaxPromptSize.
+	MaxPromptSize int64
+	// CORSOrigin is --enable-cors-header: when set, every answer carries
+	// Access-Control-Allow-Origin with it; when empty, cross-origin POSTs to a loopback
+	// host are refused as ComfyUI does.
+	CORSOrigin string
+	// Version is reported as comfyui_version in /system_stats.
+	Version string
+	// Argv is reported in /system_stats.
+	Argv []string
+}
+
+// ObjectInfoSource supplies node schemas. *nodes.Registry implements it.
+type ObjectInfoSource interface {
+	Names() []string
+	Schema(class string) (*graph.Schema, bool)
+}
+
+// Server is ComfyUI's API. Create it with New and serve Handler.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+	hub     *hub
+
+	// settingsMu serialises read-modify-write of the settings file.
+	settingsMu sync.Mutex
+}
+
+// New checks the options and builds the routes.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxUploadSize <= 0 {
+		opts.MaxUploadSize = DefaultMaxUploadSize
+	}
+	if opts.MaxPromptSize <= 0 {
+		opts.MaxPromptSize = DefaultMaxPromptSize
+	}
+	for name, dir := range map[string]string{"output": opts.Dirs.Output, "input": opts.Dirs.Input, "temp": opts.Dirs.Temp, "user": opts.Dirs.User} {
+		if dir == "" {
+			return nil, fmt.Errorf("server: options: %s directory not set", name)
+		}
+	}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.hub = newHub(s)
+	s.routes()
+	s.handler = s.recoverMiddleware(s.originMiddleware(s.mux))
+	return s, nil
+}
+
+// Handler returns the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Close disconnects every websocket client.
+func (s *Server) Close() error {
+	s.hub.closeAll()
+	return nil
+}
+
+// route registers h at pattern ("METHOD /path") and at the same path under /api, as
+// ComfyUI's add_routes does.
+func (s *Server) route(pattern string, h http.HandlerFunc) {
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok {
+		panic("server: route pattern without method: " + pattern)
+	}
+	s.mux.HandleFunc(pattern, h)
+	s.mux.HandleFunc(method+" /api"+path, h)
+}
+
+func (s *Server) routes() {
+	s.websocketRoutes()
+	s.promptRoutes()
+	s.historyRoutes()
+	s.objectInfoRoutes()
+	s.viewRoutes()
+	s.uploadRoutes()
+	s.modelRoutes()
+	s.systemRoutes()
+	s.settingsRoutes()
+	s.userdataRoutes()
+	s.staticRoutes()
+}
+
+// apiError is the JSON body of every error this server writes itself. ComfyUI answers
+// most bad requests with an empty body; a JSON object with the same status is what a
+// client can show, and "error" is the key ComfyUI uses where it does write one.
+type apiError struct {
+	Error   string `json:"error"`
+	Details string `json:"details,omitempty"`
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("encode json answer", "err", err)
+		http.Error(w, `{"error":"internal error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, status int, msg string, details ...string) {
+	e := apiError{Error: msg}
+	if len(details) > 0 {
+		e.Details = strings.Join(details, "; ")
+	}
+	s.writeJSON(w, status, e)
+}
+
+// readJSON decodes a JSON body of at most limit bytes into v. It writes the error answer
+// itself and reports false on failure: 413 for an oversized body, 400 for bad JSON.
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	body, ok := s.readBody(w, r, limit)
+	if !ok {
+		return false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		s.writeError(w, http.StatusBadRequest, "invalid JSON body", err.Error())
+		return false
+	}
+	if dec.More() {
+		s.writeError(w, http.StatusBadRequest, "invalid JSON body", "trailing data after the JSON value")
+		return false
+	}
+	return true
+}
+
+// readBody reads the whole body, refusing more than limit bytes with 413.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.writeError(w, http.StatusRequestEntityTooLarge, "request body too large", fmt.Sprintf("limit is %d bytes", mbe.Limit))
+			return nil, false
+		}
+		s.writeError(w, http.StatusBadRequest, "cannot read request body", err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+// recoverMiddleware turns a panicking handler into a 500 with a JSON error, so that one
+// bad request never takes the server down.
+func (s *Server) recoverMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.writeError(w, http.StatusInternalServerError, "internal server error")
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,287 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// defaultUser is the one user of a single-user server (app/user_manager.py).
+const defaultUser = "default"
+
+func (s *Server) userdataRoutes() {
+	s.route("GET /users", s.getUsers)
+	s.route("GET /userdata", s.listUserdata)
+	s.route("GET /userdata/{file}", s.getUserdata)
+	s.route("POST /userdata/{file}", s.postUserdata)
+	s.route("DELETE /userdata/{file}", s.deleteUserdata)
+	s.route("POST /userdata/{file}/move/{dest}", s.moveUserdata)
+}
+
+// userDir is the folder of the default user's data.
+func (s *Server) userDir() string { return filepath.Join(s.opts.Dirs.User, defaultUser) }
+
+// fileInfo is user_manager.py's FileInfo: path relative to the listed folder, size, and
+// modification and creation times in seconds since the epoch.
+type fileInfo struct {
+	Path     string  `json:"path"`
+	Size     int64   `json:"size"`
+	Modified float64 `json:"modified"`
+	Created  float64 `json:"created"`
+}
+
+func newFileInfo(rel string, st fs.FileInfo) fileInfo {
+	t := float64(st.ModTime().UnixNano()) / 1e9
+	// Go's portable FileInfo has no creation time; the modification time stands in.
+	return fileInfo{Path: filepath.ToSlash(rel), Size: st.Size(), Modified: t, Created: t}
+}
+
+// userPath checks a {file} path value: ComfyUI decodes a value holding "%" once more
+// (the front end encodes "workflows/a.json" as one segment).
+func userPath(v string) (string, error) {
+	if v == "" {
+		return "", fmt.Errorf("%w: empty", errBadPath)
+	}
+	if strings.Contains(v, "%") {
+		if u, err := url.PathUnescape(v); err == nil {
+			v = u
+		}
+	}
+	rel, err := relPath(v)
+	if err != nil {
+		return "", err
+	}
+	if rel == "." {
+		return "", fmt.Errorf("%w: %q", errBadPath, v)
+	}
+	return rel, nil
+}
+
+func (s *Server) getUsers(w http.ResponseWriter, r *http.Request) {
+	_, err := os.Stat(s.userDir())
+	s.writeJSON(w, http.StatusOK, map[string]any{"storage": "server", "migrated": err == nil})
+}
+
+// listUserdata is GET /userdata?dir=&recurse=&full_info=&split=: the files (not
+// folders) under dir, as paths relative to dir, as [path, ...components] lists with
+// split, or as FileInfo objects with full_info.
+func (s *Server) listUserdata(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir == "" {
+		s.writeError(w, http.StatusBadRequest, "Directory not provided")
+		return
+	}
+	rel, err := relPath(dir)
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "Invalid directory", err.Error())
+		return
+	}
+	recurse := strings.EqualFold(q.Get("recurse"), "true")
+	fullInfo := strings.EqualFold(q.Get("full_info"), "true")
+	split := strings.EqualFold(q.Get("split"), "true")
+	root, err := openRoot(s.userDir())
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
+		return
+	}
+	defer root.Close()
+	if st, err := root.Stat(rel); err != nil || !st.IsDir() {
+		s.writeError(w, http.StatusNotFound, "Directory not found", dir)
+		return
+	}
+	sub, err := root.OpenRoot(rel)
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "Invalid directory", err.Error())
+		return
+	}
+	defer sub.Close()
+	var files []string
+	walkErr := fs.WalkDir(sub.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // an unreadable folder is skipped, as glob does
+		}
+		if d.IsDir() {
+			if p != "." && !recurse {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0 {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if walkErr != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot list directory", walkErr.Error())
+		return
+	}
+	sort.Strings(files)
+	out := []any{}
+	for _, p := range files {
+		st, err := sub.Stat(p) // follows symlinks inside the root only
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		switch {
+		case fullInfo:
+			out = append(out, newFileInfo(p, st))
+		case split:
+			out = append(out, append([]string{p}, strings.Split(p, "/")...))
+		default:
+			out = append(out, p)
+		}
+	}
+	s.writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getUserdata(w http.ResponseWriter, r *http.Request) {
+	rel, err := userPath(r.PathValue("file"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
+		return
+	}
+	f, st, done, err := openFileIn(s.userDir(), rel)
+	if err != nil {
+		if isNotExist(err) {
+			s.writeError(w, http.StatusNotFound, "file not found", filepath.ToSlash(rel))
+			return
+		}
+		s.writeError(w, http.StatusForbidden, "cannot read file", err.Error())
+		return
+	}
+	defer done()
+	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
+}
+
+// overwriteAndInfo reads the overwrite (default true) and full_info (default false)
+// query parameters of POST /userdata and move.
+func overwriteAndInfo(r *http.Request) (bool, bool) {
+	q := r.URL.Query()
+	return q.Get("overwrite") != "false", strings.EqualFold(q.Get("full_info"), "true")
+}
+
+func (s *Server) answerUserFile(w http.ResponseWriter, root *os.Root, rel string, fullInfo bool) {
+	if !fullInfo {
+		s.writeJSON(w, http.StatusOK, filepath.ToSlash(rel))
+		return
+	}
+	st, err := root.Stat(rel)
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot stat file", err.Error())
+		return
+	}
+	s.writeJSON(w, http.StatusOK, newFileInfo(rel, st))
+}
+
+func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
+	rel, err := userPath(r.PathValue("file"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
+		return
+	}
+	overwrite, fullInfo := overwriteAndInfo(r)
+	body, ok := s.readBody(w, r, s.opts.MaxUploadSize)
+	if !ok {
+		return
+	}
+	root, err := openRoot(s.userDir())
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
+		return
+	}
+	defer root.Close()
+	if _, err := root.Lstat(rel); err == nil && !overwrite {
+		s.writeError(w, http.StatusConflict, "File already exists")
+		return
+	}
+	if err := writeIn(root, rel, body); err != nil {
+		s.writeError(w, http.StatusBadRequest, "Invalid filename. Please avoid special characters like :\\/*?\"<>|", err.Error())
+		return
+	}
+	s.answerUserFile(w, root, rel, fullInfo)
+}
+
+// writeIn writes data to rel inside root, creating its parent folders.
+func writeIn(root *os.Root, rel string, data []byte) error {
+	if dir := filepath.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return root.WriteFile(rel, data, 0o644)
+}
+
+func (s *Server) deleteUserdata(w http.ResponseWriter, r *http.Request) {
+	rel, err := userPath(r.PathValue("file"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
+		return
+	}
+	root, err := openRoot(s.userDir())
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
+		return
+	}
+	defer root.Close()
+	st, err := root.Lstat(rel)
+	if err != nil || st.IsDir() {
+		s.writeError(w, http.StatusNotFound, "file not found", filepath.ToSlash(rel))
+		return
+	}
+	if err := root.Remove(rel); err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot delete file", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) moveUserdata(w http.ResponseWriter, r *http.Request) {
+	src, err := userPath(r.PathValue("file"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
+		return
+	}
+	dst, err := userPath(r.PathValue("dest"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid destination path", err.Error())
+		return
+	}
+	overwrite, fullInfo := overwriteAndInfo(r)
+	root, err := openRoot(s.userDir())
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
+		return
+	}
+	defer root.Close()
+	if st, err := root.Lstat(src); err != nil || st.IsDir() {
+		s.writeError(w, http.StatusNotFound, "file not found", filepath.ToSlash(src))
+		return
+	}
+	if _, err := root.Lstat(dst); err == nil && !overwrite {
+		s.writeError(w, http.StatusConflict, "File already exists")
+		return
+	}
+	if dir := filepath.Dir(dst); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			s.writeError(w, http.StatusBadRequest, "cannot create destination folder", err.Error())
+			return
+		}
+	}
+	if err := root.Rename(src, dst); err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, fs.ErrExist) {
+			status = http.StatusConflict
+		}
+		s.writeError(w, status, "cannot move file", err.Error())
+		return
+	}
+	s.log.Info("moved user file", "from", src, "to", dst)
+	s.answerUserFile(w, root, dst, fullInfo)
+}

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	_ "image/gif" // decoders for /view conversions and upload checks
+	"image/jpeg"
+	"image/png"
+	"mime"
+	"net/http"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	_ "golang.org/x/image/bmp"
+	_ "golang.org/x/image/tiff"
+	_ "golang.org/x/image/webp"
+)
+
+func (s *Server) viewRoutes() {
+	s.route("GET /view", s.getView)
+}
+
+// downloadOnly are content types /view serves as application/octet-stream so that a
+// browser never renders an uploaded page or script from the server's origin
+// (server.py view_image).
+var downloadOnly = map[string]bool{
+	"text/html": true, "text/html-sandboxed": true, "application/xhtml+xml": true,
+	"text/javascript": true, "text/css": true,
+}
+
+// getView serves a file of the output, input or temp folder (server.py view_image):
+// filename (optionally annotated "name [type]"), type, subfolder, and the conversions
+// preview=webp|jpeg[;quality] and channel=rgba|rgb|a.
+func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("filename") {
+		s.writeError(w, http.StatusNotFound, "filename not given")
+		return
+	}
+	name, typ := annotatedFilename(q.Get("filename"))
+	if name == "" {
+		s.writeError(w, http.StatusBadRequest, "empty filename")
+		return
+	}
+	if _, err := relPath(name); err != nil {
+		s.writeError(w, http.StatusBadRequest, "invalid filename", err.Error())
+		return
+	}
+	if typ == "" {
+		typ = q.Get("type")
+	}
+	dir, typ, ok := s.dirByType(typ, "output")
+	if !ok {
+		s.writeError(w, http.StatusBadRequest, "unknown type", fmt.Sprintf("%q is not output, input or temp", typ))
+		return
+	}
+	sub, err := relPath(q.Get("subfolder"))
+	if err != nil {
+		s.writeError(w, http.StatusForbidden, "invalid subfolder", err.Error())
+		return
+	}
+	name = path.Base(name)
+	f, st, done, err := openFileIn(dir, filepath.Join(sub, name))
+	if err != nil {
+		if isNotExist(err) {
+			s.writeError(w, http.StatusNotFound, "file not found", name)
+			return
+		}
+		s.writeError(w, http.StatusForbidden, "cannot read file", err.Error())
+		return
+	}
+	defer done()
+	disposition := fmt.Sprintf("filename=%q", name)
+	channel := q.Get("channel")
+	converting := q.Has("preview") || channel == "rgb" || channel == "a"
+	var data []byte
+	if converting {
+		if data, err = readAllLimit(f, maxConverted); err != nil {
+			s.writeError(w, http.StatusRequestEntityTooLarge, "image too large to convert", err.Error())
+			return
+		}
+	}
+	if q.Has("preview") {
+		s.writePreview(w, data, q.Get("preview"), channel, disposition)
+		return
+	}
+	switch channel {
+	case "rgb", "a":
+		img, _, err := image.Decode(bytes.NewReader(data))
+		if err != nil {
+			s.writeError(w, http.StatusUnsupportedMediaType, "cannot decode image", err.Error())
+			return
+		}
+		out := image.Image(dropAlpha(img))
+		if channel == "a" {
+			out = alphaImage(img)
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, out); err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot encode image", err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "image/png")
+		w.Header().Set("Content-Disposition", disposition)
+		_, _ = w.Write(buf.Bytes())
+		return
+	}
+	ct := mime.TypeByExtension(strings.ToLower(filepath.Ext(name)))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	if base, _, _ := strings.Cut(ct, ";"); downloadOnly[strings.TrimSpace(base)] {
+		ct = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Disposition", disposition)
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// writePreview re-encodes an image for a thumbnail: "jpeg[;quality]" as JPEG (alpha
+// dropped), anything else as ComfyUI's webp. Go has no WebP encoder, so the webp case is
+// answered with a lossless PNG and its true content type; browsers show either.
+func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, channel, disposition string) {
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		s.writeError(w, http.StatusUnsupportedMediaType, "cannot decode image", err.Error())
+		return
+	}
+	parts := strings.Split(preview, ";")
+	format := parts[0]
+	if (format != "webp" && format != "jpeg") || strings.Contains(channel, "a") {
+		format = "webp"
+	}
+	quality := 90
+	if q, err := strconv.Atoi(parts[len(parts)-1]); err == nil && q >= 0 {
+		quality = min(q, 100)
+	}
+	if format == "jpeg" || channel == "rgb" {
+		img = dropAlpha(img)
+	}
+	var buf bytes.Buffer
+	ct := "image/png"
+	if format == "jpeg" {
+		ct = "image/jpeg"
+		err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: max(quality, 1)})
+	} else {
+		err = png.Encode(&buf, img)
+	}
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot encode preview", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Disposition", disposition)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// hasAlpha reports whether the decoded image carries an alpha channel (PIL's mode
+// "RGBA" or "LA"); palette images count as opaque, as PIL's mode "P" does.
+func hasAlpha(img image.Image) bool {
+	switch img.(type) {
+	case *image.NRGBA, *image.NRGBA64, *image.RGBA, *image.RGBA64:
+		return true
+	}
+	return false
+}
+
+// dropAlpha returns the colour channels with alpha set opaque, not composited over
+// black: PIL's convert("RGB") keeps the stored colour values.
+func dropAlpha(img image.Image) *image.RGBA {
+	b := img.Bounds()
+	out := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			c := color.NRGBAModel.Convert(img.At(x, y)).(color.NRGBA)
+			out.SetRGBA(x-b.Min.X, y-b.Min.Y, color.RGBA{c.R, c.G, c.B, 255})
+		}
+	}
+	return out
+}
+
+// alphaImage is /view?channel=a: a black RGBA image whose alpha is the source's alpha,
+// opaque where the source has none.
+func alphaImage(img image.Image) *image.NRGBA {
+	b := img.Bounds()
+	out := image.NewNRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+	if !hasAlpha(img) {
+		draw.Draw(out, out.Bounds(), image.NewUniform(color.NRGBA{0, 0, 0, 255}), image.Point{}, draw.Src)
+		return out
+	}
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			a := color.NRGBAModel.Convert(img.At(x, y)).(color.NRGBA).A
+			out.SetNRGBA(x-b.Min.X, y-b.Min.Y, color.NRGBA{0, 0, 0, a})
+		}
+	}
+	return out
+}

@@ -1,0 +1,371 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Binary websocket event types (ComfyUI protocol.py BinaryEventTypes).
+const (
+	binaryPreviewImage             = 1
+	binaryPreviewImageWithMetadata = 4
+)
+
+// Image type numbers of a type-1 preview frame (server.py send_image).
+const (
+	previewJPEG = 1
+	previewPNG  = 2
+)
+
+// Event is one message for websocket clients. The executor's events are published
+// through Server.Publish with ComfyUI's type names and data shapes (status,
+// execution_start, execution_cached, executing, progress, progress_state, executed,
+// execution_success, execution_error, execution_interrupted).
+type Event struct {
+	Type string
+	Data any
+	// ClientID targets one client (the prompt's client_id). Without one, Broadcast
+	// sends to every client and no Broadcast sends to nobody (ComfyUI sends the
+	// execution_* events of a prompt without client_id to no one).
+	ClientID  string
+	Broadcast bool
+	// Preview, when set, makes the event a binary preview frame; Type and Data are
+	// ignored.
+	Preview *Preview
+}
+
+// Preview is an encoded preview image. Clients that announced
+// supports_preview_metadata get it as a type-4 frame with Metadata; the others get
+// the type-1 frame.
+type Preview struct {
+	Format string // "JPEG" or "PNG"
+	Data   []byte
+	// Metadata is node_id, prompt_id, display_node_id, parent_node_id, real_node_id;
+	// image_type is added here.
+	Metadata map[string]any
+}
+
+// writeWait bounds a write to one client: a client that stops reading is dropped
+// rather than holding up everyone else.
+const (
+	writeWait   = 10 * time.Second
+	sendBacklog = 256
+)
+
+type wsMessage struct {
+	binary bool
+	data   []byte
+}
+
+type wsClient struct {
+	sid  string
+	conn *websocket.Conn
+	send chan wsMessage
+	done chan struct{}
+	once sync.Once
+
+	mu    sync.Mutex
+	flags map[string]any
+}
+
+func (c *wsClient) close() {
+	c.once.Do(func() {
+		close(c.done)
+		_ = c.conn.Close()
+	})
+}
+
+func (c *wsClient) supports(flag string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, _ := c.flags[flag].(bool)
+	return v
+}
+
+// enqueue hands a message to the client's writer; a client whose backlog is full is
+// disconnected (it will reconnect and get a fresh status).
+func (c *wsClient) enqueue(m wsMessage) {
+	select {
+	case c.send <- m:
+	case <-c.done:
+	default:
+		c.close()
+	}
+}
+
+func (c *wsClient) writeLoop() {
+	defer c.close()
+	for {
+		select {
+		case <-c.done:
+			return
+		case m := <-c.send:
+			typ := websocket.TextMessage
+			if m.binary {
+				typ = websocket.BinaryMessage
+			}
+			_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.conn.WriteMessage(typ, m.data); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// hub tracks connected clients by sid and the client and node currently executing, so
+// that a client reconnecting mid-prompt learns which node runs (server.py websocket_handler).
+type hub struct {
+	s        *Server
+	mu       sync.Mutex
+	clients  map[string]*wsClient
+	execSID  string
+	execNode any
+}
+
+func newHub(s *Server) *hub { return &hub{s: s, clients: map[string]*wsClient{}} }
+
+func (h *hub) add(c *wsClient) {
+	h.mu.Lock()
+	old := h.clients[c.sid]
+	h.clients[c.sid] = c
+	h.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}
+
+func (h *hub) remove(c *wsClient) {
+	h.mu.Lock()
+	if h.clients[c.sid] == c {
+		delete(h.clients, c.sid)
+	}
+	h.mu.Unlock()
+	c.close()
+}
+
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	cs := make([]*wsClient, 0, len(h.clients))
+	for _, c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.clients = map[string]*wsClient{}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.close()
+	}
+}
+
+// targets returns the client with sid, every client for a broadcast, or none.
+func (h *hub) targets(sid string, broadcast bool) []*wsClient {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sid != "" {
+		if c, ok := h.clients[sid]; ok {
+			return []*wsClient{c}
+		}
+		return nil
+	}
+	if !broadcast {
+		return nil
+	}
+	cs := make([]*wsClient, 0, len(h.clients))
+	for _, c := range h.clients {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// jsonMessage encodes ComfyUI's {"type", "data"} envelope.
+func jsonMessage(typ string, data any) ([]byte, error) {
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		Data any    `json:"data"`
+	}{typ, data})
+}
+
+// Publish sends an event to its client, or to all clients. It never blocks on a slow
+// client.
+func (s *Server) Publish(ev Event) {
+	if ev.Preview != nil {
+		s.publishPreview(ev)
+		return
+	}
+	data, err := json.Marshal(ev.Data)
+	if err != nil {
+		s.log.Error("encode websocket event", "type", ev.Type, "err", err)
+		return
+	}
+	msg, err := jsonMessage(ev.Type, json.RawMessage(data))
+	if err != nil {
+		s.log.Error("encode websocket event", "type", ev.Type, "err", err)
+		return
+	}
+	if ev.Type == "executing" {
+		var d struct {
+			Node any `json:"node"`
+		}
+		_ = json.Unmarshal(data, &d)
+		s.hub.mu.Lock()
+		s.hub.execSID, s.hub.execNode = ev.ClientID, d.Node
+		s.hub.mu.Unlock()
+	}
+	for _, c := range s.hub.targets(ev.ClientID, ev.Broadcast) {
+		c.enqueue(wsMessage{data: msg})
+	}
+}
+
+func (s *Server) publishPreview(ev Event) {
+	p := ev.Preview
+	var legacy, withMeta []byte
+	for _, c := range s.hub.targets(ev.ClientID, ev.Broadcast) {
+		if c.supports("supports_preview_metadata") {
+			if withMeta == nil {
+				withMeta = encodePreviewWithMetadata(p)
+			}
+			c.enqueue(wsMessage{binary: true, data: withMeta})
+			continue
+		}
+		if legacy == nil {
+			legacy = encodePreview(p)
+		}
+		c.enqueue(wsMessage{binary: true, data: legacy})
+	}
+}
+
+// encodePreview builds a type-1 frame: event type, image type (1 JPEG, 2 PNG), image
+// bytes, the integers 4-byte big-endian (server.py send_image).
+func encodePreview(p *Preview) []byte {
+	imgType := uint32(previewJPEG)
+	if p.Format == "PNG" {
+		imgType = previewPNG
+	}
+	b := make([]byte, 8, 8+len(p.Data))
+	binary.BigEndian.PutUint32(b[0:4], binaryPreviewImage)
+	binary.BigEndian.PutUint32(b[4:8], imgType)
+	return append(b, p.Data...)
+}
+
+// encodePreviewWithMetadata builds a type-4 frame: event type, metadata length, metadata
+// JSON (with image_type set to the MIME type), image bytes (server.py
+// send_image_with_metadata).
+func encodePreviewWithMetadata(p *Preview) []byte {
+	meta := map[string]any{}
+	for k, v := range p.Metadata {
+		meta[k] = v
+	}
+	meta["image_type"] = "image/jpeg"
+	if p.Format == "PNG" {
+		meta["image_type"] = "image/png"
+	}
+	mj, _ := json.Marshal(meta) // a map of plain values always encodes
+	b := make([]byte, 8, 8+len(mj)+len(p.Data))
+	binary.BigEndian.PutUint32(b[0:4], binaryPreviewImageWithMetadata)
+	binary.BigEndian.PutUint32(b[4:8], uint32(len(mj)))
+	b = append(b, mj...)
+	return append(b, p.Data...)
+}
+
+// features is GET /features and the server's feature_flags message
+// (comfy_api/feature_flags.py SERVER_FEATURE_FLAGS).
+func (s *Server) features() map[string]any {
+	return map[string]any{
+		"supports_preview_metadata": true,
+		"max_upload_size":           s.opts.MaxUploadSize,
+	}
+}
+
+// queueInfo is the status payload {"exec_info": {"queue_remaining": n}}.
+func (s *Server) queueInfo() map[string]any {
+	n := 0
+	if s.opts.Queue != nil {
+		n = s.opts.Queue.Remaining()
+	}
+	return map[string]any{"exec_info": map[string]any{"queue_remaining": n}}
+}
+
+// QueueUpdated broadcasts the queue status, as ComfyUI's queue_updated does whenever a
+// prompt is queued, started or finished.
+func (s *Server) QueueUpdated() {
+	s.Publish(Event{Type: "status", Data: map[string]any{"status": s.queueInfo()}, Broadcast: true})
+}
+
+func (s *Server) websocketRoutes() {
+	s.route("GET /ws", s.handleWS)
+}
+
+func newSID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	up := websocket.Upgrader{
+		// originMiddleware has already applied ComfyUI's origin rule (or CORS).
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade has written the error answer
+	}
+	sid := r.URL.Query().Get("clientId")
+	if sid == "" {
+		sid = newSID()
+	}
+	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{}}
+	s.hub.add(c)
+	defer s.hub.remove(c)
+	go c.writeLoop()
+
+	if msg, err := jsonMessage("status", map[string]any{"status": s.queueInfo(), "sid": sid}); err == nil {
+		c.enqueue(wsMessage{data: msg})
+	}
+	s.hub.mu.Lock()
+	execSID, execNode := s.hub.execSID, s.hub.execNode
+	s.hub.mu.Unlock()
+	if execSID == sid && execNode != nil {
+		if msg, err := jsonMessage("executing", map[string]any{"node": execNode}); err == nil {
+			c.enqueue(wsMessage{data: msg})
+		}
+	}
+
+	conn.SetReadLimit(1 << 20)
+	first := true
+	for {
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if typ != websocket.TextMessage {
+			continue
+		}
+		var m struct {
+			Type string         `json:"type"`
+			Data map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(data, &m); err != nil {
+			s.log.Warn("invalid json from websocket client", "sid", sid, "err", err)
+			continue
+		}
+		if first && m.Type == "feature_flags" {
+			c.mu.Lock()
+			c.flags = m.Data
+			if c.flags == nil {
+				c.flags = map[string]any{}
+			}
+			c.mu.Unlock()
+			if msg, err := jsonMessage("feature_flags", s.features()); err == nil {
+				c.enqueue(wsMessage{data: msg})
+			}
+		}
+		first = false
+	}
+}
