@@ -148,4 +148,3 @@ func (s *Server) getExtensions(w http.ResponseWriter, r *http.Request) {
 	sort.Strings(out)
 	s.writeJSON(w, http.StatusOK, out)
 }
-
