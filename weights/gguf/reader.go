@@ -320,7 +320,12 @@ func (p *parser) value(vt ValueType, depth int) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scalar(vt, b)
+	v, err := scalar(vt, b)
+	if err != nil {
+		p.off -= size
+		return nil, p.fail("%v", err)
+	}
+	return v, nil
 }
 
 func scalar(vt ValueType, b []byte) (any, error) {
