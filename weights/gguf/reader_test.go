@@ -185,9 +185,11 @@ func header(version uint32, nTensors, nKV uint64, body ...[]byte) []byte {
 	return b
 }
 
-func gstr(s string) []byte { return append(binary.LittleEndian.AppendUint64(nil, uint64(len(s))), s...) }
-func u32(v uint32) []byte  { return binary.LittleEndian.AppendUint32(nil, v) }
-func u64(v uint64) []byte  { return binary.LittleEndian.AppendUint64(nil, v) }
+func gstr(s string) []byte {
+	return append(binary.LittleEndian.AppendUint64(nil, uint64(len(s))), s...)
+}
+func u32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+func u64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 
 // tinfo encodes a tensor info.
 func tinfo(name string, typ Type, off uint64, dims ...uint64) []byte {
