@@ -1,0 +1,370 @@
+package builtin
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
+)
+
+// The post-processing family of comfy_extras/nodes_post_processing.py: ImageBlend,
+// ImageBlur, ImageSharpen. These are io.Schema nodes in ComfyUI, so their object_info
+// carries the v3 keys (v3Extra) and a null display_name.
+
+// blendModes are ImageBlend's blend_mode choices, in ComfyUI's order.
+var blendModes = []string{"normal", "multiply", "screen", "overlay", "soft_light", "difference"}
+
+// ImageBlend is ComfyUI's ImageBlend.
+type ImageBlend struct{ schema graph.Schema }
+
+func newImageBlend() *ImageBlend {
+	return &ImageBlend{graph.Schema{
+		Name: "ImageBlend", Category: "image/postprocessing",
+		PythonModule: "comfy_extras.nodes_post_processing",
+		Inputs: []graph.Input{
+			socketV3("image1", "IMAGE"), socketV3("image2", "IMAGE"),
+			widget("blend_factor", graph.TypeFloat, map[string]any{"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+			comboV3("blend_mode", blendModes...),
+		},
+		Outputs: outputs("IMAGE"),
+		Extra:   v3Extra(1, nil),
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *ImageBlend) Schema() *graph.Schema { return &n.schema }
+
+// Run implements nodes.Node (nodes_post_processing.py Blend.execute):
+//
+//	out = clamp(image1 * (1 - f) + mode(image1, image2) * f, 0, 1)
+//
+// image2 first loses channels image1 lacks (node_helpers.image_alpha_fix) and is resized
+// to image1's size with bicubic + center crop when the shapes differ; a batch of one
+// broadcasts against the other, as torch does.
+func (n *ImageBlend) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	a, err := imageInput(in, "image1")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	b, err := imageInput(in, "image2")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	f, err := floatIn(in, "blend_factor", 0, 1)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	mode, err := in.String("blend_mode")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	blend, ok := blendFuncs[mode]
+	if !ok {
+		return nodes.Result{}, fmt.Errorf("builtin: ImageBlend: unsupported blend mode %q", mode)
+	}
+	switch {
+	case a.Channels < b.Channels:
+		b = keepChannels(b, a.Channels)
+	case a.Channels > b.Channels:
+		// image_alpha_fix pads image1 with an opaque channel here, which no longer matches
+		// image2 and makes torch fail to broadcast; say so plainly.
+		return nodes.Result{}, fmt.Errorf("builtin: ImageBlend: image1 has %d channels but image2 only %d", a.Channels, b.Channels)
+	}
+	if a.Height != b.Height || a.Width != b.Width || a.Batch != b.Batch {
+		if a.Height != b.Height || a.Width != b.Width {
+			if b, err = upscale(b, a.Width, a.Height, "bicubic", "center"); err != nil {
+				return nodes.Result{}, err
+			}
+		}
+	}
+	batch := max(a.Batch, b.Batch)
+	if (a.Batch != batch && a.Batch != 1) || (b.Batch != batch && b.Batch != 1) {
+		return nodes.Result{}, fmt.Errorf("builtin: ImageBlend: batch sizes %d and %d do not broadcast", a.Batch, b.Batch)
+	}
+	out, err := NewImage(batch, a.Height, a.Width, a.Channels)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	keep := float32(1 - f) // torch casts the Python scalar (1 - blend_factor) to float32
+	ff := float32(f)
+	for i := 0; i < batch; i++ {
+		if err := ctx.Err(); err != nil {
+			return nodes.Result{}, err
+		}
+		x, y, dst := a.Frame(min(i, a.Batch-1)), b.Frame(min(i, b.Batch-1)), out.Frame(i)
+		for p := range dst {
+			v := x[p]*keep + blend(x[p], y[p])*ff
+			dst[p] = clamp01(v)
+		}
+	}
+	return nodes.Result{Outputs: []any{out}}, nil
+}
+
+// blendFuncs are Blend.blend_mode's formulas, per element. "difference" is img1 - img2
+// (not its absolute value), as ComfyUI computes it; the final clamp removes negatives.
+var blendFuncs = map[string]func(a, b float32) float32{
+	"normal":   func(a, b float32) float32 { return b },
+	"multiply": func(a, b float32) float32 { return a * b },
+	"screen":   func(a, b float32) float32 { return 1 - (1-a)*(1-b) },
+	"overlay": func(a, b float32) float32 {
+		if a <= 0.5 {
+			return 2 * a * b
+		}
+		return 1 - 2*(1-a)*(1-b)
+	},
+	"soft_light": func(a, b float32) float32 {
+		if b <= 0.5 {
+			return a - (1-2*b)*a*(1-a)
+		}
+		return a + (2*b-1)*(softLightG(a)-a)
+	},
+	"difference": func(a, b float32) float32 { return a - b },
+}
+
+// softLightG is Blend.g: ((16x - 12)x + 4)x below 0.25, sqrt(x) above.
+func softLightG(x float32) float32 {
+	if x <= 0.25 {
+		return ((16*x-12)*x + 4) * x
+	}
+	return float32(math.Sqrt(float64(x)))
+}
+
+// clamp01 is torch.clamp(v, 0, 1); NaN stays NaN as in torch.
+func clamp01(v float32) float32 {
+	if v < 0 {
+		return 0
+	}
+	if v > 1 {
+		return 1
+	}
+	return v
+}
+
+// keepChannels returns im with only its first c channels.
+func keepChannels(im *Image, c int) *Image {
+	out := &Image{Batch: im.Batch, Height: im.Height, Width: im.Width, Channels: c,
+		Pix: make([]float32, im.Batch*im.Height*im.Width*c)}
+	for p, q := 0, 0; q < len(out.Pix); p, q = p+im.Channels, q+c {
+		copy(out.Pix[q:q+c], im.Pix[p:p+c])
+	}
+	return out
+}
+
+// gaussianKernel is nodes_post_processing.py gaussian_kernel: a size×size kernel over the
+// grid linspace(-1, 1, size)², exp(-d²/(2σ²)) with d = sqrt(x² + y²), normalised to sum
+// 1. Note σ is in units of that [-1, 1] grid, not pixels. It follows torch's float32
+// arithmetic: linspace with a float32 step, filled from both ends (ATen
+// RangeFactoriesKernel.cpp), d squared after the square root, σ-term cast to float32.
+func gaussianKernel(size int, sigma float64) []float32 {
+	lin := make([]float32, size)
+	if size == 1 {
+		lin[0] = -1
+	} else {
+		step := float32(2) / float32(size-1)
+		half := size / 2
+		for i := range lin {
+			if i < half {
+				lin[i] = -1 + step*float32(i)
+			} else {
+				lin[i] = 1 - step*float32(size-1-i)
+			}
+		}
+	}
+	den := float32(2.0 * sigma * sigma)
+	k := make([]float32, size*size)
+	var sum float32
+	for i, x := range lin {
+		for j, y := range lin {
+			d := float32(math.Sqrt(float64(x*x + y*y)))
+			g := float32(math.Exp(float64(-(d * d) / den)))
+			k[i*size+j] = g
+			sum += g
+		}
+	}
+	for i := range k {
+		k[i] /= sum
+	}
+	return k
+}
+
+// reflect maps an index of a reflect-padded axis back into [0, n) (torch's 'reflect'
+// padding: the edge sample is not repeated). It needs pad < n.
+func reflect(i, n int) int {
+	if i < 0 {
+		return -i
+	}
+	if i >= n {
+		return 2*(n-1) - i
+	}
+	return i
+}
+
+// convReflect convolves every channel of im with the size×size kernel k (size = 2r+1)
+// over a reflect-padded border, as F.pad(…, 'reflect') followed by a grouped F.conv2d and
+// the crop back to H×W do in Blur/Sharpen.execute. post is applied to every output value.
+func convReflect(ctx context.Context, im *Image, k []float32, r int, post func(float32) float32) (*Image, error) {
+	if r >= im.Height || r >= im.Width {
+		return nil, fmt.Errorf("builtin: radius %d needs an image larger than %dx%d (reflect padding must be smaller than the image)", r, im.Width, im.Height)
+	}
+	out, err := NewImage(im.Batch, im.Height, im.Width, im.Channels)
+	if err != nil {
+		return nil, err
+	}
+	size := 2*r + 1
+	H, W, C := im.Height, im.Width, im.Channels
+	rows := make([]int, size)
+	cols := make([]int, W*size)
+	for x := 0; x < W; x++ {
+		for j := 0; j < size; j++ {
+			cols[x*size+j] = reflect(x+j-r, W) * C
+		}
+	}
+	for b := 0; b < im.Batch; b++ {
+		src, dst := im.Frame(b), out.Frame(b)
+		for y := 0; y < H; y++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			for i := range rows {
+				rows[i] = reflect(y+i-r, H) * W * C
+			}
+			for x := 0; x < W; x++ {
+				cx := cols[x*size : (x+1)*size]
+				for c := 0; c < C; c++ {
+					var acc float32
+					for i, ro := range rows {
+						kr := k[i*size : (i+1)*size]
+						for j, co := range cx {
+							acc += kr[j] * src[ro+co+c]
+						}
+					}
+					if post != nil {
+						acc = post(acc)
+					}
+					dst[(y*W+x)*C+c] = acc
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// ImageBlur is ComfyUI's ImageBlur.
+type ImageBlur struct{ schema graph.Schema }
+
+func newImageBlur() *ImageBlur {
+	return &ImageBlur{graph.Schema{
+		Name: "ImageBlur", Category: "image/postprocessing",
+		PythonModule: "comfy_extras.nodes_post_processing",
+		Inputs: []graph.Input{
+			socketV3("image", "IMAGE"),
+			widget("blur_radius", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 31, "step": 1}),
+			widget("sigma", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1}),
+		},
+		Outputs: outputs("IMAGE"),
+		Extra:   v3Extra(1, nil),
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *ImageBlur) Schema() *graph.Schema { return &n.schema }
+
+// Run implements nodes.Node: a (2r+1)² gaussian_kernel convolution per channel with
+// reflect padding (nodes_post_processing.py Blur.execute). No clamp.
+func (n *ImageBlur) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	im, err := imageInput(in, "image")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	r, err := intIn(in, "blur_radius", 0, 31)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	sigma, err := floatIn(in, "sigma", 0.1, 10)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if r == 0 {
+		return nodes.Result{Outputs: []any{im}}, nil
+	}
+	out, err := convReflect(ctx, im, gaussianKernel(2*r+1, sigma), r, nil)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: ImageBlur: %w", err)
+	}
+	return nodes.Result{Outputs: []any{out}}, nil
+}
+
+// ImageSharpen is ComfyUI's ImageSharpen.
+type ImageSharpen struct{ schema graph.Schema }
+
+func newImageSharpen() *ImageSharpen {
+	return &ImageSharpen{graph.Schema{
+		Name: "ImageSharpen", Category: "image/postprocessing",
+		PythonModule: "comfy_extras.nodes_post_processing",
+		Inputs: []graph.Input{
+			socketV3("image", "IMAGE"),
+			widget("sharpen_radius", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 31, "step": 1}),
+			widget("sigma", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.01}),
+			widget("alpha", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01}),
+		},
+		Outputs: outputs("IMAGE"),
+		Extra:   v3Extra(1, nil),
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *ImageSharpen) Schema() *graph.Schema { return &n.schema }
+
+// sharpenKernel is Sharpen.execute's kernel: the gaussian scaled by -(10·alpha), with the
+// centre raised so that the kernel sums to 1 (an unsharp mask).
+func sharpenKernel(r int, sigma, alpha float64) []float32 {
+	size := 2*r + 1
+	k := gaussianKernel(size, sigma)
+	scale := float32(-(alpha * 10))
+	var sum float32
+	for i := range k {
+		k[i] *= scale
+		sum += k[i]
+	}
+	c := r*size + r
+	k[c] = k[c] - sum + 1
+	return k
+}
+
+// Run implements nodes.Node (nodes_post_processing.py Sharpen.execute): convolution with
+// sharpenKernel over a reflect-padded border, clamped to [0, 1].
+func (n *ImageSharpen) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	im, err := imageInput(in, "image")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	r, err := intIn(in, "sharpen_radius", 0, 31)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	sigma, err := floatIn(in, "sigma", 0.1, 10)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	alpha, err := floatIn(in, "alpha", 0, 5)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if r == 0 {
+		return nodes.Result{Outputs: []any{im}}, nil
+	}
+	out, err := convReflect(ctx, im, sharpenKernel(r, sigma, alpha), r, clamp01)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: ImageSharpen: %w", err)
+	}
+	return nodes.Result{Outputs: []any{out}}, nil
+}
+
+// Interface guards.
+var (
+	_ nodes.Node = (*ImageBlend)(nil)
+	_ nodes.Node = (*ImageBlur)(nil)
+	_ nodes.Node = (*ImageSharpen)(nil)
+)

@@ -1,0 +1,139 @@
+package builtin
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
+)
+
+// Options configure the built-in nodes. The zero value works: file nodes then use the
+// folders of each run's nodes.Env, and the clock is time.Now.
+type Options struct {
+	// Dirs are the folders used where a run's Env leaves one empty, and the input folder
+	// LoadImage lists for its combo (object_info has no Env).
+	Dirs nodes.Dirs
+	// Now returns the time used for SaveImage's %date:…%, %year% … substitutions (local
+	// time, as ComfyUI and its front end use). nil means time.Now.
+	Now func() time.Time
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// dirs returns env's folders with empty ones filled from o.Dirs.
+func (o Options) dirs(env *nodes.Env) nodes.Dirs {
+	d := o.Dirs
+	if env != nil {
+		if env.Dirs.Output != "" {
+			d.Output = env.Dirs.Output
+		}
+		if env.Dirs.Input != "" {
+			d.Input = env.Dirs.Input
+		}
+		if env.Dirs.Temp != "" {
+			d.Temp = env.Dirs.Temp
+		}
+	}
+	return d
+}
+
+// Register adds every built-in node class of this package to r.
+func Register(r *nodes.Registry, opts Options) error {
+	all := []nodes.Node{
+		// image.go
+		newEmptyImage(), newImageScale(), newImageScaleBy(), newImageInvert(), newImageBatch(),
+		newImageCrop(), newImagePadForOutpaint(),
+		// postprocess.go
+		newImageBlend(), newImageBlur(), newImageSharpen(),
+		// mask.go
+		newImageToMask(), newMaskToImage(), newSolidMask(), newInvertMask(),
+		// load.go
+		newLoadImage(opts), newLoadImageMask(opts),
+		// save.go
+		newSaveImage(opts), newPreviewImage(opts),
+		// primitive.go
+		newPrimitiveInt(), newPrimitiveFloat(), newPrimitiveString(), newPrimitiveStringMultiline(),
+		newPrimitiveBoolean(),
+	}
+	for _, n := range all {
+		if err := r.Register(n); err != nil {
+			return fmt.Errorf("builtin: %w", err)
+		}
+	}
+	return nil
+}
+
+// Schema helpers. ComfyUI writes node inputs in two styles: the classic INPUT_TYPES dicts
+// of nodes.py (("IMAGE",) with no option dict, combos as a bare list) and the newer
+// comfy_api io.Schema (every input with an option dict, combos as ["COMBO", {...}], plus
+// api_node/deprecated/experimental/output_tooltips keys). The helpers below build either.
+
+// MaxResolution is ComfyUI's MAX_RESOLUTION (nodes.py), the bound of size widgets.
+const MaxResolution = 16384
+
+// socket is a classic link-only input: ("IMAGE",).
+func socket(name, typ string) graph.Input {
+	return graph.Input{Name: name, Type: typ, Bare: true}
+}
+
+// socketV3 is an io.Schema link input: ["IMAGE", {}].
+func socketV3(name, typ string) graph.Input {
+	return graph.Input{Name: name, Type: typ, Options: map[string]any{}}
+}
+
+// widget is an input with an option dict.
+func widget(name, typ string, opts map[string]any) graph.Input {
+	return graph.Input{Name: name, Type: typ, Options: opts}
+}
+
+// combo is a classic combo with no option dict: ([...],).
+func combo(name string, values ...string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeCombo, Bare: true, Choices: fixed(values)}
+}
+
+// comboV3 is an io.Combo input: ["COMBO", {"multiselect": false, "options": [...]}].
+func comboV3(name string, values ...string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeCombo, ComboV3: true,
+		Options: map[string]any{"multiselect": false}, Choices: fixed(values)}
+}
+
+func fixed(values []string) func() []string {
+	return func() []string { return append([]string(nil), values...) }
+}
+
+// size is the usual width/height widget: default 512, 1 … MAX_RESOLUTION, step 1.
+func size(name string, min int) graph.Input {
+	return widget(name, graph.TypeInt, map[string]any{"default": 512, "min": min, "max": MaxResolution, "step": 1})
+}
+
+// v3Extra returns the object_info keys ComfyUI's io.Schema adds for a node with n outputs
+// that sets none of them: api_node, deprecated, experimental false and one null tooltip
+// per output. A nil display name is served as JSON null, as io.Schema does when the
+// schema leaves display_name unset.
+func v3Extra(outputs int, displayName *string) map[string]any {
+	tips := make([]any, outputs)
+	extra := map[string]any{
+		"api_node":        false,
+		"deprecated":      false,
+		"experimental":    false,
+		"output_tooltips": tips,
+	}
+	if displayName == nil {
+		extra["display_name"] = nil
+	}
+	return extra
+}
+
+func outputs(types ...string) []graph.Output {
+	out := make([]graph.Output, len(types))
+	for i, t := range types {
+		out[i] = graph.Output{Type: t, Name: t}
+	}
+	return out
+}
