@@ -11,6 +11,7 @@ import (
 	"image/png"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -37,7 +38,7 @@ var downloadOnly = map[string]bool{
 // filename (optionally annotated "name [type]"), type, subfolder, and the conversions
 // preview=webp|jpeg[;quality] and channel=rgba|rgb|a.
 func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q := lenientQuery(r.URL.RawQuery)
 	if !q.Has("filename") {
 		s.writeError(w, http.StatusNotFound, "filename not given")
 		return
@@ -200,4 +201,23 @@ func alphaImage(img image.Image) *image.NRGBA {
 		}
 	}
 	return out
+}
+
+// lenientQuery parses a query string as aiohttp does, where ';' is an ordinary
+// character: clients send preview=webp;90 unescaped, and net/url drops such pairs.
+func lenientQuery(raw string) url.Values {
+	v := url.Values{}
+	for _, pair := range strings.Split(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		k, val, _ := strings.Cut(pair, "=")
+		uk, err1 := url.QueryUnescape(k)
+		uv, err2 := url.QueryUnescape(val)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		v.Add(uk, uv)
+	}
+	return v
 }

@@ -1,0 +1,311 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/weights/folders"
+	"github.com/forgeflow/forgeflow/weights/memory"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+func TestObjectInfo(t *testing.T) {
+	schemas := fakeSchemas{
+		"Invert": {Name: "Invert", DisplayName: "Invert Image", Category: "image",
+			Inputs:  []graph.Input{{Name: "image", Type: "IMAGE", Bare: true}},
+			Outputs: []graph.Output{{Type: "IMAGE", Name: "IMAGE"}}},
+	}
+	ts := newTestServer(t, func(o *Options) { o.Nodes = schemas })
+	want := `{"Invert": {"input": {"required": {"image": ["IMAGE"]}}, "input_order": {"required": ["image"]},
+		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "name": "Invert",
+		"display_name": "Invert Image", "description": "", "python_module": "nodes", "category": "image", "output_node": false}}`
+	jsonEqual(t, ts.do(t, "GET", "/object_info", nil).Body.Bytes(), want)
+	jsonEqual(t, ts.do(t, "GET", "/api/object_info/Invert", nil).Body.Bytes(), want)
+	jsonEqual(t, ts.do(t, "GET", "/object_info/Nope", nil).Body.Bytes(), `{}`)
+}
+
+func TestModels(t *testing.T) {
+	base := t.TempDir()
+	writeFile(t, filepath.Join(base, "models", "embeddings", "easy.pt"), []byte("x"))
+	writeFile(t, filepath.Join(base, "models", "embeddings", "sub", "neg.safetensors"), []byte("x"))
+	var st bytes.Buffer
+	if err := safetensors.Write(&st, nil, map[string]string{"modelspec.title": "tiny"}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(base, "models", "loras", "meta.safetensors"), st.Bytes())
+	st.Reset()
+	if err := safetensors.Write(&st, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(base, "models", "loras", "plain.safetensors"), st.Bytes())
+	writeFile(t, filepath.Join(base, "secret.safetensors"), []byte("x"))
+	paths, err := folders.New(folders.Options{BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, func(o *Options) { o.Models = paths })
+
+	jsonEqual(t, ts.do(t, "GET", "/embeddings", nil).Body.Bytes(), `["easy", "sub/neg"]`)
+	jsonEqual(t, ts.do(t, "GET", "/api/models/loras", nil).Body.Bytes(), `["meta.safetensors", "plain.safetensors"]`)
+	var folderList []string
+	json.Unmarshal(ts.do(t, "GET", "/models", nil).Body.Bytes(), &folderList)
+	if len(folderList) < 5 || !strings.Contains(strings.Join(folderList, ","), "checkpoints") {
+		t.Fatalf("/models = %v", folderList)
+	}
+	isJSONError(t, ts.do(t, "GET", "/models/nonsense", nil), 404)
+
+	jsonEqual(t, ts.do(t, "GET", "/view_metadata/loras?filename=meta.safetensors", nil).Body.Bytes(), `{"modelspec.title": "tiny"}`)
+	for _, tc := range []struct {
+		name, target string
+		status       int
+	}{
+		{"no metadata", "/view_metadata/loras?filename=plain.safetensors", 404},
+		{"not safetensors", "/view_metadata/embeddings?filename=easy.pt", 404},
+		{"unknown folder", "/view_metadata/nope?filename=a.safetensors", 404},
+		{"missing file", "/view_metadata/loras?filename=none.safetensors", 404},
+		{"traversal", "/view_metadata/loras?filename=" + url.QueryEscape("../../secret.safetensors"), 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) { isJSONError(t, ts.do(t, "GET", tc.target, nil), tc.status) })
+	}
+}
+
+func TestSystemStatsAndFree(t *testing.T) {
+	meminfo := filepath.Join(t.TempDir(), "meminfo")
+	writeFile(t, meminfo, []byte("MemTotal:       2048 kB\nMemFree:         100 kB\nMemAvailable:    1024 kB\n"))
+	mem := memory.New(memory.Options{MeminfoPath: meminfo})
+	ts := newTestServer(t, func(o *Options) { o.Memory = mem; o.Argv = []string{"forgeflow", "serve"} })
+	var got struct {
+		System  map[string]any   `json:"system"`
+		Devices []map[string]any `json:"devices"`
+	}
+	if err := json.Unmarshal(ts.do(t, "GET", "/system_stats", nil).Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"os", "ram_total", "ram_free", "comfyui_version", "required_frontend_version", "installed_templates_version",
+		"required_templates_version", "python_version", "pytorch_version", "embedded_python", "argv"} {
+		if _, ok := got.System[k]; !ok {
+			t.Errorf("system.%s missing", k)
+		}
+	}
+	if got.System["ram_total"] != float64(2048*1024) || got.System["ram_free"] != float64(1024*1024) || got.System["comfyui_version"] != "0.3.64" {
+		t.Errorf("system = %v", got.System)
+	}
+	if len(got.Devices) != 1 || got.Devices[0]["type"] != "cpu" || got.Devices[0]["vram_total"] != float64(2048*1024) {
+		t.Fatalf("devices = %v", got.Devices)
+	}
+	for _, k := range []string{"name", "type", "index", "vram_total", "vram_free", "torch_vram_total", "torch_vram_free"} {
+		if _, ok := got.Devices[0][k]; !ok {
+			t.Errorf("devices[0].%s missing", k)
+		}
+	}
+
+	jsonEqual(t, ts.do(t, "GET", "/features", nil).Body.Bytes(), `{"supports_preview_metadata": true, "max_upload_size": 104857600}`)
+
+	if rec := ts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true, "free_memory": true}`)); rec.Code != 200 {
+		t.Fatalf("free: %d", rec.Code)
+	}
+	if ts.queue.freed != 1 {
+		t.Fatalf("free_memory did not reach the executor cache")
+	}
+	ts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true}`))
+	if ts.queue.freed != 1 {
+		t.Fatalf("unload_models alone freed the output cache")
+	}
+	isJSONError(t, ts.do(t, "POST", "/free", strings.NewReader(`{`)), 400)
+}
+
+func TestSettings(t *testing.T) {
+	ts := newTestServer(t, nil)
+	jsonEqual(t, ts.do(t, "GET", "/settings", nil).Body.Bytes(), `{}`)
+	jsonEqual(t, ts.do(t, "GET", "/settings/Comfy.Theme", nil).Body.Bytes(), `null`)
+	if rec := ts.do(t, "POST", "/settings", strings.NewReader(`{"Comfy.Theme": "dark", "Comfy.Seed": 18446744073709551615}`)); rec.Code != 200 {
+		t.Fatal(rec.Code, rec.Body)
+	}
+	if rec := ts.do(t, "POST", "/api/settings/Comfy.Locale", strings.NewReader(`"fr"`)); rec.Code != 200 {
+		t.Fatal(rec.Code, rec.Body)
+	}
+	jsonEqual(t, ts.do(t, "GET", "/api/settings/Comfy.Theme", nil).Body.Bytes(), `"dark"`)
+	got := ts.do(t, "GET", "/settings", nil).Body.String()
+	jsonEqual(t, []byte(got), `{"Comfy.Theme": "dark", "Comfy.Locale": "fr", "Comfy.Seed": 18446744073709551615}`)
+	if !strings.Contains(got, "18446744073709551615") {
+		t.Errorf("big integer lost digits: %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dirs.User, "default", "comfy.settings.json")); err != nil {
+		t.Fatal("settings not stored in user/default:", err)
+	}
+	isJSONError(t, ts.do(t, "POST", "/settings", strings.NewReader(`[1]`)), 400)
+	isJSONError(t, ts.do(t, "POST", "/settings/x", strings.NewReader(`{bad`)), 400)
+	// A corrupt file reads as empty rather than failing.
+	writeFile(t, filepath.Join(ts.dirs.User, "default", "comfy.settings.json"), []byte("{corrupt"))
+	jsonEqual(t, ts.do(t, "GET", "/settings", nil).Body.Bytes(), `{}`)
+}
+
+func TestUserdata(t *testing.T) {
+	ts := newTestServer(t, nil)
+	jsonEqual(t, ts.do(t, "GET", "/users", nil).Body.Bytes(), `{"storage": "server", "migrated": false}`)
+	code := func(method, target, body string) (int, string) {
+		rec := ts.do(t, method, target, strings.NewReader(body))
+		return rec.Code, rec.Body.String()
+	}
+	steps := []struct {
+		name, method, target, body string
+		status                     int
+		want                       string // JSON; "" to skip
+	}{
+		{"create", "POST", "/userdata/workflows%2Fa.json", `{"nodes": []}`, 200, `"workflows/a.json"`},
+		{"create nested", "POST", "/api/userdata/workflows%2Fdeep%2Fb.json", `{}`, 200, `"workflows/deep/b.json"`},
+		{"no overwrite", "POST", "/userdata/workflows%2Fa.json?overwrite=false", `{}`, 409, ""},
+		{"overwrite", "POST", "/userdata/workflows%2Fa.json", `{"nodes": [1]}`, 200, `"workflows/a.json"`},
+		{"read", "GET", "/userdata/workflows%2Fa.json", "", 200, `{"nodes": [1]}`},
+		{"read double-encoded", "GET", "/userdata/workflows%252Fa.json", "", 200, `{"nodes": [1]}`},
+		{"list", "GET", "/userdata?dir=workflows", "", 200, `["a.json"]`},
+		{"list recursive", "GET", "/userdata?dir=workflows&recurse=true", "", 200, `["a.json", "deep/b.json"]`},
+		{"list split", "GET", "/userdata?dir=workflows&recurse=true&split=true", "", 200, `[["a.json", "a.json"], ["deep/b.json", "deep", "b.json"]]`},
+		{"list no dir", "GET", "/userdata", "", 400, ""},
+		{"list missing dir", "GET", "/userdata?dir=nothing", "", 404, ""},
+		{"list traversal", "GET", "/userdata?dir=..%2F..", "", 403, ""},
+		{"move", "POST", "/userdata/workflows%2Fa.json/move/workflows%2Fc.json", "", 200, `"workflows/c.json"`},
+		{"move missing", "POST", "/userdata/workflows%2Fa.json/move/workflows%2Fd.json", "", 404, ""},
+		{"move onto existing without overwrite", "POST", "/userdata/workflows%2Fc.json/move/workflows%2Fdeep%2Fb.json?overwrite=false", "", 409, ""},
+		{"move out of the folder", "POST", "/userdata/workflows%2Fc.json/move/..%2F..%2Fescaped.json", "", 403, ""},
+		{"read traversal", "GET", "/userdata/..%2F..%2Foutput%2Fx", "", 403, ""},
+		{"write traversal", "POST", "/userdata/..%2Fescaped.json", "x", 403, ""},
+		{"write absolute", "POST", "/userdata/%2Ftmp%2Fescaped.json", "x", 403, ""},
+		{"delete", "DELETE", "/userdata/workflows%2Fc.json", "", 204, ""},
+		{"delete missing", "DELETE", "/userdata/workflows%2Fc.json", "", 404, ""},
+		{"read missing", "GET", "/userdata/workflows%2Fc.json", "", 404, ""},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			c, body := code(st.method, st.target, st.body)
+			if c != st.status {
+				t.Fatalf("status %d, want %d: %s", c, st.status, body)
+			}
+			if st.want != "" {
+				jsonEqual(t, []byte(body), st.want)
+			}
+			if c >= 400 && !strings.Contains(body, `"error"`) {
+				t.Fatalf("error answer without JSON error: %s", body)
+			}
+		})
+	}
+	var info []fileInfo
+	if err := json.Unmarshal([]byte(ts.do(t, "GET", "/userdata?dir=workflows&recurse=true&full_info=true", nil).Body.String()), &info); err != nil {
+		t.Fatal(err)
+	}
+	if len(info) != 1 || info[0].Path != "deep/b.json" || info[0].Size != 2 || info[0].Modified <= 0 {
+		t.Fatalf("full_info = %+v", info)
+	}
+	rec := ts.do(t, "POST", "/userdata/x.json?full_info=true", strings.NewReader("abc"))
+	var one fileInfo
+	if err := json.Unmarshal(rec.Body.Bytes(), &one); err != nil || one.Path != "x.json" || one.Size != 3 {
+		t.Fatalf("post full_info = %s", rec.Body)
+	}
+	for _, name := range []string{"escaped.json"} {
+		for _, dir := range []string{ts.base, ts.dirs.User, "/tmp"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				t.Fatalf("a user file escaped to %s", dir)
+			}
+		}
+	}
+	jsonEqual(t, ts.do(t, "GET", "/users", nil).Body.Bytes(), `{"storage": "server", "migrated": true}`)
+}
+
+func TestUserdataTooLarge(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxUploadSize = 10 })
+	isJSONError(t, ts.do(t, "POST", "/userdata/a.json", strings.NewReader(strings.Repeat("x", 11))), 413)
+}
+
+func TestStatic(t *testing.T) {
+	files := fstest.MapFS{
+		"index.html":            {Data: []byte("<html>editor</html>")},
+		"assets/app.js":         {Data: []byte("console.log(1)")},
+		"extensions/core/a.js":  {Data: []byte("")},
+		"extensions/core/b.css": {Data: []byte("")},
+	}
+	ts := newTestServer(t, func(o *Options) { o.Static = files })
+	rec := ts.do(t, "GET", "/", nil)
+	if rec.Code != 200 || rec.Body.String() != "<html>editor</html>" || rec.Header().Get("Cache-Control") != "no-cache" {
+		t.Fatalf("index: %d %q %v", rec.Code, rec.Body, rec.Header())
+	}
+	if rec := ts.do(t, "GET", "/assets/app.js", nil); rec.Code != 200 || !strings.Contains(rec.Header().Get("Content-Type"), "javascript") {
+		t.Fatalf("asset: %d %v", rec.Code, rec.Header())
+	}
+	isJSONError(t, ts.do(t, "GET", "/missing.js", nil), 404)
+	jsonEqual(t, ts.do(t, "GET", "/extensions", nil).Body.Bytes(), `["/extensions/core/a.js"]`)
+
+	bare := newTestServer(t, nil)
+	rec = bare.do(t, "GET", "/", nil)
+	isJSONError(t, rec, 404)
+	if !strings.Contains(rec.Body.String(), "/api/") {
+		t.Errorf("404 without a hint: %s", rec.Body)
+	}
+	jsonEqual(t, bare.do(t, "GET", "/api/extensions", nil).Body.Bytes(), `[]`)
+}
+
+func TestOriginAndCORS(t *testing.T) {
+	ts := newTestServer(t, nil)
+	body := `{"prompt": {"1": {"class_type": "X", "inputs": {}}}}`
+	for _, tc := range []struct {
+		name, host, origin string
+		status             int
+	}{
+		{"same origin", "127.0.0.1:8188", "http://127.0.0.1:8188", 200},
+		{"no origin", "127.0.0.1:8188", "", 200},
+		{"foreign site on loopback", "127.0.0.1:8188", "http://evil.example", 403},
+		{"localhost name", "localhost:8188", "http://evil.example:8188", 403},
+		{"origin without port", "localhost:8188", "http://localhost", 200},
+		{"non-loopback host is not checked", "192.0.2.1:8188", "http://other.example", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptestRequest("POST", "/prompt", body, tc.host, tc.origin)
+			rec := recorder(ts.Server, req)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+		})
+	}
+	cors := newTestServer(t, func(o *Options) { o.CORSOrigin = "*" })
+	rec := recorder(cors.Server, httptestRequest("OPTIONS", "/prompt", "", "127.0.0.1:8188", "http://evil.example"))
+	if rec.Code != 200 || rec.Header().Get("Access-Control-Allow-Origin") != "*" || rec.Header().Get("Access-Control-Allow-Methods") == "" {
+		t.Fatalf("preflight: %d %v", rec.Code, rec.Header())
+	}
+	rec = recorder(cors.Server, httptestRequest("POST", "/prompt", body, "127.0.0.1:8188", "http://evil.example"))
+	if rec.Code != 200 || rec.Header().Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("cors post: %d %v", rec.Code, rec.Header())
+	}
+}
+
+func TestRecoverMiddleware(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.mux.HandleFunc("GET /boom", func(http.ResponseWriter, *http.Request) { panic("boom") })
+	isJSONError(t, ts.do(t, "GET", "/boom", nil), 500)
+	// The server still answers afterwards.
+	if rec := ts.do(t, "GET", "/prompt", nil); rec.Code != 200 {
+		t.Fatal(rec.Code)
+	}
+}
+
+func httptestRequest(method, target, body, host, origin string) *http.Request {
+	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	req.Host = host
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	return req
+}
+
+func recorder(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
