@@ -285,7 +285,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("executor: lease: %w", err)
 		}
-		entry, stopped := e.execute(ctx, job)
+		entry, stopped := e.execute(ctx, job, true)
 		if stopped {
 			if err := e.queue.Fail(context.WithoutCancel(ctx), job.ID); err != nil {
 				e.log.Error("hand back prompt", "prompt_id", job.ID, "err", err)
@@ -304,6 +304,6 @@ func (e *Engine) Run(ctx context.Context) error {
 // A failing node does not make Execute fail: the entry's Status says what happened.
 // When ctx is cancelled the prompt stops and is reported as interrupted.
 func (e *Engine) Execute(ctx context.Context, job *Job) *HistoryEntry {
-	entry, _ := e.execute(ctx, job)
+	entry, _ := e.execute(ctx, job, false)
 	return entry
 }

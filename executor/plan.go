@@ -1,0 +1,460 @@
+package executor
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
+)
+
+// Hidden input types ComfyUI fills in itself (comfy_execution's get_input_data).
+const (
+	hiddenPrompt       = "PROMPT"
+	hiddenDynPrompt    = "DYNPROMPT"
+	hiddenExtraPNGInfo = "EXTRA_PNGINFO"
+	hiddenUniqueID     = "UNIQUE_ID"
+	hiddenAuthToken    = "AUTH_TOKEN_COMFY_ORG"
+	hiddenAPIKey       = "API_KEY_COMFY_ORG"
+)
+
+// step is one node of a plan.
+type step struct {
+	id     string
+	class  string
+	node   nodes.Node
+	schema *graph.Schema
+	// literals are the node's literal inputs, coerced by the schema; links its linked
+	// inputs. Inputs of the prompt that the schema does not list are ignored, as
+	// ComfyUI's get_input_data does.
+	literals map[string]any
+	links    map[string]graph.Link
+	sig      string
+}
+
+// plan is the part of a prompt that reaches the requested outputs.
+type plan struct {
+	steps   map[string]*step
+	order   []string // topological: every node after the nodes it links from
+	outputs []string
+}
+
+// nodeError is a failure tied to one node, reported as execution_error.
+type nodeError struct {
+	nodeID, class string
+	err           error
+	panicked      bool
+	stack         []string
+	inputs        map[string][]any
+}
+
+func (e *nodeError) Error() string {
+	return fmt.Sprintf("executor: node %q (%s): %v", e.nodeID, e.class, e.err)
+}
+
+func (e *nodeError) Unwrap() error { return e.err }
+
+// makePlan resolves the nodes that reach the job's outputs (all output nodes of the
+// prompt when the job names none), checks links and classes, coerces literals and
+// orders the nodes.
+func (e *Engine) makePlan(job *Job) (*plan, *nodeError) {
+	p := &plan{steps: map[string]*step{}}
+	outs := job.Outputs
+	if len(outs) == 0 {
+		for _, id := range sortedIDs(job.Prompt) {
+			n := job.Prompt[id]
+			if n == nil {
+				continue
+			}
+			if s, ok := e.reg.Schema(n.ClassType); ok && s.OutputNode {
+				outs = append(outs, id)
+			}
+		}
+		if len(outs) == 0 {
+			return nil, &nodeError{err: errors.New("prompt has no outputs")}
+		}
+	}
+	p.outputs = outs
+	// Depth-first walk from the outputs along links.
+	var visit func(id string) *nodeError
+	visit = func(id string) *nodeError {
+		if _, done := p.steps[id]; done {
+			return nil
+		}
+		n := job.Prompt[id]
+		if n == nil {
+			return &nodeError{nodeID: id, err: errors.New("node not found in prompt")}
+		}
+		st, nerr := e.makeStep(id, n)
+		if nerr != nil {
+			return nerr
+		}
+		p.steps[id] = st
+		for _, name := range sortedKeys(st.links) {
+			l := st.links[name]
+			from, ok := job.Prompt[l.NodeID]
+			if !ok || from == nil {
+				return &nodeError{nodeID: id, class: st.class, err: fmt.Errorf("input %q: link %v to a missing node", name, l)}
+			}
+			if nerr := visit(l.NodeID); nerr != nil {
+				return nerr
+			}
+			up := p.steps[l.NodeID]
+			if l.Slot < 0 || l.Slot >= len(up.schema.Outputs) {
+				return &nodeError{nodeID: id, class: st.class, err: fmt.Errorf("input %q: link %v: %s has %d outputs", name, l, up.class, len(up.schema.Outputs))}
+			}
+		}
+		return nil
+	}
+	for _, id := range outs {
+		if nerr := visit(id); nerr != nil {
+			return nil, nerr
+		}
+	}
+	order, err := topoOrder(p.steps)
+	if err != nil {
+		return nil, err
+	}
+	p.order = order
+	return p, nil
+}
+
+// makeStep looks up the node's class and splits its inputs into coerced literals and links.
+func (e *Engine) makeStep(id string, n *graph.Node) (*step, *nodeError) {
+	node, err := e.reg.Lookup(n.ClassType)
+	if err != nil {
+		return nil, &nodeError{nodeID: id, class: n.ClassType, err: err}
+	}
+	st := &step{id: id, class: n.ClassType, node: node, schema: node.Schema(), literals: map[string]any{}, links: map[string]graph.Link{}}
+	for _, in := range st.schema.Inputs {
+		if in.Section == graph.Hidden {
+			continue
+		}
+		raw, ok := n.Inputs[in.Name]
+		if !ok {
+			if in.Section == graph.Required {
+				return nil, &nodeError{nodeID: id, class: st.class, err: fmt.Errorf("required input %q missing", in.Name)}
+			}
+			continue
+		}
+		if l, ok := graph.AsLink(raw); ok {
+			st.links[in.Name] = l
+			continue
+		}
+		v, err := coerceLiteral(in.Type, raw)
+		if err != nil {
+			return nil, &nodeError{nodeID: id, class: st.class, err: fmt.Errorf("input %q: %w", in.Name, err)}
+		}
+		st.literals[in.Name] = v
+	}
+	return st, nil
+}
+
+// coerceLiteral converts a literal as decoded from JSON (json.Number, string, bool,
+// nil, []any, map[string]any) to the Go value nodes receive: int64 for INT, float64 for
+// FLOAT, and for other types numbers as int64 when integral, else float64.
+//
+// TODO(graph): use graph.Coerce once it lands, so validation and execution share one rule.
+func coerceLiteral(typ string, v any) (any, error) {
+	switch typ {
+	case graph.TypeInt:
+		return toInt(v)
+	case graph.TypeFloat:
+		return toFloat(v)
+	case graph.TypeBoolean:
+		if b, ok := v.(bool); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("want BOOLEAN, got %s", describe(v))
+	case graph.TypeString:
+		switch x := v.(type) {
+		case string:
+			return x, nil
+		case json.Number:
+			// ComfyUI's validate_inputs applies str() to a STRING widget's value.
+			return x.String(), nil
+		}
+		return nil, fmt.Errorf("want STRING, got %s", describe(v))
+	}
+	return normalize(v), nil
+}
+
+// toInt converts an INT literal. ComfyUI allows seeds up to 2^64-1; values above the
+// int64 range keep their 64 bits (uint64 reinterpretation), which is what a seed means
+// to torch.manual_seed.
+func toInt(v any) (any, error) {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i, nil
+		}
+		if u, err := strconv.ParseUint(x.String(), 10, 64); err == nil {
+			return int64(u), nil
+		}
+		f, err := x.Float64()
+		if err != nil || f != float64(int64(f)) {
+			return nil, fmt.Errorf("want INT, got %s", x)
+		}
+		return int64(f), nil
+	case int64:
+		return x, nil
+	case int:
+		return int64(x), nil
+	case float64:
+		if x == float64(int64(x)) {
+			return int64(x), nil
+		}
+	}
+	return nil, fmt.Errorf("want INT, got %s", describe(v))
+}
+
+func toFloat(v any) (any, error) {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("want FLOAT, got %s", x)
+		}
+		return f, nil
+	case float64:
+		return x, nil
+	case int64:
+		return float64(x), nil
+	case int:
+		return float64(x), nil
+	}
+	return nil, fmt.Errorf("want FLOAT, got %s", describe(v))
+}
+
+// normalize converts json.Number inside a structured literal.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		if f, err := x.Float64(); err == nil {
+			return f
+		}
+		return x.String()
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = normalize(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = normalize(e)
+		}
+		return out
+	}
+	return v
+}
+
+// topoOrder orders steps with Kahn's algorithm, taking ready nodes in id order so the
+// order is deterministic.
+//
+// TODO(graph): use graph.Order once it lands.
+func topoOrder(steps map[string]*step) ([]string, *nodeError) {
+	indeg := map[string]int{}
+	users := map[string][]string{}
+	for id, st := range steps {
+		indeg[id] += 0
+		seen := map[string]bool{}
+		for _, l := range st.links {
+			if seen[l.NodeID] {
+				continue
+			}
+			seen[l.NodeID] = true
+			indeg[id]++
+			users[l.NodeID] = append(users[l.NodeID], id)
+		}
+	}
+	var ready []string
+	for id, d := range indeg {
+		if d == 0 {
+			ready = append(ready, id)
+		}
+	}
+	order := make([]string, 0, len(steps))
+	for len(ready) > 0 {
+		sortIDs(ready)
+		id := ready[0]
+		ready = ready[1:]
+		order = append(order, id)
+		for _, u := range users[id] {
+			indeg[u]--
+			if indeg[u] == 0 {
+				ready = append(ready, u)
+			}
+		}
+	}
+	if len(order) != len(steps) {
+		var stuck []string
+		for id, d := range indeg {
+			if d > 0 {
+				stuck = append(stuck, id)
+			}
+		}
+		sortIDs(stuck)
+		st := steps[stuck[0]]
+		return nil, &nodeError{nodeID: st.id, class: st.class, err: fmt.Errorf("dependency cycle through nodes %v", stuck)}
+	}
+	return order, nil
+}
+
+// signatures computes every step's cache signature in order, as ComfyUI's
+// CacheKeySetInputSignature (comfy_execution/caching.py): the class, the IsChanged
+// fingerprint, the literal inputs in sorted key order, and for each link the upstream
+// node's signature and slot; the node id too when the class takes UNIQUE_ID (its output
+// may depend on it).
+func (e *Engine) signatures(p *plan, envFor func(*step) *nodes.Env) {
+	for _, id := range p.order {
+		st := p.steps[id]
+		h := sha256.New()
+		field := func(s string) {
+			var n [8]byte
+			binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+			h.Write(n[:])
+			h.Write([]byte(s))
+		}
+		field(st.class)
+		field(e.fingerprint(st, envFor(st)))
+		names := make([]string, 0, len(st.literals)+len(st.links))
+		for k := range st.literals {
+			names = append(names, k)
+		}
+		for k := range st.links {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			field(name)
+			if l, ok := st.links[name]; ok {
+				field("link")
+				field(p.steps[l.NodeID].sig)
+				field(strconv.Itoa(l.Slot))
+				continue
+			}
+			b, err := json.Marshal(st.literals[name])
+			if err != nil {
+				b = []byte(fmt.Sprintf("%#v", st.literals[name]))
+			}
+			field("value")
+			field(string(b))
+		}
+		if hasHidden(st.schema, hiddenUniqueID) {
+			field("unique_id")
+			field(st.id)
+		}
+		st.sig = hex.EncodeToString(h.Sum(nil))
+	}
+}
+
+// fingerprint returns the node's IsChanged value. A failing IsChanged gives a fresh
+// random value, so the node always runs (ComfyUI uses NaN, which equals nothing).
+func (e *Engine) fingerprint(st *step, env *nodes.Env) string {
+	ic, ok := st.node.(nodes.IsChanger)
+	if !ok {
+		return ""
+	}
+	in := nodes.Inputs{}
+	for k, v := range st.literals {
+		in[k] = v
+	}
+	fp, err := safeIsChanged(ic, env, in)
+	if err != nil {
+		e.log.Warn("is_changed failed; node will run", "node", st.id, "class", st.class, "err", err)
+		var nonce [16]byte
+		rand.Read(nonce[:])
+		return "error:" + hex.EncodeToString(nonce[:])
+	}
+	return "fp:" + fp
+}
+
+func safeIsChanged(ic nodes.IsChanger, env *nodes.Env, in nodes.Inputs) (fp string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return ic.IsChanged(env, in)
+}
+
+func hasHidden(s *graph.Schema, typ string) bool {
+	for _, in := range s.Inputs {
+		if in.Section == graph.Hidden && in.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// sortIDs sorts node ids numerically when they are numbers ("2" before "10"), else
+// lexically, numbers first.
+func sortIDs(ids []string) {
+	sort.Slice(ids, func(i, j int) bool { return lessID(ids[i], ids[j]) })
+}
+
+func lessID(a, b string) bool {
+	ai, aerr := strconv.ParseInt(a, 10, 64)
+	bi, berr := strconv.ParseInt(b, 10, 64)
+	switch {
+	case aerr == nil && berr == nil:
+		if ai != bi {
+			return ai < bi
+		}
+		return a < b
+	case aerr == nil:
+		return true
+	case berr == nil:
+		return false
+	}
+	return a < b
+}
+
+func sortedIDs(p graph.Prompt) []string {
+	ids := make([]string, 0, len(p))
+	for id := range p {
+		ids = append(ids, id)
+	}
+	sortIDs(ids)
+	return ids
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// describe names a value's kind for error messages and execution_error's inputs.
+func describe(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return strconv.Quote(x)
+	case json.Number:
+		return x.String()
+	case bool, int, int64, float64:
+		return fmt.Sprint(x)
+	case []any:
+		return fmt.Sprintf("list of %d", len(x))
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}
