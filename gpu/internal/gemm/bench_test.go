@@ -89,7 +89,7 @@ func BenchmarkSGEMMPath(b *testing.B) {
 // a single row, where the conversion dominates.
 func BenchmarkLinear(b *testing.B) {
 	e := benchEngine(b, PathAuto)
-	shapes := []shape{{4096, 1280, 512}, {77, 3072, 768}, {1, 4096, 4096}}
+	shapes := []shape{{4096, 1280, 512}, {77, 3072, 768}, {4, 4096, 4096}, {1, 4096, 4096}}
 	for _, d := range []DType{F32, F16, BF16, F8E4M3FN, Q8_0, Q4_0, Q4_K} {
 		for _, sh := range shapes {
 			b.Run(fmt.Sprintf("%s/%dx%dx%d", dtypeNames[d], sh.m, sh.n, sh.k), func(b *testing.B) {

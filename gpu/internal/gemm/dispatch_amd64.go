@@ -8,15 +8,36 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// Blocking for Zen 4 (32 KiB L1d, 1 MiB L2 per core); see codex/gemm.md.
-// The A sliver (mr×kc) stays in L1 while the B block (kc×nc) streams from
-// L2: 12·256·4 = 12 KiB and 256·512·4 = 512 KiB for AVX-512.
+// Blocking, measured on this machine (AMD EPYC family 26: 48 KiB L1d,
+// 1 MiB L2 per core, 32 MiB shared L3) with BenchmarkTune; see
+// codex/gemm.md. The A sliver (mr×kc: 12·384·4 = 18 KiB) stays in L1 while
+// the B block (kc×nc: 1.5 MiB) streams from L2 and L3, which on this part
+// keep up with the kernel; kc = 384 covers the SD shapes' k = 320 in one
+// panel, and nc = 1024 packs A once per 1024 columns.
 func avx512Kernel() kernel {
-	return kernel{path: PathAVX512, mr: 12, nr: 32, kc: 256, mc: 192, nc: 512, tile: tile12x32AVX512}
+	return kernel{
+		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
+		dot:     vecDot(dotAVX512, 16),
+		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
+		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
+		decQ8_0: blockDec(decQ8_0AVX512, 34),
+		decQ4_0: blockDec(decQ4_0AVX512, 18),
+	}
 }
 
 func avx2Kernel() kernel {
-	return kernel{path: PathAVX2, mr: 6, nr: 16, kc: 256, mc: 144, nc: 512, tile: tile6x16AVX2}
+	k := kernel{
+		path: PathAVX2, mr: 6, nr: 16, kc: 384, mc: 144, nc: 1024, tile: tile6x16AVX2,
+		dot:     vecDot(dotAVX2, 8),
+		cvtF16:  cvtF16Generic,
+		cvtBF16: vecCvt(cvtBF16AVX2, 8, cvtBF16Generic),
+		decQ8_0: decodeQ8_0,
+		decQ4_0: decodeQ4_0,
+	}
+	if cpu.X86.HasF16C {
+		k.cvtF16 = vecCvt(cvtF16AVX2, 8, cvtF16Generic)
+	}
+	return k
 }
 
 func hasAVX2() bool       { return cpu.X86.HasAVX2 && cpu.X86.HasFMA }

@@ -15,6 +15,13 @@ type kernel struct {
 	// kc steps of a packed A sliver (kc×mr, k-major) and a packed B sliver
 	// (kc×nr, k-major). kc ≥ 1; ldc is in elements.
 	tile func(kc int, a, b, c []float32, ldc int, acc bool)
+	// dot returns Σ a[i]·b[i] over len(a) (b at least as long).
+	dot func(a, b []float32) float32
+	// cvtF16 and cvtBF16 convert len(dst) 16-bit floats from little-endian
+	// src to float32.
+	cvtF16, cvtBF16 func(dst []float32, src []byte)
+	// decQ8_0 and decQ4_0 convert len(dst)/32 whole blocks.
+	decQ8_0, decQ4_0 func(dst []float32, src []byte)
 }
 
 // aSource is the left operand: m×k, or stored k×m when trans.
@@ -55,12 +62,31 @@ func (e *Engine) getWorkspace() *workspace {
 		return w
 	}
 	kr := e.k
+	kc := kcAlloc(kr.kc)
 	return &workspace{
-		a:    make([]float32, kr.mc*kr.kc),
-		b:    make([]float32, kr.kc*kr.nc),
+		a:    make([]float32, kr.mc*kc),
+		b:    make([]float32, kc*kr.nc),
 		tile: make([]float32, kr.mr*kr.nr),
-		row:  make([]float32, kr.kc),
+		row:  make([]float32, kc),
 	}
+}
+
+// maxBlockSize is the largest weight block (Q4_K's 256): a weight panel
+// must start on a block boundary, so its depth is a multiple of the block.
+const maxBlockSize = 256
+
+// kcAlloc is the panel depth the workspace is sized for: the kernel's kc,
+// rounded up so that a stored weight's panel depth (panelDepth) fits too.
+func kcAlloc(kc int) int { return (kc + maxBlockSize - 1) / maxBlockSize * maxBlockSize }
+
+// panelDepth is the kc used for problem p: the kernel's, or for a stored
+// weight the nearest multiple of its block size not above kcAlloc.
+func panelDepth(kc int, p *problem) int {
+	if p.b.w == nil {
+		return kc
+	}
+	bs := p.b.w.DType.BlockSize()
+	return max(bs, kc/bs*bs)
 }
 
 // task is a rectangle of one product of the batch.
@@ -172,11 +198,12 @@ func (e *Engine) compute(p *problem, t task, ws *workspace) {
 	if b.w == nil {
 		b.f32 = b.f32[t.batch*p.batch.StrideB:]
 	}
+	depth := panelDepth(kr.kc, p)
 	for jc := t.n0; jc < t.n1; jc += kr.nc {
 		nc := min(kr.nc, t.n1-jc)
-		for pc := 0; pc < p.k; pc += kr.kc {
-			kc := min(kr.kc, p.k-pc)
-			packB(ws.b, ws.row, &b, pc, kc, jc, nc, nr)
+		for pc := 0; pc < p.k; pc += depth {
+			kc := min(depth, p.k-pc)
+			kr.packB(ws.b, ws.row, &b, pc, kc, jc, nc)
 			acc := p.acc || pc > 0
 			for ic := t.m0; ic < t.m1; ic += kr.mc {
 				mc := min(kr.mc, t.m1-ic)
@@ -265,7 +292,8 @@ func packA12(d, src []float32, ld, kc int) {
 // into dst as ceil(nc/nr) slivers, each kc×nr k-major, zero-padding the
 // last sliver. A stored weight is converted to float32 here, one row
 // segment of kc elements at a time (row is scratch of at least kc).
-func packB(dst, row []float32, b *bSource, pc, kc, jc, nc, nr int) {
+func (kr *kernel) packB(dst, row []float32, b *bSource, pc, kc, jc, nc int) {
+	nr := kr.nr
 	for s := 0; s < nc; s += nr {
 		cols := min(nr, nc-s)
 		d := dst[s*kc : (s+nr)*kc]
@@ -273,7 +301,7 @@ func packB(dst, row []float32, b *bSource, pc, kc, jc, nc, nr int) {
 		case b.w != nil:
 			r := row[:kc]
 			for j := 0; j < cols; j++ {
-				decodeRow(b.w.DType, r, b.w.Data[(jc+s+j)*b.wld:], pc)
+				kr.decodeRow(b.w.DType, r, b.w.Data[(jc+s+j)*b.wld:], pc)
 				for p, v := range r {
 					d[p*nr+j] = v
 				}

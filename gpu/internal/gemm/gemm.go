@@ -63,6 +63,18 @@ type Options struct {
 	// Threads is the number of goroutines one call may use; 0 means
 	// runtime.GOMAXPROCS(0).
 	Threads int
+	// Blocking overrides the cache blocking of the chosen kernel, for
+	// tuning and for tests that reach every loop level with small sizes.
+	// Zero fields keep the tuned values.
+	Blocking Blocking
+}
+
+// Blocking is the cache blocking of the packed loops, in elements: KC is
+// the depth of a packed panel, MC the rows of A packed at once and NC the
+// columns of B packed at once. MC and NC are rounded up to the register
+// tile.
+type Blocking struct {
+	KC, MC, NC int
 }
 
 // Engine runs matrix multiplications with one chosen kernel and thread
@@ -81,6 +93,18 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if b := opts.Blocking; b.KC < 0 || b.MC < 0 || b.NC < 0 {
+		return nil, fmt.Errorf("gemm: negative blocking %+v", b)
+	}
+	if opts.Blocking.KC > 0 {
+		k.kc = opts.Blocking.KC
+	}
+	if opts.Blocking.MC > 0 {
+		k.mc = (opts.Blocking.MC + k.mr - 1) / k.mr * k.mr
+	}
+	if opts.Blocking.NC > 0 {
+		k.nc = (opts.Blocking.NC + k.nr - 1) / k.nr * k.nr
+	}
 	t := opts.Threads
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
@@ -93,6 +117,9 @@ func New(opts Options) (*Engine, error) {
 
 // Path reports the kernel family the Engine runs.
 func (e *Engine) Path() Path { return e.k.path }
+
+// Blocking reports the cache blocking in use.
+func (e *Engine) Blocking() Blocking { return Blocking{KC: e.k.kc, MC: e.k.mc, NC: e.k.nc} }
 
 // Threads reports how many goroutines one call may use.
 func (e *Engine) Threads() int { return e.threads }

@@ -50,3 +50,72 @@ func tile6x16AVX2(kc int, a, b, c []float32, ldc int, acc bool) {
 	_ = c[5*ldc+15]
 	tileAVX2(kc, &a[0], &b[0], &c[0], ldc, b2u(acc))
 }
+
+//go:noescape
+func dotAVX512(a, b *float32, n int) float32
+
+//go:noescape
+func dotAVX2(a, b *float32, n int) float32
+
+//go:noescape
+func cvtF16AVX512(dst *float32, src *byte, n int)
+
+//go:noescape
+func cvtF16AVX2(dst *float32, src *byte, n int)
+
+//go:noescape
+func cvtBF16AVX512(dst *float32, src *byte, n int)
+
+//go:noescape
+func cvtBF16AVX2(dst *float32, src *byte, n int)
+
+// vecDot returns a dot product whose whole vectors (lanes wide) run in
+// asm and whose tail runs in Go.
+func vecDot(asm func(a, b *float32, n int) float32, lanes int) func(a, b []float32) float32 {
+	return func(a, b []float32) float32 {
+		b = b[:len(a)]
+		n := len(a) &^ (lanes - 1)
+		var s float32
+		if n > 0 {
+			s = asm(&a[0], &b[0], n)
+		}
+		for i := n; i < len(a); i++ {
+			s += a[i] * b[i]
+		}
+		return s
+	}
+}
+
+// vecCvt returns a 16-bit-float converter whose whole vectors run in asm
+// and whose tail runs in the generic converter.
+func vecCvt(asm func(dst *float32, src *byte, n int), lanes int, tail func([]float32, []byte)) func([]float32, []byte) {
+	return func(dst []float32, src []byte) {
+		src = src[:2*len(dst)]
+		n := len(dst) &^ (lanes - 1)
+		if n > 0 {
+			asm(&dst[0], &src[0], n)
+		}
+		if n < len(dst) {
+			tail(dst[n:], src[2*n:])
+		}
+	}
+}
+
+//go:noescape
+func decQ8_0AVX512(dst *float32, src *byte, nblocks int)
+
+//go:noescape
+func decQ4_0AVX512(dst *float32, src *byte, nblocks int)
+
+// blockDec returns a block decoder (len(dst) a multiple of 32) that runs
+// the asm loop over whole blocks.
+func blockDec(asm func(dst *float32, src *byte, nblocks int), blockBytes int) func([]float32, []byte) {
+	return func(dst []float32, src []byte) {
+		nb := len(dst) / 32
+		if nb == 0 {
+			return
+		}
+		_ = src[nb*blockBytes-1]
+		asm(&dst[0], &src[0], nb)
+	}
+}

@@ -8,7 +8,27 @@ func genericKernel() kernel {
 		mr:   4, nr: 8,
 		kc: 256, mc: 128, nc: 512,
 		tile: tileGeneric4x8,
+		dot:  dotGeneric, cvtF16: cvtF16Generic, cvtBF16: cvtBF16Generic,
+		decQ8_0: decodeQ8_0, decQ4_0: decodeQ4_0,
 	}
+}
+
+// dotGeneric sums with four partial sums, as the vector kernels do, so
+// that the rounding of the paths stays comparable.
+func dotGeneric(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // tileGeneric4x8 computes a 4×8 tile from packed slivers (kc×4 of A and

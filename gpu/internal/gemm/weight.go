@@ -103,7 +103,7 @@ func (w *Weight) rowStride() (int, error) {
 // decodeRow converts elements [k0, k0+len(dst)) of the weight row src to
 // float32. k0 and len(dst) are multiples of the block size, except that
 // the last call of a row may end at the row's end.
-func decodeRow(d DType, dst []float32, src []byte, k0 int) {
+func (kr *kernel) decodeRow(d DType, dst []float32, src []byte, k0 int) {
 	n := len(dst)
 	switch d {
 	case F32:
@@ -112,15 +112,9 @@ func decodeRow(d DType, dst []float32, src []byte, k0 int) {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(s[4*i:]))
 		}
 	case F16:
-		s := src[2*k0 : 2*(k0+n)]
-		for i := range dst {
-			dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(s[2*i:]))
-		}
+		kr.cvtF16(dst, src[2*k0:2*(k0+n)])
 	case BF16:
-		s := src[2*k0 : 2*(k0+n)]
-		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(s[2*i:])) << 16)
-		}
+		kr.cvtBF16(dst, src[2*k0:2*(k0+n)])
 	case F8E4M3FN:
 		s := src[k0 : k0+n]
 		for i, b := range s {
@@ -132,11 +126,25 @@ func decodeRow(d DType, dst []float32, src []byte, k0 int) {
 			dst[i] = f8e5m2Table[b]
 		}
 	case Q8_0:
-		decodeQ8_0(dst, src[k0/32*34:])
+		kr.decQ8_0(dst, src[k0/32*34:])
 	case Q4_0:
-		decodeQ4_0(dst, src[k0/32*18:])
+		kr.decQ4_0(dst, src[k0/32*18:])
 	case Q4_K:
 		decodeQ4K(dst, src[k0/256*144:])
+	}
+}
+
+func cvtF16Generic(dst []float32, src []byte) {
+	src = src[:2*len(dst)]
+	for i := range dst {
+		dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+	}
+}
+
+func cvtBF16Generic(dst []float32, src []byte) {
+	src = src[:2*len(dst)]
+	for i := range dst {
+		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
 	}
 }
 

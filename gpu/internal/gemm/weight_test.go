@@ -196,26 +196,74 @@ func f8Encode(d DType, v float32) byte {
 
 func TestDecodeRow(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	for d := DType(0); d < dtypeCount; d++ {
-		t.Run(d.String(), func(t *testing.T) {
-			const k = 512
-			data, want := testWeight(r, d, 1, k)
-			got := make([]float32, k)
-			// Decode in two halves, as packing does at a kc boundary.
-			decodeRow(d, got[:256], data, 0)
-			decodeRow(d, got[256:], data, 256)
-			for i := range got {
-				if got[i] != want[i] {
-					t.Fatalf("element %d: got %g, want %g", i, got[i], want[i])
+	for _, e := range enginesUnderTest(t) {
+		for d := DType(0); d < dtypeCount; d++ {
+			t.Run(e.Path().String()+"/"+d.String(), func(t *testing.T) {
+				const k = 512
+				data, want := testWeight(r, d, 1, k)
+				got := make([]float32, k)
+				// Decode in two halves, as packing does at a kc boundary.
+				e.k.decodeRow(d, got[:256], data, 0)
+				e.k.decodeRow(d, got[256:], data, 256)
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("element %d: got %g, want %g", i, got[i], want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestConverters runs every path's 16-bit converters over all 65536 bit
+// patterns at lengths that leave vector tails, against HalfToFloat32 (itself
+// checked against the definition) and the bfloat16 definition.
+func TestConverters(t *testing.T) {
+	all := make([]byte, 2<<16)
+	for h := 0; h < 1<<16; h++ {
+		binary.LittleEndian.PutUint16(all[2*h:], uint16(h))
+	}
+	for _, e := range enginesUnderTest(t) {
+		for _, n := range []int{1, 7, 15, 16, 17, 33, 1<<16 - 3, 1 << 16} {
+			got := make([]float32, n)
+			e.k.cvtF16(got, all)
+			for h := 0; h < n; h++ {
+				want := HalfToFloat32(uint16(h))
+				if got[h] != want && !(want != want && got[h] != got[h]) {
+					t.Fatalf("%s: f16 %#04x (n=%d): got %g, want %g", e.Path(), h, n, got[h], want)
 				}
 			}
-		})
+			e.k.cvtBF16(got, all)
+			for h := 0; h < n; h++ {
+				if want := math.Float32frombits(uint32(h) << 16); math.Float32bits(got[h]) != math.Float32bits(want) {
+					t.Fatalf("%s: bf16 %#04x (n=%d): got %g, want %g", e.Path(), h, n, got[h], want)
+				}
+			}
+		}
+	}
+}
+
+func TestDot(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, e := range enginesUnderTest(t) {
+		for _, n := range []int{0, 1, 5, 16, 31, 64, 65, 100, 1000} {
+			a, b := randSlice(r, n), randSlice(r, n)
+			var want, mag float64
+			for i := range a {
+				want += float64(a[i]) * float64(b[i])
+				mag += math.Abs(float64(a[i]) * float64(b[i]))
+			}
+			got := e.k.dot(a, b)
+			if d := math.Abs(float64(got) - want); d > float64(n+2)*mag/(1<<24)+1e-30 {
+				t.Errorf("%s: n=%d: dot = %g, want %g", e.Path(), n, got, want)
+			}
+		}
 	}
 }
 
 func TestLinear(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
-	shapes := []shape{{1, 1, 256}, {5, 33, 256}, {37, 70, 512}, {1, 100, 768}, {64, 3, 256}}
+	shapes := []shape{{1, 1, 256}, {3, 70, 768}, {4, 33, 1024}, {5, 33, 256}, {37, 70, 512}, {1, 100, 768}, {64, 3, 256}}
 	if !testing.Short() {
 		shapes = append(shapes, shape{130, 257, 1024})
 	}
