@@ -1,0 +1,192 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/executor/store"
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/nodes/builtin"
+)
+
+// engineServer is a server over a real executor, durable store and the built-in nodes.
+func engineServer(t *testing.T) (*testServer, *executor.Engine) {
+	t.Helper()
+	ts := newTestServer(t, nil)
+	reg := nodes.NewRegistry()
+	ndirs := nodes.Dirs{Output: ts.dirs.Output, Input: ts.dirs.Input, Temp: ts.dirs.Temp}
+	if err := builtin.Register(reg, builtin.Options{Dirs: ndirs}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(ts.base, "queue.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := executor.New(executor.Options{Registry: reg, Queue: st, Dirs: ndirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { eng.Run(ctx); done <- struct{}{} }()
+	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: BasicValidator(reg)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.Forward(ctx, eng); done <- struct{}{} }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		<-done
+		s.Close()
+		st.Close()
+	})
+	ts.Server = s
+	return ts, eng
+}
+
+// TestEndToEndWebsocket is what an unmodified ComfyUI API client does: connect, queue a
+// graph with its client id, follow the events, read the history and fetch the image.
+func TestEndToEndWebsocket(t *testing.T) {
+	ts, _ := engineServer(t)
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	c := dialWS(t, hs.URL, "client-1")
+	if m := readWS(t, c); m.typ != "status" || m.data["sid"] != "client-1" {
+		t.Fatalf("greeting %s", m.raw)
+	}
+	prompt := `{"client_id": "client-1", "prompt": {
+		"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 16711680}},
+		"2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+		"3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "e2e/test"}}}}`
+	resp, err := http.Post(hs.URL+"/api/prompt", "application/json", strings.NewReader(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /prompt: %d %s", resp.StatusCode, body)
+	}
+	var ans struct {
+		PromptID   string         `json:"prompt_id"`
+		Number     float64        `json:"number"`
+		NodeErrors map[string]any `json:"node_errors"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil || ans.PromptID == "" || ans.NodeErrors == nil {
+		t.Fatalf("answer %s", body)
+	}
+
+	var seen []string
+	var output map[string]any
+	for len(seen) < 50 {
+		m := readWS(t, c)
+		if m.binary {
+			continue
+		}
+		seen = append(seen, m.typ)
+		if m.typ == "executed" {
+			output, _ = m.data["output"].(map[string]any)
+			if m.data["node"] != "3" || m.data["prompt_id"] != ans.PromptID {
+				t.Fatalf("executed %s", m.raw)
+			}
+		}
+		if m.typ == "execution_error" {
+			t.Fatalf("execution error: %s", m.raw)
+		}
+		// ComfyUI's clients take "executing" with node null as the end of a prompt:
+		// it comes after the history entry is written.
+		if m.typ == "executing" && m.data["node"] == nil {
+			break
+		}
+	}
+	order := strings.Join(seen, " ")
+	for _, want := range []string{"execution_start", "executing", "executed", "execution_success", "progress_state"} {
+		if !strings.Contains(order, want) {
+			t.Fatalf("events %q lack %s", order, want)
+		}
+	}
+	if strings.Index(order, "execution_start") > strings.Index(order, "executed") {
+		t.Fatalf("events out of order: %s", order)
+	}
+	images, _ := output["images"].([]any)
+	if len(images) != 1 {
+		t.Fatalf("executed output %v", output)
+	}
+	img := images[0].(map[string]any)
+	q := url.Values{"filename": {img["filename"].(string)}, "subfolder": {img["subfolder"].(string)}, "type": {img["type"].(string)}}
+	resp, err = http.Get(hs.URL + "/view?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/view %d: %s", resp.StatusCode, data)
+	}
+	m, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := m.Bounds(); b.Dx() != 16 || b.Dy() != 8 {
+		t.Fatalf("image %v, want 16x8", b)
+	}
+	r, g, bl, _ := m.At(3, 3).RGBA()
+	if r>>8 != 0 || g>>8 != 255 || bl>>8 != 255 {
+		t.Fatalf("pixel %d,%d,%d: want inverted red (0,255,255)", r>>8, g>>8, bl>>8)
+	}
+
+	// The history has the prompt with its outputs and status.
+	resp, err = http.Get(hs.URL + "/history/" + ans.PromptID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist map[string]struct {
+		Prompt  []any          `json:"prompt"`
+		Outputs map[string]any `json:"outputs"`
+		Status  map[string]any `json:"status"`
+	}
+	json.NewDecoder(resp.Body).Decode(&hist)
+	resp.Body.Close()
+	h, ok := hist[ans.PromptID]
+	if !ok || len(h.Prompt) < 5 || h.Prompt[1] != ans.PromptID || h.Outputs["3"] == nil || h.Status["status_str"] != "success" {
+		t.Fatalf("history %+v", hist)
+	}
+}
+
+func TestEngineQueueRejects(t *testing.T) {
+	ts, _ := engineServer(t)
+	for _, tc := range []struct {
+		name, body, typ string
+	}{
+		{"unknown class", `{"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}`, "invalid_prompt"},
+		{"no outputs", `{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}`, "prompt_no_outputs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := ts.do(t, "POST", "/prompt", strings.NewReader(tc.body))
+			if rec.Code != 400 {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			var ans struct {
+				Error struct {
+					Type string `json:"type"`
+				} `json:"error"`
+				NodeErrors map[string]any `json:"node_errors"`
+			}
+			json.Unmarshal(rec.Body.Bytes(), &ans)
+			if ans.Error.Type != tc.typ || ans.NodeErrors == nil {
+				t.Fatalf("answer %s, want error type %s", rec.Body, tc.typ)
+			}
+		})
+	}
+}
