@@ -296,6 +296,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Error("record history", "prompt_id", job.ID, "err", err)
 		}
 		e.publishStatus(ctx)
+		e.publishDone(job)
 	}
 }
 
@@ -305,5 +306,6 @@ func (e *Engine) Run(ctx context.Context) error {
 // When ctx is cancelled the prompt stops and is reported as interrupted.
 func (e *Engine) Execute(ctx context.Context, job *Job) *HistoryEntry {
 	entry, _ := e.execute(ctx, job, false)
+	e.publishDone(job)
 	return entry
 }

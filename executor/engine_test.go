@@ -482,7 +482,8 @@ func TestEventSequence(t *testing.T) {
 	p["1"] = node("Const", map[string]any{"value": json.Number("2")}) // so that 2 runs again
 	e.Execute(context.Background(), &executor.Job{ID: "q", Prompt: p})
 	for _, ev := range collect(t, sub, "q") {
-		wantBroadcast := ev.Type == executor.EventExecuting || ev.Type == executor.EventExecuted || ev.Type == executor.EventProgressState
+		d, isExecuting := ev.Data.(executor.ExecutingData)
+		wantBroadcast := (isExecuting && d.Node != nil) || ev.Type == executor.EventExecuted || ev.Type == executor.EventProgressState
 		if ev.ClientID != "" || ev.Broadcast != wantBroadcast {
 			t.Errorf("%s: client %q broadcast %v", ev.Type, ev.ClientID, ev.Broadcast)
 		}
@@ -526,5 +527,80 @@ func TestRestartKeepsQueueAndHistory(t *testing.T) {
 	}
 	if _, err := e2.HistoryItem(context.Background(), "b"); !errors.Is(err, executor.ErrNotFound) {
 		t.Errorf("deleted prompt ran: %v", err)
+	}
+}
+
+func TestStopHandsBackRunningPrompt(t *testing.T) {
+	fx := newFixture(t)
+	path := filepath.Join(t.TempDir(), "q.db")
+	e, _, stop := startWorker(t, fx, path)
+	submit(t, e, "long", graph.Prompt{"1": node("Blocker", map[string]any{"steps": json.Number("0")})})
+	select {
+	case <-fx.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocker never started")
+	}
+	stop() // the worker stops mid-prompt: no history, the prompt goes back to pending
+
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	running, pending, err := st.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(running) != 0 || len(pending) != 1 || pending[0].ID != "long" {
+		t.Fatalf("after stop: running %v pending %v", running, pending)
+	}
+	if _, err := st.GetHistory(context.Background(), "long"); !errors.Is(err, executor.ErrNotFound) {
+		t.Errorf("handed-back prompt has a history entry: %v", err)
+	}
+}
+
+func TestProgressState(t *testing.T) {
+	fx := newFixture(t)
+	e := newEngine(t, fx, executor.Options{})
+	_, evs := execute(t, e, "p", chain(1))
+	var last executor.ProgressStateData
+	for _, ev := range evs {
+		if d, ok := ev.Data.(executor.ProgressStateData); ok {
+			last = d
+		}
+	}
+	if len(last.Nodes) != 5 {
+		t.Fatalf("final progress_state has %d nodes, want 5", len(last.Nodes))
+	}
+	for id, np := range last.Nodes {
+		if np.State != executor.NodeFinished || np.NodeID != id || np.PromptID != "p" || np.DisplayNodeID != id || np.RealNodeID != id {
+			t.Errorf("node %s: %+v", id, np)
+		}
+	}
+	b, _ := json.Marshal(last.Nodes["1"])
+	want := `{"value":1,"max":1,"state":"finished","node_id":"1","prompt_id":"p","display_node_id":"1","parent_node_id":null,"real_node_id":"1"}`
+	if string(b) != want {
+		t.Errorf("progress_state node JSON:\n got %s\nwant %s", b, want)
+	}
+}
+
+func TestHistoryJSONShape(t *testing.T) {
+	fx := newFixture(t)
+	e := newEngine(t, fx, executor.Options{Now: func() time.Time { return time.UnixMilli(1700000000000) }})
+	p := graph.Prompt{
+		"1": node("Const", map[string]any{"value": json.Number("4")}),
+		"2": node("Sink", map[string]any{"value": graph.NewLink("1", 0)}),
+	}
+	entry := e.Execute(context.Background(), &executor.Job{Number: 7, ID: "abc", Prompt: p, ExtraData: map[string]any{"client_id": "c1"}, Outputs: []string{"2"}, Sensitive: map[string]any{"api_key_comfy_org": "k"}})
+	b, err := json.Marshal(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"prompt":[7,"abc",{"1":{"class_type":"Const","inputs":{"value":4}},"2":{"class_type":"Sink","inputs":{"value":["1",0]}}},{"client_id":"c1"},["2"]],` +
+		`"outputs":{"2":{"values":[4]}},` +
+		`"status":{"status_str":"success","completed":true,"messages":[["execution_start",{"prompt_id":"abc","timestamp":1700000000000}],["execution_cached",{"nodes":[],"prompt_id":"abc","timestamp":1700000000000}],["execution_success",{"prompt_id":"abc","timestamp":1700000000000}]]},` +
+		`"meta":{"2":{"node_id":"2","display_node":"2","parent_node":null,"real_node_id":"2"}}}`
+	if string(b) != want {
+		t.Errorf("history JSON:\n got %s\nwant %s", b, want)
 	}
 }

@@ -77,7 +77,7 @@ type fixture struct {
 	reg     *nodes.Registry
 	runs    *counter
 	file    *fileNode
-	started chan string // Blocker sends its node id when it starts stepping
+	started chan string // Blocker sends its node id after its first step
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -164,13 +164,15 @@ func newFixture(t *testing.T) *fixture {
 		run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
 			fx.runs.add(env.NodeID)
 			steps, _ := in.Int("steps")
-			fx.started <- env.NodeID
 			for i := 0; steps <= 0 || i < int(steps); i++ {
 				if err := ctx.Err(); err != nil {
 					return nodes.Result{}, err
 				}
 				env.Progress(i, int(steps))
 				env.Preview(nodes.PreviewImage{Format: "JPEG", Data: []byte{byte(i)}})
+				if i == 0 {
+					fx.started <- env.NodeID
+				}
 				select {
 				case <-ctx.Done():
 				case <-fx.tick():

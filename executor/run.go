@@ -197,7 +197,7 @@ func (r *run) endPrompt() {
 	r.e.cache.endPrompt(keep)
 }
 
-// finish builds the history entry and sends the final "executing" with node null.
+// finish applies the cache policy and builds the history entry.
 func (r *run) finish(success bool) *HistoryEntry {
 	r.endPrompt()
 	entry := &HistoryEntry{
@@ -218,8 +218,14 @@ func (r *run) finish(success bool) *HistoryEntry {
 			}
 		}
 	}
-	r.send(EventExecuting, ExecutingData{PromptID: r.job.ID})
 	return entry
+}
+
+// publishDone sends the final "executing" with node null. ComfyUI's prompt_worker sends
+// it after the history is written (clients fetch /history when they see it), and only
+// to the prompt's client; without one, only in-process subscribers see it.
+func (e *Engine) publishDone(job *Job) {
+	e.publish(Event{Type: EventExecuting, ClientID: job.ClientID(), Data: ExecutingData{PromptID: job.ID}})
 }
 
 func (r *run) executedList() []string {
