@@ -1,0 +1,185 @@
+package clip
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/testenv"
+	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+type tokCase struct {
+	Case   string `json:"case"`
+	File   string `json:"file"`
+	Prompt string `json:"prompt"`
+}
+
+func goldenTokenizer(t *testing.T) (string, *BPE, []tokCase) {
+	t.Helper()
+	dir := filepath.Join(testenv.GoldenDir(t), "tokenizer")
+	bpe, err := LoadBPE(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct{ Cases []tokCase }
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Cases) == 0 {
+		t.Fatal("no cases")
+	}
+	return dir, bpe, m.Cases
+}
+
+// TestGoldenTokenizer runs every case of golden/tokenizer: the plain BPE ids and
+// ComfyUI's weighted, chunked windows (ids, weights, word ids, embedding vectors), all
+// exact.
+func TestGoldenTokenizer(t *testing.T) {
+	dir, bpe, cases := goldenTokenizer(t)
+	for _, c := range cases {
+		t.Run(c.Case, func(t *testing.T) {
+			f, err := safetensors.Open(filepath.Join(dir, c.File))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			embDir := t.TempDir()
+			if _, ok := f.Info("in.embedding"); ok {
+				writeEmbedding(t, f, filepath.Join(embDir, "present_emb.safetensors"))
+			}
+			raw := readInts(t, f, "out.raw_ids")
+			got := bpe.Encode(c.Prompt)
+			if !equalInts(got, raw) {
+				t.Errorf("raw ids\n got %v\nwant %v", got, raw)
+			}
+			tok := NewSD1Tokenizer(bpe, DirEmbeddings([]string{embDir}, 768, "clip_l"))
+			windows, err := tok.TokenizeWithWeights(c.Prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := readInts(t, f, "out.ids")
+			wids := readInts(t, f, "out.word_ids")
+			ws := readF64(t, f, "out.weights")
+			if len(windows)*77 != len(ids) {
+				t.Fatalf("%d windows, want %d", len(windows), len(ids)/77)
+			}
+			var vectors [][]float32
+			for wi, w := range windows {
+				for i, tk := range w {
+					k := wi*77 + i
+					id := tk.ID
+					if tk.Embed != nil {
+						id = -1
+						vectors = append(vectors, tk.Embed)
+					}
+					if id != ids[k] || tk.WordID != wids[k] || tk.Weight != ws[k] {
+						t.Errorf("window %d slot %d: (id %d, word %d, weight %v), want (%d, %d, %v)", wi, i, id, tk.WordID, tk.Weight, ids[k], wids[k], ws[k])
+					}
+				}
+			}
+			if _, ok := f.Info("out.embed_vectors"); ok {
+				want := readF32(t, f, "out.embed_vectors")
+				var flat []float32
+				for _, v := range vectors {
+					flat = append(flat, v...)
+				}
+				if len(flat) != len(want) {
+					t.Fatalf("%d embedding values, want %d", len(flat), len(want))
+				}
+				for i := range want {
+					if flat[i] != want[i] {
+						t.Fatalf("embedding value %d = %v, want %v", i, flat[i], want[i])
+					}
+				}
+			} else if len(vectors) > 0 {
+				t.Errorf("%d embedding slots, want none", len(vectors))
+			}
+		})
+	}
+}
+
+func writeEmbedding(t *testing.T, f *safetensors.File, path string) {
+	t.Helper()
+	tn, err := f.Tensor("in.embedding")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tn.Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 4*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := safetensors.Write(out, []safetensors.Entry{{Name: "emb_params", DType: weights.F32, Shape: tn.Shape, Data: data}}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readRaw(t *testing.T, f *safetensors.File, name string) safetensors.Tensor {
+	t.Helper()
+	tn, err := f.Tensor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+func readInts(t *testing.T, f *safetensors.File, name string) []int {
+	tn := readRaw(t, f, name)
+	if tn.DType != weights.I64 {
+		t.Fatalf("%s: dtype %s, want I64", name, tn.DType)
+	}
+	out := make([]int, len(tn.Data)/8)
+	for i := range out {
+		out[i] = int(int64(binary.LittleEndian.Uint64(tn.Data[8*i:])))
+	}
+	return out
+}
+
+func readF64(t *testing.T, f *safetensors.File, name string) []float64 {
+	tn := readRaw(t, f, name)
+	if tn.DType != weights.F64 {
+		t.Fatalf("%s: dtype %s, want F64", name, tn.DType)
+	}
+	out := make([]float64, len(tn.Data)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(tn.Data[8*i:]))
+	}
+	return out
+}
+
+func readF32(t *testing.T, f *safetensors.File, name string) []float32 {
+	v, err := readRaw(t, f, name).Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
