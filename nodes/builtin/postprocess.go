@@ -189,9 +189,9 @@ func gaussianKernel(size int, sigma float64) []float32 {
 	return k
 }
 
-// reflect maps an index of a reflect-padded axis back into [0, n) (torch's 'reflect'
+// reflectIndex maps an index of a reflect-padded axis back into [0, n) (torch's 'reflect'
 // padding: the edge sample is not repeated). It needs pad < n.
-func reflect(i, n int) int {
+func reflectIndex(i, n int) int {
 	if i < 0 {
 		return -i
 	}
@@ -218,7 +218,7 @@ func convReflect(ctx context.Context, im *Image, k []float32, r int, post func(f
 	cols := make([]int, W*size)
 	for x := 0; x < W; x++ {
 		for j := 0; j < size; j++ {
-			cols[x*size+j] = reflect(x+j-r, W) * C
+			cols[x*size+j] = reflectIndex(x+j-r, W) * C
 		}
 	}
 	for b := 0; b < im.Batch; b++ {
@@ -228,7 +228,7 @@ func convReflect(ctx context.Context, im *Image, k []float32, r int, post func(f
 				return nil, err
 			}
 			for i := range rows {
-				rows[i] = reflect(y+i-r, H) * W * C
+				rows[i] = reflectIndex(y+i-r, H) * W * C
 			}
 			for x := 0; x < W; x++ {
 				cx := cols[x*size : (x+1)*size]

@@ -1,0 +1,139 @@
+package builtin
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/testenv"
+	"github.com/forgeflow/forgeflow/nodes"
+)
+
+// fileCombos are inputs whose choices list local files: compared by form only.
+var fileCombos = map[string][]string{
+	"LoadImage":     {"image"},
+	"LoadImageMask": {"image"},
+}
+
+// wantClasses are the classes issue 2 asks this family to provide.
+var wantClasses = []string{
+	"LoadImage", "LoadImageMask", "SaveImage", "PreviewImage", "EmptyImage", "ImageScale",
+	"ImageScaleBy", "ImageInvert", "ImageBatch", "ImageCrop", "ImagePadForOutpaint",
+	"ImageBlend", "ImageBlur", "ImageSharpen", "ImageToMask", "MaskToImage", "SolidMask",
+	"InvertMask", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString",
+	"PrimitiveStringMultiline", "PrimitiveBoolean",
+}
+
+func newTestRegistry(t *testing.T, opts Options) *nodes.Registry {
+	t.Helper()
+	r := nodes.NewRegistry()
+	if err := Register(r, opts); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// roundTrip returns v as encoding/json would hand it to a client and back.
+func roundTrip(t *testing.T, v any) any {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// blankCombo replaces the choices of a classic combo input with a marker, keeping its form
+// ([[...], {opts}]).
+func blankCombo(t *testing.T, entry any, input string) {
+	t.Helper()
+	req := entry.(map[string]any)["input"].(map[string]any)["required"].(map[string]any)
+	spec, ok := req[input].([]any)
+	if !ok || len(spec) == 0 {
+		t.Fatalf("input %q: spec %v is not a list", input, req[input])
+	}
+	if _, ok := spec[0].([]any); !ok {
+		t.Fatalf("input %q: first element %v is not a choice list", input, spec[0])
+	}
+	spec[0] = "<files>"
+}
+
+func TestSchemasMatchComfyUI(t *testing.T) {
+	ref := filepath.Join(testenv.ReferenceDir(t), "comfyui-0.3.64-object_info.json")
+	data, err := os.ReadFile(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reference map[string]any
+	if err := json.Unmarshal(data, &reference); err != nil {
+		t.Fatal(err)
+	}
+	in := t.TempDir()
+	for _, f := range []string{"b.png", "a.jpg", "notes.txt"} {
+		if err := os.WriteFile(filepath.Join(in, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newTestRegistry(t, Options{Dirs: nodes.Dirs{Input: in}})
+	for _, name := range wantClasses {
+		if _, err := r.Lookup(name); err != nil {
+			t.Errorf("class %s is not registered", name)
+		}
+	}
+	for _, name := range r.Names() {
+		t.Run(name, func(t *testing.T) {
+			want, ok := reference[name]
+			if !ok {
+				t.Fatalf("%s is not a ComfyUI 0.3.64 class", name)
+			}
+			n, _ := r.Lookup(name)
+			got := roundTrip(t, n.Schema().ObjectInfo())
+			want = roundTrip(t, want)
+			for _, input := range fileCombos[name] {
+				blankCombo(t, got, input)
+				blankCombo(t, want, input)
+			}
+			if !reflect.DeepEqual(got, want) {
+				g, _ := json.MarshalIndent(got, "", " ")
+				w, _ := json.MarshalIndent(want, "", " ")
+				t.Errorf("object_info differs\n got: %s\nwant: %s", g, w)
+			}
+		})
+	}
+}
+
+func TestLoadImageChoicesListFiles(t *testing.T) {
+	in := t.TempDir()
+	for _, f := range []string{"b.png", "a.JPG", "notes.txt", "sub/c.webp", ".hidden.png", ".cache/d.png"} {
+		p := filepath.Join(in, filepath.FromSlash(f))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newTestRegistry(t, Options{Dirs: nodes.Dirs{Input: in}})
+	tests := []struct {
+		class string
+		want  []string
+	}{
+		{"LoadImage", []string{"a.JPG", "b.png", "sub/c.webp"}},
+		{"LoadImageMask", []string{"a.JPG", "b.png", "notes.txt", "sub/c.webp"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.class, func(t *testing.T) {
+			s, _ := r.Schema(tc.class)
+			in, _ := s.Input("image")
+			if got := in.Choices(); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("choices = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
