@@ -14,11 +14,14 @@ type FormatError struct {
 	Tensor string // tensor (or metadata key) concerned; may be empty
 	Offset int64
 	Msg    string
+	Err    error // optional cause or sentinel, for errors.Is; Msg already describes it
 }
 
 func (e *FormatError) Error() string {
 	return e.Format + ": invalid format: " + where(e.File, e.Tensor, e.Offset) + e.Msg
 }
+
+func (e *FormatError) Unwrap() error { return e.Err }
 
 // UnsupportedError reports a valid file that uses a feature this package does not
 // implement, such as an unknown quantization type (png's UnsupportedError).

@@ -1,0 +1,724 @@
+package torch
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"strings"
+
+	"github.com/forgeflow/forgeflow/weights"
+)
+
+// ErrForbidden is wrapped by the error for a global or opcode the unpickler refuses.
+var ErrForbidden = errors.New("torch: forbidden pickle content")
+
+// The values a pickle decodes to. Nothing here ever runs code: a class reference is a
+// Global, and calling one of the allowed globals is interpreted by this package.
+type (
+	// Tuple is a Python tuple.
+	Tuple []any
+	// List is a Python list (a pointer, because pickles append to it after creation).
+	List struct{ Items []any }
+	// Dict is a Python dict or collections.OrderedDict, in insertion order.
+	Dict struct {
+		Keys   []any
+		Values []any
+		// Attrs is the instance state a BUILD gave the dict (an OrderedDict state dict
+		// carries its _metadata this way); it is not part of the items.
+		Attrs any
+		index map[string]int // position of each string key
+	}
+	// Global is a reference to module.name, as GLOBAL/STACK_GLOBAL push it.
+	Global struct{ Module, Name string }
+	// Object is an inert placeholder for an allowed class instance; Args and State are
+	// kept for inspection only.
+	Object struct {
+		Class Global
+		Args  Tuple
+		State any
+	}
+	// Storage is a tensor storage named by a persistent id: its bytes are in the archive
+	// at data/<Key>.
+	Storage struct {
+		DType    weights.DType
+		Key      string
+		Location string
+		Numel    int64
+	}
+	// TensorRef is a tensor as rebuilt by torch._utils._rebuild_tensor_v2: a strided view
+	// of a storage. Offset and Stride count elements.
+	TensorRef struct {
+		Storage      *Storage
+		Offset       int64
+		Shape        []int64
+		Stride       []int64
+		RequiresGrad bool
+	}
+)
+
+// Get returns the value of a string key.
+func (d *Dict) Get(key string) (any, bool) {
+	i, ok := d.index[key]
+	if !ok {
+		return nil, false
+	}
+	return d.Values[i], true
+}
+
+// Len returns the number of entries.
+func (d *Dict) Len() int { return len(d.Keys) }
+
+func (d *Dict) set(k, v any) {
+	if s, ok := k.(string); ok {
+		if i, dup := d.index[s]; dup {
+			d.Values[i] = v // Python keeps the first position, with the last value
+			return
+		}
+		if d.index == nil {
+			d.index = map[string]int{}
+		}
+		d.index[s] = len(d.Keys)
+	}
+	d.Keys = append(d.Keys, k)
+	d.Values = append(d.Values, v)
+}
+
+func (g Global) String() string { return g.Module + "." + g.Name }
+
+// storageDTypes maps torch's legacy typed-storage classes to element types.
+var storageDTypes = map[string]weights.DType{
+	"DoubleStorage": weights.F64, "FloatStorage": weights.F32, "HalfStorage": weights.F16,
+	"BFloat16Storage": weights.BF16, "LongStorage": weights.I64, "IntStorage": weights.I32,
+	"ShortStorage": weights.I16, "CharStorage": weights.I8, "ByteStorage": weights.U8,
+	"BoolStorage": weights.BOOL, "UntypedStorage": weights.U8,
+}
+
+// inertClasses may be instantiated as placeholders: they appear in real training
+// checkpoints beside the state dict and carry no tensors.
+var inertClasses = map[string]bool{
+	"pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": true,
+	"numpy.core.multiarray.scalar":                                 true,
+	"numpy._core.multiarray.scalar":                                true,
+	"numpy.dtype":                                                  true,
+	"_codecs.encode":                                               true,
+	"builtins.set":                                                 true,
+	"__builtin__.set":                                              true,
+	"torch.Size":                                                   true,
+	"torch.device":                                                 true,
+}
+
+// callableGlobals are interpreted by call below.
+var callableGlobals = map[string]bool{
+	"collections.OrderedDict":                    true,
+	"torch._utils._rebuild_tensor":               true,
+	"torch._utils._rebuild_tensor_v2":            true,
+	"torch._utils._rebuild_parameter":            true,
+	"torch._utils._rebuild_parameter_with_state": true,
+	"torch._tensor._rebuild_from_type_v2":        true,
+	"torch.nn.parameter.Parameter":               true,
+	"torch.Tensor":                               true,
+}
+
+func allowedGlobal(g Global) bool {
+	s := g.String()
+	if callableGlobals[s] || inertClasses[s] {
+		return true
+	}
+	_, storage := storageDTypes[g.Name]
+	return storage && g.Module == "torch"
+}
+
+// Limits against hostile pickles: the stack, the memo and each container are bounded.
+const (
+	maxStack = 1 << 20
+	maxMemo  = 1 << 22
+)
+
+type mark struct{}
+
+// unpickler is a restricted pickle virtual machine (Lib/pickletools.py documents each
+// opcode).
+type unpickler struct {
+	name    string
+	data    []byte
+	pos     int
+	opAt    int // offset of the opcode being run
+	stack   []any
+	marks   []int
+	memo    map[uint32]any
+	persist func(pid any) (any, error)
+}
+
+// Unpickle decodes a restricted pickle. persistentLoad resolves BINPERSID ids (may be nil
+// to refuse them). name is used in errors.
+func Unpickle(name string, data []byte, persistentLoad func(pid any) (any, error)) (any, error) {
+	u := &unpickler{name: name, data: data, memo: map[uint32]any{}, persist: persistentLoad}
+	return u.run()
+}
+
+func (u *unpickler) fail(format string, args ...any) error {
+	return &weights.FormatError{Format: "torch", File: u.name, Offset: int64(u.opAt), Msg: "pickle: " + fmt.Sprintf(format, args...)}
+}
+
+func (u *unpickler) forbid(format string, args ...any) error {
+	return &weights.FormatError{Format: "torch", File: u.name, Offset: int64(u.opAt), Msg: "pickle: " + fmt.Sprintf(format, args...), Err: ErrForbidden}
+}
+
+func (u *unpickler) take(n uint64) ([]byte, error) {
+	if n > uint64(len(u.data)-u.pos) {
+		return nil, u.fail("opcode argument of %d bytes runs past the end (truncated)", n)
+	}
+	b := u.data[u.pos : u.pos+int(n)]
+	u.pos += int(n)
+	return b, nil
+}
+
+func (u *unpickler) uint(n int) (uint64, error) {
+	b, err := u.take(uint64(n))
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	for i := n - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v, nil
+}
+
+func (u *unpickler) line() (string, error) {
+	i := strings.IndexByte(string(u.data[u.pos:min(len(u.data), u.pos+256)]), '\n')
+	if i < 0 {
+		return "", u.fail("unterminated line argument")
+	}
+	s := string(u.data[u.pos : u.pos+i])
+	u.pos += i + 1
+	return s, nil
+}
+
+func (u *unpickler) push(v any) error {
+	if len(u.stack) >= maxStack {
+		return u.fail("stack deeper than %d", maxStack)
+	}
+	u.stack = append(u.stack, v)
+	return nil
+}
+
+func (u *unpickler) pop() (any, error) {
+	if len(u.stack) == 0 || (len(u.marks) > 0 && len(u.stack) <= u.marks[len(u.marks)-1]) {
+		return nil, u.fail("pop from an empty stack")
+	}
+	v := u.stack[len(u.stack)-1]
+	u.stack = u.stack[:len(u.stack)-1]
+	return v, nil
+}
+
+func (u *unpickler) top() (any, error) {
+	if len(u.stack) == 0 || (len(u.marks) > 0 && len(u.stack) <= u.marks[len(u.marks)-1]) {
+		return nil, u.fail("empty stack")
+	}
+	return u.stack[len(u.stack)-1], nil
+}
+
+// popMark returns the items above the last MARK and removes them and the mark.
+func (u *unpickler) popMark() ([]any, error) {
+	if len(u.marks) == 0 {
+		return nil, u.fail("no MARK on the stack")
+	}
+	m := u.marks[len(u.marks)-1]
+	u.marks = u.marks[:len(u.marks)-1]
+	items := append([]any(nil), u.stack[m:]...)
+	u.stack = u.stack[:m]
+	return items, nil
+}
+
+func (u *unpickler) run() (any, error) {
+	for {
+		if u.pos >= len(u.data) {
+			return nil, u.fail("pickle ends without STOP (truncated)")
+		}
+		u.opAt = u.pos
+		op := u.data[u.pos]
+		u.pos++
+		if op == '.' { // STOP
+			if len(u.marks) > 0 {
+				return nil, u.fail("STOP with an open MARK")
+			}
+			return u.pop()
+		}
+		if err := u.step(op); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// step runs one opcode other than STOP.
+func (u *unpickler) step(op byte) error {
+	switch op {
+	case 0x80: // PROTO
+		v, err := u.take(1)
+		if err != nil {
+			return err
+		}
+		if v[0] > 5 {
+			return u.fail("pickle protocol %d", v[0])
+		}
+		return nil
+	case 0x95: // FRAME: an 8-byte length hint; the frame's opcodes follow inline
+		_, err := u.take(8)
+		return err
+	case '(': // MARK
+		if len(u.marks) >= maxStack {
+			return u.fail("too many MARKs")
+		}
+		u.marks = append(u.marks, len(u.stack))
+		return nil
+	case 'N':
+		return u.push(nil)
+	case 0x88:
+		return u.push(true)
+	case 0x89:
+		return u.push(false)
+	case '}':
+		return u.push(&Dict{})
+	case ']':
+		return u.push(&List{})
+	case ')':
+		return u.push(Tuple{})
+	case 0x8f: // EMPTY_SET: kept as a list
+		return u.push(&List{})
+	case 'J': // BININT
+		v, err := u.uint(4)
+		if err != nil {
+			return err
+		}
+		return u.push(int64(int32(v)))
+	case 'K': // BININT1
+		v, err := u.uint(1)
+		if err != nil {
+			return err
+		}
+		return u.push(int64(v))
+	case 'M': // BININT2
+		v, err := u.uint(2)
+		if err != nil {
+			return err
+		}
+		return u.push(int64(v))
+	case 0x8a, 0x8b: // LONG1, LONG4: little-endian two's complement
+		size := 1
+		if op == 0x8b {
+			size = 4
+		}
+		n, err := u.uint(size)
+		if err != nil {
+			return err
+		}
+		b, err := u.take(n)
+		if err != nil {
+			return err
+		}
+		return u.push(decodeLong(b))
+	case 'G': // BINFLOAT, big-endian
+		b, err := u.take(8)
+		if err != nil {
+			return err
+		}
+		return u.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
+	case 'X', 0x8c, 0x8d, 'U', 'T': // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, SHORT_BINSTRING, BINSTRING
+		size := map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8, 'U': 1, 'T': 4}[op]
+		n, err := u.uint(size)
+		if err != nil {
+			return err
+		}
+		b, err := u.take(n)
+		if err != nil {
+			return err
+		}
+		return u.push(string(b))
+	case 'B', 'C', 0x8e: // BINBYTES, SHORT_BINBYTES, BINBYTES8
+		size := map[byte]int{'B': 4, 'C': 1, 0x8e: 8}[op]
+		n, err := u.uint(size)
+		if err != nil {
+			return err
+		}
+		b, err := u.take(n)
+		if err != nil {
+			return err
+		}
+		return u.push(append([]byte(nil), b...))
+	case 'q', 'r', 0x94: // BINPUT, LONG_BINPUT, MEMOIZE
+		var idx uint64
+		var err error
+		switch op {
+		case 'q':
+			idx, err = u.uint(1)
+		case 'r':
+			idx, err = u.uint(4)
+		default:
+			idx = uint64(len(u.memo))
+		}
+		if err != nil {
+			return err
+		}
+		v, err := u.top()
+		if err != nil {
+			return err
+		}
+		if len(u.memo) >= maxMemo {
+			return u.fail("memo larger than %d", maxMemo)
+		}
+		u.memo[uint32(idx)] = v
+		return nil
+	case 'h', 'j': // BINGET, LONG_BINGET
+		size := 1
+		if op == 'j' {
+			size = 4
+		}
+		idx, err := u.uint(size)
+		if err != nil {
+			return err
+		}
+		v, ok := u.memo[uint32(idx)]
+		if !ok {
+			return u.fail("memo key %d not set", idx)
+		}
+		return u.push(v)
+	case '0': // POP
+		if len(u.marks) > 0 && len(u.stack) == u.marks[len(u.marks)-1] {
+			_, err := u.popMark() // POP of a bare MARK drops the mark, as CPython does
+			return err
+		}
+		_, err := u.pop()
+		return err
+	case '1': // POP_MARK
+		_, err := u.popMark()
+		return err
+	case '2': // DUP
+		v, err := u.top()
+		if err != nil {
+			return err
+		}
+		return u.push(v)
+	case 't': // TUPLE
+		items, err := u.popMark()
+		if err != nil {
+			return err
+		}
+		return u.push(Tuple(items))
+	case 0x85, 0x86, 0x87: // TUPLE1..3
+		n := int(op - 0x84)
+		items := make(Tuple, n)
+		for i := n - 1; i >= 0; i-- {
+			v, err := u.pop()
+			if err != nil {
+				return err
+			}
+			items[i] = v
+		}
+		return u.push(items)
+	case 'l': // LIST
+		items, err := u.popMark()
+		if err != nil {
+			return err
+		}
+		return u.push(&List{Items: items})
+	case 'd': // DICT
+		items, err := u.popMark()
+		if err != nil {
+			return err
+		}
+		d := &Dict{}
+		return u.setItems(d, items, u.push(d))
+	case 'a': // APPEND
+		v, err := u.pop()
+		if err != nil {
+			return err
+		}
+		return u.appendTo([]any{v})
+	case 'e', 0x90: // APPENDS, ADDITEMS
+		items, err := u.popMark()
+		if err != nil {
+			return err
+		}
+		return u.appendTo(items)
+	case 's': // SETITEM
+		v, err := u.pop()
+		if err != nil {
+			return err
+		}
+		k, err := u.pop()
+		if err != nil {
+			return err
+		}
+		d, err := u.topDict()
+		if err != nil {
+			return err
+		}
+		d.set(k, v)
+		return nil
+	case 'u': // SETITEMS
+		items, err := u.popMark()
+		if err != nil {
+			return err
+		}
+		d, err := u.topDict()
+		if err != nil {
+			return err
+		}
+		return u.setItems(d, items, nil)
+	case 'c': // GLOBAL "module\nname\n"
+		mod, err := u.line()
+		if err != nil {
+			return err
+		}
+		name, err := u.line()
+		if err != nil {
+			return err
+		}
+		return u.global(Global{mod, name})
+	case 0x93: // STACK_GLOBAL
+		name, err := u.pop()
+		if err != nil {
+			return err
+		}
+		mod, err := u.pop()
+		if err != nil {
+			return err
+		}
+		ms, ok1 := mod.(string)
+		ns, ok2 := name.(string)
+		if !ok1 || !ok2 {
+			return u.fail("STACK_GLOBAL of non-strings")
+		}
+		return u.global(Global{ms, ns})
+	case 'R', 0x81: // REDUCE, NEWOBJ: callable(*args)
+		args, err := u.pop()
+		if err != nil {
+			return err
+		}
+		fn, err := u.pop()
+		if err != nil {
+			return err
+		}
+		t, ok := args.(Tuple)
+		if !ok {
+			return u.fail("call arguments are %T, not a tuple", args)
+		}
+		v, err := u.call(fn, t)
+		if err != nil {
+			return err
+		}
+		return u.push(v)
+	case 'b': // BUILD: obj.__setstate__(state), interpreted
+		state, err := u.pop()
+		if err != nil {
+			return err
+		}
+		obj, err := u.top()
+		if err != nil {
+			return err
+		}
+		return u.build(obj, state)
+	case 'Q': // BINPERSID
+		pid, err := u.pop()
+		if err != nil {
+			return err
+		}
+		if u.persist == nil {
+			return u.forbid("persistent id without an archive")
+		}
+		v, err := u.persist(pid)
+		if err != nil {
+			return &weights.FormatError{Format: "torch", File: u.name, Offset: int64(u.opAt), Msg: "pickle: " + err.Error()}
+		}
+		return u.push(v)
+	}
+	return u.forbid("opcode 0x%02x (%s) is not allowed", op, opName(op))
+}
+
+func opName(op byte) string {
+	names := map[byte]string{'i': "INST", 'o': "OBJ", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4", 'P': "PERSID",
+		'I': "INT", 'L': "LONG", 'S': "STRING", 'V': "UNICODE", 'F': "FLOAT", 'p': "PUT", 'g': "GET",
+		0x92: "NEWOBJ_EX", 0x91: "FROZENSET", 0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER"}
+	if n, ok := names[op]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+func (u *unpickler) global(g Global) error {
+	if !allowedGlobal(g) {
+		return u.forbid("global %q is not allowed (only tensor-rebuilding globals are)", g.String())
+	}
+	return u.push(g)
+}
+
+func (u *unpickler) topDict() (*Dict, error) {
+	v, err := u.top()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := v.(*Dict)
+	if !ok {
+		return nil, u.fail("SETITEM on %T, not a dict", v)
+	}
+	return d, nil
+}
+
+func (u *unpickler) setItems(d *Dict, items []any, err error) error {
+	if err != nil {
+		return err
+	}
+	if len(items)%2 != 0 {
+		return u.fail("odd number of dict items")
+	}
+	for i := 0; i < len(items); i += 2 {
+		d.set(items[i], items[i+1])
+	}
+	return nil
+}
+
+func (u *unpickler) appendTo(items []any) error {
+	v, err := u.top()
+	if err != nil {
+		return err
+	}
+	l, ok := v.(*List)
+	if !ok {
+		return u.fail("APPEND to %T, not a list", v)
+	}
+	l.Items = append(l.Items, items...)
+	return nil
+}
+
+func decodeLong(b []byte) any {
+	if len(b) <= 8 {
+		var v int64
+		for i := len(b) - 1; i >= 0; i-- {
+			v = v<<8 | int64(b[i])
+		}
+		if len(b) > 0 && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
+			v -= int64(1) << (8 * len(b))
+		}
+		return v
+	}
+	be := make([]byte, len(b))
+	for i := range b {
+		be[len(b)-1-i] = b[i]
+	}
+	n := new(big.Int).SetBytes(be)
+	if b[len(b)-1]&0x80 != 0 {
+		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+	}
+	return n
+}
+
+// call interprets a call of an allowed global. Nothing is executed: each case builds
+// the value the real function would return.
+func (u *unpickler) call(fn any, args Tuple) (any, error) {
+	g, ok := fn.(Global)
+	if !ok {
+		return nil, u.forbid("call of %T, not an allowed global", fn)
+	}
+	switch g.String() {
+	case "collections.OrderedDict":
+		d := &Dict{}
+		if len(args) > 0 {
+			return nil, u.fail("OrderedDict with %d arguments", len(args))
+		}
+		return d, nil
+	case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
+		return u.rebuildTensor(args)
+	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+		"torch.nn.parameter.Parameter":
+		if len(args) < 1 {
+			return nil, u.fail("%s without data", g)
+		}
+		t, ok := args[0].(*TensorRef)
+		if !ok {
+			return nil, u.fail("%s of %T, not a tensor", g, args[0])
+		}
+		if len(args) > 1 {
+			t.RequiresGrad, _ = args[1].(bool)
+		}
+		return t, nil
+	case "torch._tensor._rebuild_from_type_v2":
+		// (func, new_type, args, state): the result is func(*args) viewed as new_type.
+		if len(args) != 4 {
+			return nil, u.fail("_rebuild_from_type_v2 with %d arguments", len(args))
+		}
+		inner, ok := args[2].(Tuple)
+		if !ok {
+			return nil, u.fail("_rebuild_from_type_v2 arguments are %T", args[2])
+		}
+		if nt, ok := args[1].(Global); !ok || (nt.String() != "torch.Tensor" && nt.String() != "torch.nn.parameter.Parameter") {
+			return nil, u.forbid("_rebuild_from_type_v2 to type %v", args[1])
+		}
+		return u.call(args[0], inner)
+	}
+	if inertClasses[g.String()] {
+		return &Object{Class: g, Args: args}, nil
+	}
+	return nil, u.forbid("call of %q is not allowed", g.String())
+}
+
+// rebuildTensor interprets _rebuild_tensor_v2(storage, storage_offset, size, stride,
+// requires_grad, backward_hooks[, metadata]) and _rebuild_tensor(storage, offset, size,
+// stride).
+func (u *unpickler) rebuildTensor(args Tuple) (any, error) {
+	if len(args) < 4 {
+		return nil, u.fail("_rebuild_tensor with %d arguments", len(args))
+	}
+	st, ok := args[0].(*Storage)
+	if !ok {
+		return nil, u.fail("_rebuild_tensor of %T, not a storage", args[0])
+	}
+	off, ok := args[1].(int64)
+	if !ok || off < 0 {
+		return nil, u.fail("_rebuild_tensor storage offset %v", args[1])
+	}
+	shape, err1 := intTuple(args[2])
+	stride, err2 := intTuple(args[3])
+	if err1 != nil || err2 != nil || len(shape) != len(stride) {
+		return nil, u.fail("_rebuild_tensor size %v and stride %v", args[2], args[3])
+	}
+	t := &TensorRef{Storage: st, Offset: off, Shape: shape, Stride: stride}
+	if len(args) > 4 {
+		t.RequiresGrad, _ = args[4].(bool)
+	}
+	return t, nil
+}
+
+func intTuple(v any) ([]int64, error) {
+	t, ok := v.(Tuple)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a tuple", v)
+	}
+	out := make([]int64, len(t))
+	for i, x := range t {
+		n, ok := x.(int64)
+		if !ok || n < 0 {
+			return nil, fmt.Errorf("element %v", x)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// build interprets BUILD: a dict keeps the state as attributes, tensors ignore their (hook) state,
+// placeholders keep it.
+func (u *unpickler) build(obj, state any) error {
+	switch o := obj.(type) {
+	case *Dict:
+		o.Attrs = state
+		return nil
+	case *TensorRef:
+		return nil
+	case *Object:
+		o.State = state
+		return nil
+	}
+	return u.forbid("BUILD on %T", obj)
+}
