@@ -52,10 +52,10 @@ type Prediction string
 const (
 	PredictEps  Prediction = "eps"
 	PredictV    Prediction = "v_prediction"
-	PredictEDM  Prediction = "edm"            // Playground v2.5 style (edm_mean/edm_std keys)
+	PredictEDM  Prediction = "edm"              // Playground v2.5 style (edm_mean/edm_std keys)
 	PredictVEDM Prediction = "v_prediction_edm" // edm_vpred.sigma_max key
-	PredictFlow Prediction = "flow"           // rectified flow, constant shift (SD3, Flux schnell)
-	PredictFlux Prediction = "flux"           // rectified flow with Flux's resolution shift
+	PredictFlow Prediction = "flow"             // rectified flow, constant shift (SD3, Flux schnell)
+	PredictFlux Prediction = "flux"             // rectified flow with Flux's resolution shift
 )
 
 // Model is what Detect found.
