@@ -80,7 +80,7 @@ type fixture struct {
 	started chan string // Blocker sends its node id after its first step
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	fx := &fixture{reg: nodes.NewRegistry(), runs: &counter{}, started: make(chan string, 16)}
 	must := func(n nodes.Node) {

@@ -181,6 +181,11 @@ func (r *run) message(typ string, data any) {
 func (r *run) setProgress(id, state string, value, max float64) {
 	r.progMu.Lock()
 	r.progress[id] = NodeProgress{Value: value, Max: max, State: state, NodeID: id, PromptID: r.job.ID, DisplayNodeID: id, RealNodeID: id}
+	if !r.e.hub.active() {
+		// The snapshot is a copy of every started node: skip it when nobody listens.
+		r.progMu.Unlock()
+		return
+	}
 	snap := maps.Clone(r.progress)
 	r.progMu.Unlock()
 	r.send(EventProgressState, ProgressStateData{PromptID: r.job.ID, Nodes: snap})

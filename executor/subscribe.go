@@ -162,6 +162,13 @@ func (h *hub) remove(s *Subscription) {
 	h.mu.Unlock()
 }
 
+// active reports whether anyone is subscribed.
+func (h *hub) active() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
+}
+
 func (h *hub) publish(e Event) {
 	h.mu.Lock()
 	subs := make([]*Subscription, 0, len(h.subs))
