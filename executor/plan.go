@@ -68,7 +68,7 @@ func (e *Engine) makePlan(job *Job) (*plan, *nodeError) {
 	p := &plan{steps: map[string]*step{}}
 	outs := job.Outputs
 	if len(outs) == 0 {
-		for _, id := range sortedIDs(job.Prompt) {
+		for _, id := range graph.SortedIDs(job.Prompt) {
 			n := job.Prompt[id]
 			if n == nil {
 				continue
@@ -287,7 +287,7 @@ func topoOrder(steps map[string]*step) ([]string, *nodeError) {
 	}
 	order := make([]string, 0, len(steps))
 	for len(ready) > 0 {
-		sortIDs(ready)
+		graph.SortIDs(ready)
 		id := ready[0]
 		ready = ready[1:]
 		order = append(order, id)
@@ -305,7 +305,7 @@ func topoOrder(steps map[string]*step) ([]string, *nodeError) {
 				stuck = append(stuck, id)
 			}
 		}
-		sortIDs(stuck)
+		graph.SortIDs(stuck)
 		st := steps[stuck[0]]
 		return nil, &nodeError{nodeID: st.id, class: st.class, err: fmt.Errorf("dependency cycle through nodes %v", stuck)}
 	}
@@ -397,38 +397,6 @@ func hasHidden(s *graph.Schema, typ string) bool {
 		}
 	}
 	return false
-}
-
-// sortIDs sorts node ids numerically when they are numbers ("2" before "10"), else
-// lexically, numbers first.
-func sortIDs(ids []string) {
-	sort.Slice(ids, func(i, j int) bool { return lessID(ids[i], ids[j]) })
-}
-
-func lessID(a, b string) bool {
-	ai, aerr := strconv.ParseInt(a, 10, 64)
-	bi, berr := strconv.ParseInt(b, 10, 64)
-	switch {
-	case aerr == nil && berr == nil:
-		if ai != bi {
-			return ai < bi
-		}
-		return a < b
-	case aerr == nil:
-		return true
-	case berr == nil:
-		return false
-	}
-	return a < b
-}
-
-func sortedIDs(p graph.Prompt) []string {
-	ids := make([]string, 0, len(p))
-	for id := range p {
-		ids = append(ids, id)
-	}
-	sortIDs(ids)
-	return ids
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"sync"
 
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
@@ -242,7 +243,7 @@ func (r *run) currentOutputs() []string {
 	for id := range r.results {
 		ids = append(ids, id)
 	}
-	sortIDs(ids)
+	graph.SortIDs(ids)
 	return ids
 }
 
