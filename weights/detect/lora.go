@@ -181,8 +181,8 @@ func moduleTarget(m string) (textEncoder, unet bool) {
 
 // loraBase guesses the model a LoRA patches: Flux block names; else the context width
 // its cross-attention key projection reads (768 SD1, 1024 SD2, 2048 SDXL, 1280 the
-// refiner); else the names (two text encoders or SDXL's input_blocks naming → SDXL;
-// a down block 0 with attention → SD1, as SDXL has none there).
+// refiner); else the names: two text encoders or SDXL's input_blocks naming → SDXL;
+// a single text encoder, or a down block 0 with attention (SDXL has none there) → SD1.
 func (s *sd) loraBase(modules []string) Family {
 	for _, m := range modules {
 		if strings.Contains(m, "double_blocks") || strings.Contains(m, "single_blocks") || strings.Contains(m, "single_transformer_blocks") {
@@ -214,7 +214,10 @@ func (s *sd) loraBase(modules []string) Family {
 		case strings.HasPrefix(m, "lora_te1_"), strings.HasPrefix(m, "lora_te2_"), strings.HasPrefix(m, "text_encoder_2."),
 			strings.HasPrefix(m, "lora_unet_input_blocks_"), strings.HasPrefix(m, "lora_unet_output_blocks_"), strings.HasPrefix(m, "lora_unet_middle_block_"):
 			return FamilySDXL
-		case strings.Contains(m, "down_blocks_0_attentions"), strings.Contains(m, "down_blocks.0.attentions"):
+		case strings.Contains(m, "down_blocks_0_attentions"), strings.Contains(m, "down_blocks.0.attentions"),
+			strings.HasPrefix(m, "lora_te_"), strings.HasPrefix(m, "text_encoder."):
+			// One text encoder, or attention at the first level: SD1.x (an SD2.x LoRA
+			// has the same names; only the context width above tells it apart).
 			sd1 = true
 		}
 	}
