@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,14 +128,17 @@ func (e *Engine) needQueue() error {
 }
 
 // Submit queues job (see Queue.Push) and broadcasts the new queue status. When it
-// returns nil the job is stored durably. job.ID must be set (the server generates a
-// UUID when the client gives none).
+// returns nil the job is stored durably. An empty job.ID is set to a new random UUID,
+// as ComfyUI does when the client gives no prompt_id.
 func (e *Engine) Submit(ctx context.Context, job *Job, opts PushOptions) (float64, error) {
 	if err := e.needQueue(); err != nil {
 		return 0, err
 	}
-	if job == nil || job.ID == "" {
-		return 0, errors.New("executor: submit: empty prompt id")
+	if job == nil {
+		return 0, errors.New("executor: submit: nil job")
+	}
+	if job.ID == "" {
+		job.ID = NewPromptID()
 	}
 	n, err := e.queue.Push(ctx, job, opts)
 	if err != nil {
@@ -304,8 +308,21 @@ func (e *Engine) Run(ctx context.Context) error {
 // entry (the CLI's batch runner uses it). Events are published as for queued prompts.
 // A failing node does not make Execute fail: the entry's Status says what happened.
 // When ctx is cancelled the prompt stops and is reported as interrupted.
+// An empty job.ID is set to a new random UUID.
 func (e *Engine) Execute(ctx context.Context, job *Job) *HistoryEntry {
+	if job.ID == "" {
+		job.ID = NewPromptID()
+	}
 	entry, _ := e.execute(ctx, job, false)
 	e.publishDone(job)
 	return entry
+}
+
+// NewPromptID returns a random (version 4) UUID, the form of ComfyUI's prompt ids.
+func NewPromptID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -602,5 +603,24 @@ func TestHistoryJSONShape(t *testing.T) {
 		`"meta":{"2":{"node_id":"2","display_node":"2","parent_node":null,"real_node_id":"2"}}}`
 	if string(b) != want {
 		t.Errorf("history JSON:\n got %s\nwant %s", b, want)
+	}
+}
+
+func TestGeneratedPromptID(t *testing.T) {
+	fx := newFixture(t)
+	e, _, stop := startWorker(t, fx, filepath.Join(t.TempDir(), "q.db"))
+	defer stop()
+	job := &executor.Job{Prompt: chain(1)}
+	if _, err := e.Submit(context.Background(), job, executor.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(job.ID) {
+		t.Fatalf("generated id %q is not a v4 UUID", job.ID)
+	}
+	if h := waitHistory(t, e, job.ID); h.Status.StatusStr != executor.StatusSuccess {
+		t.Errorf("status %+v", h.Status)
+	}
+	if executor.NewPromptID() == executor.NewPromptID() {
+		t.Error("two generated ids are equal")
 	}
 }
