@@ -1,0 +1,179 @@
+package gpu
+
+import "fmt"
+
+// Conv2D returns the 2-d cross-correlation of x (N, Cin, H, W, F32) with w (Cout, Cin,
+// kh, kw) in its stored float dtype, plus bias (Cout, F32, may be nil), with equal stride
+// and zero padding on both axes: torch.nn.functional.conv2d with groups=1, dilation=1.
+func Conv2D(rt *Runtime, x, w, bias *Tensor, stride, padding int) (*Tensor, error) {
+	if x.dtype != F32 || len(x.shape) != 4 {
+		return nil, fmt.Errorf("gpu: conv2d input %s must be F32 (N, C, H, W)", x)
+	}
+	if len(w.shape) != 4 || !w.dtype.IsFloat() {
+		return nil, fmt.Errorf("gpu: conv2d weight %s must be (Cout, Cin, kh, kw) in a float dtype", w)
+	}
+	if stride < 1 || padding < 0 {
+		return nil, fmt.Errorf("gpu: conv2d stride %d padding %d", stride, padding)
+	}
+	n, cin, h, wd := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+	cout, kh, kw := w.shape[0], w.shape[2], w.shape[3]
+	if w.shape[1] != cin {
+		return nil, fmt.Errorf("gpu: conv2d input %v has %d channels, weight %v expects %d", x.shape, cin, w.shape, w.shape[1])
+	}
+	if bias != nil && (bias.dtype != F32 || len(bias.shape) != 1 || bias.shape[0] != cout) {
+		return nil, fmt.Errorf("gpu: conv2d bias %s must be F32 [%d]", bias, cout)
+	}
+	oh, ow := (h+2*padding-kh)/stride+1, (wd+2*padding-kw)/stride+1
+	if h+2*padding < kh || wd+2*padding < kw {
+		return nil, fmt.Errorf("gpu: conv2d input %dx%d (padding %d) smaller than kernel %dx%d", h, wd, padding, kh, kw)
+	}
+	xc, err := Contiguous(rt, x)
+	if err != nil {
+		return nil, err
+	}
+	defer xc.Release()
+	wc, err := Contiguous(rt, w)
+	if err != nil {
+		return nil, err
+	}
+	defer wc.Release()
+	out, err := rt.Empty(F32, n, cout, oh, ow)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(OpConv2D, &Call{In: []*Tensor{xc, wc, bias}, Out: out, Params: ConvParams{Stride: stride, Padding: padding}}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// cpuConv2D is an implicit GEMM: out[n] (Cout × OH·OW) = W (Cout × Cin·kh·kw) · col, where
+// col is never built whole: tiles of output pixels get their slice of the im2col matrix
+// in a pooled scratch buffer (bounded, ~1 MB), and each tile is one GEMM written straight
+// into the NCHW output. A 1×1 stride-1 unpadded conv needs no col at all.
+func cpuConv2D(c *CPU, call *Call) error {
+	x, w, bias, out := call.In[0], call.In[1], call.In[2], call.Out
+	p := call.Params.(ConvParams)
+	n, cin, h, wd := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+	cout, kh, kw := w.shape[0], w.shape[2], w.shape[3]
+	oh, ow := out.shape[2], out.shape[3]
+	ohw := oh * ow
+	o := out.f32c()
+	if len(o) == 0 {
+		return nil
+	}
+	k := cin * kh * kw
+	var wf []float32
+	if w.dtype == F32 {
+		wf = w.f32c()
+	} else {
+		wf = c.scratch.get(cout * k)
+		defer c.scratch.put(wf)
+		if err := DecodeFloat32(w.dtype, wf, w.bytes()); err != nil {
+			return err
+		}
+	}
+	acc := false
+	if bias != nil {
+		bv := bias.f32c()
+		c.parallelFor(n*cout, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				v := bv[i%cout]
+				d := o[i*ohw : (i+1)*ohw]
+				for j := range d {
+					d[j] = v
+				}
+			}
+		})
+		acc = true
+	}
+	xs := x.f32c()
+	if k == 0 {
+		if !acc {
+			clear(o)
+		}
+		return nil
+	}
+	if kh == 1 && kw == 1 && p.Stride == 1 && p.Padding == 0 {
+		return c.mm.sgemm(false, n, 0, cin*h*wd, cout*ohw, false, false, cout, ohw, cin,
+			wf, cin, xs, h*wd, o, ohw, acc)
+	}
+	// tile width: about 1 MB of col, a multiple of 16, at least 16
+	tile := max(16, min(ohw, (1<<18)/k/16*16))
+	perImage := (ohw + tile - 1) / tile
+	tiles := n * perImage
+	serial := tiles >= c.threads
+	errs := make([]error, c.threads)
+	run := func(wi, lo, hi int) {
+		col := c.scratch.get(k * tile)
+		defer c.scratch.put(col)
+		for t := lo; t < hi; t++ {
+			img, p0 := t/perImage, (t%perImage)*tile
+			cols := min(tile, ohw-p0)
+			im2col(col, cols, xs[img*cin*h*wd:], cin, h, wd, kh, kw, p.Stride, p.Padding, ow, p0)
+			err := c.mm.sgemm(serial, 1, 0, 0, 0, false, false, cout, cols, k,
+				wf, k, col, cols, o[img*cout*ohw+p0:], ohw, acc)
+			if err != nil && errs[wi] == nil {
+				errs[wi] = err
+			}
+		}
+	}
+	if serial {
+		// enough tiles for every thread: one single-threaded GEMM per tile per worker
+		c.parallelForW(tiles, 1, run)
+	} else {
+		// few tiles: each GEMM uses all threads
+		run(0, 0, tiles)
+	}
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// im2col fills col (k × cols, row stride cols) with the input patches for output pixels
+// [p0, p0+cols) of one image (row-major over OH×OW); out-of-bounds taps are 0.
+func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad, ow, p0 int) {
+	oy0, ox0 := p0/ow, p0%ow
+	for ci := 0; ci < cin; ci++ {
+		plane := x[ci*h*w : (ci+1)*h*w]
+		for ky := 0; ky < kh; ky++ {
+			for kx := 0; kx < kw; kx++ {
+				row := col[((ci*kh+ky)*kw+kx)*cols:][:cols]
+				oy, ox := oy0, ox0
+				for j := 0; j < cols; {
+					iy := oy*stride - pad + ky
+					// run to the end of this output row (or of the tile)
+					run := min(ow-ox, cols-j)
+					if iy < 0 || iy >= h {
+						clear(row[j : j+run])
+					} else {
+						src := plane[iy*w:][:w]
+						ix := ox*stride - pad + kx
+						if stride == 1 && ix >= 0 && ix+run <= w {
+							copy(row[j:j+run], src[ix:ix+run])
+						} else {
+							for q := 0; q < run; q++ {
+								if ix >= 0 && ix < w {
+									row[j+q] = src[ix]
+								} else {
+									row[j+q] = 0
+								}
+								ix += stride
+							}
+						}
+					}
+					j += run
+					ox += run
+					if ox == ow {
+						ox = 0
+						oy++
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,232 @@
+package gpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
+)
+
+// CPUOptions configures the cpu backend; the zero value uses GOMAXPROCS goroutines and
+// the best GEMM kernel for this CPU (FORGEFLOW_GEMM can force one, see gpu/internal/gemm).
+type CPUOptions struct {
+	Threads int
+}
+
+// CPU is the host backend: buffers are Go byte slices and kernels are Go (plus the
+// assembly GEMM kernels of gpu/internal/gemm), spread over Threads goroutines.
+type CPU struct {
+	threads int
+	mm      *matmuler
+	scratch scratchPool
+}
+
+// NewCPU returns a cpu backend.
+func NewCPU(opts CPUOptions) *CPU {
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	return &CPU{threads: t, mm: newMatmuler(t)}
+}
+
+// Name implements Backend.
+func (c *CPU) Name() string { return "cpu" }
+
+// Alloc implements Backend: Go memory, 64-byte aligned by the allocator for the sizes
+// that matter (large allocations are page-aligned).
+func (c *CPU) Alloc(n int) (*Buffer, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("gpu: cpu: negative allocation %d", n)
+	}
+	return &Buffer{Host: make([]byte, n, max(n, 64))[:n]}, nil
+}
+
+// Free implements Backend; Go's collector reclaims the memory.
+func (c *CPU) Free(b *Buffer) { b.Host = nil }
+
+// Upload implements Backend.
+func (c *CPU) Upload(dst *Buffer, off int, src []byte) error {
+	if off < 0 || off+len(src) > len(dst.Host) {
+		return fmt.Errorf("gpu: cpu: upload of %d bytes at %d outside a %d-byte buffer", len(src), off, len(dst.Host))
+	}
+	copy(dst.Host[off:], src)
+	return nil
+}
+
+// Download implements Backend.
+func (c *CPU) Download(dst []byte, src *Buffer, off int) error {
+	if off < 0 || off+len(dst) > len(src.Host) {
+		return fmt.Errorf("gpu: cpu: download of %d bytes at %d outside a %d-byte buffer", len(dst), off, len(src.Host))
+	}
+	copy(dst, src.Host[off:])
+	return nil
+}
+
+// Synchronize implements Backend; cpu kernels finish before Run returns.
+func (c *CPU) Synchronize() error { return nil }
+
+// Supports implements Backend: every op on F32 activations; OpLinear also takes its
+// weight in any dtype the GEMM package decodes, OpConv2D in any plain float dtype;
+// OpCopy any dtype; OpCast plain floats.
+func (c *CPU) Supports(op Op, dtypes ...DType) bool {
+	if op < 0 || op >= OpCount || cpuKernels[op] == nil {
+		return false
+	}
+	switch op {
+	case OpCopy:
+		return true
+	case OpCast:
+		for _, d := range dtypes {
+			if !d.IsFloat() {
+				return false
+			}
+		}
+		return true
+	case OpConv2D:
+		for i, d := range dtypes {
+			if (i == 1 && !d.IsFloat()) || (i != 1 && d != F32) {
+				return false
+			}
+		}
+		return true
+	case OpLinear:
+		for i, d := range dtypes {
+			if i == 1 {
+				if _, ok := gemmDType(d); !ok {
+					return false
+				}
+			} else if d != F32 {
+				return false
+			}
+		}
+		return true
+	}
+	for _, d := range dtypes {
+		if d != F32 {
+			return false
+		}
+	}
+	return true
+}
+
+// Run implements Backend.
+func (c *CPU) Run(op Op, call *Call) error {
+	if op < 0 || op >= OpCount || cpuKernels[op] == nil {
+		return fmt.Errorf("gpu: cpu: no kernel for %s", op)
+	}
+	return cpuKernels[op](c, call)
+}
+
+type cpuKernel func(c *CPU, call *Call) error
+
+// cpuKernels is the cpu backend's op table (filled in init from the kernel files so that
+// each kernel sits beside its op; TestOpTable checks it is complete).
+var cpuKernels [OpCount]cpuKernel
+
+func init() {
+	cpuKernels = [OpCount]cpuKernel{
+		OpCopy:              cpuCopy,
+		OpCast:              cpuCast,
+		OpMatMul:            cpuMatMul,
+		OpLinear:            cpuLinear,
+		OpConv2D:            cpuConv2D,
+		OpGroupNorm:         cpuGroupNorm,
+		OpLayerNorm:         cpuLayerNorm,
+		OpRMSNorm:           cpuRMSNorm,
+		OpSoftmax:           cpuSoftmax,
+		OpAttention:         cpuAttention,
+		OpGELU:              cpuUnary(geluErf),
+		OpGELUTanh:          cpuUnary(geluTanh),
+		OpQuickGELU:         cpuUnary(quickGELU),
+		OpSiLU:              cpuUnary(silu),
+		OpAdd:               cpuBinary(func(a, b float32) float32 { return a + b }),
+		OpSub:               cpuBinary(func(a, b float32) float32 { return a - b }),
+		OpMul:               cpuBinary(func(a, b float32) float32 { return a * b }),
+		OpDiv:               cpuBinary(func(a, b float32) float32 { return a / b }),
+		OpConcat:            cpuConcat,
+		OpRoPE:              cpuRoPE,
+		OpTimestepEmbedding: cpuTimestepEmbedding,
+		OpPatchify:          cpuPatchify,
+		OpUnpatchify:        cpuUnpatchify,
+		OpUpscale:           cpuUpscale,
+	}
+}
+
+// parallelFor splits [0, n) into chunks of at least grain and runs f on up to
+// c.threads goroutines (the caller's included).
+func (c *CPU) parallelFor(n, grain int, f func(lo, hi int)) {
+	c.parallelForW(n, grain, func(_, lo, hi int) { f(lo, hi) })
+}
+
+// parallelForW is parallelFor that also passes the worker's index (0 ≤ w < workers, one
+// contiguous range per worker), for per-worker scratch; it returns the worker count.
+func (c *CPU) parallelForW(n, grain int, f func(w, lo, hi int)) int {
+	if n <= 0 {
+		return 0
+	}
+	grain = max(grain, 1)
+	workers := min(c.threads, (n+grain-1)/grain)
+	if workers <= 1 {
+		f(0, 0, n)
+		return 1
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() { f(w, lo, hi) })
+	}
+	f(0, 0, n/workers)
+	wg.Wait()
+	return workers
+}
+
+// scratchPool recycles float32 work buffers (im2col tiles, attention tiles) by size.
+type scratchPool struct {
+	mu   sync.Mutex
+	free map[int][][]float32
+}
+
+func (s *scratchPool) get(n int) []float32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.free[n]; len(l) > 0 {
+		b := l[len(l)-1]
+		s.free[n] = l[:len(l)-1]
+		return b
+	}
+	return make([]float32, n)
+}
+
+func (s *scratchPool) put(b []float32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.free == nil {
+		s.free = map[int][][]float32{}
+	}
+	s.free[len(b)] = append(s.free[len(b)], b)
+}
+
+// gemmDType maps a weight dtype to the GEMM package's, when its kernels decode it.
+func gemmDType(d DType) (gemm.DType, bool) {
+	switch d {
+	case F32:
+		return gemm.F32, true
+	case F16:
+		return gemm.F16, true
+	case BF16:
+		return gemm.BF16, true
+	case F8E4M3FN:
+		return gemm.F8E4M3FN, true
+	case F8E5M2:
+		return gemm.F8E5M2, true
+	case Q8_0:
+		return gemm.Q8_0, true
+	case Q4_0:
+		return gemm.Q4_0, true
+	case Q4_K:
+		return gemm.Q4_K, true
+	}
+	return 0, false
+}

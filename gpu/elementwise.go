@@ -1,0 +1,196 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// broadcastShape is NumPy/PyTorch broadcasting: align at the end, sizes equal or 1.
+func broadcastShape(a, b []int) ([]int, error) {
+	n := max(len(a), len(b))
+	out := make([]int, n)
+	for i := 0; i < n; i++ {
+		da, db := 1, 1
+		if j := len(a) - n + i; j >= 0 {
+			da = a[j]
+		}
+		if j := len(b) - n + i; j >= 0 {
+			db = b[j]
+		}
+		switch {
+		case da == db || db == 1:
+			out[i] = da
+		case da == 1:
+			out[i] = db
+		default:
+			return nil, fmt.Errorf("gpu: shapes %v and %v do not broadcast", a, b)
+		}
+	}
+	return out, nil
+}
+
+// broadcastStrides returns t's element strides against the broadcast shape (0 where t
+// has size 1 or lacks the dim).
+func broadcastStrides(t *Tensor, shape []int) []int {
+	st := make([]int, len(shape))
+	off := len(shape) - len(t.shape)
+	for i := range t.shape {
+		if t.shape[i] != 1 {
+			st[off+i] = t.strides[i]
+		}
+	}
+	return st
+}
+
+func binaryOp(rt *Runtime, op Op, a, b *Tensor) (*Tensor, error) {
+	if a.dtype != F32 || b.dtype != F32 {
+		return nil, fmt.Errorf("gpu: %s of %s and %s: activations must be F32", op, a, b)
+	}
+	shape, err := broadcastShape(a.shape, b.shape)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: %s: %w", op, err)
+	}
+	out, err := rt.Empty(F32, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(op, &Call{In: []*Tensor{a, b}, Out: out}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// Add returns a + b with broadcasting; a and b may be strided views.
+func Add(rt *Runtime, a, b *Tensor) (*Tensor, error) { return binaryOp(rt, OpAdd, a, b) }
+
+// Sub returns a − b with broadcasting.
+func Sub(rt *Runtime, a, b *Tensor) (*Tensor, error) { return binaryOp(rt, OpSub, a, b) }
+
+// Mul returns a · b with broadcasting.
+func Mul(rt *Runtime, a, b *Tensor) (*Tensor, error) { return binaryOp(rt, OpMul, a, b) }
+
+// Div returns a / b with broadcasting.
+func Div(rt *Runtime, a, b *Tensor) (*Tensor, error) { return binaryOp(rt, OpDiv, a, b) }
+
+func unaryOp(rt *Runtime, op Op, x *Tensor) (*Tensor, error) {
+	if x.dtype != F32 {
+		return nil, fmt.Errorf("gpu: %s of %s: activations must be F32", op, x)
+	}
+	out, err := rt.Empty(F32, x.shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(op, &Call{In: []*Tensor{x}, Out: out}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// GELU is x·Φ(x) with the exact erf (torch.nn.functional.gelu, approximate="none").
+func GELU(rt *Runtime, x *Tensor) (*Tensor, error) { return unaryOp(rt, OpGELU, x) }
+
+// GELUTanh is GELU's tanh approximation (approximate="tanh"):
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+func GELUTanh(rt *Runtime, x *Tensor) (*Tensor, error) { return unaryOp(rt, OpGELUTanh, x) }
+
+// QuickGELU is x·σ(1.702·x), CLIP's activation (comfy/clip_model.py).
+func QuickGELU(rt *Runtime, x *Tensor) (*Tensor, error) { return unaryOp(rt, OpQuickGELU, x) }
+
+// SiLU is x·σ(x).
+func SiLU(rt *Runtime, x *Tensor) (*Tensor, error) { return unaryOp(rt, OpSiLU, x) }
+
+// The activations compute in float64 and round once: within half an ulp of the exact
+// value, which is as close as float32 PyTorch gets (its vectorised erf/tanh are ≤ 1-2 ulp).
+func geluErf(x float32) float32 {
+	v := float64(x)
+	return float32(0.5 * v * (1 + math.Erf(v/math.Sqrt2)))
+}
+
+func geluTanh(x float32) float32 {
+	v := float64(x)
+	const k = 0.7978845608028654 // √(2/π)
+	return float32(0.5 * v * (1 + math.Tanh(k*(v+0.044715*v*v*v))))
+}
+
+func sigmoid(v float64) float64 {
+	if v >= 0 {
+		return 1 / (1 + math.Exp(-v))
+	}
+	e := math.Exp(v)
+	return e / (1 + e)
+}
+
+func quickGELU(x float32) float32 { return float32(float64(x) * sigmoid(1.702*float64(x))) }
+
+func silu(x float32) float32 { return float32(float64(x) * sigmoid(float64(x))) }
+
+func cpuUnary(f func(float32) float32) cpuKernel {
+	return func(c *CPU, call *Call) error {
+		in, out := call.In[0], call.Out
+		o := out.f32c()
+		n := len(o)
+		if n == 0 {
+			return nil
+		}
+		src := in.f32()
+		if in.IsContiguous() {
+			c.parallelFor(n, 16384, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					o[i] = f(src[i])
+				}
+			})
+			return nil
+		}
+		rank := len(in.shape)
+		inner, is := in.shape[rank-1], in.strides[rank-1]
+		c.parallelFor(n/inner, max(1, 16384/inner), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				off := rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
+				d := o[r*inner : (r+1)*inner]
+				for j := range d {
+					d[j] = f(src[off+j*is])
+				}
+			}
+		})
+		return nil
+	}
+}
+
+func cpuBinary(f func(a, b float32) float32) cpuKernel {
+	return func(c *CPU, call *Call) error {
+		a, b, out := call.In[0], call.In[1], call.Out
+		o := out.f32c()
+		n := len(o)
+		if n == 0 {
+			return nil
+		}
+		as, bs := a.f32(), b.f32()
+		if a.IsContiguous() && b.IsContiguous() && slices.Equal(a.shape, b.shape) {
+			c.parallelFor(n, 16384, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					o[i] = f(as[i], bs[i])
+				}
+			})
+			return nil
+		}
+		shape := out.shape
+		sa, sb := broadcastStrides(a, shape), broadcastStrides(b, shape)
+		rank := len(shape)
+		inner := shape[rank-1]
+		ia, ib := sa[rank-1], sb[rank-1]
+		c.parallelFor(n/inner, max(1, 16384/inner), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				offA := rowOffset(r, shape[:rank-1], sa[:rank-1])
+				offB := rowOffset(r, shape[:rank-1], sb[:rank-1])
+				d := o[r*inner : (r+1)*inner]
+				for j := range d {
+					d[j] = f(as[offA+j*ia], bs[offB+j*ib])
+				}
+			}
+		})
+		return nil
+	}
+}

@@ -1,0 +1,68 @@
+package gpu
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
+)
+
+// matmuler is the one place the cpu backend reaches the GEMM package, so that a change
+// of its API touches this file only. wide uses all threads; narrow runs on the caller's
+// goroutine (for kernels such as attention that parallelise over heads themselves).
+type matmuler struct {
+	wide, narrow *gemm.Engine
+	err          error
+}
+
+func newMatmuler(threads int) *matmuler {
+	p, err := gemm.ParsePath(envGemmPath())
+	if err != nil {
+		return &matmuler{err: err}
+	}
+	wide, err := gemm.New(gemm.Options{Path: p, Threads: threads})
+	if err != nil {
+		return &matmuler{err: err}
+	}
+	narrow, err := gemm.New(gemm.Options{Path: p, Threads: 1})
+	if err != nil {
+		return &matmuler{err: err}
+	}
+	return &matmuler{wide: wide, narrow: narrow}
+}
+
+func (m *matmuler) engine(serial bool) (*gemm.Engine, error) {
+	if m.err != nil {
+		return nil, fmt.Errorf("gpu: cpu: gemm: %w", m.err)
+	}
+	if serial {
+		return m.narrow, nil
+	}
+	return m.wide, nil
+}
+
+// sgemm computes C (+)= op(A)·op(B) for count products spaced by the strides.
+func (m *matmuler) sgemm(serial bool, count, sa, sb, sc int, transA, transB bool, mm, n, k int,
+	a []float32, lda int, b []float32, ldb int, c []float32, ldc int, acc bool) error {
+	e, err := m.engine(serial)
+	if err != nil {
+		return err
+	}
+	return e.SGEMMBatched(gemm.Batch{Count: count, StrideA: sa, StrideB: sb, StrideC: sc},
+		transA, transB, mm, n, k, a, lda, b, ldb, c, ldc, acc)
+}
+
+// linear computes y (+)= x·Wᵀ with W (n×k) in its stored dtype.
+func (m *matmuler) linear(rows int, x []float32, ldx int, wd DType, wdata []byte, n, k int, y []float32, ldy int, acc bool) error {
+	e, err := m.engine(false)
+	if err != nil {
+		return err
+	}
+	gd, ok := gemmDType(wd)
+	if !ok {
+		return fmt.Errorf("gpu: cpu: linear: weight dtype %s has no kernel", wd)
+	}
+	return e.Linear(rows, x, ldx, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, acc)
+}
+
+func envGemmPath() string { return os.Getenv(gemm.EnvPath) }

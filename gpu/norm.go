@@ -1,0 +1,234 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+)
+
+// The norms accumulate statistics in float64 (PyTorch accumulates float32 with cascaded
+// sums; float64 is at least as accurate) and write float32.
+
+func checkAffine(name string, t *Tensor, n int) error {
+	if t != nil && (t.dtype != F32 || t.Numel() != n || len(t.shape) != 1) {
+		return fmt.Errorf("gpu: %s %s must be F32 [%d]", name, t, n)
+	}
+	return nil
+}
+
+func normCall(rt *Runtime, op Op, x, weight, bias *Tensor, p NormParams) (*Tensor, error) {
+	xc, err := Contiguous(rt, x)
+	if err != nil {
+		return nil, err
+	}
+	defer xc.Release()
+	out, err := rt.Empty(F32, x.shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(op, &Call{In: []*Tensor{xc, weight, bias}, Out: out, Params: p}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// GroupNorm normalises x (N, C, …) over each of groups channel groups and the trailing
+// dims, then applies the per-channel affine (weight, bias may be nil):
+// torch.nn.functional.group_norm.
+func GroupNorm(rt *Runtime, x *Tensor, groups int, weight, bias *Tensor, eps float64) (*Tensor, error) {
+	if x.dtype != F32 || len(x.shape) < 2 {
+		return nil, fmt.Errorf("gpu: group_norm input %s must be F32 (N, C, …)", x)
+	}
+	c := x.shape[1]
+	if groups <= 0 || c%groups != 0 {
+		return nil, fmt.Errorf("gpu: group_norm: %d channels not divisible into %d groups", c, groups)
+	}
+	if err := checkAffine("group_norm weight", weight, c); err != nil {
+		return nil, err
+	}
+	if err := checkAffine("group_norm bias", bias, c); err != nil {
+		return nil, err
+	}
+	return normCall(rt, OpGroupNorm, x, weight, bias, NormParams{Groups: groups, Eps: eps})
+}
+
+// LayerNorm normalises over the last dim with optional affine: nn.functional.layer_norm.
+func LayerNorm(rt *Runtime, x, weight, bias *Tensor, eps float64) (*Tensor, error) {
+	if x.dtype != F32 || len(x.shape) < 1 {
+		return nil, fmt.Errorf("gpu: layer_norm input %s must be F32", x)
+	}
+	d := x.shape[len(x.shape)-1]
+	if err := checkAffine("layer_norm weight", weight, d); err != nil {
+		return nil, err
+	}
+	if err := checkAffine("layer_norm bias", bias, d); err != nil {
+		return nil, err
+	}
+	return normCall(rt, OpLayerNorm, x, weight, bias, NormParams{Eps: eps})
+}
+
+// RMSNorm returns x·rsqrt(mean(x²)+eps)·weight over the last dim (weight may be nil), as
+// comfy's RMSNorm and T5's layer norm compute it.
+func RMSNorm(rt *Runtime, x, weight *Tensor, eps float64) (*Tensor, error) {
+	if x.dtype != F32 || len(x.shape) < 1 {
+		return nil, fmt.Errorf("gpu: rms_norm input %s must be F32", x)
+	}
+	if err := checkAffine("rms_norm weight", weight, x.shape[len(x.shape)-1]); err != nil {
+		return nil, err
+	}
+	return normCall(rt, OpRMSNorm, x, weight, nil, NormParams{Eps: eps})
+}
+
+// Softmax returns softmax over the last dim.
+func Softmax(rt *Runtime, x *Tensor) (*Tensor, error) {
+	if x.dtype != F32 || len(x.shape) < 1 {
+		return nil, fmt.Errorf("gpu: softmax input %s must be F32", x)
+	}
+	return normCall(rt, OpSoftmax, x, nil, nil, NormParams{})
+}
+
+func affine(t *Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.f32c()
+}
+
+func cpuGroupNorm(c *CPU, call *Call) error {
+	x, out := call.In[0], call.Out
+	wt, bs := affine(call.In[1]), affine(call.In[2])
+	p := call.Params.(NormParams)
+	n, ch := x.shape[0], x.shape[1]
+	spatial := numel(x.shape[2:])
+	cpg := ch / p.Groups
+	xs, o := x.f32c(), out.f32c()
+	c.parallelFor(n*p.Groups, 1, func(lo, hi int) {
+		for gi := lo; gi < hi; gi++ {
+			b, g := gi/p.Groups, gi%p.Groups
+			base := (b*ch + g*cpg) * spatial
+			seg := xs[base : base+cpg*spatial]
+			var sum float64
+			for _, v := range seg {
+				sum += float64(v)
+			}
+			cnt := float64(len(seg))
+			mean := sum / max(cnt, 1)
+			var sq float64
+			for _, v := range seg {
+				d := float64(v) - mean
+				sq += d * d
+			}
+			inv := 1 / math.Sqrt(sq/max(cnt, 1)+p.Eps)
+			for ci := 0; ci < cpg; ci++ {
+				chn := g*cpg + ci
+				scale, shift := inv, -mean*inv
+				if wt != nil {
+					scale *= float64(wt[chn])
+					shift *= float64(wt[chn])
+				}
+				if bs != nil {
+					shift += float64(bs[chn])
+				}
+				src := seg[ci*spatial : (ci+1)*spatial]
+				dst := o[base+ci*spatial : base+(ci+1)*spatial]
+				for j, v := range src {
+					dst[j] = float32(float64(v)*scale + shift)
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// rows runs f over the rows of the last dim of a contiguous x.
+func (c *CPU) rows(x *Tensor, f func(src, dst []float32), out *Tensor) {
+	d := x.shape[len(x.shape)-1]
+	if d == 0 || x.Numel() == 0 {
+		return
+	}
+	xs, o := x.f32c(), out.f32c()
+	n := len(xs) / d
+	c.parallelFor(n, max(1, 8192/d), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			f(xs[r*d:(r+1)*d], o[r*d:(r+1)*d])
+		}
+	})
+}
+
+func cpuLayerNorm(c *CPU, call *Call) error {
+	wt, bs := affine(call.In[1]), affine(call.In[2])
+	eps := call.Params.(NormParams).Eps
+	c.rows(call.In[0], func(src, dst []float32) {
+		var sum float64
+		for _, v := range src {
+			sum += float64(v)
+		}
+		mean := sum / float64(len(src))
+		var sq float64
+		for _, v := range src {
+			d := float64(v) - mean
+			sq += d * d
+		}
+		inv := 1 / math.Sqrt(sq/float64(len(src))+eps)
+		for j, v := range src {
+			y := (float64(v) - mean) * inv
+			if wt != nil {
+				y *= float64(wt[j])
+			}
+			if bs != nil {
+				y += float64(bs[j])
+			}
+			dst[j] = float32(y)
+		}
+	}, call.Out)
+	return nil
+}
+
+func cpuRMSNorm(c *CPU, call *Call) error {
+	wt := affine(call.In[1])
+	eps := call.Params.(NormParams).Eps
+	c.rows(call.In[0], func(src, dst []float32) {
+		var sq float64
+		for _, v := range src {
+			sq += float64(v) * float64(v)
+		}
+		inv := 1 / math.Sqrt(sq/float64(len(src))+eps)
+		for j, v := range src {
+			y := float64(v) * inv
+			if wt != nil {
+				y *= float64(wt[j])
+			}
+			dst[j] = float32(y)
+		}
+	}, call.Out)
+	return nil
+}
+
+func cpuSoftmax(c *CPU, call *Call) error {
+	c.rows(call.In[0], softmaxRow, call.Out)
+	return nil
+}
+
+// softmaxRow writes softmax(src) to dst (they may alias).
+func softmaxRow(src, dst []float32) {
+	m := float32(math.Inf(-1))
+	for _, v := range src {
+		m = max(m, v)
+	}
+	if math.IsInf(float64(m), -1) { // all −Inf (fully masked): PyTorch yields NaN
+		for j := range dst {
+			dst[j] = float32(math.NaN())
+		}
+		return
+	}
+	var sum float64
+	for j, v := range src {
+		e := math.Exp(float64(v - m))
+		dst[j] = float32(e)
+		sum += e
+	}
+	inv := float32(1 / sum)
+	for j := range dst {
+		dst[j] *= inv
+	}
+}

@@ -1,0 +1,118 @@
+package gpu
+
+import "fmt"
+
+// Op names one operation of the closed op list that every backend implements (or
+// declines through Supports). Adding an op means: a constant before OpCount, its name in
+// opNames, a cpu kernel, and a case in the cross-backend test table; TestOpTable fails
+// until all four exist.
+type Op int
+
+const (
+	OpCopy              Op = iota // strided → contiguous copy of the same dtype
+	OpCast                        // plain float dtype → another plain float dtype
+	OpMatMul                      // batched C = A·B (F32), broadcasting batch dims
+	OpLinear                      // y = x·Wᵀ + b, W in its stored dtype
+	OpConv2D                      // NCHW conv, 1×1 and k×k, stride, padding, bias (implicit GEMM)
+	OpGroupNorm                   // per-sample group norm over (C/G, H, W) with affine
+	OpLayerNorm                   // over the last dim, optional affine
+	OpRMSNorm                     // over the last dim, optional weight
+	OpSoftmax                     // over the last dim
+	OpAttention                   // scaled dot-product attention, tiled with online softmax
+	OpGELU                        // x·Φ(x) (erf form)
+	OpGELUTanh                    // tanh approximation of GELU
+	OpQuickGELU                   // x·σ(1.702x)
+	OpSiLU                        // x·σ(x)
+	OpAdd                         // a + b with broadcasting
+	OpSub                         // a − b with broadcasting
+	OpMul                         // a · b with broadcasting
+	OpDiv                         // a / b with broadcasting
+	OpConcat                      // concatenation along one dim
+	OpRoPE                        // Flux rotary embedding: x rotated by a (…, D/2, 2, 2) table
+	OpTimestepEmbedding           // sinusoidal embedding of timesteps (cos half, sin half)
+	OpPatchify                    // (B, C, H, W) → (B, H/p·W/p, C·p·p)
+	OpUnpatchify                  // inverse of OpPatchify
+	OpUpscale                     // comfy.utils.common_upscale (see gpu/resample)
+	OpCount
+)
+
+var opNames = [OpCount]string{
+	OpCopy:              "copy",
+	OpCast:              "cast",
+	OpMatMul:            "matmul",
+	OpLinear:            "linear",
+	OpConv2D:            "conv2d",
+	OpGroupNorm:         "group_norm",
+	OpLayerNorm:         "layer_norm",
+	OpRMSNorm:           "rms_norm",
+	OpSoftmax:           "softmax",
+	OpAttention:         "attention",
+	OpGELU:              "gelu",
+	OpGELUTanh:          "gelu_tanh",
+	OpQuickGELU:         "quick_gelu",
+	OpSiLU:              "silu",
+	OpAdd:               "add",
+	OpSub:               "sub",
+	OpMul:               "mul",
+	OpDiv:               "div",
+	OpConcat:            "concat",
+	OpRoPE:              "rope",
+	OpTimestepEmbedding: "timestep_embedding",
+	OpPatchify:          "patchify",
+	OpUnpatchify:        "unpatchify",
+	OpUpscale:           "upscale",
+}
+
+func (o Op) String() string {
+	if o >= 0 && o < OpCount && opNames[o] != "" {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Op(%d)", int(o))
+}
+
+// Call is one op invocation as a backend receives it: the inputs (nil for an absent
+// optional input), the preallocated output and the op's parameters (one of the *Params
+// types below, or nil).
+type Call struct {
+	In     []*Tensor
+	Out    *Tensor
+	Params any
+}
+
+// ConvParams configures OpConv2D.
+type ConvParams struct{ Stride, Padding int }
+
+// NormParams configures the norms; Groups is used by OpGroupNorm only.
+type NormParams struct {
+	Groups int
+	Eps    float64
+}
+
+// AttentionParams configures OpAttention. Scale multiplies q·k (0 means 1/√D); Causal
+// masks key positions after the query position (aligned at the end, as PyTorch's
+// is_causal does for Lq == Lk).
+type AttentionParams struct {
+	Scale  float64
+	Causal bool
+}
+
+// ConcatParams configures OpConcat.
+type ConcatParams struct{ Dim int }
+
+// TimestepParams configures OpTimestepEmbedding: out[i] = [cos(s·t·f_j), sin(s·t·f_j)]
+// with f_j = exp(−ln(MaxPeriod)·j/half), j < half = Dim/2, zero-padded for odd Dim.
+type TimestepParams struct {
+	Dim       int
+	MaxPeriod float64
+	Scale     float64
+}
+
+// PatchParams configures OpPatchify and OpUnpatchify (P is the patch edge; H and W are
+// the image height and width in pixels, needed by OpUnpatchify).
+type PatchParams struct{ P, H, W int }
+
+// UpscaleParams configures OpUpscale (ComfyUI's argument names).
+type UpscaleParams struct {
+	Width, Height int
+	Method, Crop  string
+}

@@ -1,0 +1,279 @@
+package gpu
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// Options configures a Runtime. The zero value gives the cpu backend with one worker per
+// GOMAXPROCS and a discarding logger.
+type Options struct {
+	// Backend runs the ops; nil means a new cpu backend.
+	Backend Backend
+	// Threads bounds the goroutines the cpu backend uses (0: GOMAXPROCS).
+	Threads int
+	// Logger receives the one-time fallback notices; nil discards.
+	Logger *slog.Logger
+}
+
+// Runtime is the handle every model and node uses: it owns a backend, a buffer pool (so
+// that a steady-state sampling step reuses the previous step's buffers instead of
+// allocating) and the cpu fallback. It is safe for concurrent use.
+type Runtime struct {
+	be     Backend
+	cpu    *CPU
+	pool   *pool
+	log    *slog.Logger
+	warned sync.Map // Op → struct{}: fallback already logged
+}
+
+// New returns a Runtime for opts.
+func New(opts Options) (*Runtime, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cpu := NewCPU(CPUOptions{Threads: opts.Threads})
+	be := opts.Backend
+	if be == nil {
+		be = cpu
+	}
+	return &Runtime{be: be, cpu: cpu, pool: newPool(be), log: log}, nil
+}
+
+// Backend returns the runtime's backend.
+func (rt *Runtime) Backend() Backend { return rt.be }
+
+// PoolStats reports how many buffer requests the pool served from its free lists (hits)
+// and how many needed a new allocation (misses), and the bytes it holds idle.
+func (rt *Runtime) PoolStats() (hits, misses int64, idleBytes int64) { return rt.pool.stats() }
+
+// TrimPool frees every idle pooled buffer.
+func (rt *Runtime) TrimPool() { rt.pool.trim() }
+
+// Empty returns an uninitialised contiguous tensor of dtype d and the given shape.
+func (rt *Runtime) Empty(d DType, shape ...int) (*Tensor, error) {
+	if err := checkShape(shape); err != nil {
+		return nil, err
+	}
+	n, err := d.StorageBytes(numel(shape))
+	if err != nil {
+		return nil, err
+	}
+	b, err := rt.pool.get(n)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: alloc %s%v: %w", d, shape, err)
+	}
+	return &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), buf: b, rt: rt}, nil
+}
+
+// Zeros returns a zero-filled contiguous tensor.
+func (rt *Runtime) Zeros(d DType, shape ...int) (*Tensor, error) {
+	t, err := rt.Empty(d, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if t.buf.Host != nil {
+		clear(t.buf.Host[:t.buf.size])
+		return t, nil
+	}
+	if err := rt.be.Upload(t.buf, 0, make([]byte, t.buf.size)); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// FromFloat32 returns an F32 tensor holding a copy of data, which must have exactly
+// numel(shape) elements.
+func (rt *Runtime) FromFloat32(data []float32, shape ...int) (*Tensor, error) {
+	if err := checkShape(shape); err != nil {
+		return nil, err
+	}
+	if len(data) != numel(shape) {
+		return nil, fmt.Errorf("gpu: %d values for shape %v (needs %d)", len(data), shape, numel(shape))
+	}
+	t, err := rt.Empty(F32, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if t.buf.Host != nil {
+		copy(t.f32c(), data)
+		return t, nil
+	}
+	b := make([]byte, 4*len(data))
+	_ = EncodeFloat32(F32, b, data)
+	if err := rt.be.Upload(t.buf, 0, b); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// FromBytes returns a contiguous tensor of dtype d over raw little-endian storage. On a
+// host-memory backend the bytes are used in place (no copy: a memory-mapped weight stays
+// mapped), so data must outlive the tensor and must not be modified; other backends copy.
+func (rt *Runtime) FromBytes(d DType, data []byte, shape ...int) (*Tensor, error) {
+	if err := checkShape(shape); err != nil {
+		return nil, err
+	}
+	n, err := d.StorageBytes(numel(shape))
+	if err != nil {
+		return nil, err
+	}
+	if len(shape) > 0 && shape[len(shape)-1]%d.BlockSize() != 0 {
+		return nil, fmt.Errorf("gpu: %s rows of %d elements are not whole blocks of %d", d, shape[len(shape)-1], d.BlockSize())
+	}
+	if len(data) != n {
+		return nil, fmt.Errorf("gpu: %d bytes for %s%v (needs %d)", len(data), d, shape, n)
+	}
+	t := &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), rt: rt}
+	if rt.be == Backend(rt.cpu) {
+		t.buf = &Buffer{Host: data, size: n, backend: rt.cpu}
+		t.buf.refs.Store(1)
+		return t, nil
+	}
+	b, err := rt.pool.get(n)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.be.Upload(b, 0, data); err != nil {
+		rt.pool.put(b)
+		return nil, err
+	}
+	t.buf = b
+	return t, nil
+}
+
+// Float32 returns t's elements as a new host slice in row-major order, converting plain
+// float dtypes to float32. Quantized tensors are refused (weights/ dequantizes them).
+func (t *Tensor) Float32() ([]float32, error) {
+	if t == nil || t.buf == nil {
+		return nil, fmt.Errorf("gpu: Float32 of a released or nil tensor")
+	}
+	if !t.dtype.IsFloat() {
+		return nil, fmt.Errorf("gpu: Float32 of %s: quantized blocks are decoded by weights/", t.dtype)
+	}
+	src := t
+	if !t.IsContiguous() {
+		c, err := Contiguous(t.rt, t)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Release()
+		src = c
+	}
+	var raw []byte
+	if src.buf.Host != nil {
+		raw = src.bytes()
+	} else {
+		n, _ := src.dtype.StorageBytes(src.Numel())
+		off, _ := src.dtype.StorageBytes(src.offset)
+		raw = make([]byte, n)
+		if err := t.rt.be.Download(raw, src.buf, off); err != nil {
+			return nil, err
+		}
+		if err := t.rt.be.Synchronize(); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]float32, src.Numel())
+	if err := DecodeFloat32(src.dtype, out, raw); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// run dispatches one op: to the runtime's backend when it supports the dtypes, else to
+// the cpu backend when the operands are host-visible (logging the fallback once).
+func (rt *Runtime) run(op Op, c *Call) error {
+	dts := make([]DType, 0, len(c.In)+1)
+	for _, t := range c.In {
+		if t != nil {
+			dts = append(dts, t.dtype)
+		}
+	}
+	if c.Out != nil {
+		dts = append(dts, c.Out.dtype)
+	}
+	if rt.be.Supports(op, dts...) {
+		return rt.be.Run(op, c)
+	}
+	if rt.be != Backend(rt.cpu) && rt.cpu.Supports(op, dts...) && hostVisible(c) {
+		if _, done := rt.warned.LoadOrStore(op, struct{}{}); !done {
+			rt.log.Info("op falls back to cpu", "op", op.String(), "backend", rt.be.Name(), "dtypes", fmt.Sprint(dts))
+		}
+		return rt.cpu.Run(op, c)
+	}
+	return fmt.Errorf("gpu: %s: backend %s does not support dtypes %v", op, rt.be.Name(), dts)
+}
+
+func hostVisible(c *Call) bool {
+	for _, t := range c.In {
+		if t != nil && t.buf.Host == nil {
+			return false
+		}
+	}
+	return c.Out == nil || c.Out.buf.Host != nil
+}
+
+// pool keeps released buffers by exact byte size: a sampling step asks for the same
+// sizes every step, so after the first step every request is a hit.
+type pool struct {
+	be           Backend
+	mu           sync.Mutex
+	free         map[int][]*Buffer
+	idle         int64
+	hits, misses int64
+}
+
+func newPool(be Backend) *pool { return &pool{be: be, free: map[int][]*Buffer{}} }
+
+func (p *pool) get(n int) (*Buffer, error) {
+	p.mu.Lock()
+	if l := p.free[n]; len(l) > 0 {
+		b := l[len(l)-1]
+		p.free[n] = l[:len(l)-1]
+		p.idle -= int64(n)
+		p.hits++
+		p.mu.Unlock()
+		b.refs.Store(1)
+		return b, nil
+	}
+	p.misses++
+	p.mu.Unlock()
+	b, err := p.be.Alloc(n)
+	if err != nil {
+		return nil, err
+	}
+	b.size, b.backend, b.pool = n, p.be, p
+	b.refs.Store(1)
+	return b, nil
+}
+
+func (p *pool) put(b *Buffer) {
+	p.mu.Lock()
+	p.free[b.size] = append(p.free[b.size], b)
+	p.idle += int64(b.size)
+	p.mu.Unlock()
+}
+
+func (p *pool) stats() (hits, misses, idle int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hits, p.misses, p.idle
+}
+
+func (p *pool) trim() {
+	p.mu.Lock()
+	free := p.free
+	p.free = map[int][]*Buffer{}
+	p.idle = 0
+	p.mu.Unlock()
+	for _, l := range free {
+		for _, b := range l {
+			p.be.Free(b)
+		}
+	}
+}

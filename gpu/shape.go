@@ -1,0 +1,336 @@
+package gpu
+
+import (
+	"fmt"
+	"slices"
+)
+
+// View operations. They share the input's buffer (no copy) and need no backend; the
+// result must be released like any tensor.
+
+// normDim resolves a possibly negative dim against rank.
+func normDim(d, rank int) (int, error) {
+	if d < 0 {
+		d += rank
+	}
+	if d < 0 || d >= rank {
+		return 0, fmt.Errorf("gpu: dim %d out of range for rank %d", d, rank)
+	}
+	return d, nil
+}
+
+// Reshape returns t with a new shape of the same element count; one dimension may be -1.
+// A contiguous tensor is reshaped as a view; a strided one is copied first.
+func Reshape(rt *Runtime, t *Tensor, shape ...int) (*Tensor, error) {
+	shape = slices.Clone(shape)
+	infer := -1
+	known := 1
+	for i, d := range shape {
+		switch {
+		case d == -1 && infer < 0:
+			infer = i
+		case d < 0:
+			return nil, fmt.Errorf("gpu: reshape %v to %v: bad dimension", t.shape, shape)
+		default:
+			known *= d
+		}
+	}
+	n := t.Numel()
+	if infer >= 0 {
+		if known == 0 || n%known != 0 {
+			return nil, fmt.Errorf("gpu: reshape %v to %v: cannot infer -1", t.shape, shape)
+		}
+		shape[infer] = n / known
+	} else if known != n {
+		return nil, fmt.Errorf("gpu: reshape %v (%d elements) to %v", t.shape, n, shape)
+	}
+	if t.dtype.IsQuantized() && len(shape) > 0 && shape[len(shape)-1]%t.dtype.BlockSize() != 0 {
+		return nil, fmt.Errorf("gpu: reshape %s%v to %v splits a block", t.dtype, t.shape, shape)
+	}
+	if !t.IsContiguous() {
+		c, err := Contiguous(rt, t)
+		if err != nil {
+			return nil, err
+		}
+		v := c.view(shape, contiguousStrides(shape), c.offset)
+		c.Release()
+		return v, nil
+	}
+	return t.view(shape, contiguousStrides(shape), t.offset), nil
+}
+
+// Permute returns a view with dimensions reordered: result dim i is t's dim perm[i].
+func Permute(t *Tensor, perm ...int) (*Tensor, error) {
+	if len(perm) != len(t.shape) {
+		return nil, fmt.Errorf("gpu: permute %v needs %d dims, got %v", t.shape, len(t.shape), perm)
+	}
+	if t.dtype.IsQuantized() {
+		return nil, fmt.Errorf("gpu: permute of %s blocks", t.dtype)
+	}
+	seen := make([]bool, len(perm))
+	shape := make([]int, len(perm))
+	strides := make([]int, len(perm))
+	for i, p := range perm {
+		d, err := normDim(p, len(perm))
+		if err != nil || seen[d] {
+			return nil, fmt.Errorf("gpu: permute %v: %v is not a permutation", t.shape, perm)
+		}
+		seen[d] = true
+		shape[i], strides[i] = t.shape[d], t.strides[d]
+	}
+	return t.view(shape, strides, t.offset), nil
+}
+
+// Transpose swaps two dims (a view).
+func Transpose(t *Tensor, a, b int) (*Tensor, error) {
+	perm := make([]int, len(t.shape))
+	for i := range perm {
+		perm[i] = i
+	}
+	a, err := normDim(a, len(perm))
+	if err != nil {
+		return nil, err
+	}
+	b, err = normDim(b, len(perm))
+	if err != nil {
+		return nil, err
+	}
+	perm[a], perm[b] = perm[b], perm[a]
+	return Permute(t, perm...)
+}
+
+// Narrow returns the view t[..., start:start+length, ...] along dim.
+func Narrow(t *Tensor, dim, start, length int) (*Tensor, error) {
+	d, err := normDim(dim, len(t.shape))
+	if err != nil {
+		return nil, err
+	}
+	if start < 0 || length < 0 || start+length > t.shape[d] {
+		return nil, fmt.Errorf("gpu: narrow dim %d of %v to [%d, %d)", d, t.shape, start, start+length)
+	}
+	if t.dtype.IsQuantized() && d == len(t.shape)-1 {
+		return nil, fmt.Errorf("gpu: narrow of %s blocks along the row", t.dtype)
+	}
+	shape := slices.Clone(t.shape)
+	shape[d] = length
+	return t.view(shape, slices.Clone(t.strides), t.offset+start*t.strides[d]), nil
+}
+
+// Split cuts t along dim into pieces of the given sizes (views), as torch.split with a
+// list of sizes.
+func Split(t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
+	d, err := normDim(dim, len(t.shape))
+	if err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, s := range sizes {
+		if s < 0 {
+			return nil, fmt.Errorf("gpu: split %v: negative size in %v", t.shape, sizes)
+		}
+		total += s
+	}
+	if total != t.shape[d] {
+		return nil, fmt.Errorf("gpu: split dim %d of %v into %v: sizes sum to %d", d, t.shape, sizes, total)
+	}
+	out := make([]*Tensor, 0, len(sizes))
+	at := 0
+	for _, s := range sizes {
+		v, err := Narrow(t, d, at, s)
+		if err != nil {
+			for _, o := range out {
+				o.Release()
+			}
+			return nil, err
+		}
+		out = append(out, v)
+		at += s
+	}
+	return out, nil
+}
+
+// Chunk splits t along dim into n pieces as torch.chunk does: each of ceil(size/n),
+// the last one smaller, and fewer than n pieces when the size runs out.
+func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) {
+	d, err := normDim(dim, len(t.shape))
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, fmt.Errorf("gpu: chunk into %d pieces", n)
+	}
+	size := t.shape[d]
+	step := (size + n - 1) / n
+	var sizes []int
+	if step == 0 {
+		sizes = []int{0}
+	}
+	for at := 0; at < size; at += step {
+		sizes = append(sizes, min(step, size-at))
+	}
+	return Split(t, d, sizes...)
+}
+
+// Contiguous returns t itself (with a new reference) when it is contiguous, else a
+// row-major copy (OpCopy).
+func Contiguous(rt *Runtime, t *Tensor) (*Tensor, error) {
+	if t.IsContiguous() {
+		return t.view(slices.Clone(t.shape), slices.Clone(t.strides), t.offset), nil
+	}
+	out, err := rt.Empty(t.dtype, t.shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(OpCopy, &Call{In: []*Tensor{t}, Out: out}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// Cast converts a plain float tensor to dtype d (rounding to nearest even; see convert.go).
+func Cast(rt *Runtime, t *Tensor, d DType) (*Tensor, error) {
+	if !t.dtype.IsFloat() || !d.IsFloat() {
+		return nil, fmt.Errorf("gpu: cast %s to %s: only plain float dtypes convert", t.dtype, d)
+	}
+	src, err := Contiguous(rt, t)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Release()
+	out, err := rt.Empty(d, t.shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(OpCast, &Call{In: []*Tensor{src}, Out: out}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// Concat joins tensors of equal dtype and equal shape except along dim.
+func Concat(rt *Runtime, dim int, ts ...*Tensor) (*Tensor, error) {
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("gpu: concat of no tensors")
+	}
+	d, err := normDim(dim, len(ts[0].shape))
+	if err != nil {
+		return nil, err
+	}
+	shape := slices.Clone(ts[0].shape)
+	shape[d] = 0
+	for _, t := range ts {
+		if t.dtype != F32 || len(t.shape) != len(shape) {
+			return nil, fmt.Errorf("gpu: concat %s with %s", ts[0], t)
+		}
+		for i := range shape {
+			if i != d && t.shape[i] != shape[i] {
+				return nil, fmt.Errorf("gpu: concat along %d: shapes %v and %v differ", d, ts[0].shape, t.shape)
+			}
+		}
+		shape[d] += t.shape[d]
+	}
+	out, err := rt.Empty(F32, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(OpConcat, &Call{In: ts, Out: out, Params: ConcatParams{Dim: d}}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+// cpuCopy copies a strided tensor of any dtype into the contiguous output. Quantized
+// tensors only reach here as whole-row views, copied row by row.
+func cpuCopy(c *CPU, call *Call) error {
+	in, out := call.In[0], call.Out
+	if in.dtype.IsQuantized() {
+		return fmt.Errorf("gpu: cpu: copy of strided %s blocks", in.dtype)
+	}
+	es := in.dtype.BlockBytes()
+	src, dst := in.buf.Host, out.bytes()
+	rank := len(in.shape)
+	if rank == 0 || in.Numel() == 0 {
+		copy(dst, src[in.offset*es:in.offset*es+es*in.Numel()])
+		return nil
+	}
+	inner := in.shape[rank-1]
+	is := in.strides[rank-1]
+	rows := in.Numel() / inner
+	c.parallelFor(rows, max(1, 4096/max(inner, 1)), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			off := in.offset + rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
+			d := dst[r*inner*es : (r+1)*inner*es]
+			if is == 1 {
+				copy(d, src[off*es:(off+inner)*es])
+				continue
+			}
+			for j := 0; j < inner; j++ {
+				copy(d[j*es:(j+1)*es], src[(off+j*is)*es:(off+j*is+1)*es])
+			}
+		}
+	})
+	return nil
+}
+
+// rowOffset maps a linear index over shape (row-major) to an element offset by strides.
+func rowOffset(r int, shape, strides []int) int {
+	off := 0
+	for i := len(shape) - 1; i >= 0; i-- {
+		if shape[i] == 0 {
+			return 0
+		}
+		off += (r % shape[i]) * strides[i]
+		r /= shape[i]
+	}
+	return off
+}
+
+func cpuCast(c *CPU, call *Call) error {
+	in, out := call.In[0], call.Out
+	n := in.Numel()
+	if in.dtype == out.dtype {
+		copy(out.bytes(), in.bytes())
+		return nil
+	}
+	tmp := c.scratch.get(n)
+	defer c.scratch.put(tmp)
+	if err := DecodeFloat32(in.dtype, tmp, in.bytes()); err != nil {
+		return err
+	}
+	return EncodeFloat32(out.dtype, out.bytes(), tmp)
+}
+
+func cpuConcat(c *CPU, call *Call) error {
+	d := call.Params.(ConcatParams).Dim
+	out := call.Out
+	outer := numel(out.shape[:d])
+	inner := numel(out.shape[d+1:])
+	o := out.f32c()
+	at := 0
+	for _, t := range call.In {
+		seg := t.shape[d] * inner
+		if seg == 0 || outer == 0 {
+			continue
+		}
+		src := t.f32()
+		// view t as (outer·size_d) rows of inner elements when its tail is contiguous
+		tail := t.IsContiguous()
+		c.parallelFor(outer, 1, func(lo, hi int) {
+			for b := lo; b < hi; b++ {
+				dst := o[b*out.shape[d]*inner+at*inner:][:seg]
+				if tail {
+					copy(dst, src[b*seg:(b+1)*seg])
+					continue
+				}
+				for e := 0; e < seg; e++ {
+					dst[e] = src[rowOffset(b*seg+e, t.shape, t.strides)]
+				}
+			}
+		})
+		at += t.shape[d]
+	}
+	return nil
+}
