@@ -367,3 +367,13 @@ func (m *Manager) FreeMemory() {
 		}
 	}
 }
+
+// LoadFile is Load for a file on disk: it stats path for its identity, so an unchanged
+// file is a cache hit and a rewritten one is loaded again.
+func (m *Manager) LoadFile(ctx context.Context, path, part string, load func(ctx context.Context, path string) (Loaded, error)) (*Handle, error) {
+	id, err := IdentityOf(path, part)
+	if err != nil {
+		return nil, err
+	}
+	return m.Load(ctx, id, func(ctx context.Context) (Loaded, error) { return load(ctx, id.Path) })
+}
