@@ -123,6 +123,10 @@ func (e *Engine) run(p *problem) {
 	// register tile, so that count×parts covers the threads. Each
 	// rectangle packs its own panels: no barriers, and the duplicated
 	// packing is O(m·k + k·n) against O(m·n·k) arithmetic.
+	if !e.noShare && p.batch.Count == 1 && threads > 1 && (p.m+kr.mr-1)/kr.mr >= 4*threads {
+		e.runShared(p, threads)
+		return
+	}
 	mParts, nParts := 1, 1
 	if need := (threads + p.batch.Count - 1) / p.batch.Count; need > 1 {
 		mTiles := (p.m + kr.mr - 1) / kr.mr
@@ -186,52 +190,62 @@ func splitPoint(n, parts, i, align int) int {
 }
 
 // compute runs the blocked loops over one task: jc (nc columns) → pc (kc
-// deep: pack B) → ic (mc rows: pack A) → ir (one A sliver, kept in L1) → jr
-// (B slivers streamed from L2) → micro-kernel.
+// deep: pack B) → ic (mc rows: pack A) → macro-kernel.
 func (e *Engine) compute(p *problem, t task, ws *workspace) {
 	kr := &e.k
-	mr, nr := kr.mr, kr.nr
-	c := p.c[t.batch*p.batch.StrideC:]
-	a := p.a
-	a.data = a.data[t.batch*p.batch.StrideA:]
-	b := p.b
-	if b.w == nil {
-		b.f32 = b.f32[t.batch*p.batch.StrideB:]
-	}
+	c, a, b := p.operands(t.batch)
 	depth := panelDepth(kr.kc, p)
 	for jc := t.n0; jc < t.n1; jc += kr.nc {
 		nc := min(kr.nc, t.n1-jc)
 		for pc := 0; pc < p.k; pc += depth {
 			kc := min(depth, p.k-pc)
-			kr.packB(ws.b, ws.row, &b, pc, kc, jc, nc)
-			acc := p.acc || pc > 0
+			kr.packB(ws.b, ws.row, &b, pc, kc, jc, nc, 0, (nc+kr.nr-1)/kr.nr)
 			for ic := t.m0; ic < t.m1; ic += kr.mc {
 				mc := min(kr.mc, t.m1-ic)
-				packA(ws.a, &a, ic, mc, pc, kc, mr)
-				for ir := 0; ir < mc; ir += mr {
-					ap := ws.a[ir*kc : (ir+mr)*kc]
-					rows := min(mr, mc-ir)
-					for jr := 0; jr < nc; jr += nr {
-						bp := ws.b[jr*kc : (jr+nr)*kc]
-						cols := min(nr, nc-jr)
-						off := (ic+ir)*p.ldc + jc + jr
-						if rows == mr && cols == nr {
-							kr.tile(kc, ap, bp, c[off:], p.ldc, acc)
-							continue
-						}
-						kr.tile(kc, ap, bp, ws.tile, nr, false)
-						for i := 0; i < rows; i++ {
-							dst := c[off+i*p.ldc : off+i*p.ldc+cols]
-							src := ws.tile[i*nr : i*nr+cols]
-							if acc {
-								for j, v := range src {
-									dst[j] += v
-								}
-							} else {
-								copy(dst, src)
-							}
-						}
+				packA(ws.a, &a, ic, mc, pc, kc, kr.mr)
+				kr.macro(ws.a, ws.b, ws.tile, c, p.ldc, ic, mc, jc, nc, kc, p.acc || pc > 0)
+			}
+		}
+	}
+}
+
+// operands returns C, A and B of product i of the batch.
+func (p *problem) operands(i int) ([]float32, aSource, bSource) {
+	a, b := p.a, p.b
+	a.data = a.data[i*p.batch.StrideA:]
+	if b.w == nil {
+		b.f32 = b.f32[i*p.batch.StrideB:]
+	}
+	return p.c[i*p.batch.StrideC:], a, b
+}
+
+// macro multiplies a packed mc×kc block of A by a packed kc×nc block of B
+// into C[ic:ic+mc, jc:jc+nc]: ir (one A sliver, kept in L1) → jr (B
+// slivers streamed from L2) → micro-kernel. Edge tiles go through tile, a
+// scratch mr×nr buffer.
+func (kr *kernel) macro(ap, bp, tile, c []float32, ldc, ic, mc, jc, nc, kc int, acc bool) {
+	mr, nr := kr.mr, kr.nr
+	for ir := 0; ir < mc; ir += mr {
+		as := ap[ir*kc : (ir+mr)*kc]
+		rows := min(mr, mc-ir)
+		for jr := 0; jr < nc; jr += nr {
+			bs := bp[jr*kc : (jr+nr)*kc]
+			cols := min(nr, nc-jr)
+			off := (ic+ir)*ldc + jc + jr
+			if rows == mr && cols == nr {
+				kr.tile(kc, as, bs, c[off:], ldc, acc)
+				continue
+			}
+			kr.tile(kc, as, bs, tile, nr, false)
+			for i := 0; i < rows; i++ {
+				dst := c[off+i*ldc : off+i*ldc+cols]
+				src := tile[i*nr : i*nr+cols]
+				if acc {
+					for j, v := range src {
+						dst[j] += v
 					}
+				} else {
+					copy(dst, src)
 				}
 			}
 		}
@@ -290,11 +304,12 @@ func packA12(d, src []float32, ld, kc int) {
 
 // packB copies rows [pc, pc+kc) × columns [jc, jc+nc) of the k×n operand
 // into dst as ceil(nc/nr) slivers, each kc×nr k-major, zero-padding the
-// last sliver. A stored weight is converted to float32 here, one row
+// last sliver; only slivers [s0, s1) are written, so that several
+// goroutines can share the packing of one block. A stored weight is converted to float32 here, one row
 // segment of kc elements at a time (row is scratch of at least kc).
-func (kr *kernel) packB(dst, row []float32, b *bSource, pc, kc, jc, nc int) {
+func (kr *kernel) packB(dst, row []float32, b *bSource, pc, kc, jc, nc, s0, s1 int) {
 	nr := kr.nr
-	for s := 0; s < nc; s += nr {
+	for s := s0 * nr; s < min(nc, s1*nr); s += nr {
 		cols := min(nr, nc-s)
 		d := dst[s*kc : (s+nr)*kc]
 		switch {

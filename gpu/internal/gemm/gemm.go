@@ -84,6 +84,8 @@ type Engine struct {
 	k       kernel
 	threads int
 	bufs    sync.Pool // *workspace
+	panels  sync.Pool // *[]float32, shared B blocks (runShared)
+	noShare bool      // benchmarks only: always split into private rectangles
 }
 
 // New returns an Engine for opts, or an error when opts.Path names a

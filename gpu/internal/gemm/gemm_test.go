@@ -22,9 +22,26 @@ func enginesUnderTest(t testing.TB) []*Engine {
 		if err != nil {
 			t.Fatal(err)
 		}
-		es = append(es, e)
+		// The same kernel with tiny blocks reaches every loop level (several
+		// jc, pc and ic blocks) on small matrices.
+		small, err := New(Options{Path: p, Threads: 2, Blocking: Blocking{KC: 16, MC: 24, NC: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e, small)
 	}
 	return es
+}
+
+// engineName names an engine in test names: its path and, for a non-default
+// blocking, the blocking.
+func engineName(e *Engine) string {
+	def, _ := New(Options{Path: e.Path()})
+	if e.Blocking() == def.Blocking() {
+		return e.Path().String()
+	}
+	b := e.Blocking()
+	return fmt.Sprintf("%s-kc%d-mc%d-nc%d", e.Path(), b.KC, b.MC, b.NC)
 }
 
 func randSlice(r *rand.Rand, n int) []float32 {
@@ -98,7 +115,7 @@ type shape struct{ m, n, k int }
 func testShapes() []shape {
 	s := []shape{
 		{1, 1, 1}, {1, 7, 1}, {7, 1, 3}, {7, 17, 33}, {17, 7, 100}, {33, 33, 33},
-		{12, 32, 8}, {24, 64, 256}, {13, 33, 257}, {100, 1, 17}, {1, 100, 300},
+		{12, 32, 8}, {24, 64, 256}, {13, 33, 257}, {100, 1, 17}, {1, 100, 300}, {120, 70, 400},
 		{0, 5, 5}, {5, 0, 5}, {5, 5, 0}, {0, 0, 0},
 	}
 	if !testing.Short() {
@@ -113,7 +130,7 @@ func TestSGEMM(t *testing.T) {
 		for _, sh := range testShapes() {
 			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
 				for _, acc := range []bool{false, true} {
-					name := fmt.Sprintf("%s/%dx%dx%d/tA=%v,tB=%v/acc=%v", e.Path(), sh.m, sh.n, sh.k, tr[0], tr[1], acc)
+					name := fmt.Sprintf("%s/%dx%dx%d/tA=%v,tB=%v/acc=%v", engineName(e), sh.m, sh.n, sh.k, tr[0], tr[1], acc)
 					t.Run(name, func(t *testing.T) {
 						m, n, k := sh.m, sh.n, sh.k
 						ar, ac := m, k
@@ -158,7 +175,7 @@ func TestSGEMMBatched(t *testing.T) {
 	const batch, m, n, k = 3, 19, 45, 70
 	for _, e := range enginesUnderTest(t) {
 		for _, shareB := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/shareB=%v", e.Path(), shareB), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/shareB=%v", engineName(e), shareB), func(t *testing.T) {
 				sa, sb, sc := m*k+4, k*n+1, m*n+7
 				if shareB {
 					sb = 0

@@ -38,3 +38,22 @@ func BenchmarkTune(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSchedule compares the two ways of spreading one product over
+// the threads (shared B blocks with dynamic row blocks, and one private
+// rectangle per thread) on the same machine state; run with -count.
+func BenchmarkSchedule(b *testing.B) {
+	for _, sh := range benchShapes {
+		for _, split := range []bool{false, true} {
+			name := "shared"
+			if split {
+				name = "split"
+			}
+			b.Run(fmt.Sprintf("%dx%dx%d/%s", sh.m, sh.n, sh.k, name), func(b *testing.B) {
+				e := benchEngine(b, PathAuto)
+				e.noShare = split
+				benchSGEMM(b, e, sh)
+			})
+		}
+	}
+}
