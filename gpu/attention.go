@@ -225,8 +225,8 @@ func expf(x float32) float32 {
 		if x < -103.97 {
 			return 0
 		}
-		// result is subnormal: compute e^(x+64)·2^-64 in two steps
-		return expf(x+64) * 5.421011e-20
+		// subnormal result: e^x = e^(x + 64·ln2)·2^-64
+		return expf(x+44.36141956) * 5.421011e-20
 	case x > 88.72283:
 		return float32(math.Inf(1))
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"unsafe"
 )
 
 // Options configures a Runtime. The zero value gives the cpu backend with one worker per
@@ -130,6 +131,10 @@ func (rt *Runtime) FromBytes(d DType, data []byte, shape ...int) (*Tensor, error
 	}
 	t := &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), rt: rt}
 	if rt.be == Backend(rt.cpu) {
+		if d == F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 != 0 {
+			// kernels view F32 storage as []float32, which needs 4-byte alignment
+			data = append(make([]byte, 0, len(data)), data...)
+		}
 		t.buf = &Buffer{Host: data, size: n, backend: rt.cpu}
 		t.buf.refs.Store(1)
 		return t, nil
