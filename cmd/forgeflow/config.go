@@ -1,0 +1,169 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/nodes/builtin"
+	"github.com/forgeflow/forgeflow/server"
+	"github.com/forgeflow/forgeflow/weights/folders"
+)
+
+// config holds ComfyUI's command-line flags that mean something here
+// (comfy/cli_args.py), shared by serve and run.
+type config struct {
+	baseDir, outputDir, inputDir, tempDir, userDir string
+	extraModelPaths                                listFlag
+	cpu                                            bool
+	cacheLRU                                       int
+	cacheNone                                      bool
+	disableMetadata                                bool
+	verbose                                        bool
+}
+
+// listFlag is a flag that may be repeated, each use adding values (argparse's
+// nargs="+", action="append").
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// optFlag is a flag with an optional value (argparse's nargs="?" with const): given
+// alone it takes bare, given as --flag=v it takes v.
+type optFlag struct {
+	val, bare string
+	set       bool
+}
+
+func (o *optFlag) String() string { return o.val }
+func (o *optFlag) Set(v string) error {
+	o.set = true
+	if v == "true" {
+		v = o.bare
+	}
+	o.val = v
+	return nil
+}
+func (o *optFlag) IsBoolFlag() bool { return true }
+
+func (c *config) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.baseDir, "base-directory", "", "base folder holding models/, input/, output/, temp/ and user/ (default: the working directory)")
+	fs.StringVar(&c.outputDir, "output-directory", "", "output folder (default: BASE/output)")
+	fs.StringVar(&c.inputDir, "input-directory", "", "input folder (default: BASE/input)")
+	fs.StringVar(&c.tempDir, "temp-directory", "", "folder under which temp/ is made (default: BASE)")
+	fs.StringVar(&c.userDir, "user-directory", "", "user data folder (default: BASE/user)")
+	fs.Var(&c.extraModelPaths, "extra-model-paths-config", "extra_model_paths.yaml file (repeatable)")
+	fs.BoolVar(&c.cpu, "cpu", false, "run on the CPU (the only backend of this build)")
+	fs.IntVar(&c.cacheLRU, "cache-lru", 0, "keep up to N node outputs, least recently used evicted first")
+	fs.BoolVar(&c.cacheNone, "cache-none", false, "keep no node outputs between prompts")
+	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
+	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
+}
+
+// dirs resolves the folders as ComfyUI's folder_paths does: everything under the base
+// directory unless given, and the temp folder a "temp" child of --temp-directory.
+func (c *config) dirs() (server.Dirs, string, error) {
+	base := c.baseDir
+	if base == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return server.Dirs{}, "", err
+		}
+		base = wd
+	}
+	base, err := filepath.Abs(base)
+	if err != nil {
+		return server.Dirs{}, "", err
+	}
+	pick := func(given, def string) (string, error) {
+		if given == "" {
+			return def, nil
+		}
+		return filepath.Abs(given)
+	}
+	var d server.Dirs
+	if d.Output, err = pick(c.outputDir, filepath.Join(base, "output")); err != nil {
+		return d, "", err
+	}
+	if d.Input, err = pick(c.inputDir, filepath.Join(base, "input")); err != nil {
+		return d, "", err
+	}
+	tempParent, err := pick(c.tempDir, base)
+	if err != nil {
+		return d, "", err
+	}
+	d.Temp = filepath.Join(tempParent, "temp")
+	if d.User, err = pick(c.userDir, filepath.Join(base, "user")); err != nil {
+		return d, "", err
+	}
+	return d, base, nil
+}
+
+func (c *config) cacheOptions() (executor.CacheOptions, error) {
+	switch {
+	case c.cacheNone && c.cacheLRU > 0:
+		return executor.CacheOptions{}, fmt.Errorf("--cache-none and --cache-lru exclude each other")
+	case c.cacheNone:
+		return executor.CacheOptions{Mode: executor.CacheNone}, nil
+	case c.cacheLRU > 0:
+		return executor.CacheOptions{Mode: executor.CacheLRU, LRUSize: c.cacheLRU}, nil
+	case c.cacheLRU < 0:
+		return executor.CacheOptions{}, fmt.Errorf("--cache-lru must be positive, got %d", c.cacheLRU)
+	}
+	return executor.CacheOptions{Mode: executor.CacheClassic}, nil
+}
+
+func (c *config) logger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// env is what serve and run build from a config.
+type env struct {
+	dirs     server.Dirs
+	base     string
+	registry *nodes.Registry
+	models   *folders.Paths
+}
+
+func (c *config) env() (*env, error) {
+	d, base, err := c.dirs()
+	if err != nil {
+		return nil, err
+	}
+	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths})
+	if err != nil {
+		return nil, err
+	}
+	reg := nodes.NewRegistry()
+	if err := builtin.Register(reg, builtin.Options{Dirs: nodeDirs(d)}); err != nil {
+		return nil, err
+	}
+	return &env{dirs: d, base: base, registry: reg, models: models}, nil
+}
+
+func nodeDirs(d server.Dirs) nodes.Dirs {
+	return nodes.Dirs{Output: d.Output, Input: d.Input, Temp: d.Temp}
+}
+
+// parseFlags parses a subcommand's flags, reporting a usage error as exit code 2.
+func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
+}
+

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runCLI runs the program in-process with its output captured.
+func runCLI(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+const workflowsDir = "../../workflows"
+
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{nil, exitUsage},
+		{[]string{"frobnicate"}, exitUsage},
+		{[]string{"help"}, exitOK},
+		{[]string{"run"}, exitUsage},
+		{[]string{"validate"}, exitUsage},
+		{[]string{"convert"}, exitUsage},
+		{[]string{"run", "--no-such-flag", "x"}, exitUsage},
+		{[]string{"run", "/no/such/file.json"}, exitUsage},
+		{[]string{"serve", "extra"}, exitUsage},
+		{[]string{"run", "--cache-none", "--cache-lru", "3", workflowsDir}, exitUsage},
+	} {
+		code, _, _ := runCLI(t, context.Background(), tc.args...)
+		if code != tc.code {
+			t.Errorf("%v: exit %d, want %d", tc.args, code, tc.code)
+		}
+	}
+}
+
+func TestWorkflowsRun(t *testing.T) {
+	base := t.TempDir()
+	code, out, errOut := runCLI(t, context.Background(), "run", "--base-directory", base, workflowsDir)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"WORKFLOW", "blend_ui.json", "invert_api.json", "blur_sharpen_api.json", "3 of 3 workflows succeeded", "SaveImage #"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"examples/invert_00001_.png", "examples/blend_00001_.png", "examples/blur_sharpen_00001_.png", "examples/blur_sharpen_00002_.png"} {
+		if _, err := os.Stat(filepath.Join(base, "output", f)); err != nil {
+			t.Errorf("output %s missing: %v", f, err)
+		}
+	}
+	// The blend is half red, half blue.
+	img := decodePNG(t, filepath.Join(base, "output", "examples/blend_00001_.png"))
+	r, g, b, _ := img.At(10, 10).RGBA()
+	if d := int(r>>8) - 128; d < -1 || d > 1 || g>>8 != 0 || int(b>>8)-128 < -1 || int(b>>8)-128 > 1 {
+		t.Errorf("blend pixel (%d,%d,%d), want about (128,0,128)", r>>8, g>>8, b>>8)
+	}
+
+	// The LoadImage examples need an input image.
+	in := filepath.Join(base, "input")
+	os.MkdirAll(in, 0o755)
+	writePNG(t, filepath.Join(in, "example.png"), 40, 30)
+	code, out, errOut = runCLI(t, context.Background(), "run", "--base-directory", base, filepath.Join(workflowsDir, "input-image"))
+	if code != exitOK {
+		t.Fatalf("input-image: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(base, "output", "examples/loaded_mask_00001_.png")); err != nil {
+		t.Error(err)
+	}
+}
+
+func writePNG(t *testing.T, path string, w, h int) {
+	t.Helper()
+	m := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			m.SetNRGBA(x, y, color.NRGBA{uint8(x * 6), uint8(y * 8), 100, uint8(255 - x)})
+		}
+	}
+	var buf bytes.Buffer
+	png.Encode(&buf, m)
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func decodePNG(t *testing.T, path string) image.Image {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func writeText(t *testing.T, path, text string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const goodPrompt = `{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+	"2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "t"}}}`
+
+func TestRunFailures(t *testing.T) {
+	base := t.TempDir()
+	dir := t.TempDir()
+	bad := writeText(t, filepath.Join(dir, "a_bad.json"), `{"1": {"class_type": "NoSuchNode", "inputs": {}}}`)
+	broken := writeText(t, filepath.Join(dir, "b_broken.json"), `{"1": `)
+	good := writeText(t, filepath.Join(dir, "c_good.json"), goodPrompt)
+
+	code, out, _ := runCLI(t, context.Background(), "run", "--base-directory", base, bad, broken, good)
+	if code != exitFailed {
+		t.Fatalf("exit %d, want %d", code, exitFailed)
+	}
+	if !strings.Contains(out, "NoSuchNode does not exist") || strings.Count(out, "skipped") != 2 {
+		t.Fatalf("without --continue-on-error the rest must be skipped:\n%s", out)
+	}
+	code, out, _ = runCLI(t, context.Background(), "run", "--continue-on-error", "--base-directory", base, dir)
+	if code != exitFailed {
+		t.Fatalf("exit %d, want %d", code, exitFailed)
+	}
+	if !strings.Contains(out, "1 of 3 workflows succeeded") || strings.Contains(out, "skipped") {
+		t.Fatalf("--continue-on-error must run every file:\n%s", out)
+	}
+}
+
+func TestRunInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir := t.TempDir()
+	good := writeText(t, filepath.Join(dir, "good.json"), goodPrompt)
+	code, out, _ := runCLI(t, ctx, "run", "--base-directory", t.TempDir(), good, good)
+	if code != exitFailed || !strings.Contains(out, "interrupted") || !strings.Contains(out, "skipped") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeText(t, filepath.Join(dir, "bad.json"), `{"1": {"class_type": "NoSuchNode", "inputs": {}}}`)
+	good := filepath.Join(workflowsDir, "blend_ui.json")
+	code, out, _ := runCLI(t, context.Background(), "validate", good)
+	if code != exitOK || !strings.HasPrefix(out, "ok ") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	code, out, _ = runCLI(t, context.Background(), "validate", "--json", good, bad)
+	if code != exitFailed {
+		t.Fatalf("exit %d, want failure", code)
+	}
+	var rep map[string]struct {
+		Valid      bool           `json:"valid"`
+		Outputs    []string       `json:"outputs"`
+		Error      map[string]any `json:"error"`
+		NodeErrors map[string]any `json:"node_errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	if r := rep[good]; !r.Valid || len(r.Outputs) != 1 || r.Outputs[0] != "4" || r.Error != nil {
+		t.Errorf("good: %+v", r)
+	}
+	r := rep[bad]
+	if r.Valid || r.Error["type"] != "invalid_prompt" || r.Error["message"] != "Cannot execute because node NoSuchNode does not exist." || r.NodeErrors == nil {
+		t.Errorf("bad: %+v", r)
+	}
+	for _, k := range []string{"type", "message", "details", "extra_info"} {
+		if _, ok := r.Error[k]; !ok {
+			t.Errorf("error lacks ComfyUI's %q", k)
+		}
+	}
+}
+
+func TestNodesCommand(t *testing.T) {
+	code, out, _ := runCLI(t, context.Background(), "nodes", "--json")
+	if code != exitOK {
+		t.Fatal(code)
+	}
+	var info map[string]map[string]any
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info["SaveImage"]["output_node"] != true || info["SaveImage"]["name"] != "SaveImage" {
+		t.Fatalf("SaveImage entry: %v", info["SaveImage"])
+	}
+	code, out, _ = runCLI(t, context.Background(), "nodes")
+	if code != exitOK || !strings.Contains(out, "SaveImage") || !strings.Contains(out, "CATEGORY") {
+		t.Fatalf("table: %s", out)
+	}
+
+	code, out, _ = runCLI(t, context.Background(), "nodes", "--coverage", "--json")
+	if code != exitOK {
+		t.Fatal(code)
+	}
+	var cov coverage
+	if err := json.Unmarshal([]byte(out), &cov); err != nil {
+		t.Fatal(err)
+	}
+	if cov.Total != len(comfyUINodes) || len(cov.Implemented)+len(cov.Missing) != cov.Total {
+		t.Fatalf("coverage totals %d = %d + %d", cov.Total, len(cov.Implemented), len(cov.Missing))
+	}
+	has := func(list []string, s string) bool {
+		for _, x := range list {
+			if x == s {
+				return true
+			}
+		}
+		return false
+	}
+	if !has(cov.Implemented, "SaveImage") || !has(cov.Missing, "KSamplerAdvanced") && !has(cov.Implemented, "KSamplerAdvanced") {
+		t.Fatalf("coverage lists: %+v", cov)
+	}
+	code, out, _ = runCLI(t, context.Background(), "nodes", "--coverage")
+	if code != exitOK || !strings.Contains(out, "nodes implemented:") {
+		t.Fatalf("coverage text: %s", out)
+	}
+}
+
+func TestConvert(t *testing.T) {
+	code, out, errOut := runCLI(t, context.Background(), "convert", filepath.Join(workflowsDir, "blend_ui.json"))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var p map[string]struct {
+		ClassType string         `json:"class_type"`
+		Inputs    map[string]any `json:"inputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(p) != 4 || p["3"].ClassType != "ImageBlend" || p["3"].Inputs["blend_mode"] != "normal" || p["3"].Inputs["blend_factor"] != 0.5 {
+		t.Fatalf("prompt %s", out)
+	}
+	if l, ok := p["3"].Inputs["image2"].([]any); !ok || l[0] != "2" || l[1] != float64(0) {
+		t.Fatalf("link image2 = %v", p["3"].Inputs["image2"])
+	}
+	if p["1"].Inputs["color"] != float64(16711680) || p["4"].Inputs["filename_prefix"] != "examples/blend" {
+		t.Fatalf("widgets: %s", out)
+	}
+	bad := writeText(t, filepath.Join(t.TempDir(), "x.json"), `[1, 2]`)
+	if code, _, _ := runCLI(t, context.Background(), "convert", bad); code != exitFailed {
+		t.Fatalf("bad file: exit %d", code)
+	}
+}
+
+func TestServe(t *testing.T) {
+	base := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- serve(ctx, []string{"--base-directory", base, "--port", "0", "--enable-cors-header"}, io.Discard, &errb, func(a string) { addrc <- a })
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, errb.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	url := "http://" + addr
+	resp, err := http.Get(url + "/api/system_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("system_stats %d %v", resp.StatusCode, resp.Header)
+	}
+	resp.Body.Close()
+	resp, err = http.Post(url+"/prompt", "application/json", strings.NewReader(`{"prompt": `+goodPrompt+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans struct {
+		PromptID string `json:"prompt_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&ans)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || ans.PromptID == "" {
+		t.Fatalf("POST /prompt: %d", resp.StatusCode)
+	}
+	// The worker runs it: the history fills in.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url + "/history/" + ans.PromptID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h map[string]any
+		json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if len(h) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("prompt never finished")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(base, "output", "t_00001_.png")); err != nil {
+		t.Error(err)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("serve exit %d: %s", code, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+	if _, err := os.Stat(filepath.Join(base, "user", "forgeflow.db")); err != nil {
+		t.Errorf("queue database not in the user folder: %v", err)
+	}
+}

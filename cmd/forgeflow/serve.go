@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/executor/store"
+	"github.com/forgeflow/forgeflow/server"
+	"github.com/forgeflow/forgeflow/weights/memory"
+)
+
+// comfyUIVersion is the ComfyUI release whose API this server speaks.
+const comfyUIVersion = "0.3.64"
+
+// serveOptions are serve's own flags besides the shared config.
+type serveOptions struct {
+	listen        optFlag
+	port          int
+	maxUploadMB   float64
+	cors          optFlag
+	frontEndRoot  string
+	queueDB       string
+	shutdownGrace time.Duration
+	// ready, when set (tests), receives the address the server listens on.
+	ready func(addr string)
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return serve(ctx, args, stdout, stderr, nil)
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(string)) int {
+	var cfg config
+	so := serveOptions{listen: optFlag{val: "127.0.0.1", bare: "0.0.0.0"}, cors: optFlag{bare: "*"}, ready: ready}
+	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfg.register(fl)
+	fl.Var(&so.listen, "listen", "addresses to listen on, comma-separated; --listen alone means 0.0.0.0")
+	fl.IntVar(&so.port, "port", 8188, "port to listen on (0 picks a free one)")
+	fl.Float64Var(&so.maxUploadMB, "max-upload-size", 100, "largest upload in MB")
+	fl.Var(&so.cors, "enable-cors-header", "allow cross-origin requests from this origin; alone it means '*'")
+	fl.StringVar(&so.frontEndRoot, "front-end-root", "", "folder of the editor's files to serve at /")
+	fl.StringVar(&so.queueDB, "queue-db", "", "queue and history database (default: USER/forgeflow.db)")
+	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "forgeflow serve: unexpected arguments %q\n", fl.Args())
+		return exitUsage
+	}
+	log := cfg.logger(stderr)
+	if err := runServer(ctx, &cfg, &so, log); err != nil {
+		log.Error("server stopped", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Logger) error {
+	cache, err := cfg.cacheOptions()
+	if err != nil {
+		return err
+	}
+	e, err := cfg.env()
+	if err != nil {
+		return err
+	}
+	// ComfyUI empties its temp folder at start (main.py cleanup_temp); it is always a
+	// "temp" folder of its own, never one the user named.
+	if err := os.RemoveAll(e.dirs.Temp); err != nil {
+		log.Warn("cannot empty temp folder", "dir", e.dirs.Temp, "err", err)
+	}
+	for _, d := range []string{e.dirs.Output, e.dirs.Input, e.dirs.Temp, e.dirs.User} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	dbPath := so.queueDB
+	if dbPath == "" {
+		dbPath = filepath.Join(e.dirs.User, "forgeflow.db")
+	}
+	st, err := store.Open(dbPath, store.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	mem := memory.New(memory.Options{Logger: log})
+	cache.AvailableRAM = func() (uint64, error) {
+		s := mem.Stats()
+		if s.RAMFree <= 0 {
+			return 0, errors.New("available RAM unknown")
+		}
+		return uint64(s.RAMFree), nil
+	}
+	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: nodeDirs(e.dirs),
+		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+	if err != nil {
+		return err
+	}
+	var static fs.FS
+	if so.frontEndRoot != "" {
+		static = os.DirFS(so.frontEndRoot)
+	}
+	srv, err := server.New(server.Options{
+		Logger: log, Dirs: e.dirs, Nodes: e.registry, Models: e.models, Memory: mem, Static: static,
+		Queue:         &server.EngineQueue{Engine: eng, Validate: validator(e.registry)},
+		MaxUploadSize: int64(so.maxUploadMB * 1024 * 1024),
+		CORSOrigin:    so.cors.val,
+		Version:       comfyUIVersion,
+		Argv:          os.Args,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var listeners []net.Listener
+	for _, host := range strings.Split(so.listen.val, ",") {
+		host = strings.TrimSpace(host)
+		if host == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(so.port)))
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		listeners = append(listeners, ln)
+	}
+	if len(listeners) == 0 {
+		return fmt.Errorf("--listen names no address")
+	}
+
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := eng.Run(runCtx); err != nil {
+			log.Error("executor stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		srv.Forward(runCtx, eng)
+	}()
+
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		log.Info("listening", "url", "http://"+ln.Addr().String())
+		if so.ready != nil {
+			so.ready(ln.Addr().String())
+		}
+		go func(ln net.Listener) { errc <- hs.Serve(ln) }(ln)
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+	}
+	// Stop taking requests, close websockets, then interrupt the running prompt: the
+	// executor hands it back to the queue, so it runs again on the next start.
+	shutCtx, cancel := context.WithTimeout(context.Background(), so.shutdownGrace)
+	defer cancel()
+	srv.Close()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	stopRun()
+	wg.Wait()
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
