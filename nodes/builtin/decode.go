@@ -246,6 +246,9 @@ func decodeGIF(data []byte) ([]frame, error) {
 		r := g.Image[0].Bounds()
 		w, h = r.Max.X, r.Max.Y
 	}
+	if int64(len(g.Image))*int64(w)*int64(h) > MaxValues/3 {
+		return nil, fmt.Errorf("decode gif: %d frames of %dx%d are too many pixels", len(g.Image), w, h)
+	}
 	screen := image.Rect(0, 0, w, h)
 	canvas := image.NewNRGBA(screen)
 	var bg color.Color = color.NRGBA{}
