@@ -34,7 +34,7 @@ type CacheOptions struct {
 	// with MinFreeRAM, the engine evicts cached outputs (least recently used first)
 	// before each node while available memory is below MinFreeRAM, as ComfyUI's
 	// RAM-pressure cache does. The executor cannot measure memory itself: it must not
-	// know what its outputs hold.
+	// know what its outputs hold. A reader that fails is taken as no pressure.
 	AvailableRAM func() (uint64, error)
 	MinFreeRAM   uint64
 }

@@ -620,7 +620,7 @@ func TestGeneratedPromptID(t *testing.T) {
 	if h := waitHistory(t, e, job.ID); h.Status.StatusStr != executor.StatusSuccess {
 		t.Errorf("status %+v", h.Status)
 	}
-	if executor.NewPromptID() == executor.NewPromptID() {
+	if a, b := executor.NewPromptID(), executor.NewPromptID(); a == b {
 		t.Error("two generated ids are equal")
 	}
 }

@@ -186,9 +186,7 @@ func newFixture(t testing.TB) *fixture {
 		schema: &graph.Schema{Name: "Panic", OutputNode: true, Inputs: []graph.Input{{Name: "value", Type: "INT"}}},
 		run: func(_ context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
 			fx.runs.add(env.NodeID)
-			var m map[string]int
-			m["boom"]++ // nil map write
-			return nodes.Result{}, nil
+			panic(fmt.Sprintf("boom in node %s", env.NodeID))
 		},
 	})
 	must(&fake{

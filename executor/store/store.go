@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/forgeflow/forgeflow/executor"
 )
@@ -282,7 +283,7 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 			return nil
 		})
 		if err != nil {
-			if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+			if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 				return nil, executor.ErrClosed
 			}
 			return nil, err
