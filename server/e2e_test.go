@@ -39,7 +39,7 @@ func engineServer(t *testing.T) (*testServer, *executor.Engine) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { eng.Run(ctx); done <- struct{}{} }()
-	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: BasicValidator(reg)}})
+	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: GraphValidator(reg)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +171,8 @@ func TestEngineQueueRejects(t *testing.T) {
 	}{
 		{"unknown class", `{"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}`, "invalid_prompt"},
 		{"no outputs", `{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}`, "prompt_no_outputs"},
+		{"bad input", `{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}},
+			"2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}}`, "prompt_outputs_failed_validation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := ts.do(t, "POST", "/prompt", strings.NewReader(tc.body))
@@ -186,6 +188,9 @@ func TestEngineQueueRejects(t *testing.T) {
 			json.Unmarshal(rec.Body.Bytes(), &ans)
 			if ans.Error.Type != tc.typ || ans.NodeErrors == nil {
 				t.Fatalf("answer %s, want error type %s", rec.Body, tc.typ)
+			}
+			if tc.typ == "prompt_outputs_failed_validation" && !strings.Contains(rec.Body.String(), `"value_smaller_than_min"`) {
+				t.Fatalf("node_errors lack the width error: %s", rec.Body)
 			}
 		})
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
@@ -201,33 +200,32 @@ func newRejection(typ, msg, details string) *Rejection {
 	return &Rejection{Err: e, NodeErrors: json.RawMessage("{}")}
 }
 
-// BasicValidator is the first phase of ComfyUI's validate_prompt: every class exists,
-// and at least one output node is selected. It stands in where the full input
-// validation (graph's) is not wired.
-func BasicValidator(schemas graph.Schemas) Validator {
+// GraphValidator validates prompts with graph.ValidatePartial: ComfyUI's
+// validate_prompt with its error shapes (invalid_prompt, prompt_no_outputs,
+// prompt_outputs_failed_validation and per-node node_errors).
+func GraphValidator(schemas graph.Schemas) Validator {
 	return func(p graph.Prompt, partial []string) ([]string, json.RawMessage, error) {
-		ids := make([]string, 0, len(p))
-		for id := range p {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		var outputs []string
-		for _, id := range ids {
-			n := p[id]
-			if n == nil || n.ClassType == "" {
-				return nil, nil, newRejection("invalid_prompt", "Cannot execute because a node is missing the class_type property.", fmt.Sprintf("Node ID '#%s'", id))
+		res := graph.ValidatePartial(p, schemas, partial)
+		if !res.OK() {
+			body := res.Body()
+			e, err := json.Marshal(body["error"])
+			if err != nil {
+				return nil, nil, err
 			}
-			sch, ok := schemas.Schema(n.ClassType)
-			if !ok {
-				return nil, nil, newRejection("invalid_prompt", fmt.Sprintf("Cannot execute because node %s does not exist.", n.ClassType), fmt.Sprintf("Node ID '#%s'", id))
+			ne, err := json.Marshal(body["node_errors"])
+			if err != nil {
+				return nil, nil, err
 			}
-			if sch.OutputNode && (partial == nil || slices.Contains(partial, id)) {
-				outputs = append(outputs, id)
+			return nil, nil, &Rejection{Err: e, NodeErrors: ne}
+		}
+		ne := json.RawMessage("{}")
+		if len(res.NodeErrors) > 0 {
+			b, err := json.Marshal(res.NodeErrors)
+			if err != nil {
+				return nil, nil, err
 			}
+			ne = b
 		}
-		if len(outputs) == 0 {
-			return nil, nil, newRejection("prompt_no_outputs", "Prompt has no outputs", "")
-		}
-		return outputs, json.RawMessage("{}"), nil
+		return res.Outputs, ne, nil
 	}
 }

@@ -17,7 +17,7 @@ import (
 // validator returns the check POST /prompt, run and validate apply before running a
 // prompt.
 func validator(reg *nodes.Registry) server.Validator {
-	return server.BasicValidator(reg)
+	return server.GraphValidator(reg)
 }
 
 // workflowExts are the files a folder argument contributes.
