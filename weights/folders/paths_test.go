@@ -269,3 +269,36 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentUse(t *testing.T) {
+	base := t.TempDir()
+	touch(t, base, "models/loras/a.safetensors")
+	p, err := New(Options{BaseDir: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := t.TempDir()
+	touch(t, extra, "b.safetensors")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 50 {
+			p.AddDir("loras", extra, false)
+			p.AddDir("new_folder", extra, false)
+		}
+	}()
+	for range 50 {
+		if _, err := p.List("loras"); err != nil {
+			t.Error(err)
+		}
+		if _, err := p.Resolve("loras", "a.safetensors"); err != nil {
+			t.Error(err)
+		}
+		_ = p.Folders()
+	}
+	<-done
+	got, _ := p.List("loras")
+	if !slices.Equal(got, []string{"a.safetensors", "b.safetensors"}) {
+		t.Fatalf("List = %q", got)
+	}
+}
