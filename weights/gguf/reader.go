@@ -491,7 +491,13 @@ type File struct {
 	region *mmap.Region
 	header *Header
 	index  map[string]int
+	shapes map[string][]int64 // OrigShapeKey overrides, validated
 }
+
+// OrigShapeKey prefixes the metadata key (OrigShapeKey + tensor name, an array of int32)
+// in which ComfyUI-GGUF's converter records the PyTorch shape of a tensor it reshaped
+// before quantizing (tools/convert.py; read by get_orig_shape in loader.py).
+const OrigShapeKey = "comfy.gguf.orig_shape."
 
 // Open maps the named file and validates its header and tensor table.
 func Open(path string) (*File, error) {
@@ -526,11 +532,39 @@ func newFile(name string, r *mmap.Region) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{name: name, region: r, header: h, index: make(map[string]int, len(h.Tensors))}
+	f := &File{name: name, region: r, header: h, index: make(map[string]int, len(h.Tensors)), shapes: map[string][]int64{}}
 	for i, t := range h.Tensors {
 		f.index[t.Name] = i
+		kv, ok := h.Metadata.Get(OrigShapeKey + t.Name)
+		if !ok {
+			continue
+		}
+		// ComfyUI-GGUF refuses anything but an array of int32 here; so do we, and the
+		// element count must match the stored tensor's.
+		a, isArr := kv.Value.(Array)
+		dims, isI32 := a.Values.([]int32)
+		if !isArr || !isI32 {
+			return nil, &weights.FormatError{Format: "gguf", File: name, Tensor: t.Name, Offset: -1, Msg: fmt.Sprintf("%s%s must be an array of int32", OrigShapeKey, t.Name)}
+		}
+		shape := make([]int64, len(dims))
+		for j, d := range dims {
+			shape[j] = int64(d)
+		}
+		if n, ok := weights.ShapeElements(shape, math.MaxInt64); !ok || n != t.NumElements() {
+			return nil, &weights.FormatError{Format: "gguf", File: name, Tensor: t.Name, Offset: -1, Msg: fmt.Sprintf("original shape %v does not hold the %d stored elements", shape, t.NumElements())}
+		}
+		f.shapes[t.Name] = shape
 	}
 	return f, nil
+}
+
+// TorchShape returns the tensor's PyTorch shape as ComfyUI-GGUF loads it: the recorded
+// original shape (OrigShapeKey) when present, else the dims reversed.
+func (f *File) TorchShape(t TensorInfo) []int64 {
+	if s, ok := f.shapes[t.Name]; ok {
+		return append([]int64(nil), s...)
+	}
+	return t.Shape()
 }
 
 // Name returns the path the file was opened with.
@@ -542,8 +576,8 @@ func (f *File) Header() *Header { return f.header }
 // Metadata returns the key/value pairs in file order.
 func (f *File) Metadata() Metadata { return f.header.Metadata }
 
-// Tensors lists every tensor in header order as weights.TensorInfo: PyTorch-order shape,
-// the ggml type name as DType, absolute offset and byte size.
+// Tensors lists every tensor in header order as weights.TensorInfo: the PyTorch shape
+// (TorchShape), the ggml type name as DType, absolute offset and byte size.
 func (f *File) Tensors() []weights.TensorInfo {
 	out := make([]weights.TensorInfo, len(f.header.Tensors))
 	for i, t := range f.header.Tensors {
@@ -553,7 +587,7 @@ func (f *File) Tensors() []weights.TensorInfo {
 }
 
 func (f *File) weightsInfo(t TensorInfo) weights.TensorInfo {
-	return weights.TensorInfo{Name: t.Name, DType: t.Type.DType(), Shape: t.Shape(), Offset: f.header.DataOffset + int64(t.Offset), Size: t.Size}
+	return weights.TensorInfo{Name: t.Name, DType: t.Type.DType(), Shape: f.TorchShape(t), Offset: f.header.DataOffset + int64(t.Offset), Size: t.Size}
 }
 
 // Info returns the GGUF tensor info of the named tensor.

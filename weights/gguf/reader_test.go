@@ -310,3 +310,42 @@ func TestTypeTable(t *testing.T) {
 		t.Errorf("Q6_K row of 100: no error")
 	}
 }
+
+// TestOrigShape covers ComfyUI-GGUF's comfy.gguf.orig_shape.<name> key: a reshaped tensor
+// reports its original PyTorch shape; a malformed key is refused.
+func TestOrigShape(t *testing.T) {
+	data := make([]byte, 4*256*2)
+	tensors := []WriteTensor{{Name: "conv.weight", Type: TypeF32, Dims: []uint64{256, 2}, Data: data}}
+	tests := []struct {
+		name string
+		kv   KV
+		want []int64
+		err  string
+	}{
+		{"reshaped", KV{OrigShapeKey + "conv.weight", TypeArray, Array{TypeInt32, []int32{8, 4, 4, 4}}}, []int64{8, 4, 4, 4}, ""},
+		{"absent", KV{"other", TypeUint8, uint8(1)}, []int64{2, 256}, ""},
+		{"wrong type", KV{OrigShapeKey + "conv.weight", TypeArray, Array{TypeInt64, []int64{8, 4, 4, 4}}}, nil, "must be an array of int32"},
+		{"wrong count", KV{OrigShapeKey + "conv.weight", TypeArray, Array{TypeInt32, []int32{8, 4, 4}}}, nil, "does not hold the 512 stored elements"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := Write(&buf, []KV{tc.kv}, tensors); err != nil {
+				t.Fatal(err)
+			}
+			f, err := OpenBytes("o.gguf", buf.Bytes())
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Tensors()[0].Shape; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("shape %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
