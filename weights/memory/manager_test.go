@@ -281,6 +281,10 @@ func TestDevicesAndFreeMemory(t *testing.T) {
 	if len(m.Stats().Devices) != 0 {
 		t.Fatal("cpu-only manager reports devices")
 	}
+	cpu := m.Stats().ComfyUIDevices()
+	if len(cpu) != 1 || cpu[0].Type != "cpu" || cpu[0].Index != -1 || cpu[0].VRAMTotal != 4000*1024 || cpu[0].TorchVRAMFree != 1000*1024 {
+		t.Fatalf("cpu device = %+v", cpu)
+	}
 	d := &fakeDevice{}
 	m.AddDevice(d)
 	var c counter
@@ -288,7 +292,7 @@ func TestDevicesAndFreeMemory(t *testing.T) {
 	h.Release()
 	m.FreeMemory()
 	st := m.Stats()
-	if len(st.Devices) != 1 || st.Devices[0].VRAMFree != 6<<30 || d.freed.Load() != 1 {
+	if len(st.Devices) != 1 || st.Devices[0].VRAMFree != 6<<30 || d.freed.Load() != 1 || st.ComfyUIDevices()[0].Type != "cuda" {
 		t.Fatalf("devices %+v freed %d", st.Devices, d.freed.Load())
 	}
 	if c.closed("a") != 1 || len(st.Models) != 0 {

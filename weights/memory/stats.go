@@ -52,6 +52,18 @@ type Stats struct {
 	Models    []ModelStats // most recently used first
 }
 
+// ComfyUIDevices returns the "devices" list of ComfyUI's /system_stats: the registered
+// devices, or, on a CPU-only run, one "cpu" entry whose VRAM numbers are the RAM ones
+// (ComfyUI's model_management reports the CPU that way; its index is null, which
+// Index -1 stands for here).
+func (s Stats) ComfyUIDevices() []DeviceStats {
+	if len(s.Devices) > 0 {
+		return s.Devices
+	}
+	return []DeviceStats{{Name: "cpu", Type: "cpu", Index: -1,
+		VRAMTotal: s.RAMTotal, VRAMFree: s.RAMFree, TorchVRAMTotal: s.RAMTotal, TorchVRAMFree: s.RAMFree}}
+}
+
 // AddDevice registers a device whose memory Stats reports.
 func (m *Manager) AddDevice(d Device) {
 	m.mu.Lock()
