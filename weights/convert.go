@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"sync"
 )
 
 // F16ToF32 converts an IEEE 754 binary16 value to float32 exactly.
@@ -23,6 +24,26 @@ func F16ToF32(h uint16) float32 {
 		return f
 	}
 	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
+}
+
+// f16Table maps every binary16 pattern to its float32 value: bulk conversion by lookup is
+// several times faster than bit manipulation per element. Built on first use, read-only.
+var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	var t [1 << 16]float32
+	for i := range t {
+		t[i] = F16ToF32(uint16(i))
+	}
+	return &t
+})
+
+// F16SliceToF32 converts len(dst) little-endian binary16 values from src (which must hold
+// at least 2*len(dst) bytes) to float32.
+func F16SliceToF32(dst []float32, src []byte) {
+	t := f16Table()
+	src = src[:2*len(dst)]
+	for i := range dst {
+		dst[i] = t[uint16(src[2*i])|uint16(src[2*i+1])<<8]
+	}
 }
 
 // F32ToF16 converts a float32 to binary16, rounding to nearest even (as torch's .half()).
@@ -123,9 +144,7 @@ func ToFloat32(dst []float32, src []byte, dt DType) error {
 			dst[i] = float32(math.Float64frombits(le.Uint64(src[8*i:])))
 		}
 	case F16:
-		for i := range dst {
-			dst[i] = F16ToF32(le.Uint16(src[2*i:]))
-		}
+		F16SliceToF32(dst, src)
 	case BF16:
 		for i := range dst {
 			dst[i] = BF16ToF32(le.Uint16(src[2*i:]))

@@ -154,3 +154,18 @@ func TestErrors(t *testing.T) {
 		t.Errorf("UnsupportedError = %q", got)
 	}
 }
+
+func TestF16SliceToF32(t *testing.T) {
+	src := make([]byte, 2<<16)
+	for h := 0; h < 1<<16; h++ {
+		src[2*h], src[2*h+1] = byte(h), byte(h>>8)
+	}
+	dst := make([]float32, 1<<16)
+	F16SliceToF32(dst, src)
+	for h := range dst {
+		want := F16ToF32(uint16(h))
+		if math.Float32bits(dst[h]) != math.Float32bits(want) {
+			t.Fatalf("%#04x: %g, want %g", h, dst[h], want)
+		}
+	}
+}

@@ -20,11 +20,7 @@ func dequantF32(dst []float32, src []byte) {
 	}
 }
 
-func dequantF16(dst []float32, src []byte) {
-	for i := range dst {
-		dst[i] = f16(src[2*i:])
-	}
-}
+func dequantF16(dst []float32, src []byte) { weights.F16SliceToF32(dst, src) }
 
 func dequantBF16(dst []float32, src []byte) {
 	for i := range dst {

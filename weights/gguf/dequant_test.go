@@ -110,7 +110,12 @@ func BenchmarkDequantize(b *testing.B) {
 	for _, typ := range []Type{TypeF16, TypeQ4_0, TypeQ8_0, TypeQ4_K, TypeQ6_K} {
 		b.Run(typ.String()+"/4096x64", func(b *testing.B) {
 			n := 4096 * 64
+			// Random bytes exercise every code path (subnormal, normal, every quant).
 			src := make([]byte, n/typ.BlockSize()*typ.TypeSize())
+			rng := rand.New(rand.NewPCG(5, 6))
+			for i := range src {
+				src[i] = byte(rng.UintN(256))
+			}
 			dst := make([]float32, n)
 			b.SetBytes(int64(len(src)))
 			for b.Loop() {
