@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/forgeflow/forgeflow/nodes"
@@ -67,9 +68,12 @@ type Engine struct {
 	now    func() time.Time
 	hub    *hub
 
-	// runMu serialises prompt execution (Run's worker and Execute).
-	runMu sync.Mutex
-	cache *outputCache
+	// runMu serialises prompt execution (Run's worker and Execute); worker is set
+	// while Run runs, so that a second Run is refused rather than lease a job it
+	// would only hold.
+	runMu  sync.Mutex
+	worker atomic.Bool
+	cache  *outputCache
 
 	mu      sync.Mutex
 	running *runningPrompt // the prompt being executed, or nil
@@ -274,13 +278,17 @@ func (e *Engine) Running() string {
 func (e *Engine) FreeMemory() { e.cache.clear() }
 
 // Run is the worker loop: it leases jobs from the queue and executes them one at a
-// time until ctx is done. A prompt still running when ctx ends is cancelled and handed
+// time until ctx is done. Only one Run may be active per engine. A prompt still running when ctx ends is cancelled and handed
 // back to the queue (Queue.Fail), so it runs again after a restart. Run returns nil
 // when ctx ends, or the queue's error.
 func (e *Engine) Run(ctx context.Context) error {
 	if err := e.needQueue(); err != nil {
 		return err
 	}
+	if !e.worker.CompareAndSwap(false, true) {
+		return errors.New("executor: run: a worker is already running")
+	}
+	defer e.worker.Store(false)
 	for {
 		job, err := e.queue.Lease(ctx)
 		if err != nil {

@@ -610,6 +610,12 @@ func TestGeneratedPromptID(t *testing.T) {
 	fx := newFixture(t)
 	e, _, stop := startWorker(t, fx, filepath.Join(t.TempDir(), "q.db"))
 	defer stop()
+	// Wait until the worker is up, then check that a second one is refused.
+	submit(t, e, "first", chain(1))
+	waitHistory(t, e, "first")
+	if err := e.Run(context.Background()); err == nil {
+		t.Error("a second Run was accepted")
+	}
 	job := &executor.Job{Prompt: chain(1)}
 	if _, err := e.Submit(context.Background(), job, executor.PushOptions{}); err != nil {
 		t.Fatal(err)
