@@ -613,7 +613,9 @@ func TestGeneratedPromptID(t *testing.T) {
 	// Wait until the worker is up, then check that a second one is refused.
 	submit(t, e, "first", chain(1))
 	waitHistory(t, e, "first")
-	if err := e.Run(context.Background()); err == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.Run(ctx); err == nil { // an accepted Run would return nil at the timeout
 		t.Error("a second Run was accepted")
 	}
 	job := &executor.Job{Prompt: chain(1)}
