@@ -76,6 +76,18 @@ func BenchmarkSGEMM(b *testing.B) {
 	}
 }
 
+// BenchmarkSGEMMBF16 runs the optional AVX512_BF16 dot-product path
+// (Options.BF16) on the same shapes; read it against FMAPeak/avx512bf16.
+func BenchmarkSGEMMBF16(b *testing.B) {
+	e, err := New(Options{BF16: true})
+	if err != nil {
+		b.Skip(err)
+	}
+	for _, sh := range benchShapes {
+		b.Run(fmt.Sprintf("bf16/%dx%dx%d", sh.m, sh.n, sh.k), func(b *testing.B) { benchSGEMM(b, e, sh) })
+	}
+}
+
 // BenchmarkSGEMMPath compares the forced paths on one size.
 func BenchmarkSGEMMPath(b *testing.B) {
 	sh := shape{1024, 1024, 1024}

@@ -71,3 +71,18 @@ func selectKernel(p Path) (kernel, error) {
 	}
 	return kernel{}, fmt.Errorf("gemm: unknown path %d", int(p))
 }
+
+// selectBF16Kernel returns the AVX512_BF16 kernel: the AVX-512 kernel's
+// blocking and helpers with a VDPBF16PS micro-kernel on bfloat16 pairs.
+func selectBF16Kernel(p Path) (kernel, error) {
+	if p != PathAuto && p != PathAVX512 {
+		return kernel{}, fmt.Errorf("gemm: bf16 dot products need path avx512, not %s", p)
+	}
+	if !hasAVX512BF16() {
+		return kernel{}, fmt.Errorf("gemm: bf16 dot products: cpu lacks AVX512_BF16")
+	}
+	k := avx512Kernel()
+	k.tile = tile12x32BF16
+	k.pairs = true
+	return k, nil
+}

@@ -13,3 +13,8 @@ func selectKernel(p Path) (kernel, error) {
 	}
 	return kernel{}, fmt.Errorf("gemm: path %s needs amd64", p)
 }
+
+// selectBF16Kernel reports that the bf16 dot-product path needs amd64.
+func selectBF16Kernel(p Path) (kernel, error) {
+	return kernel{}, fmt.Errorf("gemm: bf16 dot products need amd64 with AVX512_BF16")
+}

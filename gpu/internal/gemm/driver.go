@@ -1,8 +1,10 @@
 package gemm
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // kernel is one micro-kernel family with its register tile (mr×nr) and
@@ -20,6 +22,9 @@ type kernel struct {
 	// cvtF16 and cvtBF16 convert len(dst) 16-bit floats from little-endian
 	// src to float32.
 	cvtF16, cvtBF16 func(dst []float32, src []byte)
+	// pairs marks a bfloat16 dot-product kernel: packed slivers are
+	// rewritten by toBF16Pairs before tile reads them.
+	pairs bool
 	// decQ8_0 and decQ4_0 convert len(dst)/32 whole blocks.
 	decQ8_0, decQ4_0 func(dst []float32, src []byte)
 }
@@ -200,9 +205,11 @@ func (e *Engine) compute(p *problem, t task, ws *workspace) {
 		for pc := 0; pc < p.k; pc += depth {
 			kc := min(depth, p.k-pc)
 			kr.packB(ws.b, ws.row, &b, pc, kc, jc, nc, 0, (nc+kr.nr-1)/kr.nr)
+			kr.toPairs(ws.b, kc, kr.nr, 0, (nc+kr.nr-1)/kr.nr)
 			for ic := t.m0; ic < t.m1; ic += kr.mc {
 				mc := min(kr.mc, t.m1-ic)
 				packA(ws.a, &a, ic, mc, pc, kc, kr.mr)
+				kr.toPairs(ws.a, kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
 				kr.macro(ws.a, ws.b, ws.tile, c, p.ldc, ic, mc, jc, nc, kc, p.acc || pc > 0)
 			}
 		}
@@ -250,6 +257,47 @@ func (kr *kernel) macro(ap, bp, tile, c []float32, ldc, ic, mc, jc, nc, kc int, 
 			}
 		}
 	}
+}
+
+// toPairs rewrites slivers [s0, s1) of a packed buffer (each kc×w,
+// k-major) into (kc+1)/2 steps of w bfloat16 pairs when the kernel wants
+// pairs; see toBF16Pairs.
+func (kr *kernel) toPairs(buf []float32, kc, w, s0, s1 int) {
+	if !kr.pairs {
+		return
+	}
+	for s := s0; s < s1; s++ {
+		toBF16Pairs(buf[s*kc*w:(s+1)*kc*w], kc, w)
+	}
+}
+
+// toBF16Pairs rewrites a kc×w k-major sliver in place as (kc+1)/2 rows of
+// w 32-bit pairs: element (p2, i) holds bf16(x[2p2][i]) in its low half
+// and bf16(x[2p2+1][i]) (zero past kc) in its high half, the operand
+// layout of VDPBF16PS. Writing pair q only overwrites inputs already read,
+// so no scratch is needed.
+func toBF16Pairs(x []float32, kc, w int) {
+	u := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(x))), len(x))
+	for p2 := 0; p2 < (kc+1)/2; p2++ {
+		for i := 0; i < w; i++ {
+			lo := bf16Round(x[2*p2*w+i])
+			var hi uint32
+			if 2*p2+1 < kc {
+				hi = bf16Round(x[(2*p2+1)*w+i])
+			}
+			u[p2*w+i] = lo | hi<<16
+		}
+	}
+}
+
+// bf16Round rounds x to bfloat16 (round to nearest, ties to even; NaN
+// stays NaN) and returns its 16 bits.
+func bf16Round(x float32) uint32 {
+	b := math.Float32bits(x)
+	if b&0x7fffffff > 0x7f800000 {
+		return b>>16 | 0x40
+	}
+	return (b + 0x7fff + (b>>16)&1) >> 16
 }
 
 // packA copies rows [ic, ic+mc) × columns [pc, pc+kc) of op(A) into dst as

@@ -12,6 +12,9 @@ package gemm
 func tileAVX512(kc int, a, b, c *float32, ldc int, acc uintptr)
 
 //go:noescape
+func tileBF16AVX512(kc int, a, b, c *float32, ldc int, acc uintptr)
+
+//go:noescape
 func tileAVX2(kc int, a, b, c *float32, ldc int, acc uintptr)
 
 // fmaPeakAVX512 runs iters×12 independent 512-bit FMAs (384 flops each
@@ -118,4 +121,14 @@ func blockDec(asm func(dst *float32, src *byte, nblocks int), blockBytes int) fu
 		_ = src[nb*blockBytes-1]
 		asm(&dst[0], &src[0], nb)
 	}
+}
+
+// tile12x32BF16 runs tileBF16AVX512 on slivers that toBF16Pairs has
+// turned into (kc+1)/2 steps of bfloat16 pairs.
+func tile12x32BF16(kc int, a, b, c []float32, ldc int, acc bool) {
+	kc2 := (kc + 1) / 2
+	_ = a[kc2*12-1]
+	_ = b[kc2*32-1]
+	_ = c[11*ldc+31]
+	tileBF16AVX512(kc2, &a[0], &b[0], &c[0], ldc, b2u(acc))
 }

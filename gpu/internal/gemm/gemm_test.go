@@ -272,3 +272,61 @@ func TestParsePath(t *testing.T) {
 		}
 	}
 }
+
+// TestSGEMMBF16 checks the bfloat16 dot-product path against a float64
+// product of the bfloat16-rounded inputs (what the hardware multiplies),
+// with the float32 accumulation bound.
+func TestSGEMMBF16(t *testing.T) {
+	e, err := New(Options{BF16: true, Threads: 2})
+	if err != nil {
+		t.Skipf("bf16 path not available: %v", err)
+	}
+	small, err := New(Options{BF16: true, Threads: 2, Blocking: Blocking{KC: 16, MC: 24, NC: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	round := func(s []float32) []float32 {
+		o := make([]float32, len(s))
+		for i, v := range s {
+			o[i] = math.Float32frombits(bf16Round(v) << 16)
+		}
+		return o
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, e := range []*Engine{e, small} {
+		for _, sh := range testShapes() {
+			for _, acc := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%dx%dx%d/acc=%v", engineName(e), sh.m, sh.n, sh.k, acc), func(t *testing.T) {
+					m, n, k := sh.m, sh.n, sh.k
+					lda, ldb, ldc := k+1, n+2, n+3
+					a, b, c := randSlice(r, max(m*lda, 1)), randSlice(r, max(k*ldb, 1)), randSlice(r, max(m*ldc, 1))
+					want, mag := refGEMM(false, false, m, n, k, round(a), lda, round(b), ldb, c, ldc, acc)
+					if err := e.SGEMM(m, n, k, a, lda, b, ldb, c, ldc, acc); err != nil {
+						t.Fatal(err)
+					}
+					checkClose(t, m, n, k, c, ldc, want, mag)
+				})
+			}
+		}
+	}
+}
+
+func TestBF16Round(t *testing.T) {
+	for _, tc := range []struct {
+		in   uint32
+		want uint32
+	}{
+		{0x3f800000, 0x3f80}, // 1
+		{0x3f808000, 0x3f80}, // tie, even stays
+		{0x3f818000, 0x3f82}, // tie, odd rounds up
+		{0x3f808001, 0x3f81}, // above the tie
+		{0x7f7fffff, 0x7f80}, // max float rounds to +Inf
+		{0x7f800000, 0x7f80}, // +Inf
+		{0xff800001, 0xffc0}, // NaN stays NaN (quieted)
+		{0x80000000, 0x8000}, // -0
+	} {
+		if got := bf16Round(math.Float32frombits(tc.in)); got != tc.want {
+			t.Errorf("bf16Round(%#08x) = %#04x, want %#04x", tc.in, got, tc.want)
+		}
+	}
+}

@@ -33,11 +33,13 @@ func (e *Engine) runShared(p *problem, workers int) {
 			const group = 4
 			e.parallel(workers, (slivers+group-1)/group, func(ws *workspace, g int) {
 				kr.packB(bp, ws.row, &b, pc, kc, jc, nc, g*group, min(slivers, (g+1)*group))
+				kr.toPairs(bp, kc, kr.nr, g*group, min(slivers, (g+1)*group))
 			})
 			e.parallel(workers, nblk, func(ws *workspace, i int) {
 				ic := i * blk
 				mc := min(blk, p.m-ic)
 				packA(ws.a, &a, ic, mc, pc, kc, kr.mr)
+				kr.toPairs(ws.a, kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
 				kr.macro(ws.a, bp, ws.tile, c, p.ldc, ic, mc, jc, nc, kc, acc)
 			})
 		}
