@@ -6,54 +6,23 @@ import (
 	"io"
 	"os"
 
+	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/gguf"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/torch"
 )
 
-// DetectFile detects the model in a .safetensors or .gguf file (told apart by the GGUF
-// magic bytes). Only the header is parsed and, for an SD2.x UNet, one bias vector read.
+// DetectFile detects the model in a .safetensors, .gguf or PyTorch zip (.ckpt, .pt,
+// .pth, .bin) file, told apart by their first bytes. Only the header (for PyTorch files
+// the pickle) is decoded and, for an SD2.x UNet, one bias vector read.
 func DetectFile(path string) (*Model, error) {
 	magic, err := readMagic(path)
 	if err != nil {
 		return nil, fmt.Errorf("detect: %w", err)
 	}
-	var (
-		in     Input
-		closer io.Closer
-	)
-	if bytes.Equal(magic, []byte("GGUF")) {
-		f, err := gguf.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("detect: %w", err)
-		}
-		closer = f
-		in.Tensors = f.Tensors()
-		in.Metadata = map[string]string{}
-		if arch, ok := f.Metadata().String("general.architecture"); ok {
-			in.Metadata["general.architecture"] = arch
-		}
-		in.Values = func(name string) ([]float32, error) {
-			t, err := f.Tensor(name)
-			if err != nil {
-				return nil, err
-			}
-			return t.Float32()
-		}
-	} else {
-		f, err := safetensors.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("detect: %w", err)
-		}
-		closer = f
-		in.Tensors = f.Tensors()
-		in.Metadata = f.Metadata()
-		in.Values = func(name string) ([]float32, error) {
-			t, err := f.Tensor(name)
-			if err != nil {
-				return nil, err
-			}
-			return t.Float32()
-		}
+	in, closer, err := openInput(path, magic)
+	if err != nil {
+		return nil, fmt.Errorf("detect: %w", err)
 	}
 	defer closer.Close()
 	m, err := Detect(in)
@@ -61,6 +30,56 @@ func DetectFile(path string) (*Model, error) {
 		return nil, fmt.Errorf("%w: %s", err, path)
 	}
 	return m, nil
+}
+
+// tensorFile is what the three readers have in common.
+type tensorFile[T interface{ Float32() ([]float32, error) }] interface {
+	Tensors() []weights.TensorInfo
+	Tensor(name string) (T, error)
+	Close() error
+}
+
+func input[T interface{ Float32() ([]float32, error) }](f tensorFile[T]) Input {
+	return Input{
+		Tensors: f.Tensors(),
+		Values: func(name string) ([]float32, error) {
+			t, err := f.Tensor(name)
+			if err != nil {
+				return nil, err
+			}
+			return t.Float32()
+		},
+	}
+}
+
+func openInput(path string, magic []byte) (Input, io.Closer, error) {
+	switch {
+	case bytes.Equal(magic, []byte("GGUF")):
+		f, err := gguf.Open(path)
+		if err != nil {
+			return Input{}, nil, err
+		}
+		in := input(f)
+		in.Metadata = map[string]string{}
+		if arch, ok := f.Metadata().String("general.architecture"); ok {
+			in.Metadata["general.architecture"] = arch
+		}
+		return in, f, nil
+	case bytes.Equal(magic, []byte("PK\x03\x04")):
+		f, err := torch.Open(path)
+		if err != nil {
+			return Input{}, nil, err
+		}
+		return input(f), f, nil
+	default:
+		f, err := safetensors.Open(path)
+		if err != nil {
+			return Input{}, nil, err
+		}
+		in := input(f)
+		in.Metadata = f.Metadata()
+		return in, f, nil
+	}
 }
 
 func readMagic(path string) ([]byte, error) {
@@ -71,10 +90,10 @@ func readMagic(path string) ([]byte, error) {
 	defer f.Close()
 	b := make([]byte, 4)
 	n, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF {
-		if err == io.EOF {
-			return nil, fmt.Errorf("%s: empty file", path)
-		}
+	switch {
+	case err == io.EOF:
+		return nil, fmt.Errorf("%s: empty file", path)
+	case err != nil && err != io.ErrUnexpectedEOF:
 		return nil, err
 	}
 	return b[:n], nil
