@@ -63,7 +63,7 @@ func (e *nodeError) Unwrap() error { return e.err }
 
 // makePlan resolves the nodes that reach the job's outputs (all output nodes of the
 // prompt when the job names none), checks links and classes, coerces literals and
-// orders the nodes.
+// orders the nodes (graph.Order: deterministic Kahn order, cycles reported).
 func (e *Engine) makePlan(job *Job) (*plan, *nodeError) {
 	p := &plan{steps: map[string]*step{}}
 	outs := job.Outputs
@@ -118,11 +118,25 @@ func (e *Engine) makePlan(job *Job) (*plan, *nodeError) {
 			return nil, nerr
 		}
 	}
-	order, err := topoOrder(p.steps)
+	order, err := graph.Order(job.Prompt, outs)
 	if err != nil {
-		return nil, err
+		var cyc *graph.CycleError
+		if errors.As(err, &cyc) && len(cyc.Nodes) > 0 {
+			if st := p.steps[cyc.Nodes[0]]; st != nil {
+				return nil, &nodeError{nodeID: st.id, class: st.class, err: err}
+			}
+			return nil, &nodeError{nodeID: cyc.Nodes[0], err: err}
+		}
+		return nil, &nodeError{err: err}
 	}
-	p.order = order
+	// Order follows every link of the prompt; the plan holds only the inputs the
+	// schemas list, so nodes reached only through unlisted inputs are left out.
+	p.order = order[:0]
+	for _, id := range order {
+		if p.steps[id] != nil {
+			p.order = append(p.order, id)
+		}
+	}
 	return p, nil
 }
 
@@ -148,92 +162,20 @@ func (e *Engine) makeStep(id string, n *graph.Node) (*step, *nodeError) {
 			st.links[in.Name] = l
 			continue
 		}
-		v, err := coerceLiteral(in.Type, raw)
+		// graph.Coerce converts as ComfyUI's validate_inputs does (INT → int64 with seeds
+		// up to 2^64-1 keeping their bits, FLOAT → float64, STRING, BOOLEAN, COMBO);
+		// it leaves other types as decoded, so numbers there become int64 or float64.
+		v, err := graph.Coerce(&in, raw)
 		if err != nil {
-			return nil, &nodeError{nodeID: id, class: st.class, err: fmt.Errorf("input %q: %w", in.Name, err)}
+			return nil, &nodeError{nodeID: id, class: st.class, err: err}
 		}
-		st.literals[in.Name] = v
+		st.literals[in.Name] = normalize(v)
 	}
 	return st, nil
 }
 
-// coerceLiteral converts a literal as decoded from JSON (json.Number, string, bool,
-// nil, []any, map[string]any) to the Go value nodes receive: int64 for INT, float64 for
-// FLOAT, and for other types numbers as int64 when integral, else float64.
-//
-// TODO(graph): use graph.Coerce once it lands, so validation and execution share one rule.
-func coerceLiteral(typ string, v any) (any, error) {
-	switch typ {
-	case graph.TypeInt:
-		return toInt(v)
-	case graph.TypeFloat:
-		return toFloat(v)
-	case graph.TypeBoolean:
-		if b, ok := v.(bool); ok {
-			return b, nil
-		}
-		return nil, fmt.Errorf("want BOOLEAN, got %s", describe(v))
-	case graph.TypeString:
-		switch x := v.(type) {
-		case string:
-			return x, nil
-		case json.Number:
-			// ComfyUI's validate_inputs applies str() to a STRING widget's value.
-			return x.String(), nil
-		}
-		return nil, fmt.Errorf("want STRING, got %s", describe(v))
-	}
-	return normalize(v), nil
-}
-
-// toInt converts an INT literal. ComfyUI allows seeds up to 2^64-1; values above the
-// int64 range keep their 64 bits (uint64 reinterpretation), which is what a seed means
-// to torch.manual_seed.
-func toInt(v any) (any, error) {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i, nil
-		}
-		if u, err := strconv.ParseUint(x.String(), 10, 64); err == nil {
-			return int64(u), nil
-		}
-		f, err := x.Float64()
-		if err != nil || f != float64(int64(f)) {
-			return nil, fmt.Errorf("want INT, got %s", x)
-		}
-		return int64(f), nil
-	case int64:
-		return x, nil
-	case int:
-		return int64(x), nil
-	case float64:
-		if x == float64(int64(x)) {
-			return int64(x), nil
-		}
-	}
-	return nil, fmt.Errorf("want INT, got %s", describe(v))
-}
-
-func toFloat(v any) (any, error) {
-	switch x := v.(type) {
-	case json.Number:
-		f, err := x.Float64()
-		if err != nil {
-			return nil, fmt.Errorf("want FLOAT, got %s", x)
-		}
-		return f, nil
-	case float64:
-		return x, nil
-	case int64:
-		return float64(x), nil
-	case int:
-		return float64(x), nil
-	}
-	return nil, fmt.Errorf("want FLOAT, got %s", describe(v))
-}
-
-// normalize converts json.Number inside a structured literal.
+// normalize converts json.Number (inside structured literals too) to int64 when
+// integral, else float64.
 func normalize(v any) any {
 	switch x := v.(type) {
 	case json.Number:
@@ -258,58 +200,6 @@ func normalize(v any) any {
 		return out
 	}
 	return v
-}
-
-// topoOrder orders steps with Kahn's algorithm, taking ready nodes in id order so the
-// order is deterministic.
-//
-// TODO(graph): use graph.Order once it lands.
-func topoOrder(steps map[string]*step) ([]string, *nodeError) {
-	indeg := map[string]int{}
-	users := map[string][]string{}
-	for id, st := range steps {
-		indeg[id] += 0
-		seen := map[string]bool{}
-		for _, l := range st.links {
-			if seen[l.NodeID] {
-				continue
-			}
-			seen[l.NodeID] = true
-			indeg[id]++
-			users[l.NodeID] = append(users[l.NodeID], id)
-		}
-	}
-	var ready []string
-	for id, d := range indeg {
-		if d == 0 {
-			ready = append(ready, id)
-		}
-	}
-	order := make([]string, 0, len(steps))
-	for len(ready) > 0 {
-		graph.SortIDs(ready)
-		id := ready[0]
-		ready = ready[1:]
-		order = append(order, id)
-		for _, u := range users[id] {
-			indeg[u]--
-			if indeg[u] == 0 {
-				ready = append(ready, u)
-			}
-		}
-	}
-	if len(order) != len(steps) {
-		var stuck []string
-		for id, d := range indeg {
-			if d > 0 {
-				stuck = append(stuck, id)
-			}
-		}
-		graph.SortIDs(stuck)
-		st := steps[stuck[0]]
-		return nil, &nodeError{nodeID: st.id, class: st.class, err: fmt.Errorf("dependency cycle through nodes %v", stuck)}
-	}
-	return order, nil
 }
 
 // signatures computes every step's cache signature in order, as ComfyUI's
