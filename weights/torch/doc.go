@@ -12,6 +12,8 @@
 // an error naming it and its offset. Stored (uncompressed) storages are memory-mapped.
 //
 // References: Python's Lib/pickletools.py (opcode semantics), PyTorch torch/serialization.py
-// (_save, _load, persistent_load) and torch/_utils.py (_rebuild_tensor_v2). The pre-1.6
-// non-zip format is reported as unsupported. It imports weights and weights/internal/mmap.
+// (_save, _load, _legacy_load, persistent_load) and torch/_utils.py (_rebuild_tensor_v2).
+// The pre-1.6 format (pickles back to back, then the raw storages; old .pth upscale
+// models use it) is read too, with the same unpickler. It imports weights and
+// weights/internal/mmap.
 package torch

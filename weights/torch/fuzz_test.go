@@ -40,3 +40,28 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenLegacy runs arbitrary bytes through OpenBytes, seeded with pre-1.6 files: the
+// back-to-back pickles and raw storage records must never be read out of bounds.
+func FuzzOpenLegacy(f *testing.F) {
+	main := newPickle().op('}').mark()
+	main.str("w").legacyTensor("0", 6, nil, 0, []int{2, 3}, []int{3, 1})
+	main.str("v").legacyTensor("0", 6, &[3]any{"0v", 2, 4}, 1, []int{3}, []int{1})
+	main.op('u')
+	f.Add(legacyFile(main.stop(), []string{"0"}, []uint64{6}, [][]byte{f32s(1, 2, 3, 4, 5, 6)}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := OpenBytes("fuzz.pth", data)
+		if err != nil {
+			return
+		}
+		for _, info := range file.Tensors() {
+			tn, err := file.Tensor(info.Name)
+			if err != nil {
+				t.Fatalf("listed tensor %q: %v", info.Name, err)
+			}
+			if int64(len(tn.Data)) != info.Size {
+				t.Fatalf("tensor %q: %d bytes, want %d", info.Name, len(tn.Data), info.Size)
+			}
+		}
+	})
+}

@@ -46,6 +46,9 @@ type (
 		Key      string
 		Location string
 		Numel    int64
+		// Base is the element offset of this storage inside storage Key: non-zero only
+		// for the views of the legacy format (view_metadata).
+		Base int64
 	}
 	// TensorRef is a tensor as rebuilt by torch._utils._rebuild_tensor_v2: a strided view
 	// of a storage. Offset and Stride count elements.
@@ -154,8 +157,16 @@ type unpickler struct {
 // Unpickle decodes a restricted pickle. persistentLoad resolves BINPERSID ids (may be nil
 // to refuse them). name is used in errors.
 func Unpickle(name string, data []byte, persistentLoad func(pid any) (any, error)) (any, error) {
-	u := &unpickler{name: name, data: data, memo: map[uint32]any{}, persist: persistentLoad}
-	return u.run()
+	v, _, err := unpickleAt(name, data, 0, persistentLoad)
+	return v, err
+}
+
+// unpickleAt decodes the pickle starting at data[pos] and returns the position after its
+// STOP: the legacy format stores several pickles back to back.
+func unpickleAt(name string, data []byte, pos int, persistentLoad func(pid any) (any, error)) (any, int, error) {
+	u := &unpickler{name: name, data: data, pos: pos, memo: map[uint32]any{}, persist: persistentLoad}
+	v, err := u.run()
+	return v, u.pos, err
 }
 
 func (u *unpickler) fail(format string, args ...any) error {

@@ -24,6 +24,10 @@ type File struct {
 	root    any
 	names   []string
 	tensors map[string]*TensorRef
+	// legacy holds each storage's bytes, and legacyAt their file offsets, for the
+	// pre-1.6 format (nil for zip archives).
+	legacy   map[string][]byte
+	legacyAt map[string]int64
 }
 
 // Open maps the named checkpoint and decodes its pickle. Storages are not read until a
@@ -68,7 +72,10 @@ func newFile(name string, r *mmap.Region) (*File, error) {
 	data := r.Data
 	switch {
 	case len(data) >= 2 && data[0] == 0x80 && data[1] <= 5:
-		return nil, f.unsupported("legacy (pre-1.6, non-zip) torch serialization; re-save it with a recent torch or convert it to safetensors")
+		if err := f.openLegacy(); err != nil {
+			return nil, err
+		}
+		return f.finish()
 	case len(data) > 262 && string(data[257:262]) == "ustar":
 		return nil, f.unsupported("tar-based torch serialization")
 	case len(data) < 4 || string(data[:4]) != "PK\x03\x04":
@@ -110,6 +117,11 @@ func newFile(name string, r *mmap.Region) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return f.finish()
+}
+
+// finish collects and checks the state dict's tensors once the pickle is decoded.
+func (f *File) finish() (*File, error) {
 	root, ok := f.root.(*Dict)
 	if !ok {
 		return nil, f.fail("", -1, "pickle holds %T, not a dict", f.root)
@@ -271,6 +283,12 @@ func (f *File) info(name string, t *TensorRef) weights.TensorInfo {
 	es := int64(t.Storage.DType.ElemSize())
 	n, _ := weights.ShapeElements(t.Shape, math.MaxInt64/8)
 	info := weights.TensorInfo{Name: name, DType: t.Storage.DType, Shape: t.Shape, Offset: -1, Size: n * es}
+	if f.legacy != nil {
+		if contiguous(t) {
+			info.Offset = f.legacyAt[t.Storage.Key] + (t.Storage.Base+t.Offset)*es
+		}
+		return info
+	}
 	if e := f.entries[f.prefix+"data/"+t.Storage.Key]; e.Method == zip.Store && contiguous(t) {
 		if off, err := e.DataOffset(); err == nil {
 			info.Offset = off + t.Offset*es
@@ -318,11 +336,17 @@ func (f *File) Tensor(name string) (Tensor, error) {
 		return Tensor{}, fmt.Errorf("torch: %s: file is closed", f.name)
 	}
 	info := f.info(name, t)
-	raw, err := f.entryBytes(f.entries[f.prefix+"data/"+t.Storage.Key], math.MaxInt64)
-	if err != nil {
-		return Tensor{}, err
+	var raw []byte
+	if f.legacy != nil {
+		raw = f.legacy[t.Storage.Key]
+	} else {
+		var err error
+		if raw, err = f.entryBytes(f.entries[f.prefix+"data/"+t.Storage.Key], math.MaxInt64); err != nil {
+			return Tensor{}, err
+		}
 	}
 	es := int64(t.Storage.DType.ElemSize())
+	raw = raw[t.Storage.Base*es : (t.Storage.Base+t.Storage.Numel)*es]
 	if info.Size == 0 {
 		return Tensor{TensorInfo: info, Data: []byte{}}, nil
 	}

@@ -229,7 +229,8 @@ func TestArchiveErrors(t *testing.T) {
 		want        string
 		unsupported bool
 	}{
-		{"legacy pickle", []byte{0x80, 2, 0x8a, 0x0a}, "legacy (pre-1.6, non-zip)", true},
+		{"legacy truncated", []byte{0x80, 2, 0x8a, 0x0a}, "offset 2: pickle: opcode argument of 10 bytes runs past the end", false},
+		{"plain pickle", newPickle().int(3).stop(), "pickle file that is not a torch checkpoint", true},
 		{"not zip", []byte("hello world"), "not a zip archive", false},
 		{"truncated zip", checkpoint(t, one("FloatStorage", 4, 0, []int{4}, []int{1}), good, zip.Store)[:60], "zip:", false},
 		{"view past storage", checkpoint(t, one("FloatStorage", 4, 1, []int{4}, []int{1}), good, zip.Store), `tensor "w": view (offset 1, shape [4], stride [1]) reaches element 4 of a 4-element storage`, false},
