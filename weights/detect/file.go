@@ -12,8 +12,8 @@ import (
 	"github.com/forgeflow/forgeflow/weights/torch"
 )
 
-// DetectFile detects the model in a .safetensors, .gguf or PyTorch zip (.ckpt, .pt,
-// .pth, .bin) file, told apart by their first bytes. Only the header (for PyTorch files
+// DetectFile detects the model in a .safetensors, .gguf or PyTorch (.ckpt, .pt, .pth,
+// .bin) file, told apart by their first bytes. Only the header (for PyTorch files
 // the pickle) is decoded and, for an SD2.x UNet, one bias vector read.
 func DetectFile(path string) (*Model, error) {
 	magic, err := readMagic(path)
@@ -65,7 +65,9 @@ func openInput(path string, magic []byte) (Input, io.Closer, error) {
 			in.Metadata["general.architecture"] = arch
 		}
 		return in, f, nil
-	case bytes.Equal(magic, []byte("PK\x03\x04")):
+	case bytes.Equal(magic, []byte("PK\x03\x04")), len(magic) > 0 && magic[0] == 0x80:
+		// A zip archive (torch.save since 1.6) or a bare pickle (the legacy format of
+		// older .ckpt files; protocol 2+ pickles start with 0x80).
 		f, err := torch.Open(path)
 		if err != nil {
 			return Input{}, nil, err

@@ -124,6 +124,8 @@ func TestDetectFileErrors(t *testing.T) {
 		{"empty", write("empty.safetensors", nil), "empty file"},
 		{"garbage", write("garbage.safetensors", []byte("not a model at all, just text")), "safetensors"},
 		{"truncated gguf", write("t.gguf", []byte("GGUF\x03\x00")), "gguf"},
+		{"bad torch zip", write("m.ckpt", []byte("PK\x03\x04 but no archive")), "torch"},
+		{"bad legacy torch", write("old.ckpt", []byte("\x80\x02 truncated pickle")), "torch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DetectFile(tc.path)
