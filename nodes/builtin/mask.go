@@ -87,14 +87,24 @@ func (n *MaskToImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) 
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	im, err := NewImage(m.Batch, m.Height, m.Width, 3)
+	im, err := maskImage(m)
 	if err != nil {
 		return nodes.Result{}, err
+	}
+	return nodes.Result{Outputs: []any{im}}, nil
+}
+
+// maskImage is the mask as a grey RGB image: reshape to [B, 1, H, W], movedim, expand to
+// three channels.
+func maskImage(m *Mask) (*Image, error) {
+	im, err := NewImage(m.Batch, m.Height, m.Width, 3)
+	if err != nil {
+		return nil, err
 	}
 	for i, v := range m.Pix {
 		im.Pix[3*i], im.Pix[3*i+1], im.Pix[3*i+2] = v, v, v
 	}
-	return nodes.Result{Outputs: []any{im}}, nil
+	return im, nil
 }
 
 // SolidMask is ComfyUI's SolidMask.

@@ -53,6 +53,11 @@ func Register(r *nodes.Registry, opts Options) error {
 		newImageBlend(), newImageBlur(), newImageSharpen(),
 		// mask.go
 		newImageToMask(), newMaskToImage(), newSolidMask(), newInvertMask(),
+		// maskops.go
+		newImageColorToMask(), newThresholdMask(), newCropMask(), newMaskComposite(),
+		newFeatherMask(), newGrowMask(), newMaskPreview(opts),
+		// composite.go
+		newImageCompositeMasked(), newRepeatImageBatch(), newImageFromBatch(),
 		// load.go
 		newLoadImage(opts), newLoadImageMask(opts),
 		// save.go

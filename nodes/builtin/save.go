@@ -26,9 +26,15 @@ import (
 type saver struct {
 	opts   Options
 	schema graph.Schema
-	// temp selects the temp folder, the "temp" result type, the random prefix suffix and
-	// the fast compression of PreviewImage.
+	// temp selects the temp folder, the "temp" result type and the random prefix suffix
+	// of PreviewImage and MaskPreview.
 	temp bool
+	// level is the PNG compression: ComfyUI's compress_level 4 for SaveImage and
+	// MaskPreview, 1 for PreviewImage.
+	level png.CompressionLevel
+	// input is the name of the IMAGE input, or of the MASK input (MaskPreview) when mask.
+	input string
+	mask  bool
 }
 
 // SaveImage is ComfyUI's SaveImage: PNG files in the output folder.
@@ -43,7 +49,7 @@ var hiddenPromptInputs = []graph.Input{
 }
 
 func newSaveImage(opts Options) *SaveImage {
-	return &SaveImage{saver{opts: opts, schema: graph.Schema{
+	return &SaveImage{saver{opts: opts, level: png.DefaultCompression, input: "images", schema: graph.Schema{
 		Name: "SaveImage", DisplayName: "Save Image", Category: "image",
 		Description: "Saves the input images to your ComfyUI output directory.",
 		OutputNode:  true,
@@ -56,7 +62,7 @@ func newSaveImage(opts Options) *SaveImage {
 }
 
 func newPreviewImage(opts Options) *PreviewImage {
-	return &PreviewImage{saver{opts: opts, temp: true, schema: graph.Schema{
+	return &PreviewImage{saver{opts: opts, temp: true, level: png.BestSpeed, input: "images", schema: graph.Schema{
 		Name: "PreviewImage", DisplayName: "Preview Image", Category: "image",
 		// PreviewImage inherits SaveImage's DESCRIPTION in ComfyUI.
 		Description: "Saves the input images to your ComfyUI output directory.",
@@ -77,10 +83,22 @@ const previewAlphabet = "abcdefghijklmnopqrstupvxyz"
 // highest one already there; the UI result lists them as ComfyUI's
 // {"images": [{"filename", "subfolder", "type"}]}.
 func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "images")
-	if err != nil {
-		return nodes.Result{}, err
+	var im *Image
+	if s.mask {
+		m, err := maskInput(in, s.input)
+		if err != nil {
+			return nodes.Result{}, err
+		}
+		if im, err = maskImage(m); err != nil {
+			return nodes.Result{}, err
+		}
+	} else {
+		var err error
+		if im, err = imageInput(in, s.input); err != nil {
+			return nodes.Result{}, err
+		}
 	}
+	var err error
 	prefix := "ComfyUI"
 	if !s.temp {
 		if prefix, err = in.String("filename_prefix"); err != nil {
@@ -91,9 +109,9 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 		env = &nodes.Env{}
 	}
 	dirs := s.opts.dirs(env)
-	folder, kind, level := dirs.Output, "output", png.DefaultCompression
+	folder, kind := dirs.Output, "output"
 	if s.temp {
-		folder, kind, level = dirs.Temp, "temp", png.BestSpeed
+		folder, kind = dirs.Temp, "temp"
 		var suffix [5]byte
 		for i := range suffix {
 			suffix[i] = previewAlphabet[rand.IntN(len(previewAlphabet))]
@@ -124,7 +142,7 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
 	}
-	enc := png.Encoder{CompressionLevel: level}
+	enc := png.Encoder{CompressionLevel: s.level}
 	results := make([]any, 0, im.Batch)
 	counter := sp.Counter
 	for b := 0; b < im.Batch; b++ {
