@@ -11,7 +11,7 @@ import (
 // top-left aligned tril). q, k, v may be strided views (e.g. a (B, L, H, D) projection
 // permuted), as long as their last dim is contiguous.
 //
-// The cpu kernel is flash-style: queries in tiles of 64, keys in blocks of 256, a running
+// The cpu kernel is flash-style: queries in tiles of 256, keys in blocks of 256, a running
 // max and sum per query (online softmax), so scratch memory is O(tile·block) per thread
 // and never O(Lq·Lk).
 func Attention(rt *Runtime, q, k, v, mask *Tensor, p AttentionParams) (*Tensor, error) {
@@ -70,7 +70,7 @@ func Attention(rt *Runtime, q, k, v, mask *Tensor, p AttentionParams) (*Tensor, 
 }
 
 const (
-	attnTileQ = 64
+	attnTileQ = 256 // query rows per tile: amortises packing K and V over many queries
 	attnTileK = 256
 )
 
@@ -145,41 +145,40 @@ func cpuAttention(c *CPU, call *Call) error {
 				}
 				for i := 0; i < nq; i++ {
 					row := st[i*attnTileK : i*attnTileK+nk]
-					var mo int
-					if ms != nil {
-						mo = bi*mst[0] + hi2*mst[1] + (i0+i)*mst[2]
-					}
-					rmax := float32(math.Inf(-1))
-					for j := range row {
-						x := row[j] * scale
+					// Plain rows stay in the raw score domain (max and exp take the
+					// scale); masked rows are scaled and masked first.
+					rs := scale
+					if ms != nil || p.Causal || scale <= 0 {
+						var mo int
 						if ms != nil {
-							x += ms[mo+(kb+j)*mst[3]]
+							mo = bi*mst[0] + hi2*mst[1] + (i0+i)*mst[2]
 						}
-						if p.Causal && kb+j > i0+i {
-							x = float32(math.Inf(-1))
+						for j := range row {
+							x := row[j] * scale
+							if ms != nil {
+								x += ms[mo+(kb+j)*mst[3]]
+							}
+							if p.Causal && kb+j > i0+i {
+								x = float32(math.Inf(-1))
+							}
+							row[j] = x
 						}
-						row[j] = x
-						rmax = max(rmax, x)
+						rs = 1
 					}
-					mnew := max(mrow[i], rmax)
+					mnew := max(mrow[i], c.rk.max(row))
 					if math.IsInf(float64(mnew), -1) {
 						clear(row) // nothing visible yet: contributes no weight
 						continue
 					}
-					if corr := expf(mrow[i] - mnew); corr != 1 {
+					if mrow[i] != mnew {
+						corr := expf((mrow[i] - mnew) * rs)
 						lsum[i] *= corr
 						orow := oacc[i*dv : (i+1)*dv]
 						for j := range orow {
 							orow[j] *= corr
 						}
 					}
-					var sum float32
-					for j, x := range row {
-						e := expf(x - mnew)
-						row[j] = e
-						sum += e
-					}
-					lsum[i] += sum
+					lsum[i] += c.rk.expScale(row, rs, mnew)
 					mrow[i] = mnew
 				}
 				if dv > 0 {

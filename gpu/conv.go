@@ -50,7 +50,7 @@ func Conv2D(rt *Runtime, x, w, bias *Tensor, stride, padding int) (*Tensor, erro
 
 // cpuConv2D is an implicit GEMM: out[n] (Cout × OH·OW) = W (Cout × Cin·kh·kw) · col, where
 // col is never built whole: tiles of output pixels get their slice of the im2col matrix
-// in a pooled scratch buffer (bounded, ~1 MB), and each tile is one GEMM written straight
+// in a pooled scratch buffer (bounded: ≤ 16 MB per worker), and each tile is one GEMM written straight
 // into the NCHW output. A 1×1 stride-1 unpadded conv needs no col at all.
 func cpuConv2D(c *CPU, call *Call) error {
 	x, w, bias, out := call.In[0], call.In[1], call.In[2], call.Out
@@ -99,8 +99,10 @@ func cpuConv2D(c *CPU, call *Call) error {
 		return c.mm.sgemm(false, n, 0, cin*h*wd, cout*ohw, false, false, cout, ohw, cin,
 			wf, cin, xs, h*wd, o, ohw, acc)
 	}
-	// tile width: about 1 MB of col, a multiple of 16, at least 16
-	tile := max(16, min(ohw, (1<<18)/k/16*16))
+	// Tile width: 512 output pixels (a multiple of every GEMM register tile), so that
+	// packing the weight once per GEMM costs ~1/512 of its arithmetic; fewer when the
+	// col tile would pass convTileFloats.
+	tile := max(16, min(ohw, 512, convTileFloats/k/16*16))
 	perImage := (ohw + tile - 1) / tile
 	tiles := n * perImage
 	serial := tiles >= c.threads
@@ -177,3 +179,6 @@ func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad
 		}
 	}
 }
+
+// convTileFloats bounds one worker's im2col tile (k × tile floats, 16 MB).
+const convTileFloats = 1 << 22

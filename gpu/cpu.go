@@ -19,6 +19,7 @@ type CPUOptions struct {
 type CPU struct {
 	threads int
 	mm      *matmuler
+	rk      rowKernels
 	scratch scratchPool
 }
 
@@ -28,7 +29,8 @@ func NewCPU(opts CPUOptions) *CPU {
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
-	return &CPU{threads: t, mm: newMatmuler(t)}
+	mm := newMatmuler(t)
+	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic())}
 }
 
 // Name implements Backend.

@@ -31,6 +31,13 @@ func newMatmuler(threads int) *matmuler {
 	return &matmuler{wide: wide, narrow: narrow}
 }
 
+// generic reports whether the portable GEMM path was chosen (forced by FORGEFLOW_GEMM or
+// for lack of CPU features); the other cpu kernels then use their Go forms too, so
+// forcing the fallback covers every assembly routine.
+func (m *matmuler) generic() bool {
+	return m.err != nil || m.wide.Path() == gemm.PathGeneric
+}
+
 func (m *matmuler) engine(serial bool) (*gemm.Engine, error) {
 	if m.err != nil {
 		return nil, fmt.Errorf("gpu: cpu: gemm: %w", m.err)

@@ -80,8 +80,9 @@ func attnCase(name string, b, h, lq, lk, d, dv int, causal, strided bool, maskSh
 
 var _ = addCases(OpAttention,
 	attnCase("tiny", 1, 2, 5, 5, 8, 8, false, false, nil),
-	attnCase("tiles-and-blocks", 2, 3, 70, 300, 16, 12, false, false, nil),
-	attnCase("causal", 1, 2, 130, 130, 8, 8, true, false, nil),
+	attnCase("tiles-and-blocks", 2, 3, 300, 290, 16, 12, false, false, nil),
+	attnCase("causal", 1, 2, 270, 270, 8, 8, true, false, nil),
+	attnCase("causal-masked", 1, 1, 260, 260, 4, 4, true, false, []int{1, 1, 260, 260}),
 	attnCase("mask-broadcast", 2, 2, 9, 11, 4, 4, false, false, []int{1, 1, 9, 11}),
 	attnCase("key-padding-mask", 2, 3, 7, 10, 6, 5, false, false, []int{2, 1, 1, 10}),
 	attnCase("strided-q", 2, 3, 67, 67, 8, 8, false, true, nil),

@@ -1,0 +1,23 @@
+//go:build amd64
+
+package gpu
+
+import "golang.org/x/sys/cpu"
+
+// expScaleAVX512 sets row[i] = e^((row[i] − m)·scale) and returns their sum (AVX-512F,
+// 16 lanes; the same range reduction and polynomial as expf).
+//
+//go:noescape
+func expScaleAVX512(row []float32, scale, m float32) float32
+
+// maxAVX512 returns the largest element of row (−Inf when empty).
+//
+//go:noescape
+func maxAVX512(row []float32) float32
+
+// haveAVX512 reports whether the AVX-512 softmax helpers can run here.
+func haveAVX512() bool { return cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ }
+
+func expScaleSIMD(row []float32, scale, m float32) float32 { return expScaleAVX512(row, scale, m) }
+
+func maxSIMD(row []float32) float32 { return maxAVX512(row) }

@@ -1,0 +1,42 @@
+package gpu
+
+import "math"
+
+// Row kernels of attention's online softmax, with a portable Go form and an AVX-512 form
+// (softmax_amd64.s) chosen per CPU backend (see rowKernels).
+
+// expScaleGo sets row[i] = e^((row[i] − m)·scale) and returns the sum.
+func expScaleGo(row []float32, scale, m float32) float32 {
+	var sum float32
+	for j, x := range row {
+		e := expf((x - m) * scale)
+		row[j] = e
+		sum += e
+	}
+	return sum
+}
+
+// maxGo returns the largest non-NaN element of row (−Inf when empty).
+func maxGo(row []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range row {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// rowKernels holds the exp/max pair one backend uses.
+type rowKernels struct {
+	expScale func(row []float32, scale, m float32) float32
+	max      func(row []float32) float32
+	simd     bool
+}
+
+func selectRowKernels(generic bool) rowKernels {
+	if !generic && haveAVX512() {
+		return rowKernels{expScale: expScaleSIMD, max: maxSIMD, simd: true}
+	}
+	return rowKernels{expScale: expScaleGo, max: maxGo}
+}

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package gpu
+
+func haveAVX512() bool { return false }
+
+func expScaleSIMD(row []float32, scale, m float32) float32 { return expScaleGo(row, scale, m) }
+
+func maxSIMD(row []float32) float32 { return maxGo(row) }

@@ -1,0 +1,47 @@
+package gpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestRowKernels: the AVX-512 exp/max agree with the Go forms (and with math.Exp) on
+// every length 0..70 (all tail masks), −Inf entries (masked scores) and tiny results.
+func TestRowKernels(t *testing.T) {
+	simd := selectRowKernels(false)
+	if !simd.simd {
+		t.Skip("no AVX-512 on this CPU: only the Go form exists")
+	}
+	gen := selectRowKernels(true)
+	r := rand.New(rand.NewPCG(9, 9))
+	for n := 0; n <= 70; n++ {
+		row := randData(r, n)
+		for i := range row {
+			row[i] *= 30
+			if r.IntN(7) == 0 {
+				row[i] = float32(math.Inf(-1))
+			}
+		}
+		if g, w := simd.max(row), gen.max(row); g != w {
+			t.Fatalf("n=%d: max %v, want %v", n, g, w)
+		}
+		m := gen.max(row)
+		scale := float32(0.37)
+		a, b := append([]float32(nil), row...), append([]float32(nil), row...)
+		sa, sb := simd.expScale(a, scale, m), gen.expScale(b, scale, m)
+		var ref float64
+		for i := range row {
+			x := float64((row[i] - m) * scale)
+			want := math.Exp(x)
+			ref += want
+			tol := 3e-7*want + 1e-45
+			if math.Abs(float64(a[i])-want) > tol || math.Abs(float64(b[i])-want) > tol {
+				t.Fatalf("n=%d [%d] x=%v: simd %v go %v want %v", n, i, row[i], a[i], b[i], want)
+			}
+		}
+		if math.Abs(float64(sa)-ref) > 1e-5*ref+1e-30 || math.Abs(float64(sb)-ref) > 1e-5*ref+1e-30 {
+			t.Fatalf("n=%d: sums %v %v, want %v", n, sa, sb, ref)
+		}
+	}
+}
