@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"image/color"
 	"image/png"
 	"io"
 	"net/http"
@@ -193,5 +194,72 @@ func TestEngineQueueRejects(t *testing.T) {
 				t.Fatalf("node_errors lack the width error: %s", rec.Body)
 			}
 		})
+	}
+}
+
+// TestEndToEndUploadAndLoad uploads an image the way ComfyUI's clients do, queues a
+// LoadImage graph that reads it, and checks the saved result.
+func TestEndToEndUploadAndLoad(t *testing.T) {
+	ts, _ := engineServer(t)
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	src := pngBytes(t, 6, 4, func(x, y int) color.NRGBA { return color.NRGBA{uint8(40 * x), uint8(60 * y), 7, 255} })
+	body, ct := multipartBody(t, "in.png", src, map[string]string{"subfolder": "up"})
+	resp, err := http.Post(hs.URL+"/upload/image", ct, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up uploadAnswer
+	json.NewDecoder(resp.Body).Decode(&up)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || up.Name != "in.png" || up.Subfolder != "up" || up.Type != "input" {
+		t.Fatalf("upload: %d %+v", resp.StatusCode, up)
+	}
+	c := dialWS(t, hs.URL, "client-2")
+	readWS(t, c)
+	prompt := `{"client_id": "client-2", "prompt": {
+		"1": {"class_type": "LoadImage", "inputs": {"image": "up/in.png"}},
+		"2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "loaded"}}}}`
+	resp, err = http.Post(hs.URL+"/prompt", "application/json", strings.NewReader(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /prompt: %d %s", resp.StatusCode, data)
+	}
+	var file map[string]any
+	for file == nil {
+		m := readWS(t, c)
+		switch m.typ {
+		case "execution_error":
+			t.Fatalf("execution error: %s", m.raw)
+		case "executed":
+			out, _ := m.data["output"].(map[string]any)
+			imgs, _ := out["images"].([]any)
+			if len(imgs) != 1 {
+				t.Fatalf("executed %s", m.raw)
+			}
+			file = imgs[0].(map[string]any)
+		}
+	}
+	q := url.Values{"filename": {file["filename"].(string)}, "subfolder": {file["subfolder"].(string)}, "type": {file["type"].(string)}}
+	resp, err = http.Get(hs.URL + "/api/view?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := png.Decode(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for y := 0; y < 4; y++ {
+		for x := 0; x < 6; x++ {
+			r, g, b, _ := got.At(x, y).RGBA()
+			if r>>8 != uint32(40*x) || g>>8 != uint32(60*y) || b>>8 != 7 {
+				t.Fatalf("pixel (%d,%d) = %d,%d,%d: the uploaded image did not round-trip", x, y, r>>8, g>>8, b>>8)
+			}
+		}
 	}
 }

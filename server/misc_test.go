@@ -48,6 +48,10 @@ func TestModels(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(base, "models", "loras", "plain.safetensors"), st.Bytes())
 	writeFile(t, filepath.Join(base, "secret.safetensors"), []byte("x"))
+	// A header length of 2 MiB: over ComfyUI's 1 MiB limit, refused before reading it.
+	huge := make([]byte, 8)
+	huge[2] = 0x20
+	writeFile(t, filepath.Join(base, "models", "loras", "huge.safetensors"), huge)
 	paths, err := folders.New(folders.Options{BaseDir: base})
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +59,7 @@ func TestModels(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) { o.Models = paths })
 
 	jsonEqual(t, ts.do(t, "GET", "/embeddings", nil).Body.Bytes(), `["easy", "sub/neg"]`)
-	jsonEqual(t, ts.do(t, "GET", "/api/models/loras", nil).Body.Bytes(), `["meta.safetensors", "plain.safetensors"]`)
+	jsonEqual(t, ts.do(t, "GET", "/api/models/loras", nil).Body.Bytes(), `["huge.safetensors", "meta.safetensors", "plain.safetensors"]`)
 	var folderList []string
 	json.Unmarshal(ts.do(t, "GET", "/models", nil).Body.Bytes(), &folderList)
 	if len(folderList) < 5 || !strings.Contains(strings.Join(folderList, ","), "checkpoints") {
@@ -72,6 +76,7 @@ func TestModels(t *testing.T) {
 		{"not safetensors", "/view_metadata/embeddings?filename=easy.pt", 404},
 		{"unknown folder", "/view_metadata/nope?filename=a.safetensors", 404},
 		{"missing file", "/view_metadata/loras?filename=none.safetensors", 404},
+		{"header too large", "/view_metadata/loras?filename=huge.safetensors", 404},
 		{"traversal", "/view_metadata/loras?filename=" + url.QueryEscape("../../secret.safetensors"), 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) { isJSONError(t, ts.do(t, "GET", tc.target, nil), tc.status) })

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"encoding/binary"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"path"
 	"strings"
 
@@ -96,13 +100,13 @@ func (s *Server) getViewMetadata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusNotFound, "model not found", err.Error())
 		return
 	}
+	if n, err := headerLength(p); err != nil || n > maxMetadataHeader {
+		s.writeError(w, http.StatusNotFound, "cannot read safetensors header", fmt.Sprintf("header length %d (limit %d): %v", n, maxMetadataHeader, err))
+		return
+	}
 	h, err := safetensors.ReadHeader(p)
 	if err != nil {
 		s.writeError(w, http.StatusNotFound, "cannot read safetensors header", err.Error())
-		return
-	}
-	if h.DataOffset-8 > maxMetadataHeader {
-		s.writeError(w, http.StatusNotFound, "safetensors header too large")
 		return
 	}
 	if h.Metadata == nil {
@@ -110,4 +114,19 @@ func (s *Server) getViewMetadata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, http.StatusOK, h.Metadata)
+}
+
+// headerLength reads the 8-byte little-endian header length of a safetensors file, so
+// that a huge header is refused before it is read.
+func headerLength(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var b [8]byte
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
 }
