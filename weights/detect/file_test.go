@@ -73,28 +73,36 @@ func TestDetectFileFamilies(t *testing.T) {
 	}
 }
 
-// A GGUF T5 encoder with llama.cpp's tensor names (as city96's t5-v1_1-xxl GGUF files).
-func TestDetectFileGGUF(t *testing.T) {
-	var kvs = []gguf.KV{{Key: "general.architecture", Type: gguf.TypeString, Value: "t5encoder"}}
+// writeGGUF writes ts as F32 GGUF tensors (dims in ggml's ne[] order).
+func writeGGUF(t *testing.T, path, arch string, ts tensors) {
+	t.Helper()
+	kvs := []gguf.KV{{Key: "general.architecture", Type: gguf.TypeString, Value: arch}}
 	var wts []gguf.WriteTensor
-	for _, ti := range t5(2, 16, 2, 8, 32, true, true) {
+	for _, ti := range ts {
 		dims := make([]uint64, len(ti.Shape))
 		n := int64(1)
 		for i, d := range ti.Shape {
-			dims[len(dims)-1-i] = uint64(d) // ggml ne[] order
+			dims[len(dims)-1-i] = uint64(d)
 			n *= d
 		}
 		wts = append(wts, gguf.WriteTensor{Name: ti.Name, Type: gguf.TypeF32, Dims: dims, Data: make([]byte, 4*n)})
 	}
-	p := filepath.Join(t.TempDir(), "t5-q8.gguf")
-	f, err := os.Create(p)
+	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if err := gguf.Write(f, kvs, wts); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+}
+
+// GGUF files as ComfyUI-GGUF users have them: a T5 encoder with llama.cpp's tensor names
+// (city96's t5-v1_1-xxl GGUF) and a Flux transformer with its own names.
+func TestDetectFileGGUF(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "t5-q8.gguf")
+	writeGGUF(t, p, "t5encoder", t5(2, 16, 2, 8, 32, true, true))
 	m, err := DetectFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +111,15 @@ func TestDetectFileGGUF(t *testing.T) {
 	if m.Kind != KindTextEncoder || len(te) != 1 || te[0].Format != "gguf" || te[0].Family != FamilyT5XXL ||
 		*te[0].T5 != (T5Config{DModel: 16, DFF: 32, DKV: 8, NumHeads: 2, NumLayers: 2, VocabSize: 32128, RelAttnBuckets: 32, Gated: true}) {
 		t.Fatalf("kind %s encoders %+v", m.Kind, te)
+	}
+	p = filepath.Join(dir, "flux1-dev-Q4_K_S.gguf")
+	writeGGUF(t, p, "flux", fluxSpec{hidden: 32, headDim: 16, depth: 2, single: 3, ctx: 16, vec: 8, in: 16, guidance: true}.build())
+	m, err = DetectFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != KindDiffusionModel || m.Family != FamilyFluxDev || m.Diffusion.Flux.Depth != 2 || m.Diffusion.Flux.DepthSingleBlocks != 3 || m.Diffusion.Flux.NumHeads != 2 {
+		t.Fatalf("kind %s family %s flux %+v", m.Kind, m.Family, m.Diffusion.Flux)
 	}
 }
 
