@@ -298,9 +298,15 @@ func TestDevicesAndFreeMemory(t *testing.T) {
 	if c.closed("a") != 1 || len(st.Models) != 0 {
 		t.Fatal("FreeMemory kept a model")
 	}
+	if avail, err := m.AvailableRAM(); err != nil || avail != 1000*1024 {
+		t.Fatalf("AvailableRAM = %d, %v", avail, err)
+	}
 	// Unreadable meminfo: unlimited budget and zero RAM numbers, never a failure.
 	m2 := New(Options{MeminfoPath: filepath.Join(t.TempDir(), "none")})
 	if m2.Budget() >= 0 || m2.Stats().RAMTotal != 0 {
 		t.Fatalf("budget %d stats %+v", m2.Budget(), m2.Stats())
+	}
+	if _, err := m2.AvailableRAM(); err == nil {
+		t.Fatal("AvailableRAM without meminfo gave no error")
 	}
 }

@@ -116,3 +116,14 @@ func (m *Manager) Stats() Stats {
 	}
 	return s
 }
+
+// AvailableRAM reads the RAM available now (MemAvailable), for callers that poll it
+// under memory pressure (the executor's cache trimming takes this method as its
+// AvailableRAM function).
+func (m *Manager) AvailableRAM() (uint64, error) {
+	ram, err := ReadMeminfo(m.meminfo)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(ram.Available), nil
+}
