@@ -72,6 +72,11 @@ type Input struct {
 	// Plain serialises the spec as the type string alone ("PROMPT"), as ComfyUI writes
 	// most hidden inputs ({"prompt": "PROMPT"}).
 	Plain bool
+	// CustomValidation marks an input the node checks itself (nodes.InputValidator,
+	// ComfyUI's VALIDATE_INPUTS argument): ComfyUI then skips its min/max and combo-list
+	// checks for it (execution.py validate_inputs) and reports the node's failure as
+	// custom_validation_failed. LoadImage's "image" accepts "sub/x.png [input]" this way.
+	CustomValidation bool
 }
 
 // Output is one output socket of a node.
