@@ -1,0 +1,317 @@
+package sampling
+
+import "context"
+
+// The Euler family and the other first-order / two-stage samplers of k-diffusion as
+// ComfyUI 0.3.64 ships them (comfy/k_diffusion/sampling.py). Default options only:
+// no churn, eta 1, s_noise 1.
+
+// sampleEuler is Algorithm 2 of Karras et al. (2022) with Euler steps. ComfyUI's "ddim"
+// is the same sampler (with random inpaint noise, which only matters with a mask).
+func sampleEuler(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		d := toD(x, den, sigmas[i])
+		o.step(i, den, x)
+		dt := sigmas[i+1] - sigmas[i]
+		x = axpy(x, d, dt)
+	}
+	return x, nil
+}
+
+// sampleEulerAncestral steps down to sigma_down with Euler and adds fresh noise up to
+// the next sigma; flow models take the rectified-flow variant.
+func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	noise := o.gaussian(len(x))
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		if o.isFlow() {
+			o.step(i, den, x)
+			x = rfAncestralStep(x, den, sigmas[i], sigmas[i+1], noise)
+			continue
+		}
+		down, up := ancestralStep(sigmas[i], sigmas[i+1], 1)
+		o.step(i, den, x)
+		if down == 0 {
+			x = den
+			continue
+		}
+		d := toD(x, den, sigmas[i])
+		dt := down - sigmas[i]
+		n := noise(sigmas[i], sigmas[i+1])
+		out := make([]float32, len(x))
+		for k := range x {
+			out[k] = (x[k] + d[k]*dt) + n[k]*up
+		}
+		x = out
+	}
+	return x, nil
+}
+
+// rfAncestralStep is euler_ancestral's step for flow models: interpolate towards the
+// denoised estimate down to sigma_down, then rescale and renoise to sigmaNext.
+func rfAncestralStep(x, den []float32, sigma, sigmaNext float32, noise NoiseSampler) []float32 {
+	if sigmaNext == 0 {
+		return den
+	}
+	const eta = 1
+	ratio := 1 + (sigmaNext/sigma-1)*eta
+	down := sigmaNext * ratio
+	alphaNext := 1 - sigmaNext
+	alphaDown := 1 - down
+	renoise := sqrt32(sigmaNext*sigmaNext - down*down*alphaNext*alphaNext/(alphaDown*alphaDown))
+	r := down / sigma
+	out := make([]float32, len(x))
+	for k := range x {
+		out[k] = r*x[k] + (1-r)*den[k]
+	}
+	n := noise(sigma, sigmaNext)
+	scale := alphaNext / alphaDown
+	for k := range out {
+		out[k] = scale*out[k] + n[k]*renoise
+	}
+	return out
+}
+
+// sampleHeun is Algorithm 2 of Karras et al. with Heun (trapezoidal) steps and a final
+// Euler step to sigma 0.
+func sampleHeun(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		d := toD(x, den, sigmas[i])
+		o.step(i, den, x)
+		dt := sigmas[i+1] - sigmas[i]
+		if sigmas[i+1] == 0 {
+			x = axpy(x, d, dt)
+			continue
+		}
+		x2 := axpy(x, d, dt)
+		den2, err := denoise(ctx, m, x2, sigmas[i+1])
+		if err != nil {
+			return nil, err
+		}
+		d2 := toD(x2, den2, sigmas[i+1])
+		out := make([]float32, len(x))
+		for k := range x {
+			out[k] = x[k] + (d[k]+d2[k])/2*dt
+		}
+		x = out
+	}
+	return x, nil
+}
+
+// sampleDPM2 takes a DPM-Solver-2 step through the log-midpoint sigma.
+func sampleDPM2(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		d := toD(x, den, sigmas[i])
+		o.step(i, den, x)
+		if sigmas[i+1] == 0 {
+			x = axpy(x, d, sigmas[i+1]-sigmas[i])
+			continue
+		}
+		x, err = dpm2Step(ctx, m, x, d, sigmas[i], sigmas[i+1])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return x, nil
+}
+
+// dpm2Step moves x from sigma to target with the derivative taken at the geometric
+// midpoint.
+func dpm2Step(ctx context.Context, m Model, x, d []float32, sigma, target float32) ([]float32, error) {
+	mid := exp32(lerp32(log32(sigma), log32(target), 0.5))
+	x2 := axpy(x, d, mid-sigma)
+	den2, err := denoise(ctx, m, x2, mid)
+	if err != nil {
+		return nil, err
+	}
+	d2 := toD(x2, den2, mid)
+	return axpy(x, d2, target-sigma), nil
+}
+
+// lerp32 is torch.lerp for a weight below 0.5: a + w·(b − a).
+func lerp32(a, b, w float32) float32 { return a + w*(b-a) }
+
+// sampleDPM2Ancestral is DPM-Solver-2 down to sigma_down plus fresh noise; flow models
+// take the rectified-flow variant.
+func sampleDPM2Ancestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	noise := o.gaussian(len(x))
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		var down, up, scale float32 = 0, 0, 1
+		if o.isFlow() {
+			ratio := 1 + (sigmas[i+1]/sigmas[i] - 1)
+			down = sigmas[i+1] * ratio
+			alphaNext, alphaDown := 1-sigmas[i+1], 1-down
+			up = sqrt32(sigmas[i+1]*sigmas[i+1] - down*down*alphaNext*alphaNext/(alphaDown*alphaDown))
+			scale = alphaNext / alphaDown
+		} else {
+			down, up = ancestralStep(sigmas[i], sigmas[i+1], 1)
+		}
+		o.step(i, den, x)
+		d := toD(x, den, sigmas[i])
+		if down == 0 {
+			x = axpy(x, d, down-sigmas[i])
+			continue
+		}
+		x, err = dpm2Step(ctx, m, x, d, sigmas[i], down)
+		if err != nil {
+			return nil, err
+		}
+		n := noise(sigmas[i], sigmas[i+1])
+		for k := range x {
+			if o.isFlow() {
+				x[k] = scale*x[k] + n[k]*up
+			} else {
+				x[k] = x[k] + n[k]*up
+			}
+		}
+	}
+	return x, nil
+}
+
+// sampleLMS is the linear multistep method of order up to 4 on the sigma axis, with
+// coefficients from integrating the Lagrange basis polynomials exactly.
+func sampleLMS(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	const order = 4
+	var ds [][]float32
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, toD(x, den, sigmas[i]))
+		if len(ds) > order {
+			ds = ds[1:]
+		}
+		o.step(i, den, x)
+		if sigmas[i+1] == 0 {
+			x = den
+			continue
+		}
+		cur := min(i+1, order)
+		acc := make([]float32, len(x))
+		for j := 0; j < cur; j++ {
+			c := float32(lmsCoeff(cur, sigmas, i, j))
+			dj := ds[len(ds)-1-j]
+			for k := range acc {
+				acc[k] += c * dj[k]
+			}
+		}
+		for k := range x {
+			acc[k] = x[k] + acc[k]
+		}
+		x = acc
+	}
+	return x, nil
+}
+
+// lmsCoeff integrates the j-th Lagrange basis polynomial over the nodes
+// t[i], t[i−1], ..., t[i−order+1] from t[i] to t[i+1] (k-diffusion's
+// linear_multistep_coeff; the polynomial has degree < 4, so 4-point Gauss–Legendre is
+// exact).
+func lmsCoeff(order int, t []float32, i, j int) float64 {
+	basis := func(tau float64) float64 {
+		prod := 1.0
+		for k := 0; k < order; k++ {
+			if k == j {
+				continue
+			}
+			prod *= (tau - float64(t[i-k])) / (float64(t[i-j]) - float64(t[i-k]))
+		}
+		return prod
+	}
+	a, b := float64(t[i]), float64(t[i+1])
+	nodes := [4]float64{-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526}
+	weights := [4]float64{0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538}
+	half, mid := (b-a)/2, (a+b)/2
+	sum := 0.0
+	for q := range nodes {
+		sum += weights[q] * basis(mid+half*nodes[q])
+	}
+	return sum * half
+}
+
+// sampleDDPM is the DDPM ancestral step on the eps parameterisation (generic step sampler
+// with DDPMSampler_step).
+func sampleDDPM(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	noise := o.gaussian(len(x))
+	for i := 0; i+1 < len(sigmas); i++ {
+		s, sNext := sigmas[i], sigmas[i+1]
+		den, err := denoise(ctx, m, x, s)
+		if err != nil {
+			return nil, err
+		}
+		o.step(i, den, x)
+		scaleIn := sqrt32(1 + s*s)
+		ac := 1 / (s*s + 1)
+		acPrev := 1 / (sNext*sNext + 1)
+		alpha := ac / acPrev
+		k1 := sqrt32(1 / alpha)
+		k2 := (1 - alpha) / sqrt32(1-ac)
+		out := make([]float32, len(x))
+		for k := range x {
+			eps := (x[k] - den[k]) / s
+			out[k] = k1 * (x[k]/scaleIn - k2*eps)
+		}
+		if sNext > 0 {
+			c := sqrt32((1 - alpha) * (1 - acPrev) / (1 - ac))
+			n := noise(s, sNext)
+			for k := range out {
+				out[k] += c * n[k]
+			}
+			sc := sqrt32(1 + sNext*sNext)
+			for k := range out {
+				out[k] *= sc
+			}
+		}
+		x = out
+	}
+	return x, nil
+}
+
+// sampleLCM jumps to the denoised estimate and renoises it to the next sigma with the
+// model's noise scaling (latent consistency models).
+func sampleLCM(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	noise := o.gaussian(len(x))
+	for i := 0; i+1 < len(sigmas); i++ {
+		den, err := denoise(ctx, m, x, sigmas[i])
+		if err != nil {
+			return nil, err
+		}
+		o.step(i, den, x)
+		x = den
+		if sigmas[i+1] > 0 {
+			out := make([]float32, len(x))
+			NoiseScaling(o.ModelSampling.Prediction(), sigmas[i+1], noise(sigmas[i], sigmas[i+1]), x, out, false)
+			x = out
+		}
+	}
+	return x, nil
+}
+
+// axpy returns x + d·dt as a new slice.
+func axpy(x, d []float32, dt float32) []float32 {
+	out := make([]float32, len(x))
+	for k := range x {
+		out[k] = x[k] + d[k]*dt
+	}
+	return out
+}
