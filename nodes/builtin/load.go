@@ -215,8 +215,9 @@ func newLoadImage(opts Options) *LoadImage {
 	return &LoadImage{imageFile{opts: opts, schema: graph.Schema{
 		Name: "LoadImage", DisplayName: "Load Image", Category: "image",
 		Inputs: []graph.Input{{Name: "image", Type: graph.TypeCombo,
-			Options: map[string]any{"image_upload": true},
-			Choices: func() []string { return listInputFiles(opts.Dirs.Input, true) }}},
+			Options:          map[string]any{"image_upload": true},
+			Choices:          func() []string { return listInputFiles(opts.Dirs.Input, true) },
+			CustomValidation: true}},
 		Outputs: outputs("IMAGE", "MASK"),
 	}}}
 }
@@ -286,7 +287,8 @@ func newLoadImageMask(opts Options) *LoadImageMask {
 		Name: "LoadImageMask", DisplayName: "Load Image (as Mask)", Category: "mask",
 		Inputs: []graph.Input{
 			{Name: "image", Type: graph.TypeCombo, Options: map[string]any{"image_upload": true},
-				Choices: func() []string { return listInputFiles(opts.Dirs.Input, false) }},
+				Choices:          func() []string { return listInputFiles(opts.Dirs.Input, false) },
+				CustomValidation: true},
 			combo("channel", maskChannels...),
 		},
 		Outputs: outputs("MASK"),

@@ -98,6 +98,10 @@ func TestSchemasMatchComfyUI(t *testing.T) {
 			for _, input := range fileCombos[name] {
 				blankCombo(t, got, input)
 				blankCombo(t, want, input)
+				// Their validation is the node's own (ComfyUI's VALIDATE_INPUTS).
+				if in, _ := n.Schema().Input(input); !in.CustomValidation {
+					t.Errorf("input %q is not marked CustomValidation", input)
+				}
 			}
 			if !reflect.DeepEqual(got, want) {
 				g, _ := json.MarshalIndent(got, "", " ")
