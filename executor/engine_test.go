@@ -632,3 +632,28 @@ func TestGeneratedPromptID(t *testing.T) {
 		t.Error("two generated ids are equal")
 	}
 }
+
+func TestPartialRunKeepsOtherOutputsCached(t *testing.T) {
+	fx := newFixture(t)
+	e := newEngine(t, fx, executor.Options{})
+	run := func(id string, outputs ...string) []executor.Event {
+		sub := e.Subscribe()
+		defer sub.Close()
+		e.Execute(context.Background(), &executor.Job{ID: id, Prompt: chain(10), Outputs: outputs, ExtraData: map[string]any{"client_id": "c1"}})
+		return collect(t, sub, id)
+	}
+	run("full")
+	fx.runs.take()
+	// Only output 3: the 4 → 5 branch is neither run nor evicted, and is reported cached.
+	evs := run("partial", "3")
+	if got := fx.runs.take(); len(got) != 0 {
+		t.Fatalf("partial run executed %v", got)
+	}
+	if got := cachedNodes(t, evs); !slices.Equal(got, []string{"1", "2", "3", "4", "5"}) {
+		t.Errorf("execution_cached = %v, want every cached node of the prompt", got)
+	}
+	run("other", "5")
+	if got := fx.runs.take(); len(got) != 0 {
+		t.Errorf("the branch left out of the partial run was evicted: ran %v", got)
+	}
+}

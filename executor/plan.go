@@ -44,6 +44,9 @@ type plan struct {
 	steps   map[string]*step
 	order   []string // topological: every node after the nodes it links from
 	outputs []string
+	// side holds the prompt's other nodes that resolve, with their signatures only:
+	// they are never run, but their cache entries count as the prompt's.
+	side map[string]*step
 }
 
 // nodeError is a failure tied to one node, reported as execution_error.
@@ -202,52 +205,93 @@ func normalize(v any) any {
 	return v
 }
 
-// signatures computes every step's cache signature in order, as ComfyUI's
-// CacheKeySetInputSignature (comfy_execution/caching.py): the class, the IsChanged
-// fingerprint, the literal inputs in sorted key order, and for each link the upstream
-// node's signature and slot; the node id too when the class takes UNIQUE_ID (its output
-// may depend on it).
-func (e *Engine) signatures(p *plan, envFor func(*step) *nodes.Env) {
+// signatures computes the cache signature of every planned step, and of every other
+// prompt node that resolves (its class is known and its links lead to resolvable
+// nodes): ComfyUI's caches are keyed over the whole prompt, so execution_cached and the
+// classic cache cover nodes that this run does not execute (a partial run of some
+// outputs keeps the other outputs' cached results).
+func (e *Engine) signatures(job *Job, p *plan, envFor func(*step) *nodes.Env) {
 	for _, id := range p.order {
 		st := p.steps[id]
-		h := sha256.New()
-		field := func(s string) {
-			var n [8]byte
-			binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
-			h.Write(n[:])
-			h.Write([]byte(s))
-		}
-		field(st.class)
-		field(e.fingerprint(st, envFor(st)))
-		names := make([]string, 0, len(st.literals)+len(st.links))
-		for k := range st.literals {
-			names = append(names, k)
-		}
-		for k := range st.links {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			field(name)
-			if l, ok := st.links[name]; ok {
-				field("link")
-				field(p.steps[l.NodeID].sig)
-				field(strconv.Itoa(l.Slot))
-				continue
-			}
-			b, err := json.Marshal(st.literals[name])
-			if err != nil {
-				b = []byte(fmt.Sprintf("%#v", st.literals[name]))
-			}
-			field("value")
-			field(string(b))
-		}
-		if hasHidden(st.schema, hiddenUniqueID) {
-			field("unique_id")
-			field(st.id)
-		}
-		st.sig = hex.EncodeToString(h.Sum(nil))
+		st.sig = e.sign(st, func(up string) string { return p.steps[up].sig }, envFor(st))
 	}
+	p.side = map[string]*step{}
+	failed := map[string]bool{}
+	var resolve func(id string) *step
+	resolve = func(id string) *step {
+		if st := p.steps[id]; st != nil {
+			return st
+		}
+		if st := p.side[id]; st != nil {
+			return st
+		}
+		n := job.Prompt[id]
+		if failed[id] || n == nil {
+			return nil
+		}
+		failed[id] = true // until resolved; also stops a walk around a cycle
+		st, nerr := e.makeStep(id, n)
+		if nerr != nil {
+			return nil
+		}
+		for _, l := range st.links {
+			up := resolve(l.NodeID)
+			if up == nil || l.Slot < 0 || l.Slot >= len(up.schema.Outputs) {
+				return nil
+			}
+		}
+		st.sig = e.sign(st, func(up string) string { return resolve(up).sig }, envFor(st))
+		delete(failed, id)
+		p.side[id] = st
+		return st
+	}
+	for _, id := range graph.SortedIDs(job.Prompt) {
+		resolve(id)
+	}
+}
+
+// sign hashes one step's input signature, as ComfyUI's CacheKeySetInputSignature
+// (comfy_execution/caching.py): the class, the IsChanged fingerprint, the literal inputs
+// in sorted key order, and for each link the upstream node's signature and slot; the
+// node id too when the class takes UNIQUE_ID (its output may depend on it).
+func (e *Engine) sign(st *step, upSig func(id string) string, env *nodes.Env) string {
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(st.class)
+	field(e.fingerprint(st, env))
+	names := make([]string, 0, len(st.literals)+len(st.links))
+	for k := range st.literals {
+		names = append(names, k)
+	}
+	for k := range st.links {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		field(name)
+		if l, ok := st.links[name]; ok {
+			field("link")
+			field(upSig(l.NodeID))
+			field(strconv.Itoa(l.Slot))
+			continue
+		}
+		b, err := json.Marshal(st.literals[name])
+		if err != nil {
+			b = []byte(fmt.Sprintf("%#v", st.literals[name]))
+		}
+		field("value")
+		field(string(b))
+	}
+	if hasHidden(st.schema, hiddenUniqueID) {
+		field("unique_id")
+		field(st.id)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // fingerprint returns the node's IsChanged value. A failing IsChanged gives a fresh

@@ -49,15 +49,22 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		return r.finishError(nerr), false
 	}
 	r.p = p
-	e.signatures(p, r.envFor)
+	e.signatures(job, p, r.envFor)
 
 	// Outputs found in the cache are taken now, so that RAM-pressure eviction during
-	// the run cannot lose them.
+	// the run cannot lose them. execution_cached lists every cached node of the
+	// prompt, planned or not, as ComfyUI's does.
 	cached := []string{}
-	for _, id := range p.order {
-		if ent, ok := e.cache.get(p.steps[id].sig); ok {
-			r.results[id] = ent
-			cached = append(cached, id)
+	for _, id := range graph.SortedIDs(job.Prompt) {
+		if st := p.steps[id]; st != nil {
+			if ent, ok := e.cache.get(st.sig); ok {
+				r.results[id] = ent
+				cached = append(cached, id)
+			}
+		} else if st := p.side[id]; st != nil {
+			if _, ok := e.cache.get(st.sig); ok {
+				cached = append(cached, id)
+			}
 		}
 	}
 	r.message(EventExecutionCached, ExecutionCachedData{Nodes: cached, PromptID: job.ID, Timestamp: e.now().UnixMilli()})
@@ -198,6 +205,9 @@ func (r *run) endPrompt() {
 	if r.p != nil {
 		for id := range r.results {
 			keep[r.p.steps[id].sig] = true
+		}
+		for _, st := range r.p.side {
+			keep[st.sig] = true
 		}
 	}
 	r.e.cache.endPrompt(keep)
