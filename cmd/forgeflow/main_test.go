@@ -338,3 +338,11 @@ func TestServe(t *testing.T) {
 		t.Errorf("queue database not in the user folder: %v", err)
 	}
 }
+
+func TestListenNetwork(t *testing.T) {
+	for host, want := range map[string]string{"127.0.0.1": "tcp4", "0.0.0.0": "tcp4", "::": "tcp6", "::1": "tcp6", "localhost": "tcp"} {
+		if got := listenNetwork(host); got != want {
+			t.Errorf("listenNetwork(%q) = %s, want %s", host, got, want)
+		}
+	}
+}

@@ -45,11 +45,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(string)) int {
 	var cfg config
-	so := serveOptions{listen: optFlag{val: "127.0.0.1", bare: "0.0.0.0"}, cors: optFlag{bare: "*"}, ready: ready}
+	so := serveOptions{listen: optFlag{val: "127.0.0.1", bare: "0.0.0.0,::"}, cors: optFlag{bare: "*"}, ready: ready}
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfg.register(fl)
-	fl.Var(&so.listen, "listen", "addresses to listen on, comma-separated; --listen alone means 0.0.0.0")
+	fl.Var(&so.listen, "listen", "addresses to listen on, comma-separated; --listen alone means 0.0.0.0,:: (every IPv4 and IPv6 address)")
 	fl.IntVar(&so.port, "port", 8188, "port to listen on (0 picks a free one)")
 	fl.Float64Var(&so.maxUploadMB, "max-upload-size", 100, "largest upload in MB")
 	fl.Var(&so.cors, "enable-cors-header", "allow cross-origin requests from this origin; alone it means '*'")
@@ -135,7 +135,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		if host == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(so.port)))
+		ln, err := net.Listen(listenNetwork(host), net.JoinHostPort(host, strconv.Itoa(so.port)))
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()
@@ -192,4 +192,18 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// listenNetwork picks tcp4 or tcp6 for an IP literal, so that "0.0.0.0,::" binds both
+// families side by side (Go makes a "tcp" socket on [::] dual-stack, which would collide
+// with the IPv4 one), and tcp for a host name.
+func listenNetwork(host string) string {
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return "tcp"
+	case ip.To4() != nil:
+		return "tcp4"
+	}
+	return "tcp6"
 }
