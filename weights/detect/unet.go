@@ -94,9 +94,7 @@ func (s *sd) transformerDepth(prefix string, err *error) (depth, contextDim int,
 	}
 	depth = s.countBlocks(tp + "%d")
 	contextDim = s.need(err, "unet", tp+"0.attn2.to_k.weight", 1)
-	if !s.has(prefix + "1.proj_in.weight") {
-		s.need(err, "unet", prefix+"1.proj_in.weight", 0)
-	}
+	s.need(err, "unet", prefix+"1.proj_in.weight", 0) // only its presence is required
 	linear = s.rank(prefix+"1.proj_in.weight") == 2
 	video = s.has(prefix+"1.time_stack.0.attn1.to_q.weight") || s.has(prefix+"1.time_mix_blocks.0.attn1.to_q.weight")
 	return depth, contextDim, linear, video, true

@@ -59,6 +59,7 @@ func TestListExtensionsAliasesSubfolders(t *testing.T) {
 		"models/classifiers/noext",
 		"models/classifiers/with.ext",
 		"models/controlnet/canny.pth",
+		`models/controlnet/back\slash.pth`,
 		"models/t2i_adapter/depth.pt",
 	)
 	p, err := New(Options{BaseDir: base})

@@ -128,7 +128,8 @@ func (w *walker) walk(dir, rel string) {
 			}
 			w.walk(full, relName)
 		case typ.IsRegular():
-			if accepts(w.f.exts, name) {
+			// A name Resolve would refuse (a backslash in it) is not listed either.
+			if accepts(w.f.exts, name) && CheckName(relName) == nil {
 				w.seen[relName] = true
 			}
 		}
