@@ -2,8 +2,6 @@ package gemm
 
 import (
 	"math"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -42,7 +40,8 @@ type bSource struct {
 	f32   []float32
 	ld    int
 	trans bool
-	w     *Weight
+	w     Weight // the stored weight when isW (a value, so that no pointer to a caller's Weight reaches a pooled job)
+	isW   bool
 	wld   int // weight row stride in bytes
 }
 
@@ -87,7 +86,7 @@ func kcAlloc(kc int) int { return (kc + maxBlockSize - 1) / maxBlockSize * maxBl
 // panelDepth is the kc used for problem p: the kernel's, or for a stored
 // weight the nearest multiple of its block size not above kcAlloc.
 func panelDepth(kc int, p *problem) int {
-	if p.b.w == nil {
+	if !p.b.isW {
 		return kc
 	}
 	bs := p.b.w.DType.BlockSize()
@@ -124,64 +123,42 @@ func (e *Engine) run(p *problem) {
 	if int64(p.m)*int64(p.n)*int64(p.k)*int64(p.batch.Count) < minParallelFlops {
 		threads = 1
 	}
+	j := e.newJob(p)
+	defer e.jobs.Put(j)
+	if !e.noShare && p.batch.Count == 1 && threads > 1 && (p.m+kr.mr-1)/kr.mr >= 4*threads {
+		j.runShared(threads)
+		return
+	}
 	// Split each product into mParts×nParts rectangles aligned to the
 	// register tile, so that count×parts covers the threads. Each
 	// rectangle packs its own panels: no barriers, and the duplicated
 	// packing is O(m·k + k·n) against O(m·n·k) arithmetic.
-	if !e.noShare && p.batch.Count == 1 && threads > 1 && (p.m+kr.mr-1)/kr.mr >= 4*threads {
-		e.runShared(p, threads)
-		return
-	}
-	mParts, nParts := 1, 1
+	j.mParts, j.nParts = 1, 1
 	if need := (threads + p.batch.Count - 1) / p.batch.Count; need > 1 {
 		mTiles := (p.m + kr.mr - 1) / kr.mr
 		nTiles := (p.n + kr.nr - 1) / kr.nr
 		// Prefer splitting n for a stored weight (each part then converts
 		// only its own rows of W) and otherwise the dimension with more tiles.
-		if (p.b.w != nil && nTiles >= need) || nTiles >= mTiles {
-			nParts = min(need, nTiles)
+		if (p.b.isW && nTiles >= need) || nTiles >= mTiles {
+			j.nParts = min(need, nTiles)
 		} else {
-			mParts = min(need, mTiles)
+			j.mParts = min(need, mTiles)
 		}
 	}
-	ntasks := p.batch.Count * mParts * nParts
-	taskAt := func(i int) task {
-		b := i / (mParts * nParts)
-		r := i % (mParts * nParts)
-		mi, ni := r/nParts, r%nParts
-		return task{
-			batch: b,
-			m0:    splitPoint(p.m, mParts, mi, kr.mr), m1: splitPoint(p.m, mParts, mi+1, kr.mr),
-			n0: splitPoint(p.n, nParts, ni, kr.nr), n1: splitPoint(p.n, nParts, ni+1, kr.nr),
-		}
+	j.do(phaseTasks, p.batch.Count*j.mParts*j.nParts, threads)
+}
+
+// taskAt returns rectangle i of the mParts×nParts split of each product.
+func (j *job) taskAt(i int) task {
+	kr, p := &j.e.k, &j.p
+	b := i / (j.mParts * j.nParts)
+	r := i % (j.mParts * j.nParts)
+	mi, ni := r/j.nParts, r%j.nParts
+	return task{
+		batch: b,
+		m0:    splitPoint(p.m, j.mParts, mi, kr.mr), m1: splitPoint(p.m, j.mParts, mi+1, kr.mr),
+		n0: splitPoint(p.n, j.nParts, ni, kr.nr), n1: splitPoint(p.n, j.nParts, ni+1, kr.nr),
 	}
-	workers := min(threads, ntasks)
-	if workers <= 1 {
-		ws := e.getWorkspace()
-		for i := 0; i < ntasks; i++ {
-			e.compute(p, taskAt(i), ws)
-		}
-		e.bufs.Put(ws)
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	work := func() {
-		ws := e.getWorkspace()
-		for {
-			i := int(next.Add(1)) - 1
-			if i >= ntasks {
-				break
-			}
-			e.compute(p, taskAt(i), ws)
-		}
-		e.bufs.Put(ws)
-	}
-	for w := 1; w < workers; w++ {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
 }
 
 // splitPoint returns the start of part i of n split into parts pieces,
@@ -220,7 +197,7 @@ func (e *Engine) compute(p *problem, t task, ws *workspace) {
 func (p *problem) operands(i int) ([]float32, aSource, bSource) {
 	a, b := p.a, p.b
 	a.data = a.data[i*p.batch.StrideA:]
-	if b.w == nil {
+	if !b.isW {
 		b.f32 = b.f32[i*p.batch.StrideB:]
 	}
 	return p.c[i*p.batch.StrideC:], a, b
@@ -361,7 +338,7 @@ func (kr *kernel) packB(dst, row []float32, b *bSource, pc, kc, jc, nc, s0, s1 i
 		cols := min(nr, nc-s)
 		d := dst[s*kc : (s+nr)*kc]
 		switch {
-		case b.w != nil:
+		case b.isW:
 			r := row[:kc]
 			for j := 0; j < cols; j++ {
 				kr.decodeRow(b.w.DType, r, b.w.Data[(jc+s+j)*b.wld:], pc)

@@ -93,6 +93,7 @@ type Engine struct {
 	threads int
 	bufs    sync.Pool // *workspace
 	panels  sync.Pool // *[]float32, shared B blocks (runShared)
+	jobs    sync.Pool // *job
 	noShare bool      // benchmarks only: always split into private rectangles
 }
 

@@ -41,7 +41,7 @@ func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy 
 	if err := checkMatrix("y", y, m, n, ldy, 1, 0); err != nil {
 		return err
 	}
-	b := bSource{w: &w, wld: wld}
+	b := bSource{w: w, isW: true, wld: wld}
 	if w.DType == F32 && isAligned4(w.Data) && wld%4 == 0 {
 		// An f32 weight needs no conversion: read it as a transposed B.
 		b = bSource{f32: bytesAsFloat32(w.Data), ld: wld / 4, trans: true}
@@ -49,14 +49,14 @@ func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy 
 	if m == 0 || n == 0 {
 		return nil
 	}
-	if m <= rowDotMaxM && k > 0 {
-		e.linearRows(m, x, ldx, &b, n, k, y, ldy, accumulate)
-		return nil
-	}
 	p := problem{
 		m: m, n: n, k: k, acc: accumulate, batch: bt,
 		a: aSource{data: x, ld: ldx},
 		b: b, c: y, ldc: ldy,
+	}
+	if m <= rowDotMaxM && k > 0 {
+		e.linearRows(&p)
+		return nil
 	}
 	e.run(&p)
 	return nil

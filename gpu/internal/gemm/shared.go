@@ -1,10 +1,5 @@
 package gemm
 
-import (
-	"sync"
-	"sync/atomic"
-)
-
 // runShared computes one product with all workers sharing each packed B
 // block, the BLIS arrangement: per (jc, pc) the workers first pack the B
 // block's slivers together, then take mc-row blocks of A one at a time from
@@ -12,38 +7,49 @@ import (
 // once instead of once per worker and, above all, balances the load when
 // another process takes a core for a while: a worker that runs late simply
 // takes fewer blocks.
-func (e *Engine) runShared(p *problem, workers int) {
+func (j *job) runShared(workers int) {
+	e, p := j.e, &j.p
 	kr := &e.k
-	c, a, b := p.operands(0)
+	j.c, j.a, j.b = p.operands(0)
 	depth := panelDepth(kr.kc, p)
 	// Row blocks small enough that each worker gets about four of them.
 	blk := min(kr.mc, max(kr.mr, (p.m+4*workers-1)/(4*workers)))
-	blk = (blk + kr.mr - 1) / kr.mr * kr.mr
-	nblk := (p.m + blk - 1) / blk
+	j.blk = (blk + kr.mr - 1) / kr.mr * kr.mr
+	nblk := (p.m + j.blk - 1) / j.blk
 	bbuf := e.getPanel()
 	defer e.panels.Put(bbuf)
-	for jc := 0; jc < p.n; jc += kr.nc {
-		nc := min(kr.nc, p.n-jc)
-		slivers := (nc + kr.nr - 1) / kr.nr
-		for pc := 0; pc < p.k; pc += depth {
-			kc := min(depth, p.k-pc)
-			bp := (*bbuf)[:kc*slivers*kr.nr]
-			acc := p.acc || pc > 0
-			// Pack B in groups of slivers (a group is about 4·nr columns).
-			const group = 4
-			e.parallel(workers, (slivers+group-1)/group, func(ws *workspace, g int) {
-				kr.packB(bp, ws.row, &b, pc, kc, jc, nc, g*group, min(slivers, (g+1)*group))
-				kr.toPairs(bp, kc, kr.nr, g*group, min(slivers, (g+1)*group))
-			})
-			e.parallel(workers, nblk, func(ws *workspace, i int) {
-				ic := i * blk
-				mc := min(blk, p.m-ic)
-				packA(ws.a, &a, ic, mc, pc, kc, kr.mr)
-				kr.toPairs(ws.a, kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
-				kr.macro(ws.a, bp, ws.tile, c, p.ldc, ic, mc, jc, nc, kc, acc)
-			})
+	for j.jc = 0; j.jc < p.n; j.jc += kr.nc {
+		j.nc = min(kr.nc, p.n-j.jc)
+		j.slivers = (j.nc + kr.nr - 1) / kr.nr
+		for j.pc = 0; j.pc < p.k; j.pc += depth {
+			j.kc = min(depth, p.k-j.pc)
+			j.bp = (*bbuf)[:j.kc*j.slivers*kr.nr]
+			j.acc = p.acc || j.pc > 0
+			j.do(phasePackB, (j.slivers+packGroup-1)/packGroup, workers)
+			j.do(phaseBlocks, nblk, workers)
 		}
 	}
+}
+
+// packGroup is how many B slivers one packing work item covers.
+const packGroup = 4
+
+// packBGroup packs B slivers [g·packGroup, (g+1)·packGroup) of the block.
+func (j *job) packBGroup(ws *workspace, g int) {
+	kr := &j.e.k
+	s0, s1 := g*packGroup, min(j.slivers, (g+1)*packGroup)
+	kr.packB(j.bp, ws.row, &j.b, j.pc, j.kc, j.jc, j.nc, s0, s1)
+	kr.toPairs(j.bp, j.kc, kr.nr, s0, s1)
+}
+
+// rowBlock packs row block i of A and multiplies it by the shared B block.
+func (j *job) rowBlock(ws *workspace, i int) {
+	kr := &j.e.k
+	ic := i * j.blk
+	mc := min(j.blk, j.p.m-ic)
+	packA(ws.a, &j.a, ic, mc, j.pc, j.kc, kr.mr)
+	kr.toPairs(ws.a, j.kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
+	kr.macro(ws.a, j.bp, ws.tile, j.c, j.p.ldc, ic, mc, j.jc, j.nc, j.kc, j.acc)
 }
 
 // getPanel returns a shared B block buffer of kcAlloc×nc elements.
@@ -53,29 +59,4 @@ func (e *Engine) getPanel() *[]float32 {
 	}
 	b := make([]float32, kcAlloc(e.k.kc)*e.k.nc)
 	return &b
-}
-
-// parallel runs f(ws, i) for i in [0, n) on up to workers goroutines (the
-// caller's included), handing out indices from a counter, and returns when
-// all are done. Each goroutine has its own workspace.
-func (e *Engine) parallel(workers, n int, f func(ws *workspace, i int)) {
-	var next atomic.Int64
-	work := func() {
-		ws := e.getWorkspace()
-		for {
-			i := int(next.Add(1)) - 1
-			if i >= n {
-				break
-			}
-			f(ws, i)
-		}
-		e.bufs.Put(ws)
-	}
-	workers = min(workers, n)
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
 }

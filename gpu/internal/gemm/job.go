@@ -1,0 +1,87 @@
+package gemm
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// phase names what the work items of a job are.
+type phase int
+
+const (
+	phaseTasks  phase = iota // independent rectangles (job.taskAt, Engine.compute)
+	phasePackB               // groups of slivers of a shared B block
+	phaseBlocks              // row blocks of A against a shared B block
+	phaseRows                // chunks of output columns of linearRows
+)
+
+// job is the state of one call while its workers run. Jobs are pooled and
+// workers are started with go statements on a method, so a call in the
+// steady state allocates nothing.
+type job struct {
+	e    *Engine
+	p    problem
+	ph   phase
+	n    int
+	next atomic.Int64
+	wg   sync.WaitGroup
+
+	mParts, nParts int // phaseTasks: the split of each product
+
+	// runShared: operands and the current (jc, pc) block.
+	a                            aSource
+	b                            bSource
+	c, bp                        []float32
+	jc, nc, pc, kc, blk, slivers int
+	acc                          bool
+}
+
+func (e *Engine) newJob(p *problem) *job {
+	j, ok := e.jobs.Get().(*job)
+	if !ok {
+		j = new(job)
+	}
+	j.e, j.p = e, *p
+	j.a, j.b, j.c, j.bp = aSource{}, bSource{}, nil, nil
+	return j
+}
+
+// do runs the n items of phase ph on up to workers goroutines (the
+// caller's included), handing out indices from a counter, and returns when
+// all are done.
+func (j *job) do(ph phase, n, workers int) {
+	j.ph, j.n = ph, n
+	j.next.Store(0)
+	for w := 1; w < min(workers, n); w++ {
+		j.wg.Add(1)
+		go j.worker()
+	}
+	j.loop()
+	j.wg.Wait()
+}
+
+func (j *job) worker() {
+	defer j.wg.Done()
+	j.loop()
+}
+
+func (j *job) loop() {
+	ws := j.e.getWorkspace()
+	for {
+		i := int(j.next.Add(1)) - 1
+		if i >= j.n {
+			break
+		}
+		switch j.ph {
+		case phaseTasks:
+			j.e.compute(&j.p, j.taskAt(i), ws)
+		case phasePackB:
+			j.packBGroup(ws, i)
+		case phaseBlocks:
+			j.rowBlock(ws, i)
+		case phaseRows:
+			j.rowChunkDots(ws, i)
+		}
+	}
+	j.e.bufs.Put(ws)
+}
