@@ -48,15 +48,20 @@ var samplerTable = []struct {
 	fn   SamplerFunc
 }{
 	{"euler", sampleEuler},
+	{"euler_cfg_pp", sampleEulerCFGPP},
 	{"euler_ancestral", sampleEulerAncestral},
+	{"euler_ancestral_cfg_pp", sampleEulerAncestralCFGPP},
 	{"heun", sampleHeun},
+	{"heunpp2", sampleHeunPP2},
 	{"dpm_2", sampleDPM2},
 	{"dpm_2_ancestral", sampleDPM2Ancestral},
 	{"lms", sampleLMS},
 	{"dpmpp_2s_ancestral", sampleDPMPP2SAncestral},
+	{"dpmpp_2s_ancestral_cfg_pp", sampleDPMPP2SAncestralCFGPP},
 	{"dpmpp_sde", sampleDPMPPSDE},
 	{"dpmpp_sde_gpu", sampleDPMPPSDE},
 	{"dpmpp_2m", sampleDPMPP2M},
+	{"dpmpp_2m_cfg_pp", sampleDPMPP2MCFGPP},
 	{"dpmpp_2m_sde", sampleDPMPP2MSDEMidpoint},
 	{"dpmpp_2m_sde_gpu", sampleDPMPP2MSDEMidpoint},
 	{"dpmpp_2m_sde_heun", sampleDPMPP2MSDEHeun},
@@ -65,6 +70,8 @@ var samplerTable = []struct {
 	{"dpmpp_3m_sde_gpu", sampleDPMPP3MSDE},
 	{"ddpm", sampleDDPM},
 	{"lcm", sampleLCM},
+	{"ipndm", sampleIPNDM},
+	{"ipndm_v", sampleIPNDMV},
 	{"ddim", sampleEuler},
 }
 
