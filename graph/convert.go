@@ -86,7 +86,7 @@ func ConvertWith(w *Workflow, s Schemas, opts ConvertOptions) (Prompt, error) {
 	if w == nil {
 		return nil, &ConvertError{Msg: "nil workflow"}
 	}
-	c := &converter{schemas: s, opts: opts, byID: map[string]*execNode{}, missing: map[string][]string{}}
+	c := &converter{schemas: s, opts: opts, byID: map[string]*execNode{}, missing: map[string][]string{}, active: map[string]bool{}}
 	if c.opts.ChooseDynamic == nil {
 		c.opts.ChooseDynamic = func(n int) int { return rand.IntN(n) }
 	}
@@ -202,6 +202,7 @@ type converter struct {
 	order     []*execNode
 	missing   map[string][]string
 	depth     int
+	active    map[string]bool // subgraphs being expanded (the current path)
 }
 
 func (c *converter) indexDefinitions(w *Workflow) error {
@@ -225,6 +226,10 @@ func (c *converter) indexDefinitions(w *Workflow) error {
 // error rather than endless recursion.
 const maxNesting = 32
 
+// maxExecNodes bounds the flattened graph, so that subgraphs that each hold several
+// instances of the next cannot multiply without end.
+const maxExecNodes = 1 << 16
+
 // expand creates the execNodes of a scope, recursing into subgraph instances and
 // group nodes.
 func (c *converter) expand(sc *scope, path []string, parent *execNode) error {
@@ -247,17 +252,26 @@ func (c *converter) expand(sc *scope, path []string, parent *execNode) error {
 		}
 		c.byID[id] = en
 		c.order = append(c.order, en)
+		if len(c.order) > maxExecNodes {
+			return &ConvertError{Msg: fmt.Sprintf("the flattened graph has more than %d nodes", maxExecNodes)}
+		}
 		switch {
 		case virtualTypes[n.Type]:
 		case c.subgraphs[n.Type] != nil:
 			sg := c.subgraphs[n.Type]
+			if c.active[sg.ID] {
+				return &ConvertError{NodeID: id, Msg: fmt.Sprintf("subgraph %q contains itself", sg.Name)}
+			}
 			en.container, en.sub = true, sg
 			inner, err := newScope(sg.Nodes, sg.Links, fmt.Sprintf("subgraph %q", sg.Name))
 			if err != nil {
 				return err
 			}
 			en.inner = inner
-			if err := c.expand(inner, append(append([]string{}, path...), n.ID.String()), en); err != nil {
+			c.active[sg.ID] = true
+			err = c.expand(inner, append(append([]string{}, path...), n.ID.String()), en)
+			delete(c.active, sg.ID)
+			if err != nil {
 				return err
 			}
 		case c.groupFor(n.Type) != nil:

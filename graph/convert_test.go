@@ -3,6 +3,7 @@ package graph
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -262,7 +263,8 @@ func TestConvertErrors(t *testing.T) {
 		{"link from missing node", `{"nodes": [{"id": 9, "type": "Save", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}], "links": [[1, 5, 0, 9, 0, "IMAGE"]]}`, "node 5, which does not exist"},
 		{"duplicate node id", `{"nodes": [{"id": 9, "type": "Save"}, {"id": 9, "type": "Save"}]}`, "duplicate node id"},
 		{"bad widgets", `{"nodes": [{"id": 9, "type": "Save", "widgets_values": 5}]}`, "widgets_values is a number"},
-		{"self-containing subgraph", `{"nodes": [{"id": 1, "type": "s"}], "definitions": {"subgraphs": [{"id": "s", "name": "S", "nodes": [{"id": 1, "type": "s"}]}]}}`, "nested deeper"},
+		{"self-containing subgraph", `{"nodes": [{"id": 1, "type": "s"}], "definitions": {"subgraphs": [{"id": "s", "name": "S", "nodes": [{"id": 1, "type": "s"}]}]}}`, "contains itself"},
+		{"subgraph explosion", explosionWorkflow(), "more than"},
 		{"unterminated dynamic prompt", `{"nodes": [{"id": 2, "type": "Noise", "widgets_values": [1, "fixed", "} {", true]}]}`, "does not terminate"},
 	}
 	for _, tc := range tests {
@@ -349,4 +351,24 @@ func TestStripComments(t *testing.T) {
 	if err != nil || got != `b and d \{kept\}` {
 		t.Errorf("resolveDynamicPrompt = %q, %v", got, err)
 	}
+}
+
+// explosionWorkflow nests subgraphs that each hold four instances of the next: 4^12
+// nodes once flattened.
+func explosionWorkflow() string {
+	var defs []string
+	for i := 0; i < 12; i++ {
+		inner := `{"id": 1, "type": "Save"}`
+		if i < 11 {
+			inner = ""
+			for k := 1; k <= 4; k++ {
+				if k > 1 {
+					inner += ","
+				}
+				inner += fmt.Sprintf(`{"id": %d, "type": "s%d"}`, k, i+1)
+			}
+		}
+		defs = append(defs, fmt.Sprintf(`{"id": "s%d", "name": "S%d", "nodes": [%s]}`, i, i, inner))
+	}
+	return `{"nodes": [{"id": 1, "type": "s0"}], "definitions": {"subgraphs": [` + strings.Join(defs, ",") + `]}}`
 }

@@ -34,21 +34,22 @@ func upstream(p Prompt, id string) []string {
 	return out
 }
 
-// reach returns the nodes from which one of outputs can be reached (outputs included),
-// following links upstream.
-func reach(p Prompt, outputs []string) map[string]bool {
-	seen := map[string]bool{}
+// reach returns, for each node from which one of outputs can be reached (outputs
+// included, following links upstream), its upstream nodes.
+func reach(p Prompt, outputs []string) map[string][]string {
+	ups := map[string][]string{}
 	stack := append([]string(nil), outputs...)
 	for len(stack) > 0 {
 		id := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if seen[id] || p[id] == nil {
+		if _, seen := ups[id]; seen || p[id] == nil {
 			continue
 		}
-		seen[id] = true
-		stack = append(stack, upstream(p, id)...)
+		u := upstream(p, id)
+		ups[id] = u
+		stack = append(stack, u...)
 	}
-	return seen
+	return ups
 }
 
 // Order returns the nodes that outputs depend on (outputs included), in an order in
@@ -67,8 +68,7 @@ func Order(p Prompt, outputs []string) ([]string, error) {
 	nodes := reach(p, outputs)
 	pending := map[string]int{}         // node → number of distinct upstream nodes not yet placed
 	downstream := map[string][]string{} // node → nodes that link to it
-	for id := range nodes {
-		ups := upstream(p, id)
+	for id, ups := range nodes {
 		pending[id] = len(ups)
 		for _, u := range ups {
 			downstream[u] = append(downstream[u], id)
@@ -133,7 +133,7 @@ func Cycles(p Prompt, outputs []string) [][]string {
 		if _, seen := index[root]; seen {
 			continue
 		}
-		work := []*frame{{id: root, ups: upstream(p, root)}}
+		work := []*frame{{id: root, ups: nodes[root]}}
 		index[root], low[root] = next, next
 		next++
 		stack = append(stack, root)
@@ -148,7 +148,7 @@ func Cycles(p Prompt, outputs []string) [][]string {
 					next++
 					stack = append(stack, u)
 					onStack[u] = true
-					work = append(work, &frame{id: u, ups: upstream(p, u)})
+					work = append(work, &frame{id: u, ups: nodes[u]})
 				} else if onStack[u] {
 					low[f.id] = min(low[f.id], index[u])
 				}
