@@ -15,6 +15,7 @@ type LoRAConfig struct {
 	//   "bfl"        bare Flux names: double_blocks.… / single_blocks.… (BFL's LoRAs)
 	//   "lycoris"    lycoris_… (SimpleTuner)
 	//   "onetrainer" lora_transformer_…
+	//   "xlabs"      double_blocks.N.processor.qkv_lora1.down.weight (XLabs, USO)
 	//   "other"      anything else
 	Format string
 	// Adapters counts patched modules per adapter type: "lora" (up/down or A/B
@@ -56,6 +57,9 @@ var loraSuffixes = []struct{ suffix, adapter string }{
 // splitLoRAKey returns the module name and adapter type of a LoRA key; ok is false for
 // keys that are not LoRA keys.
 func splitLoRAKey(k string) (module, adapter string, ok bool) {
+	if m, ok := xlabsModule(k); ok {
+		return m, "lora", true
+	}
 	for _, s := range loraSuffixes {
 		if strings.HasSuffix(k, s.suffix) {
 			return k[:len(k)-len(s.suffix)], s.adapter, true
@@ -64,8 +68,34 @@ func splitLoRAKey(k string) (module, adapter string, ok bool) {
 	return "", "", false
 }
 
+// xlabsModule recognises the XLabs / USO Flux LoRA names,
+// "double_blocks.0.processor.qkv_lora1.down.weight" (comfy/lora_convert.py
+// convert_uso_lora): plain ".up/.down.weight" ends count only after a
+// ".processor.<x>_lora<n>" module, so that ordinary "up"/"down" layers are not taken for
+// LoRA matrices.
+func xlabsModule(k string) (string, bool) {
+	for _, suf := range []string{".down.weight", ".up.weight"} {
+		mod, found := strings.CutSuffix(k, suf)
+		if !found {
+			continue
+		}
+		i := strings.LastIndex(mod, ".processor.")
+		if i < 0 {
+			return "", false
+		}
+		last := mod[i+len(".processor."):]
+		if strings.Contains(last, "_lora") && !strings.Contains(last, ".") {
+			return mod, true
+		}
+	}
+	return "", false
+}
+
 // isDown reports whether k is the input-side (rank × in) matrix of a "lora" module.
 func isDown(k string) bool {
+	if _, ok := xlabsModule(k); ok {
+		return strings.HasSuffix(k, ".down.weight")
+	}
 	for _, s := range []string{".lora_down.weight", ".lora_A.weight", ".lora_A.default.weight", "_lora.down.weight", ".lora.down.weight", ".lora_linear_layer.down.weight", ".lora_A"} {
 		if strings.HasSuffix(k, s) {
 			return true
@@ -162,6 +192,8 @@ func moduleFormat(m string) string {
 		return "diffusers"
 	case strings.HasPrefix(m, "diffusion_model."), strings.HasPrefix(m, "model.diffusion_model."), strings.HasPrefix(m, "text_encoders."):
 		return "comfyui"
+	case strings.Contains(m, ".processor.") && strings.Contains(m, "_lora"):
+		return "xlabs"
 	case strings.HasPrefix(m, "double_blocks."), strings.HasPrefix(m, "single_blocks."), strings.HasPrefix(m, "img_in"),
 		strings.HasPrefix(m, "txt_in"), strings.HasPrefix(m, "final_layer."):
 		return "bfl"

@@ -29,6 +29,9 @@ func (ts *tensors) loraModule(style, module string, out, in, rank int) {
 		ts.add(module+".lokr_w2_a", out/8, rank)
 		ts.add(module+".lokr_w2_b", rank, in/8)
 		ts.add(module + ".alpha")
+	case "xlabs":
+		ts.add(module+".down.weight", rank, in)
+		ts.add(module+".up.weight", out, rank)
 	case "dora":
 		ts.add(module+".lora_down.weight", rank, in)
 		ts.add(module+".lora_up.weight", out, rank)
@@ -107,6 +110,11 @@ func TestLoRAFlavours(t *testing.T) {
 			ts.loraModule("kohya", "diffusion_model.double_blocks.0.img_attn.qkv", 9216, 3072, 8)
 			ts.loraModule("kohya", "diffusion_model.single_blocks.1.linear2", 3072, 15360, 8)
 		}), "comfyui", map[string]int{"lora": 2}, FamilyFluxDev, 8, true, false, false, true, 2},
+		{"xlabs flux", build(func(ts *tensors) {
+			ts.loraModule("xlabs", "double_blocks.0.processor.qkv_lora1", 9216, 3072, 16)
+			ts.loraModule("xlabs", "double_blocks.0.processor.proj_lora2", 3072, 3072, 16)
+			ts.loraModule("xlabs", "single_blocks.1.processor.qkv_lora", 9216, 3072, 16)
+		}), "xlabs", map[string]int{"lora": 3}, FamilyFluxDev, 16, true, false, false, false, 3},
 		{"onetrainer flux", build(func(ts *tensors) {
 			ts.loraModule("kohya", "lora_transformer_single_transformer_blocks_0_attn_to_k", 3072, 3072, 8)
 		}), "onetrainer", map[string]int{"lora": 1}, FamilyFluxDev, 8, true, false, false, true, 1},
@@ -128,9 +136,12 @@ func TestLoRAFlavours(t *testing.T) {
 }
 
 func TestNotALoRA(t *testing.T) {
-	// A model whose keys merely end in ".alpha" (an activation parameter) is no LoRA.
+	// A model whose keys merely end in ".alpha" (an activation parameter), ".up.weight"
+	// or ".down.weight" is no LoRA.
 	ts := tinyUNet.build()
 	ts.add("snake.alpha", 4)
+	ts.add("extra.up.weight", 4, 4)
+	ts.add("extra.processor.down.weight", 4, 4)
 	m := mustDetect(t, ts)
 	if m.Kind != KindDiffusionModel {
 		t.Fatalf("kind %s", m.Kind)
