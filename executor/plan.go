@@ -210,10 +210,12 @@ func normalize(v any) any {
 // nodes): ComfyUI's caches are keyed over the whole prompt, so execution_cached and the
 // classic cache cover nodes that this run does not execute (a partial run of some
 // outputs keeps the other outputs' cached results).
-func (e *Engine) signatures(job *Job, p *plan, envFor func(*step) *nodes.Env) {
+//
+// ids are the prompt's node ids in graph.SortIDs order.
+func (e *Engine) signatures(job *Job, ids []string, p *plan, envFor func(*step) *nodes.Env) {
 	for _, id := range p.order {
 		st := p.steps[id]
-		st.sig = e.sign(st, func(up string) string { return p.steps[up].sig }, envFor(st))
+		st.sig = e.sign(st, func(up string) string { return p.steps[up].sig }, envFor)
 	}
 	p.side = map[string]*step{}
 	failed := map[string]bool{}
@@ -240,12 +242,12 @@ func (e *Engine) signatures(job *Job, p *plan, envFor func(*step) *nodes.Env) {
 				return nil
 			}
 		}
-		st.sig = e.sign(st, func(up string) string { return resolve(up).sig }, envFor(st))
+		st.sig = e.sign(st, func(up string) string { return resolve(up).sig }, envFor)
 		delete(failed, id)
 		p.side[id] = st
 		return st
 	}
-	for _, id := range graph.SortedIDs(job.Prompt) {
+	for _, id := range ids {
 		resolve(id)
 	}
 }
@@ -254,7 +256,7 @@ func (e *Engine) signatures(job *Job, p *plan, envFor func(*step) *nodes.Env) {
 // (comfy_execution/caching.py): the class, the IsChanged fingerprint, the literal inputs
 // in sorted key order, and for each link the upstream node's signature and slot; the
 // node id too when the class takes UNIQUE_ID (its output may depend on it).
-func (e *Engine) sign(st *step, upSig func(id string) string, env *nodes.Env) string {
+func (e *Engine) sign(st *step, upSig func(id string) string, envFor func(*step) *nodes.Env) string {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -263,7 +265,7 @@ func (e *Engine) sign(st *step, upSig func(id string) string, env *nodes.Env) st
 		h.Write([]byte(s))
 	}
 	field(st.class)
-	field(e.fingerprint(st, env))
+	field(e.fingerprint(st, envFor))
 	names := make([]string, 0, len(st.literals)+len(st.links))
 	for k := range st.literals {
 		names = append(names, k)
@@ -296,11 +298,12 @@ func (e *Engine) sign(st *step, upSig func(id string) string, env *nodes.Env) st
 
 // fingerprint returns the node's IsChanged value. A failing IsChanged gives a fresh
 // random value, so the node always runs (ComfyUI uses NaN, which equals nothing).
-func (e *Engine) fingerprint(st *step, env *nodes.Env) string {
+func (e *Engine) fingerprint(st *step, envFor func(*step) *nodes.Env) string {
 	ic, ok := st.node.(nodes.IsChanger)
 	if !ok {
 		return ""
 	}
+	env := envFor(st)
 	in := nodes.Inputs{}
 	for k, v := range st.literals {
 		in[k] = v

@@ -49,13 +49,14 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		return r.finishError(nerr), false
 	}
 	r.p = p
-	e.signatures(job, p, r.envFor)
+	ids := graph.SortedIDs(job.Prompt)
+	e.signatures(job, ids, p, r.envFor)
 
 	// Outputs found in the cache are taken now, so that RAM-pressure eviction during
 	// the run cannot lose them. execution_cached lists every cached node of the
 	// prompt, planned or not, as ComfyUI's does.
 	cached := []string{}
-	for _, id := range graph.SortedIDs(job.Prompt) {
+	for _, id := range ids {
 		if st := p.steps[id]; st != nil {
 			if ent, ok := e.cache.get(st.sig); ok {
 				r.results[id] = ent
