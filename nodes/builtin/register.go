@@ -58,6 +58,10 @@ func Register(r *nodes.Registry, opts Options) error {
 		newFeatherMask(), newGrowMask(), newMaskPreview(opts),
 		// composite.go
 		newImageCompositeMasked(), newRepeatImageBatch(), newImageFromBatch(),
+		// transform.go
+		newImageFlip(), newImageRotate(), newGetImageSize(), newImageScaleToTotalPixels(),
+		newImageScaleToMaxDimension(), newResizeAndPadImage(), newSplitImageWithAlpha(),
+		newJoinImageWithAlpha(),
 		// load.go
 		newLoadImage(opts), newLoadImageMask(opts),
 		// save.go
