@@ -143,8 +143,14 @@ func dpm2Step(ctx context.Context, m Model, x, d []float32, sigma, target float3
 	return axpy(x, d2, target-sigma), nil
 }
 
-// lerp32 is torch.lerp for a weight below 0.5: a + w·(b − a).
-func lerp32(a, b, w float32) float32 { return a + w*(b-a) }
+// lerp32 is torch.lerp: a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w), which
+// is exact at w = 1.
+func lerp32(a, b, w float32) float32 {
+	if w > -0.5 && w < 0.5 {
+		return a + w*(b-a)
+	}
+	return b - (b-a)*(1-w)
+}
 
 // sampleDPM2Ancestral is DPM-Solver-2 down to sigma_down plus fresh noise; flow models
 // take the rectified-flow variant.

@@ -72,6 +72,15 @@ var samplerTable = []struct {
 	{"lcm", sampleLCM},
 	{"ipndm", sampleIPNDM},
 	{"ipndm_v", sampleIPNDMV},
+	{"res_multistep", sampleResMultistep},
+	{"res_multistep_cfg_pp", sampleResMultistepCFGPP},
+	{"res_multistep_ancestral", sampleResMultistepAncestral},
+	{"res_multistep_ancestral_cfg_pp", sampleResMultistepAncestralCFGPP},
+	{"gradient_estimation", sampleGradientEstimation},
+	{"gradient_estimation_cfg_pp", sampleGradientEstimationCFGPP},
+	{"er_sde", sampleERSDE},
+	{"seeds_2", sampleSEEDS2},
+	{"seeds_3", sampleSEEDS3},
 	{"ddim", sampleEuler},
 }
 
