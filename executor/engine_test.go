@@ -108,6 +108,10 @@ func TestCacheReexecutesOnlyDownstream(t *testing.T) {
 		t.Errorf("cached output of 5 = %v, want [5]", got)
 	}
 
+	// A prompt that cannot be planned does not empty the cache.
+	if h, _ := execute(t, e, "bad", graph.Prompt{"1": node("Nope", nil)}); h.Status.StatusStr != executor.StatusError {
+		t.Fatalf("bad prompt: %+v", h.Status)
+	}
 	// Same prompt again: nothing runs.
 	_, evs = execute(t, e, "p3", chain(20))
 	if got := fx.runs.take(); len(got) != 0 {

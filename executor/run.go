@@ -200,16 +200,19 @@ func (r *run) setProgress(id, state string, value, max float64) {
 	r.send(EventProgressState, ProgressStateData{PromptID: r.job.ID, Nodes: snap})
 }
 
-// endPrompt applies the cache policy, keeping the outputs of this prompt's nodes.
+// endPrompt applies the cache policy, keeping the outputs of this prompt's nodes. A
+// prompt that could not be planned leaves the cache alone: it has no nodes to keep,
+// and a classic cache would otherwise lose everything to one bad prompt.
 func (r *run) endPrompt() {
+	if r.p == nil {
+		return
+	}
 	keep := map[string]bool{}
-	if r.p != nil {
-		for id := range r.results {
-			keep[r.p.steps[id].sig] = true
-		}
-		for _, st := range r.p.side {
-			keep[st.sig] = true
-		}
+	for id := range r.results {
+		keep[r.p.steps[id].sig] = true
+	}
+	for _, st := range r.p.side {
+		keep[st.sig] = true
 	}
 	r.e.cache.endPrompt(keep)
 }
