@@ -3,6 +3,7 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/weights"
@@ -92,10 +93,11 @@ var ErrUnknown = errors.New("detect: no known model in the tensors")
 
 // sd is the tensor index detection works on.
 type sd struct {
-	in    Input
-	keys  []string
-	shape map[string][]int64
-	dtype map[string]weights.DType
+	in     Input
+	keys   []string // file order
+	sorted []string // for prefix searches
+	shape  map[string][]int64
+	dtype  map[string]weights.DType
 }
 
 func newSD(in Input) *sd {
@@ -105,6 +107,8 @@ func newSD(in Input) *sd {
 		s.shape[t.Name] = t.Shape
 		s.dtype[t.Name] = t.DType
 	}
+	s.sorted = slices.Clone(s.keys)
+	slices.Sort(s.sorted)
 	return s
 }
 
@@ -128,14 +132,11 @@ func (s *sd) dim(k string, i int) int {
 
 func (s *sd) rank(k string) int { return len(s.shape[k]) }
 
-// hasPrefix reports whether any key starts with p.
+// hasPrefix reports whether any key starts with p: the first key not below p in
+// sorted order is the only candidate.
 func (s *sd) hasPrefix(p string) bool {
-	for _, k := range s.keys {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
+	i, _ := slices.BinarySearch(s.sorted, p)
+	return i < len(s.sorted) && strings.HasPrefix(s.sorted[i], p)
 }
 
 // countBlocks is ComfyUI's count_blocks: how many consecutive n = 0, 1, ... have a key
