@@ -56,6 +56,8 @@ var samplerTable = []struct {
 	{"dpm_2", sampleDPM2},
 	{"dpm_2_ancestral", sampleDPM2Ancestral},
 	{"lms", sampleLMS},
+	{"dpm_fast", sampleDPMFast},
+	{"dpm_adaptive", sampleDPMAdaptive},
 	{"dpmpp_2s_ancestral", sampleDPMPP2SAncestral},
 	{"dpmpp_2s_ancestral_cfg_pp", sampleDPMPP2SAncestralCFGPP},
 	{"dpmpp_sde", sampleDPMPPSDE},
