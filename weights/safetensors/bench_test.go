@@ -93,3 +93,30 @@ func BenchmarkReadHeader(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkParseHeader measures header decoding alone for an SDXL-sized tensor count.
+func BenchmarkParseHeader(b *testing.B) {
+	var entries []Entry
+	for i := 0; i < 2500; i++ {
+		entries = append(entries, Entry{Name: fmt.Sprintf("model.diffusion_model.output_blocks.%d.1.transformer_blocks.%d.attn1.to_q.weight", i/100, i%100),
+			DType: weights.F16, Shape: []int64{640, 640}, WriteData: func(w io.Writer) error { return nil }})
+	}
+	var hdr []byte
+	sizes := make([]int64, len(entries))
+	for i := range sizes {
+		sizes[i] = 640 * 640 * 2
+	}
+	hdr, err := encodeHeader(entries, sizes, map[string]string{"format": "pt"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fileSize := 8 + int64(len(hdr)) + 2500*640*640*2
+	b.Run("2500tensors", func(b *testing.B) {
+		b.SetBytes(int64(len(hdr)))
+		for b.Loop() {
+			if _, err := parseHeader("bench", hdr, fileSize); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
