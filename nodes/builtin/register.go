@@ -62,6 +62,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		newImageFlip(), newImageRotate(), newGetImageSize(), newImageScaleToTotalPixels(),
 		newImageScaleToMaxDimension(), newResizeAndPadImage(), newSplitImageWithAlpha(),
 		newJoinImageWithAlpha(),
+		// strings.go
+		newStringConcatenate(), newStringSubstring(), newStringLength(), newCaseConverter(),
+		newStringTrim(), newStringReplace(), newStringContains(), newStringCompare(),
 		// load.go
 		newLoadImage(opts), newLoadImageMask(opts),
 		// save.go
