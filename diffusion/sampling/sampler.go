@@ -74,6 +74,7 @@ var samplerTable = []struct {
 	{"lcm", sampleLCM},
 	{"ipndm", sampleIPNDM},
 	{"ipndm_v", sampleIPNDMV},
+	{"deis", sampleDEIS},
 	{"res_multistep", sampleResMultistep},
 	{"res_multistep_cfg_pp", sampleResMultistepCFGPP},
 	{"res_multistep_ancestral", sampleResMultistepAncestral},
