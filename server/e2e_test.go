@@ -40,7 +40,7 @@ func engineServer(t *testing.T) (*testServer, *executor.Engine) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { eng.Run(ctx); done <- struct{}{} }()
-	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: GraphValidator(reg)}})
+	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: GraphValidator(reg, ndirs)}})
 	if err != nil {
 		t.Fatal(err)
 	}

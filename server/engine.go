@@ -199,33 +199,3 @@ func newRejection(typ, msg, details string) *Rejection {
 	e, _ := json.Marshal(comfyError{Type: typ, Message: msg, Details: details, ExtraInfo: map[string]any{}})
 	return &Rejection{Err: e, NodeErrors: json.RawMessage("{}")}
 }
-
-// GraphValidator validates prompts with graph.ValidatePartial: ComfyUI's
-// validate_prompt with its error shapes (invalid_prompt, prompt_no_outputs,
-// prompt_outputs_failed_validation and per-node node_errors).
-func GraphValidator(schemas graph.Schemas) Validator {
-	return func(p graph.Prompt, partial []string) ([]string, json.RawMessage, error) {
-		res := graph.ValidatePartial(p, schemas, partial)
-		if !res.OK() {
-			body := res.Body()
-			e, err := json.Marshal(body["error"])
-			if err != nil {
-				return nil, nil, err
-			}
-			ne, err := json.Marshal(body["node_errors"])
-			if err != nil {
-				return nil, nil, err
-			}
-			return nil, nil, &Rejection{Err: e, NodeErrors: ne}
-		}
-		ne := json.RawMessage("{}")
-		if len(res.NodeErrors) > 0 {
-			b, err := json.Marshal(res.NodeErrors)
-			if err != nil {
-				return nil, nil, err
-			}
-			ne = b
-		}
-		return res.Outputs, ne, nil
-	}
-}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
-	"github.com/forgeflow/forgeflow/nodes"
 )
 
 // runResult is one row of the summary table.
@@ -72,7 +71,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			results = append(results, runResult{path: f, status: "skipped"})
 			continue
 		}
-		r := runOne(ctx, eng, e.registry, f, i, bar)
+		r := runOne(ctx, eng, e, f, i, bar)
 		results = append(results, r)
 		if r.status == "interrupted" || (r.status != "ok" && !*keepGoing) {
 			stop = true
@@ -89,10 +88,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // runOne prepares and executes one workflow, feeding bar from the engine's events.
-func runOne(ctx context.Context, eng *executor.Engine, reg *nodes.Registry, path string, idx int, bar *progress) runResult {
+func runOne(ctx context.Context, eng *executor.Engine, e *env, path string, idx int, bar *progress) runResult {
 	start := time.Now()
 	res := runResult{path: path}
-	p, err := prepare(path, reg)
+	p, err := prepare(path, e)
 	if err != nil {
 		res.status, res.detail, res.elapsed = "invalid", rejectionText(err), time.Since(start)
 		bar.line(fmt.Sprintf("[%d/%d] %s: invalid: %s", idx+1, bar.total, path, res.detail))

@@ -118,7 +118,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}
 	srv, err := server.New(server.Options{
 		Logger: log, Dirs: e.dirs, Nodes: e.registry, Models: e.models, Memory: mem, Static: static,
-		Queue:         &server.EngineQueue{Engine: eng, Validate: validator(e.registry)},
+		Queue:         &server.EngineQueue{Engine: eng, Validate: validator(e.registry, nodeDirs(e.dirs))},
 		MaxUploadSize: int64(so.maxUploadMB * 1024 * 1024),
 		CORSOrigin:    so.cors.val,
 		Version:       comfyUIVersion,

@@ -45,7 +45,7 @@ func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	code := exitOK
 	reports := map[string]validateReport{}
 	for _, f := range files {
-		p, err := prepare(f, e.registry)
+		p, err := prepare(f, e)
 		rep := validateReport{Valid: err == nil, Outputs: []string{}, Error: json.RawMessage("null"), NodeErrors: json.RawMessage("{}")}
 		if err != nil {
 			code = exitFailed

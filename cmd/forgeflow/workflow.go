@@ -16,8 +16,8 @@ import (
 
 // validator returns the check POST /prompt, run and validate apply before running a
 // prompt.
-func validator(reg *nodes.Registry) server.Validator {
-	return server.GraphValidator(reg)
+func validator(reg *nodes.Registry, dirs nodes.Dirs) server.Validator {
+	return server.GraphValidator(reg, dirs)
 }
 
 // workflowExts are the files a folder argument contributes.
@@ -66,7 +66,8 @@ type prepared struct {
 
 // prepare loads, converts and validates one file. A failure is a *server.Rejection,
 // ComfyUI's error shape.
-func prepare(path string, reg *nodes.Registry) (*prepared, error) {
+func prepare(path string, e *env) (*prepared, error) {
+	reg := e.registry
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, rejection("invalid_prompt", "Cannot read workflow", err.Error())
@@ -82,7 +83,7 @@ func prepare(path string, reg *nodes.Registry) (*prepared, error) {
 	if p.workflow, err = workflowJSON(doc, data); err != nil {
 		return nil, rejection("invalid_prompt", "Invalid workflow", err.Error())
 	}
-	outs, _, err := validator(reg)(p.prompt, nil)
+	outs, _, err := validator(reg, nodeDirs(e.dirs))(p.prompt, nil)
 	if err != nil {
 		return nil, err
 	}
