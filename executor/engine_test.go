@@ -4,16 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/executor/store"
 	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
 )
 
 // chain is 1 Const → 2 Add(b) → 3 Sink, plus 4 Const → 5 Sink.
@@ -659,5 +662,83 @@ func TestPartialRunKeepsOtherOutputsCached(t *testing.T) {
 	run("other", "5")
 	if got := fx.runs.take(); len(got) != 0 {
 		t.Errorf("the branch left out of the partial run was evicted: ran %v", got)
+	}
+}
+
+func TestUnencodableUIIsANodeError(t *testing.T) {
+	reg := nodes.NewRegistry()
+	nan := &fake{
+		schema: &graph.Schema{Name: "NaNUI", OutputNode: true},
+		run: func(context.Context, *nodes.Env, nodes.Inputs) (nodes.Result, error) {
+			return nodes.Result{UI: map[string]any{"v": []any{math.NaN()}}}, nil
+		},
+	}
+	if err := reg.Register(nan); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e, err := executor.New(executor.Options{Registry: reg, Queue: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	if _, err := e.Submit(ctx, &executor.Job{ID: "n", Prompt: graph.Prompt{"1": node("NaNUI", nil)}}, executor.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := waitHistory(t, e, "n")
+	if h.Status.StatusStr != executor.StatusError {
+		t.Fatalf("status %+v", h.Status)
+	}
+	d := h.Status.Messages[len(h.Status.Messages)-1].Data.(map[string]any)
+	if !strings.Contains(d["exception_message"].(string), "not valid JSON") {
+		t.Errorf("message %v", d["exception_message"])
+	}
+	if running, _, _ := e.ListQueue(ctx); len(running) != 0 {
+		t.Errorf("prompt still running: %v", running)
+	}
+}
+
+// ackOnceFails is a queue whose first Ack fails, like a full disk that recovers.
+type ackOnceFails struct {
+	*store.Store
+	failed bool
+}
+
+func (q *ackOnceFails) Ack(ctx context.Context, id string, e *executor.HistoryEntry) error {
+	if !q.failed {
+		q.failed = true
+		return errors.New("disk full")
+	}
+	return q.Store.Ack(ctx, id, e)
+}
+
+func TestFailedHistoryWriteDoesNotLeavePromptRunning(t *testing.T) {
+	fx := newFixture(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := newEngine(t, fx, executor.Options{Queue: &ackOnceFails{Store: st}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	submit(t, e, "p", chain(1))
+	h := waitHistory(t, e, "p")
+	if h.Status.StatusStr != executor.StatusError || len(h.Outputs) != 0 {
+		t.Fatalf("history %+v", h)
+	}
+	d := h.Status.Messages[0].Data.(map[string]any)
+	if !strings.Contains(d["exception_message"].(string), "disk full") {
+		t.Errorf("message %v", d["exception_message"])
+	}
+	if running, _, _ := e.ListQueue(ctx); len(running) != 0 {
+		t.Errorf("prompt still running: %v", running)
 	}
 }

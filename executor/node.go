@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -110,6 +111,14 @@ func (r *run) runNode(ctx context.Context, st *step) (*cacheEntry, *nodeError) {
 		}
 	}
 	ent.ui = mergeUI(uis)
+	if ent.ui != nil {
+		// The UI output goes to websocket clients and into the durable history: one
+		// that cannot be written as JSON (a NaN, a channel) is this node's error, not
+		// a history write that fails later.
+		if _, err := json.Marshal(ent.ui); err != nil {
+			return nil, fail(fmt.Errorf("UI output is not valid JSON: %w", err))
+		}
+	}
 	return ent, nil
 }
 
