@@ -60,6 +60,14 @@ func TestConvertReference(t *testing.T) {
 			if doc.Format != FormatUI {
 				t.Fatalf("format = %v, want ui", doc.Format)
 			}
+			// Decoding and encoding the workflow loses nothing.
+			again, err := json.Marshal(doc.Workflow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sameJSON(t, data, again) {
+				t.Errorf("workflow does not round-trip")
+			}
 			got, err := ConvertWith(doc.Workflow, schemas, ConvertOptions{ChooseDynamic: func(int) int { return 0 }})
 			var mt *MissingTypesError
 			if errors.As(err, &mt) {

@@ -256,10 +256,15 @@ type groupRaw struct {
 	Nodes    []json.RawMessage `json:"nodes"`
 	Links    [][]any           `json:"links"`
 	External [][]any           `json:"external"`
-	Config   map[string]struct {
-		Input  map[string]struct{ Visible *bool } `json:"input"`
-		Output map[string]struct{ Visible *bool } `json:"output"`
-	} `json:"config"`
+	Config   json.RawMessage   `json:"config"`
+}
+
+// groupConfig is the part of a group definition's "config" that conversion reads:
+// slots hidden with "visible": false. It is read leniently: a config of another shape
+// hides nothing.
+type groupConfig map[string]struct {
+	Input  map[string]struct{ Visible *bool } `json:"input"`
+	Output map[string]struct{ Visible *bool } `json:"output"`
 }
 
 func (c *converter) groupFor(typ string) *groupDef {
@@ -399,8 +404,12 @@ func parseGroupDef(name string, data []byte) (*groupDef, error) {
 			external[[2]int{idx, slot}] = true
 		}
 	}
+	var config groupConfig
+	if json.Unmarshal(g.Config, &config) != nil {
+		config = nil
+	}
 	hidden := func(idx int, section, key string) bool {
-		cfg, ok := g.Config[strconv.Itoa(idx)]
+		cfg, ok := config[strconv.Itoa(idx)]
 		if !ok {
 			return false
 		}

@@ -268,6 +268,8 @@ func FuzzParsePrompt(f *testing.F) {
 	f.Add([]byte(`{"1": {"class_type": "A", "_meta": {"title": "t"}}}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[`))
+	f.Add([]byte(goodPrompt))
+	f.Add([]byte(`{"9": {"class_type": "Save", "inputs": {"images": ["9", 0], "filename_prefix": 1}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := ParsePrompt(data)
 		if err != nil {
@@ -291,6 +293,31 @@ func FuzzParsePrompt(f *testing.F) {
 		}
 		if len(p) != len(q) {
 			t.Fatalf("re-parse: %d nodes, want %d", len(q), len(p))
+		}
+		// Validation, ordering and coercion never panic, and their results agree.
+		schemas := testSchemas(t)
+		res := Validate(p, schemas)
+		if _, err := json.Marshal(res.Body()); err != nil {
+			t.Fatalf("error body does not encode: %v", err)
+		}
+		if res.OK() {
+			order, err := Order(p, res.Outputs)
+			if err != nil {
+				t.Fatalf("validated prompt does not order: %v", err)
+			}
+			for _, id := range order {
+				sc, _ := schemas.Schema(p[id].ClassType)
+				for i := range sc.Inputs {
+					in := &sc.Inputs[i]
+					v, ok := p[id].Inputs[in.Name]
+					if _, isLink := AsLink(v); !ok || isLink || in.Section == Hidden || !in.IsWidget() {
+						continue
+					}
+					if _, err := Coerce(in, v); err != nil && !res.hasNodeError(id) {
+						t.Fatalf("node %s input %s validated but does not coerce: %v", id, in.Name, err)
+					}
+				}
+			}
 		}
 	})
 }

@@ -485,3 +485,9 @@ func jsonSafe(v any) any {
 	}
 	return v
 }
+
+// hasNodeError reports whether node id has errors of its own.
+func (r *ValidationResult) hasNodeError(id string) bool {
+	ne := r.NodeErrors[id]
+	return ne != nil && len(ne.Errors) > 0
+}
