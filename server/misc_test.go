@@ -204,7 +204,7 @@ func TestUserdata(t *testing.T) {
 		})
 	}
 	var info []fileInfo
-	if err := json.Unmarshal([]byte(ts.do(t, "GET", "/userdata?dir=workflows&recurse=true&full_info=true", nil).Body.String()), &info); err != nil {
+	if err := json.Unmarshal(ts.do(t, "GET", "/userdata?dir=workflows&recurse=true&full_info=true", nil).Body.Bytes(), &info); err != nil {
 		t.Fatal(err)
 	}
 	if len(info) != 1 || info[0].Path != "deep/b.json" || info[0].Size != 2 || info[0].Modified <= 0 {
