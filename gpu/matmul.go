@@ -190,3 +190,42 @@ func cpuLinear(c *CPU, call *Call) error {
 	}
 	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.bytes(), n, k, y, n, acc)
 }
+
+// Embedding gathers rows ids of table (V, D), stored in any plain float dtype (CLIP's F16
+// token embedding stays F16), into an F32 (len(ids), D) tensor: nn.Embedding's forward.
+func Embedding(rt *Runtime, table *Tensor, ids []int) (*Tensor, error) {
+	if len(table.shape) != 2 || !table.dtype.IsFloat() || !table.IsContiguous() {
+		return nil, fmt.Errorf("gpu: embedding table %s must be a contiguous (V, D) float matrix", table)
+	}
+	for i, id := range ids {
+		if id < 0 || id >= table.shape[0] {
+			return nil, fmt.Errorf("gpu: embedding id %d at position %d outside [0, %d)", id, i, table.shape[0])
+		}
+	}
+	out, err := rt.Empty(F32, len(ids), table.shape[1])
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.run(OpEmbedding, &Call{In: []*Tensor{table}, Out: out, Params: EmbeddingParams{IDs: slices.Clone(ids)}}); err != nil {
+		out.Release()
+		return nil, err
+	}
+	return out, nil
+}
+
+func cpuEmbedding(c *CPU, call *Call) error {
+	table, out := call.In[0], call.Out
+	ids := call.Params.(EmbeddingParams).IDs
+	d := table.shape[1]
+	rowBytes, err := table.dtype.StorageBytes(d)
+	if err != nil {
+		return err
+	}
+	src, o := table.bytes(), out.f32c()
+	for i, id := range ids {
+		if err := DecodeFloat32(table.dtype, o[i*d:(i+1)*d], src[id*rowBytes:(id+1)*rowBytes]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -33,6 +33,7 @@ const (
 	OpPatchify                    // (B, C, H, W) → (B, H/p·W/p, C·p·p)
 	OpUnpatchify                  // inverse of OpPatchify
 	OpUpscale                     // comfy.utils.common_upscale (see gpu/resample)
+	OpEmbedding                   // rows of a (V, D) table in its stored float dtype, by id
 	OpCount
 )
 
@@ -61,6 +62,7 @@ var opNames = [OpCount]string{
 	OpPatchify:          "patchify",
 	OpUnpatchify:        "unpatchify",
 	OpUpscale:           "upscale",
+	OpEmbedding:         "embedding",
 }
 
 func (o Op) String() string {
@@ -116,3 +118,6 @@ type UpscaleParams struct {
 	Width, Height int
 	Method, Crop  string
 }
+
+// EmbeddingParams configures OpEmbedding: the row ids to gather.
+type EmbeddingParams struct{ IDs []int }

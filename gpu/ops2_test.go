@@ -320,3 +320,23 @@ var _ = addCases(OpUpscale,
 		}
 	}},
 )
+
+var _ = addCases(OpEmbedding,
+	opCase{"f16-and-f32-tables", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+		const v, d = 11, 5
+		vals := randData(r, v*d)
+		ids := []int{3, 0, 10, 3}
+		for _, dt := range []DType{F32, F16, BF16} {
+			tab, tv := weightOf(t, rt, dt, vals, v, d)
+			var want []float64
+			for _, id := range ids {
+				want = append(want, tv[id*d:(id+1)*d]...)
+			}
+			checkClose(t, ok(t)(Embedding(rt, tab, ids)), want, 0, 0)
+			checkClose(t, ok(t)(Embedding(rt, tab, nil)), nil, 0, 0)
+			if _, err := Embedding(rt, tab, []int{v}); err == nil {
+				t.Fatal("id past the table accepted")
+			}
+		}
+	}},
+)
