@@ -341,6 +341,22 @@ func TestPyJSONDumps(t *testing.T) {
 	}
 }
 
+func TestJSString(t *testing.T) {
+	tests := []struct {
+		in   any
+		want string
+	}{
+		{1.0, "1"}, {0.1, "0.1"}, {-2.5, "-2.5"}, {1e21, "1e+21"}, {123456789012345680000.0, "123456789012345680000"},
+		{1.5e-7, "1.5e-7"}, {0.000001, "0.000001"}, {json.Number("18446744073709551615"), "18446744073709551615"},
+		{json.Number("42"), "42"}, {json.Number("7.50"), "7.5"}, {true, "true"}, {nil, ""}, {int64(-3), "-3"},
+	}
+	for _, tc := range tests {
+		if got := jsString(tc.in); got != tc.want {
+			t.Errorf("jsString(%#v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestFormatDate(t *testing.T) {
 	tm := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	tests := map[string]string{

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -108,7 +109,9 @@ func idLess(a, b string) bool {
 	return a < b
 }
 
-// jsString renders a widget value as JavaScript's String(value) would.
+// jsString renders a widget value as JavaScript's String(value) would. An integer
+// literal of the prompt (json.Number) keeps its digits: the front end would have rounded
+// one above 2^53 to a double, which only corrupts a seed.
 func jsString(v any) string {
 	switch x := v.(type) {
 	case nil:
@@ -118,19 +121,78 @@ func jsString(v any) string {
 	case bool:
 		return strconv.FormatBool(x)
 	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
+		return jsNumber(x)
 	case int64:
 		return strconv.FormatInt(x, 10)
 	case int:
 		return strconv.Itoa(x)
-	case fmt.Stringer:
+	case fmt.Stringer: // json.Number
 		s := x.String()
+		if isIntLiteral(s) {
+			return s
+		}
 		if f, err := strconv.ParseFloat(s, 64); err == nil {
-			return strconv.FormatFloat(f, 'f', -1, 64)
+			return jsNumber(f)
 		}
 		return s
 	}
 	return fmt.Sprint(v)
+}
+
+// isIntLiteral reports whether s is a JSON integer: an optional minus and digits.
+func isIntLiteral(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// jsNumber is ECMAScript's Number::toString(x) (ECMA-262 §6.1.6.1.20): the shortest
+// round-trip digits, written plainly for decimal exponents -6 < n <= 21 and in
+// exponent form ("1e+21", "1.5e-7") outside.
+func jsNumber(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return "NaN"
+	case math.IsInf(x, 1):
+		return "Infinity"
+	case math.IsInf(x, -1):
+		return "-Infinity"
+	case x == 0:
+		return "0"
+	}
+	sign := ""
+	if x < 0 {
+		sign, x = "-", -x
+	}
+	e := strconv.FormatFloat(x, 'e', -1, 64) // d.ddde±XX
+	mant, exp, _ := strings.Cut(e, "e")
+	digits := strings.Replace(mant, ".", "", 1)
+	p, _ := strconv.Atoi(exp)
+	k, n := len(digits), p+1
+	switch {
+	case k <= n && n <= 21:
+		return sign + digits + strings.Repeat("0", n-k)
+	case 0 < n && n <= 21:
+		return sign + digits[:n] + "." + digits[n:]
+	case -6 < n && n <= 0:
+		return sign + "0." + strings.Repeat("0", -n) + digits
+	}
+	m := digits[:1]
+	if k > 1 {
+		m += "." + digits[1:]
+	}
+	es := "+"
+	if n-1 < 0 {
+		es = "-"
+	}
+	return sign + m + "e" + es + strconv.Itoa(abs(n-1))
 }
 
 // sanitizeWidgetValue replaces the characters the front end refuses in a file name
