@@ -480,6 +480,20 @@ func TestEventSequence(t *testing.T) {
 		}
 	}
 	want := []string{"execution_start", "execution_cached", "executing:1", "executing:2", "executed", "execution_success", "executing:null"}
+	for _, ev := range evs {
+		if d, ok := ev.Data.(executor.ExecutingData); ok {
+			b, _ := json.Marshal(d)
+			w := `{"node":"1","display_node":"1","prompt_id":"p"}`
+			if d.Node == nil {
+				w = `{"node":null,"prompt_id":"p"}`
+			} else if *d.Node != "1" {
+				continue
+			}
+			if string(b) != w {
+				t.Errorf("executing JSON %s, want %s", b, w)
+			}
+		}
+	}
 	if !slices.Equal(seq, want) {
 		t.Errorf("events = %v\nwant %v", seq, want)
 	}

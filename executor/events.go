@@ -69,10 +69,10 @@ type ExecutionCachedData struct {
 }
 
 // ExecutingData is the "executing" event; Node and DisplayNode are nil when the prompt
-// has finished.
+// has finished, and the JSON is then {"node": null, "prompt_id"} as ComfyUI's.
 type ExecutingData struct {
 	Node        *string `json:"node"`
-	DisplayNode *string `json:"display_node"`
+	DisplayNode *string `json:"display_node,omitempty"`
 	PromptID    string  `json:"prompt_id"`
 }
 
