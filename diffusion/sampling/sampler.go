@@ -85,6 +85,8 @@ var samplerTable = []struct {
 	{"seeds_2", sampleSEEDS2},
 	{"seeds_3", sampleSEEDS3},
 	{"ddim", sampleEuler},
+	{"uni_pc", sampleUniPC},
+	{"uni_pc_bh2", sampleUniPCBH2},
 }
 
 // SamplerNames lists the implemented sampler names, in ComfyUI's order.
@@ -136,8 +138,12 @@ func Sample(ctx context.Context, name string, m Model, sigmas, noise, latent []f
 	if err != nil {
 		return nil, err
 	}
+	last := sigmas[len(sigmas)-1]
+	if (name == "uni_pc" || name == "uni_pc_bh2") && last == 0 {
+		last = uniPCFinalSigma
+	}
 	out := make([]float32, len(x))
-	InverseNoiseScaling(ms.Prediction(), sigmas[len(sigmas)-1], x, out)
+	InverseNoiseScaling(ms.Prediction(), last, x, out)
 	return out, nil
 }
 
