@@ -379,16 +379,25 @@ func (c *converter) readWidgets(en *execNode, n *WorkflowNode) (map[string]any, 
 	if err != nil {
 		return nil, &ConvertError{NodeID: en.id, Msg: err.Error()}
 	}
+	// Newer front ends also save "widgets_values_named" (widget name → value) beside the
+	// list; where a name is there, it is the unambiguous source.
+	var byName map[string]any
+	if raw, ok := n.rest["widgets_values_named"]; ok && jsonKind(raw) == "an object" {
+		if decodeNumbers(raw, &byName) != nil {
+			byName = nil
+		}
+	}
 	vals := map[string]any{}
 	for i, ws := range widgetSlots(en.schema) {
 		if ws.input == nil {
 			continue
 		}
-		var v any
-		ok := false
-		if named != nil {
+		v, ok := byName[ws.name]
+		switch {
+		case ok:
+		case named != nil:
 			v, ok = named[ws.name]
-		} else if i < len(list) {
+		case i < len(list):
 			v, ok = list[i], true
 		}
 		if !ok {

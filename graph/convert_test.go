@@ -160,6 +160,11 @@ func TestConvertGraphFeatures(t *testing.T) {
 			 "3": {"class_type": "Sampler", "inputs": {"seed": ["7", 0], "steps": 2, "cfg": 3, "sampler_name": "euler", "denoise": 1.0}}}`,
 		},
 		{
+			name:  "widgets_values_named wins over the list",
+			nodes: `{"id": 2, "type": "Noise", "widgets_values": [3, "fixed", "a", true], "widgets_values_named": {"text": "named", "flag": false}}`,
+			want:  `{"2": {"class_type": "Noise", "inputs": {"noise_seed": 3, "text": "named", "flag": false}}}`,
+		},
+		{
 			name:  "missing widget values take schema defaults; list values are wrapped",
 			nodes: `{"id": 2, "type": "Noise", "widgets_values": [3, "fixed", ["a", "b"]]}, {"id": 3, "type": "Sampler", "widgets_values": []}`,
 			want: `{"2": {"class_type": "Noise", "inputs": {"noise_seed": 3, "text": {"__value__": ["a", "b"]}, "flag": true}},
