@@ -134,25 +134,18 @@ func erfAS(x float32) float32 {
 	return r
 }
 
-// The other activations compute in float64 and round once: within half an ulp of the
-// exact value.
+// geluTanh computes in float64 and rounds once (within half an ulp).
 func geluTanh(x float32) float32 {
 	v := float64(x)
 	const k = 0.7978845608028654 // √(2/π)
 	return float32(0.5 * v * (1 + math.Tanh(k*(v+0.044715*v*v*v))))
 }
 
-func sigmoid(v float64) float64 {
-	if v >= 0 {
-		return 1 / (1 + math.Exp(-v))
-	}
-	e := math.Exp(v)
-	return e / (1 + e)
-}
+// quickGELU and silu are x·σ(a·x) = x / (1 + e^(−a·x)) in float32 with expf (≤ 2 ulp),
+// the form PyTorch's float kernels evaluate.
+func quickGELU(x float32) float32 { return x / (1 + expf(-1.702*x)) }
 
-func quickGELU(x float32) float32 { return float32(float64(x) * sigmoid(1.702*float64(x))) }
-
-func silu(x float32) float32 { return float32(float64(x) * sigmoid(float64(x))) }
+func silu(x float32) float32 { return x / (1 + expf(-x)) }
 
 func cpuUnary(f func(float32) float32) cpuKernel {
 	return func(c *CPU, call *Call) error {
