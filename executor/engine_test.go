@@ -756,3 +756,25 @@ func TestFailedHistoryWriteDoesNotLeavePromptRunning(t *testing.T) {
 		t.Errorf("prompt still running: %v", running)
 	}
 }
+
+// Execute (the CLI's path) treats a cancelled ctx, Ctrl-C, as an interrupt.
+func TestExecuteCancelIsInterrupt(t *testing.T) {
+	fx := newFixture(t)
+	e := newEngine(t, fx, executor.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-fx.started
+		if e.Running() == "" {
+			t.Error("Running() is empty while a prompt runs")
+		}
+		cancel()
+	}()
+	h := e.Execute(ctx, &executor.Job{ID: "x", Prompt: graph.Prompt{"1": node("Blocker", map[string]any{"steps": json.Number("0")})}})
+	last := h.Status.Messages[len(h.Status.Messages)-1]
+	if h.Status.StatusStr != executor.StatusError || last.Event != executor.EventExecutionInterrupted {
+		t.Fatalf("status %s, last %s", h.Status.StatusStr, last.Event)
+	}
+	if e.Running() != "" {
+		t.Error("Running() still set after the prompt ended")
+	}
+}
