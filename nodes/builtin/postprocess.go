@@ -203,28 +203,23 @@ func blurReflect(ctx context.Context, im *Image, g []float32, r int) (*Image, er
 	}
 	H, W, C := im.Height, im.Width, im.Channels
 	size := 2*r + 1
-	cols := make([]int, W*size) // source offsets of each output column's taps
-	for x := 0; x < W; x++ {
-		for j := 0; j < size; j++ {
-			cols[x*size+j] = reflectIndex(x+j-r, W) * C
-		}
-	}
+	padded := make([]float32, (W+2*r)*C) // one reflect-padded source row
 	tmp := make([]float32, H*W*C)
 	for b := 0; b < im.Batch; b++ {
 		src, dst := im.Frame(b), out.Frame(b)
-		for y := 0; y < H; y++ { // horizontal pass
+		for y := 0; y < H; y++ { // horizontal pass: one saxpy per tap over the padded row
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			row, trow := src[y*W*C:(y+1)*W*C], tmp[y*W*C:(y+1)*W*C]
-			for x := 0; x < W; x++ {
-				taps := cols[x*size : (x+1)*size]
-				for c := 0; c < C; c++ {
-					var acc float32
-					for j, off := range taps {
-						acc += g[j] * row[off+c]
-					}
-					trow[x*C+c] = acc
+			row := src[y*W*C : (y+1)*W*C]
+			for x := -r; x < W+r; x++ {
+				copy(padded[(x+r)*C:(x+r+1)*C], row[reflectIndex(x, W)*C:])
+			}
+			trow := tmp[y*W*C : (y+1)*W*C]
+			for j := 0; j < size; j++ {
+				w, p := g[j], padded[j*C:j*C+len(trow)]
+				for k := range trow {
+					trow[k] += w * p[k]
 				}
 			}
 		}
@@ -234,13 +229,13 @@ func blurReflect(ctx context.Context, im *Image, g []float32, r int) (*Image, er
 			}
 			drow := dst[y*W*C : (y+1)*W*C]
 			for i := 0; i < size; i++ {
-				srow := tmp[reflectIndex(y+i-r, H)*W*C:]
-				w := g[i]
+				w, srow := g[i], tmp[reflectIndex(y+i-r, H)*W*C:][:len(drow)]
 				for k := range drow {
 					drow[k] += w * srow[k]
 				}
 			}
 		}
+		clear(tmp)
 	}
 	return out, nil
 }
