@@ -115,7 +115,7 @@ type testServer struct {
 }
 
 // newTestServer builds a server over fresh folders. opt may adjust the options.
-func newTestServer(t *testing.T, opt func(*Options)) *testServer {
+func newTestServer(t testing.TB, opt func(*Options)) *testServer {
 	t.Helper()
 	base := t.TempDir()
 	dirs := Dirs{

@@ -72,6 +72,24 @@ func TestWorkflowsRun(t *testing.T) {
 		t.Errorf("blend pixel (%d,%d,%d), want about (128,0,128)", r>>8, g>>8, b>>8)
 	}
 
+	// A saved PNG carries its prompt and workflow: convert and run read it back.
+	saved := filepath.Join(base, "output", "examples", "blend_00001_.png")
+	code, out, errOut = runCLI(t, context.Background(), "convert", saved)
+	if code != exitOK || !strings.Contains(out, `"ImageBlend"`) || !strings.Contains(out, `"examples/blend"`) {
+		t.Fatalf("convert of a saved PNG: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, context.Background(), "run", "--base-directory", base, saved)
+	if code != exitOK || !strings.Contains(out, "examples/blend_00002_.png") {
+		t.Fatalf("run of a saved PNG: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, context.Background(), "run", "--disable-metadata", "--base-directory", base, filepath.Join(workflowsDir, "invert_api.json"))
+	if code != exitOK {
+		t.Fatalf("--disable-metadata run: exit %d\n%s", code, out)
+	}
+	if code, _, _ := runCLI(t, context.Background(), "convert", filepath.Join(base, "output", "examples", "invert_00002_.png")); code != exitFailed {
+		t.Fatalf("a PNG saved with --disable-metadata has no workflow to convert, exit %d", code)
+	}
+
 	// The LoadImage examples need an input image.
 	in := filepath.Join(base, "input")
 	os.MkdirAll(in, 0o755)

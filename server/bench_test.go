@@ -1,0 +1,47 @@
+package server
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/nodes/builtin"
+)
+
+// BenchmarkPostPrompt measures the route's own cost (parsing, checks, answer) over a
+// queue that stores nothing.
+func BenchmarkPostPrompt(b *testing.B) {
+	ts := newTestServer(b, nil)
+	body := `{"client_id": "c", "prompt": {
+		"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+		"2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+		"3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}}`
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		ts.ServeHTTP(rec, httptest.NewRequest("POST", "/prompt", strings.NewReader(body)))
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+		ts.queue.submitted = ts.queue.submitted[:0]
+	}
+}
+
+// BenchmarkObjectInfo measures GET /object_info over the built-in nodes.
+func BenchmarkObjectInfo(b *testing.B) {
+	reg := nodes.NewRegistry()
+	if err := builtin.Register(reg, builtin.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	ts := newTestServer(b, func(o *Options) { o.Nodes = reg })
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		ts.ServeHTTP(rec, httptest.NewRequest("GET", "/object_info", nil))
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+	}
+}
