@@ -81,13 +81,12 @@ type Engine struct {
 
 // runningPrompt is what Interrupt needs to know about the prompt being executed.
 type runningPrompt struct {
-	id          string
-	cancel      context.CancelCauseFunc
-	interrupted bool
+	id     string
+	cancel context.CancelCauseFunc
 }
 
-// errInterrupted is the cancel cause Interrupt sets, telling an interrupt apart from
-// the worker being stopped.
+// errInterrupted is the cancel cause Interrupt sets; nodes may read it with
+// context.Cause.
 var errInterrupted = errors.New("executor: interrupted")
 
 // New returns an engine. It fails when Registry is nil or the cache options are invalid.
@@ -258,7 +257,6 @@ func (e *Engine) Interrupt(promptID string) bool {
 	if r == nil || (promptID != "" && promptID != r.id) {
 		return false
 	}
-	r.interrupted = true
 	r.cancel(errInterrupted)
 	return true
 }

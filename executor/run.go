@@ -76,12 +76,8 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 			continue
 		}
 		st := p.steps[id]
-		if err := ctx.Err(); err != nil {
-			if handBack && parent.Err() != nil {
-				r.endPrompt()
-				return nil, true
-			}
-			return r.finishInterrupted(st), false
+		if ctx.Err() != nil {
+			return r.cancelled(parent, st, handBack)
 		}
 		if ent, ok := r.results[id]; ok {
 			// A cached node on the execution path (an output node): ComfyUI re-sends its
@@ -102,11 +98,7 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		ent, nerr := r.runNode(ctx, st)
 		if nerr != nil {
 			if ctx.Err() != nil {
-				if handBack && parent.Err() != nil {
-					r.endPrompt()
-					return nil, true
-				}
-				return r.finishInterrupted(st), false
+				return r.cancelled(parent, st, handBack)
 			}
 			r.setProgress(id, NodeError, 0, 1)
 			return r.finishError(nerr), false
@@ -121,6 +113,17 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 	}
 	r.message(EventExecutionSuccess, ExecutionSuccessData{PromptID: job.ID, Timestamp: e.now().UnixMilli()})
 	return r.finish(true), false
+}
+
+// cancelled ends a prompt whose context is done at node st: the worker stopping
+// (parent done, handBack) abandons it for the queue to hand back; anything else is an
+// interrupt.
+func (r *run) cancelled(parent context.Context, st *step, handBack bool) (*HistoryEntry, bool) {
+	if handBack && parent.Err() != nil {
+		r.endPrompt()
+		return nil, true
+	}
+	return r.finishInterrupted(st), false
 }
 
 // needed returns the nodes to visit: walking back from the outputs, a node is needed
