@@ -37,10 +37,13 @@ func (l Link) MarshalJSON() ([]byte, error) {
 	return json.Marshal([]any{l.NodeID, l.Slot})
 }
 
-// AsLink reports whether v is a link (["id", slot]) and returns it.
+// AsLink reports whether v is a link (["id", slot], or a Link value) and returns it.
 // It accepts the node id as a string or a number, and the slot as any integral number,
 // as ComfyUI's executor does.
 func AsLink(v any) (Link, bool) {
+	if l, ok := v.(Link); ok {
+		return l, true
+	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 2 {
 		return Link{}, false

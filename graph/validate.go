@@ -244,6 +244,9 @@ func (v *validator) node(id string) *nodeResult {
 			}
 			continue
 		}
+		if l, isLink := val.(Link); isLink {
+			val = NewLink(l.NodeID, l.Slot)
+		}
 		if list, isList := val.([]any); isList {
 			e, ok := v.link(id, in, list)
 			if e != nil {

@@ -41,6 +41,12 @@ func edit(t *testing.T, id, input string, v any) Prompt {
 }
 
 func TestValidateOK(t *testing.T) {
+	// A prompt built in Go may hold Link values rather than ["id", slot] lists.
+	built := mustPrompt(t, goodPrompt)
+	built["4"].Inputs["vae"] = Link{NodeID: "1", Slot: 2}
+	if r := Validate(built, testSchemas(t)); !r.OK() {
+		t.Fatalf("Link value: %v", r.Err())
+	}
 	r := Validate(mustPrompt(t, goodPrompt), testSchemas(t))
 	if !r.OK() || r.Err() != nil {
 		t.Fatalf("unexpected failure: %+v", r.Body())
