@@ -6,14 +6,22 @@ import "fmt"
 // kh, kw) in its stored float dtype, plus bias (Cout, F32, may be nil), with equal stride
 // and zero padding on both axes: torch.nn.functional.conv2d with groups=1, dilation=1.
 func Conv2D(rt *Runtime, x, w, bias *Tensor, stride, padding int) (*Tensor, error) {
+	return Conv2DPadded(rt, x, w, bias, ConvParams{Stride: stride, Top: padding, Bottom: padding, Left: padding, Right: padding})
+}
+
+// Conv2DPadded is Conv2D with its own zero padding per side, e.g. the VAE's downsampling
+// F.pad(x, (0, 1, 0, 1)) followed by a stride-2 unpadded conv is
+// ConvParams{Stride: 2, Bottom: 1, Right: 1}.
+func Conv2DPadded(rt *Runtime, x, w, bias *Tensor, p ConvParams) (*Tensor, error) {
+	stride := p.Stride
 	if x.dtype != F32 || len(x.shape) != 4 {
 		return nil, fmt.Errorf("gpu: conv2d input %s must be F32 (N, C, H, W)", x)
 	}
 	if len(w.shape) != 4 || !w.dtype.IsFloat() {
 		return nil, fmt.Errorf("gpu: conv2d weight %s must be (Cout, Cin, kh, kw) in a float dtype", w)
 	}
-	if stride < 1 || padding < 0 {
-		return nil, fmt.Errorf("gpu: conv2d stride %d padding %d", stride, padding)
+	if stride < 1 || p.Top < 0 || p.Bottom < 0 || p.Left < 0 || p.Right < 0 {
+		return nil, fmt.Errorf("gpu: conv2d stride %d padding %+v", stride, p)
 	}
 	n, cin, h, wd := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
 	cout, kh, kw := w.shape[0], w.shape[2], w.shape[3]
@@ -23,10 +31,11 @@ func Conv2D(rt *Runtime, x, w, bias *Tensor, stride, padding int) (*Tensor, erro
 	if bias != nil && (bias.dtype != F32 || len(bias.shape) != 1 || bias.shape[0] != cout) {
 		return nil, fmt.Errorf("gpu: conv2d bias %s must be F32 [%d]", bias, cout)
 	}
-	oh, ow := (h+2*padding-kh)/stride+1, (wd+2*padding-kw)/stride+1
-	if h+2*padding < kh || wd+2*padding < kw {
-		return nil, fmt.Errorf("gpu: conv2d input %dx%d (padding %d) smaller than kernel %dx%d", h, wd, padding, kh, kw)
+	ph, pw := h+p.Top+p.Bottom, wd+p.Left+p.Right
+	if ph < kh || pw < kw {
+		return nil, fmt.Errorf("gpu: conv2d input %dx%d (padded %dx%d) smaller than kernel %dx%d", h, wd, ph, pw, kh, kw)
 	}
+	oh, ow := (ph-kh)/stride+1, (pw-kw)/stride+1
 	xc, err := Contiguous(rt, x)
 	if err != nil {
 		return nil, err
@@ -41,7 +50,7 @@ func Conv2D(rt *Runtime, x, w, bias *Tensor, stride, padding int) (*Tensor, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpConv2D, &Call{In: []*Tensor{xc, wc, bias}, Out: out, Params: ConvParams{Stride: stride, Padding: padding}}); err != nil {
+	if err := rt.run(OpConv2D, &Call{In: []*Tensor{xc, wc, bias}, Out: out, Params: p}); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -95,7 +104,7 @@ func cpuConv2D(c *CPU, call *Call) error {
 		}
 		return nil
 	}
-	if kh == 1 && kw == 1 && p.Stride == 1 && p.Padding == 0 {
+	if kh == 1 && kw == 1 && p.Stride == 1 && p.Top == 0 && p.Bottom == 0 && p.Left == 0 && p.Right == 0 {
 		return c.mm.sgemm(false, n, 0, cin*h*wd, cout*ohw, false, false, cout, ohw, cin,
 			wf, cin, xs, h*wd, o, ohw, acc)
 	}
@@ -113,7 +122,7 @@ func cpuConv2D(c *CPU, call *Call) error {
 		for t := lo; t < hi; t++ {
 			img, p0 := t/perImage, (t%perImage)*tile
 			cols := min(tile, ohw-p0)
-			im2col(col, cols, xs[img*cin*h*wd:], cin, h, wd, kh, kw, p.Stride, p.Padding, ow, p0)
+			im2col(col, cols, xs[img*cin*h*wd:], cin, h, wd, kh, kw, p.Stride, p.Top, p.Left, ow, p0)
 			err := c.mm.sgemm(serial, 1, 0, 0, 0, false, false, cout, cols, k,
 				wf, k, col, cols, o[img*cout*ohw+p0:], ohw, acc)
 			if err != nil && errs[wi] == nil {
@@ -138,7 +147,7 @@ func cpuConv2D(c *CPU, call *Call) error {
 
 // im2col fills col (k × cols, row stride cols) with the input patches for output pixels
 // [p0, p0+cols) of one image (row-major over OH×OW); out-of-bounds taps are 0.
-func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad, ow, p0 int) {
+func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, padT, padL, ow, p0 int) {
 	oy0, ox0 := p0/ow, p0%ow
 	for ci := 0; ci < cin; ci++ {
 		plane := x[ci*h*w : (ci+1)*h*w]
@@ -147,14 +156,14 @@ func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad
 				row := col[((ci*kh+ky)*kw+kx)*cols:][:cols]
 				oy, ox := oy0, ox0
 				for j := 0; j < cols; {
-					iy := oy*stride - pad + ky
+					iy := oy*stride - padT + ky
 					// run to the end of this output row (or of the tile)
 					run := min(ow-ox, cols-j)
 					if iy < 0 || iy >= h {
 						clear(row[j : j+run])
 					} else {
 						src := plane[iy*w:][:w]
-						ix := ox*stride - pad + kx
+						ix := ox*stride - padL + kx
 						if stride == 1 && ix >= 0 && ix+run <= w {
 							copy(row[j:j+run], src[ix:ix+run])
 						} else {

@@ -81,8 +81,11 @@ type Call struct {
 	Params any
 }
 
-// ConvParams configures OpConv2D.
-type ConvParams struct{ Stride, Padding int }
+// ConvParams configures OpConv2D: the stride (both axes) and zero padding per side.
+type ConvParams struct {
+	Stride                   int
+	Top, Bottom, Left, Right int
+}
 
 // NormParams configures the norms; Groups is used by OpGroupNorm only.
 type NormParams struct {

@@ -293,6 +293,24 @@ var _ = addCases(OpConv2D,
 	convCase("3x3-f16-many-tiles", 1, 64, 32, 32, 8, 3, 1, 1, true, false, F16),
 	convCase("3x3-batch-tiles", 3, 8, 20, 20, 5, 3, 1, 1, false, false, F32),
 	convCase("1-pixel", 1, 2, 1, 1, 3, 3, 1, 1, true, false, F32),
+	opCase{"vae-downsample-asymmetric-pad", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+		// F.pad(x, (0, 1, 0, 1)) then a 3×3 stride-2 conv: reference on the padded input
+		const n, c, h, w, co = 2, 3, 6, 7, 4
+		x, xv := randTensor(t, rt, r, true, n, c, h, w)
+		wt, wv := randTensor(t, rt, r, false, co, c, 3, 3)
+		padded := make([]float64, n*c*(h+1)*(w+1))
+		for i := 0; i < n*c; i++ {
+			for y := 0; y < h; y++ {
+				copy(padded[(i*(h+1)+y)*(w+1):][:w], xv[(i*h+y)*w:][:w])
+			}
+		}
+		want, _, _ := convRef(padded, wv, nil, n, c, h+1, w+1, co, 3, 3, 2, 0)
+		got := ok(t)(Conv2DPadded(rt, x, wt, nil, ConvParams{Stride: 2, Bottom: 1, Right: 1}))
+		if s := got.Shape(); s[2] != 3 || s[3] != 4 {
+			t.Fatalf("shape %v", s)
+		}
+		checkClose(t, got, want, 1e-5, 1e-5)
+	}},
 )
 
 func normRef(vals []float64, eps float64) []float64 {
