@@ -139,8 +139,6 @@ const (
 	maxMemo  = 1 << 22
 )
 
-type mark struct{}
-
 // unpickler is a restricted pickle virtual machine (Lib/pickletools.py documents each
 // opcode).
 type unpickler struct {
