@@ -225,6 +225,32 @@ func TestUserdata(t *testing.T) {
 	jsonEqual(t, ts.do(t, "GET", "/users", nil).Body.Bytes(), `{"storage": "server", "migrated": true}`)
 }
 
+func TestUserdataV2(t *testing.T) {
+	ts := newTestServer(t, nil)
+	writeFile(t, filepath.Join(ts.dirs.User, "default", "workflows", "b.json"), []byte("{}"))
+	writeFile(t, filepath.Join(ts.dirs.User, "default", "workflows", "sub", "A.json"), []byte("{1}"))
+	writeFile(t, filepath.Join(ts.dirs.User, "default", "z.txt"), []byte("z"))
+	var got []map[string]any
+	rec := ts.do(t, "GET", "/api/v2/userdata?path=workflows", nil)
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err, rec.Body)
+	}
+	var names []string
+	for _, e := range got {
+		names = append(names, e["type"].(string)+":"+e["path"].(string))
+	}
+	// Folders first, then files by lower-case name: A.json sorts before b.json.
+	if strings.Join(names, " ") != "directory:workflows/sub file:workflows/sub/A.json file:workflows/b.json" {
+		t.Fatalf("entries %v", names)
+	}
+	if got[1]["size"] != float64(3) || got[1]["modified"] == nil || got[0]["size"] != nil {
+		t.Fatalf("file fields %v", got)
+	}
+	isJSONError(t, ts.do(t, "GET", "/v2/userdata?path=..", nil), 400)
+	isJSONError(t, ts.do(t, "GET", "/v2/userdata?path=none", nil), 404)
+	isJSONError(t, ts.do(t, "GET", "/v2/userdata?path=z.txt", nil), 400)
+}
+
 func TestUserdataTooLarge(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) { o.MaxUploadSize = 10 })
 	isJSONError(t, ts.do(t, "POST", "/userdata/a.json", strings.NewReader(strings.Repeat("x", 11))), 413)

@@ -18,6 +18,7 @@ const defaultUser = "default"
 func (s *Server) userdataRoutes() {
 	s.route("GET /users", s.getUsers)
 	s.route("GET /userdata", s.listUserdata)
+	s.route("GET /v2/userdata", s.listUserdataV2)
 	s.route("GET /userdata/{file}", s.getUserdata)
 	s.route("POST /userdata/{file}", s.postUserdata)
 	s.route("DELETE /userdata/{file}", s.deleteUserdata)
@@ -284,4 +285,66 @@ func (s *Server) moveUserdata(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("moved user file", "from", src, "to", dst)
 	s.answerUserFile(w, root, dst, fullInfo)
+}
+
+// userEntry is one item of GET /v2/userdata.
+type userEntry struct {
+	Name     string   `json:"name"`
+	Path     string   `json:"path"`
+	Type     string   `json:"type"`
+	Size     *int64   `json:"size,omitempty"`
+	Modified *float64 `json:"modified,omitempty"`
+}
+
+// listUserdataV2 is GET /v2/userdata?path=: every folder and file under path (the whole
+// tree), with paths relative to the user's root, folders first, then by lower-case
+// name (user_manager.py list_userdata_v2).
+func (s *Server) listUserdataV2(w http.ResponseWriter, r *http.Request) {
+	rel, err := relPath(r.URL.Query().Get("path"))
+	if err != nil {
+		s.writeError(w, http.StatusBadRequest, "Invalid path requested", err.Error())
+		return
+	}
+	root, err := openRoot(s.userDir())
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
+		return
+	}
+	defer root.Close()
+	st, err := root.Stat(rel)
+	if err != nil {
+		s.writeError(w, http.StatusNotFound, "Requested path not found")
+		return
+	}
+	if !st.IsDir() {
+		s.writeError(w, http.StatusBadRequest, "Requested path is not a directory")
+		return
+	}
+	out := []userEntry{}
+	err = fs.WalkDir(root.FS(), filepath.ToSlash(rel), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == filepath.ToSlash(rel) {
+			return nil
+		}
+		e := userEntry{Name: d.Name(), Path: p, Type: "file"}
+		if d.IsDir() {
+			e.Type = "directory"
+		} else if info, err := d.Info(); err == nil {
+			size, mod := info.Size(), float64(info.ModTime().UnixNano())/1e9
+			e.Size, e.Modified = &size, &mod
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "Error reading directory contents", err.Error())
+		return
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		di, dj := out[i].Type == "directory", out[j].Type == "directory"
+		if di != dj {
+			return di
+		}
+		return strings.ToLower(out[i].Name) < strings.ToLower(out[j].Name)
+	})
+	s.writeJSON(w, http.StatusOK, out)
 }
