@@ -657,10 +657,11 @@ func TestGeneratedPromptID(t *testing.T) {
 func TestPartialRunKeepsOtherOutputsCached(t *testing.T) {
 	fx := newFixture(t)
 	e := newEngine(t, fx, executor.Options{})
+	var entry *executor.HistoryEntry
 	run := func(id string, outputs ...string) []executor.Event {
 		sub := e.Subscribe()
 		defer sub.Close()
-		e.Execute(context.Background(), &executor.Job{ID: id, Prompt: chain(10), Outputs: outputs, ExtraData: map[string]any{"client_id": "c1"}})
+		entry = e.Execute(context.Background(), &executor.Job{ID: id, Prompt: chain(10), Outputs: outputs, ExtraData: map[string]any{"client_id": "c1"}})
 		return collect(t, sub, id)
 	}
 	run("full")
@@ -669,6 +670,10 @@ func TestPartialRunKeepsOtherOutputsCached(t *testing.T) {
 	evs := run("partial", "3")
 	if got := fx.runs.take(); len(got) != 0 {
 		t.Fatalf("partial run executed %v", got)
+	}
+	// As ComfyUI's history, the outputs list every node of the prompt with a cached UI.
+	if len(entry.Outputs) != 2 || entry.Outputs["5"] == nil || entry.Meta["5"].NodeID != "5" {
+		t.Errorf("partial run outputs = %v, meta = %v", entry.Outputs, entry.Meta)
 	}
 	if got := cachedNodes(t, evs); !slices.Equal(got, []string{"1", "2", "3", "4", "5"}) {
 		t.Errorf("execution_cached = %v, want every cached node of the prompt", got)

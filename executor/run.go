@@ -18,6 +18,7 @@ type run struct {
 	clientID string
 	p        *plan
 	results  map[string]*cacheEntry // node id → outputs, ran or from the cache
+	sideUI   map[string]map[string]any // cached UI of prompt nodes outside the plan
 	executed []string
 	messages []Message
 
@@ -42,7 +43,7 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		e.mu.Unlock()
 	}()
 
-	r := &run{e: e, job: job, clientID: job.ClientID(), results: map[string]*cacheEntry{}, progress: map[string]NodeProgress{}}
+	r := &run{e: e, job: job, clientID: job.ClientID(), results: map[string]*cacheEntry{}, sideUI: map[string]map[string]any{}, progress: map[string]NodeProgress{}}
 	r.message(EventExecutionStart, ExecutionStartData{PromptID: job.ID, Timestamp: e.now().UnixMilli()})
 	p, nerr := e.makePlan(job)
 	if nerr != nil {
@@ -63,8 +64,11 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 				cached = append(cached, id)
 			}
 		} else if st := p.side[id]; st != nil {
-			if _, ok := e.cache.get(st.sig); ok {
+			if ent, ok := e.cache.get(st.sig); ok {
 				cached = append(cached, id)
+				if ent.ui != nil {
+					r.sideUI[id] = ent.ui
+				}
 			}
 		}
 	}
@@ -233,13 +237,16 @@ func (r *run) finish(success bool) *HistoryEntry {
 	if success {
 		entry.Status.StatusStr = StatusSuccess
 	}
-	if r.p != nil {
-		for _, id := range r.p.order {
-			if ent, ok := r.results[id]; ok && ent.ui != nil {
-				entry.Outputs[id] = ent.ui
-				entry.Meta[id] = NodeMeta{NodeID: id, DisplayNode: id, RealNodeID: id}
-			}
+	// As ComfyUI's history_result: the UI of every node of the prompt that has one,
+	// run or cached, planned or not (a partial run still lists the other outputs).
+	for id, ent := range r.results {
+		if ent.ui != nil {
+			entry.Outputs[id] = ent.ui
 		}
+	}
+	maps.Copy(entry.Outputs, r.sideUI)
+	for id := range entry.Outputs {
+		entry.Meta[id] = NodeMeta{NodeID: id, DisplayNode: id, RealNodeID: id}
 	}
 	return entry
 }
