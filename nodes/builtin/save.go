@@ -83,22 +83,10 @@ const previewAlphabet = "abcdefghijklmnopqrstupvxyz"
 // highest one already there; the UI result lists them as ComfyUI's
 // {"images": [{"filename", "subfolder", "type"}]}.
 func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	var im *Image
-	if s.mask {
-		m, err := maskInput(in, s.input)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if im, err = maskImage(m); err != nil {
-			return nodes.Result{}, err
-		}
-	} else {
-		var err error
-		if im, err = imageInput(in, s.input); err != nil {
-			return nodes.Result{}, err
-		}
+	im, err := s.images(in)
+	if err != nil {
+		return nodes.Result{}, err
 	}
-	var err error
 	prefix := "ComfyUI"
 	if !s.temp {
 		if prefix, err = in.String("filename_prefix"); err != nil {
@@ -164,6 +152,18 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 	return nodes.Result{UI: map[string]any{"images": results}}, nil
 }
 
+// images returns the IMAGE input, or the MASK input as a grey image for MaskPreview.
+func (s *saver) images(in nodes.Inputs) (*Image, error) {
+	if !s.mask {
+		return imageInput(in, s.input)
+	}
+	m, err := maskInput(in, s.input)
+	if err != nil {
+		return nil, err
+	}
+	return maskImage(m)
+}
+
 // writeNew writes data to "<stem>_<counter:05>_.png" in sub, never replacing a file: where
 // the name is taken (another prompt saving with the same prefix at the same time) the
 // counter moves on. ComfyUI would overwrite; keeping both files loses nothing.
@@ -182,11 +182,12 @@ func writeNew(root *os.Root, sub, stem string, counter *int, data []byte) (strin
 		if err != nil {
 			return "", err
 		}
-		if _, err := f.Write(data); err != nil {
-			f.Close()
-			return "", err
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
-		if err := f.Close(); err != nil {
+		if err != nil {
+			_ = root.Remove(name) // leave no truncated image behind
 			return "", err
 		}
 		return file, nil
