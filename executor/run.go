@@ -17,7 +17,7 @@ type run struct {
 	job      *Job
 	clientID string
 	p        *plan
-	results  map[string]*cacheEntry // node id → outputs, ran or from the cache
+	results  map[string]*cacheEntry    // node id → outputs, ran or from the cache
 	sideUI   map[string]map[string]any // cached UI of prompt nodes outside the plan
 	executed []string
 	messages []Message
