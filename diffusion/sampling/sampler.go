@@ -84,6 +84,8 @@ var samplerTable = []struct {
 	{"er_sde", sampleERSDE},
 	{"seeds_2", sampleSEEDS2},
 	{"seeds_3", sampleSEEDS3},
+	{"sa_solver", sampleSASolver},
+	{"sa_solver_pece", sampleSASolverPECE},
 	{"ddim", sampleEuler},
 	{"uni_pc", sampleUniPC},
 	{"uni_pc_bh2", sampleUniPCBH2},

@@ -1,6 +1,8 @@
 package sampling
 
 import (
+	"context"
+	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -44,5 +46,43 @@ func TestBetaPPFInvertsCDF(t *testing.T) {
 	// Beta(1,1) is uniform: the quantile is q itself.
 	if x := betaPPF(0.3, 1, 1); math.Abs(x-0.3) > 1e-14 {
 		t.Errorf("uniform ppf(0.3) = %v", x)
+	}
+}
+
+// cancelModel cancels its context on the first call, as an interrupt arriving during a
+// step would.
+type cancelModel struct {
+	cancel context.CancelFunc
+	calls  int
+}
+
+func (m *cancelModel) Denoise(_ context.Context, x []float32, _ float32) ([]float32, []float32, error) {
+	m.calls++
+	m.cancel()
+	out := make([]float32, len(x))
+	return out, out, nil
+}
+
+// Every sampler stops within one step of a cancellation and reports it.
+func TestSamplersStopOnCancel(t *testing.T) {
+	ms := NewSD(EPS)
+	sigmas, err := KSamplerSigmas(ms, "karras", "euler", 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range SamplerNames() {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			m := &cancelModel{cancel: cancel}
+			noise := make([]float32, 16)
+			_, err := Sample(ctx, name, m, sigmas, noise, nil, &Options{ModelSampling: ms, Seed: 1})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			if m.calls > 4 {
+				t.Fatalf("%d model calls after cancellation", m.calls)
+			}
+		})
 	}
 }
