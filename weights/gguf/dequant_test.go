@@ -124,3 +124,55 @@ func BenchmarkDequantize(b *testing.B) {
 		})
 	}
 }
+
+// TestQuantizeRoundTrip checks Dequantize(Quantize(x)) stays within each type's step:
+// the quantizers' bytes are pinned exactly by TestGoldenQuantize, this checks that the
+// two directions agree on every layout.
+func TestQuantizeRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	x := make([]float32, 32*64)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64()) * float32(1+i%5)
+	}
+	// step returns the quantization step of a block for each type; the error may reach
+	// one step (clipping at the top code) plus fp16 rounding of the scales.
+	step := map[Type]func(lo, hi, amax float32) float32{
+		TypeF32:  func(lo, hi, amax float32) float32 { return 0 },
+		TypeF16:  func(lo, hi, amax float32) float32 { return amax / 1024 },
+		TypeBF16: func(lo, hi, amax float32) float32 { return amax / 128 },
+		TypeQ4_0: func(lo, hi, amax float32) float32 { return amax / 8 },
+		TypeQ4_1: func(lo, hi, amax float32) float32 { return (hi - lo) / 15 },
+		TypeQ5_0: func(lo, hi, amax float32) float32 { return amax / 16 },
+		TypeQ5_1: func(lo, hi, amax float32) float32 { return (hi - lo) / 31 },
+		TypeQ8_0: func(lo, hi, amax float32) float32 { return amax / 127 },
+	}
+	for typ, stepOf := range step {
+		t.Run(typ.String(), func(t *testing.T) {
+			q := make([]byte, len(x)/typ.BlockSize()*typ.TypeSize())
+			if err := Quantize(q, typ, x); err != nil {
+				t.Fatal(err)
+			}
+			y := make([]float32, len(x))
+			if err := Dequantize(y, typ, q); err != nil {
+				t.Fatal(err)
+			}
+			for b := 0; b < len(x); b += 32 {
+				blk := x[b : b+32]
+				lo, hi := minMax(blk)
+				amax := max(-lo, hi)
+				limit := stepOf(lo, hi, amax)*1.01 + amax*2e-3*float32(min(1, typ.BlockSize()-1))
+				for j, v := range blk {
+					if e := y[b+j] - v; e > limit || -e > limit {
+						t.Fatalf("[%d] = %g, was %g (error %g > %g)", b+j, y[b+j], v, e, limit)
+					}
+				}
+			}
+		})
+	}
+	if err := Quantize(make([]byte, 84), TypeQ2_K, make([]float32, 256)); err == nil {
+		t.Error("Q2_K quantization: no error")
+	}
+	if err := Quantize(make([]byte, 17), TypeQ4_0, make([]float32, 32)); err == nil {
+		t.Error("short dst: no error")
+	}
+}

@@ -13,5 +13,7 @@
 // Dequantization follows ggml's reference C (ggml/src/ggml-quants.c, dequantize_row_*) in
 // float32 arithmetic, which equals gguf-py's numpy port (gguf-py/gguf/quants.py) and
 // ComfyUI-GGUF with dequant_dtype=float32; ComfyUI-GGUF's default float16 block math is
-// not reproduced. Format: ggml docs/gguf.md. It imports weights and weights/internal/mmap.
+// not reproduced. Quantize encodes F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 byte
+// for byte as gguf-py's reference quantizers do, for tools that write GGUF files.
+// Format: ggml docs/gguf.md. It imports weights and weights/internal/mmap.
 package gguf

@@ -181,3 +181,50 @@ func goldenSidecar(t *testing.T, dir string, c goldenCase) {
 		})
 	}
 }
+
+// TestGoldenQuantize quantizes each golden source tensor (out.<t>.source) and compares the
+// bytes with the stored ones (in.<t>.bytes), which gguf-py's quantizers produced.
+func TestGoldenQuantize(t *testing.T) {
+	dir := filepath.Join(testenv.GoldenDir(t), "gguf")
+	f, err := Open(filepath.Join(dir, "quant_types.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	exp, err := safetensors.Open(filepath.Join(dir, "quant_types.expected.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exp.Close()
+	n := 0
+	for _, info := range f.Header().Tensors {
+		src, err := exp.Tensor("out." + info.Name + ".source")
+		if err != nil {
+			continue // K-quants: random blocks, no source
+		}
+		n++
+		t.Run(info.Name, func(t *testing.T) {
+			if !info.Type.CanQuantize() {
+				t.Fatalf("%s has a source but no quantizer", info.Type)
+			}
+			x, err := src.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, info.Size)
+			if err := Quantize(got, info.Type, x); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := f.Tensor(info.Name)
+			for i := range got {
+				if got[i] != want.Data[i] {
+					bs := int64(info.Type.TypeSize())
+					t.Fatalf("byte %d (block %d) = %#02x, gguf-py wrote %#02x", i, int64(i)/bs, got[i], want.Data[i])
+				}
+			}
+		})
+	}
+	if n < 8 {
+		t.Fatalf("only %d tensors have a source", n)
+	}
+}
