@@ -102,7 +102,7 @@ func unwrapValue(v any) any {
 
 // pyTypeName is Python's type name of a decoded JSON value, for error messages.
 func pyTypeName(v any) string {
-	switch v.(type) {
+	switch x := v.(type) {
 	case nil:
 		return "NoneType"
 	case bool:
@@ -116,7 +116,7 @@ func pyTypeName(v any) string {
 	case float32, float64:
 		return "float"
 	case json.Number:
-		if isIntLiteral(string(v.(json.Number))) {
+		if isIntLiteral(string(x)) {
 			return "int"
 		}
 		return "float"
