@@ -58,6 +58,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		newFeatherMask(), newGrowMask(), newMaskPreview(opts),
 		// composite.go
 		newImageCompositeMasked(), newRepeatImageBatch(), newImageFromBatch(),
+		// noise.go
+		newImageAddNoise(),
 		// transform.go
 		newImageFlip(), newImageRotate(), newGetImageSize(), newImageScaleToTotalPixels(),
 		newImageScaleToMaxDimension(), newResizeAndPadImage(), newSplitImageWithAlpha(),
