@@ -108,6 +108,9 @@ func cpuConv2D(c *CPU, call *Call) error {
 		return c.mm.sgemm(false, n, 0, cin*h*wd, cout*ohw, false, false, cout, ohw, cin,
 			wf, cin, xs, h*wd, o, ohw, acc)
 	}
+	if p.Stride == 1 {
+		return c.convShifted(xs, wf, o, n, cin, h, wd, cout, kh, kw, p, oh, ow, acc)
+	}
 	// Tile width: 512 output pixels (a multiple of every GEMM register tile), so that
 	// packing the weight once per GEMM costs ~1/512 of its arithmetic; fewer when the
 	// col tile would pass convTileFloats.
@@ -142,6 +145,67 @@ func cpuConv2D(c *CPU, call *Call) error {
 			return e
 		}
 	}
+	return nil
+}
+
+// convShifted computes a stride-1 conv without im2col. The input is zero-padded once
+// into planes of width Wp = W+left+right; on that grid, tap (ky, kx) of every output pixel
+// reads the padded plane shifted by ky·Wp + kx, which is a plain strided matrix
+// (Cin rows of OH·Wp values, row stride Hp·Wp). So the conv is kh·kw accumulating GEMMs
+// out_grid (Cout × OH·Wp) += W_tap (Cout × Cin) · X_shift, and the Wp−OW extra columns of
+// each grid row (taps that wrapped into the next row) are dropped when the grid is copied
+// into the output. The GEMM's packing is the only copy of the input per tap.
+func (c *CPU) convShifted(xs, wf, o []float32, n, cin, h, wd, cout, kh, kw int, p ConvParams, oh, ow int, acc bool) error {
+	hp, wp := h+p.Top+p.Bottom, wd+p.Left+p.Right
+	plane := hp * wp
+	slack := kw - 1 // the last tap's last grid row reads this far past the last plane
+	xp := c.scratch.get(n*cin*plane + slack)
+	defer c.scratch.put(xp)
+	clear(xp)
+	c.parallelFor(n*cin, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			for y := 0; y < h; y++ {
+				copy(xp[i*plane+(y+p.Top)*wp+p.Left:][:wd], xs[(i*h+y)*wd:][:wd])
+			}
+		}
+	})
+	taps := kh * kw
+	wt := c.scratch.get(taps * cout * cin)
+	defer c.scratch.put(wt)
+	for co := 0; co < cout; co++ {
+		for ci := 0; ci < cin; ci++ {
+			src := wf[(co*cin+ci)*taps:][:taps]
+			for t, v := range src {
+				wt[(t*cout+co)*cin+ci] = v
+			}
+		}
+	}
+	gridN := oh * wp
+	grid := c.scratch.get(n * cout * gridN)
+	defer c.scratch.put(grid)
+	for t := 0; t < taps; t++ {
+		ky, kx := t/kw, t%kw
+		err := c.mm.sgemm(false, n, 0, cin*plane, cout*gridN, false, false, cout, gridN, cin,
+			wt[t*cout*cin:], cin, xp[ky*wp+kx:], plane, grid, gridN, t > 0)
+		if err != nil {
+			return err
+		}
+	}
+	c.parallelFor(n*cout, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			for y := 0; y < oh; y++ {
+				src := grid[(i*oh+y)*wp:][:ow]
+				dst := o[(i*oh+y)*ow:][:ow]
+				if acc {
+					for j, v := range src {
+						dst[j] += v
+					}
+				} else {
+					copy(dst, src)
+				}
+			}
+		}
+	})
 	return nil
 }
 

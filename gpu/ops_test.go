@@ -292,6 +292,8 @@ var _ = addCases(OpConv2D,
 	convCase("1x1-s2-f16", 1, 6, 5, 7, 4, 1, 2, 0, true, false, F16),
 	convCase("3x3-f16-many-tiles", 1, 64, 32, 32, 8, 3, 1, 1, true, false, F16),
 	convCase("3x3-batch-tiles", 3, 8, 20, 20, 5, 3, 1, 1, false, false, F32),
+	convCase("3x3-s2-im2col-tiles", 1, 32, 66, 70, 4, 3, 2, 1, true, true, F32),
+	convCase("5x5-s1-p2", 2, 3, 9, 8, 4, 5, 1, 2, true, false, BF16),
 	convCase("1-pixel", 1, 2, 1, 1, 3, 3, 1, 1, true, false, F32),
 	opCase{"vae-downsample-asymmetric-pad", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 		// F.pad(x, (0, 1, 0, 1)) then a 3×3 stride-2 conv: reference on the padded input
