@@ -26,7 +26,8 @@ import (
 //     use them, and "nan" as a string would otherwise pass every min/max check).
 //   - STRING: string, numbers written as Python's str() writes them ("1.0", "1e-05").
 //   - BOOLEAN: bool, by Python truthiness.
-//   - COMBO: the string itself; membership in the choices is Validate's job.
+//   - COMBO: the string itself; membership in the choices is Validate's job. A combo
+//     with the "multiselect" option takes a list of strings ([]string).
 //   - any other type: the value unchanged (after unwrapping __value__).
 
 // CoerceError reports a literal that cannot be converted to its input's type. Msg is
@@ -66,11 +67,13 @@ func Coerce(in *Input, v any) (any, error) {
 	case TypeBoolean:
 		return pyBool(v), nil
 	case TypeCombo:
-		s, ok := v.(string)
-		if !ok {
-			return nil, &CoerceError{in.Name, in.Type, v, "a combo value must be a string"}
+		if s, ok := v.(string); ok {
+			return s, nil
 		}
-		return s, nil
+		if list, ok := comboMulti(in, v); ok {
+			return list, nil
+		}
+		return nil, &CoerceError{in.Name, in.Type, v, "a combo value must be a string"}
 	}
 	return v, nil
 }
@@ -430,4 +433,21 @@ func pyStrRepr(s string) string {
 	}
 	b.WriteByte(q)
 	return b.String()
+}
+
+// comboMulti returns the strings of a list value for a multiselect combo.
+func comboMulti(in *Input, v any) ([]string, bool) {
+	list, ok := v.([]any)
+	if !ok || !truthy(in.Options["multiselect"]) {
+		return nil, false
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, false
+		}
+		out[i] = s
+	}
+	return out, true
 }

@@ -408,7 +408,9 @@ func checkLiteral(in *Input, raw any) (e *ValidationError) {
 			// ("COMBO", {"options": [...]}) input is passed on unchecked. We still require
 			// a string, which is what Coerce gives the node.
 			if _, ok := val.(string); !ok {
-				return convertFailed(in, info, val, "a combo value must be a string")
+				if _, multi := comboMulti(in, val); !multi {
+					return convertFailed(in, info, val, "a combo value must be a string")
+				}
 			}
 			return nil
 		}

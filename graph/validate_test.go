@@ -260,6 +260,8 @@ func TestCoerce(t *testing.T) {
 	in := func(sc *Schema, name string) *Input { i, _ := sc.Input(name); return i }
 	seed, steps, cfg, combo := in(sampler, "seed"), in(sampler, "steps"), in(sampler, "cfg"), in(sampler, "sampler_name")
 	text, flag := in(noise, "text"), in(noise, "flag")
+	multi := &Input{Name: "tags", Type: TypeCombo, ComboV3: true, Options: map[string]any{"multiselect": true},
+		Choices: func() []string { return []string{"a", "b"} }}
 	n := func(s string) json.Number { return json.Number(s) }
 	tests := []struct {
 		name string
@@ -306,6 +308,9 @@ func TestCoerce(t *testing.T) {
 		{"bool from 0.0", flag, n("0.0"), false, ""},
 		{"combo", combo, "euler", "euler", ""},
 		{"combo not string", combo, n("1"), nil, "must be a string"},
+		{"combo list without multiselect", combo, map[string]any{"__value__": []any{"euler"}}, nil, "must be a string"},
+		{"multiselect combo", multi, map[string]any{"__value__": []any{"a", "b"}}, []string{"a", "b"}, ""},
+		{"multiselect combo with a number", multi, map[string]any{"__value__": []any{"a", n("1")}}, nil, "must be a string"},
 		{"socket passes through", in(sampler, "model"), "anything", "anything", ""},
 	}
 	for _, tc := range tests {
