@@ -96,6 +96,8 @@ var storageDTypes = map[string]weights.DType{
 	"BFloat16Storage": weights.BF16, "LongStorage": weights.I64, "IntStorage": weights.I32,
 	"ShortStorage": weights.I16, "CharStorage": weights.I8, "ByteStorage": weights.U8,
 	"BoolStorage": weights.BOOL, "UntypedStorage": weights.U8,
+	// torch/storage.py _dtype_to_storage_type_map names for the float8 dtypes.
+	"Float8_e4m3fnStorage": weights.F8_E4M3, "Float8_e5m2Storage": weights.F8_E5M2,
 }
 
 // inertClasses may be instantiated as placeholders: they appear in real training
