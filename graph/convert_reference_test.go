@@ -92,6 +92,26 @@ func TestConvertReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			compared++
+			// The same pair carried in a PNG, as ComfyUI saves it, loads back to the
+			// same prompt and workflow.
+			png, err := InsertPNGText(tinyPNG(t), []TextChunk{{"prompt", string(pdata)}, {"workflow", string(data)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromPNG, err := Load(png)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fromPNG.Format != FormatPNG || fromPNG.Prompt == nil || fromPNG.Workflow == nil {
+				t.Fatalf("png document = %+v", fromPNG)
+			}
+			if d := comparePrompts(fromPNG.Prompt, want, schemas); len(d) > 0 {
+				t.Errorf("prompt from png differs: %v", d)
+			}
+			wb, _ := json.Marshal(fromPNG.Workflow)
+			if !sameJSON(t, data, wb) {
+				t.Errorf("workflow from png differs")
+			}
 			for _, d := range comparePrompts(got, want, schemas) {
 				t.Error(d)
 			}
