@@ -64,6 +64,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		newImageFlip(), newImageRotate(), newGetImageSize(), newImageScaleToTotalPixels(),
 		newImageScaleToMaxDimension(), newResizeAndPadImage(), newSplitImageWithAlpha(),
 		newJoinImageWithAlpha(),
+		// porterduff.go
+		newPorterDuffImageComposite(),
 		// strings.go
 		newStringConcatenate(), newStringSubstring(), newStringLength(), newCaseConverter(),
 		newStringTrim(), newStringReplace(), newStringContains(), newStringCompare(),
