@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 	"github.com/forgeflow/forgeflow/server"
 	"github.com/forgeflow/forgeflow/weights/folders"
+	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // config holds ComfyUI's command-line flags that mean something here
@@ -22,8 +24,10 @@ type config struct {
 	baseDir, outputDir, inputDir, tempDir, userDir string
 	extraModelPaths                                listFlag
 	cpu                                            bool
+	cacheClassic                                   bool
 	cacheLRU                                       int
 	cacheNone                                      bool
+	cacheMinFreeMB                                 int
 	disableMetadata                                bool
 	verbose                                        bool
 }
@@ -61,7 +65,9 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.userDir, "user-directory", "", "user data folder (default: BASE/user)")
 	fs.Var(&c.extraModelPaths, "extra-model-paths-config", "extra_model_paths.yaml file (repeatable)")
 	fs.BoolVar(&c.cpu, "cpu", false, "run on the CPU (the only backend of this build)")
+	fs.BoolVar(&c.cacheClassic, "cache-classic", false, "keep the outputs of the last prompt's nodes (the default)")
 	fs.IntVar(&c.cacheLRU, "cache-lru", 0, "keep up to N node outputs, least recently used evicted first")
+	fs.IntVar(&c.cacheMinFreeMB, "cache-min-free-ram", 1024, "evict cached node outputs while available RAM is below this many MB (0: never)")
 	fs.BoolVar(&c.cacheNone, "cache-none", false, "keep no node outputs between prompts")
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
 	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
@@ -106,18 +112,41 @@ func (c *config) dirs() (server.Dirs, string, error) {
 	return d, base, nil
 }
 
-func (c *config) cacheOptions() (executor.CacheOptions, error) {
+// cacheOptions maps the cache flags (mutually exclusive, as in ComfyUI) to the
+// executor's options. Eviction under RAM pressure reads available memory from mem.
+func (c *config) cacheOptions(mem *memory.Manager) (executor.CacheOptions, error) {
+	n := 0
+	for _, set := range []bool{c.cacheClassic, c.cacheLRU != 0, c.cacheNone} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return executor.CacheOptions{}, fmt.Errorf("--cache-classic, --cache-lru and --cache-none exclude each other")
+	}
+	if c.cacheLRU < 0 || c.cacheMinFreeMB < 0 {
+		return executor.CacheOptions{}, fmt.Errorf("--cache-lru and --cache-min-free-ram must not be negative")
+	}
+	var o executor.CacheOptions
 	switch {
-	case c.cacheNone && c.cacheLRU > 0:
-		return executor.CacheOptions{}, fmt.Errorf("--cache-none and --cache-lru exclude each other")
 	case c.cacheNone:
 		return executor.CacheOptions{Mode: executor.CacheNone}, nil
 	case c.cacheLRU > 0:
-		return executor.CacheOptions{Mode: executor.CacheLRU, LRUSize: c.cacheLRU}, nil
-	case c.cacheLRU < 0:
-		return executor.CacheOptions{}, fmt.Errorf("--cache-lru must be positive, got %d", c.cacheLRU)
+		o = executor.CacheOptions{Mode: executor.CacheLRU, LRUSize: c.cacheLRU}
+	default:
+		o = executor.CacheOptions{Mode: executor.CacheClassic}
 	}
-	return executor.CacheOptions{Mode: executor.CacheClassic}, nil
+	if c.cacheMinFreeMB > 0 && mem != nil {
+		o.MinFreeRAM = uint64(c.cacheMinFreeMB) << 20
+		o.AvailableRAM = func() (uint64, error) {
+			s := mem.Stats()
+			if s.RAMFree <= 0 {
+				return 0, errors.New("available RAM unknown")
+			}
+			return uint64(s.RAMFree), nil
+		}
+	}
+	return o, nil
 }
 
 func (c *config) logger(w io.Writer) *slog.Logger {

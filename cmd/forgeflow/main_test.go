@@ -14,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // runCLI runs the program in-process with its output captured.
@@ -362,5 +365,36 @@ func TestListenNetwork(t *testing.T) {
 		if got := listenNetwork(host); got != want {
 			t.Errorf("listenNetwork(%q) = %s, want %s", host, got, want)
 		}
+	}
+}
+
+func TestCacheOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     config
+		mode    executor.CacheMode
+		lru     int
+		minFree uint64
+		err     bool
+	}{
+		{name: "default classic", cfg: config{cacheMinFreeMB: 1024}, mode: executor.CacheClassic, minFree: 1 << 30},
+		{name: "classic", cfg: config{cacheClassic: true}, mode: executor.CacheClassic},
+		{name: "lru", cfg: config{cacheLRU: 5, cacheMinFreeMB: 10}, mode: executor.CacheLRU, lru: 5, minFree: 10 << 20},
+		{name: "none", cfg: config{cacheNone: true, cacheMinFreeMB: 10}, mode: executor.CacheNone},
+		{name: "exclusive", cfg: config{cacheNone: true, cacheClassic: true}, err: true},
+		{name: "negative", cfg: config{cacheLRU: -1}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := tc.cfg.cacheOptions(memory.New(memory.Options{}))
+			if tc.err {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				return
+			}
+			if err != nil || o.Mode != tc.mode || o.LRUSize != tc.lru || o.MinFreeRAM != tc.minFree || (tc.minFree > 0) != (o.AvailableRAM != nil) {
+				t.Fatalf("%+v, %v", o, err)
+			}
+		})
 	}
 }

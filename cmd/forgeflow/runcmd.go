@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // runResult is one row of the summary table.
@@ -46,7 +47,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage
 	}
-	cache, err := cfg.cacheOptions()
+	cache, err := cfg.cacheOptions(memory.New(memory.Options{}))
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage

@@ -72,7 +72,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 }
 
 func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Logger) error {
-	cache, err := cfg.cacheOptions()
+	mem := memory.New(memory.Options{Logger: log})
+	cache, err := cfg.cacheOptions(mem)
 	if err != nil {
 		return err
 	}
@@ -99,14 +100,6 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		return err
 	}
 	defer st.Close()
-	mem := memory.New(memory.Options{Logger: log})
-	cache.AvailableRAM = func() (uint64, error) {
-		s := mem.Stats()
-		if s.RAMFree <= 0 {
-			return 0, errors.New("available RAM unknown")
-		}
-		return uint64(s.RAMFree), nil
-	}
 	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: nodeDirs(e.dirs),
 		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
 	if err != nil {
