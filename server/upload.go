@@ -11,7 +11,6 @@ import (
 	"image/png"
 	"io"
 	"io/fs"
-	"mime/multipart"
 	"net/http"
 	"path"
 	"path/filepath"
@@ -40,73 +39,100 @@ type upload struct {
 	typ       string
 	dir       string
 	overwrite bool
-	form      *multipart.Form
+	fields    map[string]string
+}
+
+// maxFormField bounds each text field of an upload form (type, subfolder, original_ref).
+const maxFormField = 1 << 20
+
+// readForm streams a multipart body: the first "image" file part into memory and the
+// text fields, within MaxUploadSize in all. Unlike ParseMultipartForm it never spills
+// a large file to the system's temp folder, so uploads touch no folder but the target.
+func (s *Server) readForm(w http.ResponseWriter, r *http.Request) (fields map[string]string, filename string, file []byte, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxUploadSize)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		s.writeError(w, http.StatusBadRequest, "invalid multipart form", err.Error())
+		return nil, "", nil, false
+	}
+	fields = map[string]string{}
+	seenFile := false
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			name := part.FormName()
+			switch {
+			case name == "image" && part.FileName() != "" && !seenFile:
+				seenFile = true
+				filename = path.Base(strings.ReplaceAll(part.FileName(), "\\", "/"))
+				file, err = io.ReadAll(part)
+			case part.FileName() == "":
+				var v []byte
+				v, err = io.ReadAll(io.LimitReader(part, maxFormField+1))
+				if err == nil && len(v) > maxFormField {
+					err = fmt.Errorf("form field %q is over %d bytes", name, maxFormField)
+				}
+				if _, dup := fields[name]; !dup {
+					fields[name] = string(v)
+				}
+			default:
+				_, err = io.Copy(io.Discard, part)
+			}
+			part.Close()
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				s.writeError(w, http.StatusRequestEntityTooLarge, "upload too large", fmt.Sprintf("limit is %d bytes", mbe.Limit))
+				return nil, "", nil, false
+			}
+			s.writeError(w, http.StatusBadRequest, "invalid multipart form", err.Error())
+			return nil, "", nil, false
+		}
+	}
+	if !seenFile {
+		s.writeError(w, http.StatusBadRequest, "no image in the form")
+		return nil, "", nil, false
+	}
+	return fields, filename, file, true
 }
 
 // readUpload parses the multipart form of /upload/image and /upload/mask and checks the
 // file name, subfolder and type. It writes the error answer itself on failure.
 func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, bool) {
-	r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxUploadSize)
-	if err := r.ParseMultipartForm(32 << 20); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.writeError(w, http.StatusRequestEntityTooLarge, "upload too large", fmt.Sprintf("limit is %d bytes", mbe.Limit))
-			return nil, false
-		}
-		s.writeError(w, http.StatusBadRequest, "invalid multipart form", err.Error())
+	fields, filename, data, ok := s.readForm(w, r)
+	if !ok {
 		return nil, false
 	}
-	form := r.MultipartForm
-	files := form.File["image"]
-	if len(files) == 0 {
-		s.writeError(w, http.StatusBadRequest, "no image in the form")
-		return nil, false
-	}
-	fh := files[0]
-	u := &upload{filename: fh.Filename, form: form}
-	if u.filename == "" {
+	u := &upload{filename: filename, data: data, fields: fields}
+	if u.filename == "" || u.filename == "." || u.filename == "/" {
 		s.writeError(w, http.StatusBadRequest, "image has no file name")
 		return nil, false
 	}
-	if strings.ContainsAny(u.filename, "/\\\x00") || u.filename == "." || u.filename == ".." {
+	if strings.ContainsAny(u.filename, "\x00") || u.filename == ".." {
 		s.writeError(w, http.StatusBadRequest, "invalid file name", u.filename)
 		return nil, false
 	}
-	u.subfolder = formValue(form, "subfolder")
+	u.subfolder = fields["subfolder"]
 	if _, err := relPath(u.subfolder, u.filename); err != nil {
 		s.writeError(w, http.StatusBadRequest, "invalid subfolder", err.Error())
 		return nil, false
 	}
-	var ok bool
-	u.dir, u.typ, ok = s.dirByType(formValue(form, "type"), "input")
+	u.dir, u.typ, ok = s.dirByType(fields["type"], "input")
 	if !ok {
 		s.writeError(w, http.StatusBadRequest, "unknown type", fmt.Sprintf("%q is not output, input or temp", u.typ))
 		return nil, false
 	}
-	ow := formValue(form, "overwrite")
+	ow := fields["overwrite"]
 	u.overwrite = ow == "true" || ow == "1"
-	f, err := fh.Open()
-	if err != nil {
-		s.writeError(w, http.StatusBadRequest, "cannot read upload", err.Error())
-		return nil, false
-	}
-	defer f.Close()
-	if u.data, err = io.ReadAll(f); err != nil {
-		s.writeError(w, http.StatusBadRequest, "cannot read upload", err.Error())
-		return nil, false
-	}
 	if !isMedia(u.data) {
 		s.writeError(w, http.StatusUnsupportedMediaType, "not an image", "the upload is not a PNG, JPEG, GIF, WebP, BMP or TIFF image (or audio/video for media inputs)")
 		return nil, false
 	}
 	return u, true
-}
-
-func formValue(f *multipart.Form, key string) string {
-	if v := f.Value[key]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // isMedia accepts what LoadImage and the front end's media upload widgets send through
@@ -163,7 +189,6 @@ func (s *Server) postUploadImage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer u.form.RemoveAll()
 	ans, err := s.store(u, u.data)
 	if err != nil {
 		s.writeError(w, http.StatusBadRequest, "cannot store upload", err.Error())
@@ -180,13 +205,12 @@ func (s *Server) postUploadMask(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer u.form.RemoveAll()
 	var ref struct {
 		Filename  string `json:"filename"`
 		Subfolder string `json:"subfolder"`
 		Type      string `json:"type"`
 	}
-	if err := json.Unmarshal([]byte(formValue(u.form, "original_ref")), &ref); err != nil {
+	if err := json.Unmarshal([]byte(u.fields["original_ref"]), &ref); err != nil {
 		s.writeError(w, http.StatusBadRequest, "invalid original_ref", err.Error())
 		return
 	}
