@@ -376,3 +376,40 @@ func TestFormatDate(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent saves with one prefix never overwrite each other: a taken name moves the
+// counter on (O_EXCL), where ComfyUI would overwrite.
+func TestSaveImageConcurrent(t *testing.T) {
+	opts, dirs := saveOpts(t)
+	r := newTestRegistry(t, opts)
+	n, _ := r.Lookup("SaveImage")
+	const workers = 8
+	names := make(chan string, workers)
+	errs := make(chan error, workers)
+	for i := 0; i < workers; i++ {
+		go func() {
+			res, err := n.Run(t.Context(), &nodes.Env{}, nodes.Inputs{"images": ramp(1, 2, 2, 3), "filename_prefix": "race"})
+			if err != nil {
+				errs <- err
+				return
+			}
+			names <- res.UI["images"].([]any)[0].(map[string]any)["filename"].(string)
+		}()
+	}
+	seen := map[string]bool{}
+	for i := 0; i < workers; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case name := <-names:
+			if seen[name] {
+				t.Fatalf("two saves wrote %s", name)
+			}
+			seen[name] = true
+		}
+	}
+	entries, err := os.ReadDir(dirs.Output)
+	if err != nil || len(entries) != workers {
+		t.Fatalf("%d files in the output folder (%v), want %d", len(entries), err, workers)
+	}
+}
