@@ -21,8 +21,11 @@ func (s *Schema) ObjectInfo() map[string]any {
 			order[sec.String()] = names
 		}
 	}
+	// ComfyUI derives input_order from the same INPUT_TYPES sections as input, so an
+	// empty "required" section appears in both.
 	if _, ok := input["required"]; !ok {
 		input["required"] = map[string]any{}
+		order["required"] = []string{}
 	}
 	outTypes := make([]string, len(s.Outputs))
 	outNames := make([]string, len(s.Outputs))
@@ -68,7 +71,11 @@ func (in *Input) spec() any {
 			choices = append(choices, in.Choices()...)
 		}
 		if in.ComboV3 {
-			opts["options"] = choices
+			// A V3 combo without Choices (a "remote" combo whose list the front end
+			// fetches) has no "options" key, as ComfyUI serves it.
+			if in.Choices != nil {
+				opts["options"] = choices
+			}
 			return []any{TypeCombo, opts}
 		}
 		if in.Bare {

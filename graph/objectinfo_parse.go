@@ -95,7 +95,9 @@ func schemaFromEntry(class string, data []byte) (*Schema, error) {
 		return nil, err
 	}
 	for k, v := range all {
-		if !objectInfoKeys[k] {
+		// A modelled key that ComfyUI sends as null (V3 nodes' display_name) is kept in
+		// Extra, which ObjectInfo writes over the computed value.
+		if !objectInfoKeys[k] || v == nil {
 			if s.Extra == nil {
 				s.Extra = map[string]any{}
 			}
@@ -229,8 +231,13 @@ func inputFromSpec(name string, sec Section, raw json.RawMessage) (Input, error)
 		return in, fmt.Errorf("input %q: type is not a name or a list", name)
 	}
 	if in.Type == TypeCombo {
+		_, listed := in.Options["options"]
 		if in.Options != nil {
 			delete(in.Options, "options")
+		}
+		if in.ComboV3 && !listed {
+			// A remote combo: the front end fetches its list; there are no choices.
+			return in, nil
 		}
 		if choices == nil {
 			choices = []string{}
