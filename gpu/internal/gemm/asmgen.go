@@ -277,6 +277,59 @@ func decQ(name string, q4 bool) {
 	p("RET")
 }
 
+// packA12 emits func packA12AVX512(dst, src *float32, ld, kc16 int): the
+// first kc16 (a positive multiple of 16) columns of 12 rows of A (row
+// stride ld elements) into a 12-wide k-major sliver, dst[p·12+i] =
+// A[i][p]. Each group of four rows is loaded 16 columns at a time and
+// transposed as four 4×4 blocks per 128-bit lane (unpack, then shuffle);
+// lane L of result j holds the four rows at column 4L+j and is stored with
+// VEXTRACTF32X4.
+func packA12() {
+	fmt.Fprintf(&out, "\n// func packA12AVX512(dst, src *float32, ld, kc16 int)\n")
+	fmt.Fprintf(&out, "TEXT ·packA12AVX512(SB), NOSPLIT, $0-32\n")
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ ld+16(FP), R9")
+	p("SHLQ $2, R9")
+	p("LEAQ (R9)(R9*2), R10")
+	p("MOVQ kc16+24(FP), CX")
+	label("packA12_loop")
+	p("MOVQ SI, BX")
+	for g := 0; g < 3; g++ {
+		p("VMOVUPS (BX), Z0")
+		p("VMOVUPS (BX)(R9*1), Z1")
+		p("VMOVUPS (BX)(R9*2), Z2")
+		p("VMOVUPS (BX)(R10*1), Z3")
+		p("VUNPCKLPS Z1, Z0, Z4") // r0[0] r1[0] r0[1] r1[1] per lane
+		p("VUNPCKHPS Z1, Z0, Z5") // r0[2] r1[2] r0[3] r1[3]
+		p("VUNPCKLPS Z3, Z2, Z6")
+		p("VUNPCKHPS Z3, Z2, Z7")
+		p("VSHUFPS $0x44, Z6, Z4, Z8")  // column 0 of each lane: r0..r3
+		p("VSHUFPS $0xEE, Z6, Z4, Z9")  // column 1
+		p("VSHUFPS $0x44, Z7, Z5, Z10") // column 2
+		p("VSHUFPS $0xEE, Z7, Z5, Z11") // column 3
+		for j := 0; j < 4; j++ {
+			for l := 0; l < 4; l++ {
+				off := ((4*l+j)*12 + 4*g) * 4
+				if l == 0 {
+					p("VMOVUPS X%d, %d(DI)", 8+j, off)
+				} else {
+					p("VEXTRACTF32X4 $%d, Z%d, %d(DI)", l, 8+j, off)
+				}
+			}
+		}
+		if g < 2 {
+			p("LEAQ (BX)(R9*4), BX")
+		}
+	}
+	p("ADDQ $64, SI")
+	p("ADDQ $%d, DI", 16*12*4)
+	p("SUBQ $16, CX")
+	p("JNZ packA12_loop")
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // vdpbf16ps encodes VDPBF16PS zmm(dst), zmm(src1), zmm(src2) (Intel
 // operand order; EVEX.512.F3.0F38.W0 52 /r), which the Go assembler does
 // not know, as BYTE directives.
@@ -300,6 +353,7 @@ func main() {
 	cvt("cvtF16AVX2", "Y", 8, false)
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
+	packA12()
 	decQ("decQ8_0AVX512", false)
 	decQ("decQ4_0AVX512", true)
 	peak("fmaPeakAVX512", "Z", "VFMADD231PS", 12)

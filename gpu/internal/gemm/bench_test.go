@@ -23,6 +23,23 @@ func reportGFLOPs(b *testing.B, flopsPerOp float64) {
 	b.ReportMetric(flopsPerOp*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
+// cpuMeter reports GFLOP per CPU-second of the process (all threads) over
+// a benchmark loop: on a shared machine it tracks the kernel's own speed
+// where GFLOP/s also tracks the neighbours' load.
+type cpuMeter struct{ start time.Duration }
+
+func startCPU() cpuMeter { return cpuMeter{processCPUTime()} }
+
+func (m cpuMeter) report(b *testing.B, flops float64) float64 {
+	used := (processCPUTime() - m.start).Seconds()
+	if m.start == 0 || used <= 0 {
+		return 0
+	}
+	g := flops / used / 1e9
+	b.ReportMetric(g, "GFLOP/cpu-s")
+	return g
+}
+
 // BenchmarkFMAPeak measures this machine's ceiling: every core (GOMAXPROCS
 // goroutines) runs a loop of independent FMAs. The SGEMM figures are read
 // against it.
@@ -35,6 +52,7 @@ func BenchmarkFMAPeak(b *testing.B) {
 			const iters = 1 << 20
 			g := runtime.GOMAXPROCS(0)
 			b.ResetTimer()
+			cpu := startCPU()
 			for b.Loop() {
 				var wg sync.WaitGroup
 				for range g {
@@ -43,6 +61,7 @@ func BenchmarkFMAPeak(b *testing.B) {
 				wg.Wait()
 			}
 			reportGFLOPs(b, float64(g)*iters*pk.flopsPerIter)
+			cpu.report(b, float64(b.N)*float64(g)*iters*pk.flopsPerIter)
 		})
 	}
 }
@@ -63,6 +82,7 @@ func benchSGEMM(b *testing.B, e *Engine, sh shape) {
 	a, bm, c := randSlice(r, sh.m*sh.k), randSlice(r, sh.k*sh.n), make([]float32, sh.m*sh.n)
 	before := peakOf(e)
 	b.ResetTimer()
+	cpu := startCPU()
 	for b.Loop() {
 		if err := e.SGEMM(sh.m, sh.n, sh.k, a, sh.k, bm, sh.n, c, sh.n, false); err != nil {
 			b.Fatal(err)
@@ -70,6 +90,7 @@ func benchSGEMM(b *testing.B, e *Engine, sh shape) {
 	}
 	flops := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
 	reportGFLOPs(b, flops)
+	cpu.report(b, flops*float64(b.N))
 	b.StopTimer()
 	if pk := (before + peakOf(e)) / 2; pk > 0 {
 		// The ceiling measured just before and after this benchmark, so
@@ -136,12 +157,15 @@ func BenchmarkLinear(b *testing.B) {
 				w := Weight{DType: d, N: sh.n, K: sh.k, Data: data}
 				x, y := randSlice(r, sh.m*sh.k), make([]float32, sh.m*sh.n)
 				b.ResetTimer()
+				cpu := startCPU()
 				for b.Loop() {
 					if err := e.Linear(sh.m, x, sh.k, w, y, sh.n, false); err != nil {
 						b.Fatal(err)
 					}
 				}
-				reportGFLOPs(b, 2*float64(sh.m)*float64(sh.n)*float64(sh.k))
+				flops := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
+				reportGFLOPs(b, flops)
+				cpu.report(b, flops*float64(b.N))
 			})
 		}
 	}

@@ -17,6 +17,7 @@ import (
 func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
+		pack12:  packA12Fast,
 		dot:     vecDot(dotAVX512, 16),
 		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
 		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),

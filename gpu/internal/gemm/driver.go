@@ -20,6 +20,8 @@ type kernel struct {
 	// cvtF16 and cvtBF16 convert len(dst) 16-bit floats from little-endian
 	// src to float32.
 	cvtF16, cvtBF16 func(dst []float32, src []byte)
+	// pack12 packs a full 12-row sliver of A (mr = 12 kernels only).
+	pack12 func(d, src []float32, ld, kc int)
 	// pairs marks a bfloat16 dot-product kernel: packed slivers are
 	// rewritten by toBF16Pairs before tile reads them.
 	pairs bool
@@ -185,7 +187,7 @@ func (e *Engine) compute(p *problem, t task, ws *workspace) {
 			kr.toPairs(ws.b, kc, kr.nr, 0, (nc+kr.nr-1)/kr.nr)
 			for ic := t.m0; ic < t.m1; ic += kr.mc {
 				mc := min(kr.mc, t.m1-ic)
-				packA(ws.a, &a, ic, mc, pc, kc, kr.mr)
+				kr.packA(ws.a, &a, ic, mc, pc, kc)
 				kr.toPairs(ws.a, kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
 				kr.macro(ws.a, ws.b, ws.tile, c, p.ldc, ic, mc, jc, nc, kc, p.acc || pc > 0)
 			}
@@ -279,7 +281,8 @@ func bf16Round(x float32) uint32 {
 
 // packA copies rows [ic, ic+mc) × columns [pc, pc+kc) of op(A) into dst as
 // ceil(mc/mr) slivers, each kc×mr k-major, zero-padding the last sliver.
-func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
+func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
+	mr := kr.mr
 	for s := 0; s < mc; s += mr {
 		rows := min(mr, mc-s)
 		d := dst[s*kc : (s+mr)*kc]
@@ -293,8 +296,8 @@ func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
 			}
 			continue
 		}
-		if rows == mr && mr == 12 {
-			packA12(d, a.data[(ic+s)*a.ld+pc:], a.ld, kc)
+		if rows == mr && kr.pack12 != nil {
+			kr.pack12(d, a.data[(ic+s)*a.ld+pc:], a.ld, kc)
 			continue
 		}
 		for i := 0; i < rows; i++ {
@@ -311,10 +314,10 @@ func packA(dst []float32, a *aSource, ic, mc, pc, kc, mr int) {
 	}
 }
 
-// packA12 packs a full 12-row sliver k-major: walking k in the outer loop
+// packA12Go packs a full 12-row sliver k-major: walking k in the outer loop
 // reads twelve sequential row streams and writes the sliver contiguously,
 // which is about twice as fast as scattering one row at a time.
-func packA12(d, src []float32, ld, kc int) {
+func packA12Go(d, src []float32, ld, kc int) {
 	r0, r1, r2, r3 := src[0*ld:0*ld+kc], src[1*ld:1*ld+kc], src[2*ld:2*ld+kc], src[3*ld:3*ld+kc]
 	r4, r5, r6, r7 := src[4*ld:4*ld+kc], src[5*ld:5*ld+kc], src[6*ld:6*ld+kc], src[7*ld:7*ld+kc]
 	r8, r9, r10, r11 := src[8*ld:8*ld+kc], src[9*ld:9*ld+kc], src[10*ld:10*ld+kc], src[11*ld:11*ld+kc]

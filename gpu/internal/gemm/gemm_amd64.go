@@ -132,3 +132,20 @@ func tile12x32BF16(kc int, a, b, c []float32, ldc int, acc bool) {
 	_ = c[11*ldc+31]
 	tileBF16AVX512(kc2, &a[0], &b[0], &c[0], ldc, b2u(acc))
 }
+
+//go:noescape
+func packA12AVX512(dst, src *float32, ld, kc16 int)
+
+// packA12Fast packs a full 12-row sliver: the asm transposes 16 columns at
+// a time and packA12Go does the rest.
+func packA12Fast(d, src []float32, ld, kc int) {
+	n := kc &^ 15
+	if n > 0 {
+		_ = src[11*ld+kc-1]
+		_ = d[kc*12-1]
+		packA12AVX512(&d[0], &src[0], ld, n)
+	}
+	if n < kc {
+		packA12Go(d[n*12:], src[n:], ld, kc-n)
+	}
+}

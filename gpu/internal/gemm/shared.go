@@ -47,7 +47,7 @@ func (j *job) rowBlock(ws *workspace, i int) {
 	kr := &j.e.k
 	ic := i * j.blk
 	mc := min(j.blk, j.p.m-ic)
-	packA(ws.a, &j.a, ic, mc, j.pc, j.kc, kr.mr)
+	kr.packA(ws.a, &j.a, ic, mc, j.pc, j.kc)
 	kr.toPairs(ws.a, j.kc, kr.mr, 0, (mc+kr.mr-1)/kr.mr)
 	kr.macro(ws.a, j.bp, ws.tile, j.c, j.p.ldc, ic, mc, j.jc, j.nc, j.kc, j.acc)
 }
