@@ -212,3 +212,29 @@ func TestNoQueue(t *testing.T) {
 	jsonEqual(t, ts.do(t, "GET", "/prompt", nil).Body.Bytes(), `{"exec_info": {"queue_remaining": 0}}`)
 	jsonEqual(t, ts.do(t, "GET", "/history", nil).Body.Bytes(), `{}`)
 }
+
+// FuzzPostPrompt sends arbitrary bodies: the answer is always JSON, 200 or 4xx, never a
+// panic (the recover middleware would turn one into a 500, which fails here).
+func FuzzPostPrompt(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt": {"1": {"class_type": "A", "inputs": {"x": ["2", 0]}}}, "client_id": "c"}`,
+		`{"prompt": {}, "number": "3", "front": 1, "extra_data": null}`,
+		`{"prompt": {"1": null}}`, `{"prompt_id": 5, "prompt": {"1": {"class_type": 7}}}`,
+		`[]`, `null`, `{`, `{"partial_execution_targets": ["1"], "prompt": {"1": {"class_type": "A"}}}`,
+	} {
+		f.Add(s)
+	}
+	ts := newTestServer(f, func(o *Options) { o.MaxPromptSize = 1 << 16 })
+	f.Fuzz(func(t *testing.T, body string) {
+		rec := ts.do(t, "POST", "/prompt", strings.NewReader(body))
+		if rec.Code != 200 && (rec.Code < 400 || rec.Code >= 500) {
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("answer is not JSON: %s", rec.Body)
+		}
+		ts.queue.mu.Lock()
+		ts.queue.submitted = nil
+		ts.queue.mu.Unlock()
+	})
+}
