@@ -16,7 +16,7 @@ func (s *Server) staticRoutes() {
 // uncached so that a new build is picked up at once (server.py get_root).
 func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Static == nil {
-		s.writeError(w, http.StatusNotFound, "not found", "no editor files are configured for this server; the API is served under /api/")
+		s.writeError(w, http.StatusNotFound, "not found", "no editor files are configured for this server (forgeflow serve --front-end-root DIR); the API is served under /api/")
 		return
 	}
 	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")

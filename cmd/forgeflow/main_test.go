@@ -398,3 +398,11 @@ func TestCacheOptions(t *testing.T) {
 		})
 	}
 }
+
+func TestServeBadFrontEndRoot(t *testing.T) {
+	var errb bytes.Buffer
+	code := serve(context.Background(), []string{"--base-directory", t.TempDir(), "--port", "0", "--front-end-root", t.TempDir()}, io.Discard, &errb, nil)
+	if code != exitFailed || !strings.Contains(errb.String(), "index.html") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}

@@ -107,6 +107,9 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}
 	var static fs.FS
 	if so.frontEndRoot != "" {
+		if st, err := os.Stat(filepath.Join(so.frontEndRoot, "index.html")); err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("--front-end-root %s: no index.html there", so.frontEndRoot)
+		}
 		static = os.DirFS(so.frontEndRoot)
 	}
 	srv, err := server.New(server.Options{
