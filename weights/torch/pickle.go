@@ -90,51 +90,6 @@ func (d *Dict) set(k, v any) {
 
 func (g Global) String() string { return g.Module + "." + g.Name }
 
-// storageDTypes maps torch's legacy typed-storage classes to element types.
-var storageDTypes = map[string]weights.DType{
-	"DoubleStorage": weights.F64, "FloatStorage": weights.F32, "HalfStorage": weights.F16,
-	"BFloat16Storage": weights.BF16, "LongStorage": weights.I64, "IntStorage": weights.I32,
-	"ShortStorage": weights.I16, "CharStorage": weights.I8, "ByteStorage": weights.U8,
-	"BoolStorage": weights.BOOL, "UntypedStorage": weights.U8,
-	// torch/storage.py _dtype_to_storage_type_map names for the float8 dtypes.
-	"Float8_e4m3fnStorage": weights.F8_E4M3, "Float8_e5m2Storage": weights.F8_E5M2,
-}
-
-// inertClasses may be instantiated as placeholders: they appear in real training
-// checkpoints beside the state dict and carry no tensors.
-var inertClasses = map[string]bool{
-	"pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": true,
-	"numpy.core.multiarray.scalar":                                 true,
-	"numpy._core.multiarray.scalar":                                true,
-	"numpy.dtype":                                                  true,
-	"_codecs.encode":                                               true,
-	"builtins.set":                                                 true,
-	"__builtin__.set":                                              true,
-	"torch.Size":                                                   true,
-	"torch.device":                                                 true,
-}
-
-// callableGlobals are interpreted by call below.
-var callableGlobals = map[string]bool{
-	"collections.OrderedDict":                    true,
-	"torch._utils._rebuild_tensor":               true,
-	"torch._utils._rebuild_tensor_v2":            true,
-	"torch._utils._rebuild_parameter":            true,
-	"torch._utils._rebuild_parameter_with_state": true,
-	"torch._tensor._rebuild_from_type_v2":        true,
-	"torch.nn.parameter.Parameter":               true,
-	"torch.Tensor":                               true,
-}
-
-func allowedGlobal(g Global) bool {
-	s := g.String()
-	if callableGlobals[s] || inertClasses[s] {
-		return true
-	}
-	_, storage := storageDTypes[g.Name]
-	return storage && g.Module == "torch"
-}
-
 // Limits against hostile pickles: the stack, the memo and each container are bounded.
 const (
 	maxStack = 1 << 20
@@ -266,57 +221,61 @@ func (u *unpickler) run() (any, error) {
 
 // step runs one opcode other than STOP.
 func (u *unpickler) step(op byte) error {
+	if done, err := u.stepValue(op); done {
+		return err
+	}
+	if done, err := u.stepStack(op); done {
+		return err
+	}
+	if done, err := u.stepContainer(op); done {
+		return err
+	}
+	if done, err := u.stepObject(op); done {
+		return err
+	}
+	return u.forbid("opcode 0x%02x (%s) is not allowed", op, opName(op))
+}
+
+// stepValue runs the opcodes that push a constant, number, string or bytes (and
+// PROTO/FRAME, which push nothing).
+func (u *unpickler) stepValue(op byte) (bool, error) {
 	switch op {
 	case 0x80: // PROTO
 		v, err := u.take(1)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if v[0] > 5 {
-			return u.fail("pickle protocol %d", v[0])
+			return true, u.fail("pickle protocol %d", v[0])
 		}
-		return nil
+		return true, nil
 	case 0x95: // FRAME: an 8-byte length hint; the frame's opcodes follow inline
 		_, err := u.take(8)
-		return err
-	case '(': // MARK
-		if len(u.marks) >= maxStack {
-			return u.fail("too many MARKs")
-		}
-		u.marks = append(u.marks, len(u.stack))
-		return nil
+		return true, err
 	case 'N':
-		return u.push(nil)
+		return true, u.push(nil)
 	case 0x88:
-		return u.push(true)
+		return true, u.push(true)
 	case 0x89:
-		return u.push(false)
-	case '}':
-		return u.push(&Dict{})
-	case ']':
-		return u.push(&List{})
-	case ')':
-		return u.push(Tuple{})
-	case 0x8f: // EMPTY_SET: kept as a list
-		return u.push(&List{})
+		return true, u.push(false)
 	case 'J': // BININT
 		v, err := u.uint(4)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(int64(int32(v)))
+		return true, u.push(int64(int32(v)))
 	case 'K': // BININT1
 		v, err := u.uint(1)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(int64(v))
+		return true, u.push(int64(v))
 	case 'M': // BININT2
 		v, err := u.uint(2)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(int64(v))
+		return true, u.push(int64(v))
 	case 0x8a, 0x8b: // LONG1, LONG4: little-endian two's complement
 		size := 1
 		if op == 0x8b {
@@ -324,41 +283,54 @@ func (u *unpickler) step(op byte) error {
 		}
 		n, err := u.uint(size)
 		if err != nil {
-			return err
+			return true, err
 		}
 		b, err := u.take(n)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(decodeLong(b))
+		return true, u.push(decodeLong(b))
 	case 'G': // BINFLOAT, big-endian
 		b, err := u.take(8)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
+		return true, u.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
 	case 'X', 0x8c, 0x8d, 'U', 'T': // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, SHORT_BINSTRING, BINSTRING
 		size := map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8, 'U': 1, 'T': 4}[op]
 		n, err := u.uint(size)
 		if err != nil {
-			return err
+			return true, err
 		}
 		b, err := u.take(n)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(string(b))
+		return true, u.push(string(b))
 	case 'B', 'C', 0x8e: // BINBYTES, SHORT_BINBYTES, BINBYTES8
 		size := map[byte]int{'B': 4, 'C': 1, 0x8e: 8}[op]
 		n, err := u.uint(size)
 		if err != nil {
-			return err
+			return true, err
 		}
 		b, err := u.take(n)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(append([]byte(nil), b...))
+		return true, u.push(append([]byte(nil), b...))
+	}
+	return false, nil
+}
+
+// stepStack runs the opcodes that manage the stack, its marks and the memo.
+func (u *unpickler) stepStack(op byte) (bool, error) {
+	switch op {
+	case '(': // MARK
+		if len(u.marks) >= maxStack {
+			return true, u.fail("too many MARKs")
+		}
+		u.marks = append(u.marks, len(u.stack))
+		return true, nil
 	case 'q', 'r', 0x94: // BINPUT, LONG_BINPUT, MEMOIZE
 		var idx uint64
 		var err error
@@ -371,17 +343,17 @@ func (u *unpickler) step(op byte) error {
 			idx = uint64(len(u.memo))
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 		v, err := u.top()
 		if err != nil {
-			return err
+			return true, err
 		}
 		if len(u.memo) >= maxMemo {
-			return u.fail("memo larger than %d", maxMemo)
+			return true, u.fail("memo larger than %d", maxMemo)
 		}
 		u.memo[uint32(idx)] = v
-		return nil
+		return true, nil
 	case 'h', 'j': // BINGET, LONG_BINGET
 		size := 1
 		if op == 'j' {
@@ -389,164 +361,187 @@ func (u *unpickler) step(op byte) error {
 		}
 		idx, err := u.uint(size)
 		if err != nil {
-			return err
+			return true, err
 		}
 		v, ok := u.memo[uint32(idx)]
 		if !ok {
-			return u.fail("memo key %d not set", idx)
+			return true, u.fail("memo key %d not set", idx)
 		}
-		return u.push(v)
+		return true, u.push(v)
 	case '0': // POP
 		if len(u.marks) > 0 && len(u.stack) == u.marks[len(u.marks)-1] {
 			_, err := u.popMark() // POP of a bare MARK drops the mark, as CPython does
-			return err
+			return true, err
 		}
 		_, err := u.pop()
-		return err
+		return true, err
 	case '1': // POP_MARK
 		_, err := u.popMark()
-		return err
+		return true, err
 	case '2': // DUP
 		v, err := u.top()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(v)
+		return true, u.push(v)
+	}
+	return false, nil
+}
+
+// stepContainer runs the opcodes that build tuples, lists and dicts.
+func (u *unpickler) stepContainer(op byte) (bool, error) {
+	switch op {
+	case '}':
+		return true, u.push(&Dict{})
+	case ']':
+		return true, u.push(&List{})
+	case ')':
+		return true, u.push(Tuple{})
+	case 0x8f: // EMPTY_SET: kept as a list
+		return true, u.push(&List{})
 	case 't': // TUPLE
 		items, err := u.popMark()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(Tuple(items))
+		return true, u.push(Tuple(items))
 	case 0x85, 0x86, 0x87: // TUPLE1..3
 		n := int(op - 0x84)
 		items := make(Tuple, n)
 		for i := n - 1; i >= 0; i-- {
 			v, err := u.pop()
 			if err != nil {
-				return err
+				return true, err
 			}
 			items[i] = v
 		}
-		return u.push(items)
+		return true, u.push(items)
 	case 'l': // LIST
 		items, err := u.popMark()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(&List{Items: items})
+		return true, u.push(&List{Items: items})
 	case 'd': // DICT
 		items, err := u.popMark()
 		if err != nil {
-			return err
+			return true, err
 		}
 		d := &Dict{}
-		return u.setItems(d, items, u.push(d))
+		return true, u.setItems(d, items, u.push(d))
 	case 'a': // APPEND
 		v, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.appendTo([]any{v})
+		return true, u.appendTo([]any{v})
 	case 'e', 0x90: // APPENDS, ADDITEMS
 		items, err := u.popMark()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.appendTo(items)
+		return true, u.appendTo(items)
 	case 's': // SETITEM
 		v, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		k, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		d, err := u.topDict()
 		if err != nil {
-			return err
+			return true, err
 		}
 		d.set(k, v)
-		return nil
+		return true, nil
 	case 'u': // SETITEMS
 		items, err := u.popMark()
 		if err != nil {
-			return err
+			return true, err
 		}
 		d, err := u.topDict()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.setItems(d, items, nil)
+		return true, u.setItems(d, items, nil)
+	}
+	return false, nil
+}
+
+// stepObject runs the opcodes that name and call globals: only the allow-listed ones
+// get this far, and call interprets them without running anything.
+func (u *unpickler) stepObject(op byte) (bool, error) {
+	switch op {
 	case 'c': // GLOBAL "module\nname\n"
 		mod, err := u.line()
 		if err != nil {
-			return err
+			return true, err
 		}
 		name, err := u.line()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.global(Global{mod, name})
+		return true, u.global(Global{mod, name})
 	case 0x93: // STACK_GLOBAL
 		name, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		mod, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		ms, ok1 := mod.(string)
 		ns, ok2 := name.(string)
 		if !ok1 || !ok2 {
-			return u.fail("STACK_GLOBAL of non-strings")
+			return true, u.fail("STACK_GLOBAL of non-strings")
 		}
-		return u.global(Global{ms, ns})
+		return true, u.global(Global{ms, ns})
 	case 'R', 0x81: // REDUCE, NEWOBJ: callable(*args)
 		args, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		fn, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		t, ok := args.(Tuple)
 		if !ok {
-			return u.fail("call arguments are %T, not a tuple", args)
+			return true, u.fail("call arguments are %T, not a tuple", args)
 		}
 		v, err := u.call(fn, t)
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.push(v)
+		return true, u.push(v)
 	case 'b': // BUILD: obj.__setstate__(state), interpreted
 		state, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		obj, err := u.top()
 		if err != nil {
-			return err
+			return true, err
 		}
-		return u.build(obj, state)
+		return true, u.build(obj, state)
 	case 'Q': // BINPERSID
 		pid, err := u.pop()
 		if err != nil {
-			return err
+			return true, err
 		}
 		if u.persist == nil {
-			return u.forbid("persistent id without an archive")
+			return true, u.forbid("persistent id without an archive")
 		}
 		v, err := u.persist(pid)
 		if err != nil {
-			return &weights.FormatError{Format: "torch", File: u.name, Offset: int64(u.opAt), Msg: "pickle: " + err.Error()}
+			return true, &weights.FormatError{Format: "torch", File: u.name, Offset: int64(u.opAt), Msg: "pickle: " + err.Error()}
 		}
-		return u.push(v)
+		return true, u.push(v)
 	}
-	return u.forbid("opcode 0x%02x (%s) is not allowed", op, opName(op))
+	return false, nil
 }
 
 func opName(op byte) string {
@@ -624,112 +619,4 @@ func decodeLong(b []byte) any {
 		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
 	}
 	return n
-}
-
-// call interprets a call of an allowed global. Nothing is executed: each case builds
-// the value the real function would return.
-func (u *unpickler) call(fn any, args Tuple) (any, error) {
-	g, ok := fn.(Global)
-	if !ok {
-		return nil, u.forbid("call of %T, not an allowed global", fn)
-	}
-	switch g.String() {
-	case "collections.OrderedDict":
-		d := &Dict{}
-		if len(args) > 0 {
-			return nil, u.fail("OrderedDict with %d arguments", len(args))
-		}
-		return d, nil
-	case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
-		return u.rebuildTensor(args)
-	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
-		"torch.nn.parameter.Parameter":
-		if len(args) < 1 {
-			return nil, u.fail("%s without data", g)
-		}
-		t, ok := args[0].(*TensorRef)
-		if !ok {
-			return nil, u.fail("%s of %T, not a tensor", g, args[0])
-		}
-		if len(args) > 1 {
-			t.RequiresGrad, _ = args[1].(bool)
-		}
-		return t, nil
-	case "torch._tensor._rebuild_from_type_v2":
-		// (func, new_type, args, state): the result is func(*args) viewed as new_type.
-		if len(args) != 4 {
-			return nil, u.fail("_rebuild_from_type_v2 with %d arguments", len(args))
-		}
-		inner, ok := args[2].(Tuple)
-		if !ok {
-			return nil, u.fail("_rebuild_from_type_v2 arguments are %T", args[2])
-		}
-		if nt, ok := args[1].(Global); !ok || (nt.String() != "torch.Tensor" && nt.String() != "torch.nn.parameter.Parameter") {
-			return nil, u.forbid("_rebuild_from_type_v2 to type %v", args[1])
-		}
-		return u.call(args[0], inner)
-	}
-	if inertClasses[g.String()] {
-		return &Object{Class: g, Args: args}, nil
-	}
-	return nil, u.forbid("call of %q is not allowed", g.String())
-}
-
-// rebuildTensor interprets _rebuild_tensor_v2(storage, storage_offset, size, stride,
-// requires_grad, backward_hooks[, metadata]) and _rebuild_tensor(storage, offset, size,
-// stride).
-func (u *unpickler) rebuildTensor(args Tuple) (any, error) {
-	if len(args) < 4 {
-		return nil, u.fail("_rebuild_tensor with %d arguments", len(args))
-	}
-	st, ok := args[0].(*Storage)
-	if !ok {
-		return nil, u.fail("_rebuild_tensor of %T, not a storage", args[0])
-	}
-	off, ok := args[1].(int64)
-	if !ok || off < 0 {
-		return nil, u.fail("_rebuild_tensor storage offset %v", args[1])
-	}
-	shape, err1 := intTuple(args[2])
-	stride, err2 := intTuple(args[3])
-	if err1 != nil || err2 != nil || len(shape) != len(stride) {
-		return nil, u.fail("_rebuild_tensor size %v and stride %v", args[2], args[3])
-	}
-	t := &TensorRef{Storage: st, Offset: off, Shape: shape, Stride: stride}
-	if len(args) > 4 {
-		t.RequiresGrad, _ = args[4].(bool)
-	}
-	return t, nil
-}
-
-func intTuple(v any) ([]int64, error) {
-	t, ok := v.(Tuple)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a tuple", v)
-	}
-	out := make([]int64, len(t))
-	for i, x := range t {
-		n, ok := x.(int64)
-		if !ok || n < 0 {
-			return nil, fmt.Errorf("element %v", x)
-		}
-		out[i] = n
-	}
-	return out, nil
-}
-
-// build interprets BUILD: a dict keeps the state as attributes, tensors ignore their (hook) state,
-// placeholders keep it.
-func (u *unpickler) build(obj, state any) error {
-	switch o := obj.(type) {
-	case *Dict:
-		o.Attrs = state
-		return nil
-	case *TensorRef:
-		return nil
-	case *Object:
-		o.State = state
-		return nil
-	}
-	return u.forbid("BUILD on %T", obj)
 }
