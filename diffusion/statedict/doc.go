@@ -1,0 +1,8 @@
+// Package statedict fills model structs from checkpoint tensors by key: a struct field
+// carries its state-dict key in an `sd` tag, nested structs and slices of layers add
+// their key as a prefix, so a network's Go type mirrors its checkpoint (STYLE.md §6).
+//
+// Matrices stay in their stored dtype (F16, BF16, F8, GGUF blocks), memory-mapped where
+// the file allows; one-dimensional tensors (biases, norm scales) are converted to F32 at
+// bind time because the kernels take them in F32 and they are small.
+package statedict
