@@ -108,3 +108,21 @@ func BenchmarkGroupNorm(b *testing.B) {
 		y.Release()
 	}
 }
+
+func BenchmarkActivation(b *testing.B) {
+	for _, op := range []struct {
+		name string
+		f    func(*Runtime, *Tensor) (*Tensor, error)
+	}{{"gelu", GELU}, {"silu", SiLU}, {"gelu_tanh", GELUTanh}} {
+		b.Run("f32/"+op.name+"/4096x1280", func(b *testing.B) {
+			rt := newRT(b)
+			r := rand.New(rand.NewPCG(7, 8))
+			x := ok(b)(rt.FromFloat32(randData(r, 4096*1280), 4096, 1280))
+			b.SetBytes(4 * 4096 * 1280 * 2)
+			for b.Loop() {
+				y := ok(b)(op.f(rt, x))
+				y.Release()
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"fmt"
-	"math"
 	"slices"
 )
 
@@ -134,11 +133,12 @@ func erfAS(x float32) float32 {
 	return r
 }
 
-// geluTanh computes in float64 and rounds once (within half an ulp).
+// geluTanh is ½x(1 + tanh(u)), u = √(2/π)(x + 0.044715x³), evaluated as the identical
+// x·σ(2u) = x / (1 + e^(−2u)) in float32: no cancellation in 1 + tanh for negative x,
+// and one exp instead of a tanh.
 func geluTanh(x float32) float32 {
-	v := float64(x)
-	const k = 0.7978845608028654 // √(2/π)
-	return float32(0.5 * v * (1 + math.Tanh(k*(v+0.044715*v*v*v))))
+	u := 0.7978846 * x * (1 + 0.044715*x*x)
+	return x / (1 + expf(-2*u))
 }
 
 // quickGELU and silu are x·σ(a·x) = x / (1 + e^(−a·x)) in float32 with expf (≤ 2 ulp),
@@ -147,7 +147,9 @@ func quickGELU(x float32) float32 { return x / (1 + expf(-1.702*x)) }
 
 func silu(x float32) float32 { return x / (1 + expf(-x)) }
 
-func cpuUnary(f func(float32) float32) cpuKernel {
+// cpuUnary applies f elementwise; vec, when non-nil, picks the backend's vector form for
+// contiguous inputs (which must compute the same function as f).
+func cpuUnary(f func(float32) float32, vec func(*CPU) func(dst, src []float32)) cpuKernel {
 	return func(c *CPU, call *Call) error {
 		in, out := call.In[0], call.Out
 		o := out.f32c()
@@ -157,6 +159,11 @@ func cpuUnary(f func(float32) float32) cpuKernel {
 		}
 		src := in.f32()
 		if in.IsContiguous() {
+			if vec != nil {
+				v := vec(c)
+				c.parallelFor(n, 16384, func(lo, hi int) { v(o[lo:hi], src[lo:hi]) })
+				return nil
+			}
 			c.parallelFor(n, 16384, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					o[i] = f(src[i])

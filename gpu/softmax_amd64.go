@@ -21,3 +21,24 @@ func haveAVX512() bool { return cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ }
 func expScaleSIMD(row []float32, scale, m float32) float32 { return expScaleAVX512(row, scale, m) }
 
 func maxSIMD(row []float32) float32 { return maxAVX512(row) }
+
+// geluAVX512 writes GELU(src) (erf form, A&S 7.1.26 as geluErf) to dst; len(dst) ≥ len(src).
+//
+//go:noescape
+func geluAVX512(dst, src []float32)
+
+// siluAVX512 writes src·σ(src) to dst; len(dst) ≥ len(src).
+//
+//go:noescape
+func siluAVX512(dst, src []float32)
+
+func geluSIMD(dst, src []float32) { geluAVX512(dst[:len(src)], src) }
+
+func siluSIMD(dst, src []float32) { siluAVX512(dst[:len(src)], src) }
+
+// geluTanhAVX512 writes the tanh-approximated GELU of src to dst (as geluTanh).
+//
+//go:noescape
+func geluTanhAVX512(dst, src []float32)
+
+func geluTanhSIMD(dst, src []float32) { geluTanhAVX512(dst[:len(src)], src) }

@@ -27,16 +27,30 @@ func maxGo(row []float32) float32 {
 	return m
 }
 
-// rowKernels holds the exp/max pair one backend uses.
+// mapGo lifts a scalar activation to a slice kernel.
+func mapGo(f func(float32) float32) func(dst, src []float32) {
+	return func(dst, src []float32) {
+		dst = dst[:len(src)]
+		for i, v := range src {
+			dst[i] = f(v)
+		}
+	}
+}
+
+// rowKernels holds the vector kernels one backend uses: attention's exp/max and the
+// contiguous forms of the activations that have an assembly version.
 type rowKernels struct {
 	expScale func(row []float32, scale, m float32) float32
 	max      func(row []float32) float32
+	gelu     func(dst, src []float32)
+	geluTanh func(dst, src []float32)
+	silu     func(dst, src []float32)
 	simd     bool
 }
 
 func selectRowKernels(generic bool) rowKernels {
 	if !generic && haveAVX512() {
-		return rowKernels{expScale: expScaleSIMD, max: maxSIMD, simd: true}
+		return rowKernels{expScale: expScaleSIMD, max: maxSIMD, gelu: geluSIMD, geluTanh: geluTanhSIMD, silu: siluSIMD, simd: true}
 	}
-	return rowKernels{expScale: expScaleGo, max: maxGo}
+	return rowKernels{expScale: expScaleGo, max: maxGo, gelu: mapGo(geluErf), geluTanh: mapGo(geluTanh), silu: mapGo(silu)}
 }

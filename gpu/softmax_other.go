@@ -7,3 +7,9 @@ func haveAVX512() bool { return false }
 func expScaleSIMD(row []float32, scale, m float32) float32 { return expScaleGo(row, scale, m) }
 
 func maxSIMD(row []float32) float32 { return maxGo(row) }
+
+func geluSIMD(dst, src []float32) { mapGo(geluErf)(dst, src) }
+
+func siluSIMD(dst, src []float32) { mapGo(silu)(dst, src) }
+
+func geluTanhSIMD(dst, src []float32) { mapGo(geluTanh)(dst, src) }
