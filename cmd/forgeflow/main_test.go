@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +59,15 @@ func TestWorkflowsRun(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"WORKFLOW", "blend_ui.json", "invert_api.json", "blur_sharpen_api.json", "3 of 3 workflows succeeded", "SaveImage #"} {
+	for _, want := range []string{"WORKFLOW", "blend_ui.json", "invert_api.json", "blur_sharpen_api.json", "4 of 4 workflows succeeded", "invert_ui.json", "SaveImage #"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// invert_ui.json is the same prompt as invert_api.json: as in ComfyUI, the second run
+	// is served from the cache and saves nothing new.
+	if _, err := os.Stat(filepath.Join(base, "output", "examples", "invert_00002_.png")); err == nil {
+		t.Error("an identical prompt was executed again instead of coming from the cache")
 	}
 	for _, f := range []string{"examples/invert_00001_.png", "examples/blend_00001_.png", "examples/blur_sharpen_00001_.png", "examples/blur_sharpen_00002_.png"} {
 		if _, err := os.Stat(filepath.Join(base, "output", f)); err != nil {
@@ -404,5 +410,27 @@ func TestServeBadFrontEndRoot(t *testing.T) {
 	code := serve(context.Background(), []string{"--base-directory", t.TempDir(), "--port", "0", "--front-end-root", t.TempDir()}, io.Discard, &errb, nil)
 	if code != exitFailed || !strings.Contains(errb.String(), "index.html") {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// TestUIFormsMatchAPI: a workflow kept in both forms converts to the same prompt.
+func TestUIFormsMatchAPI(t *testing.T) {
+	code, out, errOut := runCLI(t, context.Background(), "convert", filepath.Join(workflowsDir, "invert_ui.json"))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want, err := os.ReadFile(filepath.Join(workflowsDir, "invert_api.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, exp any
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(want, &exp); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, exp) {
+		t.Fatalf("invert_ui.json converts to\n%s\nwant invert_api.json\n%s", out, want)
 	}
 }
