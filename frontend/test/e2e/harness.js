@@ -1,0 +1,129 @@
+// Shared set-up of the end-to-end suite: a real `forgeflow serve` built from this
+// checkout (go build into a temp dir, temp base/output/input/user dirs, a free port)
+// serving the freshly built editor, and Debian's Chromium driven by playwright-core.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const frontendDir = path.resolve(here, '../..');
+export const repoDir = path.resolve(frontendDir, '..');
+export const artefactDir = path.join(frontendDir, 'test-results');
+export const screenshotDir = path.join(repoDir, 'codex', 'screenshots');
+
+let built = null;
+
+/** Builds the editor bundle (once per process) and the forgeflow binary. */
+export function buildAll() {
+  if (built) return built;
+  if (!process.env.FORGEFLOW_E2E_SKIP_VITE) {
+    execFileSync('npx', ['vite', 'build', '--logLevel', 'error'], { cwd: frontendDir, stdio: 'inherit' });
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'forgeflow-e2e-bin-'));
+  const bin = path.join(dir, 'forgeflow');
+  execFileSync('go', ['build', '-o', bin, './cmd/forgeflow'], { cwd: repoDir, stdio: 'inherit' });
+  built = { bin, dir };
+  return built;
+}
+
+/**
+ * Starts forgeflow serve on a free port with its own folders; the editor is served
+ * from build/dist with --front-end-root so that the test does not depend on how the
+ * binary embeds it. Returns {url, base, stop()}.
+ */
+export async function startServer() {
+  const { bin } = buildAll();
+  const base = mkdtempSync(path.join(tmpdir(), 'forgeflow-e2e-'));
+  for (const d of ['output', 'input', 'user', 'models']) mkdirSync(path.join(base, d), { recursive: true });
+  const dist = path.join(frontendDir, 'build', 'dist');
+  if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`e2e: ${dist}/index.html is missing; the editor was not built`);
+  const args = ['serve', '--port', '0', '--base-directory', base, '--front-end-root', dist];
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`e2e: forgeflow serve did not report its address in 30s; log:\n${log}`)), 30000);
+    const onData = (b) => {
+      log += b.toString();
+      const m = log.match(/listening.*?url=(http:\/\/[^\s"]+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`e2e: forgeflow serve exited with ${code}; log:\n${log}`));
+    });
+  });
+  return {
+    url,
+    base,
+    log: () => log,
+    async stop() {
+      proc.kill('SIGTERM');
+      await new Promise((r) => {
+        if (proc.exitCode !== null) r();
+        else proc.on('exit', r);
+      });
+      rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Launches headless Chromium. playwright-core gives every launch a fresh temporary
+ * --user-data-dir of its own (it refuses one in args), removed on close.
+ */
+export async function launchBrowser() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close();
+    },
+  };
+}
+
+/** Opens the editor in a new page and waits until it has loaded the node list. */
+export async function openEditor(browser, url, opts = {}) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 860 }, locale: opts.locale || 'en-US', ...opts.context });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30000 });
+  return { page, context, errors };
+}
+
+/** Saves a screenshot to the artefact folder and, for the docs, to codex/screenshots. */
+export async function screenshot(page, name) {
+  mkdirSync(artefactDir, { recursive: true });
+  mkdirSync(screenshotDir, { recursive: true });
+  const buf = await page.screenshot();
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(path.join(artefactDir, `${name}.png`), buf);
+  writeFileSync(path.join(screenshotDir, `${name}.png`), buf);
+}
+
+/** Screen position (page pixels) of a point in graph space. */
+export function toScreen(page, gx, gy) {
+  return page.evaluate(([x, y]) => {
+    const c = window.forgeflow.canvas;
+    const r = c.canvas.getBoundingClientRect();
+    const p = c.ds.convertOffsetToCanvas([x, y]);
+    return [r.left + p[0], r.top + p[1]];
+  }, [gx, gy]);
+}
