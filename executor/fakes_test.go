@@ -135,6 +135,9 @@ func newFixture(t testing.TB) *fixture {
 		run: func(_ context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
 			fx.runs.add(env.NodeID)
 			n, err := in.Int("n")
+			if n > 1000 {
+				return nodes.Result{}, fmt.Errorf("range: %d items is too many for a test", n)
+			}
 			items := []any{}
 			for i := range n {
 				items = append(items, i)
