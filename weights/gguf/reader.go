@@ -483,4 +483,3 @@ func decodeScalars(elem ValueType, raw []byte, n int, p *parser) (any, error) {
 	}
 	return nil, p.fail("unknown array element type %d", elem)
 }
-
