@@ -281,6 +281,8 @@ func TestStatic(t *testing.T) {
 		t.Errorf("404 without a hint: %s", rec.Body)
 	}
 	jsonEqual(t, bare.do(t, "GET", "/api/extensions", nil).Body.Bytes(), `[]`)
+	jsonEqual(t, bare.do(t, "GET", "/api/workflow_templates", nil).Body.Bytes(), `{}`)
+	jsonEqual(t, bare.do(t, "GET", "/i18n", nil).Body.Bytes(), `{}`)
 }
 
 func TestOriginAndCORS(t *testing.T) {

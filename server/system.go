@@ -36,6 +36,14 @@ func (s *Server) systemRoutes() {
 	s.route("GET /features", s.getFeatures)
 	s.route("POST /free", s.postFree)
 	s.route("GET /extensions", s.getExtensions)
+	// ComfyUI's front end asks these at start-up; with no custom nodes ComfyUI answers
+	// empty objects (app/custom_node_manager.py).
+	s.route("GET /workflow_templates", s.emptyObject)
+	s.route("GET /i18n", s.emptyObject)
+}
+
+func (s *Server) emptyObject(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, http.StatusOK, map[string]any{})
 }
 
 type systemInfo struct {
