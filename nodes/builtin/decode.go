@@ -54,12 +54,17 @@ func decodeImage(data []byte) (frames []frame, format string, err error) {
 	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxDecodePixels {
 		return nil, format, fmt.Errorf("image size %dx%d is not supported", cfg.Width, cfg.Height)
 	}
+	if format == "png" {
+		if frames, err = decodeAPNG(data); err != nil {
+			return nil, format, err
+		}
+	}
 	if format == "gif" {
 		frames, err = decodeGIF(data)
 		if err != nil {
 			return nil, format, err
 		}
-	} else {
+	} else if frames == nil {
 		img, _, err := image.Decode(bytes.NewReader(data))
 		if err != nil {
 			return nil, format, fmt.Errorf("decode %s: %w", format, err)
