@@ -186,7 +186,91 @@ func cpuUnary(f func(float32) float32, vec func(*CPU) func(dst, src []float32)) 
 	}
 }
 
-func cpuBinary(f func(a, b float32) float32) cpuKernel {
+// binSeg computes d[j] = a[j·ia] op b[j·ib] for one row. The common stride patterns get
+// their own plain loops (no call per element; bounds checks hoisted by the reslicing).
+func binSeg(op Op, d, a, b []float32, ia, ib int) {
+	n := len(d)
+	switch {
+	case ia == 1 && ib == 1:
+		a, b = a[:n], b[:n]
+		switch op {
+		case OpAdd:
+			for j := range d {
+				d[j] = a[j] + b[j]
+			}
+		case OpSub:
+			for j := range d {
+				d[j] = a[j] - b[j]
+			}
+		case OpMul:
+			for j := range d {
+				d[j] = a[j] * b[j]
+			}
+		case OpDiv:
+			for j := range d {
+				d[j] = a[j] / b[j]
+			}
+		}
+	case ia == 1 && ib == 0:
+		a = a[:n]
+		s := b[0]
+		switch op {
+		case OpAdd:
+			for j := range d {
+				d[j] = a[j] + s
+			}
+		case OpSub:
+			for j := range d {
+				d[j] = a[j] - s
+			}
+		case OpMul:
+			for j := range d {
+				d[j] = a[j] * s
+			}
+		case OpDiv:
+			for j := range d {
+				d[j] = a[j] / s
+			}
+		}
+	case ia == 0 && ib == 1:
+		b = b[:n]
+		s := a[0]
+		switch op {
+		case OpAdd:
+			for j := range d {
+				d[j] = s + b[j]
+			}
+		case OpSub:
+			for j := range d {
+				d[j] = s - b[j]
+			}
+		case OpMul:
+			for j := range d {
+				d[j] = s * b[j]
+			}
+		case OpDiv:
+			for j := range d {
+				d[j] = s / b[j]
+			}
+		}
+	default:
+		for j := range d {
+			x, y := a[j*ia], b[j*ib]
+			switch op {
+			case OpAdd:
+				d[j] = x + y
+			case OpSub:
+				d[j] = x - y
+			case OpMul:
+				d[j] = x * y
+			case OpDiv:
+				d[j] = x / y
+			}
+		}
+	}
+}
+
+func cpuBinary(op Op) cpuKernel {
 	return func(c *CPU, call *Call) error {
 		a, b, out := call.In[0], call.In[1], call.Out
 		o := out.f32c()
@@ -197,9 +281,7 @@ func cpuBinary(f func(a, b float32) float32) cpuKernel {
 		as, bs := a.f32(), b.f32()
 		if a.IsContiguous() && b.IsContiguous() && slices.Equal(a.shape, b.shape) {
 			c.parallelFor(n, 16384, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					o[i] = f(as[i], bs[i])
-				}
+				binSeg(op, o[lo:hi], as[lo:], bs[lo:], 1, 1)
 			})
 			return nil
 		}
@@ -212,10 +294,7 @@ func cpuBinary(f func(a, b float32) float32) cpuKernel {
 			for r := lo; r < hi; r++ {
 				offA := rowOffset(r, shape[:rank-1], sa[:rank-1])
 				offB := rowOffset(r, shape[:rank-1], sb[:rank-1])
-				d := o[r*inner : (r+1)*inner]
-				for j := range d {
-					d[j] = f(as[offA+j*ia], bs[offB+j*ib])
-				}
+				binSeg(op, o[r*inner:(r+1)*inner], as[offA:], bs[offB:], ia, ib)
 			}
 		})
 		return nil

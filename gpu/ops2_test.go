@@ -146,6 +146,15 @@ func binaryCases(f func(*Runtime, *Tensor, *Tensor) (*Tensor, error), ref func(a
 			}
 			checkClose(t, got, want, 1e-6, 1e-6)
 		}},
+		{"column-broadcast", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+			a, av := randTensor(t, rt, r, false, 4, 9)
+			b, bv := randTensor(t, rt, r, false, 4, 1)
+			want := make([]float64, 36)
+			for i := range want {
+				want[i] = ref(av[i], bv[i/9])
+			}
+			checkClose(t, ok(t)(f(rt, a, b)), want, 1e-6, 1e-6)
+		}},
 		{"scalar-and-empty", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 			a, av := randTensor(t, rt, r, false, 7)
 			s, sv := randTensor(t, rt, r, false, 1)
