@@ -283,6 +283,8 @@ func (c *converter) expand(sc *scope, path []string, parent *execNode) error {
 			if err := c.bindGroup(en); err != nil {
 				return err
 			}
+		case n.Type == "":
+			return &ConvertError{NodeID: id, Msg: "node has no type"}
 		default:
 			s, ok := c.schemas.Schema(n.Type)
 			if !ok {

@@ -266,6 +266,7 @@ func TestConvertErrors(t *testing.T) {
 		  "links": [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"], [3, 2, 0, 9, 0, "IMAGE"]]}`, "circular reference"},
 		{"dangling link", `{"nodes": [{"id": 9, "type": "Save", "inputs": [{"name": "images", "type": "IMAGE", "link": 77}]}], "links": []}`, `node "9": input "images": link 77 does not exist`},
 		{"link from missing node", `{"nodes": [{"id": 9, "type": "Save", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}]}], "links": [[1, 5, 0, 9, 0, "IMAGE"]]}`, "node 5, which does not exist"},
+		{"node without type", `{"nodes": [{"id": 3}]}`, `node "3": node has no type`},
 		{"duplicate node id", `{"nodes": [{"id": 9, "type": "Save"}, {"id": 9, "type": "Save"}]}`, "duplicate node id"},
 		{"bad widgets", `{"nodes": [{"id": 9, "type": "Save", "widgets_values": 5}]}`, "widgets_values is a number"},
 		{"self-containing subgraph", `{"nodes": [{"id": 1, "type": "s"}], "definitions": {"subgraphs": [{"id": "s", "name": "S", "nodes": [{"id": 1, "type": "s"}]}]}}`, "contains itself"},
