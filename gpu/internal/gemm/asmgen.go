@@ -277,55 +277,79 @@ func decQ(name string, q4 bool) {
 	p("RET")
 }
 
-// packA12 emits func packA12AVX512(dst, src *float32, ld, kc16 int): the
-// first kc16 (a positive multiple of 16) columns of 12 rows of A (row
-// stride ld elements) into a 12-wide k-major sliver, dst[p·12+i] =
-// A[i][p]. Each group of four rows is loaded 16 columns at a time and
-// transposed as four 4×4 blocks per 128-bit lane (unpack, then shuffle);
-// lane L of result j holds the four rows at column 4L+j and is stored with
-// VEXTRACTF32X4.
-func packA12() {
-	fmt.Fprintf(&out, "\n// func packA12AVX512(dst, src *float32, ld, kc16 int)\n")
-	fmt.Fprintf(&out, "TEXT ·packA12AVX512(SB), NOSPLIT, $0-32\n")
+// packT emits func packTAVX512(dst, src *float32, ld, kc16, groups, stride
+// int): the first kc16 (a positive multiple of 16) columns of 4·groups rows
+// (row stride ld elements) into a k-major sliver of width stride,
+// dst[p·stride+i] = src[i·ld+p]. It packs both A slivers (12 rows) and
+// slivers of a transposed or stored B (32 rows of W). Each group of four
+// rows is loaded 16 columns at a time and transposed as four 4×4 blocks
+// per 128-bit lane (unpack, then shuffle); lane L of result j holds the
+// four rows at column 4L+j and is stored with VEXTRACTF32X4.
+func packT() {
+	fmt.Fprintf(&out, "\n// func packTAVX512(dst, src *float32, ld, kc16, groups, stride int)\n")
+	fmt.Fprintf(&out, "TEXT ·packTAVX512(SB), NOSPLIT, $0-48\n")
 	p("MOVQ dst+0(FP), DI")
 	p("MOVQ src+8(FP), SI")
 	p("MOVQ ld+16(FP), R9")
 	p("SHLQ $2, R9")
 	p("LEAQ (R9)(R9*2), R10")
 	p("MOVQ kc16+24(FP), CX")
-	label("packA12_loop")
+	p("MOVQ stride+40(FP), R8")
+	p("SHLQ $2, R8")          // bytes per packed k step
+	p("LEAQ (R8)(R8*2), R12") // 3 steps
+	p("MOVQ R8, R13")
+	p("SHLQ $4, R13") // 16 steps: the destination advance per chunk
+	label("packT_chunk")
 	p("MOVQ SI, BX")
-	for g := 0; g < 3; g++ {
-		p("VMOVUPS (BX), Z0")
-		p("VMOVUPS (BX)(R9*1), Z1")
-		p("VMOVUPS (BX)(R9*2), Z2")
-		p("VMOVUPS (BX)(R10*1), Z3")
-		p("VUNPCKLPS Z1, Z0, Z4") // r0[0] r1[0] r0[1] r1[1] per lane
-		p("VUNPCKHPS Z1, Z0, Z5") // r0[2] r1[2] r0[3] r1[3]
-		p("VUNPCKLPS Z3, Z2, Z6")
-		p("VUNPCKHPS Z3, Z2, Z7")
-		p("VSHUFPS $0x44, Z6, Z4, Z8")  // column 0 of each lane: r0..r3
-		p("VSHUFPS $0xEE, Z6, Z4, Z9")  // column 1
-		p("VSHUFPS $0x44, Z7, Z5, Z10") // column 2
-		p("VSHUFPS $0xEE, Z7, Z5, Z11") // column 3
+	p("MOVQ DI, DX")
+	p("MOVQ groups+32(FP), R11")
+	label("packT_group")
+	p("VMOVUPS (BX), Z0")
+	p("VMOVUPS (BX)(R9*1), Z1")
+	p("VMOVUPS (BX)(R9*2), Z2")
+	p("VMOVUPS (BX)(R10*1), Z3")
+	p("VUNPCKLPS Z1, Z0, Z4") // r0[0] r1[0] r0[1] r1[1] per lane
+	p("VUNPCKHPS Z1, Z0, Z5") // r0[2] r1[2] r0[3] r1[3]
+	p("VUNPCKLPS Z3, Z2, Z6")
+	p("VUNPCKHPS Z3, Z2, Z7")
+	p("VSHUFPS $0x44, Z6, Z4, Z8")  // column 0 of each lane: r0..r3
+	p("VSHUFPS $0xEE, Z6, Z4, Z9")  // column 1
+	p("VSHUFPS $0x44, Z7, Z5, Z10") // column 2
+	p("VSHUFPS $0xEE, Z7, Z5, Z11") // column 3
+	// Lane l of column register j goes to packed step 4l+j: AX walks the
+	// lanes (4 steps apart), and j is an offset of 0..3 steps from AX.
+	p("MOVQ DX, AX")
+	for l := 0; l < 4; l++ {
 		for j := 0; j < 4; j++ {
-			for l := 0; l < 4; l++ {
-				off := ((4*l+j)*12 + 4*g) * 4
-				if l == 0 {
-					p("VMOVUPS X%d, %d(DI)", 8+j, off)
-				} else {
-					p("VEXTRACTF32X4 $%d, Z%d, %d(DI)", l, 8+j, off)
-				}
+			var addr string
+			switch j {
+			case 0:
+				addr = "(AX)"
+			case 1:
+				addr = "(AX)(R8*1)"
+			case 2:
+				addr = "(AX)(R8*2)"
+			case 3:
+				addr = "(AX)(R12*1)"
+			}
+			if l == 0 {
+				p("VMOVUPS X%d, %s", 8+j, addr)
+			} else {
+				p("VEXTRACTF32X4 $%d, Z%d, %s", l, 8+j, addr)
 			}
 		}
-		if g < 2 {
-			p("LEAQ (BX)(R9*4), BX")
+		if l < 3 {
+			p("LEAQ (AX)(R8*4), AX")
 		}
 	}
+	p("LEAQ (BX)(R9*4), BX")
+	p("ADDQ $16, DX")
+	p("DECQ R11")
+	p("JNZ packT_group")
 	p("ADDQ $64, SI")
-	p("ADDQ $%d, DI", 16*12*4)
+	p("ADDQ R13, DI")
 	p("SUBQ $16, CX")
-	p("JNZ packA12_loop")
+	p("JNZ packT_chunk")
 	p("VZEROUPPER")
 	p("RET")
 }
@@ -353,7 +377,7 @@ func main() {
 	cvt("cvtF16AVX2", "Y", 8, false)
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
-	packA12()
+	packT()
 	decQ("decQ8_0AVX512", false)
 	decQ("decQ4_0AVX512", true)
 	peak("fmaPeakAVX512", "Z", "VFMADD231PS", 12)

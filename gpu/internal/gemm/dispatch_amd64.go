@@ -17,7 +17,7 @@ import (
 func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
-		pack12:  packA12Fast,
+		packT:   packTFast,
 		dot:     vecDot(dotAVX512, 16),
 		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
 		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
@@ -29,6 +29,7 @@ func avx512Kernel() kernel {
 func avx2Kernel() kernel {
 	k := kernel{
 		path: PathAVX2, mr: 6, nr: 16, kc: 384, mc: 144, nc: 1024, tile: tile6x16AVX2,
+		packT:   packTGo,
 		dot:     vecDot(dotAVX2, 8),
 		cvtF16:  cvtF16Generic,
 		cvtBF16: vecCvt(cvtBF16AVX2, 8, cvtBF16Generic),

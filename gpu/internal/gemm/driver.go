@@ -20,8 +20,9 @@ type kernel struct {
 	// cvtF16 and cvtBF16 convert len(dst) 16-bit floats from little-endian
 	// src to float32.
 	cvtF16, cvtBF16 func(dst []float32, src []byte)
-	// pack12 packs a full 12-row sliver of A (mr = 12 kernels only).
-	pack12 func(d, src []float32, ld, kc int)
+	// packT packs rows rows of kc columns (row stride ld) into a k-major
+	// sliver of width stride: d[p·stride+i] = src[i·ld+p].
+	packT func(d, src []float32, ld, kc, rows, stride int)
 	// pairs marks a bfloat16 dot-product kernel: packed slivers are
 	// rewritten by toBF16Pairs before tile reads them.
 	pairs bool
@@ -60,7 +61,7 @@ type problem struct {
 // workspace holds one goroutine's packing buffers; the Engine pools them so
 // the steady state does not allocate.
 type workspace struct {
-	a, b, tile, row []float32
+	a, b, tile, row, rows []float32
 }
 
 func (e *Engine) getWorkspace() *workspace {
@@ -74,6 +75,7 @@ func (e *Engine) getWorkspace() *workspace {
 		b:    make([]float32, kc*kr.nc),
 		tile: make([]float32, kr.mr*kr.nr),
 		row:  make([]float32, kc),
+		rows: make([]float32, kr.nr*kc),
 	}
 }
 
@@ -183,7 +185,7 @@ func (e *Engine) compute(p *problem, t task, ws *workspace) {
 		nc := min(kr.nc, t.n1-jc)
 		for pc := 0; pc < p.k; pc += depth {
 			kc := min(depth, p.k-pc)
-			kr.packB(ws.b, ws.row, &b, pc, kc, jc, nc, 0, (nc+kr.nr-1)/kr.nr)
+			kr.packB(ws.b, ws.rows, &b, pc, kc, jc, nc, 0, (nc+kr.nr-1)/kr.nr)
 			kr.toPairs(ws.b, kc, kr.nr, 0, (nc+kr.nr-1)/kr.nr)
 			for ic := t.m0; ic < t.m1; ic += kr.mc {
 				mc := min(kr.mc, t.m1-ic)
@@ -296,8 +298,8 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 			}
 			continue
 		}
-		if rows == mr && kr.pack12 != nil {
-			kr.pack12(d, a.data[(ic+s)*a.ld+pc:], a.ld, kc)
+		if rows == mr {
+			kr.packT(d, a.data[(ic+s)*a.ld+pc:], a.ld, kc, mr, mr)
 			continue
 		}
 		for i := 0; i < rows; i++ {
@@ -314,19 +316,15 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 	}
 }
 
-// packA12Go packs a full 12-row sliver k-major: walking k in the outer loop
-// reads twelve sequential row streams and writes the sliver contiguously,
-// which is about twice as fast as scattering one row at a time.
-func packA12Go(d, src []float32, ld, kc int) {
-	r0, r1, r2, r3 := src[0*ld:0*ld+kc], src[1*ld:1*ld+kc], src[2*ld:2*ld+kc], src[3*ld:3*ld+kc]
-	r4, r5, r6, r7 := src[4*ld:4*ld+kc], src[5*ld:5*ld+kc], src[6*ld:6*ld+kc], src[7*ld:7*ld+kc]
-	r8, r9, r10, r11 := src[8*ld:8*ld+kc], src[9*ld:9*ld+kc], src[10*ld:10*ld+kc], src[11*ld:11*ld+kc]
-	d = d[:kc*12]
-	for p := range r0 {
-		o := (*[12]float32)(d[p*12:])
-		o[0], o[1], o[2], o[3] = r0[p], r1[p], r2[p], r3[p]
-		o[4], o[5], o[6], o[7] = r4[p], r5[p], r6[p], r7[p]
-		o[8], o[9], o[10], o[11] = r8[p], r9[p], r10[p], r11[p]
+// packTGo is the portable packT, one source row at a time (the amd64
+// AVX-512 path transposes 4×4 blocks in registers instead).
+func packTGo(d, src []float32, ld, kc, rows, stride int) {
+	d = d[:(kc-1)*stride+rows]
+	for i := 0; i < rows; i++ {
+		r := src[i*ld : i*ld+kc]
+		for p, v := range r {
+			d[p*stride+i] = v
+		}
 	}
 }
 
@@ -334,21 +332,31 @@ func packA12Go(d, src []float32, ld, kc int) {
 // into dst as ceil(nc/nr) slivers, each kc×nr k-major, zero-padding the
 // last sliver; only slivers [s0, s1) are written, so that several
 // goroutines can share the packing of one block. A stored weight is converted to float32 here, one row
-// segment of kc elements at a time (row is scratch of at least kc).
-func (kr *kernel) packB(dst, row []float32, b *bSource, pc, kc, jc, nc, s0, s1 int) {
+// sliver of nr row segments at a time (rows is scratch of nr·kc).
+func (kr *kernel) packB(dst, rows []float32, b *bSource, pc, kc, jc, nc, s0, s1 int) {
 	nr := kr.nr
 	for s := s0 * nr; s < min(nc, s1*nr); s += nr {
 		cols := min(nr, nc-s)
 		d := dst[s*kc : (s+nr)*kc]
 		switch {
+		case b.isW && cols == nr:
+			// Convert nr rows of W, then transpose them in one pass.
+			for j := 0; j < nr; j++ {
+				kr.decodeRow(b.w.DType, rows[j*kc:(j+1)*kc], b.w.Data[(jc+s+j)*b.wld:], pc)
+			}
+			kr.packT(d, rows, kc, kc, nr, nr)
+			continue
 		case b.isW:
-			r := row[:kc]
+			r := rows[:kc]
 			for j := 0; j < cols; j++ {
 				kr.decodeRow(b.w.DType, r, b.w.Data[(jc+s+j)*b.wld:], pc)
 				for p, v := range r {
 					d[p*nr+j] = v
 				}
 			}
+		case b.trans && cols == nr:
+			kr.packT(d, b.f32[(jc+s)*b.ld+pc:], b.ld, kc, nr, nr)
+			continue
 		case b.trans:
 			for j := 0; j < cols; j++ {
 				src := b.f32[(jc+s+j)*b.ld+pc : (jc+s+j)*b.ld+pc+kc]

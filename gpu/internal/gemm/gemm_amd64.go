@@ -134,18 +134,21 @@ func tile12x32BF16(kc int, a, b, c []float32, ldc int, acc bool) {
 }
 
 //go:noescape
-func packA12AVX512(dst, src *float32, ld, kc16 int)
+func packTAVX512(dst, src *float32, ld, kc16, groups, stride int)
 
-// packA12Fast packs a full 12-row sliver: the asm transposes 16 columns at
-// a time and packA12Go does the rest.
-func packA12Fast(d, src []float32, ld, kc int) {
+// packTFast packs rows (a multiple of 4) rows of kc columns into a
+// k-major sliver of width stride: the asm transposes 16 columns at a time
+// and packTGo does the rest.
+func packTFast(d, src []float32, ld, kc, rows, stride int) {
 	n := kc &^ 15
-	if n > 0 {
-		_ = src[11*ld+kc-1]
-		_ = d[kc*12-1]
-		packA12AVX512(&d[0], &src[0], ld, n)
+	if n > 0 && rows%4 == 0 {
+		_ = src[(rows-1)*ld+kc-1]
+		_ = d[(kc-1)*stride+rows-1]
+		packTAVX512(&d[0], &src[0], ld, n, rows/4, stride)
+	} else {
+		n = 0
 	}
 	if n < kc {
-		packA12Go(d[n*12:], src[n:], ld, kc-n)
+		packTGo(d[n*stride:], src[n:], ld, kc-n, rows, stride)
 	}
 }

@@ -331,23 +331,23 @@ func TestBF16Round(t *testing.T) {
 	}
 }
 
-// TestPackA12 checks every path's 12-row packer against the definition
-// dst[p·12+i] = A[i][p] at depths with and without a 16-column tail.
-func TestPackA12(t *testing.T) {
+// TestPackT checks every path's transposing packer against the
+// definition dst[p·stride+i] = src[i·ld+p], for the A (12 or 6 rows) and B
+// (32 or 16 rows) widths, at depths with and without a 16-column tail.
+func TestPackT(t *testing.T) {
 	r := rand.New(rand.NewPCG(17, 18))
 	for _, e := range enginesUnderTest(t) {
-		if e.k.pack12 == nil {
-			continue
-		}
-		for _, kc := range []int{1, 15, 16, 17, 48, 100, 384} {
-			ld := kc + 5
-			src := randSlice(r, 12*ld)
-			d := make([]float32, 12*kc)
-			e.k.pack12(d, src, ld, kc)
-			for p := 0; p < kc; p++ {
-				for i := 0; i < 12; i++ {
-					if d[p*12+i] != src[i*ld+p] {
-						t.Fatalf("%s kc=%d: dst[%d·12+%d] = %g, want A[%d][%d] = %g", e.Path(), kc, p, i, d[p*12+i], i, p, src[i*ld+p])
+		for _, rows := range []int{e.k.mr, e.k.nr} {
+			for _, kc := range []int{1, 15, 16, 17, 48, 100, 384} {
+				ld := kc + 5
+				src := randSlice(r, rows*ld)
+				d := make([]float32, rows*kc)
+				e.k.packT(d, src, ld, kc, rows, rows)
+				for p := 0; p < kc; p++ {
+					for i := 0; i < rows; i++ {
+						if d[p*rows+i] != src[i*ld+p] {
+							t.Fatalf("%s rows=%d kc=%d: dst[%d·%d+%d] = %g, want src[%d][%d] = %g", e.Path(), rows, kc, p, rows, i, d[p*rows+i], i, p, src[i*ld+p])
+						}
 					}
 				}
 			}

@@ -7,8 +7,8 @@ func genericKernel() kernel {
 		path: PathGeneric,
 		mr:   4, nr: 8,
 		kc: 256, mc: 128, nc: 512,
-		tile: tileGeneric4x8,
-		dot:  dotGeneric, cvtF16: cvtF16Generic, cvtBF16: cvtBF16Generic,
+		tile: tileGeneric4x8, packT: packTGo,
+		dot: dotGeneric, cvtF16: cvtF16Generic, cvtBF16: cvtBF16Generic,
 		decQ8_0: decodeQ8_0, decQ4_0: decodeQ4_0,
 	}
 }

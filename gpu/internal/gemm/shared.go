@@ -38,7 +38,7 @@ const packGroup = 4
 func (j *job) packBGroup(ws *workspace, g int) {
 	kr := &j.e.k
 	s0, s1 := g*packGroup, min(j.slivers, (g+1)*packGroup)
-	kr.packB(j.bp, ws.row, &j.b, j.pc, j.kc, j.jc, j.nc, s0, s1)
+	kr.packB(j.bp, ws.rows, &j.b, j.pc, j.kc, j.jc, j.nc, s0, s1)
 	kr.toPairs(j.bp, j.kc, kr.nr, s0, s1)
 }
 
