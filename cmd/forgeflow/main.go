@@ -1,6 +1,3 @@
-// Command forgeflow is the one forgeflow binary: the ComfyUI-compatible server
-// (serve), the batch runner (run), and tools for workflows (validate, convert) and
-// nodes (nodes).
 package main
 
 import (

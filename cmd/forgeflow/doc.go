@@ -1,0 +1,7 @@
+// Command forgeflow is the one forgeflow binary: the ComfyUI-compatible server
+// (serve), the batch runner (run), and tools for workflows (validate, convert) and
+// nodes (nodes, nodes --coverage).
+//
+// main only connects signals and the exit status to run(ctx, args, stdout, stderr), so
+// that every subcommand runs in-process in tests. The design is in codex/cli.md.
+package main
