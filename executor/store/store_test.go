@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -358,5 +359,44 @@ func TestHistoryPaging(t *testing.T) {
 	}
 	if got, _ := s.ListHistory(ctx, 5, -1); len(got) != 0 {
 		t.Errorf("after clear: %v", ids(got))
+	}
+}
+
+func TestConcurrentPushLease(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	const n = 40
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Push(context.Background(), job("p"+strconv.Itoa(i)), executor.PushOptions{Front: i%3 == 0})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	numbers := map[float64]bool{}
+	for range n {
+		j := lease(t, s)
+		if seen[j.ID] {
+			t.Fatalf("%s leased twice", j.ID)
+		}
+		seen[j.ID] = true
+		if numbers[j.Number] {
+			t.Fatalf("number %v given twice", j.Number)
+		}
+		numbers[j.Number] = true
+		if err := s.Ack(context.Background(), j.ID, entry(j, executor.StatusSuccess)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _ := s.Pending(context.Background()); r != 0 {
+		t.Errorf("remaining %d", r)
+	}
+	if h, _ := s.ListHistory(context.Background(), -1, -1); len(h) != n {
+		t.Errorf("history has %d entries, want %d", len(h), n)
 	}
 }
