@@ -168,6 +168,9 @@ func comparePrompts(got, want Prompt, schemas Schemas) []string {
 			diffs = append(diffs, fmt.Sprintf("node %s: class %s, want %s", id, g.ClassType, w.ClassType))
 			continue
 		}
+		if w.Meta != nil && (g.Meta == nil || g.Meta.Title != w.Meta.Title) {
+			diffs = append(diffs, fmt.Sprintf("node %s: _meta %+v, want title %q", id, g.Meta, w.Meta.Title))
+		}
 		s, _ := schemas.Schema(g.ClassType)
 		keys := map[string]bool{}
 		for k := range g.Inputs {
