@@ -282,3 +282,14 @@ func (p *pool) trim() {
 		}
 	}
 }
+
+// HostFloat32 returns the live storage of a contiguous F32 tensor in host memory (the cpu
+// backend), without a copy: writes through the slice change the tensor, so a sampler can
+// update a latent in place. ok is false for other dtypes, strided views and device memory;
+// use Float32 (a copy) then.
+func (t *Tensor) HostFloat32() (data []float32, ok bool) {
+	if t == nil || t.buf == nil || t.dtype != F32 || t.buf.Host == nil || !t.IsContiguous() {
+		return nil, false
+	}
+	return t.f32c(), true
+}

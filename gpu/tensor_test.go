@@ -247,3 +247,23 @@ func TestUnalignedF32Bytes(t *testing.T) {
 	x := ok(t)(rt.FromBytes(F32, raw[1:], 2))
 	checkClose(t, ok(t)(Add(rt, x, x)), []float64{3, -4}, 0, 0)
 }
+
+func TestHostFloat32(t *testing.T) {
+	rt := newRT(t)
+	x := ok(t)(rt.FromFloat32([]float32{1, 2, 3, 4, 5, 6}, 2, 3))
+	d, isHost := x.HostFloat32()
+	if !isHost || len(d) != 6 {
+		t.Fatalf("HostFloat32 = %v, %v", d, isHost)
+	}
+	d[4] = 50
+	if v, _ := x.Float32(); v[4] != 50 {
+		t.Fatal("write through HostFloat32 not visible")
+	}
+	if _, isHost := ok(t)(Transpose(x, 0, 1)).HostFloat32(); isHost {
+		t.Fatal("strided view must not expose storage")
+	}
+	n := ok(t)(Narrow(x, 0, 1, 1)) // contiguous row 1 view starts at offset 3
+	if d, isHost := n.HostFloat32(); !isHost || len(d) != 3 || d[1] != 50 {
+		t.Fatalf("row view: %v %v", d, isHost)
+	}
+}
