@@ -293,24 +293,42 @@ func TestConvert(t *testing.T) {
 	}
 }
 
-func TestServe(t *testing.T) {
-	base := t.TempDir()
+// startServe runs serve in the background and returns its URL and a stop function
+// that cancels it and returns its exit code.
+func startServe(t *testing.T, args ...string) (string, func() int) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan int, 1)
 	var errb bytes.Buffer
 	go func() {
-		done <- serve(ctx, []string{"--base-directory", base, "--port", "0", "--enable-cors-header"}, io.Discard, &errb, func(a string) { addrc <- a })
+		done <- serve(ctx, append(args, "--port", "0"), io.Discard, &errb, func(a string) { addrc <- a })
 	}()
-	var addr string
 	select {
-	case addr = <-addrc:
+	case addr := <-addrc:
+		return "http://" + addr, func() int {
+			cancel()
+			select {
+			case code := <-done:
+				return code
+			case <-time.After(20 * time.Second):
+				t.Fatal("serve did not shut down")
+				return -1
+			}
+		}
 	case code := <-done:
+		cancel()
 		t.Fatalf("serve exited %d: %s", code, errb.String())
 	case <-time.After(20 * time.Second):
+		cancel()
 		t.Fatal("serve did not start")
 	}
-	url := "http://" + addr
+	return "", nil
+}
+
+func TestServe(t *testing.T) {
+	base := t.TempDir()
+	url, stop := startServe(t, "--base-directory", base, "--enable-cors-header")
 	resp, err := http.Get(url + "/api/system_stats")
 	if err != nil {
 		t.Fatal(err)
@@ -331,19 +349,19 @@ func TestServe(t *testing.T) {
 	if resp.StatusCode != 200 || ans.PromptID == "" {
 		t.Fatalf("POST /prompt: %d", resp.StatusCode)
 	}
-	// The worker runs it: the history fills in.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	history := func(url string) map[string]any {
 		resp, err := http.Get(url + "/history/" + ans.PromptID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		var h map[string]any
 		json.NewDecoder(resp.Body).Decode(&h)
-		resp.Body.Close()
-		if len(h) == 1 {
-			break
-		}
+		return h
+	}
+	// The worker runs it: the history fills in.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(history(url)) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("prompt never finished")
 		}
@@ -352,17 +370,19 @@ func TestServe(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(base, "output", "t_00001_.png")); err != nil {
 		t.Error(err)
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("serve exit %d: %s", code, errb.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not shut down")
+	if code := stop(); code != exitOK {
+		t.Fatalf("serve exit %d", code)
 	}
 	if _, err := os.Stat(filepath.Join(base, "user", "forgeflow.db")); err != nil {
 		t.Errorf("queue database not in the user folder: %v", err)
+	}
+	// The history is durable: a restarted server still has the prompt.
+	url, stop = startServe(t, "--base-directory", base)
+	if len(history(url)) != 1 {
+		t.Error("history lost across a restart")
+	}
+	if code := stop(); code != exitOK {
+		t.Fatalf("serve exit %d", code)
 	}
 }
 
