@@ -32,6 +32,7 @@ Usage:
   forgeflow nodes [--json] [--coverage]
                                      list the nodes (object_info), or compare with ComfyUI's
   forgeflow convert FILE             UI workflow JSON or PNG -> API prompt JSON on stdout
+  forgeflow models [--json] [FOLDER] list the model folders, or one folder's files
 
 Run "forgeflow COMMAND -h" for the flags of a command.
 `
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdNodes(ctx, rest, stdout, stderr)
 	case "convert":
 		return cmdConvert(ctx, rest, stdout, stderr)
+	case "models":
+		return cmdModels(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

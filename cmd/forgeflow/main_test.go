@@ -454,3 +454,26 @@ func TestUIFormsMatchAPI(t *testing.T) {
 		t.Fatalf("invert_ui.json converts to\n%s\nwant invert_api.json\n%s", out, want)
 	}
 }
+
+func TestModelsCommand(t *testing.T) {
+	base := t.TempDir()
+	lora := filepath.Join(base, "models", "loras", "style", "a.safetensors")
+	os.MkdirAll(filepath.Dir(lora), 0o755)
+	os.WriteFile(lora, []byte("x"), 0o644)
+	code, out, _ := runCLI(t, context.Background(), "models", "--base-directory", base)
+	if code != exitOK || !strings.Contains(out, "checkpoints") || !strings.Contains(out, "loras") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, context.Background(), "models", "--base-directory", base, "loras")
+	if code != exitOK || out != "style/a.safetensors\n" {
+		t.Fatalf("exit %d: %q", code, out)
+	}
+	code, out, _ = runCLI(t, context.Background(), "models", "--json", "--base-directory", base, "loras")
+	var m modelFolder
+	if code != exitOK || json.Unmarshal([]byte(out), &m) != nil || m.Name != "loras" || len(m.Files) != 1 || len(m.Dirs) == 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if code, _, errOut := runCLI(t, context.Background(), "models", "--base-directory", base, "nonsense"); code != exitFailed || !strings.Contains(errOut, "unknown model folder") {
+		t.Fatalf("unknown folder: exit %d %s", code, errOut)
+	}
+}
