@@ -59,15 +59,17 @@ func dequantI64(dst []float32, src []byte) {
 }
 
 // Q4_0 block (18 bytes): d fp16, qs[16]; the low nibbles are elements 0..15, the high
-// nibbles 16..31; y = (q - 8) × d.
+// nibbles 16..31; y = (q - 8) × d. Blocks are viewed as fixed-size arrays so that the
+// compiler drops the bounds checks.
 func dequantQ4_0(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d := f16(src)
-		qs := src[2:18]
-		y := dst[32*b : 32*b+32]
+	for b := 0; len(src) >= 18; b++ {
+		blk := (*[18]byte)(src)
+		y := (*[32]float32)(dst[32*b:])
+		d := f16(blk[:])
 		for j := 0; j < 16; j++ {
-			y[j] = float32(int(qs[j]&0xf)-8) * d
-			y[j+16] = float32(int(qs[j]>>4)-8) * d
+			q := blk[2+j]
+			y[j] = float32(int(q&0xf)-8) * d
+			y[j+16] = float32(int(q>>4)-8) * d
 		}
 		src = src[18:]
 	}
@@ -75,31 +77,33 @@ func dequantQ4_0(dst []float32, src []byte) {
 
 // Q4_1 block (20 bytes): d fp16, m fp16, qs[16]; y = q × d + m.
 func dequantQ4_1(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d, m := f16(src), f16(src[2:])
-		qs := src[4:20]
-		y := dst[32*b : 32*b+32]
+	for b := 0; len(src) >= 20; b++ {
+		blk := (*[20]byte)(src)
+		y := (*[32]float32)(dst[32*b:])
+		d, m := f16(blk[0:]), f16(blk[2:])
 		for j := 0; j < 16; j++ {
-			y[j] = float32(float32(qs[j]&0xf)*d) + m
-			y[j+16] = float32(float32(qs[j]>>4)*d) + m
+			q := blk[4+j]
+			y[j] = float32(float32(q&0xf)*d) + m
+			y[j+16] = float32(float32(q>>4)*d) + m
 		}
 		src = src[20:]
 	}
 }
 
-// Q5_0 block (22 bytes): d fp16, qh uint32 (the fifth bit of each element), qs[16];
+// Q5_0 block (22 bytes): d fp16, qh uint32 (bit j is the fifth bit of element j), qs[16];
 // y = (q - 16) × d.
 func dequantQ5_0(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d := f16(src)
-		qh := binary.LittleEndian.Uint32(src[2:])
-		qs := src[6:22]
-		y := dst[32*b : 32*b+32]
+	for b := 0; len(src) >= 22; b++ {
+		blk := (*[22]byte)(src)
+		y := (*[32]float32)(dst[32*b:])
+		d := f16(blk[0:])
+		qh := binary.LittleEndian.Uint32(blk[2:])
 		for j := 0; j < 16; j++ {
+			q := blk[6+j]
 			h0 := byte((qh>>j)<<4) & 0x10
 			h1 := byte(qh>>(j+12)) & 0x10
-			y[j] = float32(int(qs[j]&0xf|h0)-16) * d
-			y[j+16] = float32(int(qs[j]>>4|h1)-16) * d
+			y[j] = float32(int(q&0xf|h0)-16) * d
+			y[j+16] = float32(int(q>>4|h1)-16) * d
 		}
 		src = src[22:]
 	}
@@ -107,16 +111,17 @@ func dequantQ5_0(dst []float32, src []byte) {
 
 // Q5_1 block (24 bytes): d fp16, m fp16, qh uint32, qs[16]; y = q × d + m.
 func dequantQ5_1(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d, m := f16(src), f16(src[2:])
-		qh := binary.LittleEndian.Uint32(src[4:])
-		qs := src[8:24]
-		y := dst[32*b : 32*b+32]
+	for b := 0; len(src) >= 24; b++ {
+		blk := (*[24]byte)(src)
+		y := (*[32]float32)(dst[32*b:])
+		d, m := f16(blk[0:]), f16(blk[2:])
+		qh := binary.LittleEndian.Uint32(blk[4:])
 		for j := 0; j < 16; j++ {
+			q := blk[8+j]
 			h0 := byte((qh>>j)<<4) & 0x10
 			h1 := byte(qh>>(j+12)) & 0x10
-			y[j] = float32(float32(qs[j]&0xf|h0)*d) + m
-			y[j+16] = float32(float32(qs[j]>>4|h1)*d) + m
+			y[j] = float32(float32(q&0xf|h0)*d) + m
+			y[j+16] = float32(float32(q>>4|h1)*d) + m
 		}
 		src = src[24:]
 	}
@@ -124,11 +129,12 @@ func dequantQ5_1(dst []float32, src []byte) {
 
 // Q8_0 block (34 bytes): d fp16, qs int8[32]; y = q × d.
 func dequantQ8_0(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d := f16(src)
-		y := dst[32*b : 32*b+32]
-		for j := 0; j < 32; j++ {
-			y[j] = float32(int8(src[2+j])) * d
+	for b := 0; len(src) >= 34; b++ {
+		blk := (*[34]byte)(src)
+		y := (*[32]float32)(dst[32*b:])
+		d := f16(blk[0:])
+		for j := range y {
+			y[j] = float32(int8(blk[2+j])) * d
 		}
 		src = src[34:]
 	}

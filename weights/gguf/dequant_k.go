@@ -4,32 +4,31 @@ import "encoding/binary"
 
 // The k-quants work on super-blocks of QK_K = 256 elements split into sub-blocks with their
 // own quantized scales (ggml-common.h, block_q*_K; ggml-quants.c, dequantize_row_q*_K).
+// Blocks are viewed as fixed-size arrays so that the compiler drops the bounds checks.
 
 // Q2_K super-block (84 bytes): scales[16] (low nibble scale, high nibble min, per 16
 // elements), qs[64] (2-bit quants), d fp16, dmin fp16; y = d·sc·q - dmin·m.
 func dequantQ2_K(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		scales := src[0:16]
-		q := src[16:80]
-		d, dmin := f16(src[80:]), f16(src[82:])
-		y := dst[QK_K*b : QK_K*b+QK_K]
-		is := 0
-		for n := 0; n < QK_K; n += 128 {
-			shift := uint(0)
+	for b := 0; len(src) >= 84; b++ {
+		blk := (*[84]byte)(src)
+		y := (*[QK_K]float32)(dst[QK_K*b:])
+		d, dmin := f16(blk[80:]), f16(blk[82:])
+		// Element 128·n + 32·j + 16·h + l uses scale 8·n + 2·j + h and the 2-bit field
+		// j of qs[32·n + 16·h + l].
+		for n := 0; n < 2; n++ {
 			for j := 0; j < 4; j++ {
-				for half := 0; half < 2; half++ {
-					sc := scales[is]
-					is++
+				shift := uint(2 * j)
+				for h := 0; h < 2; h++ {
+					sc := blk[8*n+2*j+h]
 					dl := d * float32(sc&0xf)
 					ml := dmin * float32(sc>>4)
-					for l := 0; l < 16; l++ {
-						y[l] = float32(dl*float32((q[l+16*half]>>shift)&3)) - ml
+					q := (*[16]byte)(blk[16+32*n+16*h:])
+					yy := (*[16]float32)(y[128*n+32*j+16*h:])
+					for l := range yy {
+						yy[l] = float32(dl*float32((q[l]>>shift)&3)) - ml
 					}
-					y = y[16:]
 				}
-				shift += 2
 			}
-			q = q[32:]
 		}
 		src = src[84:]
 	}
@@ -39,34 +38,32 @@ func dequantQ2_K(dst []float32, src []byte) {
 // qs[64] (low 2 bits), scales[12] (sixteen 6-bit scales, biased by 32), d fp16;
 // y = d·(sc-32)·q with q in [-4, 3].
 func dequantQ3_K(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		hm := src[0:32]
-		q := src[32:96]
-		d := f16(src[108:])
-		sc := unpackQ3KScales(src[96:108])
-		y := dst[QK_K*b : QK_K*b+QK_K]
-		is := 0
-		m := byte(1)
-		for n := 0; n < QK_K; n += 128 {
-			shift := uint(0)
+	for b := 0; len(src) >= 110; b++ {
+		blk := (*[110]byte)(src)
+		hm := (*[32]byte)(blk[0:])
+		d := f16(blk[108:])
+		sc := unpackQ3KScales(blk[96:108])
+		y := (*[QK_K]float32)(dst[QK_K*b:])
+		// Element 128·n + 32·j + 16·h + l uses scale 8·n + 2·j + h, the 2-bit field j of
+		// qs[32·n + 16·h + l] and bit 4·n + j of hmask[16·h + l].
+		for n := 0; n < 2; n++ {
 			for j := 0; j < 4; j++ {
-				for half := 0; half < 2; half++ {
-					dl := d * float32(int(sc[is])-32)
-					is++
-					for l := 0; l < 16; l++ {
-						k := l + 16*half
-						v := int((q[k] >> shift) & 3)
-						if hm[k]&m == 0 {
+				shift := uint(2 * j)
+				m := byte(1) << (4*n + j)
+				for h := 0; h < 2; h++ {
+					dl := d * float32(int(sc[8*n+2*j+h])-32)
+					q := (*[16]byte)(blk[32+32*n+16*h:])
+					hh := (*[16]byte)(hm[16*h:])
+					yy := (*[16]float32)(y[128*n+32*j+16*h:])
+					for l := range yy {
+						v := int((q[l] >> shift) & 3)
+						if hh[l]&m == 0 {
 							v -= 4
 						}
-						y[l] = dl * float32(v)
+						yy[l] = dl * float32(v)
 					}
-					y = y[16:]
 				}
-				shift += 2
-				m <<= 1
 			}
-			q = q[32:]
 		}
 		src = src[110:]
 	}
@@ -95,7 +92,7 @@ func unpackQ3KScales(p []byte) [16]uint8 {
 
 // scaleMinK4 returns the j-th 6-bit scale and min of a Q4_K/Q5_K super-block's 12 packed
 // bytes (get_scale_min_k4 in ggml-quants.c).
-func scaleMinK4(j int, q []byte) (sc, m uint8) {
+func scaleMinK4(j int, q *[12]byte) (sc, m uint8) {
 	if j < 4 {
 		return q[j] & 63, q[j+4] & 63
 	}
@@ -106,43 +103,48 @@ func scaleMinK4(j int, q []byte) (sc, m uint8) {
 // pairs), qs[128]; per 64 elements the low nibbles use pair 2i, the high nibbles 2i+1;
 // y = d·sc·q - dmin·m.
 func dequantQ4_K(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d, dmin := f16(src), f16(src[2:])
-		scales := src[4:16]
-		q := src[16:144]
-		y := dst[QK_K*b : QK_K*b+QK_K]
-		for j, is := 0, 0; j < QK_K; j, is = j+64, is+2 {
-			sc, m := scaleMinK4(is, scales)
+	for b := 0; len(src) >= 144; b++ {
+		blk := (*[144]byte)(src)
+		d, dmin := f16(blk[0:]), f16(blk[2:])
+		scales := (*[12]byte)(blk[4:])
+		y := (*[QK_K]float32)(dst[QK_K*b:])
+		for i := 0; i < 4; i++ {
+			sc, m := scaleMinK4(2*i, scales)
 			d1, m1 := d*float32(sc), dmin*float32(m)
-			sc, m = scaleMinK4(is+1, scales)
+			sc, m = scaleMinK4(2*i+1, scales)
 			d2, m2 := d*float32(sc), dmin*float32(m)
-			for l := 0; l < 32; l++ {
-				y[l] = float32(d1*float32(q[l]&0xf)) - m1
-				y[l+32] = float32(d2*float32(q[l]>>4)) - m2
+			q := (*[32]byte)(blk[16+32*i:])
+			lo := (*[32]float32)(y[64*i:])
+			hi := (*[32]float32)(y[64*i+32:])
+			for l := range q {
+				lo[l] = float32(d1*float32(q[l]&0xf)) - m1
+				hi[l] = float32(d2*float32(q[l]>>4)) - m2
 			}
-			y = y[64:]
-			q = q[32:]
 		}
 		src = src[144:]
 	}
 }
 
 // Q5_K super-block (176 bytes): d fp16, dmin fp16, scales[12], qh[32] (fifth bits),
-// qs[128]; as Q4_K with q += 16 where the high bit is set.
+// qs[128]; as Q4_K with q += 16 where the high bit is set (bit 2i for the low nibbles of
+// the i-th 64, bit 2i+1 for the high nibbles).
 func dequantQ5_K(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		d, dmin := f16(src), f16(src[2:])
-		scales := src[4:16]
-		qh := src[16:48]
-		ql := src[48:176]
-		y := dst[QK_K*b : QK_K*b+QK_K]
-		u1, u2 := byte(1), byte(2)
-		for j, is := 0, 0; j < QK_K; j, is = j+64, is+2 {
-			sc, m := scaleMinK4(is, scales)
+	for b := 0; len(src) >= 176; b++ {
+		blk := (*[176]byte)(src)
+		d, dmin := f16(blk[0:]), f16(blk[2:])
+		scales := (*[12]byte)(blk[4:])
+		qh := (*[32]byte)(blk[16:])
+		y := (*[QK_K]float32)(dst[QK_K*b:])
+		for i := 0; i < 4; i++ {
+			sc, m := scaleMinK4(2*i, scales)
 			d1, m1 := d*float32(sc), dmin*float32(m)
-			sc, m = scaleMinK4(is+1, scales)
+			sc, m = scaleMinK4(2*i+1, scales)
 			d2, m2 := d*float32(sc), dmin*float32(m)
-			for l := 0; l < 32; l++ {
+			u1, u2 := byte(1)<<(2*i), byte(2)<<(2*i)
+			ql := (*[32]byte)(blk[48+32*i:])
+			lo := (*[32]float32)(y[64*i:])
+			hi := (*[32]float32)(y[64*i+32:])
+			for l := range ql {
 				v1, v2 := ql[l]&0xf, ql[l]>>4
 				if qh[l]&u1 != 0 {
 					v1 += 16
@@ -150,13 +152,9 @@ func dequantQ5_K(dst []float32, src []byte) {
 				if qh[l]&u2 != 0 {
 					v2 += 16
 				}
-				y[l] = float32(d1*float32(v1)) - m1
-				y[l+32] = float32(d2*float32(v2)) - m2
+				lo[l] = float32(d1*float32(v1)) - m1
+				hi[l] = float32(d2*float32(v2)) - m2
 			}
-			y = y[64:]
-			ql = ql[32:]
-			u1 <<= 2
-			u2 <<= 2
 		}
 		src = src[176:]
 	}
@@ -165,28 +163,26 @@ func dequantQ5_K(dst []float32, src []byte) {
 // Q6_K super-block (210 bytes): ql[128] (low 4 bits), qh[64] (high 2 bits), scales
 // int8[16], d fp16; y = d·sc·(q - 32).
 func dequantQ6_K(dst []float32, src []byte) {
-	for b := 0; len(src) > 0; b++ {
-		ql := src[0:128]
-		qh := src[128:192]
-		sc := src[192:208]
-		d := f16(src[208:])
-		y := dst[QK_K*b : QK_K*b+QK_K]
-		for n := 0; n < QK_K; n += 128 {
+	for b := 0; len(src) >= 210; b++ {
+		blk := (*[210]byte)(src)
+		d := f16(blk[208:])
+		y := (*[QK_K]float32)(dst[QK_K*b:])
+		for n := 0; n < 2; n++ {
+			ql := (*[64]byte)(blk[64*n:])
+			qh := (*[32]byte)(blk[128+32*n:])
+			sc := (*[8]byte)(blk[192+8*n:])
+			yy := (*[128]float32)(y[128*n:])
 			for l := 0; l < 32; l++ {
 				is := l / 16
 				q1 := int(ql[l]&0xf|(qh[l]>>0&3)<<4) - 32
 				q2 := int(ql[l+32]&0xf|(qh[l]>>2&3)<<4) - 32
 				q3 := int(ql[l]>>4|(qh[l]>>4&3)<<4) - 32
 				q4 := int(ql[l+32]>>4|(qh[l]>>6&3)<<4) - 32
-				y[l] = float32(d*float32(int8(sc[is+0]))) * float32(q1)
-				y[l+32] = float32(d*float32(int8(sc[is+2]))) * float32(q2)
-				y[l+64] = float32(d*float32(int8(sc[is+4]))) * float32(q3)
-				y[l+96] = float32(d*float32(int8(sc[is+6]))) * float32(q4)
+				yy[l] = float32(d*float32(int8(sc[is+0]))) * float32(q1)
+				yy[l+32] = float32(d*float32(int8(sc[is+2]))) * float32(q2)
+				yy[l+64] = float32(d*float32(int8(sc[is+4]))) * float32(q3)
+				yy[l+96] = float32(d*float32(int8(sc[is+6]))) * float32(q4)
 			}
-			y = y[128:]
-			ql = ql[64:]
-			qh = qh[32:]
-			sc = sc[8:]
 		}
 		src = src[210:]
 	}
