@@ -47,7 +47,8 @@ var tensorType = reflect.TypeOf((*gpu.Tensor)(nil))
 //
 //	`sd:"name"`           a *gpu.Tensor at prefix+name (required)
 //	`sd:"name,optional"`  the same, nil when absent
-//	`sd:"name"` on a struct field: its fields live under prefix+name+"."
+//	`sd:"name"` on a struct field: its fields live under prefix+name+"."; with
+//	                     ",optional" the struct stays zero when no key lies there
 //	`sd:"name"` on a slice of structs: elements at prefix+name+".0.", ".1.", … as many as
 //	                     the source holds consecutively from 0
 //
@@ -113,6 +114,9 @@ func (b *binder) bindStruct(v reflect.Value, prefix string) error {
 			}
 			fv.Set(reflect.ValueOf(tn))
 		case f.Type.Kind() == reflect.Struct:
+			if optional && !b.hasPrefix(prefix+name+".") {
+				continue
+			}
 			if err := b.bindStruct(fv, prefix+name+"."); err != nil {
 				return err
 			}
@@ -130,6 +134,16 @@ func (b *binder) bindStruct(v reflect.Value, prefix string) error {
 		}
 	}
 	return nil
+}
+
+// hasPrefix reports whether any key lies under prefix.
+func (b *binder) hasPrefix(prefix string) bool {
+	for k := range b.keys {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // count returns how many consecutive indices 0, 1, … have keys under prefix.
