@@ -1,7 +1,7 @@
 // UI strings: every visible string is a key looked up in the current locale; the
 // language follows the browser (navigator.languages) unless the user picked one.
-import en from './locales/en.json';
-import zh from './locales/zh.json';
+import en from './locales/en.json' with { type: 'json' };
+import zh from './locales/zh.json' with { type: 'json' };
 
 export const LOCALES = { en, zh };
 export const LOCALE_NAMES = { en: 'English', zh: '中文' };
