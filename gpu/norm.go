@@ -6,7 +6,7 @@ import (
 )
 
 // The norms accumulate statistics in float64 (PyTorch accumulates float32 with cascaded
-// sums; float64 is at least as accurate) and write float32.
+// sums; float64 is at least as accurate) and normalise in float32, as PyTorch does.
 
 func checkAffine(name string, t *Tensor, n int) error {
 	if t != nil && (t.dtype != F32 || t.Numel() != n || len(t.shape) != 1) {
@@ -107,18 +107,7 @@ func cpuGroupNorm(c *CPU, call *Call) error {
 			b, g := gi/p.Groups, gi%p.Groups
 			base := (b*ch + g*cpg) * spatial
 			seg := xs[base : base+cpg*spatial]
-			var sum float64
-			for _, v := range seg {
-				sum += float64(v)
-			}
-			cnt := float64(len(seg))
-			mean := sum / max(cnt, 1)
-			var sq float64
-			for _, v := range seg {
-				d := float64(v) - mean
-				sq += d * d
-			}
-			inv := 1 / math.Sqrt(sq/max(cnt, 1)+p.Eps)
+			mean, inv := moments(seg, p.Eps)
 			for ci := 0; ci < cpg; ci++ {
 				chn := g*cpg + ci
 				scale, shift := inv, -mean*inv
@@ -129,15 +118,40 @@ func cpuGroupNorm(c *CPU, call *Call) error {
 				if bs != nil {
 					shift += float64(bs[chn])
 				}
-				src := seg[ci*spatial : (ci+1)*spatial]
-				dst := o[base+ci*spatial : base+(ci+1)*spatial]
-				for j, v := range src {
-					dst[j] = float32(float64(v)*scale + shift)
-				}
+				affineRow(o[base+ci*spatial:base+(ci+1)*spatial], seg[ci*spatial:(ci+1)*spatial], float32(scale), float32(shift))
 			}
 		}
 	})
 	return nil
+}
+
+// moments returns the mean and 1/sqrt(var+eps) of v (population variance), accumulated
+// in float64 with four independent sums each so the adds overlap.
+func moments(v []float32, eps float64) (mean, inv float64) {
+	var s0, s1, s2, s3, q0, q1, q2, q3 float64
+	i := 0
+	for ; i+4 <= len(v); i += 4 {
+		a, b, c, d := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
+		s0, s1, s2, s3 = s0+a, s1+b, s2+c, s3+d
+		q0, q1, q2, q3 = q0+a*a, q1+b*b, q2+c*c, q3+d*d
+	}
+	for ; i < len(v); i++ {
+		a := float64(v[i])
+		s0 += a
+		q0 += a * a
+	}
+	n := float64(max(len(v), 1))
+	mean = (s0 + s1 + s2 + s3) / n
+	variance := max((q0+q1+q2+q3)/n-mean*mean, 0)
+	return mean, 1 / math.Sqrt(variance+eps)
+}
+
+// affineRow writes dst[j] = src[j]·scale + shift.
+func affineRow(dst, src []float32, scale, shift float32) {
+	src = src[:len(dst)]
+	for j, v := range src {
+		dst[j] = v*scale + shift
+	}
 }
 
 // rows runs f over the rows of the last dim of a contiguous x.
@@ -159,26 +173,24 @@ func cpuLayerNorm(c *CPU, call *Call) error {
 	wt, bs := affine(call.In[1]), affine(call.In[2])
 	eps := call.Params.(NormParams).Eps
 	c.rows(call.In[0], func(src, dst []float32) {
-		var sum float64
-		for _, v := range src {
-			sum += float64(v)
-		}
-		mean := sum / float64(len(src))
-		var sq float64
-		for _, v := range src {
-			d := float64(v) - mean
-			sq += d * d
-		}
-		inv := 1 / math.Sqrt(sq/float64(len(src))+eps)
-		for j, v := range src {
-			y := (float64(v) - mean) * inv
-			if wt != nil {
-				y *= float64(wt[j])
+		mean, inv := moments(src, eps)
+		m, s := float32(mean), float32(inv)
+		switch {
+		case wt != nil && bs != nil:
+			for j, v := range src {
+				dst[j] = (v-m)*s*wt[j] + bs[j]
 			}
+		case wt != nil:
+			for j, v := range src {
+				dst[j] = (v - m) * s * wt[j]
+			}
+		default:
+			affineRow(dst, src, s, -m*s)
 			if bs != nil {
-				y += float64(bs[j])
+				for j := range dst {
+					dst[j] += bs[j]
+				}
 			}
-			dst[j] = float32(y)
 		}
 	}, call.Out)
 	return nil
@@ -188,17 +200,22 @@ func cpuRMSNorm(c *CPU, call *Call) error {
 	wt := affine(call.In[1])
 	eps := call.Params.(NormParams).Eps
 	c.rows(call.In[0], func(src, dst []float32) {
-		var sq float64
-		for _, v := range src {
-			sq += float64(v) * float64(v)
+		var q0, q1, q2, q3 float64
+		i := 0
+		for ; i+4 <= len(src); i += 4 {
+			a, b, c, d := float64(src[i]), float64(src[i+1]), float64(src[i+2]), float64(src[i+3])
+			q0, q1, q2, q3 = q0+a*a, q1+b*b, q2+c*c, q3+d*d
 		}
-		inv := 1 / math.Sqrt(sq/float64(len(src))+eps)
+		for ; i < len(src); i++ {
+			q0 += float64(src[i]) * float64(src[i])
+		}
+		s := float32(1 / math.Sqrt((q0+q1+q2+q3)/float64(len(src))+eps))
+		if wt == nil {
+			affineRow(dst, src, s, 0)
+			return
+		}
 		for j, v := range src {
-			y := float64(v) * inv
-			if wt != nil {
-				y *= float64(wt[j])
-			}
-			dst[j] = float32(y)
+			dst[j] = v * s * wt[j]
 		}
 	}, call.Out)
 	return nil
