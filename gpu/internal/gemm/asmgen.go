@@ -354,6 +354,43 @@ func packT() {
 	p("RET")
 }
 
+// decQ4K emits func decQ4KAVX512(dst *float32, qs *byte, dm *float32):
+// one Q4_K super-block's 128 bytes of nibbles to 256 floats, given dm =
+// the eight sub-blocks' (d·scale, dmin·min) pairs. Chunk c of 32 bytes
+// holds sub-block 2c in its low nibbles and 2c+1 in its high nibbles;
+// x = d·scale·q − dmin·min, multiplied and subtracted separately (no FMA)
+// so that the result is bit-identical to the Go decoder.
+func decQ4K() {
+	fmt.Fprintf(&out, "\n// func decQ4KAVX512(dst *float32, qs *byte, dm *float32)\n")
+	fmt.Fprintf(&out, "TEXT ·decQ4KAVX512(SB), NOSPLIT, $0-24\n")
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ qs+8(FP), SI")
+	p("MOVQ dm+16(FP), DX")
+	p("MOVL $15, AX")
+	p("VPBROADCASTD AX, Z15")
+	for c := 0; c < 4; c++ {
+		p("VBROADCASTSS %d(DX), Z8", 4*(4*c))
+		p("VBROADCASTSS %d(DX), Z9", 4*(4*c+1))
+		p("VBROADCASTSS %d(DX), Z10", 4*(4*c+2))
+		p("VBROADCASTSS %d(DX), Z11", 4*(4*c+3))
+		for h := 0; h < 2; h++ {
+			p("VPMOVZXBD %d(SI), Z2", 32*c+16*h)
+			p("VPANDD Z15, Z2, Z3")
+			p("VPSRLD $4, Z2, Z4")
+			p("VCVTDQ2PS Z3, Z3")
+			p("VCVTDQ2PS Z4, Z4")
+			p("VMULPS Z8, Z3, Z3")
+			p("VSUBPS Z9, Z3, Z3")
+			p("VMOVUPS Z3, %d(DI)", (64*c+16*h)*4)
+			p("VMULPS Z10, Z4, Z4")
+			p("VSUBPS Z11, Z4, Z4")
+			p("VMOVUPS Z4, %d(DI)", (64*c+32+16*h)*4)
+		}
+	}
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // vdpbf16ps encodes VDPBF16PS zmm(dst), zmm(src1), zmm(src2) (Intel
 // operand order; EVEX.512.F3.0F38.W0 52 /r), which the Go assembler does
 // not know, as BYTE directives.
@@ -378,6 +415,7 @@ func main() {
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
 	packT()
+	decQ4K()
 	decQ("decQ8_0AVX512", false)
 	decQ("decQ4_0AVX512", true)
 	peak("fmaPeakAVX512", "Z", "VFMADD231PS", 12)

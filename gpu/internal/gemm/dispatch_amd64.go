@@ -23,6 +23,7 @@ func avx512Kernel() kernel {
 		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
 		decQ8_0: blockDec(decQ8_0AVX512, 34),
 		decQ4_0: blockDec(decQ4_0AVX512, 18),
+		decQ4K:  decQ4KFast,
 	}
 }
 
@@ -35,6 +36,7 @@ func avx2Kernel() kernel {
 		cvtBF16: vecCvt(cvtBF16AVX2, 8, cvtBF16Generic),
 		decQ8_0: decodeQ8_0,
 		decQ4_0: decodeQ4_0,
+		decQ4K:  decodeQ4K,
 	}
 	if cpu.X86.HasF16C {
 		k.cvtF16 = vecCvt(cvtF16AVX2, 8, cvtF16Generic)

@@ -28,6 +28,8 @@ type kernel struct {
 	pairs bool
 	// decQ8_0 and decQ4_0 convert len(dst)/32 whole blocks.
 	decQ8_0, decQ4_0 func(dst []float32, src []byte)
+	// decQ4K converts len(dst)/256 whole Q4_K super-blocks.
+	decQ4K func(dst []float32, src []byte)
 }
 
 // aSource is the left operand: m×k, or stored k×m when trans.

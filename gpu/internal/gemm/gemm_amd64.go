@@ -152,3 +152,18 @@ func packTFast(d, src []float32, ld, kc, rows, stride int) {
 		packTGo(d[n*stride:], src[n:], ld, kc-n, rows, stride)
 	}
 }
+
+//go:noescape
+func decQ4KAVX512(dst *float32, qs *byte, dm *float32)
+
+// decQ4KFast decodes whole Q4_K super-blocks: the eight (d·scale,
+// dmin·min) pairs in Go, exactly as decodeQ4K computes them, and the 256
+// nibbles in asm.
+func decQ4KFast(dst []float32, src []byte) {
+	var dm [16]float32
+	for b := 0; b+256 <= len(dst); b += 256 {
+		blk := src[b/256*144 : b/256*144+144]
+		q4KPairs(&dm, blk)
+		decQ4KAVX512(&dst[b], &blk[16], &dm[0])
+	}
+}

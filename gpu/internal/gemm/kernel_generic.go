@@ -9,7 +9,7 @@ func genericKernel() kernel {
 		kc: 256, mc: 128, nc: 512,
 		tile: tileGeneric4x8, packT: packTGo,
 		dot: dotGeneric, cvtF16: cvtF16Generic, cvtBF16: cvtBF16Generic,
-		decQ8_0: decodeQ8_0, decQ4_0: decodeQ4_0,
+		decQ8_0: decodeQ8_0, decQ4_0: decodeQ4_0, decQ4K: decodeQ4K,
 	}
 }
 

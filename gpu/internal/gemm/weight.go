@@ -130,7 +130,7 @@ func (kr *kernel) decodeRow(d DType, dst []float32, src []byte, k0 int) {
 	case Q4_0:
 		kr.decQ4_0(dst, src[k0/32*18:])
 	case Q4_K:
-		decodeQ4K(dst, src[k0/256*144:])
+		kr.decQ4K(dst, src[k0/256*144:])
 	}
 }
 
@@ -192,23 +192,31 @@ func q4KScaleMin(j int, s []byte) (sc, mn uint8) {
 	return sc, mn
 }
 
+// q4KPairs computes the eight sub-blocks' (d·scale, dmin·min) pairs of a
+// Q4_K super-block into dm.
+func q4KPairs(dm *[16]float32, blk []byte) {
+	d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
+	dmin := HalfToFloat32(binary.LittleEndian.Uint16(blk[2:]))
+	scales := blk[4:16]
+	for j := 0; j < 8; j++ {
+		sc, mn := q4KScaleMin(j, scales)
+		dm[2*j], dm[2*j+1] = d*float32(sc), dmin*float32(mn)
+	}
+}
+
 // decodeQ4K follows ggml's block_q4_K and dequantize_row_q4_K: a
 // super-block of 256 holds 8 sub-blocks of 32; each 32 bytes of qs carry
 // two sub-blocks (low nibbles, then high nibbles), and element x =
 // d·scale·q − dmin·min.
 func decodeQ4K(dst []float32, src []byte) {
+	var dm [16]float32
 	for b := 0; b < len(dst); b += 256 {
 		blk := src[b/256*144:]
-		d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
-		dmin := HalfToFloat32(binary.LittleEndian.Uint16(blk[2:]))
-		scales := blk[4:16]
+		q4KPairs(&dm, blk)
 		qs := blk[16:144]
 		out := dst[b : b+256]
 		for c := 0; c < 4; c++ {
-			sc0, m0 := q4KScaleMin(2*c, scales)
-			sc1, m1 := q4KScaleMin(2*c+1, scales)
-			d0, mm0 := d*float32(sc0), dmin*float32(m0)
-			d1, mm1 := d*float32(sc1), dmin*float32(m1)
+			d0, mm0, d1, mm1 := dm[4*c], dm[4*c+1], dm[4*c+2], dm[4*c+3]
 			q := qs[32*c : 32*c+32]
 			o := out[64*c : 64*c+64]
 			for l := 0; l < 32; l++ {

@@ -300,3 +300,59 @@ func TestLinear(t *testing.T) {
 		}
 	}
 }
+
+// TestLinearBF16 runs Linear on the bfloat16 dot-product engine (packed
+// path, m > 4) against the product of the bfloat16-rounded operands.
+func TestLinearBF16(t *testing.T) {
+	e, err := New(Options{BF16: true, Threads: 2})
+	if err != nil {
+		t.Skipf("bf16 path not available: %v", err)
+	}
+	r := rand.New(rand.NewPCG(19, 20))
+	round := func(s []float32) []float32 {
+		o := make([]float32, len(s))
+		for i, v := range s {
+			o[i] = math.Float32frombits(bf16Round(v) << 16)
+		}
+		return o
+	}
+	for _, d := range []DType{F32, F16, Q8_0, Q4_K} {
+		t.Run(d.String(), func(t *testing.T) {
+			const m, n, k = 37, 70, 512
+			data, wf := testWeight(r, d, n, k)
+			x, y := randSlice(r, m*k), make([]float32, m*n)
+			want, mag := refGEMM(false, true, m, n, k, round(x), k, round(wf), k, y, n, false)
+			if err := e.Linear(m, x, k, Weight{DType: d, N: n, K: k, Data: data}, y, n, false); err != nil {
+				t.Fatal(err)
+			}
+			checkClose(t, m, n, k, y, n, want, mag)
+		})
+	}
+}
+
+// TestDecodersMatchGeneric feeds random bytes (any scale, any quants) to
+// every path's converters and requires the same bits as the generic Go
+// decoders, NaNs aside (VCVTPH2PS quiets a signalling NaN).
+func TestDecodersMatchGeneric(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	gen := genericKernel()
+	const k = 1024
+	for _, e := range enginesUnderTest(t) {
+		for d := DType(0); d < dtypeCount; d++ {
+			rb, _ := d.RowBytes(k)
+			src := make([]byte, rb)
+			for i := range src {
+				src[i] = byte(r.Uint32())
+			}
+			want, got := make([]float32, k), make([]float32, k)
+			gen.decodeRow(d, want, src, 0)
+			e.k.decodeRow(d, got, src, 0)
+			for i := range got {
+				w, g := want[i], got[i]
+				if math.Float32bits(w) != math.Float32bits(g) && !(w != w && g != g) {
+					t.Fatalf("%s %s element %d: got %g (%#08x), want %g (%#08x)", e.Path(), d, i, g, math.Float32bits(g), w, math.Float32bits(w))
+				}
+			}
+		}
+	}
+}
