@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -174,5 +175,36 @@ func TestQuantizeRoundTrip(t *testing.T) {
 	}
 	if err := Quantize(make([]byte, 17), TypeQ4_0, make([]float32, 32)); err == nil {
 		t.Error("short dst: no error")
+	}
+}
+
+// TestDequantizeParallel checks the split version against the serial one.
+func TestDequantizeParallel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, typ := range []Type{TypeQ8_0, TypeQ4_K, TypeF16} {
+		n := parallelMin*3 + 7*typ.BlockSize() // an uneven number of blocks
+		src := make([]byte, n/typ.BlockSize()*typ.TypeSize())
+		for i := range src {
+			src[i] = byte(rng.UintN(256))
+		}
+		want := make([]float32, n)
+		got := make([]float32, n)
+		if err := Dequantize(want, typ, src); err != nil {
+			t.Fatal(err)
+		}
+		for _, workers := range []int{1, 2, 3, 8} {
+			clear(got)
+			if err := DequantizeParallel(got, typ, src, workers); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s, %d workers: [%d] = %g, want %g", typ, workers, i, got[i], want[i])
+				}
+			}
+		}
+	}
+	if err := DequantizeParallel(make([]float32, parallelMin), TypeQ4_0, make([]byte, 17), 4); err == nil {
+		t.Error("bad sizes: no error")
 	}
 }

@@ -3,6 +3,8 @@ package gguf
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/internal/mmap"
@@ -178,9 +180,10 @@ func (t Tensor) Row(i int64) ([]byte, error) {
 }
 
 // Float32 dequantizes the whole tensor into a new slice (ne order: row after row).
+// Large tensors are split across GOMAXPROCS goroutines by whole blocks.
 func (t Tensor) Float32() ([]float32, error) {
 	out := make([]float32, t.NumElements())
-	if err := Dequantize(out, t.Type, t.Data); err != nil {
+	if err := DequantizeParallel(out, t.Type, t.Data, runtime.GOMAXPROCS(0)); err != nil {
 		if ue, ok := err.(*weights.UnsupportedError); ok {
 			ue.File, ue.Tensor, ue.Offset = t.File, t.Name, t.AbsOffset
 			return nil, ue
@@ -188,4 +191,39 @@ func (t Tensor) Float32() ([]float32, error) {
 		return nil, fmt.Errorf("gguf: %s: tensor %q: %w", t.File, t.Name, err)
 	}
 	return out, nil
+}
+
+// parallelMin is the number of values below which DequantizeParallel stays on one
+// goroutine: smaller tensors finish before a goroutine is worth starting.
+const parallelMin = 1 << 18
+
+// DequantizeParallel is Dequantize split over up to workers goroutines, each taking a
+// contiguous run of whole blocks. The result is identical to Dequantize's.
+func DequantizeParallel(dst []float32, t Type, src []byte, workers int) error {
+	bs, ts := t.BlockSize(), t.TypeSize()
+	if workers < 2 || len(dst) < parallelMin || bs == 0 || len(src)%ts != 0 || len(dst) != len(src)/ts*bs || !t.CanDequantize() {
+		return Dequantize(dst, t, src) // also reports every size or type error
+	}
+	blocks := len(src) / ts
+	per := (blocks + workers - 1) / workers
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, blocks)
+		if lo >= hi {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = Dequantize(dst[lo*bs:hi*bs], t, src[lo*ts:hi*ts])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
