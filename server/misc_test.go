@@ -68,6 +68,35 @@ func TestModels(t *testing.T) {
 	isJSONError(t, ts.do(t, "GET", "/models/nonsense", nil), 404)
 
 	jsonEqual(t, ts.do(t, "GET", "/view_metadata/loras?filename=meta.safetensors", nil).Body.Bytes(), `{"modelspec.title": "tiny"}`)
+
+	var lib []struct {
+		Name    string   `json:"name"`
+		Folders []string `json:"folders"`
+	}
+	json.Unmarshal(ts.do(t, "GET", "/api/experiment/models", nil).Body.Bytes(), &lib)
+	if len(lib) < 5 || lib[0].Folders == nil {
+		t.Fatalf("/experiment/models = %+v", lib)
+	}
+	for _, e := range lib {
+		if e.Name == "configs" || e.Name == "custom_nodes" {
+			t.Fatalf("/experiment/models lists %s", e.Name)
+		}
+	}
+	writeFile(t, filepath.Join(base, "models", "loras", ".hidden.safetensors"), []byte("x"))
+	writeFile(t, filepath.Join(base, "models", "loras", "notes.txt"), []byte("x"))
+	var files []modelFile
+	json.Unmarshal(ts.do(t, "GET", "/experiment/models/loras", nil).Body.Bytes(), &files)
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		if f.PathIndex != 0 || f.Size <= 0 || f.Modified <= 0 {
+			t.Errorf("entry %+v", f)
+		}
+	}
+	if strings.Join(names, ",") != "huge.safetensors,meta.safetensors,plain.safetensors" {
+		t.Fatalf("/experiment/models/loras = %v", names)
+	}
+	isJSONError(t, ts.do(t, "GET", "/experiment/models/nonsense", nil), 404)
 	for _, tc := range []struct {
 		name, target string
 		status       int

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path"
@@ -24,6 +25,8 @@ type Models interface {
 	// Resolve returns the file path of a model name, refusing names that leave the
 	// folder.
 	Resolve(folder, name string) (string, error)
+	// Dirs returns the directories searched for folder, first one first.
+	Dirs(folder string) ([]string, error)
 }
 
 // maxMetadataHeader is the header size /view_metadata reads at most, as ComfyUI's
@@ -35,6 +38,94 @@ func (s *Server) modelRoutes() {
 	s.route("GET /models", s.getModelFolders)
 	s.route("GET /models/{folder}", s.getModels)
 	s.route("GET /view_metadata/{folder_name}", s.getViewMetadata)
+	s.route("GET /experiment/models", s.getExperimentFolders)
+	s.route("GET /experiment/models/{folder}", s.getExperimentModels)
+}
+
+// experimentHidden are the folders GET /experiment/models leaves out (app/model_manager.py).
+var experimentHidden = map[string]bool{"configs": true, "custom_nodes": true}
+
+// modelExts are ComfyUI's supported_pt_extensions, the files the model library lists.
+var modelExts = map[string]bool{".ckpt": true, ".pt": true, ".pt2": true, ".bin": true, ".pth": true, ".safetensors": true, ".pkl": true, ".sft": true}
+
+// getExperimentFolders is GET /experiment/models: [{"name", "folders": [dirs]}], the
+// model library's folder list.
+func (s *Server) getExperimentFolders(w http.ResponseWriter, r *http.Request) {
+	type entry struct {
+		Name    string   `json:"name"`
+		Folders []string `json:"folders"`
+	}
+	out := []entry{}
+	if s.opts.Models != nil {
+		for _, f := range s.opts.Models.Folders() {
+			if experimentHidden[f] {
+				continue
+			}
+			dirs, err := s.opts.Models.Dirs(f)
+			if err != nil {
+				continue
+			}
+			out = append(out, entry{Name: f, Folders: append([]string{}, dirs...)})
+		}
+	}
+	s.writeJSON(w, http.StatusOK, out)
+}
+
+// modelFile is one entry of GET /experiment/models/{folder}.
+type modelFile struct {
+	Name      string  `json:"name"`
+	PathIndex int     `json:"pathIndex"`
+	Modified  float64 `json:"modified"`
+	Created   float64 `json:"created"`
+	Size      int64   `json:"size"`
+}
+
+// getExperimentModels lists a folder's model files per directory, with the index of the
+// directory they were found in (app/model_manager.py get_model_file_list): hidden files
+// and folders and .git are skipped, only model extensions are listed, and the walk goes
+// through os.Root so that no link leads outside the directory.
+func (s *Server) getExperimentModels(w http.ResponseWriter, r *http.Request) {
+	folder := r.PathValue("folder")
+	if s.opts.Models == nil || !s.opts.Models.Has(folder) {
+		s.writeError(w, http.StatusNotFound, "unknown model folder", folder)
+		return
+	}
+	dirs, err := s.opts.Models.Dirs(folder)
+	if err != nil {
+		s.writeError(w, http.StatusNotFound, "unknown model folder", err.Error())
+		return
+	}
+	out := []modelFile{}
+	for i, dir := range dirs {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			continue // a configured directory that does not exist
+		}
+		_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			name := d.Name()
+			if p != "." && (strings.HasPrefix(name, ".") || name == ".git") {
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
+			}
+			if d.IsDir() || !modelExts[strings.ToLower(path.Ext(name))] {
+				return nil
+			}
+			info, err := root.Stat(p)
+			if err != nil || !info.Mode().IsRegular() {
+				return nil
+			}
+			t := float64(info.ModTime().UnixNano()) / 1e9
+			out = append(out, modelFile{Name: p, PathIndex: i, Modified: t, Created: t, Size: info.Size()})
+			return nil
+		})
+		root.Close()
+	}
+	s.writeJSON(w, http.StatusOK, out)
 }
 
 // getEmbeddings lists the embeddings folder without file extensions.

@@ -70,7 +70,7 @@ func TestEveryRouteUnderAPI(t *testing.T) {
 		{"GET", "/models/checkpoints"}, {"GET", "/extensions"}, {"GET", "/system_stats"}, {"GET", "/features"},
 		{"POST", "/free"}, {"GET", "/settings"}, {"POST", "/settings"}, {"GET", "/settings/x"}, {"POST", "/settings/x"},
 		{"GET", "/users"}, {"GET", "/userdata"}, {"GET", "/userdata/x"}, {"POST", "/userdata/x"}, {"DELETE", "/userdata/x"},
-		{"POST", "/userdata/x/move/y"}, {"GET", "/v2/userdata"}, {"GET", "/workflow_templates"}, {"GET", "/i18n"},
+		{"POST", "/userdata/x/move/y"}, {"GET", "/v2/userdata"}, {"GET", "/workflow_templates"}, {"GET", "/i18n"}, {"GET", "/experiment/models"}, {"GET", "/experiment/models/loras"},
 	}
 	ts := newTestServer(t, nil)
 	for _, r := range routes {
