@@ -326,6 +326,8 @@ func FuzzParseWorkflow(f *testing.F) {
 	f.Add([]byte(workflowV04))
 	f.Add([]byte(workflowV1))
 	f.Add([]byte(`{"nodes": []}`))
+	f.Add([]byte(subgraphWorkflow))
+	f.Add([]byte(`{"nodes": [` + baseNodes + `], "links": [` + baseLinks + `], "version": 0.4}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		w, err := ParseWorkflow(data)
 		if err != nil {
