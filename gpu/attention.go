@@ -97,7 +97,23 @@ func cpuAttention(c *CPU, call *Call) error {
 		mst = broadcastStrides(mask, []int{b, h, lq, lk})
 	}
 	qs, ks, vs := q.f32(), k.f32(), v.f32()
-	qld, kld, vld := max(q.strides[2], d), max(k.strides[2], d), max(v.strides[2], dv)
+	qld, vld := max(q.strides[2], d), max(v.strides[2], dv)
+	// Kᵀ per head (D × Lk), built once and shared by every query tile of the head: the
+	// GEMM then packs plain rows instead of gathering a transposed K for every tile.
+	kt := c.scratch.get(b * h * d * lk)
+	defer c.scratch.put(kt)
+	c.parallelFor(b*h, 1, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			src := ks[(bh/h)*k.strides[0]+(bh%h)*k.strides[1]:]
+			dst := kt[bh*d*lk:][:d*lk]
+			for j := 0; j < lk; j++ {
+				row := src[j*k.strides[2]:][:d]
+				for p, x := range row {
+					dst[p*lk+j] = x
+				}
+			}
+		}
+	})
 	tilesPerHead := (lq + attnTileQ - 1) / attnTileQ
 	items := b * h * tilesPerHead
 	serial := items >= c.threads
@@ -116,7 +132,7 @@ func cpuAttention(c *CPU, call *Call) error {
 			i0 := tile * attnTileQ
 			nq := min(attnTileQ, lq-i0)
 			qo := bi*q.strides[0] + hi2*q.strides[1] + i0*q.strides[2]
-			ko := bi*k.strides[0] + hi2*k.strides[1]
+			ko := bh * d * lk
 			vo := bi*v.strides[0] + hi2*v.strides[1]
 			mrow, lsum := rm[:nq], rm[attnTileQ:attnTileQ+nq]
 			for i := range mrow {
@@ -136,8 +152,8 @@ func cpuAttention(c *CPU, call *Call) error {
 				if d == 0 {
 					clear(st)
 				} else {
-					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, true, nq, nk, d,
-						qs[qo:], qld, ks[ko+kb*k.strides[2]:], kld, st, attnTileK, false)
+					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, false, nq, nk, d,
+						qs[qo:], qld, kt[ko+kb:], lk, st, attnTileK, false)
 				}
 				if err != nil {
 					errs[wi] = err
