@@ -175,6 +175,29 @@ func TestRunFailures(t *testing.T) {
 	}
 }
 
+func TestRunJSON(t *testing.T) {
+	dir := t.TempDir()
+	good := writeText(t, filepath.Join(dir, "good.json"), goodPrompt)
+	bad := writeText(t, filepath.Join(dir, "bad.json"), `{"1": {"class_type": "NoSuchNode", "inputs": {}}}`)
+	code, out, errOut := runCLI(t, context.Background(), "run", "--json", "--continue-on-error", "--base-directory", t.TempDir(), good, bad)
+	if code != exitFailed {
+		t.Fatalf("exit %d", code)
+	}
+	var rep struct {
+		OutputDirectory string      `json:"output_directory"`
+		Workflows       []runReport `json:"workflows"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON summary: %v\n%s", err, out)
+	}
+	if len(rep.Workflows) != 2 || rep.Workflows[0].Status != "ok" || len(rep.Workflows[0].Images) != 1 || rep.Workflows[1].Status != "invalid" || rep.Workflows[1].Detail == "" {
+		t.Fatalf("summary %+v", rep)
+	}
+	if !strings.Contains(errOut, "good.json") {
+		t.Fatalf("progress did not go to stderr: %q", errOut)
+	}
+}
+
 func TestRunInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

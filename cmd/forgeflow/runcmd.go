@@ -35,6 +35,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg.register(fl)
 	keepGoing := fl.Bool("continue-on-error", false, "run the remaining workflows after one fails")
 	plain := fl.Bool("plain", false, "print progress as plain lines even on a terminal")
+	asJSON := fl.Bool("json", false, "print the summary as JSON on stdout (progress goes to stderr)")
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -64,7 +65,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed
 	}
-	bar := newProgress(stdout, isTerminal(stdout) && !*plain, len(files))
+	progressOut := stdout
+	if *asJSON {
+		progressOut = stderr
+	}
+	bar := newProgress(progressOut, isTerminal(progressOut) && !*plain, len(files))
 	results := make([]runResult, 0, len(files))
 	stop := false
 	for i, f := range files {
@@ -79,7 +84,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	bar.finish()
-	printSummary(stdout, results, e.dirs.Output)
+	if *asJSON {
+		if code := writeJSON(stdout, stderr, jsonSummary(results, e.dirs.Output)); code != exitOK {
+			return code
+		}
+	} else {
+		printSummary(stdout, results, e.dirs.Output)
+	}
 	for _, r := range results {
 		if r.status != "ok" {
 			return exitFailed
@@ -177,6 +188,28 @@ func imagesOf(ui map[string]any) []string {
 		out = append(out, filepath.ToSlash(filepath.Join(f.Subfolder, f.Filename)))
 	}
 	return out
+}
+
+// runReport is one workflow of `run --json`.
+type runReport struct {
+	Path    string   `json:"path"`
+	Status  string   `json:"status"`
+	Nodes   int      `json:"nodes"`
+	Images  []string `json:"images"`
+	Seconds float64  `json:"seconds"`
+	Detail  string   `json:"detail,omitempty"`
+}
+
+func jsonSummary(results []runResult, outputDir string) map[string]any {
+	reps := make([]runReport, 0, len(results))
+	for _, r := range results {
+		imgs := r.images
+		if imgs == nil {
+			imgs = []string{}
+		}
+		reps = append(reps, runReport{Path: r.path, Status: r.status, Nodes: r.nodes, Images: imgs, Seconds: r.elapsed.Seconds(), Detail: r.detail})
+	}
+	return map[string]any{"output_directory": outputDir, "workflows": reps}
 }
 
 func printSummary(w io.Writer, results []runResult, outputDir string) {
