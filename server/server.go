@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -175,7 +176,7 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 	if !ok {
 		return false
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
 		s.writeError(w, http.StatusBadRequest, "invalid JSON body", err.Error())

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"net/http"
@@ -63,5 +64,5 @@ func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusInternalServerError, "cannot read file", err.Error())
 		return
 	}
-	http.ServeContent(w, r, name, st.ModTime(), strings.NewReader(string(data)))
+	http.ServeContent(w, r, name, st.ModTime(), bytes.NewReader(data))
 }
