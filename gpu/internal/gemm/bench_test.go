@@ -170,3 +170,45 @@ func BenchmarkLinear(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSGEMMTile runs, on one thread, the per-tile products of
+// gpu/attention.go (256 queries × 256 keys: S = Q·Kᵀ, then S·V) for SD's
+// head width 40 and Flux's 128, where fixed per-call costs and the
+// 40 = 32 + 8 column edge show.
+func BenchmarkSGEMMTile(b *testing.B) {
+	e, err := New(Options{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		m, n, k int
+		transB  bool
+	}{
+		{"qk/256x256x40", 256, 256, 40, true},
+		{"sv/256x40x256", 256, 40, 256, false},
+		{"qk/256x256x128", 256, 256, 128, true},
+		{"sv/256x128x256", 256, 128, 256, false},
+		{"f32/64x64x64", 64, 64, 64, false},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			r := rand.New(rand.NewPCG(3, 3))
+			a, bm, c := randSlice(r, tc.m*tc.k), randSlice(r, tc.k*tc.n), make([]float32, tc.m*tc.n)
+			ldb := tc.n
+			if tc.transB {
+				ldb = tc.k
+			}
+			b.ResetTimer()
+			cpu := startCPU()
+			for b.Loop() {
+				if err := e.SGEMMT(false, tc.transB, tc.m, tc.n, tc.k, a, tc.k, bm, ldb, c, tc.n, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			flops := 2 * float64(tc.m) * float64(tc.n) * float64(tc.k)
+			reportGFLOPs(b, flops)
+			cpu.report(b, flops*float64(b.N))
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
+		half:    tile12x16AVX512,
 		packT:   packTFast,
 		dot:     vecDot(dotAVX512, 16),
 		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
@@ -87,6 +88,7 @@ func selectBF16Kernel(p Path) (kernel, error) {
 	}
 	k := avx512Kernel()
 	k.tile = tile12x32BF16
+	k.half = tile12x16BF16
 	k.pairs = true
 	return k, nil
 }

@@ -15,6 +15,10 @@ type kernel struct {
 	// kc steps of a packed A sliver (kc×mr, k-major) and a packed B sliver
 	// (kc×nr, k-major). kc ≥ 1; ldc is in elements.
 	tile func(kc int, a, b, c []float32, ldc int, acc bool)
+	// half, when set, computes only the left mr×nr/2 of a tile (same
+	// packed slivers): edge slivers with at most nr/2 live columns, such as
+	// attention's head width 40 = 32 + 8, then cost half.
+	half func(kc int, a, b, c []float32, ldc int, acc bool)
 	// dot returns Σ a[i]·b[i] over len(a) (b at least as long).
 	dot func(a, b []float32) float32
 	// cvtF16 and cvtBF16 convert len(dst) 16-bit floats from little-endian
@@ -226,7 +230,11 @@ func (kr *kernel) macro(ap, bp, tile, c []float32, ldc, ic, mc, jc, nc, kc int, 
 				kr.tile(kc, as, bs, c[off:], ldc, acc)
 				continue
 			}
-			kr.tile(kc, as, bs, tile, nr, false)
+			if kr.half != nil && cols <= nr/2 {
+				kr.half(kc, as, bs, tile, nr, false)
+			} else {
+				kr.tile(kc, as, bs, tile, nr, false)
+			}
 			for i := 0; i < rows; i++ {
 				dst := c[off+i*ldc : off+i*ldc+cols]
 				src := tile[i*nr : i*nr+cols]

@@ -12,6 +12,12 @@ package gemm
 func tileAVX512(kc int, a, b, c *float32, ldc int, acc uintptr)
 
 //go:noescape
+func tileAVX512Half(kc int, a, b, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileBF16AVX512Half(kc int, a, b, c *float32, ldc int, acc uintptr)
+
+//go:noescape
 func tileBF16AVX512(kc int, a, b, c *float32, ldc int, acc uintptr)
 
 //go:noescape
@@ -166,4 +172,22 @@ func decQ4KFast(dst []float32, src []byte) {
 		q4KPairs(&dm, blk)
 		decQ4KAVX512(&dst[b], &blk[16], &dm[0])
 	}
+}
+
+// tile12x16AVX512 computes the left 12×16 half of a tile from a 32-wide
+// packed B sliver, for edge slivers with at most 16 live columns.
+func tile12x16AVX512(kc int, a, b, c []float32, ldc int, acc bool) {
+	_ = a[kc*12-1]
+	_ = b[kc*32-1]
+	_ = c[11*ldc+15]
+	tileAVX512Half(kc, &a[0], &b[0], &c[0], ldc, b2u(acc))
+}
+
+// tile12x16BF16 is tile12x16AVX512 on bfloat16 pairs.
+func tile12x16BF16(kc int, a, b, c []float32, ldc int, acc bool) {
+	kc2 := (kc + 1) / 2
+	_ = a[kc2*12-1]
+	_ = b[kc2*32-1]
+	_ = c[11*ldc+15]
+	tileBF16AVX512Half(kc2, &a[0], &b[0], &c[0], ldc, b2u(acc))
 }
