@@ -87,9 +87,9 @@ var traits = map[Type]typeTraits{
 	TypeF64:     {"F64", 1, 8, dequantF64},
 	TypeIQ1_M:   {"IQ1_M", QK_K, 56, nil},
 	TypeBF16:    {"BF16", 1, 2, dequantBF16},
-	TypeTQ1_0:   {"TQ1_0", QK_K, 54, nil},
-	TypeTQ2_0:   {"TQ2_0", QK_K, 66, nil},
-	TypeMXFP4:   {"MXFP4", 32, 17, nil},
+	TypeTQ1_0:   {"TQ1_0", QK_K, 54, dequantTQ1_0},
+	TypeTQ2_0:   {"TQ2_0", QK_K, 66, dequantTQ2_0},
+	TypeMXFP4:   {"MXFP4", 32, 17, dequantMXFP4},
 }
 
 // Known reports whether t is a type ggml defines (whether or not it dequantizes here).
