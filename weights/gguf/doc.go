@@ -1,5 +1,5 @@
 // Package gguf reads and writes GGUF files (versions 2 and 3) and dequantizes ggml's block
-// types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL
+// types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
 // IQ4_XS, TQ1_0, TQ2_0 and MXFP4.
 //
 // A file is a little-endian header (magic "GGUF", version, tensor count, key/value count),
