@@ -126,3 +126,23 @@ func BenchmarkActivation(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFMAPeak measures the AVX-512 FMA ceiling in the same units as the kernels
+// (GFLOP/s on both threads, and GFLOP per CPU-second = per core).
+func BenchmarkFMAPeak(b *testing.B) {
+	if !haveAVX512() {
+		b.Skip("no AVX-512")
+	}
+	const iters = 1 << 22
+	rt := newRT(b)
+	threads := rt.cpu.threads
+	cpu0 := cpuTime()
+	for b.Loop() {
+		rt.cpu.parallelFor(threads, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				fmaLoopAVX512(iters)
+			}
+		})
+	}
+	reportFlops(b, 384*float64(iters)*float64(threads), cpu0)
+}

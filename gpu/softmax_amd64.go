@@ -42,3 +42,9 @@ func siluSIMD(dst, src []float32) { siluAVX512(dst[:len(src)], src) }
 func geluTanhAVX512(dst, src []float32)
 
 func geluTanhSIMD(dst, src []float32) { geluTanhAVX512(dst[:len(src)], src) }
+
+// fmaLoopAVX512 runs n iterations of 12 independent 16-lane FMAs (384 flops each); the
+// benchmarks use it to measure this machine's FMA ceiling.
+//
+//go:noescape
+func fmaLoopAVX512(n int)

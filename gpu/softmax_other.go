@@ -13,3 +13,5 @@ func geluSIMD(dst, src []float32) { mapGo(geluErf)(dst, src) }
 func siluSIMD(dst, src []float32) { mapGo(silu)(dst, src) }
 
 func geluTanhSIMD(dst, src []float32) { mapGo(geluTanh)(dst, src) }
+
+func fmaLoopAVX512(n int) {}
