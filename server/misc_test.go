@@ -2,7 +2,9 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -370,4 +372,28 @@ func recorder(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
+}
+
+func TestCompressResponses(t *testing.T) {
+	schemas := fakeSchemas{"Invert": {Name: "Invert", Category: "image"}}
+	ts := newTestServer(t, func(o *Options) { o.CompressResponses = true; o.Nodes = schemas })
+	writeFile(t, filepath.Join(ts.dirs.Output, "a.png"), []byte("\x89PNG\r\n\x1a\nrest"))
+	rec := ts.do(t, "GET", "/object_info", nil, "Accept-Encoding", "gzip, deflate")
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("JSON not compressed: %v", rec.Header())
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil || !strings.Contains(string(plain), `"Invert"`) {
+		t.Fatalf("gunzipped %q, %v", plain, err)
+	}
+	if rec := ts.do(t, "GET", "/view?filename=a.png", nil, "Accept-Encoding", "gzip"); rec.Header().Get("Content-Encoding") != "" || rec.Body.String() != "\x89PNG\r\n\x1a\nrest" {
+		t.Fatalf("a file was compressed: %v", rec.Header())
+	}
+	if rec := ts.do(t, "GET", "/object_info", nil); rec.Header().Get("Content-Encoding") != "" {
+		t.Fatal("compressed for a client that did not ask")
+	}
 }

@@ -57,6 +57,9 @@ type Options struct {
 	// Access-Control-Allow-Origin with it; when empty, cross-origin POSTs to a loopback
 	// host are refused as ComfyUI does.
 	CORSOrigin string
+	// CompressResponses gzips JSON answers for clients that accept it
+	// (--enable-compress-response-body).
+	CompressResponses bool
 	// Version is reported as comfyui_version in /system_stats.
 	Version string
 	// Argv is reported in /system_stats.
@@ -100,7 +103,11 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	s.hub = newHub(s)
 	s.routes()
-	s.handler = s.recoverMiddleware(s.originMiddleware(s.mux))
+	var h http.Handler = s.mux
+	if opts.CompressResponses {
+		h = s.compressMiddleware(h)
+	}
+	s.handler = s.recoverMiddleware(s.originMiddleware(h))
 	return s, nil
 }
 

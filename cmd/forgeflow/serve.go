@@ -33,6 +33,7 @@ type serveOptions struct {
 	maxUploadMB   float64
 	cors          optFlag
 	frontEndRoot  string
+	compress      bool
 	queueDB       string
 	shutdownGrace time.Duration
 	// ready, when set (tests), receives the address the server listens on.
@@ -53,6 +54,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	fl.IntVar(&so.port, "port", 8188, "port to listen on (0 picks a free one)")
 	fl.Float64Var(&so.maxUploadMB, "max-upload-size", 100, "largest upload in MB")
 	fl.Var(&so.cors, "enable-cors-header", "allow cross-origin requests from this origin; alone it means '*'")
+	fl.BoolVar(&so.compress, "enable-compress-response-body", false, "gzip JSON answers for clients that accept it")
 	fl.StringVar(&so.frontEndRoot, "front-end-root", "", "folder of the editor's files to serve at /")
 	fl.StringVar(&so.queueDB, "queue-db", "", "queue and history database (default: USER/forgeflow.db)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
@@ -114,11 +116,12 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}
 	srv, err := server.New(server.Options{
 		Logger: log, Dirs: e.dirs, Nodes: e.registry, Models: e.models, Memory: mem, Static: static,
-		Queue:         &server.EngineQueue{Engine: eng, Validate: validator(e.registry, nodeDirs(e.dirs))},
-		MaxUploadSize: int64(so.maxUploadMB * 1024 * 1024),
-		CORSOrigin:    so.cors.val,
-		Version:       comfyUIVersion,
-		Argv:          os.Args,
+		Queue:             &server.EngineQueue{Engine: eng, Validate: validator(e.registry, nodeDirs(e.dirs))},
+		MaxUploadSize:     int64(so.maxUploadMB * 1024 * 1024),
+		CORSOrigin:        so.cors.val,
+		CompressResponses: so.compress,
+		Version:           comfyUIVersion,
+		Argv:              os.Args,
 	})
 	if err != nil {
 		return err
