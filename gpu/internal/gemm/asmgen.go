@@ -395,6 +395,61 @@ func decQ4K() {
 	p("RET")
 }
 
+// vcvtneps2bf16 encodes VCVTNEPS2BF16 ymm(dst), zmm(src) (EVEX.512.F3.0F38.W0
+// 72 /r; registers 0..7), which the Go assembler does not know: 16 floats
+// to 16 bfloat16, round to nearest even.
+func vcvtneps2bf16(dst, src int) string {
+	return fmt.Sprintf("BYTE $0x62; BYTE $0xf2; BYTE $0x7e; BYTE $0x48; BYTE $0x72; BYTE $0x%02x;", 0xc0|dst<<3|src)
+}
+
+// pairs emits func name(buf *float32, kc2 int) rewriting kc2 pairs of rows
+// of a w-wide k-major sliver in place as bfloat16 pairs (see toBF16Pairs):
+// row 2p goes to the low halves and row 2p+1 to the high halves of row p.
+// Each step loads both source rows before storing over the first, and the
+// store of row p never reaches a row not yet read. w = 12 uses a 12-lane
+// mask.
+func pairs(name string, w int) {
+	fmt.Fprintf(&out, "\n// func %s(buf *float32, kc2 int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-16\n", name)
+	p("MOVQ buf+0(FP), SI")
+	p("MOVQ SI, DI")
+	p("MOVQ kc2+8(FP), CX")
+	if w%16 != 0 {
+		p("MOVL $%d, AX", 1<<(w%16)-1)
+		p("KMOVW AX, K1")
+	}
+	label(name + "_loop")
+	for c := 0; c < (w+15)/16; c++ {
+		masked := w%16 != 0 && c == w/16
+		ld := func(off, z int) {
+			if masked {
+				p("VMOVUPS.Z %d(SI), K1, Z%d", off, z)
+			} else {
+				p("VMOVUPS %d(SI), Z%d", off, z)
+			}
+		}
+		ld(c*64, 0)
+		ld(w*4+c*64, 1)
+		p("%s // VCVTNEPS2BF16 Z0, Y2", vcvtneps2bf16(2, 0))
+		p("%s // VCVTNEPS2BF16 Z1, Y3", vcvtneps2bf16(3, 1))
+		p("VPMOVZXWD Y2, Z2")
+		p("VPMOVZXWD Y3, Z3")
+		p("VPSLLD $16, Z3, Z3")
+		p("VPORD Z3, Z2, Z2")
+		if masked {
+			p("VMOVUPS Z2, K1, %d(DI)", c*64)
+		} else {
+			p("VMOVUPS Z2, %d(DI)", c*64)
+		}
+	}
+	p("ADDQ $%d, SI", 2*w*4)
+	p("ADDQ $%d, DI", w*4)
+	p("DECQ CX")
+	p("JNZ %s_loop", name)
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // vdpbf16ps encodes VDPBF16PS zmm(dst), zmm(src1), zmm(src2) (Intel
 // operand order; EVEX.512.F3.0F38.W0 52 /r), which the Go assembler does
 // not know, as BYTE directives.
@@ -421,6 +476,8 @@ func main() {
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
 	packT()
+	pairs("pairs12BF16", 12)
+	pairs("pairs32BF16", 32)
 	decQ4K()
 	decQ("decQ8_0AVX512", false)
 	decQ("decQ4_0AVX512", true)

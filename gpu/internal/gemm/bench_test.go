@@ -80,7 +80,6 @@ func benchEngine(b *testing.B, p Path) *Engine {
 func benchSGEMM(b *testing.B, e *Engine, sh shape) {
 	r := rand.New(rand.NewPCG(1, 1))
 	a, bm, c := randSlice(r, sh.m*sh.k), randSlice(r, sh.k*sh.n), make([]float32, sh.m*sh.n)
-	before := peakOf(e)
 	b.ResetTimer()
 	cpu := startCPU()
 	for b.Loop() {
@@ -91,28 +90,6 @@ func benchSGEMM(b *testing.B, e *Engine, sh shape) {
 	flops := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
 	reportGFLOPs(b, flops)
 	cpu.report(b, flops*float64(b.N))
-	b.StopTimer()
-	if pk := (before + peakOf(e)) / 2; pk > 0 {
-		// The ceiling measured just before and after this benchmark, so
-		// that the ratio survives the load of a shared machine better
-		// than the absolute figure does.
-		b.ReportMetric(100*flops*float64(b.N)/b.Elapsed().Seconds()/1e9/pk, "%peak")
-	}
-}
-
-// peakOf measures, for 50 ms, the FMA ceiling of the instruction family
-// e's kernel uses (0 when there is none, as on the generic path).
-func peakOf(e *Engine) float64 {
-	want := map[Path]string{PathAVX512: "avx512", PathAVX2: "avx2"}[e.Path()]
-	if e.BF16() {
-		want = "avx512bf16"
-	}
-	for _, pk := range MeasurePeak(e.Threads(), 50*time.Millisecond) {
-		if pk.Name == want {
-			return pk.GFLOPs
-		}
-	}
-	return 0
 }
 
 // BenchmarkSGEMM runs the best path for this CPU on the shapes.

@@ -90,5 +90,6 @@ func selectBF16Kernel(p Path) (kernel, error) {
 	k.tile = tile12x32BF16
 	k.half = tile12x16BF16
 	k.pairs = true
+	k.pairsFn = toBF16PairsFast
 	return k, nil
 }

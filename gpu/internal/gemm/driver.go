@@ -28,8 +28,10 @@ type kernel struct {
 	// sliver of width stride: d[p·stride+i] = src[i·ld+p].
 	packT func(d, src []float32, ld, kc, rows, stride int)
 	// pairs marks a bfloat16 dot-product kernel: packed slivers are
-	// rewritten by toBF16Pairs before tile reads them.
-	pairs bool
+	// rewritten by pairsFn (toBF16Pairs or a vector version) before tile
+	// reads them.
+	pairs   bool
+	pairsFn func(x []float32, kc, w int)
 	// decQ8_0 and decQ4_0 convert len(dst)/32 whole blocks.
 	decQ8_0, decQ4_0 func(dst []float32, src []byte)
 	// decQ4K converts len(dst)/256 whole Q4_K super-blocks.
@@ -258,7 +260,7 @@ func (kr *kernel) toPairs(buf []float32, kc, w, s0, s1 int) {
 		return
 	}
 	for s := s0; s < s1; s++ {
-		toBF16Pairs(buf[s*kc*w:(s+1)*kc*w], kc, w)
+		kr.pairsFn(buf[s*kc*w:(s+1)*kc*w], kc, w)
 	}
 }
 

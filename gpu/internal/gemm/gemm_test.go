@@ -354,3 +354,26 @@ func TestPackT(t *testing.T) {
 		}
 	}
 }
+
+// TestBF16PairsFast checks the vector pair conversion against toBF16Pairs
+// for both AVX-512 widths and odd and even depths.
+func TestBF16PairsFast(t *testing.T) {
+	e, err := New(Options{BF16: true})
+	if err != nil {
+		t.Skipf("bf16 path not available: %v", err)
+	}
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, w := range []int{12, 32} {
+		for _, kc := range []int{1, 2, 3, 16, 17, 384} {
+			x := randSlice(r, kc*w)
+			y := append([]float32(nil), x...)
+			toBF16Pairs(x, kc, w)
+			e.k.pairsFn(y, kc, w)
+			for i := 0; i < (kc+1)/2*w; i++ {
+				if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
+					t.Fatalf("w=%d kc=%d: element %d: %#08x, want %#08x", w, kc, i, math.Float32bits(y[i]), math.Float32bits(x[i]))
+				}
+			}
+		}
+	}
+}
