@@ -122,7 +122,7 @@ func cpuConv2D(c *CPU, call *Call) error {
 	// Tile width: 512 output pixels (a multiple of every GEMM register tile), so that
 	// packing the weight once per GEMM costs ~1/512 of its arithmetic; fewer when the
 	// col tile would pass convTileFloats.
-	tile := max(16, min(ohw, 512, convTileFloats/k/16*16))
+	tile := max(16, min(ohw, 512, c.tileFloats/k/16*16))
 	perImage := (ohw + tile - 1) / tile
 	tiles := n * perImage
 	serial := tiles >= c.threads
@@ -156,27 +156,17 @@ func cpuConv2D(c *CPU, call *Call) error {
 	return nil
 }
 
-// convShifted computes a stride-1 conv without im2col. The input is zero-padded once
-// into planes of width Wp = W+left+right; on that grid, tap (ky, kx) of every output pixel
-// reads the padded plane shifted by ky·Wp + kx, which is a plain strided matrix
-// (Cin rows of OH·Wp values, row stride Hp·Wp). So the conv is kh·kw accumulating GEMMs
-// out_grid (Cout × OH·Wp) += W_tap (Cout × Cin) · X_shift, and the Wp−OW extra columns of
-// each grid row (taps that wrapped into the next row) are dropped when the grid is copied
-// into the output. The GEMM's packing is the only copy of the input per tap.
+// convShifted computes a stride-1 conv without im2col. The input is zero-padded into
+// planes of width Wp = W+left+right; on that grid, tap (ky, kx) of every output pixel reads
+// the padded plane shifted by ky·Wp + kx, which is a plain strided matrix (Cin rows of
+// R·Wp values, row stride = the plane size). So the conv is kh·kw accumulating GEMMs
+// grid (Cout × R·Wp) += W_tap (Cout × Cin) · X_shift, and the Wp−OW extra columns of each
+// grid row (taps that wrapped into the next row) are dropped when the grid is copied into
+// the output. The GEMM's packing is the only copy of the input per tap. Output rows go
+// in bands of R rows so the padded band and the grid stay within CPU.tileFloats each
+// (a 512² VAE layer would otherwise need two image-sized scratch buffers).
 func (c *CPU) convShifted(xs, wf, o []float32, n, cin, h, wd, cout, kh, kw int, p ConvParams, oh, ow int, acc bool) error {
-	hp, wp := h+p.Top+p.Bottom, wd+p.Left+p.Right
-	plane := hp * wp
-	slack := kw - 1 // the last tap's last grid row reads this far past the last plane
-	xp := c.scratch.get(n*cin*plane + slack)
-	defer c.scratch.put(xp)
-	clear(xp)
-	c.parallelFor(n*cin, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			for y := 0; y < h; y++ {
-				copy(xp[i*plane+(y+p.Top)*wp+p.Left:][:wd], xs[(i*h+y)*wd:][:wd])
-			}
-		}
-	})
+	wp := wd + p.Left + p.Right
 	taps := kh * kw
 	wt := c.scratch.get(taps * cout * cin)
 	defer c.scratch.put(wt)
@@ -188,32 +178,54 @@ func (c *CPU) convShifted(xs, wf, o []float32, n, cin, h, wd, cout, kh, kw int, 
 			}
 		}
 	}
-	gridN := oh * wp
-	grid := c.scratch.get(n * cout * gridN)
+	rows := max(1, min(oh, c.tileFloats/(n*max(cin, cout)*wp)-(kh-1)))
+	bandH := rows + kh - 1 // padded input rows one band reads
+	plane := bandH * wp
+	slack := kw - 1 // the last tap's last grid row reads this far past the last plane
+	xp := c.scratch.get(n*cin*plane + slack)
+	defer c.scratch.put(xp)
+	grid := c.scratch.get(n * cout * rows * wp)
 	defer c.scratch.put(grid)
-	for t := 0; t < taps; t++ {
-		ky, kx := t/kw, t%kw
-		err := c.mm.sgemm(false, n, 0, cin*plane, cout*gridN, false, false, cout, gridN, cin,
-			wt[t*cout*cin:], cin, xp[ky*wp+kx:], plane, grid, gridN, t > 0)
-		if err != nil {
-			return err
-		}
-	}
-	c.parallelFor(n*cout, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			for y := 0; y < oh; y++ {
-				src := grid[(i*oh+y)*wp:][:ow]
-				dst := o[(i*oh+y)*ow:][:ow]
-				if acc {
-					for j, v := range src {
-						dst[j] += v
+	for y0 := 0; y0 < oh; y0 += rows {
+		r := min(rows, oh-y0)
+		gridN := r * wp
+		// padded rows y0 … y0+r+kh−2 of every (image, channel), in planes of bandH rows
+		clear(xp)
+		c.parallelFor(n*cin, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				for py := 0; py < r+kh-1; py++ {
+					y := y0 + py - p.Top
+					if y < 0 || y >= h {
+						continue
 					}
-				} else {
-					copy(dst, src)
+					copy(xp[i*plane+py*wp+p.Left:][:wd], xs[(i*h+y)*wd:][:wd])
 				}
 			}
+		})
+		for t := 0; t < taps; t++ {
+			ky, kx := t/kw, t%kw
+			err := c.mm.sgemm(false, n, 0, cin*plane, cout*gridN, false, false, cout, gridN, cin,
+				wt[t*cout*cin:], cin, xp[ky*wp+kx:], plane, grid, gridN, t > 0)
+			if err != nil {
+				return err
+			}
 		}
-	})
+		c.parallelFor(n*cout, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				for y := 0; y < r; y++ {
+					src := grid[i*gridN+y*wp:][:ow]
+					dst := o[(i*oh+y0+y)*ow:][:ow]
+					if acc {
+						for j, v := range src {
+							dst[j] += v
+						}
+					} else {
+						copy(dst, src)
+					}
+				}
+			}
+		})
+	}
 	return nil
 }
 
@@ -261,5 +273,6 @@ func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad
 	}
 }
 
-// convTileFloats bounds one worker's im2col tile (k × tile floats, 16 MB).
+// convTileFloats bounds a conv's scratch: one worker's im2col tile, or one band of the
+// padded input and of the output grid (16 MB each). CPU.tileFloats holds it (tests shrink it).
 const convTileFloats = 1 << 22

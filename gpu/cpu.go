@@ -21,6 +21,8 @@ type CPU struct {
 	mm      *matmuler
 	rk      rowKernels
 	scratch scratchPool
+	// tileFloats bounds conv scratch (convTileFloats; tests lower it to reach the banding)
+	tileFloats int
 }
 
 // NewCPU returns a cpu backend.
@@ -30,7 +32,7 @@ func NewCPU(opts CPUOptions) *CPU {
 		t = runtime.GOMAXPROCS(0)
 	}
 	mm := newMatmuler(t)
-	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic())}
+	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
 }
 
 // Name implements Backend.
