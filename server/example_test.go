@@ -1,0 +1,47 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/nodes/builtin"
+	"github.com/forgeflow/forgeflow/server"
+)
+
+// A server over the built-in nodes, without a queue: enough for /object_info, /view and
+// uploads. cmd/forgeflow adds the executor (server.EngineQueue) and forwards its events
+// with Server.Forward.
+func Example() {
+	base, _ := os.MkdirTemp("", "forgeflow-example")
+	defer os.RemoveAll(base)
+	reg := nodes.NewRegistry()
+	if err := builtin.Register(reg, builtin.Options{}); err != nil {
+		panic(err)
+	}
+	srv, err := server.New(server.Options{
+		Dirs: server.Dirs{
+			Output: filepath.Join(base, "output"), Input: filepath.Join(base, "input"),
+			Temp: filepath.Join(base, "temp"), User: filepath.Join(base, "user"),
+		},
+		Nodes: reg,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+
+	resp, err := hs.Client().Get(hs.URL + "/api/object_info/ImageInvert")
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.StatusCode, len(body) > 0)
+	// Output: 200 true
+}
