@@ -1,8 +1,8 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -41,7 +41,13 @@ func Example() {
 		panic(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Println(resp.StatusCode, len(body) > 0)
-	// Output: 200 true
+	var info map[string]struct {
+		Category string   `json:"category"`
+		Output   []string `json:"output"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		panic(err)
+	}
+	fmt.Println(resp.StatusCode, info["ImageInvert"].Category, info["ImageInvert"].Output)
+	// Output: 200 image [IMAGE]
 }
