@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/forgeflow/forgeflow/gpu/resample"
+	"github.com/forgeflow/forgeflow/internal/sleef"
 )
 
 // RoPE rotates x (B, H, L, D) by Flux's rotary table pe, of shape (B', 1, L, D/2, 2, 2) or
@@ -155,7 +156,9 @@ func cpuTimestepEmbedding(c *CPU, call *Call) error {
 	freqs := make([]float32, half)
 	nl := float32(-math.Log(p.MaxPeriod))
 	for j := range freqs {
-		freqs[j] = float32(math.Exp(float64(float32(nl*float32(j)) / float32(half))))
+		// torch.exp on float32 is SLEEF's expf (one ulp); SDXL's size embedding
+		// multiplies these by pixel sizes up to 4096, so the ulp matters.
+		freqs[j] = sleef.Expf(float32(nl*float32(j)) / float32(half))
 	}
 	for i, t := range ts {
 		tv := t

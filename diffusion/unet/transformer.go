@@ -1,0 +1,223 @@
+package unet
+
+import (
+	"math"
+
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// SpatialTransformer attends over the H·W positions of a feature map: group norm, input
+// projection (1×1 conv, or linear for SD2.x/SDXL), transformer blocks with self- and
+// cross-attention, output projection, residual.
+type SpatialTransformer struct {
+	Norm Norm `sd:"norm"`
+	// ProjIn and ProjOut are 1×1 convs (4-D weight) or linears (2-D weight).
+	ProjIn struct {
+		Weight *gpu.Tensor `sd:"weight"`
+		Bias   *gpu.Tensor `sd:"bias"`
+	} `sd:"proj_in"`
+	Blocks  []TransformerBlock `sd:"transformer_blocks"`
+	ProjOut struct {
+		Weight *gpu.Tensor `sd:"weight"`
+		Bias   *gpu.Tensor `sd:"bias"`
+	} `sd:"proj_out"`
+}
+
+// TransformerBlock is BasicTransformerBlock: self-attention, cross-attention to the text
+// context, GEGLU feed-forward, each pre-normed and residual.
+type TransformerBlock struct {
+	Norm1 Norm      `sd:"norm1"`
+	Attn1 Attention `sd:"attn1"`
+	Norm2 Norm      `sd:"norm2"`
+	Attn2 Attention `sd:"attn2"`
+	Norm3 Norm      `sd:"norm3"`
+	FF    struct {
+		Proj Linear `sd:"0.proj"`
+		Out  Linear `sd:"2"`
+	} `sd:"ff.net"`
+}
+
+// Attention is CrossAttention: bias-free q/k/v projections and an output projection.
+type Attention struct {
+	Q   Linear `sd:"to_q"`
+	K   Linear `sd:"to_k"`
+	V   Linear `sd:"to_v"`
+	Out Linear `sd:"to_out.0"`
+}
+
+func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads Heads) (*gpu.Tensor, error) {
+	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
+	linear := st.ProjIn.Weight.Rank() == 2
+	hn, err := gpu.GroupNorm(rt, x, 32, st.Norm.Weight, st.Norm.Bias, 1e-6)
+	if err != nil {
+		return nil, err
+	}
+	if !linear {
+		conv := Conv{Weight: st.ProjIn.Weight, Bias: st.ProjIn.Bias}
+		if hn, err = then(hn, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.forward(rt, t, 1) }); err != nil {
+			return nil, err
+		}
+	}
+	inner := hn.Dim(1)
+	// (N, C, H, W) → (N, H·W, C)
+	tok, err := then(hn, func(t *gpu.Tensor) (*gpu.Tensor, error) { return toTokens(rt, t) })
+	if err != nil {
+		return nil, err
+	}
+	if linear {
+		lin := Linear{Weight: st.ProjIn.Weight, Bias: st.ProjIn.Bias}
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return lin.forward(rt, t) }); err != nil {
+			return nil, err
+		}
+		inner = tok.Dim(2)
+	}
+	nh, dh := heads.split(inner)
+	for i := range st.Blocks {
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return st.Blocks[i].forward(rt, t, context, nh, dh) }); err != nil {
+			return nil, err
+		}
+	}
+	if linear {
+		lin := Linear{Weight: st.ProjOut.Weight, Bias: st.ProjOut.Bias}
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return lin.forward(rt, t) }); err != nil {
+			return nil, err
+		}
+	}
+	img, err := then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return fromTokens(rt, t, n, h, w) })
+	if err != nil {
+		return nil, err
+	}
+	if !linear {
+		conv := Conv{Weight: st.ProjOut.Weight, Bias: st.ProjOut.Bias}
+		if img, err = then(img, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.forward(rt, t, 1) }); err != nil {
+			return nil, err
+		}
+	}
+	return addTo(rt, x, img)
+}
+
+// toTokens turns (N, C, H, W) into a contiguous (N, H·W, C).
+func toTokens(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
+	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	r, err := gpu.Reshape(rt, x, n, c, h*w)
+	if err != nil {
+		return nil, err
+	}
+	p, err := then(r, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Permute(t, 0, 2, 1) })
+	if err != nil {
+		return nil, err
+	}
+	return then(p, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Contiguous(rt, t) })
+}
+
+// fromTokens turns (N, H·W, C) back into a contiguous (N, C, H, W).
+func fromTokens(rt *gpu.Runtime, x *gpu.Tensor, n, h, w int) (*gpu.Tensor, error) {
+	c := x.Dim(2)
+	p, err := gpu.Permute(x, 0, 2, 1)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := then(p, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Contiguous(rt, t) })
+	if err != nil {
+		return nil, err
+	}
+	return then(cp, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, t, n, c, h, w) })
+}
+
+func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
+	sub := func(x *gpu.Tensor, norm *Norm, f func(*gpu.Tensor) (*gpu.Tensor, error)) (*gpu.Tensor, error) {
+		h, err := norm.layer(rt, x)
+		if err != nil {
+			return nil, err
+		}
+		y, err := then(h, f)
+		if err != nil {
+			return nil, err
+		}
+		return addTo(rt, x, y)
+	}
+	x1, err := sub(x, &b.Norm1, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.forward(rt, h, h, heads, dimHead) })
+	if err != nil {
+		return nil, err
+	}
+	x2, err := then(x1, func(x *gpu.Tensor) (*gpu.Tensor, error) {
+		return sub(x, &b.Norm2, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn2.forward(rt, h, context, heads, dimHead) })
+	})
+	if err != nil {
+		return nil, err
+	}
+	return then(x2, func(x *gpu.Tensor) (*gpu.Tensor, error) {
+		return sub(x, &b.Norm3, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.geglu(rt, h) })
+	})
+}
+
+// geglu is the GEGLU feed-forward: proj to 2·inner, value·GELU(gate), project back.
+func (b *TransformerBlock) geglu(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, error) {
+	p, err := b.FF.Proj.forward(rt, h)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Release()
+	parts, err := gpu.Chunk(p, 2, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer parts[0].Release()
+	defer parts[1].Release()
+	g, err := gpu.GELU(rt, parts[1])
+	if err != nil {
+		return nil, err
+	}
+	m, err := then(g, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Mul(rt, parts[0], t) })
+	if err != nil {
+		return nil, err
+	}
+	return then(m, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.FF.Out.forward(rt, t) })
+}
+
+func (a *Attention) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
+	n, lq, lk := x.Dim(0), x.Dim(1), context.Dim(1)
+	proj := func(l *Linear, src *gpu.Tensor, length int) (*gpu.Tensor, error) {
+		t, err := l.forward(rt, src)
+		if err != nil {
+			return nil, err
+		}
+		r, err := then(t, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, t, n, length, heads, dimHead) })
+		if err != nil {
+			return nil, err
+		}
+		return then(r, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Permute(t, 0, 2, 1, 3) })
+	}
+	q, err := proj(&a.Q, x, lq)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Release()
+	k, err := proj(&a.K, context, lk)
+	if err != nil {
+		return nil, err
+	}
+	defer k.Release()
+	v, err := proj(&a.V, context, lk)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Release()
+	o, err := gpu.Attention(rt, q, k, v, nil, gpu.AttentionParams{Scale: 1 / math.Sqrt(float64(dimHead))})
+	if err != nil {
+		return nil, err
+	}
+	op, err := then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Permute(t, 0, 2, 1, 3) })
+	if err != nil {
+		return nil, err
+	}
+	oc, err := then(op, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Contiguous(rt, t) })
+	if err != nil {
+		return nil, err
+	}
+	or, err := then(oc, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, t, n, lq, heads*dimHead) })
+	if err != nil {
+		return nil, err
+	}
+	return then(or, func(t *gpu.Tensor) (*gpu.Tensor, error) { return a.Out.forward(rt, t) })
+}

@@ -1,0 +1,205 @@
+package unet
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// Heads fixes how attention widths split into heads: SD1.x uses a fixed count (8),
+// SD2.x and SDXL a fixed head width (64).
+type Heads struct {
+	Count int // number of heads, or 0
+	Dim   int // channels per head, or 0
+}
+
+func (h Heads) split(width int) (heads, dim int) {
+	if h.Dim > 0 {
+		return width / h.Dim, h.Dim
+	}
+	return h.Count, width / h.Count
+}
+
+// Module is one entry of a TimestepEmbedSequential block: exactly one field is set.
+type Module struct {
+	Res         *ResBlock
+	Transformer *SpatialTransformer
+	// Down is a stride-2 3×3 conv (Downsample "op"); Up a nearest 2× upsample followed by
+	// a 3×3 conv (Upsample "conv").
+	Down *Conv
+	Up   *Conv
+	// In is the first input block's plain conv.
+	In *Conv
+}
+
+// Model is UNetModel.
+type Model struct {
+	TimeEmbed1 Linear `sd:"time_embed.0"`
+	TimeEmbed2 Linear `sd:"time_embed.2"`
+	// LabelEmbed1/2 embed SDXL's ADM vector (label_emb.0.0 and .0.2); nil otherwise.
+	LabelEmbed struct {
+		L1 Linear `sd:"0.0"`
+		L2 Linear `sd:"0.2"`
+	} `sd:"label_emb,optional"`
+	OutNorm Norm `sd:"out.0"`
+	OutConv Conv `sd:"out.2"`
+
+	Input  [][]Module
+	Middle []Module
+	Output [][]Module
+
+	ModelChannels int
+	Heads         Heads
+}
+
+// Load builds the model from the tensors under prefix ("model.diffusion_model." in a
+// single-file checkpoint, "" in a split diffusion-model file).
+func Load(rt *gpu.Runtime, src statedict.Source, prefix string, heads Heads) (*Model, error) {
+	if heads.Count <= 0 && heads.Dim <= 0 {
+		return nil, fmt.Errorf("unet: no head configuration")
+	}
+	m := &Model{Heads: heads}
+	if _, err := statedict.Bind(rt, src, prefix, m); err != nil {
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	m.ModelChannels = m.TimeEmbed1.Weight.Dim(1)
+	keys := src.Keys()
+	var err error
+	if m.Input, err = loadBlocks(rt, src, keys, prefix+"input_blocks."); err != nil {
+		return nil, err
+	}
+	mid, err := loadBlocks(rt, src, keys, prefix+"middle_block")
+	if err != nil {
+		return nil, err
+	}
+	if len(mid) == 1 {
+		m.Middle = mid[0]
+	}
+	if m.Output, err = loadBlocks(rt, src, keys, prefix+"output_blocks."); err != nil {
+		return nil, err
+	}
+	if len(m.Input) == 0 || len(m.Output) == 0 || len(m.Middle) == 0 {
+		return nil, fmt.Errorf("unet: %d input, %d middle, %d output blocks under %q", len(m.Input), len(m.Middle), len(m.Output), prefix)
+	}
+	if len(m.Input) != len(m.Output) {
+		return nil, fmt.Errorf("unet: %d input blocks but %d output blocks", len(m.Input), len(m.Output))
+	}
+	return m, nil
+}
+
+// loadBlocks reads base+"N.M…" (or base+".M…" for the middle block) as a list of
+// sequential blocks, each module's type told by its keys.
+func loadBlocks(rt *gpu.Runtime, src statedict.Source, keys []string, base string) ([][]Module, error) {
+	type pos struct{ block, mod int }
+	found := map[pos]map[string]bool{}
+	middle := !strings.HasSuffix(base, ".")
+	for _, k := range keys {
+		rest, ok := strings.CutPrefix(k, base)
+		if !ok {
+			continue
+		}
+		var parts []string
+		if middle {
+			rest, ok = strings.CutPrefix(rest, ".")
+			if !ok {
+				continue
+			}
+			parts = append([]string{"0"}, strings.SplitN(rest, ".", 2)...)
+		} else {
+			parts = strings.SplitN(rest, ".", 3)
+		}
+		if len(parts) < 3 {
+			continue
+		}
+		b, err1 := strconv.Atoi(parts[0])
+		md, err2 := strconv.Atoi(parts[1])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		p := pos{b, md}
+		if found[p] == nil {
+			found[p] = map[string]bool{}
+		}
+		found[p][parts[2]] = true
+	}
+	nb := 0
+	for p := range found {
+		nb = max(nb, p.block+1)
+	}
+	blocks := make([][]Module, nb)
+	var ps []pos
+	for p := range found {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].block != ps[j].block {
+			return ps[i].block < ps[j].block
+		}
+		return ps[i].mod < ps[j].mod
+	})
+	for _, p := range ps {
+		sub := found[p]
+		var prefix string
+		if middle {
+			prefix = base + "." + strconv.Itoa(p.mod) + "."
+		} else {
+			prefix = base + strconv.Itoa(p.block) + "." + strconv.Itoa(p.mod) + "."
+		}
+		var mod Module
+		var dst any
+		switch {
+		case sub["in_layers.0.weight"]:
+			mod.Res = &ResBlock{}
+			dst = mod.Res
+		case sub["norm.weight"] && anyPrefix(sub, "transformer_blocks."):
+			mod.Transformer = &SpatialTransformer{}
+			dst = mod.Transformer
+		case sub["op.weight"]:
+			mod.Down = &Conv{}
+		case sub["conv.weight"]:
+			mod.Up = &Conv{}
+		case sub["weight"] && sub["bias"]:
+			mod.In = &Conv{}
+			dst = mod.In
+		default:
+			return nil, fmt.Errorf("unet: %s: unrecognised module", strings.TrimSuffix(prefix, "."))
+		}
+		var err error
+		switch {
+		case mod.Down != nil:
+			err = bindConv(rt, src, prefix+"op.", mod.Down)
+		case mod.Up != nil:
+			err = bindConv(rt, src, prefix+"conv.", mod.Up)
+		default:
+			_, err = statedict.Bind(rt, src, prefix, dst)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("unet: %w", err)
+		}
+		blocks[p.block] = append(blocks[p.block], mod)
+	}
+	for i, b := range blocks {
+		if len(b) == 0 {
+			return nil, fmt.Errorf("unet: block %s%d is empty", base, i)
+		}
+	}
+	return blocks, nil
+}
+
+func bindConv(rt *gpu.Runtime, src statedict.Source, prefix string, c *Conv) error {
+	_, err := statedict.Bind(rt, src, prefix, c)
+	return err
+}
+
+func anyPrefix(set map[string]bool, p string) bool {
+	for k := range set {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
