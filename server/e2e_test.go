@@ -112,7 +112,7 @@ func TestEndToEndWebsocket(t *testing.T) {
 		}
 	}
 	order := strings.Join(seen, " ")
-	for _, want := range []string{"execution_start", "executing", "executed", "execution_success", "progress_state"} {
+	for _, want := range []string{"status", "execution_start", "executing", "executed", "execution_success", "progress_state"} {
 		if !strings.Contains(order, want) {
 			t.Fatalf("events %q lack %s", order, want)
 		}
