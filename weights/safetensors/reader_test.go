@@ -328,3 +328,36 @@ func TestGoldenFile(t *testing.T) {
 		t.Errorf("in.q4_0.weight.bytes: %v", b.TensorInfo)
 	}
 }
+
+// TestSortEntriesAligns writes mixed dtypes in sorted order and checks every tensor
+// starts at a multiple of its element size.
+func TestSortEntriesAligns(t *testing.T) {
+	es := []Entry{
+		{Name: "b", DType: weights.U8, Shape: []int64{3}, Data: make([]byte, 3)},
+		{Name: "a", DType: weights.F16, Shape: []int64{3}, Data: make([]byte, 6)},
+		{Name: "c", DType: weights.F32, Shape: []int64{1}, Data: make([]byte, 4)},
+		{Name: "d", DType: weights.F64, Shape: []int64{1}, Data: make([]byte, 8)},
+		{Name: "e", DType: weights.F32, Shape: []int64{1}, Data: make([]byte, 4)},
+	}
+	SortEntries(es)
+	var order []string
+	for _, e := range es {
+		order = append(order, e.Name)
+	}
+	if got := strings.Join(order, ""); got != "dceab" {
+		t.Errorf("order %q, want dceab", got)
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenBytes("s.safetensors", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range f.Tensors() {
+		if ti.Offset%int64(ti.DType.ElemSize()) != 0 {
+			t.Errorf("%s at offset %d", ti, ti.Offset)
+		}
+	}
+}

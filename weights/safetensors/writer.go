@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/weights"
 )
@@ -131,4 +133,17 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// SortEntries orders entries by element size, largest first, then by name, as the
+// reference writer orders its data (safetensors' prepare: Reverse(dtype), then name). With
+// the 8-byte-padded header this keeps every tensor aligned to its element size, so readers
+// can view stored data in place (weights.AsFloat32).
+func SortEntries(es []Entry) {
+	slices.SortStableFunc(es, func(a, b Entry) int {
+		if sa, sb := a.DType.ElemSize(), b.DType.ElemSize(); sa != sb {
+			return sb - sa
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 }
