@@ -16,15 +16,21 @@ import (
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/executor/store"
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 )
 
 // engineServer is a server over a real executor, durable store and the built-in nodes.
-func engineServer(t *testing.T) (*testServer, *executor.Engine) {
+func engineServer(t *testing.T, extra ...nodes.Node) (*testServer, *executor.Engine) {
 	t.Helper()
 	ts := newTestServer(t, nil)
 	reg := nodes.NewRegistry()
+	for _, n := range extra {
+		if err := reg.Register(n); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ndirs := nodes.Dirs{Output: ts.dirs.Output, Input: ts.dirs.Input, Temp: ts.dirs.Temp}
 	if err := builtin.Register(reg, builtin.Options{Dirs: ndirs}); err != nil {
 		t.Fatal(err)
@@ -261,5 +267,72 @@ func TestEndToEndUploadAndLoad(t *testing.T) {
 				t.Fatalf("pixel (%d,%d) = %d,%d,%d: the uploaded image did not round-trip", x, y, r>>8, g>>8, b>>8)
 			}
 		}
+	}
+}
+
+// blockNode is an output node that runs until it is cancelled.
+type blockNode struct{}
+
+func (blockNode) Schema() *graph.Schema {
+	return &graph.Schema{Name: "Block", OutputNode: true}
+}
+
+func (blockNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	<-ctx.Done()
+	return nodes.Result{}, ctx.Err()
+}
+
+// TestEndToEndInterrupt: POST /interrupt stops the running prompt, the client gets
+// execution_interrupted, and the next prompt in the queue still runs.
+func TestEndToEndInterrupt(t *testing.T) {
+	ts, _ := engineServer(t, blockNode{})
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	c := dialWS(t, hs.URL, "c3")
+	readWS(t, c)
+	post := func(body string) string {
+		resp, err := http.Post(hs.URL+"/prompt", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ans struct {
+			PromptID string `json:"prompt_id"`
+		}
+		json.NewDecoder(resp.Body).Decode(&ans)
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST /prompt: %d", resp.StatusCode)
+		}
+		return ans.PromptID
+	}
+	blocked := post(`{"client_id": "c3", "prompt": {"1": {"class_type": "Block", "inputs": {}}}}`)
+	next := post(`{"client_id": "c3", "prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+		"2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "after"}}}}`)
+	interrupted, nextDone := false, false
+	for !nextDone {
+		m := readWS(t, c)
+		if m.binary {
+			continue
+		}
+		switch {
+		case m.typ == "executing" && m.data["node"] == "1" && m.data["prompt_id"] == blocked:
+			resp, err := http.Post(hs.URL+"/interrupt", "application/json", strings.NewReader(`{"prompt_id": "`+blocked+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		case m.typ == "execution_interrupted":
+			if m.data["prompt_id"] != blocked || m.data["node_id"] != "1" {
+				t.Fatalf("interrupted %s", m.raw)
+			}
+			interrupted = true
+		case m.typ == "execution_success" && m.data["prompt_id"] == next:
+			nextDone = true
+		case m.typ == "execution_success" && m.data["prompt_id"] == blocked:
+			t.Fatal("the blocked prompt succeeded")
+		}
+	}
+	if !interrupted {
+		t.Fatal("no execution_interrupted before the next prompt ran")
 	}
 }
