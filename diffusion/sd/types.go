@@ -1,0 +1,116 @@
+package sd
+
+import (
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/diffusion/vae"
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// LatentFormat is how a family's latents are scaled for the diffusion model (ComfyUI's
+// comfy/latent_formats.py): process_in(z) = (z − Shift)·Scale before sampling,
+// process_out(z) = z/Scale + Shift after.
+type LatentFormat struct {
+	Name     string
+	Channels int
+	Scale    float64
+	Shift    float64
+}
+
+// The latent formats of the supported families.
+var (
+	SD15Latent = LatentFormat{Name: "SD15", Channels: 4, Scale: 0.18215}
+	SDXLLatent = LatentFormat{Name: "SDXL", Channels: 4, Scale: 0.13025}
+	FluxLatent = LatentFormat{Name: "Flux", Channels: 16, Scale: 0.3611, Shift: 0.1159}
+)
+
+// Model is ComfyUI's MODEL: a diffusion network with its model sampling and latent
+// format. Values are immutable; nodes that patch a model (ModelSamplingDiscrete, LoRA)
+// return a modified copy sharing the weights.
+type Model struct {
+	Runtime  *gpu.Runtime
+	UNet     *unet.Model
+	Sampling sampling.ModelSampling
+	Latent   LatentFormat
+	// ADM is set for SDXL-style models that take a label vector y built from the pooled
+	// text embedding and size conditioning.
+	ADM bool
+	// Name identifies the source (checkpoint file) in logs and errors.
+	Name string
+}
+
+// WithSampling returns a copy of m that samples with ms.
+func (m *Model) WithSampling(ms sampling.ModelSampling) *Model {
+	c := *m
+	c.Sampling = ms
+	return &c
+}
+
+// TextEncoder is one text model of a CLIP object (SD1.x has one, CLIP-L; SDXL two,
+// CLIP-L and OpenCLIP-G) with its tokenizer.
+type TextEncoder struct {
+	Name      string // "l", "g", "h": ComfyUI's key in the token dict
+	Tokenizer *clip.Tokenizer
+	Encoder   *clip.Encoder
+}
+
+// CLIP is ComfyUI's CLIP object: the text encoders of a model family. Layer is the
+// CLIPSetLastLayer setting applied to every encoder (0: the family default).
+type CLIP struct {
+	Runtime  *gpu.Runtime
+	Encoders []*TextEncoder
+	Layer    int
+	Name     string
+}
+
+// WithLayer returns a copy of c that stops at layer (CLIPSetLastLayer's
+// stop_at_clip_layer, negative).
+func (c *CLIP) WithLayer(layer int) *CLIP {
+	cp := *c
+	cp.Layer = layer
+	return &cp
+}
+
+// VAE is ComfyUI's VAE: the autoencoder with the latent format it decodes.
+type VAE struct {
+	Runtime *gpu.Runtime
+	Model   *vae.Model
+	Latent  LatentFormat
+	Name    string
+}
+
+// Cond is one entry of a CONDITIONING list: the text embedding and everything the
+// conditioning nodes attach to it (ComfyUI's [tensor, {options}] pair).
+type Cond struct {
+	Embedding *gpu.Tensor // (1, T, D)
+	Pooled    *gpu.Tensor // (1, P) pooled text output, nil when the encoder has none
+	// Area restricts the entry to a latent region (ConditioningSetArea), nil for all.
+	Area     *Area
+	Strength float64 // 1 unless set
+	// StartPercent/EndPercent limit the entry to part of the sampling run
+	// (ConditioningSetTimestepRange); 0 and 1 by default.
+	StartPercent, EndPercent float64
+	// Size is SDXL's size conditioning (CLIPTextEncodeSDXL), nil for defaults.
+	Size *unet.SizeConditioning
+	// AestheticScore is set by CLIPTextEncodeSDXLRefiner (0 when unset).
+	AestheticScore float64
+}
+
+// Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.
+type Area struct {
+	Height, Width, Y, X int
+}
+
+// Conditioning is ComfyUI's CONDITIONING: a list of entries.
+type Conditioning []Cond
+
+// Latent is ComfyUI's LATENT dict.
+type Latent struct {
+	Samples *gpu.Tensor // (N, C, H, W), not scaled by the latent format
+	// BatchIndex lists each sample's index in its original batch (LatentFromBatch);
+	// noise for a seed is drawn per index, so a sub-batch gets the same noise.
+	BatchIndex []int
+	// NoiseMask (N or 1, 1, H, W) limits denoising to the masked area (inpainting), or nil.
+	NoiseMask *gpu.Tensor
+}
