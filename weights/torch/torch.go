@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"strings"
@@ -379,3 +380,23 @@ func (f *File) Tensor(name string) (Tensor, error) {
 
 // Close releases the mapping; tensors returned earlier become invalid.
 func (f *File) Close() error { return f.region.Close() }
+
+// Verify checks the CRC-32 of every zip entry against the archive's directory, reading
+// the whole file: Open does not, so that opening stays cheap. The legacy format has no
+// checksums and always passes.
+func (f *File) Verify() error {
+	if f.legacy != nil {
+		return nil
+	}
+	for _, e := range f.entries {
+		b, err := f.entryBytes(e, math.MaxInt64)
+		if err != nil {
+			return err
+		}
+		if sum := crc32.ChecksumIEEE(b); sum != e.CRC32 {
+			off, _ := e.DataOffset()
+			return f.fail("", off, "zip entry %s: CRC-32 %08x, directory says %08x (corrupt file)", e.Name, sum, e.CRC32)
+		}
+	}
+	return nil
+}
