@@ -51,7 +51,7 @@ GLOBL actConsts<>(SB), RODATA|NOPTR, $88
 // EXP: Z2 = e^Z1 (Z1 clobbered; temps Z3, Z4), as expf: n = round(x·log2e),
 // r = x − n·ln2 (two parts), degree-7 polynomial, scaled by 2^n.
 #define EXP \
-	VMAXPS Z20, Z1, Z1 \
+	VMAXPS Z1, Z20, Z1 \
 	VMULPS Z21, Z1, Z3 \
 	VRNDSCALEPS $0, Z3, Z3 \
 	VMOVAPS Z1, Z4 \

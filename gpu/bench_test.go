@@ -41,7 +41,7 @@ func BenchmarkConv2D(b *testing.B) {
 		hw, c int
 		wd    DType
 	}{
-		{64, 320, F32}, {32, 640, F32}, {64, 320, F16},
+		{64, 320, F32}, {32, 640, F32}, {64, 320, F16}, {256, 128, F32},
 	}
 	for _, cs := range cases {
 		b.Run(fmt.Sprintf("%s/%dx%dx%d", cs.wd, cs.hw, cs.hw, cs.c), func(b *testing.B) {

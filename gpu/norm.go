@@ -222,30 +222,20 @@ func cpuRMSNorm(c *CPU, call *Call) error {
 }
 
 func cpuSoftmax(c *CPU, call *Call) error {
-	c.rows(call.In[0], softmaxRow, call.Out)
-	return nil
-}
-
-// softmaxRow writes softmax(src) to dst (they may alias).
-func softmaxRow(src, dst []float32) {
-	m := float32(math.Inf(-1))
-	for _, v := range src {
-		m = max(m, v)
-	}
-	if math.IsInf(float64(m), -1) { // all −Inf (fully masked): PyTorch yields NaN
-		for j := range dst {
-			dst[j] = float32(math.NaN())
+	rk := c.rk
+	c.rows(call.In[0], func(src, dst []float32) {
+		m := rk.max(src)
+		if math.IsInf(float64(m), -1) || m != m { // all −Inf (fully masked) or NaN: NaN like PyTorch
+			for j := range dst {
+				dst[j] = float32(math.NaN())
+			}
+			return
 		}
-		return
-	}
-	var sum float64
-	for j, v := range src {
-		e := math.Exp(float64(v - m))
-		dst[j] = float32(e)
-		sum += e
-	}
-	inv := float32(1 / sum)
-	for j := range dst {
-		dst[j] *= inv
-	}
+		copy(dst, src)
+		inv := 1 / rk.expScale(dst, 1, m)
+		for j := range dst {
+			dst[j] *= inv
+		}
+	}, call.Out)
+	return nil
 }

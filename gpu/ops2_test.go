@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu/resample"
+	"github.com/forgeflow/forgeflow/internal/sleef"
 )
 
 // attnRef is naive attention in float64 over (B, H, L, D) row-major values.
@@ -260,9 +261,10 @@ var _ = addCases(OpTimestepEmbedding,
 			for _, tv := range ts {
 				row := make([]float64, p.Dim)
 				for j := 0; j < half; j++ {
-					// PyTorch's float32 chain: (float32(-ln 10000)·j)/half, then exp
+					// PyTorch's float32 chain: (float32(-ln 10000)·j)/half, then torch.exp,
+					// which is SLEEF's expf (internal/sleef)
 					e := float32(float32(-math.Log(10000))*float32(j)) / float32(half)
-					f := float32(math.Exp(float64(e)))
+					f := sleef.Expf(e)
 					a := float64(float32(float32(scale*float64(tv)) * f))
 					row[j], row[half+j] = math.Cos(a), math.Sin(a)
 				}

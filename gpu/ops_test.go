@@ -445,6 +445,12 @@ var _ = addCases(OpSoftmax,
 		}
 		checkClose(t, ok(t)(Softmax(rt, x)), want, 1e-6, 1e-5)
 	}},
+	opCase{"nan-and-masked-rows", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+		ninf, nan := float32(math.Inf(-1)), float32(math.NaN())
+		x := ok(t)(rt.FromFloat32([]float32{1, nan, 0, ninf, ninf, ninf, 0, 0, 0}, 3, 3))
+		n := math.NaN()
+		checkClose(t, ok(t)(Softmax(rt, x)), []float64{n, n, n, n, n, n, 1.0 / 3, 1.0 / 3, 1.0 / 3}, 1e-7, 0)
+	}},
 	opCase{"size-1-strided", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 		x, _ := randTensor(t, rt, r, true, 2, 3, 1)
 		want := []float64{1, 1, 1, 1, 1, 1}

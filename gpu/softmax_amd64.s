@@ -43,7 +43,7 @@ loop16:
 	VMOVUPS (SI), Z0
 	VSUBPS Z2, Z0, Z0              // x = (s - m)·scale
 	VMULPS Z1, Z0, Z0
-	VMAXPS Z3, Z0, Z0              // clamp below (masked −Inf scores → exactly 0)
+	VMAXPS Z0, Z3, Z0              // clamp below (masked −Inf scores → exactly 0; NaN stays NaN)
 	VMULPS Z4, Z0, Z15
 	VRNDSCALEPS $0, Z15, Z15       // n = round(x·log2e)
 	VMOVAPS Z0, Z16
@@ -74,7 +74,7 @@ tail:
 	VMOVUPS.Z (SI), K1, Z0
 	VSUBPS Z2, Z0, Z0
 	VMULPS Z1, Z0, Z0
-	VMAXPS Z3, Z0, Z0
+	VMAXPS Z0, Z3, Z0
 	VMULPS Z4, Z0, Z15
 	VRNDSCALEPS $0, Z15, Z15
 	VMOVAPS Z0, Z16

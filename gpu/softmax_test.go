@@ -44,6 +44,13 @@ func TestRowKernels(t *testing.T) {
 			t.Fatalf("n=%d: sums %v %v, want %v", n, sa, sb, ref)
 		}
 	}
+	// a NaN score stays NaN (and so poisons the sum), in both forms
+	for _, k := range []rowKernels{simd, gen} {
+		row := []float32{1, float32(math.NaN()), 2}
+		if s := k.expScale(row, 1, 2); s == s || row[1] == row[1] || row[2] != 1 {
+			t.Fatalf("simd=%v: NaN handling: sum %v row %v", k.simd, s, row)
+		}
+	}
 }
 
 // TestActivationKernels: the AVX-512 GELU and SiLU agree with the scalar Go forms within a
