@@ -193,7 +193,8 @@ func (t *Tensor) Float32() ([]float32, error) {
 // run dispatches one op: to the runtime's backend when it supports the dtypes, else to
 // the cpu backend when the operands are host-visible (logging the fallback once).
 func (rt *Runtime) run(op Op, c *Call) error {
-	dts := make([]DType, 0, len(c.In)+1)
+	var buf [8]DType
+	dts := buf[:0]
 	for _, t := range c.In {
 		if t != nil {
 			dts = append(dts, t.dtype)
