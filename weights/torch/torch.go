@@ -250,6 +250,11 @@ func (f *File) entryBytes(e *zip.File, limit uint64) ([]byte, error) {
 		}
 		return f.region.Data[off:end:end], nil
 	}
+	// Deflate cannot expand data more than 1032:1, so a larger claimed size is a lie (a
+	// zip bomb) and is refused before anything is inflated.
+	if e.UncompressedSize64 > e.CompressedSize64*1032+1024 {
+		return nil, f.fail("", -1, "zip entry %s claims %d bytes from %d compressed", e.Name, e.UncompressedSize64, e.CompressedSize64)
+	}
 	rc, err := e.Open()
 	if err != nil {
 		return nil, f.fail("", -1, "zip entry %s: %v", e.Name, err)
