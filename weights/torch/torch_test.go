@@ -301,3 +301,25 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("corrupt file: %v", err)
 	}
 }
+
+// TestZipBomb: a deflated storage claiming far more bytes than deflate can produce is
+// refused before inflating.
+func TestZipBomb(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("archive/data.pkl")
+	w.Write(newPickle().op('}').str("w").tensor("FloatStorage", "0", 4, 0, []int{4}, []int{1}).op('s').stop())
+	raw, err := zw.CreateRaw(&zip.FileHeader{Name: "archive/data/0", Method: zip.Deflate, CompressedSize64: 8, UncompressedSize64: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write(make([]byte, 8))
+	zw.Close()
+	f, err := OpenBytes("bomb.ckpt", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Tensor("w"); err == nil || !strings.Contains(err.Error(), "claims 1099511627776 bytes from 8 compressed") {
+		t.Fatalf("error %v", err)
+	}
+}
