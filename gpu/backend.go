@@ -3,7 +3,7 @@ package gpu
 // Backend is a device that stores tensors and runs ops: the cpu backend in this package,
 // and later cuda. The contract, for implementers:
 //
-//   - Alloc returns zeroed-or-not storage of at least n bytes, aligned to 64 bytes; Free
+//   - Alloc returns storage of n bytes (contents unspecified), aligned to at least 8 bytes; Free
 //     gives it back. The Runtime pools buffers above this, so Alloc may be slow.
 //   - Upload/Download copy bytes between host memory and a buffer (at a byte offset); they
 //     may be asynchronous until Synchronize returns.

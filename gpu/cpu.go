@@ -38,13 +38,13 @@ func NewCPU(opts CPUOptions) *CPU {
 // Name implements Backend.
 func (c *CPU) Name() string { return "cpu" }
 
-// Alloc implements Backend: Go memory, 64-byte aligned by the allocator for the sizes
-// that matter (large allocations are page-aligned).
+// Alloc implements Backend: Go memory (8-byte aligned by the allocator, page-aligned for
+// the large buffers that matter).
 func (c *CPU) Alloc(n int) (*Buffer, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("gpu: cpu: negative allocation %d", n)
 	}
-	return &Buffer{Host: make([]byte, n, max(n, 64))[:n]}, nil
+	return &Buffer{Host: make([]byte, n)}, nil
 }
 
 // Free implements Backend; Go's collector reclaims the memory.
