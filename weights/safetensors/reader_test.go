@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -359,5 +360,44 @@ func TestSortEntriesAligns(t *testing.T) {
 		if ti.Offset%int64(ti.DType.ElemSize()) != 0 {
 			t.Errorf("%s at offset %d", ti, ti.Offset)
 		}
+	}
+}
+
+// TestGoldenCorpus opens every .safetensors file of the golden set (written by the Python
+// safetensors package: F16, F32, F64, I64 and U8 tensors, JSON metadata with escapes) and
+// converts every tensor: the strict validation must accept all of them.
+func TestGoldenCorpus(t *testing.T) {
+	root := testenv.GoldenDir(t)
+	n := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".safetensors") {
+			return err
+		}
+		n++
+		f, err := Open(path)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		defer f.Close()
+		if _, ok := f.Metadata()["case"]; !ok {
+			t.Errorf("%s: no case metadata", path)
+		}
+		for _, info := range f.Tensors() {
+			tn, err := f.Tensor(info.Name)
+			if err == nil {
+				_, err = tn.Float32()
+			}
+			if err != nil {
+				t.Errorf("%s: %v", path, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 100 {
+		t.Errorf("only %d golden files found", n)
 	}
 }
