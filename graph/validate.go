@@ -387,6 +387,11 @@ func checkLiteral(in *Input, raw any) (e *ValidationError) {
 	case TypeBoolean:
 		received = pyBool(val)
 	}
+	if in.CustomValidation {
+		// The node's own check (VALIDATE_INPUTS) replaces min, max and list membership,
+		// as in ComfyUI's validate_inputs; the conversion above still applies.
+		return nil
+	}
 	if num != nil {
 		valText := pyRepr(received)
 		if m, ok := in.Options["min"]; ok {

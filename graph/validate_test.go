@@ -351,3 +351,23 @@ func TestPyFloatRepr(t *testing.T) {
 		t.Errorf("pyStrRepr = %s", got)
 	}
 }
+
+// An input the node validates itself (VALIDATE_INPUTS) skips the list and range checks
+// but is still converted, as in ComfyUI.
+func TestValidateCustomValidationInput(t *testing.T) {
+	in := &Input{Name: "image", Type: TypeCombo, Choices: func() []string { return []string{"a.png"} }, CustomValidation: true}
+	if e := checkLiteral(in, "sub/x.png [output]"); e != nil {
+		t.Fatalf("custom-validated combo refused: %v", e)
+	}
+	num := &Input{Name: "n", Type: TypeInt, Options: map[string]any{"min": 1}, CustomValidation: true}
+	if e := checkLiteral(num, json.Number("0")); e != nil {
+		t.Fatalf("custom-validated int refused by min: %v", e)
+	}
+	if e := checkLiteral(num, "abc"); e == nil || e.Type != ErrInvalidInputType {
+		t.Fatalf("unconvertible value accepted: %v", e)
+	}
+	plain := &Input{Name: "image", Type: TypeCombo, Choices: func() []string { return []string{"a.png"} }}
+	if e := checkLiteral(plain, "x.png"); e == nil || e.Type != ErrValueNotInList {
+		t.Fatalf("plain combo accepted an unknown value: %v", e)
+	}
+}
