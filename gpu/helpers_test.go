@@ -20,7 +20,28 @@ func runtimesUnderTest(t testing.TB) map[string]*Runtime {
 		}
 		out[fmt.Sprintf("cpu-%dt", th)] = rt
 	}
+	// The cpu kernels behind a foreign Backend value whose fresh buffers are full of NaN:
+	// catches kernels that leave output elements unwritten, and runs the Runtime's
+	// non-aliasing paths (FromBytes copies, Zeros uploads) as a device backend would.
+	rt, err := New(Options{Backend: poisonBackend{NewCPU(CPUOptions{Threads: 2})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["poisoned"] = rt
 	return out
+}
+
+// poisonBackend is the cpu backend with NaN-filled allocations.
+type poisonBackend struct{ *CPU }
+
+func (p poisonBackend) Alloc(n int) (*Buffer, error) {
+	b, err := p.CPU.Alloc(n)
+	if err == nil {
+		for i := range b.Host {
+			b.Host[i] = 0xff // 0xffffffff is a NaN as float32
+		}
+	}
+	return b, err
 }
 
 func randData(r *rand.Rand, n int) []float32 {
