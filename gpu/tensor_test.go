@@ -1,6 +1,8 @@
 package gpu
 
 import (
+	"errors"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -267,5 +269,48 @@ func TestHostFloat32(t *testing.T) {
 	n := ok(t)(Narrow(x, 0, 1, 1)) // contiguous row 1 view starts at offset 3
 	if d, isHost := n.HostFloat32(); !isHost || len(d) != 3 || d[1] != 50 {
 		t.Fatalf("row view: %v %v", d, isHost)
+	}
+}
+
+// decliningBackend is the cpu backend refusing softmax, to exercise the Runtime's fallback.
+type decliningBackend struct{ *CPU }
+
+func (d decliningBackend) Name() string { return "declining" }
+
+func (d decliningBackend) Supports(op Op, dts ...DType) bool {
+	return op != OpSoftmax && d.CPU.Supports(op, dts...)
+}
+
+func (d decliningBackend) Run(op Op, c *Call) error {
+	if op == OpSoftmax {
+		return errors.New("declining backend asked to run softmax")
+	}
+	return d.CPU.Run(op, c)
+}
+
+// TestFallback: an op the backend declines runs on the cpu backend, logged once.
+func TestFallback(t *testing.T) {
+	var logs strings.Builder
+	rt, err := New(Options{
+		Backend: decliningBackend{NewCPU(CPUOptions{Threads: 2})},
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := ok(t)(rt.FromFloat32([]float32{0, 0, 1, 1}, 2, 2))
+	for i := 0; i < 3; i++ {
+		checkClose(t, ok(t)(Softmax(rt, x)), []float64{0.5, 0.5, 0.5, 0.5}, 1e-7, 0)
+	}
+	if n := strings.Count(logs.String(), "op falls back to cpu"); n != 1 {
+		t.Fatalf("fallback logged %d times: %q", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "op=softmax") || !strings.Contains(logs.String(), "backend=declining") {
+		t.Fatalf("log lacks the op or backend: %q", logs.String())
+	}
+	// an op neither backend supports is an error naming both
+	q := ok(t)(rt.FromBytes(Q8_0, make([]byte, 34), 1, 32))
+	if _, err := Softmax(rt, q); err == nil {
+		t.Fatal("softmax of Q8_0 accepted")
 	}
 }
