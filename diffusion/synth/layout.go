@@ -167,7 +167,9 @@ type VAEConfig struct {
 }
 
 // SDVAE is the SD1.x/SDXL autoencoder.
-func SDVAE() VAEConfig { return VAEConfig{Ch: 128, ZChannels: 4, NumResBlocks: 2, ChMult: []int{1, 2, 4, 4}} }
+func SDVAE() VAEConfig {
+	return VAEConfig{Ch: 128, ZChannels: 4, NumResBlocks: 2, ChMult: []int{1, 2, 4, 4}}
+}
 
 func vaeRes(l *Layout, p string, in, out int) {
 	norm(l, p+".norm1", in)
