@@ -23,6 +23,8 @@ type CPU struct {
 	scratch scratchPool
 	// tileFloats bounds conv scratch (convTileFloats; tests lower it to reach the banding)
 	tileFloats int
+	// shiftedMinCin picks the stride-1 conv form (convShiftedMinCin; tests set both ways)
+	shiftedMinCin int
 }
 
 // NewCPU returns a cpu backend.
@@ -32,7 +34,7 @@ func NewCPU(opts CPUOptions) *CPU {
 		t = runtime.GOMAXPROCS(0)
 	}
 	mm := newMatmuler(t)
-	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
+	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats, shiftedMinCin: convShiftedMinCin}
 }
 
 // Name implements Backend.

@@ -301,9 +301,10 @@ var _ = addCases(OpConv2D,
 		if rt.cpu != rt.Backend() {
 			t.Skip("cpu-specific scratch setting")
 		}
-		old := rt.cpu.tileFloats
+		old, oldMin := rt.cpu.tileFloats, rt.cpu.shiftedMinCin
 		rt.cpu.tileFloats = 500 // stride 1: one output row per band
-		defer func() { rt.cpu.tileFloats = old }()
+		rt.cpu.shiftedMinCin = 0
+		defer func() { rt.cpu.tileFloats, rt.cpu.shiftedMinCin = old, oldMin }()
 		x, xv := randTensor(t, rt, r, false, 2, 5, 13, 11)
 		wt, wv := randTensor(t, rt, r, false, 3, 5, 3, 3)
 		bt, bv := randTensor(t, rt, r, false, 3)
