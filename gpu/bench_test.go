@@ -146,3 +146,29 @@ func BenchmarkFMAPeak(b *testing.B) {
 	}
 	reportFlops(b, 384*float64(iters)*float64(threads), cpu0)
 }
+
+// BenchmarkLinear goes through gpu.Linear (weight kept in its stored dtype) at SD shapes,
+// to show the runtime adds nothing measurable over the GEMM package.
+func BenchmarkLinear(b *testing.B) {
+	for _, cs := range []struct {
+		m, n, k int
+		wd      DType
+	}{{4096, 1280, 320, F32}, {4096, 1280, 320, F16}, {4096, 320, 1280, BF16}} {
+		b.Run(fmt.Sprintf("%s/%dx%dx%d", cs.wd, cs.m, cs.n, cs.k), func(b *testing.B) {
+			rt := newRT(b)
+			r := rand.New(rand.NewPCG(9, 10))
+			x := ok(b)(rt.FromFloat32(randData(r, cs.m*cs.k), cs.m, cs.k))
+			nb, _ := cs.wd.StorageBytes(cs.n * cs.k)
+			raw := make([]byte, nb)
+			_ = EncodeFloat32(cs.wd, raw, randData(r, cs.n*cs.k))
+			w := ok(b)(rt.FromBytes(cs.wd, raw, cs.n, cs.k))
+			bias := ok(b)(rt.Zeros(F32, cs.n))
+			cpu0 := cpuTime()
+			for b.Loop() {
+				y := ok(b)(Linear(rt, x, w, bias))
+				y.Release()
+			}
+			reportFlops(b, 2*float64(cs.m*cs.n*cs.k), cpu0)
+		})
+	}
+}
