@@ -20,7 +20,7 @@ const NAME_KEY = 'forgeflow.workflowName';
 const api = new Api();
 // Run state drawn on the nodes (see nodes.js drawState).
 const state = { running: null, progress: null, errors: {}, images: {} };
-const app = { api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n) };
+const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), events: [], ranNodes: [] };
 window.forgeflow = app;
 
 async function main() {
@@ -372,6 +372,8 @@ function connectWS() {
     progress.setAttribute('aria-valuenow', String(pct));
   };
   ws.on((type, data) => {
+    // Kept for the e2e suite and for debugging from the console.
+    if (app.events.length < 2000) app.events.push(type);
     switch (type) {
       case 'open':
         status.textContent = t('status.connected');
@@ -391,6 +393,7 @@ function connectWS() {
         break;
       case 'executing':
         state.running = data?.node == null ? null : String(data.node);
+        if (state.running) app.ranNodes.push(state.running);
         if (data?.node == null) {
           status.textContent = t('status.idle');
           setProgress(0, 0);

@@ -85,6 +85,10 @@ export function openSearch(defs, onPick) {
       e.preventDefault();
       if (items[sel]) pick(items[sel]);
       return;
+    } else if (e.key === 'Escape') {
+      e.preventDefault();
+      d.close();
+      return;
     } else return;
     e.preventDefault();
     render();

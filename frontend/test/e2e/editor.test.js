@@ -1,0 +1,396 @@
+// End-to-end tests of the editor in Debian's Chromium against a real `forgeflow serve`.
+// The tests run in order and share one server and one page, like a user's session:
+// build a graph, run it, break it, save it, load it back.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, openEditor, screenshot, toScreen } from './harness.js';
+
+let server;
+let chrome;
+let page;
+let errors;
+
+before(async () => {
+  server = await startServer();
+  chrome = await launchBrowser();
+  ({ page, errors } = await openEditor(chrome.browser, server.url));
+}, { timeout: 240000 });
+
+after(async () => {
+  await chrome?.close();
+  await server?.stop();
+});
+
+const graphSummary = () => page.evaluate(() => {
+  const g = window.forgeflow.graph;
+  return {
+    nodes: g._nodes.map((n) => ({ id: n.id, type: n.type, widgets: Object.fromEntries((n.widgets || []).map((w) => [w.name, w.value])) })),
+    links: [...g._links.values()].map((l) => [l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]),
+  };
+});
+
+async function nodeByType(type) {
+  return page.evaluate((t) => window.forgeflow.graph._nodes.find((n) => n.type === t)?.id, type);
+}
+
+async function slotPos(nodeId, input, slot) {
+  const p = await page.evaluate(([id, inp, s]) => window.forgeflow.graph.getNodeById(id).getConnectionPos(inp, s), [nodeId, input, slot]);
+  return toScreen(page, p[0], p[1]);
+}
+
+async function drag(from, to) {
+  await page.mouse.move(from[0], from[1]);
+  await page.mouse.down();
+  await page.mouse.move((from[0] + to[0]) / 2, (from[1] + to[1]) / 2, { steps: 5 });
+  await page.mouse.move(to[0], to[1], { steps: 5 });
+  await page.mouse.up();
+}
+
+/** Adds a node by double-clicking the canvas at graph position (gx, gy) and searching. */
+async function addFromSearch(query, gx, gy, pick) {
+  const [x, y] = await toScreen(page, gx, gy);
+  await page.mouse.dblclick(x, y);
+  await page.waitForFunction(() => document.activeElement?.id === 'search-input');
+  await page.keyboard.type(query);
+  const first = await page.getAttribute('#search-results li[aria-selected="true"]', 'data-type');
+  assert.equal(first, pick, `first search result for "${query}"`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#search-dialog', { state: 'detached' });
+  return page.evaluate(() => window.forgeflow.graph._nodes.at(-1).id);
+}
+
+/** Clicks the middle of a widget and types a value into litegraph's prompt dialog. */
+async function setWidget(nodeId, name, value) {
+  const p = await page.evaluate(([id, n]) => {
+    const node = window.forgeflow.graph.getNodeById(id);
+    const w = node.widgets.find((x) => x.name === n);
+    return [node.pos[0] + node.size[0] / 2, node.pos[1] + (w.y ?? w.last_y) + 10];
+  }, [nodeId, name]);
+  const [x, y] = await toScreen(page, p[0], p[1]);
+  await page.mouse.click(x, y);
+  const input = page.locator('.graphdialog input.value');
+  await input.waitFor();
+  await input.fill(String(value));
+  await input.press('Enter');
+}
+
+test('opens the editor with a default graph and no errors', async () => {
+  const s = await graphSummary();
+  assert.ok(s.nodes.length >= 3, `default graph has ${s.nodes.length} nodes`);
+  assert.ok(s.links.length >= 2);
+  assert.equal(await page.textContent('#btn-queue'), 'Queue');
+  await page.waitForFunction(() => document.getElementById('status-text').textContent === 'Connected');
+  await screenshot(page, '01-default-graph');
+  assert.deepEqual(errors, []);
+});
+
+test('adds nodes from search, connects them and sets widgets', async () => {
+  await page.click('#btn-clear');
+  assert.equal((await graphSummary()).nodes.length, 0);
+  const empty = await addFromSearch('empty image', 40, 40, 'EmptyImage');
+  const invert = await addFromSearch('invert image', 380, 40, 'ImageInvert');
+  // Screenshot of the search dialog, then close it with Escape.
+  const [x, y] = await toScreen(page, 700, 40);
+  await page.mouse.dblclick(x, y);
+  await page.keyboard.type('save');
+  await screenshot(page, '02-node-search');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#search-dialog', { state: 'detached' });
+  const save = await addFromSearch('save image', 700, 40, 'SaveImage');
+
+  await drag(await slotPos(empty, false, 0), await slotPos(invert, true, 0));
+  await drag(await slotPos(invert, false, 0), await slotPos(save, true, 0));
+  await setWidget(empty, 'width', 64);
+  await setWidget(empty, 'height', 48);
+  const s = await graphSummary();
+  assert.deepEqual(s.links.map((l) => l.slice(0, 4)).sort(), [[empty, 0, invert, 0], [invert, 0, save, 0]].sort());
+  const w = s.nodes.find((n) => n.id === empty).widgets;
+  assert.equal(w.width, 64);
+  assert.equal(w.height, 48);
+  // The prompt the editor would queue.
+  const prompt = await page.evaluate(async () => {
+    const { graphToPrompt } = await import('/src/workflow.js').catch(() => ({}));
+    return graphToPrompt ? graphToPrompt(window.forgeflow.graph.serialize(), window.forgeflow.defs) : null;
+  });
+  if (prompt) assert.equal(prompt[String(empty)].inputs.width, 64);
+});
+
+test('refuses a link between mismatched types and says why', async () => {
+  const mask = await addFromSearch('invertmask', 380, 300, 'InvertMask');
+  const empty = await nodeByType('EmptyImage');
+  const before = (await graphSummary()).links.length;
+  await drag(await slotPos(empty, false, 0), await slotPos(mask, true, 0));
+  const toast = page.locator('.toast.error', { hasText: 'Cannot connect' });
+  await toast.waitFor({ timeout: 5000 });
+  assert.match(await toast.textContent(), /IMAGE does not fit input "mask"/);
+  assert.equal((await graphSummary()).links.length, before);
+  await screenshot(page, '03-link-refused');
+  // Remove the node again (select it, Delete).
+  await page.evaluate((id) => {
+    const c = window.forgeflow.canvas;
+    c.deselectAll();
+    c.selectNode(window.forgeflow.graph.getNodeById(id));
+  }, mask);
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Delete');
+  assert.equal(await nodeByType('InvertMask'), undefined);
+});
+
+let outputImage;
+
+test('queues a model-free graph, shows progress and the image in the gallery', async () => {
+  await page.evaluate(() => { window.forgeflow.events.length = 0; window.forgeflow.ranNodes.length = 0; });
+  await page.click('#btn-queue');
+  const img = page.locator('#gallery-items img').first();
+  await img.waitFor({ timeout: 60000 });
+  await page.waitForFunction(() => {
+    const i = document.querySelector('#gallery-items img');
+    return i && i.complete && i.naturalWidth > 0;
+  }, null, { timeout: 30000 });
+  const size = await img.evaluate((i) => [i.naturalWidth, i.naturalHeight]);
+  assert.deepEqual(size, [64, 48]);
+  const ev = await page.evaluate(() => [...window.forgeflow.events]);
+  for (const type of ['execution_start', 'executing', 'executed']) assert.ok(ev.includes(type), `saw ${type} (got ${ev})`);
+  const ran = await page.evaluate(() => window.forgeflow.ranNodes);
+  const ids = (await graphSummary()).nodes.map((n) => String(n.id));
+  assert.ok(ran.length >= 3 && ran.every((id) => ids.includes(id)), `running nodes highlighted in turn: ${ran}`);
+  outputImage = await img.getAttribute('src');
+  await page.click('#btn-queue-panel');
+  await page.waitForSelector('#queue-history li[data-status="success"]');
+  await screenshot(page, '04-run-gallery-queue');
+  await page.click('#btn-queue-panel');
+});
+
+test('batch count queues several prompts and seeds follow control_after_generate', async () => {
+  await page.fill('#batch-count', '2');
+  const before = await page.evaluate(() => window.forgeflow.events.filter((e) => e === 'execution_start').length);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction((n) => window.forgeflow.events.filter((e) => e === 'execution_start').length >= n + 2, before, { timeout: 60000 });
+  await page.fill('#batch-count', '1');
+});
+
+test('shows validation errors on the offending node and input', async () => {
+  const invert = await nodeByType('ImageInvert');
+  // Disconnect the required input by dragging its link end into empty space.
+  await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).disconnectInput(0), invert);
+  await page.click('#btn-queue');
+  const item = page.locator(`#errors li[data-node-id="${invert}"]`);
+  await item.waitFor({ timeout: 10000 });
+  assert.match(await item.textContent(), /Required input is missing/i);
+  const st = await page.evaluate((id) => window.forgeflow.state.errors[String(id)], invert);
+  assert.deepEqual(st.inputs, ['image']);
+  await screenshot(page, '05-validation-error');
+  const empty = await nodeByType('EmptyImage');
+  await drag(await slotPos(empty, false, 0), await slotPos(invert, true, 0));
+  await page.click('#errors button:last-child');
+  assert.equal(await page.isHidden('#errors'), true);
+});
+
+test('saves a workflow to /userdata and loads it back from the sidebar', async () => {
+  await page.click('#btn-save');
+  await page.fill('#prompt-input', 'e2e graph');
+  await page.click('#prompt-ok');
+  await page.locator('.toast', { hasText: 'Saved e2e graph' }).waitFor();
+  const list = await (await fetch(`${server.url}/api/userdata?dir=workflows`)).json();
+  assert.ok(list.includes('e2e graph.json'), `userdata lists ${list}`);
+  const saved = await (await fetch(`${server.url}/api/userdata/${encodeURIComponent('workflows/e2e graph.json')}`)).json();
+  const want = await graphSummary();
+  assert.equal(saved.nodes.length, want.nodes.length);
+
+  await page.click('#btn-clear');
+  assert.equal((await graphSummary()).nodes.length, 0);
+  await page.click('#btn-workflows');
+  await page.click('#workflow-list li[data-name="e2e graph.json"] button.name');
+  await page.locator('.toast', { hasText: 'Loaded e2e graph.json' }).waitFor();
+  const got = await graphSummary();
+  assert.deepEqual(got, want);
+  await screenshot(page, '06-workflows-sidebar');
+  await page.click('#btn-workflows');
+
+  // Undo goes back to the empty canvas, redo to the loaded graph.
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Control+z');
+  assert.equal((await graphSummary()).nodes.length, 0);
+  await page.keyboard.press('Control+y');
+  assert.deepEqual(await graphSummary(), want);
+
+  // The graph survives a reload (autosave to local storage).
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  assert.deepEqual(await graphSummary(), want);
+});
+
+test('restores the graph from a dropped PNG with an embedded workflow', async () => {
+  assert.ok(outputImage, 'an earlier run produced an image');
+  const want = await graphSummary();
+  await page.click('#btn-clear');
+  const ok = await page.evaluate(async (src) => {
+    const bytes = await (await fetch(src)).arrayBuffer();
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'run.png', { type: 'image/png' }));
+    const target = document.getElementById('graph-canvas');
+    target.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    target.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    return true;
+  }, outputImage);
+  assert.ok(ok);
+  await page.locator('.toast', { hasText: 'Loaded run.png' }).waitFor({ timeout: 10000 });
+  const got = await graphSummary();
+  assert.deepEqual(got.nodes.map((n) => n.type).sort(), want.nodes.map((n) => n.type).sort());
+  assert.equal(got.links.length, 2);
+  assert.equal(got.nodes.find((n) => n.type === 'EmptyImage').widgets.width, 64);
+});
+
+test('switches the language to Chinese and back; follows the browser language', async () => {
+  await page.selectOption('#locale-select', 'zh');
+  assert.equal(await page.textContent('#btn-queue'), '运行');
+  assert.equal(await page.getAttribute('html', 'lang'), 'zh');
+  const raw = await page.evaluate(() => [...document.querySelectorAll('[data-i18n]')].filter((e) => e.textContent === e.dataset.i18n).map((e) => e.dataset.i18n));
+  assert.deepEqual(raw, [], 'no untranslated keys on screen');
+  await screenshot(page, '07-chinese');
+  await page.selectOption('#locale-select', 'en');
+  assert.equal(await page.textContent('#btn-queue'), 'Queue');
+
+  const zh = await openEditor(chrome.browser, server.url, { locale: 'zh-CN' });
+  assert.equal(await zh.page.textContent('#btn-workflows'), '工作流');
+  await zh.context.close();
+});
+
+test('is keyboard operable with a visible focus', async () => {
+  await page.focus('#btn-queue');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'batch-count');
+  await page.focus('#btn-workflows');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'btn-queue-panel');
+  await page.keyboard.press('Tab');
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, 'none', 'focused control shows an outline');
+  // Enter opens and activates toolbar buttons: the workflows panel.
+  await page.focus('#btn-workflows');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.getAttribute('#btn-workflows', 'aria-expanded'), 'true');
+  await page.keyboard.press('Enter');
+  // On the focused canvas, Enter opens the node search; arrows and Enter add a node.
+  const n = (await graphSummary()).nodes.length;
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#search-dialog[open]');
+  await page.keyboard.type('blur');
+  await page.keyboard.press('Enter');
+  assert.equal((await graphSummary()).nodes.length, n + 1);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'graph-canvas', 'focus returns to the canvas');
+  // Ctrl+Z removes it again; Ctrl+M mutes, Ctrl+B bypasses the selection.
+  await page.keyboard.press('Control+z');
+  assert.equal((await graphSummary()).nodes.length, n);
+  const invert = await nodeByType('ImageInvert');
+  await page.evaluate((id) => {
+    window.forgeflow.canvas.deselectAll();
+    window.forgeflow.canvas.selectNode(window.forgeflow.graph.getNodeById(id));
+  }, invert);
+  await page.keyboard.press('Control+b');
+  assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).mode, invert), 4);
+  await page.keyboard.press('Control+b');
+  await page.keyboard.press('Control+m');
+  assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).mode, invert), 2);
+  await page.keyboard.press('Control+m');
+  assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).mode, invert), 0);
+});
+
+test('touch and pointer: tap selects, two fingers pan and pinch-zoom, targets are finger-sized', async () => {
+  const ctx = await chrome.browser.newContext({ viewport: { width: 1024, height: 768 }, hasTouch: true, isMobile: false });
+  const tp = await ctx.newPage();
+  await tp.goto(server.url);
+  await tp.waitForSelector('body[data-ready="true"]');
+  const small = await tp.evaluate(() => [...document.querySelectorAll('.toolbar button, .toolbar select')]
+    .filter((b) => b.getBoundingClientRect().height < 32).map((b) => b.id));
+  assert.deepEqual(small, [], 'toolbar controls at least 32px tall');
+  // A tap on a node's title selects it.
+  const title = await tp.evaluate(() => {
+    const c = window.forgeflow.canvas;
+    const n = window.forgeflow.graph._nodes[0];
+    const r = c.canvas.getBoundingClientRect();
+    const p = c.ds.convertOffsetToCanvas([n.pos[0] + 60, n.pos[1] - 15]);
+    return { x: r.left + p[0], y: r.top + p[1], id: n.id };
+  });
+  await tp.touchscreen.tap(title.x, title.y);
+  await tp.waitForFunction((id) => !!window.forgeflow.canvas.selected_nodes[id], title.id, { timeout: 5000 });
+  // Two touch pointers moving apart zoom in; moving together pans.
+  const before = await tp.evaluate(() => ({ scale: window.forgeflow.canvas.ds.scale, off: [...window.forgeflow.canvas.ds.offset] }));
+  await tp.evaluate(() => {
+    const el = document.getElementById('graph-canvas');
+    const fire = (type, id, x, y) => el.dispatchEvent(new PointerEvent(type, { pointerId: id, pointerType: 'touch', isPrimary: id === 11, clientX: x, clientY: y, bubbles: true, cancelable: true }));
+    fire('pointerdown', 11, 400, 400);
+    fire('pointerdown', 12, 500, 400);
+    for (let i = 1; i <= 10; i++) {
+      fire('pointermove', 11, 400 - i * 10 + i * 5, 400 + i * 5);
+      fire('pointermove', 12, 500 + i * 10 + i * 5, 400 + i * 5);
+    }
+    fire('pointerup', 11, 450, 450);
+    fire('pointerup', 12, 650, 450);
+  });
+  const afterZoom = await tp.evaluate(() => ({ scale: window.forgeflow.canvas.ds.scale, off: [...window.forgeflow.canvas.ds.offset] }));
+  assert.ok(afterZoom.scale > before.scale * 1.5, `pinch zoomed ${before.scale} → ${afterZoom.scale}`);
+  assert.notDeepEqual(afterZoom.off, before.off, 'two-finger move pans');
+  await ctx.close();
+});
+
+test('300-node graph: frame time while panning', async () => {
+  await page.click('#btn-clear');
+  await page.evaluate(() => {
+    const { graph } = window.forgeflow;
+    const LG = window.forgeflow.canvas.constructor;
+    const mk = (t, x, y) => {
+      const n = window.forgeflow.LiteGraph.createNode(t);
+      n.pos = [x, y];
+      graph.add(n);
+      return n;
+    };
+    for (let i = 0; i < 100; i++) {
+      const x = (i % 10) * 1000;
+      const y = Math.floor(i / 10) * 320;
+      const a = mk('EmptyImage', x, y);
+      const b = mk('ImageInvert', x + 300, y);
+      const c = mk('PreviewImage', x + 600, y);
+      a.connect(0, b, 0);
+      b.connect(0, c, 0);
+    }
+    void LG;
+    window.forgeflow.canvas.ds.scale = 0.5;
+  });
+  assert.equal((await graphSummary()).nodes.length, 300);
+  const r = await page.evaluate(() => new Promise((resolve) => {
+    const c = window.forgeflow.canvas;
+    const draws = [];
+    const intervals = [];
+    let last = performance.now();
+    let frames = 0;
+    const step = () => {
+      const now = performance.now();
+      intervals.push(now - last);
+      last = now;
+      c.ds.offset[0] -= 20;
+      c.ds.offset[1] -= 8;
+      const t0 = performance.now();
+      c.draw(true, true);
+      draws.push(performance.now() - t0);
+      if (++frames < 120) requestAnimationFrame(step);
+      else resolve({ draws, intervals: intervals.slice(1) });
+    };
+    requestAnimationFrame(step);
+  }));
+  const stats = (a) => {
+    const s = [...a].sort((x, y) => x - y);
+    return { mean: a.reduce((x, y) => x + y, 0) / a.length, p95: s[Math.floor(s.length * 0.95)], max: s.at(-1) };
+  };
+  const d = stats(r.draws);
+  const f = stats(r.intervals);
+  console.log(`# 300-node graph, scale 0.5, panning, 120 frames: draw mean ${d.mean.toFixed(2)} ms, p95 ${d.p95.toFixed(2)} ms, max ${d.max.toFixed(2)} ms; frame interval mean ${f.mean.toFixed(2)} ms, p95 ${f.p95.toFixed(2)} ms`);
+  await screenshot(page, '08-300-nodes');
+  assert.equal(r.draws.length, 120);
+  assert.ok(r.draws.every(Number.isFinite));
+});
+
+test('no uncaught errors in the page', () => {
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
+});
