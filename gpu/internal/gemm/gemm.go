@@ -1,6 +1,7 @@
 package gemm
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -86,8 +87,9 @@ type Blocking struct {
 }
 
 // Engine runs matrix multiplications with one chosen kernel and thread
-// count. It holds only read-only configuration and a pool of packing
-// buffers, so one Engine may be used by many goroutines at once.
+// count. It holds only read-only configuration and pools of packing
+// buffers, so one Engine may be used by many goroutines at once. Create it
+// with New; the zero Engine reports an error on every call.
 type Engine struct {
 	k       kernel
 	threads int
@@ -203,6 +205,9 @@ type Batch struct {
 // SGEMMBatched computes Count products C_i (+)= op(A_i)·op(B_i) in one
 // call, spreading them and their tiles over the Engine's threads.
 func (e *Engine) SGEMMBatched(bt Batch, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) error {
+	if err := e.check(); err != nil {
+		return err
+	}
 	ar, ac := m, k
 	if transA {
 		ar, ac = k, m
@@ -233,6 +238,16 @@ func (e *Engine) SGEMMBatched(bt Batch, transA, transB bool, m, n, k int, a []fl
 		c: c, ldc: ldc,
 	}
 	e.run(&p)
+	return nil
+}
+
+// errNoEngine is returned by calls on an Engine not made by New.
+var errNoEngine = errors.New("gemm: Engine not created with New")
+
+func (e *Engine) check() error {
+	if e == nil || e.k.tile == nil {
+		return errNoEngine
+	}
 	return nil
 }
 

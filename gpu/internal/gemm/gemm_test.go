@@ -233,6 +233,14 @@ func TestSGEMMErrors(t *testing.T) {
 		call    func() error
 		wantErr string
 	}{
+		{"zero engine", func() error { return new(Engine).SGEMM(1, 1, 1, buf, 1, buf, 1, buf, 1, false) }, "not created with New"},
+		{"nil engine linear", func() error {
+			return (*Engine)(nil).Linear(1, buf, 1, Weight{N: 1, K: 1, Data: make([]byte, 4)}, buf, 1, false)
+		}, "not created with New"},
+		{"bad blocking", func() error { _, err := New(Options{Blocking: Blocking{KC: -1}}); return err }, "negative blocking"},
+		{"unknown dtype", func() error {
+			return e.Linear(1, buf, 1, Weight{DType: DType(99), N: 1, K: 1, Data: make([]byte, 4)}, buf, 1, false)
+		}, "unknown weight dtype 99"},
 		{"negative m", func() error { return e.SGEMM(-1, 2, 2, buf, 2, buf, 2, buf, 2, false) }, "negative size"},
 		{"short lda", func() error { return e.SGEMM(2, 2, 3, buf, 2, buf, 2, buf, 2, false) }, "A: row stride 2 less than width 3"},
 		{"short A", func() error { return e.SGEMM(4, 2, 5, buf, 5, buf, 2, buf, 2, false) }, "A: 16 elements, need 20"},

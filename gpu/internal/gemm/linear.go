@@ -17,6 +17,9 @@ func Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy int, accumul
 
 // Linear computes y (+)= x·Wᵀ; see the package-level Linear.
 func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy int, accumulate bool) error {
+	if err := e.check(); err != nil {
+		return err
+	}
 	if w.N < 0 || w.K < 0 {
 		return fmt.Errorf("gemm: weight %s has negative shape %d×%d", w.DType, w.N, w.K)
 	}

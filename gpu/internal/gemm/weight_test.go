@@ -356,3 +356,34 @@ func TestDecodersMatchGeneric(t *testing.T) {
 		}
 	}
 }
+
+// TestLinearEmpty covers K = 0 (y is cleared, or kept when accumulating)
+// and m = 0 or N = 0 (nothing is touched).
+func TestLinearEmpty(t *testing.T) {
+	e, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, acc := range []bool{false, true} {
+		y := []float32{1, 2, 3, 4, 5, 6}
+		if err := e.Linear(2, []float32{0}, 1, Weight{DType: F16, N: 3, K: 0}, y, 3, acc); err != nil {
+			t.Fatal(err)
+		}
+		want := []float32{0, 0, 0, 0, 0, 0}
+		if acc {
+			want = []float32{1, 2, 3, 4, 5, 6}
+		}
+		for i := range y {
+			if y[i] != want[i] {
+				t.Fatalf("acc=%v: y = %v, want %v", acc, y, want)
+			}
+		}
+	}
+	y := []float32{7}
+	if err := e.Linear(0, nil, 32, Weight{DType: Q8_0, N: 1, K: 32, Data: make([]byte, 34)}, y, 1, false); err != nil || y[0] != 7 {
+		t.Fatalf("m=0: y = %v, err %v", y, err)
+	}
+	if err := e.Linear(1, make([]float32, 32), 32, Weight{DType: Q8_0, N: 0, K: 32}, y, 1, false); err != nil || y[0] != 7 {
+		t.Fatalf("N=0: y = %v, err %v", y, err)
+	}
+}
