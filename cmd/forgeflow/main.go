@@ -33,6 +33,8 @@ Usage:
                                      list the nodes (object_info), or compare with ComfyUI's
   forgeflow convert FILE             UI workflow JSON or PNG -> API prompt JSON on stdout
   forgeflow models [--json] [FOLDER] list the model folders, or one folder's files
+  forgeflow synth --out FILE         write a full-size checkpoint with random weights
+  forgeflow bench unet --ckpt FILE   time one UNet evaluation (--width --height --batch --json)
 
 Run "forgeflow COMMAND -h" for the flags of a command.
 `
@@ -58,6 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdConvert(ctx, rest, stdout, stderr)
 	case "models":
 		return cmdModels(ctx, rest, stdout, stderr)
+	case "synth":
+		return cmdSynth(ctx, rest, stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

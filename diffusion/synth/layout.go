@@ -272,3 +272,13 @@ func SD15Checkpoint() Layout {
 	l = append(l, CLIP(CLIPL(), "cond_stage_model.transformer.")...)
 	return l
 }
+
+// SD15TinyCheckpoint is an SD1.5-structured checkpoint at toy size (the golden fixtures'
+// sizes: UNet 32 channels, VAE 32, CLIP width 32 with 3 layers), for tests.
+func SD15TinyCheckpoint() Layout {
+	l := UNet(UNetConfig{InChannels: 4, OutChannels: 4, ModelChannels: 32, ChannelMult: []int{1, 2}, NumResBlocks: 1,
+		TransformerDepth: []int{0, 1}, TransformerDepthMiddle: 1, ContextDim: 32}, "model.diffusion_model.")
+	l = append(l, VAE(VAEConfig{Ch: 32, ZChannels: 4, NumResBlocks: 1, ChMult: []int{1, 2}}, "first_stage_model.")...)
+	l = append(l, CLIP(CLIPConfig{Hidden: 32, Intermediate: 128, Layers: 3, Vocab: 49408, Positions: 77}, "cond_stage_model.transformer.")...)
+	return l
+}

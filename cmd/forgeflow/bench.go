@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/forgeflow/forgeflow/diffusion/rng"
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+// benchResult is what `forgeflow bench --json` prints.
+type benchResult struct {
+	What          string    `json:"what"`
+	Checkpoint    string    `json:"checkpoint"`
+	Width         int       `json:"width"`
+	Height        int       `json:"height"`
+	Batch         int       `json:"batch"`
+	Runs          []float64 `json:"runs_s"`
+	MedianS       float64   `json:"median_s"`
+	GFLOP         float64   `json:"gflop"`
+	GFLOPSPerS    float64   `json:"gflops_per_s"`
+	PeakRSSBytes  int64     `json:"peak_rss_bytes"`
+	Threads       int       `json:"threads"`
+	WeightDType   string    `json:"weight_dtype"`
+	LoadS         float64   `json:"load_s"`
+	ContextTokens int       `json:"context_tokens"`
+}
+
+// cmdBench measures one part of the pipeline on a checkpoint.
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet --ckpt FILE [--width 256] [--height 256] [--batch 2] [--runs 3] [--json]")
+		return exitUsage
+	}
+	what, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("bench "+what, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ckpt := fs.String("ckpt", "", "single-file SD1.x checkpoint (.safetensors); `forgeflow synth` writes one")
+	width := fs.Int("width", 256, "image width in pixels")
+	height := fs.Int("height", 256, "image height in pixels")
+	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation)")
+	runs := fs.Int("runs", 3, "timed runs after one warm-up")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(rest); err != nil {
+		return exitUsage
+	}
+	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *batch < 1 || *runs < 1 {
+		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be multiples of 8; batch and runs positive")
+		return exitUsage
+	}
+	var res *benchResult
+	var err error
+	switch what {
+	case "unet":
+		res, err = benchUNet(ctx, *ckpt, *width, *height, *batch, *runs)
+	default:
+		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet)\n", what)
+		return exitUsage
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
+		return exitFailed
+	}
+	res.PeakRSSBytes = peakRSS()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs, %.1f GFLOP, %.1f GFLOP/s, peak RSS %.2f GiB (load %.2f s, weights %s)\n",
+		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), res.GFLOP, res.GFLOPSPerS, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType)
+	return exitOK
+}
+
+// benchUNet times UNet evaluations of an SD1.x checkpoint on random latents and context.
+func benchUNet(ctx context.Context, path string, width, height, batch, runs int) (*benchResult, error) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := unet.Load(rt, statedict.NewFileSource(rt, f), "model.diffusion_model.", unet.Heads{Count: 8})
+	if err != nil {
+		return nil, err
+	}
+	load := time.Since(start).Seconds()
+	const ctxLen = 77
+	ctxDim := 768
+	for _, b := range m.Input {
+		for _, mod := range b {
+			if mod.Transformer != nil {
+				ctxDim = mod.Transformer.Blocks[0].Attn2.K.Weight.Dim(1)
+			}
+		}
+	}
+	h, w := height/8, width/8
+	g := rng.New(1)
+	randT := func(shape ...int) (*gpu.Tensor, error) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		g.Randn(v)
+		return rt.FromFloat32(v, shape...)
+	}
+	x, err := randT(batch, 4, h, w)
+	if err != nil {
+		return nil, err
+	}
+	c, err := randT(batch, ctxLen, ctxDim)
+	if err != nil {
+		return nil, err
+	}
+	ts := make([]float32, batch)
+	for i := range ts {
+		ts[i] = 500
+	}
+	t, err := rt.FromFloat32(ts, batch)
+	if err != nil {
+		return nil, err
+	}
+	var times []float64
+	for i := 0; i <= runs; i++ {
+		s := time.Now()
+		out, err := m.Forward(ctx, rt, unet.Inputs{X: x, Timesteps: t, Context: c})
+		if err != nil {
+			return nil, err
+		}
+		out.Release()
+		if i > 0 { // the first run warms the buffer pool
+			times = append(times, time.Since(s).Seconds())
+		}
+	}
+	sorted := append([]float64(nil), times...)
+	sort.Float64s(sorted)
+	med := sorted[len(sorted)/2]
+	flops := m.FLOPs(batch, h, w, ctxLen)
+	return &benchResult{What: "unet", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
+		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(), WeightDType: m.TimeEmbed1.Weight.DType().String(),
+		LoadS: load, ContextTokens: ctxLen}, nil
+}
+
+func gpuThreads() int { return runtime.GOMAXPROCS(0) }
+
+// peakRSS reads the process's peak resident set (VmHWM) from /proc; 0 where unavailable.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			fields := strings.Fields(v)
+			if len(fields) > 0 {
+				kb, _ := strconv.ParseInt(fields[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// synth writes a checkpoint that bench loads and runs; the result carries the fields
+// the performance notes quote.
+func TestSynthAndBench(t *testing.T) {
+	ckpt := filepath.Join(t.TempDir(), "tiny.safetensors")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"synth", "--family", "sd15-tiny", "--out", ckpt}, &out, &errb); code != exitOK {
+		t.Fatalf("synth exit %d: %s", code, errb.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"bench", "unet", "--ckpt", ckpt, "--width", "64", "--height", "64", "--runs", "1", "--json"}, &out, &errb); code != exitOK {
+		t.Fatalf("bench exit %d: %s", code, errb.String())
+	}
+	var r benchResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("bench output %q: %v", out.String(), err)
+	}
+	if r.MedianS <= 0 || r.GFLOP <= 0 || r.GFLOPSPerS <= 0 || r.PeakRSSBytes <= 0 || len(r.Runs) != 1 {
+		t.Fatalf("implausible result %+v", r)
+	}
+}
+
+func TestSynthAndBenchUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"synth"}, {"synth", "--out", "x", "--family", "nope"}, {"bench"}, {"bench", "unet"},
+		{"bench", "unet", "--ckpt", "x", "--width", "65"}, {"bench", "nope", "--ckpt", "x"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb); code != exitUsage {
+			t.Errorf("%v: exit %d, want usage error", args, code)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"bench", "unet", "--ckpt", filepath.Join(t.TempDir(), "missing.safetensors")}, &out, &errb); code != exitFailed || !strings.Contains(errb.String(), "missing") {
+		t.Errorf("missing checkpoint: exit %d, %q", code, errb.String())
+	}
+}
