@@ -99,7 +99,19 @@ func (f smallFloat) encode(v float64) uint32 {
 var (
 	f8e4m3fnTable = f8Table(fmtE4M3FN)
 	f8e5m2Table   = f8Table(fmtE5M2)
+	// f16Table decodes every binary16 code (256 KiB, read-only): bulk F16 decoding —
+	// convolution weights on every call — is a table lookup instead of bit fiddling
+	// with branches (measured: HalfToFloat32 was 12 % of an SD1.5 UNet evaluation).
+	f16Table = halfTable()
 )
+
+func halfTable() *[1 << 16]float32 {
+	t := new([1 << 16]float32)
+	for c := range t {
+		t[c] = HalfToFloat32(uint16(c))
+	}
+	return t
+}
 
 func f8Table(f smallFloat) (t [256]float32) {
 	for c := range t {
@@ -176,8 +188,9 @@ func DecodeFloat32(d DType, dst []float32, src []byte) error {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 		}
 	case F16:
+		src = src[:2*n]
 		for i := range dst {
-			dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
+			dst[i] = f16Table[uint16(src[2*i])|uint16(src[2*i+1])<<8]
 		}
 	case BF16:
 		for i := range dst {
