@@ -1,7 +1,7 @@
 // Package gemm implements the single-precision matrix multiplications that
 // the CPU backend of gpu/ is built on: C (+)= A·B for float32 matrices, a
 // batched form, and Linear (y = x·Wᵀ) with the weight W kept in its stored
-// dtype (F32, F16, BF16, F8, GGUF Q8_0/Q4_0/Q4_K) and converted to float32
+// dtype (F32, F16, BF16, F8, GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q2_K…Q6_K) and converted to float32
 // only while it is packed into cache-sized panels.
 //
 // It imports nothing from forgeflow: it sits at the bottom of gpu/.

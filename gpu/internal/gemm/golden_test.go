@@ -70,8 +70,8 @@ func (g goldenTensor) float32s() []float32 {
 	return f
 }
 
-// TestGoldenGGUF decodes the raw GGUF tensor bytes of the golden gguf
-// family (written by llama.cpp's gguf-py, dequantized by ComfyUI-GGUF) on
+// TestGoldenGGUF decodes the raw GGUF tensor bytes (every type the
+// package supports) of the golden gguf family (written by llama.cpp's gguf-py, dequantized by ComfyUI-GGUF) on
 // every path and requires the float32-math reference exactly (the family's
 // tolerance is abs 0), then runs Linear on them against a float64 product
 // with the reference weights.
@@ -88,6 +88,8 @@ func TestGoldenGGUF(t *testing.T) {
 		{"f32.weight", F32}, {"f16.weight", F16}, {"bf16.weight", BF16},
 		{"q8_0.weight", Q8_0}, {"q8_0_3d.weight", Q8_0}, {"q4_0.weight", Q4_0},
 		{"q4_k.weight", Q4_K}, {"q4_k_wide.weight", Q4_K},
+		{"q4_1.weight", Q4_1}, {"q5_0.weight", Q5_0}, {"q5_1.weight", Q5_1},
+		{"q2_k.weight", Q2_K}, {"q3_k.weight", Q3_K}, {"q5_k.weight", Q5_K}, {"q6_k.weight", Q6_K},
 	}
 	r := rand.New(rand.NewPCG(25, 26))
 	for _, tc := range cases {

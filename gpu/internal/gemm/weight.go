@@ -18,10 +18,18 @@ const (
 	Q8_0                  // GGUF/ggml block of 32: f16 scale d, 32 int8 q; x = d·q
 	Q4_0                  // GGUF/ggml block of 32: f16 scale d, 16 bytes of nibbles; x = d·(q-8)
 	Q4_K                  // GGUF/ggml super-block of 256: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+	Q4_1                  // GGUF block of 32: f16 d, f16 m, 16 bytes of nibbles; x = d·q + m
+	Q5_0                  // GGUF block of 32: f16 d, 4 bytes of fifth bits, 16 bytes of nibbles; x = d·(q-16)
+	Q5_1                  // GGUF block of 32: f16 d, f16 m, 4 bytes of fifth bits, 16 bytes of nibbles; x = d·q + m
+	Q2_K                  // GGUF super-block of 256: 16 bytes of 4-bit scale/min pairs, 64 bytes of 2-bit quants, f16 d, f16 dmin
+	Q3_K                  // GGUF super-block of 256: 32 bytes of high bits, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, f16 d
+	Q5_K                  // GGUF super-block of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 32 bytes of fifth bits, 128 bytes of nibbles
+	Q6_K                  // GGUF super-block of 256: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, f16 d
 	dtypeCount
 )
 
-var dtypeNames = [dtypeCount]string{"F32", "F16", "BF16", "F8_E4M3FN", "F8_E5M2", "Q8_0", "Q4_0", "Q4_K"}
+var dtypeNames = [dtypeCount]string{"F32", "F16", "BF16", "F8_E4M3FN", "F8_E5M2", "Q8_0", "Q4_0", "Q4_K",
+	"Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K", "Q6_K"}
 
 func (d DType) String() string {
 	if d >= 0 && d < dtypeCount {
@@ -34,9 +42,9 @@ func (d DType) String() string {
 // the plain float types).
 func (d DType) BlockSize() int {
 	switch d {
-	case Q8_0, Q4_0:
+	case Q8_0, Q4_0, Q4_1, Q5_0, Q5_1:
 		return 32
-	case Q4_K:
+	case Q4_K, Q2_K, Q3_K, Q5_K, Q6_K:
 		return 256
 	}
 	return 1
@@ -57,6 +65,20 @@ func (d DType) BlockBytes() int {
 		return 2 + 16
 	case Q4_K:
 		return 2 + 2 + 12 + 128
+	case Q4_1:
+		return 2 + 2 + 16
+	case Q5_0:
+		return 2 + 4 + 16
+	case Q5_1:
+		return 2 + 2 + 4 + 16
+	case Q2_K:
+		return 16 + 64 + 2 + 2
+	case Q3_K:
+		return 32 + 64 + 12 + 2
+	case Q5_K:
+		return 2 + 2 + 12 + 32 + 128
+	case Q6_K:
+		return 128 + 64 + 16 + 2
 	}
 	return 0
 }
@@ -131,6 +153,10 @@ func (kr *kernel) decodeRow(d DType, dst []float32, src []byte, k0 int) {
 		kr.decQ4_0(dst, src[k0/32*18:])
 	case Q4_K:
 		kr.decQ4K(dst, src[k0/256*144:])
+	default:
+		// The other GGUF types (quants.go) are converted in Go on every path.
+		bs, bb := d.BlockSize(), d.BlockBytes()
+		decodeOther(d, dst, src[k0/bs*bb:])
 	}
 }
 
