@@ -46,7 +46,7 @@ func (m *Model) FLOPs(n, h, w, ctxLen int) float64 {
 					}
 					lin(&b.Attn2.K, ctxLen)
 					lin(&b.Attn2.V, ctxLen)
-					f += 4 * float64(n*tokens*tokens*inner)  // self-attention QKᵀ and AV
+					f += 4 * float64(n*tokens*tokens*inner) // self-attention QKᵀ and AV
 					f += 4 * float64(n*tokens*ctxLen*inner) // cross-attention
 				}
 			case mod.Down != nil:
