@@ -1,0 +1,448 @@
+package sd
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// NewCond returns a conditioning entry with ComfyUI's defaults: full strength, no area,
+// active over the whole run. Code that builds a Cond should start from it: the zero
+// value of Strength and EndPercent would switch the entry off.
+func NewCond(embedding, pooled *gpu.Tensor) Cond {
+	return Cond{Embedding: embedding, Pooled: pooled, Strength: 1, EndPercent: 1}
+}
+
+// Default SDXL refiner aesthetic scores (comfy/model_base.py SDXLRefiner.encode_adm):
+// 6 for the positive prompt, 2.5 for a "negative" one.
+const (
+	refinerScorePositive = 6
+	refinerScoreNegative = 2.5
+)
+
+// modelCond is one conditioning entry prepared for the UNet: ComfyUI's cond dict after
+// process_conds (comfy/samplers.py) — cross-attention context, the ADM vector y, the
+// area, strength and the timestep range turned into sigmas.
+type modelCond struct {
+	context         []float32 // (ctxBatch, tokens, dim)
+	ctxBatch        int
+	tokens, dim     int
+	y               []float32 // (yBatch, yDim), nil without ADM
+	yBatch, yDim    int
+	area            *Area
+	strength        float32
+	sigmaStart      float64 // the entry is skipped while sigma > sigmaStart
+	sigmaEnd        float64 // … or sigma < sigmaEnd
+	fromOtherPrompt bool    // added by sameAreaOpposites (for tests and logs)
+}
+
+// prepareConds turns a CONDITIONING list into model conds for a latent of h×w (latent
+// units): encode_model_conds and calculate_start_end_timesteps of comfy/samplers.py.
+// negative selects the refiner's negative aesthetic-score default (ComfyUI's
+// prompt_type "negative").
+func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]modelCond, error) {
+	out := make([]modelCond, 0, len(list))
+	for i, c := range list {
+		if c.Embedding == nil {
+			return nil, fmt.Errorf("sd: conditioning entry %d has no embedding", i)
+		}
+		if c.Strength == 0 && c.StartPercent == 0 && c.EndPercent == 0 && c.Area == nil {
+			return nil, fmt.Errorf("sd: conditioning entry %d is an unset Cond (strength 0, end 0): build entries with sd.NewCond", i)
+		}
+		if c.Embedding.Rank() != 3 {
+			return nil, fmt.Errorf("sd: conditioning entry %d: embedding %v is not (N, tokens, dim)", i, c.Embedding.Shape())
+		}
+		ctx, err := c.Embedding.Float32()
+		if err != nil {
+			return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+		}
+		mc := modelCond{
+			context:  ctx,
+			ctxBatch: c.Embedding.Dim(0), tokens: c.Embedding.Dim(1), dim: c.Embedding.Dim(2),
+			area:       c.Area,
+			strength:   float32(c.Strength),
+			sigmaStart: m.Sampling.PercentToSigma(c.StartPercent),
+			sigmaEnd:   m.Sampling.PercentToSigma(c.EndPercent),
+		}
+		if mc.ctxBatch == 0 || mc.tokens == 0 || mc.dim == 0 {
+			return nil, fmt.Errorf("sd: conditioning entry %d: empty embedding %v", i, c.Embedding.Shape())
+		}
+		if c.Area != nil && (c.Area.Height <= 0 || c.Area.Width <= 0 || c.Area.X < 0 || c.Area.Y < 0) {
+			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
+		}
+		if m.ADM {
+			y, err := encodeADM(m, c, h, w, negative)
+			if err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc.y, mc.yBatch, mc.yDim = y, len(y)/admDim(m), admDim(m)
+		}
+		out = append(out, mc)
+	}
+	return out, nil
+}
+
+// admDim is the width of the model's label vector (label_emb.0.0's input features):
+// 2816 for SDXL, 2560 for the SDXL refiner.
+func admDim(m *Model) int {
+	if m.UNet == nil || m.UNet.LabelEmbed.L1.Weight == nil {
+		return 0
+	}
+	return m.UNet.LabelEmbed.L1.Weight.Dim(1)
+}
+
+// encodeADM builds the label vector y of an SDXL-style model (comfy/model_base.py
+// SDXL.encode_adm and SDXLRefiner.encode_adm): the pooled text output followed by
+// 256-d sinusoidal embeddings of the size conditioning. Without explicit size
+// conditioning the width and height are the latent's pixel size (encode_model_conds)
+// and the target size equals it, with no crop.
+func encodeADM(m *Model, c Cond, h, w int, negative bool) ([]float32, error) {
+	if c.Pooled == nil {
+		return nil, fmt.Errorf("SDXL-style model needs a pooled text output (pooled_output), the conditioning has none")
+	}
+	if c.Pooled.Rank() != 2 {
+		return nil, fmt.Errorf("pooled output %v is not (N, dim)", c.Pooled.Shape())
+	}
+	size := unet.SizeConditioning{Width: w * 8, Height: h * 8, TargetWidth: w * 8, TargetHeight: h * 8}
+	if c.Size != nil {
+		size = *c.Size
+	}
+	want := admDim(m)
+	pooledDim := c.Pooled.Dim(1)
+	switch want - pooledDim {
+	case 6 * 256: // SDXL base
+		y, err := unet.EncodeADM(m.Runtime, c.Pooled, size)
+		if err != nil {
+			return nil, err
+		}
+		defer y.Release()
+		return y.Float32()
+	case 5 * 256: // SDXL refiner: aesthetic score instead of the target size
+		score := c.AestheticScore
+		if score == 0 {
+			score = refinerScorePositive
+			if negative {
+				score = refinerScoreNegative
+			}
+		}
+		return refinerADM(m.Runtime, c.Pooled, size, score)
+	}
+	return nil, fmt.Errorf("pooled output of width %d does not fit the model's label vector of %d", pooledDim, want)
+}
+
+// refinerADM is SDXLRefiner.encode_adm: pooled ++ embeddings of height, width, crop_h,
+// crop_w and the aesthetic score.
+func refinerADM(rt *gpu.Runtime, pooled *gpu.Tensor, s unet.SizeConditioning, score float64) ([]float32, error) {
+	vals := []float32{float32(s.Height), float32(s.Width), float32(s.CropH), float32(s.CropW), float32(score)}
+	t, err := rt.FromFloat32(vals, len(vals))
+	if err != nil {
+		return nil, err
+	}
+	e, err := gpu.TimestepEmbedding(rt, t, gpu.TimestepParams{Dim: 256, MaxPeriod: 10000})
+	t.Release()
+	if err != nil {
+		return nil, err
+	}
+	flat, err := e.Float32()
+	e.Release()
+	if err != nil {
+		return nil, err
+	}
+	p, err := pooled.Float32()
+	if err != nil {
+		return nil, err
+	}
+	n, d := pooled.Dim(0), pooled.Dim(1)
+	out := make([]float32, 0, n*(d+len(flat)))
+	for i := 0; i < n; i++ {
+		out = append(out, p[i*d:(i+1)*d]...)
+		out = append(out, flat...)
+	}
+	return out, nil
+}
+
+// areaInside reports whether area a lies within b (create_cond_with_same_area_if_none's
+// area_inside; a nil area is the whole latent).
+func areaInside(a, b *Area) bool {
+	return a.Y >= b.Y && a.X >= b.X && a.Y+a.Height <= b.Y+b.Height && a.X+a.Width <= b.X+b.Width
+}
+
+// sameAreaOpposites gives every area entry of one list a counterpart with the same area
+// in every other list (comfy/samplers.py create_cond_with_same_area_if_none): the
+// smallest entry of the other list that encloses the area (or, failing that, its first
+// entry without an area) lends its text conditioning to a copy of the area entry. This
+// keeps the cond/uncond weighting of the area balanced.
+func sameAreaOpposites(lists [][]modelCond) {
+	for k := range lists {
+		// Entries appended to list k by an earlier pass are visited too, as ComfyUI's
+		// loop over the growing list does.
+		for ci := 0; ci < len(lists[k]); ci++ {
+			c := lists[k][ci]
+			if c.area == nil {
+				continue
+			}
+			for kk := range lists {
+				if kk == k || lists[kk] == nil {
+					continue
+				}
+				var smallest *modelCond
+				for xi := range lists[kk] {
+					x := &lists[kk][xi]
+					if x.area != nil {
+						if !areaInside(c.area, x.area) {
+							continue
+						}
+						if smallest == nil || smallest.area == nil ||
+							smallest.area.Height*smallest.area.Width > x.area.Height*x.area.Width {
+							smallest = x
+						}
+					} else if smallest == nil {
+						smallest = x
+					}
+				}
+				if smallest == nil || (smallest.area != nil && *smallest.area == *c.area) {
+					continue
+				}
+				n := c
+				n.context, n.ctxBatch, n.tokens, n.dim = smallest.context, smallest.ctxBatch, smallest.tokens, smallest.dim
+				n.y, n.yBatch, n.yDim = smallest.y, smallest.yBatch, smallest.yDim
+				n.fromOtherPrompt = true
+				lists[kk] = append(lists[kk], n)
+			}
+		}
+	}
+}
+
+// activeEntry is one entry evaluated at one step: get_area_and_mult's result.
+type activeEntry struct {
+	list int // which conditioning list (ComfyUI's cond_or_uncond index)
+	c    *modelCond
+	// y0, x0, ah, aw: the area clamped to the latent (the whole latent without one).
+	y0, x0, ah, aw int
+	// mult is the per-pixel weight over the area (ah×aw), shared by all channels and
+	// batch items.
+	mult []float32
+}
+
+// areaAndMult is ComfyUI's get_area_and_mult for a latent of h×w at noise level sigma:
+// nil when the entry's timestep range excludes sigma, else the entry's region and
+// weight. An area is clamped to the latent and its edges that do not touch the latent's
+// border are feathered over up to 8 latent pixels (a quarter of the area at most).
+func areaAndMult(list int, c *modelCond, h, w int, sigma float64) (*activeEntry, error) {
+	if sigma > c.sigmaStart || sigma < c.sigmaEnd {
+		return nil, nil
+	}
+	e := &activeEntry{list: list, c: c, ah: h, aw: w}
+	if c.area != nil {
+		e.y0, e.x0 = c.area.Y, c.area.X
+		e.ah = min(h-e.y0, c.area.Height)
+		e.aw = min(w-e.x0, c.area.Width)
+		if e.ah <= 0 || e.aw <= 0 {
+			return nil, fmt.Errorf("sd: conditioning area %dx%d at (%d, %d) lies outside the %dx%d latent",
+				c.area.Width, c.area.Height, c.area.X, c.area.Y, w, h)
+		}
+	}
+	e.mult = make([]float32, e.ah*e.aw)
+	for i := range e.mult {
+		e.mult[i] = c.strength
+	}
+	if c.area != nil {
+		const fuzz = 8
+		// Rows (the height dimension), then columns, as ComfyUI loops over the dims; the
+		// start edge before the end edge, so that a pixel on both is rounded alike.
+		feather := func(size, start, full int, scale func(idx int, f float32)) {
+			rr := min(fuzz, size/4)
+			if start != 0 {
+				for t := 0; t < rr; t++ {
+					scale(t, float32(1.0/float64(rr)*float64(t+1)))
+				}
+			}
+			if start+size < full {
+				for t := 0; t < rr; t++ {
+					scale(size-1-t, float32(1.0/float64(rr)*float64(t+1)))
+				}
+			}
+		}
+		feather(e.ah, e.y0, h, func(row int, f float32) { scaleRow(e.mult, e.aw, row, f) })
+		feather(e.aw, e.x0, w, func(col int, f float32) { scaleCol(e.mult, e.aw, col, f) })
+	}
+	return e, nil
+}
+
+func scaleRow(m []float32, w, row int, f float32) {
+	for x := 0; x < w; x++ {
+		m[row*w+x] *= f
+	}
+}
+
+func scaleCol(m []float32, w, col int, f float32) {
+	for i := col; i < len(m); i += w {
+		m[i] *= f
+	}
+}
+
+// canBatch reports whether two entries can share one UNet batch (can_concat_cond): the
+// same region size, cross-attention contexts of one width whose token counts differ by
+// a factor of at most 4 once padded to their least common multiple, and label vectors
+// of the same shape.
+func canBatch(a, b *activeEntry) bool {
+	if a.ah != b.ah || a.aw != b.aw {
+		return false
+	}
+	if a.c.dim != b.c.dim || a.c.ctxBatch != b.c.ctxBatch {
+		return false
+	}
+	if a.c.tokens != b.c.tokens {
+		l := lcm(a.c.tokens, b.c.tokens)
+		if l/min(a.c.tokens, b.c.tokens) > 4 {
+			return false
+		}
+	}
+	if (a.c.y == nil) != (b.c.y == nil) {
+		return false
+	}
+	return a.c.y == nil || (a.c.yBatch == b.c.yBatch && a.c.yDim == b.c.yDim)
+}
+
+func lcm(a, b int) int {
+	g, y := a, b
+	for y != 0 {
+		g, y = y, g%y
+	}
+	return a / g * b
+}
+
+// repeatRows returns data holding rows items of size per repeated or cut to n items
+// (comfy.utils.repeat_to_batch_size).
+func repeatRows(data []float32, rows, per, n int) []float32 {
+	if rows == n {
+		return data
+	}
+	out := make([]float32, 0, n*per)
+	for i := 0; i < n; i++ {
+		r := i % rows
+		out = append(out, data[r*per:(r+1)*per]...)
+	}
+	return out
+}
+
+// isClose is Python's math.isclose with its default tolerances (rel 1e-9).
+func isClose(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-9*max(math.Abs(a), math.Abs(b))
+}
+
+// EncodeText is CLIPTextEncode: the text through every text encoder of c (ComfyUI's
+// clip.tokenize + encode_from_tokens), as a one-entry CONDITIONING.
+func EncodeText(c *CLIP, text string) (Conditioning, error) {
+	return EncodeTexts(c, map[string]string{}, text)
+}
+
+// EncodeTexts encodes per-encoder texts (CLIPTextEncodeSDXL's text_g and text_l, keyed
+// by TextEncoder.Name); an encoder without an entry encodes fallback. When the encoders'
+// token windows differ in number, the shorter side is padded with windows of the empty
+// prompt, as CLIPTextEncodeSDXL does. Multi-encoder outputs are joined along the
+// feature axis, CLIP-L first, cut to the shorter token count, and the pooled output is
+// CLIP-G's (comfy/sdxl_clip.py SDXLClipModel); a single encoder gives its own.
+func EncodeTexts(c *CLIP, texts map[string]string, fallback string) (Conditioning, error) {
+	if c == nil || len(c.Encoders) == 0 {
+		return nil, fmt.Errorf("sd: encode text: the CLIP has no text encoders")
+	}
+	rt := c.Runtime
+	windows := make([][][]clipToken, len(c.Encoders))
+	longest := 0
+	for i, e := range c.Encoders {
+		if e == nil || e.Tokenizer == nil || e.Encoder == nil {
+			return nil, fmt.Errorf("sd: encode text: text encoder %d is incomplete", i)
+		}
+		text, ok := texts[e.Name]
+		if !ok {
+			text = fallback
+		}
+		w, err := e.Tokenizer.TokenizeWithWeights(text)
+		if err != nil {
+			return nil, fmt.Errorf("sd: tokenize (%s): %w", e.Name, err)
+		}
+		windows[i] = w
+		longest = max(longest, len(w))
+	}
+	for i, e := range c.Encoders {
+		if len(windows[i]) < longest {
+			empty, err := e.Tokenizer.TokenizeWithWeights("")
+			if err != nil {
+				return nil, fmt.Errorf("sd: tokenize (%s): %w", e.Name, err)
+			}
+			for len(windows[i]) < longest {
+				windows[i] = append(windows[i], empty...)
+			}
+		}
+	}
+	type result struct {
+		name   string
+		cond   []float32
+		tokens int
+		dim    int
+		pooled *gpu.Tensor
+	}
+	var results []result
+	for i, e := range c.Encoders {
+		enc := *e.Encoder
+		if c.Layer != 0 {
+			enc.Layer = c.Layer
+		}
+		out, err := enc.Encode(rt, windows[i])
+		if err != nil {
+			return nil, fmt.Errorf("sd: encode (%s): %w", e.Name, err)
+		}
+		v, err := out.Cond.Float32()
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, result{name: e.Name, cond: v, tokens: out.Cond.Dim(1), dim: out.Cond.Dim(2), pooled: out.Pooled})
+		out.Cond.Release()
+	}
+	if len(results) == 1 {
+		r := results[0]
+		emb, err := rt.FromFloat32(r.cond, 1, r.tokens, r.dim)
+		if err != nil {
+			return nil, err
+		}
+		return Conditioning{NewCond(emb, r.pooled)}, nil
+	}
+	// CLIP-L first, then the others in their order; pooled from CLIP-G (else the last).
+	order := make([]result, 0, len(results))
+	for _, r := range results {
+		if r.name == "l" {
+			order = append(order, r)
+		}
+	}
+	for _, r := range results {
+		if r.name != "l" {
+			order = append(order, r)
+		}
+	}
+	tokens, dim := order[0].tokens, 0
+	pooled := order[len(order)-1].pooled
+	for _, r := range order {
+		tokens = min(tokens, r.tokens)
+		dim += r.dim
+		if r.name == "g" {
+			pooled = r.pooled
+		}
+	}
+	joined := make([]float32, 0, tokens*dim)
+	for t := 0; t < tokens; t++ {
+		for _, r := range order {
+			joined = append(joined, r.cond[t*r.dim:(t+1)*r.dim]...)
+		}
+	}
+	emb, err := rt.FromFloat32(joined, 1, tokens, dim)
+	if err != nil {
+		return nil, err
+	}
+	return Conditioning{NewCond(emb, pooled)}, nil
+}
+
+type clipToken = clip.Token

@@ -1,0 +1,413 @@
+package sd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// GuiderKind says how a Guider combines its conditioning lists.
+type GuiderKind int
+
+// The guiders of ComfyUI (comfy/samplers.py CFGGuider, comfy_extras/
+// nodes_custom_sampler.py Guider_Basic and Guider_DualCFG).
+const (
+	// CFG: uncond + (cond − uncond)·cfg, the uncond evaluation skipped at cfg 1.
+	CFG GuiderKind = iota
+	// Basic: the positive conditioning alone (no negative, cfg 1).
+	Basic
+	// DualCFG: two positive conditionings and a negative (regular or nested).
+	DualCFG
+)
+
+// Guider is ComfyUI's GUIDER: a model with its conditioning and guidance scale. Sample
+// runs a sampler with it. A Guider is immutable and may be shared by several runs.
+type Guider struct {
+	Model *Model
+	Kind  GuiderKind
+	// Positive and Negative are CFG's conds; Basic uses Positive only. DualCFG uses
+	// Positive (cond1), Middle (cond2) and Negative.
+	Positive, Middle, Negative Conditioning
+	// CFG is the guidance scale (DualCFG: cfg_conds, between cond1 and cond2).
+	CFG float64
+	// CFG2 is DualCFG's cfg_cond2_negative.
+	CFG2 float64
+	// Nested selects DualCFG's "nested" style.
+	Nested bool
+
+	// forward replaces the UNet call in tests (to count and inspect batches).
+	forward func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error)
+}
+
+// NewCFGGuider returns ComfyUI's CFGGuider.
+func NewCFGGuider(m *Model, positive, negative Conditioning, cfg float64) *Guider {
+	return &Guider{Model: m, Kind: CFG, Positive: positive, Negative: negative, CFG: cfg}
+}
+
+// NewBasicGuider returns Guider_Basic (BasicGuider): the conditioning alone, cfg 1.
+func NewBasicGuider(m *Model, cond Conditioning) *Guider {
+	return &Guider{Model: m, Kind: Basic, Positive: cond, CFG: 1}
+}
+
+// NewDualCFGGuider returns Guider_DualCFG: cond1 guided against cond2 by cfgConds and
+// cond2 against the negative by cfgCond2Negative. cond2 counts as a negative prompt for
+// model defaults (ComfyUI marks it prompt_type "negative").
+func NewDualCFGGuider(m *Model, cond1, cond2, negative Conditioning, cfgConds, cfgCond2Negative float64, nested bool) *Guider {
+	return &Guider{Model: m, Kind: DualCFG, Positive: cond1, Middle: cond2, Negative: negative,
+		CFG: cfgConds, CFG2: cfgCond2Negative, Nested: nested}
+}
+
+// prepared holds a guider's conditioning lists ready for one sampling run.
+type prepared struct {
+	pos, mid, neg []modelCond
+}
+
+// prepare runs process_conds for a latent of h×w: model conds per list, then the
+// matching opposite-area entries across lists (in ComfyUI's dict order).
+func (g *Guider) prepare(h, w int) (*prepared, error) {
+	var p prepared
+	var err error
+	if p.pos, err = prepareConds(g.Model, g.Positive, h, w, false); err != nil {
+		return nil, fmt.Errorf("positive: %w", err)
+	}
+	var lists [][]modelCond
+	switch g.Kind {
+	case CFG:
+		if p.neg, err = prepareConds(g.Model, g.Negative, h, w, true); err != nil {
+			return nil, fmt.Errorf("negative: %w", err)
+		}
+		lists = [][]modelCond{p.pos, p.neg}
+	case Basic:
+		lists = [][]modelCond{p.pos}
+	case DualCFG:
+		if p.mid, err = prepareConds(g.Model, g.Middle, h, w, true); err != nil {
+			return nil, fmt.Errorf("cond2: %w", err)
+		}
+		if p.neg, err = prepareConds(g.Model, g.Negative, h, w, true); err != nil {
+			return nil, fmt.Errorf("negative: %w", err)
+		}
+		lists = [][]modelCond{p.pos, p.mid, p.neg}
+	default:
+		return nil, fmt.Errorf("unknown guider kind %d", g.Kind)
+	}
+	sameAreaOpposites(lists)
+	p.pos = lists[0]
+	switch g.Kind {
+	case CFG:
+		p.neg = lists[1]
+	case DualCFG:
+		p.mid, p.neg = lists[1], lists[2]
+	}
+	return &p, nil
+}
+
+// denoiser is the sampling.Model of one run: the guider's prediction behind ComfyUI's
+// KSamplerX0Inpaint (the noise-mask blend).
+type denoiser struct {
+	g     *Guider
+	p     *prepared
+	shape [4]int // N, C, H, W
+	// keepUncond disables the cfg-1 shortcut and returns the unconditional prediction
+	// (the *_cfg_pp samplers: ComfyUI's disable_cfg1_optimization plus the
+	// post-cfg hook that records uncond_denoised).
+	keepUncond bool
+	// Inpainting: mask (latent-sized, 1 = denoise), the processed latent and the noise
+	// it is re-noised with.
+	mask, latent, noise []float32
+}
+
+// Denoise implements sampling.Model.
+func (d *denoiser) Denoise(ctx context.Context, x []float32, sigma float32) ([]float32, []float32, error) {
+	if len(x) != d.shape[0]*d.shape[1]*d.shape[2]*d.shape[3] {
+		return nil, nil, fmt.Errorf("sd: denoise: x has %d values, the latent %v", len(x), d.shape)
+	}
+	in := x
+	if d.mask != nil {
+		// Outside the mask the sampler sees the original latent noised to this sigma.
+		scaled := make([]float32, len(x))
+		sampling.NoiseScaling(d.g.Model.Sampling.Prediction(), sigma, d.noise, d.latent, scaled, false)
+		in = make([]float32, len(x))
+		for i := range x {
+			in[i] = x[i]*d.mask[i] + scaled[i]*(1-d.mask[i])
+		}
+	}
+	den, uncond, err := d.predict(ctx, in, sigma)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d.mask != nil {
+		for i := range den {
+			den[i] = den[i]*d.mask[i] + d.latent[i]*(1-d.mask[i])
+		}
+	}
+	return den, uncond, nil
+}
+
+// predict is the guider's predict_noise: evaluate the needed lists in one batched pass
+// and combine them.
+func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]float32, []float32, error) {
+	g := d.g
+	switch g.Kind {
+	case Basic:
+		outs, err := d.calcCondBatch(ctx, [][]modelCond{d.p.pos, nil}, x, sigma)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The missing negative makes ComfyUI's uncond prediction a zero tensor.
+		den := cfgCombine(outs[0], outs[1], 1)
+		if d.keepUncond {
+			return den, outs[1], nil
+		}
+		return den, nil, nil
+	case CFG:
+		neg := d.p.neg
+		if isClose(g.CFG, 1) && !d.keepUncond {
+			neg = nil
+		}
+		outs, err := d.calcCondBatch(ctx, [][]modelCond{d.p.pos, neg}, x, sigma)
+		if err != nil {
+			return nil, nil, err
+		}
+		den := cfgCombine(outs[0], outs[1], g.CFG)
+		if d.keepUncond {
+			return den, outs[1], nil
+		}
+		return den, nil, nil
+	case DualCFG:
+		neg, mid, pos := d.p.neg, d.p.mid, d.p.pos
+		if !g.Nested && !d.keepUncond && isClose(g.CFG2, 1) {
+			neg = nil
+			if isClose(g.CFG, 1) {
+				mid = nil
+			}
+		}
+		outs, err := d.calcCondBatch(ctx, [][]modelCond{neg, mid, pos}, x, sigma)
+		if err != nil {
+			return nil, nil, err
+		}
+		n, m, p := outs[0], outs[1], outs[2]
+		den := make([]float32, len(x))
+		var uncond []float32
+		if g.Nested {
+			text := cfgCombine(p, m, g.CFG)
+			c2 := float32(g.CFG2)
+			for i := range den {
+				den[i] = n[i] + c2*(text[i]-n[i])
+			}
+			uncond = m
+		} else {
+			base := cfgCombine(m, n, g.CFG2)
+			c1 := float32(g.CFG)
+			for i := range den {
+				den[i] = base[i] + (p[i]-m[i])*c1
+			}
+			uncond = n
+		}
+		if d.keepUncond {
+			return den, uncond, nil
+		}
+		return den, nil, nil
+	}
+	return nil, nil, fmt.Errorf("sd: unknown guider kind %d", g.Kind)
+}
+
+// cfgCombine is cfg_function: uncond + (cond − uncond)·scale, in float32.
+func cfgCombine(cond, uncond []float32, scale float64) []float32 {
+	s := float32(scale)
+	out := make([]float32, len(cond))
+	for i := range out {
+		out[i] = uncond[i] + (cond[i]-uncond[i])*s
+	}
+	return out
+}
+
+// calcCondBatch is ComfyUI's calc_cond_batch: every active entry of every list (nil
+// lists are skipped) is evaluated on its region of x, entries that fit together go
+// through the UNet as one batch, and each list's result is the mult-weighted average of
+// its entries' predictions (1e-37 keeps uncovered pixels at 0).
+func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []float32, sigma float32) ([][]float32, error) {
+	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
+	outs := make([][]float32, len(lists))
+	counts := make([][]float32, len(lists))
+	var toRun []*activeEntry
+	for i, list := range lists {
+		outs[i] = make([]float32, len(x))
+		counts[i] = make([]float32, len(x))
+		for k := range counts[i] {
+			counts[i][k] = 1e-37
+		}
+		for j := range list {
+			e, err := areaAndMult(i, &list[j], h, w, float64(sigma))
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				toRun = append(toRun, e)
+			}
+		}
+	}
+	for len(toRun) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		first := toRun[0]
+		var pick []int
+		for j, e := range toRun {
+			if canBatch(e, first) {
+				pick = append(pick, j)
+			}
+		}
+		// ComfyUI takes the compatible entries last to first.
+		batch := make([]*activeEntry, 0, len(pick))
+		for k := len(pick) - 1; k >= 0; k-- {
+			batch = append(batch, toRun[pick[k]])
+		}
+		rest := toRun[:0:0]
+		for j, e := range toRun {
+			if !containsInt(pick, j) {
+				rest = append(rest, e)
+			}
+		}
+		toRun = rest
+
+		preds, err := d.applyModel(ctx, batch, x, sigma)
+		if err != nil {
+			return nil, err
+		}
+		ah, aw := batch[0].ah, batch[0].aw
+		per := n * c * ah * aw
+		for b, e := range batch {
+			pred := preds[b*per : (b+1)*per]
+			out, cnt := outs[e.list], counts[e.list]
+			for ni := 0; ni < n*c; ni++ {
+				for yy := 0; yy < ah; yy++ {
+					src := pred[(ni*ah+yy)*aw:]
+					dst := (ni*h+e.y0+yy)*w + e.x0
+					m := e.mult[yy*aw:]
+					for xx := 0; xx < aw; xx++ {
+						out[dst+xx] += src[xx] * m[xx]
+						cnt[dst+xx] += m[xx]
+					}
+				}
+			}
+		}
+	}
+	for i := range outs {
+		for k := range outs[i] {
+			outs[i][k] /= counts[i][k]
+		}
+	}
+	return outs, nil
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// applyModel is BaseModel.apply_model over one batch of entries: each entry's region of
+// x (all N items), their contexts padded to a common token count by repetition, the
+// label vectors, one UNet call; it returns the denoised predictions in batch order.
+func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []float32, sigma float32) ([]float32, error) {
+	m := d.g.Model
+	rt := m.Runtime
+	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
+	ah, aw := batch[0].ah, batch[0].aw
+	per := n * c * ah * aw
+	input := make([]float32, 0, per*len(batch))
+	tokens, dim := batch[0].c.tokens, batch[0].c.dim
+	for _, e := range batch {
+		tokens = lcm(tokens, e.c.tokens)
+		for ni := 0; ni < n*c; ni++ {
+			for yy := 0; yy < ah; yy++ {
+				row := (ni*h+e.y0+yy)*w + e.x0
+				input = append(input, x[row:row+aw]...)
+			}
+		}
+	}
+	ctxData := make([]float32, 0, len(batch)*n*tokens*dim)
+	var yData []float32
+	for _, e := range batch {
+		cc := repeatRows(e.c.context, e.c.ctxBatch, e.c.tokens*dim, n)
+		rep := tokens / e.c.tokens
+		for ni := 0; ni < n; ni++ {
+			item := cc[ni*e.c.tokens*dim : (ni+1)*e.c.tokens*dim]
+			for r := 0; r < rep; r++ {
+				ctxData = append(ctxData, item...)
+			}
+		}
+		if e.c.y != nil {
+			yData = append(yData, repeatRows(e.c.y, e.c.yBatch, e.c.yDim, n)...)
+		}
+	}
+	bn := n * len(batch)
+	pred := m.Sampling.Prediction()
+	xin := make([]float32, len(input))
+	sampling.CalculateInput(pred, sigma, input, xin)
+	ts := make([]float32, bn)
+	t := m.Sampling.Timestep(sigma)
+	for i := range ts {
+		ts[i] = t
+	}
+	var tensors []*gpu.Tensor
+	defer func() {
+		for _, t := range tensors {
+			t.Release()
+		}
+	}()
+	mk := func(data []float32, shape ...int) (*gpu.Tensor, error) {
+		t, err := rt.FromFloat32(data, shape...)
+		if err == nil {
+			tensors = append(tensors, t)
+		}
+		return t, err
+	}
+	var in unet.Inputs
+	var err error
+	if in.X, err = mk(xin, bn, c, ah, aw); err != nil {
+		return nil, err
+	}
+	if in.Timesteps, err = mk(ts, bn); err != nil {
+		return nil, err
+	}
+	if in.Context, err = mk(ctxData, bn, tokens, dim); err != nil {
+		return nil, err
+	}
+	if yData != nil {
+		if in.Y, err = mk(yData, bn, batch[0].c.yDim); err != nil {
+			return nil, err
+		}
+	}
+	forward := d.g.forward
+	if forward == nil {
+		if m.UNet == nil {
+			return nil, errors.New("sd: the model has no UNet")
+		}
+		forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+			return m.UNet.Forward(ctx, rt, in)
+		}
+	}
+	out, err := forward(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Release()
+	eps, err := out.Float32()
+	if err != nil {
+		return nil, err
+	}
+	if len(eps) != len(input) {
+		return nil, fmt.Errorf("sd: the UNet returned %v for an input of (%d, %d, %d, %d)", out.Shape(), bn, c, ah, aw)
+	}
+	den := make([]float32, len(input))
+	sampling.CalculateDenoised(pred, sigma, eps, input, den)
+	return den, nil
+}
