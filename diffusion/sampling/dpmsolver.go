@@ -10,10 +10,9 @@ import (
 // t = −log σ, noise prediction eps = (x − denoised)/σ, eta 0.
 
 type dpmSolver struct {
-	ctx   context.Context
-	m     Model
-	o     *Options
-	stepI int
+	ctx context.Context
+	m   Model
+	o   *Options
 }
 
 func dpmSigma(t float32) float32 { return exp32(-t) }
