@@ -270,6 +270,11 @@ func checkMatrix(name string, data []float32, rows, cols, ld, count, stride int)
 	if rows == 0 || cols == 0 || count == 0 {
 		return nil
 	}
+	// Sizes past what any slice can hold would overflow the arithmetic
+	// below; they cannot fit in data anyway.
+	if rows > len(data) || count > len(data) || ld > len(data) || stride > len(data) {
+		return fmt.Errorf("gemm: %s: %d elements cannot hold %d×%d (stride %d, batch %d×%d)", name, len(data), rows, cols, ld, count, stride)
+	}
 	need := (count-1)*stride + (rows-1)*ld + cols
 	if len(data) < need {
 		return fmt.Errorf("gemm: %s: %d elements, need %d for %d×%d (stride %d, batch %d×%d)", name, len(data), need, rows, cols, ld, count, stride)
