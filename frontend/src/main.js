@@ -20,7 +20,7 @@ const NAME_KEY = 'forgeflow.workflowName';
 const api = new Api();
 // Run state drawn on the nodes (see nodes.js drawState).
 const state = { running: null, progress: null, errors: {}, images: {} };
-const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), events: [], ranNodes: [] };
+const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [] };
 window.forgeflow = app;
 
 async function main() {
@@ -45,8 +45,9 @@ async function main() {
   }
   registerNodeTypes(app.defs, { state, uploadImage });
   setupCanvas();
-  app.history = new History(() => JSON.stringify(app.graph.serialize()), (s) => loadWorkflow(JSON.parse(s), { keepHistory: true }), autosave);
+  app.history = new History(() => JSON.stringify(app.graph.serialize()), (s) => loadWorkflow(JSON.parse(s)), autosave);
   restore();
+  app.history.reset();
   setupToolbar();
   setupDrop();
   setupKeys();
@@ -76,29 +77,37 @@ function setupCanvas() {
     if (d.subType === 'empty-double-click') showSearch(d.originalEvent);
     if (d.subType === 'after-change') app.history?.check();
   });
-  // A link dropped on an input of another type is refused by litegraph without a
-  // word; say why.
-  canvas.linkConnector.events.addEventListener('before-drop-links', (e) => {
+  // A link dropped on a slot of another type is refused by litegraph without a word;
+  // say why. (after-drop-links fires for every drop; before-drop-links does not.)
+  canvas.linkConnector.events.addEventListener('after-drop-links', (e) => {
     const { renderLinks, event } = e.detail;
+    const rl = renderLinks?.[0];
     const node = graph.getNodeOnPos(event.canvasX, event.canvasY);
-    if (!node || !renderLinks.length) return;
-    const from = renderLinks[0].fromSlot;
-    if (!from || renderLinks[0].toType !== 'input') return;
-    const slot = inputSlotAt(node, event.canvasX, event.canvasY);
-    if (slot < 0) return;
-    const inp = node.inputs[slot];
-    if (!LiteGraph.isValidConnection(from.type, inp.type)) {
-      toast(t('link.refused', { from: from.type, to: inp.type, input: inp.label || inp.name, node: node.title }), 'error');
+    if (!rl?.fromSlot || !node) return;
+    const toInput = rl.toType === 'input';
+    const i = slotAt(node, toInput, event.canvasX, event.canvasY);
+    if (i < 0) return;
+    const target = toInput ? node.inputs[i] : node.outputs[i];
+    const [outType, inType, inSlot] = toInput ? [rl.fromSlot.type, target.type, target] : [target.type, rl.fromSlot.type, rl.fromSlot];
+    if (!LiteGraph.isValidConnection(outType, inType)) {
+      toast(t('link.refused', { from: outType, to: inType, input: inSlot.label || inSlot.name, node: toInput ? node.title : rl.node?.title ?? '' }), 'error');
     }
+  });
+  // litegraph detects double-clicks itself with a 300 ms window; the browser's own
+  // dblclick (the user's system setting) opens the search too.
+  canvasEl.addEventListener('dblclick', (e) => {
+    const p = canvas.convertEventToCanvasOffset(e);
+    if (!graph.getNodeOnPos(p[0], p[1]) && !graph.getGroupOnPos?.(p[0], p[1])) showSearch(e);
   });
   canvasEl.addEventListener('pointerup', () => setTimeout(() => app.history?.check(), 0));
   canvasEl.addEventListener('keyup', () => app.history?.check());
   setupTouch(canvasEl, canvas);
 }
 
-function inputSlotAt(node, x, y) {
-  for (let i = 0; i < (node.inputs?.length ?? 0); i++) {
-    const p = node.getConnectionPos(true, i);
+function slotAt(node, input, x, y) {
+  const slots = (input ? node.inputs : node.outputs) ?? [];
+  for (let i = 0; i < slots.length; i++) {
+    const p = node.getConnectionPos(input, i);
     if (Math.abs(p[0] - x) < 16 && Math.abs(p[1] - y) < 12) return i;
   }
   return -1;
@@ -146,6 +155,7 @@ function setupTouch(canvasEl, canvas) {
 }
 
 function showSearch(ev) {
+  if (document.getElementById('search-dialog')) return;
   const pos = ev ? app.canvas.convertEventToCanvasOffset(ev) : centre();
   openSearch(app.defs, (type) => {
     const node = LiteGraph.createNode(type);
@@ -186,8 +196,11 @@ function autosave(json) {
   else localStorage.removeItem(NAME_KEY);
 }
 
-/** Loads a UI workflow into the canvas; reports node types the server lacks. */
-function loadWorkflow(wf, { keepHistory = false } = {}) {
+/**
+ * Loads a UI workflow into the canvas; reports node types the server lacks. Callers
+ * record the change in the undo history (a load can be undone).
+ */
+function loadWorkflow(wf) {
   if (!wf || !Array.isArray(wf.nodes)) throw new Error(t('error.notWorkflow'));
   const missing = [...new Set(wf.nodes.filter((n) => !LiteGraph.registered_node_types[n.type] && !['Reroute', 'Note', 'PrimitiveNode', 'MarkdownNote'].includes(n.type)).map((n) => n.type))];
   app.graph.clear();
@@ -196,7 +209,6 @@ function loadWorkflow(wf, { keepHistory = false } = {}) {
   if (missing.length) toast(t('error.missingTypes', { types: missing.join(', ') }), 'error', 15000);
   app.canvas.setDirty(true, true);
   document.getElementById('current-workflow').textContent = app.workflowName || t('workflows.unsaved');
-  if (!keepHistory) app.history?.reset();
 }
 
 /** Loads a parsed JSON file of either form: UI workflow or API prompt. */
@@ -348,7 +360,7 @@ function showNodeErrors(nodeErrors, top) {
   }
   const box = document.getElementById('errors');
   box.replaceChildren(el('strong', { text: t('errors.title') }), top?.message ? el('div', { text: top.message }) : null, list,
-    el('button', { text: t('errors.dismiss'), onclick: clearErrors }));
+    el('button', { id: 'errors-dismiss', text: t('errors.dismiss'), onclick: clearErrors }));
   box.hidden = false;
   app.canvas.setDirty(true, false);
 }

@@ -3,7 +3,7 @@
 // build a graph, run it, break it, save it, load it back.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openEditor, screenshot, toScreen } from './harness.js';
+import { startServer, launchBrowser, openEditor, screenshot, toScreen, artefactDir } from './harness.js';
 
 let server;
 let chrome;
@@ -50,7 +50,10 @@ async function drag(from, to) {
 async function addFromSearch(query, gx, gy, pick) {
   const [x, y] = await toScreen(page, gx, gy);
   await page.mouse.dblclick(x, y);
-  await page.waitForFunction(() => document.activeElement?.id === 'search-input');
+  await page.waitForFunction(() => document.activeElement?.id === 'search-input', null, { timeout: 5000 }).catch(async (e) => {
+    await page.screenshot({ path: `${artefactDir}/failed-search-${query}.png` });
+    throw e;
+  });
   await page.keyboard.type(query);
   const first = await page.getAttribute('#search-results li[aria-selected="true"]', 'data-type');
   assert.equal(first, pick, `first search result for "${query}"`);
@@ -108,11 +111,9 @@ test('adds nodes from search, connects them and sets widgets', async () => {
   assert.equal(w.width, 64);
   assert.equal(w.height, 48);
   // The prompt the editor would queue.
-  const prompt = await page.evaluate(async () => {
-    const { graphToPrompt } = await import('/src/workflow.js').catch(() => ({}));
-    return graphToPrompt ? graphToPrompt(window.forgeflow.graph.serialize(), window.forgeflow.defs) : null;
-  });
-  if (prompt) assert.equal(prompt[String(empty)].inputs.width, 64);
+  const prompt = await page.evaluate(() => window.forgeflow.toPrompt());
+  assert.deepEqual(prompt[String(empty)].inputs, { width: 64, height: 48, batch_size: 1, color: 0 });
+  assert.deepEqual(prompt[String(save)].inputs.images, [String(invert), 0]);
 });
 
 test('refuses a link between mismatched types and says why', async () => {
@@ -161,12 +162,35 @@ test('queues a model-free graph, shows progress and the image in the gallery', a
   await page.click('#btn-queue-panel');
 });
 
-test('batch count queues several prompts and seeds follow control_after_generate', async () => {
+test('batch count queues several prompts; seeds follow control_after_generate', async () => {
+  // ImageAddNoise has a seed widget with its control_after_generate companion.
+  const noise = await addFromSearch('add noise', 380, 300, 'ImageAddNoise');
+  await page.evaluate((id) => {
+    const n = window.forgeflow.graph.getNodeById(id);
+    n.widgets.find((w) => w.name === 'seed').value = 5;
+    n.widgets.find((w) => w.name === 'control_after_generate').value = 'increment';
+    const src = window.forgeflow.graph._nodes.find((x) => x.type === 'EmptyImage');
+    src.connect(0, n, 0);
+  }, noise);
   await page.fill('#batch-count', '2');
   const before = await page.evaluate(() => window.forgeflow.events.filter((e) => e === 'execution_start').length);
+  await page.focus('#graph-canvas');
   await page.keyboard.press('Control+Enter');
   await page.waitForFunction((n) => window.forgeflow.events.filter((e) => e === 'execution_start').length >= n + 2, before, { timeout: 60000 });
+  const seed = await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'seed').value, noise);
+  assert.equal(seed, 7, 'two queued prompts incremented the seed twice');
+  // The queued prompts carried seeds 5 and 6.
+  const hist = await (await fetch(`${server.url}/api/history`)).json();
+  const seeds = Object.values(hist).map((h) => h.prompt[2][String(noise)]?.inputs.seed).filter((x) => x !== undefined).sort();
+  assert.deepEqual(seeds, [5, 6]);
   await page.fill('#batch-count', '1');
+  await page.evaluate((id) => {
+    const c = window.forgeflow.canvas;
+    c.deselectAll();
+    c.selectNode(window.forgeflow.graph.getNodeById(id));
+  }, noise);
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Delete');
 });
 
 test('shows validation errors on the offending node and input', async () => {
@@ -182,7 +206,7 @@ test('shows validation errors on the offending node and input', async () => {
   await screenshot(page, '05-validation-error');
   const empty = await nodeByType('EmptyImage');
   await drag(await slotPos(empty, false, 0), await slotPos(invert, true, 0));
-  await page.click('#errors button:last-child');
+  await page.click('#errors-dismiss');
   assert.equal(await page.isHidden('#errors'), true);
 });
 
