@@ -270,9 +270,9 @@ func checkMatrix(name string, data []float32, rows, cols, ld, count, stride int)
 	if rows == 0 || cols == 0 || count == 0 {
 		return nil
 	}
-	// Sizes past what any slice can hold would overflow the arithmetic
-	// below; they cannot fit in data anyway.
-	if rows > len(data) || count > len(data) || ld > len(data) || stride > len(data) {
+	// Each term of need must fit in data on its own; checking that first
+	// keeps the sum below from overflowing on absurd sizes.
+	if cols > len(data) || (rows > 1 && rows-1 > len(data)/ld) || (count > 1 && stride > 0 && count-1 > len(data)/stride) {
 		return fmt.Errorf("gemm: %s: %d elements cannot hold %d×%d (stride %d, batch %d×%d)", name, len(data), rows, cols, ld, count, stride)
 	}
 	need := (count-1)*stride + (rows-1)*ld + cols

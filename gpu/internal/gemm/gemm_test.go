@@ -385,3 +385,28 @@ func TestBF16PairsFast(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckMatrixStrides covers strides that are legal because they are
+// never used: a one-row matrix with a huge row stride, a one-product batch
+// with a huge batch stride, and a broadcast (stride 0) batch longer than
+// the data.
+func TestCheckMatrixStrides(t *testing.T) {
+	data := make([]float32, 6)
+	for _, tc := range []struct {
+		name                          string
+		rows, cols, ld, count, stride int
+		ok                            bool
+	}{
+		{"one row, wide stride", 1, 3, 1 << 40, 1, 0, true},
+		{"one product, wide batch stride", 2, 3, 3, 1, 1 << 40, true},
+		{"broadcast batch", 2, 3, 3, 100, 0, true},
+		{"two products, overflowing stride", 1, 1, 1, 2, 1 << 62, false},
+		{"overflowing rows", 1 << 62, 1, 1 << 62, 1, 0, false},
+		{"just too short", 2, 3, 4, 1, 0, false},
+	} {
+		err := checkMatrix("X", data, tc.rows, tc.cols, tc.ld, tc.count, tc.stride)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
