@@ -50,8 +50,10 @@ bench:
 frontend:
 	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm run build; fi
 
+# Unit tests, then the end-to-end suite (builds the editor and a forgeflow binary, drives
+# Debian's /usr/bin/chromium; no browser is downloaded).
 frontend-test:
-	@if [ -f frontend/package.json ]; then cd frontend && npm test; fi
+	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm test; fi
 
 clean:
 	rm -rf $(BIN)
