@@ -38,6 +38,9 @@ type Model struct {
 	ADM bool
 	// Name identifies the source (checkpoint file) in logs and errors.
 	Name string
+	// Weights records where the network's tensors are stored, for CheckpointSave; nil
+	// when the model was not loaded from a file.
+	Weights *Weights
 }
 
 // WithSampling returns a copy of m that samples with ms.
@@ -53,6 +56,9 @@ type TextEncoder struct {
 	Name      string // "l", "g", "h": ComfyUI's key in the token dict
 	Tokenizer *clip.Tokenizer
 	Encoder   *clip.Encoder
+	// VocabErr says why Tokenizer is nil (no CLIP vocabulary was found), for the error
+	// a prompt then gets.
+	VocabErr error
 }
 
 // CLIP is ComfyUI's CLIP object: the text encoders of a model family. Layer is the
@@ -62,6 +68,8 @@ type CLIP struct {
 	Encoders []*TextEncoder
 	Layer    int
 	Name     string
+	// Weights records where the encoders' tensors are stored, for CheckpointSave.
+	Weights *Weights
 }
 
 // WithLayer returns a copy of c that stops at layer (CLIPSetLastLayer's
@@ -78,6 +86,8 @@ type VAE struct {
 	Model   *vae.Model
 	Latent  LatentFormat
 	Name    string
+	// Weights records where the autoencoder's tensors are stored, for CheckpointSave.
+	Weights *Weights
 }
 
 // Cond is one entry of a CONDITIONING list: the text embedding and everything the

@@ -1,0 +1,277 @@
+package sd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/diffusion/vae"
+	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/detect"
+)
+
+// Key prefixes of a single-file checkpoint (ComfyUI's load_checkpoint_guess_config and
+// the process_clip_state_dict of each supported model).
+const (
+	unetPrefix = "model.diffusion_model."
+	vaePrefix  = "first_stage_model."
+)
+
+// LoadOptions configure checkpoint loading.
+type LoadOptions struct {
+	// Vocab is the CLIP BPE vocabulary the tokenizers use. When nil the CLIP loads
+	// without tokenizers and Tokenize fails with VocabError (the weights are still
+	// usable, e.g. by CheckpointSave).
+	Vocab *clip.BPE
+	// VocabErr is the reason Vocab is nil (the vocabulary search's error); it is what
+	// Tokenize reports.
+	VocabErr error
+	// EmbeddingDirs are the textual-inversion folders for "embedding:name" in prompts.
+	EmbeddingDirs []string
+	// UNetHeads overrides the family's attention head layout (SD1: 8 heads; SD2/SDXL:
+	// 64 channels per head). Only test-sized models need it.
+	UNetHeads unet.Heads
+	// CLIPHeadDim is the text transformers' channels per head; 0 means 64, what every
+	// released CLIP uses. Only test-sized models need another value.
+	CLIPHeadDim int
+	// SkipModel, SkipCLIP and SkipVAE leave a part unloaded (its result nil), as
+	// ComfyUI's output_model/output_clip/output_vae do.
+	SkipModel, SkipCLIP, SkipVAE bool
+	Logger                       *slog.Logger
+}
+
+func (o *LoadOptions) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Checkpoint is a loaded single-file checkpoint: its parts and what detection found.
+// The parts' weights alias the file's memory mapping: Close only after the parts are no
+// longer used.
+type Checkpoint struct {
+	Model    *Model
+	CLIP     *CLIP
+	VAE      *VAE
+	Detected *detect.Model
+	// Family is the diffusion model's family (detect.FamilySD1, …).
+	Family detect.Family
+
+	file *tensorFile
+}
+
+// Close releases the file mapping.
+func (c *Checkpoint) Close() error { return c.file.Close() }
+
+// Bytes is the size of the tensors the checkpoint maps (what a memory budget counts).
+func (c *Checkpoint) Bytes() int64 {
+	var n int64
+	for _, in := range c.file.infos {
+		n += in.Size
+	}
+	return n
+}
+
+// LoadCheckpoint loads a single-file SD1.x, SD2.x, SDXL or SDXL-refiner checkpoint
+// (.safetensors, or a PyTorch .ckpt/.pt) into MODEL, CLIP and VAE as ComfyUI's
+// CheckpointLoaderSimple does: the family comes from weights/detect, the text encoders
+// and model sampling from the family (comfy/supported_models.py).
+func LoadCheckpoint(rt *gpu.Runtime, path string, opts LoadOptions) (*Checkpoint, error) {
+	f, err := openTensorFile(path)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := loadCheckpoint(rt, f, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return ck, nil
+}
+
+func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoint, error) {
+	det, err := detectFile(f)
+	if err != nil {
+		return nil, err
+	}
+	if det.Diffusion == nil || det.Diffusion.UNet == nil {
+		what := fmt.Sprintf("it holds a %s (%s), not an SD1/SD2/SDXL checkpoint", det.Kind, det.Family)
+		if det.Diffusion != nil {
+			what = fmt.Sprintf("%s diffusion models are not SD UNets; this loader takes SD1.x, SD2.x and SDXL checkpoints", det.Family)
+		}
+		return nil, &UnsupportedError{Path: f.name, What: what}
+	}
+	d := det.Diffusion
+	if d.Prefix != unetPrefix {
+		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("a bare diffusion model (keys under %q), not a checkpoint: load it with UNETLoader", d.Prefix)}
+	}
+	if d.Unsupported != "" {
+		return nil, &UnsupportedError{Path: f.name, What: d.Unsupported}
+	}
+	if d.Variant == "inpaint" {
+		return nil, &UnsupportedError{Path: f.name, What: "inpainting UNets (9 input channels) are not implemented"}
+	}
+	src := newSource(rt, f)
+	fam := d.Family
+	pred, err := prediction(src, d)
+	if err != nil {
+		return nil, err
+	}
+	ck := &Checkpoint{Detected: det, Family: fam, file: f}
+	name := f.name
+	if !opts.SkipModel {
+		heads := opts.UNetHeads
+		if heads.Count <= 0 && heads.Dim <= 0 {
+			heads = familyHeads(fam)
+		}
+		um, err := unet.Load(rt, src, unetPrefix, heads)
+		if err != nil {
+			return nil, &FormatError{Path: name, Err: err}
+		}
+		ms, err := familySampling(fam, pred)
+		if err != nil {
+			return nil, &UnsupportedError{Path: name, What: err.Error()}
+		}
+		ck.Model = &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
+			ADM: d.UNet.ADMInChannels > 0, Name: name, Weights: newWeights(f, unetPrefix)}
+	}
+	if !opts.SkipVAE {
+		v, err := loadVAE(rt, src, vaePrefix, name)
+		if err != nil {
+			return nil, err
+		}
+		v.Latent = FamilyLatent(fam)
+		v.Weights = newWeights(f, vaePrefix)
+		ck.VAE = v
+	}
+	if !opts.SkipCLIP {
+		c, err := loadFamilyCLIP(rt, src, fam, opts)
+		if err != nil {
+			return nil, err
+		}
+		c.Name = name
+		c.Weights = newWeights(f, clipPrefixes(f)...)
+		ck.CLIP = c
+	}
+	opts.logger().Debug("checkpoint loaded", "path", name, "family", fam, "prediction", pred, "exact", d.Exact)
+	return ck, nil
+}
+
+// detectFile runs weights/detect on an open file.
+func detectFile(f *tensorFile) (*detect.Model, error) {
+	infos := make([]weights.TensorInfo, 0, len(f.keys))
+	for _, k := range f.keys {
+		infos = append(infos, f.infos[k])
+	}
+	det, err := detect.Detect(detect.Input{Tensors: infos, Values: f.values})
+	if err != nil {
+		if errors.Is(err, detect.ErrUnknown) {
+			return nil, &FormatError{Path: f.name, Err: errors.New("no Stable Diffusion model in its tensors (missing model.diffusion_model.* keys?)")}
+		}
+		return nil, &FormatError{Path: f.name, Err: err}
+	}
+	return det, nil
+}
+
+// values reads a tensor as float32 (detection's SD2 rule, the loader's).
+func (f *tensorFile) values(key string) ([]float32, error) {
+	info, data, err := f.raw(key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, info.NumElements())
+	if err := weights.ToFloat32(out, data, info.DType); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sd2VTensor is the bias whose spread tells SD2.x v-prediction UNets from eps ones
+// (comfy/supported_models.py SD20.model_type).
+const sd2VTensor = unetPrefix + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+// prediction returns the model's prediction type. detect applies ComfyUI's SD2 rule to
+// full-size models only; the rule reads values, not sizes, so it is applied here to an
+// SD2-layout model of any size as well (test models, pruned variants).
+func prediction(src *source, d *detect.Diffusion) (detect.Prediction, error) {
+	if d.Family != detect.FamilySD2 || d.Exact || d.UNet.InChannels != 4 || !src.has(sd2VTensor) {
+		return d.Prediction, nil
+	}
+	v, err := src.file.values(sd2VTensor)
+	if err != nil {
+		return "", &FormatError{Path: src.file.name, Err: err}
+	}
+	// Population standard deviation, as torch.std(unbiased=False).
+	var mean float64
+	for _, x := range v {
+		mean += float64(x)
+	}
+	mean /= float64(len(v))
+	var ss float64
+	for _, x := range v {
+		ss += (float64(x) - mean) * (float64(x) - mean)
+	}
+	if math.Sqrt(ss/float64(len(v))) > 0.09 {
+		return detect.PredictV, nil
+	}
+	return detect.PredictEps, nil
+}
+
+// familyHeads is the attention layout ComfyUI's supported_models gives each family:
+// SD1.x 8 heads, the others 64 channels per head.
+func familyHeads(f detect.Family) unet.Heads {
+	if f == detect.FamilySD1 {
+		return unet.Heads{Count: 8}
+	}
+	return unet.Heads{Dim: 64}
+}
+
+// familySampling is the family's model sampling: ComfyUI's ModelSamplingDiscrete with
+// the scaled-linear β schedule (0.00085 … 0.012, 1000 steps) for every SD UNet family,
+// eps or v-prediction as detected.
+func familySampling(f detect.Family, p detect.Prediction) (sampling.ModelSampling, error) {
+	switch p {
+	case detect.PredictEps:
+		return sampling.NewSD(sampling.EPS), nil
+	case detect.PredictV:
+		return sampling.NewSD(sampling.VPrediction), nil
+	}
+	return nil, fmt.Errorf("%s models with %s prediction are not implemented", f, p)
+}
+
+// loadVAE binds the autoencoder under prefix.
+func loadVAE(rt *gpu.Runtime, src *source, prefix, name string) (*VAE, error) {
+	if len(src.file.keysUnder(prefix+"decoder.")) == 0 {
+		if len(src.file.keysUnder(prefix+"decoder.up_blocks.")) > 0 {
+			return nil, &UnsupportedError{Path: name, What: "diffusers-format VAE keys (decoder.up_blocks.*) are not converted yet"}
+		}
+		return nil, &FormatError{Path: name, Err: fmt.Errorf("no VAE: no %sdecoder.* tensors", prefix)}
+	}
+	if len(src.file.keysUnder(prefix+"decoder.up_blocks.")) > 0 {
+		return nil, &UnsupportedError{Path: name, What: "diffusers-format VAE keys (decoder.up_blocks.*) are not converted yet"}
+	}
+	m := &vae.Model{}
+	if _, err := statedict.Bind(rt, src, prefix, m); err != nil {
+		return nil, &FormatError{Path: name, Err: fmt.Errorf("VAE: %w", err)}
+	}
+	if err := m.Validate(); err != nil {
+		return nil, &FormatError{Path: name, Err: err}
+	}
+	return &VAE{Runtime: rt, Model: m, Latent: latentForChannels(m.LatentChannels()), Name: name}, nil
+}
+
+// latentForChannels guesses a standalone VAE's latent format from its channel count;
+// a checkpoint's VAE takes its family's.
+func latentForChannels(c int) LatentFormat {
+	if c == 16 {
+		return FluxLatent
+	}
+	return SD15Latent
+}
