@@ -63,6 +63,7 @@ function setupCanvas() {
   const graph = new LGraph();
   const canvas = new LGraphCanvas(canvasEl, graph);
   canvas.allow_searchbox = false;
+  canvas.show_info = false;
   app.graph = graph;
   app.canvas = canvas;
   const resize = () => {

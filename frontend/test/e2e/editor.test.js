@@ -359,6 +359,90 @@ test('touch and pointer: tap selects, two fingers pan and pinch-zoom, targets ar
   await ctx.close();
 });
 
+test('a widget converts to an input when linked and back when unlinked', async () => {
+  const save = await nodeByType('SaveImage');
+  const str = await addFromSearch('string concatenate', 380, 420, 'StringConcatenate');
+  await page.evaluate((id) => {
+    const n = window.forgeflow.graph.getNodeById(id);
+    n.widgets.find((w) => w.name === 'string_a').value = 'linked';
+    n.widgets.find((w) => w.name === 'string_b').value = '-prefix';
+  }, str);
+  const slot = await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).inputs.findIndex((i) => i.widget?.name === 'filename_prefix'), save);
+  assert.ok(slot >= 0, 'filename_prefix has a widget socket');
+  await drag(await slotPos(str, false, 0), await slotPos(save, true, slot));
+  let p = await page.evaluate(() => window.forgeflow.toPrompt());
+  assert.deepEqual(p[String(save)].inputs.filename_prefix, [String(str), 0]);
+  await screenshot(page, '09-widget-as-input');
+  await page.evaluate(([id, i]) => window.forgeflow.graph.getNodeById(id).disconnectInput(i), [save, slot]);
+  p = await page.evaluate(() => window.forgeflow.toPrompt());
+  assert.equal(typeof p[String(save)].inputs.filename_prefix, 'string');
+  // Copy and paste (Ctrl+C / Ctrl+V) duplicates the selection; Ctrl+G groups it.
+  await page.evaluate((id) => {
+    const c = window.forgeflow.canvas;
+    c.deselectAll();
+    c.selectNode(window.forgeflow.graph.getNodeById(id));
+  }, str);
+  await page.focus('#graph-canvas');
+  const [mx, my] = await toScreen(page, 700, 420);
+  await page.mouse.move(mx, my);
+  await page.keyboard.press('Control+c');
+  await page.keyboard.press('Control+v');
+  const copies = await page.evaluate(() => window.forgeflow.graph._nodes.filter((n) => n.type === 'StringConcatenate'));
+  assert.equal(copies.length, 2);
+  await page.keyboard.press('Control+a');
+  await page.keyboard.press('Control+g');
+  assert.equal(await page.evaluate(() => window.forgeflow.graph._groups.length), 1);
+  await page.keyboard.press('Control+z');
+  await page.keyboard.press('Control+z');
+  assert.equal(await page.evaluate(() => window.forgeflow.graph._groups.length), 0);
+  assert.equal(await page.evaluate(() => window.forgeflow.graph._nodes.filter((n) => n.type === 'StringConcatenate').length), 1);
+  await page.evaluate((id) => window.forgeflow.graph.remove(window.forgeflow.graph.getNodeById(id)), str);
+});
+
+test('LoadImage uploads a file and shows it; combo lists refresh without a reload', async () => {
+  const load = await addFromSearch('load image', 40, 420, 'LoadImage');
+  const png = Buffer.from(await (await fetch(new URL(outputImage, server.url))).arrayBuffer());
+  const wp = await page.evaluate((id) => {
+    const n = window.forgeflow.graph.getNodeById(id);
+    const w = n.widgets.find((x) => x.name === 'upload');
+    return [n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + 10];
+  }, load);
+  const [bx, by] = await toScreen(page, wp[0], wp[1]);
+  const chooser = page.waitForEvent('filechooser');
+  await page.mouse.click(bx, by);
+  await (await chooser).setFiles({ name: 'upload-e2e.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets[0].value === 'upload-e2e.png', load);
+  await page.waitForFunction((id) => window.forgeflow.state.images[String(id)]?.naturalWidth === 64, load);
+  await screenshot(page, '10-load-image-upload');
+  // A file that appears in input/ by other means shows up after Refresh (R).
+  const fd = new FormData();
+  fd.append('image', new Blob([png], { type: 'image/png' }), 'from-api.png');
+  assert.equal((await fetch(`${server.url}/api/upload/image`, { method: 'POST', body: fd })).status, 200);
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('r');
+  await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets[0].options.values.includes('from-api.png'), load, { timeout: 10000 });
+  await page.evaluate((id) => window.forgeflow.graph.remove(window.forgeflow.graph.getNodeById(id)), load);
+});
+
+test('downloads the workflow and imports an API prompt JSON', async () => {
+  const dl = page.waitForEvent('download');
+  await page.click('#btn-download');
+  const file = await (await dl).path();
+  const { readFileSync } = await import('node:fs');
+  const wf = JSON.parse(readFileSync(file, 'utf8'));
+  assert.deepEqual(wf.nodes.map((n) => n.type).sort(), (await graphSummary()).nodes.map((n) => n.type).sort());
+  const api = { 10: { class_type: 'EmptyImage', inputs: { width: 32, height: 16, batch_size: 1, color: 255 } }, 11: { class_type: 'ImageFlip', inputs: { image: ['10', 0], flip_method: 'x-axis: vertically' } }, 12: { class_type: 'PreviewImage', inputs: { images: ['11', 0] } } };
+  const chooser = page.waitForEvent('filechooser');
+  await page.click('#btn-import');
+  await (await chooser).setFiles({ name: 'api.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(api)) });
+  await page.locator('.toast', { hasText: 'Loaded api.json' }).waitFor();
+  const p = await page.evaluate(() => window.forgeflow.toPrompt());
+  for (const [id, n] of Object.entries(api)) {
+    assert.equal(p[id].class_type, n.class_type);
+    assert.deepEqual(p[id].inputs, { ...p[id].inputs, ...n.inputs });
+  }
+});
+
 test('300-node graph: frame time while panning', async () => {
   await page.click('#btn-clear');
   await page.evaluate(() => {
