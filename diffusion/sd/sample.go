@@ -13,8 +13,8 @@ import (
 )
 
 // StepFunc is called after every sampling step with the 0-based step, the number of
-// steps and the denoised estimate x0 (in the model's latent space, (N, C, H, W)).
-type StepFunc func(step, total int, x0 []float32)
+// steps and the denoised estimate x0 of the given shape (in the model's latent space).
+type StepFunc func(step, total int, x0 []float32, shape [4]int)
 
 // Noise is ComfyUI's NOISE: the initial noise of a run (RandomNoise, DisableNoise).
 type Noise struct {
@@ -146,7 +146,7 @@ func (g *Guider) Sample(ctx context.Context, sampler string, sigmas, noise, late
 	opts.Callback = func(i int, denoised, _ []float32) {
 		last = denoised
 		if step != nil {
-			step(i, total, denoised)
+			step(i, total, denoised, shape)
 		}
 	}
 	out, err := sampling.Sample(ctx, sampler, d, sigmas, noise, lat, opts)

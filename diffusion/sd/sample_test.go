@@ -383,7 +383,7 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 	}
 	var steps []int
 	out, den, err := CustomSample(context.Background(), Noise{Seed: 5}, NewCFGGuider(tn.model, pos, neg, 6), "euler_ancestral", sigmas, lat,
-		func(step, total int, x0 []float32) { steps = append(steps, step, total) })
+		func(step, total int, x0 []float32, _ [4]int) { steps = append(steps, step, total) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +495,7 @@ func TestSampleCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	steps := 0
 	p := KSamplerParams{Seed: 1, Steps: 20, CFG: 5, Sampler: "euler", Scheduler: "normal", Denoise: 1, StartStep: -1, LastStep: -1}
-	_, err := KSample(ctx, tn.model, pos, neg, tn.latent(t, nil, 1, 4, 8, 8), p, func(step, total int, _ []float32) {
+	_, err := KSample(ctx, tn.model, pos, neg, tn.latent(t, nil, 1, 4, 8, 8), p, func(step, total int, _ []float32, _ [4]int) {
 		steps++
 		if step == 1 {
 			cancel()

@@ -82,6 +82,9 @@ func Register(r *nodes.Registry, opts Options) error {
 			return fmt.Errorf("builtin: %w", err)
 		}
 	}
+	if err := registerSampling(r); err != nil { // conditioning.go, latent.go, sampling.go
+		return err
+	}
 	return nil
 }
 
