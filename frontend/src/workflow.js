@@ -116,12 +116,34 @@ function typeFits(a, b) {
 }
 
 /**
+ * Expands {a|b|c} alternatives in a text widget with dynamicPrompts, as the front end's
+ * Comfy.DynamicPrompts extension does when it queues (extensions/core/dynamicPrompts.ts):
+ * comments (/* *\/ and // to the end of the line) are removed, then while the text
+ * holds a "{" and a "}" (one escaped occurrence of each aside) the span between the
+ * first of each is replaced by one of its "|"-separated options. choose(n) picks one.
+ */
+export function expandDynamicPrompt(text, choose = (n) => Math.floor(Math.random() * n)) {
+  let s = text.replace(/\/\*[\s\S]*?\*\/|\/\/.*/g, '');
+  for (let iter = 0; s.replace('\\{', '').includes('{') && s.replace('\\}', '').includes('}'); iter++) {
+    if (iter >= 4096 || s.length > 1 << 20) throw new Error('dynamic prompt does not terminate (unbalanced braces)');
+    const start = s.replace('\\{', '00').indexOf('{');
+    const end = s.replace('\\}', '00').indexOf('}');
+    const options = s.substring(start + 1, end).split('|');
+    let k = choose(options.length);
+    if (!(k >= 0 && k < options.length)) k = 0;
+    s = s.substring(0, start) + options[k] + s.substring(end + 1);
+  }
+  return s;
+}
+
+/**
  * Converts a UI workflow into an API prompt.
  * @param {object} workflow litegraph's serialize() output (links as arrays or objects)
  * @param {Record<string, object>} defs /object_info
+ * @param {{choose?: (n:number)=>number}} [opts] choose picks dynamic-prompt options (random by default)
  * @returns {Record<string, {class_type:string, inputs:object, _meta:{title:string}}>}
  */
-export function graphToPrompt(workflow, defs) {
+export function graphToPrompt(workflow, defs, opts = {}) {
   if (!workflow || !Array.isArray(workflow.nodes)) throw new ConvertError(null, 'has no nodes list');
   const nodes = new Map();
   for (const n of workflow.nodes) {
@@ -177,6 +199,13 @@ export function graphToPrompt(workflow, defs) {
       if (w.kind !== 'value') return;
       let v = values ? values[i] : named ? named[w.name] : undefined;
       if (v === undefined) v = defaultValue(w.input);
+      if (typeof v === 'string' && w.input.options.dynamicPrompts) {
+        try {
+          v = expandDynamicPrompt(v, opts.choose);
+        } catch (e) {
+          throw new ConvertError(n.id, `input "${w.name}": ${e.message}`);
+        }
+      }
       inputs[w.name] = Array.isArray(v) ? { __value__: v } : v;
     });
     for (const inp of n.inputs || []) {

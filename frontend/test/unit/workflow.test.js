@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { widgetLayout, graphToPrompt, nextSeed, searchNodes, categories, schemaInputs, defaultValue, ConvertError } from '../../src/workflow.js';
+import { widgetLayout, graphToPrompt, expandDynamicPrompt, nextSeed, searchNodes, categories, schemaInputs, defaultValue, ConvertError } from '../../src/workflow.js';
 
 const defs = {
   EmptyImage: {
@@ -90,6 +90,23 @@ test('graphToPrompt reports bad workflows', () => {
   assert.throws(() => graphToPrompt(broken, defs), /node 99, which does not exist/);
 });
 
+test('expandDynamicPrompt picks options, strips comments, keeps escapes', () => {
+  const first = () => 0;
+  const last = (n) => n - 1;
+  assert.equal(expandDynamicPrompt('a {red|green|blue} ball', first), 'a red ball');
+  assert.equal(expandDynamicPrompt('a {red|green|blue} ball', last), 'a blue ball');
+  assert.equal(expandDynamicPrompt('{a|b} and {c|d}', last), 'b and d');
+  assert.equal(expandDynamicPrompt('x /* {a|b} */ y // {c|d}\nz', first), 'x  y \nz');
+  assert.equal(expandDynamicPrompt('plain', first), 'plain');
+  // Only one escaped brace is ignored (the front end replaces the first occurrence).
+  assert.equal(expandDynamicPrompt('\\{a|b\\}', first), '\\{a|b\\}');
+  // Reversed braces make the front end loop forever; here it is an error.
+  assert.throws(() => expandDynamicPrompt('} x {', first), /does not terminate/);
+  const wf = { nodes: [{ id: 1, type: 'T', widgets_values: ['{cat|dog}'] }], links: [] };
+  const d = { T: { input: { required: { text: ['STRING', { multiline: true, dynamicPrompts: true }] } }, output: [] } };
+  assert.equal(graphToPrompt(wf, d, { choose: (n) => n - 1 })[1].inputs.text, 'dog');
+});
+
 test('nextSeed follows control_after_generate', () => {
   assert.equal(nextSeed(5, 'fixed'), 5);
   assert.equal(nextSeed(5, 'increment'), 6);
@@ -131,7 +148,7 @@ test('graphToPrompt matches ComfyUI on the reference workflows', (t) => {
     const want = JSON.parse(readFileSync(path.join(refDir, 'workflows', e.prompt_file), 'utf8'));
     let got;
     try {
-      got = graphToPrompt(wf, refDefs);
+      got = graphToPrompt(wf, refDefs, { choose: () => 0 });
     } catch (err) {
       if (err.missingTypes) continue;
       throw new Error(`${e.file}: ${err.message}`);
