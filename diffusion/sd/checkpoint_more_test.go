@@ -1,0 +1,296 @@
+package sd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/weights/folders"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+// TestOpenCLIPMatchesHF writes one OpenCLIP text tower twice — in OpenCLIP's layout
+// (fused in_proj, (in, out) text_projection) and converted by hand to the transformers
+// layout — and checks that both load into encoders with identical outputs.
+func TestOpenCLIPMatchesHF(t *testing.T) {
+	rt := ckRuntime(t)
+	dir := t.TempDir()
+	oc := tinySD2(31, false)
+	hf := newBuilder(0)
+	const w = tinyTextWidth
+	var proj tensorSpec
+	for _, ts := range oc.tensors {
+		name, ok := strings.CutPrefix(ts.name, "cond_stage_model.model.")
+		if !ok {
+			hf.tensors = append(hf.tensors, ts)
+			continue
+		}
+		const p = "cond_stage_model.model.hf."
+		rename := map[string]string{
+			"token_embedding.weight": "embeddings.token_embedding.weight",
+			"positional_embedding":   "embeddings.position_embedding.weight",
+			"ln_final.weight":        "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias",
+		}
+		switch {
+		case rename[name] != "":
+			ts.name = p + rename[name]
+			hf.tensors = append(hf.tensors, ts)
+		case name == "text_projection":
+			proj = ts
+		case name == "logit_scale":
+		default:
+			var layer int
+			var rest string
+			if _, err := fmt.Sscanf(name, "transformer.resblocks.%d.", &layer); err != nil {
+				t.Fatalf("unexpected key %s", name)
+			}
+			rest = name[strings.Index(name[len("transformer.resblocks."):], ".")+len("transformer.resblocks.")+1:]
+			to := fmt.Sprintf("%sencoder.layers.%d.", p, layer)
+			switch rest {
+			case "attn.in_proj_weight", "attn.in_proj_bias":
+				per := len(ts.vals) / 3
+				kind := strings.TrimPrefix(rest, "attn.in_proj_")
+				for j, q := range []string{"q_proj", "k_proj", "v_proj"} {
+					shape := slices.Clone(ts.shape)
+					shape[0] /= 3
+					hf.tensors = append(hf.tensors, tensorSpec{name: to + "self_attn." + q + "." + kind, shape: shape, vals: ts.vals[j*per : (j+1)*per], dtype: ts.dtype})
+				}
+			default:
+				r := strings.NewReplacer("ln_1.", "layer_norm1.", "ln_2.", "layer_norm2.", "attn.out_proj.", "self_attn.out_proj.", "mlp.c_fc.", "mlp.fc1.", "mlp.c_proj.", "mlp.fc2.")
+				ts.name = to + r.Replace(rest)
+				hf.tensors = append(hf.tensors, ts)
+			}
+		}
+	}
+	// text_projection (in, out) → a Linear weight (out, in).
+	in, out := proj.shape[0], proj.shape[1]
+	tv := make([]float32, in*out)
+	for i := 0; i < in; i++ {
+		for o := 0; o < out; o++ {
+			tv[o*in+i] = proj.vals[i*out+o]
+		}
+	}
+	hf.tensors = append(hf.tensors, tensorSpec{name: "cond_stage_model.model.hf.text_projection.weight", shape: []int{out, in}, vals: tv, dtype: proj.dtype})
+
+	ocPath, hfPath := filepath.Join(dir, "oc.safetensors"), filepath.Join(dir, "hf.safetensors")
+	oc.write(t, ocPath)
+	hf.write(t, hfPath)
+	bpe, err := clip.LoadBPE(writeTinyVocab(t, filepath.Join(dir, "vocab")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckOC, err := LoadCheckpoint(rt, ocPath, LoadOptions{Vocab: bpe, SkipModel: true, SkipVAE: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckOC.Close()
+	f, err := openTensorFile(hfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	teHF, err := bindTextModel(rt, newSource(rt, f), "cond_stage_model.model.hf.", roleSD2H, "cond_stage_model.model.hf.text_projection.weight", LoadOptions{Vocab: bpe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := ckTokens(ckOC.CLIP, []int{5, 17, 300, 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ckOC.CLIP.EncodeTokens(context.Background(), toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	b, err := (&CLIP{Runtime: rt, Encoders: []*TextEncoder{teHF}}).EncodeTokens(context.Background(), toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	for _, pair := range [][2]*Encoded{{a, b}} {
+		for name, x := range map[string][2][]float32{"cond": {ckVals(pair[0].Cond), ckVals(pair[1].Cond)}, "pooled": {ckVals(pair[0].Pooled), ckVals(pair[1].Pooled)}} {
+			if !slices.Equal(x[0], x[1]) {
+				t.Errorf("%s differs between the OpenCLIP and transformers layouts", name)
+			}
+		}
+	}
+	if len(ckVals(a.Pooled)) != tinyProj {
+		t.Errorf("pooled width %d, want the projection's %d", len(ckVals(a.Pooled)), tinyProj)
+	}
+}
+
+// ckTokens makes one window per encoder from raw ids: start, ids, end, padding.
+func ckTokens(c *CLIP, ids []int) (Tokens, error) {
+	out := Tokens{}
+	for _, te := range c.Encoders {
+		e := te.Encoder
+		win := make([]clip.Token, 0, 77)
+		win = append(win, clip.Token{ID: e.Start, Weight: 1})
+		for _, id := range ids {
+			win = append(win, clip.Token{ID: id, Weight: 1})
+		}
+		win = append(win, clip.Token{ID: e.End, Weight: 1})
+		for len(win) < 77 {
+			win = append(win, clip.Token{ID: e.Pad, Weight: 1})
+		}
+		out[te.Name] = [][]clip.Token{win}
+	}
+	return out, nil
+}
+
+func ckVals(x interface{ Float32() ([]float32, error) }) []float32 {
+	v, _ := x.Float32()
+	return v
+}
+
+// TestSaveCheckpointRoundTrip saves a loaded checkpoint and checks that the file holds
+// every tensor of the source under the same name with the same bytes, that it loads
+// back as the same family, and carries ComfyUI's metadata.
+func TestSaveCheckpointRoundTrip(t *testing.T) {
+	rt := ckRuntime(t)
+	dir := t.TempDir()
+	tests := []struct {
+		name      string
+		build     *ckptBuilder
+		predict   string
+		arch      string
+		vPredFlag bool
+	}{
+		{"sd1", tinySD1(41), "epsilon", "", false},
+		{"sd2_v", tinySD2(42, true), "v", "", true},
+		{"sdxl", tinySDXL(43), "epsilon", "stable-diffusion-xl-v1-base", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := filepath.Join(dir, tc.name+".safetensors")
+			tc.build.write(t, src)
+			ck, err := LoadCheckpoint(rt, src, LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			var buf bytes.Buffer
+			if err := SaveCheckpoint(&buf, ck.Model, ck.CLIP, ck.VAE, "ComfyUI 1", map[string]string{"prompt": "{}"}); err != nil {
+				t.Fatal(err)
+			}
+			saved := filepath.Join(dir, tc.name+"_saved.safetensors")
+			if err := os.WriteFile(saved, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			a, err := safetensors.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := safetensors.Open(saved)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			for _, info := range a.Tensors() {
+				ta, _ := a.Tensor(info.Name)
+				tb, err := b.Tensor(info.Name)
+				if err != nil {
+					t.Fatalf("saved file lacks %s", info.Name)
+				}
+				if tb.DType != ta.DType || !slices.Equal(tb.Shape, ta.Shape) || !bytes.Equal(tb.Data, ta.Data) {
+					t.Fatalf("%s: saved %s%v differs from the source %s%v", info.Name, tb.DType, tb.Shape, ta.DType, ta.Shape)
+				}
+			}
+			_, hasV := b.Info("v_pred")
+			if hasV != tc.vPredFlag {
+				t.Errorf("v_pred marker present %v, want %v", hasV, tc.vPredFlag)
+			}
+			md := b.Metadata()
+			if md["modelspec.predict_key"] != tc.predict || md["modelspec.architecture"] != tc.arch || md["prompt"] != "{}" {
+				t.Errorf("metadata %v", md)
+			}
+			back, err := LoadCheckpoint(rt, saved, LoadOptions{SkipModel: false})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer back.Close()
+			if back.Family != ck.Family || back.Model.Sampling.Prediction() != ck.Model.Sampling.Prediction() {
+				t.Errorf("reloaded as %s %v, saved %s %v", back.Family, back.Model.Sampling.Prediction(), ck.Family, ck.Model.Sampling.Prediction())
+			}
+		})
+	}
+	m := &Model{Sampling: sampling.NewSD(sampling.EPS)}
+	if err := SaveCheckpoint(&bytes.Buffer{}, m, nil, nil, "", nil); err == nil {
+		t.Error("a model without file weights was saved")
+	}
+}
+
+func TestVocabSearch(t *testing.T) {
+	base := t.TempDir()
+	comfy := t.TempDir()
+	// A ComfyUI install named by an extra config: its comfy/sd1_tokenizer holds the
+	// vocabulary.
+	if err := os.MkdirAll(filepath.Join(comfy, "models", "checkpoints"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yml := filepath.Join(base, "extra_model_paths.yaml")
+	if err := os.WriteFile(yml, []byte("comfyui:\n    base_path: "+comfy+"\n    checkpoints: models/checkpoints\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: []string{yml}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = FindVocab(p)
+	if me, ok := err.(*MissingVocabError); !ok || !strings.Contains(me.Error(), "vocab.json and merges.txt") ||
+		!slices.Contains(me.Searched, filepath.Join(comfy, "comfy", "sd1_tokenizer")) ||
+		me.Searched[0] != filepath.Join(base, "models", "tokenizers", "clip") {
+		t.Fatalf("FindVocab without a vocabulary: %v", err)
+	}
+
+	sd1tok := filepath.Join(comfy, "comfy", "sd1_tokenizer")
+	writeTinyVocab(t, sd1tok)
+	if got, err := FindVocab(p); err != nil || got != sd1tok {
+		t.Fatalf("FindVocab = %q, %v; want the install's %s", got, err, sd1tok)
+	}
+	// models/tokenizers/clip of the base directory comes first.
+	own := writeTinyVocab(t, filepath.Join(base, "models", "tokenizers", "clip"))
+	if got, err := FindVocab(p); err != nil || got != own {
+		t.Fatalf("FindVocab = %q, %v; want %s", got, err, own)
+	}
+	var v Vocabulary
+	b1, err := v.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := v.Load(p)
+	if b1 != b2 {
+		t.Error("the vocabulary was parsed twice")
+	}
+
+	// Next to a diffusers-style model folder.
+	base2 := t.TempDir()
+	tok := filepath.Join(base2, "models", "diffusers", "sd15", "tokenizer")
+	if err := os.MkdirAll(tok, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"vocab.json", "merges.txt"} {
+		body := "#version: 0.2\n"
+		if f == "vocab.json" {
+			body = `{"<|startoftext|>": 0, "<|endoftext|>": 1}`
+		}
+		if err := os.WriteFile(filepath.Join(tok, f), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p2, err := folders.New(folders.Options{BaseDir: base2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FindVocab(p2); err != nil || got != tok {
+		t.Fatalf("FindVocab = %q, %v; want the diffusers tokenizer %s", got, err, tok)
+	}
+}
