@@ -443,6 +443,42 @@ test('downloads the workflow and imports an API prompt JSON', async () => {
   }
 });
 
+test('queue panel: cancel a pending prompt, interrupt the running one, clear the rest', async () => {
+  // About 4 s per prompt on this machine; the seed control makes each prompt differ, so
+  // none is served from the cache.
+  const slow = {
+    1: { class_type: 'EmptyImage', inputs: { width: 2048, height: 2048, batch_size: 1, color: 0 } },
+    2: { class_type: 'ImageAddNoise', inputs: { image: ['1', 0], seed: 1, strength: 0.5 } },
+    3: { class_type: 'ImageBlur', inputs: { image: ['2', 0], blur_radius: 31, sigma: 5 } },
+    4: { class_type: 'PreviewImage', inputs: { images: ['3', 0] } },
+  };
+  await page.evaluate((p) => window.forgeflow.loadAnyJSON(p), slow);
+  await page.evaluate(() => {
+    window.forgeflow.graph.getNodeById(2).widgets.find((w) => w.name === 'control_after_generate').value = 'increment';
+    window.forgeflow.events.length = 0;
+  });
+  await page.fill('#batch-count', '3');
+  await page.click('#btn-queue');
+  await page.click('#btn-queue-panel');
+  await page.waitForSelector('#queue-running li');
+  await page.waitForFunction(() => document.querySelectorAll('#queue-pending li').length === 2, null, { timeout: 20000 });
+  await screenshot(page, '11-queue-panel');
+  const cancelled = await page.getAttribute('#queue-pending li:last-child', 'data-prompt-id');
+  await page.click('#queue-pending li:last-child button');
+  await page.waitForFunction((id) => !document.querySelector(`#queue-pending li[data-prompt-id="${id}"]`), cancelled);
+  const running = await page.getAttribute('#queue-running li', 'data-prompt-id');
+  await page.click('#queue-running li button');
+  await page.waitForFunction(() => window.forgeflow.events.includes('execution_interrupted'), null, { timeout: 20000 });
+  await page.click('#btn-clear-queue');
+  await page.waitForFunction(() => !document.querySelector('#queue-pending li') && !document.querySelector('#queue-running li'), null, { timeout: 20000 });
+  const hist = await (await fetch(`${server.url}/api/history`)).json();
+  assert.equal(hist[cancelled], undefined, 'a cancelled prompt never runs');
+  assert.ok(hist[running], 'the interrupted prompt is in the history');
+  assert.notEqual(hist[running].status?.status_str, 'success');
+  await page.fill('#batch-count', '1');
+  await page.click('#btn-queue-panel');
+});
+
 test('300-node graph: frame time while panning', async () => {
   await page.click('#btn-clear');
   await page.evaluate(() => {
