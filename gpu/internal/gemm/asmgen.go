@@ -289,71 +289,94 @@ func decQ(name string, q4 bool) {
 // rows is loaded 16 columns at a time and transposed as four 4×4 blocks
 // per 128-bit lane (unpack, then shuffle); lane L of result j holds the
 // four rows at column 4L+j and is stored with VEXTRACTF32X4.
-func packT() {
-	fmt.Fprintf(&out, "\n// func packTAVX512(dst, src *float32, ld, kc16, groups, stride int)\n")
-	fmt.Fprintf(&out, "TEXT ·packTAVX512(SB), NOSPLIT, $0-48\n")
+func packT(name, reg string, lanes int) {
+	cols := 4 * lanes // columns per chunk
+	fmt.Fprintf(&out, "\n// func %s(dst, src *float32, ld, kc%d, groups, stride int)\n", name, cols)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
 	p("MOVQ dst+0(FP), DI")
 	p("MOVQ src+8(FP), SI")
 	p("MOVQ ld+16(FP), R9")
 	p("SHLQ $2, R9")
 	p("LEAQ (R9)(R9*2), R10")
-	p("MOVQ kc16+24(FP), CX")
+	p("MOVQ kc%d+24(FP), CX", cols)
 	p("MOVQ stride+40(FP), R8")
 	p("SHLQ $2, R8")          // bytes per packed k step
 	p("LEAQ (R8)(R8*2), R12") // 3 steps
 	p("MOVQ R8, R13")
-	p("SHLQ $4, R13") // 16 steps: the destination advance per chunk
-	label("packT_chunk")
+	p("SHLQ $%d, R13", map[int]int{8: 3, 16: 4}[cols]) // the destination advance per chunk
+	label(name + "_chunk")
 	p("MOVQ SI, BX")
 	p("MOVQ DI, DX")
 	p("MOVQ groups+32(FP), R11")
-	label("packT_group")
-	p("VMOVUPS (BX), Z0")
-	p("VMOVUPS (BX)(R9*1), Z1")
-	p("VMOVUPS (BX)(R9*2), Z2")
-	p("VMOVUPS (BX)(R10*1), Z3")
-	p("VUNPCKLPS Z1, Z0, Z4") // r0[0] r1[0] r0[1] r1[1] per lane
-	p("VUNPCKHPS Z1, Z0, Z5") // r0[2] r1[2] r0[3] r1[3]
-	p("VUNPCKLPS Z3, Z2, Z6")
-	p("VUNPCKHPS Z3, Z2, Z7")
-	p("VSHUFPS $0x44, Z6, Z4, Z8")  // column 0 of each lane: r0..r3
-	p("VSHUFPS $0xEE, Z6, Z4, Z9")  // column 1
-	p("VSHUFPS $0x44, Z7, Z5, Z10") // column 2
-	p("VSHUFPS $0xEE, Z7, Z5, Z11") // column 3
+	label(name + "_group")
+	p("VMOVUPS (BX), %s0", reg)
+	p("VMOVUPS (BX)(R9*1), %s1", reg)
+	p("VMOVUPS (BX)(R9*2), %s2", reg)
+	p("VMOVUPS (BX)(R10*1), %s3", reg)
+	p("VUNPCKLPS %[1]s1, %[1]s0, %[1]s4", reg) // r0[0] r1[0] r0[1] r1[1] per lane
+	p("VUNPCKHPS %[1]s1, %[1]s0, %[1]s5", reg) // r0[2] r1[2] r0[3] r1[3]
+	p("VUNPCKLPS %[1]s3, %[1]s2, %[1]s6", reg)
+	p("VUNPCKHPS %[1]s3, %[1]s2, %[1]s7", reg)
+	p("VSHUFPS $0x44, %[1]s6, %[1]s4, %[1]s8", reg)  // column 0 of each lane: r0..r3
+	p("VSHUFPS $0xEE, %[1]s6, %[1]s4, %[1]s9", reg)  // column 1
+	p("VSHUFPS $0x44, %[1]s7, %[1]s5, %[1]s10", reg) // column 2
+	p("VSHUFPS $0xEE, %[1]s7, %[1]s5, %[1]s11", reg) // column 3
 	// Lane l of column register j goes to packed step 4l+j: AX walks the
 	// lanes (4 steps apart), and j is an offset of 0..3 steps from AX.
 	p("MOVQ DX, AX")
-	for l := 0; l < 4; l++ {
+	for l := 0; l < lanes; l++ {
 		for j := 0; j < 4; j++ {
-			var addr string
-			switch j {
-			case 0:
-				addr = "(AX)"
-			case 1:
-				addr = "(AX)(R8*1)"
-			case 2:
-				addr = "(AX)(R8*2)"
-			case 3:
-				addr = "(AX)(R12*1)"
-			}
-			if l == 0 {
+			addr := [4]string{"(AX)", "(AX)(R8*1)", "(AX)(R8*2)", "(AX)(R12*1)"}[j]
+			switch {
+			case l == 0:
 				p("VMOVUPS X%d, %s", 8+j, addr)
-			} else {
+			case reg == "Y":
+				p("VEXTRACTF128 $%d, Y%d, %s", l, 8+j, addr)
+			default:
 				p("VEXTRACTF32X4 $%d, Z%d, %s", l, 8+j, addr)
 			}
 		}
-		if l < 3 {
+		if l < lanes-1 {
 			p("LEAQ (AX)(R8*4), AX")
 		}
 	}
 	p("LEAQ (BX)(R9*4), BX")
 	p("ADDQ $16, DX")
 	p("DECQ R11")
-	p("JNZ packT_group")
-	p("ADDQ $64, SI")
+	p("JNZ %s_group", name)
+	p("ADDQ $%d, SI", cols*4)
 	p("ADDQ R13, DI")
-	p("SUBQ $16, CX")
-	p("JNZ packT_chunk")
+	p("SUBQ $%d, CX", cols)
+	p("JNZ %s_chunk", name)
+	p("VZEROUPPER")
+	p("RET")
+}
+
+// decQ8AVX2 emits func decQ8_0AVX2(dst *float32, src *byte, nblocks int),
+// nblocks ≥ 1: Q8_0 with AVX2 and F16C, eight quants at a time
+// (VPMOVSXBD, VCVTDQ2PS, VMULPS by the broadcast scale), bit-identical to
+// the Go decoder.
+func decQ8AVX2() {
+	fmt.Fprintf(&out, "\n// func decQ8_0AVX2(dst *float32, src *byte, nblocks int)\n")
+	fmt.Fprintf(&out, "TEXT ·decQ8_0AVX2(SB), NOSPLIT, $0-24\n")
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ nblocks+16(FP), CX")
+	label("decQ8_0AVX2_loop")
+	p("MOVWLZX (SI), AX")
+	p("VMOVD AX, X1")
+	p("VCVTPH2PS X1, X1")
+	p("VBROADCASTSS X1, Y1")
+	for h := 0; h < 4; h++ {
+		p("VPMOVSXBD %d(SI), Y%d", 2+8*h, 2+h)
+		p("VCVTDQ2PS Y%d, Y%d", 2+h, 2+h)
+		p("VMULPS Y1, Y%d, Y%d", 2+h, 2+h)
+		p("VMOVUPS Y%d, %d(DI)", 2+h, 32*h)
+	}
+	p("ADDQ $34, SI")
+	p("ADDQ $128, DI")
+	p("DECQ CX")
+	p("JNZ decQ8_0AVX2_loop")
 	p("VZEROUPPER")
 	p("RET")
 }
@@ -475,7 +498,9 @@ func main() {
 	cvt("cvtF16AVX2", "Y", 8, false)
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
-	packT()
+	packT("packTAVX512", "Z", 4)
+	packT("packTAVX2", "Y", 2)
+	decQ8AVX2()
 	pairs("pairs12BF16", 12)
 	pairs("pairs32BF16", 32)
 	decQ4K()

@@ -18,7 +18,7 @@ func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
 		half:    tile12x16AVX512,
-		packT:   packTFast,
+		packT:   vecPackT(packTAVX512, 16),
 		dot:     vecDot(dotAVX512, 16),
 		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
 		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
@@ -41,6 +41,7 @@ func avx2Kernel() kernel {
 	}
 	if cpu.X86.HasF16C {
 		k.cvtF16 = vecCvt(cvtF16AVX2, 8, cvtF16Generic)
+		k.decQ8_0 = blockDec(decQ8_0AVX2, 34)
 	}
 	return k
 }

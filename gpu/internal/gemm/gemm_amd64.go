@@ -144,20 +144,28 @@ func tile12x32BF16(kc int, a, b, c []float32, ldc int, acc bool) {
 //go:noescape
 func packTAVX512(dst, src *float32, ld, kc16, groups, stride int)
 
-// packTFast packs rows (a multiple of 4) rows of kc columns into a
-// k-major sliver of width stride: the asm transposes 16 columns at a time
-// and packTGo does the rest.
-func packTFast(d, src []float32, ld, kc, rows, stride int) {
-	n := kc &^ 15
-	if n > 0 && rows%4 == 0 {
-		_ = src[(rows-1)*ld+kc-1]
-		_ = d[(kc-1)*stride+rows-1]
-		packTAVX512(&d[0], &src[0], ld, n, rows/4, stride)
-	} else {
-		n = 0
-	}
-	if n < kc {
-		packTGo(d[n*stride:], src[n:], ld, kc-n, rows, stride)
+//go:noescape
+func packTAVX2(dst, src *float32, ld, kc8, groups, stride int)
+
+//go:noescape
+func decQ8_0AVX2(dst *float32, src *byte, nblocks int)
+
+// vecPackT returns a packT whose asm transposes cols (16 or 8) columns of
+// 4-row groups at a time; packTGo does the remaining columns and row
+// counts that are not a multiple of 4.
+func vecPackT(asm func(dst, src *float32, ld, n, groups, stride int), cols int) func(d, src []float32, ld, kc, rows, stride int) {
+	return func(d, src []float32, ld, kc, rows, stride int) {
+		n := kc &^ (cols - 1)
+		if n > 0 && rows%4 == 0 {
+			_ = src[(rows-1)*ld+kc-1]
+			_ = d[(kc-1)*stride+rows-1]
+			asm(&d[0], &src[0], ld, n, rows/4, stride)
+		} else {
+			n = 0
+		}
+		if n < kc {
+			packTGo(d[n*stride:], src[n:], ld, kc-n, rows, stride)
+		}
 	}
 }
 
