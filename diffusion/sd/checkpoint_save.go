@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/weights"
@@ -16,6 +17,17 @@ import (
 type Weights struct {
 	file *tensorFile
 	keys []string
+	// from → to renames the stored key prefix to the checkpoint one (standalone VAE and
+	// text encoder files); both empty for a checkpoint's own parts.
+	from, to string
+	// err says why this part cannot be saved into a checkpoint.
+	err error
+}
+
+// renamed returns w with its keys' prefix from replaced by to when saved.
+func (w *Weights) renamed(from, to string) *Weights {
+	w.from, w.to = from, to
+	return w
 }
 
 func newWeights(f *tensorFile, prefixes ...string) *Weights {
@@ -56,16 +68,20 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 	var entries []safetensors.Entry
 	seen := map[string]bool{}
 	add := func(ws *Weights) error {
-		for _, k := range ws.keys {
+		if ws.err != nil {
+			return fmt.Errorf("sd: save checkpoint: %w", ws.err)
+		}
+		for _, stored := range ws.keys {
+			k := ws.to + strings.TrimPrefix(stored, ws.from)
 			if seen[k] {
 				continue
 			}
 			seen[k] = true
-			info, ok := ws.file.infos[k]
+			info, ok := ws.file.infos[stored]
 			if !ok {
 				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.name, k)
 			}
-			file, key := ws.file, k
+			file, key := ws.file, stored
 			entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: info.Shape,
 				WriteData: func(w io.Writer) error {
 					_, data, err := file.raw(key)

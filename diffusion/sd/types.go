@@ -88,6 +88,9 @@ type VAE struct {
 	Name    string
 	// Weights records where the autoencoder's tensors are stored, for CheckpointSave.
 	Weights *Weights
+	// PixelSpace marks VAELoader's "pixel_space" VAE (Model nil): latents are the image
+	// itself, 3 channels in [−1, 1].
+	PixelSpace bool
 }
 
 // Cond is one entry of a CONDITIONING list: the text embedding and everything the

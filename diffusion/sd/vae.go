@@ -45,14 +45,14 @@ func (v *VAE) Decode(ctx context.Context, latent *gpu.Tensor) (*vae.Image, error
 
 // checkLatent validates a latent for this VAE.
 func (v *VAE) checkLatent(latent *gpu.Tensor) (n, c, h, w int, err error) {
-	if v == nil || v.Model == nil {
+	if v == nil || (v.Model == nil && !v.PixelSpace) {
 		return 0, 0, 0, 0, errors.New("sd: VAE has no model")
 	}
 	if latent == nil || latent.Rank() != 4 {
 		return 0, 0, 0, 0, fmt.Errorf("sd: latent %v is not (N, C, H, W)", latent)
 	}
 	n, c, h, w = latent.Dim(0), latent.Dim(1), latent.Dim(2), latent.Dim(3)
-	if want := v.Model.LatentChannels(); c != want {
+	if want := v.latentChannels(); c != want {
 		return 0, 0, 0, 0, fmt.Errorf("sd: latent has %d channels, this VAE decodes %d", c, want)
 	}
 	if n == 0 || h == 0 || w == 0 {
@@ -63,6 +63,9 @@ func (v *VAE) checkLatent(latent *gpu.Tensor) (n, c, h, w int, err error) {
 
 // decodeRaw runs the decoder on one latent (C, h, w): (3, H, W) unclamped.
 func (v *VAE) decodeRaw(z []float32, c, h, w int) ([]float32, int, int, error) {
+	if v.PixelSpace {
+		return z, h, w, nil
+	}
 	rt := v.Runtime
 	t, err := rt.FromFloat32(z, 1, c, h, w)
 	if err != nil {
@@ -133,16 +136,16 @@ func (v *VAE) Encode(ctx context.Context, img *vae.Image) (*gpu.Tensor, error) {
 // encodeInput checks and crops img and returns its first three channels as NCHW
 // values in [−1, 1].
 func (v *VAE) encodeInput(img *vae.Image) ([]float32, int, int, error) {
-	if v == nil || v.Model == nil {
+	if v == nil || (v.Model == nil && !v.PixelSpace) {
 		return nil, 0, 0, errors.New("sd: VAE has no model")
 	}
 	if img == nil || img.Batch <= 0 || img.Channels < 3 || len(img.Pix) != img.Batch*img.Height*img.Width*img.Channels {
 		return nil, 0, 0, errors.New("sd: VAE encode needs an image with at least 3 channels")
 	}
-	if len(v.Model.Encoder.Down) == 0 {
+	if !v.PixelSpace && len(v.Model.Encoder.Down) == 0 {
 		return nil, 0, 0, errors.New("sd: this VAE has no encoder (a decoder-only file)")
 	}
-	f := v.Model.Downscale()
+	f := v.downscale()
 	h, w := img.Height/f*f, img.Width/f*f
 	if h == 0 || w == 0 {
 		return nil, 0, 0, fmt.Errorf("sd: a %dx%d image is smaller than the VAE's %d-pixel cell", img.Width, img.Height, f)
@@ -164,6 +167,9 @@ func (v *VAE) encodeInput(img *vae.Image) ([]float32, int, int, error) {
 
 // encodeRaw encodes one image (3, h, w) in [−1, 1]: the posterior mean (C, h/f, w/f).
 func (v *VAE) encodeRaw(px []float32, h, w int) ([]float32, int, int, int, error) {
+	if v.PixelSpace {
+		return px, 3, h, w, nil
+	}
 	rt := v.Runtime
 	t, err := rt.FromFloat32(px, 1, 3, h, w)
 	if err != nil {
@@ -180,6 +186,28 @@ func (v *VAE) encodeRaw(px []float32, h, w int) ([]float32, int, int, int, error
 		return nil, 0, 0, 0, err
 	}
 	return vals, z.Dim(1), z.Dim(2), z.Dim(3), nil
+}
+
+// downscale is the spatial factor between image and latent.
+func (v *VAE) downscale() int {
+	if v.PixelSpace {
+		return 1
+	}
+	return v.Model.Downscale()
+}
+
+// latentChannels is the number of latent channels.
+func (v *VAE) latentChannels() int {
+	if v.PixelSpace {
+		return 3
+	}
+	return v.Model.LatentChannels()
+}
+
+// NewPixelSpaceVAE returns VAELoader's "pixel_space" VAE (comfy/pixel_space_convert.py):
+// encode and decode are the identity around the usual 2x−1 / (x+1)/2 scaling.
+func NewPixelSpaceVAE(rt *gpu.Runtime) *VAE {
+	return &VAE{Runtime: rt, PixelSpace: true, Name: "pixel_space"}
 }
 
 // pyRound is Python's round(): halves to even.

@@ -151,7 +151,7 @@ func (v *VAE) DecodeTiled(ctx context.Context, latent *gpu.Tensor, tileX, tileY,
 	if err != nil {
 		return nil, err
 	}
-	f := v.Model.Downscale()
+	f := v.downscale()
 	fn := func(in []float32, th, tw int) ([]float32, int, int, error) {
 		return v.decodeRaw(in, c, th, tw)
 	}
@@ -196,8 +196,8 @@ func (v *VAE) EncodeTiled(ctx context.Context, img *vae.Image, tileX, tileY, ove
 	if tileX <= 1 || tileY <= 1 || overlap < 0 {
 		return nil, fmt.Errorf("sd: tiled encode needs tiles of at least 2 pixels and a non-negative overlap (got %dx%d, overlap %d)", tileX, tileY, overlap)
 	}
-	f := v.Model.Downscale()
-	lc := v.Model.LatentChannels()
+	f := v.downscale()
+	lc := v.latentChannels()
 	fn := func(in []float32, th, tw int) ([]float32, int, int, error) {
 		z, c, zh, zw, err := v.encodeRaw(in, th, tw)
 		if err != nil {
