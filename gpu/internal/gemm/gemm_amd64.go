@@ -151,20 +151,24 @@ func packTAVX2(dst, src *float32, ld, kc8, groups, stride int)
 func decQ8_0AVX2(dst *float32, src *byte, nblocks int)
 
 // vecPackT returns a packT whose asm transposes cols (16 or 8) columns of
-// 4-row groups at a time; packTGo does the remaining columns and row
-// counts that are not a multiple of 4.
+// the whole 4-row groups at a time; packTGo does the remaining columns and
+// the rows past the last whole group (AVX2's 6-row A sliver: 4 + 2).
 func vecPackT(asm func(dst, src *float32, ld, n, groups, stride int), cols int) func(d, src []float32, ld, kc, rows, stride int) {
 	return func(d, src []float32, ld, kc, rows, stride int) {
 		n := kc &^ (cols - 1)
-		if n > 0 && rows%4 == 0 {
-			_ = src[(rows-1)*ld+kc-1]
-			_ = d[(kc-1)*stride+rows-1]
-			asm(&d[0], &src[0], ld, n, rows/4, stride)
-		} else {
-			n = 0
+		g := rows / 4
+		if n == 0 || g == 0 {
+			packTGo(d, src, ld, kc, rows, stride)
+			return
 		}
+		_ = src[(rows-1)*ld+kc-1]
+		_ = d[(kc-1)*stride+rows-1]
+		asm(&d[0], &src[0], ld, n, g, stride)
 		if n < kc {
-			packTGo(d[n*stride:], src[n:], ld, kc-n, rows, stride)
+			packTGo(d[n*stride:], src[n:], ld, kc-n, 4*g, stride)
+		}
+		if r := rows - 4*g; r > 0 {
+			packTGo(d[4*g:], src[4*g*ld:], ld, kc, r, stride)
 		}
 	}
 }
