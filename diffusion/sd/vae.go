@@ -188,6 +188,10 @@ func (v *VAE) encodeRaw(px []float32, h, w int) ([]float32, int, int, int, error
 	return vals, z.Dim(1), z.Dim(2), z.Dim(3), nil
 }
 
+// Downscale is the spatial factor between image and latent (8 for the SD VAEs, 1 for
+// pixel space): ComfyUI's spacial_compression_decode.
+func (v *VAE) Downscale() int { return v.downscale() }
+
 // downscale is the spatial factor between image and latent.
 func (v *VAE) downscale() int {
 	if v.PixelSpace {

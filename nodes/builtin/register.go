@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/weights/folders"
+	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // Options configure the built-in nodes. The zero value works: file nodes then use the
@@ -17,6 +20,14 @@ type Options struct {
 	// Now returns the time used for SaveImage's %date:…%, %year% … substitutions (local
 	// time, as ComfyUI and its front end use). nil means time.Now.
 	Now func() time.Time
+	// Models finds model files (checkpoints, vae, text_encoders, embeddings) and the CLIP
+	// tokenizer vocabulary for the loader nodes; nil lists no models.
+	Models *folders.Paths
+	// Memory caches loaded models by file identity, so loading an unchanged checkpoint
+	// again is near-instant; nil loads the file on every run.
+	Memory *memory.Manager
+	// Runtime runs the networks; nil makes a CPU runtime on first use.
+	Runtime *gpu.Runtime
 }
 
 func (o Options) now() time.Time {
@@ -81,6 +92,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		if err := r.Register(n); err != nil {
 			return fmt.Errorf("builtin: %w", err)
 		}
+	}
+	if err := registerSDLoading(r, opts); err != nil { // loaders.go, vaenodes.go
+		return err
 	}
 	if err := registerSampling(r); err != nil { // conditioning.go, latent.go, sampling.go
 		return err

@@ -17,6 +17,14 @@ var fileCombos = map[string][]string{
 	"LoadImageMask": {"image"},
 }
 
+// modelCombos are inputs whose choices list model files (weights/folders): compared by
+// form only; ComfyUI validates them against the list, so they are not CustomValidation.
+var modelCombos = map[string][]string{
+	"CheckpointLoaderSimple": {"ckpt_name"},
+	"VAELoader":              {"vae_name"},
+	"CLIPLoader":             {"clip_name"},
+}
+
 // wantClasses are the classes issue 2 asks this family to provide.
 var wantClasses = []string{
 	"LoadImage", "LoadImageMask", "SaveImage", "PreviewImage", "EmptyImage", "ImageScale",
@@ -102,6 +110,10 @@ func TestSchemasMatchComfyUI(t *testing.T) {
 				if in, _ := n.Schema().Input(input); !in.CustomValidation {
 					t.Errorf("input %q is not marked CustomValidation", input)
 				}
+			}
+			for _, input := range modelCombos[name] {
+				blankCombo(t, got, input)
+				blankCombo(t, want, input)
 			}
 			if !reflect.DeepEqual(got, want) {
 				g, _ := json.MarshalIndent(got, "", " ")

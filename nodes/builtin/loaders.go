@@ -1,0 +1,298 @@
+package builtin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/weights/memory"
+)
+
+// Model loaders (nodes.py CheckpointLoaderSimple, VAELoader, CLIPLoader) and the shared
+// state of the nodes that run Stable Diffusion networks.
+
+// sdEnv is what the loader and VAE nodes share: the model folders, the model cache,
+// the tensor runtime and the parsed CLIP vocabulary.
+type sdEnv struct {
+	opts  Options
+	vocab sd.Vocabulary
+
+	rtOnce sync.Once
+	rt     *gpu.Runtime
+	rtErr  error
+}
+
+func newSDEnv(opts Options) *sdEnv { return &sdEnv{opts: opts} }
+
+// registerSDLoading adds the loader, VAE and CheckpointSave nodes.
+func registerSDLoading(r *nodes.Registry, opts Options) error {
+	e := newSDEnv(opts)
+	for _, n := range []nodes.Node{
+		newCheckpointLoaderSimple(e), newVAELoader(e), newCLIPLoader(e),
+		newVAEDecode(), newVAEEncode(), newVAEDecodeTiled(), newVAEEncodeTiled(),
+		newCheckpointSave(opts),
+	} {
+		if err := r.Register(n); err != nil {
+			return fmt.Errorf("builtin: %w", err)
+		}
+	}
+	return nil
+}
+
+// runtime returns Options.Runtime, or a CPU runtime made on first use.
+func (e *sdEnv) runtime() (*gpu.Runtime, error) {
+	if e.opts.Runtime != nil {
+		return e.opts.Runtime, nil
+	}
+	e.rtOnce.Do(func() { e.rt, e.rtErr = gpu.New(gpu.Options{}) })
+	return e.rt, e.rtErr
+}
+
+// list returns the model names of folder for a combo (empty without model folders).
+func (e *sdEnv) list(folder string) []string {
+	if e.opts.Models == nil {
+		return []string{}
+	}
+	names, err := e.opts.Models.List(folder)
+	if err != nil {
+		return []string{}
+	}
+	return names
+}
+
+// resolve returns the path of model name in folder.
+func (e *sdEnv) resolve(folder, name string) (string, error) {
+	if e.opts.Models == nil {
+		return "", fmt.Errorf("builtin: no model folders are configured to find %s %q in", folder, name)
+	}
+	p, err := e.opts.Models.Resolve(folder, name)
+	if err != nil {
+		return "", fmt.Errorf("builtin: %s %q: %w", folder, name, err)
+	}
+	return p, nil
+}
+
+// load returns the parsed file at path, through the model cache when there is one so
+// that loading an unchanged file again is a cache hit. part tells apart different
+// parsings of one file.
+//
+// The parts alias the file's memory mapping. The cache's entry is released as soon as
+// the value is handed out (the executor keeps the outputs it needs), and an evicted
+// entry leaves its mapping in place: the mapped pages are clean file pages the kernel
+// reclaims under pressure, and unmapping them while a sampler still reads them would
+// crash.
+func (e *sdEnv) load(ctx context.Context, path, part string, load func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error)) (*sd.Checkpoint, error) {
+	rt, err := e.runtime()
+	if err != nil {
+		return nil, err
+	}
+	if e.opts.Memory == nil {
+		return load(rt, path)
+	}
+	h, err := e.opts.Memory.LoadFile(ctx, path, part, func(ctx context.Context, path string) (memory.Loaded, error) {
+		ck, err := load(rt, path)
+		if err != nil {
+			return memory.Loaded{}, err
+		}
+		return memory.Loaded{Value: ck, Bytes: ck.Bytes()}, nil
+	})
+	if err != nil {
+		// Keep the loader's own error (FormatError, UnsupportedError) reachable.
+		return nil, err
+	}
+	defer h.Release()
+	return h.Value().(*sd.Checkpoint), nil
+}
+
+// vocabFor returns the CLIP vocabulary, or nil and why there is none.
+func (e *sdEnv) vocabFor() (*clip.BPE, error) {
+	if e.opts.Models == nil {
+		return nil, errors.New("no model folders are configured to find the CLIP vocabulary in")
+	}
+	return e.vocab.Load(e.opts.Models)
+}
+
+// embeddingDirs are the textual-inversion folders.
+func (e *sdEnv) embeddingDirs() []string {
+	if e.opts.Models == nil {
+		return nil
+	}
+	d, err := e.opts.Models.Dirs("embeddings")
+	if err != nil {
+		return nil
+	}
+	return d
+}
+
+// withVocab gives a loaded CLIP its tokenizers.
+func (e *sdEnv) withVocab(c *sd.CLIP, log *slog.Logger) *sd.CLIP {
+	bpe, err := e.vocabFor()
+	if err != nil && log != nil {
+		log.Warn("CLIP loaded without a tokenizer vocabulary; text encoding will fail", "error", err)
+	}
+	return c.WithVocab(bpe, err, e.embeddingDirs())
+}
+
+func envLogger(env *nodes.Env) *slog.Logger {
+	if env != nil && env.Logger != nil {
+		return env.Logger
+	}
+	return nil
+}
+
+// modelCombo is a classic combo over a model folder: [[names], {opts}] or, with
+// opts nil, [[names]].
+func (e *sdEnv) modelCombo(name, folder string, opts map[string]any, extra ...string) graph.Input {
+	in := graph.Input{Name: name, Type: graph.TypeCombo, Options: opts, Bare: opts == nil,
+		Choices: func() []string { return append(e.list(folder), extra...) }}
+	return in
+}
+
+// CheckpointLoaderSimple loads a single-file checkpoint into MODEL, CLIP and VAE.
+type CheckpointLoaderSimple struct {
+	env    *sdEnv
+	schema graph.Schema
+}
+
+func newCheckpointLoaderSimple(e *sdEnv) *CheckpointLoaderSimple {
+	return &CheckpointLoaderSimple{env: e, schema: graph.Schema{
+		Name: "CheckpointLoaderSimple", DisplayName: "Load Checkpoint", Category: "loaders",
+		Description: "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
+		Inputs: []graph.Input{e.modelCombo("ckpt_name", "checkpoints",
+			map[string]any{"tooltip": "The name of the checkpoint (model) to load."})},
+		Outputs: outputs("MODEL", "CLIP", "VAE"),
+		Extra: map[string]any{"output_tooltips": []any{
+			"The model used for denoising latents.",
+			"The CLIP model used for encoding text prompts.",
+			"The VAE model used for encoding and decoding images to and from latent space.",
+		}},
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *CheckpointLoaderSimple) Schema() *graph.Schema { return &n.schema }
+
+// Run implements nodes.Node.
+func (n *CheckpointLoaderSimple) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	name, err := in.String("ckpt_name")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	path, err := n.env.resolve("checkpoints", name)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	ck, err := n.env.load(ctx, path, "checkpoint", func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
+		return sd.LoadCheckpoint(rt, path, sd.LoadOptions{Logger: envLogger(env)})
+	})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.Result{Outputs: []any{ck.Model, n.env.withVocab(ck.CLIP, envLogger(env)), ck.VAE}}, nil
+}
+
+// VAELoader loads a VAE file, or the "pixel_space" pass-through VAE.
+type VAELoader struct {
+	env    *sdEnv
+	schema graph.Schema
+}
+
+func newVAELoader(e *sdEnv) *VAELoader {
+	return &VAELoader{env: e, schema: graph.Schema{
+		Name: "VAELoader", DisplayName: "Load VAE", Category: "loaders",
+		// TAESD entries ("taesd", "taesdxl", …) are not offered: the tiny autoencoders
+		// are not implemented.
+		Inputs:  []graph.Input{e.modelCombo("vae_name", "vae", nil, "pixel_space")},
+		Outputs: outputs("VAE"),
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *VAELoader) Schema() *graph.Schema { return &n.schema }
+
+// Run implements nodes.Node.
+func (n *VAELoader) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	name, err := in.String("vae_name")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if name == "pixel_space" {
+		rt, err := n.env.runtime()
+		if err != nil {
+			return nodes.Result{}, err
+		}
+		return nodes.Result{Outputs: []any{sd.NewPixelSpaceVAE(rt)}}, nil
+	}
+	path, err := n.env.resolve("vae", name)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	ck, err := n.env.load(ctx, path, "vae", sd.LoadVAE)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.Result{Outputs: []any{ck.VAE}}, nil
+}
+
+// clipLoaderTypes is CLIPLoader's type list in ComfyUI 0.3.64's order.
+var clipLoaderTypes = []string{"stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv",
+	"pixart", "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"}
+
+// CLIPLoader loads one text encoder file as a CLIP.
+type CLIPLoader struct {
+	env    *sdEnv
+	schema graph.Schema
+}
+
+func newCLIPLoader(e *sdEnv) *CLIPLoader {
+	device := combo("device", "default", "cpu")
+	device.Section = graph.Optional
+	device.Bare = false
+	device.Options = map[string]any{"advanced": true}
+	return &CLIPLoader{env: e, schema: graph.Schema{
+		Name: "CLIPLoader", DisplayName: "Load CLIP", Category: "advanced/loaders",
+		Description: "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n" +
+			"stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n" +
+			" hidream: llama-3.1 (Recommend) or t5\nomnigen2: qwen vl 2.5 3B",
+		Inputs: []graph.Input{
+			e.modelCombo("clip_name", "text_encoders", nil),
+			combo("type", clipLoaderTypes...),
+			device,
+		},
+		Outputs: outputs("CLIP"),
+	}}
+}
+
+// Schema implements nodes.Node.
+func (n *CLIPLoader) Schema() *graph.Schema { return &n.schema }
+
+// Run implements nodes.Node. The device input is accepted and ignored: every network
+// runs on the runtime's device.
+func (n *CLIPLoader) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	name, err := in.String("clip_name")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	typ, err := in.String("type")
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	path, err := n.env.resolve("text_encoders", name)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	ck, err := n.env.load(ctx, path, "clip:"+typ, func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
+		return sd.LoadTextEncoder(rt, path, typ, sd.LoadOptions{Logger: envLogger(env)})
+	})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.Result{Outputs: []any{n.env.withVocab(ck.CLIP, envLogger(env))}}, nil
+}
