@@ -1,0 +1,140 @@
+package sd
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/testenv"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+// comfyDigest holds, per case of TestAgainstComfyUIRun, values of ComfyUI 0.3.64's own
+// result (refpeer kit, CPU, torch 2.6): the mean |value| and five elements by index.
+var comfyDigest = map[string]struct {
+	meanAbs float64
+	at      map[int]float64
+}{
+	"plain": {70.27486138860695, map[int]float64{0: 166.38653564453125, 37: -43.77687072753906, 101: 33.02149200439453, 200: 55.977779388427734, 255: 30.33160972595215}},
+	"areas": {14.869824032830365, map[int]float64{0: -17.01654815673828, 37: -20.472814559936523, 101: -3.7750680446624756, 200: -46.04570770263672, 511: 18.01313018798828}},
+	"mask":  {47.692922196991276, map[int]float64{0: 0, 37: 26.5727481842041, 101: -317.48773193359375, 200: -2.9554386138916016, 255: 180.74700927734375}},
+	"cfgpp": {74.2800736965728, map[int]float64{0: 2.6156394481658936, 37: -11.732908248901367, 101: 218.3105010986328, 200: 48.24132537841797, 255: 85.86432647705078}},
+	"adv1":  {100.72631219460163, map[int]float64{0: -74.12288665771484, 37: -133.03970336914062, 101: -95.10232543945312, 200: -77.96437072753906, 255: 91.71784210205078}},
+}
+
+// TestAgainstComfyUIRun compares whole KSampler runs with ComfyUI's comfy.sample.sample
+// on the same tiny UNet (golden/unet sd15_tiny) and conditioning (golden/clip's encoded
+// prompts): plain CFG; two latents at denoise 0.7 with an area entry, a 154-token entry
+// limited to the second half (padded to one batch by repetition); an inpaint mask;
+// euler_cfg_pp at cfg 1; a dpmpp_sde run stopped at step 3 with its leftover noise. Each
+// result is checked against comfyDigest, and element by element against the whole
+// reference when FORGEFLOW_SDSAMPLE_REF names the safetensors file the refpeer script
+// wrote (each final latent under its case name).
+func TestAgainstComfyUIRun(t *testing.T) {
+	var rf *safetensors.File
+	if ref := os.Getenv("FORGEFLOW_SDSAMPLE_REF"); ref != "" {
+		var err error
+		if rf, err = safetensors.Open(ref); err != nil {
+			t.Fatal(err)
+		}
+		defer rf.Close()
+	}
+	tn := loadTiny(t)
+	cf, err := safetensors.Open(filepath.Join(testenv.GoldenDir(t), "clip", "clip_sd15_tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	cond := func(name string, mod func(*Cond)) Cond {
+		tt, err := cf.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := tt.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := NewCond(tensorOf(t, tn.rt, v, 1, len(v)/32, 32), nil)
+		if mod != nil {
+			mod(&c)
+		}
+		return c
+	}
+	simple, weighted := cond("out.simple.cond", nil), cond("out.weighted.cond", nil)
+	area := cond("out.weighted.cond", func(c *Cond) { c.Area, c.Strength = &Area{Height: 4, Width: 4, Y: 0, X: 4}, 0.8 })
+	late := cond("out.long.cond", func(c *Cond) { c.StartPercent, c.EndPercent = 0.5, 1 })
+	half := make([]float32, 64*64)
+	for y := 0; y < 64; y++ {
+		for x := 32; x < 64; x++ {
+			half[y*64+x] = 1
+		}
+	}
+	cases := []struct {
+		name     string
+		pos, neg Conditioning
+		latent   *Latent
+		p        KSamplerParams
+	}{
+		{"plain", Conditioning{simple}, Conditioning{weighted}, tn.latent(t, nil, 1, 4, 8, 8),
+			KSamplerParams{Seed: 42, Steps: 4, CFG: 6.5, Sampler: "euler", Scheduler: "normal", Denoise: 1, StartStep: -1, LastStep: -1}},
+		{"areas", Conditioning{simple, area, late}, Conditioning{weighted}, tn.latent(t, ramp(2*4*8*8), 2, 4, 8, 8),
+			KSamplerParams{Seed: 7, Steps: 5, CFG: 5, Sampler: "dpmpp_2m", Scheduler: "karras", Denoise: 0.7, StartStep: -1, LastStep: -1}},
+		{"mask", Conditioning{simple}, Conditioning{weighted}, func() *Latent {
+			l := tn.latent(t, ramp(4*8*8), 1, 4, 8, 8)
+			l.NoiseMask = tensorOf(t, tn.rt, half, 1, 1, 64, 64)
+			return l
+		}(), KSamplerParams{Seed: 9, Steps: 4, CFG: 5, Sampler: "euler_ancestral", Scheduler: "normal", Denoise: 1, StartStep: -1, LastStep: -1}},
+		{"cfgpp", Conditioning{simple}, Conditioning{weighted}, tn.latent(t, nil, 1, 4, 8, 8),
+			KSamplerParams{Seed: 3, Steps: 3, CFG: 1, Sampler: "euler_cfg_pp", Scheduler: "simple", Denoise: 1, StartStep: -1, LastStep: -1}},
+		{"adv1", Conditioning{simple}, Conditioning{weighted}, tn.latent(t, nil, 1, 4, 8, 8),
+			KSamplerParams{Seed: 11, Steps: 6, CFG: 4, Sampler: "dpmpp_sde", Scheduler: "karras", Denoise: 1, StartStep: 0, LastStep: 3}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := KSample(context.Background(), tn.model, c.pos, c.neg, c.latent, c.p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := values(t, out)
+			d := comfyDigest[c.name]
+			mean := 0.0
+			for _, v := range got {
+				mean += math.Abs(float64(v))
+			}
+			mean /= float64(len(got))
+			if math.Abs(mean-d.meanAbs) > 1e-5*d.meanAbs {
+				t.Errorf("mean |value| %v, ComfyUI %v", mean, d.meanAbs)
+			}
+			for i, w := range d.at {
+				if i >= len(got) || math.Abs(float64(got[i])-w) > 1e-5*(1+math.Abs(w)) {
+					t.Errorf("value %d differs from ComfyUI's %v", i, w)
+				}
+			}
+			if rf == nil {
+				return
+			}
+			wt, err := rf.Tensor(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := wt.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d values, want %d", len(got), len(want))
+			}
+			worst, scale := 0.0, 0.0
+			for i := range want {
+				worst = max(worst, math.Abs(float64(got[i]-want[i])))
+				scale = max(scale, math.Abs(float64(want[i])))
+			}
+			t.Logf("max |diff| %.3g (max |value| %.3g)", worst, scale)
+			if worst > 2e-5*scale {
+				t.Fatalf("differs from ComfyUI by %g (values up to %g)", worst, scale)
+			}
+		})
+	}
+}
