@@ -23,13 +23,17 @@ func TestOpenCLIPMatchesHF(t *testing.T) {
 	rt := ckRuntime(t)
 	dir := t.TempDir()
 	oc := tinySD2(31, false)
-	hf := newBuilder(0)
-	const w = tinyTextWidth
-	var proj tensorSpec
-	for _, ts := range oc.tensors {
+	ocTensors, err := oc.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hf []valueTensor
+	var proj valueTensor
+	for _, rtn := range ocTensors {
+		ts := valueTensor{name: rtn.Name, shape: rtn.Shape, vals: rtn.Values(oc.Seed)}
 		name, ok := strings.CutPrefix(ts.name, "cond_stage_model.model.")
 		if !ok {
-			hf.tensors = append(hf.tensors, ts)
+			hf = append(hf, ts)
 			continue
 		}
 		const p = "cond_stage_model.model.hf."
@@ -41,17 +45,16 @@ func TestOpenCLIPMatchesHF(t *testing.T) {
 		switch {
 		case rename[name] != "":
 			ts.name = p + rename[name]
-			hf.tensors = append(hf.tensors, ts)
+			hf = append(hf, ts)
 		case name == "text_projection":
 			proj = ts
 		case name == "logit_scale":
 		default:
 			var layer int
-			var rest string
 			if _, err := fmt.Sscanf(name, "transformer.resblocks.%d.", &layer); err != nil {
 				t.Fatalf("unexpected key %s", name)
 			}
-			rest = name[strings.Index(name[len("transformer.resblocks."):], ".")+len("transformer.resblocks.")+1:]
+			rest := strings.TrimPrefix(name, fmt.Sprintf("transformer.resblocks.%d.", layer))
 			to := fmt.Sprintf("%sencoder.layers.%d.", p, layer)
 			switch rest {
 			case "attn.in_proj_weight", "attn.in_proj_bias":
@@ -60,12 +63,12 @@ func TestOpenCLIPMatchesHF(t *testing.T) {
 				for j, q := range []string{"q_proj", "k_proj", "v_proj"} {
 					shape := slices.Clone(ts.shape)
 					shape[0] /= 3
-					hf.tensors = append(hf.tensors, tensorSpec{name: to + "self_attn." + q + "." + kind, shape: shape, vals: ts.vals[j*per : (j+1)*per], dtype: ts.dtype})
+					hf = append(hf, valueTensor{name: to + "self_attn." + q + "." + kind, shape: shape, vals: ts.vals[j*per : (j+1)*per]})
 				}
 			default:
 				r := strings.NewReplacer("ln_1.", "layer_norm1.", "ln_2.", "layer_norm2.", "attn.out_proj.", "self_attn.out_proj.", "mlp.c_fc.", "mlp.fc1.", "mlp.c_proj.", "mlp.fc2.")
 				ts.name = to + r.Replace(rest)
-				hf.tensors = append(hf.tensors, ts)
+				hf = append(hf, ts)
 			}
 		}
 	}
@@ -77,11 +80,11 @@ func TestOpenCLIPMatchesHF(t *testing.T) {
 			tv[o*in+i] = proj.vals[i*out+o]
 		}
 	}
-	hf.tensors = append(hf.tensors, tensorSpec{name: "cond_stage_model.model.hf.text_projection.weight", shape: []int{out, in}, vals: tv, dtype: proj.dtype})
+	hf = append(hf, valueTensor{name: "cond_stage_model.model.hf.text_projection.weight", shape: []int{out, in}, vals: tv})
 
 	ocPath, hfPath := filepath.Join(dir, "oc.safetensors"), filepath.Join(dir, "hf.safetensors")
-	oc.write(t, ocPath)
-	hf.write(t, hfPath)
+	writeSpec(t, ocPath, oc)
+	writeValues(t, hfPath, hf)
 	bpe, err := clip.LoadBPE(writeTinyVocab(t, filepath.Join(dir, "vocab")))
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +161,7 @@ func TestSaveCheckpointRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name      string
-		build     *ckptBuilder
+		build     RandomSpec
 		predict   string
 		arch      string
 		vPredFlag bool
@@ -170,7 +173,7 @@ func TestSaveCheckpointRoundTrip(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			src := filepath.Join(dir, tc.name+".safetensors")
-			tc.build.write(t, src)
+			writeSpec(t, src, tc.build)
 			ck, err := LoadCheckpoint(rt, src, LoadOptions{})
 			if err != nil {
 				t.Fatal(err)

@@ -50,7 +50,7 @@ func TestLoadCheckpointFamilies(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		build    *ckptBuilder
+		build    RandomSpec
 		family   detect.Family
 		pred     sampling.Prediction
 		latent   LatentFormat
@@ -66,7 +66,7 @@ func TestLoadCheckpointFamilies(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".safetensors")
-			tc.build.write(t, path)
+			writeSpec(t, path, tc.build)
 			ck, err := LoadCheckpoint(rt, path, LoadOptions{Vocab: bpe})
 			if err != nil {
 				t.Fatal(err)
@@ -157,7 +157,7 @@ func TestSDXLConcat(t *testing.T) {
 	rt := ckRuntime(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "xl.safetensors")
-	tinySDXL(7).write(t, path)
+	writeSpec(t, path, tinySDXL(7))
 	bpe, err := clip.LoadBPE(writeTinyVocab(t, filepath.Join(dir, "vocab")))
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 	rt := ckRuntime(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.safetensors")
-	tinySD1(9).write(t, good)
+	writeSpec(t, good, tinySD1(9))
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -251,27 +251,29 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		return p
 	}
-	noVAE := newBuilder(1)
-	noVAE.unet(unetPrefix, unetSpec{mc: 32, mult: []int{1, 2}, nres: 1, depth: []int{1, 1}, midDepth: 1, ctx: 64})
-	noVAE.hfCLIP("cond_stage_model.transformer.text_model.", 64, 1)
-	noVAEPath := filepath.Join(dir, "novae.safetensors")
-	noVAE.write(t, noVAEPath)
-
-	missing := tinySD1(10)
-	var kept []tensorSpec
-	for _, ts := range missing.tensors {
-		if ts.name != unetPrefix+"out.2.weight" && ts.name != "cond_stage_model.transformer.text_model.final_layer_norm.weight" {
-			kept = append(kept, ts)
+	spec := tinySD1(10)
+	all, err := spec.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var noVAE, missing []RandomTensor
+	for _, ts := range all {
+		if !strings.HasPrefix(ts.Name, vaePrefix) {
+			noVAE = append(noVAE, ts)
+		}
+		if ts.Name != unetPrefix+"out.2.weight" && ts.Name != "cond_stage_model.transformer.text_model.final_layer_norm.weight" {
+			missing = append(missing, ts)
 		}
 	}
-	missing.tensors = kept
+	noVAEPath := filepath.Join(dir, "novae.safetensors")
+	writeTensors(t, noVAEPath, noVAE, 1)
 	missingPath := filepath.Join(dir, "missing.safetensors")
-	missing.write(t, missingPath)
+	writeTensors(t, missingPath, missing, 1)
 
-	vaeOnly := newBuilder(2)
-	vaeOnly.vae("", 32, []int{1, 2}, 1)
+	var vaeOnly randomTensors
+	vaeOnly.vae("", spec.VAE)
 	vaeOnlyPath := filepath.Join(dir, "vae.safetensors")
-	vaeOnly.write(t, vaeOnlyPath)
+	writeTensors(t, vaeOnlyPath, vaeOnly, 2)
 
 	tests := []struct {
 		name, path string
@@ -315,7 +317,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 func TestTokenizeWithoutVocab(t *testing.T) {
 	rt := ckRuntime(t)
 	path := filepath.Join(t.TempDir(), "sd1.safetensors")
-	tinySD1(11).write(t, path)
+	writeSpec(t, path, tinySD1(11))
 	why := &MissingVocabError{Searched: []string{"/models/tokenizers/clip"}}
 	ck, err := LoadCheckpoint(rt, path, LoadOptions{VocabErr: why, SkipModel: true, SkipVAE: true})
 	if err != nil {
@@ -330,10 +332,4 @@ func TestTokenizeWithoutVocab(t *testing.T) {
 	if !strings.Contains(err.Error(), "vocab.json") {
 		t.Errorf("error %q does not say which files to provide", err)
 	}
-}
-
-func ckRandVals(seed uint64, n int) []float32 {
-	b := newBuilder(seed)
-	b.add("x", 1, 0, n)
-	return b.tensors[0].vals
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/vae"
+	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 func TestLoadTextEncoder(t *testing.T) {
@@ -17,16 +18,14 @@ func TestLoadTextEncoder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clipL := newBuilder(51)
-	clipL.hfCLIP("text_model.", tinyTextWidth, 2)
+	var clipL, clipH, clipG randomTensors
+	clipL.hfCLIP("text_model.", RandomText{Width: tinyTextWidth, Layers: 2, Vocab: 1024})
 	clipL.linear("text_projection", tinyProj, tinyTextWidth, false)
-	clipH := newBuilder(52)
-	clipH.openCLIP("", tinyTextWidth, 23, tinyProj)
-	clipG := newBuilder(53)
-	clipG.openCLIP("", tinyTextWidth, 31, tinyProj)
+	clipH.openCLIP("", RandomText{Width: tinyTextWidth, Layers: 23, Vocab: 1024, Projection: tinyProj})
+	clipG.openCLIP("", RandomText{Width: tinyTextWidth, Layers: 31, Vocab: 1024, Projection: tinyProj})
 	tests := []struct {
 		name       string
-		b          *ckptBuilder
+		b          randomTensors
 		typ        string
 		enc        string
 		layer      int
@@ -40,7 +39,7 @@ func TestLoadTextEncoder(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".safetensors")
-			tc.b.write(t, path)
+			writeTensors(t, path, tc.b, 5)
 			ck, err := LoadTextEncoder(rt, path, tc.typ, LoadOptions{Vocab: bpe})
 			if err != nil {
 				t.Fatal(err)
@@ -72,10 +71,10 @@ func TestLoadTextEncoder(t *testing.T) {
 	if _, err := LoadTextEncoder(rt, filepath.Join(dir, "clip_g.safetensors"), CLIPTypeStableCascade, LoadOptions{}); !errors.As(err, &ue) {
 		t.Errorf("CLIP-G for Stable Cascade: %v, want an UnsupportedError", err)
 	}
-	vaeOnly := newBuilder(54)
-	vaeOnly.vae("", 32, []int{1, 2}, 1)
+	var vaeOnly randomTensors
+	vaeOnly.vae("", TinyRandomSpec(detect.FamilySD1).VAE)
 	vp := filepath.Join(dir, "vae.safetensors")
-	vaeOnly.write(t, vp)
+	writeTensors(t, vp, vaeOnly, 54)
 	if _, err := LoadTextEncoder(rt, vp, CLIPTypeStableDiffusion, LoadOptions{}); !errors.As(err, &ue) {
 		t.Errorf("a VAE as text encoder: %v, want an UnsupportedError", err)
 	}
@@ -84,10 +83,10 @@ func TestLoadTextEncoder(t *testing.T) {
 func TestLoadVAEFile(t *testing.T) {
 	rt := ckRuntime(t)
 	dir := t.TempDir()
-	b := newBuilder(61)
-	b.vae("", 32, []int{1, 2}, 1)
+	var b randomTensors
+	b.vae("", TinyRandomSpec(detect.FamilySD1).VAE)
 	path := filepath.Join(dir, "vae.safetensors")
-	b.write(t, path)
+	writeTensors(t, path, b, 61)
 	ck, err := LoadVAE(rt, path)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +106,7 @@ func TestLoadVAEFile(t *testing.T) {
 	}
 	// A checkpoint's VAE with its family's latent format.
 	xl := filepath.Join(dir, "xl.safetensors")
-	tinySDXL(63).write(t, xl)
+	writeSpec(t, xl, tinySDXL(63))
 	ck2, err := LoadVAE(rt, xl)
 	if err != nil {
 		t.Fatal(err)
@@ -116,10 +115,10 @@ func TestLoadVAEFile(t *testing.T) {
 	if ck2.VAE.Latent != SDXLLatent {
 		t.Errorf("SDXL checkpoint VAE latent format %v", ck2.VAE.Latent)
 	}
-	clipL := newBuilder(64)
-	clipL.hfCLIP("text_model.", tinyTextWidth, 1)
+	var clipL randomTensors
+	clipL.hfCLIP("text_model.", RandomText{Width: tinyTextWidth, Layers: 1, Vocab: 1024})
 	cp := filepath.Join(dir, "clip.safetensors")
-	clipL.write(t, cp)
+	writeTensors(t, cp, clipL, 64)
 	var ue *UnsupportedError
 	if _, err := LoadVAE(rt, cp); !errors.As(err, &ue) {
 		t.Errorf("a text encoder as VAE: %v, want an UnsupportedError", err)

@@ -122,7 +122,7 @@ func TestTiledScaleLocalFunction(t *testing.T) {
 func TestTiledVAE(t *testing.T) {
 	rt := ckRuntime(t)
 	path := filepath.Join(t.TempDir(), "sd1.safetensors")
-	tinySD1(21).write(t, path)
+	writeSpec(t, path, tinySD1(21))
 	ck, err := LoadCheckpoint(rt, path, LoadOptions{SkipModel: true, SkipCLIP: true})
 	if err != nil {
 		t.Fatal(err)
