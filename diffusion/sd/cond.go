@@ -1,10 +1,10 @@
 package sd
 
 import (
+	"context"
 	"fmt"
 	"math"
 
-	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -334,115 +334,50 @@ func isClose(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-9*max(math.Abs(a), math.Abs(b))
 }
 
-// EncodeText is CLIPTextEncode: the text through every text encoder of c (ComfyUI's
-// clip.tokenize + encode_from_tokens), as a one-entry CONDITIONING.
-func EncodeText(c *CLIP, text string) (Conditioning, error) {
-	return EncodeTexts(c, map[string]string{}, text)
+// EncodePrompt is CLIPTextEncode: the text through every text encoder of c (ComfyUI's
+// clip.tokenize + encode_from_tokens, see CLIP.EncodeTokens), as a one-entry
+// CONDITIONING with ComfyUI's defaults.
+func EncodePrompt(ctx context.Context, c *CLIP, text string) (Conditioning, error) {
+	return EncodePrompts(ctx, c, nil, text)
 }
 
-// EncodeTexts encodes per-encoder texts (CLIPTextEncodeSDXL's text_g and text_l, keyed
+// EncodePrompts encodes per-encoder texts (CLIPTextEncodeSDXL's text_g and text_l, keyed
 // by TextEncoder.Name); an encoder without an entry encodes fallback. When the encoders'
 // token windows differ in number, the shorter side is padded with windows of the empty
-// prompt, as CLIPTextEncodeSDXL does. Multi-encoder outputs are joined along the
-// feature axis, CLIP-L first, cut to the shorter token count, and the pooled output is
-// CLIP-G's (comfy/sdxl_clip.py SDXLClipModel); a single encoder gives its own.
-func EncodeTexts(c *CLIP, texts map[string]string, fallback string) (Conditioning, error) {
+// prompt, as CLIPTextEncodeSDXL does.
+func EncodePrompts(ctx context.Context, c *CLIP, texts map[string]string, fallback string) (Conditioning, error) {
 	if c == nil || len(c.Encoders) == 0 {
-		return nil, fmt.Errorf("sd: encode text: the CLIP has no text encoders")
+		return nil, fmt.Errorf("sd: encode prompt: the CLIP has no text encoders")
 	}
-	rt := c.Runtime
-	windows := make([][][]clipToken, len(c.Encoders))
-	longest := 0
-	for i, e := range c.Encoders {
-		if e == nil || e.Tokenizer == nil || e.Encoder == nil {
-			return nil, fmt.Errorf("sd: encode text: text encoder %d is incomplete", i)
-		}
-		text, ok := texts[e.Name]
-		if !ok {
-			text = fallback
-		}
-		w, err := e.Tokenizer.TokenizeWithWeights(text)
-		if err != nil {
-			return nil, fmt.Errorf("sd: tokenize (%s): %w", e.Name, err)
-		}
-		windows[i] = w
-		longest = max(longest, len(w))
-	}
-	for i, e := range c.Encoders {
-		if len(windows[i]) < longest {
-			empty, err := e.Tokenizer.TokenizeWithWeights("")
-			if err != nil {
-				return nil, fmt.Errorf("sd: tokenize (%s): %w", e.Name, err)
-			}
-			for len(windows[i]) < longest {
-				windows[i] = append(windows[i], empty...)
-			}
-		}
-	}
-	type result struct {
-		name   string
-		cond   []float32
-		tokens int
-		dim    int
-		pooled *gpu.Tensor
-	}
-	var results []result
-	for i, e := range c.Encoders {
-		enc := *e.Encoder
-		if c.Layer != 0 {
-			enc.Layer = c.Layer
-		}
-		out, err := enc.Encode(rt, windows[i])
-		if err != nil {
-			return nil, fmt.Errorf("sd: encode (%s): %w", e.Name, err)
-		}
-		v, err := out.Cond.Float32()
-		if err != nil {
-			return nil, err
-		}
-		results = append(results, result{name: e.Name, cond: v, tokens: out.Cond.Dim(1), dim: out.Cond.Dim(2), pooled: out.Pooled})
-		out.Cond.Release()
-	}
-	if len(results) == 1 {
-		r := results[0]
-		emb, err := rt.FromFloat32(r.cond, 1, r.tokens, r.dim)
-		if err != nil {
-			return nil, err
-		}
-		return Conditioning{NewCond(emb, r.pooled)}, nil
-	}
-	// CLIP-L first, then the others in their order; pooled from CLIP-G (else the last).
-	order := make([]result, 0, len(results))
-	for _, r := range results {
-		if r.name == "l" {
-			order = append(order, r)
-		}
-	}
-	for _, r := range results {
-		if r.name != "l" {
-			order = append(order, r)
-		}
-	}
-	tokens, dim := order[0].tokens, 0
-	pooled := order[len(order)-1].pooled
-	for _, r := range order {
-		tokens = min(tokens, r.tokens)
-		dim += r.dim
-		if r.name == "g" {
-			pooled = r.pooled
-		}
-	}
-	joined := make([]float32, 0, tokens*dim)
-	for t := 0; t < tokens; t++ {
-		for _, r := range order {
-			joined = append(joined, r.cond[t*r.dim:(t+1)*r.dim]...)
-		}
-	}
-	emb, err := rt.FromFloat32(joined, 1, tokens, dim)
+	tokens, err := c.Tokenize(fallback)
 	if err != nil {
 		return nil, err
 	}
-	return Conditioning{NewCond(emb, pooled)}, nil
+	longest := 0
+	for _, te := range c.Encoders {
+		if text, ok := texts[te.Name]; ok && text != fallback {
+			own, err := c.Tokenize(text)
+			if err != nil {
+				return nil, err
+			}
+			tokens[te.Name] = own[te.Name]
+		}
+		longest = max(longest, len(tokens[te.Name]))
+	}
+	var empty Tokens
+	for _, te := range c.Encoders {
+		for len(tokens[te.Name]) < longest {
+			if empty == nil {
+				if empty, err = c.Tokenize(""); err != nil {
+					return nil, err
+				}
+			}
+			tokens[te.Name] = append(tokens[te.Name], empty[te.Name]...)
+		}
+	}
+	enc, err := c.EncodeTokens(ctx, tokens)
+	if err != nil {
+		return nil, err
+	}
+	return Conditioning{NewCond(enc.Cond, enc.Pooled)}, nil
 }
-
-type clipToken = clip.Token

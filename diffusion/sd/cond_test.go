@@ -343,3 +343,46 @@ func TestSamplePreviewDuringRun(t *testing.T) {
 		t.Fatalf("%d steps, %d frames; want 6 and 2", steps, frames)
 	}
 }
+
+// TestEncodePromptsTwoEncoders: with an SDXL-like pair of encoders, text_g and text_l
+// are encoded separately, the shorter one padded with empty-prompt windows, and the
+// outputs joined along the feature axis, CLIP-L first.
+func TestEncodePromptsTwoEncoders(t *testing.T) {
+	tn := loadTiny(t)
+	l := *tn.clip.Encoders[0]
+	g := l
+	g.Name = "g"
+	pair := &CLIP{Runtime: tn.rt, Encoders: []*TextEncoder{&l, &g}}
+	long := "masterpiece, best quality, a very detailed photograph of a red fox in a snowy forest, soft morning light, bokeh, 35mm, film grain, award winning, sharp focus, volumetric lighting, cinematic composition, muted colors, pine trees"
+	long += ", " + long // two windows
+	c, err := EncodePrompts(context.Background(), pair, map[string]string{"g": long, "l": "a fox"}, long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c[0].Embedding.Shape(); s[1] != 154 || s[2] != 64 {
+		t.Fatalf("embedding %v, want (1, 154, 64)", s)
+	}
+	lone, _ := EncodePrompt(context.Background(), tn.clip, "a fox")
+	gone, _ := EncodePrompt(context.Background(), tn.clip, long)
+	emb := vals64(t, c[0].Embedding)
+	lv, gv := vals64(t, lone[0].Embedding), vals64(t, gone[0].Embedding)
+	for tok := 0; tok < 77; tok++ {
+		for d := 0; d < 32; d++ {
+			if emb[tok*64+d] != lv[tok*32+d] || emb[tok*64+32+d] != gv[tok*32+d] {
+				t.Fatalf("token %d dim %d: not [l | g]", tok, d)
+			}
+		}
+	}
+	if maxDiff(vals64(t, c[0].Pooled), vals64(t, gone[0].Pooled)) != 0 {
+		t.Fatal("pooled output is not CLIP-G's")
+	}
+}
+
+func vals64(t *testing.T, x *gpu.Tensor) []float32 {
+	t.Helper()
+	v, err := x.Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

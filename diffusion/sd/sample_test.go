@@ -94,7 +94,7 @@ func (tn *tiny) watch(g *Guider) *Guider {
 
 func (tn *tiny) encode(t *testing.T, text string) Conditioning {
 	t.Helper()
-	c, err := EncodeText(tn.clip, text)
+	c, err := EncodePrompt(context.Background(), tn.clip, text)
 	if err != nil {
 		t.Fatal(err)
 	}

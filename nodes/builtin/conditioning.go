@@ -112,7 +112,7 @@ func newCLIPTextEncode() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		cond, err := sd.EncodeText(c, text)
+		cond, err := sd.EncodePrompt(ctx, c, text)
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -162,7 +162,7 @@ func newCLIPTextEncodeSDXL() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		cond, err := sd.EncodeTexts(c, map[string]string{"g": g, "l": l}, g)
+		cond, err := sd.EncodePrompts(ctx, c, map[string]string{"g": g, "l": l}, g)
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -202,7 +202,7 @@ func newCLIPTextEncodeSDXLRefiner() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		cond, err := sd.EncodeText(c, text)
+		cond, err := sd.EncodePrompt(ctx, c, text)
 		if err != nil {
 			return nodes.Result{}, err
 		}

@@ -17,13 +17,13 @@ import (
 // LatentFromBatch, RepeatLatentBatch, LatentComposite). LATENT values are *sd.Latent;
 // nodes return new values and never write into their inputs.
 
-// latentRuntime is the tensor runtime latent nodes allocate on: the CPU runtime, made
-// once on first use and read-only afterwards (latents are small; the sampler copies them
-// where the model runs).
+// latentRuntime is the tensor runtime latent nodes allocate on when Options.Runtime is
+// nil: a CPU runtime, made once on first use and read-only afterwards (latents are
+// small; the sampler reads them wherever the model runs).
 var latentRuntime = sync.OnceValues(func() (*gpu.Runtime, error) { return gpu.New(gpu.Options{}) })
 
-func latentNodes() []nodes.Node {
-	return []nodes.Node{newEmptyLatentImage(), newLatentUpscale(), newLatentUpscaleBy(), newLatentFromBatch(),
+func latentNodes(opts Options) []nodes.Node {
+	return []nodes.Node{newEmptyLatentImage(opts), newLatentUpscale(), newLatentUpscaleBy(), newLatentFromBatch(),
 		newRepeatLatentBatch(), newLatentComposite()}
 }
 
@@ -53,7 +53,7 @@ func newLatent(l *sd.Latent, data []float32, shape [4]int) (*sd.Latent, error) {
 	return &sd.Latent{Samples: t, BatchIndex: l.BatchIndex, NoiseMask: l.NoiseMask}, nil
 }
 
-func newEmptyLatentImage() nodes.Node {
+func newEmptyLatentImage(opts Options) nodes.Node {
 	return &simpleNode{schema: graph.Schema{
 		Name: "EmptyLatentImage", DisplayName: "Empty Latent Image", Category: "latent",
 		Description: "Create a new batch of empty latent images to be denoised via sampling.",
@@ -81,9 +81,11 @@ func newEmptyLatentImage() nodes.Node {
 		if _, err := sizeOf("latent", shape...); err != nil {
 			return nodes.Result{}, err
 		}
-		rt, err := latentRuntime()
-		if err != nil {
-			return nodes.Result{}, err
+		rt := opts.Runtime
+		if rt == nil {
+			if rt, err = latentRuntime(); err != nil {
+				return nodes.Result{}, err
+			}
 		}
 		t, err := rt.Zeros(gpu.F32, shape...)
 		if err != nil {

@@ -96,7 +96,7 @@ func Register(r *nodes.Registry, opts Options) error {
 	if err := registerSDLoading(r, opts); err != nil { // loaders.go, vaenodes.go
 		return err
 	}
-	if err := registerSampling(r); err != nil { // conditioning.go, latent.go, sampling.go
+	if err := registerSampling(r, opts); err != nil { // conditioning.go, latent.go, sampling.go
 		return err
 	}
 	return nil

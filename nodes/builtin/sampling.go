@@ -738,8 +738,8 @@ func newModelSamplingDiscrete() nodes.Node {
 
 // registerSampling adds the conditioning, latent and sampling node classes
 // (conditioning.go, latent.go, sampling.go).
-func registerSampling(r *nodes.Registry) error {
-	all := append(append(conditioningNodes(), latentNodes()...), samplingNodes()...)
+func registerSampling(r *nodes.Registry, opts Options) error {
+	all := append(append(conditioningNodes(), latentNodes(opts)...), samplingNodes()...)
 	for _, n := range all {
 		if err := r.Register(n); err != nil {
 			return fmt.Errorf("builtin: %w", err)
