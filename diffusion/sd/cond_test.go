@@ -386,3 +386,84 @@ func vals64(t *testing.T, x *gpu.Tensor) []float32 {
 	}
 	return v
 }
+
+// fakeADMModel is an SDXL-shaped Model whose UNet is replaced by the guider's forward
+// hook: a label vector of 2816 and a 2048-wide context.
+func fakeADMModel(t testing.TB, rt *gpu.Runtime) *Model {
+	m := &Model{Runtime: rt, UNet: &unet.Model{}, Sampling: sampling.NewSD(sampling.EPS), Latent: SDXLLatent, ADM: true}
+	w, err := rt.FromFloat32(make([]float32, 2816), 1, 2816)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.UNet.LabelEmbed.L1.Weight = w
+	return m
+}
+
+// TestGuiderPassesY: an SDXL-style model gets one y row per batch item, the positive's
+// and the negative's own (their pooled outputs differ), in the same batch as the
+// contexts.
+func TestGuiderPassesY(t *testing.T) {
+	rt := newRT(t)
+	m := fakeADMModel(t, rt)
+	mk := func(v float32) Cond {
+		p := make([]float32, 1280)
+		for i := range p {
+			p[i] = v
+		}
+		return NewCond(tensorOf(t, rt, make([]float32, 77*2048), 1, 77, 2048), tensorOf(t, rt, p, 1, 1280))
+	}
+	g := NewCFGGuider(m, Conditioning{mk(1)}, Conditioning{mk(-1)}, 7)
+	calls := 0
+	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+		calls++
+		if in.Y == nil || in.Y.Dim(0) != 4 || in.Y.Dim(1) != 2816 || in.Context.Dim(0) != 4 {
+			t.Fatalf("y %v, context %v: want 4 rows each", in.Y, in.Context.Shape())
+		}
+		y, _ := in.Y.Float32()
+		// Batch order is last entry first: the negative's two rows, then the positive's.
+		if y[0] != -1 || y[2816] != -1 || y[2*2816] != 1 || y[3*2816] != 1 {
+			t.Fatalf("y rows start %v %v %v %v", y[0], y[2816], y[2*2816], y[3*2816])
+		}
+		return rt.FromFloat32(make([]float32, in.X.Numel()), in.X.Shape()...)
+	}
+	noise := make([]float32, 2*4*8*8)
+	if _, err := g.Sample(context.Background(), "euler", []float32{1, 0}, noise, make([]float32, len(noise)), [4]int{2, 4, 8, 8}, nil, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Fatalf("%d UNet calls, want 1", calls)
+	}
+}
+
+// BenchmarkGuiderOverhead measures what the guider adds around the UNet per step (conds,
+// batching, CFG, accumulation) at SDXL's 1024² latent with cond and uncond, the UNet
+// replaced by a zero output: go test -bench GuiderOverhead ./diffusion/sd/
+func BenchmarkGuiderOverhead(b *testing.B) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := fakeADMModel(b, rt)
+	mk := func() Cond {
+		e, _ := rt.FromFloat32(make([]float32, 77*2048), 1, 77, 2048)
+		p, _ := rt.FromFloat32(make([]float32, 1280), 1, 1280)
+		return NewCond(e, p)
+	}
+	g := NewCFGGuider(m, Conditioning{mk()}, Conditioning{mk()}, 7)
+	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+		return rt.Zeros(gpu.F32, in.X.Shape()...)
+	}
+	shape := [4]int{1, 4, 128, 128}
+	p, err := g.prepare(128, 128)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &denoiser{g: g, p: p, shape: shape}
+	x := make([]float32, 4*128*128)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := d.Denoise(context.Background(), x, 5); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
