@@ -66,6 +66,13 @@ func tile(name, reg string, lanes, mr, nv, nregs, unroll, bstep int, bf16 bool) 
 				}
 				continue
 			}
+			if nv == 1 && reg == "Z" {
+				// One FMA per A element: an embedded broadcast saves the
+				// separate broadcast uop, which bound the narrow kernel on
+				// load/issue slots.
+				p("VFMADD231PS.BCST %d(SI), %s, %s", (u*mr+i)*4, r(bReg), r(i))
+				continue
+			}
 			p("VBROADCASTSS %d(SI), %s", (u*mr+i)*4, ar)
 			for v := 0; v < nv; v++ {
 				p("VFMADD231PS %s, %s, %s", r(bReg+v), ar, r(i*nv+v))
