@@ -727,12 +727,16 @@ func newModelSamplingDiscrete() nodes.Node {
 		default:
 			return nodes.Result{}, fmt.Errorf("builtin: ModelSamplingDiscrete: unknown sampling %q", mode)
 		}
-		if zsnr {
-			return nodes.Result{}, fmt.Errorf("builtin: ModelSamplingDiscrete: zsnr (zero terminal SNR) is not supported yet")
-		}
 		// The SD families' beta schedule (linear 0.00085 … 0.012, 1000 steps) with the
 		// chosen prediction, as ModelSamplingAdvanced builds it from the model config.
-		return one(m.WithSampling(sampling.NewSD(pred)))
+		if !zsnr {
+			return one(m.WithSampling(sampling.NewSD(pred)))
+		}
+		ms, err := sampling.NewDiscreteZSNR(pred, 0.00085, 0.012, 1000)
+		if err != nil {
+			return nodes.Result{}, err
+		}
+		return one(m.WithSampling(ms))
 	}}
 }
 

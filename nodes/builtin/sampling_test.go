@@ -360,9 +360,19 @@ func TestModelSamplingDiscrete(t *testing.T) {
 	if m.Sampling.Prediction() != sampling.VPrediction || m.UNet != model.UNet || model.Sampling.Prediction() != sampling.EPS {
 		t.Fatal("v_prediction not applied to a copy")
 	}
+	// zsnr: the rescaled table, values from ComfyUI 0.3.64's ModelSamplingDiscrete(zsnr=True).
+	z := out0(t, "ModelSamplingDiscrete", nodes.Inputs{"model": model, "sampling": "v_prediction", "zsnr": true}).(*sd.Model).Sampling
+	for i, want := range map[int]float64{0: 0.029167158529162407, 1: 0.04206756502389908, 500: 1.7745574712753296, 998: 2254.238037109375, 999: 4518.763671875} {
+		if got := float64(z.Sigmas()[i]); math.Abs(got-want) > 1e-6*want {
+			t.Errorf("zsnr sigma[%d] = %v, want %v", i, got, want)
+		}
+	}
+	if got := z.PercentToSigma(0.5); math.Abs(got-1.7713158130645752) > 1e-6 {
+		t.Errorf("zsnr percent_to_sigma(0.5) = %v", got)
+	}
 	for _, in := range []nodes.Inputs{
 		{"model": model, "sampling": "lcm", "zsnr": false},
-		{"model": model, "sampling": "eps", "zsnr": true},
+		{"model": model, "sampling": "x0", "zsnr": true},
 		{"model": "not a model", "sampling": "eps", "zsnr": false},
 	} {
 		if _, err := run(t, Options{}, nil, "ModelSamplingDiscrete", in); err == nil {
