@@ -12,6 +12,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/weights/detect"
 	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
@@ -295,5 +296,41 @@ func TestVocabSearch(t *testing.T) {
 	}
 	if got, err := FindVocab(p2); err != nil || got != tok {
 		t.Fatalf("FindVocab = %q, %v; want the diffusers tokenizer %s", got, err, tok)
+	}
+}
+
+// TestSafetensorsSniffing: a safetensors file whose header length starts with the byte
+// 0x80 (a pickle's first opcode) is still read as safetensors.
+func TestSafetensorsSniffing(t *testing.T) {
+	var ts randomTensors
+	ts.vae("", TinyRandomSpec(detect.FamilySD1).VAE)
+	var es []safetensors.Entry
+	for _, x := range ts[:4] {
+		shape := make([]int64, len(x.Shape))
+		for i, d := range x.Shape {
+			shape[i] = int64(d)
+		}
+		es = append(es, safetensors.Entry{Name: x.Name, DType: "F32", Shape: shape, Data: make([]byte, 4*len(x.Values(1)))})
+	}
+	path := filepath.Join(t.TempDir(), "x.safetensors")
+	for pad := 0; pad < 512; pad++ {
+		var buf bytes.Buffer
+		if err := safetensors.Write(&buf, es, map[string]string{"pad": strings.Repeat("x", pad)}); err != nil {
+			t.Fatal(err)
+		}
+		if buf.Bytes()[0] == 0x80 {
+			if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f, err := openTensorFile(path)
+	if err != nil {
+		t.Fatalf("a safetensors file starting with 0x80: %v", err)
+	}
+	defer f.Close()
+	if len(f.keys) != 4 {
+		t.Errorf("%d tensors, want 4", len(f.keys))
 	}
 }

@@ -32,10 +32,14 @@ func openTensorFile(path string) (*tensorFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	if bytes.Equal(magic, []byte("GGUF")) {
+	if bytes.HasPrefix(magic, []byte("GGUF")) {
 		return nil, &UnsupportedError{Path: path, What: "GGUF checkpoints (use a diffusion-model loader for GGUF UNets)"}
 	}
-	if bytes.Equal(magic, []byte("PK\x03\x04")) || (len(magic) > 0 && magic[0] == 0x80) {
+	// A safetensors file starts with its header's length (8 bytes, little-endian) and
+	// the header's "{"; its first byte may be 0x80 like a pickle's protocol opcode, so
+	// it is recognised first.
+	isSafetensors := len(magic) == 9 && magic[8] == '{'
+	if !isSafetensors && (bytes.HasPrefix(magic, []byte("PK\x03\x04")) || (len(magic) > 0 && magic[0] == 0x80)) {
 		f, err := torch.Open(path)
 		if err != nil {
 			return nil, &FormatError{Path: path, Err: err}
@@ -61,7 +65,7 @@ func readMagic(path string) ([]byte, error) {
 		return nil, fmt.Errorf("sd: %w", err)
 	}
 	defer f.Close()
-	b := make([]byte, 4)
+	b := make([]byte, 9)
 	n, err := io.ReadFull(f, b)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		if errors.Is(err, io.EOF) {
