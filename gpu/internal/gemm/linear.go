@@ -45,7 +45,7 @@ func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy 
 		return err
 	}
 	b := bSource{w: w, isW: true, wld: wld}
-	if w.DType == F32 && isAligned4(w.Data) && wld%4 == 0 {
+	if w.DType == F32 && nativeLittleEndian && isAligned4(w.Data) && wld%4 == 0 {
 		// An f32 weight needs no conversion: read it as a transposed B.
 		b = bSource{f32: bytesAsFloat32(w.Data), ld: wld / 4, trans: true}
 	}

@@ -8,9 +8,15 @@ func isAligned4(b []byte) bool {
 	return len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0
 }
 
+// nativeLittleEndian reports whether float32 in memory has the byte order
+// of the stored weights, so that bytesAsFloat32 may view them in place.
+var nativeLittleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
 // bytesAsFloat32 views little-endian float32 storage as []float32 without
-// copying (every target forgeflow builds for is little-endian; the generic
-// path on a big-endian target would need a conversion here).
+// copying; callers check nativeLittleEndian first.
 func bytesAsFloat32(b []byte) []float32 {
 	if len(b) < 4 {
 		return nil
