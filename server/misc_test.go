@@ -68,6 +68,9 @@ func TestModels(t *testing.T) {
 		t.Fatalf("/models = %v", folderList)
 	}
 	isJSONError(t, ts.do(t, "GET", "/models/nonsense", nil), 404)
+	// Legacy aliases load models but are not folders of their own, as in ComfyUI.
+	isJSONError(t, ts.do(t, "GET", "/models/unet", nil), 404)
+	jsonEqual(t, ts.do(t, "GET", "/models/diffusion_models", nil).Body.Bytes(), `[]`)
 
 	jsonEqual(t, ts.do(t, "GET", "/view_metadata/loras?filename=meta.safetensors", nil).Body.Bytes(), `{"modelspec.title": "tiny"}`)
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/weights/safetensors"
@@ -86,7 +87,7 @@ type modelFile struct {
 // through os.Root so that no link leads outside the directory.
 func (s *Server) getExperimentModels(w http.ResponseWriter, r *http.Request) {
 	folder := r.PathValue("folder")
-	if s.opts.Models == nil || !s.opts.Models.Has(folder) {
+	if !s.isModelFolder(folder) {
 		s.writeError(w, http.StatusNotFound, "unknown model folder", folder)
 		return
 	}
@@ -144,6 +145,13 @@ func (s *Server) getEmbeddings(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, out)
 }
 
+// isModelFolder reports whether folder is one of the listed folder names. Legacy aliases
+// ("unet", "clip") resolve for loading but are not folders of their own: ComfyUI answers
+// 404 for /models/unet, since only folder_names_and_paths keys are served.
+func (s *Server) isModelFolder(folder string) bool {
+	return s.opts.Models != nil && slices.Contains(s.opts.Models.Folders(), folder)
+}
+
 func (s *Server) getModelFolders(w http.ResponseWriter, r *http.Request) {
 	out := []string{}
 	if s.opts.Models != nil {
@@ -154,7 +162,7 @@ func (s *Server) getModelFolders(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getModels(w http.ResponseWriter, r *http.Request) {
 	folder := r.PathValue("folder")
-	if s.opts.Models == nil || !s.opts.Models.Has(folder) {
+	if !s.isModelFolder(folder) {
 		s.writeError(w, http.StatusNotFound, "unknown model folder", folder)
 		return
 	}
