@@ -29,6 +29,7 @@ type config struct {
 	cacheNone                                      bool
 	cacheMinFreeMB                                 int
 	disableMetadata                                bool
+	followModelLinks                               bool
 	verbose                                        bool
 }
 
@@ -70,6 +71,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.cacheMinFreeMB, "cache-min-free-ram", 1024, "evict cached node outputs while available RAM is below this many MB (0: never)")
 	fs.BoolVar(&c.cacheNone, "cache-none", false, "keep no node outputs between prompts")
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
+	fs.BoolVar(&c.followModelLinks, "follow-model-links", false, "list and load model files through symbolic links that point outside the model folders (a shared model drive)")
 	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
 }
 
@@ -170,7 +172,7 @@ func (c *config) env() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths})
+	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths, FollowLinksOutside: c.followModelLinks})
 	if err != nil {
 		return nil, err
 	}
