@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/forgeflow/forgeflow/diffusion/rng"
+	"github.com/forgeflow/forgeflow/internal/sleef"
 )
 
 // Model is the denoiser a sampler drives: the diffusion model behind classifier-free
@@ -212,8 +213,11 @@ func denoise(ctx context.Context, m Model, x []float32, sigma float32) ([]float3
 
 // Scalar helpers that round like torch's float32 0-d tensor maths.
 
-func log32(v float32) float32   { return float32(math.Log(float64(v))) }
-func exp32(v float32) float32   { return float32(math.Exp(float64(v))) }
+func log32(v float32) float32 { return float32(math.Log(float64(v))) }
+
+// exp32 is torch.exp on a float32 tensor: SLEEF's expf, which the SDE samplers' midpoint
+// sigmas need bit for bit (the Brownian tree rounds query times to 6 decimals).
+func exp32(v float32) float32   { return sleef.Expf(v) }
 func expm132(v float32) float32 { return float32(math.Expm1(float64(v))) }
 func sqrt32(v float32) float32  { return float32(math.Sqrt(float64(v))) }
 

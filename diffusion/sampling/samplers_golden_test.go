@@ -43,16 +43,6 @@ func (m toyModel) Denoise(_ context.Context, x []float32, sigma float32) ([]floa
 	return den, unc, nil
 }
 
-// knownDivergent lists cases that differ from ComfyUI for a reason outside the sampler
-// itself, each with that reason. Every entry is a known gap, tracked in
-// codex/sampling.md.
-var knownDivergent = map[string]string{
-	"karras8_eps_txt2img__dpmpp_sde": "torch computes the midpoint sigma with SLEEF's float32 log/exp, " +
-		"one ulp away from the correctly rounded value at steps 1 and 2; the Brownian tree rounds query " +
-		"times to 6 decimals, so that ulp selects another tree node (needs SLEEF-exact log/exp)",
-	"karras8_eps_txt2img__dpmpp_sde_gpu": "same as karras8_eps_txt2img__dpmpp_sde",
-}
-
 func TestGoldenSamplers(t *testing.T) {
 	dir := filepath.Join(testenv.GoldenDir(t), "samplers")
 	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
@@ -69,10 +59,7 @@ func TestGoldenSamplers(t *testing.T) {
 	for _, c := range m.Cases {
 		t.Run(c.Case, func(t *testing.T) {
 			if _, err := LookupSampler(c.Sampler); err != nil {
-				t.Skipf("sampler %s is not implemented yet", c.Sampler)
-			}
-			if reason, ok := knownDivergent[c.Case]; ok {
-				t.Skip(reason)
+				t.Fatalf("sampler %s is not registered", c.Sampler)
 			}
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {
