@@ -1,9 +1,27 @@
 // End-to-end tests of the editor in Debian's Chromium against a real `forgeflow serve`.
 // The tests run in order and share one server and one page, like a user's session:
 // build a graph, run it, break it, save it, load it back.
-import { test, before, after } from 'node:test';
+import { test as nodeTest, before, after } from 'node:test';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openEditor, screenshot, toScreen, artefactDir } from './harness.js';
+
+// Each test, on failure, leaves a screenshot, the page's open dialogs and the server
+// log in the artefact folder.
+function test(name, fn) {
+  nodeTest(name, async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+      mkdirSync(artefactDir, { recursive: true });
+      await page?.screenshot({ path: `${artefactDir}/failed-${slug}.png` }).catch(() => {});
+      const dialogs = await page?.evaluate(() => [...document.querySelectorAll('dialog[open], .graphdialog')].map((d) => d.id || d.className)).catch(() => []);
+      writeFileSync(`${artefactDir}/failed-${slug}.txt`, `${e.stack}\n\nopen dialogs: ${JSON.stringify(dialogs)}\npage errors: ${JSON.stringify(errors)}\n\nserver log:\n${server?.log()}`);
+      throw e;
+    }
+  });
+}
 
 let server;
 let chrome;
