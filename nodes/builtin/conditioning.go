@@ -17,7 +17,7 @@ import (
 
 const clipSDXLModule = "comfy_extras.nodes_clip_sdxl"
 
-// registerConditioning lists the conditioning node classes.
+// conditioningNodes lists the conditioning node classes.
 func conditioningNodes() []nodes.Node {
 	return []nodes.Node{
 		newCLIPTextEncode(), newCLIPTextEncodeSDXL(), newCLIPTextEncodeSDXLRefiner(), newCLIPSetLastLayer(),

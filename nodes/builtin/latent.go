@@ -207,8 +207,8 @@ func newLatentUpscaleBy() nodes.Node {
 	}}
 }
 
-// repeatMasks returns mask data of batch mb repeated to at least n items and cut to n
-// (ComfyUI's masks.repeat(ceil(n/mb), …)[:n]).
+// maskBatch returns a noise mask's data, the size of one item and the number of items
+// (a 2-D mask is one item).
 func maskBatch(m *gpu.Tensor) (data []float32, per, batch int, err error) {
 	if m.Rank() < 2 {
 		return nil, 0, 0, fmt.Errorf("builtin: noise_mask %v has fewer than 2 dimensions", m.Shape())
@@ -227,6 +227,7 @@ func maskBatch(m *gpu.Tensor) (data []float32, per, batch int, err error) {
 	return data, len(data) / batch, batch, nil
 }
 
+// maskTensor makes a mask tensor shaped like m with batch items of data.
 func maskTensor(m *gpu.Tensor, data []float32, batch int) (*gpu.Tensor, error) {
 	shape := m.Shape()
 	if len(shape) == 2 {
