@@ -136,32 +136,12 @@ func encodeADM(m *Model, c Cond, h, w int, negative bool) ([]float32, error) {
 // refinerADM is SDXLRefiner.encode_adm: pooled ++ embeddings of height, width, crop_h,
 // crop_w and the aesthetic score.
 func refinerADM(rt *gpu.Runtime, pooled *gpu.Tensor, s unet.SizeConditioning, score float64) ([]float32, error) {
-	vals := []float32{float32(s.Height), float32(s.Width), float32(s.CropH), float32(s.CropW), float32(score)}
-	t, err := rt.FromFloat32(vals, len(vals))
+	y, err := unet.LabelVector(rt, pooled, []float32{float32(s.Height), float32(s.Width), float32(s.CropH), float32(s.CropW), float32(score)})
 	if err != nil {
 		return nil, err
 	}
-	e, err := gpu.TimestepEmbedding(rt, t, gpu.TimestepParams{Dim: 256, MaxPeriod: 10000})
-	t.Release()
-	if err != nil {
-		return nil, err
-	}
-	flat, err := e.Float32()
-	e.Release()
-	if err != nil {
-		return nil, err
-	}
-	p, err := pooled.Float32()
-	if err != nil {
-		return nil, err
-	}
-	n, d := pooled.Dim(0), pooled.Dim(1)
-	out := make([]float32, 0, n*(d+len(flat)))
-	for i := 0; i < n; i++ {
-		out = append(out, p[i*d:(i+1)*d]...)
-		out = append(out, flat...)
-	}
-	return out, nil
+	defer y.Release()
+	return y.Float32()
 }
 
 // areaInside reports whether area a lies within b (create_cond_with_same_area_if_none's

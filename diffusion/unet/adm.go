@@ -18,11 +18,16 @@ type SizeConditioning struct {
 // sinusoidal embeddings of height, width, crop_h, crop_w, target height and target
 // width (comfy/model_base.py SDXL.encode_adm), (N, pooled+1536).
 func EncodeADM(rt *gpu.Runtime, pooled *gpu.Tensor, s SizeConditioning) (*gpu.Tensor, error) {
+	return LabelVector(rt, pooled, []float32{float32(s.Height), float32(s.Width), float32(s.CropH), float32(s.CropW), float32(s.TargetHeight), float32(s.TargetWidth)})
+}
+
+// LabelVector is pooled ++ the 256-d sinusoidal embedding of each value, for every batch
+// item: the shape of SDXL's (and the SDXL refiner's) label vector, (N, pooled+256·len).
+func LabelVector(rt *gpu.Runtime, pooled *gpu.Tensor, values []float32) (*gpu.Tensor, error) {
 	if pooled.Rank() != 2 {
 		return nil, fmt.Errorf("unet: pooled output %s is not (N, D)", pooled)
 	}
-	vals := []float32{float32(s.Height), float32(s.Width), float32(s.CropH), float32(s.CropW), float32(s.TargetHeight), float32(s.TargetWidth)}
-	t, err := rt.FromFloat32(vals, len(vals))
+	t, err := rt.FromFloat32(values, len(values))
 	if err != nil {
 		return nil, err
 	}
