@@ -417,6 +417,26 @@ test('a widget converts to an input when linked and back when unlinked', async (
   await page.evaluate((id) => window.forgeflow.graph.remove(window.forgeflow.graph.getNodeById(id)), str);
 });
 
+test('adds a reroute on a link from its menu; the prompt is unchanged', async () => {
+  const invert = await nodeByType('ImageInvert');
+  const save = await nodeByType('SaveImage');
+  const before = await page.evaluate(() => window.forgeflow.toPrompt());
+  const mid = await page.evaluate(([a, b]) => {
+    const g = window.forgeflow.graph;
+    const link = [...g._links.values()].find((l) => l.origin_id === a && l.target_id === b);
+    return link._pos ? [link._pos[0], link._pos[1]] : null;
+  }, [invert, save]);
+  assert.ok(mid, 'the link has a centre marker');
+  const [x, y] = await toScreen(page, mid[0], mid[1]);
+  await page.mouse.click(x, y);
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: 'Add Reroute' }).click();
+  assert.equal(await page.evaluate(() => window.forgeflow.graph.reroutes.size), 1);
+  assert.deepEqual(await page.evaluate(() => window.forgeflow.toPrompt()), before);
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Control+z');
+  assert.equal(await page.evaluate(() => window.forgeflow.graph.reroutes.size), 0);
+});
+
 test('LoadImage uploads a file and shows it; combo lists refresh without a reload', async () => {
   const load = await addFromSearch('load image', 40, 420, 'LoadImage');
   const png = Buffer.from(await (await fetch(new URL(outputImage, server.url))).arrayBuffer());
