@@ -517,6 +517,47 @@ test('queue panel: cancel a pending prompt, interrupt the running one, clear the
   await page.click('#btn-queue-panel');
 });
 
+test('shows step progress and live previews from websocket messages', async () => {
+  // No model-free node reports steps or previews, so the test stands between the page
+  // and the real server's /ws and adds ComfyUI's own messages: a progress message and
+  // binary preview frames of both types (1: JPEG/PNG, 4: with metadata).
+  const ctx = await chrome.browser.newContext({ viewport: { width: 1200, height: 800 } });
+  let route;
+  await ctx.routeWebSocket(/\/ws/, (ws) => {
+    ws.connectToServer();
+    route = ws;
+  });
+  const p = await ctx.newPage();
+  await p.goto(server.url);
+  await p.waitForSelector('body[data-ready="true"]');
+  const id = await p.evaluate(() => String(window.forgeflow.graph._nodes[0].id));
+  const png = Buffer.from(await (await fetch(new URL(outputImage, server.url))).arrayBuffer());
+  route.send(JSON.stringify({ type: 'executing', data: { node: id, display_node: id, prompt_id: 'x' } }));
+  route.send(JSON.stringify({ type: 'progress', data: { value: 3, max: 10, node: id, prompt_id: 'x' } }));
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(1, 0);
+  head.writeUInt32BE(2, 4);
+  route.send(Buffer.concat([head, png]));
+  await p.waitForFunction(() => document.getElementById('progress').getAttribute('aria-valuenow') === '30');
+  assert.equal(await p.textContent('#status-text'), 'Step 3/10');
+  await p.waitForFunction(() => {
+    const i = document.getElementById('live-preview');
+    return !i.hidden && i.naturalWidth === 64;
+  });
+  assert.equal(await p.evaluate((n) => window.forgeflow.state.images[n]?.src.startsWith('blob:'), id), true, 'the preview is drawn on the running node');
+  await screenshot(p, '12-progress-preview');
+  const meta = Buffer.from(JSON.stringify({ node_id: id, display_node_id: id, prompt_id: 'x', image_type: 'image/png' }));
+  const head4 = Buffer.alloc(8);
+  head4.writeUInt32BE(4, 0);
+  head4.writeUInt32BE(meta.length, 4);
+  const before = await p.getAttribute('#live-preview', 'src');
+  route.send(Buffer.concat([head4, meta, png]));
+  await p.waitForFunction((b) => document.getElementById('live-preview').getAttribute('src') !== b, before);
+  route.send(JSON.stringify({ type: 'executing', data: { node: null, prompt_id: 'x' } }));
+  await p.waitForFunction(() => document.getElementById('live-preview').hidden);
+  await ctx.close();
+});
+
 test('300-node graph: frame time while panning', async () => {
   await page.click('#btn-clear');
   await page.evaluate(() => {

@@ -30,9 +30,10 @@ export function buildAll() {
 }
 
 /**
- * Starts forgeflow serve on a free port with its own folders; the editor is served
- * from build/dist with --front-end-root so that the test does not depend on how the
- * binary embeds it. Returns {url, base, stop()}.
+ * Starts forgeflow serve on a free port with its own folders. The editor is served
+ * from build/dist with --front-end-root, or, with FORGEFLOW_E2E_EMBEDDED=1, from the
+ * files embedded in the binary (frontend.FS(), built right after the bundle).
+ * Returns {url, base, log(), stop()}.
  */
 export async function startServer() {
   const { bin } = buildAll();
@@ -40,7 +41,8 @@ export async function startServer() {
   for (const d of ['output', 'input', 'user', 'models']) mkdirSync(path.join(base, d), { recursive: true });
   const dist = path.join(frontendDir, 'build', 'dist');
   if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`e2e: ${dist}/index.html is missing; the editor was not built`);
-  const args = ['serve', '--port', '0', '--base-directory', base, '--front-end-root', dist];
+  const args = ['serve', '--port', '0', '--base-directory', base];
+  if (process.env.FORGEFLOW_E2E_EMBEDDED !== '1') args.push('--front-end-root', dist);
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const url = await new Promise((resolve, reject) => {
