@@ -57,171 +57,158 @@ func Conv2DPadded(rt *Runtime, x, w, bias *Tensor, p ConvParams) (*Tensor, error
 	return out, nil
 }
 
-// cpuConv2D is an implicit GEMM: out[n] (Cout × OH·OW) = W (Cout × Cin·kh·kw) · col. A 1×1
-// stride-1 unpadded conv is one batched GEMM on the input; other stride-1 convs use
-// convShifted (no col at all); the rest build col one tile of output pixels at a time in
-// pooled scratch (≤ 16 MB per worker), each tile one GEMM written straight into the output.
+// cpuConv2D is an implicit GEMM with the weight in its stored dtype: the output, taken
+// pixel-major, is outᵀ (pixels × Cout) = A (pixels × Cin·kh·kw) · Wᵀ, which is
+// gemm.LinearGather with W (Cout × Cin·kh·kw, the tensor's own layout) as the right
+// operand. The GEMM converts W panel by panel while packing it, once per call and shared
+// by both threads, so no F32 copy of the weight is ever made (an F16 SD1.5 UNet used to
+// decode and transpose ~400 M weight values per evaluation). A is never stored either:
+// column (ci, ky, kx) of A is a run of consecutive floats of a zero-padded input band
+// (convBand, stride 1) or of an im2col tile (convCol). The pixel-major result is
+// transposed into NCHW with the bias added (scatterT).
 func cpuConv2D(c *CPU, call *Call) error {
 	x, w, bias, out := call.In[0], call.In[1], call.In[2], call.Out
 	p := call.Params.(ConvParams)
 	n, cin, h, wd := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
 	cout, kh, kw := w.shape[0], w.shape[2], w.shape[3]
 	oh, ow := out.shape[2], out.shape[3]
-	ohw := oh * ow
 	o := out.f32c()
 	if len(o) == 0 {
 		return nil
 	}
-	k := cin * kh * kw
-	var wf []float32
-	if w.dtype == F32 {
-		wf = w.f32c()
-	} else {
-		wf = c.scratch.get(cout * k)
-		defer c.scratch.put(wf)
-		// decode per output channel on all threads (a 320×320×3×3 F16 weight is 0.9 M values)
-		wb, rb := w.bytes(), w.dtype.BlockBytes()*k
-		derrs := make([]error, c.threads)
-		c.parallelForW(cout, 8, func(wi, lo, hi int) {
-			derrs[wi] = DecodeFloat32(w.dtype, wf[lo*k:hi*k], wb[lo*rb:hi*rb])
-		})
-		for _, err := range derrs {
-			if err != nil {
-				return err
-			}
-		}
-	}
-	acc := false
+	var bv []float32
 	if bias != nil {
-		bv := bias.f32c()
+		bv = bias.f32c()
+	}
+	k := cin * kh * kw
+	if k == 0 {
 		c.parallelFor(n*cout, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
-				v := bv[i%cout]
-				d := o[i*ohw : (i+1)*ohw]
+				v := float32(0)
+				if bv != nil {
+					v = bv[i%cout]
+				}
+				d := o[i*oh*ow : (i+1)*oh*ow]
 				for j := range d {
 					d[j] = v
 				}
 			}
 		})
-		acc = true
-	}
-	xs := x.f32c()
-	if k == 0 {
-		if !acc {
-			clear(o)
-		}
 		return nil
 	}
-	if kh == 1 && kw == 1 && p.Stride == 1 && p.Top == 0 && p.Bottom == 0 && p.Left == 0 && p.Right == 0 {
-		return c.mm.sgemm(false, n, 0, cin*h*wd, cout*ohw, false, false, cout, ohw, cin,
-			wf, cin, xs, h*wd, o, ohw, acc)
+	cv := convGeom{n: n, cin: cin, h: h, w: wd, cout: cout, kh: kh, kw: kw, oh: oh, ow: ow, p: p,
+		x: x.f32c(), wd: w.dtype, wb: w.bytes(), bias: bv, o: o}
+	offp := c.getOffs(k)
+	defer c.offs.Put(offp)
+	if p.Stride == 1 && !c.preferCol(&cv) {
+		return c.convBand(&cv, *offp)
 	}
-	if p.Stride == 1 && cin >= c.shiftedMinCin {
-		return c.convShifted(xs, wf, o, n, cin, h, wd, cout, kh, kw, p, oh, ow, acc)
-	}
-	// Tile width: 512 output pixels (a multiple of every GEMM register tile), so that
-	// packing the weight once per GEMM costs ~1/512 of its arithmetic; fewer when the
-	// col tile would pass convTileFloats.
-	tile := max(16, min(ohw, 512, c.tileFloats/k/16*16))
-	perImage := (ohw + tile - 1) / tile
-	tiles := n * perImage
-	serial := tiles >= c.threads
-	errs := make([]error, c.threads)
-	run := func(wi, lo, hi int) {
-		col := c.scratch.get(k * tile)
-		defer c.scratch.put(col)
-		for t := lo; t < hi; t++ {
-			img, p0 := t/perImage, (t%perImage)*tile
-			cols := min(tile, ohw-p0)
-			im2col(col, cols, xs[img*cin*h*wd:], cin, h, wd, kh, kw, p.Stride, p.Top, p.Left, ow, p0)
-			err := c.mm.sgemm(serial, 1, 0, 0, 0, false, false, cout, cols, k,
-				wf, k, col, cols, o[img*cout*ohw+p0:], ohw, acc)
-			if err != nil && errs[wi] == nil {
-				errs[wi] = err
-			}
-		}
-	}
-	if serial {
-		// enough tiles for every thread: one single-threaded GEMM per tile per worker
-		c.parallelForW(tiles, 1, run)
-	} else {
-		// few tiles: each GEMM uses all threads
-		run(0, 0, tiles)
-	}
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
+	return c.convCol(&cv, *offp)
 }
 
-// convShifted computes a stride-1 conv without im2col. The input is zero-padded into
-// planes of width Wp = W+left+right; on that grid, tap (ky, kx) of every output pixel reads
-// the padded plane shifted by ky·Wp + kx, which is a plain strided matrix (Cin rows of
-// R·Wp values, row stride = the plane size). So the conv is kh·kw accumulating GEMMs
-// grid (Cout × R·Wp) += W_tap (Cout × Cin) · X_shift, and the Wp−OW extra columns of each
-// grid row (taps that wrapped into the next row) are dropped when the grid is copied into
-// the output. The GEMM's packing is the only copy of the input per tap. Output rows go
-// in bands of R rows so the padded band and the grid stay within CPU.tileFloats each
-// (a 512² VAE layer would otherwise need two image-sized scratch buffers).
-func (c *CPU) convShifted(xs, wf, o []float32, n, cin, h, wd, cout, kh, kw int, p ConvParams, oh, ow int, acc bool) error {
-	wp := wd + p.Left + p.Right
-	taps := kh * kw
-	wt := c.scratch.get(taps * cout * cin)
-	defer c.scratch.put(wt)
-	for co := 0; co < cout; co++ {
-		for ci := 0; ci < cin; ci++ {
-			src := wf[(co*cin+ci)*taps:][:taps]
-			for t, v := range src {
-				wt[(t*cout+co)*cin+ci] = v
-			}
-		}
+// convGeom is one conv call's sizes and operands.
+type convGeom struct {
+	n, cin, h, w, cout, kh, kw, oh, ow int
+	p                                  ConvParams
+	x                                  []float32 // input, NCHW contiguous
+	wd                                 DType     // weight dtype
+	wb                                 []byte    // weight storage (Cout × Cin·kh·kw)
+	bias                               []float32 // nil: none
+	o                                  []float32 // output, NCHW contiguous
+}
+
+// Conv forms for CPU.convForm (tests force each; convAuto chooses per call).
+const (
+	convAuto = iota
+	convFormBand
+	convFormCol
+)
+
+// preferCol reports whether a stride-1 conv should use an im2col tile rather than the
+// padded band. The band computes the Wp−OW wrapped columns of each grid row and the
+// kh−1 rows between images as waste; on a 4×4 or 8×8 latent (the UNet's deepest level)
+// that is 40–80 % extra arithmetic, while there the whole im2col matrix is small.
+func (c *CPU) preferCol(cv *convGeom) bool {
+	switch c.convForm {
+	case convFormBand:
+		return false
+	case convFormCol:
+		return true
 	}
+	wp := cv.w + cv.p.Left + cv.p.Right
+	grid := cv.n * (cv.oh + cv.kh - 1) * wp
+	useful := cv.n * cv.oh * cv.ow
+	return 4*grid > 5*useful && useful*cv.cin*cv.kh*cv.kw <= c.tileFloats
+}
+
+// getOffs returns a pooled slice of k column offsets.
+func (c *CPU) getOffs(k int) *[]int {
+	p, _ := c.offs.Get().(*[]int)
+	if p == nil {
+		p = new([]int)
+	}
+	if cap(*p) < k {
+		*p = make([]int, k)
+	}
+	*p = (*p)[:k]
+	return p
+}
+
+// convBand computes a stride-1 conv without im2col. The input is zero-padded into planes
+// of width Wp = W+left+right, laid out channel-major across images: xp[ci][img][py][px].
+// On that grid, tap (ky, kx) of output pixel i (= img·plane + y·Wp + x) reads
+// xp[ci][i + ky·Wp + kx], so column (ci, ky, kx) of A is the run starting at
+// ci·(n·plane) + ky·Wp + kx: every image and every tap in one GEMM with K = Cin·kh·kw.
+// Grid rows at x ≥ OW (taps that wrapped into the next row) and between images are
+// computed and dropped. Output rows go in bands of R rows so that the padded band and the
+// grid stay within CPU.tileFloats each (a 512² VAE layer would otherwise need two
+// image-sized scratch buffers).
+func (c *CPU) convBand(cv *convGeom, off []int) error {
+	n, cin, h, wd, cout, kh, kw, oh, ow, p := cv.n, cv.cin, cv.h, cv.w, cv.cout, cv.kh, cv.kw, cv.oh, cv.ow, cv.p
+	wp := wd + p.Left + p.Right
 	rows := max(1, min(oh, c.tileFloats/(n*max(cin, cout)*wp)-(kh-1)))
 	bandH := rows + kh - 1 // padded input rows one band reads
 	plane := bandH * wp
-	slack := kw - 1 // the last tap's last grid row reads this far past the last plane
-	xp := c.scratch.get(n*cin*plane + slack)
+	ld := n * plane // one channel's planes, all images
+	// The last column's last live row reads xp[cin·ld − 1] (Wp = OW + kw − 1), so
+	// xp needs no slack past its planes.
+	xp := c.scratch.get(cin * ld)
 	defer c.scratch.put(xp)
-	grid := c.scratch.get(n * cout * rows * wp)
+	grid := c.scratch.get(ld * cout)
 	defer c.scratch.put(grid)
+	taps := kh * kw
+	for ci := 0; ci < cin; ci++ {
+		for t := 0; t < taps; t++ {
+			off[ci*taps+t] = ci*ld + t/kw*wp + t%kw
+		}
+	}
 	for y0 := 0; y0 < oh; y0 += rows {
 		r := min(rows, oh-y0)
-		gridN := r * wp
-		// padded rows y0 … y0+r+kh−2 of every (image, channel), in planes of bandH rows
-		clear(xp)
-		c.parallelFor(n*cin, 1, func(lo, hi int) {
+		// padded rows y0 … y0+r+kh−2 of every (channel, image)
+		c.parallelFor(cin*n, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
+				ci, img := i/n, i%n
+				pl := xp[i*plane : (i+1)*plane]
+				clear(pl)
 				for py := 0; py < r+kh-1; py++ {
 					y := y0 + py - p.Top
 					if y < 0 || y >= h {
 						continue
 					}
-					copy(xp[i*plane+py*wp+p.Left:][:wd], xs[(i*h+y)*wd:][:wd])
+					copy(pl[py*wp+p.Left:][:wd], cv.x[((img*cin+ci)*h+y)*wd:][:wd])
 				}
 			}
 		})
-		for t := 0; t < taps; t++ {
-			ky, kx := t/kw, t%kw
-			err := c.mm.sgemm(false, n, 0, cin*plane, cout*gridN, false, false, cout, gridN, cin,
-				wt[t*cout*cin:], cin, xp[ky*wp+kx:], plane, grid, gridN, t > 0)
-			if err != nil {
-				return err
-			}
+		m := (n-1)*plane + (r-1)*wp + ow
+		if err := c.mm.gather(m, xp, off, cv.wd, cv.wb, cout, len(off), grid, cout); err != nil {
+			return err
 		}
-		c.parallelFor(n*cout, 1, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
+		c.scatterBlocks(cout, func(co0, co1 int) {
+			for img := 0; img < n; img++ {
 				for y := 0; y < r; y++ {
-					src := grid[i*gridN+y*wp:][:ow]
-					dst := o[(i*oh+y0+y)*ow:][:ow]
-					if acc {
-						for j, v := range src {
-							dst[j] += v
-						}
-					} else {
-						copy(dst, src)
-					}
+					src := grid[(img*plane+y*wp)*cout:]
+					dst := cv.o[img*cout*oh*ow+(y0+y)*ow:]
+					scatterT(dst, oh*ow, src, ow, cout, co0, co1, cv.bias)
 				}
 			}
 		})
@@ -229,15 +216,92 @@ func (c *CPU) convShifted(xs, wf, o []float32, n, cin, h, wd, cout, kh, kw int, 
 	return nil
 }
 
-// im2col fills col (k × cols, row stride cols) with the input patches for output pixels
+// convCol computes a conv (any stride) from im2col tiles: col holds, for a tile of T
+// output pixels counted across images, column (ci, ky, kx) of A as a contiguous run
+// (row stride T), and each tile is one LinearGather. A tile is at most CPU.tileFloats
+// floats (16 MB), so a large stride-2 VAE layer takes several tiles, each converting the
+// weight once more (small next to the tile's arithmetic).
+func (c *CPU) convCol(cv *convGeom, off []int) error {
+	n, cin, cout, oh, ow := cv.n, cv.cin, cv.cout, cv.oh, cv.ow
+	k := len(off)
+	ohw := oh * ow
+	total := n * ohw
+	tile := max(16, min(total, c.tileFloats/k))
+	col := c.scratch.get(k * tile)
+	defer c.scratch.put(col)
+	grid := c.scratch.get(tile * cout)
+	defer c.scratch.put(grid)
+	for i := range off {
+		off[i] = i * tile
+	}
+	taps := cv.kh * cv.kw
+	for q0 := 0; q0 < total; q0 += tile {
+		cnt := min(tile, total-q0)
+		// the tile's pixels, one run per image it touches
+		c.parallelFor(cin, 1, func(lo, hi int) {
+			for q := q0; q < q0+cnt; {
+				img, p0 := q/ohw, q%ohw
+				run := min(ohw-p0, q0+cnt-q)
+				x := cv.x[(img*cin+lo)*cv.h*cv.w:]
+				im2col(col[lo*taps*tile+q-q0:], tile, run, x, hi-lo, cv.h, cv.w, cv.kh, cv.kw, cv.p.Stride, cv.p.Top, cv.p.Left, ow, p0)
+				q += run
+			}
+		})
+		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cout, k, grid, cout); err != nil {
+			return err
+		}
+		c.scatterBlocks(cout, func(co0, co1 int) {
+			for q := q0; q < q0+cnt; {
+				img, p0 := q/ohw, q%ohw
+				run := min(ohw-p0, q0+cnt-q)
+				scatterT(cv.o[img*cout*ohw+p0:], ohw, grid[(q-q0)*cout:], run, cout, co0, co1, cv.bias)
+				q += run
+			}
+		})
+	}
+	return nil
+}
+
+// scatterBlock is how many output channels one scatterT pass covers: 16 destination
+// rows advance together while each source row is read as one 64-byte run.
+const scatterBlock = 16
+
+// scatterBlocks runs f over channel blocks [co0, co1) of cout on all threads.
+func (c *CPU) scatterBlocks(cout int, f func(co0, co1 int)) {
+	nb := (cout + scatterBlock - 1) / scatterBlock
+	c.parallelFor(nb, 1, func(lo, hi int) {
+		f(lo*scatterBlock, min(cout, hi*scatterBlock))
+	})
+}
+
+// scatterT transposes cnt pixel-major rows of the GEMM result (src[j·cout + co]) into
+// channel-major output rows (dst[co·ldd + j]) for channels [co0, co1), adding bias[co]
+// when bias is not nil.
+func scatterT(dst []float32, ldd int, src []float32, cnt, cout, co0, co1 int, bias []float32) {
+	for cb := co0; cb < co1; cb += scatterBlock {
+		ce := min(co1, cb+scatterBlock)
+		var b [scatterBlock]float32
+		if bias != nil {
+			copy(b[:], bias[cb:ce])
+		}
+		for j := 0; j < cnt; j++ {
+			s := src[j*cout+cb : j*cout+ce]
+			for i, v := range s {
+				dst[(cb+i)*ldd+j] = v + b[i]
+			}
+		}
+	}
+}
+
+// im2col fills col (k × cols, row stride ld) with the input patches for output pixels
 // [p0, p0+cols) of one image (row-major over OH×OW); out-of-bounds taps are 0.
-func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, padT, padL, ow, p0 int) {
+func im2col(col []float32, ld, cols int, x []float32, cin, h, w, kh, kw, stride, padT, padL, ow, p0 int) {
 	oy0, ox0 := p0/ow, p0%ow
 	for ci := 0; ci < cin; ci++ {
 		plane := x[ci*h*w : (ci+1)*h*w]
 		for ky := 0; ky < kh; ky++ {
 			for kx := 0; kx < kw; kx++ {
-				row := col[((ci*kh+ky)*kw+kx)*cols:][:cols]
+				row := col[((ci*kh+ky)*kw+kx)*ld:][:cols]
 				oy, ox := oy0, ox0
 				for j := 0; j < cols; {
 					iy := oy*stride - padT + ky
@@ -273,13 +337,6 @@ func im2col(col []float32, cols int, x []float32, cin, h, w, kh, kw, stride, pad
 	}
 }
 
-// convShiftedMinCin is the input channel count from which a stride-1 conv uses
-// convShifted: each of its kh·kw GEMMs has K = Cin, and with fewer channels the output
-// grid's repeated read-modify-write costs more than building im2col tiles (measured: a
-// 3×3 conv at 256×256×128 ran 112 GFLOP/cpu-s shifted vs 141–145 with im2col; at 320 and
-// 640 channels the two were equal within noise).
-const convShiftedMinCin = 256
-
-// convTileFloats bounds a conv's scratch: one worker's im2col tile, or one band of the
-// padded input and of the output grid (16 MB each). CPU.tileFloats holds it (tests shrink it).
+// convTileFloats bounds a conv's scratch: one im2col tile, or one band of the padded
+// input and of the output grid (16 MB each). CPU.tileFloats holds it (tests shrink it).
 const convTileFloats = 1 << 22

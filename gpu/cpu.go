@@ -23,8 +23,11 @@ type CPU struct {
 	scratch scratchPool
 	// tileFloats bounds conv scratch (convTileFloats; tests lower it to reach the banding)
 	tileFloats int
-	// shiftedMinCin picks the stride-1 conv form (convShiftedMinCin; tests set both ways)
-	shiftedMinCin int
+	// convForm forces a conv form (convFormBand, convFormCol) or leaves the choice to
+	// preferCol (convAuto); tests force both
+	convForm int
+	// offs recycles conv column-offset slices (*[]int)
+	offs sync.Pool
 }
 
 // NewCPU returns a cpu backend.
@@ -34,7 +37,7 @@ func NewCPU(opts CPUOptions) *CPU {
 		t = runtime.GOMAXPROCS(0)
 	}
 	mm := newMatmuler(t)
-	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats, shiftedMinCin: convShiftedMinCin}
+	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
 }
 
 // Name implements Backend.

@@ -23,10 +23,10 @@ func runtimesUnderTest(t testing.TB) map[string]*Runtime {
 	// The cpu kernels behind a foreign Backend value whose fresh buffers are full of NaN:
 	// catches kernels that leave output elements unwritten, and runs the Runtime's
 	// non-aliasing paths (FromBytes copies, Zeros uploads) as a device backend would.
-	// It also takes the shifted-GEMM conv form for every stride-1 conv, which the
-	// plain runtimes reach only from 256 input channels.
+	// It also takes the padded-band conv form for every stride-1 conv, where the plain
+	// runtimes choose the im2col form for small images.
 	pc := NewCPU(CPUOptions{Threads: 2})
-	pc.shiftedMinCin = 0
+	pc.convForm = convFormBand
 	rt, err := New(Options{Backend: poisonBackend{pc}})
 	if err != nil {
 		t.Fatal(err)

@@ -73,3 +73,17 @@ func (m *matmuler) linear(rows int, x []float32, ldx int, wd DType, wdata []byte
 }
 
 func envGemmPath() string { return os.Getenv(gemm.EnvPath) }
+
+// gather computes y (+)= A·Wᵀ for the gathered A of gemm.LinearGather (A[i][p] =
+// x[off[p]+i]) with W (n×k) in its stored dtype, on all threads.
+func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []byte, n, k int, y []float32, ldy int) error {
+	e, err := m.engine(false)
+	if err != nil {
+		return err
+	}
+	gd, ok := gemmDType(wd)
+	if !ok {
+		return fmt.Errorf("gpu: cpu: conv2d: weight dtype %s has no kernel", wd)
+	}
+	return e.LinearGather(rows, x, off, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, false)
+}

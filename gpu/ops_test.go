@@ -295,22 +295,26 @@ var _ = addCases(OpConv2D,
 	convCase("3x3-s2-im2col-tiles", 1, 32, 66, 70, 4, 3, 2, 1, true, true, F32),
 	convCase("5x5-s1-p2", 2, 3, 9, 8, 4, 5, 1, 2, true, false, BF16),
 	convCase("1-pixel", 1, 2, 1, 1, 3, 3, 1, 1, true, false, F32),
+	convCase("3x3-cout40-f16-strided", 2, 20, 10, 12, 40, 3, 1, 1, true, true, F16),
+	convCase("1x1-cout33-bf16", 3, 17, 6, 5, 33, 1, 1, 0, true, false, BF16),
 	opCase{"banded-small-scratch", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 		// a tiny scratch budget forces several row bands (stride 1) and 16-pixel
 		// im2col tiles (stride 2)
 		if rt.cpu != rt.Backend() {
 			t.Skip("cpu-specific scratch setting")
 		}
-		old, oldMin := rt.cpu.tileFloats, rt.cpu.shiftedMinCin
+		old, oldForm := rt.cpu.tileFloats, rt.cpu.convForm
 		rt.cpu.tileFloats = 500 // stride 1: one output row per band
-		rt.cpu.shiftedMinCin = 0
-		defer func() { rt.cpu.tileFloats, rt.cpu.shiftedMinCin = old, oldMin }()
+		defer func() { rt.cpu.tileFloats, rt.cpu.convForm = old, oldForm }()
 		x, xv := randTensor(t, rt, r, false, 2, 5, 13, 11)
 		wt, wv := randTensor(t, rt, r, false, 3, 5, 3, 3)
 		bt, bv := randTensor(t, rt, r, false, 3)
-		for _, s := range []int{1, 2} {
-			want, _, _ := convRef(xv, wv, bv, 2, 5, 13, 11, 3, 3, 3, s, 1)
-			checkClose(t, ok(t)(Conv2D(rt, x, wt, bt, s, 1)), want, 1e-5, 1e-5)
+		for _, form := range []int{convFormBand, convFormCol} {
+			rt.cpu.convForm = form
+			for _, s := range []int{1, 2} {
+				want, _, _ := convRef(xv, wv, bv, 2, 5, 13, 11, 3, 3, 3, s, 1)
+				checkClose(t, ok(t)(Conv2D(rt, x, wt, bt, s, 1)), want, 1e-5, 1e-5)
+			}
 		}
 	}},
 	opCase{"vae-downsample-asymmetric-pad", func(t *testing.T, rt *Runtime, r *rand.Rand) {

@@ -38,11 +38,14 @@ type kernel struct {
 	decQ4K func(dst []float32, src []byte)
 }
 
-// aSource is the left operand: m×k, or stored k×m when trans.
+// aSource is the left operand: m×k, or stored k×m when trans. With offs set
+// (LinearGather, always trans) column p starts at data[offs[p]] instead of
+// data[p·ld].
 type aSource struct {
 	data  []float32
 	ld    int
 	trans bool
+	offs  []int
 }
 
 // bSource is the right operand k×n: float32 (stored n×k when trans) or,
@@ -303,8 +306,18 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 		if a.trans {
 			// A stored k×m: a sliver row of kc×mr is contiguous in the source.
 			for p := 0; p < kc; p++ {
-				src := a.data[(pc+p)*a.ld+ic+s:]
+				base := (pc + p) * a.ld
+				if a.offs != nil {
+					base = a.offs[pc+p]
+				}
+				src := a.data[base+ic+s:]
 				dp := d[p*mr : p*mr+mr]
+				if mr == 12 && rows == 12 {
+					// a fixed-size array copy compiles to three 16-byte moves,
+					// not a memmove call per 48 bytes (the conv gather's hot loop)
+					*(*[12]float32)(dp) = *(*[12]float32)(src)
+					continue
+				}
 				copy(dp, src[:rows])
 				clear(dp[rows:])
 			}
