@@ -40,6 +40,10 @@ type LoadOptions struct {
 	// CLIPHeadDim is the text transformers' channels per head; 0 means 64, what every
 	// released CLIP uses. Only test-sized models need another value.
 	CLIPHeadDim int
+	// FP32TextEncoder keeps float32 text encoder weights as stored (ComfyUI's
+	// --fp32-text-enc). By default they are rounded to float16 as ComfyUI stores text
+	// encoders, so that prompt encodings match ComfyUI's for float32 checkpoints too.
+	FP32TextEncoder bool
 	// SkipModel, SkipCLIP and SkipVAE leave a part unloaded (its result nil), as
 	// ComfyUI's output_model/output_clip/output_vae do.
 	SkipModel, SkipCLIP, SkipVAE bool

@@ -101,6 +101,8 @@ func TestGoldenThroughLoader(t *testing.T) {
 	ck, err := LoadCheckpoint(rt, path, LoadOptions{
 		UNetHeads:   unet.Heads{Count: uc.Config.UNet.NumHeads},
 		CLIPHeadDim: l.Hidden / l.Heads,
+		// The fixture's CLIP ran with float32 weights, not ComfyUI's default float16.
+		FP32TextEncoder: true,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/detect"
 	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
@@ -332,5 +333,53 @@ func TestSafetensorsSniffing(t *testing.T) {
 	defer f.Close()
 	if len(f.keys) != 4 {
 		t.Errorf("%d tensors, want 4", len(f.keys))
+	}
+}
+
+// TestTextEncoderFloat16 checks that float32 text encoder weights are rounded to
+// float16 as ComfyUI stores text encoders, unless FP32TextEncoder is set.
+func TestTextEncoderFloat16(t *testing.T) {
+	rt := ckRuntime(t)
+	dir := t.TempDir()
+	spec := tinySDXL(81)
+	spec.DType = "F32"
+	path := filepath.Join(dir, "xl32.safetensors")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteRandomCheckpoint(f, spec); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, fp32 := range []bool{false, true} {
+		ck, err := LoadCheckpoint(rt, path, LoadOptions{SkipModel: true, SkipVAE: true, FP32TextEncoder: fp32})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, te := range ck.CLIP.Encoders {
+			m := te.Encoder.Model
+			want := gpu.F16
+			if fp32 {
+				want = gpu.F32
+			}
+			w := m.Layers[0].Attn.Q.Weight
+			if w.DType() != want || te.Encoder.Projection != nil && te.Encoder.Projection.DType() != want {
+				t.Errorf("fp32=%v: encoder %s weights stored as %s, want %s", fp32, te.Name, w.DType(), want)
+			}
+			// Vectors are F32 either way, holding float16 values unless fp32.
+			b, _ := m.Layers[0].Norm1.Bias.Float32()
+			rounded := true
+			for _, x := range b {
+				h := gpu.HalfToFloat32(gpu.Float32ToHalf(x))
+				if h != x {
+					rounded = false
+				}
+			}
+			if rounded == fp32 {
+				t.Errorf("fp32=%v: encoder %s bias values rounded to float16: %v", fp32, te.Name, rounded)
+			}
+		}
+		ck.Close()
 	}
 }

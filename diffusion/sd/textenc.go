@@ -166,7 +166,11 @@ func loadOpenCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole,
 // encoder configured for role. projKey names the projection matrix (out, in), or "".
 func bindTextModel(rt *gpu.Runtime, src *source, prefix string, role encoderRole, projKey string, opts LoadOptions) (*TextEncoder, error) {
 	m := &clip.TextModel{Activation: role.activation, EOS: endToken}
-	if _, err := statedict.Bind(rt, src, prefix, m); err != nil {
+	var weightsSrc statedict.Source = f16Source{src}
+	if opts.FP32TextEncoder {
+		weightsSrc = src
+	}
+	if _, err := statedict.Bind(rt, weightsSrc, prefix, m); err != nil {
 		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("CLIP-%s: %w", role.name, err)}
 	}
 	if len(m.Layers) == 0 {
@@ -187,7 +191,7 @@ func bindTextModel(rt *gpu.Runtime, src *source, prefix string, role encoderRole
 		enc.Pad = endToken
 	}
 	if role.projected && projKey != "" {
-		p, err := src.Tensor(projKey)
+		p, err := weightsSrc.Tensor(projKey)
 		if err != nil {
 			return nil, err
 		}
@@ -234,6 +238,27 @@ func (c *CLIP) WithVocab(bpe *clip.BPE, vocabErr error, embDirs []string) *CLIP 
 		cp.Encoders[i] = withVocab(te, bpe, vocabErr, embDirs)
 	}
 	return &cp
+}
+
+// f16Source serves a text encoder's F32 and BF16 tensors rounded to F16 (to nearest
+// even): ComfyUI keeps text encoders in float16 on every device unless told otherwise
+// (comfy/model_management.py text_encoder_dtype) and computes in float32 from those
+// values, so a float32 checkpoint's prompt encodings match only with the same rounding.
+// F16 and float8 tensors convert exactly and are served as stored.
+type f16Source struct{ *source }
+
+// Tensor implements statedict.Source.
+func (s f16Source) Tensor(key string) (*gpu.Tensor, error) {
+	t, err := s.source.Tensor(key)
+	if err != nil || (t.DType() != gpu.F32 && t.DType() != gpu.BF16) {
+		return t, err
+	}
+	h, err := gpu.Cast(s.rt, t, gpu.F16)
+	t.Release()
+	if err != nil {
+		return nil, fmt.Errorf("sd: %s: %w", key, err)
+	}
+	return h, nil
 }
 
 // newTokenizer is the family tokenizer of ComfyUI for role: windows of 77, words of 8+
