@@ -173,10 +173,20 @@ func cpuUnary(f func(float32) float32, vec func(*CPU) func(dst, src []float32)) 
 		}
 		rank := len(in.shape)
 		inner, is := in.shape[rank-1], in.strides[rank-1]
+		var v func(dst, src []float32)
+		if vec != nil && (is == 1 || inner == 1) {
+			// rows of a view with a contiguous last dim (GEGLU's gate half, a Chunk of
+			// the projection) still take the vector form, one row at a time
+			v = vec(c)
+		}
 		c.parallelFor(n/inner, max(1, 16384/inner), func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				off := rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
 				d := o[r*inner : (r+1)*inner]
+				if v != nil {
+					v(d, src[off:off+inner])
+					continue
+				}
 				for j := range d {
 					d[j] = f(src[off+j*is])
 				}

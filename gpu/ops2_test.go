@@ -107,6 +107,18 @@ func unaryCase(op Op, f func(*Runtime, *Tensor) (*Tensor, error), ref func(float
 		checkClose(t, ok(t)(f(rt, x4)), want, 1e-6, 1e-6)
 		e, _ := randTensor(t, rt, r, false, 0, 3)
 		checkClose(t, ok(t)(f(rt, e)), nil, 0, 0)
+		// the second half of a Chunk (GEGLU's gate): rows contiguous, 37 wide (vector
+		// tails), spaced 74 apart
+		y, yv := randTensor(t, rt, r, false, 5, 74)
+		y4 := ok(t)(Mul(rt, y, four))
+		parts := ok2(t)(Chunk(y4, 2, -1))
+		want = want[:0]
+		for i := 0; i < 5; i++ {
+			for j := 37; j < 74; j++ {
+				want = append(want, ref(yv[i*74+j]*4))
+			}
+		}
+		checkClose(t, ok(t)(f(rt, parts[1])), want, 1e-6, 1e-6)
 	}}
 }
 
