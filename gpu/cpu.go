@@ -220,7 +220,9 @@ func (s *scratchPool) put(b []float32) {
 	s.free[len(b)] = append(s.free[len(b)], b)
 }
 
-// gemmDType maps a weight dtype to the GEMM package's, when its kernels decode it.
+// gemmDType maps a weight dtype to the GEMM package's, when its kernels decode it: every
+// float dtype and every GGUF block type the runtime declares (TestGoldenGGUFLinear runs
+// each block type on the golden gguf bytes).
 func gemmDType(d DType) (gemm.DType, bool) {
 	switch d {
 	case F32:
@@ -233,12 +235,26 @@ func gemmDType(d DType) (gemm.DType, bool) {
 		return gemm.F8E4M3FN, true
 	case F8E5M2:
 		return gemm.F8E5M2, true
-	case Q8_0:
-		return gemm.Q8_0, true
 	case Q4_0:
 		return gemm.Q4_0, true
+	case Q4_1:
+		return gemm.Q4_1, true
+	case Q5_0:
+		return gemm.Q5_0, true
+	case Q5_1:
+		return gemm.Q5_1, true
+	case Q8_0:
+		return gemm.Q8_0, true
+	case Q2_K:
+		return gemm.Q2_K, true
+	case Q3_K:
+		return gemm.Q3_K, true
 	case Q4_K:
 		return gemm.Q4_K, true
+	case Q5_K:
+		return gemm.Q5_K, true
+	case Q6_K:
+		return gemm.Q6_K, true
 	}
 	return 0, false
 }

@@ -7,8 +7,8 @@ import "fmt"
 // F32 is what activations use on the CPU. F16, BF16 and the two float8 types are storage
 // for weights (converted inside kernels). The GGUF block types hold BlockSize elements in
 // BlockBytes bytes (ggml's layouts, ggml-common.h); the runtime treats them as opaque rows:
-// their dequantisation belongs to weights/, and the matmul kernels consume the ones that
-// gpu/internal/gemm decodes (Q8_0, Q4_0, Q4_K).
+// their dequantisation belongs to weights/, and the matmul kernels consume them all
+// (gpu/internal/gemm converts each while packing).
 type DType uint8
 
 const (
