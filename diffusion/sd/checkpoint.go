@@ -152,7 +152,6 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 			return nil, err
 		}
 		v.Latent = FamilyLatent(fam)
-		v.Weights = newWeights(f, vaePrefix)
 		ck.VAE = v
 	}
 	if !opts.SkipCLIP {
@@ -250,25 +249,24 @@ func familySampling(f detect.Family, p detect.Prediction) (sampling.ModelSamplin
 	return nil, fmt.Errorf("%s models with %s prediction are not implemented", f, p)
 }
 
-// loadVAE binds the autoencoder under prefix.
+// loadVAE binds the autoencoder under prefix (original or diffusers layout).
 func loadVAE(rt *gpu.Runtime, src *source, prefix, name string) (*VAE, error) {
-	if len(src.file.keysUnder(prefix+"decoder.")) == 0 {
-		if len(src.file.keysUnder(prefix+"decoder.up_blocks.")) > 0 {
-			return nil, &UnsupportedError{Path: name, What: "diffusers-format VAE keys (decoder.up_blocks.*) are not converted yet"}
-		}
+	bindPrefix := prefix
+	if isDiffusersVAE(src.file, prefix) {
+		bindPrefix = addDiffusersVAEAliases(src, prefix)
+	} else if len(src.file.keysUnder(prefix+"decoder.")) == 0 {
 		return nil, &FormatError{Path: name, Err: fmt.Errorf("no VAE: no %sdecoder.* tensors", prefix)}
 	}
-	if len(src.file.keysUnder(prefix+"decoder.up_blocks.")) > 0 {
-		return nil, &UnsupportedError{Path: name, What: "diffusers-format VAE keys (decoder.up_blocks.*) are not converted yet"}
-	}
 	m := &vae.Model{}
-	if _, err := statedict.Bind(rt, src, prefix, m); err != nil {
+	if _, err := statedict.Bind(rt, src, bindPrefix, m); err != nil {
 		return nil, &FormatError{Path: name, Err: fmt.Errorf("VAE: %w", err)}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, &FormatError{Path: name, Err: err}
 	}
-	return &VAE{Runtime: rt, Model: m, Latent: latentForChannels(m.LatentChannels()), Name: name}, nil
+	v := &VAE{Runtime: rt, Model: m, Latent: latentForChannels(m.LatentChannels()), Name: name}
+	v.Weights = src.weightsUnder(bindPrefix, vaePrefix)
+	return v, nil
 }
 
 // latentForChannels guesses a standalone VAE's latent format from its channel count;

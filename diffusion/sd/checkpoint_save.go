@@ -11,35 +11,79 @@ import (
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
-// Weights records where a loaded part's tensors are stored: the open file and the
-// checkpoint keys that belong to the part. CheckpointSave writes these tensors back
+// Weights records where a loaded part's tensors are stored: the open file and, per
+// tensor, its checkpoint name and stored key. CheckpointSave writes these tensors back
 // byte for byte, so a saved checkpoint keeps ComfyUI's key names and the stored dtypes.
 type Weights struct {
-	file *tensorFile
-	keys []string
-	// from → to renames the stored key prefix to the checkpoint one (standalone VAE and
-	// text encoder files); both empty for a checkpoint's own parts.
-	from, to string
+	file    *tensorFile
+	tensors []savedTensor
 	// err says why this part cannot be saved into a checkpoint.
 	err error
 }
 
-// renamed returns w with its keys' prefix from replaced by to when saved.
-func (w *Weights) renamed(from, to string) *Weights {
-	w.from, w.to = from, to
-	return w
+// savedTensor is one tensor of a part: its name in a checkpoint, the key it is stored
+// under, and its shape when saved (nil: as stored).
+type savedTensor struct {
+	name, stored string
+	shape        []int64
 }
 
+// newWeights records every stored key under the prefixes, under its own name.
 func newWeights(f *tensorFile, prefixes ...string) *Weights {
 	w := &Weights{file: f}
 	for _, p := range prefixes {
-		w.keys = append(w.keys, f.keysUnder(p)...)
+		for _, k := range f.keysUnder(p) {
+			w.tensors = append(w.tensors, savedTensor{name: k, stored: k})
+		}
 	}
 	return w
 }
 
-// Keys lists the part's checkpoint keys.
-func (w *Weights) Keys() []string { return append([]string(nil), w.keys...) }
+// renamed replaces the prefix from of every name with to.
+func (w *Weights) renamed(from, to string) *Weights {
+	for i := range w.tensors {
+		w.tensors[i].name = to + strings.TrimPrefix(w.tensors[i].name, from)
+	}
+	return w
+}
+
+// weightsUnder records the tensors the source serves under prefix (stored keys and
+// aliases) under the checkpoint prefix to.
+func (s *source) weightsUnder(prefix, to string) *Weights {
+	w := &Weights{file: s.file}
+	for _, k := range s.keys {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		d, aliased := s.alias[k]
+		if !aliased {
+			if _, stored := s.file.infos[k]; !stored {
+				continue
+			}
+			d = derived{stored: k}
+		}
+		if d.n > 0 || d.transpose {
+			w.err = fmt.Errorf("%s is computed from %s, which is not written back", k, d.stored)
+			return w
+		}
+		st := savedTensor{name: to + rest, stored: d.stored}
+		for _, x := range d.shape {
+			st.shape = append(st.shape, int64(x))
+		}
+		w.tensors = append(w.tensors, st)
+	}
+	return w
+}
+
+// Names lists the part's checkpoint names.
+func (w *Weights) Names() []string {
+	out := make([]string, len(w.tensors))
+	for i, t := range w.tensors {
+		out[i] = t.name
+	}
+	return out
+}
 
 // Architecture metadata ComfyUI writes (comfy_extras/nodes_model_merging.py
 // save_checkpoint): a modelspec only for SDXL base and refiner.
@@ -71,18 +115,22 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 		if ws.err != nil {
 			return fmt.Errorf("sd: save checkpoint: %w", ws.err)
 		}
-		for _, stored := range ws.keys {
-			k := ws.to + strings.TrimPrefix(stored, ws.from)
+		for _, st := range ws.tensors {
+			k := st.name
 			if seen[k] {
 				continue
 			}
 			seen[k] = true
-			info, ok := ws.file.infos[stored]
+			info, ok := ws.file.infos[st.stored]
 			if !ok {
-				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.name, k)
+				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.name, st.stored)
 			}
-			file, key := ws.file, stored
-			entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: info.Shape,
+			shape := info.Shape
+			if st.shape != nil {
+				shape = st.shape
+			}
+			file, key := ws.file, st.stored
+			entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: shape,
 				WriteData: func(w io.Writer) error {
 					_, data, err := file.raw(key)
 					if err != nil {

@@ -110,6 +110,7 @@ type derived struct {
 	stored    string
 	from, n   int // row range, n == 0: the whole tensor
 	transpose bool
+	shape     []int // another shape for the same elements (a linear weight as a 1×1 conv), or nil
 }
 
 func newSource(rt *gpu.Runtime, f *tensorFile) *source {
@@ -149,6 +150,9 @@ func (s *source) Tensor(key string) (*gpu.Tensor, error) {
 	shape := make([]int, len(info.Shape))
 	for i, v := range info.Shape {
 		shape[i] = int(v)
+	}
+	if d.shape != nil {
+		shape = d.shape
 	}
 	t, err := s.rt.FromBytes(dt, data, shape...)
 	if err != nil {

@@ -106,9 +106,8 @@ func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadO
 	w := newWeights(f, te.Prefix)
 	switch {
 	case role.name == "l" && te.Format == "hf":
-		w.renamed(strings.TrimSuffix(te.Prefix, "text_model."), "cond_stage_model.transformer.")
-		w.keys = nil
-		w.keys = append(w.keys, f.keysUnder(strings.TrimSuffix(te.Prefix, "text_model."))...)
+		parent := strings.TrimSuffix(te.Prefix, "text_model.")
+		w = newWeights(f, parent).renamed(parent, "cond_stage_model.transformer.")
 	case role.name == "h" && te.Format == "open_clip":
 		w.renamed(te.Prefix, "cond_stage_model.model.")
 	case role.name == "g" && te.Format == "open_clip":
@@ -145,11 +144,13 @@ func loadVAEFile(rt *gpu.Runtime, f *tensorFile) (*Checkpoint, error) {
 	if det.VAE == nil {
 		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("no VAE in it (it holds a %s, %s)", det.Kind, det.Family)}
 	}
-	if det.VAE.Unsupported != "" {
-		return nil, &UnsupportedError{Path: f.name, What: det.VAE.Unsupported}
-	}
-	if det.VAE.EmbedDim == 0 {
-		return nil, &UnsupportedError{Path: f.name, What: "VAEs without quant convolutions (SD3/Flux style) are not implemented"}
+	if !isDiffusersVAE(f, det.VAE.Prefix) {
+		if det.VAE.Unsupported != "" {
+			return nil, &UnsupportedError{Path: f.name, What: det.VAE.Unsupported}
+		}
+		if det.VAE.EmbedDim == 0 {
+			return nil, &UnsupportedError{Path: f.name, What: "VAEs without quant convolutions (SD3/Flux style) are not implemented"}
+		}
 	}
 	v, err := loadVAE(rt, newSource(rt, f), det.VAE.Prefix, f.name)
 	if err != nil {
@@ -158,6 +159,5 @@ func loadVAEFile(rt *gpu.Runtime, f *tensorFile) (*Checkpoint, error) {
 	if det.Diffusion != nil {
 		v.Latent = FamilyLatent(det.Diffusion.Family)
 	}
-	v.Weights = newWeights(f, det.VAE.Prefix).renamed(det.VAE.Prefix, vaePrefix)
 	return &Checkpoint{VAE: v, Detected: det, Family: det.Family, file: f}, nil
 }
