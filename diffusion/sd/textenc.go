@@ -64,7 +64,11 @@ func loadFamilyCLIP(rt *gpu.Runtime, src *source, fam detect.Family, opts LoadOp
 		}
 		parts = []part{{p, false, roleSD1L}}
 	case detect.FamilySD2:
-		parts = []part{{"cond_stage_model.model.", true, roleSD2H}}
+		p := "cond_stage_model.model."
+		if len(src.file.keysUnder(p)) == 0 {
+			p = "conditioner.embedders.0.model." // SD2.x saved in the sgm layout
+		}
+		parts = []part{{p, true, roleSD2H}}
 	case detect.FamilySDXL:
 		parts = []part{
 			{"conditioner.embedders.0.transformer.text_model.", false, roleSDXLL},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
@@ -144,5 +145,31 @@ func TestLoadVAEFile(t *testing.T) {
 		if d := back.Pix[i] - pix[i]; d > 1e-6 || d < -1e-6 {
 			t.Fatalf("pixel space round trip [%d]: %v, want %v", i, back.Pix[i], pix[i])
 		}
+	}
+}
+
+// TestSD2SGMLayout loads an SD2 checkpoint whose OpenCLIP-H lies under the sgm prefix
+// conditioner.embedders.0.model. (SD20.process_clip_state_dict accepts both).
+func TestSD2SGMLayout(t *testing.T) {
+	rt := ckRuntime(t)
+	spec := tinySD2(91, false)
+	ts, err := spec.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ts {
+		if rest, ok := strings.CutPrefix(ts[i].Name, "cond_stage_model.model."); ok {
+			ts[i].Name = "conditioner.embedders.0.model." + rest
+		}
+	}
+	path := filepath.Join(t.TempDir(), "sd2sgm.safetensors")
+	writeTensors(t, path, ts, spec.Seed)
+	ck, err := LoadCheckpoint(rt, path, LoadOptions{SkipModel: true, SkipVAE: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if len(ck.CLIP.Encoders) != 1 || ck.CLIP.Encoders[0].Name != "h" {
+		t.Fatalf("encoders %v", ck.CLIP.Encoders)
 	}
 }
