@@ -75,7 +75,10 @@ function setupCanvas() {
   resize();
   canvasEl.addEventListener('litegraph:canvas', (e) => {
     const d = e.detail;
-    if (d.subType === 'empty-double-click') showSearch(d.originalEvent);
+    // A mouse double-click opens the search on the browser's dblclick (below), after
+    // the second button release; litegraph reports it on the second press, and the
+    // press's default action would then take the focus away from the search box.
+    if (d.subType === 'empty-double-click' && d.originalEvent?.pointerType !== 'mouse') showSearch(d.originalEvent);
     if (d.subType === 'after-change') app.history?.check();
   });
   // A link dropped on a slot of another type is refused by litegraph without a word;

@@ -98,6 +98,11 @@ export function openSearch(defs, onPick) {
   render();
   d.showModal();
   input.focus();
+  // The release of the press that opened the dialog (a tap, a pen) may still arrive and
+  // move the focus; keep it in the search box for that one.
+  const keep = () => input.isConnected && document.activeElement !== input && input.focus();
+  for (const type of ['pointerup', 'mouseup', 'click']) document.addEventListener(type, keep, { once: true, capture: true });
+  setTimeout(keep, 0);
   return d;
 }
 
