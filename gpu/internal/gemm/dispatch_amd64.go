@@ -25,6 +25,7 @@ func avx512Kernel() kernel {
 		decQ8_0: blockDec(decQ8_0AVX512, 34),
 		decQ4_0: blockDec(decQ4_0AVX512, 18),
 		decQ4K:  decQ4KFast,
+		gather:  gather12AVX512,
 	}
 }
 

@@ -36,6 +36,9 @@ type kernel struct {
 	decQ8_0, decQ4_0 func(dst []float32, src []byte)
 	// decQ4K converts len(dst)/256 whole Q4_K super-blocks.
 	decQ4K func(dst []float32, src []byte)
+	// gather, when set (mr = 12), packs a full sliver of a gathered A:
+	// d[p·mr+i] = src[offs[p]+i] for p < len(offs), i < mr.
+	gather func(d, src []float32, offs []int)
 }
 
 // aSource is the left operand: m×k, or stored k×m when trans. With offs set
@@ -303,6 +306,10 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 	for s := 0; s < mc; s += mr {
 		rows := min(mr, mc-s)
 		d := dst[s*kc : (s+mr)*kc]
+		if a.offs != nil && rows == mr && kr.gather != nil {
+			kr.gather(d, a.data[ic+s:], a.offs[pc:pc+kc])
+			continue
+		}
 		if a.trans {
 			// A stored k×m: a sliver row of kc×mr is contiguous in the source.
 			for p := 0; p < kc; p++ {
@@ -312,12 +319,6 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 				}
 				src := a.data[base+ic+s:]
 				dp := d[p*mr : p*mr+mr]
-				if mr == 12 && rows == 12 {
-					// a fixed-size array copy compiles to three 16-byte moves,
-					// not a memmove call per 48 bytes (the conv gather's hot loop)
-					*(*[12]float32)(dp) = *(*[12]float32)(src)
-					continue
-				}
 				copy(dp, src[:rows])
 				clear(dp[rows:])
 			}

@@ -238,3 +238,17 @@ func toBF16PairsFast(x []float32, kc, w int) {
 		}
 	}
 }
+
+//go:noescape
+func packGather12AVX512(dst, src *float32, offs *int, kc int)
+
+// gather12AVX512 packs a full 12-row sliver of a gathered A: d[p·12+i] =
+// src[offs[p]+i] for p < len(offs), i < 12. The caller (packA) has checked,
+// through LinearGather's bounds, that every run of 12 lies inside src.
+func gather12AVX512(d, src []float32, offs []int) {
+	if len(offs) == 0 {
+		return
+	}
+	_ = d[len(offs)*12-1]
+	packGather12AVX512(&d[0], &src[0], &offs[0], len(offs))
+}

@@ -1798,6 +1798,25 @@ decQ4_0AVX512_loop:
 	VZEROUPPER
 	RET
 
+// func packGather12AVX512(dst, src *float32, offs *int, kc int)
+TEXT ·packGather12AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ offs+16(FP), BX
+	MOVQ kc+24(FP), CX
+	MOVL $0xfff, AX
+	KMOVW AX, K1
+packGather12AVX512_loop:
+	MOVQ (BX), DX
+	VMOVUPS (SI)(DX*4), K1, Z0
+	VMOVUPS Z0, K1, (DI)
+	ADDQ $48, DI
+	ADDQ $8, BX
+	DECQ CX
+	JNZ packGather12AVX512_loop
+	VZEROUPPER
+	RET
+
 // func fmaPeakAVX512(iters int)
 TEXT ·fmaPeakAVX512(SB), NOSPLIT, $0-8
 	MOVQ iters+0(FP), CX
