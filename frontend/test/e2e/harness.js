@@ -44,6 +44,9 @@ export async function startServer() {
   const args = ['serve', '--port', '0', '--base-directory', base];
   if (process.env.FORGEFLOW_E2E_EMBEDDED !== '1') args.push('--front-end-root', dist);
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Never leave the server behind, even when the test process dies early.
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.once('exit', killOnExit);
   let log = '';
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`e2e: forgeflow serve did not report its address in 30s; log:\n${log}`)), 30000);
@@ -67,6 +70,7 @@ export async function startServer() {
     base,
     log: () => log,
     async stop() {
+      process.removeListener('exit', killOnExit);
       proc.kill('SIGTERM');
       await new Promise((r) => {
         if (proc.exitCode !== null) r();
