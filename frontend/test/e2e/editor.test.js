@@ -195,11 +195,16 @@ test('batch count queues several prompts; seeds follow control_after_generate', 
   await page.focus('#graph-canvas');
   await page.keyboard.press('Control+Enter');
   await page.waitForFunction((n) => window.forgeflow.events.filter((e) => e === 'execution_start').length >= n + 2, before, { timeout: 60000 });
-  const seed = await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'seed').value, noise);
-  assert.equal(seed, 7, 'two queued prompts incremented the seed twice');
-  // The queued prompts carried seeds 5 and 6.
-  const hist = await (await fetch(`${server.url}/api/history`)).json();
-  const seeds = Object.values(hist).map((h) => h.prompt[2][String(noise)]?.inputs.seed).filter((x) => x !== undefined).sort();
+  // The seed moves on after each POST /prompt answers (which may come after the run
+  // started): two queued prompts increment it twice.
+  await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'seed').value === 7, noise, { timeout: 10000 });
+  // The queued prompts carried seeds 5 and 6 (read from /history once both finished).
+  let seeds = [];
+  for (let i = 0; i < 100 && seeds.length < 2; i++) {
+    const hist = await (await fetch(`${server.url}/api/history`)).json();
+    seeds = Object.values(hist).map((h) => h.prompt[2][String(noise)]?.inputs.seed).filter((x) => x !== undefined).sort();
+    if (seeds.length < 2) await new Promise((r) => setTimeout(r, 200));
+  }
   assert.deepEqual(seeds, [5, 6]);
   await page.fill('#batch-count', '1');
   await page.evaluate((id) => {
