@@ -9,13 +9,16 @@ import (
 
 // matmuler is the one place the cpu backend reaches the GEMM package, so that a change
 // of its API touches this file only. wide uses all threads; narrow runs on the caller's
-// goroutine (for kernels such as attention that parallelise over heads themselves).
+// goroutine (for kernels such as attention that parallelise over heads themselves);
+// weighted runs the products with a weight (Linear, Conv2D): wide, or an all-thread
+// bfloat16 engine when that was asked for and the CPU has it.
 type matmuler struct {
-	wide, narrow *gemm.Engine
-	err          error
+	wide, narrow, weighted *gemm.Engine
+	err                    error
+	bf16Err                error // why a requested bfloat16 engine is not used
 }
 
-func newMatmuler(threads int) *matmuler {
+func newMatmuler(threads int, bf16 bool) *matmuler {
 	p, err := gemm.ParsePath(envGemmPath())
 	if err != nil {
 		return &matmuler{err: err}
@@ -28,7 +31,27 @@ func newMatmuler(threads int) *matmuler {
 	if err != nil {
 		return &matmuler{err: err}
 	}
-	return &matmuler{wide: wide, narrow: narrow}
+	m := &matmuler{wide: wide, narrow: narrow, weighted: wide}
+	if bf16 {
+		if e, err := gemm.New(gemm.Options{Path: p, Threads: threads, BF16: true}); err != nil {
+			m.bf16Err = err
+		} else {
+			m.weighted = e
+		}
+	}
+	return m
+}
+
+// EnvBF16 is the environment variable that turns on bfloat16 compute for every Runtime
+// ("1" or "true"; read when a Runtime is made).
+const EnvBF16 = "FORGEFLOW_BF16"
+
+func envBF16() bool {
+	switch os.Getenv(EnvBF16) {
+	case "1", "true", "TRUE", "True", "on", "yes":
+		return true
+	}
+	return false
 }
 
 // generic reports whether the portable GEMM path was chosen (forced by FORGEFLOW_GEMM or
@@ -61,10 +84,10 @@ func (m *matmuler) sgemm(serial bool, count, sa, sb, sc int, transA, transB bool
 
 // linear computes y (+)= x·Wᵀ with W (n×k) in its stored dtype.
 func (m *matmuler) linear(rows int, x []float32, ldx int, wd DType, wdata []byte, n, k int, y []float32, ldy int, acc bool) error {
-	e, err := m.engine(false)
-	if err != nil {
-		return err
+	if m.err != nil {
+		return fmt.Errorf("gpu: cpu: gemm: %w", m.err)
 	}
+	e := m.weighted
 	gd, ok := gemmDType(wd)
 	if !ok {
 		return fmt.Errorf("gpu: cpu: linear: weight dtype %s has no kernel", wd)
@@ -77,10 +100,10 @@ func envGemmPath() string { return os.Getenv(gemm.EnvPath) }
 // gather computes y (+)= A·Wᵀ for the gathered A of gemm.LinearGather (A[i][p] =
 // x[off[p]+i]) with W (n×k) in its stored dtype, on all threads.
 func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []byte, n, k int, y []float32, ldy int) error {
-	e, err := m.engine(false)
-	if err != nil {
-		return err
+	if m.err != nil {
+		return fmt.Errorf("gpu: cpu: gemm: %w", m.err)
 	}
+	e := m.weighted
 	gd, ok := gemmDType(wd)
 	if !ok {
 		return fmt.Errorf("gpu: cpu: conv2d: weight dtype %s has no kernel", wd)

@@ -16,6 +16,9 @@ type Options struct {
 	Threads int
 	// Logger receives the one-time fallback notices; nil discards.
 	Logger *slog.Logger
+	// BF16 runs the cpu backend's Linear and Conv2D with bfloat16 dot products
+	// (CPUOptions.BF16); FORGEFLOW_BF16=1 in the environment turns it on too.
+	BF16 bool
 }
 
 // Runtime is the handle every model and node uses: it owns a backend, a buffer pool (so
@@ -35,13 +38,20 @@ func New(opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cpu := NewCPU(CPUOptions{Threads: opts.Threads})
+	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 || envBF16()})
+	if err := cpu.mm.bf16Err; err != nil {
+		log.Warn("gpu: cpu: bfloat16 compute not available, using float32", "err", err)
+	}
 	be := opts.Backend
 	if be == nil {
 		be = cpu
 	}
 	return &Runtime{be: be, cpu: cpu, pool: newPool(be), log: log}, nil
 }
+
+// BF16 reports whether the cpu backend runs Linear and Conv2D with bfloat16 dot products
+// (Options.BF16 or FORGEFLOW_BF16, on a CPU with AVX512_BF16).
+func (rt *Runtime) BF16() bool { return rt.cpu.BF16() }
 
 // Backend returns the runtime's backend.
 func (rt *Runtime) Backend() Backend { return rt.be }
