@@ -42,6 +42,7 @@ func BenchmarkConv2D(b *testing.B) {
 		wd    DType
 	}{
 		{64, 320, F32}, {32, 640, F32}, {64, 320, F16}, {256, 128, F32},
+		{32, 640, F16}, {8, 1280, F16}, // SD1.5 at 256²: level 2 and the deepest level
 	}
 	for _, cs := range cases {
 		b.Run(fmt.Sprintf("%s/%dx%dx%d", cs.wd, cs.hw, cs.hw, cs.c), func(b *testing.B) {
