@@ -44,6 +44,9 @@ export function registerNodeTypes(defs, hooks) {
     ApiNode.category = def.category;
     ApiNode.nodeData = def;
     LiteGraph.registerNodeType(name, ApiNode);
+    // registerNodeType derives a category from a "category/name" type string; ours
+    // comes from the schema (as ComfyUI's app.registerNodeDef sets it afterwards).
+    ApiNode.category = def.category || '';
   }
 }
 

@@ -270,10 +270,11 @@ export function categories(defs) {
 /**
  * Ranks node types for a search string: exact and prefix matches of the display name
  * first, then substring matches in the name, display name or category; every word of
- * the query must match somewhere.
+ * the query must match somewhere. An empty query lists the palette by category.
  */
 export function searchNodes(defs, query, limit = 50) {
   const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+  if (!words.length) return categories(defs).flatMap(([, names]) => names).slice(0, limit);
   const scored = [];
   for (const [name, d] of Object.entries(defs)) {
     if (d.deprecated || d.dev_only) continue;

@@ -47,6 +47,15 @@ const graphSummary = () => page.evaluate(() => {
   };
 });
 
+/** Removes a node the way a user's delete would: recorded in the undo history. */
+function removeNode(id) {
+  return page.evaluate((n) => {
+    const { graph, history } = window.forgeflow;
+    graph.remove(graph.getNodeById(n));
+    history.check();
+  }, id);
+}
+
 async function nodeByType(type) {
   return page.evaluate((t) => window.forgeflow.graph._nodes.find((n) => n.type === t)?.id, type);
 }
@@ -419,7 +428,7 @@ test('a widget converts to an input when linked and back when unlinked', async (
   await page.keyboard.press('Control+z');
   assert.equal(await page.evaluate(() => window.forgeflow.graph._groups.length), 0);
   assert.equal(await page.evaluate(() => window.forgeflow.graph._nodes.filter((n) => n.type === 'StringConcatenate').length), 1);
-  await page.evaluate((id) => window.forgeflow.graph.remove(window.forgeflow.graph.getNodeById(id)), str);
+  await removeNode(str);
 });
 
 test('adds a reroute on a link from its menu; the prompt is unchanged', async () => {
@@ -440,6 +449,19 @@ test('adds a reroute on a link from its menu; the prompt is unchanged', async ()
   await page.focus('#graph-canvas');
   await page.keyboard.press('Control+z');
   assert.equal(await page.evaluate(() => window.forgeflow.graph.reroutes.size), 0);
+});
+
+test('the canvas menu offers every node by category', async () => {
+  const [x, y] = await toScreen(page, 900, 500);
+  await page.mouse.click(x, y, { button: 'right' });
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: 'Add Node' }).click();
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: /^image$/ }).click();
+  const n = (await graphSummary()).nodes.length;
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: /^Invert Image$/ }).click();
+  const s = await graphSummary();
+  assert.equal(s.nodes.length, n + 1);
+  assert.equal(s.nodes.at(-1).type, 'ImageInvert');
+  await removeNode(s.nodes.at(-1).id);
 });
 
 test('LoadImage uploads a file and shows it; combo lists refresh without a reload', async () => {
@@ -464,7 +486,7 @@ test('LoadImage uploads a file and shows it; combo lists refresh without a reloa
   await page.focus('#graph-canvas');
   await page.keyboard.press('r');
   await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets[0].options.values.includes('from-api.png'), load, { timeout: 10000 });
-  await page.evaluate((id) => window.forgeflow.graph.remove(window.forgeflow.graph.getNodeById(id)), load);
+  await removeNode(load);
 });
 
 test('downloads the workflow and imports an API prompt JSON', async () => {

@@ -122,6 +122,7 @@ test('searchNodes ranks exact and prefix matches first', () => {
   assert.deepEqual(searchNodes(defs, 'image').slice(0, 1), ['EmptyImage'].filter(() => false).concat(searchNodes(defs, 'image')[0]));
   assert.ok(searchNodes(defs, 'sampling').includes('KSampler'), 'category matches');
   assert.deepEqual(searchNodes(defs, 'zzz'), []);
+  assert.deepEqual(searchNodes(defs, ''), ['EmptyImage', 'ImageInvert', 'LoadImage', 'SaveImage', 'KSampler', 'ComboNew'], 'empty query: by category, then name');
   assert.deepEqual(categories(defs).map((c) => c[0]), ['image', 'sampling', 'x']);
 });
 
