@@ -284,8 +284,12 @@ type VocabError struct {
 }
 
 func (e *VocabError) Error() string {
-	if e.Err != nil {
-		return "sd: no CLIP tokenizer vocabulary: " + e.Err.Error()
+	var missing *MissingVocabError
+	switch {
+	case errors.As(e.Err, &missing):
+		return e.Err.Error() // already says what is missing and where to put it
+	case e.Err != nil:
+		return "sd: no usable CLIP tokenizer vocabulary: " + e.Err.Error()
 	}
 	return "sd: no CLIP tokenizer vocabulary was loaded with this model"
 }
