@@ -58,6 +58,8 @@ func (o *LoadOptions) logger() *slog.Logger {
 }
 
 // Checkpoint is a loaded single-file checkpoint: its parts and what detection found.
+// A checkpoint without VAE or text encoder tensors loads with that part nil, as in
+// ComfyUI (the nodes that need it then fail with a message saying so).
 // The parts' weights alias the file's memory mapping: Close only after the parts are no
 // longer used.
 type Checkpoint struct {
@@ -146,7 +148,11 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 		ck.Model = &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
 			ADM: d.UNet.ADMInChannels > 0, Name: name, Weights: newWeights(f, unetPrefix)}
 	}
-	if !opts.SkipVAE {
+	if !opts.SkipVAE && len(f.keysUnder(vaePrefix)) == 0 {
+		// As ComfyUI: the checkpoint loads; its VAE output is empty and a node that needs
+		// it says so.
+		opts.logger().Warn("checkpoint holds no VAE (no first_stage_model.* tensors)", "path", name)
+	} else if !opts.SkipVAE {
 		v, err := loadVAE(rt, src, vaePrefix, name)
 		if err != nil {
 			return nil, err
@@ -154,7 +160,9 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 		v.Latent = FamilyLatent(fam)
 		ck.VAE = v
 	}
-	if !opts.SkipCLIP {
+	if !opts.SkipCLIP && len(clipPrefixes(f)) == 0 {
+		opts.logger().Warn("checkpoint holds no text encoder weights; its CLIP output is empty", "path", name)
+	} else if !opts.SkipCLIP {
 		c, err := loadFamilyCLIP(rt, src, fam, opts)
 		if err != nil {
 			return nil, err

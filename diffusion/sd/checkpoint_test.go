@@ -284,7 +284,6 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"empty", write("empty.safetensors", nil), true, "empty file"},
 		{"garbage", write("junk.ckpt", []byte("this is not a checkpoint at all")), true, "invalid checkpoint"},
 		{"missing keys", missingPath, true, "out.2.weight"},
-		{"no vae", noVAEPath, true, "no VAE"},
 		{"wrong family", vaeOnlyPath, false, "not an SD1/SD2/SDXL checkpoint"},
 		{"gguf", write("m.gguf", []byte("GGUF\x03\x00\x00\x00")), false, "GGUF"},
 	}
@@ -308,6 +307,15 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			}
 		})
 	}
+	// Without VAE tensors the checkpoint loads with an empty VAE, as in ComfyUI.
+	ck, err := LoadCheckpoint(rt, noVAEPath, LoadOptions{})
+	if err != nil {
+		t.Fatalf("a checkpoint without VAE: %v", err)
+	}
+	if ck.VAE != nil || ck.Model == nil || ck.CLIP == nil {
+		t.Errorf("a checkpoint without VAE loaded as model %v, CLIP %v, VAE %v", ck.Model != nil, ck.CLIP != nil, ck.VAE != nil)
+	}
+	ck.Close()
 	if _, err := LoadCheckpoint(rt, filepath.Join(dir, "absent.safetensors"), LoadOptions{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("absent file: %v", err)
 	}

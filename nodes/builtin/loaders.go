@@ -131,8 +131,12 @@ func (e *sdEnv) embeddingDirs() []string {
 	return d
 }
 
-// withVocab gives a loaded CLIP its tokenizers.
+// withVocab gives a loaded CLIP its tokenizers (nil stays nil: a checkpoint without
+// text encoders).
 func (e *sdEnv) withVocab(c *sd.CLIP, log *slog.Logger) *sd.CLIP {
+	if c == nil {
+		return nil
+	}
 	bpe, err := e.vocabFor()
 	if err != nil && log != nil {
 		log.Warn("CLIP loaded without a tokenizer vocabulary; text encoding will fail", "error", err)

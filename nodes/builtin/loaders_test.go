@@ -279,7 +279,31 @@ func TestLoaderErrors(t *testing.T) {
 	if err := os.WriteFile(broken, []byte("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A checkpoint without VAE tensors.
+	ts, err := sd.TinyRandomSpec(detect.FamilySD1).Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var noVAE []sd.RandomTensor
+	for _, x := range ts {
+		if !strings.HasPrefix(x.Name, "first_stage_model.") {
+			noVAE = append(noVAE, x)
+		}
+	}
+	nf, err := os.Create(filepath.Join(m.base, "models", "checkpoints", "novae.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.WriteRandomTensors(nf, noVAE, 1, ""); err != nil {
+		t.Fatal(err)
+	}
+	nf.Close()
 	r := newTestRegistry(t, m.opts)
+	nv := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "novae.safetensors"})
+	z, _ := m.opts.Runtime.FromFloat32(make([]float32, 4*4*4), 1, 4, 4, 4)
+	if _, err := nodeRun(t, r, nil, "VAEDecode", nodes.Inputs{"samples": &sd.Latent{Samples: z}, "vae": nv[2]}); err == nil || !strings.Contains(err.Error(), "does not contain a valid VAE") {
+		t.Errorf("VAEDecode with a checkpoint's missing VAE: %v", err)
+	}
 	if _, err := nodeRun(t, r, nil, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "absent.safetensors"}); !errors.Is(err, folders.ErrNotFound) {
 		t.Errorf("absent checkpoint: %v", err)
 	}
@@ -287,7 +311,7 @@ func TestLoaderErrors(t *testing.T) {
 		t.Errorf("broken checkpoint: %v", err)
 	}
 	out := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_tiny.safetensors"})
-	_, err := nodeRun(t, r, nil, "CLIPTextEncode", nodes.Inputs{"text": "a cat", "clip": out[1]})
+	_, err = nodeRun(t, r, nil, "CLIPTextEncode", nodes.Inputs{"text": "a cat", "clip": out[1]})
 	var me *sd.MissingVocabError
 	if !errors.As(err, &me) || !strings.Contains(err.Error(), filepath.Join(m.base, "models", "tokenizers", "clip")) {
 		t.Errorf("no vocabulary: %v", err)

@@ -21,8 +21,12 @@ import (
 
 func sdVAEIn(in nodes.Inputs, name string) (*sd.VAE, error) {
 	v, ok := in[name].(*sd.VAE)
-	if !ok || v == nil {
+	if !ok {
 		return nil, fmt.Errorf("builtin: input %q: want VAE, got %T", name, in[name])
+	}
+	if v == nil {
+		// ComfyUI's wording for a checkpoint loaded without a VAE.
+		return nil, fmt.Errorf("builtin: input %q: the VAE is empty; if it comes from a checkpoint loader, the checkpoint does not contain a valid VAE (load one with VAELoader)", name)
 	}
 	return v, nil
 }
