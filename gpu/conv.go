@@ -203,15 +203,21 @@ func (c *CPU) convBand(cv *convGeom, off []int) error {
 		if err := c.mm.gather(m, xp, off, cv.wd, cv.wb, cout, len(off), grid, cout); err != nil {
 			return err
 		}
-		c.scatterBlocks(cout, func(co0, co1 int) {
+		err := c.scatterBlocks(cout, func(co0, co1 int) error {
 			for img := 0; img < n; img++ {
 				for y := 0; y < r; y++ {
 					src := grid[(img*plane+y*wp)*cout:]
 					dst := cv.o[img*cout*oh*ow+(y0+y)*ow:]
-					scatterT(dst, oh*ow, src, ow, cout, co0, co1, cv.bias)
+					if err := c.scatterT(dst, oh*ow, src, ow, cout, co0, co1, cv.bias); err != nil {
+						return err
+					}
 				}
 			}
+			return nil
 		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -250,47 +256,55 @@ func (c *CPU) convCol(cv *convGeom, off []int) error {
 		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cout, k, grid, cout); err != nil {
 			return err
 		}
-		c.scatterBlocks(cout, func(co0, co1 int) {
+		err := c.scatterBlocks(cout, func(co0, co1 int) error {
 			for q := q0; q < q0+cnt; {
 				img, p0 := q/ohw, q%ohw
 				run := min(ohw-p0, q0+cnt-q)
-				scatterT(cv.o[img*cout*ohw+p0:], ohw, grid[(q-q0)*cout:], run, cout, co0, co1, cv.bias)
+				if err := c.scatterT(cv.o[img*cout*ohw+p0:], ohw, grid[(q-q0)*cout:], run, cout, co0, co1, cv.bias); err != nil {
+					return err
+				}
 				q += run
 			}
+			return nil
 		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// scatterBlock is how many output channels one scatterT pass covers: 16 destination
-// rows advance together while each source row is read as one 64-byte run.
-const scatterBlock = 16
-
-// scatterBlocks runs f over channel blocks [co0, co1) of cout on all threads.
-func (c *CPU) scatterBlocks(cout int, f func(co0, co1 int)) {
-	nb := (cout + scatterBlock - 1) / scatterBlock
-	c.parallelFor(nb, 1, func(lo, hi int) {
-		f(lo*scatterBlock, min(cout, hi*scatterBlock))
-	})
+// scatterBlocks runs f over contiguous channel ranges [co0, co1) of cout, one per
+// thread, collecting the first error.
+func (c *CPU) scatterBlocks(cout int, f func(co0, co1 int) error) error {
+	errs := make([]error, c.threads)
+	c.parallelForW(cout, 16, func(wi, lo, hi int) { errs[wi] = f(lo, hi) })
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
 }
 
 // scatterT transposes cnt pixel-major rows of the GEMM result (src[j·cout + co]) into
-// channel-major output rows (dst[co·ldd + j]) for channels [co0, co1), adding bias[co]
-// when bias is not nil.
-func scatterT(dst []float32, ldd int, src []float32, cnt, cout, co0, co1 int, bias []float32) {
-	for cb := co0; cb < co1; cb += scatterBlock {
-		ce := min(co1, cb+scatterBlock)
-		var b [scatterBlock]float32
-		if bias != nil {
-			copy(b[:], bias[cb:ce])
-		}
-		for j := 0; j < cnt; j++ {
-			s := src[j*cout+cb : j*cout+ce]
-			for i, v := range s {
-				dst[(cb+i)*ldd+j] = v + b[i]
+// channel-major output rows (dst[co·ldd + j]) for channels [co0, co1) with the GEMM
+// package's register-block transposer, then adds bias[co] (when bias is not nil) to
+// the rows just written, while they are in cache.
+func (c *CPU) scatterT(dst []float32, ldd int, src []float32, cnt, cout, co0, co1 int, bias []float32) error {
+	if err := c.mm.transpose(cnt, co1-co0, src[co0:], cout, dst[co0*ldd:], ldd); err != nil {
+		return err
+	}
+	if bias != nil {
+		for co := co0; co < co1; co++ {
+			v := bias[co]
+			d := dst[co*ldd : co*ldd+cnt]
+			for j := range d {
+				d[j] += v
 			}
 		}
 	}
+	return nil
 }
 
 // im2col fills col (k × cols, row stride ld) with the input patches for output pixels

@@ -110,3 +110,12 @@ func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []by
 	}
 	return e.LinearGather(rows, x, off, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, false)
 }
+
+// transpose writes dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols.
+func (m *matmuler) transpose(rows, cols int, src []float32, lds int, dst []float32, ldd int) error {
+	e, err := m.engine(true)
+	if err != nil {
+		return err
+	}
+	return e.Transpose(rows, cols, src, lds, dst, ldd)
+}

@@ -78,3 +78,36 @@ func TestLinearGatherErrors(t *testing.T) {
 		t.Errorf("valid gather: %v", err)
 	}
 }
+
+func TestTranspose(t *testing.T) {
+	r := rand.New(rand.NewPCG(33, 34))
+	for _, e := range enginesUnderTest(t) {
+		for _, sz := range [][2]int{{1, 1}, {4, 16}, {32, 160}, {7, 33}, {13, 5}, {64, 40}} {
+			rows, cols := sz[0], sz[1]
+			lds, ldd := cols+3, rows+5
+			src := randSlice(r, rows*lds)
+			dst := randSlice(r, cols*ldd)
+			keep := append([]float32(nil), dst...)
+			if err := e.Transpose(rows, cols, src, lds, dst, ldd); err != nil {
+				t.Fatal(err)
+			}
+			for c := 0; c < cols; c++ {
+				for i := 0; i < ldd; i++ {
+					want := keep[c*ldd+i]
+					if i < rows {
+						want = src[i*lds+c]
+					}
+					if dst[c*ldd+i] != want {
+						t.Fatalf("%s %dx%d: dst[%d][%d] = %g, want %g", engineName(e), rows, cols, c, i, dst[c*ldd+i], want)
+					}
+				}
+			}
+		}
+		if err := e.Transpose(3, 4, make([]float32, 11), 4, make([]float32, 12), 3); err == nil {
+			t.Error("short src accepted")
+		}
+		if err := e.Transpose(3, 4, make([]float32, 12), 4, make([]float32, 11), 3); err == nil {
+			t.Error("short dst accepted")
+		}
+	}
+}

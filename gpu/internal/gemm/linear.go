@@ -114,3 +114,27 @@ func (e *Engine) weightSource(w Weight) (bSource, error) {
 	}
 	return b, nil
 }
+
+// Transpose writes dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols
+// with the Engine's packing transposer (4×4 register blocks on AVX-512):
+// the pixel-major result of a LinearGather convolution becomes NCHW with it.
+// dst and src must not overlap.
+func (e *Engine) Transpose(rows, cols int, src []float32, lds int, dst []float32, ldd int) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	if rows < 0 || cols < 0 {
+		return fmt.Errorf("gemm: transpose: negative size %d×%d", rows, cols)
+	}
+	if err := checkMatrix("transpose src", src, rows, cols, lds, 1, 0); err != nil {
+		return err
+	}
+	if err := checkMatrix("transpose dst", dst, cols, rows, ldd, 1, 0); err != nil {
+		return err
+	}
+	if rows == 0 || cols == 0 {
+		return nil
+	}
+	e.k.packT(dst, src, lds, cols, rows, ldd)
+	return nil
+}
