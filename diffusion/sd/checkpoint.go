@@ -126,6 +126,12 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 	}
 	src := newSource(rt, f)
 	fam := d.Family
+	if fam == detect.FamilySDXL && !d.Exact && len(f.keysUnder("conditioner.embedders.0.model.")) > 0 &&
+		len(f.keysUnder("conditioner.embedders.1.")) == 0 {
+		// detect names every other-sized ADM UNet SDXL; the refiner's layout has its one
+		// OpenCLIP-G where SDXL has CLIP-L.
+		fam = detect.FamilySDXLRefiner
+	}
 	pred, err := prediction(src, d)
 	if err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ type RandomText struct {
 
 // RandomSpec describes a random-weight checkpoint.
 type RandomSpec struct {
-	Family detect.Family // FamilySD1, FamilySD2 or FamilySDXL
+	Family detect.Family // FamilySD1, FamilySD2, FamilySDXL or FamilySDXLRefiner
 	UNet   RandomUNet
 	VAE    RandomVAE
 	// CLIPL is the transformers-layout CLIP-L (SD1, SDXL); OpenCLIP the OpenCLIP-layout
@@ -79,6 +79,14 @@ func SDXLRandomSpec() RandomSpec {
 		OpenCLIP: RandomText{Width: 1280, Layers: 32, Vocab: 49408, Projection: 1280}}
 }
 
+// SDXLRefinerRandomSpec is the SDXL refiner's full architecture.
+func SDXLRefinerRandomSpec() RandomSpec {
+	return RandomSpec{Family: detect.FamilySDXLRefiner,
+		UNet:     RandomUNet{ModelChannels: 384, Mult: []int{1, 2, 4, 4}, ResBlocks: 2, Depth: []int{0, 4, 4, 0}, MidDepth: 4, Context: 1280, Linear: true, ADM: 2560},
+		VAE:      RandomVAE{Ch: 128, Mult: []int{1, 2, 4, 4}, ResBlocks: 2},
+		OpenCLIP: RandomText{Width: 1280, Layers: 32, Vocab: 49408, Projection: 1280}}
+}
+
 // TinyRandomSpec is a small model of a family's layout for tests: 32–64 channels,
 // 64-wide text encoders (one 64-wide attention head) over a 1024-token vocabulary, a
 // VAE with a spatial factor of 2. SD2's has four levels and twelve output blocks so
@@ -90,6 +98,9 @@ func TinyRandomSpec(f detect.Family) RandomSpec {
 	case detect.FamilySD2:
 		return RandomSpec{Family: f, VAE: vae, OpenCLIP: RandomText{Width: 64, Layers: 3, Vocab: 1024, Projection: 64},
 			UNet: RandomUNet{ModelChannels: 64, Mult: []int{1, 1, 1, 1}, ResBlocks: 2, Depth: []int{1, 0, 0, 0}, MidDepth: 1, Context: 64, Linear: true}}
+	case detect.FamilySDXLRefiner:
+		return RandomSpec{Family: f, VAE: vae, OpenCLIP: RandomText{Width: 64, Layers: 3, Vocab: 1024, Projection: 64},
+			UNet: RandomUNet{ModelChannels: 32, Mult: []int{1, 2}, ResBlocks: 1, Depth: []int{0, 1}, MidDepth: 1, Context: 64, Linear: true, ADM: 64 + 5*256}}
 	case detect.FamilySDXL:
 		return RandomSpec{Family: f, VAE: vae, CLIPL: RandomText{Width: 64, Layers: 3, Vocab: 1024},
 			OpenCLIP: RandomText{Width: 64, Layers: 3, Vocab: 1024, Projection: 64},
@@ -357,6 +368,8 @@ func (s RandomSpec) Tensors() ([]RandomTensor, error) {
 	case detect.FamilySDXL:
 		ts.hfCLIP("conditioner.embedders.0.transformer.text_model.", s.CLIPL)
 		ts.openCLIP("conditioner.embedders.1.model.", s.OpenCLIP)
+	case detect.FamilySDXLRefiner:
+		ts.openCLIP("conditioner.embedders.0.model.", s.OpenCLIP)
 	default:
 		return nil, fmt.Errorf("sd: random checkpoints of family %s are not implemented", s.Family)
 	}

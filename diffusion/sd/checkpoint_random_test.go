@@ -20,6 +20,7 @@ func TestRandomSpecFullSize(t *testing.T) {
 	}{
 		{SD15RandomSpec(), detect.FamilySD1, 1, 1_066_235_307},
 		{SDXLRandomSpec(), detect.FamilySDXL, 2, 3_468_837_868},
+		{SDXLRefinerRandomSpec(), detect.FamilySDXLRefiner, 1, 0},
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.family), func(t *testing.T) {

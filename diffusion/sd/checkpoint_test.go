@@ -62,6 +62,7 @@ func TestLoadCheckpointFamilies(t *testing.T) {
 		{"sd2_v", tinySD2(2, true), detect.FamilySD2, sampling.VPrediction, SD15Latent, []string{"h"}, tinyTextWidth, tinyProj},
 		{"sd2_eps", tinySD2(3, false), detect.FamilySD2, sampling.EPS, SD15Latent, []string{"h"}, tinyTextWidth, tinyProj},
 		{"sdxl", tinySDXL(4), detect.FamilySDXL, sampling.EPS, SDXLLatent, []string{"l", "g"}, 2 * tinyTextWidth, tinyProj},
+		{"sdxl_refiner", tinySpec(detect.FamilySDXLRefiner, 5), detect.FamilySDXLRefiner, sampling.EPS, SDXLLatent, []string{"g"}, tinyTextWidth, tinyProj},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,12 +117,32 @@ func TestLoadCheckpointFamilies(t *testing.T) {
 			defer ts.Release()
 			in := unet.Inputs{X: x, Timesteps: ts, Context: enc.Cond}
 			if ck.Model.ADM {
-				y, err := unet.EncodeADM(rt, enc.Pooled, unet.SizeConditioning{Width: 64, Height: 64, TargetWidth: 64, TargetHeight: 64})
+				size := unet.SizeConditioning{Width: 64, Height: 64, TargetWidth: 64, TargetHeight: 64}
+				if ck.Family == detect.FamilySDXLRefiner {
+					// The refiner's y ends with the aesthetic score where SDXL has the
+					// target height, embedded alike, and has no target width.
+					size.TargetHeight = 6
+				}
+				y, err := unet.EncodeADM(rt, enc.Pooled, size)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer y.Release()
-				in.Y = y
+				if ck.Family == detect.FamilySDXLRefiner {
+					yr, err := gpu.Narrow(y, 1, 0, tc.pooled+5*256)
+					if err != nil {
+						t.Fatal(err)
+					}
+					yc, err := gpu.Contiguous(rt, yr)
+					yr.Release()
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer yc.Release()
+					in.Y = yc
+				} else {
+					in.Y = y
+				}
 			}
 			eps, err := ck.Model.UNet.Forward(ctx, rt, in)
 			if err != nil {

@@ -54,6 +54,7 @@ func newSDModels(t *testing.T, vocab bool) *sdModels {
 	writeRandom(t, filepath.Join(base, "models", "checkpoints", "sd15_tiny.safetensors"), sd1)
 	writeRandom(t, filepath.Join(base, "models", "checkpoints", "sub", "sd2v_tiny.safetensors"), sd2)
 	writeRandom(t, filepath.Join(base, "models", "checkpoints", "sdxl_tiny.safetensors"), xl)
+	writeRandom(t, filepath.Join(base, "models", "checkpoints", "sdxl_refiner_tiny.safetensors"), sd.TinyRandomSpec(detect.FamilySDXLRefiner))
 	// A VAE file and a CLIP-L file: the SD1 checkpoint's parts under their own names.
 	ts, err := sd1.Tensors()
 	if err != nil {
@@ -155,7 +156,7 @@ func TestCheckpointLoaderSimpleFamilies(t *testing.T) {
 	r := newTestRegistry(t, m.opts)
 	s, _ := r.Schema("CheckpointLoaderSimple")
 	in, _ := s.Input("ckpt_name")
-	if got, want := in.Choices(), []string{"sd15_tiny.safetensors", "sdxl_tiny.safetensors", "sub/sd2v_tiny.safetensors"}; !slices.Equal(got, want) {
+	if got, want := in.Choices(), []string{"sd15_tiny.safetensors", "sdxl_refiner_tiny.safetensors", "sdxl_tiny.safetensors", "sub/sd2v_tiny.safetensors"}; !slices.Equal(got, want) {
 		t.Fatalf("ckpt_name choices %q, want %q", got, want)
 	}
 	tests := []struct {
@@ -166,6 +167,7 @@ func TestCheckpointLoaderSimpleFamilies(t *testing.T) {
 		{"sd15_tiny.safetensors", sampling.EPS, sd.SD15Latent},
 		{"sub/sd2v_tiny.safetensors", sampling.VPrediction, sd.SD15Latent},
 		{"sdxl_tiny.safetensors", sampling.EPS, sd.SDXLLatent},
+		{"sdxl_refiner_tiny.safetensors", sampling.EPS, sd.SDXLLatent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
