@@ -102,18 +102,35 @@ func cpuAttention(c *CPU, call *Call) error {
 	// GEMM then packs plain rows instead of gathering a transposed K for every tile.
 	kt := c.scratch.get(b * h * d * lk)
 	defer c.scratch.put(kt)
-	c.parallelFor(b*h, 1, func(lo, hi int) {
-		for bh := lo; bh < hi; bh++ {
+	kld := k.strides[2]
+	if lk == 1 {
+		kld = max(kld, d) // a single row: its stride is never used
+	}
+	terrs := make([]error, c.threads)
+	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
+		for bh := lo; bh < hi && d > 0; bh++ {
 			src := ks[(bh/h)*k.strides[0]+(bh%h)*k.strides[1]:]
 			dst := kt[bh*d*lk:][:d*lk]
-			for j := 0; j < lk; j++ {
-				row := src[j*k.strides[2]:][:d]
-				for p, x := range row {
-					dst[p*lk+j] = x
+			if kld < d {
+				// rows overlap (a broadcast or expanded K): element by element
+				for j := 0; j < lk; j++ {
+					for p, x := range src[j*kld:][:d] {
+						dst[p*lk+j] = x
+					}
 				}
+				continue
+			}
+			if err := c.mm.transpose(lk, d, src, kld, dst, lk); err != nil {
+				terrs[wi] = err
+				return
 			}
 		}
 	})
+	for _, e := range terrs {
+		if e != nil {
+			return e
+		}
+	}
 	tilesPerHead := (lq + attnTileQ - 1) / attnTileQ
 	items := b * h * tilesPerHead
 	serial := items >= c.threads
