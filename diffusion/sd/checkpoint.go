@@ -147,12 +147,16 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 		if err != nil {
 			return nil, &FormatError{Path: name, Err: err}
 		}
-		ms, err := familySampling(fam, pred)
+		ms, err := familySampling(fam, pred, d.Variant == "zsnr")
 		if err != nil {
 			return nil, &UnsupportedError{Path: name, What: err.Error()}
 		}
 		ck.Model = &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
 			ADM: d.UNet.ADMInChannels > 0, Name: name, Weights: newWeights(f, unetPrefix)}
+		if d.Variant == "zsnr" {
+			// CheckpointSave writes the marker back (v_pred follows the prediction).
+			ck.Model.Weights.tensors = append(ck.Model.Weights.tensors, savedTensor{name: "ztsnr", stored: "ztsnr"})
+		}
 	}
 	if !opts.SkipVAE && len(f.keysUnder(vaePrefix)) == 0 {
 		// As ComfyUI: the checkpoint loads; its VAE output is empty and a node that needs
@@ -252,15 +256,22 @@ func familyHeads(f detect.Family) unet.Heads {
 
 // familySampling is the family's model sampling: ComfyUI's ModelSamplingDiscrete with
 // the scaled-linear β schedule (0.00085 … 0.012, 1000 steps) for every SD UNet family,
-// eps or v-prediction as detected.
-func familySampling(f detect.Family, p detect.Prediction) (sampling.ModelSampling, error) {
+// eps or v-prediction as detected; zsnr (SDXL files carrying v_pred and ztsnr markers,
+// supported_models.SDXL.model_type) rescales it to zero terminal SNR.
+func familySampling(f detect.Family, p detect.Prediction, zsnr bool) (sampling.ModelSampling, error) {
+	var pr sampling.Prediction
 	switch p {
 	case detect.PredictEps:
-		return sampling.NewSD(sampling.EPS), nil
+		pr = sampling.EPS
 	case detect.PredictV:
-		return sampling.NewSD(sampling.VPrediction), nil
+		pr = sampling.VPrediction
+	default:
+		return nil, fmt.Errorf("%s models with %s prediction are not implemented", f, p)
 	}
-	return nil, fmt.Errorf("%s models with %s prediction are not implemented", f, p)
+	if zsnr {
+		return sampling.NewDiscreteZSNR(pr, 0.00085, 0.012, 1000)
+	}
+	return sampling.NewSD(pr), nil
 }
 
 // loadVAE binds the autoencoder under prefix (original or diffusers layout).

@@ -383,3 +383,54 @@ func TestTextEncoderFloat16(t *testing.T) {
 		ck.Close()
 	}
 }
+
+// TestSDXLPredictionMarkers: SDXL files with the v_pred (and ztsnr) marker tensors are
+// v-prediction (rescaled to zero terminal SNR), as supported_models.SDXL.model_type
+// decides.
+func TestSDXLPredictionMarkers(t *testing.T) {
+	rt := ckRuntime(t)
+	dir := t.TempDir()
+	tests := []struct {
+		markers  []string
+		pred     sampling.Prediction
+		sigmaMax float64 // lower bound
+	}{
+		{nil, sampling.EPS, 14},
+		{[]string{"v_pred"}, sampling.VPrediction, 14},
+		{[]string{"v_pred", "ztsnr"}, sampling.VPrediction, 4000},
+	}
+	for i, tc := range tests {
+		spec := tinySDXL(100)
+		ts, err := spec.Tensors()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range tc.markers {
+			ts = append(ts, RandomTensor{Name: m, Shape: []int{0}})
+		}
+		path := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
+		writeTensors(t, path, ts, spec.Seed)
+		ck, err := LoadCheckpoint(rt, path, LoadOptions{SkipCLIP: true, SkipVAE: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := SaveCheckpoint(&buf, ck.Model, nil, nil, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		saved, err := safetensors.OpenBytes("saved", buf.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range tc.markers {
+			if _, ok := saved.Info(m); !ok {
+				t.Errorf("markers %v: saved checkpoint lacks %s", tc.markers, m)
+			}
+		}
+		ms := ck.Model.Sampling
+		if ms.Prediction() != tc.pred || float64(ms.SigmaMax()) < tc.sigmaMax || (tc.sigmaMax < 100 && ms.SigmaMax() > 100) {
+			t.Errorf("markers %v: prediction %v, sigma max %v", tc.markers, ms.Prediction(), ms.SigmaMax())
+		}
+		ck.Close()
+	}
+}
