@@ -9,16 +9,16 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/forgeflow/forgeflow/diffusion/rng"
-	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
 // benchResult is what `forgeflow bench --json` prints.
@@ -48,18 +48,32 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	what, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("bench "+what, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	ckpt := fs.String("ckpt", "", "single-file SD1.x checkpoint (.safetensors); `forgeflow synth` writes one")
+	ckpt := fs.String("ckpt", "", "single-file SD1.x/SD2.x checkpoint; `forgeflow synth` writes one")
 	width := fs.Int("width", 256, "image width in pixels")
 	height := fs.Int("height", 256, "image height in pixels")
 	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation)")
 	runs := fs.Int("runs", 3, "timed runs after one warm-up")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	if err := fs.Parse(rest); err != nil {
 		return exitUsage
 	}
 	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *batch < 1 || *runs < 1 {
 		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be multiples of 8; batch and runs positive")
 		return exitUsage
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
+			return exitFailed
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
+			return exitFailed
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var res *benchResult
 	var err error
@@ -93,15 +107,15 @@ func benchUNet(ctx context.Context, path string, width, height, batch, runs int)
 		return nil, err
 	}
 	start := time.Now()
-	f, err := safetensors.Open(path)
+	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipVAE: true, SkipCLIP: true})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	m, err := unet.Load(rt, statedict.NewFileSource(rt, f), "model.diffusion_model.", unet.Heads{Count: 8})
-	if err != nil {
-		return nil, err
+	defer ck.Close()
+	if ck.Model == nil || ck.Model.ADM {
+		return nil, fmt.Errorf("%s: bench unet needs an SD1.x/SD2.x checkpoint", path)
 	}
+	m := ck.Model.UNet
 	load := time.Since(start).Seconds()
 	const ctxLen = 77
 	ctxDim := 768

@@ -8,8 +8,9 @@ import (
 	"io"
 	"os"
 
-	"github.com/forgeflow/forgeflow/diffusion/synth"
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 // cmdSynth writes a full-size checkpoint with random weights and real key names, so
@@ -17,7 +18,7 @@ import (
 func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("synth", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	family := fs.String("family", "sd15", "architecture: sd15, or sd15-tiny (toy sizes, for tests)")
+	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, or sd15-tiny / sdxl-tiny (toy sizes, for tests)")
 	out := fs.String("out", "", "checkpoint file to write (.safetensors)")
 	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32")
 	seed := fs.Uint64("seed", 1, "random seed")
@@ -32,23 +33,27 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	var layout synth.Layout
-	switch *family {
-	case "sd15":
-		layout = synth.SD15Checkpoint()
-	case "sd15-tiny":
-		layout = synth.SD15TinyCheckpoint()
-	default:
-		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sd15-tiny)\n", *family)
+	specs := map[string]func() sd.RandomSpec{
+		"sd15":         sd.SD15RandomSpec,
+		"sdxl":         sd.SDXLRandomSpec,
+		"sdxl-refiner": sd.SDXLRefinerRandomSpec,
+		"sd15-tiny":    func() sd.RandomSpec { return sd.TinyRandomSpec(detect.FamilySD1) },
+		"sdxl-tiny":    func() sd.RandomSpec { return sd.TinyRandomSpec(detect.FamilySDXL) },
+	}
+	mk, ok := specs[*family]
+	if !ok {
+		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, sd15-tiny, sdxl-tiny)\n", *family)
 		return exitUsage
 	}
+	spec := mk()
+	spec.DType, spec.Seed = weights.DType(*dtype), *seed
 	f, err := os.Create(*out)
 	if err != nil {
 		fmt.Fprintf(stderr, "forgeflow synth: %v\n", err)
 		return exitFailed
 	}
 	bw := bufio.NewWriterSize(f, 4<<20)
-	err = synth.Write(bw, layout, weights.DType(*dtype), *seed)
+	err = sd.WriteRandomCheckpoint(bw, spec)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -60,6 +65,6 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "forgeflow synth: %v\n", err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "wrote %s: %s, %d tensors, %s, random weights (seed %d)\n", *out, *family, len(layout), *dtype, *seed)
+	fmt.Fprintf(stdout, "wrote %s: %s, %s, random weights (seed %d)\n", *out, *family, *dtype, *seed)
 	return exitOK
 }
