@@ -43,6 +43,12 @@ async function main() {
     toast(t('error.objectInfo', { msg: e.message }), 'error', 60000);
     return;
   }
+  // On a touch screen (coarse pointer) widgets and slots get finger-sized hit targets.
+  if (window.matchMedia?.('(pointer: coarse)').matches) {
+    LiteGraph.NODE_WIDGET_HEIGHT = 32;
+    LiteGraph.NODE_SLOT_HEIGHT = 32;
+    document.body.dataset.coarse = 'true';
+  }
   registerNodeTypes(app.defs, { state, uploadImage });
   setupCanvas();
   app.history = new History(() => JSON.stringify(app.graph.serialize()), (s) => loadWorkflow(JSON.parse(s)), autosave);

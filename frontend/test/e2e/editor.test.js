@@ -362,6 +362,11 @@ test('touch and pointer: tap selects, two fingers pan and pinch-zoom, targets ar
   const small = await tp.evaluate(() => [...document.querySelectorAll('.toolbar button, .toolbar select')]
     .filter((b) => b.getBoundingClientRect().height < 32).map((b) => b.id));
   assert.deepEqual(small, [], 'toolbar controls at least 32px tall');
+  // A touch screen gets finger-sized widgets on the nodes too.
+  assert.equal(await tp.evaluate(() => matchMedia('(pointer: coarse)').matches), true);
+  await tp.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  const pitches = await tp.evaluate(() => window.forgeflow.graph._nodes.flatMap((n) => (n.widgets || []).slice(1).map((w, i) => w.y - n.widgets[i].y)));
+  assert.ok(pitches.length > 0 && pitches.every((h) => h >= 32), `widgets are laid out ${pitches} px apart`);
   // A tap on a node's title selects it.
   const title = await tp.evaluate(() => {
     const c = window.forgeflow.canvas;
