@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/rng"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
@@ -28,6 +29,7 @@ type benchResult struct {
 	Width         int       `json:"width"`
 	Height        int       `json:"height"`
 	Batch         int       `json:"batch"`
+	Steps         int       `json:"steps,omitempty"`
 	Runs          []float64 `json:"runs_s"`
 	MedianS       float64   `json:"median_s"`
 	GFLOP         float64   `json:"gflop"`
@@ -42,7 +44,7 @@ type benchResult struct {
 // cmdBench measures one part of the pipeline on a checkpoint.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: forgeflow bench unet --ckpt FILE [--width 256] [--height 256] [--batch 2] [--runs 3] [--json]")
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img --ckpt FILE [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--runs 3] [--json]")
 		return exitUsage
 	}
 	what, rest := args[0], args[1:]
@@ -53,6 +55,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	height := fs.Int("height", 256, "image height in pixels")
 	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation)")
 	runs := fs.Int("runs", 3, "timed runs after one warm-up")
+	steps := fs.Int("steps", 20, "txt2img: sampling steps")
+	vocab := fs.String("vocab", "", "txt2img: folder with the CLIP vocabulary (vocab.json + merges.txt)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	if err := fs.Parse(rest); err != nil {
@@ -80,8 +84,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch what {
 	case "unet":
 		res, err = benchUNet(ctx, *ckpt, *width, *height, *batch, *runs)
+	case "vae":
+		res, err = benchVAE(ctx, *ckpt, *width, *height, *runs)
+	case "txt2img":
+		res, err = benchTxt2Img(ctx, *ckpt, *vocab, *width, *height, *steps, *runs)
 	default:
-		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet)\n", what)
+		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img)\n", what)
 		return exitUsage
 	}
 	if err != nil {
@@ -153,21 +161,14 @@ func benchUNet(ctx context.Context, path string, width, height, batch, runs int)
 	if err != nil {
 		return nil, err
 	}
-	var times []float64
-	for i := 0; i <= runs; i++ {
-		s := time.Now()
+	times, med, err := timeRuns(runs, func() error {
 		out, err := m.Forward(ctx, rt, unet.Inputs{X: x, Timesteps: t, Context: c})
-		if err != nil {
-			return nil, err
-		}
 		out.Release()
-		if i > 0 { // the first run warms the buffer pool
-			times = append(times, time.Since(s).Seconds())
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	sorted := append([]float64(nil), times...)
-	sort.Float64s(sorted)
-	med := sorted[len(sorted)/2]
 	flops := m.FLOPs(batch, h, w, ctxLen)
 	return &benchResult{What: "unet", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
 		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(), WeightDType: m.TimeEmbed1.Weight.DType().String(),
@@ -194,4 +195,109 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// timeRuns runs f once to warm the buffer pool, then runs times, and returns the timings
+// and their median.
+func timeRuns(runs int, f func() error) ([]float64, float64, error) {
+	var times []float64
+	for i := 0; i <= runs; i++ {
+		s := time.Now()
+		if err := f(); err != nil {
+			return nil, 0, err
+		}
+		if i > 0 {
+			times = append(times, time.Since(s).Seconds())
+		}
+	}
+	sorted := append([]float64(nil), times...)
+	sort.Float64s(sorted)
+	return times, sorted[len(sorted)/2], nil
+}
+
+// benchVAE times decoding one random latent into a width×height image.
+func benchVAE(ctx context.Context, path string, width, height, runs int) (*benchResult, error) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipModel: true, SkipCLIP: true})
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	if ck.VAE == nil || ck.VAE.Model == nil {
+		return nil, fmt.Errorf("%s holds no VAE", path)
+	}
+	load := time.Since(start).Seconds()
+	f := ck.VAE.Model.Downscale()
+	c := ck.VAE.Model.LatentChannels()
+	v := make([]float32, c*(height/f)*(width/f))
+	rng.New(1).Randn(v)
+	z, err := rt.FromFloat32(v, 1, c, height/f, width/f)
+	if err != nil {
+		return nil, err
+	}
+	times, med, err := timeRuns(runs, func() error {
+		_, err := ck.VAE.Decode(ctx, z)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &benchResult{What: "vae-decode", Checkpoint: path, Width: width, Height: height, Batch: 1, Runs: times, MedianS: med,
+		Threads: gpuThreads(), WeightDType: ck.VAE.Model.PostQuantConv.Weight.DType().String(), LoadS: load}, nil
+}
+
+// benchTxt2Img times ComfyUI's default graph end to end: encode two prompts, sample
+// (euler, normal, cfg 8), decode.
+func benchTxt2Img(ctx context.Context, path, vocabDir string, width, height, steps, runs int) (*benchResult, error) {
+	if vocabDir == "" {
+		return nil, fmt.Errorf("txt2img needs --vocab DIR (a folder with vocab.json and merges.txt)")
+	}
+	bpe, err := clip.LoadBPE(vocabDir)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{Vocab: bpe})
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	load := time.Since(start).Seconds()
+	if ck.Model == nil || ck.CLIP == nil || ck.VAE == nil {
+		return nil, fmt.Errorf("%s lacks a model, text encoder or VAE", path)
+	}
+	times, med, err := timeRuns(runs, func() error {
+		pos, err := sd.EncodePrompt(ctx, ck.CLIP, "beautiful scenery nature glass bottle landscape, purple galaxy bottle,")
+		if err != nil {
+			return err
+		}
+		neg, err := sd.EncodePrompt(ctx, ck.CLIP, "text, watermark")
+		if err != nil {
+			return err
+		}
+		z, err := rt.Zeros(gpu.F32, 1, ck.Model.Latent.Channels, height/8, width/8)
+		if err != nil {
+			return err
+		}
+		out, err := sd.KSample(ctx, ck.Model, pos, neg, &sd.Latent{Samples: z}, sd.KSamplerParams{Seed: 42, Steps: steps, CFG: 8,
+			Sampler: "euler", Scheduler: "normal", Denoise: 1, StartStep: -1, LastStep: -1}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = ck.VAE.Decode(ctx, out.Samples)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &benchResult{What: "txt2img", Checkpoint: path, Width: width, Height: height, Batch: 1, Steps: steps, Runs: times, MedianS: med,
+		Threads: gpuThreads(), WeightDType: ck.Model.UNet.TimeEmbed1.Weight.DType().String(), LoadS: load}, nil
 }

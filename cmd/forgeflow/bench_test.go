@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/testenv"
 )
 
 // synth writes a checkpoint that bench loads and runs; the result carries the fields
@@ -27,6 +29,20 @@ func TestSynthAndBench(t *testing.T) {
 	}
 	if r.MedianS <= 0 || r.GFLOP <= 0 || r.GFLOPSPerS <= 0 || r.PeakRSSBytes <= 0 || len(r.Runs) != 1 {
 		t.Fatalf("implausible result %+v", r)
+	}
+	for _, args := range [][]string{
+		{"bench", "vae", "--ckpt", ckpt, "--width", "64", "--height", "64", "--runs", "1", "--json"},
+		{"bench", "txt2img", "--ckpt", ckpt, "--width", "64", "--height", "64", "--steps", "2", "--runs", "1", "--json",
+			"--vocab", filepath.Join(testenv.GoldenDir(t), "tokenizer")},
+	} {
+		out.Reset()
+		if code := run(context.Background(), args, &out, &errb); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", args[:2], code, errb.String())
+		}
+		var r benchResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.MedianS <= 0 || r.PeakRSSBytes <= 0 {
+			t.Fatalf("%v: implausible result %q (%v)", args[:2], out.String(), err)
+		}
 	}
 }
 

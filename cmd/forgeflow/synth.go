@@ -37,8 +37,8 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		"sd15":         sd.SD15RandomSpec,
 		"sdxl":         sd.SDXLRandomSpec,
 		"sdxl-refiner": sd.SDXLRefinerRandomSpec,
-		"sd15-tiny":    func() sd.RandomSpec { return sd.TinyRandomSpec(detect.FamilySD1) },
-		"sdxl-tiny":    func() sd.RandomSpec { return sd.TinyRandomSpec(detect.FamilySDXL) },
+		"sd15-tiny":    func() sd.RandomSpec { return fullVocab(sd.TinyRandomSpec(detect.FamilySD1)) },
+		"sdxl-tiny":    func() sd.RandomSpec { return fullVocab(sd.TinyRandomSpec(detect.FamilySDXL)) },
 	}
 	mk, ok := specs[*family]
 	if !ok {
@@ -67,4 +67,16 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, %s, random weights (seed %d)\n", *out, *family, *dtype, *seed)
 	return exitOK
+}
+
+// fullVocab gives a tiny spec's text encoders CLIP's whole 49,408-token vocabulary, so
+// that real prompts tokenize into ids the model has.
+func fullVocab(s sd.RandomSpec) sd.RandomSpec {
+	if s.CLIPL.Vocab > 0 {
+		s.CLIPL.Vocab = 49408
+	}
+	if s.OpenCLIP.Vocab > 0 {
+		s.OpenCLIP.Vocab = 49408
+	}
+	return s
 }
