@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 	"github.com/forgeflow/forgeflow/server"
@@ -165,9 +166,15 @@ type env struct {
 	base     string
 	registry *nodes.Registry
 	models   *folders.Paths
+	// mem is the one memory manager: the loader nodes cache models in it, the server's
+	// /system_stats and /free read and act on it, the executor's RAM-pressure eviction
+	// asks it.
+	mem *memory.Manager
 }
 
-func (c *config) env() (*env, error) {
+// env builds the folders, the memory manager, the tensor runtime and the node registry.
+// log may be nil.
+func (c *config) env(log *slog.Logger) (*env, error) {
 	d, base, err := c.dirs()
 	if err != nil {
 		return nil, err
@@ -176,11 +183,16 @@ func (c *config) env() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := nodes.NewRegistry()
-	if err := builtin.Register(reg, builtin.Options{Dirs: nodeDirs(d)}); err != nil {
+	mem := memory.New(memory.Options{Logger: log})
+	rt, err := gpu.New(gpu.Options{Logger: log})
+	if err != nil {
 		return nil, err
 	}
-	return &env{dirs: d, base: base, registry: reg, models: models}, nil
+	reg := nodes.NewRegistry()
+	if err := builtin.Register(reg, builtin.Options{Dirs: nodeDirs(d), Models: models, Memory: mem, Runtime: rt}); err != nil {
+		return nil, err
+	}
+	return &env{dirs: d, base: base, registry: reg, models: models, mem: mem}, nil
 }
 
 func nodeDirs(d server.Dirs) nodes.Dirs {

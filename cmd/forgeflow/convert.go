@@ -24,7 +24,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "forgeflow convert: give exactly one FILE (UI workflow JSON or PNG)")
 		return exitUsage
 	}
-	e, err := cfg.env()
+	e, err := cfg.env(nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow convert:", err)
 		return exitFailed

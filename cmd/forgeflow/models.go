@@ -31,7 +31,7 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "forgeflow models: give at most one FOLDER")
 		return exitUsage
 	}
-	e, err := cfg.env()
+	e, err := cfg.env(nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow models:", err)
 		return exitFailed

@@ -33,7 +33,7 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "forgeflow nodes: unexpected arguments %q\n", fl.Args())
 		return exitUsage
 	}
-	e, err := cfg.env()
+	e, err := cfg.env(nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow nodes:", err)
 		return exitFailed

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
-	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // runResult is one row of the summary table.
@@ -48,18 +47,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage
 	}
-	cache, err := cfg.cacheOptions(memory.New(memory.Options{}))
-	if err != nil {
-		fmt.Fprintln(stderr, "forgeflow run:", err)
-		return exitUsage
-	}
-	e, err := cfg.env()
+	// Node logs would tear the progress bars; only warnings reach stderr.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e, err := cfg.env(log)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed
 	}
-	// Node logs would tear the progress bars; only warnings reach stderr.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cache, err := cfg.cacheOptions(e.mem)
+	if err != nil {
+		fmt.Fprintln(stderr, "forgeflow run:", err)
+		return exitUsage
+	}
 	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: nodeDirs(e.dirs), Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)

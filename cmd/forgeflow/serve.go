@@ -17,10 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/executor/store"
 	"github.com/forgeflow/forgeflow/server"
-	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // comfyUIVersion is the ComfyUI release whose API this server speaks.
@@ -74,15 +74,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 }
 
 func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Logger) error {
-	mem := memory.New(memory.Options{Logger: log})
+	e, err := cfg.env(log)
+	if err != nil {
+		return err
+	}
+	mem := e.mem
 	cache, err := cfg.cacheOptions(mem)
 	if err != nil {
 		return err
 	}
-	e, err := cfg.env()
-	if err != nil {
-		return err
-	}
+	sd.CheckVocab(e.models, log)
 	// ComfyUI empties its temp folder at start (main.py cleanup_temp); it is always a
 	// "temp" folder of its own, never one the user named.
 	if err := os.RemoveAll(e.dirs.Temp); err != nil {

@@ -37,7 +37,7 @@ func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "forgeflow validate:", err)
 		return exitUsage
 	}
-	e, err := cfg.env()
+	e, err := cfg.env(nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow validate:", err)
 		return exitFailed
