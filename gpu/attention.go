@@ -102,33 +102,22 @@ func cpuAttention(c *CPU, call *Call) error {
 	// GEMM then packs plain rows instead of gathering a transposed K for every tile.
 	kt := c.scratch.get(b * h * d * lk)
 	defer c.scratch.put(kt)
-	kld := k.strides[2]
-	if lk == 1 {
-		kld = max(kld, d) // a single row: its stride is never used
+	if err := c.perHeadT(kt, ks, k.strides, b, h, lk, d); err != nil {
+		return err
 	}
-	terrs := make([]error, c.threads)
-	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
-		for bh := lo; bh < hi && d > 0; bh++ {
-			src := ks[(bh/h)*k.strides[0]+(bh%h)*k.strides[1]:]
-			dst := kt[bh*d*lk:][:d*lk]
-			if kld < d {
-				// rows overlap (a broadcast or expanded K): element by element
-				for j := 0; j < lk; j++ {
-					for p, x := range src[j*kld:][:d] {
-						dst[p*lk+j] = x
-					}
-				}
-				continue
-			}
-			if err := c.mm.transpose(lk, d, src, kld, dst, lk); err != nil {
-				terrs[wi] = err
-				return
-			}
-		}
-	})
-	for _, e := range terrs {
-		if e != nil {
-			return e
+	// With a head width just past a multiple of the 32-column register tile (SD1.5's
+	// 40 = 32 + 8), O += P·V ends in a mostly empty half tile; computing
+	// Oᵀ (Dv × queries) += Vᵀ · Pᵀ instead puts Dv in the 12-row direction (40 → 48
+	// rows) and the 256 queries in full 32-column tiles. Measured (BenchmarkAttention,
+	// GFLOP/cpu-s): 4096×8×40 124–127 → 134; but 1024×8×80 (80 = 64 + a full half
+	// tile) went 142–155 → 125–132, hence only a remainder of at most 8 columns.
+	transO := dv%32 != 0 && dv%32 <= 8
+	var vt []float32
+	if transO {
+		vt = c.scratch.get(b * h * dv * lk)
+		defer c.scratch.put(vt)
+		if err := c.perHeadT(vt, vs, v.strides, b, h, lk, dv); err != nil {
+			return err
 		}
 	}
 	tilesPerHead := (lq + attnTileQ - 1) / attnTileQ
@@ -138,7 +127,7 @@ func cpuAttention(c *CPU, call *Call) error {
 	scale := float32(p.Scale)
 	work := func(wi, lo, hi int) {
 		s := c.scratch.get(attnTileQ * attnTileK)
-		acc := c.scratch.get(attnTileQ * max(dv, 1))
+		acc := c.scratch.get(attnTileQ * max(dv, 1)) // nq×dv or dv×attnTileQ
 		rm := c.scratch.get(2 * attnTileQ)
 		defer c.scratch.put(s)
 		defer c.scratch.put(acc)
@@ -156,7 +145,11 @@ func cpuAttention(c *CPU, call *Call) error {
 				mrow[i] = float32(math.Inf(-1))
 				lsum[i] = 0
 			}
+			// oacc is nq×dv, or dv×attnTileQ (row stride attnTileQ) when transO
 			oacc := acc[:nq*dv]
+			if transO {
+				oacc = acc[:dv*attnTileQ]
+			}
 			clear(oacc)
 			kend := lk
 			if p.Causal {
@@ -206,15 +199,29 @@ func cpuAttention(c *CPU, call *Call) error {
 					if mrow[i] != mnew {
 						corr := expf((mrow[i] - mnew) * rs)
 						lsum[i] *= corr
-						orow := oacc[i*dv : (i+1)*dv]
-						for j := range orow {
-							orow[j] *= corr
+						if transO {
+							for j := 0; j < dv; j++ {
+								oacc[j*attnTileQ+i] *= corr
+							}
+						} else {
+							orow := oacc[i*dv : (i+1)*dv]
+							for j := range orow {
+								orow[j] *= corr
+							}
 						}
 					}
 					lsum[i] += c.rk.expScale(row, rs, mnew)
 					mrow[i] = mnew
 				}
-				if dv > 0 {
+				if transO {
+					// Oᵀ (dv × nq) += Vᵀ[:, kb:kb+nk] · Pᵀ, P read as a transposed B
+					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, true, dv, nq, nk,
+						vt[bh*dv*lk+kb:], lk, st, attnTileK, oacc, attnTileQ, true)
+					if err != nil {
+						errs[wi] = err
+						return
+					}
+				} else if dv > 0 {
 					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, false, nq, dv, nk,
 						st, attnTileK, vs[vo+kb*v.strides[2]:], vld, oacc, dv, true)
 					if err != nil {
@@ -224,6 +231,18 @@ func cpuAttention(c *CPU, call *Call) error {
 				}
 			}
 			dst := o[(bh*lq+i0)*dv:]
+			if transO {
+				for i := 0; i < nq; i++ {
+					lsum[i] = 1 / lsum[i]
+				}
+				for i := 0; i < nq; i++ {
+					inv := lsum[i] // 1/sum (0 sums give NaN like PyTorch)
+					for j := 0; j < dv; j++ {
+						dst[i*dv+j] = oacc[j*attnTileQ+i] * inv
+					}
+				}
+				continue
+			}
 			for i := 0; i < nq; i++ {
 				inv := 1 / lsum[i] // 0 when every key was masked: NaN like PyTorch
 				for j := 0; j < dv; j++ {
@@ -237,6 +256,41 @@ func cpuAttention(c *CPU, call *Call) error {
 	} else {
 		work(0, 0, items)
 	}
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// perHeadT writes, for every (batch, head) of x (B, H, L, D, strides st, last dim
+// contiguous), its transpose D × L into dst[bh·D·L:], on all threads.
+func (c *CPU) perHeadT(dst, x []float32, st []int, b, h, l, d int) error {
+	ld := st[2]
+	if l == 1 {
+		ld = max(ld, d) // a single row: its stride is never used
+	}
+	errs := make([]error, c.threads)
+	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
+		for bh := lo; bh < hi && d > 0; bh++ {
+			src := x[(bh/h)*st[0]+(bh%h)*st[1]:]
+			out := dst[bh*d*l:][:d*l]
+			if ld < d {
+				// rows overlap (a broadcast or expanded view): element by element
+				for j := 0; j < l; j++ {
+					for p, v := range src[j*ld:][:d] {
+						out[p*l+j] = v
+					}
+				}
+				continue
+			}
+			if err := c.mm.transpose(l, d, src, ld, out, l); err != nil {
+				errs[wi] = err
+				return
+			}
+		}
+	})
 	for _, e := range errs {
 		if e != nil {
 			return e

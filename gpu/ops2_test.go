@@ -88,6 +88,12 @@ var _ = addCases(OpAttention,
 	attnCase("key-padding-mask", 2, 3, 7, 10, 6, 5, false, false, []int{2, 1, 1, 10}),
 	attnCase("strided-q", 2, 3, 67, 67, 8, 8, false, true, nil),
 	attnCase("single-token", 1, 1, 1, 1, 1, 1, false, false, nil),
+	// head widths of the two O layouts: a multiple of 32 (O += P·V) and SD's 40 and 80
+	// (Oᵀ += Vᵀ·Pᵀ), across several query tiles and key blocks
+	attnCase("dv64-tiles", 1, 2, 300, 280, 64, 64, false, false, nil),
+	attnCase("dv32-causal-masked", 1, 1, 260, 260, 32, 32, true, false, []int{1, 1, 260, 260}),
+	attnCase("dv40-causal-strided", 1, 2, 300, 300, 40, 40, true, true, nil),
+	attnCase("dv80-key-mask-strided", 2, 1, 260, 270, 80, 80, false, true, []int{2, 1, 1, 270}),
 	opCase{"empty-query", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 		q, _ := randTensor(t, rt, r, false, 1, 2, 0, 4)
 		k, _ := randTensor(t, rt, r, false, 1, 2, 3, 4)
