@@ -309,7 +309,15 @@ test('switches the language to Chinese and back; follows the browser language', 
   assert.equal(await page.getAttribute('html', 'lang'), 'zh');
   const raw = await page.evaluate(() => [...document.querySelectorAll('[data-i18n]')].filter((e) => e.textContent === e.dataset.i18n).map((e) => e.dataset.i18n));
   assert.deepEqual(raw, [], 'no untranslated keys on screen');
+  // litegraph's canvas menu follows the language too.
+  const [mx, my] = await toScreen(page, 900, 500);
+  await page.mouse.click(mx, my, { button: 'right' });
+  const menu = await page.locator('.litecontextmenu').first().textContent();
+  assert.match(menu, /添加节点/);
+  assert.doesNotMatch(menu, /Convert to Subgraph/);
   await screenshot(page, '07-chinese');
+  await page.mouse.click(mx + 200, my + 100);
+  assert.equal(await page.locator('.litecontextmenu').count(), 0);
   await page.selectOption('#locale-select', 'en');
   assert.equal(await page.textContent('#btn-queue'), 'Queue');
 
