@@ -20,7 +20,13 @@ const NAME_KEY = 'forgeflow.workflowName';
 const api = new Api();
 // Run state drawn on the nodes (see nodes.js drawState).
 const state = { running: null, progress: null, errors: {}, images: {} };
-const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [] };
+const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [], status: { key: null } };
+
+/** Shows a status line by key, so that it follows a language switch. */
+function setStatus(key, params) {
+  app.status = { key, params };
+  document.getElementById('status-text').textContent = key ? t(key, params) : '';
+}
 window.forgeflow = app;
 
 async function main() {
@@ -29,6 +35,8 @@ async function main() {
     document.documentElement.lang = locale();
     translateDom(document);
     app.queuePanel?.render();
+    setStatus(app.status.key, app.status.params);
+    document.getElementById('current-workflow').textContent = app.workflowName || t('workflows.unsaved');
   });
   document.documentElement.lang = locale();
   translateDom(document);
@@ -410,7 +418,6 @@ function connectWS() {
   const ws = new WSClient(api.wsURL());
   app.ws = ws;
   let previewURL = null;
-  const status = document.getElementById('status-text');
   const bar = document.querySelector('#progress .bar');
   const progress = document.getElementById('progress');
   const setProgress = (v, max) => {
@@ -423,10 +430,10 @@ function connectWS() {
     if (app.events.length < 2000) app.events.push(type);
     switch (type) {
       case 'open':
-        status.textContent = t('status.connected');
+        setStatus('status.connected');
         break;
       case 'close':
-        status.textContent = t('status.disconnected');
+        setStatus('status.disconnected');
         break;
       case 'status':
         document.getElementById('queue-count').textContent = String(data?.status?.exec_info?.queue_remaining ?? 0);
@@ -436,13 +443,13 @@ function connectWS() {
         state.running = null;
         state.progress = null;
         setProgress(0, 0);
-        status.textContent = t('status.running');
+        setStatus('status.running');
         break;
       case 'executing':
         state.running = data?.node == null ? null : String(data.node);
         if (state.running) app.ranNodes.push(state.running);
         if (data?.node == null) {
-          status.textContent = t('status.idle');
+          setStatus('status.idle');
           setProgress(0, 0);
           document.getElementById('live-preview').hidden = true;
           app.queuePanel?.refresh();
@@ -452,7 +459,7 @@ function connectWS() {
       case 'progress':
         state.progress = { node: String(data.node), value: data.value, max: data.max };
         setProgress(data.value, data.max);
-        status.textContent = t('status.step', { value: data.value, max: data.max });
+        setStatus('status.step', { value: data.value, max: data.max });
         app.canvas.setDirty(true, false);
         break;
       case 'executed':

@@ -307,6 +307,7 @@ test('switches the language to Chinese and back; follows the browser language', 
   await page.selectOption('#locale-select', 'zh');
   assert.equal(await page.textContent('#btn-queue'), '运行');
   assert.equal(await page.getAttribute('html', 'lang'), 'zh');
+  assert.match(await page.textContent('#status-text'), /[\u4e00-\u9fff]/, 'the status line follows the language');
   const raw = await page.evaluate(() => [...document.querySelectorAll('[data-i18n]')].filter((e) => e.textContent === e.dataset.i18n).map((e) => e.dataset.i18n));
   assert.deepEqual(raw, [], 'no untranslated keys on screen');
   // litegraph's canvas menu follows the language too.

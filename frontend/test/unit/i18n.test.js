@@ -14,7 +14,7 @@ function usedKeys() {
   const files = [path.join(root, 'index.html'), ...readdirSync(path.join(root, 'src')).filter((f) => f.endsWith('.js')).map((f) => path.join(root, 'src', f))];
   for (const f of files) {
     const s = readFileSync(f, 'utf8');
-    for (const m of s.matchAll(/\bt\('([\w.]+)'/g)) keys.add(m[1]);
+    for (const m of s.matchAll(/\b(?:t|setStatus)\('([\w.]+)'/g)) keys.add(m[1]);
     for (const m of s.matchAll(/data-i18n(?:-[a-z]+)?="([\w.]+)"/g)) keys.add(m[1]);
     for (const m of s.matchAll(/: '(menu\.\w+)'/g)) keys.add(m[1]);
   }
