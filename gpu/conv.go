@@ -326,8 +326,18 @@ func im2col(col []float32, ld, cols int, x []float32, cin, h, w, kh, kw, stride,
 					} else {
 						src := plane[iy*w:][:w]
 						ix := ox*stride - padL + kx
-						if stride == 1 && ix >= 0 && ix+run <= w {
-							copy(row[j:j+run], src[ix:ix+run])
+						if stride == 1 {
+							// source columns ix … ix+run−1: zeros outside [0, w), one
+							// copy for the rest (the padded taps hit both edges on
+							// every row, so no per-element loop)
+							lo, hi := max(0, -ix), min(run, w-ix)
+							if hi <= lo {
+								clear(row[j : j+run])
+							} else {
+								clear(row[j : j+lo])
+								copy(row[j+lo:j+hi], src[ix+lo:ix+hi])
+								clear(row[j+hi : j+run])
+							}
 						} else {
 							for q := 0; q < run; q++ {
 								if ix >= 0 && ix < w {
