@@ -5,7 +5,7 @@ import '@comfyorg/litegraph/style.css';
 import './style.css';
 import { Api } from './api.js';
 import { WSClient } from './ws.js';
-import { registerNodeTypes } from './nodes.js';
+import { registerNodeTypes, comboValues } from './nodes.js';
 import { graphToPrompt, nextSeed, MODE_ALWAYS, MODE_NEVER, MODE_BYPASS } from './workflow.js';
 import { readPngGraph } from './png.js';
 import { initLocale, t, setLocale, locale, LOCALE_NAMES, translateDom, onLocaleChange } from './i18n.js';
@@ -631,9 +631,8 @@ async function refreshDefs() {
       if (!def) continue;
       for (const w of node.widgets || []) {
         if (w.type !== 'combo' || w.name === 'control_after_generate') continue;
-        const spec = def.input?.required?.[w.name] ?? def.input?.optional?.[w.name];
-        const values = Array.isArray(spec?.[0]) ? spec[0] : spec?.[1]?.options;
-        if (Array.isArray(values)) w.options.values = [...values];
+        const values = comboValues(def, w.name);
+        if (values.length || def.input?.required?.[w.name] || def.input?.optional?.[w.name]) w.options.values = [...values];
       }
     }
     app.canvas.setDirty(true, true);

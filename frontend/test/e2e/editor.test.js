@@ -676,7 +676,6 @@ test('300-node graph: frame time while panning', async () => {
   await page.click('#btn-clear');
   await page.evaluate(() => {
     const { graph } = window.forgeflow;
-    const LG = window.forgeflow.canvas.constructor;
     const mk = (t, x, y) => {
       const n = window.forgeflow.LiteGraph.createNode(t);
       n.pos = [x, y];
@@ -692,7 +691,6 @@ test('300-node graph: frame time while panning', async () => {
       a.connect(0, b, 0);
       b.connect(0, c, 0);
     }
-    void LG;
     window.forgeflow.canvas.ds.scale = 0.5;
   });
   assert.equal((await graphSummary()).nodes.length, 300);
