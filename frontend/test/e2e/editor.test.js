@@ -144,6 +144,24 @@ test('adds nodes from search, connects them and sets widgets', async () => {
   assert.equal(w.width, 64);
   assert.equal(w.height, 48);
   // The prompt the editor would queue.
+  // Dragging a number widget sideways changes it in whole steps within its range.
+  const bw = await page.evaluate((id) => {
+    const node = window.forgeflow.graph.getNodeById(id);
+    const w = node.widgets.find((x) => x.name === 'batch_size');
+    return [node.pos[0] + node.size[0] / 2, node.pos[1] + w.y + 10];
+  }, empty);
+  const [dx, dy] = await toScreen(page, bw[0], bw[1]);
+  await page.mouse.move(dx, dy);
+  await page.mouse.down();
+  await page.mouse.move(dx + 30, dy, { steps: 6 });
+  await page.mouse.up();
+  const batch = await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).widgets.find((x) => x.name === 'batch_size').value, empty);
+  assert.ok(Number.isInteger(batch) && batch > 1 && batch <= 4096, `dragged batch_size = ${batch}`);
+  await setWidget(empty, 'batch_size', 1);
+  // Typed values are clamped to the schema's range.
+  await setWidget(empty, 'height', 0);
+  assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).widgets.find((x) => x.name === 'height').value, empty), 1);
+  await setWidget(empty, 'height', 48);
   const prompt = await page.evaluate(() => window.forgeflow.toPrompt());
   assert.deepEqual(prompt[String(empty)].inputs, { width: 64, height: 48, batch_size: 1, color: 0 });
   assert.deepEqual(prompt[String(save)].inputs.images, [String(invert), 0]);
