@@ -18,3 +18,6 @@ func selectKernel(p Path) (kernel, error) {
 func selectBF16Kernel(p Path) (kernel, error) {
 	return kernel{}, fmt.Errorf("gemm: bf16 dot products need amd64 with AVX512_BF16")
 }
+
+// prefetchRange is a no-op off amd64.
+func prefetchRange([]byte) {}

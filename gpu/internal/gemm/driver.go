@@ -342,6 +342,20 @@ func (kr *kernel) packA(dst []float32, a *aSource, ic, mc, pc, kc int) {
 	}
 }
 
+// prefetchSliver prefetches the runs [pc, pc+kc) of the rows weight rows
+// starting at row r0 (nothing when rows ≤ 0).
+func (kr *kernel) prefetchSliver(b *bSource, r0, rows, pc, kc int) {
+	if rows <= 0 || kr.path == PathGeneric {
+		return
+	}
+	off, _ := b.w.DType.RowBytes(pc)
+	n, _ := b.w.DType.RowBytes(kc)
+	for j := 0; j < rows; j++ {
+		o := (r0+j)*b.wld + off
+		prefetchRange(b.w.Data[o:min(len(b.w.Data), o+n)])
+	}
+}
+
 // packTGo is the portable packT, one source row at a time (the amd64
 // AVX-512 path transposes 4×4 blocks in registers instead).
 func packTGo(d, src []float32, ld, kc, rows, stride int) {
@@ -366,7 +380,12 @@ func (kr *kernel) packB(dst, rows []float32, b *bSource, pc, kc, jc, nc, s0, s1 
 		d := dst[s*kc : (s+nr)*kc]
 		switch {
 		case b.isW && cols == nr:
-			// Convert nr rows of W, then transpose them in one pass.
+			// Convert nr rows of W, then transpose them in one pass. Each row
+			// contributes only a short run (kc elements) and the rows are far
+			// apart, so the hardware prefetchers barely start before the next
+			// row: ask for the next sliver's runs now, to arrive while this
+			// one is converted.
+			kr.prefetchSliver(b, jc+s+nr, min(nr, nc-s-nr), pc, kc)
 			for j := 0; j < nr; j++ {
 				kr.decodeRow(b.w.DType, rows[j*kc:(j+1)*kc], b.w.Data[(jc+s+j)*b.wld:], pc)
 			}

@@ -252,3 +252,14 @@ func gather12AVX512(d, src []float32, offs []int) {
 	_ = d[len(offs)*12-1]
 	packGather12AVX512(&d[0], &src[0], &offs[0], len(offs))
 }
+
+//go:noescape
+func prefetchLines(p *byte, lines int)
+
+// prefetchRange asks for the cache lines of b to be loaded (PREFETCHT0).
+func prefetchRange(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	prefetchLines(&b[0], (len(b)+63)/64)
+}

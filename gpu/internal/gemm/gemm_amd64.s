@@ -1817,6 +1817,17 @@ packGather12AVX512_loop:
 	VZEROUPPER
 	RET
 
+// func prefetchLines(p *byte, lines int)
+TEXT ·prefetchLines(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), SI
+	MOVQ lines+8(FP), CX
+prefetchLines_loop:
+	PREFETCHT0 (SI)
+	ADDQ $64, SI
+	DECQ CX
+	JNZ prefetchLines_loop
+	RET
+
 // func fmaPeakAVX512(iters int)
 TEXT ·fmaPeakAVX512(SB), NOSPLIT, $0-8
 	MOVQ iters+0(FP), CX
