@@ -210,6 +210,11 @@ test('queues a model-free graph, shows progress and the image in the gallery', a
   await page.click('#btn-queue-panel');
   await page.waitForSelector('#queue-history li[data-status="success"]');
   await screenshot(page, '04-run-gallery-queue');
+  // "Load" on a history entry brings back the graph that ran (from its extra_pnginfo).
+  const graphThatRan = await graphSummary();
+  await page.click('#btn-clear');
+  await page.click('#queue-history li[data-status="success"] button');
+  assert.deepEqual(await graphSummary(), graphThatRan);
   await page.click('#btn-queue-panel');
 });
 
