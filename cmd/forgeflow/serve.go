@@ -19,6 +19,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/frontend"
 	"github.com/forgeflow/forgeflow/executor/store"
 	"github.com/forgeflow/forgeflow/server"
 )
@@ -108,7 +109,10 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	if err != nil {
 		return err
 	}
-	var static fs.FS
+	var static fs.FS = frontend.FS()
+	if !frontend.Built() && so.frontEndRoot == "" {
+		log.Warn("this binary was built without the editor; / serves a placeholder page (run make build)")
+	}
 	if so.frontEndRoot != "" {
 		if st, err := os.Stat(filepath.Join(so.frontEndRoot, "index.html")); err != nil || !st.Mode().IsRegular() {
 			return fmt.Errorf("--front-end-root %s: no index.html there", so.frontEndRoot)
