@@ -98,6 +98,31 @@ var _ = addCases(OpCopy,
 		}
 		checkClose(t, ok(t)(Contiguous(rt, v)), want, 0, 0)
 	}},
+	opCase{"last-two-transposed", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+		// (N, C, HW) ↔ (N, HW, C) as the UNet moves between NCHW and tokens: the
+		// transposer path, with odd sizes, more than one 256-row chunk and a narrowed
+		// source (offset and a stride wider than the extent)
+		for _, sh := range [][3]int{{2, 5, 300}, {1, 37, 3}, {3, 300, 17}} {
+			n, a, b := sh[0], sh[1], sh[2]
+			x, xv := randTensor(t, rt, r, false, n, a, b+2)
+			v := ok(t)(Narrow(x, 2, 1, b))
+			p := ok(t)(Permute(v, 0, 2, 1)) // (n, b, a), strides (a·(b+2), 1, b+2)
+			want := make([]float64, 0, n*a*b)
+			for i := 0; i < n; i++ {
+				for j := 0; j < b; j++ {
+					for k := 0; k < a; k++ {
+						want = append(want, xv[(i*a+k)*(b+2)+1+j])
+					}
+				}
+			}
+			checkClose(t, ok(t)(Contiguous(rt, p)), want, 0, 0)
+		}
+		f16 := ok(t)(rt.FromBytes(F16, []byte{1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0}, 2, 3))
+		ft := ok(t)(Contiguous(rt, ok(t)(Transpose(f16, 0, 1)))) // 2-byte elements: the plain path
+		if got := ft.bytes(); string(got) != string([]byte{1, 0, 4, 0, 2, 0, 5, 0, 3, 0, 6, 0}) {
+			t.Fatalf("f16 transpose: % x", got)
+		}
+	}},
 	opCase{"empty", func(t *testing.T, rt *Runtime, r *rand.Rand) {
 		x, _ := randTensor(t, rt, r, true, 3, 0, 2)
 		checkClose(t, ok(t)(Contiguous(rt, x)), nil, 0, 0)

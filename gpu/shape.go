@@ -3,6 +3,7 @@ package gpu
 import (
 	"fmt"
 	"slices"
+	"unsafe"
 )
 
 // View operations. They share the input's buffer (no copy) and need no backend; the
@@ -259,6 +260,9 @@ func cpuCopy(c *CPU, call *Call) error {
 	inner := in.shape[rank-1]
 	is := in.strides[rank-1]
 	rows := in.Numel() / inner
+	if es == 4 && rank >= 2 && is != 1 && in.strides[rank-2] == 1 && is >= in.shape[rank-2] && inner > 1 {
+		return c.copyTransposed(in, out)
+	}
 	c.parallelFor(rows, max(1, 4096/max(inner, 1)), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			off := in.offset + rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
@@ -272,6 +276,39 @@ func cpuCopy(c *CPU, call *Call) error {
 			}
 		}
 	})
+	return nil
+}
+
+// copyTransposed copies a 4-byte tensor whose last two dims are a transposed view (the
+// second-last has stride 1, the last a stride ≥ its extent: a Permute of the last two
+// dims, as the UNet's NCHW ↔ tokens moves make) with the GEMM package's register-block
+// transposer: out[…, i, j] = in[…, j·is + i]. A Go loop moved one element per call.
+func (c *CPU) copyTransposed(in, out *Tensor) error {
+	rank := len(in.shape)
+	ni, nj := in.shape[rank-2], in.shape[rank-1]
+	is := in.strides[rank-1]
+	outer := in.Numel() / (ni * nj)
+	const chunk = 256 // i values per work item
+	per := (ni + chunk - 1) / chunk
+	src := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(in.buf.Host))), len(in.buf.Host)/4)
+	dst := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(out.bytes()))), out.Numel())
+	errs := make([]error, c.threads)
+	c.parallelForW(outer*per, 1, func(wi, lo, hi int) {
+		for it := lo; it < hi; it++ {
+			o, i0 := it/per, (it%per)*chunk
+			i1 := min(ni, i0+chunk)
+			off := in.offset + rowOffset(o, in.shape[:rank-2], in.strides[:rank-2]) + i0
+			d := dst[o*ni*nj+i0*nj:]
+			if err := c.mm.transpose(nj, i1-i0, src[off:], is, d, nj); err != nil && errs[wi] == nil {
+				errs[wi] = err
+			}
+		}
+	})
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
 	return nil
 }
 
