@@ -54,7 +54,7 @@ func input[T interface{ Float32() ([]float32, error) }](f tensorFile[T]) Input {
 
 func openInput(path string, magic []byte) (Input, io.Closer, error) {
 	switch {
-	case bytes.Equal(magic, []byte("GGUF")):
+	case bytes.Equal(magic[:min(4, len(magic))], []byte("GGUF")):
 		f, err := gguf.Open(path)
 		if err != nil {
 			return Input{}, nil, err
@@ -65,7 +65,11 @@ func openInput(path string, magic []byte) (Input, io.Closer, error) {
 			in.Metadata["general.architecture"] = arch
 		}
 		return in, f, nil
-	case bytes.Equal(magic, []byte("PK\x03\x04")), len(magic) > 0 && magic[0] == 0x80:
+	case len(magic) == 9 && magic[8] == '{':
+		// safetensors: an 8-byte header length, then the JSON header. Checked before
+		// the pickle test because a header length's low byte can be 0x80.
+		return openSafetensors(path)
+	case bytes.Equal(magic[:min(4, len(magic))], []byte("PK\x03\x04")), len(magic) > 0 && magic[0] == 0x80:
 		// A zip archive (torch.save since 1.6) or a bare pickle (the legacy format of
 		// older .ckpt files; protocol 2+ pickles start with 0x80).
 		f, err := torch.Open(path)
@@ -74,14 +78,18 @@ func openInput(path string, magic []byte) (Input, io.Closer, error) {
 		}
 		return input(f), f, nil
 	default:
-		f, err := safetensors.Open(path)
-		if err != nil {
-			return Input{}, nil, err
-		}
-		in := input(f)
-		in.Metadata = f.Metadata()
-		return in, f, nil
+		return openSafetensors(path)
 	}
+}
+
+func openSafetensors(path string) (Input, io.Closer, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return Input{}, nil, err
+	}
+	in := input(f)
+	in.Metadata = f.Metadata()
+	return in, f, nil
 }
 
 func readMagic(path string) ([]byte, error) {
@@ -90,7 +98,7 @@ func readMagic(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, 4)
+	b := make([]byte, 9)
 	n, err := io.ReadFull(f, b)
 	switch {
 	case err == io.EOF:

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -157,5 +158,26 @@ func TestDetectFileErrors(t *testing.T) {
 	writeSafetensors(t, p, junk)
 	if _, err := DetectFile(p); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), p) {
 		t.Fatalf("junk: %v", err)
+	}
+}
+
+// A safetensors file whose header length has 0x80 as its low byte (about 1 in 256 files)
+// is still read as safetensors, not as a pickle.
+func TestDetectFileSafetensorsHeader0x80(t *testing.T) {
+	header := `{"__metadata__":{"format":"pt"}}`
+	header += strings.Repeat(" ", 0x80-len(header))
+	data := make([]byte, 8, 8+len(header))
+	binary.LittleEndian.PutUint64(data, uint64(len(header)))
+	data = append(data, header...)
+	if data[0] != 0x80 {
+		t.Fatalf("test file starts with %#x", data[0])
+	}
+	path := filepath.Join(t.TempDir(), "x.safetensors")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := DetectFile(path)
+	if err != nil && (strings.Contains(err.Error(), "pickle") || strings.Contains(err.Error(), "torch")) {
+		t.Fatalf("read as a pickle: %v", err)
 	}
 }
