@@ -19,8 +19,8 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/executor"
-	"github.com/forgeflow/forgeflow/frontend"
 	"github.com/forgeflow/forgeflow/executor/store"
+	"github.com/forgeflow/forgeflow/frontend"
 	"github.com/forgeflow/forgeflow/server"
 )
 
