@@ -154,6 +154,7 @@ func decQ8_0AVX2(dst *float32, src *byte, nblocks int)
 // the whole 4-row groups at a time; packTGo does the remaining columns and
 // the rows past the last whole group (AVX2's 6-row A sliver: 4 + 2).
 func vecPackT(asm func(dst, src *float32, ld, n, groups, stride int), cols int) func(d, src []float32, ld, kc, rows, stride int) {
+	avx2Tail := cols == 16 && hasAVX2()
 	return func(d, src []float32, ld, kc, rows, stride int) {
 		n := kc &^ (cols - 1)
 		g := rows / 4
@@ -164,6 +165,12 @@ func vecPackT(asm func(dst, src *float32, ld, n, groups, stride int), cols int) 
 		_ = src[(rows-1)*ld+kc-1]
 		_ = d[(kc-1)*stride+rows-1]
 		asm(&d[0], &src[0], ld, n, g, stride)
+		if n < kc && avx2Tail && kc-n >= 8 {
+			// an 8-column chunk with the AVX2 transposer (attention's head width
+			// 40 = 32 + 8 left 8 columns to packTGo on every Q tile)
+			packTAVX2(&d[n*stride], &src[n], ld, 8, g, stride)
+			n += 8
+		}
 		if n < kc {
 			packTGo(d[n*stride:], src[n:], ld, kc-n, 4*g, stride)
 		}

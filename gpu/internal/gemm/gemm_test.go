@@ -346,7 +346,7 @@ func TestPackT(t *testing.T) {
 	r := rand.New(rand.NewPCG(17, 18))
 	for _, e := range enginesUnderTest(t) {
 		for _, rows := range []int{e.k.mr, e.k.nr} {
-			for _, kc := range []int{1, 15, 16, 17, 48, 100, 384} {
+			for _, kc := range []int{1, 8, 15, 16, 17, 24, 40, 48, 100, 384} {
 				ld := kc + 5
 				src := randSlice(r, rows*ld)
 				d := make([]float32, rows*kc)
