@@ -13,6 +13,7 @@ import { el, toast, promptText, openSearch, arrowKeys } from './ui.js';
 import { defaultPrompt, buildFromPrompt } from './graphio.js';
 import { History } from './history.js';
 import { QueuePanel } from './queue.js';
+import { localizeLitegraph } from './menus.js';
 
 const AUTOSAVE_KEY = 'forgeflow.workflow';
 const NAME_KEY = 'forgeflow.workflowName';
@@ -78,7 +79,7 @@ function setupCanvas() {
   const canvas = new LGraphCanvas(canvasEl, graph);
   canvas.allow_searchbox = false;
   canvas.show_info = false;
-  localizeMenus(canvas);
+  localizeLitegraph(canvas);
   app.graph = graph;
   app.canvas = canvas;
   const resize = () => {
@@ -121,30 +122,6 @@ function setupCanvas() {
   canvasEl.addEventListener('pointerup', () => setTimeout(() => app.history?.check(), 0));
   canvasEl.addEventListener('keyup', () => app.history?.check());
   setupTouch(canvasEl, canvas);
-}
-
-// litegraph's canvas and node menus in the current language. "Convert to Subgraph" is
-// left out: the editor's UI → API conversion does not flatten subgraphs.
-const MENU_KEYS = {
-  'Add Node': 'menu.addNode', 'Add Group': 'menu.addGroup', Align: 'menu.align', Arrange: 'menu.arrange',
-  Inputs: 'menu.inputs', Outputs: 'menu.outputs', 'Properties Panel': 'menu.propertiesPanel', Properties: 'menu.properties',
-  Title: 'menu.title', Mode: 'menu.mode', Resize: 'menu.resize', Collapse: 'menu.collapse', Expand: 'menu.expand',
-  Pin: 'menu.pin', Unpin: 'menu.unpin', Colors: 'menu.colors', Shapes: 'menu.shapes', Clone: 'menu.clone', Remove: 'menu.remove',
-  'Align Selected To': 'menu.alignSelectedTo', 'Distribute Nodes': 'menu.distributeNodes',
-  'Show Advanced': 'menu.showAdvanced', 'Hide Advanced': 'menu.hideAdvanced',
-};
-
-function localizeMenus(canvas) {
-  const tr = (items) => items
-    .filter((i) => !(typeof i?.content === 'string' && i.content.startsWith('Convert to Subgraph')))
-    .map((i) => {
-      if (typeof i?.content === 'string' && MENU_KEYS[i.content]) i.content = t(MENU_KEYS[i.content]);
-      return i;
-    });
-  const canvasMenu = canvas.getCanvasMenuOptions.bind(canvas);
-  const nodeMenu = canvas.getNodeMenuOptions.bind(canvas);
-  canvas.getCanvasMenuOptions = () => tr(canvasMenu());
-  canvas.getNodeMenuOptions = (node) => tr(nodeMenu(node));
 }
 
 function slotAt(node, input, x, y) {

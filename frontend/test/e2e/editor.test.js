@@ -326,6 +326,77 @@ test('restores the graph from a dropped PNG with an embedded workflow', async ()
   assert.equal(got.nodes.find((n) => n.type === 'EmptyImage').widgets.width, 64);
 });
 
+/**
+ * Texts of the open litegraph menus (entries and titles) that contain Latin letters,
+ * other than node type names (a node menu's title is its type, from /object_info).
+ */
+const latinInMenus = () => page.evaluate(() => [...document.querySelectorAll('.litecontextmenu .litemenu-entry, .litecontextmenu .litemenu-title')]
+  .map((e) => e.textContent.trim()).filter((x) => /[A-Za-z]/.test(x) && !(x in window.forgeflow.defs)));
+
+async function closeMenus() {
+  await page.keyboard.press('Escape');
+  const [x, y] = await toScreen(page, 1400, 900);
+  await page.mouse.click(x, y);
+  await page.waitForFunction(() => !document.querySelector('.litecontextmenu'));
+}
+
+// In Chinese, litegraph's canvas, node and link menus, their submenus and the "Value"
+// prompt show no English. (Node types and input names come from /object_info and are
+// not translated; none of the menus opened here lists them.)
+async function checkChineseMenus(mx, my) {
+  await page.mouse.click(mx, my, { button: 'right' });
+  await page.locator('.litecontextmenu .litemenu-entry').first().waitFor();
+  assert.deepEqual(await latinInMenus(), [], 'canvas menu');
+  await closeMenus();
+  const invert = await nodeByType('ImageInvert');
+  const save = await nodeByType('SaveImage');
+  assert.ok(invert && save, 'the graph has ImageInvert → SaveImage');
+  const title = await page.evaluate((id) => {
+    const n = window.forgeflow.graph.getNodeById(id);
+    return [n.pos[0] + 20, n.pos[1] - 10];
+  }, invert);
+  const [nx, ny] = await toScreen(page, title[0], title[1]);
+  await page.mouse.click(nx, ny, { button: 'right' });
+  const nodeMenu = page.locator('.litecontextmenu').first();
+  await nodeMenu.locator('.litemenu-entry').first().waitFor();
+  assert.deepEqual(await latinInMenus(), [], 'node menu');
+  for (const sub of ['模式', '颜色', '形状']) {
+    await nodeMenu.locator('.litemenu-entry', { hasText: new RegExp(`^${sub}$`) }).click();
+    await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length === 2);
+    assert.deepEqual(await latinInMenus(), [], `node menu › ${sub}`);
+    const subTexts = await page.locator('.litecontextmenu').nth(1).locator('.litemenu-entry').allTextContents();
+    assert.ok(subTexts.length >= 3, `${sub} lists its choices: ${subTexts}`);
+  }
+  await closeMenus();
+  const mid = await page.evaluate(([a, b]) => {
+    const link = [...window.forgeflow.graph._links.values()].find((l) => l.origin_id === a && l.target_id === b);
+    return link?._pos ? [link._pos[0], link._pos[1]] : null;
+  }, [invert, save]);
+  assert.ok(mid, 'the link has a centre marker');
+  const [lx, ly] = await toScreen(page, mid[0], mid[1]);
+  await page.mouse.click(lx, ly);
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: '添加中转点' }).waitFor();
+  assert.deepEqual(await latinInMenus(), [], 'link menu');
+  await page.locator('.litecontextmenu .litemenu-entry', { hasText: /^添加节点$/ }).click();
+  await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length >= 1);
+  await closeMenus();
+  // A number widget's value prompt.
+  const empty = await nodeByType('EmptyImage');
+  const p = await page.evaluate((id) => {
+    const node = window.forgeflow.graph.getNodeById(id);
+    const w = node.widgets.find((x) => x.name === 'width');
+    return [node.pos[0] + node.size[0] / 2, node.pos[1] + (w.y ?? w.last_y) + 10];
+  }, empty);
+  const [wx, wy] = await toScreen(page, p[0], p[1]);
+  await page.mouse.click(wx, wy);
+  const dialog = page.locator('.graphdialog');
+  await dialog.waitFor();
+  assert.equal((await dialog.locator('.name').textContent()).trim(), '值');
+  assert.equal((await dialog.locator('button').textContent()).trim(), '确定');
+  await dialog.locator('input.value').press('Escape');
+  await dialog.waitFor({ state: 'detached' });
+}
+
 test('switches the language to Chinese and back; follows the browser language', async () => {
   await page.selectOption('#locale-select', 'zh');
   assert.equal(await page.textContent('#btn-queue'), '运行');
@@ -342,6 +413,7 @@ test('switches the language to Chinese and back; follows the browser language', 
   await screenshot(page, '07-chinese');
   await page.mouse.click(mx + 200, my + 100);
   assert.equal(await page.locator('.litecontextmenu').count(), 0);
+  await checkChineseMenus(mx, my);
   await page.selectOption('#locale-select', 'en');
   assert.equal(await page.textContent('#btn-queue'), 'Queue');
 

@@ -16,7 +16,7 @@ function usedKeys() {
     const s = readFileSync(f, 'utf8');
     for (const m of s.matchAll(/\b(?:t|setStatus)\('([\w.]+)'/g)) keys.add(m[1]);
     for (const m of s.matchAll(/data-i18n(?:-[a-z]+)?="([\w.]+)"/g)) keys.add(m[1]);
-    for (const m of s.matchAll(/: '(menu\.\w+)'/g)) keys.add(m[1]);
+    for (const m of s.matchAll(/: '((?:menu|dialog)\.[\w.]+)'/g)) keys.add(m[1]);
   }
   return keys;
 }
