@@ -5,7 +5,7 @@ import '@comfyorg/litegraph/style.css';
 import './style.css';
 import { Api } from './api.js';
 import { WSClient } from './ws.js';
-import { registerNodeTypes, comboValues } from './nodes.js';
+import { registerNodeTypes, comboValues, makeRoomForImage } from './nodes.js';
 import { graphToPrompt, nextSeed, MODE_ALWAYS, MODE_NEVER, MODE_BYPASS } from './workflow.js';
 import { readPngGraph } from './png.js';
 import { initLocale, t, setLocale, locale, LOCALE_NAMES, translateDom, onLocaleChange } from './i18n.js';
@@ -20,7 +20,7 @@ const NAME_KEY = 'forgeflow.workflowName';
 
 const api = new Api();
 // Run state drawn on the nodes (see nodes.js drawState).
-const state = { running: null, progress: null, errors: {}, images: {} };
+const state = { running: null, progress: null, errors: {}, images: {}, drawn: {} };
 const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [], status: { key: null } };
 
 /** Shows a status line by key, so that it follows a language switch. */
@@ -458,6 +458,8 @@ function connectWS() {
         img.hidden = false;
         const node = data.metadata?.node_id ?? state.running;
         if (node != null) {
+          const n = app.graph.getNodeById(isNaN(Number(node)) ? node : Number(node));
+          if (n) makeRoomForImage(n);
           const i = new Image();
           i.onload = () => app.canvas.setDirty(true, false);
           i.src = previewURL;
@@ -474,6 +476,8 @@ function onExecuted(data) {
   const images = data?.output?.images || [];
   if (!images.length) return;
   addRunToGallery(data.prompt_id, images, true);
+  const node = app.graph.getNodeById(isNaN(Number(data.node)) ? data.node : Number(data.node));
+  if (node) makeRoomForImage(node);
   const i = new Image();
   i.onload = () => app.canvas.setDirty(true, false);
   i.src = api.viewURL(images[0]);

@@ -150,7 +150,7 @@ function drawState(node, ctx, state) {
   }
   const img = state.images?.[id];
   if (img && img.complete && img.naturalWidth) {
-    const top = node.widgets?.length ? node.widgets[node.widgets.length - 1].last_y + 30 : 40;
+    const top = imageTop(node);
     const h = node.size[1] - top - 6;
     const w = node.size[0] - 12;
     if (h > 20) {
@@ -158,6 +158,27 @@ function drawState(node, ctx, state) {
       const dw = img.naturalWidth * s;
       const dh = img.naturalHeight * s;
       ctx.drawImage(img, 6 + (w - dw) / 2, top + (h - dh) / 2, dw, dh);
+      // What each node shows now (the e2e suite checks that previews reach the canvas).
+      if (state.drawn) state.drawn[id] = img.src;
     }
   }
+}
+
+/** Where a node's image area starts, below its widgets (node-local y). */
+function imageTop(node) {
+  return node.widgets?.length ? (node.widgets[node.widgets.length - 1].last_y ?? 0) + 30 : 40;
+}
+
+/** Minimum height of a node's image area when it shows a preview or an output. */
+export const IMAGE_AREA = 128;
+
+/**
+ * Grows a node so that an image fits below its widgets (as ComfyUI does for
+ * previews); a node that is already tall enough keeps its size. Returns whether it grew.
+ */
+export function makeRoomForImage(node) {
+  const need = imageTop(node) + IMAGE_AREA + 6;
+  if (node.size[1] >= need) return false;
+  node.setSize([node.size[0], need]);
+  return true;
 }

@@ -2,7 +2,7 @@
 // checkout (go build into a temp dir, temp base/output/input/user dirs, a free port)
 // serving the freshly built editor, and Debian's Chromium driven by playwright-core.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ export async function startServer() {
   const { bin } = buildAll();
   const base = mkdtempSync(path.join(tmpdir(), 'forgeflow-e2e-'));
   for (const d of ['output', 'input', 'user', 'models']) mkdirSync(path.join(base, d), { recursive: true });
+  const models = installModels(bin, base);
   const dist = path.join(frontendDir, 'build', 'dist');
   if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`e2e: ${dist}/index.html is missing; the editor was not built`);
   const args = ['serve', '--port', '0', '--base-directory', base];
@@ -68,6 +69,7 @@ export async function startServer() {
   return {
     url,
     base,
+    models,
     log: () => log,
     async stop() {
       process.removeListener('exit', killOnExit);
@@ -79,6 +81,38 @@ export async function startServer() {
       rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The golden fixture folder, found like the Go tests' internal/testenv.GoldenDir:
+ * $FORGEFLOW_GOLDEN_DIR, else ../shared/golden next to the repository.
+ */
+export function goldenDir() {
+  return process.env.FORGEFLOW_GOLDEN_DIR || path.join(repoDir, '..', 'shared', 'golden');
+}
+
+/**
+ * Puts a tiny random-weight SD1.5-shaped checkpoint (`forgeflow synth --family
+ * sd15-tiny`, ~10 MB, written in well under a second) in base/models/checkpoints and,
+ * when the golden fixtures are present, the CLIP vocabulary from golden/tokenizer in
+ * base/models/tokenizers/clip, so that the server can run a real txt2img graph.
+ * Returns {checkpoint, tokenizer: bool, missing: reason or null}.
+ */
+function installModels(bin, base) {
+  const ckptDir = path.join(base, 'models', 'checkpoints');
+  mkdirSync(ckptDir, { recursive: true });
+  const checkpoint = 'tiny.safetensors';
+  execFileSync(bin, ['synth', '--family', 'sd15-tiny', '--out', path.join(ckptDir, checkpoint)], { stdio: 'pipe' });
+  const tok = path.join(goldenDir(), 'tokenizer');
+  const files = ['vocab.json', 'merges.txt'];
+  const absent = files.filter((f) => !existsSync(path.join(tok, f)));
+  if (absent.length) {
+    return { checkpoint, tokenizer: false, missing: `no CLIP vocabulary (${absent.join(', ')}) in ${tok}; set FORGEFLOW_GOLDEN_DIR` };
+  }
+  const clip = path.join(base, 'models', 'tokenizers', 'clip');
+  mkdirSync(clip, { recursive: true });
+  for (const f of files) copyFileSync(path.join(tok, f), path.join(clip, f));
+  return { checkpoint, tokenizer: true, missing: null };
 }
 
 /**
