@@ -14,6 +14,7 @@ import { defaultPrompt, buildFromPrompt } from './graphio.js';
 import { History } from './history.js';
 import { QueuePanel } from './queue.js';
 import { localizeLitegraph } from './menus.js';
+import { keyboardOrder, nextIndex, arrowDelta, moveNodes, MOVE_STEP, PAN_STEP } from './keynav.js';
 
 const AUTOSAVE_KEY = 'forgeflow.workflow';
 const NAME_KEY = 'forgeflow.workflowName';
@@ -633,6 +634,7 @@ function setupKeys() {
       return;
     }
     if (inField) return;
+    if (!mod && !e.altKey && document.activeElement?.id === 'graph-canvas' && canvasKey(e)) return;
     if (mod && !e.shiftKey && e.key.toLowerCase() === 'z') {
       e.preventDefault();
       app.history.undo();
@@ -662,6 +664,61 @@ function setupKeys() {
       showSearch(null);
     }
   });
+}
+
+/**
+ * Tab / Shift+Tab on the focused canvas select the next / previous node (keynav.js
+ * order); past either end the selection is cleared and the browser moves the focus
+ * on, so the canvas is no keyboard trap. Arrow keys move the selected nodes by the
+ * grid step (Shift: by one unit), or pan the view when nothing is selected; the move
+ * is one undo step per key release (the canvas keyup records history). Returns
+ * whether the key was handled.
+ */
+function canvasKey(e) {
+  const canvas = app.canvas;
+  const selected = Object.values(canvas.selected_nodes || {});
+  if (e.key === 'Tab') {
+    const order = keyboardOrder(app.graph._nodes);
+    const i = nextIndex(selected.length === 1 ? order.indexOf(selected[0]) : -1, order.length, e.shiftKey);
+    if (i < 0) {
+      canvas.deselectAll();
+      canvas.setDirty(true, true);
+      announce('');
+      return false;
+    }
+    e.preventDefault();
+    const node = order[i];
+    canvas.selectNode(node, false);
+    reveal(node);
+    announce(t('canvas.selected', { title: node.title, index: i + 1, count: order.length }));
+    canvas.setDirty(true, true);
+    return true;
+  }
+  const d = arrowDelta(e.key);
+  if (!d) return false;
+  e.preventDefault();
+  if (selected.length) {
+    const step = e.shiftKey ? 1 : MOVE_STEP;
+    if (moveNodes(selected, d[0] * step, d[1] * step)) reveal(selected[0]);
+  } else {
+    canvas.ds.offset[0] -= (d[0] * PAN_STEP) / canvas.ds.scale;
+    canvas.ds.offset[1] -= (d[1] * PAN_STEP) / canvas.ds.scale;
+  }
+  canvas.setDirty(true, true);
+  return true;
+}
+
+/** Centres the view on a node unless its title is already on screen. */
+function reveal(node) {
+  const c = app.canvas;
+  const [x, y] = c.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
+  const w = c.canvas.width / (window.devicePixelRatio || 1);
+  const h = c.canvas.height / (window.devicePixelRatio || 1);
+  if (x < 0 || y < 0 || x > w - 40 || y > h - 40) c.centerOnNode(node);
+}
+
+function announce(text) {
+  document.getElementById('canvas-announce').textContent = text;
 }
 
 /** Toggles mute (mode 2) or bypass (mode 4) on the selected nodes. */

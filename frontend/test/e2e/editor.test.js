@@ -540,6 +540,53 @@ test('is keyboard operable with a visible focus', async () => {
   assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).mode, invert), 0);
 });
 
+test('keyboard: Tab selects nodes in turn, arrow keys move them, undo puts them back', async () => {
+  const selected = () => page.evaluate(() => Object.keys(window.forgeflow.canvas.selected_nodes).map(Number));
+  const pos = (id) => page.evaluate((n) => [...window.forgeflow.graph.getNodeById(n).pos], id);
+  const order = await page.evaluate(() => [...window.forgeflow.graph._nodes]
+    .sort((a, b) => a.pos[0] - b.pos[0] || a.pos[1] - b.pos[1] || a.id - b.id).map((n) => ({ id: n.id, title: n.title })));
+  assert.ok(order.length >= 3, `the graph has nodes to walk (${order.length})`);
+  await page.evaluate(() => window.forgeflow.canvas.deselectAll());
+  await page.focus('#graph-canvas');
+  await page.keyboard.press('Tab');
+  assert.deepEqual(await selected(), [order[0].id], 'Tab selects the leftmost node');
+  assert.match(await page.textContent('#canvas-announce'), new RegExp(`${order[0].title}.*1.*${order.length}`), 'the selection is announced');
+  await page.keyboard.press('Tab');
+  assert.deepEqual(await selected(), [order[1].id]);
+  await page.keyboard.press('Shift+Tab');
+  assert.deepEqual(await selected(), [order[0].id], 'Shift+Tab goes back');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'graph-canvas', 'the focus stays on the canvas while walking');
+  // Arrow keys move the selected node: the grid step, Shift by one unit.
+  const id = order[0].id;
+  const p0 = await pos(id);
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Shift+ArrowLeft');
+  assert.deepEqual(await pos(id), [p0[0] + 19, p0[1] + 10]);
+  const others = await page.evaluate((n) => window.forgeflow.graph._nodes.filter((x) => x.id !== n).map((x) => [...x.pos]), id);
+  // Each key release is an undo step.
+  for (let i = 0; i < 4; i++) await page.keyboard.press('Control+z');
+  assert.deepEqual(await pos(id), p0, 'undo restores the position');
+  await page.keyboard.press('Control+y');
+  assert.deepEqual(await pos(id), [p0[0] + 10, p0[1]], 'redo moves it again');
+  await page.keyboard.press('Control+z');
+  assert.deepEqual(await page.evaluate((n) => window.forgeflow.graph._nodes.filter((x) => x.id !== n).map((x) => [...x.pos]), id), others, 'other nodes stay');
+  // With nothing selected the arrows pan the view.
+  await page.evaluate(() => window.forgeflow.canvas.deselectAll());
+  const off = await page.evaluate(() => [...window.forgeflow.canvas.ds.offset]);
+  await page.keyboard.press('ArrowLeft');
+  const off2 = await page.evaluate(() => [...window.forgeflow.canvas.ds.offset]);
+  assert.ok(off2[0] > off[0] && off2[1] === off[1], `ArrowLeft pans the view (${off} → ${off2})`);
+  await page.keyboard.press('ArrowRight');
+  // Tab past the last node leaves the canvas: no keyboard trap.
+  for (let i = 0; i < order.length; i++) await page.keyboard.press('Tab');
+  assert.deepEqual(await selected(), [order.at(-1).id]);
+  await page.keyboard.press('Tab');
+  assert.deepEqual(await selected(), [], 'leaving clears the selection');
+  assert.notEqual(await page.evaluate(() => document.activeElement?.id), 'graph-canvas', 'the focus moves on');
+});
+
 test('touch and pointer: tap selects, two fingers pan and pinch-zoom, targets are finger-sized', async () => {
   const ctx = await chrome.browser.newContext({ viewport: { width: 1024, height: 768 }, hasTouch: true, isMobile: false });
   const tp = await ctx.newPage();
