@@ -57,7 +57,10 @@ export function translateTree(root) {
   }
 }
 
-const SELECTOR = '.litecontextmenu, .graphdialog';
+// litegraph's value lists (a combo widget's choices, the properties panel's enum
+// values) are menus of class "dark"; their entries are data ("default", "box", "red"
+// can be a node's combo choices) and stay as they are.
+const SELECTOR = '.litecontextmenu:not(.dark), .graphdialog';
 
 /**
  * Translates litegraph's menus and dialogs as they are added anywhere in doc, and

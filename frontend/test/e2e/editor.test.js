@@ -441,6 +441,7 @@ async function checkChineseMenus(mx, my) {
     await nodeMenu.locator('.litemenu-entry', { hasText: new RegExp(`^${sub}$`) }).click();
     await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length === 2);
     assert.deepEqual(await latinInMenus(), [], `node menu › ${sub}`);
+    if (sub === '模式') await screenshot(page, '07b-chinese-node-menu');
     const subTexts = await page.locator('.litecontextmenu').nth(1).locator('.litemenu-entry').allTextContents();
     assert.ok(subTexts.length >= 3, `${sub} lists its choices: ${subTexts}`);
   }
@@ -457,6 +458,27 @@ async function checkChineseMenus(mx, my) {
   await page.locator('.litecontextmenu .litemenu-entry', { hasText: /^添加节点$/ }).click();
   await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length >= 1);
   await closeMenus();
+  // A combo widget's choices are data and stay as they are, even when one of them is
+  // also a litegraph literal ("default", "red").
+  const ks = await page.evaluate(() => {
+    const { graph, LiteGraph } = window.forgeflow;
+    const n = LiteGraph.createNode('KSampler');
+    const va = window.forgeflow.canvas.visible_area;
+    n.pos = [va[0] + 40, va[1] + 60];
+    graph.add(n);
+    n.widgets.find((w) => w.name === 'sampler_name').options.values = ['euler', 'default', 'red'];
+    window.forgeflow.canvas.setDirty(true, true);
+    return n.id;
+  });
+  // Widget positions are known once the node has been drawn.
+  await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'sampler_name').last_y !== undefined, ks);
+  const [kx, ky] = await widgetPos(ks, 'sampler_name');
+  await page.mouse.click(kx, ky);
+  const combo = page.locator('.litecontextmenu.dark');
+  await combo.locator('.litemenu-entry').first().waitFor();
+  assert.deepEqual(await combo.locator('.litemenu-entry').allTextContents(), ['euler', 'default', 'red']);
+  await closeMenus();
+  await removeNode(ks);
   // A number widget's value prompt.
   const empty = await nodeByType('EmptyImage');
   const p = await page.evaluate((id) => {
