@@ -35,11 +35,13 @@ lint: $(STATICCHECK)
 
 # Runs every Fuzz target of the module for FUZZTIME each (seed corpora always run in test-go).
 fuzz:
-	@set -e; for f in $$(git ls-files '*_test.go'); do \
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for f in $$(git ls-files '*_test.go'); do \
 		for t in $$(grep -oE '^func (Fuzz[A-Za-z0-9_]+)' $$f | awk '{print $$2}'); do \
 			echo "fuzz $$t ($$(dirname $$f))"; \
-			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f) >/dev/null || \
-				{ $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f); exit 1; }; \
+			if ! $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$(dirname $$f) >$$log 2>&1; then \
+				cat $$log; exit 1; \
+			fi; \
 		done; \
 	done
 
