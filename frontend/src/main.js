@@ -14,6 +14,7 @@ import { defaultPrompt, buildFromPrompt } from './graphio.js';
 import { History } from './history.js';
 import { QueuePanel } from './queue.js';
 import { localizeLitegraph } from './menus.js';
+import { openWidgetEditor } from './widgeteditor.js';
 import { keyboardOrder, nextIndex, arrowDelta, moveNodes, MOVE_STEP, PAN_STEP } from './keynav.js';
 
 const AUTOSAVE_KEY = 'forgeflow.workflow';
@@ -671,8 +672,9 @@ function setupKeys() {
  * order); past either end the selection is cleared and the browser moves the focus
  * on, so the canvas is no keyboard trap. Arrow keys move the selected nodes by the
  * grid step (Shift: by one unit), or pan the view when nothing is selected; the move
- * is one undo step per key release (the canvas keyup records history). Returns
- * whether the key was handled.
+ * is one undo step per key release (the canvas keyup records history). F2 edits the
+ * selected node's widgets in a form (widgeteditor.js). Returns whether the key was
+ * handled.
  */
 function canvasKey(e) {
   const canvas = app.canvas;
@@ -692,6 +694,19 @@ function canvasKey(e) {
     reveal(node);
     announce(t('canvas.selected', { title: node.title, index: i + 1, count: order.length }));
     canvas.setDirty(true, true);
+    return true;
+  }
+  if (e.key === 'F2') {
+    if (selected.length !== 1) return false;
+    e.preventDefault();
+    const canvasEl = document.getElementById('graph-canvas');
+    openWidgetEditor(selected[0], canvas, {
+      onApply: () => {
+        canvas.setDirty(true, true);
+        app.history.check();
+      },
+      onClose: () => canvasEl.focus(),
+    });
     return true;
   }
   const d = arrowDelta(e.key);

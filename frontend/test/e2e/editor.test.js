@@ -562,7 +562,7 @@ test('is keyboard operable with a visible focus', async () => {
   assert.equal(await page.evaluate((id) => window.forgeflow.graph.getNodeById(id).mode, invert), 0);
 });
 
-test('keyboard: Tab selects nodes in turn, arrow keys move them, undo puts them back', async () => {
+test('keyboard: Tab selects nodes in turn, arrow keys move them, F2 edits their values, undo puts them back', async () => {
   const selected = () => page.evaluate(() => Object.keys(window.forgeflow.canvas.selected_nodes).map(Number));
   const pos = (id) => page.evaluate((n) => [...window.forgeflow.graph.getNodeById(n).pos], id);
   const order = await page.evaluate(() => [...window.forgeflow.graph._nodes]
@@ -601,7 +601,39 @@ test('keyboard: Tab selects nodes in turn, arrow keys move them, undo puts them 
   const off2 = await page.evaluate(() => [...window.forgeflow.canvas.ds.offset]);
   assert.ok(off2[0] > off[0] && off2[1] === off[1], `ArrowLeft pans the view (${off} → ${off2})`);
   await page.keyboard.press('ArrowRight');
+  // F2 edits the selected node's widgets in a form: typed values go through the widget
+  // (clamped to max), Escape cancels, Ctrl+Z undoes an edit.
+  const empty = await nodeByType('EmptyImage');
+  await page.evaluate(() => window.forgeflow.canvas.deselectAll());
+  for (let i = 0; i < order.length && (await selected())[0] !== empty; i++) await page.keyboard.press('Tab');
+  assert.deepEqual(await selected(), [empty], 'Tab reaches EmptyImage');
+  const widgets = () => page.evaluate((n) => Object.fromEntries(window.forgeflow.graph.getNodeById(n).widgets.map((w) => [w.name, w.value])), empty);
+  const w0 = await widgets();
+  const max = await page.evaluate((n) => window.forgeflow.graph.getNodeById(n).widgets.find((w) => w.name === 'height').options.max, empty);
+  await page.keyboard.press('F2');
+  await page.waitForSelector('#widget-dialog[open]');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'widget-field-0', 'the first field has the focus');
+  assert.deepEqual(await page.locator('#widget-dialog label').allTextContents(), ['width', 'height', 'batch_size', 'color']);
+  await page.keyboard.type('96');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#widget-dialog', { state: 'detached' });
+  assert.deepEqual(await widgets(), w0, 'Escape changes nothing');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'graph-canvas', 'the focus returns to the canvas');
+  await page.keyboard.press('F2');
+  await page.waitForSelector('#widget-dialog[open]');
+  await page.keyboard.press('Control+a');
+  await page.keyboard.type('96');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Control+a');
+  await page.keyboard.type(String(max + 1000));
+  await screenshot(page, '14-widget-editor');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#widget-dialog', { state: 'detached' });
+  assert.deepEqual(await widgets(), { ...w0, width: 96, height: max }, 'typed values set, clamped to max');
+  await page.keyboard.press('Control+z');
+  assert.deepEqual(await widgets(), w0, 'undo restores the values');
   // Tab past the last node leaves the canvas: no keyboard trap.
+  await page.evaluate(() => window.forgeflow.canvas.deselectAll());
   for (let i = 0; i < order.length; i++) await page.keyboard.press('Tab');
   assert.deepEqual(await selected(), [order.at(-1).id]);
   await page.keyboard.press('Tab');

@@ -29,3 +29,19 @@ test('arrowDelta and moveNodes: arrows move unpinned nodes', () => {
   assert.deepEqual(a.pos, [20, 19]);
   assert.deepEqual(pinned.pos, [0, 0]);
 });
+
+test('the widget editor offers unlinked value widgets and reads its controls', async () => {
+  const { editableWidgets, controlValue } = await import('../../src/widgeteditor.js');
+  const node = {
+    inputs: [{ name: 'seed', widget: { name: 'seed' }, link: 7 }, { name: 'steps', widget: { name: 'steps' }, link: null }],
+    widgets: [{ name: 'seed', type: 'number' }, { name: 'steps', type: 'number' }, { name: 'sampler', type: 'combo' }, { name: 'dom', type: 'custom' }],
+  };
+  assert.deepEqual(editableWidgets(node).map((w) => w.name), ['steps', 'sampler'], 'linked and unknown widgets are left out');
+  const num = { type: 'number' };
+  assert.equal(controlValue(num, { value: '12.5' }), 12.5);
+  assert.equal(controlValue(num, { value: '' }), undefined, 'an empty field keeps the value');
+  assert.equal(controlValue(num, { value: 'abc' }), undefined);
+  assert.equal(controlValue({ type: 'toggle' }, { checked: false }), false);
+  assert.equal(controlValue({ type: 'combo' }, { value: 'karras' }), 'karras');
+  assert.equal(controlValue({ type: 'button' }, {}), undefined);
+});
