@@ -6,6 +6,8 @@ import { writeFileSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, openEditor, screenshot, toScreen, artefactDir, repoDir } from './harness.js';
+import { pageHelpers } from './pagehelpers.js';
+import { sampleTxt2img } from './sampling.js';
 
 // Each test, on failure, leaves a screenshot, the page's open dialogs and the server
 // log in the artefact folder.
@@ -40,75 +42,8 @@ after(async () => {
   await server?.stop();
 });
 
-const graphSummary = () => page.evaluate(() => {
-  const g = window.forgeflow.graph;
-  return {
-    nodes: g._nodes.map((n) => ({ id: n.id, type: n.type, widgets: Object.fromEntries((n.widgets || []).map((w) => [w.name, w.value])) })),
-    links: [...g._links.values()].map((l) => [l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]),
-  };
-});
-
-/** Removes a node the way a user's delete would: recorded in the undo history. */
-function removeNode(id) {
-  return page.evaluate((n) => {
-    const { graph, history } = window.forgeflow;
-    graph.remove(graph.getNodeById(n));
-    history.check();
-  }, id);
-}
-
-async function nodeByType(type) {
-  return page.evaluate((t) => window.forgeflow.graph._nodes.find((n) => n.type === t)?.id, type);
-}
-
-async function slotPos(nodeId, input, slot) {
-  const p = await page.evaluate(([id, inp, s]) => window.forgeflow.graph.getNodeById(id).getConnectionPos(inp, s), [nodeId, input, slot]);
-  return toScreen(page, p[0], p[1]);
-}
-
-async function drag(from, to) {
-  await page.mouse.move(from[0], from[1]);
-  await page.mouse.down();
-  await page.mouse.move((from[0] + to[0]) / 2, (from[1] + to[1]) / 2, { steps: 5 });
-  await page.mouse.move(to[0], to[1], { steps: 5 });
-  await page.mouse.up();
-}
-
-/** Adds a node by double-clicking the canvas at graph position (gx, gy) and searching. */
-async function addFromSearch(query, gx, gy, pick) {
-  const [x, y] = await toScreen(page, gx, gy);
-  await page.mouse.dblclick(x, y);
-  await page.waitForFunction(() => document.activeElement?.id === 'search-input', null, { timeout: 5000 }).catch(async (e) => {
-    await page.screenshot({ path: `${artefactDir}/failed-search-${query}.png` });
-    throw e;
-  });
-  await page.keyboard.type(query);
-  const first = await page.getAttribute('#search-results li[aria-selected="true"]', 'data-type');
-  assert.equal(first, pick, `first search result for "${query}"`);
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('#search-dialog', { state: 'detached' });
-  return page.evaluate(() => window.forgeflow.graph._nodes.at(-1).id);
-}
-
-/** Clicks the middle of a widget and types a value into litegraph's prompt dialog. */
-async function setWidget(nodeId, name, value, pg = page) {
-  const [x, y] = await widgetPos(nodeId, name, pg);
-  await pg.mouse.click(x, y);
-  const input = pg.locator('.graphdialog input.value');
-  await input.waitFor();
-  await input.fill(String(value));
-  await input.press('Enter');
-}
-
-/** Screen position of the middle of a node's widget. */
-async function widgetPos(nodeId, name, pg = page) {
-  const p = await pg.evaluate(([id, n]) => {
-    const node = window.forgeflow.graph.getNodeById(id);
-    const w = node.widgets.find((x) => x.name === n);
-    return [node.pos[0] + node.size[0] / 2, node.pos[1] + (w.y ?? w.last_y) + 10];
-  }, [nodeId, name]);
-  return toScreen(pg, p[0], p[1]);
-}
+const h = pageHelpers(() => page);
+const { graphSummary, removeNode, nodeByType, slotPos, drag, addFromSearch, setWidget, widgetPos, latinInMenus, closeMenus, checkChineseMenus } = h;
 
 test('opens the editor with a default graph and no errors', async () => {
   const s = await graphSummary();
@@ -223,77 +158,7 @@ test('queues a model-free graph, shows progress and the image in the gallery', a
   await page.click('#btn-queue-panel');
 });
 
-test('samples the default txt2img graph with a tiny checkpoint: step progress, live preview, gallery', async (t) => {
-  // A real run of CheckpointLoaderSimple → CLIPTextEncode ×2 → KSampler → VAEDecode →
-  // SaveImage on the random-weight sd15-tiny checkpoint the harness wrote; the text
-  // encoder needs CLIP's vocabulary from the golden fixtures.
-  if (!server.models.tokenizer) {
-    if (process.env.CI === 'true') assert.fail(`${server.models.missing} (CI=true)`);
-    t.skip(server.models.missing);
-    return;
-  }
-  const steps = 4;
-  // A fresh browser profile: no autosave, so the editor starts with its default graph.
-  const ctx = await chrome.browser.newContext({ viewport: { width: 1400, height: 860 } });
-  const p = await ctx.newPage();
-  const pageErrors = [];
-  p.on('pageerror', (e) => pageErrors.push(e.message));
-  await p.goto(server.url);
-  await p.waitForSelector('body[data-ready="true"]');
-  const ids = await p.evaluate(() => Object.fromEntries(window.forgeflow.graph._nodes.map((n) => [n.type, n.id])));
-  for (const type of ['CheckpointLoaderSimple', 'EmptyLatentImage', 'KSampler', 'VAEDecode', 'SaveImage']) assert.ok(ids[type], `default graph has ${type}`);
-  // Pick the checkpoint from the combo's list, as a user would.
-  const [cx, cy] = await widgetPos(ids.CheckpointLoaderSimple, 'ckpt_name', p);
-  await p.mouse.click(cx, cy);
-  await p.locator('.litecontextmenu .litemenu-entry', { hasText: /^tiny\.safetensors$/ }).click();
-  await setWidget(ids.EmptyLatentImage, 'width', 64, p);
-  await setWidget(ids.EmptyLatentImage, 'height', 64, p);
-  await setWidget(ids.KSampler, 'steps', steps, p);
-  const prompt = await p.evaluate(() => window.forgeflow.toPrompt());
-  assert.equal(prompt[ids.CheckpointLoaderSimple].inputs.ckpt_name, 'tiny.safetensors');
-  assert.deepEqual([prompt[ids.EmptyLatentImage].inputs.width, prompt[ids.EmptyLatentImage].inputs.height], [64, 64]);
-  assert.equal(prompt[ids.KSampler].inputs.steps, steps);
-  // Record what the server sends, through the editor's own websocket client.
-  await p.evaluate(() => {
-    const rec = { progress: [], previews: [], start: null };
-    window.__run = rec;
-    window.forgeflow.ws.on((type, data) => {
-      if (type === 'execution_start') rec.start = data.prompt_id;
-      if (type === 'progress') rec.progress.push({ node: String(data.node), value: data.value, max: data.max });
-      if (type === 'preview') {
-        const r = { node: data.metadata?.node_id ?? window.forgeflow.state.running, mime: data.mime, size: null };
-        rec.previews.push(r);
-        createImageBitmap(new Blob([data.image], { type: data.mime })).then((b) => { r.size = [b.width, b.height]; }, (e) => { r.size = String(e); });
-      }
-    });
-  });
-  await p.click('#btn-queue');
-  const promptId = await p.waitForFunction(() => window.__run.start, null, { timeout: 60000 }).then((h) => h.jsonValue());
-  const img = p.locator(`#gallery-items figure[data-prompt-id="${promptId}"] img`).first();
-  await img.waitFor({ timeout: 120000 });
-  await p.waitForFunction((id) => {
-    const i = document.querySelector(`#gallery-items figure[data-prompt-id="${id}"] img`);
-    return i && i.complete && i.naturalWidth > 0;
-  }, promptId, { timeout: 30000 });
-  // 64×64 pixels → an 8×8 latent; sd15-tiny's VAE has two levels (one 2× upsampling,
-  // diffusion/sd.TinyRandomSpec), not SD1.5's four, so it decodes to 16×16.
-  assert.deepEqual(await img.evaluate((i) => [i.naturalWidth, i.naturalHeight]), [16, 16], 'the decoded image is in the gallery');
-  const run = await p.evaluate(() => window.__run);
-  const ks = String(ids.KSampler);
-  assert.deepEqual(run.progress.filter((m) => m.node === ks).map((m) => `${m.value}/${m.max}`),
-    Array.from({ length: steps }, (_, i) => `${i + 1}/${steps}`), `KSampler reports every step (got ${JSON.stringify(run.progress)})`);
-  assert.ok(run.previews.length >= 1, 'at least one live preview frame');
-  assert.equal(String(run.previews[0].node), ks, 'the preview belongs to the KSampler');
-  await p.waitForFunction(() => window.__run.previews[0].size !== null);
-  const size = await p.evaluate(() => window.__run.previews[0].size);
-  assert.ok(Array.isArray(size) && size[0] > 0 && size[1] > 0, `the preview frame decodes (${size})`);
-  // The last preview stays on the KSampler node and is drawn on the canvas.
-  await p.waitForFunction((id) => window.forgeflow.state.drawn[id]?.startsWith('blob:'), ks, { timeout: 10000 });
-  await p.waitForFunction(() => window.forgeflow.state.drawn && Object.values(window.forgeflow.state.drawn).some((s) => !s.startsWith('blob:')), null, { timeout: 10000 });
-  await screenshot(p, '13-txt2img-run');
-  assert.deepEqual(pageErrors, []);
-  await ctx.close();
-});
+test('samples the default txt2img graph with a tiny checkpoint: step progress, live preview, gallery', (t) => sampleTxt2img({ browser: chrome.browser, server, t, h }));
 
 test('batch count queues several prompts; seeds follow control_after_generate', async () => {
   // ImageAddNoise has a seed widget with its control_after_generate companion.
@@ -402,99 +267,6 @@ test('restores the graph from a dropped PNG with an embedded workflow', async ()
   assert.equal(got.links.length, 2);
   assert.equal(got.nodes.find((n) => n.type === 'EmptyImage').widgets.width, 64);
 });
-
-/**
- * Texts of the open litegraph menus (entries and titles) that contain Latin letters,
- * other than node type names (a node menu's title is its type, from /object_info).
- */
-const latinInMenus = () => page.evaluate(() => [...document.querySelectorAll('.litecontextmenu .litemenu-entry, .litecontextmenu .litemenu-title')]
-  .map((e) => e.textContent.trim()).filter((x) => /[A-Za-z]/.test(x) && !(x in window.forgeflow.defs)));
-
-async function closeMenus() {
-  await page.keyboard.press('Escape');
-  const [x, y] = await toScreen(page, 1400, 900);
-  await page.mouse.click(x, y);
-  await page.waitForFunction(() => !document.querySelector('.litecontextmenu'));
-}
-
-// In Chinese, litegraph's canvas, node and link menus, their submenus and the "Value"
-// prompt show no English. (Node types and input names come from /object_info and are
-// not translated; none of the menus opened here lists them.)
-async function checkChineseMenus(mx, my) {
-  await page.mouse.click(mx, my, { button: 'right' });
-  await page.locator('.litecontextmenu .litemenu-entry').first().waitFor();
-  assert.deepEqual(await latinInMenus(), [], 'canvas menu');
-  await closeMenus();
-  const invert = await nodeByType('ImageInvert');
-  const save = await nodeByType('SaveImage');
-  assert.ok(invert && save, 'the graph has ImageInvert → SaveImage');
-  const title = await page.evaluate((id) => {
-    const n = window.forgeflow.graph.getNodeById(id);
-    return [n.pos[0] + 20, n.pos[1] - 10];
-  }, invert);
-  const [nx, ny] = await toScreen(page, title[0], title[1]);
-  await page.mouse.click(nx, ny, { button: 'right' });
-  const nodeMenu = page.locator('.litecontextmenu').first();
-  await nodeMenu.locator('.litemenu-entry').first().waitFor();
-  assert.deepEqual(await latinInMenus(), [], 'node menu');
-  for (const sub of ['模式', '颜色', '形状']) {
-    await nodeMenu.locator('.litemenu-entry', { hasText: new RegExp(`^${sub}$`) }).click();
-    await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length === 2);
-    assert.deepEqual(await latinInMenus(), [], `node menu › ${sub}`);
-    if (sub === '模式') await screenshot(page, '07b-chinese-node-menu');
-    const subTexts = await page.locator('.litecontextmenu').nth(1).locator('.litemenu-entry').allTextContents();
-    assert.ok(subTexts.length >= 3, `${sub} lists its choices: ${subTexts}`);
-  }
-  await closeMenus();
-  const mid = await page.evaluate(([a, b]) => {
-    const link = [...window.forgeflow.graph._links.values()].find((l) => l.origin_id === a && l.target_id === b);
-    return link?._pos ? [link._pos[0], link._pos[1]] : null;
-  }, [invert, save]);
-  assert.ok(mid, 'the link has a centre marker');
-  const [lx, ly] = await toScreen(page, mid[0], mid[1]);
-  await page.mouse.click(lx, ly);
-  await page.locator('.litecontextmenu .litemenu-entry', { hasText: '添加中转点' }).waitFor();
-  assert.deepEqual(await latinInMenus(), [], 'link menu');
-  await page.locator('.litecontextmenu .litemenu-entry', { hasText: /^添加节点$/ }).click();
-  await page.waitForFunction(() => document.querySelectorAll('.litecontextmenu').length >= 1);
-  await closeMenus();
-  // A combo widget's choices are data and stay as they are, even when one of them is
-  // also a litegraph literal ("default", "red").
-  const ks = await page.evaluate(() => {
-    const { graph, LiteGraph } = window.forgeflow;
-    const n = LiteGraph.createNode('KSampler');
-    const va = window.forgeflow.canvas.visible_area;
-    n.pos = [va[0] + 40, va[1] + 60];
-    graph.add(n);
-    n.widgets.find((w) => w.name === 'sampler_name').options.values = ['euler', 'default', 'red'];
-    window.forgeflow.canvas.setDirty(true, true);
-    return n.id;
-  });
-  // Widget positions are known once the node has been drawn.
-  await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'sampler_name').last_y !== undefined, ks);
-  const [kx, ky] = await widgetPos(ks, 'sampler_name');
-  await page.mouse.click(kx, ky);
-  const combo = page.locator('.litecontextmenu.dark');
-  await combo.locator('.litemenu-entry').first().waitFor();
-  assert.deepEqual(await combo.locator('.litemenu-entry').allTextContents(), ['euler', 'default', 'red']);
-  await closeMenus();
-  await removeNode(ks);
-  // A number widget's value prompt.
-  const empty = await nodeByType('EmptyImage');
-  const p = await page.evaluate((id) => {
-    const node = window.forgeflow.graph.getNodeById(id);
-    const w = node.widgets.find((x) => x.name === 'width');
-    return [node.pos[0] + node.size[0] / 2, node.pos[1] + (w.y ?? w.last_y) + 10];
-  }, empty);
-  const [wx, wy] = await toScreen(page, p[0], p[1]);
-  await page.mouse.click(wx, wy);
-  const dialog = page.locator('.graphdialog');
-  await dialog.waitFor();
-  assert.equal((await dialog.locator('.name').textContent()).trim(), '值');
-  assert.equal((await dialog.locator('button').textContent()).trim(), '确定');
-  await dialog.locator('input.value').press('Escape');
-  await dialog.waitFor({ state: 'detached' });
-}
 
 test('switches the language to Chinese and back; follows the browser language', async () => {
   await page.selectOption('#locale-select', 'zh');
