@@ -6,7 +6,7 @@ import './style.css';
 import { Api } from './api.js';
 import { WSClient } from './ws.js';
 import { registerNodeTypes, comboValues, makeRoomForImage } from './nodes.js';
-import { graphToPrompt, nextSeed, MODE_ALWAYS, MODE_NEVER, MODE_BYPASS } from './workflow.js';
+import { graphToPrompt, nextSeed, nextComboValue, MODE_ALWAYS, MODE_NEVER, MODE_BYPASS } from './workflow.js';
 import { readPngGraph } from './png.js';
 import { initLocale, t, setLocale, locale, LOCALE_NAMES, translateDom, onLocaleChange } from './i18n.js';
 import { el, toast, promptText, openSearch, arrowKeys } from './ui.js';
@@ -345,6 +345,12 @@ function applySeedControls() {
     ws.forEach((w, i) => {
       if (w.name !== 'control_after_generate' || i === 0) return;
       const target = ws[i - 1];
+      if (target.type === 'combo') {
+        const filter = ws[i + 1]?.name === 'control_filter_list' ? String(ws[i + 1].value ?? '') : '';
+        const choices = Array.isArray(target.options.values) ? target.options.values : [];
+        target.value = nextComboValue(target.value, w.value, choices, filter);
+        return;
+      }
       if (target.type !== 'number') return;
       target.value = nextSeed(target.value, w.value, { min: target.options.min, max: target.options.max, step: target.options.step2 ?? 1 });
     });

@@ -255,6 +255,42 @@ export function nextSeed(value, mode, opts = {}, rand = Math.random) {
   return Math.min(max, Math.max(min, v));
 }
 
+/**
+ * The value a COMBO widget with control_after_generate takes after a queue (the combo
+ * branch of ComfyUI_frontend's widgets.ts addValueControlWidgets, "after" timing):
+ * the choices are first narrowed by the control_filter_list text (/regex/ or a
+ * case-insensitive substring; a bad regex falls back to the substring), then the
+ * position of the current value moves by one (increment / decrement) or is drawn at
+ * random, clamped to the list, never wrapping. A value outside the narrowed list
+ * counts as position -1. With no choice left the value stays.
+ */
+export function nextComboValue(value, mode, choices, filter = '', rand = Math.random) {
+  if (mode !== 'increment' && mode !== 'decrement' && mode !== 'randomize') return value;
+  let list = choices.map(String);
+  if (filter) {
+    let keep = null;
+    if (filter.length > 1 && filter.startsWith('/') && filter.endsWith('/')) {
+      try {
+        const re = new RegExp(filter.slice(1, -1));
+        keep = (c) => re.test(c);
+      } catch {
+        keep = null;
+      }
+    }
+    if (!keep) {
+      const lower = filter.toLocaleLowerCase();
+      keep = (c) => c.toLocaleLowerCase().includes(lower);
+    }
+    list = list.filter(keep);
+  }
+  if (!list.length) return value;
+  let i = list.indexOf(String(value));
+  if (mode === 'increment') i += 1;
+  else if (mode === 'decrement') i -= 1;
+  else i = Math.floor(rand() * list.length);
+  return list[Math.min(list.length - 1, Math.max(0, i))];
+}
+
 /** Groups node types by category path for the palette: [[category, [names...]], ...] sorted. */
 export function categories(defs) {
   const m = new Map();

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { widgetLayout, graphToPrompt, expandDynamicPrompt, nextSeed, searchNodes, categories, schemaInputs, defaultValue, ConvertError } from '../../src/workflow.js';
+import { widgetLayout, graphToPrompt, expandDynamicPrompt, nextSeed, nextComboValue, searchNodes, categories, schemaInputs, defaultValue, ConvertError } from '../../src/workflow.js';
 
 const defs = {
   EmptyImage: {
@@ -179,4 +179,26 @@ test('graphToPrompt matches ComfyUI on the reference workflows', (t) => {
   assert.deepEqual(diffs, []);
   assert.ok(compared >= 20, `only ${compared} pairs compared`);
   t.diagnostic(`${compared} reference workflow/prompt pairs compared`);
+});
+
+test('nextComboValue follows control_after_generate on a combo, with its filter', () => {
+  const c = ['euler', 'euler_ancestral', 'heun', 'dpmpp_2m', 'DPM_fast'];
+  assert.equal(nextComboValue('heun', 'fixed', c), 'heun');
+  assert.equal(nextComboValue('heun', 'increment', c), 'dpmpp_2m');
+  assert.equal(nextComboValue('heun', 'decrement', c), 'euler_ancestral');
+  assert.equal(nextComboValue('DPM_fast', 'increment', c), 'DPM_fast', 'clamped at the end, no wrap');
+  assert.equal(nextComboValue('euler', 'decrement', c), 'euler', 'clamped at the start');
+  assert.equal(nextComboValue('heun', 'randomize', c, '', () => 0.99), 'DPM_fast');
+  assert.equal(nextComboValue('heun', 'randomize', c, '', () => 0), 'euler');
+  // The filter narrows the list first: a substring, case-insensitive…
+  // (['dpmpp_2m', 'DPM_fast']; a value outside it is position -1, so increment gives the first).
+  assert.equal(nextComboValue('euler', 'increment', c, 'dpm'), 'dpmpp_2m');
+  assert.equal(nextComboValue('dpmpp_2m', 'increment', c, 'dpm'), 'DPM_fast');
+  assert.equal(nextComboValue('euler', 'decrement', c, 'dpm'), 'dpmpp_2m');
+  // …or a /regex/ (case-sensitive); a bad regex falls back to the substring.
+  assert.equal(nextComboValue('euler', 'increment', c, '/^euler/'), 'euler_ancestral');
+  assert.equal(nextComboValue('euler_ancestral', 'increment', c, '/^euler/'), 'euler_ancestral');
+  assert.equal(nextComboValue('heun', 'increment', c, '/[/'), 'heun', 'no choice contains "/[/": the value stays');
+  assert.equal(nextComboValue('heun', 'increment', c, 'zzz'), 'heun', 'an empty list keeps the value');
+  assert.equal(nextComboValue('heun', 'increment', []), 'heun');
 });
