@@ -136,7 +136,9 @@ export function pageHelpers(get) {
       const { graph, LiteGraph } = window.forgeflow;
       const n = LiteGraph.createNode('KSampler');
       const va = window.forgeflow.canvas.visible_area;
-      n.pos = [va[0] + 40, va[1] + 60];
+      // Below the other nodes, so that it covers none of them.
+    const bottom = Math.max(...graph._nodes.map((x) => x.pos[1] + x.size[1]));
+    n.pos = [va[0] + 40, Math.max(va[1] + 60, bottom + 60)];
       graph.add(n);
       n.widgets.find((w) => w.name === 'sampler_name').options.values = ['euler', 'default', 'red'];
       window.forgeflow.canvas.setDirty(true, true);
@@ -151,6 +153,8 @@ export function pageHelpers(get) {
     assert.deepEqual(await combo.locator('.litemenu-entry').allTextContents(), ['euler', 'default', 'red']);
     await closeMenus();
     await removeNode(ks);
+    // litegraph hit-tests against the nodes of its last frame (visible_nodes).
+    await get().waitForFunction((id) => !window.forgeflow.canvas.visible_nodes.some((x) => x.id === id), ks);
     // A number widget's value prompt.
     const empty = await nodeByType('EmptyImage');
     const p = await get().evaluate((id) => {
