@@ -32,8 +32,8 @@ type benchResult struct {
 	Steps         int       `json:"steps,omitempty"`
 	Runs          []float64 `json:"runs_s"`
 	MedianS       float64   `json:"median_s"`
-	GFLOP         float64   `json:"gflop"`
-	GFLOPSPerS    float64   `json:"gflops_per_s"`
+	GFLOP         float64   `json:"gflop,omitempty"`
+	GFLOPSPerS    float64   `json:"gflops_per_s,omitempty"`
 	PeakRSSBytes  int64     `json:"peak_rss_bytes"`
 	Threads       int       `json:"threads"`
 	WeightDType   string    `json:"weight_dtype"`
@@ -103,8 +103,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		_ = enc.Encode(res)
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs, %.1f GFLOP, %.1f GFLOP/s, peak RSS %.2f GiB (load %.2f s, weights %s)\n",
-		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), res.GFLOP, res.GFLOPSPerS, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType)
+	flops := "" // only the UNet bench counts its operations
+	if res.GFLOP > 0 {
+		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
+	}
+	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s)\n",
+		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType)
 	return exitOK
 }
 
