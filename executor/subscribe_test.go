@@ -63,11 +63,21 @@ func TestSubscriptionDeliversInOrder(t *testing.T) {
 	got := <-done
 	s.Close()
 	if s.Overflowed() {
-		t.Skip("reader fell behind on a loaded machine; ordering not checked")
-	}
-	for i, v := range got {
-		if v != i {
-			t.Fatalf("event %d is %d: out of order", i, v)
+		// A reader that fell behind on a loaded machine loses the tail (the subscription
+		// closes), but what it did get must still be in publishing order.
+		for i := 1; i < len(got); i++ {
+			if got[i] <= got[i-1] {
+				t.Fatalf("event %d is %d after %d: out of order", i, got[i], got[i-1])
+			}
+		}
+	} else {
+		if len(got) != n {
+			t.Fatalf("%d events delivered, want %d", len(got), n)
+		}
+		for i, v := range got {
+			if v != i {
+				t.Fatalf("event %d is %d: out of order", i, v)
+			}
 		}
 	}
 	// Closing twice is fine, and publishing to a closed subscription does nothing.
