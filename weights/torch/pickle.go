@@ -141,6 +141,27 @@ func (u *unpickler) take(n uint64) ([]byte, error) {
 	return b, nil
 }
 
+// counted reads a little-endian length of size bytes and then that many bytes.
+func (u *unpickler) counted(size int) ([]byte, error) {
+	n, err := u.uint(size)
+	if err != nil {
+		return nil, err
+	}
+	return u.take(n)
+}
+
+// countBytes is the width of the length prefix of the string and bytes opcodes.
+func countBytes(op byte) int {
+	switch op {
+	case 0x8c, 'U', 'C': // SHORT_BINUNICODE, SHORT_BINSTRING, SHORT_BINBYTES
+		return 1
+	case 0x8d, 0x8e: // BINUNICODE8, BINBYTES8
+		return 8
+	default: // BINUNICODE, BINSTRING, BINBYTES
+		return 4
+	}
+}
+
 func (u *unpickler) uint(n int) (uint64, error) {
 	b, err := u.take(uint64(n))
 	if err != nil {
@@ -281,11 +302,7 @@ func (u *unpickler) stepValue(op byte) (bool, error) {
 		if op == 0x8b {
 			size = 4
 		}
-		n, err := u.uint(size)
-		if err != nil {
-			return true, err
-		}
-		b, err := u.take(n)
+		b, err := u.counted(size)
 		if err != nil {
 			return true, err
 		}
@@ -297,23 +314,13 @@ func (u *unpickler) stepValue(op byte) (bool, error) {
 		}
 		return true, u.push(math.Float64frombits(binary.BigEndian.Uint64(b)))
 	case 'X', 0x8c, 0x8d, 'U', 'T': // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, SHORT_BINSTRING, BINSTRING
-		size := map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8, 'U': 1, 'T': 4}[op]
-		n, err := u.uint(size)
-		if err != nil {
-			return true, err
-		}
-		b, err := u.take(n)
+		b, err := u.counted(countBytes(op))
 		if err != nil {
 			return true, err
 		}
 		return true, u.push(string(b))
 	case 'B', 'C', 0x8e: // BINBYTES, SHORT_BINBYTES, BINBYTES8
-		size := map[byte]int{'B': 4, 'C': 1, 0x8e: 8}[op]
-		n, err := u.uint(size)
-		if err != nil {
-			return true, err
-		}
-		b, err := u.take(n)
+		b, err := u.counted(countBytes(op))
 		if err != nil {
 			return true, err
 		}
