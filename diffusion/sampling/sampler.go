@@ -137,16 +137,16 @@ func Sample(ctx context.Context, name string, m Model, sigmas, noise, latent []f
 	maxDenoise := math.Abs(maxSigma-first) <= 1e-5*max(math.Abs(maxSigma), math.Abs(first)) || first > maxSigma
 	x := make([]float32, len(noise))
 	NoiseScaling(ms.Prediction(), sigmas[0], noise, latent, x, maxDenoise)
-	x, err = fn(ctx, m, x, sigmas, o)
+	// The sampler gets its own copy of the schedule: uni_pc rewrites the final sigma in
+	// place, as upstream does to the caller's tensor, and the closing inverse noise
+	// scaling below must see the rewritten value just as KSAMPLER.sample does.
+	sched := append([]float32(nil), sigmas...)
+	x, err = fn(ctx, m, x, sched, o)
 	if err != nil {
 		return nil, err
 	}
-	last := sigmas[len(sigmas)-1]
-	if (name == "uni_pc" || name == "uni_pc_bh2") && last == 0 {
-		last = uniPCFinalSigma
-	}
 	out := make([]float32, len(x))
-	InverseNoiseScaling(ms.Prediction(), last, x, out)
+	InverseNoiseScaling(ms.Prediction(), sched[len(sched)-1], x, out)
 	return out, nil
 }
 

@@ -206,12 +206,12 @@ func sampleUniPCBH2(ctx context.Context, m Model, x []float32, sigmas []float32,
 }
 
 // uniPCFinalSigma replaces a final sigma of 0. Upstream writes it into the caller's
-// sigma tensor (a view), so KSAMPLER's closing inverse noise scaling sees it too; Sample
-// does the same through this constant.
+// sigma tensor (a view), so KSAMPLER's closing inverse noise scaling sees it too; uniPC
+// likewise writes it into the schedule it is given (Sample passes a copy).
 const uniPCFinalSigma = 0.001
 
 func uniPC(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options, bh2 bool) ([]float32, error) {
-	ts := append([]float32(nil), sigmas...)
+	ts := sigmas
 	if ts[len(ts)-1] == 0 {
 		ts[len(ts)-1] = uniPCFinalSigma
 	}
