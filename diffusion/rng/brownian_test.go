@@ -60,19 +60,20 @@ func TestGoldenBrownian(t *testing.T) {
 				}
 				smax = max(smax, s)
 			}
+			tol := func(want float32) float64 { return c.Tolerance.Abs + c.Tolerance.Rel*math.Abs(float64(want)) }
 			tree, err := NewBrownianTree(smin, smax, len(floats(t, f, "out.W_root")), seed)
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareTol(t, "out.W_root", tree.root.w, floats(t, f, "out.W_root"), c.Tolerance.Abs, c.Tolerance.Rel)
+			compare(t, "out.W_root", tree.root.w, floats(t, f, "out.W_root"), tol)
 			q := floats(t, f, "in.queries")
 			wantW, wantN := floats(t, f, "out.W"), floats(t, f, "out.noise")
 			per := len(tree.root.w)
 			for k := 0; k < len(q)/2; k++ {
 				w := tree.Increment(q[2*k], q[2*k+1])
-				compareTol(t, "out.W", w, wantW[k*per:(k+1)*per], c.Tolerance.Abs, c.Tolerance.Rel)
+				compare(t, "out.W", w, wantW[k*per:(k+1)*per], tol)
 				n := tree.Noise(q[2*k], q[2*k+1])
-				compareTol(t, "out.noise", n, wantN[k*per:(k+1)*per], c.Tolerance.Abs, c.Tolerance.Rel)
+				compare(t, "out.noise", n, wantN[k*per:(k+1)*per], tol)
 			}
 		})
 	}
@@ -136,17 +137,4 @@ func ints(t *testing.T, f *safetensors.File, name string) []int64 {
 		out[i] = int64(binary.LittleEndian.Uint64(tn.Data[8*i:]))
 	}
 	return out
-}
-
-func compareTol(t *testing.T, name string, got, want []float32, abs, rel float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
-	}
-	for i := range got {
-		d := math.Abs(float64(got[i]) - float64(want[i]))
-		if d > abs+rel*math.Abs(float64(want[i])) || math.IsNaN(float64(got[i])) {
-			t.Fatalf("%s[%d] = %.9g, want %.9g", name, i, got[i], want[i])
-		}
-	}
 }
