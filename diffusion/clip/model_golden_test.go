@@ -1,9 +1,7 @@
 package clip
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -32,23 +30,12 @@ type clipCase struct {
 // pooled and projected, and ComfyUI's encode_from_tokens with prompt weights and clip
 // skip, within each case's tolerance.
 func TestGoldenCLIP(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "clip")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []clipCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("no cases")
-	}
+	dir, cases := testenv.GoldenCases[clipCase](t, "clip")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range m.Cases {
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {

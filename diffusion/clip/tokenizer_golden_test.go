@@ -2,7 +2,6 @@ package clip
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,23 +20,12 @@ type tokCase struct {
 
 func goldenTokenizer(t *testing.T) (string, *BPE, []tokCase) {
 	t.Helper()
-	dir := filepath.Join(testenv.GoldenDir(t), "tokenizer")
+	dir, cases := testenv.GoldenCases[tokCase](t, "tokenizer")
 	bpe, err := LoadBPE(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []tokCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("no cases")
-	}
-	return dir, bpe, m.Cases
+	return dir, bpe, cases
 }
 
 // TestGoldenTokenizer runs every case of golden/tokenizer: the plain BPE ids and

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -25,19 +24,8 @@ type brownianCase struct {
 }
 
 func TestGoldenBrownian(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "brownian")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []brownianCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("no cases")
-	}
-	for _, c := range m.Cases {
+	dir, cases := testenv.GoldenCases[brownianCase](t, "brownian")
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {

@@ -3,7 +3,6 @@ package rng
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,23 +21,6 @@ type goldenCase struct {
 	N         int                        `json:"n"`
 	NoiseInds []int                      `json:"noise_inds"`
 	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
-}
-
-func loadManifest(t *testing.T, family string) (string, []goldenCase) {
-	t.Helper()
-	dir := filepath.Join(testenv.GoldenDir(t), family)
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []goldenCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatalf("%s: manifest lists no cases", family)
-	}
-	return dir, m.Cases
 }
 
 // TestGoldenNoSIMD checks every case of golden/rng_nosimd, produced by torch's portable
@@ -66,7 +48,7 @@ func twoULPs(want float32) float64 {
 }
 
 func runGolden(t *testing.T, family string, normals limitFunc) {
-	dir, cases := loadManifest(t, family)
+	dir, cases := testenv.GoldenCases[goldenCase](t, family)
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))

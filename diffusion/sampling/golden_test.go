@@ -2,9 +2,7 @@ package sampling
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -49,19 +47,8 @@ func modelSamplingFor(t *testing.T, c schedCase) ModelSampling {
 var ksName = regexp.MustCompile(`^out\.ks\.([a-z_]+)\.s(\d+)(?:\.(d[0-9.]+|dpm_2))?$`)
 
 func TestGoldenSchedulers(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "schedulers")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []schedCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("no cases")
-	}
-	for _, c := range m.Cases {
+	dir, cases := testenv.GoldenCases[schedCase](t, "schedulers")
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,19 +43,8 @@ func (m toyModel) Denoise(_ context.Context, x []float32, sigma float32) ([]floa
 }
 
 func TestGoldenSamplers(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "samplers")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []samplerCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("no cases")
-	}
-	for _, c := range m.Cases {
+	dir, cases := testenv.GoldenCases[samplerCase](t, "samplers")
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			if _, err := LookupSampler(c.Sampler); err != nil {
 				t.Fatalf("sampler %s is not registered", c.Sampler)

@@ -2,7 +2,6 @@ package sd
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -35,22 +34,15 @@ type goldenCase struct {
 	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
 }
 
-func goldenManifest(t *testing.T, dir, name string) goldenCase {
+func goldenManifest(t *testing.T, family, name string) goldenCase {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct{ Cases []goldenCase }
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range m.Cases {
+	_, cases := testenv.GoldenCases[goldenCase](t, family)
+	for _, c := range cases {
 		if c.Case == name {
 			return c
 		}
 	}
-	t.Fatalf("%s: no case %s", dir, name)
+	t.Fatalf("%s: no case %s", family, name)
 	return goldenCase{}
 }
 
@@ -59,9 +51,9 @@ func goldenManifest(t *testing.T, dir, name string) goldenCase {
 // LoadCheckpoint's MODEL, CLIP and VAE reproduce ComfyUI's outputs of each fixture.
 func TestGoldenThroughLoader(t *testing.T) {
 	root := testenv.GoldenDir(t)
-	uc := goldenManifest(t, filepath.Join(root, "unet"), "sd15_tiny")
-	cc := goldenManifest(t, filepath.Join(root, "clip"), "clip_sd15_tiny")
-	vc := goldenManifest(t, filepath.Join(root, "vae"), "sd_vae_tiny")
+	uc := goldenManifest(t, "unet", "sd15_tiny")
+	cc := goldenManifest(t, "clip", "clip_sd15_tiny")
+	vc := goldenManifest(t, "vae", "sd_vae_tiny")
 	files := map[string]*safetensors.File{}
 	for _, p := range []struct{ fam, file string }{{"unet", uc.File}, {"clip", cc.File}, {"vae", vc.File}} {
 		f, err := safetensors.Open(filepath.Join(root, p.fam, p.file))

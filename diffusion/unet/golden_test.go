@@ -2,9 +2,7 @@ package unet
 
 import (
 	"context"
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,24 +36,13 @@ type unetCase struct {
 // TestGoldenUNet runs every case of golden/unet: the raw UNet output (single and
 // batched), BaseModel.apply_model's denoised output, and SDXL's ADM vector.
 func TestGoldenUNet(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "unet")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var man struct{ Cases []unetCase }
-	if err := json.Unmarshal(data, &man); err != nil {
-		t.Fatal(err)
-	}
-	if len(man.Cases) == 0 {
-		t.Fatal("no cases")
-	}
+	dir, cases := testenv.GoldenCases[unetCase](t, "unet")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, c := range man.Cases {
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {

@@ -1,9 +1,7 @@
 package vae
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -13,31 +11,21 @@ import (
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
+// vaeCase is the part of a golden/vae manifest entry the test reads.
+type vaeCase struct {
+	Case, File string
+	Tolerance  struct{ Abs, Rel float64 }
+}
+
 // TestGoldenVAE decodes and encodes with every case of golden/vae and compares the raw
 // decoder output, the ComfyUI-style image, the moments and the posterior mean.
 func TestGoldenVAE(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "vae")
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var man struct {
-		Cases []struct {
-			Case, File string
-			Tolerance  struct{ Abs, Rel float64 }
-		}
-	}
-	if err := json.Unmarshal(data, &man); err != nil {
-		t.Fatal(err)
-	}
-	if len(man.Cases) == 0 {
-		t.Fatal("no cases")
-	}
+	dir, cases := testenv.GoldenCases[vaeCase](t, "vae")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range man.Cases {
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			f, err := safetensors.Open(filepath.Join(dir, c.File))
 			if err != nil {

@@ -83,21 +83,8 @@ type upscaleCase struct {
 // TestGoldenUpscale checks every case of the golden "upscale" family (ComfyUI's
 // common_upscale outputs) element-wise within the case's {abs, rel} tolerance.
 func TestGoldenUpscale(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "upscale")
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var man struct {
-		Cases []upscaleCase `json:"cases"`
-	}
-	if err := json.Unmarshal(raw, &man); err != nil {
-		t.Fatal(err)
-	}
-	if len(man.Cases) == 0 {
-		t.Fatal("manifest lists no cases")
-	}
-	for _, tc := range man.Cases {
+	dir, cases := testenv.GoldenCases[upscaleCase](t, "upscale")
+	for _, tc := range cases {
 		t.Run(tc.Case, func(t *testing.T) {
 			ts, err := readSafetensors(filepath.Join(dir, tc.File))
 			if err != nil {

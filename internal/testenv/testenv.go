@@ -8,6 +8,7 @@
 package testenv
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,6 +53,28 @@ func GoldenDir(t testing.TB) string {
 func ReferenceDir(t testing.TB) string {
 	t.Helper()
 	return need(t, "FORGEFLOW_SHARED_DIR", filepath.Join(SharedDir(t), "reference"))
+}
+
+// GoldenCases reads the manifest.json of one golden family (a folder of GoldenDir) into
+// cases of the caller's type and returns the family's folder with them. A manifest that
+// cannot be read or parsed, or that lists no cases, fails the test.
+func GoldenCases[C any](t testing.TB, family string) (string, []C) {
+	t.Helper()
+	dir := filepath.Join(GoldenDir(t), family)
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	var m struct {
+		Cases []C `json:"cases"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("testenv: %s/manifest.json: %v", family, err)
+	}
+	if len(m.Cases) == 0 {
+		t.Fatalf("testenv: %s/manifest.json lists no cases", family)
+	}
+	return dir, m.Cases
 }
 
 func need(t testing.TB, env, def string) string {

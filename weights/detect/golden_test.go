@@ -2,7 +2,6 @@ package detect
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -17,26 +16,10 @@ type goldenCase struct {
 	Config json.RawMessage `json:"config"`
 }
 
-func goldenCases(t *testing.T, family string) (string, []goldenCase) {
-	t.Helper()
-	dir := filepath.Join(testenv.GoldenDir(t), family)
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Cases []goldenCase `json:"cases"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	return dir, m.Cases
-}
-
 // TestGoldenUNet checks the UNet configuration against what ComfyUI's
 // detect_unet_config derived from the same file (the manifest's config.detected).
 func TestGoldenUNet(t *testing.T) {
-	dir, cases := goldenCases(t, "unet")
+	dir, cases := testenv.GoldenCases[goldenCase](t, "unet")
 	n := 0
 	for _, c := range cases {
 		var cfg struct {
@@ -97,7 +80,7 @@ func TestGoldenUNet(t *testing.T) {
 }
 
 func TestGoldenFlux(t *testing.T) {
-	dir, cases := goldenCases(t, "flux")
+	dir, cases := testenv.GoldenCases[goldenCase](t, "flux")
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			var cfg struct {
@@ -145,7 +128,7 @@ func TestGoldenFlux(t *testing.T) {
 }
 
 func TestGoldenVAE(t *testing.T) {
-	dir, cases := goldenCases(t, "vae")
+	dir, cases := testenv.GoldenCases[goldenCase](t, "vae")
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			var cfg struct {
@@ -197,7 +180,7 @@ func TestGoldenTextEncoders(t *testing.T) {
 		IsGatedAct   bool `json:"is_gated_act"`
 	}
 	for _, fam := range []string{"clip", "t5"} {
-		dir, cases := goldenCases(t, fam)
+		dir, cases := testenv.GoldenCases[goldenCase](t, fam)
 		for _, c := range cases {
 			t.Run(c.Case, func(t *testing.T) {
 				var cfg struct {
@@ -237,7 +220,7 @@ func TestGoldenTextEncoders(t *testing.T) {
 }
 
 func TestGoldenLoRA(t *testing.T) {
-	dir, cases := goldenCases(t, "lora")
+	dir, cases := testenv.GoldenCases[goldenCase](t, "lora")
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			var cfg struct {

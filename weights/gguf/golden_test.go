@@ -43,24 +43,13 @@ type goldenCase struct {
 // float32-math values (dequant_dtype=float32, equal to gguf-py) within the case tolerance
 // (exact). The raw bytes are also checked against the sidecar's in.<t>.bytes.
 func TestGolden(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "gguf")
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Cases []goldenCase `json:"cases"`
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatal("manifest has no cases")
-	}
-	for _, c := range m.Cases {
+	dir, cases := testenv.GoldenCases[goldenCase](t, "gguf")
+	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
 			if c.Kind == "gguf" {
-				json.Unmarshal(c.RawTensors, &c.Tensors)
+				if err := json.Unmarshal(c.RawTensors, &c.Tensors); err != nil {
+					t.Fatalf("case %q: tensors: %v", c.Case, err)
+				}
 				goldenFile(t, dir, c)
 				return
 			}
