@@ -88,25 +88,5 @@ func (s *Server) getHistoryItem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) postHistory(w http.ResponseWriter, r *http.Request) {
-	var body clearDelete
-	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
-		return
-	}
-	if s.opts.Queue == nil {
-		s.writeError(w, http.StatusServiceUnavailable, errNoQueue.Error())
-		return
-	}
-	if truthy(body.Clear) {
-		if err := s.opts.Queue.ClearHistory(r.Context()); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot clear history", err.Error())
-			return
-		}
-	}
-	if len(body.Delete) > 0 {
-		if err := s.opts.Queue.DeleteHistory(r.Context(), body.ids()); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot delete history", err.Error())
-			return
-		}
-	}
-	w.WriteHeader(http.StatusOK)
+	s.clearOrDelete(w, r, "history", Queue.ClearHistory, Queue.DeleteHistory)
 }

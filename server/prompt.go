@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -194,6 +195,13 @@ func (cd clearDelete) ids() []string {
 }
 
 func (s *Server) postQueue(w http.ResponseWriter, r *http.Request) {
+	s.clearOrDelete(w, r, "queue", Queue.Clear, Queue.Delete)
+}
+
+// clearOrDelete serves POST /queue and POST /history, which take the same body:
+// {"clear": true} empties the list, {"delete": [ids]} drops those entries.
+func (s *Server) clearOrDelete(w http.ResponseWriter, r *http.Request, what string,
+	clearAll func(Queue, context.Context) error, del func(Queue, context.Context, []string) error) {
 	var body clearDelete
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
@@ -203,14 +211,14 @@ func (s *Server) postQueue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if truthy(body.Clear) {
-		if err := s.opts.Queue.Clear(r.Context()); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot clear queue", err.Error())
+		if err := clearAll(s.opts.Queue, r.Context()); err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot clear "+what, err.Error())
 			return
 		}
 	}
 	if len(body.Delete) > 0 {
-		if err := s.opts.Queue.Delete(r.Context(), body.ids()); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot delete from queue", err.Error())
+		if err := del(s.opts.Queue, r.Context(), body.ids()); err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot delete from "+what, err.Error())
 			return
 		}
 	}
