@@ -156,7 +156,7 @@ func (e *Engine) QueueRemaining(ctx context.Context) (int, error) {
 	if err := e.needQueue(); err != nil {
 		return 0, err
 	}
-	return e.queue.Pending(ctx)
+	return e.queue.Remaining(ctx)
 }
 
 // StatusEvent returns the current "status" event data, for the server's greeting to a
@@ -305,7 +305,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, entry); err != nil {
 			// Do not leave the prompt "running": record it without its results.
 			e.log.Error("record history", "prompt_id", job.ID, "err", err)
-			if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, storeFailedEntry(job, err, e.now())); err != nil {
+			if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, ErrorEntry(job, "HistoryError", "the history entry could not be stored: "+err.Error(), e.now())); err != nil {
 				e.log.Error("record history without results", "prompt_id", job.ID, "err", err)
 			}
 		}
@@ -335,26 +335,4 @@ func NewPromptID() string {
 	b[6] = b[6]&0x0f | 0x40 // version 4
 	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// storeFailedEntry is the history entry of a prompt whose real entry could not be
-// stored: an error naming the cause, without outputs.
-func storeFailedEntry(job *Job, cause error, now time.Time) *HistoryEntry {
-	j := *job
-	j.Sensitive = nil
-	return &HistoryEntry{
-		Prompt:  j,
-		Outputs: map[string]map[string]any{},
-		Status: Status{StatusStr: StatusError, Messages: []Message{{
-			Event: EventExecutionError,
-			Data: ExecutionErrorData{
-				PromptID: job.ID, Executed: []string{},
-				ExceptionMessage: "the history entry could not be stored: " + cause.Error(),
-				ExceptionType:    "HistoryError",
-				Traceback:        []string{}, CurrentInputs: map[string][]any{}, CurrentOutputs: []string{},
-				Timestamp: now.UnixMilli(),
-			},
-		}}},
-		Meta: map[string]NodeMeta{},
-	}
 }

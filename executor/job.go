@@ -3,6 +3,7 @@ package executor
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/forgeflow/forgeflow/graph"
 )
@@ -107,6 +108,30 @@ type HistoryEntry struct {
 	Outputs map[string]map[string]any `json:"outputs"`
 	Status  Status                    `json:"status"`
 	Meta    map[string]NodeMeta       `json:"meta"`
+}
+
+// ErrorEntry is the history entry of a prompt that ended for a reason outside its
+// nodes: no outputs, status error, and one execution_error message with exceptionType
+// and message (the engine's "HistoryError" when its real entry could not be stored, a
+// queue's ExceptionProcessStopped when it retires a prompt). Sensitive data is left out.
+func ErrorEntry(job *Job, exceptionType, message string, now time.Time) *HistoryEntry {
+	j := *job
+	j.Sensitive = nil
+	return &HistoryEntry{
+		Prompt:  j,
+		Outputs: map[string]map[string]any{},
+		Status: Status{StatusStr: StatusError, Messages: []Message{{
+			Event: EventExecutionError,
+			Data: ExecutionErrorData{
+				PromptID: job.ID, Executed: []string{},
+				ExceptionMessage: message,
+				ExceptionType:    exceptionType,
+				Traceback:        []string{}, CurrentInputs: map[string][]any{}, CurrentOutputs: []string{},
+				Timestamp: now.UnixMilli(),
+			},
+		}}},
+		Meta: map[string]NodeMeta{},
+	}
 }
 
 // Status is a history entry's "status" object.

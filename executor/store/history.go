@@ -79,13 +79,13 @@ func (s *Store) PutHistory(ctx context.Context, entry *executor.HistoryEntry) er
 	if entry == nil {
 		return fmt.Errorf("store: history: nil entry")
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return s.putHistory(tx, entry) })
+	return s.update(ctx, func(tx *bolt.Tx) error { return s.putHistory(tx, entry) })
 }
 
 // GetHistory implements executor.History.
 func (s *Store) GetHistory(ctx context.Context, id string) (*executor.HistoryEntry, error) {
 	var out *executor.HistoryEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		k := tx.Bucket(bucketHistoryIDs).Get([]byte(id))
 		if k == nil {
 			return fmt.Errorf("store: history %q: %w", id, executor.ErrNotFound)
@@ -103,7 +103,7 @@ func (s *Store) GetHistory(ctx context.Context, id string) (*executor.HistoryEnt
 // ListHistory implements executor.History with ComfyUI's paging.
 func (s *Store) ListHistory(ctx context.Context, maxItems, offset int) ([]*executor.HistoryEntry, error) {
 	out := []*executor.HistoryEntry{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		if offset < 0 && maxItems >= 0 {
 			offset = int(getUint(tx.Bucket(bucketMeta), keyHistoryN)) - maxItems
@@ -133,7 +133,7 @@ func (s *Store) ListHistory(ctx context.Context, maxItems, offset int) ([]*execu
 
 // DeleteHistory implements executor.History.
 func (s *Store) DeleteHistory(ctx context.Context, ids ...string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		for _, id := range ids {
 			k := tx.Bucket(bucketHistoryIDs).Get([]byte(id))
@@ -156,7 +156,7 @@ func (s *Store) DeleteHistory(ctx context.Context, ids ...string) error {
 
 // ClearHistory implements executor.History.
 func (s *Store) ClearHistory(ctx context.Context) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketHistory, bucketHistoryIDs} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err

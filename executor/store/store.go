@@ -34,22 +34,14 @@ var (
 	keyHistoryN = []byte("history_n") // number of history entries
 )
 
-// DefaultMaxHistory is ComfyUI's MAXIMUM_HISTORY_SIZE: older entries are dropped.
-const DefaultMaxHistory = 10000
-
-// DefaultMaxAttempts is how many times a prompt may be leased before a crash during
-// its run is taken as its fault: see Options.MaxAttempts.
-const DefaultMaxAttempts = 2
-
 // Options configures Open. The zero value works.
 type Options struct {
-	// MaxHistory bounds the history; 0 means DefaultMaxHistory.
+	// MaxHistory bounds the history; 0 means executor.DefaultMaxHistory.
 	MaxHistory int
 	// MaxAttempts: a prompt found running at Open (the process died during its run)
-	// goes back to the front of the queue, keeping its number, unless it was already
-	// leased MaxAttempts times: then it is recorded in the history as an error, so a
-	// prompt that crashes the process cannot crash it forever. 0 means
-	// DefaultMaxAttempts.
+	// goes back to its slot in the queue, unless it was already leased MaxAttempts
+	// times: then it is retired to the history as an error (see executor.Queue). 0
+	// means executor.DefaultMaxAttempts.
 	MaxAttempts int
 	// Timeout is how long Open waits for the file lock (another process holding the
 	// file); 0 means one second.
@@ -57,7 +49,8 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-// Store is a bbolt-backed executor.Queue. It is safe for concurrent use.
+// Store is the bbolt implementation of executor.Queue, whose contract it follows. It is
+// safe for concurrent use.
 type Store struct {
 	db         *bolt.DB
 	maxHistory int
@@ -81,10 +74,10 @@ type record struct {
 // running when the process last stopped, as Options.MaxAttempts describes.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxHistory <= 0 {
-		opts.MaxHistory = DefaultMaxHistory
+		opts.MaxHistory = executor.DefaultMaxHistory
 	}
 	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = DefaultMaxAttempts
+		opts.MaxAttempts = executor.DefaultMaxAttempts
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
@@ -157,37 +150,42 @@ func (s *Store) recover(tx *bolt.Tx, maxAttempts int) error {
 // died, MaxAttempts times.
 func crashedEntry(rec *record) *executor.HistoryEntry {
 	msg := fmt.Sprintf("the process stopped while this prompt was running (%d attempts)", rec.Attempts)
-	return &executor.HistoryEntry{
-		Prompt:  rec.Item,
-		Outputs: map[string]map[string]any{},
-		Status: executor.Status{
-			StatusStr: executor.StatusError,
-			Completed: false,
-			Messages: []executor.Message{{
-				Event: executor.EventExecutionError,
-				Data: executor.ExecutionErrorData{
-					PromptID:         rec.Item.ID,
-					Executed:         []string{},
-					ExceptionMessage: msg,
-					ExceptionType:    "ProcessStopped",
-					Traceback:        []string{},
-					CurrentInputs:    map[string][]any{},
-					CurrentOutputs:   []string{},
-					Timestamp:        time.Now().UnixMilli(),
-				},
-			}},
-		},
-		Meta: map[string]executor.NodeMeta{},
-	}
+	return executor.ErrorEntry(&rec.Item, executor.ExceptionProcessStopped, msg, time.Now())
 }
 
-// Close closes the file; a blocked Lease returns executor.ErrClosed.
+// Close closes the file. Jobs leased and not acked or failed stay running in the file,
+// so the next Open treats them as interrupted by a crash. A blocked Lease returns
+// executor.ErrClosed.
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.closed)
 		err = s.db.Close()
 	})
+	return err
+}
+
+// update runs fn in a read-write transaction, fsynced before it returns.
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return closedErr(s.db.Update(fn))
+}
+
+// view runs fn in a read-only transaction.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return closedErr(s.db.View(fn))
+}
+
+// closedErr reports bbolt's closed-database error as executor.ErrClosed.
+func closedErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("store: %w", executor.ErrClosed)
+	}
 	return err
 }
 
@@ -200,9 +198,6 @@ func (s *Store) notify() {
 
 // Push implements executor.Queue.
 func (s *Store) Push(ctx context.Context, job *executor.Job, opts executor.PushOptions) (float64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	if job == nil || job.ID == "" {
 		return 0, errors.New("store: push: empty prompt id")
 	}
@@ -210,7 +205,7 @@ func (s *Store) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 		return 0, fmt.Errorf("store: push %q: number is not finite", job.ID)
 	}
 	var number float64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		id := []byte(job.ID)
 		if tx.Bucket(bucketPendingIDs).Get(id) != nil || tx.Bucket(bucketRunning).Get(id) != nil {
 			return fmt.Errorf("store: push %q: %w", job.ID, executor.ErrDuplicate)
@@ -224,7 +219,7 @@ func (s *Store) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 			n := getUint(meta, keyCounter)
 			// ComfyUI's post_prompt: number = server.number, negated for front.
 			number = float64(int64(n))
-			if opts.Front {
+			if opts.Front && n != 0 {
 				number = -number
 			}
 			if err := putUint(meta, keyCounter, n+1); err != nil {
@@ -256,7 +251,7 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 		wake := s.wake
 		s.mu.Unlock()
 		var job *executor.Job
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(ctx, func(tx *bolt.Tx) error {
 			k, v := tx.Bucket(bucketPending).Cursor().First()
 			if k == nil {
 				return nil
@@ -283,9 +278,6 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 			return nil
 		})
 		if err != nil {
-			if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-				return nil, executor.ErrClosed
-			}
 			return nil, err
 		}
 		if job != nil {
@@ -303,13 +295,13 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 
 // Ack implements executor.Queue.
 func (s *Store) Ack(ctx context.Context, id string, entry *executor.HistoryEntry) error {
-	if entry == nil {
-		return fmt.Errorf("store: ack %q: nil history entry", id)
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
 		run := tx.Bucket(bucketRunning)
 		if run.Get([]byte(id)) == nil {
 			return fmt.Errorf("store: ack %q: %w", id, executor.ErrNotLeased)
+		}
+		if entry == nil || entry.Prompt.ID != id {
+			return fmt.Errorf("store: ack %q: the history entry is not that prompt's", id)
 		}
 		if err := run.Delete([]byte(id)); err != nil {
 			return err
@@ -320,7 +312,7 @@ func (s *Store) Ack(ctx context.Context, id string, entry *executor.HistoryEntry
 
 // Fail implements executor.Queue.
 func (s *Store) Fail(ctx context.Context, id string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		run := tx.Bucket(bucketRunning)
 		v := run.Get([]byte(id))
 		if v == nil {
@@ -346,7 +338,7 @@ func (s *Store) Fail(ctx context.Context, id string) error {
 // Delete implements executor.Queue.
 func (s *Store) Delete(ctx context.Context, ids ...string) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		n = 0
 		for _, id := range ids {
 			k := tx.Bucket(bucketPendingIDs).Get([]byte(id))
@@ -368,7 +360,7 @@ func (s *Store) Delete(ctx context.Context, ids ...string) (int, error) {
 
 // Clear implements executor.Queue.
 func (s *Store) Clear(ctx context.Context) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(ctx, func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketPending, bucketPendingIDs} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
@@ -383,7 +375,7 @@ func (s *Store) Clear(ctx context.Context) error {
 
 // List implements executor.Queue.
 func (s *Store) List(ctx context.Context) (running, pending []*executor.Job, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(ctx, func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketRunning).ForEach(func(k, v []byte) error {
 			rec, err := decodeRecord(v)
 			if err != nil {
@@ -406,10 +398,10 @@ func (s *Store) List(ctx context.Context) (running, pending []*executor.Job, err
 	return running, pending, err
 }
 
-// Pending implements executor.Queue.
-func (s *Store) Pending(ctx context.Context) (int, error) {
+// Remaining implements executor.Queue.
+func (s *Store) Remaining(ctx context.Context) (int, error) {
 	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketPendingIDs).Stats().KeyN + tx.Bucket(bucketRunning).Stats().KeyN
 		return nil
 	})
