@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
@@ -123,127 +124,72 @@ func (e *Engine) Subscribe() *Subscription { return e.hub.subscribe() }
 
 func (e *Engine) publish(ev Event) { e.hub.publish(ev) }
 
-func (e *Engine) needQueue() error {
-	if e.queue == nil {
-		return errors.New("executor: no queue configured")
-	}
-	return nil
+// Queue returns the queue the engine runs from (Options.Queue), or nil.
+func (e *Engine) Queue() Queue { return e.queue }
+
+// sensitiveExtraData are the extra_data keys ComfyUI keeps out of /queue and /history
+// (execution.py SENSITIVE_EXTRA_DATA_KEYS): Submit moves them to Job.Sensitive.
+var sensitiveExtraData = []string{"auth_token_comfy_org", "api_key_comfy_org"}
+
+// Submitted is what Submit reports about a queued prompt.
+type Submitted struct {
+	Number float64
+	// NodeErrors are the errors of output nodes that failed validation while others
+	// remain (ComfyUI answers them with its 200); empty when every output validated.
+	NodeErrors map[string]*graph.NodeErrors
 }
 
-// Submit queues job (see Queue.Push) and broadcasts the new queue status. When it
-// returns nil the job is stored durably. An empty job.ID is set to a new random UUID,
-// as ComfyUI does when the client gives no prompt_id.
-func (e *Engine) Submit(ctx context.Context, job *Job, opts PushOptions) (float64, error) {
-	if err := e.needQueue(); err != nil {
-		return 0, err
+// Submit validates job.Prompt (Validate, restricted to job.Outputs when set: ComfyUI's
+// partial_execution_targets), sets job.Outputs to the outputs that validated, moves
+// the extra_data keys ComfyUI keeps out of listings (auth_token_comfy_org,
+// api_key_comfy_org) from job.ExtraData to job.Sensitive, queues the job (see
+// Queue.Push) and broadcasts the new queue status. An empty job.ID is set to a new
+// random UUID, as ComfyUI does when the client gives no prompt_id.
+//
+// A prompt that fails validation is a *Rejection; an id already pending or running
+// is ErrDuplicate. When Submit returns nil the job is stored durably.
+func (e *Engine) Submit(ctx context.Context, job *Job, opts PushOptions) (Submitted, error) {
+	if e.queue == nil {
+		return Submitted{}, errors.New("executor: submit: no queue configured")
 	}
 	if job == nil {
-		return 0, errors.New("executor: submit: nil job")
+		return Submitted{}, errors.New("executor: submit: nil job")
+	}
+	outputs, nodeErrors, err := Validate(e.reg, e.dirs, job.Prompt, job.Outputs)
+	if err != nil {
+		return Submitted{}, err
+	}
+	job.Outputs = outputs
+	for _, k := range sensitiveExtraData {
+		v, ok := job.ExtraData[k]
+		if !ok {
+			continue
+		}
+		if job.Sensitive == nil {
+			job.Sensitive = map[string]any{}
+		}
+		job.Sensitive[k] = v
+		delete(job.ExtraData, k)
 	}
 	if job.ID == "" {
 		job.ID = NewPromptID()
 	}
 	n, err := e.queue.Push(ctx, job, opts)
 	if err != nil {
-		return 0, err
+		return Submitted{}, err
 	}
 	e.publishStatus(ctx)
-	return n, nil
+	return Submitted{Number: n, NodeErrors: nodeErrors}, nil
 }
 
-// QueueRemaining returns the number of prompts pending or running.
-func (e *Engine) QueueRemaining(ctx context.Context) (int, error) {
-	if err := e.needQueue(); err != nil {
-		return 0, err
-	}
-	return e.queue.Remaining(ctx)
-}
-
-// StatusEvent returns the current "status" event data, for the server's greeting to a
-// new websocket client.
-func (e *Engine) StatusEvent(ctx context.Context) (StatusData, error) {
-	n, err := e.QueueRemaining(ctx)
-	return StatusData{Status: StatusInfo{ExecInfo: ExecInfo{QueueRemaining: n}}}, err
-}
-
+// publishStatus broadcasts the queue's status (ComfyUI's queue_updated).
 func (e *Engine) publishStatus(ctx context.Context) {
-	if e.queue == nil {
-		return
-	}
-	st, err := e.StatusEvent(context.WithoutCancel(ctx))
+	n, err := e.queue.Remaining(context.WithoutCancel(ctx))
 	if err != nil {
 		e.log.Warn("queue status", "err", err)
 		return
 	}
-	e.publish(Event{Type: EventStatus, Broadcast: true, Data: st})
-}
-
-// ListQueue returns the running and pending jobs (GET /queue).
-func (e *Engine) ListQueue(ctx context.Context) (running, pending []*Job, err error) {
-	if err := e.needQueue(); err != nil {
-		return nil, nil, err
-	}
-	return e.queue.List(ctx)
-}
-
-// DeleteQueued removes pending jobs by id (POST /queue {"delete": [...]}) and
-// broadcasts the new status. A running prompt is not affected.
-func (e *Engine) DeleteQueued(ctx context.Context, ids ...string) (int, error) {
-	if err := e.needQueue(); err != nil {
-		return 0, err
-	}
-	n, err := e.queue.Delete(ctx, ids...)
-	if err == nil {
-		e.publishStatus(ctx)
-	}
-	return n, err
-}
-
-// ClearQueue removes every pending job (POST /queue {"clear": true}) and broadcasts
-// the new status. A running prompt is not affected.
-func (e *Engine) ClearQueue(ctx context.Context) error {
-	if err := e.needQueue(); err != nil {
-		return err
-	}
-	err := e.queue.Clear(ctx)
-	if err == nil {
-		e.publishStatus(ctx)
-	}
-	return err
-}
-
-// History returns finished prompts oldest first with ComfyUI's paging (GET /history
-// ?max_items=&offset=; see History.ListHistory). The server writes them as a JSON
-// object keyed by prompt id, in this order.
-func (e *Engine) History(ctx context.Context, maxItems, offset int) ([]*HistoryEntry, error) {
-	if err := e.needQueue(); err != nil {
-		return nil, err
-	}
-	return e.queue.ListHistory(ctx, maxItems, offset)
-}
-
-// HistoryItem returns one finished prompt (GET /history/{prompt_id}), or ErrNotFound.
-func (e *Engine) HistoryItem(ctx context.Context, id string) (*HistoryEntry, error) {
-	if err := e.needQueue(); err != nil {
-		return nil, err
-	}
-	return e.queue.GetHistory(ctx, id)
-}
-
-// DeleteHistory removes history entries (POST /history {"delete": [...]}).
-func (e *Engine) DeleteHistory(ctx context.Context, ids ...string) error {
-	if err := e.needQueue(); err != nil {
-		return err
-	}
-	return e.queue.DeleteHistory(ctx, ids...)
-}
-
-// ClearHistory removes every history entry (POST /history {"clear": true}).
-func (e *Engine) ClearHistory(ctx context.Context) error {
-	if err := e.needQueue(); err != nil {
-		return err
-	}
-	return e.queue.ClearHistory(ctx)
+	e.publish(Event{Type: EventStatus, Broadcast: true, Data: StatusData{Status: StatusInfo{ExecInfo: ExecInfo{QueueRemaining: n}}}})
 }
 
 // Interrupt cancels the running prompt (POST /interrupt). With promptID empty it
@@ -280,8 +226,8 @@ func (e *Engine) FreeMemory() { e.cache.clear() }
 // back to the queue (Queue.Fail), so it runs again after a restart. Run returns nil
 // when ctx ends, or the queue's error.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.needQueue(); err != nil {
-		return err
+	if e.queue == nil {
+		return errors.New("executor: run: no queue configured")
 	}
 	if !e.worker.CompareAndSwap(false, true) {
 		return errors.New("executor: run: a worker is already running")

@@ -300,7 +300,7 @@ func waitHistory(t *testing.T, e *executor.Engine, id string) *executor.HistoryE
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		h, err := e.HistoryItem(context.Background(), id)
+		h, err := e.Queue().GetHistory(context.Background(), id)
 		if err == nil {
 			return h
 		}
@@ -525,7 +525,7 @@ func TestRestartKeepsQueueAndHistory(t *testing.T) {
 	if _, err := e.Submit(context.Background(), &executor.Job{ID: "c", Prompt: chain(3)}, executor.PushOptions{Front: true}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := e.DeleteQueued(context.Background(), "b"); err != nil || n != 1 {
+	if n, err := e.Queue().Delete(context.Background(), "b"); err != nil || n != 1 {
 		t.Fatalf("delete: %d %v", n, err)
 	}
 	st.Close() // no worker ran: everything is pending
@@ -536,7 +536,7 @@ func TestRestartKeepsQueueAndHistory(t *testing.T) {
 	if ha.Status.StatusStr != executor.StatusSuccess || hc.Status.StatusStr != executor.StatusSuccess {
 		t.Fatalf("statuses %v %v", ha.Status, hc.Status)
 	}
-	hist, err := e2.History(context.Background(), -1, -1)
+	hist, err := e2.Queue().ListHistory(context.Background(), -1, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func TestRestartKeepsQueueAndHistory(t *testing.T) {
 	if !slices.Equal(order, []string{"c", "a"}) {
 		t.Errorf("history order %v, want front prompt c first", order)
 	}
-	if _, err := e2.HistoryItem(context.Background(), "b"); !errors.Is(err, executor.ErrNotFound) {
+	if _, err := e2.Queue().GetHistory(context.Background(), "b"); !errors.Is(err, executor.ErrNotFound) {
 		t.Errorf("deleted prompt ran: %v", err)
 	}
 }
@@ -718,7 +718,7 @@ func TestUnencodableUIIsANodeError(t *testing.T) {
 	if !strings.Contains(d["exception_message"].(string), "not valid JSON") {
 		t.Errorf("message %v", d["exception_message"])
 	}
-	if running, _, _ := e.ListQueue(ctx); len(running) != 0 {
+	if running, _, _ := e.Queue().List(ctx); len(running) != 0 {
 		t.Errorf("prompt still running: %v", running)
 	}
 }
@@ -757,7 +757,7 @@ func TestFailedHistoryWriteDoesNotLeavePromptRunning(t *testing.T) {
 	if !strings.Contains(d["exception_message"].(string), "disk full") {
 		t.Errorf("message %v", d["exception_message"])
 	}
-	if running, _, _ := e.ListQueue(ctx); len(running) != 0 {
+	if running, _, _ := e.Queue().List(ctx); len(running) != 0 {
 		t.Errorf("prompt still running: %v", running)
 	}
 }

@@ -69,7 +69,7 @@ func Example() {
 		}
 	}
 	// The history is written before the final "executing" (node null) is sent.
-	entry, err := engine.HistoryItem(ctx, "example")
+	entry, err := queue.GetHistory(ctx, "example")
 	if err != nil {
 		log.Fatal(err)
 	}

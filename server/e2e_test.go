@@ -35,7 +35,7 @@ func engineServer(t *testing.T, extra ...nodes.Node) (*testServer, *executor.Eng
 	if err := builtin.Register(reg, builtin.Options{Dirs: ndirs}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(ts.base, "queue.db"), store.Options{})
+	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,11 +46,11 @@ func engineServer(t *testing.T, extra ...nodes.Node) (*testServer, *executor.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 2)
 	go func() { eng.Run(ctx); done <- struct{}{} }()
-	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Queue: &EngineQueue{Engine: eng, Validate: GraphValidator(reg, ndirs)}})
+	s, err := New(Options{Dirs: ts.dirs, Nodes: reg, Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.Forward(ctx, eng); done <- struct{}{} }()
+	go func() { s.Forward(ctx); done <- struct{}{} }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -58,7 +58,7 @@ func engineServer(t *testing.T, extra ...nodes.Node) (*testServer, *executor.Eng
 		s.Close()
 		st.Close()
 	})
-	ts.Server = s
+	ts.Server, ts.engine, ts.queue = s, eng, st
 	return ts, eng
 }
 
@@ -171,7 +171,7 @@ func TestEndToEndWebsocket(t *testing.T) {
 	}
 }
 
-func TestEngineQueueRejects(t *testing.T) {
+func TestEngineRejects(t *testing.T) {
 	ts, _ := engineServer(t)
 	for _, tc := range []struct {
 		name, body, typ string

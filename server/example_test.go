@@ -13,7 +13,7 @@ import (
 )
 
 // A server over the built-in nodes, without a queue: enough for /object_info, /view and
-// uploads. cmd/forgeflow adds the executor (server.EngineQueue) and forwards its events
+// uploads. cmd/forgeflow adds the executor (Options.Engine) and forwards its events
 // with Server.Forward.
 func Example() {
 	base, _ := os.MkdirTemp("", "forgeflow-example")

@@ -12,85 +12,65 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/executor/store"
 	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
 )
 
-// fakeQueue records what the routes asked of it.
-type fakeQueue struct {
-	mu          sync.Mutex
-	submitted   []PromptRequest
-	reject      *Rejection
-	submitErr   error
-	number      float64
-	running     []json.RawMessage
-	pending     []json.RawMessage
-	history     []HistoryEntry
-	cleared     bool
-	deleted     []string
-	interrupted []string
-	histCleared bool
-	histDeleted []string
-	histArgs    [2]int
-	freed       int
+// sinkNode is the output node of the route tests' prompts: it takes two INT widgets
+// and does nothing, so a prompt of it validates and can be queued.
+type sinkNode struct{}
+
+func (sinkNode) Schema() *graph.Schema {
+	return &graph.Schema{Name: "Sink", OutputNode: true, Inputs: []graph.Input{
+		{Name: "width", Type: graph.TypeInt}, {Name: "seed", Type: graph.TypeInt}}}
 }
 
-func (q *fakeQueue) Submit(ctx context.Context, req PromptRequest) (Submitted, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.reject != nil {
-		return Submitted{}, q.reject
-	}
-	if q.submitErr != nil {
-		return Submitted{}, q.submitErr
-	}
-	q.submitted = append(q.submitted, req)
-	n := q.number
-	if req.Number != nil {
-		n = *req.Number
-	} else if req.Front {
-		n = -n
-	}
-	q.number++
-	return Submitted{Number: n}, nil
+func (sinkNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	return nodes.Result{}, nil
 }
 
-func (q *fakeQueue) Items(ctx context.Context) ([]json.RawMessage, []json.RawMessage, error) {
-	return q.running, q.pending, nil
-}
-func (q *fakeQueue) Remaining() int { return len(q.running) + len(q.pending) }
-func (q *fakeQueue) Clear(ctx context.Context) error {
-	q.cleared = true
-	return nil
-}
-func (q *fakeQueue) Delete(ctx context.Context, ids []string) error {
-	q.deleted = append(q.deleted, ids...)
-	return nil
-}
-func (q *fakeQueue) Interrupt(id string) { q.interrupted = append(q.interrupted, id) }
-func (q *fakeQueue) History(ctx context.Context, maxItems, offset int) ([]HistoryEntry, error) {
-	q.histArgs = [2]int{maxItems, offset}
-	return q.history, nil
-}
-func (q *fakeQueue) HistoryItem(ctx context.Context, id string) (HistoryEntry, bool, error) {
-	for _, e := range q.history {
-		if e.PromptID == id {
-			return e, true, nil
+// sinkPrompt is a valid prompt of one Sink with a seed that needs all 64 bits.
+const sinkPrompt = `{"1": {"class_type": "Sink", "inputs": {"width": 8, "seed": 18446744073709551615}}}`
+
+// newTestEngine builds an engine over a bbolt store in dir and a registry holding
+// sinkNode and extra. wrap, when set, wraps the store the engine is given (to inject
+// failures). The worker is not started: prompts stay pending unless the test runs it.
+func newTestEngine(t testing.TB, dir string, wrap func(executor.Queue) executor.Queue, extra ...nodes.Node) *executor.Engine {
+	t.Helper()
+	reg := nodes.NewRegistry()
+	for _, n := range append([]nodes.Node{sinkNode{}}, extra...) {
+		if err := reg.Register(n); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return HistoryEntry{}, false, nil
+	st, err := store.Open(filepath.Join(dir, "queue.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var q executor.Queue = st
+	if wrap != nil {
+		q = wrap(st)
+	}
+	eng, err := executor.New(executor.Options{Registry: reg, Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
 }
-func (q *fakeQueue) ClearHistory(ctx context.Context) error {
-	q.histCleared = true
-	return nil
+
+// runWorker runs eng's worker until the test ends.
+func runWorker(t testing.TB, eng *executor.Engine) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { eng.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
-func (q *fakeQueue) DeleteHistory(ctx context.Context, ids []string) error {
-	q.histDeleted = append(q.histDeleted, ids...)
-	return nil
-}
-func (q *fakeQueue) FreeMemory() { q.freed++ }
 
 // fakeSchemas serves two schemas for /object_info.
 type fakeSchemas map[string]*graph.Schema
@@ -109,12 +89,14 @@ func (f fakeSchemas) Schema(c string) (*graph.Schema, bool) {
 
 type testServer struct {
 	*Server
-	dirs  Dirs
-	queue *fakeQueue
-	base  string
+	dirs   Dirs
+	engine *executor.Engine
+	queue  executor.Queue // the engine's store, for setting up and checking state
+	base   string
 }
 
-// newTestServer builds a server over fresh folders. opt may adjust the options.
+// newTestServer builds a server over fresh folders and an engine (newTestEngine) whose
+// worker does not run. opt may adjust the options.
 func newTestServer(t testing.TB, opt func(*Options)) *testServer {
 	t.Helper()
 	base := t.TempDir()
@@ -124,8 +106,8 @@ func newTestServer(t testing.TB, opt func(*Options)) *testServer {
 		Temp:   filepath.Join(base, "temp"),
 		User:   filepath.Join(base, "user"),
 	}
-	q := &fakeQueue{}
-	opts := Options{Dirs: dirs, Queue: q, Version: "0.3.64"}
+	eng := newTestEngine(t, base, nil)
+	opts := Options{Dirs: dirs, Engine: eng, Version: "0.3.64"}
 	if opt != nil {
 		opt(&opts)
 	}
@@ -134,7 +116,21 @@ func newTestServer(t testing.TB, opt func(*Options)) *testServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return &testServer{Server: s, dirs: dirs, queue: q, base: base}
+	ts := &testServer{Server: s, dirs: dirs, base: base}
+	if opts.Engine != nil {
+		ts.engine, ts.queue = opts.Engine, opts.Engine.Queue()
+	}
+	return ts
+}
+
+// pending returns the ids of the pending jobs, in queue order.
+func (ts *testServer) pending(t testing.TB) []*executor.Job {
+	t.Helper()
+	_, p, err := ts.queue.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // do runs one request through the handler.

@@ -3,8 +3,11 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/forgeflow/forgeflow/executor"
 )
 
 func (s *Server) historyRoutes() {
@@ -15,23 +18,24 @@ func (s *Server) historyRoutes() {
 
 // writeHistory writes entries as one JSON object keyed by prompt id, in the entries'
 // order (ComfyUI's history dict keeps insertion order; a Go map would sort the keys).
-func (s *Server) writeHistory(w http.ResponseWriter, entries []HistoryEntry) {
+func (s *Server) writeHistory(w http.ResponseWriter, entries []*executor.HistoryEntry) {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	for i, e := range entries {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(e.PromptID)
+		k, _ := json.Marshal(e.Prompt.ID)
 		b.Write(k)
 		b.WriteByte(':')
-		b.Write(rawOr(e.Data, "null"))
+		v, err := json.Marshal(e)
+		if err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot encode history entry", err.Error())
+			return
+		}
+		b.Write(v)
 	}
 	b.WriteByte('}')
-	if !json.Valid(b.Bytes()) {
-		s.writeError(w, http.StatusInternalServerError, "history entry is not valid JSON")
-		return
-	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_, _ = w.Write(b.Bytes())
 }
@@ -57,11 +61,11 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "offset must be an integer")
 		return
 	}
-	if s.opts.Queue == nil {
+	if s.queue == nil {
 		s.writeHistory(w, nil)
 		return
 	}
-	entries, err := s.opts.Queue.History(r.Context(), maxItems, offset)
+	entries, err := s.queue.ListHistory(r.Context(), maxItems, offset)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot read history", err.Error())
 		return
@@ -70,23 +74,23 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getHistoryItem(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Queue == nil {
+	if s.queue == nil {
 		s.writeHistory(w, nil)
 		return
 	}
-	e, ok, err := s.opts.Queue.HistoryItem(r.Context(), r.PathValue("prompt_id"))
-	if err != nil {
-		s.writeError(w, http.StatusInternalServerError, "cannot read history", err.Error())
-		return
-	}
-	if !ok {
+	e, err := s.queue.GetHistory(r.Context(), r.PathValue("prompt_id"))
+	if errors.Is(err, executor.ErrNotFound) {
 		// ComfyUI answers an unknown id with an empty object, not 404.
 		s.writeHistory(w, nil)
 		return
 	}
-	s.writeHistory(w, []HistoryEntry{e})
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot read history", err.Error())
+		return
+	}
+	s.writeHistory(w, []*executor.HistoryEntry{e})
 }
 
 func (s *Server) postHistory(w http.ResponseWriter, r *http.Request) {
-	s.clearOrDelete(w, r, "history", Queue.ClearHistory, Queue.DeleteHistory)
+	s.clearOrDelete(w, r, "history", executor.Queue.ClearHistory, executor.Queue.DeleteHistory)
 }

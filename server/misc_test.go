@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,10 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 
+	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/memory"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
@@ -152,12 +156,29 @@ func TestSystemStatsAndFree(t *testing.T) {
 	if rec := ts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true, "free_memory": true}`)); rec.Code != 200 {
 		t.Fatalf("free: %d", rec.Code)
 	}
-	if ts.queue.freed != 1 {
-		t.Fatalf("free_memory did not reach the executor cache")
+	// The executor's output cache: a prompt run again is served from it until
+	// free_memory drops it (unload_models alone keeps it).
+	runs := &countNode{}
+	eng := newTestEngine(t, t.TempDir(), nil, runs)
+	fts := newTestServer(t, func(o *Options) { o.Engine = eng })
+	execute := func() {
+		t.Helper()
+		h := eng.Execute(context.Background(), &executor.Job{Prompt: graph.Prompt{"1": {ClassType: "Count", Inputs: map[string]any{}}}})
+		if h.Status.StatusStr != executor.StatusSuccess {
+			t.Fatalf("prompt failed: %+v", h.Status)
+		}
 	}
-	ts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true}`))
-	if ts.queue.freed != 1 {
-		t.Fatalf("unload_models alone freed the output cache")
+	execute()
+	execute()
+	fts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true}`))
+	execute()
+	if runs.n.Load() != 1 {
+		t.Fatalf("node ran %d times, want 1: unload_models alone freed the output cache", runs.n.Load())
+	}
+	fts.do(t, "POST", "/free", strings.NewReader(`{"free_memory": true}`))
+	execute()
+	if runs.n.Load() != 2 {
+		t.Fatalf("node ran %d times, want 2: free_memory did not reach the executor cache", runs.n.Load())
 	}
 	isJSONError(t, ts.do(t, "POST", "/free", strings.NewReader(`{`)), 400)
 }
@@ -321,7 +342,7 @@ func TestStatic(t *testing.T) {
 
 func TestOriginAndCORS(t *testing.T) {
 	ts := newTestServer(t, nil)
-	body := `{"prompt": {"1": {"class_type": "X", "inputs": {}}}}`
+	body := `{"prompt": ` + sinkPrompt + `}`
 	for _, tc := range []struct {
 		name, host, origin string
 		status             int
@@ -399,4 +420,14 @@ func TestCompressResponses(t *testing.T) {
 	if rec := ts.do(t, "GET", "/object_info", nil); rec.Header().Get("Content-Encoding") != "" {
 		t.Fatal("compressed for a client that did not ask")
 	}
+}
+
+// countNode is an output node that counts its runs.
+type countNode struct{ n atomic.Int64 }
+
+func (*countNode) Schema() *graph.Schema { return &graph.Schema{Name: "Count", OutputNode: true} }
+
+func (c *countNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	c.n.Add(1)
+	return nodes.Result{}, nil
 }

@@ -3,13 +3,19 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
+
+	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/graph"
 )
+
+// errNoEngine answers prompt and queue routes of a server built without an engine.
+var errNoEngine = errors.New("server: no engine configured")
 
 // comfyError is ComfyUI's error object of a refused prompt.
 type comfyError struct {
@@ -21,9 +27,25 @@ type comfyError struct {
 
 // promptAnswer is the 200 answer of POST /prompt.
 type promptAnswer struct {
-	PromptID   string          `json:"prompt_id"`
-	Number     float64         `json:"number"`
-	NodeErrors json.RawMessage `json:"node_errors"`
+	PromptID   string                       `json:"prompt_id"`
+	Number     float64                      `json:"number"`
+	NodeErrors map[string]*graph.NodeErrors `json:"node_errors"`
+}
+
+// promptRequest is a POST /prompt body after the server's checks.
+type promptRequest struct {
+	PromptID string
+	Prompt   graph.Prompt
+	// Number is the explicit queue position ("number"); nil lets the queue choose,
+	// at the front when Front is set.
+	Number *float64
+	Front  bool
+	// ClientID is "client_id": the websocket client that receives the prompt's events.
+	ClientID string
+	// ExtraData is "extra_data" with client_id added, as ComfyUI stores it.
+	ExtraData map[string]any
+	// PartialExecutionTargets restricts the run to these output nodes (nil: all).
+	PartialExecutionTargets []string
 }
 
 // promptRefusal is the 400 answer of POST /prompt.
@@ -41,7 +63,7 @@ func (s *Server) promptRoutes() {
 }
 
 func (s *Server) getPrompt(w http.ResponseWriter, r *http.Request) {
-	s.writeJSON(w, http.StatusOK, s.queueInfo())
+	s.writeJSON(w, http.StatusOK, s.queueInfo(r.Context()))
 }
 
 func (s *Server) refusePrompt(w http.ResponseWriter, typ, msg, details string) {
@@ -54,12 +76,15 @@ func (s *Server) refusePrompt(w http.ResponseWriter, typ, msg, details string) {
 // parsePromptRequest decodes a POST /prompt body: {prompt, client_id, extra_data, front,
 // number, prompt_id, partial_execution_targets}. A false second result means the body
 // had no prompt (ComfyUI's no_prompt error).
-func parsePromptRequest(body map[string]json.RawMessage) (PromptRequest, bool, error) {
-	var req PromptRequest
+func parsePromptRequest(body map[string]json.RawMessage) (promptRequest, bool, error) {
+	var req promptRequest
 	if raw, ok := body["number"]; ok {
 		n, err := jsonFloat(raw)
 		if err != nil {
 			return req, true, fmt.Errorf("number: %w", err)
+		}
+		if math.IsNaN(n) || math.IsInf(n, 0) {
+			return req, true, fmt.Errorf("number: %v is not a finite number", n)
 		}
 		req.Number = &n
 	}
@@ -139,45 +164,50 @@ func (s *Server) postPrompt(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.PromptID == "" {
-		req.PromptID = newUUID()
+		req.PromptID = executor.NewPromptID()
 	}
-	if s.opts.Queue == nil {
-		s.writeError(w, http.StatusServiceUnavailable, errNoQueue.Error())
+	if s.engine == nil {
+		s.writeError(w, http.StatusServiceUnavailable, errNoEngine.Error())
 		return
 	}
-	sub, err := s.opts.Queue.Submit(r.Context(), req)
-	var rej *Rejection
-	if errors.As(err, &rej) {
+	job := &executor.Job{ID: req.PromptID, Prompt: req.Prompt, ExtraData: req.ExtraData, Outputs: req.PartialExecutionTargets}
+	sub, err := s.engine.Submit(r.Context(), job, executor.PushOptions{Front: req.Front, Number: req.Number})
+	var rej *executor.Rejection
+	switch {
+	case errors.As(err, &rej):
 		s.log.Warn("invalid prompt", "prompt_id", req.PromptID, "err", rej.Error())
-		s.writeJSON(w, http.StatusBadRequest, promptRefusal{Error: rawOr(rej.Err, "{}"), NodeErrors: rawOr(rej.NodeErrors, "{}")})
+		s.writeJSON(w, http.StatusBadRequest, rej)
 		return
-	}
-	if err != nil {
+	case errors.Is(err, executor.ErrDuplicate):
+		s.refusePrompt(w, "invalid_prompt", "Prompt id already queued", fmt.Sprintf("prompt_id %q is pending or running", req.PromptID))
+		return
+	case err != nil:
 		s.log.Error("queue prompt", "prompt_id", req.PromptID, "err", err)
 		s.writeError(w, http.StatusInternalServerError, "cannot queue prompt", err.Error())
 		return
 	}
 	s.log.Info("got prompt", "prompt_id", req.PromptID)
-	s.writeJSON(w, http.StatusOK, promptAnswer{PromptID: req.PromptID, Number: sub.Number, NodeErrors: rawOr(sub.NodeErrors, "{}")})
+	s.writeJSON(w, http.StatusOK, promptAnswer{PromptID: req.PromptID, Number: sub.Number, NodeErrors: sub.NodeErrors})
 }
 
 func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
-	running, pending := []json.RawMessage{}, []json.RawMessage{}
-	if s.opts.Queue != nil {
+	var running, pending []*executor.Job
+	if s.queue != nil {
 		var err error
-		running, pending, err = s.opts.Queue.Items(r.Context())
-		if err != nil {
+		if running, pending, err = s.queue.List(r.Context()); err != nil {
 			s.writeError(w, http.StatusInternalServerError, "cannot list queue", err.Error())
 			return
 		}
 	}
-	if running == nil {
-		running = []json.RawMessage{}
+	// Jobs marshal as ComfyUI's queue items [number, prompt_id, prompt, extra_data, outputs].
+	s.writeJSON(w, http.StatusOK, map[string][]*executor.Job{"queue_running": nonNil(running), "queue_pending": nonNil(pending)})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
 	}
-	if pending == nil {
-		pending = []json.RawMessage{}
-	}
-	s.writeJSON(w, http.StatusOK, map[string]any{"queue_running": running, "queue_pending": pending})
+	return s
 }
 
 // clearDelete is the body of POST /queue and POST /history.
@@ -195,55 +225,67 @@ func (cd clearDelete) ids() []string {
 }
 
 func (s *Server) postQueue(w http.ResponseWriter, r *http.Request) {
-	s.clearOrDelete(w, r, "queue", Queue.Clear, Queue.Delete)
+	s.clearOrDelete(w, r, "queue", executor.Queue.Clear, func(q executor.Queue, ctx context.Context, ids ...string) error {
+		_, err := q.Delete(ctx, ids...)
+		return err
+	})
 }
 
 // clearOrDelete serves POST /queue and POST /history, which take the same body:
-// {"clear": true} empties the list, {"delete": [ids]} drops those entries.
+// {"clear": true} empties the list, {"delete": [ids]} drops those entries. A change of
+// the queue is broadcast as a status message, as ComfyUI's queue_updated does.
 func (s *Server) clearOrDelete(w http.ResponseWriter, r *http.Request, what string,
-	clearAll func(Queue, context.Context) error, del func(Queue, context.Context, []string) error) {
+	clearAll func(executor.Queue, context.Context) error, del func(executor.Queue, context.Context, ...string) error) {
 	var body clearDelete
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
 	}
-	if s.opts.Queue == nil {
-		s.writeError(w, http.StatusServiceUnavailable, errNoQueue.Error())
+	if s.queue == nil {
+		s.writeError(w, http.StatusServiceUnavailable, errNoEngine.Error())
 		return
 	}
 	if truthy(body.Clear) {
-		if err := clearAll(s.opts.Queue, r.Context()); err != nil {
+		if err := clearAll(s.queue, r.Context()); err != nil {
 			s.writeError(w, http.StatusInternalServerError, "cannot clear "+what, err.Error())
 			return
 		}
 	}
 	if len(body.Delete) > 0 {
-		if err := del(s.opts.Queue, r.Context(), body.ids()); err != nil {
+		if err := del(s.queue, r.Context(), body.ids()...); err != nil {
 			s.writeError(w, http.StatusInternalServerError, "cannot delete from "+what, err.Error())
 			return
 		}
+	}
+	if what == "queue" && (truthy(body.Clear) || len(body.Delete) > 0) {
+		s.queueUpdated(r.Context())
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
 func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
-	// ComfyUI accepts an empty or non-JSON body here as a global interrupt.
 	body, ok := s.readBody(w, r, s.opts.MaxPromptSize)
 	if !ok {
 		return
 	}
+	id := interruptTarget(body)
+	if s.engine != nil {
+		s.log.Info("interrupt", "prompt_id", id)
+		s.engine.Interrupt(id)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// interruptTarget is the prompt_id of a POST /interrupt body, or "" for a global
+// interrupt: ComfyUI takes an empty or non-JSON body, or one without a prompt_id, as
+// one.
+func interruptTarget(body []byte) string {
 	var req struct {
 		PromptID any `json:"prompt_id"`
 	}
-	_ = json.Unmarshal(body, &req)
-	id := ""
-	if req.PromptID != nil {
-		id = fmt.Sprint(req.PromptID)
+	if json.Unmarshal(body, &req) != nil || req.PromptID == nil {
+		return ""
 	}
-	if s.opts.Queue != nil {
-		s.log.Info("interrupt", "prompt_id", id)
-		s.opts.Queue.Interrupt(id)
-	}
-	w.WriteHeader(http.StatusOK)
+	return fmt.Sprint(req.PromptID)
 }
 
 // truthy is Python's truth value of a JSON value, as ComfyUI tests "front" and "clear".
@@ -289,21 +331,4 @@ func decodeNumbers(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	return dec.Decode(v)
-}
-
-func rawOr(raw json.RawMessage, def string) json.RawMessage {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return json.RawMessage(def)
-	}
-	return raw
-}
-
-// newUUID returns a random version-4 UUID in its canonical text form (ComfyUI's
-// str(uuid.uuid4()) prompt ids).
-func newUUID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }

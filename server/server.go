@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
 )
 
@@ -34,14 +35,18 @@ type Dirs struct {
 }
 
 // Options configure a Server. Only Dirs is required; a nil dependency turns its routes
-// into empty answers (no nodes, no models) or 503 (no queue).
+// into empty answers (no nodes, no models, an empty queue and history) or 503 (prompts
+// and queue changes without an engine).
 type Options struct {
 	Logger *slog.Logger
 	Dirs   Dirs
 	// Nodes supplies /object_info.
 	Nodes ObjectInfoSource
-	// Queue is the executor's queue and history.
-	Queue Queue
+	// Engine runs prompts: POST /prompt submits to it (validation and the durable
+	// push), /interrupt and /free act on it, Forward relays its events. Its queue
+	// (Engine.Queue, which it must have) serves /queue, /history and the
+	// queue_remaining of status messages directly.
+	Engine *executor.Engine
 	// Models lists model folders and files (/models, /embeddings, /view_metadata).
 	Models Models
 	// Memory reports RAM and devices for /system_stats and frees memory for /free.
@@ -76,6 +81,8 @@ type ObjectInfoSource interface {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
+	engine  *executor.Engine
+	queue   executor.Queue // the engine's; nil without an engine
 	mux     *http.ServeMux
 	handler http.Handler
 	hub     *hub
@@ -100,7 +107,12 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("server: options: %s directory not set", name)
 		}
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), engine: opts.Engine}
+	if s.engine != nil {
+		if s.queue = s.engine.Queue(); s.queue == nil {
+			return nil, errors.New("server: options: the engine has no queue")
+		}
+	}
 	s.hub = newHub(s)
 	s.routes()
 	var h http.Handler = s.mux

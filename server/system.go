@@ -21,12 +21,6 @@ type Memory interface {
 	FreeMemory()
 }
 
-// Freer is anything else that drops caches on POST /free {"free_memory": true}, such as
-// the executor's output cache.
-type Freer interface {
-	FreeMemory()
-}
-
 // RequiredFrontendVersion is the ComfyUI front end release that ComfyUI 0.3.64 pins
 // (requirements.txt comfyui-frontend-package).
 const RequiredFrontendVersion = "1.27.10"
@@ -129,10 +123,8 @@ func (s *Server) postFree(w http.ResponseWriter, r *http.Request) {
 			s.opts.Memory.FreeMemory()
 		}
 	}
-	if free {
-		if f, ok := s.opts.Queue.(Freer); ok {
-			f.FreeMemory()
-		}
+	if free && s.engine != nil {
+		s.engine.FreeMemory() // the executor's cached node outputs
 	}
 	s.log.Info("free", "unload_models", unload, "free_memory", free)
 	w.WriteHeader(http.StatusOK)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -283,18 +284,20 @@ func (s *Server) features() map[string]any {
 }
 
 // queueInfo is the status payload {"exec_info": {"queue_remaining": n}}.
-func (s *Server) queueInfo() map[string]any {
+func (s *Server) queueInfo(ctx context.Context) map[string]any {
 	n := 0
-	if s.opts.Queue != nil {
-		n = s.opts.Queue.Remaining()
+	if s.queue != nil {
+		// A store error counts as an empty queue: the status is informative only.
+		n, _ = s.queue.Remaining(ctx)
 	}
 	return map[string]any{"exec_info": map[string]any{"queue_remaining": n}}
 }
 
-// QueueUpdated broadcasts the queue status, as ComfyUI's queue_updated does whenever a
-// prompt is queued, started or finished.
-func (s *Server) QueueUpdated() {
-	s.Publish(Event{Type: "status", Data: map[string]any{"status": s.queueInfo()}, Broadcast: true})
+// queueUpdated broadcasts the queue status, as ComfyUI's queue_updated does. The engine
+// broadcasts it itself when a prompt is queued, started or finished; the server does
+// when a request deletes from the queue.
+func (s *Server) queueUpdated(ctx context.Context) {
+	s.Publish(Event{Type: "status", Data: map[string]any{"status": s.queueInfo(ctx)}, Broadcast: true})
 }
 
 func (s *Server) websocketRoutes() {
@@ -325,7 +328,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer s.hub.remove(c)
 	go c.writeLoop()
 
-	if msg, err := jsonMessage("status", map[string]any{"status": s.queueInfo(), "sid": sid}); err == nil {
+	if msg, err := jsonMessage("status", map[string]any{"status": s.queueInfo(r.Context()), "sid": sid}); err == nil {
 		c.enqueue(wsMessage{data: msg})
 	}
 	s.hub.mu.Lock()

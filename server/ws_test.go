@@ -55,7 +55,7 @@ func readWS(t *testing.T, c *websocket.Conn) wsMsg {
 
 func TestWebsocketGreetingAndFeatureFlags(t *testing.T) {
 	ts := newTestServer(t, nil)
-	ts.queue.pending = append(ts.queue.pending, json.RawMessage(`[0, "x", {}, {}, []]`))
+	pushJob(t, ts.queue, "x", nil)
 	hs := httptest.NewServer(ts)
 	defer hs.Close()
 

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
-	"github.com/forgeflow/forgeflow/server"
 	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/memory"
 )
@@ -77,19 +77,17 @@ func (c *config) register(fs *flag.FlagSet) {
 }
 
 // dirs resolves the folders as ComfyUI's folder_paths does: everything under the base
-// directory unless given, and the temp folder a "temp" child of --temp-directory.
-func (c *config) dirs() (server.Dirs, string, error) {
-	base := c.baseDir
+// directory unless given, and the temp folder a "temp" child of --temp-directory. It
+// returns the nodes' folders, the user folder and the base directory.
+func (c *config) dirs() (d nodes.Dirs, user, base string, err error) {
+	base = c.baseDir
 	if base == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return server.Dirs{}, "", err
+		if base, err = os.Getwd(); err != nil {
+			return d, "", "", err
 		}
-		base = wd
 	}
-	base, err := filepath.Abs(base)
-	if err != nil {
-		return server.Dirs{}, "", err
+	if base, err = filepath.Abs(base); err != nil {
+		return d, "", "", err
 	}
 	pick := func(given, def string) (string, error) {
 		if given == "" {
@@ -97,22 +95,21 @@ func (c *config) dirs() (server.Dirs, string, error) {
 		}
 		return filepath.Abs(given)
 	}
-	var d server.Dirs
 	if d.Output, err = pick(c.outputDir, filepath.Join(base, "output")); err != nil {
-		return d, "", err
+		return d, "", "", err
 	}
 	if d.Input, err = pick(c.inputDir, filepath.Join(base, "input")); err != nil {
-		return d, "", err
+		return d, "", "", err
 	}
 	tempParent, err := pick(c.tempDir, base)
 	if err != nil {
-		return d, "", err
+		return d, "", "", err
 	}
 	d.Temp = filepath.Join(tempParent, "temp")
-	if d.User, err = pick(c.userDir, filepath.Join(base, "user")); err != nil {
-		return d, "", err
+	if user, err = pick(c.userDir, filepath.Join(base, "user")); err != nil {
+		return d, "", "", err
 	}
-	return d, base, nil
+	return d, user, base, nil
 }
 
 // cacheOptions maps the cache flags (mutually exclusive, as in ComfyUI) to the
@@ -162,7 +159,8 @@ func (c *config) logger(w io.Writer) *slog.Logger {
 
 // env is what serve and run build from a config.
 type env struct {
-	dirs     server.Dirs
+	dirs     nodes.Dirs // output, input and temp
+	userDir  string
 	base     string
 	registry *nodes.Registry
 	models   *folders.Paths
@@ -175,7 +173,7 @@ type env struct {
 // env builds the folders, the memory manager, the tensor runtime and the node registry.
 // log may be nil.
 func (c *config) env(log *slog.Logger) (*env, error) {
-	d, base, err := c.dirs()
+	d, user, base, err := c.dirs()
 	if err != nil {
 		return nil, err
 	}
@@ -189,14 +187,15 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 		return nil, err
 	}
 	reg := nodes.NewRegistry()
-	if err := builtin.Register(reg, builtin.Options{Dirs: nodeDirs(d), Models: models, Memory: mem, Runtime: rt}); err != nil {
+	if err := builtin.Register(reg, builtin.Options{Dirs: d, Models: models, Memory: mem, Runtime: rt}); err != nil {
 		return nil, err
 	}
-	return &env{dirs: d, base: base, registry: reg, models: models, mem: mem}, nil
+	return &env{dirs: d, userDir: user, base: base, registry: reg, models: models, mem: mem}, nil
 }
 
-func nodeDirs(d server.Dirs) nodes.Dirs {
-	return nodes.Dirs{Output: d.Output, Input: d.Input, Temp: d.Temp}
+// batchEnv is what run and validate need of the environment.
+func (e *env) batchEnv() batch.Env {
+	return batch.Env{Registry: e.registry, Dirs: e.dirs}
 }
 
 // parseFlags parses a subcommand's flags, reporting a usage error as exit code 2.

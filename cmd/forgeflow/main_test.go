@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/weights/memory"
 )
@@ -184,8 +185,8 @@ func TestRunJSON(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	var rep struct {
-		OutputDirectory string      `json:"output_directory"`
-		Workflows       []runReport `json:"workflows"`
+		OutputDirectory string            `json:"output_directory"`
+		Workflows       []batch.RunReport `json:"workflows"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON summary: %v\n%s", err, out)

@@ -2,39 +2,25 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
-	"text/tabwriter"
-	"time"
 
+	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
 )
 
-// runResult is one row of the summary table.
-type runResult struct {
-	path    string
-	status  string // ok, failed, invalid, interrupted, skipped
-	nodes   int
-	images  []string
-	elapsed time.Duration
-	detail  string
-}
-
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg config
+	var opts batch.RunOptions
 	fl := flag.NewFlagSet("run", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfg.register(fl)
-	keepGoing := fl.Bool("continue-on-error", false, "run the remaining workflows after one fails")
-	plain := fl.Bool("plain", false, "print progress as plain lines even on a terminal")
-	asJSON := fl.Bool("json", false, "print the summary as JSON on stdout (progress goes to stderr)")
+	fl.BoolVar(&opts.ContinueOnError, "continue-on-error", false, "run the remaining workflows after one fails")
+	fl.BoolVar(&opts.Plain, "plain", false, "print progress as plain lines even on a terminal")
+	fl.BoolVar(&opts.JSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -42,7 +28,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run: no workflow files given")
 		return exitUsage
 	}
-	files, err := expandPaths(fl.Args())
+	files, err := batch.ExpandPaths(fl.Args())
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage
@@ -59,196 +45,48 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage
 	}
-	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: nodeDirs(e.dirs), Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed
 	}
-	progressOut := stdout
-	if *asJSON {
-		progressOut = stderr
-	}
-	bar := newProgress(progressOut, isTerminal(progressOut) && !*plain, len(files))
-	results := make([]runResult, 0, len(files))
-	stop := false
-	for i, f := range files {
-		if stop {
-			results = append(results, runResult{path: f, status: "skipped"})
-			continue
-		}
-		r := runOne(ctx, eng, e, f, i, bar)
-		results = append(results, r)
-		if r.status == "interrupted" || (r.status != "ok" && !*keepGoing) {
-			stop = true
-		}
-	}
-	bar.finish()
-	if *asJSON {
-		if code := writeJSON(stdout, stderr, jsonSummary(results, e.dirs.Output)); code != exitOK {
-			return code
-		}
-	} else {
-		printSummary(stdout, results, e.dirs.Output)
-	}
-	for _, r := range results {
-		if r.status != "ok" {
-			return exitFailed
-		}
-	}
-	return exitOK
+	return exitCode(stderr, "run", batch.Run(ctx, eng, e.batchEnv(), files, opts, stdout, stderr))
 }
 
-// runOne prepares and executes one workflow, feeding bar from the engine's events.
-func runOne(ctx context.Context, eng *executor.Engine, e *env, path string, idx int, bar *progress) runResult {
-	start := time.Now()
-	res := runResult{path: path}
-	p, err := prepare(path, e)
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cfg config
+	fl := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	cfg.register(fl)
+	asJSON := fl.Bool("json", false, "print a JSON object keyed by file with ComfyUI's error and node_errors")
+	if code, ok := parseFlags(fl, args); !ok {
+		return code
+	}
+	if fl.NArg() == 0 {
+		fmt.Fprintln(stderr, "forgeflow validate: no workflow files given")
+		return exitUsage
+	}
+	files, err := batch.ExpandPaths(fl.Args())
 	if err != nil {
-		res.status, res.detail, res.elapsed = "invalid", rejectionText(err), time.Since(start)
-		bar.line(fmt.Sprintf("[%d/%d] %s: invalid: %s", idx+1, bar.total, path, res.detail))
-		return res
+		fmt.Fprintln(stderr, "forgeflow validate:", err)
+		return exitUsage
 	}
-	res.nodes = len(p.prompt)
-	job := &executor.Job{ID: newPromptID(), Prompt: p.prompt, ExtraData: map[string]any{}, Outputs: p.outputs}
-	if p.workflow != nil {
-		job.ExtraData["extra_pnginfo"] = map[string]any{"workflow": p.workflow}
+	e, err := cfg.env(nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "forgeflow validate:", err)
+		return exitFailed
 	}
-	sub := eng.Subscribe()
-	defer sub.Close()
-	bar.start(idx, path, p.prompt)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range sub.C {
-			if !bar.event(job.ID, ev) {
-				return
-			}
-		}
-	}()
-	entry := eng.Execute(ctx, job)
-	// The engine publishes the prompt's last event before Execute returns; wait for the
-	// watcher to draw it so that lines keep their order.
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-	}
-	res.elapsed = time.Since(start)
-	res.status, res.detail = outcome(entry)
-	for _, out := range entry.Outputs {
-		res.images = append(res.images, imagesOf(out)...)
-	}
-	bar.done(res)
-	return res
+	return exitCode(stderr, "validate", batch.Validate(e.batchEnv(), files, *asJSON, stdout))
 }
 
-// outcome reads a history entry's status: ok, failed (with the node's error) or
-// interrupted.
-func outcome(entry *executor.HistoryEntry) (string, string) {
-	for _, m := range entry.Status.Messages {
-		switch m.Event {
-		case executor.EventExecutionInterrupted:
-			return "interrupted", "interrupted"
-		case executor.EventExecutionError:
-			var d executor.ExecutionErrorData
-			if b, err := json.Marshal(m.Data); err == nil {
-				json.Unmarshal(b, &d)
-			}
-			return "failed", fmt.Sprintf("node %s (%s): %s", d.NodeID, d.NodeType, d.ExceptionMessage)
-		}
+// exitCode maps a batch command's result to the exit status, printing an error other
+// than batch.ErrFailed (whose report is already printed).
+func exitCode(stderr io.Writer, cmd string, err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case !errors.Is(err, batch.ErrFailed):
+		fmt.Fprintf(stderr, "forgeflow %s: %v\n", cmd, err)
 	}
-	if entry.Status.StatusStr == executor.StatusSuccess {
-		return "ok", ""
-	}
-	return "failed", entry.Status.StatusStr
-}
-
-// imagesOf lists the saved files of a node's UI output ({"images": [{filename,
-// subfolder, type}]}), as paths relative to their folder.
-func imagesOf(ui map[string]any) []string {
-	var out []string
-	list, _ := ui["images"].([]any)
-	if list == nil {
-		if l, ok := ui["images"].([]map[string]any); ok {
-			for _, m := range l {
-				list = append(list, m)
-			}
-		}
-	}
-	for _, it := range list {
-		var f struct {
-			Filename  string `json:"filename"`
-			Subfolder string `json:"subfolder"`
-			Type      string `json:"type"`
-		}
-		b, err := json.Marshal(it)
-		if err != nil || json.Unmarshal(b, &f) != nil || f.Type != "output" {
-			continue
-		}
-		out = append(out, filepath.ToSlash(filepath.Join(f.Subfolder, f.Filename)))
-	}
-	return out
-}
-
-// runReport is one workflow of `run --json`.
-type runReport struct {
-	Path    string   `json:"path"`
-	Status  string   `json:"status"`
-	Nodes   int      `json:"nodes"`
-	Images  []string `json:"images"`
-	Seconds float64  `json:"seconds"`
-	Detail  string   `json:"detail,omitempty"`
-}
-
-func jsonSummary(results []runResult, outputDir string) map[string]any {
-	reps := make([]runReport, 0, len(results))
-	for _, r := range results {
-		imgs := r.images
-		if imgs == nil {
-			imgs = []string{}
-		}
-		reps = append(reps, runReport{Path: r.path, Status: r.status, Nodes: r.nodes, Images: imgs, Seconds: r.elapsed.Seconds(), Detail: r.detail})
-	}
-	return map[string]any{"output_directory": outputDir, "workflows": reps}
-}
-
-func printSummary(w io.Writer, results []runResult, outputDir string) {
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKFLOW\tSTATUS\tNODES\tIMAGES\tTIME\tDETAIL")
-	ok := 0
-	for _, r := range results {
-		if r.status == "ok" {
-			ok++
-		}
-		detail := r.detail
-		if detail == "" && len(r.images) > 0 {
-			detail = strings.Join(r.images, ", ")
-		}
-		t := "-"
-		if r.status != "skipped" {
-			t = r.elapsed.Round(time.Millisecond).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.path, r.status, r.nodes, len(r.images), t, detail)
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "\n%d of %d workflows succeeded; outputs in %s\n", ok, len(results), outputDir)
-}
-
-func newPromptID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-}
-
-// isTerminal reports whether w is a character device (a terminal), where progress is
-// drawn as bars rewritten in place.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return exitFailed
 }

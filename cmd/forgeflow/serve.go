@@ -90,21 +90,21 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	if err := os.RemoveAll(e.dirs.Temp); err != nil {
 		log.Warn("cannot empty temp folder", "dir", e.dirs.Temp, "err", err)
 	}
-	for _, d := range []string{e.dirs.Output, e.dirs.Input, e.dirs.Temp, e.dirs.User} {
+	for _, d := range []string{e.dirs.Output, e.dirs.Input, e.dirs.Temp, e.userDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
 	dbPath := so.queueDB
 	if dbPath == "" {
-		dbPath = filepath.Join(e.dirs.User, "forgeflow.db")
+		dbPath = filepath.Join(e.userDir, "forgeflow.db")
 	}
 	st, err := store.Open(dbPath, store.Options{Logger: log})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: nodeDirs(e.dirs),
+	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: e.dirs,
 		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
 	if err != nil {
 		return err
@@ -120,8 +120,8 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		static = os.DirFS(so.frontEndRoot)
 	}
 	srv, err := server.New(server.Options{
-		Logger: log, Dirs: e.dirs, Nodes: e.registry, Models: e.models, Memory: mem, Static: static,
-		Queue:             &server.EngineQueue{Engine: eng, Validate: validator(e.registry, nodeDirs(e.dirs))},
+		Logger: log, Nodes: e.registry, Models: e.models, Memory: mem, Static: static, Engine: eng,
+		Dirs:              server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir},
 		MaxUploadSize:     int64(so.maxUploadMB * 1024 * 1024),
 		CORSOrigin:        so.cors.val,
 		CompressResponses: so.compress,
@@ -164,7 +164,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}()
 	go func() {
 		defer wg.Done()
-		srv.Forward(runCtx, eng)
+		srv.Forward(runCtx)
 	}()
 
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}

@@ -1,4 +1,4 @@
-package server
+package executor
 
 import (
 	"encoding/json"
@@ -11,40 +11,72 @@ import (
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
-// GraphValidator validates prompts as ComfyUI's validate_prompt does: the schema checks
-// of graph.ValidatePartial (invalid_prompt, prompt_no_outputs, per-node node_errors),
-// then each node's own check of its literal inputs (nodes.InputValidator, ComfyUI's
-// VALIDATE_INPUTS), whose failures become custom_validation_failed errors that drop the
-// outputs depending on the node. dirs are the folders those checks read (LoadImage's
-// input folder).
-func GraphValidator(reg *nodes.Registry, dirs nodes.Dirs) Validator {
-	return func(p graph.Prompt, partial []string) ([]string, json.RawMessage, error) {
-		res := graph.ValidatePartial(p, reg, partial)
-		if res.OK() {
-			applyCustomValidation(res, p, reg, dirs)
-		}
-		if !res.OK() {
-			body := res.Body()
-			e, err := json.Marshal(body["error"])
-			if err != nil {
-				return nil, nil, err
-			}
-			ne, err := json.Marshal(body["node_errors"])
-			if err != nil {
-				return nil, nil, err
-			}
-			return nil, nil, &Rejection{Err: e, NodeErrors: ne}
-		}
-		ne := json.RawMessage("{}")
-		if len(res.NodeErrors) > 0 {
-			b, err := json.Marshal(res.NodeErrors)
-			if err != nil {
-				return nil, nil, err
-			}
-			ne = b
-		}
-		return res.Outputs, ne, nil
+// Validate checks prompt p before it is queued, as ComfyUI's validate_prompt does
+// (execution.py): the schema checks of graph.ValidatePartial (invalid_prompt,
+// prompt_no_outputs, per-node node_errors), then each node's own check of its literal
+// inputs (nodes.InputValidator, ComfyUI's VALIDATE_INPUTS), whose failures become
+// custom_validation_failed errors that drop the outputs depending on the node. dirs are
+// the folders those checks read (LoadImage's input folder); targets restricts the run
+// to these output nodes (partial_execution_targets; nil means every output node).
+//
+// It returns the output node ids to execute and the node errors of outputs that were
+// dropped while others remain (ComfyUI answers those with its 200). A prompt that
+// cannot run returns a *Rejection.
+func Validate(reg *nodes.Registry, dirs nodes.Dirs, p graph.Prompt, targets []string) ([]string, map[string]*graph.NodeErrors, error) {
+	if reg == nil {
+		return nil, nil, fmt.Errorf("executor: validate: nil registry")
 	}
+	res := graph.ValidatePartial(p, reg, targets)
+	if res.OK() {
+		applyCustomValidation(res, p, reg, dirs)
+	}
+	if !res.OK() {
+		return nil, nil, &Rejection{Err: res.Error, NodeErrors: res.NodeErrors}
+	}
+	ne := res.NodeErrors
+	if ne == nil {
+		ne = map[string]*graph.NodeErrors{}
+	}
+	return res.Outputs, ne, nil
+}
+
+// Rejection is a prompt refused before it is queued: ComfyUI's 400 answer of POST
+// /prompt, {"error": {type, message, details, extra_info}, "node_errors": {...}}, which
+// is its JSON form. Find it with errors.As.
+type Rejection struct {
+	// Err is the top-level "error" object; it is never nil.
+	Err *graph.ValidationError
+	// NodeErrors is "node_errors", keyed by node id; nil marshals as {}.
+	NodeErrors map[string]*graph.NodeErrors
+}
+
+// Reject returns a Rejection with ComfyUI's error object and no node errors, for a
+// prompt refused before its nodes were looked at (unreadable file, bad JSON).
+func Reject(typ, message, details string) *Rejection {
+	return &Rejection{Err: &graph.ValidationError{Type: typ, Message: message, Details: details, ExtraInfo: map[string]any{}}}
+}
+
+func (r *Rejection) Error() string {
+	s := "executor: prompt rejected: " + r.Err.Message
+	if r.Err.Details != "" {
+		s += ": " + r.Err.Details
+	}
+	return s
+}
+
+// Unwrap returns the top-level validation error.
+func (r *Rejection) Unwrap() error { return r.Err }
+
+// MarshalJSON writes ComfyUI's 400 body.
+func (r *Rejection) MarshalJSON() ([]byte, error) {
+	ne := r.NodeErrors
+	if ne == nil {
+		ne = map[string]*graph.NodeErrors{}
+	}
+	return json.Marshal(struct {
+		Error      *graph.ValidationError       `json:"error"`
+		NodeErrors map[string]*graph.NodeErrors `json:"node_errors"`
+	}{r.Err, ne})
 }
 
 // applyCustomValidation runs InputValidator on every node that an output of res needs,

@@ -1,32 +1,26 @@
-package main
+package batch
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
-	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/server"
 )
-
-// validator returns the check POST /prompt, run and validate apply before running a
-// prompt.
-func validator(reg *nodes.Registry, dirs nodes.Dirs) server.Validator {
-	return server.GraphValidator(reg, dirs)
-}
 
 // workflowExts are the files a folder argument contributes.
 var workflowExts = map[string]bool{".json": true, ".png": true}
 
-// expandPaths turns file and folder arguments into workflow files: a folder gives its
+// ExpandPaths turns file and folder arguments into workflow files: a folder gives its
 // own .json and .png files, sorted (not those of its subfolders, so that a folder of
 // workflows can keep inputs or variants beside them).
-func expandPaths(args []string) ([]string, error) {
+func ExpandPaths(args []string) ([]string, error) {
 	var out []string
 	for _, a := range args {
 		st, err := os.Stat(a)
@@ -64,30 +58,27 @@ type prepared struct {
 	outputs  []string
 }
 
-// prepare loads, converts and validates one file. A failure is a *server.Rejection,
-// ComfyUI's error shape.
-func prepare(path string, e *env) (*prepared, error) {
-	reg := e.registry
+// prepare loads, converts and validates one file with executor.Validate, the check
+// POST /prompt applies too. A failure is an *executor.Rejection, ComfyUI's error shape.
+func prepare(path string, e Env) (*prepared, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, rejection("invalid_prompt", "Cannot read workflow", err.Error())
+		return nil, executor.Reject(graph.ErrInvalidPrompt, "Cannot read workflow", err.Error())
 	}
 	doc, err := graph.Load(data)
 	if err != nil {
-		return nil, rejection("invalid_prompt", "Invalid workflow", err.Error())
+		return nil, executor.Reject(graph.ErrInvalidPrompt, "Invalid workflow", err.Error())
 	}
 	p := &prepared{path: path, format: doc.Format.String()}
-	if p.prompt, err = doc.ToPrompt(reg); err != nil {
-		return nil, rejection("invalid_prompt", "Cannot convert workflow to a prompt", err.Error())
+	if p.prompt, err = doc.ToPrompt(e.Registry); err != nil {
+		return nil, executor.Reject(graph.ErrInvalidPrompt, "Cannot convert workflow to a prompt", err.Error())
 	}
 	if p.workflow, err = workflowJSON(doc, data); err != nil {
-		return nil, rejection("invalid_prompt", "Invalid workflow", err.Error())
+		return nil, executor.Reject(graph.ErrInvalidPrompt, "Invalid workflow", err.Error())
 	}
-	outs, _, err := validator(reg, nodeDirs(e.dirs))(p.prompt, nil)
-	if err != nil {
+	if p.outputs, _, err = executor.Validate(e.Registry, e.Dirs, p.prompt, nil); err != nil {
 		return nil, err
 	}
-	p.outputs = outs
 	return p, nil
 }
 
@@ -120,45 +111,27 @@ func workflowJSON(doc *graph.Document, data []byte) (map[string]any, error) {
 	return w, nil
 }
 
-// rejection builds ComfyUI's {error, node_errors} for a file that cannot be queued.
-func rejection(typ, msg, details string) *server.Rejection {
-	e, _ := json.Marshal(map[string]any{"type": typ, "message": msg, "details": details, "extra_info": map[string]any{}})
-	return &server.Rejection{Err: e, NodeErrors: json.RawMessage("{}")}
-}
-
 // rejectionText is a one-line description of a rejection for humans.
 func rejectionText(err error) string {
-	rej, ok := err.(*server.Rejection)
-	if !ok {
+	var rej *executor.Rejection
+	if !errors.As(err, &rej) {
 		return err.Error()
 	}
-	var e struct {
-		Message string `json:"message"`
-		Details string `json:"details"`
+	s := rej.Err.Message
+	if rej.Err.Details != "" {
+		s += ": " + rej.Err.Details
 	}
-	json.Unmarshal(rej.Err, &e)
-	s := e.Message
-	if e.Details != "" {
-		s += ": " + e.Details
-	}
-	var nodeErrs map[string]struct {
-		ClassType string `json:"class_type"`
-		Errors    []struct {
-			Message string `json:"message"`
-			Details string `json:"details"`
-		} `json:"errors"`
-	}
-	json.Unmarshal(rej.NodeErrors, &nodeErrs)
-	ids := make([]string, 0, len(nodeErrs))
-	for id := range nodeErrs {
+	ids := make([]string, 0, len(rej.NodeErrors))
+	for id := range rej.NodeErrors {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		for _, ne := range nodeErrs[id].Errors {
-			s += fmt.Sprintf("; node %s (%s): %s", id, nodeErrs[id].ClassType, ne.Message)
-			if ne.Details != "" {
-				s += ": " + ne.Details
+		ne := rej.NodeErrors[id]
+		for _, e := range ne.Errors {
+			s += fmt.Sprintf("; node %s (%s): %s", id, ne.ClassType, e.Message)
+			if e.Details != "" {
+				s += ": " + e.Details
 			}
 		}
 	}
