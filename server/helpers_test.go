@@ -123,7 +123,7 @@ func newTestServer(t testing.TB, opt func(*Options)) *testServer {
 	return ts
 }
 
-// pending returns the ids of the pending jobs, in queue order.
+// pending returns the pending jobs, in queue order.
 func (ts *testServer) pending(t testing.TB) []*executor.Job {
 	t.Helper()
 	_, p, err := ts.queue.List(context.Background())

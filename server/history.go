@@ -92,5 +92,7 @@ func (s *Server) getHistoryItem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) postHistory(w http.ResponseWriter, r *http.Request) {
-	s.clearOrDelete(w, r, "history", executor.Queue.ClearHistory, executor.Queue.DeleteHistory)
+	if ok, _ := s.clearOrDelete(w, r, "history", executor.Queue.ClearHistory, executor.Queue.DeleteHistory); ok {
+		w.WriteHeader(http.StatusOK)
+	}
 }

@@ -225,41 +225,48 @@ func (cd clearDelete) ids() []string {
 }
 
 func (s *Server) postQueue(w http.ResponseWriter, r *http.Request) {
-	s.clearOrDelete(w, r, "queue", executor.Queue.Clear, func(q executor.Queue, ctx context.Context, ids ...string) error {
+	ok, acted := s.clearOrDelete(w, r, "queue", executor.Queue.Clear, func(q executor.Queue, ctx context.Context, ids ...string) error {
 		_, err := q.Delete(ctx, ids...)
 		return err
 	})
+	if !ok {
+		return
+	}
+	if acted {
+		s.queueUpdated(r.Context()) // ComfyUI's wipe_queue and delete_queue_item do
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
-// clearOrDelete serves POST /queue and POST /history, which take the same body:
-// {"clear": true} empties the list, {"delete": [ids]} drops those entries. A change of
-// the queue is broadcast as a status message, as ComfyUI's queue_updated does.
+// clearOrDelete does the work of POST /queue and POST /history, which take the same
+// body: {"clear": true} empties the list, {"delete": [ids]} drops those entries. On
+// failure it writes the error answer and reports ok false; otherwise the caller answers,
+// knowing whether a clear or delete was asked for (acted).
 func (s *Server) clearOrDelete(w http.ResponseWriter, r *http.Request, what string,
-	clearAll func(executor.Queue, context.Context) error, del func(executor.Queue, context.Context, ...string) error) {
+	clearAll func(executor.Queue, context.Context) error, del func(executor.Queue, context.Context, ...string) error) (ok, acted bool) {
 	var body clearDelete
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
-		return
+		return false, false
 	}
 	if s.queue == nil {
 		s.writeError(w, http.StatusServiceUnavailable, errNoEngine.Error())
-		return
+		return false, false
 	}
 	if truthy(body.Clear) {
 		if err := clearAll(s.queue, r.Context()); err != nil {
 			s.writeError(w, http.StatusInternalServerError, "cannot clear "+what, err.Error())
-			return
+			return false, false
 		}
+		acted = true
 	}
 	if len(body.Delete) > 0 {
 		if err := del(s.queue, r.Context(), body.ids()...); err != nil {
 			s.writeError(w, http.StatusInternalServerError, "cannot delete from "+what, err.Error())
-			return
+			return false, false
 		}
+		acted = true
 	}
-	if what == "queue" && (truthy(body.Clear) || len(body.Delete) > 0) {
-		s.queueUpdated(r.Context())
-	}
-	w.WriteHeader(http.StatusOK)
+	return true, acted
 }
 
 func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
