@@ -104,7 +104,8 @@ func (c *CPU) Supports(op Op, dtypes ...DType) bool {
 		}
 		return true
 	case OpEmbedding:
-		return len(dtypes) == 2 && dtypes[0].IsFloat() && dtypes[1] == F32
+		_, ok := gemmDType(dtypes[0])
+		return len(dtypes) == 2 && ok && dtypes[1] == F32
 	case OpConv2D:
 		for i, d := range dtypes {
 			if (i == 1 && !d.IsFloat()) || (i != 1 && d != F32) {

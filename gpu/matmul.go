@@ -3,6 +3,8 @@ package gpu
 import (
 	"fmt"
 	"slices"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
 
 // MatMul returns a·b for a of shape (…, M, K) and b of shape (…, K, N), F32. The batch
@@ -191,11 +193,12 @@ func cpuLinear(c *CPU, call *Call) error {
 	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.bytes(), n, k, y, n, acc)
 }
 
-// Embedding gathers rows ids of table (V, D), stored in any plain float dtype (CLIP's F16
-// token embedding stays F16), into an F32 (len(ids), D) tensor: nn.Embedding's forward.
+// Embedding gathers rows ids of table (V, D), kept in its stored dtype (CLIP's F16 token
+// embedding stays F16, a GGUF T5's Q4_0 one stays Q4_0: any dtype Linear takes), into an
+// F32 (len(ids), D) tensor: nn.Embedding's forward.
 func Embedding(rt *Runtime, table *Tensor, ids []int) (*Tensor, error) {
-	if len(table.shape) != 2 || !table.dtype.IsFloat() || !table.IsContiguous() {
-		return nil, fmt.Errorf("gpu: embedding table %s must be a contiguous (V, D) float matrix", table)
+	if _, ok := gemmDType(table.dtype); len(table.shape) != 2 || !ok || !table.IsContiguous() {
+		return nil, fmt.Errorf("gpu: embedding table %s must be a contiguous (V, D) matrix of a weight dtype", table)
 	}
 	for i, id := range ids {
 		if id < 0 || id >= table.shape[0] {
@@ -222,8 +225,16 @@ func cpuEmbedding(c *CPU, call *Call) error {
 		return err
 	}
 	src, o := table.bytes(), out.f32c()
+	gd, _ := gemmDType(table.dtype)
 	for i, id := range ids {
-		if err := DecodeFloat32(table.dtype, o[i*d:(i+1)*d], src[id*rowBytes:(id+1)*rowBytes]); err != nil {
+		row, dst := src[id*rowBytes:(id+1)*rowBytes], o[i*d:(i+1)*d]
+		var err error
+		if table.dtype.IsFloat() {
+			err = DecodeFloat32(table.dtype, dst, row)
+		} else {
+			err = gemm.DecodeRow(gd, dst, row)
+		}
+		if err != nil {
 			return err
 		}
 	}

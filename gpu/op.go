@@ -33,7 +33,7 @@ const (
 	OpPatchify                    // (B, C, H, W) → (B, H/p·W/p, C·p·p)
 	OpUnpatchify                  // inverse of OpPatchify
 	OpUpscale                     // comfy.utils.common_upscale (see gpu/resample)
-	OpEmbedding                   // rows of a (V, D) table in its stored float dtype, by id
+	OpEmbedding                   // rows of a (V, D) table in its stored dtype (float or GGUF blocks), by id
 	OpCount
 )
 

@@ -368,4 +368,27 @@ var _ = addCases(OpEmbedding,
 			}
 		}
 	}},
+	opCase{"q4_0-table", func(t *testing.T, rt *Runtime, r *rand.Rand) {
+		// A GGUF text encoder's token embedding stays quantized: rows decode one by one.
+		const v, d = 7, 64
+		raw := make([]byte, v*d/32*18)
+		want := make([]float64, v*d)
+		for blk := 0; blk < v*d/32; blk++ {
+			h := Float32ToHalf(float32(0.01 + r.Float64()*0.05))
+			raw[blk*18], raw[blk*18+1] = byte(h), byte(h>>8)
+			for i := 0; i < 16; i++ {
+				b := byte(r.IntN(256))
+				raw[blk*18+2+i] = b
+				want[blk*32+i] = float64(HalfToFloat32(h)) * float64(int(b&15)-8)
+				want[blk*32+i+16] = float64(HalfToFloat32(h)) * float64(int(b>>4)-8)
+			}
+		}
+		tab := ok(t)(rt.FromBytes(Q4_0, raw, v, d))
+		ids := []int{6, 0, 6, 2}
+		var rows []float64
+		for _, id := range ids {
+			rows = append(rows, want[id*d:(id+1)*d]...)
+		}
+		checkClose(t, ok(t)(Embedding(rt, tab, ids)), rows, 0, 0)
+	}},
 )
