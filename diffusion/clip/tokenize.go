@@ -51,18 +51,42 @@ var embeddingSplit = regexp.MustCompile(` embedding:|\nembedding:`)
 // TokenizeWithWeights turns a prompt into windows of MaxLength tokens as ComfyUI's
 // tokenize_with_weights does (with word ids).
 func (t *Tokenizer) TokenizeWithWeights(prompt string) ([][]Token, error) {
+	groups, err := TokenGroups(prompt, func(word string) []int {
+		ids := t.BPE.Encode(word)
+		return ids[1 : len(ids)-1] // drop the start and end tokens
+	}, t.Embeddings, t.logger())
+	if err != nil {
+		return nil, err
+	}
+	return t.chunk(groups), nil
+}
+
+// WordEncoder turns one piece of prompt text into token ids, without start or end
+// tokens.
+type WordEncoder func(text string) []int
+
+// TokenGroups is the first half of ComfyUI's tokenize_with_weights, shared by every
+// SDTokenizer (CLIP's BPE, T5's SentencePiece): the weight syntax parsed, escapes undone,
+// each weighted segment cut before every "embedding:name" reference; every piece of text
+// encoded by enc into one group of tokens carrying the segment's weight (empty groups
+// kept: each one counts as a word), every embedding found through emb (nil keeps the
+// text) into a group of vectors. Missing embeddings are logged and skipped.
+func TokenGroups(prompt string, enc WordEncoder, emb EmbeddingLookup, log *slog.Logger) ([][]Token, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var groups [][]Token
 	for _, seg := range ParseWeights(escapeImportant(prompt), 1.0) {
 		text := unescapeImportant(seg.Text)
 		for _, word := range splitEmbeddings(text) {
-			if strings.HasPrefix(word, embeddingPrefix) && t.Embeddings != nil {
+			if strings.HasPrefix(word, embeddingPrefix) && emb != nil {
 				name := strings.Trim(word[len(embeddingPrefix):], "\n")
-				vecs, leftover, err := t.tryEmbedding(name)
+				vecs, leftover, err := tryEmbedding(emb, name)
 				if err != nil {
 					return nil, err
 				}
 				if vecs == nil {
-					t.logger().Warn("embedding does not exist, ignoring", "embedding", name)
+					log.Warn("embedding does not exist, ignoring", "embedding", name)
 				} else {
 					g := make([]Token, len(vecs))
 					for i, v := range vecs {
@@ -75,8 +99,7 @@ func (t *Tokenizer) TokenizeWithWeights(prompt string) ([][]Token, error) {
 				}
 				word = leftover
 			}
-			ids := t.BPE.Encode(word)
-			ids = ids[1 : len(ids)-1] // drop the start and end tokens
+			ids := enc(word)
 			g := make([]Token, len(ids))
 			for i, id := range ids {
 				g[i] = Token{ID: id, Weight: seg.Weight}
@@ -84,7 +107,7 @@ func (t *Tokenizer) TokenizeWithWeights(prompt string) ([][]Token, error) {
 			groups = append(groups, g)
 		}
 	}
-	return t.chunk(groups), nil
+	return groups, nil
 }
 
 // splitEmbeddings cuts the text before every " embedding:" so that each embedding
@@ -106,20 +129,20 @@ func splitEmbeddings(text string) []string {
 // tryEmbedding resolves the first whitespace-separated word of name; the rest is
 // returned as leftover text. A name with trailing commas is retried without them, the
 // commas then leading the leftover (ComfyUI's _try_get_embedding).
-func (t *Tokenizer) tryEmbedding(name string) ([][]float32, string, error) {
+func tryEmbedding(lookup EmbeddingLookup, name string) ([][]float32, string, error) {
 	fields := strings.Fields(name)
 	if len(fields) == 0 {
 		return nil, "", nil
 	}
 	first, leftover := fields[0], strings.Join(fields[1:], " ")
-	vecs, err := t.Embeddings(first)
+	vecs, err := lookup(first)
 	if err != nil {
 		return nil, "", err
 	}
 	if vecs == nil {
 		stripped := strings.Trim(first, ",")
 		if len(stripped) < len(first) {
-			vecs, err = t.Embeddings(stripped)
+			vecs, err = lookup(stripped)
 			if err != nil {
 				return nil, "", err
 			}
