@@ -85,6 +85,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		return err
 	}
 	sd.CheckVocab(e.models, log)
+	sd.CheckT5Tokenizer(e.models, log)
 	// ComfyUI empties its temp folder at start (main.py cleanup_temp); it is always a
 	// "temp" folder of its own, never one the user named.
 	if err := os.RemoveAll(e.dirs.Temp); err != nil {

@@ -39,27 +39,7 @@ func VocabDirs(p *folders.Paths) []string {
 			out = append(out, d)
 		}
 	}
-	// modelsDirs are the "models" directories holding the folders, base first.
-	var modelsDirs []string
-	addModels := func(d string) {
-		d = filepath.Clean(d)
-		if !slices.Contains(modelsDirs, d) {
-			modelsDirs = append(modelsDirs, d)
-		}
-	}
-	addModels(filepath.Join(p.BaseDir(), "models"))
-	for _, f := range p.Folders() {
-		if f == "custom_nodes" || f == "tokenizers" {
-			continue
-		}
-		dirs, err := p.Dirs(f)
-		if err != nil {
-			continue
-		}
-		for _, d := range dirs {
-			addModels(filepath.Dir(d))
-		}
-	}
+	modelsDirs := modelsDirsOf(p)
 	for _, m := range modelsDirs {
 		add(filepath.Join(m, "tokenizers", "clip"))
 	}
@@ -86,6 +66,32 @@ func VocabDirs(p *folders.Paths) []string {
 					add(filepath.Join(d, e.Name(), "tokenizer"))
 				}
 			}
+		}
+	}
+	return out
+}
+
+// modelsDirsOf returns the "models" directories holding the model folders, the base
+// directory's first: the parents of every folder's directories.
+func modelsDirsOf(p *folders.Paths) []string {
+	var out []string
+	add := func(d string) {
+		d = filepath.Clean(d)
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	add(filepath.Join(p.BaseDir(), "models"))
+	for _, f := range p.Folders() {
+		if f == "custom_nodes" || f == "tokenizers" {
+			continue
+		}
+		dirs, err := p.Dirs(f)
+		if err != nil {
+			continue
+		}
+		for _, d := range dirs {
+			add(filepath.Dir(d))
 		}
 	}
 	return out
