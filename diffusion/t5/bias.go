@@ -15,8 +15,8 @@ import (
 //
 // The logarithmic part is computed in float32 as PyTorch does (the distance as float32
 // divided by max_exact, torch.log, divided by log(max_distance/max_exact) rounded to
-// float32, times the remaining bucket count, truncated): a distance whose exact result
-// is a whole number (16, 32, 64 with 32 buckets) lands on the side float32 gives.
+// float32, times the remaining bucket count, truncated), so that distances whose exact
+// result is a whole number (16, 32, 64 with 32 buckets) land where PyTorch puts them.
 func relativeBucket(rel, numBuckets, maxDistance int) int {
 	nb := numBuckets / 2
 	bucket := 0
