@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
 // opCase is one cross-backend test: it builds inputs on rt, runs the op and compares
@@ -140,13 +142,13 @@ var _ = addCases(OpCast,
 				f := float32(v)
 				switch d {
 				case F16:
-					f = HalfToFloat32(Float32ToHalf(f))
+					f = dtype.F16ToF32(dtype.F32ToF16(f))
 				case BF16:
-					f = BF16ToFloat32(Float32ToBF16(f))
+					f = dtype.BF16ToF32(dtype.F32ToBF16(f))
 				case F8E4M3FN:
-					f = F8E4M3FNToFloat32(Float32ToF8E4M3FN(f))
+					f = dtype.E4M3FNToF32(dtype.F32ToE4M3FN(f))
 				case F8E5M2:
-					f = F8E5M2ToFloat32(Float32ToF8E5M2(f))
+					f = dtype.E5M2ToF32(dtype.F32ToE5M2(f))
 				}
 				ref[i] = float64(f)
 			}
@@ -245,12 +247,12 @@ var _ = addCases(OpLinear,
 		wv := make([]float64, n*k)
 		for blk := 0; blk < n*k/32; blk++ {
 			d := float32(0.01 + r.Float64()*0.05)
-			h := Float32ToHalf(d)
+			h := dtype.F32ToF16(d)
 			raw[blk*34], raw[blk*34+1] = byte(h), byte(h>>8)
 			for i := 0; i < 32; i++ {
 				q := int8(r.IntN(255) - 127)
 				raw[blk*34+2+i] = byte(q)
-				wv[blk*32+i] = float64(HalfToFloat32(h)) * float64(q)
+				wv[blk*32+i] = float64(dtype.F16ToF32(h)) * float64(q)
 			}
 		}
 		w := ok(t)(rt.FromBytes(Q8_0, raw, n, k))

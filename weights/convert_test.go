@@ -1,114 +1,51 @@
 package weights
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"strings"
 	"testing"
 )
 
-// TestF16RoundTrip converts every binary16 value to float32 and back.
-func TestF16RoundTrip(t *testing.T) {
-	for h := 0; h < 1<<16; h++ {
-		f := F16ToF32(uint16(h))
-		if math.IsNaN(float64(f)) {
-			if back := F32ToF16(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 {
-				t.Fatalf("NaN %#04x came back as %#04x", h, back)
-			}
-			continue
-		}
-		if back := F32ToF16(f); back != uint16(h) {
-			t.Fatalf("%#04x -> %g -> %#04x", h, f, back)
-		}
-	}
-}
-
-func TestF32ToF16Rounding(t *testing.T) {
-	tests := []struct {
-		in   float32
-		want uint16
+// TestToFloat32 converts the same values stored in every dtype (the float arithmetic
+// itself is internal/dtype's, tested there).
+func TestToFloat32(t *testing.T) {
+	le := binary.LittleEndian
+	cases := []struct {
+		dt   DType
+		data []byte
 	}{
-		{1, 0x3c00},
-		{65504, 0x7bff},
-		{65520, 0x7c00},         // halfway to the next binade rounds up to infinity
-		{65519.996, 0x7bff},     // just below the halfway point
-		{1 + 1.0/2048, 0x3c00},  // tie rounds to even (down)
-		{1 + 3.0/2048, 0x3c02},  // tie rounds to even (up)
-		{5.9604645e-08, 0x0001}, // smallest subnormal
-		{2.9802322e-08, 0x0000}, // half of it: tie to even gives zero
-		{2.9802326e-08, 0x0001}, // just above half rounds up
-		{float32(math.Copysign(0, -1)), 0x8000},
-		{float32(math.Inf(-1)), 0xfc00},
-		{1023.5 / (1 << 24), 0x0400}, // rounds up out of the subnormals into 2^-14
+		{F64, le.AppendUint64(le.AppendUint64(nil, math.Float64bits(1.5)), math.Float64bits(-2))},
+		{F32, le.AppendUint32(le.AppendUint32(nil, math.Float32bits(1.5)), math.Float32bits(-2))},
+		{F16, []byte{0x00, 0x3e, 0x00, 0xc0}},
+		{BF16, []byte{0xc0, 0x3f, 0x00, 0xc0}},
+		{F8_E4M3, []byte{0x3c, 0xc0}},
+		{F8_E5M2, []byte{0x3e, 0xc0}},
+		{I64, le.AppendUint64(le.AppendUint64(nil, 1), uint64(0xfffffffffffffffe))},
+		{I32, []byte{1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff}},
+		{I16, []byte{1, 0, 0xfe, 0xff}},
+		{I8, []byte{1, 0xfe}},
 	}
-	for _, tc := range tests {
-		if got := F32ToF16(tc.in); got != tc.want {
-			t.Errorf("F32ToF16(%g) = %#04x, want %#04x", tc.in, got, tc.want)
+	for _, tc := range cases {
+		got := make([]float32, 2)
+		if err := ToFloat32(got, tc.data, tc.dt); err != nil {
+			t.Fatalf("%s: %v", tc.dt, err)
 		}
-	}
-}
-
-func TestBF16(t *testing.T) {
-	tests := []struct {
-		in   float32
-		want uint16
-	}{
-		{1, 0x3f80},
-		{math.Float32frombits(0x3f808000), 0x3f80}, // tie to even, down
-		{math.Float32frombits(0x3f818000), 0x3f82}, // tie to even, up
-		{math.Float32frombits(0x3f808001), 0x3f81},
-		{float32(math.Inf(1)), 0x7f80},
-	}
-	for _, tc := range tests {
-		if got := F32ToBF16(tc.in); got != tc.want {
-			t.Errorf("F32ToBF16(%g) = %#04x, want %#04x", tc.in, got, tc.want)
+		want := [2]float32{1.5, -2}
+		if !tc.dt.IsFloat() {
+			want[0] = 1
 		}
-		if back := BF16ToF32(tc.want); tc.in == back && F32ToBF16(back) != tc.want {
-			t.Errorf("round trip of %#04x", tc.want)
+		if got[0] != want[0] || got[1] != want[1] {
+			t.Errorf("%s: %v, want %v", tc.dt, got, want)
 		}
 	}
-	if v := F32ToBF16(float32(math.NaN())); BF16ToF32(v) == BF16ToF32(v) {
-		t.Errorf("NaN became %#04x", v)
+	u := make([]float32, 3)
+	if err := ToFloat32(u, []byte{0, 1, 0xff}, U8); err != nil || u[0] != 0 || u[1] != 1 || u[2] != 255 {
+		t.Errorf("U8: %v, %v", u, err)
 	}
-}
-
-// TestF8 checks float8 values against the definitions of torch.float8_e4m3fn and
-// torch.float8_e5m2 computed independently from sign, exponent and mantissa fields.
-func TestF8(t *testing.T) {
-	for v := 0; v < 256; v++ {
-		s := 1.0
-		if v&0x80 != 0 {
-			s = -1
-		}
-		e, m := (v>>3)&15, v&7
-		var want float64
-		switch {
-		case e == 15 && m == 7:
-			want = math.NaN()
-		case e == 0:
-			want = s * float64(m) / 8 * math.Pow(2, -6)
-		default:
-			want = s * (1 + float64(m)/8) * math.Pow(2, float64(e-7))
-		}
-		got := float64(F8E4M3ToF32(uint8(v)))
-		if !(got == want || math.IsNaN(got) && math.IsNaN(want)) {
-			t.Errorf("e4m3 %#02x = %g, want %g", v, got, want)
-		}
-		e5, m2 := (v>>2)&31, v&3
-		switch {
-		case e5 == 31 && m2 == 0:
-			want = s * math.Inf(1)
-		case e5 == 31:
-			want = math.NaN()
-		case e5 == 0:
-			want = s * float64(m2) / 4 * math.Pow(2, -14)
-		default:
-			want = s * (1 + float64(m2)/4) * math.Pow(2, float64(e5-15))
-		}
-		got = float64(F8E5M2ToF32(uint8(v)))
-		if !(got == want || math.IsNaN(got) && math.IsNaN(want)) {
-			t.Errorf("e5m2 %#02x = %g, want %g", v, got, want)
-		}
+	if err := ToFloat32(u, []byte{0, 2, 0}, BOOL); err != nil || u[0] != 0 || u[1] != 1 || u[2] != 0 {
+		t.Errorf("BOOL: %v, %v", u, err)
 	}
 }
 
@@ -152,20 +89,5 @@ func TestErrors(t *testing.T) {
 	err = &UnsupportedError{Format: "gguf", Offset: -1, Msg: "IQ1_M"}
 	if got := err.Error(); got != "gguf: unsupported feature: IQ1_M" {
 		t.Errorf("UnsupportedError = %q", got)
-	}
-}
-
-func TestF16SliceToF32(t *testing.T) {
-	src := make([]byte, 2<<16)
-	for h := 0; h < 1<<16; h++ {
-		src[2*h], src[2*h+1] = byte(h), byte(h>>8)
-	}
-	dst := make([]float32, 1<<16)
-	F16SliceToF32(dst, src)
-	for h := range dst {
-		want := F16ToF32(uint16(h))
-		if math.Float32bits(dst[h]) != math.Float32bits(want) {
-			t.Fatalf("%#04x: %g, want %g", h, dst[h], want)
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights/detect"
 	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
@@ -371,7 +372,7 @@ func TestTextEncoderFloat16(t *testing.T) {
 			b, _ := m.Layers[0].Norm1.Bias.Float32()
 			rounded := true
 			for _, x := range b {
-				h := gpu.HalfToFloat32(gpu.Float32ToHalf(x))
+				h := dtype.F16ToF32(dtype.F32ToF16(x))
 				if h != x {
 					rounded = false
 				}

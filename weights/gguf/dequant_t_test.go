@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
 // These tests encode random values with the formats' definitions and check the decoders
@@ -41,11 +41,11 @@ func TestTQ1_0(t *testing.T) {
 	for m := 0; m < 4; m++ {
 		blk[48+m] = packTrits([]int{want[240+m], want[244+m], want[248+m], want[252+m], -1})
 	}
-	d := weights.F32ToF16(0.25)
+	d := dtype.F32ToF16(0.25)
 	binary.LittleEndian.PutUint16(blk[52:], d)
 	exp := make([]float32, QK_K)
 	for i, v := range want {
-		exp[i] = float32(v) * weights.F16ToF32(d)
+		exp[i] = float32(v) * dtype.F16ToF32(d)
 	}
 	checkDequant(t, TypeTQ1_0, blk, exp)
 }
@@ -60,7 +60,7 @@ func TestTQ2_0(t *testing.T) {
 		blk[32*j+m] |= byte(q) << (2 * l)
 		exp[i] = float32(q-1) * 2
 	}
-	binary.LittleEndian.PutUint16(blk[64:], weights.F32ToF16(2))
+	binary.LittleEndian.PutUint16(blk[64:], dtype.F32ToF16(2))
 	checkDequant(t, TypeTQ2_0, blk, exp)
 }
 

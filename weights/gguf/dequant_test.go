@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
 // The legacy and k-quant types are checked against ComfyUI-GGUF in golden_test.go. IQ4_NL
@@ -22,14 +22,14 @@ func TestIQ4_NL(t *testing.T) {
 	var want []float32
 	for b := 0; b < blocks; b++ {
 		d := float32(0.01 * float64(b+1))
-		dh := weights.F32ToF16(d)
+		dh := dtype.F32ToF16(d)
 		src = binary.LittleEndian.AppendUint16(src, dh)
 		qs := make([]byte, 16)
 		for i := range qs {
 			qs[i] = byte(rng.UintN(256))
 		}
 		src = append(src, qs...)
-		df := weights.F16ToF32(dh)
+		df := dtype.F16ToF32(dh)
 		for e := 0; e < 32; e++ {
 			nib := qs[e%16] & 0xf
 			if e >= 16 {
@@ -47,8 +47,8 @@ func TestIQ4_XS(t *testing.T) {
 	var src []byte
 	var want []float32
 	for b := 0; b < blocks; b++ {
-		dh := weights.F32ToF16(0.003 * float32(b+1))
-		df := weights.F16ToF32(dh)
+		dh := dtype.F32ToF16(0.003 * float32(b+1))
+		df := dtype.F16ToF32(dh)
 		scales := make([]int, 8) // 6-bit scales
 		for i := range scales {
 			scales[i] = rng.IntN(64)
@@ -95,7 +95,7 @@ func checkDequant(t *testing.T, typ Type, src []byte, want []float32) {
 // TestQ4_0Layout pins the Q4_0 nibble order with a hand-made block: element j is the low
 // nibble of qs[j] for j < 16, the high nibble of qs[j-16] after.
 func TestQ4_0Layout(t *testing.T) {
-	src := binary.LittleEndian.AppendUint16(nil, weights.F32ToF16(2))
+	src := binary.LittleEndian.AppendUint16(nil, dtype.F32ToF16(2))
 	for j := 0; j < 16; j++ {
 		src = append(src, byte(j)|byte(15-j)<<4)
 	}

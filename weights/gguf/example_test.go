@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights/gguf"
 )
 
 // Example writes a GGUF file with one Q8_0 tensor, then reads its metadata, block layout
 // and dequantized values.
 func Example() {
-	block := binary.LittleEndian.AppendUint16(nil, weights.F32ToF16(0.5)) // d
+	block := binary.LittleEndian.AppendUint16(nil, dtype.F32ToF16(0.5)) // d
 	for i := 0; i < 32; i++ {
 		block = append(block, byte(int8(i-16))) // qs
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights"
 )
 
@@ -47,7 +48,7 @@ func Quantize(dst []byte, t Type, src []float32) error {
 	return nil
 }
 
-func putF16(b []byte, f float32) { binary.LittleEndian.PutUint16(b, weights.F32ToF16(f)) }
+func putF16(b []byte, f float32) { binary.LittleEndian.PutUint16(b, dtype.F32ToF16(f)) }
 
 func quantF32(dst []byte, src []float32) {
 	for i, v := range src {
@@ -61,9 +62,16 @@ func quantF16(dst []byte, src []float32) {
 	}
 }
 
+// quantBF16 rounds to nearest even as every bfloat16 conversion does, but keeps a
+// NaN's payload (its top bits, quieted) where c10 writes its canonical NaN: gguf-py's
+// __compute_fp32_to_bf16 does this, and the writer reproduces gguf-py's bytes.
 func quantBF16(dst []byte, src []float32) {
 	for i, v := range src {
-		binary.LittleEndian.PutUint16(dst[2*i:], weights.F32ToBF16(v))
+		h := dtype.F32ToBF16(v)
+		if v != v {
+			h = uint16(math.Float32bits(v)>>16) | 0x40
+		}
+		binary.LittleEndian.PutUint16(dst[2*i:], h)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights"
 )
 
@@ -51,7 +52,7 @@ func sampleKVs() []KV {
 }
 
 func q8Block(d float32, q func(i int) int8) []byte {
-	b := binary.LittleEndian.AppendUint16(nil, weights.F32ToF16(d))
+	b := binary.LittleEndian.AppendUint16(nil, dtype.F32ToF16(d))
 	for i := 0; i < 32; i++ {
 		b = append(b, byte(q(i)))
 	}

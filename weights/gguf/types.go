@@ -3,6 +3,8 @@ package gguf
 import (
 	"fmt"
 
+	"github.com/forgeflow/forgeflow/internal/dtype"
+
 	"github.com/forgeflow/forgeflow/weights"
 )
 
@@ -46,7 +48,7 @@ const (
 )
 
 // QK_K is the super-block size of the k-quants and IQ4_XS.
-const QK_K = 256
+const QK_K = dtype.QKK
 
 type typeTraits struct {
 	name       string
@@ -58,38 +60,38 @@ type typeTraits struct {
 // traits is the read-only table of every type ggml defines (ggml.c, type_traits), with the
 // dequantizer where this package implements one.
 var traits = map[Type]typeTraits{
-	TypeF32:     {"F32", 1, 4, dequantF32},
-	TypeF16:     {"F16", 1, 2, dequantF16},
-	TypeQ4_0:    {"Q4_0", 32, 18, dequantQ4_0},
-	TypeQ4_1:    {"Q4_1", 32, 20, dequantQ4_1},
-	TypeQ5_0:    {"Q5_0", 32, 22, dequantQ5_0},
-	TypeQ5_1:    {"Q5_1", 32, 24, dequantQ5_1},
-	TypeQ8_0:    {"Q8_0", 32, 34, dequantQ8_0},
+	TypeF32:     {"F32", 1, 4, dtype.DecodeF32},
+	TypeF16:     {"F16", 1, 2, dtype.DecodeF16},
+	TypeQ4_0:    {"Q4_0", 32, 18, dtype.DecodeQ4_0},
+	TypeQ4_1:    {"Q4_1", 32, 20, dtype.DecodeQ4_1},
+	TypeQ5_0:    {"Q5_0", 32, 22, dtype.DecodeQ5_0},
+	TypeQ5_1:    {"Q5_1", 32, 24, dtype.DecodeQ5_1},
+	TypeQ8_0:    {"Q8_0", 32, 34, dtype.DecodeQ8_0},
 	TypeQ8_1:    {"Q8_1", 32, 36, nil},
-	TypeQ2_K:    {"Q2_K", QK_K, 84, dequantQ2_K},
-	TypeQ3_K:    {"Q3_K", QK_K, 110, dequantQ3_K},
-	TypeQ4_K:    {"Q4_K", QK_K, 144, dequantQ4_K},
-	TypeQ5_K:    {"Q5_K", QK_K, 176, dequantQ5_K},
-	TypeQ6_K:    {"Q6_K", QK_K, 210, dequantQ6_K},
+	TypeQ2_K:    {"Q2_K", QK_K, 84, dtype.DecodeQ2_K},
+	TypeQ3_K:    {"Q3_K", QK_K, 110, dtype.DecodeQ3_K},
+	TypeQ4_K:    {"Q4_K", QK_K, 144, dtype.DecodeQ4_K},
+	TypeQ5_K:    {"Q5_K", QK_K, 176, dtype.DecodeQ5_K},
+	TypeQ6_K:    {"Q6_K", QK_K, 210, dtype.DecodeQ6_K},
 	TypeQ8_K:    {"Q8_K", QK_K, 292, nil},
 	TypeIQ2_XXS: {"IQ2_XXS", QK_K, 66, nil},
 	TypeIQ2_XS:  {"IQ2_XS", QK_K, 74, nil},
 	TypeIQ3_XXS: {"IQ3_XXS", QK_K, 98, nil},
 	TypeIQ1_S:   {"IQ1_S", QK_K, 50, nil},
-	TypeIQ4_NL:  {"IQ4_NL", 32, 18, dequantIQ4_NL},
+	TypeIQ4_NL:  {"IQ4_NL", 32, 18, dtype.DecodeIQ4_NL},
 	TypeIQ3_S:   {"IQ3_S", QK_K, 110, nil},
 	TypeIQ2_S:   {"IQ2_S", QK_K, 82, nil},
-	TypeIQ4_XS:  {"IQ4_XS", QK_K, 136, dequantIQ4_XS},
+	TypeIQ4_XS:  {"IQ4_XS", QK_K, 136, dtype.DecodeIQ4_XS},
 	TypeI8:      {"I8", 1, 1, dequantI8},
 	TypeI16:     {"I16", 1, 2, dequantI16},
 	TypeI32:     {"I32", 1, 4, dequantI32},
 	TypeI64:     {"I64", 1, 8, dequantI64},
-	TypeF64:     {"F64", 1, 8, dequantF64},
+	TypeF64:     {"F64", 1, 8, dtype.DecodeF64},
 	TypeIQ1_M:   {"IQ1_M", QK_K, 56, nil},
-	TypeBF16:    {"BF16", 1, 2, dequantBF16},
-	TypeTQ1_0:   {"TQ1_0", QK_K, 54, dequantTQ1_0},
-	TypeTQ2_0:   {"TQ2_0", QK_K, 66, dequantTQ2_0},
-	TypeMXFP4:   {"MXFP4", 32, 17, dequantMXFP4},
+	TypeBF16:    {"BF16", 1, 2, dtype.DecodeBF16},
+	TypeTQ1_0:   {"TQ1_0", QK_K, 54, dtype.DecodeTQ1_0},
+	TypeTQ2_0:   {"TQ2_0", QK_K, 66, dtype.DecodeTQ2_0},
+	TypeMXFP4:   {"MXFP4", 32, 17, dtype.DecodeMXFP4},
 }
 
 // Known reports whether t is a type ggml defines (whether or not it dequantizes here).

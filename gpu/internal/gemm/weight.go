@@ -3,7 +3,8 @@ package gemm
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
+
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
 // DType is the storage type of a Linear weight.
@@ -129,24 +130,15 @@ func (kr *kernel) decodeRow(d DType, dst []float32, src []byte, k0 int) {
 	n := len(dst)
 	switch d {
 	case F32:
-		s := src[4*k0 : 4*(k0+n)]
-		for i := range dst {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(s[4*i:]))
-		}
+		dtype.DecodeF32(dst, src[4*k0:4*(k0+n)])
 	case F16:
 		kr.cvtF16(dst, src[2*k0:2*(k0+n)])
 	case BF16:
 		kr.cvtBF16(dst, src[2*k0:2*(k0+n)])
 	case F8E4M3FN:
-		s := src[k0 : k0+n]
-		for i, b := range s {
-			dst[i] = f8e4m3fnTable[b]
-		}
+		dtype.DecodeE4M3FN(dst, src[k0:k0+n])
 	case F8E5M2:
-		s := src[k0 : k0+n]
-		for i, b := range s {
-			dst[i] = f8e5m2Table[b]
-		}
+		dtype.DecodeE5M2(dst, src[k0:k0+n])
 	case Q8_0:
 		kr.decQ8_0(dst, src[k0/32*34:])
 	case Q4_0:
@@ -160,152 +152,24 @@ func (kr *kernel) decodeRow(d DType, dst []float32, src []byte, k0 int) {
 	}
 }
 
-func cvtF16Generic(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	for i := range dst {
-		dst[i] = HalfToFloat32(binary.LittleEndian.Uint16(src[2*i:]))
-	}
-}
+// The portable converters and decoders are internal/dtype's (ggml's block layouts and
+// float32 arithmetic, shared with weights/gguf); the vector forms in gemm_amd64.s must
+// give the same values.
 
-func cvtBF16Generic(dst []float32, src []byte) {
-	src = src[:2*len(dst)]
-	for i := range dst {
-		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
-	}
-}
-
-// decodeQ8_0 follows ggml's block_q8_0 (ggml-common.h) and
-// dequantize_row_q8_0 (ggml-quants.c): x[i] = d·q[i].
-func decodeQ8_0(dst []float32, src []byte) {
-	for b := 0; b < len(dst); b += 32 {
-		blk := src[b/32*34:]
-		d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
-		q := blk[2:34]
-		out := dst[b : b+32]
-		for i := range out {
-			out[i] = d * float32(int8(q[i]))
-		}
-	}
-}
-
-// decodeQ4_0 follows ggml's block_q4_0 and dequantize_row_q4_0: element i
-// of the block is the low nibble of byte i, element i+16 the high nibble,
-// both offset by -8 and scaled by d.
-func decodeQ4_0(dst []float32, src []byte) {
-	for b := 0; b < len(dst); b += 32 {
-		blk := src[b/32*18:]
-		d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
-		q := blk[2:18]
-		out := dst[b : b+32]
-		for i := 0; i < 16; i++ {
-			out[i] = d * float32(int(q[i]&0x0f)-8)
-			out[i+16] = d * float32(int(q[i]>>4)-8)
-		}
-	}
-}
-
-// q4KScaleMin unpacks the 6-bit scale and min of sub-block j (0..7) from
-// the 12 packed bytes of a Q4_K super-block (ggml's get_scale_min_k4):
-// sub-blocks 0..3 keep their six bits in the low bits of bytes j and j+4;
-// sub-blocks 4..7 keep their low four bits in the nibbles of byte j+4 and
-// their top two bits in the top two bits of bytes j-4 (scale) and j (min).
-func q4KScaleMin(j int, s []byte) (sc, mn uint8) {
-	if j < 4 {
-		return s[j] & 63, s[j+4] & 63
-	}
-	sc = s[j+4]&0x0f | (s[j-4]>>6)<<4
-	mn = s[j+4]>>4 | (s[j]>>6)<<4
-	return sc, mn
-}
+func cvtF16Generic(dst []float32, src []byte)  { dtype.DecodeF16(dst, src) }
+func cvtBF16Generic(dst []float32, src []byte) { dtype.DecodeBF16(dst, src) }
+func decodeQ8_0(dst []float32, src []byte)     { dtype.DecodeQ8_0(dst, src) }
+func decodeQ4_0(dst []float32, src []byte)     { dtype.DecodeQ4_0(dst, src) }
+func decodeQ4K(dst []float32, src []byte)      { dtype.DecodeQ4_K(dst, src) }
 
 // q4KPairs computes the eight sub-blocks' (d·scale, dmin·min) pairs of a
-// Q4_K super-block into dm.
+// Q4_K super-block into dm, as dtype.DecodeQ4_K does.
 func q4KPairs(dm *[16]float32, blk []byte) {
-	d := HalfToFloat32(binary.LittleEndian.Uint16(blk))
-	dmin := HalfToFloat32(binary.LittleEndian.Uint16(blk[2:]))
-	scales := blk[4:16]
+	d := dtype.F16ToF32(binary.LittleEndian.Uint16(blk))
+	dmin := dtype.F16ToF32(binary.LittleEndian.Uint16(blk[2:]))
+	scales := (*[12]byte)(blk[4:16])
 	for j := 0; j < 8; j++ {
-		sc, mn := q4KScaleMin(j, scales)
+		sc, mn := dtype.ScaleMinK4(j, scales)
 		dm[2*j], dm[2*j+1] = d*float32(sc), dmin*float32(mn)
 	}
 }
-
-// decodeQ4K follows ggml's block_q4_K and dequantize_row_q4_K: a
-// super-block of 256 holds 8 sub-blocks of 32; each 32 bytes of qs carry
-// two sub-blocks (low nibbles, then high nibbles), and element x =
-// d·scale·q − dmin·min.
-func decodeQ4K(dst []float32, src []byte) {
-	var dm [16]float32
-	for b := 0; b < len(dst); b += 256 {
-		blk := src[b/256*144:]
-		q4KPairs(&dm, blk)
-		qs := blk[16:144]
-		out := dst[b : b+256]
-		for c := 0; c < 4; c++ {
-			d0, mm0, d1, mm1 := dm[4*c], dm[4*c+1], dm[4*c+2], dm[4*c+3]
-			q := qs[32*c : 32*c+32]
-			o := out[64*c : 64*c+64]
-			for l := 0; l < 32; l++ {
-				o[l] = d0*float32(q[l]&0x0f) - mm0
-				o[l+32] = d1*float32(q[l]>>4) - mm1
-			}
-		}
-	}
-}
-
-// HalfToFloat32 converts an IEEE binary16 bit pattern to float32 exactly,
-// including subnormals, infinities and NaNs.
-func HalfToFloat32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
-	case man == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal: value = man · 2^-24, exact in float32.
-	f := float32(man) * (1.0 / (1 << 24))
-	return math.Float32frombits(sign | math.Float32bits(f))
-}
-
-// f8Table builds the 256-entry decoding table of an 8-bit float with ebits
-// exponent bits (bias 2^(ebits-1)-1). fn selects the "FN" convention of
-// e4m3fn (no infinities; only S.1111.111 is NaN) instead of IEEE-style
-// infinities and NaNs at the top exponent.
-func f8Table(ebits int, fn bool) (t [256]float32) {
-	mbits := 7 - ebits
-	bias := 1<<(ebits-1) - 1
-	emax := 1<<ebits - 1
-	for v := 0; v < 256; v++ {
-		e := (v >> mbits) & emax
-		m := v & (1<<mbits - 1)
-		var x float64
-		switch {
-		case fn && e == emax && m == 1<<mbits-1:
-			x = math.NaN()
-		case !fn && e == emax && m == 0:
-			x = math.Inf(1)
-		case !fn && e == emax:
-			x = math.NaN()
-		case e == 0:
-			x = math.Ldexp(float64(m), 1-bias-mbits)
-		default:
-			x = math.Ldexp(float64(m|1<<mbits), e-bias-mbits)
-		}
-		if v&0x80 != 0 {
-			x = -x
-		}
-		t[v] = float32(x)
-	}
-	return t
-}
-
-// Read-only decoding tables, built once at package initialisation.
-var (
-	f8e4m3fnTable = f8Table(4, true)
-	f8e5m2Table   = f8Table(5, false)
-)

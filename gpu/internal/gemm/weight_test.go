@@ -6,67 +6,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
-// TestHalfToFloat32 checks all 65536 binary16 patterns against the
-// definition: (-1)^s · 2^(e-15) · (1 + m/1024), subnormals 2^-14 · m/1024.
-func TestHalfToFloat32(t *testing.T) {
-	for h := 0; h < 1<<16; h++ {
-		s, e, m := h>>15, (h>>10)&31, h&1023
-		var want float64
-		switch {
-		case e == 31 && m == 0:
-			want = math.Inf(1)
-		case e == 31:
-			want = math.NaN()
-		case e == 0:
-			want = math.Ldexp(float64(m)/1024, -14)
-		default:
-			want = math.Ldexp(1+float64(m)/1024, e-15)
-		}
-		if s == 1 {
-			want = -want
-		}
-		got := HalfToFloat32(uint16(h))
-		if math.IsNaN(want) {
-			if !math.IsNaN(float64(got)) {
-				t.Fatalf("%#04x: got %g, want NaN", h, got)
-			}
-			continue
-		}
-		if float64(got) != want || math.Signbit(float64(got)) != (s == 1) {
-			t.Fatalf("%#04x: got %g, want %g", h, got, want)
-		}
-	}
-}
-
-func TestF8Tables(t *testing.T) {
-	cases := []struct {
-		name string
-		tab  *[256]float32
-		bits uint8
-		want float64
-	}{
-		{"e4m3fn max", &f8e4m3fnTable, 0x7e, 448},
-		{"e4m3fn one", &f8e4m3fnTable, 0x38, 1},
-		{"e4m3fn min subnormal", &f8e4m3fnTable, 0x01, math.Ldexp(1, -9)},
-		{"e4m3fn -2", &f8e4m3fnTable, 0xc0, -2},
-		{"e4m3fn 1.875·2^8 is finite", &f8e4m3fnTable, 0x7d, 416},
-		{"e4m3fn nan", &f8e4m3fnTable, 0x7f, math.NaN()},
-		{"e5m2 max", &f8e5m2Table, 0x7b, 57344},
-		{"e5m2 one", &f8e5m2Table, 0x3c, 1},
-		{"e5m2 min subnormal", &f8e5m2Table, 0x01, math.Ldexp(1, -16)},
-		{"e5m2 inf", &f8e5m2Table, 0x7c, math.Inf(1)},
-		{"e5m2 -inf", &f8e5m2Table, 0xfc, math.Inf(-1)},
-		{"e5m2 nan", &f8e5m2Table, 0x7d, math.NaN()},
-	}
-	for _, tc := range cases {
-		got := float64(tc.tab[tc.bits])
-		if got != tc.want && !(math.IsNaN(got) && math.IsNaN(tc.want)) {
-			t.Errorf("%s: %#02x → %g, want %g", tc.name, tc.bits, got, tc.want)
-		}
-	}
-}
+// The scalar conversions and the block layouts are internal/dtype's and tested
+// there; these tests check that every path decodes and multiplies with them.
 
 // synthTypes are the dtypes testWeight can build from chosen values. The
 // other GGUF types are checked against the golden gguf family
@@ -189,12 +134,12 @@ func q4KPack(dst []byte, sc, mn [8]int) {
 
 // f8Encode finds the byte that decodes to v (v is exact in the format).
 func f8Encode(d DType, v float32) byte {
-	tab := &f8e4m3fnTable
+	dec := dtype.E4M3FNToF32
 	if d == F8E5M2 {
-		tab = &f8e5m2Table
+		dec = dtype.E5M2ToF32
 	}
 	for b := 0; b < 256; b++ {
-		if tab[b] == v {
+		if dec(uint8(b)) == v {
 			return byte(b)
 		}
 	}
@@ -223,7 +168,7 @@ func TestDecodeRow(t *testing.T) {
 }
 
 // TestConverters runs every path's 16-bit converters over all 65536 bit
-// patterns at lengths that leave vector tails, against HalfToFloat32 (itself
+// patterns at lengths that leave vector tails, against dtype.F16ToF32 (itself
 // checked against the definition) and the bfloat16 definition.
 func TestConverters(t *testing.T) {
 	all := make([]byte, 2<<16)
@@ -235,7 +180,7 @@ func TestConverters(t *testing.T) {
 			got := make([]float32, n)
 			e.k.cvtF16(got, all)
 			for h := 0; h < n; h++ {
-				want := HalfToFloat32(uint16(h))
+				want := dtype.F16ToF32(uint16(h))
 				if got[h] != want && !(want != want && got[h] != got[h]) {
 					t.Fatalf("%s: f16 %#04x (n=%d): got %g, want %g", e.Path(), h, n, got[h], want)
 				}

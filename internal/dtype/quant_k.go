@@ -1,18 +1,20 @@
-package gguf
+package dtype
 
 import "encoding/binary"
 
-// The k-quants work on super-blocks of QK_K = 256 elements split into sub-blocks with their
-// own quantized scales (ggml-common.h, block_q*_K; ggml-quants.c, dequantize_row_q*_K).
-// Blocks are viewed as fixed-size arrays so that the compiler drops the bounds checks.
+// The k-quants work on super-blocks of QKK = 256 elements split into sub-blocks with
+// their own quantized scales (ggml-common.h block_q*_K; ggml-quants.c
+// dequantize_row_q*_K).
 
-// Q2_K super-block (84 bytes): scales[16] (low nibble scale, high nibble min, per 16
-// elements), qs[64] (2-bit quants), d fp16, dmin fp16; y = d·sc·q - dmin·m.
-func dequantQ2_K(dst []float32, src []byte) {
-	for b := 0; len(src) >= 84; b++ {
-		blk := (*[84]byte)(src)
-		y := (*[QK_K]float32)(dst[QK_K*b:])
-		d, dmin := f16(blk[80:]), f16(blk[82:])
+// DecodeQ2_K decodes Q2_K super-blocks (84 bytes: scales[16] (low nibble scale, high
+// nibble min, per 16 elements), qs[64] (2-bit quants), d fp16, dmin fp16;
+// y = d·sc·q - dmin·m).
+func DecodeQ2_K(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 84)
+	for b := 0; b < nb; b++ {
+		blk := (*[84]byte)(src[84*b:])
+		y := (*[QKK]float32)(dst[QKK*b:])
+		d, dmin := half(blk[80:]), half(blk[82:])
 		// Element 128·n + 32·j + 16·h + l uses scale 8·n + 2·j + h and the 2-bit field
 		// j of qs[32·n + 16·h + l].
 		for n := 0; n < 2; n++ {
@@ -30,20 +32,20 @@ func dequantQ2_K(dst []float32, src []byte) {
 				}
 			}
 		}
-		src = src[84:]
 	}
 }
 
-// Q3_K super-block (110 bytes): hmask[32] (the high bit, inverted: clear means -4),
-// qs[64] (low 2 bits), scales[12] (sixteen 6-bit scales, biased by 32), d fp16;
-// y = d·(sc-32)·q with q in [-4, 3].
-func dequantQ3_K(dst []float32, src []byte) {
-	for b := 0; len(src) >= 110; b++ {
-		blk := (*[110]byte)(src)
+// DecodeQ3_K decodes Q3_K super-blocks (110 bytes: hmask[32] (the high bit, inverted:
+// clear means -4), qs[64] (low 2 bits), scales[12] (sixteen 6-bit scales, biased by 32),
+// d fp16; y = d·(sc-32)·q with q in [-4, 3]).
+func DecodeQ3_K(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 110)
+	for b := 0; b < nb; b++ {
+		blk := (*[110]byte)(src[110*b:])
 		hm := (*[32]byte)(blk[0:])
-		d := f16(blk[108:])
+		d := half(blk[108:])
 		sc := unpackQ3KScales(blk[96:108])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		// Element 128·n + 32·j + 16·h + l uses scale 8·n + 2·j + h, the 2-bit field j of
 		// qs[32·n + 16·h + l] and bit 4·n + j of hmask[16·h + l].
 		for n := 0; n < 2; n++ {
@@ -65,7 +67,6 @@ func dequantQ3_K(dst []float32, src []byte) {
 				}
 			}
 		}
-		src = src[110:]
 	}
 }
 
@@ -90,28 +91,31 @@ func unpackQ3KScales(p []byte) [16]uint8 {
 	return out
 }
 
-// scaleMinK4 returns the j-th 6-bit scale and min of a Q4_K/Q5_K super-block's 12 packed
-// bytes (get_scale_min_k4 in ggml-quants.c).
-func scaleMinK4(j int, q *[12]byte) (sc, m uint8) {
+// ScaleMinK4 returns the j-th 6-bit scale and min of a Q4_K/Q5_K super-block's 12 packed
+// bytes (get_scale_min_k4 in ggml-quants.c): sub-blocks 0..3 keep their six bits in the
+// low bits of bytes j and j+4; sub-blocks 4..7 keep their low four bits in the nibbles
+// of byte j+4 and their top two bits in the top bits of bytes j-4 (scale) and j (min).
+func ScaleMinK4(j int, q *[12]byte) (sc, m uint8) {
 	if j < 4 {
 		return q[j] & 63, q[j+4] & 63
 	}
 	return q[j+4]&0xf | (q[j-4]>>6)<<4, q[j+4]>>4 | (q[j]>>6)<<4
 }
 
-// Q4_K super-block (144 bytes): d fp16, dmin fp16, scales[12] (eight 6-bit scale/min
-// pairs), qs[128]; per 64 elements the low nibbles use pair 2i, the high nibbles 2i+1;
-// y = d·sc·q - dmin·m.
-func dequantQ4_K(dst []float32, src []byte) {
-	for b := 0; len(src) >= 144; b++ {
-		blk := (*[144]byte)(src)
-		d, dmin := f16(blk[0:]), f16(blk[2:])
+// DecodeQ4_K decodes Q4_K super-blocks (144 bytes: d fp16, dmin fp16, scales[12] (eight
+// 6-bit scale/min pairs), qs[128]; per 64 elements the low nibbles use pair 2i, the high
+// nibbles 2i+1; y = d·sc·q - dmin·m).
+func DecodeQ4_K(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 144)
+	for b := 0; b < nb; b++ {
+		blk := (*[144]byte)(src[144*b:])
+		d, dmin := half(blk[0:]), half(blk[2:])
 		scales := (*[12]byte)(blk[4:])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		for i := 0; i < 4; i++ {
-			sc, m := scaleMinK4(2*i, scales)
+			sc, m := ScaleMinK4(2*i, scales)
 			d1, m1 := d*float32(sc), dmin*float32(m)
-			sc, m = scaleMinK4(2*i+1, scales)
+			sc, m = ScaleMinK4(2*i+1, scales)
 			d2, m2 := d*float32(sc), dmin*float32(m)
 			q := (*[32]byte)(blk[16+32*i:])
 			lo := (*[32]float32)(y[64*i:])
@@ -121,24 +125,24 @@ func dequantQ4_K(dst []float32, src []byte) {
 				hi[l] = float32(d2*float32(q[l]>>4)) - m2
 			}
 		}
-		src = src[144:]
 	}
 }
 
-// Q5_K super-block (176 bytes): d fp16, dmin fp16, scales[12], qh[32] (fifth bits),
-// qs[128]; as Q4_K with q += 16 where the high bit is set (bit 2i for the low nibbles of
-// the i-th 64, bit 2i+1 for the high nibbles).
-func dequantQ5_K(dst []float32, src []byte) {
-	for b := 0; len(src) >= 176; b++ {
-		blk := (*[176]byte)(src)
-		d, dmin := f16(blk[0:]), f16(blk[2:])
+// DecodeQ5_K decodes Q5_K super-blocks (176 bytes: d fp16, dmin fp16, scales[12],
+// qh[32] (fifth bits), qs[128]; as Q4_K with q += 16 where the high bit is set: bit 2i
+// for the low nibbles of the i-th 64, bit 2i+1 for the high nibbles).
+func DecodeQ5_K(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 176)
+	for b := 0; b < nb; b++ {
+		blk := (*[176]byte)(src[176*b:])
+		d, dmin := half(blk[0:]), half(blk[2:])
 		scales := (*[12]byte)(blk[4:])
 		qh := (*[32]byte)(blk[16:])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		for i := 0; i < 4; i++ {
-			sc, m := scaleMinK4(2*i, scales)
+			sc, m := ScaleMinK4(2*i, scales)
 			d1, m1 := d*float32(sc), dmin*float32(m)
-			sc, m = scaleMinK4(2*i+1, scales)
+			sc, m = ScaleMinK4(2*i+1, scales)
 			d2, m2 := d*float32(sc), dmin*float32(m)
 			u1, u2 := byte(1)<<(2*i), byte(2)<<(2*i)
 			ql := (*[32]byte)(blk[48+32*i:])
@@ -156,17 +160,17 @@ func dequantQ5_K(dst []float32, src []byte) {
 				hi[l] = float32(d2*float32(v2)) - m2
 			}
 		}
-		src = src[176:]
 	}
 }
 
-// Q6_K super-block (210 bytes): ql[128] (low 4 bits), qh[64] (high 2 bits), scales
-// int8[16], d fp16; y = d·sc·(q - 32).
-func dequantQ6_K(dst []float32, src []byte) {
-	for b := 0; len(src) >= 210; b++ {
-		blk := (*[210]byte)(src)
-		d := f16(blk[208:])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+// DecodeQ6_K decodes Q6_K super-blocks (210 bytes: ql[128] (low 4 bits), qh[64] (high
+// 2 bits), scales int8[16], d fp16; y = d·sc·(q - 32)).
+func DecodeQ6_K(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 210)
+	for b := 0; b < nb; b++ {
+		blk := (*[210]byte)(src[210*b:])
+		d := half(blk[208:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		for n := 0; n < 2; n++ {
 			ql := (*[64]byte)(blk[64*n:])
 			qh := (*[32]byte)(blk[128+32*n:])
@@ -184,6 +188,5 @@ func dequantQ6_K(dst []float32, src []byte) {
 				yy[l+96] = float32(d*float32(int8(sc[is+6]))) * float32(q4)
 			}
 		}
-		src = src[210:]
 	}
 }

@@ -1,4 +1,4 @@
-package gguf
+package dtype
 
 import "math"
 
@@ -14,14 +14,16 @@ var pow3 = [5]byte{1, 3, 9, 27, 81}
 // ×3 >> 8 reads it.
 func trit(b byte, n int) int { return int(uint16(b*pow3[n])*3>>8) - 1 }
 
-// TQ1_0 super-block (54 bytes): qs[48] (five trits per byte), qh[4] (four trits per byte),
-// d fp16; y = d × t with t in {-1, 0, 1}. Elements: the first 32 bytes of qs give 5×32
-// values (trit n of byte m is element 32n + m), the last 16 give 5×16, then qh 4×4.
-func dequantTQ1_0(dst []float32, src []byte) {
-	for b := 0; len(src) >= 54; b++ {
-		blk := (*[54]byte)(src)
-		d := f16(blk[52:])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+// DecodeTQ1_0 decodes TQ1_0 super-blocks (54 bytes: qs[48] (five trits per byte), qh[4]
+// (four trits per byte), d fp16; y = d·t with t in {-1, 0, 1}). Elements: the first 32
+// bytes of qs give 5×32 values (trit n of byte m is element 32n + m), the last 16 give
+// 5×16, then qh 4×4.
+func DecodeTQ1_0(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 54)
+	for b := 0; b < nb; b++ {
+		blk := (*[54]byte)(src[54*b:])
+		d := half(blk[52:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		k := 0
 		for _, seg := range [2][2]int{{0, 32}, {32, 16}} {
 			qs := blk[seg[0] : seg[0]+seg[1]]
@@ -39,17 +41,18 @@ func dequantTQ1_0(dst []float32, src []byte) {
 				k++
 			}
 		}
-		src = src[54:]
 	}
 }
 
-// TQ2_0 super-block (66 bytes): qs[64] (four 2-bit values per byte, stored q+1), d fp16;
-// bits 2l..2l+1 of qs[32j + m] are element 128j + 32l + m; y = d × (q - 1).
-func dequantTQ2_0(dst []float32, src []byte) {
-	for b := 0; len(src) >= 66; b++ {
-		blk := (*[66]byte)(src)
-		d := f16(blk[64:])
-		y := (*[QK_K]float32)(dst[QK_K*b:])
+// DecodeTQ2_0 decodes TQ2_0 super-blocks (66 bytes: qs[64] (four 2-bit values per
+// byte, stored q+1), d fp16; bits 2l..2l+1 of qs[32j + m] are element 128j + 32l + m;
+// y = d·(q - 1)).
+func DecodeTQ2_0(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QKK, 66)
+	for b := 0; b < nb; b++ {
+		blk := (*[66]byte)(src[66*b:])
+		d := half(blk[64:])
+		y := (*[QKK]float32)(dst[QKK*b:])
 		for j := 0; j < 2; j++ {
 			for l := 0; l < 4; l++ {
 				for m := 0; m < 32; m++ {
@@ -58,7 +61,6 @@ func dequantTQ2_0(dst []float32, src []byte) {
 				}
 			}
 		}
-		src = src[66:]
 	}
 }
 
@@ -70,18 +72,19 @@ var kvaluesMXFP4 = [16]int8{0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, 
 // which maps 255 to 2^127 rather than NaN).
 func e8m0Half(e byte) float32 { return float32(math.Ldexp(1, int(e)-128)) }
 
-// MXFP4 block (17 bytes): e (E8M0 shared exponent), qs[16] of FP4 codes laid out as
-// Q4_0's nibbles (OCP Microscaling Formats spec v1.0, MXFP4); y = fp4(q) × 2^(e-127).
-func dequantMXFP4(dst []float32, src []byte) {
-	for b := 0; len(src) >= 17; b++ {
-		blk := (*[17]byte)(src)
+// DecodeMXFP4 decodes MXFP4 blocks (17 bytes: e (E8M0 shared exponent), qs[16] of FP4
+// codes laid out as Q4_0's nibbles (OCP Microscaling Formats spec v1.0, MXFP4);
+// y = fp4(q)·2^(e-127)).
+func DecodeMXFP4(dst []float32, src []byte) {
+	nb, src := blocks(dst, src, QK, 17)
+	for b := 0; b < nb; b++ {
+		blk := (*[17]byte)(src[17*b:])
 		d := e8m0Half(blk[0])
-		y := (*[32]float32)(dst[32*b:])
+		y := (*[QK]float32)(dst[QK*b:])
 		for j := 0; j < 16; j++ {
 			q := blk[1+j]
 			y[j] = float32(kvaluesMXFP4[q&0xf]) * d
 			y[j+16] = float32(kvaluesMXFP4[q>>4]) * d
 		}
-		src = src[17:]
 	}
 }
