@@ -1,100 +1,38 @@
 package sd
 
 import (
-	"archive/zip"
 	"context"
-	"encoding/binary"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/torch/torchtest"
 )
 
-// writeTorchCheckpoint writes tensors as torch.save does since PyTorch 1.6 (a zip with
-// archive/data.pkl, a protocol-2 pickle of {"state_dict": {name: tensor}}, and one
-// archive/data/<key> entry per storage), every tensor a HalfStorage of its own.
+// writeTorchCheckpoint writes tensors as torch.save does since PyTorch 1.6, every
+// tensor a HalfStorage of its own under "state_dict".
 func writeTorchCheckpoint(t *testing.T, path string, ts []RandomTensor, seed uint64) {
 	t.Helper()
-	var p []byte
-	op := func(b ...byte) { p = append(p, b...) }
-	str := func(s string) {
-		op('X')
-		p = binary.LittleEndian.AppendUint32(p, uint32(len(s)))
-		p = append(p, s...)
-	}
-	integer := func(n int) {
-		op('J')
-		p = binary.LittleEndian.AppendUint32(p, uint32(int32(n)))
-	}
-	global := func(mod, name string) { op('c'); p = append(p, mod+"\n"+name+"\n"...) }
-	ints := func(v []int) {
-		op('(')
-		for _, x := range v {
-			integer(x)
-		}
-		op('t')
-	}
-	op(0x80, 2, '}')
-	str("state_dict")
-	op('}', '(')
-	storages := map[string][]byte{}
-	for i, x := range ts {
-		key := strconv.Itoa(i)
+	var tts []torchtest.Tensor
+	for _, x := range ts {
 		vals := x.Values(seed)
 		data := make([]byte, 2*len(vals))
 		if err := gpu.EncodeFloat32(gpu.F16, data, vals); err != nil {
 			t.Fatal(err)
 		}
-		storages[key] = data
-		stride := make([]int, len(x.Shape))
-		s := 1
-		for d := len(x.Shape) - 1; d >= 0; d-- {
-			stride[d] = s
-			s *= x.Shape[d]
+		shape := make([]int64, len(x.Shape))
+		for i, d := range x.Shape {
+			shape[i] = int64(d)
 		}
-		str(x.Name)
-		global("torch._utils", "_rebuild_tensor_v2")
-		op('(', '(')
-		str("storage")
-		global("torch", "HalfStorage")
-		str(key)
-		str("cpu")
-		integer(len(vals))
-		op('t', 'Q')
-		integer(0)
-		ints(x.Shape)
-		ints(stride)
-		op(0x89)
-		global("collections", "OrderedDict")
-		op(')', 'R', 't', 'R')
+		tts = append(tts, torchtest.Tensor{Name: x.Name, DType: weights.F16, Shape: shape, Data: data})
 	}
-	op('u', 's', '.')
-	f, err := os.Create(path)
+	b, err := torchtest.Zip(tts, "state_dict")
 	if err != nil {
 		t.Fatal(err)
 	}
-	zw := zip.NewWriter(f)
-	add := func(name string, data []byte) {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	add("archive/data.pkl", p)
-	add("archive/byteorder", []byte("little"))
-	for k, v := range storages {
-		add("archive/data/"+k, v)
-	}
-	add("archive/version", []byte("3\n"))
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -383,6 +383,9 @@ func (f *File) Tensor(name string) (Tensor, error) {
 	return Tensor{TensorInfo: info, Data: out}, nil
 }
 
+// Mapped reports whether the file is memory-mapped rather than read into memory.
+func (f *File) Mapped() bool { return f.region.Mapped() }
+
 // Close releases the mapping; tensors returned earlier become invalid.
 func (f *File) Close() error { return f.region.Close() }
 
