@@ -8,7 +8,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 type clipCase struct {
@@ -37,7 +37,7 @@ func TestGoldenCLIP(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+			f, err := tensorfile.Open(filepath.Join(dir, c.File))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +142,7 @@ func TestGoldenCLIP(t *testing.T) {
 	}
 }
 
-func floatsOf(t *testing.T, f *safetensors.File, name string) []float32 {
+func floatsOf(t *testing.T, f *tensorfile.File, name string) []float32 {
 	t.Helper()
 	tn, err := f.Tensor(name)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 type tokCase struct {
@@ -35,7 +36,7 @@ func TestGoldenTokenizer(t *testing.T) {
 	dir, bpe, cases := goldenTokenizer(t)
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+			f, err := tensorfile.Open(filepath.Join(dir, c.File))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +96,7 @@ func TestGoldenTokenizer(t *testing.T) {
 	}
 }
 
-func writeEmbedding(t *testing.T, f *safetensors.File, path string) {
+func writeEmbedding(t *testing.T, f *tensorfile.File, path string) {
 	t.Helper()
 	tn, err := f.Tensor("in.embedding")
 	if err != nil {
@@ -119,7 +120,7 @@ func writeEmbedding(t *testing.T, f *safetensors.File, path string) {
 	}
 }
 
-func readRaw(t *testing.T, f *safetensors.File, name string) safetensors.Tensor {
+func readRaw(t *testing.T, f *tensorfile.File, name string) tensorfile.Tensor {
 	t.Helper()
 	tn, err := f.Tensor(name)
 	if err != nil {
@@ -128,7 +129,7 @@ func readRaw(t *testing.T, f *safetensors.File, name string) safetensors.Tensor 
 	return tn
 }
 
-func readInts(t *testing.T, f *safetensors.File, name string) []int {
+func readInts(t *testing.T, f *tensorfile.File, name string) []int {
 	tn := readRaw(t, f, name)
 	if tn.DType != weights.I64 {
 		t.Fatalf("%s: dtype %s, want I64", name, tn.DType)
@@ -140,7 +141,7 @@ func readInts(t *testing.T, f *safetensors.File, name string) []int {
 	return out
 }
 
-func readF64(t *testing.T, f *safetensors.File, name string) []float64 {
+func readF64(t *testing.T, f *tensorfile.File, name string) []float64 {
 	tn := readRaw(t, f, name)
 	if tn.DType != weights.F64 {
 		t.Fatalf("%s: dtype %s, want F64", name, tn.DType)
@@ -152,7 +153,7 @@ func readF64(t *testing.T, f *safetensors.File, name string) []float64 {
 	return out
 }
 
-func readF32(t *testing.T, f *safetensors.File, name string) []float32 {
+func readF32(t *testing.T, f *tensorfile.File, name string) []float32 {
 	v, err := readRaw(t, f, name).Float32()
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
@@ -14,6 +16,7 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/detect"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // Key prefixes of a single-file checkpoint (ComfyUI's load_checkpoint_guess_config and
@@ -70,7 +73,7 @@ type Checkpoint struct {
 	// Family is the diffusion model's family (detect.FamilySD1, …).
 	Family detect.Family
 
-	file *tensorFile
+	file *tensorfile.File
 }
 
 // Close releases the file mapping.
@@ -79,7 +82,7 @@ func (c *Checkpoint) Close() error { return c.file.Close() }
 // Bytes is the size of the tensors the checkpoint maps (what a memory budget counts).
 func (c *Checkpoint) Bytes() int64 {
 	var n int64
-	for _, in := range c.file.infos {
+	for _, in := range c.file.Tensors() {
 		n += in.Size
 	}
 	return n
@@ -90,7 +93,7 @@ func (c *Checkpoint) Bytes() int64 {
 // CheckpointLoaderSimple does: the family comes from weights/detect, the text encoders
 // and model sampling from the family (comfy/supported_models.py).
 func LoadCheckpoint(rt *gpu.Runtime, path string, opts LoadOptions) (*Checkpoint, error) {
-	f, err := openTensorFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +105,7 @@ func LoadCheckpoint(rt *gpu.Runtime, path string, opts LoadOptions) (*Checkpoint
 	return ck, nil
 }
 
-func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoint, error) {
+func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Checkpoint, error) {
 	det, err := detectFile(f)
 	if err != nil {
 		return nil, err
@@ -112,22 +115,22 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 		if det.Diffusion != nil {
 			what = fmt.Sprintf("%s diffusion models are not SD UNets; this loader takes SD1.x, SD2.x and SDXL checkpoints", det.Family)
 		}
-		return nil, &UnsupportedError{Path: f.name, What: what}
+		return nil, &UnsupportedError{Path: f.Name(), What: what}
 	}
 	d := det.Diffusion
 	if d.Prefix != unetPrefix {
-		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("a bare diffusion model (keys under %q), not a checkpoint: load it with UNETLoader", d.Prefix)}
+		return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("a bare diffusion model (keys under %q), not a checkpoint: load it with UNETLoader", d.Prefix)}
 	}
 	if d.Unsupported != "" {
-		return nil, &UnsupportedError{Path: f.name, What: d.Unsupported}
+		return nil, &UnsupportedError{Path: f.Name(), What: d.Unsupported}
 	}
 	if d.Variant == "inpaint" {
-		return nil, &UnsupportedError{Path: f.name, What: "inpainting UNets (9 input channels) are not implemented"}
+		return nil, &UnsupportedError{Path: f.Name(), What: "inpainting UNets (9 input channels) are not implemented"}
 	}
-	src := newSource(rt, f)
+	src := statedict.NewFileSource(rt, f)
 	fam := d.Family
-	if fam == detect.FamilySDXL && !d.Exact && len(f.keysUnder("conditioner.embedders.0.model.")) > 0 &&
-		len(f.keysUnder("conditioner.embedders.1.")) == 0 {
+	if fam == detect.FamilySDXL && !d.Exact && len(keysUnder(f, "conditioner.embedders.0.model.")) > 0 &&
+		len(keysUnder(f, "conditioner.embedders.1.")) == 0 {
 		// detect names every other-sized ADM UNet SDXL; the refiner's layout has its one
 		// OpenCLIP-G where SDXL has CLIP-L.
 		fam = detect.FamilySDXLRefiner
@@ -137,7 +140,7 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 		return nil, err
 	}
 	ck := &Checkpoint{Detected: det, Family: fam, file: f}
-	name := f.name
+	name := f.Name()
 	if !opts.SkipModel {
 		heads := opts.UNetHeads
 		if heads.Count <= 0 && heads.Dim <= 0 {
@@ -158,7 +161,7 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 			ck.Model.Weights.tensors = append(ck.Model.Weights.tensors, savedTensor{name: "ztsnr", stored: "ztsnr"})
 		}
 	}
-	if !opts.SkipVAE && len(f.keysUnder(vaePrefix)) == 0 {
+	if !opts.SkipVAE && len(keysUnder(f, vaePrefix)) == 0 {
 		// As ComfyUI: the checkpoint loads; its VAE output is empty and a node that needs
 		// it says so.
 		opts.logger().Warn("checkpoint holds no VAE (no first_stage_model.* tensors)", "path", name)
@@ -186,32 +189,28 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorFile, opts LoadOptions) (*Checkpoi
 }
 
 // detectFile runs weights/detect on an open file.
-func detectFile(f *tensorFile) (*detect.Model, error) {
-	infos := make([]weights.TensorInfo, 0, len(f.keys))
-	for _, k := range f.keys {
-		infos = append(infos, f.infos[k])
-	}
-	det, err := detect.Detect(detect.Input{Tensors: infos, Values: f.values})
+func detectFile(f *tensorfile.File) (*detect.Model, error) {
+	// In key order, as this loader has always detected (detect lists some findings,
+	// text encoders among them, in the order it meets their keys).
+	in := detect.FileInput(f)
+	in.Tensors = slices.SortedFunc(slices.Values(in.Tensors), func(a, b weights.TensorInfo) int { return strings.Compare(a.Name, b.Name) })
+	det, err := detect.Detect(in)
 	if err != nil {
 		if errors.Is(err, detect.ErrUnknown) {
-			return nil, &FormatError{Path: f.name, Err: errors.New("no Stable Diffusion model in its tensors (missing model.diffusion_model.* keys?)")}
+			return nil, &FormatError{Path: f.Name(), Err: errors.New("no Stable Diffusion model in its tensors (missing model.diffusion_model.* keys?)")}
 		}
-		return nil, &FormatError{Path: f.name, Err: err}
+		return nil, &FormatError{Path: f.Name(), Err: err}
 	}
 	return det, nil
 }
 
-// values reads a tensor as float32 (detection's SD2 rule, the loader's).
-func (f *tensorFile) values(key string) ([]float32, error) {
-	info, data, err := f.raw(key)
+// storedValues reads a stored tensor as float32 (detection's SD2 rule, the loader's).
+func storedValues(f *tensorfile.File, key string) ([]float32, error) {
+	t, err := f.Tensor(key)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]float32, info.NumElements())
-	if err := weights.ToFloat32(out, data, info.DType); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return t.Float32()
 }
 
 // sd2VTensor is the bias whose spread tells SD2.x v-prediction UNets from eps ones
@@ -221,13 +220,13 @@ const sd2VTensor = unetPrefix + "output_blocks.11.1.transformer_blocks.0.norm1.b
 // prediction returns the model's prediction type. detect applies ComfyUI's SD2 rule to
 // full-size models only; the rule reads values, not sizes, so it is applied here to an
 // SD2-layout model of any size as well (test models, pruned variants).
-func prediction(src *source, d *detect.Diffusion) (detect.Prediction, error) {
-	if d.Family != detect.FamilySD2 || d.Exact || d.UNet.InChannels != 4 || !src.has(sd2VTensor) {
+func prediction(src *statedict.FileSource, d *detect.Diffusion) (detect.Prediction, error) {
+	if d.Family != detect.FamilySD2 || d.Exact || d.UNet.InChannels != 4 || !src.Has(sd2VTensor) {
 		return d.Prediction, nil
 	}
-	v, err := src.file.values(sd2VTensor)
+	v, err := storedValues(src.File(), sd2VTensor)
 	if err != nil {
-		return "", &FormatError{Path: src.file.name, Err: err}
+		return "", &FormatError{Path: src.File().Name(), Err: err}
 	}
 	// Population standard deviation, as torch.std(unbiased=False).
 	var mean float64
@@ -275,11 +274,11 @@ func familySampling(f detect.Family, p detect.Prediction, zsnr bool) (sampling.M
 }
 
 // loadVAE binds the autoencoder under prefix (original or diffusers layout).
-func loadVAE(rt *gpu.Runtime, src *source, prefix, name string) (*VAE, error) {
+func loadVAE(rt *gpu.Runtime, src *statedict.FileSource, prefix, name string) (*VAE, error) {
 	bindPrefix := prefix
-	if isDiffusersVAE(src.file, prefix) {
+	if isDiffusersVAE(src.File(), prefix) {
 		bindPrefix = addDiffusersVAEAliases(src, prefix)
-	} else if len(src.file.keysUnder(prefix+"decoder.")) == 0 {
+	} else if len(keysUnder(src.File(), prefix+"decoder.")) == 0 {
 		return nil, &FormatError{Path: name, Err: fmt.Errorf("no VAE: no %sdecoder.* tensors", prefix)}
 	}
 	m := &vae.Model{}
@@ -290,7 +289,7 @@ func loadVAE(rt *gpu.Runtime, src *source, prefix, name string) (*VAE, error) {
 		return nil, &FormatError{Path: name, Err: err}
 	}
 	v := &VAE{Runtime: rt, Model: m, Latent: latentForChannels(m.LatentChannels()), Name: name}
-	v.Weights = src.weightsUnder(bindPrefix, vaePrefix)
+	v.Weights = weightsUnder(src, bindPrefix, vaePrefix)
 	return v, nil
 }
 

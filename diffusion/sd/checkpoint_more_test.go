@@ -12,6 +12,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights/detect"
@@ -97,12 +98,12 @@ func TestOpenCLIPMatchesHF(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ckOC.Close()
-	f, err := openTensorFile(hfPath)
+	f, err := openFile(hfPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	teHF, err := bindTextModel(rt, newSource(rt, f), "cond_stage_model.model.hf.", roleSD2H, "cond_stage_model.model.hf.text_projection.weight", LoadOptions{Vocab: bpe})
+	teHF, err := bindTextModel(rt, statedict.NewFileSource(rt, f), "cond_stage_model.model.hf.", roleSD2H, "cond_stage_model.model.hf.text_projection.weight", LoadOptions{Vocab: bpe})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,13 +328,13 @@ func TestSafetensorsSniffing(t *testing.T) {
 			break
 		}
 	}
-	f, err := openTensorFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		t.Fatalf("a safetensors file starting with 0x80: %v", err)
 	}
 	defer f.Close()
-	if len(f.keys) != 4 {
-		t.Errorf("%d tensors, want 4", len(f.keys))
+	if len(f.Tensors()) != 4 {
+		t.Errorf("%d tensors, want 4", len(f.Tensors()))
 	}
 }
 

@@ -7,15 +7,17 @@ import (
 	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // Weights records where a loaded part's tensors are stored: the open file and, per
 // tensor, its checkpoint name and stored key. CheckpointSave writes these tensors back
 // byte for byte, so a saved checkpoint keeps ComfyUI's key names and the stored dtypes.
 type Weights struct {
-	file    *tensorFile
+	file    *tensorfile.File
 	tensors []savedTensor
 	// err says why this part cannot be saved into a checkpoint.
 	err error
@@ -29,10 +31,10 @@ type savedTensor struct {
 }
 
 // newWeights records every stored key under the prefixes, under its own name.
-func newWeights(f *tensorFile, prefixes ...string) *Weights {
+func newWeights(f *tensorfile.File, prefixes ...string) *Weights {
 	w := &Weights{file: f}
 	for _, p := range prefixes {
-		for _, k := range f.keysUnder(p) {
+		for _, k := range keysUnder(f, p) {
 			w.tensors = append(w.tensors, savedTensor{name: k, stored: k})
 		}
 	}
@@ -49,26 +51,23 @@ func (w *Weights) renamed(from, to string) *Weights {
 
 // weightsUnder records the tensors the source serves under prefix (stored keys and
 // aliases) under the checkpoint prefix to.
-func (s *source) weightsUnder(prefix, to string) *Weights {
-	w := &Weights{file: s.file}
-	for _, k := range s.keys {
+func weightsUnder(src *statedict.FileSource, prefix, to string) *Weights {
+	w := &Weights{file: src.File()}
+	for _, k := range src.Keys() {
 		rest, ok := strings.CutPrefix(k, prefix)
 		if !ok {
 			continue
 		}
-		d, aliased := s.alias[k]
-		if !aliased {
-			if _, stored := s.file.infos[k]; !stored {
-				continue
-			}
-			d = derived{stored: k}
+		d, ok := src.Derivation(k)
+		if !ok {
+			continue
 		}
-		if d.n > 0 || d.transpose {
-			w.err = fmt.Errorf("%s is computed from %s, which is not written back", k, d.stored)
+		if d.N > 0 || d.Transpose {
+			w.err = fmt.Errorf("%s is computed from %s, which is not written back", k, d.Stored)
 			return w
 		}
-		st := savedTensor{name: to + rest, stored: d.stored}
-		for _, x := range d.shape {
+		st := savedTensor{name: to + rest, stored: d.Stored}
+		for _, x := range d.Shape {
 			st.shape = append(st.shape, int64(x))
 		}
 		w.tensors = append(w.tensors, st)
@@ -121,9 +120,9 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 				continue
 			}
 			seen[k] = true
-			info, ok := ws.file.infos[st.stored]
+			info, ok := ws.file.Info(st.stored)
 			if !ok {
-				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.name, st.stored)
+				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.Name(), st.stored)
 			}
 			shape := info.Shape
 			if st.shape != nil {
@@ -132,11 +131,11 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 			file, key := ws.file, st.stored
 			entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: shape,
 				WriteData: func(w io.Writer) error {
-					_, data, err := file.raw(key)
+					t, err := file.Tensor(key)
 					if err != nil {
 						return err
 					}
-					_, err = w.Write(data)
+					_, err = w.Write(t.Data)
 					return err
 				}})
 		}
@@ -182,10 +181,10 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 }
 
 // clipPrefixes are the key prefixes of a checkpoint's text encoders that f holds.
-func clipPrefixes(f *tensorFile) []string {
+func clipPrefixes(f *tensorfile.File) []string {
 	var out []string
 	for _, p := range []string{"cond_stage_model.", "conditioner.embedders."} {
-		if len(f.keysUnder(p)) > 0 {
+		if len(keysUnder(f, p)) > 0 {
 			out = append(out, p)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // tiny is the golden SD1.5-shaped test pipeline: golden/unet sd15_tiny (context 32) and
@@ -52,7 +52,7 @@ func buildTiny(golden string) (*tiny, error) {
 	if err != nil {
 		return nil, err
 	}
-	uf, err := safetensors.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
+	uf, err := tensorfile.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func buildTiny(golden string) (*tiny, error) {
 	if err != nil {
 		return nil, err
 	}
-	cf, err := safetensors.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
+	cf, err := tensorfile.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
 	if err != nil {
 		return nil, err
 	}

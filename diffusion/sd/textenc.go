@@ -49,7 +49,7 @@ const (
 
 // loadFamilyCLIP builds a checkpoint's text encoders as the family's
 // process_clip_state_dict finds them (comfy/supported_models.py).
-func loadFamilyCLIP(rt *gpu.Runtime, src *source, fam detect.Family, opts LoadOptions) (*CLIP, error) {
+func loadFamilyCLIP(rt *gpu.Runtime, src *statedict.FileSource, fam detect.Family, opts LoadOptions) (*CLIP, error) {
 	type part struct {
 		prefix   string
 		openCLIP bool
@@ -59,13 +59,13 @@ func loadFamilyCLIP(rt *gpu.Runtime, src *source, fam detect.Family, opts LoadOp
 	switch fam {
 	case detect.FamilySD1:
 		p := "cond_stage_model.transformer.text_model."
-		if len(src.file.keysUnder(p)) == 0 {
+		if len(keysUnder(src.File(), p)) == 0 {
 			p = "cond_stage_model.transformer." // pre-transformers-4.x SD1 files lack text_model.
 		}
 		parts = []part{{p, false, roleSD1L}}
 	case detect.FamilySD2:
 		p := "cond_stage_model.model."
-		if len(src.file.keysUnder(p)) == 0 {
+		if len(keysUnder(src.File(), p)) == 0 {
 			p = "conditioner.embedders.0.model." // SD2.x saved in the sgm layout
 		}
 		parts = []part{{p, true, roleSD2H}}
@@ -77,7 +77,7 @@ func loadFamilyCLIP(rt *gpu.Runtime, src *source, fam detect.Family, opts LoadOp
 	case detect.FamilySDXLRefiner:
 		parts = []part{{"conditioner.embedders.0.model.", true, roleSDXLG}}
 	default:
-		return nil, &UnsupportedError{Path: src.file.name, What: fmt.Sprintf("text encoders of %s models", fam)}
+		return nil, &UnsupportedError{Path: src.File().Name(), What: fmt.Sprintf("text encoders of %s models", fam)}
 	}
 	c := &CLIP{Runtime: rt}
 	for _, p := range parts {
@@ -97,9 +97,9 @@ func loadFamilyCLIP(rt *gpu.Runtime, src *source, fam detect.Family, opts LoadOp
 }
 
 // loadHFCLIP binds a transformers-layout CLIPTextModel under prefix ("…text_model.").
-func loadHFCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole, opts LoadOptions) (*TextEncoder, error) {
-	if len(src.file.keysUnder(prefix+"encoder.layers.")) == 0 {
-		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("no CLIP-%s text encoder: no %sencoder.layers.* tensors", role.name, prefix)}
+func loadHFCLIP(rt *gpu.Runtime, src *statedict.FileSource, prefix string, role encoderRole, opts LoadOptions) (*TextEncoder, error) {
+	if len(keysUnder(src.File(), prefix+"encoder.layers.")) == 0 {
+		return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("no CLIP-%s text encoder: no %sencoder.layers.* tensors", role.name, prefix)}
 	}
 	return bindTextModel(rt, src, prefix, role, "", opts)
 }
@@ -117,15 +117,15 @@ func loadHFCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole, o
 //	text_projection (in, out)              → text_projection.weight, transposed
 //
 // The renamed keys live under prefix+"hf." in the source; nothing is copied until bound.
-func loadOpenCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole, opts LoadOptions) (*TextEncoder, error) {
+func loadOpenCLIP(rt *gpu.Runtime, src *statedict.FileSource, prefix string, role encoderRole, opts LoadOptions) (*TextEncoder, error) {
 	in0 := prefix + "transformer.resblocks.0.attn.in_proj_weight"
-	if !src.has(in0) {
-		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("no OpenCLIP-%s text encoder: %s is missing", role.name, in0)}
+	if !src.Has(in0) {
+		return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("no OpenCLIP-%s text encoder: %s is missing", role.name, in0)}
 	}
 	hf := prefix + "hf."
 	alias := func(to, from string) {
-		if src.has(from) {
-			src.addAlias(hf+to, derived{stored: from})
+		if src.Has(from) {
+			src.Alias(hf+to, statedict.Derived{Stored: from})
 		}
 	}
 	alias("embeddings.token_embedding.weight", prefix+"token_embedding.weight")
@@ -134,7 +134,7 @@ func loadOpenCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole,
 	alias("final_layer_norm.bias", prefix+"ln_final.bias")
 	for i := 0; ; i++ {
 		from := prefix + "transformer.resblocks." + strconv.Itoa(i) + "."
-		if !src.has(from + "attn.in_proj_weight") {
+		if !src.Has(from + "attn.in_proj_weight") {
 			break
 		}
 		to := "encoder.layers." + strconv.Itoa(i) + "."
@@ -146,39 +146,39 @@ func loadOpenCLIP(rt *gpu.Runtime, src *source, prefix string, role encoderRole,
 			alias(to+n[0]+"weight", from+n[1]+"weight")
 			alias(to+n[0]+"bias", from+n[1]+"bias")
 		}
-		info := src.file.infos[from+"attn.in_proj_weight"]
+		info, _ := src.File().Info(from + "attn.in_proj_weight")
 		if len(info.Shape) != 2 || info.Shape[0]%3 != 0 {
-			return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("%sattn.in_proj_weight has shape %v, want (3·width, width)", from, info.Shape)}
+			return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("%sattn.in_proj_weight has shape %v, want (3·width, width)", from, info.Shape)}
 		}
 		w := int(info.Shape[0] / 3)
 		for j, qkv := range []string{"q_proj", "k_proj", "v_proj"} {
-			src.addAlias(hf+to+"self_attn."+qkv+".weight", derived{stored: from + "attn.in_proj_weight", from: j * w, n: w})
-			if src.has(from + "attn.in_proj_bias") {
-				src.addAlias(hf+to+"self_attn."+qkv+".bias", derived{stored: from + "attn.in_proj_bias", from: j * w, n: w})
+			src.Alias(hf+to+"self_attn."+qkv+".weight", statedict.Derived{Stored: from + "attn.in_proj_weight", From: j * w, N: w})
+			if src.Has(from + "attn.in_proj_bias") {
+				src.Alias(hf+to+"self_attn."+qkv+".bias", statedict.Derived{Stored: from + "attn.in_proj_bias", From: j * w, N: w})
 			}
 		}
 	}
 	proj := ""
-	if src.has(prefix + "text_projection") {
+	if src.Has(prefix + "text_projection") {
 		proj = hf + "text_projection.weight"
-		src.addAlias(proj, derived{stored: prefix + "text_projection", transpose: true})
+		src.Alias(proj, statedict.Derived{Stored: prefix + "text_projection", Transpose: true})
 	}
 	return bindTextModel(rt, src, hf, role, proj, opts)
 }
 
 // bindTextModel binds a transformers-layout text model under prefix and wraps it in an
 // encoder configured for role. projKey names the projection matrix (out, in), or "".
-func bindTextModel(rt *gpu.Runtime, src *source, prefix string, role encoderRole, projKey string, opts LoadOptions) (*TextEncoder, error) {
+func bindTextModel(rt *gpu.Runtime, src *statedict.FileSource, prefix string, role encoderRole, projKey string, opts LoadOptions) (*TextEncoder, error) {
 	m := &clip.TextModel{Activation: role.activation, EOS: endToken}
-	var weightsSrc statedict.Source = f16Source{src}
+	var weightsSrc statedict.Source = f16Source{src, rt}
 	if opts.FP32TextEncoder {
 		weightsSrc = src
 	}
 	if _, err := statedict.Bind(rt, weightsSrc, prefix, m); err != nil {
-		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("CLIP-%s: %w", role.name, err)}
+		return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("CLIP-%s: %w", role.name, err)}
 	}
 	if len(m.Layers) == 0 {
-		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("CLIP-%s has no layers", role.name)}
+		return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("CLIP-%s has no layers", role.name)}
 	}
 	hidden := m.Embeddings.Token.Dim(1)
 	headDim := opts.CLIPHeadDim
@@ -186,7 +186,7 @@ func bindTextModel(rt *gpu.Runtime, src *source, prefix string, role encoderRole
 		headDim = 64
 	}
 	if hidden%headDim != 0 {
-		return nil, &FormatError{Path: src.file.name, Err: fmt.Errorf("CLIP-%s width %d is not a multiple of the %d-wide attention heads", role.name, hidden, headDim)}
+		return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("CLIP-%s width %d is not a multiple of the %d-wide attention heads", role.name, hidden, headDim)}
 	}
 	m.Heads = hidden / headDim
 	enc := &clip.Encoder{Model: m, Layer: role.layer, NormHidden: role.normHidden,
@@ -249,11 +249,14 @@ func (c *CLIP) WithVocab(bpe *clip.BPE, vocabErr error, embDirs []string) *CLIP 
 // (comfy/model_management.py text_encoder_dtype) and computes in float32 from those
 // values, so a float32 checkpoint's prompt encodings match only with the same rounding.
 // F16 and float8 tensors convert exactly and are served as stored.
-type f16Source struct{ *source }
+type f16Source struct {
+	statedict.Source
+	rt *gpu.Runtime
+}
 
 // Tensor implements statedict.Source.
 func (s f16Source) Tensor(key string) (*gpu.Tensor, error) {
-	t, err := s.source.Tensor(key)
+	t, err := s.Source.Tensor(key)
 	if err != nil || (t.DType() != gpu.F32 && t.DType() != gpu.BF16) {
 		return t, err
 	}

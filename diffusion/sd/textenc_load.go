@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/detect"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // CLIP types of ComfyUI's CLIPLoader (comfy/sd.py CLIPType) that change how a lone CLIP
@@ -24,7 +26,7 @@ const (
 // OpenCLIP-H SD2's, CLIP-G the SDXL refiner's. OpenCLIP-layout files are mapped as in
 // checkpoints. The result holds only CLIP.
 func LoadTextEncoder(rt *gpu.Runtime, path, clipType string, opts LoadOptions) (*Checkpoint, error) {
-	f, err := openTensorFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +38,7 @@ func LoadTextEncoder(rt *gpu.Runtime, path, clipType string, opts LoadOptions) (
 	return ck, nil
 }
 
-func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadOptions) (*Checkpoint, error) {
+func loadTextEncoder(rt *gpu.Runtime, f *tensorfile.File, clipType string, opts LoadOptions) (*Checkpoint, error) {
 	det, err := detectFile(f)
 	if err != nil {
 		return nil, err
@@ -49,10 +51,10 @@ func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadO
 		}
 	}
 	if te == nil {
-		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("no CLIP text encoder in it (it holds a %s, %s); T5 and LLM text encoders are not implemented", det.Kind, det.Family)}
+		return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("no CLIP text encoder in it (it holds a %s, %s); T5 and LLM text encoders are not implemented", det.Kind, det.Family)}
 	}
 	if len(det.TextEncoders) > 1 {
-		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("%d text encoders in one file; load a checkpoint or one encoder per file", len(det.TextEncoders))}
+		return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("%d text encoders in one file; load a checkpoint or one encoder per file", len(det.TextEncoders))}
 	}
 	// The family follows ComfyUI's detect_te_model: a 31st layer means CLIP-G, a 23rd
 	// CLIP-H, otherwise CLIP-L.
@@ -61,39 +63,39 @@ func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadO
 	switch {
 	case layers > 30:
 		if clipType == CLIPTypeStableCascade || clipType == CLIPTypeSD3 || clipType == CLIPTypeHiDream {
-			return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("CLIP-G as a %s text encoder is not implemented", clipType)}
+			return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("CLIP-G as a %s text encoder is not implemented", clipType)}
 		}
 		role = roleSDXLG
 	case layers > 22:
 		role = roleSD2H
 	default:
 		if clipType == CLIPTypeSD3 || clipType == CLIPTypeHiDream {
-			return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("CLIP-L as a %s text encoder is not implemented", clipType)}
+			return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("CLIP-L as a %s text encoder is not implemented", clipType)}
 		}
 		// SD1ClipModel as CLIPLoader builds it keeps return_projected_pooled's default.
 		role = roleSD1L
 		role.projected = true
 	}
 	if clipType != CLIPTypeStableDiffusion && clipType != CLIPTypeStableCascade && clipType != CLIPTypeSD3 && clipType != CLIPTypeHiDream && clipType != "" {
-		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("CLIPLoader type %q needs a text encoder forgeflow does not implement (use stable_diffusion for CLIP-L/H/G files)", clipType)}
+		return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("CLIPLoader type %q needs a text encoder forgeflow does not implement (use stable_diffusion for CLIP-L/H/G files)", clipType)}
 	}
-	src := newSource(rt, f)
+	src := statedict.NewFileSource(rt, f)
 	var enc *TextEncoder
 	if te.Format == "open_clip" {
 		enc, err = loadOpenCLIP(rt, src, te.Prefix, role, opts)
 	} else {
 		proj := strings.TrimSuffix(te.Prefix, "text_model.") + "text_projection.weight"
-		if !src.has(proj) {
+		if !src.Has(proj) {
 			// Old files saved by ComfyUI's CLIPSave carry an (in, out) "text_projection".
 			old := strings.TrimSuffix(te.Prefix, "text_model.") + "text_projection"
-			if src.has(old) {
-				src.addAlias(proj, derived{stored: old, transpose: true})
+			if src.Has(old) {
+				src.Alias(proj, statedict.Derived{Stored: old, Transpose: true})
 			} else {
 				proj = ""
 			}
 		}
-		if len(src.file.keysUnder(te.Prefix+"encoder.layers.")) == 0 {
-			return nil, &FormatError{Path: f.name, Err: fmt.Errorf("no %sencoder.layers.* tensors", te.Prefix)}
+		if len(keysUnder(src.File(), te.Prefix+"encoder.layers.")) == 0 {
+			return nil, &FormatError{Path: f.Name(), Err: fmt.Errorf("no %sencoder.layers.* tensors", te.Prefix)}
 		}
 		enc, err = bindTextModel(rt, src, te.Prefix, role, proj, opts)
 	}
@@ -115,7 +117,7 @@ func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadO
 	default:
 		w.err = fmt.Errorf("a transformers-layout CLIP-%s file cannot be written into a checkpoint yet", strings.ToUpper(role.name))
 	}
-	c := &CLIP{Runtime: rt, Encoders: []*TextEncoder{enc}, Name: f.name, Weights: w}
+	c := &CLIP{Runtime: rt, Encoders: []*TextEncoder{enc}, Name: f.Name(), Weights: w}
 	return &Checkpoint{CLIP: c, Detected: det, Family: te.Family, file: f}, nil
 }
 
@@ -124,7 +126,7 @@ func loadTextEncoder(rt *gpu.Runtime, f *tensorFile, clipType string, opts LoadO
 // is guessed from the channel count (SD15's for 4 channels); a checkpoint's VAE loaded
 // this way takes its family's.
 func LoadVAE(rt *gpu.Runtime, path string) (*Checkpoint, error) {
-	f, err := openTensorFile(path)
+	f, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -136,23 +138,23 @@ func LoadVAE(rt *gpu.Runtime, path string) (*Checkpoint, error) {
 	return ck, nil
 }
 
-func loadVAEFile(rt *gpu.Runtime, f *tensorFile) (*Checkpoint, error) {
+func loadVAEFile(rt *gpu.Runtime, f *tensorfile.File) (*Checkpoint, error) {
 	det, err := detectFile(f)
 	if err != nil {
 		return nil, err
 	}
 	if det.VAE == nil {
-		return nil, &UnsupportedError{Path: f.name, What: fmt.Sprintf("no VAE in it (it holds a %s, %s)", det.Kind, det.Family)}
+		return nil, &UnsupportedError{Path: f.Name(), What: fmt.Sprintf("no VAE in it (it holds a %s, %s)", det.Kind, det.Family)}
 	}
 	if !isDiffusersVAE(f, det.VAE.Prefix) {
 		if det.VAE.Unsupported != "" {
-			return nil, &UnsupportedError{Path: f.name, What: det.VAE.Unsupported}
+			return nil, &UnsupportedError{Path: f.Name(), What: det.VAE.Unsupported}
 		}
 		if det.VAE.EmbedDim == 0 {
-			return nil, &UnsupportedError{Path: f.name, What: "VAEs without quant convolutions (SD3/Flux style) are not implemented"}
+			return nil, &UnsupportedError{Path: f.Name(), What: "VAEs without quant convolutions (SD3/Flux style) are not implemented"}
 		}
 	}
-	v, err := loadVAE(rt, newSource(rt, f), det.VAE.Prefix, f.name)
+	v, err := loadVAE(rt, statedict.NewFileSource(rt, f), det.VAE.Prefix, f.Name())
 	if err != nil {
 		return nil, err
 	}

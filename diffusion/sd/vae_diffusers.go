@@ -4,6 +4,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // Diffusers-layout VAE files (AutoencoderKL's diffusion_pytorch_model.safetensors) name
@@ -35,29 +38,29 @@ var diffAttn = map[string]string{
 }
 
 // isDiffusersVAE reports whether the keys under prefix are a diffusers-layout VAE.
-func isDiffusersVAE(f *tensorFile, prefix string) bool {
-	_, ok := f.infos[prefix+"decoder.up_blocks.0.resnets.0.norm1.weight"]
+func isDiffusersVAE(f *tensorfile.File, prefix string) bool {
+	_, ok := f.Info(prefix + "decoder.up_blocks.0.resnets.0.norm1.weight")
 	return ok
 }
 
 // addDiffusersVAEAliases serves the diffusers-layout VAE under prefix with the original
 // names under prefix+"ldm.", and returns that prefix.
-func addDiffusersVAEAliases(src *source, prefix string) string {
+func addDiffusersVAEAliases(src *statedict.FileSource, prefix string) string {
 	levels := 0
 	for {
-		if _, ok := src.file.infos[prefix+"decoder.up_blocks."+strconv.Itoa(levels)+".resnets.0.norm1.weight"]; !ok {
+		if !src.Has(prefix + "decoder.up_blocks." + strconv.Itoa(levels) + ".resnets.0.norm1.weight") {
 			break
 		}
 		levels++
 	}
 	to := prefix + "ldm."
-	for _, k := range src.file.keysUnder(prefix) {
+	for _, k := range keysUnder(src.File(), prefix) {
 		name, attnWeight := diffusersVAEName(strings.TrimPrefix(k, prefix), levels)
-		d := derived{stored: k}
-		if info := src.file.infos[k]; attnWeight && len(info.Shape) == 2 {
-			d.shape = []int{int(info.Shape[0]), int(info.Shape[1]), 1, 1}
+		d := statedict.Derived{Stored: k}
+		if info, _ := src.File().Info(k); attnWeight && len(info.Shape) == 2 {
+			d.Shape = []int{int(info.Shape[0]), int(info.Shape[1]), 1, 1}
 		}
-		src.addAlias(to+name, d)
+		src.Alias(to+name, d)
 	}
 	return to
 }

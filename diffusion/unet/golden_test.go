@@ -11,7 +11,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 type unetCase struct {
@@ -44,7 +44,7 @@ func TestGoldenUNet(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+			f, err := tensorfile.Open(filepath.Join(dir, c.File))
 			if err != nil {
 				t.Fatal(err)
 			}

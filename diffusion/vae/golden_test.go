@@ -8,7 +8,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // vaeCase is the part of a golden/vae manifest entry the test reads.
@@ -27,7 +27,7 @@ func TestGoldenVAE(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+			f, err := tensorfile.Open(filepath.Join(dir, c.File))
 			if err != nil {
 				t.Fatal(err)
 			}

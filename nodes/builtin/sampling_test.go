@@ -16,7 +16,7 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // The tiny SD1.5-shaped pipeline of the golden fixtures: golden/unet sd15_tiny (context
@@ -37,7 +37,7 @@ func tinySD(t *testing.T) (*sd.Model, *sd.CLIP) {
 			tinySDErr = err
 			return
 		}
-		uf, err := safetensors.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
+		uf, err := tensorfile.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
 		if err != nil {
 			tinySDErr = err
 			return
@@ -47,7 +47,7 @@ func tinySD(t *testing.T) (*sd.Model, *sd.CLIP) {
 			tinySDErr = err
 			return
 		}
-		cf, err := safetensors.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
+		cf, err := tensorfile.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
 		if err != nil {
 			tinySDErr = err
 			return
