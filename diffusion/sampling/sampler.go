@@ -42,83 +42,135 @@ type Options struct {
 // the sigmas, returning the final x. It must return ctx.Err() soon after cancellation.
 type SamplerFunc func(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error)
 
-// samplerTable lists the implemented samplers under ComfyUI's names in ComfyUI's
-// SAMPLER_NAMES order.
-var samplerTable = []struct {
-	name string
-	fn   SamplerFunc
-}{
-	{"euler", sampleEuler},
-	{"euler_cfg_pp", sampleEulerCFGPP},
-	{"euler_ancestral", sampleEulerAncestral},
-	{"euler_ancestral_cfg_pp", sampleEulerAncestralCFGPP},
-	{"heun", sampleHeun},
-	{"heunpp2", sampleHeunPP2},
-	{"dpm_2", sampleDPM2},
-	{"dpm_2_ancestral", sampleDPM2Ancestral},
-	{"lms", sampleLMS},
-	{"dpm_fast", sampleDPMFast},
-	{"dpm_adaptive", sampleDPMAdaptive},
-	{"dpmpp_2s_ancestral", sampleDPMPP2SAncestral},
-	{"dpmpp_2s_ancestral_cfg_pp", sampleDPMPP2SAncestralCFGPP},
-	{"dpmpp_sde", sampleDPMPPSDE},
-	{"dpmpp_sde_gpu", sampleDPMPPSDE},
-	{"dpmpp_2m", sampleDPMPP2M},
-	{"dpmpp_2m_cfg_pp", sampleDPMPP2MCFGPP},
-	{"dpmpp_2m_sde", sampleDPMPP2MSDEMidpoint},
-	{"dpmpp_2m_sde_gpu", sampleDPMPP2MSDEMidpoint},
-	{"dpmpp_2m_sde_heun", sampleDPMPP2MSDEHeun},
-	{"dpmpp_2m_sde_heun_gpu", sampleDPMPP2MSDEHeun},
-	{"dpmpp_3m_sde", sampleDPMPP3MSDE},
-	{"dpmpp_3m_sde_gpu", sampleDPMPP3MSDE},
-	{"ddpm", sampleDDPM},
-	{"lcm", sampleLCM},
-	{"ipndm", sampleIPNDM},
-	{"ipndm_v", sampleIPNDMV},
-	{"deis", sampleDEIS},
-	{"res_multistep", sampleResMultistep},
-	{"res_multistep_cfg_pp", sampleResMultistepCFGPP},
-	{"res_multistep_ancestral", sampleResMultistepAncestral},
-	{"res_multistep_ancestral_cfg_pp", sampleResMultistepAncestralCFGPP},
-	{"gradient_estimation", sampleGradientEstimation},
-	{"gradient_estimation_cfg_pp", sampleGradientEstimationCFGPP},
-	{"er_sde", sampleERSDE},
-	{"seeds_2", sampleSEEDS2},
-	{"seeds_3", sampleSEEDS3},
-	{"sa_solver", sampleSASolver},
-	{"sa_solver_pece", sampleSASolverPECE},
-	{"ddim", sampleEuler},
-	{"uni_pc", sampleUniPC},
-	{"uni_pc_bh2", sampleUniPCBH2},
+// Sampler describes one of ComfyUI's sampler_name values: the algorithm and what the
+// layers around it do differently for it. The table behind LookupSampler is the one
+// place where a sampler's name decides anything; every layer (schedules, the guider,
+// inpainting, the SAMPLER node value) reads these fields instead.
+type Sampler struct {
+	// Name is ComfyUI's sampler_name ("euler", "dpmpp_2m_sde_gpu", ...).
+	Name string
+	// Func runs the algorithm.
+	Func SamplerFunc
+	// CFGPP marks the CFG++ samplers (the *_cfg_pp names): they step with the
+	// unconditional prediction, so the guider computes it even at cfg 1 (ComfyUI's
+	// disable_cfg1_optimization).
+	CFGPP bool
+	// DiscardPenultimate makes KSampler schedule one step more and drop the
+	// second-to-last sigma (ComfyUI's DISCARD_PENULTIMATE_SIGMA_SAMPLERS).
+	DiscardPenultimate bool
+	// Inpaint says how the area outside a noise mask is re-noised at each step.
+	Inpaint InpaintNoise
+	// Noise is the fresh noise the sampler draws while it steps.
+	Noise StepNoise
+}
+
+// InpaintNoise is how KSamplerX0Inpaint re-noises the kept area of a masked latent.
+type InpaintNoise uint8
+
+const (
+	// InpaintSameNoise re-noises with the sampling's own start noise (the default).
+	InpaintSameNoise InpaintNoise = iota
+	// InpaintFreshNoise re-noises with fresh noise drawn from seed+1: ComfyUI's ddim is
+	// euler with inpaint_options {"random": True}.
+	InpaintFreshNoise
+)
+
+// StepNoise is what a sampler adds to x while it steps, besides the start noise.
+type StepNoise uint8
+
+const (
+	// NoStepNoise: an ODE solver; the result depends only on the start noise.
+	NoStepNoise StepNoise = iota
+	// GaussianStepNoise: fresh torch.randn noise each step from a generator seeded
+	// with the sampler's seed (default_noise_sampler): the ancestral samplers, ddpm, lcm
+	// and the SDE solvers er_sde, sa_solver and seeds_*.
+	GaussianStepNoise
+	// BrownianStepNoise: noise from a Brownian tree over the schedule's sigma range
+	// (BrownianTreeNoiseSampler): dpmpp_sde and the dpmpp_*m_sde family.
+	BrownianStepNoise
+)
+
+// samplerTable lists the implemented samplers in ComfyUI's SAMPLER_NAMES order.
+var samplerTable = []Sampler{
+	{Name: "euler", Func: sampleEuler},
+	{Name: "euler_cfg_pp", Func: sampleEulerCFGPP, CFGPP: true},
+	{Name: "euler_ancestral", Func: sampleEulerAncestral, Noise: GaussianStepNoise},
+	{Name: "euler_ancestral_cfg_pp", Func: sampleEulerAncestralCFGPP, CFGPP: true, Noise: GaussianStepNoise},
+	{Name: "heun", Func: sampleHeun},
+	{Name: "heunpp2", Func: sampleHeunPP2},
+	{Name: "dpm_2", Func: sampleDPM2, DiscardPenultimate: true},
+	{Name: "dpm_2_ancestral", Func: sampleDPM2Ancestral, DiscardPenultimate: true, Noise: GaussianStepNoise},
+	{Name: "lms", Func: sampleLMS},
+	{Name: "dpm_fast", Func: sampleDPMFast},
+	{Name: "dpm_adaptive", Func: sampleDPMAdaptive},
+	{Name: "dpmpp_2s_ancestral", Func: sampleDPMPP2SAncestral, Noise: GaussianStepNoise},
+	{Name: "dpmpp_2s_ancestral_cfg_pp", Func: sampleDPMPP2SAncestralCFGPP, CFGPP: true, Noise: GaussianStepNoise},
+	{Name: "dpmpp_sde", Func: sampleDPMPPSDE, Noise: BrownianStepNoise},
+	{Name: "dpmpp_sde_gpu", Func: sampleDPMPPSDE, Noise: BrownianStepNoise},
+	{Name: "dpmpp_2m", Func: sampleDPMPP2M},
+	{Name: "dpmpp_2m_cfg_pp", Func: sampleDPMPP2MCFGPP, CFGPP: true},
+	{Name: "dpmpp_2m_sde", Func: sampleDPMPP2MSDEMidpoint, Noise: BrownianStepNoise},
+	{Name: "dpmpp_2m_sde_gpu", Func: sampleDPMPP2MSDEMidpoint, Noise: BrownianStepNoise},
+	{Name: "dpmpp_2m_sde_heun", Func: sampleDPMPP2MSDEHeun, Noise: BrownianStepNoise},
+	{Name: "dpmpp_2m_sde_heun_gpu", Func: sampleDPMPP2MSDEHeun, Noise: BrownianStepNoise},
+	{Name: "dpmpp_3m_sde", Func: sampleDPMPP3MSDE, Noise: BrownianStepNoise},
+	{Name: "dpmpp_3m_sde_gpu", Func: sampleDPMPP3MSDE, Noise: BrownianStepNoise},
+	{Name: "ddpm", Func: sampleDDPM, Noise: GaussianStepNoise},
+	{Name: "lcm", Func: sampleLCM, Noise: GaussianStepNoise},
+	{Name: "ipndm", Func: sampleIPNDM},
+	{Name: "ipndm_v", Func: sampleIPNDMV},
+	{Name: "deis", Func: sampleDEIS},
+	{Name: "res_multistep", Func: sampleResMultistep},
+	{Name: "res_multistep_cfg_pp", Func: sampleResMultistepCFGPP, CFGPP: true},
+	{Name: "res_multistep_ancestral", Func: sampleResMultistepAncestral, Noise: GaussianStepNoise},
+	{Name: "res_multistep_ancestral_cfg_pp", Func: sampleResMultistepAncestralCFGPP, CFGPP: true, Noise: GaussianStepNoise},
+	{Name: "gradient_estimation", Func: sampleGradientEstimation},
+	{Name: "gradient_estimation_cfg_pp", Func: sampleGradientEstimationCFGPP, CFGPP: true},
+	{Name: "er_sde", Func: sampleERSDE, Noise: GaussianStepNoise},
+	{Name: "seeds_2", Func: sampleSEEDS2, Noise: GaussianStepNoise},
+	{Name: "seeds_3", Func: sampleSEEDS3, Noise: GaussianStepNoise},
+	{Name: "sa_solver", Func: sampleSASolver, Noise: GaussianStepNoise},
+	{Name: "sa_solver_pece", Func: sampleSASolverPECE, Noise: GaussianStepNoise},
+	{Name: "ddim", Func: sampleEuler, Inpaint: InpaintFreshNoise},
+	{Name: "uni_pc", Func: sampleUniPC, DiscardPenultimate: true},
+	{Name: "uni_pc_bh2", Func: sampleUniPCBH2, DiscardPenultimate: true},
 }
 
 // SamplerNames lists the implemented sampler names, in ComfyUI's order.
 func SamplerNames() []string {
 	names := make([]string, len(samplerTable))
 	for i, s := range samplerTable {
-		names[i] = s.name
+		names[i] = s.Name
 	}
 	return names
 }
 
-// LookupSampler returns the named sampler.
-func LookupSampler(name string) (SamplerFunc, error) {
+// LookupSampler returns the named sampler's descriptor.
+func LookupSampler(name string) (Sampler, error) {
 	for _, s := range samplerTable {
-		if s.name == name {
-			return s.fn, nil
+		if s.Name == name {
+			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("sampling: unknown sampler %q", name)
+	return Sampler{}, fmt.Errorf("sampling: unknown sampler %q", name)
 }
 
-// Sample runs a sampler the way ComfyUI's KSAMPLER.sample does: the initial noise is
+// Sample looks the named sampler up and runs it (Sampler.Sample).
+func Sample(ctx context.Context, name string, m Model, sigmas, noise, latent []float32, o *Options) ([]float32, error) {
+	s, err := LookupSampler(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.Sample(ctx, m, sigmas, noise, latent, o)
+}
+
+// Sample runs the sampler the way ComfyUI's KSAMPLER.sample does: the initial noise is
 // scaled into the latent (max denoise when the first sigma is the model's largest), the
 // sampler walks the sigmas, and flow latents are un-scaled at the end. noise and latent
 // have the latent's size; latent may be nil for an empty (all-zero) latent.
-func Sample(ctx context.Context, name string, m Model, sigmas, noise, latent []float32, o *Options) ([]float32, error) {
-	fn, err := LookupSampler(name)
-	if err != nil {
-		return nil, err
+func (s Sampler) Sample(ctx context.Context, m Model, sigmas, noise, latent []float32, o *Options) ([]float32, error) {
+	if s.Func == nil {
+		return nil, fmt.Errorf("sampling: sampler %q has no function", s.Name)
 	}
 	if o == nil || o.ModelSampling == nil {
 		return nil, errors.New("sampling: sample needs a model sampling")
@@ -141,7 +193,7 @@ func Sample(ctx context.Context, name string, m Model, sigmas, noise, latent []f
 	// place, as upstream does to the caller's tensor, and the closing inverse noise
 	// scaling below must see the rewritten value just as KSAMPLER.sample does.
 	sched := append([]float32(nil), sigmas...)
-	x, err = fn(ctx, m, x, sched, o)
+	x, err := s.Func(ctx, m, x, sched, o)
 	if err != nil {
 		return nil, err
 	}

@@ -52,15 +52,16 @@ func LookupScheduler(name string) (Scheduler, error) {
 	return nil, fmt.Errorf("sampling: unknown scheduler %q", name)
 }
 
-// discardPenultimate lists the samplers for which KSampler computes one step more and
-// drops the second-to-last sigma (ComfyUI's DISCARD_PENULTIMATE_SIGMA_SAMPLERS).
-var discardPenultimate = []string{"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
-
 // KSamplerSigmas is the sigma list ComfyUI's KSampler samples with: for denoise < 1 it
 // schedules int(steps/denoise) steps and keeps the last steps+1 sigmas; denoise ≤ 0
-// gives none.
+// gives none. For a sampler marked DiscardPenultimate it schedules one step more and
+// drops the second-to-last sigma.
 func KSamplerSigmas(ms ModelSampling, scheduler, sampler string, steps int, denoise float64) ([]float32, error) {
 	fn, err := LookupScheduler(scheduler)
+	if err != nil {
+		return nil, err
+	}
+	smp, err := LookupSampler(sampler)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +69,7 @@ func KSamplerSigmas(ms ModelSampling, scheduler, sampler string, steps int, deno
 		return nil, fmt.Errorf("sampling: negative step count %d", steps)
 	}
 	calc := func(n int) []float32 {
-		drop := slices.Contains(discardPenultimate, sampler)
+		drop := smp.DiscardPenultimate
 		if drop {
 			n++
 		}

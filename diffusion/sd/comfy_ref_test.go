@@ -187,7 +187,7 @@ func TestGuidersAgainstComfyUI(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out, _, err := CustomSample(context.Background(), Noise{Seed: 5}, c.g, c.sampler, sigmas, tn.latent(t, nil, 1, 4, 8, 8), nil)
+			out, _, err := CustomSample(context.Background(), Noise{Seed: 5}, c.g, smp(t, c.sampler), sigmas, tn.latent(t, nil, 1, 4, 8, 8), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -427,7 +427,7 @@ func TestGuiderPassesY(t *testing.T) {
 		return rt.FromFloat32(make([]float32, in.X.Numel()), in.X.Shape()...)
 	}
 	noise := make([]float32, 2*4*8*8)
-	if _, err := g.Sample(context.Background(), "euler", []float32{1, 0}, noise, make([]float32, len(noise)), [4]int{2, 4, 8, 8}, nil, 0, nil); err != nil {
+	if _, err := g.Sample(context.Background(), smp(t, "euler"), []float32{1, 0}, noise, make([]float32, len(noise)), [4]int{2, 4, 8, 8}, nil, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	if calls != 1 {

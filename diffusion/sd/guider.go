@@ -112,7 +112,7 @@ type denoiser struct {
 	p     *prepared
 	shape [4]int // N, C, H, W
 	// keepUncond disables the cfg-1 shortcut and returns the unconditional prediction
-	// (the *_cfg_pp samplers: ComfyUI's disable_cfg1_optimization plus the
+	// (samplers marked CFGPP: ComfyUI's disable_cfg1_optimization plus the
 	// post-cfg hook that records uncond_denoised).
 	keepUncond bool
 	// Inpainting: mask (latent-sized, 1 = denoise), the processed latent and the noise

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/rng"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
@@ -102,7 +101,7 @@ type SampleResult struct {
 // KSAMPLER.sample inside. noise has the latent's size; latent is the (fixed) latent data
 // of the given shape; mask, when not nil, is the latent's noise_mask. seed is the
 // sampler's extra_args seed (SDE and ancestral noise).
-func (g *Guider) Sample(ctx context.Context, sampler string, sigmas, noise, latent []float32, shape [4]int,
+func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, noise, latent []float32, shape [4]int,
 	mask *gpu.Tensor, seed uint64, step StepFunc) (*SampleResult, error) {
 	m := g.Model
 	if m == nil || m.Sampling == nil {
@@ -112,8 +111,8 @@ func (g *Guider) Sample(ctx context.Context, sampler string, sigmas, noise, late
 	if len(noise) != size || len(latent) != size {
 		return nil, fmt.Errorf("sd: sample: noise (%d) and latent (%d) must hold %v = %d values", len(noise), len(latent), shape, size)
 	}
-	if _, err := sampling.LookupSampler(sampler); err != nil {
-		return nil, err
+	if sampler.Func == nil {
+		return nil, fmt.Errorf("sd: sample: sampler %q has no function", sampler.Name)
 	}
 	if len(sigmas) == 0 {
 		return &SampleResult{Samples: append([]float32(nil), latent...), Shape: shape}, nil
@@ -127,15 +126,14 @@ func (g *Guider) Sample(ctx context.Context, sampler string, sigmas, noise, late
 	if err != nil {
 		return nil, fmt.Errorf("sd: sample: %w", err)
 	}
-	d := &denoiser{g: g, p: p, shape: shape, keepUncond: strings.HasSuffix(sampler, "_cfg_pp")}
+	d := &denoiser{g: g, p: p, shape: shape, keepUncond: sampler.CFGPP}
 	if mask != nil {
 		if d.mask, err = prepareMask(mask, shape); err != nil {
 			return nil, err
 		}
 		d.latent, d.noise = lat, noise
-		if sampler == "ddim" {
-			// ComfyUI's ddim is euler with inpaint_options random: the re-noising of the
-			// masked-out area uses fresh noise from seed+1.
+		if sampler.Inpaint == sampling.InpaintFreshNoise {
+			// The re-noising of the masked-out area uses fresh noise from seed+1.
 			d.noise = make([]float32, size)
 			rng.New(seed + 1).Randn(d.noise)
 		}
@@ -149,7 +147,7 @@ func (g *Guider) Sample(ctx context.Context, sampler string, sigmas, noise, late
 			step(i, total, denoised, shape)
 		}
 	}
-	out, err := sampling.Sample(ctx, sampler, d, sigmas, noise, lat, opts)
+	out, err := sampler.Sample(ctx, d, sigmas, noise, lat, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +265,10 @@ func KSample(ctx context.Context, m *Model, positive, negative Conditioning, lat
 	if err != nil {
 		return nil, err
 	}
+	sampler, err := sampling.LookupSampler(p.Sampler)
+	if err != nil {
+		return nil, err
+	}
 	sigmas, err := sampling.KSamplerSigmas(m.Sampling, p.Scheduler, p.Sampler, p.Steps, p.Denoise)
 	if err != nil {
 		return nil, err
@@ -285,7 +287,7 @@ func KSample(ctx context.Context, m *Model, positive, negative Conditioning, lat
 		sigmas = sigmas[p.StartStep:]
 	}
 	g := NewCFGGuider(m, positive, negative, p.CFG)
-	res, err := g.Sample(ctx, p.Sampler, sigmas, noise, data, shape, latent.NoiseMask, p.Seed, step)
+	res, err := g.Sample(ctx, sampler, sigmas, noise, data, shape, latent.NoiseMask, p.Seed, step)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +297,7 @@ func KSample(ctx context.Context, m *Model, positive, negative Conditioning, lat
 // CustomSample is SamplerCustomAdvanced (and SamplerCustom through a CFG guider): the
 // noise, guider, sampler and sigmas given separately. It returns the output latent and
 // the last step's denoised estimate (the output again when no step ran).
-func CustomSample(ctx context.Context, noise Noise, g *Guider, sampler string, sigmas []float32, latent *Latent, step StepFunc) (out, denoised *Latent, err error) {
+func CustomSample(ctx context.Context, noise Noise, g *Guider, sampler sampling.Sampler, sigmas []float32, latent *Latent, step StepFunc) (out, denoised *Latent, err error) {
 	if g == nil || g.Model == nil || g.Model.Runtime == nil {
 		return nil, nil, errors.New("sd: custom sample: incomplete guider")
 	}

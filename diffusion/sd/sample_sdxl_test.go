@@ -81,7 +81,7 @@ func TestSDXLCheckpointGuidance(t *testing.T) {
 		return ck.Model.UNet.Forward(ctx, rt, in)
 	}
 	lat := tn.latent(t, nil, 1, 4, 8, 8)
-	out, _, err := CustomSample(ctx, Noise{Seed: 3}, g, "euler", []float32{3, 1, 0}, lat, nil)
+	out, _, err := CustomSample(ctx, Noise{Seed: 3}, g, smp(t, "euler"), []float32{3, 1, 0}, lat, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,8 +207,12 @@ func ksampleWatched(ctx context.Context, tn *tiny, pos, neg Conditioning, lat *L
 	if p.StartStep >= 0 {
 		sigmas = sigmas[p.StartStep:]
 	}
+	sampler, err := sampling.LookupSampler(p.Sampler)
+	if err != nil {
+		return nil, err
+	}
 	g := tn.watch(NewCFGGuider(tn.model, pos, neg, p.CFG))
-	res, err := g.Sample(ctx, p.Sampler, sigmas, noise, data, shape, lat.NoiseMask, p.Seed, step)
+	res, err := g.Sample(ctx, sampler, sigmas, noise, data, shape, lat.NoiseMask, p.Seed, step)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +386,7 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 		t.Fatal(err)
 	}
 	var steps []int
-	out, den, err := CustomSample(context.Background(), Noise{Seed: 5}, NewCFGGuider(tn.model, pos, neg, 6), "euler_ancestral", sigmas, lat,
+	out, den, err := CustomSample(context.Background(), Noise{Seed: 5}, NewCFGGuider(tn.model, pos, neg, 6), smp(t, "euler_ancestral"), sigmas, lat,
 		func(step, total int, x0 []float32, _ [4]int) { steps = append(steps, step, total) })
 	if err != nil {
 		t.Fatal(err)
@@ -405,7 +409,7 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 
 	dual := NewDualCFGGuider(tn.model, pos, neg, tn.encode(t, "ignored"), 6, 1, false)
 	tn.calls = nil
-	d1, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(dual), "euler_ancestral", sigmas, lat, nil)
+	d1, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(dual), smp(t, "euler_ancestral"), sigmas, lat, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +422,7 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 		}
 	}
 	tn.calls = nil
-	if _, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(NewDualCFGGuider(tn.model, pos, neg, neg, 6, 3, true)), "euler", sigmas, lat, nil); err != nil {
+	if _, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(NewDualCFGGuider(tn.model, pos, neg, neg, 6, 3, true)), smp(t, "euler"), sigmas, lat, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range tn.calls {
@@ -428,11 +432,11 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 	}
 
 	tn.calls = nil
-	basic, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(NewBasicGuider(tn.model, pos)), "euler_ancestral", sigmas, lat, nil)
+	basic, _, err := CustomSample(context.Background(), Noise{Seed: 5}, tn.watch(NewBasicGuider(tn.model, pos)), smp(t, "euler_ancestral"), sigmas, lat, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg1, _, err := CustomSample(context.Background(), Noise{Seed: 5}, NewCFGGuider(tn.model, pos, neg, 1), "euler_ancestral", sigmas, lat, nil)
+	cfg1, _, err := CustomSample(context.Background(), Noise{Seed: 5}, NewCFGGuider(tn.model, pos, neg, 1), smp(t, "euler_ancestral"), sigmas, lat, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +449,7 @@ func TestCustomSampleAndGuiders(t *testing.T) {
 		}
 	}
 	// DisableNoise on an empty latent: nothing to denoise from, but still a valid run.
-	z, _, err := CustomSample(context.Background(), Noise{Disabled: true}, NewBasicGuider(tn.model, pos), "euler", sigmas, lat, nil)
+	z, _, err := CustomSample(context.Background(), Noise{Disabled: true}, NewBasicGuider(tn.model, pos), smp(t, "euler"), sigmas, lat, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,6 +489,41 @@ func TestNoiseMask(t *testing.T) {
 		if out.NoiseMask != lat.NoiseMask {
 			t.Fatal("noise_mask not carried to the output")
 		}
+	}
+}
+
+// TestInpaintFreshNoise: a sampler marked InpaintFreshNoise (ddim, which is euler)
+// samples an unmasked latent exactly as euler does, and with a half mask re-noises the
+// kept half with other noise, so only the result with the mask differs.
+func TestInpaintFreshNoise(t *testing.T) {
+	tn := loadTiny(t)
+	pos, neg := tn.encode(t, "a cat"), tn.encode(t, "a dog")
+	in := ramp(4 * 8 * 8)
+	half := make([]float32, 64*64)
+	for i := range half[:len(half)/2] {
+		half[i] = 1
+	}
+	mask, err := tn.rt.FromFloat32(half, 1, 1, 64, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(sampler string, masked bool) []float32 {
+		lat := tn.latent(t, in, 1, 4, 8, 8)
+		if masked {
+			lat.NoiseMask = mask
+		}
+		p := KSamplerParams{Seed: 9, Steps: 3, CFG: 5, Sampler: sampler, Scheduler: "normal", Denoise: 1, StartStep: -1, LastStep: -1}
+		out, err := KSample(context.Background(), tn.model, pos, neg, lat, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return values(t, out)
+	}
+	if d := maxDiff(run("ddim", false), run("euler", false)); d != 0 {
+		t.Errorf("without a mask ddim differs from euler by %g", d)
+	}
+	if d := maxDiff(run("ddim", true), run("euler", true)); d == 0 {
+		t.Error("with a mask ddim re-noises like euler (same noise)")
 	}
 }
 
@@ -557,14 +596,24 @@ func TestGuiderErrors(t *testing.T) {
 		"area outside": {func() Cond { c := pos[0]; c.Area = &Area{Height: 2, Width: 2, Y: 20, X: 0}; return c }()},
 	}
 	for name, c := range cases {
-		if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, c), "euler", sig, lat, nil); err == nil {
+		if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, c), smp(t, "euler"), sig, lat, nil); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, pos), "nope", sig, lat, nil); err == nil {
-		t.Error("unknown sampler: no error")
+	if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, pos), sampling.Sampler{Name: "nope"}, sig, lat, nil); err == nil {
+		t.Error("a sampler without a function: no error")
 	}
-	if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, pos), "euler", sig, tn.latent(t, ramp(3*64), 1, 3, 8, 8), nil); err == nil {
+	if _, _, err := CustomSample(context.Background(), Noise{Seed: 1}, NewBasicGuider(tn.model, pos), smp(t, "euler"), sig, tn.latent(t, ramp(3*64), 1, 3, 8, 8), nil); err == nil {
 		t.Error("3-channel non-empty latent: no error")
 	}
+}
+
+// smp returns the named sampler's descriptor.
+func smp(t testing.TB, name string) sampling.Sampler {
+	t.Helper()
+	s, err := sampling.LookupSampler(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

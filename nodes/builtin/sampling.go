@@ -21,8 +21,9 @@ const (
 	modelAdvancedModule = "comfy_extras.nodes_model_advanced"
 )
 
-// Sampler is ComfyUI's SAMPLER value (KSamplerSelect): a sampler of the registry.
-type Sampler struct{ Name string }
+// Sampler is ComfyUI's SAMPLER value (KSamplerSelect): a sampler's descriptor from
+// diffusion/sampling, whose fields say how it runs.
+type Sampler struct{ sampling.Sampler }
 
 // Sigmas is ComfyUI's SIGMAS value: a noise schedule, highest first.
 type Sigmas []float32
@@ -57,18 +58,15 @@ func sigmasIn(in nodes.Inputs, name string) (Sigmas, error) {
 	return s, nil
 }
 
-func samplerIn(in nodes.Inputs, name string) (string, error) {
+func samplerIn(in nodes.Inputs, name string) (sampling.Sampler, error) {
 	s, err := typed[*Sampler](in, name, "SAMPLER")
-	if err == nil && s == nil {
+	if err == nil && (s == nil || s.Func == nil) {
 		err = fmt.Errorf("builtin: input %q: missing SAMPLER", name)
 	}
 	if err != nil {
-		return "", err
+		return sampling.Sampler{}, err
 	}
-	if _, err := sampling.LookupSampler(s.Name); err != nil {
-		return "", err
-	}
-	return s.Name, nil
+	return s.Sampler, nil
 }
 
 // stepReporter turns sampling steps into the run's progress events and throttled
@@ -305,7 +303,7 @@ func newSamplerCustom() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		name, err := samplerIn(in, "sampler")
+		smp, err := samplerIn(in, "sampler")
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -319,7 +317,7 @@ func newSamplerCustom() nodes.Node {
 		}
 		// The sampler's seed is noise_seed even when no noise is added.
 		out, den, err := sd.CustomSample(ctx, sd.Noise{Seed: seed, Disabled: !add}, sd.NewCFGGuider(m, pos, neg, cfg),
-			name, sig, l, stepReporter(env, m.Latent))
+			smp, sig, l, stepReporter(env, m.Latent))
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -347,7 +345,7 @@ func newSamplerCustomAdvanced() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		name, err := samplerIn(in, "sampler")
+		smp, err := samplerIn(in, "sampler")
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -359,7 +357,7 @@ func newSamplerCustomAdvanced() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		out, den, err := sd.CustomSample(ctx, noise, g, name, sig, l, stepReporter(env, g.Model.Latent))
+		out, den, err := sd.CustomSample(ctx, noise, g, smp, sig, l, stepReporter(env, g.Model.Latent))
 		if err != nil {
 			return nodes.Result{}, err
 		}
@@ -377,10 +375,11 @@ func newKSamplerSelect() nodes.Node {
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		if _, err := sampling.LookupSampler(name); err != nil {
+		s, err := sampling.LookupSampler(name)
+		if err != nil {
 			return nodes.Result{}, err
 		}
-		return one(&Sampler{Name: name})
+		return one(&Sampler{s})
 	}}
 }
 
