@@ -12,7 +12,7 @@ import (
 // the float32 sums), and different from the float32 runtime's result, so that the path is
 // really taken.
 func TestBF16Compute(t *testing.T) {
-	rt, err := New(Options{Threads: 2, BF16: true})
+	rt, err := New(Options{Threads: 2, BF16: BF16On})
 	if err != nil {
 		t.Fatal(err)
 	}

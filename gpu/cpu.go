@@ -9,9 +9,12 @@ import (
 )
 
 // CPUOptions configures the cpu backend; the zero value uses GOMAXPROCS goroutines and
-// the best GEMM kernel for this CPU (FORGEFLOW_GEMM can force one, see gpu/internal/gemm).
+// the best GEMM kernel for this CPU.
 type CPUOptions struct {
 	Threads int
+	// GEMM forces a GEMM kernel family as Options.GEMM does; a name that is unknown or
+	// that this CPU cannot run makes every product fail (New reports it up front).
+	GEMM string
 	// BF16 multiplies Linear and Conv2D (not attention or MatMul) with AVX512_BF16 dot
 	// products: activations and weights are rounded to bfloat16 while they are packed
 	// and summed in float32, about twice the float32 rate. SD1.5 images stay ≥ 35 dB
@@ -43,7 +46,7 @@ func NewCPU(opts CPUOptions) *CPU {
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
-	mm := newMatmuler(t, opts.BF16)
+	mm := newMatmuler(t, opts.GEMM, opts.BF16)
 	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
 }
 

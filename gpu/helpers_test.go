@@ -8,8 +8,9 @@ import (
 )
 
 // runtimesUnderTest returns one Runtime per backend present: the cpu backend with two
-// threads (so every parallel split runs even on one core) and with one thread. A cuda
-// backend, once it exists, is added here when a device is found.
+// threads (so every parallel split runs even on one core), with one thread, and with
+// the generic GEMM path forced (which takes the Go forms of every assembly kernel). A
+// cuda backend, once it exists, is added here when a device is found.
 func runtimesUnderTest(t testing.TB) map[string]*Runtime {
 	t.Helper()
 	out := map[string]*Runtime{}
@@ -20,6 +21,11 @@ func runtimesUnderTest(t testing.TB) map[string]*Runtime {
 		}
 		out[fmt.Sprintf("cpu-%dt", th)] = rt
 	}
+	generic, err := New(Options{Threads: 2, GEMM: "generic"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["cpu-generic"] = generic
 	// The cpu kernels behind a foreign Backend value whose fresh buffers are full of NaN:
 	// catches kernels that leave output elements unwritten, and runs the Runtime's
 	// non-aliasing paths (FromBytes copies, Zeros uploads) as a device backend would.

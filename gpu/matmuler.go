@@ -2,7 +2,6 @@ package gpu
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
@@ -14,12 +13,13 @@ import (
 // bfloat16 engine when that was asked for and the CPU has it.
 type matmuler struct {
 	wide, narrow, weighted *gemm.Engine
+	bf16                   *gemm.Engine // the bfloat16 engine when one was asked for and made
 	err                    error
 	bf16Err                error // why a requested bfloat16 engine is not used
 }
 
-func newMatmuler(threads int, bf16 bool) *matmuler {
-	p, err := gemm.ParsePath(envGemmPath())
+func newMatmuler(threads int, path string, bf16 bool) *matmuler {
+	p, err := gemm.ParsePath(path)
 	if err != nil {
 		return &matmuler{err: err}
 	}
@@ -36,25 +36,13 @@ func newMatmuler(threads int, bf16 bool) *matmuler {
 		if e, err := gemm.New(gemm.Options{Path: p, Threads: threads, BF16: true}); err != nil {
 			m.bf16Err = err
 		} else {
-			m.weighted = e
+			m.weighted, m.bf16 = e, e
 		}
 	}
 	return m
 }
 
-// EnvBF16 is the environment variable that turns on bfloat16 compute for every Runtime
-// ("1" or "true"; read when a Runtime is made).
-const EnvBF16 = "FORGEFLOW_BF16"
-
-func envBF16() bool {
-	switch os.Getenv(EnvBF16) {
-	case "1", "true", "TRUE", "True", "on", "yes":
-		return true
-	}
-	return false
-}
-
-// generic reports whether the portable GEMM path was chosen (forced by FORGEFLOW_GEMM or
+// generic reports whether the portable GEMM path was chosen (forced by Options.GEMM or
 // for lack of CPU features); the other cpu kernels then use their Go forms too, so
 // forcing the fallback covers every assembly routine.
 func (m *matmuler) generic() bool {
@@ -94,8 +82,6 @@ func (m *matmuler) linear(rows int, x []float32, ldx int, wd DType, wdata []byte
 	}
 	return e.Linear(rows, x, ldx, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, acc)
 }
-
-func envGemmPath() string { return os.Getenv(gemm.EnvPath) }
 
 // gather computes y (+)= A·Wᵀ for the gathered A of gemm.LinearGather (A[i][p] =
 // x[off[p]+i]) with W (n×k) in its stored dtype, on all threads.

@@ -7,8 +7,10 @@ import (
 	"unsafe"
 )
 
-// Options configures a Runtime. The zero value gives the cpu backend with one worker per
-// GOMAXPROCS and a discarding logger.
+// Options configures a Runtime: everything the runtime depends on is here, nothing is
+// read from the environment (cmd/forgeflow maps its flags and variables onto these
+// fields). The zero value gives the cpu backend with one worker per GOMAXPROCS, the
+// best GEMM kernel for this CPU, float32 compute and a discarding logger.
 type Options struct {
 	// Backend runs the ops; nil means a new cpu backend.
 	Backend Backend
@@ -16,9 +18,19 @@ type Options struct {
 	Threads int
 	// Logger receives the one-time fallback notices; nil discards.
 	Logger *slog.Logger
-	// BF16 runs the cpu backend's Linear and Conv2D with bfloat16 dot products
-	// (CPUOptions.BF16); FORGEFLOW_BF16=1 in the environment turns it on too.
-	BF16 bool
+	// BF16 chooses bfloat16 dot products for the cpu backend's Linear and Conv2D
+	// (CPUOptions.BF16): BF16Off, the zero value, keeps float32; BF16On uses them where
+	// the CPU has AVX512_BF16; BF16Auto measures both on this CPU once and takes the
+	// faster (see CacheDir).
+	BF16 BF16Mode
+	// GEMM forces the GEMM kernel family: "" or "auto" picks the best this CPU runs,
+	// "generic" the pure-Go kernels (and the Go forms of every other assembly kernel),
+	// "avx2" or "avx512" those. New fails for an unknown name or one this CPU cannot run.
+	GEMM string
+	// CacheDir is a directory where BF16Auto keeps its decision, keyed by the CPU model
+	// and the code version, so that it measures once per machine and build; "" keeps
+	// nothing and measures in every New.
+	CacheDir string
 }
 
 // Runtime is the handle every model and node uses: it owns a backend, a buffer pool (so
@@ -38,9 +50,20 @@ func New(opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 || envBF16()})
-	if err := cpu.mm.bf16Err; err != nil {
+	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM})
+	if err := cpu.mm.err; err != nil {
+		return nil, fmt.Errorf("gpu: gemm %q: %w", opts.GEMM, err)
+	}
+	switch err := cpu.mm.bf16Err; {
+	case opts.BF16 == BF16On && err != nil:
 		log.Warn("gpu: cpu: bfloat16 compute not available, using float32", "err", err)
+	case opts.BF16 == BF16Auto && err != nil:
+		log.Debug("gpu: cpu: bf16 auto: no bfloat16 compute on this CPU, using float32", "err", err)
+	case opts.BF16 == BF16Auto:
+		cal := newCalibration(cpu.mm, opts.CacheDir, log)
+		if !cal.decide() {
+			cpu.mm.weighted = cpu.mm.wide
+		}
 	}
 	be := opts.Backend
 	if be == nil {
@@ -50,8 +73,11 @@ func New(opts Options) (*Runtime, error) {
 }
 
 // BF16 reports whether the cpu backend runs Linear and Conv2D with bfloat16 dot products
-// (Options.BF16 or FORGEFLOW_BF16, on a CPU with AVX512_BF16).
+// (Options.BF16 on, or auto where it measured faster, on a CPU with AVX512_BF16).
 func (rt *Runtime) BF16() bool { return rt.cpu.BF16() }
+
+// GEMM names the GEMM kernel family the cpu backend runs ("generic", "avx2", "avx512").
+func (rt *Runtime) GEMM() string { return rt.cpu.mm.wide.Path().String() }
 
 // Backend returns the runtime's backend.
 func (rt *Runtime) Backend() Backend { return rt.be }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -39,6 +40,10 @@ type benchResult struct {
 	WeightDType   string    `json:"weight_dtype"`
 	LoadS         float64   `json:"load_s"`
 	ContextTokens int       `json:"context_tokens"`
+	// GEMM and BF16 are the runtime's kernel family and whether it computes Linear and
+	// Conv2D in bfloat16 (--gemm, --bf16).
+	GEMM string `json:"gemm"`
+	BF16 bool   `json:"bf16"`
 }
 
 // cmdBench measures one part of the pipeline on a checkpoint.
@@ -59,6 +64,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	vocab := fs.String("vocab", "", "txt2img: folder with the CLIP vocabulary (vocab.json + merges.txt)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
+	var compute computeFlags
+	compute.register(fs, os.Getenv)
 	if err := fs.Parse(rest); err != nil {
 		return exitUsage
 	}
@@ -79,15 +86,19 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		defer pprof.StopCPUProfile()
 	}
+	rt, err := compute.runtime(slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
+		return exitFailed
+	}
 	var res *benchResult
-	var err error
 	switch what {
 	case "unet":
-		res, err = benchUNet(ctx, *ckpt, *width, *height, *batch, *runs)
+		res, err = benchUNet(ctx, rt, *ckpt, *width, *height, *batch, *runs)
 	case "vae":
-		res, err = benchVAE(ctx, *ckpt, *width, *height, *runs)
+		res, err = benchVAE(ctx, rt, *ckpt, *width, *height, *runs)
 	case "txt2img":
-		res, err = benchTxt2Img(ctx, *ckpt, *vocab, *width, *height, *steps, *runs)
+		res, err = benchTxt2Img(ctx, rt, *ckpt, *vocab, *width, *height, *steps, *runs)
 	default:
 		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img)\n", what)
 		return exitUsage
@@ -97,6 +108,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitFailed
 	}
 	res.PeakRSSBytes = peakRSS()
+	res.GEMM, res.BF16 = rt.GEMM(), rt.BF16()
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -107,17 +119,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if res.GFLOP > 0 {
 		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
 	}
-	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s)\n",
-		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType)
+	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v)\n",
+		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16)
 	return exitOK
 }
 
 // benchUNet times UNet evaluations of an SD1.x checkpoint on random latents and context.
-func benchUNet(ctx context.Context, path string, width, height, batch, runs int) (*benchResult, error) {
-	rt, err := gpu.New(gpu.Options{})
-	if err != nil {
-		return nil, err
-	}
+func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height, batch, runs int) (*benchResult, error) {
 	start := time.Now()
 	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipVAE: true, SkipCLIP: true})
 	if err != nil {
@@ -220,11 +228,7 @@ func timeRuns(runs int, f func() error) ([]float64, float64, error) {
 }
 
 // benchVAE times decoding one random latent into a width×height image.
-func benchVAE(ctx context.Context, path string, width, height, runs int) (*benchResult, error) {
-	rt, err := gpu.New(gpu.Options{})
-	if err != nil {
-		return nil, err
-	}
+func benchVAE(ctx context.Context, rt *gpu.Runtime, path string, width, height, runs int) (*benchResult, error) {
 	start := time.Now()
 	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipModel: true, SkipCLIP: true})
 	if err != nil {
@@ -256,15 +260,11 @@ func benchVAE(ctx context.Context, path string, width, height, runs int) (*bench
 
 // benchTxt2Img times ComfyUI's default graph end to end: encode two prompts, sample
 // (euler, normal, cfg 8), decode.
-func benchTxt2Img(ctx context.Context, path, vocabDir string, width, height, steps, runs int) (*benchResult, error) {
+func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, path, vocabDir string, width, height, steps, runs int) (*benchResult, error) {
 	if vocabDir == "" {
 		return nil, fmt.Errorf("txt2img needs --vocab DIR (a folder with vocab.json and merges.txt)")
 	}
 	bpe, err := clip.LoadBPE(vocabDir)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
-	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 	"github.com/forgeflow/forgeflow/weights/folders"
@@ -32,6 +31,7 @@ type config struct {
 	disableMetadata                                bool
 	followModelLinks                               bool
 	verbose                                        bool
+	compute                                        computeFlags
 }
 
 // listFlag is a flag that may be repeated, each use adding values (argparse's
@@ -74,6 +74,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
 	fs.BoolVar(&c.followModelLinks, "follow-model-links", false, "list and load model files through symbolic links that point outside the model folders (a shared model drive)")
 	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
+	c.compute.register(fs, os.Getenv)
 }
 
 // dirs resolves the folders as ComfyUI's folder_paths does: everything under the base
@@ -182,7 +183,7 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 		return nil, err
 	}
 	mem := memory.New(memory.Options{Logger: log})
-	rt, err := gpu.New(gpu.Options{Logger: log})
+	rt, err := c.compute.runtime(log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,14 +4,15 @@
 // dtype (F32, F16, BF16, F8, GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q2_K…Q6_K) and converted to float32
 // only while it is packed into cache-sized panels.
 //
-// It imports nothing from forgeflow: it sits at the bottom of gpu/.
+// It imports nothing from forgeflow but internal/dtype (the float and GGUF
+// block conversions it shares with weights/): it sits at the bottom of gpu/.
 //
 // The structure is the classic Goto/BLIS one: the operands are copied
 // ("packed") into contiguous panels sized for the caches, and a small
 // register-blocked micro-kernel (Go assembly for AVX-512 and AVX2+FMA on
 // amd64, plain Go elsewhere) computes MR×NR tiles of C. The path is chosen
-// at run time with golang.org/x/sys/cpu and can be forced with the
-// FORGEFLOW_GEMM environment variable (generic, avx2, avx512) so that every
-// path can be tested on one machine. See codex/gemm.md for the design and
+// at run time with golang.org/x/sys/cpu and can be forced with
+// Options.Path (generic, avx2, avx512) so that every path can be tested on
+// one machine; cmd/forgeflow sets it from --gemm / FORGEFLOW_GEMM. See codex/gemm.md for the design and
 // the measured figures.
 package gemm

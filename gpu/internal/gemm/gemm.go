@@ -3,7 +3,6 @@ package gemm
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,10 +22,6 @@ const (
 	PathAVX512
 )
 
-// EnvPath is the environment variable that forces a path in Default:
-// "generic", "avx2", "avx512" or "auto" (the same as unset).
-const EnvPath = "FORGEFLOW_GEMM"
-
 func (p Path) String() string {
 	switch p {
 	case PathAuto:
@@ -41,7 +36,8 @@ func (p Path) String() string {
 	return fmt.Sprintf("Path(%d)", int(p))
 }
 
-// ParsePath parses a path name as written in FORGEFLOW_GEMM.
+// ParsePath parses a path name: "generic", "avx2", "avx512", or "auto" or "" for the
+// best available (cmd/forgeflow's --gemm flag and FORGEFLOW_GEMM variable).
 func ParsePath(s string) (Path, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "auto":
@@ -150,22 +146,11 @@ func Available(p Path) bool {
 	return err == nil
 }
 
-var defaultEngine = sync.OnceValues(func() (*Engine, error) {
-	p, err := ParsePath(os.Getenv(EnvPath))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", EnvPath, err)
-	}
-	e, err := New(Options{Path: p})
-	if err != nil {
-		return nil, fmt.Errorf("%s=%s: %w", EnvPath, p, err)
-	}
-	return e, nil
-})
+var defaultEngine = sync.OnceValues(func() (*Engine, error) { return New(Options{}) })
 
-// Default returns the process-wide Engine built from FORGEFLOW_GEMM on
-// first use (read once; later changes to the variable are not seen). It is
-// read-only after creation. An invalid FORGEFLOW_GEMM is reported here and
-// by every package-level call.
+// Default returns the Engine of the package-level calls: the best path for
+// this CPU on all threads, made on first use and read-only after. Callers
+// that choose a path or a thread count build their own with New.
 func Default() (*Engine, error) { return defaultEngine() }
 
 // SGEMM computes C = A·B, or C += A·B when accumulate is true, with the

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// The environment variables behind --bf16 and --gemm. The program reads them here, when
+// a command registers its flags, and nowhere else: libraries get gpu.Options.
+const (
+	envBF16 = "FORGEFLOW_BF16"
+	envGEMM = "FORGEFLOW_GEMM"
+)
+
+// computeFlags are the tensor runtime's settings, shared by serve, run, validate and
+// bench. An explicit flag wins over its environment variable.
+type computeFlags struct {
+	bf16   bf16Flag
+	gemm   string
+	envErr error // an unusable FORGEFLOW_BF16, reported when the runtime is made
+}
+
+// bf16Flag is --bf16, checked as it is parsed.
+type bf16Flag struct{ mode gpu.BF16Mode }
+
+func (f *bf16Flag) String() string { return f.mode.String() }
+func (f *bf16Flag) Set(s string) error {
+	m, err := gpu.ParseBF16Mode(s)
+	if err == nil {
+		f.mode = m
+	}
+	return err
+}
+
+// register adds --bf16 and --gemm to fs with their defaults from getenv (os.Getenv in
+// the program, a map in tests).
+func (c *computeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
+	if v := getenv(envBF16); v != "" {
+		if err := c.bf16.Set(v); err != nil {
+			c.envErr = fmt.Errorf("%s=%s: %w", envBF16, v, err)
+		}
+	}
+	c.gemm = getenv(envGEMM)
+	fs.Func("bf16", "bfloat16 dot products for linear layers and convolutions: off, on, or auto to measure both once on this CPU (cached per CPU model) and use the faster (default "+c.bf16.String()+", from "+envBF16+" or off)", func(s string) error {
+		c.envErr = nil
+		return c.bf16.Set(s)
+	})
+	fs.StringVar(&c.gemm, "gemm", c.gemm, "force a GEMM kernel: generic, avx2 or avx512 (default auto, or "+envGEMM+")")
+}
+
+// options returns the runtime options the flags ask for. BF16 auto keeps its decision
+// in the user's cache folder (forgeflow/ under os.UserCacheDir); without one it
+// measures in every process.
+func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
+	if c.envErr != nil {
+		return gpu.Options{}, c.envErr
+	}
+	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm}
+	if o.BF16 == gpu.BF16Auto {
+		if dir, err := os.UserCacheDir(); err == nil {
+			o.CacheDir = filepath.Join(dir, "forgeflow")
+		}
+	}
+	return o, nil
+}
+
+// runtime makes the tensor runtime the flags ask for.
+func (c *computeFlags) runtime(log *slog.Logger) (*gpu.Runtime, error) {
+	o, err := c.options(log)
+	if err != nil {
+		return nil, err
+	}
+	return gpu.New(o)
+}
