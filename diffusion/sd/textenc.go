@@ -197,7 +197,7 @@ func bindTextModel(rt *gpu.Runtime, src *statedict.FileSource, prefix string, ro
 	if role.projected && projKey != "" {
 		p, err := weightsSrc.Tensor(projKey)
 		if err != nil {
-			return nil, err
+			return nil, &FormatError{Path: src.File().Name(), Err: fmt.Errorf("CLIP-%s projection: %w", role.name, err)}
 		}
 		enc.Projection = p
 	}
