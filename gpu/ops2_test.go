@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu/resample"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/internal/sleef"
 )
 
@@ -374,13 +375,13 @@ var _ = addCases(OpEmbedding,
 		raw := make([]byte, v*d/32*18)
 		want := make([]float64, v*d)
 		for blk := 0; blk < v*d/32; blk++ {
-			h := Float32ToHalf(float32(0.01 + r.Float64()*0.05))
+			h := dtype.F32ToF16(float32(0.01 + r.Float64()*0.05))
 			raw[blk*18], raw[blk*18+1] = byte(h), byte(h>>8)
 			for i := 0; i < 16; i++ {
 				b := byte(r.IntN(256))
 				raw[blk*18+2+i] = b
-				want[blk*32+i] = float64(HalfToFloat32(h)) * float64(int(b&15)-8)
-				want[blk*32+i+16] = float64(HalfToFloat32(h)) * float64(int(b>>4)-8)
+				want[blk*32+i] = float64(dtype.F16ToF32(h)) * float64(int(b&15)-8)
+				want[blk*32+i+16] = float64(dtype.F16ToF32(h)) * float64(int(b>>4)-8)
 			}
 		}
 		tab := ok(t)(rt.FromBytes(Q4_0, raw, v, d))

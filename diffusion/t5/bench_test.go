@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/internal/dtype"
 )
 
 // xxl is T5-XXL's encoder (t5_config_xxl.json): 4.76 B parameters.
@@ -55,7 +56,7 @@ func randomStored(r *rand.Rand, d gpu.DType, n int, std float64) []byte {
 	for i := 0; i+8 <= len(b); i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
 	}
-	half := func(f float64) uint16 { return gpu.Float32ToHalf(float32(f)) }
+	half := func(f float64) uint16 { return dtype.F32ToF16(float32(f)) }
 	switch d {
 	case gpu.Q4_0: // d·(q−8), q uniform in 0…15: std ≈ 4.6·d
 		for i := 0; i < len(b); i += 18 {

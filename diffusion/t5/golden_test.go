@@ -17,7 +17,7 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // goldenCase is one case of golden/t5's manifest. Pointers mark the fields a case must
@@ -88,7 +88,7 @@ func runGoldenCase(t *testing.T, rt *gpu.Runtime, dir string, c goldenCase) {
 	if c.File == "" {
 		t.Fatal("manifest: case lacks file")
 	}
-	f, err := safetensors.Open(filepath.Join(dir, c.File))
+	f, err := tensorfile.Open(filepath.Join(dir, c.File))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func compare(t *testing.T, name string, got *gpu.Tensor, want []float32, shape [
 	t.Logf("%s: max |Δ| %.3g at %d", name, worst, at)
 }
 
-func readF32(t *testing.T, f *safetensors.File, name string) []float32 {
+func readF32(t *testing.T, f *tensorfile.File, name string) []float32 {
 	t.Helper()
 	tn, err := f.Tensor(name)
 	if err != nil {
@@ -288,7 +288,7 @@ func readF32(t *testing.T, f *safetensors.File, name string) []float32 {
 }
 
 // readInts reads an I64 tensor of the manifest's shape (…, T) as rows of T.
-func readInts(t *testing.T, f *safetensors.File, name string, shape []int) [][]int {
+func readInts(t *testing.T, f *tensorfile.File, name string, shape []int) [][]int {
 	t.Helper()
 	tn, err := f.Tensor(name)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/gguf"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 var tinySize = synthSize{DModel: 32, DKV: 8, Heads: 4, DFF: 64, Layers: 3, Vocab: 64, Buckets: 32}
@@ -133,12 +134,12 @@ func TestLoadLayouts(t *testing.T) {
 			var src statedict.Source
 			var stored func(key string) []byte
 			if strings.HasPrefix(l.name, "gguf") {
-				f, err := gguf.Open(path)
+				f, err := tensorfile.Open(path)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer f.Close()
-				src = newGGUFSource(rt, f)
+				src = statedict.NewFileSource(rt, f)
 				stored = func(key string) []byte {
 					tn, err := f.Tensor(key)
 					if err != nil {
@@ -147,7 +148,7 @@ func TestLoadLayouts(t *testing.T) {
 					return tn.Data
 				}
 			} else {
-				f, err := safetensors.Open(path)
+				f, err := tensorfile.Open(path)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -302,7 +303,7 @@ func TestScaledFP8(t *testing.T) {
 	extra = append(extra, safetensors.Entry{Name: "scaled_fp8", DType: weights.F8_E4M3, Shape: []int64{0}, Data: []byte{}})
 	path := filepath.Join(t.TempDir(), "t5_scaled.safetensors")
 	held := writeSafetensors(t, path, "", scaled, weights.F8_E4M3, extra...)
-	f, err := safetensors.Open(path)
+	f, err := tensorfile.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
