@@ -68,8 +68,8 @@ func TestNodeEnvAndInputs(t *testing.T) {
 		pr.env.ExtraPNGInfo["workflow"] == nil {
 		t.Errorf("env = %+v", pr.env)
 	}
-	// Seeds up to 2^64-1 keep their bits in an int64.
-	if s, err := pr.in.Int("seed"); err != nil || uint64(s) != 18446744073709551615 {
+	// Seeds above 2^63-1 arrive as uint64.
+	if s, err := pr.in.Uint("seed"); err != nil || s != 18446744073709551615 {
 		t.Errorf("seed = %v, %v", s, err)
 	}
 	if c, err := pr.in.Float("cfg"); err != nil || c != 8 {

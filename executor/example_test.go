@@ -19,7 +19,7 @@ type double struct{}
 
 func (double) Schema() *graph.Schema {
 	return &graph.Schema{Name: "Double", OutputNode: true,
-		Inputs: []graph.Input{{Name: "value", Type: graph.TypeInt, Options: map[string]any{"default": 1}}}}
+		Inputs: []graph.Input{{Name: "value", Type: graph.TypeInt, Default: 1}}}
 }
 
 func (double) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {

@@ -69,7 +69,7 @@ func (f *fileNode) set(fp string) {
 }
 
 func intIn(name string) graph.Input {
-	return graph.Input{Name: name, Type: graph.TypeInt, Options: map[string]any{"default": 0}}
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: 0}
 }
 
 // fixture is a registry of fake nodes sharing one run counter.

@@ -215,7 +215,7 @@ func summarize(lists map[string][]any) map[string][]any {
 
 func formatValue(v any) any {
 	switch x := v.(type) {
-	case nil, bool, int, int64, float64:
+	case nil, bool, int, int64, uint64, float64:
 		return x
 	case string:
 		if len(x) > 1024 {

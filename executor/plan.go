@@ -165,8 +165,8 @@ func (e *Engine) makeStep(id string, n *graph.Node) (*step, *nodeError) {
 			st.links[in.Name] = l
 			continue
 		}
-		// graph.Coerce converts as ComfyUI's validate_inputs does (INT → int64 with seeds
-		// up to 2^64-1 keeping their bits, FLOAT → float64, STRING, BOOLEAN, COMBO);
+		// graph.Coerce converts as ComfyUI's validate_inputs does (INT → int64, or uint64
+		// for seeds above 2^63-1, FLOAT → float64, STRING, BOOLEAN, COMBO);
 		// it leaves other types as decoded, so numbers there become int64 or float64.
 		v, err := graph.Coerce(&in, raw)
 		if err != nil {
@@ -354,7 +354,7 @@ func describe(v any) string {
 		return strconv.Quote(x)
 	case json.Number:
 		return x.String()
-	case bool, int, int64, float64:
+	case bool, int, int64, uint64, float64:
 		return fmt.Sprint(x)
 	case []any:
 		return fmt.Sprintf("list of %d", len(x))

@@ -21,7 +21,7 @@ func (n checkedNode) Schema() *graph.Schema {
 	return &graph.Schema{Name: n.name, OutputNode: true,
 		Inputs: []graph.Input{
 			{Name: "path", Type: graph.TypeString, CustomValidation: true},
-			{Name: "count", Type: graph.TypeInt, Options: map[string]any{"default": 1, "min": 0, "max": 9}},
+			{Name: "count", Type: graph.TypeInt, Default: 1, Min: graph.Num(0), Max: graph.Num(9)},
 		}}
 }
 

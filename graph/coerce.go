@@ -19,9 +19,9 @@ import (
 // {"__value__": [...]} (so that it is not read as a link) and is unwrapped first.
 //
 // Representation of the results:
-//   - INT: int64. ComfyUI's seeds go up to 2^64-1 (torch.manual_seed takes a uint64), so a
-//     value in (2^63-1, 2^64-1] is stored as the int64 with the same 64 bits: uint64(v)
-//     gives it back. Values below -2^63 or above 2^64-1 are refused.
+//   - INT: int64, or uint64 for a value in (2^63-1, 2^64-1]: ComfyUI's seeds go up to
+//     2^64-1 (torch.manual_seed takes a uint64). Values below -2^63 or above 2^64-1 are
+//     refused.
 //   - FLOAT: float64; NaN and ±Inf are refused (ComfyUI lets them through; no node can
 //     use them, and "nan" as a string would otherwise pass every min/max check).
 //   - STRING: string, numbers written as Python's str() writes them ("1.0", "1e-05").
@@ -52,7 +52,7 @@ func Coerce(in *Input, v any) (any, error) {
 		if err != nil {
 			return nil, &CoerceError{in.Name, in.Type, v, err.Error()}
 		}
-		return intToInt64(in, n, v)
+		return intValue(in, n, v)
 	case TypeFloat:
 		f, err := pyFloat(v)
 		if err != nil {
@@ -83,14 +83,15 @@ var (
 	maxUint64 = new(big.Int).SetUint64(math.MaxUint64)
 )
 
-func intToInt64(in *Input, n *big.Int, v any) (int64, error) {
+// intValue returns n as an int64, or as a uint64 above 2^63-1 (a seed).
+func intValue(in *Input, n *big.Int, v any) (any, error) {
 	if n.Cmp(minInt64) < 0 || n.Cmp(maxUint64) > 0 {
-		return 0, &CoerceError{in.Name, in.Type, v, "value is outside the 64-bit range [-2^63, 2^64-1]"}
+		return nil, &CoerceError{in.Name, in.Type, v, "value is outside the 64-bit range [-2^63, 2^64-1]"}
 	}
 	if n.IsInt64() {
 		return n.Int64(), nil
 	}
-	return int64(n.Uint64()), nil
+	return n.Uint64(), nil
 }
 
 // unwrapValue returns the list inside {"__value__": [...]}, or v.
@@ -438,7 +439,7 @@ func pyStrRepr(s string) string {
 // comboMulti returns the strings of a list value for a multiselect combo.
 func comboMulti(in *Input, v any) ([]string, bool) {
 	list, ok := v.([]any)
-	if !ok || !truthy(in.Options["multiselect"]) {
+	if !ok || in.Multiselect != On {
 		return nil, false
 	}
 	out := make([]string, len(list))

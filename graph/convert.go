@@ -325,23 +325,24 @@ func widgetSlots(s *Schema) []widgetSlot {
 	for _, sec := range []Section{Required, Optional} {
 		for i := range s.Inputs {
 			in := &s.Inputs[i]
-			if in.Section != sec || !in.IsWidget() || optBool(in.Options, "forceInput") {
+			if in.Section != sec || !in.IsWidget() || in.ForceInput {
 				continue
 			}
+			opts := in.Options()
 			out = append(out, widgetSlot{input: in, name: in.Name})
 			switch in.Type {
 			case TypeInt:
-				ctl, set := in.Options["control_after_generate"]
+				ctl, set := opts["control_after_generate"]
 				if set && truthy(ctl) || !set && (in.Name == "seed" || in.Name == "noise_seed") {
 					out = append(out, widgetSlot{name: "control_after_generate"})
 				}
 			case TypeCombo:
-				if truthy(in.Options["control_after_generate"]) {
+				if in.ControlAfterGenerate {
 					out = append(out, widgetSlot{name: "control_after_generate"}, widgetSlot{name: "control_filter_list"})
 				}
 			}
 			for _, u := range uploadOptions {
-				if truthy(in.Options[u]) {
+				if truthy(opts[u]) {
 					out = append(out, widgetSlot{name: "upload"})
 					break
 				}
@@ -372,8 +373,6 @@ func truthy(v any) bool {
 	}
 	return true
 }
-
-func optBool(opts map[string]any, key string) bool { return truthy(opts[key]) }
 
 // readWidgets maps a node's widgets_values to its schema's widget inputs.
 func (c *converter) readWidgets(en *execNode, n *WorkflowNode) (map[string]any, error) {
@@ -416,8 +415,8 @@ func (c *converter) readWidgets(en *execNode, n *WorkflowNode) (map[string]any, 
 // widgetDefault is the value a front-end widget starts with: the schema default, else
 // the widget constructor's fallback (the first combo choice, min or 0, "", false).
 func widgetDefault(in *Input) (any, bool) {
-	if d, ok := in.Options["default"]; ok {
-		return d, true
+	if in.Default != nil {
+		return in.Default, true
 	}
 	switch in.Type {
 	case TypeCombo:
@@ -428,8 +427,8 @@ func widgetDefault(in *Input) (any, bool) {
 		}
 		return nil, false
 	case TypeInt, TypeFloat:
-		if m, ok := in.Options["min"]; ok {
-			return m, true
+		if in.Min.IsSet() {
+			return in.Min.json(), true
 		}
 		return json.Number("0"), true
 	case TypeString:
@@ -504,7 +503,7 @@ func (c *converter) promptNode(en *execNode) (*Node, error) {
 		if !ok {
 			continue
 		}
-		if s, isStr := v.(string); isStr && optBool(ws.input.Options, "dynamicPrompts") {
+		if s, isStr := v.(string); isStr && ws.input.DynamicPrompts {
 			r, err := resolveDynamicPrompt(s, c.opts.ChooseDynamic)
 			if err != nil {
 				return nil, &ConvertError{NodeID: en.id, Msg: fmt.Sprintf("input %q: %v", ws.name, err)}

@@ -45,12 +45,12 @@ func Example() {
 
 	seed, _ := schemas["Seed"].Input("seed")
 	v, _ := graph.Coerce(seed, p["1"].Inputs["seed"])
-	fmt.Printf("seed: %d as int64, %d as uint64\n", v, uint64(v.(int64)))
+	fmt.Printf("seed: %d (%T)\n", v, v)
 	// Output:
 	// {"1":{"class_type":"Seed","inputs":{"seed":18446744073709551615},"_meta":{"title":"Seed"}},"2":{"class_type":"Show","inputs":{"label":"b","value":["1",0]},"_meta":{"title":"Shown"}}}
 	// valid: true outputs: [2]
 	// order: [1 2]
-	// seed: -1 as int64, 18446744073709551615 as uint64
+	// seed: 18446744073709551615 (uint64)
 }
 
 // Validation failures come back in the shape of ComfyUI's /prompt 400 reply.

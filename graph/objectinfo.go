@@ -61,10 +61,7 @@ func (in *Input) spec() any {
 	if in.Plain {
 		return in.Type
 	}
-	opts := map[string]any{}
-	for k, v := range in.Options {
-		opts[k] = v
-	}
+	opts := in.Options()
 	if in.Type == TypeCombo {
 		choices := []string{}
 		if in.Choices != nil {

@@ -35,8 +35,8 @@ var objectInfoKeys = map[string]bool{
 
 // SchemasFromObjectInfo builds schemas from a ComfyUI /object_info JSON document (an
 // object of class name → entry). Inputs keep ComfyUI's order (input_order where
-// present, else document order); option values keep their JSON numbers as json.Number,
-// so a max of 0xffffffffffffffff stays exact. Combos are read in both forms ComfyUI
+// present, else document order); options fill Input's typed fields and keep their JSON
+// numbers exact (a max of 0xffffffffffffffff stays 2^64-1), other keys go to Extra. Combos are read in both forms ComfyUI
 // serves: [[choices...], {opts}] and ["COMBO", {"options": [choices...], ...}].
 func SchemasFromObjectInfo(data []byte) (SchemaSet, error) {
 	members, err := objectMembers("object_info", data)
@@ -205,23 +205,25 @@ func inputFromSpec(name string, sec Section, raw json.RawMessage) (Input, error)
 	if err := decodeNumbers(raw, &spec); err != nil || len(spec) == 0 {
 		return in, fmt.Errorf("input %q: spec is %s, want [type, options]", name, jsonKind(raw))
 	}
+	var opts map[string]any
 	if len(spec) == 1 {
 		in.Bare = true
 	} else {
-		opts, ok := spec[1].(map[string]any)
+		var ok bool
+		opts, ok = spec[1].(map[string]any)
 		if !ok && spec[1] != nil {
 			return in, fmt.Errorf("input %q: options are not an object", name)
 		}
-		in.Options = opts
 	}
+	list, listed := opts["options"]
 	var choices []string
 	switch t := spec[0].(type) {
 	case string:
 		in.Type = t
 		if t == TypeCombo {
 			in.ComboV3 = true
-			if list, ok := in.Options["options"].([]any); ok {
-				choices = choiceStrings(list)
+			if l, ok := list.([]any); ok {
+				choices = choiceStrings(l)
 			}
 		}
 	case []any:
@@ -231,10 +233,10 @@ func inputFromSpec(name string, sec Section, raw json.RawMessage) (Input, error)
 		return in, fmt.Errorf("input %q: type is not a name or a list", name)
 	}
 	if in.Type == TypeCombo {
-		_, listed := in.Options["options"]
-		if in.Options != nil {
-			delete(in.Options, "options")
-		}
+		delete(opts, "options")
+	}
+	setOptions(&in, opts)
+	if in.Type == TypeCombo {
 		if in.ComboV3 && !listed {
 			// A remote combo: the front end fetches its list; there are no choices.
 			return in, nil
@@ -245,6 +247,63 @@ func inputFromSpec(name string, sec Section, raw json.RawMessage) (Input, error)
 		in.Choices = func() []string { return append([]string(nil), choices...) }
 	}
 	return in, nil
+}
+
+// setOptions fills in's option fields from an option dict; a key without a field, or a
+// value its field cannot hold, goes to Extra verbatim.
+func setOptions(in *Input, opts map[string]any) {
+	extra := func(k string, v any) {
+		if in.Extra == nil {
+			in.Extra = map[string]any{}
+		}
+		in.Extra[k] = v
+	}
+	for k, v := range opts {
+		num, isNum := v.(json.Number)
+		str, isStr := v.(string)
+		b, isBool := v.(bool)
+		switch {
+		case k == "default":
+			in.Default = v
+		case k == "min" && isNum:
+			in.Min = Number{num.String()}
+		case k == "max" && isNum:
+			in.Max = Number{num.String()}
+		case k == "step" && isNum:
+			in.Step = Number{num.String()}
+		case k == "round" && isNum:
+			in.Round = Number{num.String()}
+		case k == "round" && v == false:
+			in.NoRound = true
+		case k == "display" && isStr:
+			in.Display = str
+		case k == "tooltip" && isStr:
+			in.Tooltip = str
+		case k == "multiline" && isBool:
+			in.Multiline = flagOf(b)
+		case k == "multiselect" && isBool:
+			in.Multiselect = flagOf(b)
+		case k == "dynamicPrompts" && v == true:
+			in.DynamicPrompts = true
+		case k == "control_after_generate" && v == true:
+			in.ControlAfterGenerate = true
+		case k == "image_upload" && v == true:
+			in.ImageUpload = true
+		case k == "forceInput" && v == true:
+			in.ForceInput = true
+		case k == "advanced" && v == true:
+			in.Advanced = true
+		default:
+			extra(k, v)
+		}
+	}
+}
+
+func flagOf(b bool) Flag {
+	if b {
+		return On
+	}
+	return Off
 }
 
 // choiceStrings returns combo choices as text (numbers keep their JSON form).

@@ -270,10 +270,7 @@ func (v *validator) node(id string) *nodeResult {
 
 // inputConfig is ComfyUI's (input_type, extra_info) pair for extra_info.input_config.
 func inputConfig(in *Input) []any {
-	opts := map[string]any{}
-	for k, v := range in.Options {
-		opts[k] = v
-	}
+	opts := in.Options()
 	if in.Type == TypeCombo {
 		choices := []string{}
 		if in.Choices != nil {
@@ -367,7 +364,7 @@ func checkLiteral(in *Input, raw any) (e *ValidationError) {
 		// gets ComfyUI's value_bigger_than_max rather than a conversion error.
 		defer func() {
 			if e == nil {
-				if _, err := intToInt64(in, n, val); err != nil {
+				if _, err := intValue(in, n, val); err != nil {
 					e = convertFailed(in, info, val, err.(*CoerceError).Msg)
 				}
 			}
@@ -394,15 +391,15 @@ func checkLiteral(in *Input, raw any) (e *ValidationError) {
 	}
 	if num != nil {
 		valText := pyRepr(received)
-		if m, ok := in.Options["min"]; ok {
-			if mr := ratOf(m); mr != nil && num.Cmp(mr) < 0 {
-				return &ValidationError{Type: ErrValueSmallerThanMin, Message: fmt.Sprintf("Value %s smaller than min of %s", valText, pyRepr(m)),
+		if mr := in.Min.Rat(); mr != nil {
+			if num.Cmp(mr) < 0 {
+				return &ValidationError{Type: ErrValueSmallerThanMin, Message: fmt.Sprintf("Value %s smaller than min of %s", valText, pyRepr(in.Min.json())),
 					Details: in.Name, ExtraInfo: map[string]any{"input_name": in.Name, "input_config": info, "received_value": received}}
 			}
 		}
-		if m, ok := in.Options["max"]; ok {
-			if mr := ratOf(m); mr != nil && num.Cmp(mr) > 0 {
-				return &ValidationError{Type: ErrValueBiggerThanMax, Message: fmt.Sprintf("Value %s bigger than max of %s", valText, pyRepr(m)),
+		if mr := in.Max.Rat(); mr != nil {
+			if num.Cmp(mr) > 0 {
+				return &ValidationError{Type: ErrValueBiggerThanMax, Message: fmt.Sprintf("Value %s bigger than max of %s", valText, pyRepr(in.Max.json())),
 					Details: in.Name, ExtraInfo: map[string]any{"input_name": in.Name, "input_config": info, "received_value": received}}
 			}
 		}
@@ -454,32 +451,6 @@ func convertFailed(in *Input, info []any, val any, msg string) *ValidationError 
 		Details: fmt.Sprintf("%s, %s, %s", in.Name, pyStr(val), msg),
 		ExtraInfo: map[string]any{"input_name": in.Name, "input_config": info, "received_value": jsonSafe(val),
 			"exception_message": msg}}
-}
-
-// ratOf returns a schema bound as an exact rational, or nil if it is not a number.
-func ratOf(v any) *big.Rat {
-	switch x := v.(type) {
-	case json.Number:
-		r, ok := new(big.Rat).SetString(x.String())
-		if !ok {
-			return nil
-		}
-		return r
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil
-		}
-		return new(big.Rat).SetFloat64(x)
-	case float32:
-		return ratOf(float64(x))
-	case int:
-		return new(big.Rat).SetInt64(int64(x))
-	case int64:
-		return new(big.Rat).SetInt64(x)
-	case uint64:
-		return new(big.Rat).SetInt(new(big.Int).SetUint64(x))
-	}
-	return nil
 }
 
 // jsonSafe replaces values that encoding/json cannot write (NaN, ±Inf) by their Python

@@ -260,7 +260,7 @@ func TestCoerce(t *testing.T) {
 	in := func(sc *Schema, name string) *Input { i, _ := sc.Input(name); return i }
 	seed, steps, cfg, combo := in(sampler, "seed"), in(sampler, "steps"), in(sampler, "cfg"), in(sampler, "sampler_name")
 	text, flag := in(noise, "text"), in(noise, "flag")
-	multi := &Input{Name: "tags", Type: TypeCombo, ComboV3: true, Options: map[string]any{"multiselect": true},
+	multi := &Input{Name: "tags", Type: TypeCombo, ComboV3: true, Multiselect: On,
 		Choices: func() []string { return []string{"a", "b"} }}
 	n := func(s string) json.Number { return json.Number(s) }
 	tests := []struct {
@@ -271,8 +271,9 @@ func TestCoerce(t *testing.T) {
 		err  string
 	}{
 		{"int", steps, n("20"), int64(20), ""},
-		{"int max uint64 wraps", seed, n("18446744073709551615"), int64(-1), ""},
-		{"int 2^63", seed, n("9223372036854775808"), int64(math.MinInt64), ""},
+		{"int max uint64 stays unsigned", seed, n("18446744073709551615"), uint64(math.MaxUint64), ""},
+		{"int 2^63", seed, n("9223372036854775808"), uint64(1 << 63), ""},
+		{"int 2^63-1 is an int64", seed, n("9223372036854775807"), int64(math.MaxInt64), ""},
 		{"int too big", seed, n("18446744073709551616"), nil, "outside the 64-bit range"},
 		{"int negative", steps, n("-5"), int64(-5), ""},
 		{"int from float truncates", steps, n("2.9"), int64(2), ""},
@@ -283,7 +284,7 @@ func TestCoerce(t *testing.T) {
 		{"int from bool", steps, true, int64(1), ""},
 		{"int from null", steps, nil, nil, "not 'NoneType'"},
 		{"int from go float", steps, 7.0, int64(7), ""},
-		{"int from go uint64", seed, uint64(math.MaxUint64), int64(-1), ""},
+		{"int from go uint64", seed, uint64(math.MaxUint64), uint64(math.MaxUint64), ""},
 		{"int from wrapped list", steps, map[string]any{"__value__": []any{n("1")}}, nil, "not 'list'"},
 		{"float", cfg, n("7.5"), 7.5, ""},
 		{"float from int", cfg, n("7"), 7.0, ""},
@@ -359,7 +360,7 @@ func TestValidateCustomValidationInput(t *testing.T) {
 	if e := checkLiteral(in, "sub/x.png [output]"); e != nil {
 		t.Fatalf("custom-validated combo refused: %v", e)
 	}
-	num := &Input{Name: "n", Type: TypeInt, Options: map[string]any{"min": 1}, CustomValidation: true}
+	num := &Input{Name: "n", Type: TypeInt, Min: Num(1), CustomValidation: true}
 	if e := checkLiteral(num, json.Number("0")); e != nil {
 		t.Fatalf("custom-validated int refused by min: %v", e)
 	}

@@ -28,6 +28,23 @@ func (in Inputs) Int(name string) (int64, error) {
 	return 0, in.typeErr(name, "INT")
 }
 
+// Uint returns an unsigned INT input (a seed, which may exceed 2^63-1).
+func (in Inputs) Uint(name string) (uint64, error) {
+	switch v := in[name].(type) {
+	case uint64:
+		return v, nil
+	case int64:
+		if v >= 0 {
+			return uint64(v), nil
+		}
+	case int:
+		if v >= 0 {
+			return uint64(v), nil
+		}
+	}
+	return 0, in.typeErr(name, "unsigned INT")
+}
+
 // Float returns a FLOAT input (an INT value is accepted, as ComfyUI does).
 func (in Inputs) Float(name string) (float64, error) {
 	switch v := in[name].(type) {

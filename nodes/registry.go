@@ -9,20 +9,38 @@ import (
 	"github.com/forgeflow/forgeflow/graph"
 )
 
-// Registry holds node classes by ComfyUI class name. It is built at start-up by cmd/
-// (or a test) and then only read; it is safe for concurrent use.
+// Registry holds node classes by ComfyUI class name, and the value types its typed
+// nodes take. It is built at start-up by cmd/ (or a test) and then only read; it is
+// safe for concurrent use.
 type Registry struct {
 	mu    sync.RWMutex
 	nodes map[string]Node
+	types map[string]ValueType
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{nodes: map[string]Node{}}
+	return &Registry{nodes: map[string]Node{}, types: map[string]ValueType{}}
 }
 
-// Register adds a node class. It fails on an empty or duplicate class name and on a
-// schema with unnamed or duplicate inputs.
+// Add registers typed node classes (see Typed), in order. It fails, naming the class,
+// where a field does not fit its input (Typed says what fits) and where Register would.
+func (r *Registry) Add(ts ...Typed) error {
+	for _, t := range ts {
+		n, err := r.define(t)
+		if err != nil {
+			return err
+		}
+		if err := r.Register(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Register adds a node class. It fails on an empty or duplicate class name, on a
+// schema with unnamed or duplicate inputs, and on options an input cannot serve or
+// enforce (graph.Input.Check).
 func (r *Registry) Register(n Node) error {
 	s := n.Schema()
 	if s == nil || s.Name == "" {
@@ -35,6 +53,9 @@ func (r *Registry) Register(n Node) error {
 		}
 		if seen[in.Name] {
 			return fmt.Errorf("nodes: register %q: duplicate input %q", s.Name, in.Name)
+		}
+		if err := in.Check(); err != nil {
+			return fmt.Errorf("nodes: register %q: %w", s.Name, err)
 		}
 		seen[in.Name] = true
 	}

@@ -215,7 +215,7 @@ func newLoadImage(opts Options) *LoadImage {
 	return &LoadImage{imageFile{opts: opts, schema: graph.Schema{
 		Name: "LoadImage", DisplayName: "Load Image", Category: "image",
 		Inputs: []graph.Input{{Name: "image", Type: graph.TypeCombo,
-			Options:          map[string]any{"image_upload": true},
+			ImageUpload:      true,
 			Choices:          func() []string { return listInputFiles(opts.Dirs.Input, true) },
 			CustomValidation: true}},
 		Outputs: outputs("IMAGE", "MASK"),
@@ -286,7 +286,7 @@ func newLoadImageMask(opts Options) *LoadImageMask {
 	return &LoadImageMask{imageFile{opts: opts, schema: graph.Schema{
 		Name: "LoadImageMask", DisplayName: "Load Image (as Mask)", Category: "mask",
 		Inputs: []graph.Input{
-			{Name: "image", Type: graph.TypeCombo, Options: map[string]any{"image_upload": true},
+			{Name: "image", Type: graph.TypeCombo, ImageUpload: true,
 				Choices:          func() []string { return listInputFiles(opts.Dirs.Input, false) },
 				CustomValidation: true},
 			combo("channel", maskChannels...),

@@ -154,8 +154,9 @@ func envLogger(env *nodes.Env) *slog.Logger {
 // modelCombo is a classic combo over a model folder: [[names], {opts}] or, with
 // opts nil, [[names]].
 func (e *sdEnv) modelCombo(name, folder string, opts map[string]any, extra ...string) graph.Input {
-	in := graph.Input{Name: name, Type: graph.TypeCombo, Options: opts, Bare: opts == nil,
-		Choices: func() []string { return append(e.list(folder), extra...) }}
+	in := widget(name, graph.TypeCombo, opts)
+	in.Bare = opts == nil
+	in.Choices = func() []string { return append(e.list(folder), extra...) }
 	return in
 }
 
@@ -259,7 +260,7 @@ func newCLIPLoader(e *sdEnv) *CLIPLoader {
 	device := combo("device", "default", "cpu")
 	device.Section = graph.Optional
 	device.Bare = false
-	device.Options = map[string]any{"advanced": true}
+	device.Advanced = true
 	return &CLIPLoader{env: e, schema: graph.Schema{
 		Name: "CLIPLoader", DisplayName: "Load CLIP", Category: "advanced/loaders",
 		Description: "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n" +

@@ -72,7 +72,7 @@ type PorterDuffImageComposite struct{ schema graph.Schema }
 func newPorterDuffImageComposite() *PorterDuffImageComposite {
 	name := "Porter-Duff Image Composite"
 	mode := comboV3("mode", porterDuffModes...)
-	mode.Options["default"] = "DST"
+	mode.Default = "DST"
 	return &PorterDuffImageComposite{graph.Schema{
 		Name: "PorterDuffImageComposite", DisplayName: name, Category: "mask/compositing", PythonModule: compositingModule,
 		Inputs: []graph.Input{socketV3("source", "IMAGE"), socketV3("source_alpha", "MASK"),

@@ -117,12 +117,62 @@ func socket(name, typ string) graph.Input {
 
 // socketV3 is an io.Schema link input: ["IMAGE", {}].
 func socketV3(name, typ string) graph.Input {
-	return graph.Input{Name: name, Type: typ, Options: map[string]any{}}
+	return graph.Input{Name: name, Type: typ}
 }
 
 // widget is an input with an option dict.
 func widget(name, typ string, opts map[string]any) graph.Input {
-	return graph.Input{Name: name, Type: typ, Options: opts}
+	in := graph.Input{Name: name, Type: typ}
+	for k, v := range opts {
+		switch k {
+		case "default":
+			in.Default = v
+		case "min":
+			in.Min = num(v)
+		case "max":
+			in.Max = num(v)
+		case "step":
+			in.Step = num(v)
+		case "round":
+			if v == false {
+				in.NoRound = true
+			} else {
+				in.Round = num(v)
+			}
+		case "tooltip":
+			in.Tooltip = v.(string)
+		case "display":
+			in.Display = v.(string)
+		case "multiline":
+			in.Multiline = graph.Off
+			if v == true {
+				in.Multiline = graph.On
+			}
+		case "dynamicPrompts":
+			in.DynamicPrompts = v.(bool)
+		case "control_after_generate":
+			in.ControlAfterGenerate = v.(bool)
+		case "advanced":
+			in.Advanced = v.(bool)
+		default:
+			panic("widget: option " + k)
+		}
+	}
+	return in
+}
+
+func num(v any) graph.Number {
+	switch x := v.(type) {
+	case int:
+		return graph.Num(x)
+	case int64:
+		return graph.Num(x)
+	case uint64:
+		return graph.Num(x)
+	case float64:
+		return graph.Num(x)
+	}
+	panic(fmt.Sprintf("num %T", v))
 }
 
 // combo is a classic combo with no option dict: ([...],).
@@ -133,7 +183,7 @@ func combo(name string, values ...string) graph.Input {
 // comboV3 is an io.Combo input: ["COMBO", {"multiselect": false, "options": [...]}].
 func comboV3(name string, values ...string) graph.Input {
 	return graph.Input{Name: name, Type: graph.TypeCombo, ComboV3: true,
-		Options: map[string]any{"multiselect": false}, Choices: fixed(values)}
+		Multiselect: graph.Off, Choices: fixed(values)}
 }
 
 func fixed(values []string) func() []string {

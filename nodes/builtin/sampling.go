@@ -122,7 +122,7 @@ func withTip(name, typ, tip string) graph.Input {
 }
 
 func comboTip(name, tip string, values func() []string) graph.Input {
-	return graph.Input{Name: name, Type: graph.TypeCombo, Options: map[string]any{"tooltip": tip}, Choices: values}
+	return graph.Input{Name: name, Type: graph.TypeCombo, Tooltip: tip, Choices: values}
 }
 
 func comboOf(name string, values func() []string) graph.Input {
