@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -56,6 +57,26 @@ func typed[T any](in nodes.Inputs, name, kind string) (T, error) {
 		return zero, fmt.Errorf("builtin: input %q: want %s, got %T", name, kind, v)
 	}
 	return t, nil
+}
+
+// checkConditioning admits a CONDITIONING whose every entry has a (1, tokens, dim)
+// embedding.
+func checkConditioning(c sd.Conditioning) error {
+	for i, e := range c {
+		if e.Embedding == nil || e.Embedding.Rank() != 3 {
+			return fmt.Errorf("builtin: conditioning entry %d has no (1, tokens, dim) embedding", i)
+		}
+	}
+	return nil
+}
+
+// checkCLIP admits a CLIP; a nil one comes from a checkpoint without text encoders.
+func checkCLIP(c *sd.CLIP) error {
+	if c == nil {
+		// ComfyUI's wording: a checkpoint without a text encoder gives a None clip.
+		return errors.New("builtin: the CLIP is empty (if the clip is from a checkpoint loader node, the checkpoint does not contain a valid clip or text encoder model)")
+	}
+	return nil
 }
 
 func condIn(in nodes.Inputs, name string) (sd.Conditioning, error) {

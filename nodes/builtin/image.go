@@ -30,50 +30,38 @@ func upscale(im *Image, width, height int, method, crop string) (*Image, error) 
 func pyRound(x float64) int { return int(math.RoundToEven(x)) }
 
 // EmptyImage is ComfyUI's EmptyImage: a batch filled with one RGB colour.
-type EmptyImage struct{ schema graph.Schema }
+type EmptyImage struct {
+	Width     int `input:"width"`
+	Height    int `input:"height"`
+	BatchSize int `input:"batch_size"`
+	Color     int `input:"color"`
+}
 
-func newEmptyImage() *EmptyImage {
-	return &EmptyImage{graph.Schema{
+// Schema implements nodes.Typed.
+func (*EmptyImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "EmptyImage", DisplayName: "EmptyImage", Category: "image",
 		Inputs: []graph.Input{
 			size("width", 1), size("height", 1),
-			widget("batch_size", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 4096}),
-			widget("color", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
+			{Name: "batch_size", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(4096)},
+			{Name: "color", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(0xFFFFFF), Step: graph.Num(1), Display: "color"},
 		},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *EmptyImage) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node. Each channel is ((color >> shift) & 0xFF) / 0xFF computed in
-// float64 and stored as float32 (nodes.py EmptyImage.generate, torch.full's default dtype).
-func (n *EmptyImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	w, err := intIn(in, "width", 1, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	h, err := intIn(in, "height", 1, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	b, err := intIn(in, "batch_size", 1, 4096)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	color, err := intIn(in, "color", 0, 0xFFFFFF)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	im, err := NewImage(b, h, w, 3)
+// Run implements nodes.Typed. Each channel is ((color >> shift) & 0xFF) / 0xFF computed
+// in float64 and stored as float32 (nodes.py EmptyImage.generate, torch.full's default
+// dtype).
+func (n *EmptyImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im, err := NewImage(n.BatchSize, n.Height, n.Width, 3)
 	if err != nil {
 		return nodes.Result{}, err
 	}
 	rgb := [3]float32{
-		float32(float64((color>>16)&0xFF) / 0xFF),
-		float32(float64((color>>8)&0xFF) / 0xFF),
-		float32(float64(color&0xFF) / 0xFF),
+		float32(float64((n.Color>>16)&0xFF) / 0xFF),
+		float32(float64((n.Color>>8)&0xFF) / 0xFF),
+		float32(float64(n.Color&0xFF) / 0xFF),
 	}
 	for i := 0; i < len(im.Pix); i += 3 {
 		if i&(1<<20-1) == 0 && ctx.Err() != nil {
@@ -81,14 +69,21 @@ func (n *EmptyImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (
 		}
 		im.Pix[i], im.Pix[i+1], im.Pix[i+2] = rgb[0], rgb[1], rgb[2]
 	}
-	return nodes.Result{Outputs: []any{im}}, nil
+	return nodes.One(im, nil)
 }
 
 // ImageScale is ComfyUI's ImageScale ("Upscale Image").
-type ImageScale struct{ schema graph.Schema }
+type ImageScale struct {
+	Image         *Image `input:"image"`
+	UpscaleMethod string `input:"upscale_method"`
+	Width         int    `input:"width"`
+	Height        int    `input:"height"`
+	Crop          string `input:"crop"`
+}
 
-func newImageScale() *ImageScale {
-	return &ImageScale{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageScale) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageScale", DisplayName: "Upscale Image", Category: "image/upscaling",
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
@@ -97,38 +92,16 @@ func newImageScale() *ImageScale {
 			combo("crop", "disabled", "center"),
 		},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageScale) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node. A zero width or height keeps the aspect ratio:
+// Run implements nodes.Typed. A zero width or height keeps the aspect ratio:
 // max(1, round(other_size * asked / other_asked)) with Python's round (nodes.py
 // ImageScale.upscale); both zero returns the image unchanged.
-func (n *ImageScale) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	method, err := in.String("upscale_method")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	crop, err := in.String("crop")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	w, err := intIn(in, "width", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	h, err := intIn(in, "height", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
+func (n *ImageScale) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im, w, h := n.Image, n.Width, n.Height
 	if w == 0 && h == 0 {
-		return nodes.Result{Outputs: []any{im}}, nil
+		return nodes.One(im, nil)
 	}
 	if im.Height == 0 || im.Width == 0 {
 		return nodes.Result{}, fmt.Errorf("builtin: ImageScale: cannot scale an empty %dx%d image", im.Width, im.Height)
@@ -138,112 +111,87 @@ func (n *ImageScale) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (
 	} else if h == 0 {
 		h = max(1, pyRound(float64(im.Height)*float64(w)/float64(im.Width)))
 	}
-	out, err := upscale(im, w, h, method, crop)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(upscale(im, w, h, n.UpscaleMethod, n.Crop))
 }
 
 // ImageScaleBy is ComfyUI's ImageScaleBy ("Upscale Image By").
-type ImageScaleBy struct{ schema graph.Schema }
+type ImageScaleBy struct {
+	Image         *Image  `input:"image"`
+	UpscaleMethod string  `input:"upscale_method"`
+	ScaleBy       float64 `input:"scale_by"`
+}
 
-func newImageScaleBy() *ImageScaleBy {
-	return &ImageScaleBy{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageScaleBy) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageScaleBy", DisplayName: "Upscale Image By", Category: "image/upscaling",
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
 			combo("upscale_method", upscaleMethods...),
-			widget("scale_by", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}),
+			{Name: "scale_by", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.01), Max: graph.Num(8.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageScaleBy) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: the new size is round(size * scale_by), Python's round, with
-// crop disabled (nodes.py ImageScaleBy.upscale).
-func (n *ImageScaleBy) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	method, err := in.String("upscale_method")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	s, err := floatIn(in, "scale_by", 0.01, 8.0)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	w := pyRound(float64(im.Width) * s)
-	h := pyRound(float64(im.Height) * s)
-	out, err := upscale(im, w, h, method, "disabled")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return nodes.Result{Outputs: []any{out}}, nil
+// Run implements nodes.Typed: the new size is round(size * scale_by), Python's round,
+// with crop disabled (nodes.py ImageScaleBy.upscale).
+func (n *ImageScaleBy) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	w := pyRound(float64(n.Image.Width) * n.ScaleBy)
+	h := pyRound(float64(n.Image.Height) * n.ScaleBy)
+	return nodes.One(upscale(n.Image, w, h, n.UpscaleMethod, "disabled"))
 }
 
 // ImageInvert is ComfyUI's ImageInvert: 1 - image.
-type ImageInvert struct{ schema graph.Schema }
+type ImageInvert struct {
+	Image *Image `input:"image"`
+}
 
-func newImageInvert() *ImageInvert {
-	return &ImageInvert{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageInvert) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageInvert", DisplayName: "Invert Image", Category: "image",
 		Inputs:  []graph.Input{socket("image", "IMAGE")},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageInvert) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes.py ImageInvert.invert; every channel, alpha included).
-func (n *ImageInvert) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// Run implements nodes.Typed (nodes.py ImageInvert.invert; every channel, alpha
+// included).
+func (n *ImageInvert) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
 	out := &Image{Batch: im.Batch, Height: im.Height, Width: im.Width, Channels: im.Channels,
 		Pix: make([]float32, len(im.Pix))}
 	for i, v := range im.Pix {
 		out.Pix[i] = 1 - v
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // ImageBatch is ComfyUI's ImageBatch ("Batch Images").
-type ImageBatch struct{ schema graph.Schema }
+type ImageBatch struct {
+	Image1 *Image `input:"image1"`
+	Image2 *Image `input:"image2"`
+}
 
-func newImageBatch() *ImageBatch {
-	return &ImageBatch{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageBatch) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageBatch", DisplayName: "Batch Images", Category: "image",
 		Inputs:  []graph.Input{socket("image1", "IMAGE"), socket("image2", "IMAGE")},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageBatch) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: image2 is resized to image1's size (bilinear, center crop)
-// when their [H, W, C] differ, then the batches are concatenated (nodes.py
+// Run implements nodes.Typed: image2 is resized to image1's size (bilinear, center
+// crop) when their [H, W, C] differ, then the batches are concatenated (nodes.py
 // ImageBatch.batch). Different channel counts cannot be concatenated, as in torch.cat.
-func (n *ImageBatch) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	a, err := imageInput(in, "image1")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	b, err := imageInput(in, "image2")
-	if err != nil {
-		return nodes.Result{}, err
-	}
+func (n *ImageBatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	a, b := n.Image1, n.Image2
 	if a.Channels != b.Channels {
 		return nodes.Result{}, fmt.Errorf("builtin: ImageBatch: image1 has %d channels, image2 %d", a.Channels, b.Channels)
 	}
+	var err error
 	if a.Height != b.Height || a.Width != b.Width {
 		if b, err = upscale(b, a.Width, a.Height, "bilinear", "center"); err != nil {
 			return nodes.Result{}, err
@@ -255,54 +203,44 @@ func (n *ImageBatch) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (
 	}
 	copy(out.Pix, a.Pix)
 	copy(out.Pix[len(a.Pix):], b.Pix)
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // ImageCrop is ComfyUI's ImageCrop (comfy_extras/nodes_images.py).
-type ImageCrop struct{ schema graph.Schema }
+type ImageCrop struct {
+	Image  *Image `input:"image"`
+	Width  int    `input:"width"`
+	Height int    `input:"height"`
+	X      int    `input:"x"`
+	Y      int    `input:"y"`
+}
 
-func newImageCrop() *ImageCrop {
-	return &ImageCrop{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageCrop) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageCrop", DisplayName: "Image Crop", Category: "image/transform",
-		PythonModule: "comfy_extras.nodes_images",
+		PythonModule: imagesModule,
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
 			size("width", 1), size("height", 1),
-			widget("x", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1}),
-			widget("y", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1}),
+			{Name: "x", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
+			{Name: "y", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
 		},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageCrop) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node. The origin is clamped to the last pixel
+// Run implements nodes.Typed. The origin is clamped to the last pixel
 // (x = min(x, W-1)) and the region to the image, as the tensor slice
 // image[:, y:y+height, x:x+width, :] does (nodes_images.py ImageCrop.crop).
-func (n *ImageCrop) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var v [4]int
-	for i, name := range []string{"width", "height", "x", "y"} {
-		lo := int64(0)
-		if i < 2 {
-			lo = 1
-		}
-		if v[i], err = intIn(in, name, lo, MaxResolution); err != nil {
-			return nodes.Result{}, err
-		}
-	}
-	w, h, x, y := v[0], v[1], v[2], v[3]
+func (n *ImageCrop) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
 	// Python's min(x, W-1) may go negative on an empty image; a negative slice start then
 	// counts from the end. An empty image stays empty either way.
-	x = max(0, min(x, im.Width-1))
-	y = max(0, min(y, im.Height-1))
-	w = max(0, min(w, im.Width-x))
-	h = max(0, min(h, im.Height-y))
+	x := max(0, min(n.X, im.Width-1))
+	y := max(0, min(n.Y, im.Height-1))
+	w := max(0, min(n.Width, im.Width-x))
+	h := max(0, min(n.Height, im.Height-y))
 	out, err := NewImage(im.Batch, h, w, im.Channels)
 	if err != nil {
 		return nodes.Result{}, err
@@ -315,47 +253,43 @@ func (n *ImageCrop) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (n
 			copy(dst[r*w*c:(r+1)*w*c], src[s:s+w*c])
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // ImagePadForOutpaint is ComfyUI's ImagePadForOutpaint ("Pad Image for Outpainting").
-type ImagePadForOutpaint struct{ schema graph.Schema }
+type ImagePadForOutpaint struct {
+	Image      *Image `input:"image"`
+	Left       int    `input:"left"`
+	Top        int    `input:"top"`
+	Right      int    `input:"right"`
+	Bottom     int    `input:"bottom"`
+	Feathering int    `input:"feathering"`
+}
 
-func newImagePadForOutpaint() *ImagePadForOutpaint {
+// Schema implements nodes.Typed.
+func (*ImagePadForOutpaint) Schema() graph.Schema {
 	pad := func(name string) graph.Input {
-		return widget(name, graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 8})
+		return graph.Input{Name: name, Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(8)}
 	}
-	return &ImagePadForOutpaint{graph.Schema{
+	return graph.Schema{
 		Name: "ImagePadForOutpaint", DisplayName: "Pad Image for Outpainting", Category: "image",
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
 			pad("left"), pad("top"), pad("right"), pad("bottom"),
-			widget("feathering", graph.TypeInt, map[string]any{"default": 40, "min": 0, "max": MaxResolution, "step": 1}),
+			{Name: "feathering", Type: graph.TypeInt, Default: 40, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
 		},
 		Outputs: outputs("IMAGE", "MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImagePadForOutpaint) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes.py ImagePadForOutpaint.expand_image): the new border is
-// grey 0.5, the mask is 1 on the border and, inside the original image, ((f - d) / f)^2
-// within f = feathering pixels of a padded edge (d the distance to the nearest padded
-// edge; an edge without padding does not count). Feathering applies only when 2f is below
-// both the image's height and width.
-func (n *ImagePadForOutpaint) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var v [5]int
-	for i, name := range []string{"left", "top", "right", "bottom", "feathering"} {
-		if v[i], err = intIn(in, name, 0, MaxResolution); err != nil {
-			return nodes.Result{}, err
-		}
-	}
-	left, top, right, bottom, feather := v[0], v[1], v[2], v[3], v[4]
+// Run implements nodes.Typed (nodes.py ImagePadForOutpaint.expand_image): the new
+// border is grey 0.5, the mask is 1 on the border and, inside the original image,
+// ((f - d) / f)^2 within f = feathering pixels of a padded edge (d the distance to the
+// nearest padded edge; an edge without padding does not count). Feathering applies only
+// when 2f is below both the image's height and width.
+func (n *ImagePadForOutpaint) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
+	left, top, right, bottom, feather := n.Left, n.Top, n.Right, n.Bottom, n.Feathering
 	H, W, C := im.Height, im.Width, im.Channels
 	nh, nw := H+top+bottom, W+left+right
 	out, err := NewImage(im.Batch, nh, nw, C)
@@ -411,16 +345,16 @@ func (n *ImagePadForOutpaint) Run(ctx context.Context, env *nodes.Env, in nodes.
 			row[j] = float32(f * f)
 		}
 	}
-	return nodes.Result{Outputs: []any{out, mask}}, nil
+	return nodes.Outputs(out, mask)
 }
 
 // Interface guards.
 var (
-	_ nodes.Node = (*EmptyImage)(nil)
-	_ nodes.Node = (*ImageScale)(nil)
-	_ nodes.Node = (*ImageScaleBy)(nil)
-	_ nodes.Node = (*ImageInvert)(nil)
-	_ nodes.Node = (*ImageBatch)(nil)
-	_ nodes.Node = (*ImageCrop)(nil)
-	_ nodes.Node = (*ImagePadForOutpaint)(nil)
+	_ nodes.Typed = (*EmptyImage)(nil)
+	_ nodes.Typed = (*ImageScale)(nil)
+	_ nodes.Typed = (*ImageScaleBy)(nil)
+	_ nodes.Typed = (*ImageInvert)(nil)
+	_ nodes.Typed = (*ImageBatch)(nil)
+	_ nodes.Typed = (*ImageCrop)(nil)
+	_ nodes.Typed = (*ImagePadForOutpaint)(nil)
 )

@@ -2,7 +2,9 @@ package builtin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"math"
 	"sync"
 
@@ -25,6 +27,17 @@ var latentRuntime = sync.OnceValues(func() (*gpu.Runtime, error) { return gpu.Ne
 func latentNodes(opts Options) []nodes.Node {
 	return []nodes.Node{newEmptyLatentImage(opts), newLatentUpscale(), newLatentUpscaleBy(), newLatentFromBatch(),
 		newRepeatLatentBatch(), newLatentComposite()}
+}
+
+// checkLatent admits a LATENT with non-empty (N, C, H, W) samples.
+func checkLatent(l *sd.Latent) error {
+	if l == nil || l.Samples == nil {
+		return errors.New("builtin: the latent has no samples")
+	}
+	if s := l.Samples.Shape(); len(s) != 4 || slices.Contains(s, 0) {
+		return fmt.Errorf("builtin: latent samples %v are not a non-empty (N, C, H, W)", s)
+	}
+	return nil
 }
 
 // latentIn returns a LATENT input with its samples as (N, C, H, W) data.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -54,12 +55,21 @@ func (o Options) dirs(env *nodes.Env) nodes.Dirs {
 	return d
 }
 
-// Register adds every built-in node class of this package to r.
+// Register adds every built-in value type and node class of this package to r. It is
+// the one place where every family registers: a new node is one entry below.
 func Register(r *nodes.Registry, opts Options) error {
-	all := []nodes.Node{
+	if err := r.AddTypes(valueTypes()...); err != nil {
+		return fmt.Errorf("builtin: %w", err)
+	}
+	err := r.Add(
 		// image.go
-		newEmptyImage(), newImageScale(), newImageScaleBy(), newImageInvert(), newImageBatch(),
-		newImageCrop(), newImagePadForOutpaint(),
+		&EmptyImage{}, &ImageScale{}, &ImageScaleBy{}, &ImageInvert{}, &ImageBatch{},
+		&ImageCrop{}, &ImagePadForOutpaint{},
+	)
+	if err != nil {
+		return fmt.Errorf("builtin: %w", err)
+	}
+	all := []nodes.Node{
 		// postprocess.go
 		newImageBlend(), newImageBlur(), newImageSharpen(),
 		// mask.go
@@ -100,6 +110,24 @@ func Register(r *nodes.Registry, opts Options) error {
 		return err
 	}
 	return nil
+}
+
+// valueTypes are the socket types of the built-in nodes: the Go type of their values and
+// the check each value passes before a node's Run receives it.
+func valueTypes() []nodes.ValueType {
+	return []nodes.ValueType{
+		nodes.Value("IMAGE", (*Image).Validate),
+		nodes.Value("MASK", (*Mask).Validate),
+		nodes.Value("LATENT", checkLatent),
+		nodes.Value("CONDITIONING", checkConditioning),
+		nodes.Value("MODEL", checkModel),
+		nodes.Value("CLIP", checkCLIP),
+		nodes.Value("VAE", checkVAE),
+		nodes.Value("SAMPLER", checkSampler),
+		nodes.Value("SIGMAS", Sigmas.Validate),
+		nodes.Value[sd.Noise]("NOISE", nil),
+		nodes.Value("GUIDER", checkGuider),
+	}
 }
 
 // Schema helpers. ComfyUI writes node inputs in two styles: the classic INPUT_TYPES dicts

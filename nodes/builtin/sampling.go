@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -35,6 +36,41 @@ func samplingNodes() []nodes.Node {
 		newSplitSigmas(), newSplitSigmasDenoise(), newRandomNoise(), newDisableNoise(),
 		newCFGGuiderNode(), newBasicGuiderNode(), newDualCFGGuiderNode(), newModelSamplingDiscrete(),
 	}
+}
+
+// Validate admits a schedule of finite, non-negative sigmas.
+func (s Sigmas) Validate() error {
+	for i, v := range s {
+		if math.IsNaN(float64(v)) || v < 0 {
+			return fmt.Errorf("builtin: sigma %d is %v", i, v)
+		}
+	}
+	return nil
+}
+
+// checkModel admits a MODEL with its model sampling and runtime.
+func checkModel(m *sd.Model) error {
+	if m == nil || m.Sampling == nil || m.Runtime == nil {
+		return errors.New("builtin: incomplete MODEL")
+	}
+	return nil
+}
+
+// checkSampler admits a SAMPLER of the sampler registry.
+func checkSampler(s *Sampler) error {
+	if s == nil {
+		return errors.New("builtin: missing SAMPLER")
+	}
+	_, err := sampling.LookupSampler(s.Name)
+	return err
+}
+
+// checkGuider admits a GUIDER with a model.
+func checkGuider(g *sd.Guider) error {
+	if g == nil || g.Model == nil {
+		return errors.New("builtin: incomplete GUIDER")
+	}
+	return nil
 }
 
 func modelIn(in nodes.Inputs, name string) (*sd.Model, error) {

@@ -19,6 +19,15 @@ import (
 // VAE nodes (nodes.py VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled) and
 // CheckpointSave (comfy_extras/nodes_model_merging.py).
 
+// checkVAE admits a VAE; a nil one comes from a checkpoint without VAE tensors.
+func checkVAE(v *sd.VAE) error {
+	if v == nil {
+		// ComfyUI's wording for a checkpoint loaded without a VAE.
+		return errors.New("builtin: the VAE is empty; if it comes from a checkpoint loader, the checkpoint does not contain a valid VAE (load one with VAELoader)")
+	}
+	return nil
+}
+
 func sdVAEIn(in nodes.Inputs, name string) (*sd.VAE, error) {
 	v, ok := in[name].(*sd.VAE)
 	if !ok {
