@@ -263,7 +263,9 @@ func (f *field) setCombo(dst reflect.Value, raw any) error {
 	if !multi && len(values) != 1 {
 		return f.errorf("want one COMBO value, got %d", len(values))
 	}
-	if !f.input.CustomValidation && f.input.Choices != nil {
+	// As in ComfyUI's validation, a V3 combo's value is not checked against its list:
+	// the node's own code says what an unlisted value does.
+	if !f.input.CustomValidation && !f.input.ComboV3 && f.input.Choices != nil {
 		choices := f.input.Choices()
 		for _, s := range values {
 			if !slices.Contains(choices, s) {

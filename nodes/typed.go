@@ -25,7 +25,8 @@ import (
 //   - INT into an int or uint kind (a seed into uint64), FLOAT into float64 or float32,
 //     STRING into string, BOOLEAN into bool, COMBO into string (a multiselect combo into
 //     []string); numbers within the input's Min and Max, combo values among its Choices
-//     (unless the input has CustomValidation).
+//     (unless the input has CustomValidation, or is a ComboV3 one, which ComfyUI passes
+//     on unchecked: Run then says what an unlisted value does).
 //   - Any other type into the Go type of its ValueType (Registry.AddTypes), after the
 //     value type's check; "*" and comma-joined types ("IMAGE,MASK") into an interface.
 //   - An optional input that is absent, or linked to a nil value, leaves its field at

@@ -33,6 +33,7 @@ type sampler struct {
 	Mask    *pic     `input:"mask"`
 	Denoise *float64 `input:"denoise"`
 	Any     any      `input:"any"`
+	Mode    string   `input:"mode"`
 
 	prefix string // copied from the registered value
 }
@@ -49,6 +50,7 @@ func (*sampler) Schema() graph.Schema {
 		{Name: "mask", Type: "PIC", Section: graph.Optional},
 		{Name: "denoise", Type: graph.TypeFloat, Section: graph.Optional, Min: graph.Num(0.0), Max: graph.Num(1.0)},
 		{Name: "any", Type: graph.TypeAny, Section: graph.Optional},
+		{Name: "mode", Type: graph.TypeCombo, ComboV3: true, Section: graph.Optional, Choices: func() []string { return []string{"a"} }},
 		{Name: "unique_id", Type: "UNIQUE_ID", Section: graph.Hidden, Plain: true},
 	}, Outputs: []graph.Output{{Type: "PIC", Name: "PIC"}, {Type: graph.TypeString, Name: "STRING"}}}
 }
@@ -100,6 +102,10 @@ func TestTypedDecode(t *testing.T) {
 	in["denoise"], in["mask"], in["any"] = 0.5, &pic{w: 1}, "x"
 	if s, err = decoded(t, in); err != nil || s.Denoise == nil || *s.Denoise != 0.5 || s.Mask.w != 1 || s.Any != "x" {
 		t.Fatalf("optional inputs: %+v, %v", s, err)
+	}
+	in["mode"] = "z" // a V3 combo is not checked against its list, as in ComfyUI
+	if s, err = decoded(t, in); err != nil || s.Mode != "z" {
+		t.Fatalf("v3 combo: %+v, %v", s, err)
 	}
 	in["mask"] = nil // a None link is an absent optional input
 	if s, err = decoded(t, in); err != nil || s.Mask != nil {

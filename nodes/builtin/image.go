@@ -223,8 +223,7 @@ func (*ImageCrop) Schema() graph.Schema {
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
 			size("width", 1), size("height", 1),
-			{Name: "x", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
-			{Name: "y", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
+			offset("x"), offset("y"),
 		},
 		Outputs: outputs("IMAGE"),
 	}

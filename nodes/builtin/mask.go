@@ -3,6 +3,7 @@ package builtin
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -13,47 +14,33 @@ import (
 
 const maskModule = "comfy_extras.nodes_mask"
 
-// ImageToMask is ComfyUI's ImageToMask ("Convert Image to Mask").
-type ImageToMask struct{ schema graph.Schema }
-
 // imageChannels are ImageToMask's channel choices; the index is the channel taken.
 var imageChannels = []string{"red", "green", "blue", "alpha"}
 
-func newImageToMask() *ImageToMask {
-	return &ImageToMask{graph.Schema{
+// ImageToMask is ComfyUI's ImageToMask ("Convert Image to Mask").
+type ImageToMask struct {
+	Image   *Image `input:"image"`
+	Channel string `input:"channel"`
+}
+
+// Schema implements nodes.Typed.
+func (*ImageToMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageToMask", DisplayName: "Convert Image to Mask", Category: "mask",
 		PythonModule: maskModule,
 		Inputs:       []graph.Input{socket("image", "IMAGE"), combo("channel", imageChannels...)},
 		Outputs:      outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageToMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: the mask is image[:, :, :, channel] (nodes_mask.py
+// Run implements nodes.Typed: the mask is image[:, :, :, channel] (nodes_mask.py
 // ImageToMask.image_to_mask). Asking for alpha of an RGB image is an error, as the
 // tensor index is in ComfyUI.
-func (n *ImageToMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	ch, err := in.String("channel")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	c := -1
-	for i, name := range imageChannels {
-		if name == ch {
-			c = i
-		}
-	}
-	if c < 0 {
-		return nodes.Result{}, fmt.Errorf("builtin: ImageToMask: unknown channel %q", ch)
-	}
+func (n *ImageToMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
+	c := slices.Index(imageChannels, n.Channel)
 	if c >= im.Channels {
-		return nodes.Result{}, fmt.Errorf("builtin: ImageToMask: channel %q needs %d channels, the image has %d", ch, c+1, im.Channels)
+		return nodes.Result{}, fmt.Errorf("builtin: ImageToMask: channel %q needs %d channels, the image has %d", n.Channel, c+1, im.Channels)
 	}
 	m, err := NewMask(im.Batch, im.Height, im.Width)
 	if err != nil {
@@ -62,36 +49,28 @@ func (n *ImageToMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) 
 	for i := range m.Pix {
 		m.Pix[i] = im.Pix[i*im.Channels+c]
 	}
-	return nodes.Result{Outputs: []any{m}}, nil
+	return nodes.One(m, nil)
 }
 
 // MaskToImage is ComfyUI's MaskToImage ("Convert Mask to Image").
-type MaskToImage struct{ schema graph.Schema }
+type MaskToImage struct {
+	Mask *Mask `input:"mask"`
+}
 
-func newMaskToImage() *MaskToImage {
-	return &MaskToImage{graph.Schema{
+// Schema implements nodes.Typed.
+func (*MaskToImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "MaskToImage", DisplayName: "Convert Mask to Image", Category: "mask",
 		PythonModule: maskModule,
 		Inputs:       []graph.Input{socket("mask", "MASK")},
 		Outputs:      outputs("IMAGE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *MaskToImage) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: the mask repeated into three grey channels
+// Run implements nodes.Typed: the mask repeated into three grey channels
 // (nodes_mask.py MaskToImage.mask_to_image).
-func (n *MaskToImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	im, err := maskImage(m)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return nodes.Result{Outputs: []any{im}}, nil
+func (n *MaskToImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(maskImage(n.Mask))
 }
 
 // maskImage is the mask as a grey RGB image: reshape to [B, 1, H, W], movedim, expand to
@@ -108,81 +87,68 @@ func maskImage(m *Mask) (*Image, error) {
 }
 
 // SolidMask is ComfyUI's SolidMask.
-type SolidMask struct{ schema graph.Schema }
+type SolidMask struct {
+	Value  float64 `input:"value"`
+	Width  int     `input:"width"`
+	Height int     `input:"height"`
+}
 
-func newSolidMask() *SolidMask {
-	return &SolidMask{graph.Schema{
+// Schema implements nodes.Typed.
+func (*SolidMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "SolidMask", DisplayName: "SolidMask", Category: "mask",
 		PythonModule: maskModule,
 		Inputs: []graph.Input{
-			widget("value", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+			{Name: "value", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01)},
 			size("width", 1), size("height", 1),
 		},
 		Outputs: outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *SolidMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: a [1, height, width] mask filled with value, stored as
+// Run implements nodes.Typed: a [1, height, width] mask filled with value, stored as
 // float32 (nodes_mask.py SolidMask.solid).
-func (n *SolidMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	v, err := floatIn(in, "value", 0, 1)
+func (n *SolidMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m, err := NewMask(1, n.Height, n.Width)
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	w, err := intIn(in, "width", 1, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	h, err := intIn(in, "height", 1, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	m, err := NewMask(1, h, w)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	fv := float32(v)
+	fv := float32(n.Value)
 	for i := range m.Pix {
 		m.Pix[i] = fv
 	}
-	return nodes.Result{Outputs: []any{m}}, nil
+	return nodes.One(m, nil)
 }
 
 // InvertMask is ComfyUI's InvertMask.
-type InvertMask struct{ schema graph.Schema }
+type InvertMask struct {
+	Mask *Mask `input:"mask"`
+}
 
-func newInvertMask() *InvertMask {
-	return &InvertMask{graph.Schema{
+// Schema implements nodes.Typed.
+func (*InvertMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "InvertMask", DisplayName: "InvertMask", Category: "mask",
 		PythonModule: maskModule,
 		Inputs:       []graph.Input{socket("mask", "MASK")},
 		Outputs:      outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *InvertMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: 1 - mask (nodes_mask.py InvertMask.invert).
-func (n *InvertMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// Run implements nodes.Typed: 1 - mask (nodes_mask.py InvertMask.invert).
+func (n *InvertMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m := n.Mask
 	out := &Mask{Batch: m.Batch, Height: m.Height, Width: m.Width, Pix: make([]float32, len(m.Pix))}
 	for i, v := range m.Pix {
 		out.Pix[i] = 1 - v
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // Interface guards.
 var (
-	_ nodes.Node = (*ImageToMask)(nil)
-	_ nodes.Node = (*MaskToImage)(nil)
-	_ nodes.Node = (*SolidMask)(nil)
-	_ nodes.Node = (*InvertMask)(nil)
+	_ nodes.Typed = (*ImageToMask)(nil)
+	_ nodes.Typed = (*MaskToImage)(nil)
+	_ nodes.Typed = (*SolidMask)(nil)
+	_ nodes.Typed = (*InvertMask)(nil)
 )

@@ -14,33 +14,28 @@ import (
 // MaskComposite, FeatherMask, GrowMask and MaskPreview.
 
 // ImageColorToMask is ComfyUI's ImageColorToMask: 1 where a pixel's 8-bit RGB equals color.
-type ImageColorToMask struct{ schema graph.Schema }
+type ImageColorToMask struct {
+	Image *Image `input:"image"`
+	Color int    `input:"color"`
+}
 
-func newImageColorToMask() *ImageColorToMask {
-	return &ImageColorToMask{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageColorToMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageColorToMask", DisplayName: "ImageColorToMask", Category: "mask", PythonModule: maskModule,
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
-			widget("color", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
+			{Name: "color", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(0xFFFFFF), Step: graph.Num(1), Display: "color"},
 		},
 		Outputs: outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageColorToMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes_mask.py ImageColorToMask.image_to_mask): each channel
-// is round(clamp(v, 0, 1) * 255) (torch.round: half to even), packed as R<<16 | G<<8 | B.
-func (n *ImageColorToMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	color, err := intIn(in, "color", 0, 0xFFFFFF)
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// Run implements nodes.Typed (nodes_mask.py ImageColorToMask.image_to_mask): each
+// channel is round(clamp(v, 0, 1) * 255) (torch.round: half to even), packed as
+// R<<16 | G<<8 | B.
+func (n *ImageColorToMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
 	if im.Channels < 3 {
 		return nodes.Result{}, fmt.Errorf("builtin: ImageColorToMask: needs 3 channels, the image has %d", im.Channels)
 	}
@@ -53,87 +48,68 @@ func (n *ImageColorToMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inp
 	}
 	for i := range m.Pix {
 		p := im.Pix[i*im.Channels:]
-		if level(p[0])<<16+level(p[1])<<8+level(p[2]) == color {
+		if level(p[0])<<16+level(p[1])<<8+level(p[2]) == n.Color {
 			m.Pix[i] = 1
 		}
 	}
-	return nodes.Result{Outputs: []any{m}}, nil
+	return nodes.One(m, nil)
 }
 
 // ThresholdMask is ComfyUI's ThresholdMask: 1 where mask > value.
-type ThresholdMask struct{ schema graph.Schema }
+type ThresholdMask struct {
+	Mask  *Mask   `input:"mask"`
+	Value float64 `input:"value"`
+}
 
-func newThresholdMask() *ThresholdMask {
-	return &ThresholdMask{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ThresholdMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ThresholdMask", DisplayName: "ThresholdMask", Category: "mask", PythonModule: maskModule,
 		Inputs: []graph.Input{
 			socket("mask", "MASK"),
-			widget("value", graph.TypeFloat, map[string]any{"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+			{Name: "value", Type: graph.TypeFloat, Default: 0.5, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ThresholdMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: (mask > value).float(), the value compared as float32 as
+// Run implements nodes.Typed: (mask > value).float(), the value compared as float32 as
 // torch does with a Python scalar.
-func (n *ThresholdMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	v, err := floatIn(in, "value", 0, 1)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	t := float32(v)
+func (n *ThresholdMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m, t := n.Mask, float32(n.Value)
 	out := &Mask{Batch: m.Batch, Height: m.Height, Width: m.Width, Pix: make([]float32, len(m.Pix))}
 	for i, x := range m.Pix {
 		if x > t {
 			out.Pix[i] = 1
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // CropMask is ComfyUI's CropMask.
-type CropMask struct{ schema graph.Schema }
-
-func newCropMask() *CropMask {
-	pos := func(name string) graph.Input {
-		return widget(name, graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1})
-	}
-	return &CropMask{graph.Schema{
-		Name: "CropMask", DisplayName: "CropMask", Category: "mask", PythonModule: maskModule,
-		Inputs:  []graph.Input{socket("mask", "MASK"), pos("x"), pos("y"), size("width", 1), size("height", 1)},
-		Outputs: outputs("MASK"),
-	}}
+type CropMask struct {
+	Mask   *Mask `input:"mask"`
+	X      int   `input:"x"`
+	Y      int   `input:"y"`
+	Width  int   `input:"width"`
+	Height int   `input:"height"`
 }
 
-// Schema implements nodes.Node.
-func (n *CropMask) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*CropMask) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "CropMask", DisplayName: "CropMask", Category: "mask", PythonModule: maskModule,
+		Inputs:  []graph.Input{socket("mask", "MASK"), offset("x"), offset("y"), size("width", 1), size("height", 1)},
+		Outputs: outputs("MASK"),
+	}
+}
 
-// Run implements nodes.Node: mask[:, y:y+height, x:x+width] with Python's clipping
+// Run implements nodes.Typed: mask[:, y:y+height, x:x+width] with Python's clipping
 // slices; unlike ImageCrop the origin is not clamped, so a crop past the edge is empty.
-func (n *CropMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var v [4]int
-	for i, name := range []string{"x", "y", "width", "height"} {
-		lo := int64(0)
-		if i >= 2 {
-			lo = 1
-		}
-		if v[i], err = intIn(in, name, lo, MaxResolution); err != nil {
-			return nodes.Result{}, err
-		}
-	}
-	x0, y0 := min(v[0], m.Width), min(v[1], m.Height)
-	x1, y1 := min(v[0]+v[2], m.Width), min(v[1]+v[3], m.Height)
+func (n *CropMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m := n.Mask
+	x0, y0 := min(n.X, m.Width), min(n.Y, m.Height)
+	x1, y1 := min(n.X+n.Width, m.Width), min(n.Y+n.Height, m.Height)
 	out, err := NewMask(m.Batch, y1-y0, x1-x0)
 	if err != nil {
 		return nodes.Result{}, err
@@ -144,82 +120,65 @@ func (n *CropMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (no
 			copy(dst[(y-y0)*out.Width:(y-y0+1)*out.Width], src[y*m.Width+x0:y*m.Width+x1])
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
-
-// MaskComposite is ComfyUI's MaskComposite.
-type MaskComposite struct{ schema graph.Schema }
 
 var maskOperations = []string{"multiply", "add", "subtract", "and", "or", "xor"}
 
-func newMaskComposite() *MaskComposite {
-	pos := func(name string) graph.Input {
-		return widget(name, graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1})
-	}
-	return &MaskComposite{graph.Schema{
-		Name: "MaskComposite", DisplayName: "MaskComposite", Category: "mask", PythonModule: maskModule,
-		Inputs: []graph.Input{socket("destination", "MASK"), socket("source", "MASK"), pos("x"), pos("y"),
-			combo("operation", maskOperations...)},
-		Outputs: outputs("MASK"),
-	}}
+// MaskComposite is ComfyUI's MaskComposite.
+type MaskComposite struct {
+	Destination *Mask  `input:"destination"`
+	Source      *Mask  `input:"source"`
+	X           int    `input:"x"`
+	Y           int    `input:"y"`
+	Operation   string `input:"operation"`
 }
 
-// Schema implements nodes.Node.
-func (n *MaskComposite) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*MaskComposite) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "MaskComposite", DisplayName: "MaskComposite", Category: "mask", PythonModule: maskModule,
+		Inputs: []graph.Input{socket("destination", "MASK"), socket("source", "MASK"), offset("x"), offset("y"),
+			combo("operation", maskOperations...)},
+		Outputs: outputs("MASK"),
+	}
+}
 
 // roundBool is torch's x.round().bool(): round half to even, then non-zero.
 func roundBool(x float32) bool { return math.RoundToEven(float64(x)) != 0 }
 
-// Run implements nodes.Node (nodes_mask.py MaskComposite.combine): source placed at (x, y)
-// and combined with the destination under it; the logical operations round both to 0/1
-// first. The whole result is clamped to [0, 1]. A source batch of one applies to every
-// destination mask.
-func (n *MaskComposite) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	dst, err := maskInput(in, "destination")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	src, err := maskInput(in, "source")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	x, err := intIn(in, "x", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	y, err := intIn(in, "y", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	op, err := in.String("operation")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var f func(d, s float32) float32
+// maskOperation returns MaskComposite's per-element operation.
+func maskOperation(op string) func(d, s float32) float32 {
 	switch op {
 	case "multiply":
-		f = func(d, s float32) float32 { return d * s }
+		return func(d, s float32) float32 { return d * s }
 	case "add":
-		f = func(d, s float32) float32 { return d + s }
+		return func(d, s float32) float32 { return d + s }
 	case "subtract":
-		f = func(d, s float32) float32 { return d - s }
-	case "and", "or", "xor":
-		f = func(d, s float32) float32 {
-			a, b := roundBool(d), roundBool(s)
-			r := a && b
-			if op == "or" {
-				r = a || b
-			} else if op == "xor" {
-				r = a != b
-			}
-			if r {
-				return 1
-			}
-			return 0
-		}
-	default:
-		return nodes.Result{}, fmt.Errorf("builtin: MaskComposite: unknown operation %q", op)
+		return func(d, s float32) float32 { return d - s }
 	}
+	return func(d, s float32) float32 { // and, or, xor
+		a, b := roundBool(d), roundBool(s)
+		r := a && b
+		if op == "or" {
+			r = a || b
+		} else if op == "xor" {
+			r = a != b
+		}
+		if r {
+			return 1
+		}
+		return 0
+	}
+}
+
+// Run implements nodes.Typed (nodes_mask.py MaskComposite.combine): source placed at
+// (x, y) and combined with the destination under it; the logical operations round both
+// to 0/1 first. The whole result is clamped to [0, 1]. A source batch of one applies to
+// every destination mask.
+func (n *MaskComposite) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	dst, src, x, y := n.Destination, n.Source, n.X, n.Y
+	f := maskOperation(n.Operation)
 	if src.Batch != dst.Batch && src.Batch != 1 {
 		return nodes.Result{}, fmt.Errorf("builtin: MaskComposite: source batch %d does not fit destination batch %d", src.Batch, dst.Batch)
 	}
@@ -238,44 +197,36 @@ func (n *MaskComposite) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs
 	for i, v := range out.Pix {
 		out.Pix[i] = clamp01(v)
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // FeatherMask is ComfyUI's FeatherMask.
-type FeatherMask struct{ schema graph.Schema }
-
-func newFeatherMask() *FeatherMask {
-	side := func(name string) graph.Input {
-		return widget(name, graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1})
-	}
-	return &FeatherMask{graph.Schema{
-		Name: "FeatherMask", DisplayName: "FeatherMask", Category: "mask", PythonModule: maskModule,
-		Inputs:  []graph.Input{socket("mask", "MASK"), side("left"), side("top"), side("right"), side("bottom")},
-		Outputs: outputs("MASK"),
-	}}
+type FeatherMask struct {
+	Mask   *Mask `input:"mask"`
+	Left   int   `input:"left"`
+	Top    int   `input:"top"`
+	Right  int   `input:"right"`
+	Bottom int   `input:"bottom"`
 }
 
-// Schema implements nodes.Node.
-func (n *FeatherMask) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*FeatherMask) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "FeatherMask", DisplayName: "FeatherMask", Category: "mask", PythonModule: maskModule,
+		Inputs:  []graph.Input{socket("mask", "MASK"), offset("left"), offset("top"), offset("right"), offset("bottom")},
+		Outputs: outputs("MASK"),
+	}
+}
 
-// Run implements nodes.Node (nodes_mask.py FeatherMask.feather): column x < left is
-// multiplied by (x+1)/left, and so on for each side. ComfyUI indexes the right and bottom
-// sides as output[..., -x], and -0 is the first column/row, not the last: the first
-// column gets the factor 1/right and the last 2/right. That quirk is kept so results
-// match.
-func (n *FeatherMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var v [4]int
-	for i, name := range []string{"left", "top", "right", "bottom"} {
-		if v[i], err = intIn(in, name, 0, MaxResolution); err != nil {
-			return nodes.Result{}, err
-		}
-	}
+// Run implements nodes.Typed (nodes_mask.py FeatherMask.feather): column x < left is
+// multiplied by (x+1)/left, and so on for each side. ComfyUI indexes the right and
+// bottom sides as output[..., -x], and -0 is the first column/row, not the last: the
+// first column gets the factor 1/right and the last 2/right. That quirk is kept so
+// results match.
+func (n *FeatherMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m := n.Mask
 	W, H := m.Width, m.Height
-	left, top, right, bottom := min(v[0], W), min(v[1], H), min(v[2], W), min(v[3], H)
+	left, top, right, bottom := min(n.Left, W), min(n.Top, H), min(n.Right, W), min(n.Bottom, H)
 	out := &Mask{Batch: m.Batch, Height: H, Width: W, Pix: append([]float32(nil), m.Pix...)}
 	col := func(x int, rate float32) {
 		for b := 0; b < out.Batch; b++ {
@@ -306,50 +257,41 @@ func (n *FeatherMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) 
 	for y := 0; y < bottom; y++ {
 		row(wrap(-y, H), float32(float64(y+1)/float64(bottom)))
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // GrowMask is ComfyUI's GrowMask.
-type GrowMask struct{ schema graph.Schema }
+type GrowMask struct {
+	Mask           *Mask `input:"mask"`
+	Expand         int   `input:"expand"`
+	TaperedCorners bool  `input:"tapered_corners"`
+}
 
-func newGrowMask() *GrowMask {
-	return &GrowMask{graph.Schema{
+// Schema implements nodes.Typed.
+func (*GrowMask) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "GrowMask", DisplayName: "GrowMask", Category: "mask", PythonModule: maskModule,
 		Inputs: []graph.Input{
 			socket("mask", "MASK"),
-			widget("expand", graph.TypeInt, map[string]any{"default": 0, "min": -MaxResolution, "max": MaxResolution, "step": 1}),
-			widget("tapered_corners", graph.TypeBoolean, map[string]any{"default": true}),
+			{Name: "expand", Type: graph.TypeInt, Default: 0, Min: graph.Num(-MaxResolution), Max: graph.Num(MaxResolution), Step: graph.Num(1)},
+			{Name: "tapered_corners", Type: graph.TypeBoolean, Default: true},
 		},
 		Outputs: outputs("MASK"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *GrowMask) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes_mask.py GrowMask.expand_mask): |expand| rounds of
-// scipy.ndimage.grey_dilation (expand > 0) or grey_erosion (< 0) with a 3×3 footprint, a
-// cross when tapered_corners, else the full square. scipy's default 'reflect' border
+// Run implements nodes.Typed (nodes_mask.py GrowMask.expand_mask): |expand| rounds of
+// scipy.ndimage.grey_dilation (expand > 0) or grey_erosion (< 0) with a 3×3 footprint,
+// a cross when tapered_corners, else the full square. scipy's default 'reflect' border
 // repeats the edge sample, so at radius 1 the filter takes the max (min) over the
-// in-bounds neighbours. After H+W rounds the result no longer changes, so more rounds are
-// skipped.
-func (n *GrowMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, err := maskInput(in, "mask")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	expand, err := intIn(in, "expand", -MaxResolution, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	tapered, err := in.Bool("tapered_corners")
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// in-bounds neighbours. After H+W rounds the result no longer changes, so more rounds
+// are skipped.
+func (n *GrowMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m, tapered := n.Mask, n.TaperedCorners
 	W, H := m.Width, m.Height
 	out := &Mask{Batch: m.Batch, Height: H, Width: W, Pix: append([]float32(nil), m.Pix...)}
-	rounds := min(abs(expand), H+W)
-	grow := expand > 0
+	rounds := min(abs(n.Expand), H+W)
+	grow := n.Expand > 0
 	tmp := make([]float32, W*H)
 	for b := 0; b < out.Batch; b++ {
 		p := out.Plane(b)
@@ -380,7 +322,7 @@ func (n *GrowMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (no
 			}
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 func abs(x int) int {
@@ -406,11 +348,11 @@ func newMaskPreview(opts Options) *MaskPreview {
 
 // Interface guards.
 var (
-	_ nodes.Node = (*ImageColorToMask)(nil)
-	_ nodes.Node = (*ThresholdMask)(nil)
-	_ nodes.Node = (*CropMask)(nil)
-	_ nodes.Node = (*MaskComposite)(nil)
-	_ nodes.Node = (*FeatherMask)(nil)
-	_ nodes.Node = (*GrowMask)(nil)
-	_ nodes.Node = (*MaskPreview)(nil)
+	_ nodes.Typed = (*ImageColorToMask)(nil)
+	_ nodes.Typed = (*ThresholdMask)(nil)
+	_ nodes.Typed = (*CropMask)(nil)
+	_ nodes.Typed = (*MaskComposite)(nil)
+	_ nodes.Typed = (*FeatherMask)(nil)
+	_ nodes.Typed = (*GrowMask)(nil)
+	_ nodes.Node  = (*MaskPreview)(nil)
 )

@@ -16,54 +16,45 @@ import (
 // blendModes are ImageBlend's blend_mode choices, in ComfyUI's order.
 var blendModes = []string{"normal", "multiply", "screen", "overlay", "soft_light", "difference"}
 
-// ImageBlend is ComfyUI's ImageBlend.
-type ImageBlend struct{ schema graph.Schema }
+const postProcessingModule = "comfy_extras.nodes_post_processing"
 
-func newImageBlend() *ImageBlend {
-	return &ImageBlend{graph.Schema{
-		Name: "ImageBlend", Category: "image/postprocessing",
-		PythonModule: "comfy_extras.nodes_post_processing",
+// ImageBlend is ComfyUI's ImageBlend.
+type ImageBlend struct {
+	Image1      *Image  `input:"image1"`
+	Image2      *Image  `input:"image2"`
+	BlendFactor float64 `input:"blend_factor"`
+	BlendMode   string  `input:"blend_mode"`
+}
+
+// Schema implements nodes.Typed.
+func (*ImageBlend) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ImageBlend", Category: "image/postprocessing", PythonModule: postProcessingModule,
 		Inputs: []graph.Input{
 			socketV3("image1", "IMAGE"), socketV3("image2", "IMAGE"),
-			widget("blend_factor", graph.TypeFloat, map[string]any{"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+			{Name: "blend_factor", Type: graph.TypeFloat, Default: 0.5, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01)},
 			comboV3("blend_mode", blendModes...),
 		},
 		Outputs: outputs("IMAGE"),
 		Extra:   v3Extra(1, nil),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageBlend) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes_post_processing.py Blend.execute):
+// Run implements nodes.Typed (nodes_post_processing.py Blend.execute):
 //
 //	out = clamp(image1 * (1 - f) + mode(image1, image2) * f, 0, 1)
 //
 // image2 first loses channels image1 lacks (node_helpers.image_alpha_fix) and is resized
 // to image1's size with bicubic + center crop when the shapes differ; a batch of one
 // broadcasts against the other, as torch does.
-func (n *ImageBlend) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	a, err := imageInput(in, "image1")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	b, err := imageInput(in, "image2")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	f, err := floatIn(in, "blend_factor", 0, 1)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	mode, err := in.String("blend_mode")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	blend, ok := blendFuncs[mode]
+func (n *ImageBlend) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	a, b, f := n.Image1, n.Image2, n.BlendFactor
+	blend, ok := blendFuncs[n.BlendMode]
 	if !ok {
-		return nodes.Result{}, fmt.Errorf("builtin: ImageBlend: unsupported blend mode %q", mode)
+		// A V3 combo's value is not checked against its list (as in ComfyUI).
+		return nodes.Result{}, fmt.Errorf("builtin: ImageBlend: unsupported blend mode %q", n.BlendMode)
 	}
+	var err error
 	switch {
 	case a.Channels < b.Channels:
 		b = keepChannels(b, a.Channels)
@@ -99,7 +90,7 @@ func (n *ImageBlend) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (
 			dst[p] = clamp01(v)
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // blendFuncs are Blend.blend_mode's formulas, per element. "difference" is img1 - img2
@@ -241,109 +232,82 @@ func blurReflect(ctx context.Context, im *Image, g []float32, r int) (*Image, er
 }
 
 // ImageBlur is ComfyUI's ImageBlur.
-type ImageBlur struct{ schema graph.Schema }
+type ImageBlur struct {
+	Image      *Image  `input:"image"`
+	BlurRadius int     `input:"blur_radius"`
+	Sigma      float64 `input:"sigma"`
+}
 
-func newImageBlur() *ImageBlur {
-	return &ImageBlur{graph.Schema{
-		Name: "ImageBlur", Category: "image/postprocessing",
-		PythonModule: "comfy_extras.nodes_post_processing",
+// Schema implements nodes.Typed.
+func (*ImageBlur) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ImageBlur", Category: "image/postprocessing", PythonModule: postProcessingModule,
 		Inputs: []graph.Input{
 			socketV3("image", "IMAGE"),
-			widget("blur_radius", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 31, "step": 1}),
-			widget("sigma", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1}),
+			{Name: "blur_radius", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(31), Step: graph.Num(1)},
+			{Name: "sigma", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.1), Max: graph.Num(10.0), Step: graph.Num(0.1)},
 		},
 		Outputs: outputs("IMAGE"),
 		Extra:   v3Extra(1, nil),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageBlur) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node: a (2r+1)² gaussian_kernel convolution per channel with
-// reflect padding (nodes_post_processing.py Blur.execute). No clamp.
-func (n *ImageBlur) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	r, err := intIn(in, "blur_radius", 0, 31)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	sigma, err := floatIn(in, "sigma", 0.1, 10)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	if r == 0 {
-		return nodes.Result{Outputs: []any{im}}, nil
-	}
-	out, err := blurReflect(ctx, im, gaussian1D(2*r+1, sigma), r)
+// Run implements nodes.Typed: a (2r+1)² gaussian_kernel convolution per channel with
+// reflect padding (nodes_post_processing.py Blur.execute). No clamp. ComfyUI returns
+// the image for a radius of 0, which the schema's minimum of 1 rules out.
+func (n *ImageBlur) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	r := n.BlurRadius
+	out, err := blurReflect(ctx, n.Image, gaussian1D(2*r+1, n.Sigma), r)
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: ImageBlur: %w", err)
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // ImageSharpen is ComfyUI's ImageSharpen.
-type ImageSharpen struct{ schema graph.Schema }
+type ImageSharpen struct {
+	Image         *Image  `input:"image"`
+	SharpenRadius int     `input:"sharpen_radius"`
+	Sigma         float64 `input:"sigma"`
+	Alpha         float64 `input:"alpha"`
+}
 
-func newImageSharpen() *ImageSharpen {
-	return &ImageSharpen{graph.Schema{
-		Name: "ImageSharpen", Category: "image/postprocessing",
-		PythonModule: "comfy_extras.nodes_post_processing",
+// Schema implements nodes.Typed.
+func (*ImageSharpen) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ImageSharpen", Category: "image/postprocessing", PythonModule: postProcessingModule,
 		Inputs: []graph.Input{
 			socketV3("image", "IMAGE"),
-			widget("sharpen_radius", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 31, "step": 1}),
-			widget("sigma", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.01}),
-			widget("alpha", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01}),
+			{Name: "sharpen_radius", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(31), Step: graph.Num(1)},
+			{Name: "sigma", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.1), Max: graph.Num(10.0), Step: graph.Num(0.01)},
+			{Name: "alpha", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(5.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("IMAGE"),
 		Extra:   v3Extra(1, nil),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *ImageSharpen) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node (nodes_post_processing.py Sharpen.execute). ComfyUI convolves
-// with the gaussian scaled by -(10·alpha) whose centre is raised so that the kernel sums
-// to 1: k = -10a·G + (1 + 10a)·δ. That is (1 + 10a)·image - 10a·blur(image), computed so,
-// then clamped to [0, 1].
-func (n *ImageSharpen) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	r, err := intIn(in, "sharpen_radius", 0, 31)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	sigma, err := floatIn(in, "sigma", 0.1, 10)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	alpha, err := floatIn(in, "alpha", 0, 5)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	if r == 0 {
-		return nodes.Result{Outputs: []any{im}}, nil
-	}
-	out, err := blurReflect(ctx, im, gaussian1D(2*r+1, sigma), r)
+// Run implements nodes.Typed (nodes_post_processing.py Sharpen.execute). ComfyUI
+// convolves with the gaussian scaled by -(10·alpha) whose centre is raised so that the
+// kernel sums to 1: k = -10a·G + (1 + 10a)·δ. That is (1 + 10a)·image -
+// 10a·blur(image), computed so, then clamped to [0, 1]. As for ImageBlur, the radius
+// is at least 1.
+func (n *ImageSharpen) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	r := n.SharpenRadius
+	out, err := blurReflect(ctx, n.Image, gaussian1D(2*r+1, n.Sigma), r)
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: ImageSharpen: %w", err)
 	}
-	s := float32(alpha * 10)
-	for i, v := range im.Pix {
+	s := float32(n.Alpha * 10)
+	for i, v := range n.Image.Pix {
 		out.Pix[i] = clamp01((1+s)*v - s*out.Pix[i])
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // Interface guards.
 var (
-	_ nodes.Node = (*ImageBlend)(nil)
-	_ nodes.Node = (*ImageBlur)(nil)
-	_ nodes.Node = (*ImageSharpen)(nil)
+	_ nodes.Typed = (*ImageBlend)(nil)
+	_ nodes.Typed = (*ImageBlur)(nil)
+	_ nodes.Typed = (*ImageSharpen)(nil)
 )

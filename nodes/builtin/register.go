@@ -65,18 +65,18 @@ func Register(r *nodes.Registry, opts Options) error {
 		// image.go
 		&EmptyImage{}, &ImageScale{}, &ImageScaleBy{}, &ImageInvert{}, &ImageBatch{},
 		&ImageCrop{}, &ImagePadForOutpaint{},
+		// postprocess.go
+		&ImageBlend{}, &ImageBlur{}, &ImageSharpen{},
+		// mask.go
+		&ImageToMask{}, &MaskToImage{}, &SolidMask{}, &InvertMask{},
+		// maskops.go
+		&ImageColorToMask{}, &ThresholdMask{}, &CropMask{}, &MaskComposite{}, &FeatherMask{}, &GrowMask{},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
 	all := []nodes.Node{
-		// postprocess.go
-		newImageBlend(), newImageBlur(), newImageSharpen(),
-		// mask.go
-		newImageToMask(), newMaskToImage(), newSolidMask(), newInvertMask(),
-		// maskops.go
-		newImageColorToMask(), newThresholdMask(), newCropMask(), newMaskComposite(),
-		newFeatherMask(), newGrowMask(), newMaskPreview(opts),
+		newMaskPreview(opts),
 		// composite.go
 		newImageCompositeMasked(), newRepeatImageBatch(), newImageFromBatch(),
 		// noise.go
@@ -221,6 +221,11 @@ func fixed(values []string) func() []string {
 // size is the usual width/height widget: default 512, 1 … MAX_RESOLUTION, step 1.
 func size(name string, min int) graph.Input {
 	return widget(name, graph.TypeInt, map[string]any{"default": 512, "min": min, "max": MaxResolution, "step": 1})
+}
+
+// offset is a position or margin widget: default 0, 0 … MAX_RESOLUTION, step 1.
+func offset(name string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(MaxResolution), Step: graph.Num(1)}
 }
 
 // v3Extra returns the object_info keys ComfyUI's io.Schema adds for a node with n outputs
