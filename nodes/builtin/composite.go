@@ -13,27 +13,27 @@ import (
 // comfy_extras/nodes_images.py (RepeatImageBatch, ImageFromBatch).
 
 // ImageCompositeMasked is ComfyUI's ImageCompositeMasked.
-type ImageCompositeMasked struct{ schema graph.Schema }
-
-func newImageCompositeMasked() *ImageCompositeMasked {
-	pos := func(name string) graph.Input {
-		return widget(name, graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": MaxResolution, "step": 1})
-	}
-	mask := socket("mask", "MASK")
-	mask.Section = graph.Optional
-	return &ImageCompositeMasked{graph.Schema{
-		Name: "ImageCompositeMasked", DisplayName: "ImageCompositeMasked", Category: "image", PythonModule: maskModule,
-		Inputs: []graph.Input{
-			socket("destination", "IMAGE"), socket("source", "IMAGE"), pos("x"), pos("y"),
-			widget("resize_source", graph.TypeBoolean, map[string]any{"default": false}),
-			mask,
-		},
-		Outputs: outputs("IMAGE"),
-	}}
+type ImageCompositeMasked struct {
+	Destination  *Image `input:"destination"`
+	Source       *Image `input:"source"`
+	X            int    `input:"x"`
+	Y            int    `input:"y"`
+	ResizeSource bool   `input:"resize_source"`
+	Mask         *Mask  `input:"mask"` // optional: nil pastes the whole source
 }
 
-// Schema implements nodes.Node.
-func (n *ImageCompositeMasked) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*ImageCompositeMasked) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ImageCompositeMasked", DisplayName: "ImageCompositeMasked", Category: "image", PythonModule: maskModule,
+		Inputs: []graph.Input{
+			socket("destination", "IMAGE"), socket("source", "IMAGE"), offset("x"), offset("y"),
+			{Name: "resize_source", Type: graph.TypeBoolean, Default: false},
+			{Name: "mask", Type: "MASK", Section: graph.Optional, Bare: true},
+		},
+		Outputs: outputs("IMAGE"),
+	}
+}
 
 // repeatToBatch is comfy.utils.repeat_to_batch_size on the batch axis: the first n items,
 // or the batch tiled until it has n.
@@ -46,46 +46,22 @@ func repeatToBatch(pix []float32, batch, n int) []float32 {
 	return out
 }
 
-// Run implements nodes.Node (nodes_mask.py composite with multiplier 1): the source
+// Run implements nodes.Typed (nodes_mask.py composite with multiplier 1): the source
 // (optionally resized bilinearly to the destination's size, its batch repeated to the
 // destination's) is pasted at (x, y) through the mask (bilinearly resized to the
 // source's size; all ones without a mask): out = m·source + (1 - m)·destination, clipped
 // to the destination's bounds. An RGBA source over an RGB destination loses its alpha
 // (node_helpers.image_alpha_fix); the reverse fails, as it does in ComfyUI.
-func (n *ImageCompositeMasked) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	dst, err := imageInput(in, "destination")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	src, err := imageInput(in, "source")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	x, err := intIn(in, "x", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	y, err := intIn(in, "y", 0, MaxResolution)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	resize, err := in.Bool("resize_source")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	var mask *Mask
-	if in.Has("mask") {
-		if mask, err = maskInput(in, "mask"); err != nil {
-			return nodes.Result{}, err
-		}
-	}
+func (n *ImageCompositeMasked) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	dst, src, x, y, mask := n.Destination, n.Source, n.X, n.Y, n.Mask
+	var err error
 	switch {
 	case dst.Channels < src.Channels:
 		src = keepChannels(src, dst.Channels)
 	case dst.Channels > src.Channels:
 		return nodes.Result{}, fmt.Errorf("builtin: ImageCompositeMasked: destination has %d channels but source only %d", dst.Channels, src.Channels)
 	}
-	if resize && (src.Height != dst.Height || src.Width != dst.Width) {
+	if n.ResizeSource && (src.Height != dst.Height || src.Width != dst.Width) {
 		if src, err = upscale(src, dst.Width, dst.Height, "bilinear", "disabled"); err != nil {
 			return nodes.Result{}, err
 		}
@@ -93,7 +69,7 @@ func (n *ImageCompositeMasked) Run(ctx context.Context, env *nodes.Env, in nodes
 	B, C := dst.Batch, dst.Channels
 	sh, sw := src.Height, src.Width
 	if src.Batch == 0 || sh == 0 || sw == 0 {
-		return nodes.Result{Outputs: []any{dst}}, nil
+		return nodes.One(dst, nil)
 	}
 	srcPix := repeatToBatch(src.Pix, src.Batch, B)
 	// The mask becomes one plane per batch item at the source's size.
@@ -136,91 +112,74 @@ func (n *ImageCompositeMasked) Run(ctx context.Context, env *nodes.Env, in nodes
 			}
 		}
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // RepeatImageBatch is ComfyUI's RepeatImageBatch: the batch repeated amount times.
-type RepeatImageBatch struct{ schema graph.Schema }
-
-func newRepeatImageBatch() *RepeatImageBatch {
-	return &RepeatImageBatch{graph.Schema{
-		Name: "RepeatImageBatch", DisplayName: "RepeatImageBatch", Category: "image/batch",
-		PythonModule: "comfy_extras.nodes_images",
-		Inputs: []graph.Input{socket("image", "IMAGE"),
-			widget("amount", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 4096})},
-		Outputs: outputs("IMAGE"),
-	}}
+type RepeatImageBatch struct {
+	Image  *Image `input:"image"`
+	Amount int    `input:"amount"`
 }
 
-// Schema implements nodes.Node.
-func (n *RepeatImageBatch) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*RepeatImageBatch) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "RepeatImageBatch", DisplayName: "RepeatImageBatch", Category: "image/batch", PythonModule: imagesModule,
+		Inputs: []graph.Input{socket("image", "IMAGE"),
+			{Name: "amount", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(4096)}},
+		Outputs: outputs("IMAGE"),
+	}
+}
 
-// Run implements nodes.Node: image.repeat((amount, 1, 1, 1)), the whole batch tiled.
-func (n *RepeatImageBatch) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
+// Run implements nodes.Typed: image.repeat((amount, 1, 1, 1)), the whole batch tiled.
+func (n *RepeatImageBatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
+	out, err := NewImage(im.Batch*n.Amount, im.Height, im.Width, im.Channels)
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	amount, err := intIn(in, "amount", 1, 4096)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	out, err := NewImage(im.Batch*amount, im.Height, im.Width, im.Channels)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	for i := 0; i < amount; i++ {
+	for i := 0; i < n.Amount; i++ {
 		copy(out.Pix[i*len(im.Pix):], im.Pix)
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // ImageFromBatch is ComfyUI's ImageFromBatch.
-type ImageFromBatch struct{ schema graph.Schema }
-
-func newImageFromBatch() *ImageFromBatch {
-	return &ImageFromBatch{graph.Schema{
-		Name: "ImageFromBatch", DisplayName: "ImageFromBatch", Category: "image/batch",
-		PythonModule: "comfy_extras.nodes_images",
-		Inputs: []graph.Input{socket("image", "IMAGE"),
-			widget("batch_index", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 4095}),
-			widget("length", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 4096})},
-		Outputs: outputs("IMAGE"),
-	}}
+type ImageFromBatch struct {
+	Image      *Image `input:"image"`
+	BatchIndex int    `input:"batch_index"`
+	Length     int    `input:"length"`
 }
 
-// Schema implements nodes.Node.
-func (n *ImageFromBatch) Schema() *graph.Schema { return &n.schema }
+// Schema implements nodes.Typed.
+func (*ImageFromBatch) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ImageFromBatch", DisplayName: "ImageFromBatch", Category: "image/batch", PythonModule: imagesModule,
+		Inputs: []graph.Input{socket("image", "IMAGE"),
+			{Name: "batch_index", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(4095)},
+			{Name: "length", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(4096)}},
+		Outputs: outputs("IMAGE"),
+	}
+}
 
-// Run implements nodes.Node (nodes_images.py ImageFromBatch.frombatch): the index is
+// Run implements nodes.Typed (nodes_images.py ImageFromBatch.frombatch): the index is
 // clamped to the last item and the length to what is left.
-func (n *ImageFromBatch) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	idx, err := intIn(in, "batch_index", 0, 4095)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	length, err := intIn(in, "length", 1, 4096)
-	if err != nil {
-		return nodes.Result{}, err
-	}
+func (n *ImageFromBatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
 	if im.Batch == 0 {
-		return nodes.Result{Outputs: []any{im}}, nil
+		return nodes.One(im, nil)
 	}
-	idx = min(im.Batch-1, idx)
-	length = min(im.Batch-idx, length)
+	idx := min(im.Batch-1, n.BatchIndex)
+	length := min(im.Batch-idx, n.Length)
 	per := im.Height * im.Width * im.Channels
 	out := &Image{Batch: length, Height: im.Height, Width: im.Width, Channels: im.Channels,
 		Pix: append([]float32(nil), im.Pix[idx*per:(idx+length)*per]...)}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // Interface guards.
 var (
-	_ nodes.Node = (*ImageCompositeMasked)(nil)
-	_ nodes.Node = (*RepeatImageBatch)(nil)
-	_ nodes.Node = (*ImageFromBatch)(nil)
+	_ nodes.Typed = (*ImageCompositeMasked)(nil)
+	_ nodes.Typed = (*RepeatImageBatch)(nil)
+	_ nodes.Typed = (*ImageFromBatch)(nil)
 )

@@ -15,23 +15,24 @@ import (
 // ImageAddNoise (comfy_extras/nodes_images.py).
 
 // ImageAddNoise is ComfyUI's ImageAddNoise: gaussian noise from torch's CPU generator.
-type ImageAddNoise struct{ schema graph.Schema }
+type ImageAddNoise struct {
+	Image    *Image  `input:"image"`
+	Seed     uint64  `input:"seed"`
+	Strength float64 `input:"strength"`
+}
 
-func newImageAddNoise() *ImageAddNoise {
-	return &ImageAddNoise{graph.Schema{
+// Schema implements nodes.Typed.
+func (*ImageAddNoise) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ImageAddNoise", DisplayName: "ImageAddNoise", Category: "image", PythonModule: imagesModule,
 		Inputs: []graph.Input{
 			socket("image", "IMAGE"),
-			widget("seed", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": uint64(math.MaxUint64),
-				"control_after_generate": true, "tooltip": "The random seed used for creating the noise."}),
-			widget("strength", graph.TypeFloat, map[string]any{"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+			seedInput("seed", "The random seed used for creating the noise."),
+			{Name: "strength", Type: graph.TypeFloat, Default: 0.5, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("IMAGE"),
-	}}
+	}
 }
-
-// Schema implements nodes.Node.
-func (n *ImageAddNoise) Schema() *graph.Schema { return &n.schema }
 
 // seedIn reads a 64-bit unsigned seed (ComfyUI's seeds run to 2^64-1). int64 values are
 // taken as they are; a float64 (how a JSON number above 2^63 may arrive) must be integral
@@ -62,31 +63,20 @@ func seedIn(in nodes.Inputs, name string) (uint64, error) {
 	return 0, fmt.Errorf("builtin: input %q: %v is not a seed in [0, 2^64)", name, in[name])
 }
 
-// Run implements nodes.Node: clip(image + strength · randn(image.shape), 0, 1), the
-// noise drawn as torch.randn with a generator seeded by torch.manual_seed(seed), over the
-// [B, H, W, C] tensor in its memory order.
-func (n *ImageAddNoise) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := imageInput(in, "image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	seed, err := seedIn(in, "seed")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	strength, err := floatIn(in, "strength", 0, 1)
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// Run implements nodes.Typed: clip(image + strength · randn(image.shape), 0, 1), the
+// noise drawn as torch.randn with a generator seeded by torch.manual_seed(seed), over
+// the [B, H, W, C] tensor in its memory order. Seeds run to 2^64-1, as torch's.
+func (n *ImageAddNoise) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im := n.Image
 	out := &Image{Batch: im.Batch, Height: im.Height, Width: im.Width, Channels: im.Channels,
 		Pix: make([]float32, len(im.Pix))}
-	rng.New(seed).Randn(out.Pix)
-	s := float32(strength)
+	rng.New(n.Seed).Randn(out.Pix)
+	s := float32(n.Strength)
 	for i, v := range im.Pix {
 		out.Pix[i] = clamp01(v + s*out.Pix[i])
 	}
-	return nodes.Result{Outputs: []any{out}}, nil
+	return nodes.One(out, nil)
 }
 
 // Interface guard.
-var _ nodes.Node = (*ImageAddNoise)(nil)
+var _ nodes.Typed = (*ImageAddNoise)(nil)

@@ -67,23 +67,27 @@ var porterDuffColour = map[string]func(s, d, sa, da float32) float32{
 }
 
 // PorterDuffImageComposite is ComfyUI's PorterDuffImageComposite.
-type PorterDuffImageComposite struct{ schema graph.Schema }
+type PorterDuffImageComposite struct {
+	Source           *Image `input:"source"`
+	SourceAlpha      *Mask  `input:"source_alpha"`
+	Destination      *Image `input:"destination"`
+	DestinationAlpha *Mask  `input:"destination_alpha"`
+	Mode             string `input:"mode"`
+}
 
-func newPorterDuffImageComposite() *PorterDuffImageComposite {
+// Schema implements nodes.Typed.
+func (*PorterDuffImageComposite) Schema() graph.Schema {
 	name := "Porter-Duff Image Composite"
 	mode := comboV3("mode", porterDuffModes...)
 	mode.Default = "DST"
-	return &PorterDuffImageComposite{graph.Schema{
+	return graph.Schema{
 		Name: "PorterDuffImageComposite", DisplayName: name, Category: "mask/compositing", PythonModule: compositingModule,
 		Inputs: []graph.Input{socketV3("source", "IMAGE"), socketV3("source_alpha", "MASK"),
 			socketV3("destination", "IMAGE"), socketV3("destination_alpha", "MASK"), mode},
 		Outputs: outputs("IMAGE", "MASK"),
 		Extra:   v3Extra(2, &name),
-	}}
+	}
 }
-
-// Schema implements nodes.Node.
-func (n *PorterDuffImageComposite) Schema() *graph.Schema { return &n.schema }
 
 // plane resizes one [h, w, c] item to W×H with bicubic + center crop, as the node does
 // with common_upscale whenever a size differs from the destination's.
@@ -103,37 +107,18 @@ func plane(pix []float32, h, w, c, W, H int) ([]float32, error) {
 	return im.Pix, nil
 }
 
-// Run implements nodes.Node (nodes_compositing.py porter_duff_composite, per batch item
+// Run implements nodes.Typed (nodes_compositing.py porter_duff_composite, per batch item
 // up to the smallest of the four batches): masks become alphas (1 - mask), colours are
 // premultiplied, the mode's formulas applied, the colour divided back by the output alpha
 // where it exceeds 1e-5 (else 0) and clamped; the output mask is 1 - alpha. Source image
 // and alphas are resized (bicubic, center crop) to the destination's size first.
-func (n *PorterDuffImageComposite) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	src, err := imageInput(in, "source")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	srcA, err := maskInput(in, "source_alpha")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	dst, err := imageInput(in, "destination")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	dstA, err := maskInput(in, "destination_alpha")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	mode, err := in.String("mode")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	alphaF, ok := porterDuffAlpha[mode]
+func (n *PorterDuffImageComposite) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	src, srcA, dst, dstA := n.Source, n.SourceAlpha, n.Destination, n.DestinationAlpha
+	alphaF, ok := porterDuffAlpha[n.Mode]
 	if !ok {
-		return nodes.Result{}, fmt.Errorf("builtin: PorterDuffImageComposite: unknown mode %q", mode)
+		return nodes.Result{}, fmt.Errorf("builtin: PorterDuffImageComposite: unknown mode %q", n.Mode)
 	}
-	colourF := porterDuffColour[mode]
+	colourF := porterDuffColour[n.Mode]
 	if src.Channels != dst.Channels {
 		return nodes.Result{}, fmt.Errorf("builtin: PorterDuffImageComposite: source has %d channels, destination %d", src.Channels, dst.Channels)
 	}
@@ -179,8 +164,8 @@ func (n *PorterDuffImageComposite) Run(ctx context.Context, env *nodes.Env, in n
 			om[p] = 1 - oa
 		}
 	}
-	return nodes.Result{Outputs: []any{outIm, outM}}, nil
+	return nodes.Outputs(outIm, outM)
 }
 
 // Interface guard.
-var _ nodes.Node = (*PorterDuffImageComposite)(nil)
+var _ nodes.Typed = (*PorterDuffImageComposite)(nil)

@@ -71,22 +71,21 @@ func Register(r *nodes.Registry, opts Options) error {
 		&ImageToMask{}, &MaskToImage{}, &SolidMask{}, &InvertMask{},
 		// maskops.go
 		&ImageColorToMask{}, &ThresholdMask{}, &CropMask{}, &MaskComposite{}, &FeatherMask{}, &GrowMask{},
+		// composite.go
+		&ImageCompositeMasked{}, &RepeatImageBatch{}, &ImageFromBatch{},
+		// noise.go
+		&ImageAddNoise{},
+		// transform.go
+		&ImageFlip{}, &ImageRotate{}, &GetImageSize{}, &ImageScaleToTotalPixels{},
+		&ImageScaleToMaxDimension{}, &ResizeAndPadImage{}, &SplitImageWithAlpha{}, &JoinImageWithAlpha{},
+		// porterduff.go
+		&PorterDuffImageComposite{},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
 	all := []nodes.Node{
 		newMaskPreview(opts),
-		// composite.go
-		newImageCompositeMasked(), newRepeatImageBatch(), newImageFromBatch(),
-		// noise.go
-		newImageAddNoise(),
-		// transform.go
-		newImageFlip(), newImageRotate(), newGetImageSize(), newImageScaleToTotalPixels(),
-		newImageScaleToMaxDimension(), newResizeAndPadImage(), newSplitImageWithAlpha(),
-		newJoinImageWithAlpha(),
-		// porterduff.go
-		newPorterDuffImageComposite(),
 		// strings.go
 		newStringConcatenate(), newStringSubstring(), newStringLength(), newCaseConverter(),
 		newStringTrim(), newStringReplace(), newStringContains(), newStringCompare(),

@@ -129,11 +129,18 @@ func stepReporter(env *nodes.Env, f sd.LatentFormat) sd.StepFunc {
 }
 
 func seedWidget(name string, tooltip bool) graph.Input {
-	opts := map[string]any{"default": 0, "min": 0, "max": uint64(math.MaxUint64), "control_after_generate": true}
+	tip := ""
 	if tooltip {
-		opts["tooltip"] = "The random seed used for creating the noise."
+		tip = "The random seed used for creating the noise."
 	}
-	return widget(name, graph.TypeInt, opts)
+	return seedInput(name, tip)
+}
+
+// seedInput is a seed widget: 0 … 2^64-1 (torch.manual_seed's range), with the
+// front end's control_after_generate.
+func seedInput(name, tooltip string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(uint64(math.MaxUint64)),
+		ControlAfterGenerate: true, Tooltip: tooltip}
 }
 
 func cfgWidget(name string, tooltip string) graph.Input {
