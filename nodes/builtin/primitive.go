@@ -15,24 +15,15 @@ import (
 
 const primitiveModule = "comfy_extras.nodes_primitive"
 
-// Primitive is one of the Primitive* node classes. Its Run returns the "value" input
-// after checking its type.
-type Primitive struct {
-	schema graph.Schema
-	get    func(in nodes.Inputs) (any, error)
-}
-
-func newPrimitive(class, display, typ string, opts map[string]any, get func(in nodes.Inputs) (any, error)) *Primitive {
-	name := display
-	return &Primitive{
-		schema: graph.Schema{
-			Name: class, DisplayName: display, Category: "utils/primitive",
-			PythonModule: primitiveModule,
-			Inputs:       []graph.Input{widget("value", typ, opts)},
-			Outputs:      outputs(typ),
-			Extra:        v3Extra(1, &name),
-		},
-		get: get,
+// primitive is the schema of a Primitive* class: one "value" widget of type typ,
+// passed through to an output of the same type.
+func primitive(class, display string, value graph.Input) graph.Schema {
+	value.Name = "value"
+	return graph.Schema{
+		Name: class, DisplayName: display, Category: "utils/primitive", PythonModule: primitiveModule,
+		Inputs:  []graph.Input{value},
+		Outputs: outputs(value.Type),
+		Extra:   v3Extra(1, &display),
 	}
 }
 
@@ -40,47 +31,88 @@ func newPrimitive(class, display, typ string, opts map[string]any, get func(in n
 // primitives.
 const pyMaxSize = math.MaxInt64
 
-func newPrimitiveInt() *Primitive {
-	return newPrimitive("PrimitiveInt", "Int", graph.TypeInt,
-		map[string]any{"min": int64(-pyMaxSize), "max": int64(pyMaxSize), "control_after_generate": true},
-		func(in nodes.Inputs) (any, error) { return in.Int("value") })
+// PrimitiveInt is ComfyUI's PrimitiveInt ("Int").
+type PrimitiveInt struct {
+	Value int64 `input:"value"`
 }
 
-func newPrimitiveFloat() *Primitive {
-	return newPrimitive("PrimitiveFloat", "Float", graph.TypeFloat,
-		map[string]any{"min": int64(-pyMaxSize), "max": int64(pyMaxSize)},
-		func(in nodes.Inputs) (any, error) { return in.Float("value") })
+// Schema implements nodes.Typed.
+func (*PrimitiveInt) Schema() graph.Schema {
+	return primitive("PrimitiveInt", "Int", graph.Input{Type: graph.TypeInt,
+		Min: graph.Num(int64(-pyMaxSize)), Max: graph.Num(int64(pyMaxSize)), ControlAfterGenerate: true})
 }
 
-func newPrimitiveString() *Primitive {
-	return newPrimitive("PrimitiveString", "String", graph.TypeString,
-		map[string]any{"multiline": false},
-		func(in nodes.Inputs) (any, error) { return in.String("value") })
+// Run implements nodes.Typed.
+func (n *PrimitiveInt) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.Value, nil)
 }
 
-func newPrimitiveStringMultiline() *Primitive {
-	return newPrimitive("PrimitiveStringMultiline", "String (Multiline)", graph.TypeString,
-		map[string]any{"multiline": true},
-		func(in nodes.Inputs) (any, error) { return in.String("value") })
+// PrimitiveFloat is ComfyUI's PrimitiveFloat ("Float").
+type PrimitiveFloat struct {
+	Value float64 `input:"value"`
 }
 
-func newPrimitiveBoolean() *Primitive {
-	return newPrimitive("PrimitiveBoolean", "Boolean", graph.TypeBoolean,
-		map[string]any{},
-		func(in nodes.Inputs) (any, error) { return in.Bool("value") })
+// Schema implements nodes.Typed.
+func (*PrimitiveFloat) Schema() graph.Schema {
+	return primitive("PrimitiveFloat", "Float", graph.Input{Type: graph.TypeFloat,
+		Min: graph.Num(int64(-pyMaxSize)), Max: graph.Num(int64(pyMaxSize))})
 }
 
-// Schema implements nodes.Node.
-func (p *Primitive) Schema() *graph.Schema { return &p.schema }
-
-// Run implements nodes.Node.
-func (p *Primitive) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	v, err := p.get(in)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return nodes.Result{Outputs: []any{v}}, nil
+// Run implements nodes.Typed.
+func (n *PrimitiveFloat) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.Value, nil)
 }
 
-// Interface guard.
-var _ nodes.Node = (*Primitive)(nil)
+// PrimitiveString is ComfyUI's PrimitiveString ("String").
+type PrimitiveString struct {
+	Value string `input:"value"`
+}
+
+// Schema implements nodes.Typed.
+func (*PrimitiveString) Schema() graph.Schema {
+	return primitive("PrimitiveString", "String", graph.Input{Type: graph.TypeString, Multiline: graph.Off})
+}
+
+// Run implements nodes.Typed.
+func (n *PrimitiveString) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.Value, nil)
+}
+
+// PrimitiveStringMultiline is ComfyUI's PrimitiveStringMultiline ("String (Multiline)").
+type PrimitiveStringMultiline struct {
+	Value string `input:"value"`
+}
+
+// Schema implements nodes.Typed.
+func (*PrimitiveStringMultiline) Schema() graph.Schema {
+	return primitive("PrimitiveStringMultiline", "String (Multiline)", graph.Input{Type: graph.TypeString, Multiline: graph.On})
+}
+
+// Run implements nodes.Typed.
+func (n *PrimitiveStringMultiline) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.Value, nil)
+}
+
+// PrimitiveBoolean is ComfyUI's PrimitiveBoolean ("Boolean").
+type PrimitiveBoolean struct {
+	Value bool `input:"value"`
+}
+
+// Schema implements nodes.Typed.
+func (*PrimitiveBoolean) Schema() graph.Schema {
+	return primitive("PrimitiveBoolean", "Boolean", graph.Input{Type: graph.TypeBoolean})
+}
+
+// Run implements nodes.Typed.
+func (n *PrimitiveBoolean) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.Value, nil)
+}
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*PrimitiveInt)(nil)
+	_ nodes.Typed = (*PrimitiveFloat)(nil)
+	_ nodes.Typed = (*PrimitiveString)(nil)
+	_ nodes.Typed = (*PrimitiveStringMultiline)(nil)
+	_ nodes.Typed = (*PrimitiveBoolean)(nil)
+)

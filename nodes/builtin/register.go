@@ -80,22 +80,21 @@ func Register(r *nodes.Registry, opts Options) error {
 		&ImageScaleToMaxDimension{}, &ResizeAndPadImage{}, &SplitImageWithAlpha{}, &JoinImageWithAlpha{},
 		// porterduff.go
 		&PorterDuffImageComposite{},
+		// strings.go
+		&StringConcatenate{}, &StringSubstring{}, &StringLength{}, &CaseConverter{},
+		&StringTrim{}, &StringReplace{}, &StringContains{}, &StringCompare{},
+		// primitive.go
+		&PrimitiveInt{}, &PrimitiveFloat{}, &PrimitiveString{}, &PrimitiveStringMultiline{}, &PrimitiveBoolean{},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
 	all := []nodes.Node{
 		newMaskPreview(opts),
-		// strings.go
-		newStringConcatenate(), newStringSubstring(), newStringLength(), newCaseConverter(),
-		newStringTrim(), newStringReplace(), newStringContains(), newStringCompare(),
 		// load.go
 		newLoadImage(opts), newLoadImageMask(opts),
 		// save.go
 		newSaveImage(opts), newPreviewImage(opts),
-		// primitive.go
-		newPrimitiveInt(), newPrimitiveFloat(), newPrimitiveString(), newPrimitiveStringMultiline(),
-		newPrimitiveBoolean(),
 	}
 	for _, n := range all {
 		if err := r.Register(n); err != nil {

@@ -17,67 +17,38 @@ import (
 
 const stringModule = "comfy_extras.nodes_string"
 
-// StringNode is one of the nodes_string classes: a schema and a pure function of its
-// inputs.
-type StringNode struct {
-	schema graph.Schema
-	fn     func(in nodes.Inputs) (any, error)
+// stringSchema is the schema of a nodes_string class with one output.
+func stringSchema(class, display string, out graph.Output, inputs ...graph.Input) graph.Schema {
+	return graph.Schema{Name: class, DisplayName: display, Category: "utils/string", PythonModule: stringModule,
+		Inputs: inputs, Outputs: []graph.Output{out}, Extra: v3Extra(1, &display)}
 }
 
-// Schema implements nodes.Node.
-func (n *StringNode) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node.
-func (n *StringNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	v, err := n.fn(in)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return nodes.Result{Outputs: []any{v}}, nil
-}
-
-func newStringNode(class, display string, inputs []graph.Input, out graph.Output, fn func(in nodes.Inputs) (any, error)) *StringNode {
-	name := display
-	return &StringNode{
-		schema: graph.Schema{Name: class, DisplayName: display, Category: "utils/string", PythonModule: stringModule,
-			Inputs: inputs, Outputs: []graph.Output{out}, Extra: v3Extra(1, &name)},
-		fn: fn,
-	}
-}
+var stringOutput = graph.Output{Type: graph.TypeString, Name: graph.TypeString}
 
 func text(name string) graph.Input {
-	return widget(name, graph.TypeString, map[string]any{"multiline": true})
+	return graph.Input{Name: name, Type: graph.TypeString, Multiline: graph.On}
 }
 
 func caseSensitive() graph.Input {
-	return widget("case_sensitive", graph.TypeBoolean, map[string]any{"default": true})
+	return graph.Input{Name: "case_sensitive", Type: graph.TypeBoolean, Default: true}
 }
 
-// strs reads several STRING inputs at once.
-func strs(in nodes.Inputs, names ...string) ([]string, error) {
-	out := make([]string, len(names))
-	for i, n := range names {
-		v, err := in.String(n)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = v
-	}
-	return out, nil
+// StringConcatenate is ComfyUI's StringConcatenate ("Concatenate").
+type StringConcatenate struct {
+	StringA   string `input:"string_a"`
+	StringB   string `input:"string_b"`
+	Delimiter string `input:"delimiter"`
 }
 
-func newStringConcatenate() *StringNode {
-	return newStringNode("StringConcatenate", "Concatenate",
-		[]graph.Input{text("string_a"), text("string_b"),
-			widget("delimiter", graph.TypeString, map[string]any{"multiline": false, "default": ""})},
-		graph.Output{Type: graph.TypeString, Name: graph.TypeString},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string_a", "string_b", "delimiter")
-			if err != nil {
-				return nil, err
-			}
-			return s[0] + s[2] + s[1], nil
-		})
+// Schema implements nodes.Typed.
+func (*StringConcatenate) Schema() graph.Schema {
+	return stringSchema("StringConcatenate", "Concatenate", stringOutput, text("string_a"), text("string_b"),
+		graph.Input{Name: "delimiter", Type: graph.TypeString, Multiline: graph.Off, Default: ""})
+}
+
+// Run implements nodes.Typed: string_a + delimiter + string_b.
+func (n *StringConcatenate) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.StringA+n.Delimiter+n.StringB, nil)
 }
 
 // pySliceBounds resolves Python's s[start:end] bounds for a sequence of length n.
@@ -95,39 +66,39 @@ func pySliceBounds(start, end int64, n int) (int, int) {
 	return s, e
 }
 
-func newStringSubstring() *StringNode {
-	return newStringNode("StringSubstring", "Substring",
-		[]graph.Input{text("string"), widget("start", graph.TypeInt, map[string]any{}), widget("end", graph.TypeInt, map[string]any{})},
-		graph.Output{Type: graph.TypeString, Name: graph.TypeString},
-		func(in nodes.Inputs) (any, error) {
-			s, err := in.String("string")
-			if err != nil {
-				return nil, err
-			}
-			start, err := in.Int("start")
-			if err != nil {
-				return nil, err
-			}
-			end, err := in.Int("end")
-			if err != nil {
-				return nil, err
-			}
-			r := []rune(s)
-			i, j := pySliceBounds(start, end, len(r))
-			return string(r[i:j]), nil
-		})
+// StringSubstring is ComfyUI's StringSubstring ("Substring").
+type StringSubstring struct {
+	String string `input:"string"`
+	Start  int64  `input:"start"`
+	End    int64  `input:"end"`
 }
 
-func newStringLength() *StringNode {
-	return newStringNode("StringLength", "Length", []graph.Input{text("string")},
-		graph.Output{Type: graph.TypeInt, Name: "length"},
-		func(in nodes.Inputs) (any, error) {
-			s, err := in.String("string")
-			if err != nil {
-				return nil, err
-			}
-			return int64(len([]rune(s))), nil
-		})
+// Schema implements nodes.Typed.
+func (*StringSubstring) Schema() graph.Schema {
+	return stringSchema("StringSubstring", "Substring", stringOutput, text("string"),
+		graph.Input{Name: "start", Type: graph.TypeInt}, graph.Input{Name: "end", Type: graph.TypeInt})
+}
+
+// Run implements nodes.Typed: string[start:end] over code points.
+func (n *StringSubstring) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	r := []rune(n.String)
+	i, j := pySliceBounds(n.Start, n.End, len(r))
+	return nodes.One(string(r[i:j]), nil)
+}
+
+// StringLength is ComfyUI's StringLength ("Length"): the number of code points.
+type StringLength struct {
+	String string `input:"string"`
+}
+
+// Schema implements nodes.Typed.
+func (*StringLength) Schema() graph.Schema {
+	return stringSchema("StringLength", "Length", graph.Output{Type: graph.TypeInt, Name: "length"}, text("string"))
+}
+
+// Run implements nodes.Typed.
+func (n *StringLength) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(int64(len([]rune(n.String))), nil)
 }
 
 // isCased is Python's notion of a cased character (Lu, Ll, Lt).
@@ -163,119 +134,145 @@ func pyTitle(s string) string {
 	return string(r)
 }
 
-func newCaseConverter() *StringNode {
-	return newStringNode("CaseConverter", "Case Converter",
-		[]graph.Input{text("string"), comboV3("mode", "UPPERCASE", "lowercase", "Capitalize", "Title Case")},
-		graph.Output{Type: graph.TypeString, Name: graph.TypeString},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string", "mode")
-			if err != nil {
-				return nil, err
-			}
-			switch s[1] {
-			case "UPPERCASE":
-				return strings.ToUpper(s[0]), nil
-			case "lowercase":
-				return strings.ToLower(s[0]), nil
-			case "Capitalize":
-				return pyCapitalize(s[0]), nil
-			case "Title Case":
-				return pyTitle(s[0]), nil
-			}
-			return s[0], nil
-		})
+// CaseConverter is ComfyUI's CaseConverter ("Case Converter").
+type CaseConverter struct {
+	String string `input:"string"`
+	Mode   string `input:"mode"`
+}
+
+// Schema implements nodes.Typed.
+func (*CaseConverter) Schema() graph.Schema {
+	return stringSchema("CaseConverter", "Case Converter", stringOutput,
+		text("string"), comboV3("mode", "UPPERCASE", "lowercase", "Capitalize", "Title Case"))
+}
+
+// Run implements nodes.Typed; an unlisted mode returns the string unchanged, as in
+// ComfyUI.
+func (n *CaseConverter) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	switch n.Mode {
+	case "UPPERCASE":
+		return nodes.One(strings.ToUpper(n.String), nil)
+	case "lowercase":
+		return nodes.One(strings.ToLower(n.String), nil)
+	case "Capitalize":
+		return nodes.One(pyCapitalize(n.String), nil)
+	case "Title Case":
+		return nodes.One(pyTitle(n.String), nil)
+	}
+	return nodes.One(n.String, nil)
 }
 
 // pyIsSpace is str.isspace for one character: Go's White_Space set plus the ASCII
 // information separators U+001C..U+001F, which Python also counts.
 func pyIsSpace(r rune) bool { return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f) }
 
-func newStringTrim() *StringNode {
-	return newStringNode("StringTrim", "Trim",
-		[]graph.Input{text("string"), comboV3("mode", "Both", "Left", "Right")},
-		graph.Output{Type: graph.TypeString, Name: graph.TypeString},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string", "mode")
-			if err != nil {
-				return nil, err
-			}
-			switch s[1] {
-			case "Both":
-				return strings.TrimFunc(s[0], pyIsSpace), nil
-			case "Left":
-				return strings.TrimLeftFunc(s[0], pyIsSpace), nil
-			case "Right":
-				return strings.TrimRightFunc(s[0], pyIsSpace), nil
-			}
-			return s[0], nil
-		})
+// StringTrim is ComfyUI's StringTrim ("Trim"): str.strip, lstrip or rstrip.
+type StringTrim struct {
+	String string `input:"string"`
+	Mode   string `input:"mode"`
 }
 
-func newStringReplace() *StringNode {
-	return newStringNode("StringReplace", "Replace",
-		[]graph.Input{text("string"), text("find"), text("replace")},
-		graph.Output{Type: graph.TypeString, Name: graph.TypeString},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string", "find", "replace")
-			if err != nil {
-				return nil, err
-			}
-			// An empty find inserts between every character and at both ends, in Python
-			// and in strings.ReplaceAll alike.
-			if n := int64(strings.Count(s[0], s[1])); int64(len(s[0]))+n*int64(len(s[2])-len(s[1])) > MaxValues {
-				return nil, fmt.Errorf("builtin: StringReplace: the result would exceed %d bytes", MaxValues)
-			}
-			return strings.ReplaceAll(s[0], s[1], s[2]), nil
-		})
+// Schema implements nodes.Typed.
+func (*StringTrim) Schema() graph.Schema {
+	return stringSchema("StringTrim", "Trim", stringOutput, text("string"), comboV3("mode", "Both", "Left", "Right"))
 }
 
-func newStringContains() *StringNode {
-	return newStringNode("StringContains", "Contains",
-		[]graph.Input{text("string"), text("substring"), caseSensitive()},
-		graph.Output{Type: graph.TypeBoolean, Name: "contains"},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string", "substring")
-			if err != nil {
-				return nil, err
-			}
-			cs, err := in.Bool("case_sensitive")
-			if err != nil {
-				return nil, err
-			}
-			if !cs {
-				s[0], s[1] = strings.ToLower(s[0]), strings.ToLower(s[1])
-			}
-			return strings.Contains(s[0], s[1]), nil
-		})
+// Run implements nodes.Typed; an unlisted mode returns the string unchanged, as in
+// ComfyUI.
+func (n *StringTrim) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	switch n.Mode {
+	case "Both":
+		return nodes.One(strings.TrimFunc(n.String, pyIsSpace), nil)
+	case "Left":
+		return nodes.One(strings.TrimLeftFunc(n.String, pyIsSpace), nil)
+	case "Right":
+		return nodes.One(strings.TrimRightFunc(n.String, pyIsSpace), nil)
+	}
+	return nodes.One(n.String, nil)
 }
 
-func newStringCompare() *StringNode {
-	return newStringNode("StringCompare", "Compare",
-		[]graph.Input{text("string_a"), text("string_b"), comboV3("mode", "Starts With", "Ends With", "Equal"), caseSensitive()},
-		graph.Output{Type: graph.TypeBoolean, Name: graph.TypeBoolean},
-		func(in nodes.Inputs) (any, error) {
-			s, err := strs(in, "string_a", "string_b", "mode")
-			if err != nil {
-				return nil, err
-			}
-			cs, err := in.Bool("case_sensitive")
-			if err != nil {
-				return nil, err
-			}
-			if !cs {
-				s[0], s[1] = strings.ToLower(s[0]), strings.ToLower(s[1])
-			}
-			switch s[2] {
-			case "Equal":
-				return s[0] == s[1], nil
-			case "Starts With":
-				return strings.HasPrefix(s[0], s[1]), nil
-			case "Ends With":
-				return strings.HasSuffix(s[0], s[1]), nil
-			}
-			return nil, fmt.Errorf("builtin: StringCompare: unknown mode %q", s[2])
-		})
+// StringReplace is ComfyUI's StringReplace ("Replace"): every occurrence of find.
+type StringReplace struct {
+	String  string `input:"string"`
+	Find    string `input:"find"`
+	Replace string `input:"replace"`
 }
 
-// Interface guard.
-var _ nodes.Node = (*StringNode)(nil)
+// Schema implements nodes.Typed.
+func (*StringReplace) Schema() graph.Schema {
+	return stringSchema("StringReplace", "Replace", stringOutput, text("string"), text("find"), text("replace"))
+}
+
+// Run implements nodes.Typed. An empty find inserts between every character and at
+// both ends, in Python and in strings.ReplaceAll alike.
+func (n *StringReplace) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	if c := int64(strings.Count(n.String, n.Find)); int64(len(n.String))+c*int64(len(n.Replace)-len(n.Find)) > MaxValues {
+		return nodes.Result{}, fmt.Errorf("builtin: StringReplace: the result would exceed %d bytes", MaxValues)
+	}
+	return nodes.One(strings.ReplaceAll(n.String, n.Find, n.Replace), nil)
+}
+
+// StringContains is ComfyUI's StringContains ("Contains").
+type StringContains struct {
+	String        string `input:"string"`
+	Substring     string `input:"substring"`
+	CaseSensitive bool   `input:"case_sensitive"`
+}
+
+// Schema implements nodes.Typed.
+func (*StringContains) Schema() graph.Schema {
+	return stringSchema("StringContains", "Contains", graph.Output{Type: graph.TypeBoolean, Name: "contains"},
+		text("string"), text("substring"), caseSensitive())
+}
+
+// Run implements nodes.Typed.
+func (n *StringContains) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	s, sub := n.String, n.Substring
+	if !n.CaseSensitive {
+		s, sub = strings.ToLower(s), strings.ToLower(sub)
+	}
+	return nodes.One(strings.Contains(s, sub), nil)
+}
+
+// StringCompare is ComfyUI's StringCompare ("Compare").
+type StringCompare struct {
+	StringA       string `input:"string_a"`
+	StringB       string `input:"string_b"`
+	Mode          string `input:"mode"`
+	CaseSensitive bool   `input:"case_sensitive"`
+}
+
+// Schema implements nodes.Typed.
+func (*StringCompare) Schema() graph.Schema {
+	return stringSchema("StringCompare", "Compare", graph.Output{Type: graph.TypeBoolean, Name: graph.TypeBoolean},
+		text("string_a"), text("string_b"), comboV3("mode", "Starts With", "Ends With", "Equal"), caseSensitive())
+}
+
+// Run implements nodes.Typed.
+func (n *StringCompare) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	a, b := n.StringA, n.StringB
+	if !n.CaseSensitive {
+		a, b = strings.ToLower(a), strings.ToLower(b)
+	}
+	switch n.Mode {
+	case "Equal":
+		return nodes.One(a == b, nil)
+	case "Starts With":
+		return nodes.One(strings.HasPrefix(a, b), nil)
+	case "Ends With":
+		return nodes.One(strings.HasSuffix(a, b), nil)
+	}
+	return nodes.Result{}, fmt.Errorf("builtin: StringCompare: unknown mode %q", n.Mode)
+}
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*StringConcatenate)(nil)
+	_ nodes.Typed = (*StringSubstring)(nil)
+	_ nodes.Typed = (*StringLength)(nil)
+	_ nodes.Typed = (*CaseConverter)(nil)
+	_ nodes.Typed = (*StringTrim)(nil)
+	_ nodes.Typed = (*StringReplace)(nil)
+	_ nodes.Typed = (*StringContains)(nil)
+	_ nodes.Typed = (*StringCompare)(nil)
+)
