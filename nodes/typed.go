@@ -40,8 +40,8 @@ import (
 //
 // A Typed node may also have the hooks IsChanged(env *Env) (string, error) (ComfyUI's
 // IS_CHANGED, see IsChanger) and ValidateInputs(env *Env) error (VALIDATE_INPUTS, see
-// InputValidator). They are called on a copy that holds the node's widget inputs
-// only, since links are not resolved yet when they run.
+// InputValidator). They are called on a copy that holds the widget inputs the caller
+// has (links are not resolved yet when they run); the other fields are zero.
 type Typed interface {
 	Schema() graph.Schema
 	Run(ctx context.Context, env *Env) (Result, error)
@@ -104,7 +104,8 @@ func (n *typedNode) checkOutputs(res Result) error {
 }
 
 // decode returns a copy of the registered value with its input fields filled from in;
-// with widgetsOnly, link inputs are left at their zero value.
+// with widgetsOnly (for the hooks), link inputs and absent widgets are left at their
+// zero value.
 func (n *typedNode) decode(in Inputs, widgetsOnly bool) (Typed, error) {
 	v := reflect.New(n.proto.Elem().Type())
 	v.Elem().Set(n.proto.Elem())
@@ -117,7 +118,7 @@ func (n *typedNode) decode(in Inputs, widgetsOnly bool) (Typed, error) {
 		dst.SetZero()
 		raw, ok := in[f.input.Name]
 		if !ok || raw == nil && f.input.Section != graph.Required {
-			if !ok && f.input.Section == graph.Required {
+			if !ok && f.input.Section == graph.Required && !widgetsOnly {
 				return nil, fmt.Errorf("nodes: input %q: missing", f.input.Name)
 			}
 			continue

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -176,68 +177,61 @@ func fileHash(name string, dirs nodes.Dirs) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// imageFile is the shared part of LoadImage and LoadImageMask.
+// imageFile is the shared part of LoadImage and LoadImageMask: the input file and its
+// ComfyUI hooks.
 type imageFile struct {
-	opts   Options
-	schema graph.Schema
+	opts  Options
+	Image string `input:"image"`
 }
 
-// Schema implements nodes.Node.
-func (n *imageFile) Schema() *graph.Schema { return &n.schema }
-
-// IsChanged implements nodes.IsChanger: the file's content hash.
-func (n *imageFile) IsChanged(env *nodes.Env, in nodes.Inputs) (string, error) {
-	name, err := in.String("image")
-	if err != nil {
-		return "", err
-	}
-	return fileHash(name, n.opts.dirs(env))
+// IsChanged is ComfyUI's IS_CHANGED (nodes.IsChanger): the file's content hash.
+func (n *imageFile) IsChanged(env *nodes.Env) (string, error) {
+	return fileHash(n.Image, n.opts.dirs(env))
 }
 
-// ValidateInputs implements nodes.InputValidator: the file exists, is a regular file and
-// lies inside its folder.
-func (n *imageFile) ValidateInputs(env *nodes.Env, in nodes.Inputs) error {
-	name, err := in.String("image")
-	if err != nil {
-		return err
-	}
-	f, err := openInput(name, n.opts.dirs(env))
+// ValidateInputs is ComfyUI's VALIDATE_INPUTS (nodes.InputValidator): the file exists,
+// is a regular file and lies inside its folder.
+func (n *imageFile) ValidateInputs(env *nodes.Env) error {
+	f, err := openInput(n.Image, n.opts.dirs(env))
 	if err != nil {
 		return err
 	}
 	return f.Close()
 }
 
+// imageInput is the "image" combo of the loaders: files of the input folder, checked by
+// ValidateInputs rather than against the list (ComfyUI's VALIDATE_INPUTS), so that
+// "sub/x.png [input]" is accepted.
+func (o Options) imageInput(onlyImages bool) graph.Input {
+	return graph.Input{Name: "image", Type: graph.TypeCombo, ImageUpload: true, CustomValidation: true,
+		Choices: func() []string { return listInputFiles(o.Dirs.Input, onlyImages) }}
+}
+
 // LoadImage is ComfyUI's LoadImage.
 type LoadImage struct{ imageFile }
 
-func newLoadImage(opts Options) *LoadImage {
-	return &LoadImage{imageFile{opts: opts, schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (n *LoadImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "LoadImage", DisplayName: "Load Image", Category: "image",
-		Inputs: []graph.Input{{Name: "image", Type: graph.TypeCombo,
-			ImageUpload:      true,
-			Choices:          func() []string { return listInputFiles(opts.Dirs.Input, true) },
-			CustomValidation: true}},
+		Inputs:  []graph.Input{n.opts.imageInput(true)},
 		Outputs: outputs("IMAGE", "MASK"),
-	}}}
+	}
 }
 
-// Run implements nodes.Node (nodes.py LoadImage.load_image): every frame of the file
-// (EXIF orientation applied) whose size equals the first frame's becomes one image of the
-// batch, RGB/255; the mask is 1 - alpha/255 where the file has alpha and a 64×64 zero
-// mask per frame where it has none, as ComfyUI returns. MPO files give their first frame.
-func (n *LoadImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	name, err := in.String("image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	data, err := readInput(name, n.opts.dirs(env))
+// Run implements nodes.Typed (nodes.py LoadImage.load_image): every frame of the file
+// (EXIF orientation applied) whose size equals the first frame's becomes one image of
+// the batch, RGB/255; the mask is 1 - alpha/255 where the file has alpha and a 64×64
+// zero mask per frame where it has none, as ComfyUI returns. MPO files give their first
+// frame.
+func (n *LoadImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	data, err := readInput(n.Image, n.opts.dirs(env))
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImage: %w", err)
 	}
 	frames, _, err := decodeImage(data)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: LoadImage: %q: %w", name, err)
+		return nodes.Result{}, fmt.Errorf("builtin: LoadImage: %q: %w", n.Image, err)
 	}
 	w, h := frames[0].W, frames[0].H
 	kept := frames[:0:0]
@@ -273,56 +267,39 @@ func (n *LoadImage) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (n
 			}
 		}
 	}
-	return nodes.Result{Outputs: []any{im, mask}}, nil
+	return nodes.Outputs(im, mask)
 }
-
-// LoadImageMask is ComfyUI's LoadImageMask ("Load Image (as Mask)").
-type LoadImageMask struct{ imageFile }
 
 // maskChannels are LoadImageMask's channel choices.
 var maskChannels = []string{"alpha", "red", "green", "blue"}
 
-func newLoadImageMask(opts Options) *LoadImageMask {
-	return &LoadImageMask{imageFile{opts: opts, schema: graph.Schema{
-		Name: "LoadImageMask", DisplayName: "Load Image (as Mask)", Category: "mask",
-		Inputs: []graph.Input{
-			{Name: "image", Type: graph.TypeCombo, ImageUpload: true,
-				Choices:          func() []string { return listInputFiles(opts.Dirs.Input, false) },
-				CustomValidation: true},
-			combo("channel", maskChannels...),
-		},
-		Outputs: outputs("MASK"),
-	}}}
+// LoadImageMask is ComfyUI's LoadImageMask ("Load Image (as Mask)").
+type LoadImageMask struct {
+	imageFile
+	Channel string `input:"channel"`
 }
 
-// Run implements nodes.Node (nodes.py LoadImageMask.load_image): the first frame,
+// Schema implements nodes.Typed.
+func (n *LoadImageMask) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "LoadImageMask", DisplayName: "Load Image (as Mask)", Category: "mask",
+		Inputs:  []graph.Input{n.opts.imageInput(false), combo("channel", maskChannels...)},
+		Outputs: outputs("MASK"),
+	}
+}
+
+// Run implements nodes.Typed (nodes.py LoadImageMask.load_image): the first frame,
 // converted to RGBA, gives one channel/255 as a [1, H, W] mask; alpha is inverted
 // (1 - a/255). An image without alpha converts with alpha 255, so its alpha mask is 0.
-func (n *LoadImageMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	name, err := in.String("image")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	ch, err := in.String("channel")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	c := -1
-	for i, v := range maskChannels {
-		if v == ch {
-			c = i
-		}
-	}
-	if c < 0 {
-		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: unknown channel %q", ch)
-	}
-	data, err := readInput(name, n.opts.dirs(env))
+func (n *LoadImageMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	c := slices.Index(maskChannels, n.Channel)
+	data, err := readInput(n.Image, n.opts.dirs(env))
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: %w", err)
 	}
 	frames, _, err := decodeImage(data)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: %q: %w", name, err)
+		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: %q: %w", n.Image, err)
 	}
 	f := frames[0]
 	m, err := NewMask(1, f.H, f.W)
@@ -330,22 +307,17 @@ func (n *LoadImageMask) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs
 		return nodes.Result{}, err
 	}
 	for i := range m.Pix {
-		switch c {
-		case 0:
+		if c == 0 {
 			m.Pix[i] = 1 - float32(f.Alpha[i])/255
-		default:
+		} else {
 			m.Pix[i] = float32(f.RGB[3*i+c-1]) / 255
 		}
 	}
-	return nodes.Result{Outputs: []any{m}}, nil
+	return nodes.One(m, nil)
 }
 
 // Interface guards.
 var (
-	_ nodes.Node           = (*LoadImage)(nil)
-	_ nodes.IsChanger      = (*LoadImage)(nil)
-	_ nodes.InputValidator = (*LoadImage)(nil)
-	_ nodes.Node           = (*LoadImageMask)(nil)
-	_ nodes.IsChanger      = (*LoadImageMask)(nil)
-	_ nodes.InputValidator = (*LoadImageMask)(nil)
+	_ nodes.Typed = (*LoadImage)(nil)
+	_ nodes.Typed = (*LoadImageMask)(nil)
 )

@@ -333,17 +333,30 @@ func abs(x int) int {
 }
 
 // MaskPreview is ComfyUI's MaskPreview: the mask saved as a grey PNG in the temp folder.
-type MaskPreview struct{ saver }
+type MaskPreview struct {
+	opts Options
+	Mask *Mask `input:"mask"`
+}
 
-func newMaskPreview(opts Options) *MaskPreview {
-	return &MaskPreview{saver{opts: opts, temp: true, level: png.DefaultCompression, input: "mask", mask: true,
-		schema: graph.Schema{
-			Name: "MaskPreview", DisplayName: "MaskPreview", Category: "mask", PythonModule: maskModule,
-			// Inherited from SaveImage in ComfyUI.
-			Description: "Saves the input images to your ComfyUI output directory.",
-			OutputNode:  true,
-			Inputs:      append([]graph.Input{socket("mask", "MASK")}, hiddenPromptInputs...),
-		}}}
+// Schema implements nodes.Typed.
+func (*MaskPreview) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "MaskPreview", DisplayName: "MaskPreview", Category: "mask", PythonModule: maskModule,
+		// Inherited from SaveImage in ComfyUI.
+		Description: "Saves the input images to your ComfyUI output directory.",
+		OutputNode:  true,
+		Inputs:      append([]graph.Input{socket("mask", "MASK")}, hiddenPromptInputs...),
+	}
+}
+
+// Run implements nodes.Typed: the mask as a grey RGB image, saved as PreviewImage saves
+// (with SaveImage's compression level).
+func (n *MaskPreview) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	im, err := maskImage(n.Mask)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return saver{opts: n.opts, class: "MaskPreview", temp: true, level: png.DefaultCompression}.save(ctx, env, im, "ComfyUI")
 }
 
 // Interface guards.
@@ -354,5 +367,5 @@ var (
 	_ nodes.Typed = (*MaskComposite)(nil)
 	_ nodes.Typed = (*FeatherMask)(nil)
 	_ nodes.Typed = (*GrowMask)(nil)
-	_ nodes.Node  = (*MaskPreview)(nil)
+	_ nodes.Typed = (*MaskPreview)(nil)
 )

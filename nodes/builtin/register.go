@@ -85,17 +85,15 @@ func Register(r *nodes.Registry, opts Options) error {
 		&StringTrim{}, &StringReplace{}, &StringContains{}, &StringCompare{},
 		// primitive.go
 		&PrimitiveInt{}, &PrimitiveFloat{}, &PrimitiveString{}, &PrimitiveStringMultiline{}, &PrimitiveBoolean{},
+		// load.go
+		&LoadImage{imageFile{opts: opts}}, &LoadImageMask{imageFile: imageFile{opts: opts}},
+		// save.go
+		&SaveImage{opts: opts}, &PreviewImage{opts: opts}, &MaskPreview{opts: opts},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
-	all := []nodes.Node{
-		newMaskPreview(opts),
-		// load.go
-		newLoadImage(opts), newLoadImageMask(opts),
-		// save.go
-		newSaveImage(opts), newPreviewImage(opts),
-	}
+	all := []nodes.Node{}
 	for _, n := range all {
 		if err := r.Register(n); err != nil {
 			return fmt.Errorf("builtin: %w", err)

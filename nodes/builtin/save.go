@@ -22,77 +22,80 @@ import (
 
 // SaveImage and PreviewImage (nodes.py SaveImage.save_images, PreviewImage).
 
-// saver is the shared body of SaveImage and PreviewImage.
+// saver is what SaveImage, PreviewImage and MaskPreview share: where and how they
+// write PNG files.
 type saver struct {
-	opts   Options
-	schema graph.Schema
+	opts  Options
+	class string
 	// temp selects the temp folder, the "temp" result type and the random prefix suffix
 	// of PreviewImage and MaskPreview.
 	temp bool
 	// level is the PNG compression: ComfyUI's compress_level 4 for SaveImage and
 	// MaskPreview, 1 for PreviewImage.
 	level png.CompressionLevel
-	// input is the name of the IMAGE input, or of the MASK input (MaskPreview) when mask.
-	input string
-	mask  bool
 }
-
-// SaveImage is ComfyUI's SaveImage: PNG files in the output folder.
-type SaveImage struct{ saver }
-
-// PreviewImage is ComfyUI's PreviewImage: PNG files in the temp folder.
-type PreviewImage struct{ saver }
 
 var hiddenPromptInputs = []graph.Input{
 	{Name: "prompt", Section: graph.Hidden, Type: "PROMPT", Plain: true},
 	{Name: "extra_pnginfo", Section: graph.Hidden, Type: "EXTRA_PNGINFO", Plain: true},
 }
 
-func newSaveImage(opts Options) *SaveImage {
-	return &SaveImage{saver{opts: opts, level: png.DefaultCompression, input: "images", schema: graph.Schema{
+// SaveImage is ComfyUI's SaveImage: PNG files in the output folder.
+type SaveImage struct {
+	opts           Options
+	Images         *Image `input:"images"`
+	FilenamePrefix string `input:"filename_prefix"`
+}
+
+// Schema implements nodes.Typed.
+func (*SaveImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "SaveImage", DisplayName: "Save Image", Category: "image",
 		Description: "Saves the input images to your ComfyUI output directory.",
 		OutputNode:  true,
 		Inputs: append([]graph.Input{
-			widget("images", "IMAGE", map[string]any{"tooltip": "The images to save."}),
-			widget("filename_prefix", graph.TypeString, map[string]any{"default": "ComfyUI",
-				"tooltip": "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."}),
+			{Name: "images", Type: "IMAGE", Tooltip: "The images to save."},
+			{Name: "filename_prefix", Type: graph.TypeString, Default: "ComfyUI",
+				Tooltip: "The prefix for the file to save. This may include formatting information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."},
 		}, hiddenPromptInputs...),
-	}}}
+	}
 }
 
-func newPreviewImage(opts Options) *PreviewImage {
-	return &PreviewImage{saver{opts: opts, temp: true, level: png.BestSpeed, input: "images", schema: graph.Schema{
+// Run implements nodes.Typed.
+func (n *SaveImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return saver{opts: n.opts, class: "SaveImage", level: png.DefaultCompression}.save(ctx, env, n.Images, n.FilenamePrefix)
+}
+
+// PreviewImage is ComfyUI's PreviewImage: PNG files in the temp folder.
+type PreviewImage struct {
+	opts   Options
+	Images *Image `input:"images"`
+}
+
+// Schema implements nodes.Typed.
+func (*PreviewImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "PreviewImage", DisplayName: "Preview Image", Category: "image",
 		// PreviewImage inherits SaveImage's DESCRIPTION in ComfyUI.
 		Description: "Saves the input images to your ComfyUI output directory.",
 		OutputNode:  true,
 		Inputs:      append([]graph.Input{socket("images", "IMAGE")}, hiddenPromptInputs...),
-	}}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (s *saver) Schema() *graph.Schema { return &s.schema }
+// Run implements nodes.Typed.
+func (n *PreviewImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return saver{opts: n.opts, class: "PreviewImage", temp: true, level: png.BestSpeed}.save(ctx, env, n.Images, "ComfyUI")
+}
 
 // previewAlphabet is the alphabet PreviewImage draws its five-letter suffix from; ComfyUI's
 // literal has "p" twice and no "w", kept so names look the same.
 const previewAlphabet = "abcdefghijklmnopqrstupvxyz"
 
-// Run implements nodes.Node. Each image of the batch becomes
-// "<prefix>_<counter:05>_.png" in the folder, with counters continuing after the
-// highest one already there; the UI result lists them as ComfyUI's
-// {"images": [{"filename", "subfolder", "type"}]}.
-func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	im, err := s.images(in)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	prefix := "ComfyUI"
-	if !s.temp {
-		if prefix, err = in.String("filename_prefix"); err != nil {
-			return nodes.Result{}, err
-		}
-	}
+// save writes each image of the batch as "<prefix>_<counter:05>_.png" in the folder,
+// with counters continuing after the highest one already there; the UI result lists
+// them as ComfyUI's {"images": [{"filename", "subfolder", "type"}]}.
+func (s saver) save(ctx context.Context, env *nodes.Env, im *Image, prefix string) (nodes.Result, error) {
 	if env == nil {
 		env = &nodes.Env{}
 	}
@@ -107,7 +110,7 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 		prefix += "_temp_" + string(suffix[:])
 	}
 	if folder == "" {
-		return nodes.Result{}, fmt.Errorf("builtin: %s: no %s folder configured", s.schema.Name, kind)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: no %s folder configured", s.class, kind)
 	}
 	if im.Batch == 0 {
 		return nodes.Result{UI: map[string]any{"images": []any{}}}, nil
@@ -119,16 +122,16 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 		return nodes.Result{}, err
 	}
 	if err := os.MkdirAll(folder, 0o755); err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 	}
 	root, err := os.OpenRoot(folder)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 	}
 	defer root.Close()
 	sp, err := prepareSave(root, prefix, im.Width, im.Height, now)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 	}
 	enc := png.Encoder{CompressionLevel: s.level}
 	results := make([]any, 0, im.Batch)
@@ -139,29 +142,17 @@ func (s *saver) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes
 		}
 		data, err := encodePNG(&enc, im, b, chunks)
 		if err != nil {
-			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
+			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 		}
 		stem := strings.ReplaceAll(sp.Filename, "%batch_num%", strconv.Itoa(b))
 		file, err := writeNew(root, sp.Subfolder, stem, &counter, data)
 		if err != nil {
-			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.schema.Name, err)
+			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 		}
 		results = append(results, map[string]any{"filename": file, "subfolder": sp.Subfolder, "type": kind})
 		counter++
 	}
 	return nodes.Result{UI: map[string]any{"images": results}}, nil
-}
-
-// images returns the IMAGE input, or the MASK input as a grey image for MaskPreview.
-func (s *saver) images(in nodes.Inputs) (*Image, error) {
-	if !s.mask {
-		return imageInput(in, s.input)
-	}
-	m, err := maskInput(in, s.input)
-	if err != nil {
-		return nil, err
-	}
-	return maskImage(m)
 }
 
 // writeNew writes data to "<stem>_<counter:05>_.png" in sub, never replacing a file: where
@@ -289,6 +280,6 @@ func toGoImage(im *Image, b int) (image.Image, error) {
 
 // Interface guards.
 var (
-	_ nodes.Node = (*SaveImage)(nil)
-	_ nodes.Node = (*PreviewImage)(nil)
+	_ nodes.Typed = (*SaveImage)(nil)
+	_ nodes.Typed = (*PreviewImage)(nil)
 )
