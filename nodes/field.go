@@ -23,6 +23,8 @@ type field struct {
 	lo    *big.Rat    // INT/FLOAT bounds from the schema, nil where unbounded
 	hi    *big.Rat
 	elem  reflect.Type // the decoded type (the field's type without the pointer or slice)
+	// unchecked leaves a combo value's membership in Choices to Run (tag option).
+	unchecked bool
 }
 
 // fieldKinds are the Go kinds a widget type decodes into.
@@ -265,7 +267,7 @@ func (f *field) setCombo(dst reflect.Value, raw any) error {
 	}
 	// As in ComfyUI's validation, a V3 combo's value is not checked against its list:
 	// the node's own code says what an unlisted value does.
-	if !f.input.CustomValidation && !f.input.ComboV3 && f.input.Choices != nil {
+	if !f.unchecked && !f.input.CustomValidation && !f.input.ComboV3 && f.input.Choices != nil {
 		choices := f.input.Choices()
 		for _, s := range values {
 			if !slices.Contains(choices, s) {

@@ -26,7 +26,9 @@ import (
 //     STRING into string, BOOLEAN into bool, COMBO into string (a multiselect combo into
 //     []string); numbers within the input's Min and Max, combo values among its Choices
 //     (unless the input has CustomValidation, or is a ComboV3 one, which ComfyUI passes
-//     on unchecked: Run then says what an unlisted value does).
+//     on unchecked: Run then says what an unlisted value does). The tag option
+//     `input:"ckpt_name,unchecked"` leaves the membership check to Run too, for a list
+//     that is costly to build (a model folder) where Run's own lookup says more.
 //   - Any other type into the Go type of its ValueType (Registry.AddTypes), after the
 //     value type's check; "*" and comma-joined types ("IMAGE,MASK") into an interface.
 //   - An optional input that is absent, or linked to a nil value, leaves its field at
@@ -190,10 +192,11 @@ func (r *Registry) define(t Typed) (Node, error) {
 	defer r.mu.RUnlock()
 	byInput := map[string]string{}
 	for _, sf := range reflect.VisibleFields(pv.Elem().Type()) {
-		name, ok := sf.Tag.Lookup("input")
+		tag, ok := sf.Tag.Lookup("input")
 		if !ok {
 			continue
 		}
+		name, opt, _ := strings.Cut(tag, ",")
 		in, ok := n.schema.Input(name)
 		switch {
 		case !ok:
@@ -209,6 +212,12 @@ func (r *Registry) define(t Typed) (Node, error) {
 		f, err := r.field(n.schema.InputIsList, in, sf)
 		if err != nil {
 			return fail("field %s (input %q): %v", sf.Name, name, err)
+		}
+		switch {
+		case opt == "unchecked" && in.Type == graph.TypeCombo:
+			f.unchecked = true
+		case opt != "":
+			return fail("field %s: tag option %q is not \"unchecked\" on a COMBO input", sf.Name, opt)
 		}
 		n.fields = append(n.fields, f)
 	}

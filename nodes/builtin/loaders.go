@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -18,41 +17,11 @@ import (
 // Model loaders (nodes.py CheckpointLoaderSimple, VAELoader, CLIPLoader) and the shared
 // state of the nodes that run Stable Diffusion networks.
 
-// sdEnv is what the loader and VAE nodes share: the model folders, the model cache,
-// the tensor runtime and the parsed CLIP vocabulary.
+// sdEnv is what the loader nodes share: the options (model folders, model cache, tensor
+// runtime) and the CLIP vocabulary, parsed once on first use.
 type sdEnv struct {
 	opts  Options
 	vocab sd.Vocabulary
-
-	rtOnce sync.Once
-	rt     *gpu.Runtime
-	rtErr  error
-}
-
-func newSDEnv(opts Options) *sdEnv { return &sdEnv{opts: opts} }
-
-// registerSDLoading adds the loader, VAE and CheckpointSave nodes.
-func registerSDLoading(r *nodes.Registry, opts Options) error {
-	e := newSDEnv(opts)
-	for _, n := range []nodes.Node{
-		newCheckpointLoaderSimple(e), newVAELoader(e), newCLIPLoader(e),
-		newVAEDecode(), newVAEEncode(), newVAEDecodeTiled(), newVAEEncodeTiled(),
-		newCheckpointSave(opts),
-	} {
-		if err := r.Register(n); err != nil {
-			return fmt.Errorf("builtin: %w", err)
-		}
-	}
-	return nil
-}
-
-// runtime returns Options.Runtime, or a CPU runtime made on first use.
-func (e *sdEnv) runtime() (*gpu.Runtime, error) {
-	if e.opts.Runtime != nil {
-		return e.opts.Runtime, nil
-	}
-	e.rtOnce.Do(func() { e.rt, e.rtErr = gpu.New(gpu.Options{}) })
-	return e.rt, e.rtErr
 }
 
 // list returns the model names of folder for a combo (empty without model folders).
@@ -89,7 +58,7 @@ func (e *sdEnv) resolve(folder, name string) (string, error) {
 // reclaims under pressure, and unmapping them while a sampler still reads them would
 // crash.
 func (e *sdEnv) load(ctx context.Context, path, part string, load func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error)) (*sd.Checkpoint, error) {
-	rt, err := e.runtime()
+	rt, err := e.opts.runtime()
 	if err != nil {
 		return nil, err
 	}
@@ -151,46 +120,38 @@ func envLogger(env *nodes.Env) *slog.Logger {
 	return nil
 }
 
-// modelCombo is a classic combo over a model folder: [[names], {opts}] or, with
-// opts nil, [[names]].
-func (e *sdEnv) modelCombo(name, folder string, opts map[string]any, extra ...string) graph.Input {
-	in := widget(name, graph.TypeCombo, opts)
-	in.Bare = opts == nil
-	in.Choices = func() []string { return append(e.list(folder), extra...) }
-	return in
+// modelCombo is a classic combo over a model folder and extra names: [[names],
+// {"tooltip"}], or [[names]] without a tooltip. Typed nodes tag it `,unchecked`: the
+// loader's resolve says why a name is not there, without listing the folder first.
+func (e *sdEnv) modelCombo(name, folder, tooltip string, extra ...string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeCombo, Tooltip: tooltip, Bare: tooltip == "",
+		Choices: func() []string { return append(e.list(folder), extra...) }}
 }
 
 // CheckpointLoaderSimple loads a single-file checkpoint into MODEL, CLIP and VAE.
 type CheckpointLoaderSimple struct {
-	env    *sdEnv
-	schema graph.Schema
+	env      *sdEnv
+	CkptName string `input:"ckpt_name,unchecked"`
 }
 
-func newCheckpointLoaderSimple(e *sdEnv) *CheckpointLoaderSimple {
-	return &CheckpointLoaderSimple{env: e, schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (n *CheckpointLoaderSimple) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CheckpointLoaderSimple", DisplayName: "Load Checkpoint", Category: "loaders",
 		Description: "Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
-		Inputs: []graph.Input{e.modelCombo("ckpt_name", "checkpoints",
-			map[string]any{"tooltip": "The name of the checkpoint (model) to load."})},
-		Outputs: outputs("MODEL", "CLIP", "VAE"),
+		Inputs:      []graph.Input{n.env.modelCombo("ckpt_name", "checkpoints", "The name of the checkpoint (model) to load.")},
+		Outputs:     outputs("MODEL", "CLIP", "VAE"),
 		Extra: map[string]any{"output_tooltips": []any{
 			"The model used for denoising latents.",
 			"The CLIP model used for encoding text prompts.",
 			"The VAE model used for encoding and decoding images to and from latent space.",
 		}},
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *CheckpointLoaderSimple) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node.
-func (n *CheckpointLoaderSimple) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	name, err := in.String("ckpt_name")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	path, err := n.env.resolve("checkpoints", name)
+// Run implements nodes.Typed.
+func (n *CheckpointLoaderSimple) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	path, err := n.env.resolve("checkpoints", n.CkptName)
 	if err != nil {
 		return nodes.Result{}, err
 	}
@@ -200,42 +161,36 @@ func (n *CheckpointLoaderSimple) Run(ctx context.Context, env *nodes.Env, in nod
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	return nodes.Result{Outputs: []any{ck.Model, n.env.withVocab(ck.CLIP, envLogger(env)), ck.VAE}}, nil
+	return nodes.Outputs(ck.Model, n.env.withVocab(ck.CLIP, envLogger(env)), ck.VAE)
 }
 
 // VAELoader loads a VAE file, or the "pixel_space" pass-through VAE.
 type VAELoader struct {
-	env    *sdEnv
-	schema graph.Schema
+	env     *sdEnv
+	VAEName string `input:"vae_name,unchecked"`
 }
 
-func newVAELoader(e *sdEnv) *VAELoader {
-	return &VAELoader{env: e, schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (n *VAELoader) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "VAELoader", DisplayName: "Load VAE", Category: "loaders",
 		// TAESD entries ("taesd", "taesdxl", …) are not offered: the tiny autoencoders
 		// are not implemented.
-		Inputs:  []graph.Input{e.modelCombo("vae_name", "vae", nil, "pixel_space")},
+		Inputs:  []graph.Input{n.env.modelCombo("vae_name", "vae", "", "pixel_space")},
 		Outputs: outputs("VAE"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *VAELoader) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node.
-func (n *VAELoader) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	name, err := in.String("vae_name")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	if name == "pixel_space" {
-		rt, err := n.env.runtime()
+// Run implements nodes.Typed.
+func (n *VAELoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	if n.VAEName == "pixel_space" {
+		rt, err := n.env.opts.runtime()
 		if err != nil {
 			return nodes.Result{}, err
 		}
-		return nodes.Result{Outputs: []any{sd.NewPixelSpaceVAE(rt)}}, nil
+		return nodes.One(sd.NewPixelSpaceVAE(rt), nil)
 	}
-	path, err := n.env.resolve("vae", name)
+	path, err := n.env.resolve("vae", n.VAEName)
 	if err != nil {
 		return nodes.Result{}, err
 	}
@@ -243,7 +198,7 @@ func (n *VAELoader) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (n
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	return nodes.Result{Outputs: []any{ck.VAE}}, nil
+	return nodes.One(ck.VAE, nil)
 }
 
 // clipLoaderTypes is CLIPLoader's type list in ComfyUI 0.3.64's order.
@@ -252,52 +207,51 @@ var clipLoaderTypes = []string{"stable_diffusion", "stable_cascade", "sd3", "sta
 
 // CLIPLoader loads one text encoder file as a CLIP.
 type CLIPLoader struct {
-	env    *sdEnv
-	schema graph.Schema
+	env      *sdEnv
+	ClipName string `input:"clip_name,unchecked"`
+	Type     string `input:"type"`
+	// Device is accepted and ignored: every network runs on the runtime's device.
+	Device string `input:"device"`
 }
 
-func newCLIPLoader(e *sdEnv) *CLIPLoader {
+// Schema implements nodes.Typed.
+func (n *CLIPLoader) Schema() graph.Schema {
 	device := combo("device", "default", "cpu")
 	device.Section = graph.Optional
 	device.Bare = false
 	device.Advanced = true
-	return &CLIPLoader{env: e, schema: graph.Schema{
+	return graph.Schema{
 		Name: "CLIPLoader", DisplayName: "Load CLIP", Category: "advanced/loaders",
 		Description: "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n" +
 			"stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n" +
 			" hidream: llama-3.1 (Recommend) or t5\nomnigen2: qwen vl 2.5 3B",
 		Inputs: []graph.Input{
-			e.modelCombo("clip_name", "text_encoders", nil),
+			n.env.modelCombo("clip_name", "text_encoders", ""),
 			combo("type", clipLoaderTypes...),
 			device,
 		},
 		Outputs: outputs("CLIP"),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *CLIPLoader) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node. The device input is accepted and ignored: every network
-// runs on the runtime's device.
-func (n *CLIPLoader) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	name, err := in.String("clip_name")
+// Run implements nodes.Typed.
+func (n *CLIPLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	path, err := n.env.resolve("text_encoders", n.ClipName)
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	typ, err := in.String("type")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	path, err := n.env.resolve("text_encoders", name)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	ck, err := n.env.load(ctx, path, "clip:"+typ, func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
-		return sd.LoadTextEncoder(rt, path, typ, sd.LoadOptions{Logger: envLogger(env)})
+	ck, err := n.env.load(ctx, path, "clip:"+n.Type, func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
+		return sd.LoadTextEncoder(rt, path, n.Type, sd.LoadOptions{Logger: envLogger(env)})
 	})
 	if err != nil {
 		return nodes.Result{}, err
 	}
-	return nodes.Result{Outputs: []any{n.env.withVocab(ck.CLIP, envLogger(env))}}, nil
+	return nodes.One(n.env.withVocab(ck.CLIP, envLogger(env)), nil)
 }
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*CheckpointLoaderSimple)(nil)
+	_ nodes.Typed = (*VAELoader)(nil)
+	_ nodes.Typed = (*CLIPLoader)(nil)
+)

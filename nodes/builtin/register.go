@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +13,9 @@ import (
 	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
-// Options configure the built-in nodes. The zero value works: file nodes then use the
-// folders of each run's nodes.Env, and the clock is time.Now.
+// Options configure the built-in nodes. The zero value serves the image, mask, string
+// and file nodes (file nodes then use the folders of each run's nodes.Env, the clock is
+// time.Now); the latent, model and sampling nodes need Runtime.
 type Options struct {
 	// Dirs are the folders used where a run's Env leaves one empty, and the input folder
 	// LoadImage lists for its combo (object_info has no Env).
@@ -27,8 +29,18 @@ type Options struct {
 	// Memory caches loaded models by file identity, so loading an unchanged checkpoint
 	// again is near-instant; nil loads the file on every run.
 	Memory *memory.Manager
-	// Runtime runs the networks; nil makes a CPU runtime on first use.
+	// Runtime runs the networks and holds latents. It is built by cmd/ (gpu.New, with
+	// the process's options); nil leaves the model and latent nodes without one, and
+	// they fail with an error saying so.
 	Runtime *gpu.Runtime
+}
+
+// runtime returns Options.Runtime, or an error for the nodes that need one.
+func (o Options) runtime() (*gpu.Runtime, error) {
+	if o.Runtime == nil {
+		return nil, errors.New("builtin: no tensor runtime (builtin.Options.Runtime is nil)")
+	}
+	return o.Runtime, nil
 }
 
 func (o Options) now() time.Time {
@@ -61,6 +73,7 @@ func Register(r *nodes.Registry, opts Options) error {
 	if err := r.AddTypes(valueTypes()...); err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
+	models := &sdEnv{opts: opts}
 	err := r.Add(
 		// image.go
 		&EmptyImage{}, &ImageScale{}, &ImageScaleBy{}, &ImageInvert{}, &ImageBatch{},
@@ -89,6 +102,10 @@ func Register(r *nodes.Registry, opts Options) error {
 		&LoadImage{imageFile{opts: opts}}, &LoadImageMask{imageFile: imageFile{opts: opts}},
 		// save.go
 		&SaveImage{opts: opts}, &PreviewImage{opts: opts}, &MaskPreview{opts: opts},
+		// loaders.go
+		&CheckpointLoaderSimple{env: models}, &VAELoader{env: models}, &CLIPLoader{env: models},
+		// vaenodes.go
+		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
@@ -98,9 +115,6 @@ func Register(r *nodes.Registry, opts Options) error {
 		if err := r.Register(n); err != nil {
 			return fmt.Errorf("builtin: %w", err)
 		}
-	}
-	if err := registerSDLoading(r, opts); err != nil { // loaders.go, vaenodes.go
-		return err
 	}
 	if err := registerSampling(r, opts); err != nil { // conditioning.go, latent.go, sampling.go
 		return err

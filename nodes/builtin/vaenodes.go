@@ -28,26 +28,6 @@ func checkVAE(v *sd.VAE) error {
 	return nil
 }
 
-func sdVAEIn(in nodes.Inputs, name string) (*sd.VAE, error) {
-	v, ok := in[name].(*sd.VAE)
-	if !ok {
-		return nil, fmt.Errorf("builtin: input %q: want VAE, got %T", name, in[name])
-	}
-	if v == nil {
-		// ComfyUI's wording for a checkpoint loaded without a VAE.
-		return nil, fmt.Errorf("builtin: input %q: the VAE is empty; if it comes from a checkpoint loader, the checkpoint does not contain a valid VAE (load one with VAELoader)", name)
-	}
-	return v, nil
-}
-
-func sdLatentIn(in nodes.Inputs, name string) (*sd.Latent, error) {
-	l, ok := in[name].(*sd.Latent)
-	if !ok || l == nil || l.Samples == nil {
-		return nil, fmt.Errorf("builtin: input %q: want LATENT, got %T", name, in[name])
-	}
-	return l, nil
-}
-
 func toVAEImage(im *Image) *vae.Image {
 	return &vae.Image{Batch: im.Batch, Height: im.Height, Width: im.Width, Channels: im.Channels, Pix: im.Pix}
 }
@@ -56,185 +36,163 @@ func fromVAEImage(im *vae.Image) *Image {
 	return &Image{Batch: im.Batch, Height: im.Height, Width: im.Width, Channels: im.Channels, Pix: im.Pix}
 }
 
-// vaeNode is one of the four VAE nodes; run does its work.
-type vaeNode struct {
-	schema graph.Schema
-	run    func(ctx context.Context, v *sd.VAE, in nodes.Inputs) (any, error)
+// VAEDecode is ComfyUI's VAEDecode.
+type VAEDecode struct {
+	Samples *sd.Latent `input:"samples"`
+	VAE     *sd.VAE    `input:"vae"`
 }
 
-// Schema implements nodes.Node.
-func (n *vaeNode) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node.
-func (n *vaeNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	v, err := sdVAEIn(in, "vae")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	out, err := n.run(ctx, v, in)
-	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", n.schema.Name, err)
-	}
-	return nodes.Result{Outputs: []any{out}}, nil
-}
-
-func newVAEDecode() *vaeNode {
-	return &vaeNode{schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (*VAEDecode) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "VAEDecode", DisplayName: "VAE Decode", Category: "latent",
 		Description: "Decodes latent images back into pixel space images.",
 		Inputs: []graph.Input{
-			widget("samples", "LATENT", map[string]any{"tooltip": "The latent to be decoded."}),
-			widget("vae", "VAE", map[string]any{"tooltip": "The VAE model used for decoding the latent."}),
+			{Name: "samples", Type: "LATENT", Tooltip: "The latent to be decoded."},
+			{Name: "vae", Type: "VAE", Tooltip: "The VAE model used for decoding the latent."},
 		},
 		Outputs: outputs("IMAGE"),
 		Extra:   map[string]any{"output_tooltips": []any{"The decoded image."}},
-	}, run: func(ctx context.Context, v *sd.VAE, in nodes.Inputs) (any, error) {
-		l, err := sdLatentIn(in, "samples")
-		if err != nil {
-			return nil, err
-		}
-		img, err := v.Decode(ctx, l.Samples)
-		if err != nil {
-			return nil, err
-		}
-		return fromVAEImage(img), nil
-	}}
-}
-
-func newVAEEncode() *vaeNode {
-	return &vaeNode{schema: graph.Schema{
-		Name: "VAEEncode", DisplayName: "VAE Encode", Category: "latent",
-		Inputs:  []graph.Input{socket("pixels", "IMAGE"), socket("vae", "VAE")},
-		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, v *sd.VAE, in nodes.Inputs) (any, error) {
-		im, err := imageInput(in, "pixels")
-		if err != nil {
-			return nil, err
-		}
-		z, err := v.Encode(ctx, toVAEImage(im))
-		if err != nil {
-			return nil, err
-		}
-		return &sd.Latent{Samples: z}, nil
-	}}
-}
-
-// temporalInputs are the tiled nodes' video-VAE inputs (unused by image VAEs).
-func temporalInputs(verb string) []graph.Input {
-	return []graph.Input{
-		widget("temporal_size", graph.TypeInt, map[string]any{"default": 64, "min": 8, "max": 4096, "step": 4,
-			"tooltip": "Only used for video VAEs: Amount of frames to " + verb + " at a time."}),
-		widget("temporal_overlap", graph.TypeInt, map[string]any{"default": 8, "min": 4, "max": 4096, "step": 4,
-			"tooltip": "Only used for video VAEs: Amount of frames to overlap."}),
 	}
 }
 
-func newVAEDecodeTiled() *vaeNode {
-	return &vaeNode{schema: graph.Schema{
-		Name: "VAEDecodeTiled", DisplayName: "VAE Decode (Tiled)", Category: "_for_testing",
-		Inputs: append([]graph.Input{
-			socket("samples", "LATENT"), socket("vae", "VAE"),
-			widget("tile_size", graph.TypeInt, map[string]any{"default": 512, "min": 64, "max": 4096, "step": 32}),
-			widget("overlap", graph.TypeInt, map[string]any{"default": 64, "min": 0, "max": 4096, "step": 32}),
-		}, temporalInputs("decode")...),
-		Outputs: outputs("IMAGE"),
-	}, run: func(ctx context.Context, v *sd.VAE, in nodes.Inputs) (any, error) {
-		l, err := sdLatentIn(in, "samples")
-		if err != nil {
-			return nil, err
-		}
-		tile, err := intIn(in, "tile_size", 64, 4096)
-		if err != nil {
-			return nil, err
-		}
-		overlap, err := intIn(in, "overlap", 0, 4096)
-		if err != nil {
-			return nil, err
-		}
-		// As VAEDecodeTiled.decode: the overlap is at most a quarter of the tile, and
-		// both are given in latent cells.
-		if tile < overlap*4 {
-			overlap = tile / 4
-		}
-		f := v.Downscale()
-		img, err := v.DecodeTiled(ctx, l.Samples, tile/f, tile/f, overlap/f)
-		if err != nil {
-			return nil, err
-		}
-		return fromVAEImage(img), nil
-	}}
+// Run implements nodes.Typed.
+func (n *VAEDecode) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	img, err := n.VAE.Decode(ctx, n.Samples.Samples)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: VAEDecode: %w", err)
+	}
+	return nodes.One(fromVAEImage(img), nil)
 }
 
-func newVAEEncodeTiled() *vaeNode {
-	return &vaeNode{schema: graph.Schema{
-		Name: "VAEEncodeTiled", DisplayName: "VAE Encode (Tiled)", Category: "_for_testing",
-		Inputs: append([]graph.Input{
-			socket("pixels", "IMAGE"), socket("vae", "VAE"),
-			widget("tile_size", graph.TypeInt, map[string]any{"default": 512, "min": 64, "max": 4096, "step": 64}),
-			widget("overlap", graph.TypeInt, map[string]any{"default": 64, "min": 0, "max": 4096, "step": 32}),
-		}, temporalInputs("encode")...),
+// VAEEncode is ComfyUI's VAEEncode.
+type VAEEncode struct {
+	Pixels *Image  `input:"pixels"`
+	VAE    *sd.VAE `input:"vae"`
+}
+
+// Schema implements nodes.Typed.
+func (*VAEEncode) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "VAEEncode", DisplayName: "VAE Encode", Category: "latent",
+		Inputs:  []graph.Input{socket("pixels", "IMAGE"), socket("vae", "VAE")},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, v *sd.VAE, in nodes.Inputs) (any, error) {
-		im, err := imageInput(in, "pixels")
-		if err != nil {
-			return nil, err
-		}
-		tile, err := intIn(in, "tile_size", 64, 4096)
-		if err != nil {
-			return nil, err
-		}
-		overlap, err := intIn(in, "overlap", 0, 4096)
-		if err != nil {
-			return nil, err
-		}
-		z, err := v.EncodeTiled(ctx, toVAEImage(im), tile, tile, overlap)
-		if err != nil {
-			return nil, err
-		}
-		return &sd.Latent{Samples: z}, nil
-	}}
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *VAEEncode) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	z, err := n.VAE.Encode(ctx, toVAEImage(n.Pixels))
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: VAEEncode: %w", err)
+	}
+	return nodes.One(&sd.Latent{Samples: z}, nil)
+}
+
+// tiledInputs are the tiled nodes' tile and overlap widgets and their video-VAE inputs
+// (unused by image VAEs).
+func tiledInputs(verb string, tileStep int) []graph.Input {
+	return []graph.Input{
+		{Name: "tile_size", Type: graph.TypeInt, Default: 512, Min: graph.Num(64), Max: graph.Num(4096), Step: graph.Num(tileStep)},
+		{Name: "overlap", Type: graph.TypeInt, Default: 64, Min: graph.Num(0), Max: graph.Num(4096), Step: graph.Num(32)},
+		{Name: "temporal_size", Type: graph.TypeInt, Default: 64, Min: graph.Num(8), Max: graph.Num(4096), Step: graph.Num(4),
+			Tooltip: "Only used for video VAEs: Amount of frames to " + verb + " at a time."},
+		{Name: "temporal_overlap", Type: graph.TypeInt, Default: 8, Min: graph.Num(4), Max: graph.Num(4096), Step: graph.Num(4),
+			Tooltip: "Only used for video VAEs: Amount of frames to overlap."},
+	}
+}
+
+// tiles are the tiled nodes' size widgets; the temporal ones only matter for video VAEs,
+// which forgeflow does not have.
+type tiles struct {
+	TileSize        int `input:"tile_size"`
+	Overlap         int `input:"overlap"`
+	TemporalSize    int `input:"temporal_size"`
+	TemporalOverlap int `input:"temporal_overlap"`
+}
+
+// VAEDecodeTiled is ComfyUI's VAEDecodeTiled.
+type VAEDecodeTiled struct {
+	Samples *sd.Latent `input:"samples"`
+	VAE     *sd.VAE    `input:"vae"`
+	tiles
+}
+
+// Schema implements nodes.Typed.
+func (*VAEDecodeTiled) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "VAEDecodeTiled", DisplayName: "VAE Decode (Tiled)", Category: "_for_testing",
+		Inputs:  append([]graph.Input{socket("samples", "LATENT"), socket("vae", "VAE")}, tiledInputs("decode", 32)...),
+		Outputs: outputs("IMAGE"),
+	}
+}
+
+// Run implements nodes.Typed. As VAEDecodeTiled.decode: the overlap is at most a
+// quarter of the tile, and both are given in latent cells.
+func (n *VAEDecodeTiled) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	tile, overlap := n.TileSize, n.Overlap
+	if tile < overlap*4 {
+		overlap = tile / 4
+	}
+	f := n.VAE.Downscale()
+	img, err := n.VAE.DecodeTiled(ctx, n.Samples.Samples, tile/f, tile/f, overlap/f)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: VAEDecodeTiled: %w", err)
+	}
+	return nodes.One(fromVAEImage(img), nil)
+}
+
+// VAEEncodeTiled is ComfyUI's VAEEncodeTiled.
+type VAEEncodeTiled struct {
+	Pixels *Image  `input:"pixels"`
+	VAE    *sd.VAE `input:"vae"`
+	tiles
+}
+
+// Schema implements nodes.Typed.
+func (*VAEEncodeTiled) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "VAEEncodeTiled", DisplayName: "VAE Encode (Tiled)", Category: "_for_testing",
+		Inputs:  append([]graph.Input{socket("pixels", "IMAGE"), socket("vae", "VAE")}, tiledInputs("encode", 64)...),
+		Outputs: outputs("LATENT"),
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *VAEEncodeTiled) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	z, err := n.VAE.EncodeTiled(ctx, toVAEImage(n.Pixels), n.TileSize, n.TileSize, n.Overlap)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: VAEEncodeTiled: %w", err)
+	}
+	return nodes.One(&sd.Latent{Samples: z}, nil)
 }
 
 // CheckpointSave writes MODEL, CLIP and VAE as one safetensors checkpoint in the output
 // folder: "<prefix>_<counter:05>_.safetensors", as ComfyUI names it.
 type CheckpointSave struct {
-	opts   Options
-	schema graph.Schema
+	opts           Options
+	Model          *sd.Model `input:"model"`
+	CLIP           *sd.CLIP  `input:"clip"`
+	VAE            *sd.VAE   `input:"vae"`
+	FilenamePrefix string    `input:"filename_prefix"`
 }
 
-func newCheckpointSave(opts Options) *CheckpointSave {
-	return &CheckpointSave{opts: opts, schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (*CheckpointSave) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CheckpointSave", DisplayName: "Save Checkpoint", Category: "advanced/model_merging",
 		PythonModule: "comfy_extras.nodes_model_merging",
 		OutputNode:   true,
 		Inputs: append([]graph.Input{
 			socket("model", "MODEL"), socket("clip", "CLIP"), socket("vae", "VAE"),
-			widget("filename_prefix", graph.TypeString, map[string]any{"default": "checkpoints/ComfyUI"}),
+			{Name: "filename_prefix", Type: graph.TypeString, Default: "checkpoints/ComfyUI"},
 		}, hiddenPromptInputs...),
-	}}
+	}
 }
 
-// Schema implements nodes.Node.
-func (n *CheckpointSave) Schema() *graph.Schema { return &n.schema }
-
-// Run implements nodes.Node.
-func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	m, ok := in["model"].(*sd.Model)
-	if !ok || m == nil {
-		return nodes.Result{}, fmt.Errorf("builtin: input %q: want MODEL, got %T", "model", in["model"])
-	}
-	c, ok := in["clip"].(*sd.CLIP)
-	if !ok || c == nil {
-		return nodes.Result{}, fmt.Errorf("builtin: input %q: want CLIP, got %T", "clip", in["clip"])
-	}
-	v, err := sdVAEIn(in, "vae")
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	prefix, err := in.String("filename_prefix")
-	if err != nil {
-		return nodes.Result{}, err
-	}
+// Run implements nodes.Typed.
+func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	m, c, v, prefix := n.Model, n.CLIP, n.VAE, n.FilenamePrefix
 	if env == nil {
 		env = &nodes.Env{}
 	}
@@ -298,3 +256,12 @@ func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env, in nodes.Input
 	}
 	return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: no free file name for %q", sp.Filename)
 }
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*VAEDecode)(nil)
+	_ nodes.Typed = (*VAEEncode)(nil)
+	_ nodes.Typed = (*VAEDecodeTiled)(nil)
+	_ nodes.Typed = (*VAEEncodeTiled)(nil)
+	_ nodes.Typed = (*CheckpointSave)(nil)
+)
