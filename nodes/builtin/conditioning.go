@@ -18,47 +18,6 @@ import (
 
 const clipSDXLModule = "comfy_extras.nodes_clip_sdxl"
 
-// conditioningNodes lists the conditioning node classes.
-func conditioningNodes() []nodes.Node {
-	return []nodes.Node{
-		newCLIPTextEncode(), newCLIPTextEncodeSDXL(), newCLIPTextEncodeSDXLRefiner(), newCLIPSetLastLayer(),
-		newConditioningCombine(), newConditioningAverage(), newConditioningConcat(), newConditioningSetArea(),
-		newConditioningSetTimestepRange(), newConditioningZeroOut(),
-	}
-}
-
-// simpleNode is a node whose Run is a function of its inputs.
-type simpleNode struct {
-	schema graph.Schema
-	run    func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error)
-}
-
-func (n *simpleNode) Schema() *graph.Schema { return &n.schema }
-
-func (n *simpleNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nodes.Result{}, err
-	}
-	return n.run(ctx, env, in)
-}
-
-func one(v any) (nodes.Result, error) { return nodes.Result{Outputs: []any{v}}, nil }
-
-// typed returns the input name as a T, with ComfyUI-style errors for a missing or
-// mistyped link.
-func typed[T any](in nodes.Inputs, name, kind string) (T, error) {
-	var zero T
-	v, ok := in[name]
-	if !ok || v == nil {
-		return zero, fmt.Errorf("builtin: input %q: missing %s", name, kind)
-	}
-	t, ok := v.(T)
-	if !ok {
-		return zero, fmt.Errorf("builtin: input %q: want %s, got %T", name, kind, v)
-	}
-	return t, nil
-}
-
 // checkConditioning admits a CONDITIONING whose every entry has a (1, tokens, dim)
 // embedding.
 func checkConditioning(c sd.Conditioning) error {
@@ -79,31 +38,6 @@ func checkCLIP(c *sd.CLIP) error {
 	return nil
 }
 
-func condIn(in nodes.Inputs, name string) (sd.Conditioning, error) {
-	c, err := typed[sd.Conditioning](in, name, "CONDITIONING")
-	if err != nil {
-		return nil, err
-	}
-	for i, e := range c {
-		if e.Embedding == nil || e.Embedding.Rank() != 3 {
-			return nil, fmt.Errorf("builtin: input %q: entry %d has no (1, tokens, dim) embedding", name, i)
-		}
-	}
-	return c, nil
-}
-
-func clipIn(in nodes.Inputs, name string) (*sd.CLIP, error) {
-	c, err := typed[*sd.CLIP](in, name, "CLIP")
-	if err == nil && c == nil {
-		err = fmt.Errorf("builtin: input %q: missing CLIP", name)
-	}
-	if err != nil {
-		// ComfyUI's wording: a checkpoint without a text encoder gives a None clip.
-		return nil, fmt.Errorf("%w (if the clip is from a checkpoint loader node, the checkpoint does not contain a valid clip or text encoder model)", err)
-	}
-	return c, nil
-}
-
 // withEntries returns a copy of c with f applied to every entry.
 func withEntries(c sd.Conditioning, f func(*sd.Cond)) sd.Conditioning {
 	out := make(sd.Conditioning, len(c))
@@ -114,43 +48,57 @@ func withEntries(c sd.Conditioning, f func(*sd.Cond)) sd.Conditioning {
 	return out
 }
 
-func newCLIPTextEncode() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// CLIPTextEncode is ComfyUI's CLIPTextEncode ("CLIP Text Encode (Prompt)").
+type CLIPTextEncode struct {
+	Text string   `input:"text"`
+	CLIP *sd.CLIP `input:"clip"`
+}
+
+// Schema implements nodes.Typed.
+func (*CLIPTextEncode) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CLIPTextEncode", DisplayName: "CLIP Text Encode (Prompt)", Category: "conditioning",
 		Description: "Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion model towards generating specific images.",
 		Inputs: []graph.Input{
-			widget("text", graph.TypeString, map[string]any{"multiline": true, "dynamicPrompts": true, "tooltip": "The text to be encoded."}),
-			widget("clip", "CLIP", map[string]any{"tooltip": "The CLIP model used for encoding the text."}),
+			{Name: "text", Type: graph.TypeString, Multiline: graph.On, DynamicPrompts: true, Tooltip: "The text to be encoded."},
+			{Name: "clip", Type: "CLIP", Tooltip: "The CLIP model used for encoding the text."},
 		},
 		Outputs: outputs("CONDITIONING"),
 		Extra:   map[string]any{"output_tooltips": []any{"A conditioning containing the embedded text used to guide the diffusion model."}},
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		text, err := in.String("text")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		c, err := clipIn(in, "clip")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		cond, err := sd.EncodePrompt(ctx, c, text)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(cond)
-	}}
+	}
 }
 
+// Run implements nodes.Typed.
+func (n *CLIPTextEncode) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(sd.EncodePrompt(ctx, n.CLIP, n.Text))
+}
+
+// sdxlSize is an SDXL size-conditioning widget: 0 … MAX_RESOLUTION, no step.
 func sdxlSize(name string, def int) graph.Input {
-	return widget(name, graph.TypeInt, map[string]any{"default": def, "min": 0, "max": MaxResolution})
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: def, Min: graph.Num(0), Max: graph.Num(MaxResolution)}
 }
 
 func prompt(name string) graph.Input {
-	return widget(name, graph.TypeString, map[string]any{"multiline": true, "dynamicPrompts": true})
+	return graph.Input{Name: name, Type: graph.TypeString, Multiline: graph.On, DynamicPrompts: true}
 }
 
-func newCLIPTextEncodeSDXL() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// CLIPTextEncodeSDXL is ComfyUI's CLIPTextEncodeSDXL: text_g and text_l with SDXL's
+// size conditioning.
+type CLIPTextEncodeSDXL struct {
+	CLIP         *sd.CLIP `input:"clip"`
+	Width        int      `input:"width"`
+	Height       int      `input:"height"`
+	CropW        int      `input:"crop_w"`
+	CropH        int      `input:"crop_h"`
+	TargetWidth  int      `input:"target_width"`
+	TargetHeight int      `input:"target_height"`
+	TextG        string   `input:"text_g"`
+	TextL        string   `input:"text_l"`
+}
+
+// Schema implements nodes.Typed.
+func (*CLIPTextEncodeSDXL) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CLIPTextEncodeSDXL", Category: "advanced/conditioning", PythonModule: clipSDXLModule,
 		Inputs: []graph.Input{
 			socketV3("clip", "CLIP"),
@@ -160,119 +108,100 @@ func newCLIPTextEncodeSDXL() nodes.Node {
 		},
 		Outputs: outputs("CONDITIONING"),
 		Extra:   v3Extra(1, nil),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := clipIn(in, "clip")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		var size unet.SizeConditioning
-		for _, f := range []struct {
-			name string
-			dst  *int
-		}{{"width", &size.Width}, {"height", &size.Height}, {"crop_w", &size.CropW}, {"crop_h", &size.CropH},
-			{"target_width", &size.TargetWidth}, {"target_height", &size.TargetHeight}} {
-			if *f.dst, err = intIn(in, f.name, 0, MaxResolution); err != nil {
-				return nodes.Result{}, err
-			}
-		}
-		g, err := in.String("text_g")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		l, err := in.String("text_l")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		cond, err := sd.EncodePrompts(ctx, c, map[string]string{"g": g, "l": l}, g)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(withEntries(cond, func(e *sd.Cond) { s := size; e.Size = &s }))
-	}}
+	}
 }
 
-func newCLIPTextEncodeSDXLRefiner() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed.
+func (n *CLIPTextEncodeSDXL) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	size := unet.SizeConditioning{Width: n.Width, Height: n.Height, CropW: n.CropW, CropH: n.CropH,
+		TargetWidth: n.TargetWidth, TargetHeight: n.TargetHeight}
+	cond, err := sd.EncodePrompts(ctx, n.CLIP, map[string]string{"g": n.TextG, "l": n.TextL}, n.TextG)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(withEntries(cond, func(e *sd.Cond) { s := size; e.Size = &s }), nil)
+}
+
+// CLIPTextEncodeSDXLRefiner is ComfyUI's CLIPTextEncodeSDXLRefiner: a prompt with the
+// refiner's aesthetic score and size.
+type CLIPTextEncodeSDXLRefiner struct {
+	Ascore float64  `input:"ascore"`
+	Width  int      `input:"width"`
+	Height int      `input:"height"`
+	Text   string   `input:"text"`
+	CLIP   *sd.CLIP `input:"clip"`
+}
+
+// Schema implements nodes.Typed.
+func (*CLIPTextEncodeSDXLRefiner) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CLIPTextEncodeSDXLRefiner", Category: "advanced/conditioning", PythonModule: clipSDXLModule,
 		Inputs: []graph.Input{
-			widget("ascore", graph.TypeFloat, map[string]any{"default": 6.0, "min": 0.0, "max": 1000.0, "step": 0.01}),
+			{Name: "ascore", Type: graph.TypeFloat, Default: 6.0, Min: graph.Num(0.0), Max: graph.Num(1000.0), Step: graph.Num(0.01)},
 			sdxlSize("width", 1024), sdxlSize("height", 1024),
 			prompt("text"),
 			socketV3("clip", "CLIP"),
 		},
 		Outputs: outputs("CONDITIONING"),
 		Extra:   v3Extra(1, nil),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := clipIn(in, "clip")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		score, err := floatIn(in, "ascore", 0, 1000)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		w, err := intIn(in, "width", 0, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		h, err := intIn(in, "height", 0, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		text, err := in.String("text")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		cond, err := sd.EncodePrompt(ctx, c, text)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		// The refiner's ADM reads width, height, crops (0 here) and the score.
-		return one(withEntries(cond, func(e *sd.Cond) {
-			e.Size = &unet.SizeConditioning{Width: w, Height: h, TargetWidth: w, TargetHeight: h}
-			e.AestheticScore = score
-		}))
-	}}
+	}
 }
 
-func newCLIPSetLastLayer() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed. The refiner's ADM reads width, height, crops (0 here) and
+// the score.
+func (n *CLIPTextEncodeSDXLRefiner) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	cond, err := sd.EncodePrompt(ctx, n.CLIP, n.Text)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(withEntries(cond, func(e *sd.Cond) {
+		e.Size = &unet.SizeConditioning{Width: n.Width, Height: n.Height, TargetWidth: n.Width, TargetHeight: n.Height}
+		e.AestheticScore = n.Ascore
+	}), nil)
+}
+
+// CLIPSetLastLayer is ComfyUI's CLIPSetLastLayer.
+type CLIPSetLastLayer struct {
+	CLIP            *sd.CLIP `input:"clip"`
+	StopAtCLIPLayer int      `input:"stop_at_clip_layer"`
+}
+
+// Schema implements nodes.Typed.
+func (*CLIPSetLastLayer) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "CLIPSetLastLayer", DisplayName: "CLIP Set Last Layer", Category: "conditioning",
 		Inputs: []graph.Input{
 			socket("clip", "CLIP"),
-			widget("stop_at_clip_layer", graph.TypeInt, map[string]any{"default": -1, "min": -24, "max": -1, "step": 1}),
+			{Name: "stop_at_clip_layer", Type: graph.TypeInt, Default: -1, Min: graph.Num(-24), Max: graph.Num(-1), Step: graph.Num(1)},
 		},
 		Outputs: outputs("CLIP"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := clipIn(in, "clip")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		layer, err := intIn(in, "stop_at_clip_layer", -24, -1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(c.WithLayer(layer))
-	}}
+	}
 }
 
-func newConditioningCombine() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed.
+func (n *CLIPSetLastLayer) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(n.CLIP.WithLayer(n.StopAtCLIPLayer), nil)
+}
+
+// ConditioningCombine is ComfyUI's ConditioningCombine: both lists, one after the other.
+type ConditioningCombine struct {
+	Conditioning1 sd.Conditioning `input:"conditioning_1"`
+	Conditioning2 sd.Conditioning `input:"conditioning_2"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningCombine) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningCombine", DisplayName: "Conditioning (Combine)", Category: "conditioning",
 		Inputs:  []graph.Input{socket("conditioning_1", "CONDITIONING"), socket("conditioning_2", "CONDITIONING")},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		a, err := condIn(in, "conditioning_1")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		b, err := condIn(in, "conditioning_2")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		out := make(sd.Conditioning, 0, len(a)+len(b))
-		return one(append(append(out, a...), b...))
-	}}
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *ConditioningCombine) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	out := make(sd.Conditioning, 0, len(n.Conditioning1)+len(n.Conditioning2))
+	return nodes.One(append(append(out, n.Conditioning1...), n.Conditioning2...), nil)
 }
 
 // fromFirst returns the first entry of conditioning_from (ComfyUI uses only it and logs
@@ -287,37 +216,32 @@ func fromFirst(env *nodes.Env, node string, c sd.Conditioning) (sd.Cond, error) 
 	return c[0], nil
 }
 
-func newConditioningAverage() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// ConditioningAverage is ComfyUI's ConditioningAverage.
+type ConditioningAverage struct {
+	ConditioningTo         sd.Conditioning `input:"conditioning_to"`
+	ConditioningFrom       sd.Conditioning `input:"conditioning_from"`
+	ConditioningToStrength float64         `input:"conditioning_to_strength"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningAverage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningAverage", DisplayName: "ConditioningAverage", Category: "conditioning",
 		Inputs: []graph.Input{
 			socket("conditioning_to", "CONDITIONING"), socket("conditioning_from", "CONDITIONING"),
-			widget("conditioning_to_strength", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+			{Name: "conditioning_to_strength", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		to, err := condIn(in, "conditioning_to")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		from, err := condIn(in, "conditioning_from")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		s, err := floatIn(in, "conditioning_to_strength", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		src, err := fromFirst(env, "ConditioningAverage", from)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		out, err := averageConds(to, src, s)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(out)
-	}}
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *ConditioningAverage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	src, err := fromFirst(env, "ConditioningAverage", n.ConditioningFrom)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(averageConds(n.ConditioningTo, src, n.ConditioningToStrength))
 }
 
 // averageConds is ConditioningAverage.addWeighted: each entry's embedding becomes
@@ -385,132 +309,152 @@ func mixTensors(a, b *gpu.Tensor, wa, wb float32) (*gpu.Tensor, error) {
 	return a.Runtime().FromFloat32(out, a.Shape()...)
 }
 
-func newConditioningConcat() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// ConditioningConcat is ComfyUI's ConditioningConcat: conditioning_from's first
+// embedding appended to every entry's tokens.
+type ConditioningConcat struct {
+	ConditioningTo   sd.Conditioning `input:"conditioning_to"`
+	ConditioningFrom sd.Conditioning `input:"conditioning_from"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningConcat) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningConcat", DisplayName: "Conditioning (Concat)", Category: "conditioning",
 		Inputs:  []graph.Input{socket("conditioning_to", "CONDITIONING"), socket("conditioning_from", "CONDITIONING")},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		to, err := condIn(in, "conditioning_to")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		from, err := condIn(in, "conditioning_from")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		src, err := fromFirst(env, "ConditioningConcat", from)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		out := make(sd.Conditioning, len(to))
-		for i, e := range to {
-			// torch.cat along the tokens: batch and width must agree.
-			if e.Embedding.Dim(0) != src.Embedding.Dim(0) || e.Embedding.Dim(2) != src.Embedding.Dim(2) {
-				return nodes.Result{}, fmt.Errorf("builtin: ConditioningConcat: entry %d embedding %v does not match conditioning_from %v", i, e.Embedding.Shape(), src.Embedding.Shape())
-			}
-			if e.Embedding, err = gpu.Concat(e.Embedding.Runtime(), 1, e.Embedding, src.Embedding); err != nil {
-				return nodes.Result{}, fmt.Errorf("builtin: ConditioningConcat: %w", err)
-			}
-			out[i] = e
-		}
-		return one(out)
-	}}
+	}
 }
 
+// Run implements nodes.Typed.
+func (n *ConditioningConcat) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	src, err := fromFirst(env, "ConditioningConcat", n.ConditioningFrom)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	out := make(sd.Conditioning, len(n.ConditioningTo))
+	for i, e := range n.ConditioningTo {
+		// torch.cat along the tokens: batch and width must agree.
+		if e.Embedding.Dim(0) != src.Embedding.Dim(0) || e.Embedding.Dim(2) != src.Embedding.Dim(2) {
+			return nodes.Result{}, fmt.Errorf("builtin: ConditioningConcat: entry %d embedding %v does not match conditioning_from %v", i, e.Embedding.Shape(), src.Embedding.Shape())
+		}
+		if e.Embedding, err = gpu.Concat(e.Embedding.Runtime(), 1, e.Embedding, src.Embedding); err != nil {
+			return nodes.Result{}, fmt.Errorf("builtin: ConditioningConcat: %w", err)
+		}
+		out[i] = e
+	}
+	return nodes.One(out, nil)
+}
+
+// step8 is a pixel widget on the latent grid: 0 … MAX_RESOLUTION in steps of 8.
 func step8(name string, def, min int) graph.Input {
-	return widget(name, graph.TypeInt, map[string]any{"default": def, "min": min, "max": MaxResolution, "step": 8})
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: def, Min: graph.Num(min), Max: graph.Num(MaxResolution), Step: graph.Num(8)}
 }
 
-func newConditioningSetArea() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// ConditioningSetArea is ComfyUI's ConditioningSetArea.
+type ConditioningSetArea struct {
+	Conditioning sd.Conditioning `input:"conditioning"`
+	Width        int             `input:"width"`
+	Height       int             `input:"height"`
+	X            int             `input:"x"`
+	Y            int             `input:"y"`
+	Strength     float64         `input:"strength"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningSetArea) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningSetArea", DisplayName: "Conditioning (Set Area)", Category: "conditioning",
 		Inputs: []graph.Input{
 			socket("conditioning", "CONDITIONING"),
 			step8("width", 64, 64), step8("height", 64, 64), step8("x", 0, 0), step8("y", 0, 0),
-			widget("strength", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+			{Name: "strength", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(10.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := condIn(in, "conditioning")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		var v [4]int
-		for i, name := range []string{"width", "height", "x", "y"} {
-			lo := int64(0)
-			if i < 2 {
-				lo = 64
-			}
-			if v[i], err = intIn(in, name, lo, MaxResolution); err != nil {
-				return nodes.Result{}, err
-			}
-		}
-		strength, err := floatIn(in, "strength", 0, 10)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		// ComfyUI stores the area in latent units: (h//8, w//8, y//8, x//8).
-		area := sd.Area{Height: v[1] / 8, Width: v[0] / 8, Y: v[3] / 8, X: v[2] / 8}
-		return one(withEntries(c, func(e *sd.Cond) {
-			a := area
-			e.Area, e.Strength = &a, strength
-		}))
-	}}
+	}
 }
 
-func newConditioningSetTimestepRange() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed. ComfyUI stores the area in latent units: (h//8, w//8,
+// y//8, x//8).
+func (n *ConditioningSetArea) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	area := sd.Area{Height: n.Height / 8, Width: n.Width / 8, Y: n.Y / 8, X: n.X / 8}
+	return nodes.One(withEntries(n.Conditioning, func(e *sd.Cond) {
+		a := area
+		e.Area, e.Strength = &a, n.Strength
+	}), nil)
+}
+
+// ConditioningSetTimestepRange is ComfyUI's ConditioningSetTimestepRange.
+type ConditioningSetTimestepRange struct {
+	Conditioning sd.Conditioning `input:"conditioning"`
+	Start        float64         `input:"start"`
+	End          float64         `input:"end"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningSetTimestepRange) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningSetTimestepRange", DisplayName: "ConditioningSetTimestepRange", Category: "advanced/conditioning",
 		Inputs: []graph.Input{
 			socket("conditioning", "CONDITIONING"),
-			widget("start", graph.TypeFloat, map[string]any{"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
-			widget("end", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+			{Name: "start", Type: graph.TypeFloat, Default: 0.0, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.001)},
+			{Name: "end", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.001)},
 		},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := condIn(in, "conditioning")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		start, err := floatIn(in, "start", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		end, err := floatIn(in, "end", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(withEntries(c, func(e *sd.Cond) { e.StartPercent, e.EndPercent = start, end }))
-	}}
+	}
 }
 
-func newConditioningZeroOut() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed.
+func (n *ConditioningSetTimestepRange) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(withEntries(n.Conditioning, func(e *sd.Cond) { e.StartPercent, e.EndPercent = n.Start, n.End }), nil)
+}
+
+// ConditioningZeroOut is ComfyUI's ConditioningZeroOut: every embedding and pooled
+// output replaced by zeros.
+type ConditioningZeroOut struct {
+	Conditioning sd.Conditioning `input:"conditioning"`
+}
+
+// Schema implements nodes.Typed.
+func (*ConditioningZeroOut) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ConditioningZeroOut", DisplayName: "ConditioningZeroOut", Category: "advanced/conditioning",
 		Inputs:  []graph.Input{socket("conditioning", "CONDITIONING")},
 		Outputs: outputs("CONDITIONING"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		c, err := condIn(in, "conditioning")
-		if err != nil {
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *ConditioningZeroOut) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	out := make(sd.Conditioning, len(n.Conditioning))
+	var err error
+	for i, e := range n.Conditioning {
+		if e.Embedding, err = zerosLike(e.Embedding); err != nil {
 			return nodes.Result{}, err
 		}
-		out := make(sd.Conditioning, len(c))
-		for i, e := range c {
-			if e.Embedding, err = zerosLike(e.Embedding); err != nil {
+		if e.Pooled != nil {
+			if e.Pooled, err = zerosLike(e.Pooled); err != nil {
 				return nodes.Result{}, err
 			}
-			if e.Pooled != nil {
-				if e.Pooled, err = zerosLike(e.Pooled); err != nil {
-					return nodes.Result{}, err
-				}
-			}
-			out[i] = e
 		}
-		return one(out)
-	}}
+		out[i] = e
+	}
+	return nodes.One(out, nil)
 }
 
 func zerosLike(t *gpu.Tensor) (*gpu.Tensor, error) {
 	return t.Runtime().FromFloat32(make([]float32, t.Numel()), t.Shape()...)
 }
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*CLIPTextEncode)(nil)
+	_ nodes.Typed = (*CLIPTextEncodeSDXL)(nil)
+	_ nodes.Typed = (*CLIPTextEncodeSDXLRefiner)(nil)
+	_ nodes.Typed = (*CLIPSetLastLayer)(nil)
+	_ nodes.Typed = (*ConditioningCombine)(nil)
+	_ nodes.Typed = (*ConditioningAverage)(nil)
+	_ nodes.Typed = (*ConditioningConcat)(nil)
+	_ nodes.Typed = (*ConditioningSetArea)(nil)
+	_ nodes.Typed = (*ConditioningSetTimestepRange)(nil)
+	_ nodes.Typed = (*ConditioningZeroOut)(nil)
+)

@@ -14,11 +14,7 @@ import (
 
 func tens(t *testing.T, v []float32, shape ...int) *gpu.Tensor {
 	t.Helper()
-	rt, err := latentRuntime()
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := rt.FromFloat32(v, shape...)
+	x, err := testRuntime(t).FromFloat32(v, shape...)
 	if err != nil {
 		t.Fatal(err)
 	}

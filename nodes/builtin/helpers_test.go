@@ -4,8 +4,10 @@ import (
 	"context"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
@@ -27,10 +29,24 @@ func run(t *testing.T, opts Options, env *nodes.Env, class string, in nodes.Inpu
 	return res, err
 }
 
-// mustRun is run that fails the test on error.
+// cpuRuntime is the tensor runtime of the tests' latents and models, made once per
+// test binary (production gets its runtime from cmd/ through Options.Runtime).
+var cpuRuntime = sync.OnceValues(func() (*gpu.Runtime, error) { return gpu.New(gpu.Options{}) })
+
+// testRuntime returns cpuRuntime.
+func testRuntime(t testing.TB) *gpu.Runtime {
+	t.Helper()
+	rt, err := cpuRuntime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+// mustRun is run, with the test runtime, that fails the test on error.
 func mustRun(t *testing.T, class string, in nodes.Inputs) nodes.Result {
 	t.Helper()
-	res, err := run(t, Options{}, nil, class, in)
+	res, err := run(t, Options{Runtime: testRuntime(t)}, nil, class, in)
 	if err != nil {
 		t.Fatalf("%s: %v", class, err)
 	}

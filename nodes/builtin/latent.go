@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -19,16 +18,6 @@ import (
 // LatentFromBatch, RepeatLatentBatch, LatentComposite). LATENT values are *sd.Latent;
 // nodes return new values and never write into their inputs.
 
-// latentRuntime is the tensor runtime latent nodes allocate on when Options.Runtime is
-// nil: a CPU runtime, made once on first use and read-only afterwards (latents are
-// small; the sampler reads them wherever the model runs).
-var latentRuntime = sync.OnceValues(func() (*gpu.Runtime, error) { return gpu.New(gpu.Options{}) })
-
-func latentNodes(opts Options) []nodes.Node {
-	return []nodes.Node{newEmptyLatentImage(opts), newLatentUpscale(), newLatentUpscaleBy(), newLatentFromBatch(),
-		newRepeatLatentBatch(), newLatentComposite()}
-}
-
 // checkLatent admits a LATENT with non-empty (N, C, H, W) samples.
 func checkLatent(l *sd.Latent) error {
 	if l == nil || l.Samples == nil {
@@ -38,22 +27,6 @@ func checkLatent(l *sd.Latent) error {
 		return fmt.Errorf("builtin: latent samples %v are not a non-empty (N, C, H, W)", s)
 	}
 	return nil
-}
-
-// latentIn returns a LATENT input with its samples as (N, C, H, W) data.
-func latentIn(in nodes.Inputs, name string) (*sd.Latent, []float32, [4]int, error) {
-	l, err := typed[*sd.Latent](in, name, "LATENT")
-	if err == nil && l == nil {
-		err = fmt.Errorf("builtin: input %q: missing LATENT", name)
-	}
-	if err != nil {
-		return nil, nil, [4]int{}, err
-	}
-	data, shape, err := sd.LatentData(l)
-	if err != nil {
-		return nil, nil, shape, fmt.Errorf("builtin: input %q: %w", name, err)
-	}
-	return l, data, shape, nil
 }
 
 // newLatent returns a copy of l's dict with new samples.
@@ -66,53 +39,65 @@ func newLatent(l *sd.Latent, data []float32, shape [4]int) (*sd.Latent, error) {
 	return &sd.Latent{Samples: t, BatchIndex: l.BatchIndex, NoiseMask: l.NoiseMask}, nil
 }
 
-func newEmptyLatentImage(opts Options) nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// EmptyLatentImage is ComfyUI's EmptyLatentImage: a batch of zero (N, 4, H/8, W/8)
+// latents on the runtime.
+type EmptyLatentImage struct {
+	opts      Options
+	Width     int `input:"width"`
+	Height    int `input:"height"`
+	BatchSize int `input:"batch_size"`
+}
+
+// Schema implements nodes.Typed.
+func (*EmptyLatentImage) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "EmptyLatentImage", DisplayName: "Empty Latent Image", Category: "latent",
 		Description: "Create a new batch of empty latent images to be denoised via sampling.",
 		Inputs: []graph.Input{
-			widget("width", graph.TypeInt, map[string]any{"default": 512, "min": 16, "max": MaxResolution, "step": 8, "tooltip": "The width of the latent images in pixels."}),
-			widget("height", graph.TypeInt, map[string]any{"default": 512, "min": 16, "max": MaxResolution, "step": 8, "tooltip": "The height of the latent images in pixels."}),
-			widget("batch_size", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 4096, "tooltip": "The number of latent images in the batch."}),
+			{Name: "width", Type: graph.TypeInt, Default: 512, Min: graph.Num(16), Max: graph.Num(MaxResolution), Step: graph.Num(8),
+				Tooltip: "The width of the latent images in pixels."},
+			{Name: "height", Type: graph.TypeInt, Default: 512, Min: graph.Num(16), Max: graph.Num(MaxResolution), Step: graph.Num(8),
+				Tooltip: "The height of the latent images in pixels."},
+			{Name: "batch_size", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(4096),
+				Tooltip: "The number of latent images in the batch."},
 		},
 		Outputs: outputs("LATENT"),
 		Extra:   map[string]any{"output_tooltips": []any{"The empty latent image batch."}},
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		w, err := intIn(in, "width", 16, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		h, err := intIn(in, "height", 16, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		b, err := intIn(in, "batch_size", 1, 4096)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		shape := []int{b, 4, h / 8, w / 8}
-		if _, err := sizeOf("latent", shape...); err != nil {
-			return nodes.Result{}, err
-		}
-		rt := opts.Runtime
-		if rt == nil {
-			if rt, err = latentRuntime(); err != nil {
-				return nodes.Result{}, err
-			}
-		}
-		t, err := rt.Zeros(gpu.F32, shape...)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(&sd.Latent{Samples: t})
-	}}
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *EmptyLatentImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	shape := []int{n.BatchSize, 4, n.Height / 8, n.Width / 8}
+	if _, err := sizeOf("latent", shape...); err != nil {
+		return nodes.Result{}, err
+	}
+	rt, err := n.opts.runtime()
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	t, err := rt.Zeros(gpu.F32, shape...)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(&sd.Latent{Samples: t}, nil)
 }
 
 // latentUpscaleMethods are LatentUpscale's choices (a subset of resample.Methods).
 var latentUpscaleMethods = []string{"nearest-exact", "bilinear", "area", "bicubic", "bislerp"}
 
-func newLatentUpscale() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// LatentUpscale is ComfyUI's LatentUpscale ("Upscale Latent").
+type LatentUpscale struct {
+	Samples       *sd.Latent `input:"samples"`
+	UpscaleMethod string     `input:"upscale_method"`
+	Width         int        `input:"width"`
+	Height        int        `input:"height"`
+	Crop          string     `input:"crop"`
+}
+
+// Schema implements nodes.Typed.
+func (*LatentUpscale) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "LatentUpscale", DisplayName: "Upscale Latent", Category: "latent",
 		Inputs: []graph.Input{
 			socket("samples", "LATENT"),
@@ -121,103 +106,78 @@ func newLatentUpscale() nodes.Node {
 			combo("crop", "disabled", "center"),
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		l, data, shape, err := latentIn(in, "samples")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		method, err := in.String("upscale_method")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		crop, err := in.String("crop")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		w, err := intIn(in, "width", 0, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		h, err := intIn(in, "height", 0, MaxResolution)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if w == 0 && h == 0 {
-			return one(l)
-		}
-		// A zero side follows the latent's aspect ratio; sides are at least 64 pixels.
-		lh, lw := float64(shape[2]), float64(shape[3])
-		switch {
-		case w == 0:
-			h = max(64, h)
-			w = max(64, int(math.RoundToEven(lw*float64(h)/lh)))
-		case h == 0:
-			w = max(64, w)
-			h = max(64, int(math.RoundToEven(lh*float64(w)/lw)))
-		default:
-			w, h = max(64, w), max(64, h)
-		}
-		return upscaleLatent(l, data, shape, w/8, h/8, method, crop)
-	}}
+	}
 }
 
-func upscaleLatent(l *sd.Latent, data []float32, shape [4]int, w, h int, method, crop string) (nodes.Result, error) {
-	if !containsString(latentUpscaleMethods, method) {
-		return nodes.Result{}, fmt.Errorf("builtin: upscale_method %q is not one of %v", method, latentUpscaleMethods)
+// Run implements nodes.Typed: a zero side follows the latent's aspect ratio; sides are
+// at least 64 pixels; both zero returns the latent.
+func (n *LatentUpscale) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	w, h := n.Width, n.Height
+	if w == 0 && h == 0 {
+		return nodes.One(n.Samples, nil)
 	}
+	data, shape, err := sd.LatentData(n.Samples)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	lh, lw := float64(shape[2]), float64(shape[3])
+	switch {
+	case w == 0:
+		h = max(64, h)
+		w = max(64, int(math.RoundToEven(lw*float64(h)/lh)))
+	case h == 0:
+		w = max(64, w)
+		h = max(64, int(math.RoundToEven(lh*float64(w)/lw)))
+	default:
+		w, h = max(64, w), max(64, h)
+	}
+	return nodes.One(upscaleLatent(n.Samples, data, shape, w/8, h/8, n.UpscaleMethod, n.Crop))
+}
+
+func upscaleLatent(l *sd.Latent, data []float32, shape [4]int, w, h int, method, crop string) (*sd.Latent, error) {
 	if w <= 0 || h <= 0 {
-		return nodes.Result{}, fmt.Errorf("builtin: latent upscale to %dx%d", w, h)
+		return nil, fmt.Errorf("builtin: latent upscale to %dx%d", w, h)
 	}
 	n := shape[0] * shape[1]
 	if _, err := sizeOf("latent", n, h, w); err != nil {
-		return nodes.Result{}, err
+		return nil, err
 	}
 	out, err := resample.Upscale(data, shape[0], shape[1], shape[2], shape[3], w, h, method, crop)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: latent upscale: %w", err)
+		return nil, fmt.Errorf("builtin: latent upscale: %w", err)
 	}
-	nl, err := newLatent(l, out, [4]int{shape[0], shape[1], h, w})
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	return one(nl)
+	return newLatent(l, out, [4]int{shape[0], shape[1], h, w})
 }
 
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+// LatentUpscaleBy is ComfyUI's LatentUpscaleBy ("Upscale Latent By").
+type LatentUpscaleBy struct {
+	Samples       *sd.Latent `input:"samples"`
+	UpscaleMethod string     `input:"upscale_method"`
+	ScaleBy       float64    `input:"scale_by"`
 }
 
-func newLatentUpscaleBy() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (*LatentUpscaleBy) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "LatentUpscaleBy", DisplayName: "Upscale Latent By", Category: "latent",
 		Inputs: []graph.Input{
 			socket("samples", "LATENT"),
 			combo("upscale_method", latentUpscaleMethods...),
-			widget("scale_by", graph.TypeFloat, map[string]any{"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01}),
+			{Name: "scale_by", Type: graph.TypeFloat, Default: 1.5, Min: graph.Num(0.01), Max: graph.Num(8.0), Step: graph.Num(0.01)},
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		l, data, shape, err := latentIn(in, "samples")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		method, err := in.String("upscale_method")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		s, err := floatIn(in, "scale_by", 0.01, 8)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		w := int(math.RoundToEven(float64(shape[3]) * s))
-		h := int(math.RoundToEven(float64(shape[2]) * s))
-		return upscaleLatent(l, data, shape, w, h, method, "disabled")
-	}}
+	}
+}
+
+// Run implements nodes.Typed: each side round(side · scale_by), half to even.
+func (n *LatentUpscaleBy) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	data, shape, err := sd.LatentData(n.Samples)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	w := int(math.RoundToEven(float64(shape[3]) * n.ScaleBy))
+	h := int(math.RoundToEven(float64(shape[2]) * n.ScaleBy))
+	return nodes.One(upscaleLatent(n.Samples, data, shape, w, h, n.UpscaleMethod, "disabled"))
 }
 
 // maskBatch returns a noise mask's data, the size of one item and the number of items
@@ -250,164 +210,181 @@ func maskTensor(m *gpu.Tensor, data []float32, batch int) (*gpu.Tensor, error) {
 	return m.Runtime().FromFloat32(data, shape...)
 }
 
-func newLatentFromBatch() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// LatentFromBatch is ComfyUI's LatentFromBatch.
+type LatentFromBatch struct {
+	Samples    *sd.Latent `input:"samples"`
+	BatchIndex int        `input:"batch_index"`
+	Length     int        `input:"length"`
+}
+
+// Schema implements nodes.Typed.
+func (*LatentFromBatch) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "LatentFromBatch", DisplayName: "Latent From Batch", Category: "latent/batch",
 		Inputs: []graph.Input{
 			socket("samples", "LATENT"),
-			widget("batch_index", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 63}),
-			widget("length", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 64}),
+			{Name: "batch_index", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(63)},
+			{Name: "length", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(64)},
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		l, data, shape, err := latentIn(in, "samples")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		idx, err := intIn(in, "batch_index", 0, 63)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		length, err := intIn(in, "length", 1, 64)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		n := shape[0]
-		idx = min(n-1, idx)
-		length = min(n-idx, length)
-		per := shape[1] * shape[2] * shape[3]
-		sub := append([]float32(nil), data[idx*per:(idx+length)*per]...)
-		out, err := newLatent(l, sub, [4]int{length, shape[1], shape[2], shape[3]})
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if l.NoiseMask != nil {
-			md, mper, mb, err := maskBatch(l.NoiseMask)
-			if err != nil {
-				return nodes.Result{}, err
-			}
-			if mb > 1 {
-				// Masks are repeated to the latent's batch before slicing.
-				rep := make([]float32, 0, max(mb, n)*mper)
-				for i := 0; i < max(mb, n); i++ {
-					rep = append(rep, md[(i%mb)*mper:(i%mb+1)*mper]...)
-				}
-				if out.NoiseMask, err = maskTensor(l.NoiseMask, append([]float32(nil), rep[idx*mper:(idx+length)*mper]...), length); err != nil {
-					return nodes.Result{}, err
-				}
-			}
-		}
-		if l.BatchIndex == nil {
-			out.BatchIndex = make([]int, length)
-			for i := range out.BatchIndex {
-				out.BatchIndex[i] = idx + i
-			}
-		} else {
-			if len(l.BatchIndex) < idx+length {
-				return nodes.Result{}, fmt.Errorf("builtin: LatentFromBatch: batch_index list %v is shorter than the batch of %d", l.BatchIndex, n)
-			}
-			out.BatchIndex = append([]int(nil), l.BatchIndex[idx:idx+length]...)
-		}
-		return one(out)
-	}}
+	}
 }
 
-func newRepeatLatentBatch() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed: the index is clamped to the last item and the length to
+// what is left; the noise mask and batch_index list are cut to the same items.
+func (n *LatentFromBatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	l := n.Samples
+	data, shape, err := sd.LatentData(l)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	b := shape[0]
+	idx := min(b-1, n.BatchIndex)
+	length := min(b-idx, n.Length)
+	per := shape[1] * shape[2] * shape[3]
+	sub := append([]float32(nil), data[idx*per:(idx+length)*per]...)
+	out, err := newLatent(l, sub, [4]int{length, shape[1], shape[2], shape[3]})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if l.NoiseMask != nil {
+		md, mper, mb, err := maskBatch(l.NoiseMask)
+		if err != nil {
+			return nodes.Result{}, err
+		}
+		if mb > 1 {
+			// Masks are repeated to the latent's batch before slicing.
+			rep := make([]float32, 0, max(mb, b)*mper)
+			for i := 0; i < max(mb, b); i++ {
+				rep = append(rep, md[(i%mb)*mper:(i%mb+1)*mper]...)
+			}
+			if out.NoiseMask, err = maskTensor(l.NoiseMask, append([]float32(nil), rep[idx*mper:(idx+length)*mper]...), length); err != nil {
+				return nodes.Result{}, err
+			}
+		}
+	}
+	if l.BatchIndex == nil {
+		out.BatchIndex = make([]int, length)
+		for i := range out.BatchIndex {
+			out.BatchIndex[i] = idx + i
+		}
+	} else {
+		if len(l.BatchIndex) < idx+length {
+			return nodes.Result{}, fmt.Errorf("builtin: LatentFromBatch: batch_index list %v is shorter than the batch of %d", l.BatchIndex, b)
+		}
+		out.BatchIndex = append([]int(nil), l.BatchIndex[idx:idx+length]...)
+	}
+	return nodes.One(out, nil)
+}
+
+// RepeatLatentBatch is ComfyUI's RepeatLatentBatch.
+type RepeatLatentBatch struct {
+	Samples *sd.Latent `input:"samples"`
+	Amount  int        `input:"amount"`
+}
+
+// Schema implements nodes.Typed.
+func (*RepeatLatentBatch) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "RepeatLatentBatch", DisplayName: "Repeat Latent Batch", Category: "latent/batch",
 		Inputs: []graph.Input{
 			socket("samples", "LATENT"),
-			widget("amount", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 64}),
+			{Name: "amount", Type: graph.TypeInt, Default: 1, Min: graph.Num(1), Max: graph.Num(64)},
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		l, data, shape, err := latentIn(in, "samples")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		amount, err := intIn(in, "amount", 1, 64)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if _, err := sizeOf("latent", amount, len(data)); err != nil {
-			return nodes.Result{}, err
-		}
-		rep := make([]float32, 0, amount*len(data))
-		for i := 0; i < amount; i++ {
-			rep = append(rep, data...)
-		}
-		out, err := newLatent(l, rep, [4]int{amount * shape[0], shape[1], shape[2], shape[3]})
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if l.NoiseMask != nil {
-			md, _, mb, err := maskBatch(l.NoiseMask)
-			if err != nil {
-				return nodes.Result{}, err
-			}
-			// ComfyUI repeats a batched mask by amount (its own batch, not the
-			// latent's); a single mask applies to every item as it is.
-			if mb > 1 {
-				mrep := make([]float32, 0, amount*len(md))
-				for i := 0; i < amount; i++ {
-					mrep = append(mrep, md...)
-				}
-				if out.NoiseMask, err = maskTensor(l.NoiseMask, mrep, amount*mb); err != nil {
-					return nodes.Result{}, err
-				}
-			}
-		}
-		if len(l.BatchIndex) > 0 {
-			lo, hi := l.BatchIndex[0], l.BatchIndex[0]
-			for _, v := range l.BatchIndex {
-				lo, hi = min(lo, v), max(hi, v)
-			}
-			offset := hi - lo + 1
-			bi := append([]int(nil), l.BatchIndex...)
-			for i := 1; i < amount; i++ {
-				for _, v := range l.BatchIndex {
-					bi = append(bi, v+i*offset)
-				}
-			}
-			out.BatchIndex = bi
-		}
-		return one(out)
-	}}
+	}
 }
 
-func newLatentComposite() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed: the batch tiled amount times, with its noise mask and its
+// batch_index list shifted past the previous copies.
+func (n *RepeatLatentBatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	l, amount := n.Samples, n.Amount
+	data, shape, err := sd.LatentData(l)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if _, err := sizeOf("latent", amount, len(data)); err != nil {
+		return nodes.Result{}, err
+	}
+	rep := make([]float32, 0, amount*len(data))
+	for i := 0; i < amount; i++ {
+		rep = append(rep, data...)
+	}
+	out, err := newLatent(l, rep, [4]int{amount * shape[0], shape[1], shape[2], shape[3]})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	if l.NoiseMask != nil {
+		md, _, mb, err := maskBatch(l.NoiseMask)
+		if err != nil {
+			return nodes.Result{}, err
+		}
+		// ComfyUI repeats a batched mask by amount (its own batch, not the latent's); a
+		// single mask applies to every item as it is.
+		if mb > 1 {
+			mrep := make([]float32, 0, amount*len(md))
+			for i := 0; i < amount; i++ {
+				mrep = append(mrep, md...)
+			}
+			if out.NoiseMask, err = maskTensor(l.NoiseMask, mrep, amount*mb); err != nil {
+				return nodes.Result{}, err
+			}
+		}
+	}
+	if len(l.BatchIndex) > 0 {
+		lo, hi := l.BatchIndex[0], l.BatchIndex[0]
+		for _, v := range l.BatchIndex {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		offset := hi - lo + 1
+		bi := append([]int(nil), l.BatchIndex...)
+		for i := 1; i < amount; i++ {
+			for _, v := range l.BatchIndex {
+				bi = append(bi, v+i*offset)
+			}
+		}
+		out.BatchIndex = bi
+	}
+	return nodes.One(out, nil)
+}
+
+// LatentComposite is ComfyUI's LatentComposite.
+type LatentComposite struct {
+	SamplesTo   *sd.Latent `input:"samples_to"`
+	SamplesFrom *sd.Latent `input:"samples_from"`
+	X           int        `input:"x"`
+	Y           int        `input:"y"`
+	Feather     int        `input:"feather"`
+}
+
+// Schema implements nodes.Typed.
+func (*LatentComposite) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "LatentComposite", DisplayName: "Latent Composite", Category: "latent",
 		Inputs: []graph.Input{
 			socket("samples_to", "LATENT"), socket("samples_from", "LATENT"),
 			step8("x", 0, 0), step8("y", 0, 0), step8("feather", 0, 0),
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		to, tdata, ts, err := latentIn(in, "samples_to")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		_, fdata, fs, err := latentIn(in, "samples_from")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		var v [3]int
-		for i, name := range []string{"x", "y", "feather"} {
-			if v[i], err = intIn(in, name, 0, MaxResolution); err != nil {
-				return nodes.Result{}, err
-			}
-		}
-		out, err := compositeLatent(tdata, ts, fdata, fs, v[0]/8, v[1]/8, v[2]/8)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		nl, err := newLatent(to, out, ts)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(nl)
-	}}
+	}
+}
+
+// Run implements nodes.Typed; positions and feather are given in pixels and used in
+// latent cells (//8).
+func (n *LatentComposite) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	tdata, ts, err := sd.LatentData(n.SamplesTo)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	fdata, fs, err := sd.LatentData(n.SamplesFrom)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	out, err := compositeLatent(tdata, ts, fdata, fs, n.X/8, n.Y/8, n.Feather/8)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(newLatent(n.SamplesTo, out, ts))
 }
 
 // compositeLatent pastes from onto a copy of to at (x, y) latent pixels, cut at to's
@@ -478,3 +455,13 @@ func scaleColF(m []float32, w, col int, f float32) {
 		m[i] *= f
 	}
 }
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*EmptyLatentImage)(nil)
+	_ nodes.Typed = (*LatentUpscale)(nil)
+	_ nodes.Typed = (*LatentUpscaleBy)(nil)
+	_ nodes.Typed = (*LatentFromBatch)(nil)
+	_ nodes.Typed = (*RepeatLatentBatch)(nil)
+	_ nodes.Typed = (*LatentComposite)(nil)
+)

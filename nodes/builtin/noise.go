@@ -2,10 +2,6 @@ package builtin
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"math"
-	"strconv"
 
 	"github.com/forgeflow/forgeflow/diffusion/rng"
 	"github.com/forgeflow/forgeflow/graph"
@@ -32,35 +28,6 @@ func (*ImageAddNoise) Schema() graph.Schema {
 		},
 		Outputs: outputs("IMAGE"),
 	}
-}
-
-// seedIn reads a 64-bit unsigned seed (ComfyUI's seeds run to 2^64-1). int64 values are
-// taken as they are; a float64 (how a JSON number above 2^63 may arrive) must be integral
-// and in range.
-func seedIn(in nodes.Inputs, name string) (uint64, error) {
-	switch v := in[name].(type) {
-	case int64:
-		if v >= 0 {
-			return uint64(v), nil
-		}
-	case int:
-		if v >= 0 {
-			return uint64(v), nil
-		}
-	case uint64:
-		return v, nil
-	case float64:
-		if v >= 0 && v < 1<<64 && v == math.Trunc(v) {
-			return uint64(v), nil
-		}
-	case json.Number:
-		if u, err := strconv.ParseUint(v.String(), 10, 64); err == nil {
-			return u, nil
-		}
-	case nil:
-		return 0, fmt.Errorf("builtin: input %q: missing", name)
-	}
-	return 0, fmt.Errorf("builtin: input %q: %v is not a seed in [0, 2^64)", name, in[name])
 }
 
 // Run implements nodes.Typed: clip(image + strength · randn(image.shape), 0, 1), the

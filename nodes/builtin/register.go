@@ -106,18 +106,23 @@ func Register(r *nodes.Registry, opts Options) error {
 		&CheckpointLoaderSimple{env: models}, &VAELoader{env: models}, &CLIPLoader{env: models},
 		// vaenodes.go
 		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
+		// conditioning.go
+		&CLIPTextEncode{}, &CLIPTextEncodeSDXL{}, &CLIPTextEncodeSDXLRefiner{}, &CLIPSetLastLayer{},
+		&ConditioningCombine{}, &ConditioningAverage{}, &ConditioningConcat{}, &ConditioningSetArea{},
+		&ConditioningSetTimestepRange{}, &ConditioningZeroOut{},
+		// latent.go
+		&EmptyLatentImage{opts: opts}, &LatentUpscale{}, &LatentUpscaleBy{}, &LatentFromBatch{},
+		&RepeatLatentBatch{}, &LatentComposite{},
+		// sampling.go
+		&KSampler{}, &KSamplerAdvanced{}, &ModelSamplingDiscrete{},
+		// customsampling.go
+		&SamplerCustom{}, &SamplerCustomAdvanced{}, &KSamplerSelect{},
+		&BasicScheduler{}, &KarrasScheduler{}, &ExponentialScheduler{}, &SDTurboScheduler{},
+		&SplitSigmas{}, &SplitSigmasDenoise{}, &RandomNoise{}, &DisableNoise{},
+		&CFGGuider{}, &BasicGuider{}, &DualCFGGuider{},
 	)
 	if err != nil {
 		return fmt.Errorf("builtin: %w", err)
-	}
-	all := []nodes.Node{}
-	for _, n := range all {
-		if err := r.Register(n); err != nil {
-			return fmt.Errorf("builtin: %w", err)
-		}
-	}
-	if err := registerSampling(r, opts); err != nil { // conditioning.go, latent.go, sampling.go
-		return err
 	}
 	return nil
 }
@@ -158,61 +163,6 @@ func socketV3(name, typ string) graph.Input {
 	return graph.Input{Name: name, Type: typ}
 }
 
-// widget is an input with an option dict.
-func widget(name, typ string, opts map[string]any) graph.Input {
-	in := graph.Input{Name: name, Type: typ}
-	for k, v := range opts {
-		switch k {
-		case "default":
-			in.Default = v
-		case "min":
-			in.Min = num(v)
-		case "max":
-			in.Max = num(v)
-		case "step":
-			in.Step = num(v)
-		case "round":
-			if v == false {
-				in.NoRound = true
-			} else {
-				in.Round = num(v)
-			}
-		case "tooltip":
-			in.Tooltip = v.(string)
-		case "display":
-			in.Display = v.(string)
-		case "multiline":
-			in.Multiline = graph.Off
-			if v == true {
-				in.Multiline = graph.On
-			}
-		case "dynamicPrompts":
-			in.DynamicPrompts = v.(bool)
-		case "control_after_generate":
-			in.ControlAfterGenerate = v.(bool)
-		case "advanced":
-			in.Advanced = v.(bool)
-		default:
-			panic("widget: option " + k)
-		}
-	}
-	return in
-}
-
-func num(v any) graph.Number {
-	switch x := v.(type) {
-	case int:
-		return graph.Num(x)
-	case int64:
-		return graph.Num(x)
-	case uint64:
-		return graph.Num(x)
-	case float64:
-		return graph.Num(x)
-	}
-	panic(fmt.Sprintf("num %T", v))
-}
-
 // combo is a classic combo with no option dict: ([...],).
 func combo(name string, values ...string) graph.Input {
 	return graph.Input{Name: name, Type: graph.TypeCombo, Bare: true, Choices: fixed(values)}
@@ -230,7 +180,7 @@ func fixed(values []string) func() []string {
 
 // size is the usual width/height widget: default 512, 1 … MAX_RESOLUTION, step 1.
 func size(name string, min int) graph.Input {
-	return widget(name, graph.TypeInt, map[string]any{"default": 512, "min": min, "max": MaxResolution, "step": 1})
+	return graph.Input{Name: name, Type: graph.TypeInt, Default: 512, Min: graph.Num(min), Max: graph.Num(MaxResolution), Step: graph.Num(1)}
 }
 
 // offset is a position or margin widget: default 0, 0 … MAX_RESOLUTION, step 1.

@@ -12,10 +12,10 @@ import (
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
-// Sampling nodes: nodes.py KSampler and KSamplerAdvanced, comfy_extras/
-// nodes_custom_sampler.py (schedulers, sigma splits, noise, guiders, SamplerCustom*)
-// and nodes_model_advanced.py ModelSamplingDiscrete. Sampler and scheduler combos come
-// from the one registry in diffusion/sampling.
+// Sampling nodes: nodes.py KSampler and KSamplerAdvanced, nodes_model_advanced.py
+// ModelSamplingDiscrete, and the values and widgets they share with the custom sampling
+// nodes (customsampling.go). Sampler and scheduler combos come from the one registry in
+// diffusion/sampling.
 
 const (
 	customSamplerModule = "comfy_extras.nodes_custom_sampler"
@@ -28,15 +28,6 @@ type Sampler struct{ sampling.Sampler }
 
 // Sigmas is ComfyUI's SIGMAS value: a noise schedule, highest first.
 type Sigmas []float32
-
-func samplingNodes() []nodes.Node {
-	return []nodes.Node{
-		newKSampler(), newKSamplerAdvanced(), newSamplerCustom(), newSamplerCustomAdvanced(), newKSamplerSelect(),
-		newBasicScheduler(), newKarrasScheduler(), newExponentialScheduler(), newSDTurboScheduler(),
-		newSplitSigmas(), newSplitSigmasDenoise(), newRandomNoise(), newDisableNoise(),
-		newCFGGuiderNode(), newBasicGuiderNode(), newDualCFGGuiderNode(), newModelSamplingDiscrete(),
-	}
-}
 
 // Validate admits a schedule of finite, non-negative sigmas.
 func (s Sigmas) Validate() error {
@@ -56,13 +47,12 @@ func checkModel(m *sd.Model) error {
 	return nil
 }
 
-// checkSampler admits a SAMPLER of the sampler registry.
+// checkSampler admits a SAMPLER that can run.
 func checkSampler(s *Sampler) error {
-	if s == nil {
+	if s == nil || s.Func == nil {
 		return errors.New("builtin: missing SAMPLER")
 	}
-	_, err := sampling.LookupSampler(s.Name)
-	return err
+	return nil
 }
 
 // checkGuider admits a GUIDER with a model.
@@ -71,38 +61,6 @@ func checkGuider(g *sd.Guider) error {
 		return errors.New("builtin: incomplete GUIDER")
 	}
 	return nil
-}
-
-func modelIn(in nodes.Inputs, name string) (*sd.Model, error) {
-	m, err := typed[*sd.Model](in, name, "MODEL")
-	if err == nil && (m == nil || m.Sampling == nil || m.Runtime == nil) {
-		err = fmt.Errorf("builtin: input %q: incomplete MODEL", name)
-	}
-	return m, err
-}
-
-func sigmasIn(in nodes.Inputs, name string) (Sigmas, error) {
-	s, err := typed[Sigmas](in, name, "SIGMAS")
-	if err != nil {
-		return nil, err
-	}
-	for i, v := range s {
-		if math.IsNaN(float64(v)) || v < 0 {
-			return nil, fmt.Errorf("builtin: input %q: sigma %d is %v", name, i, v)
-		}
-	}
-	return s, nil
-}
-
-func samplerIn(in nodes.Inputs, name string) (sampling.Sampler, error) {
-	s, err := typed[*Sampler](in, name, "SAMPLER")
-	if err == nil && (s == nil || s.Func == nil) {
-		err = fmt.Errorf("builtin: input %q: missing SAMPLER", name)
-	}
-	if err != nil {
-		return sampling.Sampler{}, err
-	}
-	return s.Sampler, nil
 }
 
 // stepReporter turns sampling steps into the run's progress events and throttled
@@ -128,14 +86,6 @@ func stepReporter(env *nodes.Env, f sd.LatentFormat) sd.StepFunc {
 	}
 }
 
-func seedWidget(name string, tooltip bool) graph.Input {
-	tip := ""
-	if tooltip {
-		tip = "The random seed used for creating the noise."
-	}
-	return seedInput(name, tip)
-}
-
 // seedInput is a seed widget: 0 … 2^64-1 (torch.manual_seed's range), with the
 // front end's control_after_generate.
 func seedInput(name, tooltip string) graph.Input {
@@ -143,653 +93,166 @@ func seedInput(name, tooltip string) graph.Input {
 		ControlAfterGenerate: true, Tooltip: tooltip}
 }
 
-func cfgWidget(name string, tooltip string) graph.Input {
-	opts := map[string]any{"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
-	if tooltip != "" {
-		opts["tooltip"] = tooltip
-	}
-	return widget(name, graph.TypeFloat, opts)
+// cfgInput is a classifier-free guidance scale: 0 … 100, default 8.
+func cfgInput(name, tooltip string) graph.Input {
+	return graph.Input{Name: name, Type: graph.TypeFloat, Default: 8.0, Min: graph.Num(0.0), Max: graph.Num(100.0),
+		Step: graph.Num(0.1), Round: graph.Num(0.01), Tooltip: tooltip}
 }
 
-func stepsWidget(tooltip string) graph.Input {
-	opts := map[string]any{"default": 20, "min": 1, "max": 10000}
-	if tooltip != "" {
-		opts["tooltip"] = tooltip
-	}
-	return widget("steps", graph.TypeInt, opts)
+// stepsInput is the number of sampling steps: 1 … 10000, default 20.
+func stepsInput(tooltip string) graph.Input {
+	return graph.Input{Name: "steps", Type: graph.TypeInt, Default: 20, Min: graph.Num(1), Max: graph.Num(10000), Tooltip: tooltip}
 }
 
-// withTip is a link input with a tooltip ({"tooltip": ...}).
-func withTip(name, typ, tip string) graph.Input {
-	return widget(name, typ, map[string]any{"tooltip": tip})
+// samplerCombo and schedulerCombo list the sampling registry's names.
+func samplerCombo(tooltip string) graph.Input {
+	return graph.Input{Name: "sampler_name", Type: graph.TypeCombo, Choices: sampling.SamplerNames, Tooltip: tooltip, Bare: tooltip == ""}
 }
 
-func comboTip(name, tip string, values func() []string) graph.Input {
-	return graph.Input{Name: name, Type: graph.TypeCombo, Tooltip: tip, Choices: values}
+func schedulerCombo(tooltip string) graph.Input {
+	return graph.Input{Name: "scheduler", Type: graph.TypeCombo, Choices: sampling.SchedulerNames, Tooltip: tooltip, Bare: tooltip == ""}
 }
 
-func comboOf(name string, values func() []string) graph.Input {
-	return graph.Input{Name: name, Type: graph.TypeCombo, Bare: true, Choices: values}
+// ksampler holds the inputs KSampler and KSamplerAdvanced share.
+type ksampler struct {
+	Model       *sd.Model       `input:"model"`
+	Steps       int             `input:"steps"`
+	CFG         float64         `input:"cfg"`
+	SamplerName string          `input:"sampler_name"`
+	Scheduler   string          `input:"scheduler"`
+	Positive    sd.Conditioning `input:"positive"`
+	Negative    sd.Conditioning `input:"negative"`
+	LatentImage *sd.Latent      `input:"latent_image"`
 }
 
-// ksamplerInputs reads the widgets KSampler and KSamplerAdvanced share.
-func ksamplerInputs(in nodes.Inputs, seedName string) (*sd.Model, sd.Conditioning, sd.Conditioning, *sd.Latent, sd.KSamplerParams, error) {
-	var p sd.KSamplerParams
-	fail := func(err error) (*sd.Model, sd.Conditioning, sd.Conditioning, *sd.Latent, sd.KSamplerParams, error) {
-		return nil, nil, nil, nil, p, err
-	}
-	m, err := modelIn(in, "model")
-	if err != nil {
-		return fail(err)
-	}
-	if p.Seed, err = seedIn(in, seedName); err != nil {
-		return fail(err)
-	}
-	if p.Steps, err = intIn(in, "steps", 1, 10000); err != nil {
-		return fail(err)
-	}
-	if p.CFG, err = floatIn(in, "cfg", 0, 100); err != nil {
-		return fail(err)
-	}
-	if p.Sampler, err = in.String("sampler_name"); err != nil {
-		return fail(err)
-	}
-	if p.Scheduler, err = in.String("scheduler"); err != nil {
-		return fail(err)
-	}
-	pos, err := condIn(in, "positive")
-	if err != nil {
-		return fail(err)
-	}
-	neg, err := condIn(in, "negative")
-	if err != nil {
-		return fail(err)
-	}
-	l, _, _, err := latentIn(in, "latent_image")
-	if err != nil {
-		return fail(err)
-	}
-	return m, pos, neg, l, p, nil
+// sample runs common_ksampler (nodes.py) with p's seed, denoise and step range.
+func (k *ksampler) sample(ctx context.Context, env *nodes.Env, p sd.KSamplerParams) (nodes.Result, error) {
+	p.Steps, p.CFG, p.Sampler, p.Scheduler = k.Steps, k.CFG, k.SamplerName, k.Scheduler
+	return nodes.One(sd.KSample(ctx, k.Model, k.Positive, k.Negative, k.LatentImage, p, stepReporter(env, k.Model.Latent)))
 }
 
-func newKSampler() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// KSampler is ComfyUI's KSampler: denoises the latent with the model, guided by the
+// positive and negative conditioning.
+type KSampler struct {
+	ksampler
+	Seed    uint64  `input:"seed"`
+	Denoise float64 `input:"denoise"`
+}
+
+// Schema implements nodes.Typed.
+func (*KSampler) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "KSampler", DisplayName: "KSampler", Category: "sampling",
 		Description: "Uses the provided model, positive and negative conditioning to denoise the latent image.",
 		Inputs: []graph.Input{
-			withTip("model", "MODEL", "The model used for denoising the input latent."),
-			seedWidget("seed", true),
-			stepsWidget("The number of steps used in the denoising process."),
-			cfgWidget("cfg", "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality."),
-			comboTip("sampler_name", "The algorithm used when sampling, this can affect the quality, speed, and style of the generated output.", sampling.SamplerNames),
-			comboTip("scheduler", "The scheduler controls how noise is gradually removed to form the image.", sampling.SchedulerNames),
-			withTip("positive", "CONDITIONING", "The conditioning describing the attributes you want to include in the image."),
-			withTip("negative", "CONDITIONING", "The conditioning describing the attributes you want to exclude from the image."),
-			withTip("latent_image", "LATENT", "The latent image to denoise."),
-			widget("denoise", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-				"tooltip": "The amount of denoising applied, lower values will maintain the structure of the initial image allowing for image to image sampling."}),
+			{Name: "model", Type: "MODEL", Tooltip: "The model used for denoising the input latent."},
+			seedInput("seed", "The random seed used for creating the noise."),
+			stepsInput("The number of steps used in the denoising process."),
+			cfgInput("cfg", "The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality."),
+			samplerCombo("The algorithm used when sampling, this can affect the quality, speed, and style of the generated output."),
+			schedulerCombo("The scheduler controls how noise is gradually removed to form the image."),
+			{Name: "positive", Type: "CONDITIONING", Tooltip: "The conditioning describing the attributes you want to include in the image."},
+			{Name: "negative", Type: "CONDITIONING", Tooltip: "The conditioning describing the attributes you want to exclude from the image."},
+			{Name: "latent_image", Type: "LATENT", Tooltip: "The latent image to denoise."},
+			{Name: "denoise", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(1.0), Step: graph.Num(0.01),
+				Tooltip: "The amount of denoising applied, lower values will maintain the structure of the initial image allowing for image to image sampling."},
 		},
 		Outputs: outputs("LATENT"),
 		Extra:   map[string]any{"output_tooltips": []any{"The denoised latent."}},
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, pos, neg, l, p, err := ksamplerInputs(in, "seed")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if p.Denoise, err = floatIn(in, "denoise", 0, 1); err != nil {
-			return nodes.Result{}, err
-		}
-		p.StartStep, p.LastStep = -1, -1
-		out, err := sd.KSample(ctx, m, pos, neg, l, p, stepReporter(env, m.Latent))
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(out)
-	}}
+	}
 }
 
-func newKSamplerAdvanced() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Run implements nodes.Typed.
+func (n *KSampler) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return n.sample(ctx, env, sd.KSamplerParams{Seed: n.Seed, Denoise: n.Denoise, StartStep: -1, LastStep: -1})
+}
+
+// KSamplerAdvanced is ComfyUI's KSamplerAdvanced ("KSampler (Advanced)"): a step range
+// of the full schedule, with the initial noise and the final denoise optional.
+type KSamplerAdvanced struct {
+	ksampler
+	AddNoise                string `input:"add_noise"`
+	NoiseSeed               uint64 `input:"noise_seed"`
+	StartAtStep             int    `input:"start_at_step"`
+	EndAtStep               int    `input:"end_at_step"`
+	ReturnWithLeftoverNoise string `input:"return_with_leftover_noise"`
+}
+
+// Schema implements nodes.Typed.
+func (*KSamplerAdvanced) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "KSamplerAdvanced", DisplayName: "KSampler (Advanced)", Category: "sampling",
 		Inputs: []graph.Input{
 			socket("model", "MODEL"),
 			combo("add_noise", "enable", "disable"),
-			seedWidget("noise_seed", false),
-			stepsWidget(""),
-			cfgWidget("cfg", ""),
-			comboOf("sampler_name", sampling.SamplerNames),
-			comboOf("scheduler", sampling.SchedulerNames),
+			seedInput("noise_seed", ""),
+			stepsInput(""),
+			cfgInput("cfg", ""),
+			samplerCombo(""),
+			schedulerCombo(""),
 			socket("positive", "CONDITIONING"), socket("negative", "CONDITIONING"), socket("latent_image", "LATENT"),
-			widget("start_at_step", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 10000}),
-			widget("end_at_step", graph.TypeInt, map[string]any{"default": 10000, "min": 0, "max": 10000}),
+			{Name: "start_at_step", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(10000)},
+			{Name: "end_at_step", Type: graph.TypeInt, Default: 10000, Min: graph.Num(0), Max: graph.Num(10000)},
 			combo("return_with_leftover_noise", "disable", "enable"),
 		},
 		Outputs: outputs("LATENT"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, pos, neg, l, p, err := ksamplerInputs(in, "noise_seed")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		addNoise, err := in.String("add_noise")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		leftover, err := in.String("return_with_leftover_noise")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if addNoise != "enable" && addNoise != "disable" {
-			return nodes.Result{}, fmt.Errorf("builtin: add_noise %q is not enable or disable", addNoise)
-		}
-		if leftover != "enable" && leftover != "disable" {
-			return nodes.Result{}, fmt.Errorf("builtin: return_with_leftover_noise %q is not enable or disable", leftover)
-		}
-		if p.StartStep, err = intIn(in, "start_at_step", 0, 10000); err != nil {
-			return nodes.Result{}, err
-		}
-		if p.LastStep, err = intIn(in, "end_at_step", 0, 10000); err != nil {
-			return nodes.Result{}, err
-		}
-		p.Denoise = 1
-		p.DisableNoise = addNoise == "disable"
-		p.ForceFullDenoise = leftover != "enable"
-		out, err := sd.KSample(ctx, m, pos, neg, l, p, stepReporter(env, m.Latent))
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(out)
-	}}
-}
-
-func twoLatents(out, den *sd.Latent) (nodes.Result, error) {
-	return nodes.Result{Outputs: []any{out, den}}, nil
-}
-
-func customOutputs() []graph.Output {
-	return []graph.Output{{Type: "LATENT", Name: "output"}, {Type: "LATENT", Name: "denoised_output"}}
-}
-
-func newSamplerCustom() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
-		Name: "SamplerCustom", DisplayName: "SamplerCustom", Category: "sampling/custom_sampling", PythonModule: customSamplerModule,
-		Inputs: []graph.Input{
-			socket("model", "MODEL"),
-			widget("add_noise", graph.TypeBoolean, map[string]any{"default": true}),
-			seedWidget("noise_seed", false),
-			cfgWidget("cfg", ""),
-			socket("positive", "CONDITIONING"), socket("negative", "CONDITIONING"),
-			socket("sampler", "SAMPLER"), socket("sigmas", "SIGMAS"), socket("latent_image", "LATENT"),
-		},
-		Outputs: customOutputs(),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		add, err := in.Bool("add_noise")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		seed, err := seedIn(in, "noise_seed")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		cfg, err := floatIn(in, "cfg", 0, 100)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		pos, err := condIn(in, "positive")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		neg, err := condIn(in, "negative")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		smp, err := samplerIn(in, "sampler")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		sig, err := sigmasIn(in, "sigmas")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		l, _, _, err := latentIn(in, "latent_image")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		// The sampler's seed is noise_seed even when no noise is added.
-		out, den, err := sd.CustomSample(ctx, sd.Noise{Seed: seed, Disabled: !add}, sd.NewCFGGuider(m, pos, neg, cfg),
-			smp, sig, l, stepReporter(env, m.Latent))
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return twoLatents(out, den)
-	}}
-}
-
-func newSamplerCustomAdvanced() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
-		Name: "SamplerCustomAdvanced", DisplayName: "SamplerCustomAdvanced", Category: "sampling/custom_sampling", PythonModule: customSamplerModule,
-		Inputs: []graph.Input{
-			socket("noise", "NOISE"), socket("guider", "GUIDER"), socket("sampler", "SAMPLER"),
-			socket("sigmas", "SIGMAS"), socket("latent_image", "LATENT"),
-		},
-		Outputs: customOutputs(),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		noise, err := typed[sd.Noise](in, "noise", "NOISE")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		g, err := typed[*sd.Guider](in, "guider", "GUIDER")
-		if err == nil && (g == nil || g.Model == nil) {
-			err = fmt.Errorf("builtin: input %q: incomplete GUIDER", "guider")
-		}
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		smp, err := samplerIn(in, "sampler")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		sig, err := sigmasIn(in, "sigmas")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		l, _, _, err := latentIn(in, "latent_image")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		out, den, err := sd.CustomSample(ctx, noise, g, smp, sig, l, stepReporter(env, g.Model.Latent))
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return twoLatents(out, den)
-	}}
-}
-
-func newKSamplerSelect() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
-		Name: "KSamplerSelect", DisplayName: "KSamplerSelect", Category: "sampling/custom_sampling/samplers", PythonModule: customSamplerModule,
-		Inputs:  []graph.Input{comboOf("sampler_name", sampling.SamplerNames)},
-		Outputs: outputs("SAMPLER"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		name, err := in.String("sampler_name")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		s, err := sampling.LookupSampler(name)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(&Sampler{s})
-	}}
-}
-
-func schedulerSchema(name string, inputs ...graph.Input) graph.Schema {
-	return graph.Schema{Name: name, DisplayName: name, Category: "sampling/custom_sampling/schedulers",
-		PythonModule: customSamplerModule, Inputs: inputs, Outputs: outputs("SIGMAS")}
-}
-
-func denoiseWidget(minZeroInt bool) graph.Input {
-	var lo any = 0.0
-	if minZeroInt {
-		lo = 0 // SDTurboScheduler writes its minimum as an int
 	}
-	return widget("denoise", graph.TypeFloat, map[string]any{"default": 1.0, "min": lo, "max": 1.0, "step": 0.01})
 }
 
-func newBasicScheduler() nodes.Node {
-	return &simpleNode{schema: schedulerSchema("BasicScheduler",
-		socket("model", "MODEL"), comboOf("scheduler", sampling.SchedulerNames), stepsWidget(""), denoiseWidget(false),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		name, err := in.String("scheduler")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		steps, err := intIn(in, "steps", 1, 10000)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		denoise, err := floatIn(in, "denoise", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		s, err := basicSigmas(m, name, steps, denoise)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(s)
-	}}
+// Run implements nodes.Typed.
+func (n *KSamplerAdvanced) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return n.sample(ctx, env, sd.KSamplerParams{Seed: n.NoiseSeed, Denoise: 1,
+		StartStep: n.StartAtStep, LastStep: n.EndAtStep,
+		DisableNoise: n.AddNoise == "disable", ForceFullDenoise: n.ReturnWithLeftoverNoise != "enable"})
 }
 
-// basicSigmas is BasicScheduler.get_sigmas: for denoise < 1 the schedule of
-// int(steps/denoise) steps, cut to its last steps+1 sigmas.
-func basicSigmas(m *sd.Model, name string, steps int, denoise float64) (Sigmas, error) {
-	fn, err := sampling.LookupScheduler(name)
-	if err != nil {
-		return nil, err
-	}
-	total := steps
-	if denoise < 1 {
-		if denoise <= 0 {
-			return Sigmas{}, nil
-		}
-		total = int(float64(steps) / denoise)
-	}
-	s := fn(m.Sampling, total)
-	if len(s) > steps+1 {
-		s = s[len(s)-(steps+1):]
-	}
-	return Sigmas(append([]float32(nil), s...)), nil
+// ModelSamplingDiscrete is ComfyUI's ModelSamplingDiscrete: the model with another
+// prediction type (and zero terminal SNR) on the SD beta schedule.
+type ModelSamplingDiscrete struct {
+	Model    *sd.Model `input:"model"`
+	Sampling string    `input:"sampling"`
+	ZSNR     bool      `input:"zsnr"`
 }
 
-func sigmaBound(name string, def float64) graph.Input {
-	return widget(name, graph.TypeFloat, map[string]any{"default": def, "min": 0.0, "max": 5000.0, "step": 0.01, "round": false})
-}
-
-func readBounds(in nodes.Inputs) (steps int, hi, lo float64, err error) {
-	if steps, err = intIn(in, "steps", 1, 10000); err != nil {
-		return
-	}
-	if hi, err = floatIn(in, "sigma_max", 0, 5000); err != nil {
-		return
-	}
-	lo, err = floatIn(in, "sigma_min", 0, 5000)
-	return
-}
-
-func newKarrasScheduler() nodes.Node {
-	return &simpleNode{schema: schedulerSchema("KarrasScheduler",
-		stepsWidget(""), sigmaBound("sigma_max", 14.614642), sigmaBound("sigma_min", 0.0291675),
-		widget("rho", graph.TypeFloat, map[string]any{"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.01, "round": false}),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		steps, hi, lo, err := readBounds(in)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		rho, err := floatIn(in, "rho", 0, 100)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if rho == 0 {
-			return nodes.Result{}, fmt.Errorf("builtin: KarrasScheduler: rho must be above 0")
-		}
-		return one(Sigmas(sampling.KarrasSigmas(steps, lo, hi, rho)))
-	}}
-}
-
-func newExponentialScheduler() nodes.Node {
-	return &simpleNode{schema: schedulerSchema("ExponentialScheduler",
-		stepsWidget(""), sigmaBound("sigma_max", 14.614642), sigmaBound("sigma_min", 0.0291675),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		steps, hi, lo, err := readBounds(in)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if hi <= 0 || lo <= 0 {
-			// log(0) is a math domain error in ComfyUI too.
-			return nodes.Result{}, fmt.Errorf("builtin: ExponentialScheduler: sigma_max and sigma_min must be above 0")
-		}
-		return one(Sigmas(sampling.ExponentialSigmas(steps, lo, hi)))
-	}}
-}
-
-func newSDTurboScheduler() nodes.Node {
-	return &simpleNode{schema: schedulerSchema("SDTurboScheduler",
-		socket("model", "MODEL"),
-		widget("steps", graph.TypeInt, map[string]any{"default": 1, "min": 1, "max": 10}),
-		denoiseWidget(true),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		steps, err := intIn(in, "steps", 1, 10)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		denoise, err := floatIn(in, "denoise", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(turboSigmas(m, steps, denoise))
-	}}
-}
-
-// turboSigmas is SDTurboScheduler.get_sigmas: timesteps 999, 899, …, 99 from
-// 10 − int(10·denoise) on, steps of them, as sigmas, then 0.
-func turboSigmas(m *sd.Model, steps int, denoise float64) Sigmas {
-	start := 10 - int(10*denoise)
-	out := Sigmas{}
-	for i := start; i < min(start+steps, 10); i++ {
-		out = append(out, m.Sampling.Sigma(float32(999-100*i)))
-	}
-	return append(out, 0)
-}
-
-func splitSchema(name string, second graph.Input) graph.Schema {
-	return graph.Schema{Name: name, DisplayName: name, Category: "sampling/custom_sampling/sigmas", PythonModule: customSamplerModule,
-		Inputs:  []graph.Input{socket("sigmas", "SIGMAS"), second},
-		Outputs: []graph.Output{{Type: "SIGMAS", Name: "high_sigmas"}, {Type: "SIGMAS", Name: "low_sigmas"}}}
-}
-
-func newSplitSigmas() nodes.Node {
-	return &simpleNode{schema: splitSchema("SplitSigmas",
-		widget("step", graph.TypeInt, map[string]any{"default": 0, "min": 0, "max": 10000}),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		s, err := sigmasIn(in, "sigmas")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		step, err := intIn(in, "step", 0, 10000)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		hi, lo := splitAt(s, step)
-		return nodes.Result{Outputs: []any{hi, lo}}, nil
-	}}
-}
-
-// splitAt is sigmas[:step+1], sigmas[step:] with Python's clamped slices.
-func splitAt(s Sigmas, step int) (Sigmas, Sigmas) {
-	a := min(step+1, len(s))
-	b := min(step, len(s))
-	return append(Sigmas{}, s[:a]...), append(Sigmas{}, s[b:]...)
-}
-
-func newSplitSigmasDenoise() nodes.Node {
-	return &simpleNode{schema: splitSchema("SplitSigmasDenoise",
-		widget("denoise", graph.TypeFloat, map[string]any{"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		s, err := sigmasIn(in, "sigmas")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		denoise, err := floatIn(in, "denoise", 0, 1)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		hi, lo := splitDenoise(s, denoise)
-		return nodes.Result{Outputs: []any{hi, lo}}, nil
-	}}
-}
-
-// splitDenoise is SplitSigmasDenoise: total = round(steps·denoise) (half to even);
-// high = sigmas[:-total] (empty when total is 0, as Python's [:-0]), low =
-// sigmas[-(total+1):].
-func splitDenoise(s Sigmas, denoise float64) (Sigmas, Sigmas) {
-	steps := max(len(s)-1, 0)
-	total := int(math.RoundToEven(float64(steps) * denoise))
-	hi := Sigmas{}
-	if total > 0 {
-		hi = append(hi, s[:max(len(s)-total, 0)]...)
-	}
-	lo := append(Sigmas{}, s[max(len(s)-(total+1), 0):]...)
-	return hi, lo
-}
-
-func newRandomNoise() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
-		Name: "RandomNoise", DisplayName: "RandomNoise", Category: "sampling/custom_sampling/noise", PythonModule: customSamplerModule,
-		Inputs:  []graph.Input{seedWidget("noise_seed", false)},
-		Outputs: outputs("NOISE"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		seed, err := seedIn(in, "noise_seed")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(sd.Noise{Seed: seed})
-	}}
-}
-
-func newDisableNoise() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
-		Name: "DisableNoise", DisplayName: "DisableNoise", Category: "sampling/custom_sampling/noise", PythonModule: customSamplerModule,
-		Outputs: outputs("NOISE"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		return one(sd.Noise{Disabled: true})
-	}}
-}
-
-func guiderSchema(name string, inputs ...graph.Input) graph.Schema {
-	return graph.Schema{Name: name, DisplayName: name, Category: "sampling/custom_sampling/guiders", PythonModule: customSamplerModule,
-		Inputs: inputs, Outputs: outputs("GUIDER")}
-}
-
-func newCFGGuiderNode() nodes.Node {
-	return &simpleNode{schema: guiderSchema("CFGGuider",
-		socket("model", "MODEL"), socket("positive", "CONDITIONING"), socket("negative", "CONDITIONING"), cfgWidget("cfg", ""),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		pos, err := condIn(in, "positive")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		neg, err := condIn(in, "negative")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		cfg, err := floatIn(in, "cfg", 0, 100)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(sd.NewCFGGuider(m, pos, neg, cfg))
-	}}
-}
-
-func newBasicGuiderNode() nodes.Node {
-	return &simpleNode{schema: guiderSchema("BasicGuider",
-		socket("model", "MODEL"), socket("conditioning", "CONDITIONING"),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		c, err := condIn(in, "conditioning")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(sd.NewBasicGuider(m, c))
-	}}
-}
-
-func newDualCFGGuiderNode() nodes.Node {
-	return &simpleNode{schema: guiderSchema("DualCFGGuider",
-		socket("model", "MODEL"), socket("cond1", "CONDITIONING"), socket("cond2", "CONDITIONING"),
-		socket("negative", "CONDITIONING"), cfgWidget("cfg_conds", ""), cfgWidget("cfg_cond2_negative", ""),
-		combo("style", "regular", "nested"),
-	), run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		var conds [3]sd.Conditioning
-		for i, name := range []string{"cond1", "cond2", "negative"} {
-			if conds[i], err = condIn(in, name); err != nil {
-				return nodes.Result{}, err
-			}
-		}
-		c1, err := floatIn(in, "cfg_conds", 0, 100)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		c2, err := floatIn(in, "cfg_cond2_negative", 0, 100)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		style, err := in.String("style")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		if style != "regular" && style != "nested" {
-			return nodes.Result{}, fmt.Errorf("builtin: DualCFGGuider: style %q is not regular or nested", style)
-		}
-		return one(sd.NewDualCFGGuider(m, conds[0], conds[1], conds[2], c1, c2, style == "nested"))
-	}}
-}
-
-func newModelSamplingDiscrete() nodes.Node {
-	return &simpleNode{schema: graph.Schema{
+// Schema implements nodes.Typed.
+func (*ModelSamplingDiscrete) Schema() graph.Schema {
+	return graph.Schema{
 		Name: "ModelSamplingDiscrete", DisplayName: "ModelSamplingDiscrete", Category: "advanced/model", PythonModule: modelAdvancedModule,
 		Inputs: []graph.Input{
 			socket("model", "MODEL"),
 			combo("sampling", "eps", "v_prediction", "lcm", "x0", "img_to_img"),
-			widget("zsnr", graph.TypeBoolean, map[string]any{"default": false}),
+			{Name: "zsnr", Type: graph.TypeBoolean, Default: false},
 		},
 		Outputs: outputs("MODEL"),
-	}, run: func(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-		m, err := modelIn(in, "model")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		mode, err := in.String("sampling")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		zsnr, err := in.Bool("zsnr")
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		var pred sampling.Prediction
-		switch mode {
-		case "eps":
-			pred = sampling.EPS
-		case "v_prediction":
-			pred = sampling.VPrediction
-		case "lcm", "x0", "img_to_img":
-			return nodes.Result{}, fmt.Errorf("builtin: ModelSamplingDiscrete: sampling %q is not supported yet (eps and v_prediction are)", mode)
-		default:
-			return nodes.Result{}, fmt.Errorf("builtin: ModelSamplingDiscrete: unknown sampling %q", mode)
-		}
-		// The SD families' beta schedule (linear 0.00085 … 0.012, 1000 steps) with the
-		// chosen prediction, as ModelSamplingAdvanced builds it from the model config.
-		if !zsnr {
-			return one(m.WithSampling(sampling.NewSD(pred)))
-		}
-		ms, err := sampling.NewDiscreteZSNR(pred, 0.00085, 0.012, 1000)
-		if err != nil {
-			return nodes.Result{}, err
-		}
-		return one(m.WithSampling(ms))
-	}}
+	}
 }
 
-// registerSampling adds the conditioning, latent and sampling node classes
-// (conditioning.go, latent.go, sampling.go).
-func registerSampling(r *nodes.Registry, opts Options) error {
-	all := append(append(conditioningNodes(), latentNodes(opts)...), samplingNodes()...)
-	for _, n := range all {
-		if err := r.Register(n); err != nil {
-			return fmt.Errorf("builtin: %w", err)
-		}
+// Run implements nodes.Typed. The SD families' beta schedule (linear 0.00085 … 0.012,
+// 1000 steps) with the chosen prediction, as ModelSamplingAdvanced builds it from the
+// model config.
+func (n *ModelSamplingDiscrete) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	var pred sampling.Prediction
+	switch n.Sampling {
+	case "eps":
+		pred = sampling.EPS
+	case "v_prediction":
+		pred = sampling.VPrediction
+	default:
+		return nodes.Result{}, fmt.Errorf("builtin: ModelSamplingDiscrete: sampling %q is not supported yet (eps and v_prediction are)", n.Sampling)
 	}
-	return nil
+	if !n.ZSNR {
+		return nodes.One(n.Model.WithSampling(sampling.NewSD(pred)), nil)
+	}
+	ms, err := sampling.NewDiscreteZSNR(pred, 0.00085, 0.012, 1000)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(n.Model.WithSampling(ms), nil)
 }
+
+// Interface guards.
+var (
+	_ nodes.Typed = (*KSampler)(nil)
+	_ nodes.Typed = (*KSamplerAdvanced)(nil)
+	_ nodes.Typed = (*ModelSamplingDiscrete)(nil)
+)

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
@@ -378,5 +380,34 @@ func TestModelSamplingDiscrete(t *testing.T) {
 		if _, err := run(t, Options{}, nil, "ModelSamplingDiscrete", in); err == nil {
 			t.Errorf("%v: no error", in)
 		}
+	}
+}
+
+// TestKSamplerSeedPast2p63 runs KSampler with the seed 2^64-1 as a prompt brings it (a
+// JSON number through graph.Coerce): it used to pass validation and fail at run time.
+// torch seeds mt19937 with the seed's low 32 bits, so it samples exactly as seed 2^32-1
+// does, and differently from 2^32-2.
+func TestKSamplerSeedPast2p63(t *testing.T) {
+	model, c := tinySD(t)
+	pos, neg := encodeNode(t, c, "a fox"), encodeNode(t, c, "")
+	empty := out0(t, "EmptyLatentImage", nodes.Inputs{"width": int64(64), "height": int64(64), "batch_size": int64(1)})
+	r := newTestRegistry(t, Options{Runtime: testRuntime(t)})
+	spec, _ := mustSchema(t, r, "KSampler").Input("seed")
+	sample := func(seed any) []float32 {
+		res := mustRunIn(t, r, "KSampler", nodes.Inputs{"model": model, "seed": seed, "steps": int64(2), "cfg": 5.0,
+			"sampler_name": "euler", "scheduler": "normal", "positive": pos, "negative": neg, "latent_image": empty, "denoise": 1.0})
+		v, _ := latentValues(t, res.Outputs[0])
+		return v
+	}
+	big, err := graph.Coerce(spec, json.Number("18446744073709551615"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := sample(big), sample(int64(1<<32-1))
+	if d := diffMax(a, b); d != 0 {
+		t.Errorf("seed 2^64-1 differs from 2^32-1 by %g", d)
+	}
+	if d := diffMax(a, sample(int64(1<<32-2))); d < 1e-3 {
+		t.Errorf("seed 2^64-1 agrees with 2^32-2 within %g", d)
 	}
 }

@@ -1,10 +1,6 @@
 package builtin
 
-import (
-	"fmt"
-
-	"github.com/forgeflow/forgeflow/nodes"
-)
+import "fmt"
 
 // IMAGE and MASK values.
 //
@@ -157,61 +153,4 @@ func ImageFromNCHW(data []float32, batch, channels, height, width int) (*Image, 
 		}
 	}
 	return im, nil
-}
-
-// imageInput returns the IMAGE input name, checked.
-func imageInput(in nodes.Inputs, name string) (*Image, error) {
-	v, ok := in[name]
-	if !ok {
-		return nil, fmt.Errorf("builtin: input %q: missing", name)
-	}
-	im, ok := v.(*Image)
-	if !ok {
-		return nil, fmt.Errorf("builtin: input %q: want IMAGE, got %T", name, v)
-	}
-	if err := im.Validate(); err != nil {
-		return nil, fmt.Errorf("builtin: input %q: %w", name, err)
-	}
-	return im, nil
-}
-
-// maskInput returns the MASK input name, checked.
-func maskInput(in nodes.Inputs, name string) (*Mask, error) {
-	v, ok := in[name]
-	if !ok {
-		return nil, fmt.Errorf("builtin: input %q: missing", name)
-	}
-	m, ok := v.(*Mask)
-	if !ok {
-		return nil, fmt.Errorf("builtin: input %q: want MASK, got %T", name, v)
-	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("builtin: input %q: %w", name, err)
-	}
-	return m, nil
-}
-
-// intIn returns an INT input converted to int, refusing values outside [lo, hi] (the
-// schema's bounds, which the validator normally enforces before Run).
-func intIn(in nodes.Inputs, name string, lo, hi int64) (int, error) {
-	v, err := in.Int(name)
-	if err != nil {
-		return 0, err
-	}
-	if v < lo || v > hi {
-		return 0, fmt.Errorf("builtin: input %q: %d is outside [%d, %d]", name, v, lo, hi)
-	}
-	return int(v), nil
-}
-
-// floatIn returns a FLOAT input, refusing NaN and values outside [lo, hi].
-func floatIn(in nodes.Inputs, name string, lo, hi float64) (float64, error) {
-	v, err := in.Float(name)
-	if err != nil {
-		return 0, err
-	}
-	if !(v >= lo && v <= hi) {
-		return 0, fmt.Errorf("builtin: input %q: %v is outside [%v, %v]", name, v, lo, hi)
-	}
-	return v, nil
 }
