@@ -185,6 +185,11 @@ type uintField struct {
 
 type noTag struct{ misfit }
 
+type badOption struct {
+	misfit
+	N int `input:"n,unchecked"`
+}
+
 type unexported struct {
 	misfit
 	n int `input:"n"` //lint:ignore U1000 the test checks that Add refuses it
@@ -214,6 +219,7 @@ func TestTypedAddFails(t *testing.T) {
 		{"unknown link type", &picField{misfit: with(graph.Input{Name: "p", Type: "LATENT"})}, "type LATENT is not a value type"},
 		{"wrong Go type for a link", &picField{misfit: with(graph.Input{Name: "p", Type: "PIC"})}, "nodes.pic cannot hold a PIC, whose values are *nodes.pic"},
 		{"hidden input", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Section: graph.Hidden})}, "hidden input"},
+		{"unchecked on an INT", &badOption{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Min: graph.Num(0), Max: graph.Num(1)})}, `tag option "unchecked" is not "unchecked" on a COMBO input`},
 		{"unexported field", &unexported{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt})}, "not exported"},
 		{"default outside bounds", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Default: 0, Min: graph.Num(1), Max: graph.Num(2)})}, "default 0 is outside [1, 2]"},
 		{"typed option in Extra", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Min: graph.Num(1), Max: graph.Num(2), Extra: map[string]any{"step": 1}})}, `option "step" belongs in its field`},
@@ -310,6 +316,31 @@ func TestTypedInputIsList(t *testing.T) {
 	_, err = n.Run(context.Background(), &Env{}, Inputs{"steps": []any{int64(1), int64(11)}, "pics": []any{}})
 	if err == nil || !strings.Contains(err.Error(), `input "steps": 11 is outside [1, 10]`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// fileLoader takes a combo of files it resolves itself (`,unchecked`).
+type fileLoader struct {
+	Name string `input:"name,unchecked"`
+	Kind string `input:"kind"`
+}
+
+func (*fileLoader) Schema() graph.Schema {
+	list := func() []string { return []string{"a.safetensors"} }
+	return graph.Schema{Name: "FileLoader", Inputs: []graph.Input{
+		{Name: "name", Type: graph.TypeCombo, Choices: list}, {Name: "kind", Type: graph.TypeCombo, Choices: list}}}
+}
+
+func (f *fileLoader) Run(context.Context, *Env) (Result, error) { return Outputs() }
+
+func TestTypedUncheckedCombo(t *testing.T) {
+	r := typedRegistry(t, &fileLoader{})
+	n, _ := r.Lookup("FileLoader")
+	if _, err := n.Run(context.Background(), &Env{}, Inputs{"name": "absent.safetensors", "kind": "a.safetensors"}); err != nil {
+		t.Fatalf("an unchecked combo's value was checked: %v", err)
+	}
+	if _, err := n.Run(context.Background(), &Env{}, Inputs{"name": "a.safetensors", "kind": "absent.safetensors"}); err == nil {
+		t.Fatal("a checked combo took a value not in its list")
 	}
 }
 

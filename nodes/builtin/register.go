@@ -74,7 +74,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		return fmt.Errorf("builtin: %w", err)
 	}
 	models := &sdEnv{opts: opts}
-	err := r.Add(
+	all := []nodes.Typed{
 		// image.go
 		&EmptyImage{}, &ImageScale{}, &ImageScaleBy{}, &ImageInvert{}, &ImageBatch{},
 		&ImageCrop{}, &ImagePadForOutpaint{},
@@ -96,8 +96,6 @@ func Register(r *nodes.Registry, opts Options) error {
 		// strings.go
 		&StringConcatenate{}, &StringSubstring{}, &StringLength{}, &CaseConverter{},
 		&StringTrim{}, &StringReplace{}, &StringContains{}, &StringCompare{},
-		// primitive.go
-		&PrimitiveInt{}, &PrimitiveFloat{}, &PrimitiveString{}, &PrimitiveStringMultiline{}, &PrimitiveBoolean{},
 		// load.go
 		&LoadImage{imageFile{opts: opts}}, &LoadImageMask{imageFile: imageFile{opts: opts}},
 		// save.go
@@ -120,8 +118,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		&BasicScheduler{}, &KarrasScheduler{}, &ExponentialScheduler{}, &SDTurboScheduler{},
 		&SplitSigmas{}, &SplitSigmasDenoise{}, &RandomNoise{}, &DisableNoise{},
 		&CFGGuider{}, &BasicGuider{}, &DualCFGGuider{},
-	)
-	if err != nil {
+	}
+	all = append(all, primitives()...) // primitive.go
+	if err := r.Add(all...); err != nil {
 		return fmt.Errorf("builtin: %w", err)
 	}
 	return nil
