@@ -1,16 +1,20 @@
-// Package builtin holds forgeflow's built-in, model-free node families: image loading and
-// saving, image and mask operations, and ComfyUI's primitive and string nodes. Register
-// adds them to a nodes.Registry; values.go defines the IMAGE and MASK values they pass.
+// Package builtin holds forgeflow's built-in node classes, each a typed struct
+// (nodes.Typed) in the file of its family, and registers them all, with the value types
+// of their sockets, in Register (register.go).
 //
-// One file per family: load.go + decode.go (LoadImage, LoadImageMask), save.go +
-// savepath.go + pyjson.go (SaveImage, PreviewImage, MaskPreview), image.go (EmptyImage,
-// ImageScale, ImageScaleBy, ImageInvert, ImageBatch, ImageCrop, ImagePadForOutpaint),
-// postprocess.go (ImageBlend, ImageBlur, ImageSharpen), mask.go and maskops.go (the
-// nodes_mask family), composite.go (ImageCompositeMasked, batch helpers), transform.go
-// (flip, rotate, size, fit, alpha split/join), primitive.go, strings.go.
+// Families: image.go, postprocess.go, transform.go, composite.go, porterduff.go,
+// noise.go (image operations); mask.go, maskops.go (masks); load.go + decode.go +
+// apng.go (LoadImage, LoadImageMask); save.go + savepath.go + pyjson.go (SaveImage,
+// PreviewImage; MaskPreview in maskops.go); primitive.go, strings.go; loaders.go
+// (checkpoint, VAE and CLIP loaders), vaenodes.go (VAE encode/decode, CheckpointSave);
+// conditioning.go, latent.go, sampling.go, customsampling.go (text encoding, latents,
+// KSampler and the custom sampling nodes). values.go defines the IMAGE and MASK values.
 //
 // Every schema equals ComfyUI 0.3.64's /object_info entry for the same class, and every
 // Run reproduces the numerics of ComfyUI's implementation (nodes.py and the
 // comfy_extras modules named on each node), re-derived and cited per function. It
-// imports nodes, graph and gpu/resample, never the executor or the server.
+// imports nodes and graph; the model code of diffusion/ (sd, sampling, rng, vae, unet,
+// clip), gpu and gpu/resample; weights/folders and weights/memory for the loaders; never
+// the executor or the server. The tensor runtime comes from Options.Runtime (built in
+// cmd/), never from a runtime of the package's own.
 package builtin
