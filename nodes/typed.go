@@ -207,6 +207,8 @@ func (r *Registry) define(t Typed) (Node, error) {
 			return fail("fields %s and %s are both tagged input %q", byInput[name], sf.Name, name)
 		case !sf.IsExported():
 			return fail("field %s of input %q is not exported", sf.Name, name)
+		case throughPointer(pv.Elem().Type(), sf.Index):
+			return fail("field %s of input %q is reached through an embedded pointer; embed the struct itself", sf.Name, name)
 		}
 		byInput[name] = sf.Name
 		f, err := r.field(n.schema.InputIsList, in, sf)
@@ -245,6 +247,18 @@ func (r *Registry) define(t Typed) (Node, error) {
 		return validatingNode{n}, nil
 	}
 	return n, nil
+}
+
+// throughPointer reports whether the field at index lies inside an embedded pointer,
+// which a fresh copy of the node would leave nil (or share between runs).
+func throughPointer(t reflect.Type, index []int) bool {
+	for _, i := range index[:len(index)-1] {
+		t = t.Field(i).Type
+		if t.Kind() == reflect.Pointer {
+			return true
+		}
+	}
+	return false
 }
 
 // outputType is the Go type an output's values must have, or nil when any value goes.

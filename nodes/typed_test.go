@@ -185,6 +185,11 @@ type uintField struct {
 
 type noTag struct{ misfit }
 
+type viaPointer struct {
+	*intField
+	misfit
+}
+
 type badOption struct {
 	misfit
 	N int `input:"n,unchecked"`
@@ -220,6 +225,7 @@ func TestTypedAddFails(t *testing.T) {
 		{"wrong Go type for a link", &picField{misfit: with(graph.Input{Name: "p", Type: "PIC"})}, "nodes.pic cannot hold a PIC, whose values are *nodes.pic"},
 		{"hidden input", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Section: graph.Hidden})}, "hidden input"},
 		{"unchecked on an INT", &badOption{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Min: graph.Num(0), Max: graph.Num(1)})}, `tag option "unchecked" is not "unchecked" on a COMBO input`},
+		{"field behind an embedded pointer", &viaPointer{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt})}, "reached through an embedded pointer"},
 		{"unexported field", &unexported{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt})}, "not exported"},
 		{"default outside bounds", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Default: 0, Min: graph.Num(1), Max: graph.Num(2)})}, "default 0 is outside [1, 2]"},
 		{"typed option in Extra", &intField{misfit: with(graph.Input{Name: "n", Type: graph.TypeInt, Min: graph.Num(1), Max: graph.Num(2), Extra: map[string]any{"step": 1}})}, `option "step" belongs in its field`},
