@@ -7,11 +7,12 @@ import (
 	"github.com/forgeflow/forgeflow/graph"
 )
 
-// Node is a node class. Schema returns its static description (served as its
-// /object_info entry); Run computes its outputs.
+// Node is a node class as the executor sees it. Schema returns its static description
+// (served as its /object_info entry); Run computes its outputs. Node families do not
+// implement it by hand: they write Typed nodes, which Registry.Add turns into Nodes.
 //
-// Run is called with the node's inputs resolved: literals as Go values (int64, float64,
-// string, bool) and links as the upstream outputs (opaque values the executor never
+// Run is called with the node's inputs resolved: literals as Go values (int64, or
+// uint64 for a seed above 2^63-1, float64, string, bool) and links as the upstream outputs (opaque values the executor never
 // inspects). Missing optional inputs are absent from in. Run must return one value per
 // schema output, in order, and must stop soon after ctx is cancelled, returning
 // ctx.Err(). A Run that panics is reported as an execution error; the executor recovers.

@@ -20,7 +20,9 @@ import (
 // Registry.Add turns it into a Node. Schema is called once there; each run then fills
 // a fresh copy of the registered value: untagged fields (options, shared services) are
 // copied, each field tagged `input:"name"` receives that input, already checked, and
-// Run is called on the copy. Run therefore starts from values that fit the schema:
+// Run is called on the copy, so concurrent runs never share input fields (untagged
+// fields are shared: treat them as read-only). Run starts from values that fit the
+// schema:
 //
 //   - INT into an int or uint kind (a seed into uint64), FLOAT into float64 or float32,
 //     STRING into string, BOOLEAN into bool, COMBO into string (a multiselect combo into

@@ -365,3 +365,25 @@ func TestTypedChecksOutputs(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// BenchmarkTypedRun measures what a typed node costs per run beyond its own work:
+// copying the registered value and decoding and checking ten inputs.
+func BenchmarkTypedRun(b *testing.B) {
+	r := NewRegistry()
+	if err := r.AddTypes(Value("PIC", checkPic)); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Add(&sampler{}); err != nil {
+		b.Fatal(err)
+	}
+	n, _ := r.Lookup("Sampler")
+	in := samplerInputs()
+	in["denoise"] = 0.5
+	ctx, env := context.Background(), &Env{}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.Run(ctx, env, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
