@@ -1,7 +1,5 @@
 package sampling
 
-import "math"
-
 // KarrasSigmas is k-diffusion's get_sigmas_karras with explicit bounds (ComfyUI's
 // KarrasScheduler node): n steps from sigmaMax to sigmaMin, then 0.
 func KarrasSigmas(n int, sigmaMin, sigmaMax, rho float64) []float32 {
@@ -20,30 +18,8 @@ func ExponentialSigmas(n int, sigmaMin, sigmaMax float64) []float32 {
 // 4.8973451890853435e-08 so the last sigma stays finite. Computed in float64, stored in
 // float32, as ComfyUI does.
 func NewDiscreteZSNR(pred Prediction, linearStart, linearEnd float64, timesteps int) (*Discrete, error) {
-	d, err := NewDiscrete(pred, linearStart, linearEnd, timesteps)
-	if err != nil {
+	if _, err := NewDiscrete(pred, linearStart, linearEnd, timesteps); err != nil {
 		return nil, err
 	}
-	sqrtBar := make([]float64, timesteps)
-	a, b := math.Sqrt(linearStart), math.Sqrt(linearEnd)
-	cum := 1.0
-	for i := range sqrtBar {
-		beta := linspace64(a, b, timesteps, i)
-		beta *= beta
-		cum *= 1 - beta
-		s := math.Sqrt((1 - cum) / cum)
-		sqrtBar[i] = math.Sqrt(1 / (s*s + 1))
-	}
-	first, last := sqrtBar[0], sqrtBar[timesteps-1]
-	for i, v := range sqrtBar {
-		v = (v - last) * (first / (first - last))
-		bar := v * v
-		if i == timesteps-1 {
-			bar = 4.8973451890853435e-08
-		}
-		s := math.Sqrt((1 - bar) / bar)
-		d.sigmas[i] = float32(s)
-		d.logSigmas[i] = float32(math.Log(s))
-	}
-	return d, nil
+	return newDiscreteFromBetas(pred, linearBetas(linearStart, linearEnd, timesteps), true), nil
 }

@@ -51,18 +51,18 @@ func NewDiscrete(pred Prediction, linearStart, linearEnd float64, timesteps int)
 	if pred == Flow {
 		return nil, errors.New("sampling: discrete model sampling does not support flow prediction")
 	}
-	d := &Discrete{pred: pred, sigmas: make([]float32, timesteps), logSigmas: make([]float32, timesteps)}
-	a, b := math.Sqrt(linearStart), math.Sqrt(linearEnd)
-	cum := 1.0
-	for i := 0; i < timesteps; i++ {
-		beta := linspace64(a, b, timesteps, i)
-		beta *= beta
-		cum *= 1 - beta
-		s := math.Sqrt((1 - cum) / cum)
-		d.sigmas[i] = float32(s)
-		d.logSigmas[i] = float32(math.Log(s))
+	return newDiscreteFromBetas(pred, linearBetas(linearStart, linearEnd, timesteps), false), nil
+}
+
+// linearBetas is ComfyUI's "linear" β schedule: linspace(√start, √end, n)² in float64.
+func linearBetas(start, end float64, n int) []float64 {
+	betas := make([]float64, n)
+	a, b := math.Sqrt(start), math.Sqrt(end)
+	for i := range betas {
+		v := linspace64(a, b, n, i)
+		betas[i] = v * v
 	}
-	return d, nil
+	return betas
 }
 
 // NewSD returns the model sampling of SD1.x/SD2.x/SDXL checkpoints.
@@ -206,8 +206,10 @@ type Flux struct {
 
 // NewFlux builds the table for the given shift (1.15 by default; the ModelSamplingFlux
 // node derives it from the image size, see FluxShift).
-func NewFlux(shift float64) *Flux {
-	const n = 10000
+func NewFlux(shift float64) *Flux { return newFlux(shift, 10000) }
+
+// newFlux builds a table of n sigmas at t = 1/n … 1.
+func newFlux(shift float64, n int) *Flux {
 	f := &Flux{shift: shift, sigmas: make([]float32, n)}
 	for i := range f.sigmas {
 		f.sigmas[i] = f.Sigma(float32(i+1) / float32(n))
