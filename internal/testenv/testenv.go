@@ -1,14 +1,15 @@
 // Package testenv finds the test fixtures that live outside the repository: the shared
 // folder beside the checkout (../shared) with ComfyUI's golden outputs, node schemas and
-// reference workflows.
+// reference workflows; and it reads the golden fixtures' manifests for the tests.
 //
-// A test that needs them calls GoldenDir or SharedDir: where the folder is absent (a
-// user's fresh clone) the test is skipped with a message naming the variable to set;
-// under CI=true an absent folder fails the test instead, so CI cannot pass by skipping.
+// A test that needs them calls GoldenDir, GoldenCases or SharedDir: where the folder is
+// absent (a user's fresh clone) the test is skipped with a message naming the variable
+// to set; under CI=true an absent folder fails the test instead, so CI cannot pass by
+// skipping. testenv imports only the standard library, so every package's tests may
+// use it.
 package testenv
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,51 +39,47 @@ func RepoRoot(t testing.TB) string {
 // the repository root.
 func SharedDir(t testing.TB) string {
 	t.Helper()
-	return need(t, "FORGEFLOW_SHARED_DIR", filepath.Join(RepoRoot(t), "..", "shared"))
+	return need(t, "FORGEFLOW_SHARED_DIR", locate(t, "FORGEFLOW_SHARED_DIR", "shared"))
 }
 
 // GoldenDir returns the golden fixture root: $FORGEFLOW_GOLDEN_DIR, or ../shared/golden
 // beside the repository root.
 func GoldenDir(t testing.TB) string {
 	t.Helper()
-	return need(t, "FORGEFLOW_GOLDEN_DIR", filepath.Join(RepoRoot(t), "..", "shared", "golden"))
+	return need(t, "FORGEFLOW_GOLDEN_DIR", locate(t, "FORGEFLOW_GOLDEN_DIR", filepath.Join("shared", "golden")))
 }
 
 // ReferenceDir returns ComfyUI's reference data (object_info, workflows): the
-// "reference" folder of SharedDir.
+// "reference" folder of the shared folder ($FORGEFLOW_SHARED_DIR/reference, or
+// ../shared/reference).
 func ReferenceDir(t testing.TB) string {
 	t.Helper()
-	return need(t, "FORGEFLOW_SHARED_DIR", filepath.Join(SharedDir(t), "reference"))
+	return need(t, "FORGEFLOW_SHARED_DIR", filepath.Join(locate(t, "FORGEFLOW_SHARED_DIR", "shared"), "reference"))
 }
 
-// GoldenCases reads the manifest.json of one golden family (a folder of GoldenDir) into
-// cases of the caller's type and returns the family's folder with them. A manifest that
-// cannot be read or parsed, or that lists no cases, fails the test.
-func GoldenCases[C any](t testing.TB, family string) (string, []C) {
+// EndToEnd marks t as an end-to-end test (one that drives the whole program: the CLI,
+// the server over a real engine, workflow files, every golden suite): it is skipped
+// under -short. Such tests also sit in files behind the integration build tag.
+func EndToEnd(t testing.TB) {
 	t.Helper()
-	dir := filepath.Join(GoldenDir(t), family)
-	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
+	if testing.Short() {
+		t.Skip("testenv: end-to-end test skipped under -short")
 	}
-	var m struct {
-		Cases []C `json:"cases"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatalf("testenv: %s/manifest.json: %v", family, err)
-	}
-	if len(m.Cases) == 0 {
-		t.Fatalf("testenv: %s/manifest.json lists no cases", family)
-	}
-	return dir, m.Cases
 }
 
-func need(t testing.TB, env, def string) string {
+// locate returns $env, or rel beside the repository root.
+func locate(t testing.TB, env, rel string) string {
 	t.Helper()
-	dir := def
 	if v := os.Getenv(env); v != "" {
-		dir = v
+		return v
 	}
+	return filepath.Join(RepoRoot(t), "..", rel)
+}
+
+// need returns dir when it is a folder; otherwise it skips t, or fails it under CI=true,
+// with a message naming env.
+func need(t testing.TB, env, dir string) string {
+	t.Helper()
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return dir
 	}
