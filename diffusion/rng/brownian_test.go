@@ -3,8 +3,8 @@ package rng
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/internal/testenv"
@@ -13,30 +13,39 @@ import (
 )
 
 type brownianCase struct {
-	Case          string                     `json:"case"`
-	File          string                     `json:"file"`
-	Seed          json.Number                `json:"seed"`
-	Seeds         []json.Number              `json:"seeds"`
-	SpawnKeys     [][2]uint64                `json:"spawn_keys"`
-	Shape         []int                      `json:"shape"`
-	RootSeedState []uint32                   `json:"root_seed_state"`
-	Tolerance     struct{ Abs, Rel float64 } `json:"tolerance"`
+	testenv.Case
+	Seed          json.Number   `json:"seed"`
+	Seeds         []json.Number `json:"seeds"`
+	SpawnKeys     [][2]uint64   `json:"spawn_keys"`
+	Shape         []int         `json:"shape"`
+	RootSeedState []uint32      `json:"root_seed_state"`
 }
 
+// TestGoldenBrownian runs every case of golden/brownian: a case with spawn keys is a
+// table of numpy SeedSequence states; the others query one Brownian tree, built from
+// in.sigmas as the samplers build it, with in.queries.
 func TestGoldenBrownian(t *testing.T) {
-	dir, cases := testenv.GoldenCases[brownianCase](t, "brownian")
+	_, cases := testenv.GoldenCases[brownianCase](t, "brownian")
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := safetensors.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			if c.Case == "seedsequence" {
+			if c.Has("spawn_keys") {
 				checkSeedSequence(t, f, c)
 				return
 			}
+			for _, field := range []string{"seed", "root_seed_state", "shape"} {
+				if !c.Has(field) {
+					t.Fatal(c.FieldError(field, "missing"))
+				}
+			}
 			seed := parseSeed(t, c.Seed)
+			if len(c.RootSeedState) != 3 {
+				t.Fatal(c.FieldError("root_seed_state", "%d words, want 3", len(c.RootSeedState)))
+			}
 			if st := NewSeedSequence(seed, nil, brownianPool).GenerateState(3); [3]uint32(st) != [3]uint32(c.RootSeedState) {
 				t.Fatalf("root seed state %v, want %v", st, c.RootSeedState)
 			}
@@ -48,20 +57,25 @@ func TestGoldenBrownian(t *testing.T) {
 				}
 				smax = max(smax, s)
 			}
-			tol := func(want float32) float64 { return c.Tolerance.Abs + c.Tolerance.Rel*math.Abs(float64(want)) }
-			tree, err := NewBrownianTree(smin, smax, len(floats(t, f, "out.W_root")), seed)
+			per := 1
+			for _, d := range c.Shape {
+				per *= d
+			}
+			tree, err := NewBrownianTree(smin, smax, per, seed)
 			if err != nil {
 				t.Fatal(err)
 			}
-			compare(t, "out.W_root", tree.root.w, floats(t, f, "out.W_root"), tol)
+			testenv.Close(t, "out.W_root", tree.root.w, floats(t, f, "out.W_root"), c.Tolerance)
 			q := floats(t, f, "in.queries")
 			wantW, wantN := floats(t, f, "out.W"), floats(t, f, "out.noise")
-			per := len(tree.root.w)
+			if len(wantW) != len(q)/2*per || len(wantN) != len(wantW) {
+				t.Fatalf("%d queries: out.W has %d values, out.noise %d, want %d each", len(q)/2, len(wantW), len(wantN), len(q)/2*per)
+			}
 			for k := 0; k < len(q)/2; k++ {
 				w := tree.Increment(q[2*k], q[2*k+1])
-				compare(t, "out.W", w, wantW[k*per:(k+1)*per], tol)
+				testenv.Close(t, fmt.Sprintf("out.W[%d]", k), w, wantW[k*per:(k+1)*per], c.Tolerance)
 				n := tree.Noise(q[2*k], q[2*k+1])
-				compare(t, "out.noise", n, wantN[k*per:(k+1)*per], tol)
+				testenv.Close(t, fmt.Sprintf("out.noise[%d]", k), n, wantN[k*per:(k+1)*per], c.Tolerance)
 			}
 		})
 	}
@@ -70,6 +84,9 @@ func TestGoldenBrownian(t *testing.T) {
 func checkSeedSequence(t *testing.T, f *safetensors.File, c brownianCase) {
 	root := ints(t, f, "out.root_state")
 	node := ints(t, f, "out.node_state")
+	if len(c.Seeds) == 0 || len(root) != 3*len(c.Seeds) || len(node) != 4*len(c.Seeds)*len(c.SpawnKeys) {
+		t.Fatalf("%d seeds and %d spawn keys: out.root_state has %d words, out.node_state %d", len(c.Seeds), len(c.SpawnKeys), len(root), len(node))
+	}
 	for si, s := range c.Seeds {
 		seed := parseSeed(t, s)
 		got := NewSeedSequence(seed, nil, brownianPool).GenerateState(3)

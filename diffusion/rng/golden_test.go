@@ -3,7 +3,6 @@ package rng
 import (
 	"encoding/json"
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,14 +12,14 @@ import (
 )
 
 type goldenCase struct {
-	Case      string                     `json:"case"`
-	File      string                     `json:"file"`
-	Seed      json.Number                `json:"seed"`
-	Shape     []int                      `json:"shape"`
-	Sizes     []int                      `json:"sizes"`
-	N         int                        `json:"n"`
-	NoiseInds []int                      `json:"noise_inds"`
-	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
+	testenv.Case
+	Function  string      `json:"function"`
+	Seed      json.Number `json:"seed"`
+	Shape     []int       `json:"shape"`
+	Sizes     []int       `json:"sizes"`
+	N         int         `json:"n"`
+	NDraws    int         `json:"n_draws"`
+	NoiseInds []int       `json:"noise_inds"`
 }
 
 // TestGoldenNoSIMD checks every case of golden/rng_nosimd, produced by torch's portable
@@ -47,20 +46,34 @@ func twoULPs(want float32) float64 {
 	return 2 * (float64(math.Nextafter32(w, float32(math.Inf(1)))) - float64(w))
 }
 
+// The functions a case of the rng families calls (its "function" field), as the
+// family README describes them.
+const (
+	fnPrepareNoise     = "comfy.sample.prepare_noise(latent, seed"
+	fnNoiseSampler     = "comfy.k_diffusion.sampling.default_noise_sampler(x, seed)"
+	fnRandnFreshSeed   = "torch.manual_seed(seed); torch.randn(n)"
+	fnRandnConsecutive = "torch.manual_seed(seed); then consecutive torch.randn(n_i) calls"
+	fnRand             = "torch.manual_seed(seed); torch.rand(n)"
+)
+
 func runGolden(t *testing.T, family string, normals limitFunc) {
-	dir, cases := testenv.GoldenCases[goldenCase](t, family)
+	_, cases := testenv.GoldenCases[goldenCase](t, family)
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := safetensors.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
 			seed, err := strconv.ParseUint(c.Seed.String(), 10, 64)
 			if err != nil {
-				t.Fatalf("seed %q: %v", c.Seed, err)
+				t.Fatal(c.FieldError("seed", "%q is not a 64-bit seed: %v", c.Seed, err))
 			}
 			want := func(name string) []float32 {
+				t.Helper()
+				if _, err := c.Tensor(name); err != nil {
+					t.Fatal(err)
+				}
 				tn, err := f.Tensor(name)
 				if err != nil {
 					t.Fatal(err)
@@ -71,76 +84,73 @@ func runGolden(t *testing.T, family string, normals limitFunc) {
 				}
 				return v
 			}
+			need := func(fields ...string) {
+				t.Helper()
+				for _, field := range fields {
+					if !c.Has(field) {
+						t.Fatal(c.FieldError(field, "missing; %q needs it", c.Function))
+					}
+				}
+			}
 			// The fixture's own {abs, rel} tolerance plus the family's allowance for the
 			// float32 transcendental functions; uniforms are checked exactly.
-			limit := func(want float32) float64 {
-				return c.Tolerance.Abs + c.Tolerance.Rel*math.Abs(float64(want)) + normals(want)
+			if !c.Tolerance.Given() {
+				t.Fatal(c.FieldError("tolerance", "missing"))
 			}
-			exact := func(want float32) float64 { return c.Tolerance.Abs + c.Tolerance.Rel*math.Abs(float64(want)) }
-			switch {
-			case strings.HasPrefix(c.Case, "prepare_noise"):
-				got, err := PrepareNoise(seed, c.Shape, c.NoiseInds)
+			limit := func(want float64) float64 { return c.Tolerance.Limit(want) + normals(float32(want)) }
+			switch fn := c.Function; {
+			case strings.HasPrefix(fn, fnPrepareNoise):
+				need("shape")
+				var inds []int
+				if strings.Contains(fn, "noise_inds") {
+					need("noise_inds")
+					inds = c.NoiseInds
+				}
+				got, err := PrepareNoise(seed, c.Shape, inds)
 				if err != nil {
 					t.Fatal(err)
 				}
-				compare(t, "out.noise", got, want("out.noise"), limit)
-			case strings.HasPrefix(c.Case, "noise_sampler"):
+				testenv.CloseWithin(t, "out.noise", got, want("out.noise"), limit)
+			case strings.HasPrefix(fn, fnNoiseSampler):
+				need("shape", "n_draws")
 				g := New(seed)
 				n := 1
 				for _, d := range c.Shape {
 					n *= d
 				}
 				var got []float32
-				for range 4 {
+				for range c.NDraws {
 					draw := make([]float32, n)
 					g.Randn(draw)
 					got = append(got, draw...)
 				}
-				compare(t, "out.draws", got, want("out.draws"), limit)
-			case strings.HasPrefix(c.Case, "randn_sequence"):
-				g := New(seed)
-				for i, n := range c.Sizes {
-					got := make([]float32, n)
-					g.Randn(got)
-					name := "out.seq" + strconv.Itoa(i)
-					compare(t, name, got, want(name), limit)
-				}
-			case strings.HasPrefix(c.Case, "randn_seed"):
+				testenv.CloseWithin(t, "out.draws", got, want("out.draws"), limit)
+			case strings.HasPrefix(fn, fnRandnFreshSeed):
+				need("sizes")
 				for _, n := range c.Sizes {
 					g := New(seed)
 					got := make([]float32, n)
 					g.Randn(got)
 					name := "out.n" + strconv.Itoa(n)
-					compare(t, name, got, want(name), limit)
+					testenv.CloseWithin(t, name, got, want(name), limit)
 				}
-			case strings.HasPrefix(c.Case, "rand_"):
+			case fn == fnRandnConsecutive:
+				need("sizes")
+				g := New(seed)
+				for i, n := range c.Sizes {
+					got := make([]float32, n)
+					g.Randn(got)
+					name := "out.seq" + strconv.Itoa(i)
+					testenv.CloseWithin(t, name, got, want(name), limit)
+				}
+			case fn == fnRand:
+				need("n")
 				got := make([]float32, c.N)
 				New(seed).Rand(got)
-				compare(t, "out.rand", got, want("out.rand"), exact)
+				testenv.Close(t, "out.rand", got, want("out.rand"), c.Tolerance)
 			default:
-				t.Fatalf("case %s: no rule for this kind of case", c.Case)
+				t.Fatal(c.FieldError("function", "no rule for %q", fn))
 			}
 		})
-	}
-}
-
-func compare(t *testing.T, name string, got, want []float32, limit limitFunc) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
-	}
-	bad, worst := 0, 0.0
-	for i := range got {
-		d := math.Abs(float64(got[i]) - float64(want[i]))
-		worst = max(worst, d)
-		if !(d <= limit(want[i])) { // also catches NaN
-			if bad < 3 {
-				t.Errorf("%s[%d] = %.9g, want %.9g (diff %.3g)", name, i, got[i], want[i], d)
-			}
-			bad++
-		}
-	}
-	if bad > 0 {
-		t.Errorf("%s: %d of %d values out of tolerance; worst diff %.3g", name, bad, len(got), worst)
 	}
 }
