@@ -3,8 +3,8 @@ package sampling
 import (
 	"encoding/binary"
 	"math"
-	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,79 +14,171 @@ import (
 )
 
 type schedCase struct {
-	Case   string `json:"case"`
-	File   string `json:"file"`
-	Config struct {
-		Shift      float64 `json:"shift"`
-		Multiplier float64 `json:"multiplier"`
-		MaxShift   float64 `json:"max_shift"`
-		BaseShift  float64 `json:"base_shift"`
-		Width      int     `json:"width"`
-		Height     int     `json:"height"`
-	} `json:"config"`
-	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
+	testenv.Case
+	Schedulers []string          `json:"schedulers"`
+	Steps      []int             `json:"steps"`
+	Denoises   []float64         `json:"denoise_variants"`
+	DPM2Steps  []int             `json:"dpm_2_variant_steps"`
+	Errors     map[string]string `json:"errors"`
+	SigmaMin   float64           `json:"sigma_min"`
+	SigmaMax   float64           `json:"sigma_max"`
 }
 
-func modelSamplingFor(t *testing.T, c schedCase) ModelSampling {
-	switch {
-	case c.Case == "sd15_eps":
-		return NewSD(EPS)
-	case c.Case == "sd15_v":
-		return NewSD(VPrediction)
-	case c.Case == "flux_default":
-		return NewFlux(1.15)
-	case strings.HasPrefix(c.Case, "flux_node_"):
-		return NewFlux(FluxShift(c.Config.MaxShift, c.Config.BaseShift, c.Config.Width, c.Config.Height))
-	case c.Case == "sd3_shift3":
-		return NewFlowShift(c.Config.Shift, c.Config.Multiplier, 1000)
+// goldenModelSampling builds the model sampling a golden case describes in field.
+func goldenModelSampling(t *testing.T, c *testenv.Case, field string) ModelSampling {
+	t.Helper()
+	spec, err := c.ModelSampling(field)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("case %s: no model sampling for it", c.Case)
-	return nil
+	ms, err := New(Config(spec))
+	if err != nil {
+		t.Fatal(c.FieldError(field, "%v", err))
+	}
+	return ms
 }
 
-var ksName = regexp.MustCompile(`^out\.ks\.([a-z_]+)\.s(\d+)(?:\.(d[0-9.]+|dpm_2))?$`)
+// ksVariant is one KSampler sigma schedule of a schedulers case: the tensor
+// out.ks.<scheduler>.s<steps>[.d<denoise>|.dpm_2] (family README).
+type ksVariant struct {
+	scheduler string
+	steps     int
+	denoise   float64 // 1 unless a .d<denoise> variant
+	dpm2      bool
+}
 
+var ksTail = regexp.MustCompile(`^s(\d+)(?:\.d([0-9.eE+-]+)|\.(dpm_2))?$`)
+
+// parseKS reads a schedule tensor name against the case's scheduler list (the longest
+// scheduler name the rest of the tensor name fits).
+func parseKS(name string, schedulers []string) (ksVariant, bool) {
+	rest, ok := strings.CutPrefix(name, "out.ks.")
+	if !ok {
+		return ksVariant{}, false
+	}
+	var best ksVariant
+	found := false
+	for _, sch := range schedulers {
+		tail, ok := strings.CutPrefix(rest, sch+".")
+		m := ksTail.FindStringSubmatch(tail)
+		if !ok || m == nil || (found && len(sch) <= len(best.scheduler)) {
+			continue
+		}
+		v := ksVariant{scheduler: sch, denoise: 1, dpm2: m[3] != ""}
+		v.steps, _ = strconv.Atoi(m[1])
+		if m[2] != "" {
+			d, err := strconv.ParseFloat(m[2], 64)
+			if err != nil {
+				continue
+			}
+			v.denoise = d
+		}
+		best, found = v, true
+	}
+	return best, found
+}
+
+// TestGoldenSchedulers checks, for every case of golden/schedulers (one model sampling
+// each, as its config describes it), KSampler's sigmas for every scheduler, step count
+// and variant the manifest lists, the sigma table, the timestep/sigma maps and
+// calculate_input/denoised and the noise scalings.
 func TestGoldenSchedulers(t *testing.T) {
-	dir, cases := testenv.GoldenCases[schedCase](t, "schedulers")
+	_, cases := testenv.GoldenCases[schedCase](t, "schedulers")
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, c.File))
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := safetensors.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			ms := modelSamplingFor(t, c)
-			read := func(name string) []float64 { return readF64(t, f, name) }
-			check := func(name string, got []float64) {
-				t.Helper()
-				compareTol(t, name, got, read(name), c.Tolerance.Abs, c.Tolerance.Rel)
-			}
-			ksChecked := 0
-			for _, info := range f.Tensors() {
-				name := info.Name
-				if mm := ksName.FindStringSubmatch(name); mm != nil {
-					steps, _ := strconv.Atoi(mm[2])
-					sampler, denoise := "euler", 1.0
-					switch {
-					case mm[3] == "dpm_2":
-						sampler = "dpm_2"
-					case mm[3] != "":
-						denoise, _ = strconv.ParseFloat(mm[3][1:], 64)
-					}
-					s, err := KSamplerSigmas(ms, mm[1], sampler, steps, denoise)
-					if err != nil {
-						t.Fatalf("%s: %v", name, err)
-					}
-					check(name, f32to64(s))
-					ksChecked++
+			ms := goldenModelSampling(t, &c.Case, "config")
+			if c.Has("config.width") {
+				// The ModelSamplingFlux node's shift for this size, recorded as config.shift.
+				var node struct {
+					MaxShift  float64 `json:"max_shift"`
+					BaseShift float64 `json:"base_shift"`
+					Width     int     `json:"width"`
+					Height    int     `json:"height"`
+					Shift     float64 `json:"shift"`
+				}
+				if err := c.Decode("config", &node); err != nil {
+					t.Fatal(err)
+				}
+				if got := FluxShift(node.MaxShift, node.BaseShift, node.Width, node.Height); math.Abs(got-node.Shift) > 1e-12*math.Abs(node.Shift) {
+					t.Errorf("FluxShift(%v, %v, %d, %d) = %v, ComfyUI's node %v", node.MaxShift, node.BaseShift, node.Width, node.Height, got, node.Shift)
 				}
 			}
-			if ksChecked < 9*4 {
-				t.Fatalf("only %d scheduler outputs checked", ksChecked)
+			read := func(name string) []float64 {
+				t.Helper()
+				if _, err := c.Tensor(name); err != nil {
+					t.Fatal(err)
+				}
+				return readF64(t, f, name)
+			}
+			check := func(name string, got []float64) {
+				t.Helper()
+				testenv.Close(t, name, got, read(name), c.Tolerance)
+			}
+			for _, field := range []string{"schedulers", "steps"} {
+				if !c.Has(field) {
+					t.Fatal(c.FieldError(field, "missing"))
+				}
+			}
+			// Every schedule the manifest promises is a tensor or a listed ComfyUI error.
+			want := map[ksVariant]bool{}
+			for _, sch := range c.Schedulers {
+				for _, n := range c.Steps {
+					want[ksVariant{sch, n, 1, false}] = true
+					for _, d := range c.Denoises {
+						want[ksVariant{sch, n, d, false}] = true
+					}
+					if slices.Contains(c.DPM2Steps, n) {
+						want[ksVariant{sch, n, 1, true}] = true
+					}
+				}
+			}
+			for key, msg := range c.Errors {
+				v, ok := parseKS(key, c.Schedulers)
+				if !ok || !want[v] {
+					t.Fatal(c.FieldError("errors."+key, "names no schedule the case lists"))
+				}
+				t.Logf("%s: ComfyUI raised %s; nothing to compare", key, msg)
+				delete(want, v)
+			}
+			for _, name := range c.Tensors("out.ks.") {
+				v, ok := parseKS(name, c.Schedulers)
+				if !ok || !want[v] {
+					t.Fatal(c.FieldError("io_tensors", "%s is not a schedule of the listed schedulers, steps and variants", name))
+				}
+				delete(want, v)
+				sampler := "euler"
+				if v.dpm2 {
+					sampler = "dpm_2"
+				}
+				s, err := KSamplerSigmas(ms, v.scheduler, sampler, v.steps, v.denoise)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				check(name, f32to64(s))
+			}
+			if len(want) > 0 {
+				t.Fatalf("%d schedules the manifest lists have no tensor, e.g. %+v", len(want), func() ksVariant {
+					for v := range want {
+						return v
+					}
+					return ksVariant{}
+				}())
 			}
 			check("out.table.sigmas", f32to64(ms.Sigmas()))
-			if d, ok := ms.(*Discrete); ok {
+			if _, ok := c.IO["out.table.log_sigmas"]; ok {
+				d, isDiscrete := ms.(*Discrete)
+				if !isDiscrete {
+					t.Fatalf("the case has log sigmas, the model sampling (%T) has none", ms)
+				}
 				check("out.table.log_sigmas", f32to64(d.logSigmas))
+			}
+			if c.Has("sigma_min") && c.Has("sigma_max") {
+				testenv.Close(t, "sigma_min, sigma_max", []float64{float64(ms.SigmaMin()), float64(ms.SigmaMax())}, []float64{c.SigmaMin, c.SigmaMax}, c.Tolerance)
 			}
 			var ts, sg, pc []float64
 			for _, s := range read("in.map.sigma") {
@@ -161,22 +253,4 @@ func f32(v []float64) []float32 {
 		out[i] = float32(x)
 	}
 	return out
-}
-
-func compareTol(t *testing.T, name string, got, want []float64, abs, rel float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: %d values, want %d (got %v, want %v)", name, len(got), len(want), got, want)
-		return
-	}
-	for i := range got {
-		g, w := got[i], want[i]
-		if math.IsNaN(w) && math.IsNaN(g) {
-			continue
-		}
-		if math.IsNaN(g) != math.IsNaN(w) || math.Abs(g-w) > abs+rel*math.Abs(w) {
-			t.Errorf("%s[%d] = %.9g, want %.9g", name, i, g, w)
-			return
-		}
-	}
 }
