@@ -2,9 +2,6 @@ package unet
 
 import (
 	"context"
-	"math"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
@@ -14,44 +11,38 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-type unetCase struct {
-	Case, File string
-	Config     struct {
-		UNet struct {
-			NumHeads        int `json:"num_heads"`
-			NumHeadChannels int `json:"num_head_channels"`
-		} `json:"unet_config"`
-		Kwargs struct {
-			Width        int `json:"width"`
-			Height       int `json:"height"`
-			CropW        int `json:"crop_w"`
-			CropH        int `json:"crop_h"`
-			TargetWidth  int `json:"target_width"`
-			TargetHeight int `json:"target_height"`
-		} `json:"kwargs"`
-	}
-	Tolerance struct{ Abs, Rel float64 }
-}
+// admFunction is the parameter-free function of the unet family's ADM cases, and
+// admEmbedder the size embedding EncodeADM implements.
+const (
+	admFunction = "comfy.model_base.SDXL.encode_adm"
+	admEmbedder = "Timestep(256)"
+)
 
-// TestGoldenUNet runs every case of golden/unet: the raw UNet output (single and
-// batched), BaseModel.apply_model's denoised output, and SDXL's ADM vector.
+// TestGoldenUNet runs every case of golden/unet: a model case (config.unet_config) runs
+// the raw UNet on its inputs (single and batched) and BaseModel.apply_model with the
+// wrapper's model sampling; an encode_adm case builds SDXL's ADM vector from its kwargs.
 func TestGoldenUNet(t *testing.T) {
-	dir, cases := testenv.GoldenCases[unetCase](t, "unet")
+	_, cases := testenv.GoldenCases[testenv.Case](t, "unet")
+	models := map[string]testenv.UNet{}
+	for _, u := range testenv.GoldenUNets(t) {
+		models[u.Name] = u
+	}
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := tensorfile.Open(filepath.Join(dir, c.File))
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := tensorfile.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
+			// tensor loads an in./out. tensor the manifest lists; nil when it lists none.
 			tensor := func(name string) *gpu.Tensor {
 				t.Helper()
-				if _, ok := f.Info(name); !ok {
+				if _, ok := c.IO[name]; !ok {
 					return nil
 				}
 				tn, err := f.Tensor(name)
@@ -74,37 +65,63 @@ func TestGoldenUNet(t *testing.T) {
 			}
 			check := func(name string, got *gpu.Tensor) {
 				t.Helper()
+				want := tensor(name)
+				if want == nil {
+					t.Fatal(c.FieldError("io_tensors", "lists no %s", name))
+				}
 				g, err := got.Float32()
 				if err != nil {
 					t.Fatal(err)
 				}
-				w, err := tensor(name).Float32()
+				w, err := want.Float32()
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(g) != len(w) {
-					t.Fatalf("%s: %d values, want %d", name, len(g), len(w))
-				}
-				for i := range w {
-					if d := math.Abs(float64(g[i] - w[i])); d > c.Tolerance.Abs+c.Tolerance.Rel*math.Abs(float64(w[i])) {
-						t.Fatalf("%s[%d] = %v, want %v", name, i, g[i], w[i])
-					}
-				}
+				testenv.Close(t, name, g, w, c.Tolerance)
 			}
-			if strings.HasPrefix(c.Case, "sdxl_encode_adm") {
-				k := c.Config.Kwargs
-				y, err := EncodeADM(rt, tensor("in.pooled_output"), SizeConditioning{Width: k.Width, Height: k.Height, CropW: k.CropW, CropH: k.CropH, TargetWidth: k.TargetWidth, TargetHeight: k.TargetHeight})
+			u, isModel := models[c.Name]
+			if !isModel {
+				var fn, emb string
+				if err := c.Decode("config.function", &fn); err != nil {
+					t.Fatal(c.FieldError("config", "neither a UNet (unet_config) nor a function"))
+				}
+				if fn != admFunction {
+					t.Fatal(c.FieldError("config.function", "%q: this test knows %s", fn, admFunction))
+				}
+				if err := c.Decode("config.embedder", &emb); err != nil || emb != admEmbedder {
+					t.Fatal(c.FieldError("config.embedder", "%q: EncodeADM embeds sizes with %s", emb, admEmbedder))
+				}
+				var k map[string]*int
+				if err := c.Decode("config.kwargs", &k); err != nil {
+					t.Fatal(err)
+				}
+				var size SizeConditioning
+				for key, dst := range map[string]*int{"width": &size.Width, "height": &size.Height, "crop_w": &size.CropW,
+					"crop_h": &size.CropH, "target_width": &size.TargetWidth, "target_height": &size.TargetHeight} {
+					if k[key] == nil {
+						t.Fatal(c.FieldError("config.kwargs."+key, "missing"))
+					}
+					*dst = *k[key]
+				}
+				if len(k) != 6 {
+					t.Fatal(c.FieldError("config.kwargs", "holds %d arguments, encode_adm takes the six sizes", len(k)))
+				}
+				pooled := tensor("in.pooled_output")
+				if pooled == nil {
+					t.Fatal(c.FieldError("io_tensors", "lists no in.pooled_output"))
+				}
+				y, err := EncodeADM(rt, pooled, size)
 				if err != nil {
 					t.Fatal(err)
 				}
 				check("out.adm", y)
 				return
 			}
-			heads := Heads{Count: c.Config.UNet.NumHeads}
-			if c.Config.UNet.NumHeadChannels > 0 {
-				heads = Heads{Dim: c.Config.UNet.NumHeadChannels}
+			heads := Heads{Count: u.Heads}
+			if u.HeadDim > 0 {
+				heads = Heads{Dim: u.HeadDim}
 			}
-			m, err := Load(rt, statedict.NewFileSource(rt, f), "model.diffusion_model.", heads)
+			m, err := Load(rt, statedict.NewFileSource(rt, f), u.Prefix, heads)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,16 +130,24 @@ func TestGoldenUNet(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("out.eps", eps)
-			epsB, err := m.Forward(ctx, rt, Inputs{X: tensor("in.x_b"), Timesteps: tensor("in.timesteps_b"), Context: tensor("in.context_b"), Y: tensor("in.y_b")})
-			if err != nil {
-				t.Fatal(err)
+			if xb := tensor("in.x_b"); xb != nil {
+				epsB, err := m.Forward(ctx, rt, Inputs{X: xb, Timesteps: tensor("in.timesteps_b"), Context: tensor("in.context_b"), Y: tensor("in.y_b")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				check("out.eps_b", epsB)
 			}
-			check("out.eps_b", epsB)
-
-			// BaseModel.apply_model: scale the input, map sigma to the nearest timestep,
-			// run the UNet, turn eps into the denoised latent.
-			ms := sampling.NewSD(sampling.EPS)
-			sv, _ := tensor("in.sigma").Float32()
+			sig := tensor("in.sigma")
+			if sig == nil {
+				return
+			}
+			// BaseModel.apply_model: scale the input, map sigma to the model's timestep,
+			// run the UNet, turn its output into the denoised latent.
+			ms, err := sampling.New(sampling.Config(u.Sampling))
+			if err != nil {
+				t.Fatal(c.FieldError("config.wrapper", "%v", err))
+			}
+			sv, _ := sig.Float32()
 			sigma := sv[0]
 			xv, _ := tensor("in.x").Float32()
 			xin := make([]float32, len(xv))

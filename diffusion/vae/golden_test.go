@@ -1,8 +1,6 @@
 package vae
 
 import (
-	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
@@ -11,29 +9,22 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-// vaeCase is the part of a golden/vae manifest entry the test reads.
-type vaeCase struct {
-	Case, File string
-	Tolerance  struct{ Abs, Rel float64 }
-}
-
 // TestGoldenVAE decodes and encodes with every case of golden/vae and compares the raw
 // decoder output, the ComfyUI-style image, the moments and the posterior mean.
 func TestGoldenVAE(t *testing.T) {
-	dir, cases := testenv.GoldenCases[vaeCase](t, "vae")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := tensorfile.Open(filepath.Join(dir, c.File))
+	for _, c := range testenv.GoldenVAEs(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := tensorfile.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
 			var m Model
-			rep, err := statedict.Bind(rt, statedict.NewFileSource(rt, f), "first_stage_model.", &m)
+			rep, err := statedict.Bind(rt, statedict.NewFileSource(rt, f), c.Prefix, &m)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,6 +35,10 @@ func TestGoldenVAE(t *testing.T) {
 				t.Fatal(err)
 			}
 			load := func(name string) ([]float32, []int) {
+				t.Helper()
+				if _, err := c.Tensor(name); err != nil {
+					t.Fatal(err)
+				}
 				tn, err := f.Tensor(name)
 				if err != nil {
 					t.Fatal(err)
@@ -61,14 +56,7 @@ func TestGoldenVAE(t *testing.T) {
 			check := func(name string, got []float32) {
 				t.Helper()
 				want, _ := load(name)
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d values, want %d", name, len(got), len(want))
-				}
-				for i := range want {
-					if d := math.Abs(float64(got[i] - want[i])); d > c.Tolerance.Abs+c.Tolerance.Rel*math.Abs(float64(want[i])) {
-						t.Fatalf("%s[%d] = %v, want %v", name, i, got[i], want[i])
-					}
-				}
+				testenv.Close(t, name, got, want, c.Tolerance)
 			}
 			lat, shape := load("in.latent")
 			z, err := rt.FromFloat32(lat, shape...)
@@ -87,7 +75,11 @@ func TestGoldenVAE(t *testing.T) {
 			}
 			check("out.image", img.Pix)
 
+			// in.image is NHWC (family README).
 			pix, ishape := load("in.image")
+			if len(ishape) != 4 {
+				t.Fatal(c.FieldError("io_tensors", "in.image has shape %v, want NHWC", ishape))
+			}
 			x, err := FromImage(rt, &Image{Batch: ishape[0], Height: ishape[1], Width: ishape[2], Channels: ishape[3], Pix: pix})
 			if err != nil {
 				t.Fatal(err)
