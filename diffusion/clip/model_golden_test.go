@@ -1,8 +1,9 @@
 package clip
 
 import (
-	"math"
-	"path/filepath"
+	"fmt"
+	"regexp"
+	"strconv"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
@@ -11,49 +12,48 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-type clipCase struct {
-	Case    string            `json:"case"`
-	File    string            `json:"file"`
-	Prompts map[string]string `json:"prompts"`
-	Config  struct {
-		ModelOptions struct {
-			CLIPL struct {
-				Heads int    `json:"num_attention_heads"`
-				Act   string `json:"hidden_act"`
-			} `json:"clip_l_model_config"`
-		} `json:"model_options"`
-	} `json:"config"`
-	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
-}
+var (
+	rawLayerRE  = regexp.MustCompile(`^out\.raw\.layer(\d+)_unnormed$`)
+	rawHiddenRE = regexp.MustCompile(`^out\.raw\.hidden_m(\d+)_(normed|unnormed)$`)
+	encodedRE   = regexp.MustCompile(`^out\.(.+)\.(cond|pooled)(?:_skip(\d+))?$`)
+)
 
 // TestGoldenCLIP runs every case of golden/clip: the raw transformer outputs per layer,
 // pooled and projected, and ComfyUI's encode_from_tokens with prompt weights and clip
-// skip, within each case's tolerance.
+// skip, within each case's tolerance. Every out. tensor of the case is checked; the
+// family README's names say what each is (layer<i>, hidden_m<k> = layer −k,
+// <prompt>.cond_skip<k> = CLIPSetLastLayer −k).
 func TestGoldenCLIP(t *testing.T) {
-	dir, cases := testenv.GoldenCases[clipCase](t, "clip")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := tensorfile.Open(filepath.Join(dir, c.File))
+	for _, c := range testenv.GoldenCLIPs(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := tensorfile.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
 			src := statedict.NewFileSource(rt, f)
-			model := &TextModel{Heads: c.Config.ModelOptions.CLIPL.Heads, Activation: c.Config.ModelOptions.CLIPL.Act, EOS: 49407}
-			rep, err := statedict.Bind(rt, src, "cond_stage_model.transformer.text_model.", model)
+			model := &TextModel{Heads: c.Heads, Activation: c.Activation, EOS: c.EOS}
+			rep, err := statedict.Bind(rt, src, c.Prefix, model)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(model.Layers) != c.Layers {
+				t.Fatalf("%d layers bound, config says %d", len(model.Layers), c.Layers)
 			}
 			if len(rep.Unused) > 0 {
 				t.Errorf("unused keys: %v", rep.Unused)
 			}
-			proj, err := src.Tensor("cond_stage_model.transformer.text_projection.weight")
-			if err != nil {
-				t.Fatal(err)
+			// The pooled output's projection, where the file holds one (beside the text
+			// model, as in SD1.5 checkpoints that carry it).
+			var proj *gpu.Tensor
+			if pre, err := c.WeightPrefix("text_projection.weight"); err == nil {
+				if proj, err = src.Tensor(pre + "text_projection.weight"); err != nil {
+					t.Fatal(err)
+				}
 			}
 			check := func(name string, got *gpu.Tensor) {
 				t.Helper()
@@ -61,85 +61,128 @@ func TestGoldenCLIP(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := floatsOf(t, f, name)
-				if len(g) != len(want) {
-					t.Fatalf("%s: %d values, want %d", name, len(g), len(want))
-				}
-				for i := range want {
-					if d := math.Abs(float64(g[i] - want[i])); d > c.Tolerance.Abs+c.Tolerance.Rel*math.Abs(float64(want[i])) {
-						t.Fatalf("%s[%d] = %v, want %v", name, i, g[i], want[i])
-					}
-				}
+				testenv.Close(t, name, g, floatsOf(t, f, name), c.Tolerance)
 			}
 			windowsOf := func(p string) [][]Token {
+				t.Helper()
+				spec, err := c.Tensor("in.tokens." + p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(spec.Shape) != 2 {
+					t.Fatal(c.FieldError("io_tensors", "in.tokens.%s has shape %v, want (windows, length)", p, spec.Shape))
+				}
+				size := spec.Shape[1]
 				ids := readInts(t, f, "in.tokens."+p)
 				var ws []float64
-				if _, ok := f.Info("in.weights." + p); ok {
+				if _, ok := c.IO["in.weights."+p]; ok {
 					ws = readF64(t, f, "in.weights."+p)
 				}
 				var out [][]Token
-				for w := 0; w < len(ids)/77; w++ {
-					win := make([]Token, 77)
+				for w := 0; w < len(ids)/size; w++ {
+					win := make([]Token, size)
 					for i := range win {
-						win[i] = Token{ID: ids[w*77+i], Weight: 1}
+						win[i] = Token{ID: ids[w*size+i], Weight: 1}
 						if ws != nil {
-							win[i].Weight = ws[w*77+i]
+							win[i].Weight = ws[w*size+i]
 						}
 					}
 					out = append(out, win)
 				}
 				return out
 			}
-
-			raw := windowsOf("raw")
-			n := len(model.Layers)
-			for layer := 0; layer < n; layer++ {
-				o, err := model.Forward(rt, []Input{Input(raw[0])}, layer, false)
+			forward := func(layer int, norm bool) *Output {
+				t.Helper()
+				o, err := model.Forward(rt, []Input{Input(windowsOf("raw")[0])}, layer, norm)
 				if err != nil {
 					t.Fatal(err)
 				}
-				check("out.raw.layer"+string(rune('0'+layer))+"_unnormed", o.Hidden)
-				if layer == n-2 {
-					check("out.raw.hidden_m2_unnormed", o.Hidden)
-				}
-				if layer == 0 {
-					check("out.raw.last_hidden", o.Last)
-					check("out.raw.pooled", o.Pooled)
-					pp, err := gpu.Linear(rt, o.Pooled, proj, nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-					check("out.raw.pooled_projected", pp)
-					pp.Release()
-				}
-				o.Release()
+				return o
 			}
-			o, err := model.Forward(rt, []Input{Input(raw[0])}, -2, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			check("out.raw.hidden_m2_normed", o.Hidden)
-			o.Release()
-
-			for p := range c.Prompts {
-				for _, skip := range []bool{false, true} {
-					enc := &Encoder{Model: model, NormHidden: true, Start: 49406, End: 49407, Pad: 49407}
-					suffix := ""
-					if skip {
-						enc.Layer, suffix = -2, "_skip2"
-					}
-					e, err := enc.Encode(rt, windowsOf(p))
-					if err != nil {
-						t.Fatal(err)
-					}
-					check("out."+p+".cond"+suffix, e.Cond)
-					check("out."+p+".pooled"+suffix, e.Pooled)
-					e.Cond.Release()
-					e.Pooled.Release()
+			encoded := map[string]*Encoded{}
+			encode := func(p string, skip int) *Encoded {
+				t.Helper()
+				key := fmt.Sprint(p, "/", skip)
+				if e, ok := encoded[key]; ok {
+					return e
 				}
+				enc := &Encoder{Model: model, NormHidden: true, Layer: -skip, Start: c.Start, End: c.End, Pad: c.Pad}
+				e, err := enc.Encode(rt, windowsOf(p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				encoded[key] = e
+				return e
+			}
+			outs := c.Tensors("out.")
+			if len(outs) == 0 {
+				t.Fatal(c.FieldError("io_tensors", "lists no out. tensor"))
+			}
+			for _, name := range outs {
+				if m := rawLayerRE.FindStringSubmatch(name); m != nil {
+					i, _ := strconv.Atoi(m[1])
+					o := forward(i, false)
+					check(name, o.Hidden)
+					o.Release()
+					continue
+				}
+				if m := rawHiddenRE.FindStringSubmatch(name); m != nil {
+					k, _ := strconv.Atoi(m[1])
+					o := forward(-k, m[2] == "normed")
+					check(name, o.Hidden)
+					o.Release()
+					continue
+				}
+				switch name {
+				case "out.raw.last_hidden", "out.raw.pooled", "out.raw.pooled_projected":
+					o := forward(NoHidden, false)
+					switch name {
+					case "out.raw.last_hidden":
+						check(name, o.Last)
+					case "out.raw.pooled":
+						check(name, o.Pooled)
+					default:
+						if proj == nil {
+							t.Fatalf("%s: the file holds no single text_projection.weight", name)
+						}
+						pp, err := gpu.Linear(rt, o.Pooled, proj, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						check(name, pp)
+						pp.Release()
+					}
+					o.Release()
+					continue
+				}
+				m := encodedRE.FindStringSubmatch(name)
+				if m == nil || !hasPrompt(c.Prompts, m[1]) {
+					t.Fatal(c.FieldError("io_tensors", "no rule for %s (not a raw output, nor the encoding of a prompt the case lists)", name))
+				}
+				skip := 0
+				if m[3] != "" {
+					skip, _ = strconv.Atoi(m[3])
+				}
+				e := encode(m[1], skip)
+				if m[2] == "cond" {
+					check(name, e.Cond)
+				} else {
+					check(name, e.Pooled)
+				}
+			}
+			for _, e := range encoded {
+				e.Cond.Release()
+				e.Pooled.Release()
 			}
 		})
 	}
+}
+
+// hasPrompt reports whether the case lists a prompt named p (an empty prompt text is a
+// prompt too).
+func hasPrompt(prompts map[string]string, p string) bool {
+	_, ok := prompts[p]
+	return ok
 }
 
 func floatsOf(t *testing.T, f *tensorfile.File, name string) []float32 {

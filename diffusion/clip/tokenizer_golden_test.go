@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/internal/testenv"
@@ -14,14 +15,24 @@ import (
 )
 
 type tokCase struct {
-	Case   string `json:"case"`
-	File   string `json:"file"`
+	testenv.Case
 	Prompt string `json:"prompt"`
+	Config struct {
+		MaxLength     int    `json:"max_length"`
+		MaxWordLength int    `json:"max_word_length"`
+		Start         int    `json:"start_token"`
+		End           int    `json:"end_token"`
+		Pad           int    `json:"pad_token"`
+		EmbeddingDir  string `json:"embedding_directory"`
+	} `json:"config"`
 }
 
+// goldenTokenizer returns the golden tokenizer family's vocabulary folder, the BPE read
+// from it and the family's cases.
 func goldenTokenizer(t *testing.T) (string, *BPE, []tokCase) {
 	t.Helper()
-	dir, cases := testenv.GoldenCases[tokCase](t, "tokenizer")
+	dir := testenv.GoldenVocabDir(t)
+	_, cases := testenv.GoldenCases[tokCase](t, "tokenizer")
 	bpe, err := LoadBPE(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -29,42 +40,65 @@ func goldenTokenizer(t *testing.T) (string, *BPE, []tokCase) {
 	return dir, bpe, cases
 }
 
+// embeddingFileRE reads the file an embedding_directory description adds to the empty
+// folder: "empty dir (+ present_emb.safetensors)" (family README).
+var embeddingFileRE = regexp.MustCompile(`\(\+ ([^)/\\]+)\)`)
+
 // TestGoldenTokenizer runs every case of golden/tokenizer: the plain BPE ids and
 // ComfyUI's weighted, chunked windows (ids, weights, word ids, embedding vectors), all
-// exact.
+// exact, with the case's window length, word-split length and special tokens.
 func TestGoldenTokenizer(t *testing.T) {
-	dir, bpe, cases := goldenTokenizer(t)
+	_, bpe, cases := goldenTokenizer(t)
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			f, err := tensorfile.Open(filepath.Join(dir, c.File))
+		t.Run(c.Name, func(t *testing.T) {
+			for _, field := range []string{"prompt", "config.max_length", "config.max_word_length", "config.start_token", "config.end_token", "config.pad_token"} {
+				if !c.Has(field) {
+					t.Fatal(c.FieldError(field, "missing"))
+				}
+			}
+			if c.Config.Start != bpe.bos || c.Config.End != bpe.eos {
+				t.Fatal(c.FieldError("config", "start/end tokens %d/%d, the vocabulary's are %d/%d", c.Config.Start, c.Config.End, bpe.bos, bpe.eos))
+			}
+			f, err := tensorfile.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
 			embDir := t.TempDir()
-			if _, ok := f.Info("in.embedding"); ok {
-				writeEmbedding(t, f, filepath.Join(embDir, "present_emb.safetensors"))
+			size := 0
+			if spec, ok := c.IO["in.embedding"]; ok {
+				m := embeddingFileRE.FindStringSubmatch(c.Config.EmbeddingDir)
+				if m == nil || len(spec.Shape) != 2 {
+					t.Fatal(c.FieldError("config.embedding_directory", "%q names no embedding file for in.embedding %v", c.Config.EmbeddingDir, spec.Shape))
+				}
+				size = spec.Shape[1]
+				writeEmbedding(t, f, filepath.Join(embDir, m[1]))
 			}
 			raw := readInts(t, f, "out.raw_ids")
 			got := bpe.Encode(c.Prompt)
 			if !equalInts(got, raw) {
 				t.Errorf("raw ids\n got %v\nwant %v", got, raw)
 			}
-			tok := NewSD1Tokenizer(bpe, DirEmbeddings([]string{embDir}, 768, "clip_l"))
+			tok := NewSD1Tokenizer(bpe, DirEmbeddings([]string{embDir}, size, "clip_l"))
+			tok.MaxLength, tok.MaxWordLength, tok.PadToken = c.Config.MaxLength, c.Config.MaxWordLength, c.Config.Pad
 			windows, err := tok.TokenizeWithWeights(c.Prompt)
 			if err != nil {
 				t.Fatal(err)
 			}
+			n := c.Config.MaxLength
 			ids := readInts(t, f, "out.ids")
 			wids := readInts(t, f, "out.word_ids")
 			ws := readF64(t, f, "out.weights")
-			if len(windows)*77 != len(ids) {
-				t.Fatalf("%d windows, want %d", len(windows), len(ids)/77)
+			if len(windows)*n != len(ids) {
+				t.Fatalf("%d windows, want %d", len(windows), len(ids)/n)
 			}
 			var vectors [][]float32
 			for wi, w := range windows {
+				if len(w) != n {
+					t.Fatalf("window %d holds %d tokens, want %d", wi, len(w), n)
+				}
 				for i, tk := range w {
-					k := wi*77 + i
+					k := wi*n + i
 					id := tk.ID
 					if tk.Embed != nil {
 						id = -1
@@ -75,7 +109,7 @@ func TestGoldenTokenizer(t *testing.T) {
 					}
 				}
 			}
-			if _, ok := f.Info("out.embed_vectors"); ok {
+			if _, ok := c.IO["out.embed_vectors"]; ok {
 				want := readF32(t, f, "out.embed_vectors")
 				var flat []float32
 				for _, v := range vectors {

@@ -90,7 +90,7 @@ func TestOpenAIVocabularyMatchesHF(t *testing.T) {
 	}
 	for _, c := range cases {
 		if a, b := hf.Encode(c.Prompt), oa.Encode(c.Prompt); !equalInts(a, b) {
-			t.Errorf("%s: OpenAI vocabulary gives %v, HF %v", c.Case, b, a)
+			t.Errorf("%s: OpenAI vocabulary gives %v, HF %v", c.Name, b, a)
 		}
 	}
 }
