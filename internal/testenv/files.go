@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,6 +64,49 @@ func ReadSafetensorsHeader(path string) (tensors map[string]HeaderTensor, meta m
 		tensors[name] = ti
 	}
 	return tensors, meta, int64(8 + n), nil
+}
+
+// RawTensor is one tensor of a safetensors file as stored: dtype, shape and the
+// little-endian bytes.
+type RawTensor struct {
+	DType string
+	Shape []int
+	Data  []byte
+}
+
+// Float32 returns the values of an F32 tensor.
+func (r RawTensor) Float32() ([]float32, error) {
+	if r.DType != "F32" {
+		return nil, fmt.Errorf("testenv: tensor of dtype %s, want F32", r.DType)
+	}
+	out := make([]float32, len(r.Data)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(r.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// ReadSafetensors reads a whole (small) .safetensors file: every tensor's dtype, shape
+// and bytes, and the __metadata__ strings. It is for the tests of packages that must
+// not import weights/ (gpu/ and below); the offsets are checked against the file.
+func ReadSafetensors(path string) (map[string]RawTensor, map[string]string, error) {
+	hdr, meta, size, err := ReadSafetensorsHeader(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	data := b[size:]
+	out := make(map[string]RawTensor, len(hdr))
+	for name, ti := range hdr {
+		if ti.Offsets[0] < 0 || ti.Offsets[1] < ti.Offsets[0] || ti.Offsets[1] > int64(len(data)) {
+			return nil, nil, fmt.Errorf("%s: tensor %q: bad offsets %v", path, name, ti.Offsets)
+		}
+		out[name] = RawTensor{DType: ti.DType, Shape: ti.Shape, Data: data[ti.Offsets[0]:ti.Offsets[1]]}
+	}
+	return out, meta, nil
 }
 
 // Weights returns the names of the case file's weight tensors (those that are neither

@@ -5,9 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"testing"
 
@@ -15,13 +15,15 @@ import (
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
-// goldenCase is the part of a gguf manifest case these tests read.
+// goldenCase is the part of a gguf manifest case these tests read: either the .gguf
+// file itself (kind "gguf", its tensor names in "tensors") or the sidecar of one
+// (gguf_file), whose tensors_info describes each tensor and whose file holds the raw
+// bytes and ComfyUI-GGUF's dequantized values.
 type goldenCase struct {
-	Case     string   `json:"case"`
-	File     string   `json:"file"`
+	testenv.Case
 	Kind     string   `json:"kind"`
-	SHA256   string   `json:"sha256"`
 	GGUFFile string   `json:"gguf_file"`
+	Writer   string   `json:"writer"`
 	Tensors  []string `json:"-"`
 	// TensorsInfo describes each tensor of the sidecar case.
 	TensorsInfo map[string]struct {
@@ -31,46 +33,54 @@ type goldenCase struct {
 		TypeSize   int     `json:"type_size"`
 		Shape      []int64 `json:"shape"`
 	} `json:"tensors_info"`
-	Tolerance struct {
-		Abs float64 `json:"abs"`
-		Rel float64 `json:"rel"`
-	} `json:"tolerance"`
 	RawTensors json.RawMessage `json:"tensors"`
 }
 
-// TestGolden checks every case of ../shared/golden/gguf/manifest.json: the .gguf file
-// parses with the listed tensors, and every tensor dequantizes to ComfyUI-GGUF's
-// float32-math values (dequant_dtype=float32, equal to gguf-py) within the case tolerance
-// (exact). The raw bytes are also checked against the sidecar's in.<t>.bytes.
+// writerArchRE reads the architecture a sidecar's writer note names
+// ("gguf-py GGUFWriter, arch 'flux'").
+var writerArchRE = regexp.MustCompile(`arch '([^']+)'`)
+
+// TestGolden checks every case of the golden gguf family: each .gguf file parses with
+// the tensors the manifest lists, and every tensor of a sidecar dequantizes to
+// ComfyUI-GGUF's float32-math values (dequant_dtype=float32, equal to gguf-py) within
+// the case tolerance (exact). The raw bytes are also checked against the sidecar's
+// in.<t>.bytes.
 func TestGolden(t *testing.T) {
-	dir, cases := testenv.GoldenCases[goldenCase](t, "gguf")
+	_, cases := testenv.GoldenCases[goldenCase](t, "gguf")
+	arch := map[string]string{} // .gguf file → the architecture its sidecar's writer names
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			if c.Kind == "gguf" {
+		if m := writerArchRE.FindStringSubmatch(c.Writer); m != nil && c.GGUFFile != "" {
+			arch[c.GGUFFile] = m[1]
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			switch {
+			case c.Kind == "gguf":
 				if err := json.Unmarshal(c.RawTensors, &c.Tensors); err != nil {
-					t.Fatalf("case %q: tensors: %v", c.Case, err)
+					t.Fatal(c.FieldError("tensors", "%v", err))
 				}
-				goldenFile(t, dir, c)
-				return
+				goldenFile(t, c, arch[c.File])
+			case c.Kind != "":
+				t.Fatal(c.FieldError("kind", "unknown kind %q", c.Kind))
+			case c.GGUFFile == "":
+				t.Fatal(c.FieldError("gguf_file", "missing: the case is neither a gguf file nor a sidecar of one"))
+			default:
+				goldenSidecar(t, c)
 			}
-			if c.GGUFFile == "" {
-				t.Fatalf("case %q: neither a gguf file nor a sidecar of one", c.Case)
-			}
-			goldenSidecar(t, dir, c)
 		})
 	}
 }
 
-func goldenFile(t *testing.T, dir string, c goldenCase) {
-	path := filepath.Join(dir, c.File)
-	data, err := os.ReadFile(path)
+func goldenFile(t *testing.T, c goldenCase, arch string) {
+	data, err := os.ReadFile(c.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != c.SHA256 {
-		t.Fatalf("%s: sha256 differs from the manifest", path)
+		t.Fatalf("%s: sha256 differs from the manifest", c.Path())
 	}
-	f, err := Open(path)
+	f, err := Open(c.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,27 +92,27 @@ func goldenFile(t *testing.T, dir string, c goldenCase) {
 	if !slices.Equal(names, c.Tensors) {
 		t.Errorf("tensors %v, manifest lists %v", names, c.Tensors)
 	}
-	if arch, _ := f.Metadata().String("general.architecture"); arch != "flux" {
-		t.Errorf("general.architecture = %q, want flux", arch)
+	if got, _ := f.Metadata().String("general.architecture"); arch != "" && got != arch {
+		t.Errorf("general.architecture = %q, the sidecar's writer names %q", got, arch)
 	}
 	if v := f.Header().Version; v != 2 && v != 3 {
 		t.Errorf("version %d", v)
 	}
 }
 
-func goldenSidecar(t *testing.T, dir string, c goldenCase) {
-	f, err := Open(filepath.Join(dir, c.GGUFFile))
+func goldenSidecar(t *testing.T, c goldenCase) {
+	f, err := Open(filepath.Join(c.Dir(), c.GGUFFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	exp, err := safetensors.Open(filepath.Join(dir, c.File))
+	exp, err := safetensors.Open(c.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer exp.Close()
 	if len(c.TensorsInfo) == 0 {
-		t.Fatal("case lists no tensors")
+		t.Fatal(c.FieldError("tensors_info", "lists no tensors"))
 	}
 	names := make([]string, 0, len(c.TensorsInfo))
 	for name := range c.TensorsInfo {
@@ -146,22 +156,7 @@ func goldenSidecar(t *testing.T, dir string, c goldenCase) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(wantV) {
-				t.Fatalf("%d values, want %d", len(got), len(wantV))
-			}
-			bad := 0
-			for i := range got {
-				g, w := float64(got[i]), float64(wantV[i])
-				if math.Abs(g-w) > c.Tolerance.Abs+c.Tolerance.Rel*math.Abs(w) || math.IsNaN(g) != math.IsNaN(w) {
-					if bad < 5 {
-						t.Errorf("[%d] = %g, want %g", i, g, w)
-					}
-					bad++
-				}
-			}
-			if bad > 0 {
-				t.Errorf("%d of %d values differ", bad, len(got))
-			}
+			testenv.Close(t, name, got, wantV, c.Tolerance)
 			// Row access covers the same bytes as the whole tensor.
 			row, err := tn.Row(tn.Rows() - 1)
 			if err != nil || !bytes.Equal(row, tn.Data[int64(len(tn.Data))-tn.RowSize():]) {
@@ -171,49 +166,58 @@ func goldenSidecar(t *testing.T, dir string, c goldenCase) {
 	}
 }
 
-// TestGoldenQuantize quantizes each golden source tensor (out.<t>.source) and compares the
-// bytes with the stored ones (in.<t>.bytes), which gguf-py's quantizers produced.
+// TestGoldenQuantize quantizes each golden source tensor (out.<t>.source) of every
+// sidecar and compares the bytes with the stored ones (in.<t>.bytes), which gguf-py's
+// quantizers produced.
 func TestGoldenQuantize(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "gguf")
-	f, err := Open(filepath.Join(dir, "quant_types.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	exp, err := safetensors.Open(filepath.Join(dir, "quant_types.expected.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer exp.Close()
+	_, cases := testenv.GoldenCases[goldenCase](t, "gguf")
 	n := 0
-	for _, info := range f.Header().Tensors {
-		src, err := exp.Tensor("out." + info.Name + ".source")
-		if err != nil {
-			continue // K-quants: random blocks, no source
+	for _, c := range cases {
+		if c.GGUFFile == "" {
+			continue
 		}
-		n++
-		t.Run(info.Name, func(t *testing.T) {
-			if !info.Type.CanQuantize() {
-				t.Fatalf("%s has a source but no quantizer", info.Type)
+		f, err := Open(filepath.Join(c.Dir(), c.GGUFFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		exp, err := safetensors.Open(c.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer exp.Close()
+		for _, info := range f.Header().Tensors {
+			if _, ok := c.IO["out."+info.Name+".source"]; !ok {
+				continue // K-quants: random blocks, no source
 			}
-			x, err := src.Float32()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, info.Size)
-			if err := Quantize(got, info.Type, x); err != nil {
-				t.Fatal(err)
-			}
-			want, _ := f.Tensor(info.Name)
-			for i := range got {
-				if got[i] != want.Data[i] {
-					bs := int64(info.Type.TypeSize())
-					t.Fatalf("byte %d (block %d) = %#02x, gguf-py wrote %#02x", i, int64(i)/bs, got[i], want.Data[i])
+			n++
+			t.Run(c.Name+"/"+info.Name, func(t *testing.T) {
+				src, err := exp.Tensor("out." + info.Name + ".source")
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				if !info.Type.CanQuantize() {
+					t.Fatalf("%s has a source but no quantizer", info.Type)
+				}
+				x, err := src.Float32()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, info.Size)
+				if err := Quantize(got, info.Type, x); err != nil {
+					t.Fatal(err)
+				}
+				want, _ := f.Tensor(info.Name)
+				for i := range got {
+					if got[i] != want.Data[i] {
+						bs := int64(info.Type.TypeSize())
+						t.Fatalf("byte %d (block %d) = %#02x, gguf-py wrote %#02x", i, int64(i)/bs, got[i], want.Data[i])
+					}
+				}
+			})
+		}
 	}
-	if n < 8 {
-		t.Fatalf("only %d tensors have a source", n)
+	if n == 0 {
+		t.Fatal("no sidecar of the gguf family holds a source tensor")
 	}
 }
