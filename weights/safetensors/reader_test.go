@@ -3,9 +3,9 @@ package safetensors
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -302,31 +302,66 @@ func TestWriteErrors(t *testing.T) {
 	}
 }
 
-// TestGoldenFile reads a file written by the Python safetensors package: the gguf
-// family's expected-values sidecar.
+// ggufSidecar is a sidecar case of the golden gguf family, written by the Python
+// safetensors package: per tensor of a .gguf file its raw bytes (in.<t>.bytes, U8,
+// one row per tensor row) and ComfyUI-GGUF's float32 values (out.<t>).
+type ggufSidecar struct {
+	testenv.Case
+	GGUFFile    string `json:"gguf_file"`
+	TensorsInfo map[string]struct {
+		Shape     []int64 `json:"shape"`
+		BlockSize int64   `json:"block_size"`
+		TypeSize  int64   `json:"type_size"`
+	} `json:"tensors_info"`
+}
+
+// TestGoldenFile reads files written by the Python safetensors package, the gguf
+// family's sidecars: the case metadata, and each tensor's dtype, shape and size as the
+// manifest describes them.
 func TestGoldenFile(t *testing.T) {
-	path := filepath.Join(testenv.GoldenDir(t), "gguf", "quant_types.expected.safetensors")
-	f, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
+	_, cases := testenv.GoldenCases[ggufSidecar](t, "gguf")
+	n := 0
+	for _, c := range cases {
+		if c.GGUFFile == "" {
+			continue
+		}
+		n++
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := Open(c.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if !strings.Contains(f.Metadata()["case"], `"family"`) {
+				t.Errorf("metadata case = %.80q", f.Metadata()["case"])
+			}
+			for name, info := range c.TensorsInfo {
+				if len(info.Shape) == 0 || info.BlockSize <= 0 || info.TypeSize <= 0 {
+					t.Fatal(c.FieldError("tensors_info."+name, "needs shape, block_size and type_size"))
+				}
+				tn, err := f.Tensor("out." + name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tn.DType != weights.F32 || !slicesEqual(tn.Shape, info.Shape) {
+					t.Errorf("out.%s: %v, want F32 %v", name, tn.TensorInfo, info.Shape)
+				}
+				rows, cols := int64(1), info.Shape[len(info.Shape)-1]
+				for _, d := range info.Shape[:len(info.Shape)-1] {
+					rows *= d
+				}
+				b, err := f.Tensor("in." + name + ".bytes")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := rows * cols / info.BlockSize * info.TypeSize; b.DType != weights.U8 || b.Size != want {
+					t.Errorf("in.%s.bytes: %v, want U8 of %d bytes", name, b.TensorInfo, want)
+				}
+			}
+		})
 	}
-	defer f.Close()
-	if !strings.Contains(f.Metadata()["case"], `"family"`) {
-		t.Errorf("metadata case = %.80q", f.Metadata()["case"])
-	}
-	tn, err := f.Tensor("out.f32.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tn.DType != weights.F32 || !slicesEqual(tn.Shape, []int64{8, 256}) {
-		t.Errorf("out.f32.weight: %v", tn.TensorInfo)
-	}
-	b, err := f.Tensor("in.q4_0.weight.bytes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.DType != weights.U8 || b.Size != 8*144 {
-		t.Errorf("in.q4_0.weight.bytes: %v", b.TensorInfo)
+	if n == 0 {
+		t.Fatal("the gguf family has no sidecar")
 	}
 }
 
@@ -363,41 +398,50 @@ func TestSortEntriesAligns(t *testing.T) {
 	}
 }
 
-// TestGoldenCorpus opens every .safetensors file of the golden set (written by the Python
-// safetensors package: F16, F32, F64, I64 and U8 tensors, JSON metadata with escapes) and
-// converts every tensor: the strict validation must accept all of them.
+// TestGoldenCorpus opens every safetensors case file of every golden family (written by
+// the Python safetensors package: F16, F32, F64, I64 and U8 tensors, JSON metadata with
+// escapes) and converts every tensor: the strict validation must accept all of them, and
+// each file's metadata must be its manifest case.
 func TestGoldenCorpus(t *testing.T) {
-	root := testenv.GoldenDir(t)
 	n := 0
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".safetensors") {
-			return err
-		}
-		n++
-		f, err := Open(path)
-		if err != nil {
-			t.Error(err)
-			return nil
-		}
-		defer f.Close()
-		if _, ok := f.Metadata()["case"]; !ok {
-			t.Errorf("%s: no case metadata", path)
-		}
-		for _, info := range f.Tensors() {
-			tn, err := f.Tensor(info.Name)
-			if err == nil {
-				_, err = tn.Float32()
+	for _, fam := range testenv.GoldenFamilies(t) {
+		_, cases := testenv.GoldenCases[struct {
+			testenv.Case
+			Kind string `json:"kind"`
+		}](t, fam)
+		for _, c := range cases {
+			switch c.Kind {
+			case "":
+			case "gguf":
+				continue // the gguf family's model file; its sidecar is safetensors
+			default:
+				t.Fatal(c.FieldError("kind", "unknown kind %q", c.Kind))
 			}
+			n++
+			f, err := Open(c.Path())
 			if err != nil {
-				t.Errorf("%s: %v", path, err)
+				t.Error(err)
+				continue
 			}
+			var meta struct {
+				Case string `json:"case"`
+			}
+			if err := json.Unmarshal([]byte(f.Metadata()["case"]), &meta); err != nil || meta.Case != c.Name {
+				t.Errorf("%s: metadata case %q (%v), manifest case %q", c.Path(), meta.Case, err, c.Name)
+			}
+			for _, info := range f.Tensors() {
+				tn, err := f.Tensor(info.Name)
+				if err == nil {
+					_, err = tn.Float32()
+				}
+				if err != nil {
+					t.Errorf("%s: %v", c.Path(), err)
+				}
+			}
+			f.Close()
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	if n < 100 {
-		t.Errorf("only %d golden files found", n)
+	if n == 0 {
+		t.Error("no golden safetensors file found")
 	}
 }
