@@ -103,7 +103,7 @@ func BenchmarkLoadCheckpointSD15Cached(b *testing.B) {
 // BenchmarkEncodeTextSD15 encodes one prompt with the full-size CLIP-L.
 func BenchmarkEncodeTextSD15(b *testing.B) {
 	path := benchSD15(b)
-	bpe, err := clip.LoadBPE(filepath.Join(testenv.GoldenDir(b), "tokenizer"))
+	bpe, err := clip.LoadBPE(testenv.GoldenVocabDir(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package sd
 
 import (
 	"context"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,52 +15,20 @@ import (
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
-type goldenCase struct {
-	Case   string `json:"case"`
-	File   string `json:"file"`
-	Config struct {
-		UNet struct {
-			NumHeads        int `json:"num_heads"`
-			NumHeadChannels int `json:"num_head_channels"`
-		} `json:"unet_config"`
-		ModelOptions struct {
-			CLIPL struct {
-				Hidden int `json:"hidden_size"`
-				Heads  int `json:"num_attention_heads"`
-			} `json:"clip_l_model_config"`
-		} `json:"model_options"`
-	} `json:"config"`
-	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
-}
-
-func goldenManifest(t *testing.T, family, name string) goldenCase {
-	t.Helper()
-	_, cases := testenv.GoldenCases[goldenCase](t, family)
-	for _, c := range cases {
-		if c.Case == name {
-			return c
-		}
-	}
-	t.Fatalf("%s: no case %s", family, name)
-	return goldenCase{}
-}
-
-// TestGoldenThroughLoader assembles the golden tiny SD1.5 UNet, CLIP-L and VAE fixtures
-// into one checkpoint file (their keys are the real checkpoint names) and checks that
-// LoadCheckpoint's MODEL, CLIP and VAE reproduce ComfyUI's outputs of each fixture.
+// TestGoldenThroughLoader assembles the golden set's SD1.x-shaped UNet, CLIP and VAE
+// fixtures (testenv.GoldenSD1) into one checkpoint file (their keys are the real
+// checkpoint names) and checks that LoadCheckpoint's MODEL, CLIP and VAE reproduce
+// ComfyUI's outputs of each fixture.
 func TestGoldenThroughLoader(t *testing.T) {
-	root := testenv.GoldenDir(t)
-	uc := goldenManifest(t, "unet", "sd15_tiny")
-	cc := goldenManifest(t, "clip", "clip_sd15_tiny")
-	vc := goldenManifest(t, "vae", "sd_vae_tiny")
+	fx := testenv.GoldenSD1(t)
 	files := map[string]*safetensors.File{}
-	for _, p := range []struct{ fam, file string }{{"unet", uc.File}, {"clip", cc.File}, {"vae", vc.File}} {
-		f, err := safetensors.Open(filepath.Join(root, p.fam, p.file))
+	for fam, path := range map[string]string{"unet": fx.UNet.Path(), "clip": fx.CLIP.Path(), "vae": fx.VAE.Path()} {
+		f, err := safetensors.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		files[p.fam] = f
+		files[fam] = f
 	}
 	// The checkpoint: every weight of the three fixtures, none of their in./out. tensors.
 	var es []safetensors.Entry
@@ -89,10 +56,13 @@ func TestGoldenThroughLoader(t *testing.T) {
 	out.Close()
 
 	rt := ckRuntime(t)
-	l := cc.Config.ModelOptions.CLIPL
+	heads := unet.Heads{Count: fx.UNet.Heads}
+	if fx.UNet.HeadDim > 0 {
+		heads = unet.Heads{Dim: fx.UNet.HeadDim}
+	}
 	ck, err := LoadCheckpoint(rt, path, LoadOptions{
-		UNetHeads:   unet.Heads{Count: uc.Config.UNet.NumHeads},
-		CLIPHeadDim: l.Hidden / l.Heads,
+		UNetHeads:   heads,
+		CLIPHeadDim: fx.CLIP.Hidden / fx.CLIP.Heads,
 		// The fixture's CLIP ran with float32 weights, not ComfyUI's default float16.
 		FP32TextEncoder: true,
 	})
@@ -129,27 +99,29 @@ func TestGoldenThroughLoader(t *testing.T) {
 		}
 		return x
 	}
-	compare := func(t *testing.T, what string, got, want []float32, tol struct{ Abs, Rel float64 }) {
-		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-		}
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > tol.Abs+tol.Rel*math.Abs(float64(want[i])) {
-				t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
-			}
-		}
-	}
-
 	t.Run("clip", func(t *testing.T) {
-		for _, p := range []string{"simple", "weighted", "long"} {
+		for p := range fx.CLIP.Prompts {
+			spec, err := fx.CLIP.Tensor("in.tokens." + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(spec.Shape) != 2 {
+				t.Fatal(fx.CLIP.FieldError("io_tensors", "in.tokens.%s has shape %v, want (windows, length)", p, spec.Shape))
+			}
+			n := spec.Shape[1]
 			ids := get("clip", "in.tokens."+p)
-			ws := get("clip", "in.weights."+p)
+			ws := make([]float32, len(ids))
+			for i := range ws {
+				ws[i] = 1
+			}
+			if _, ok := fx.CLIP.IO["in.weights."+p]; ok {
+				ws = get("clip", "in.weights."+p)
+			}
 			var windows [][]clip.Token
-			for w := 0; w < len(ids)/77; w++ {
-				win := make([]clip.Token, 77)
+			for w := 0; w < len(ids)/n; w++ {
+				win := make([]clip.Token, n)
 				for i := range win {
-					win[i] = clip.Token{ID: int(ids[w*77+i]), Weight: float64(ws[w*77+i])}
+					win[i] = clip.Token{ID: int(ids[w*n+i]), Weight: float64(ws[w*n+i])}
 				}
 				windows = append(windows, win)
 			}
@@ -162,9 +134,9 @@ func TestGoldenThroughLoader(t *testing.T) {
 					t.Fatal(err)
 				}
 				g, _ := enc.Cond.Float32()
-				compare(t, p+".cond"+layer.suffix, g, get("clip", "out."+p+".cond"+layer.suffix), cc.Tolerance)
+				testenv.Close(t, p+".cond"+layer.suffix, g, get("clip", "out."+p+".cond"+layer.suffix), fx.CLIP.Tolerance)
 				g, _ = enc.Pooled.Float32()
-				compare(t, p+".pooled"+layer.suffix, g, get("clip", "out."+p+".pooled"+layer.suffix), cc.Tolerance)
+				testenv.Close(t, p+".pooled"+layer.suffix, g, get("clip", "out."+p+".pooled"+layer.suffix), fx.CLIP.Tolerance)
 				enc.Release()
 			}
 		}
@@ -176,7 +148,7 @@ func TestGoldenThroughLoader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		compare(t, "image", img.Pix, get("vae", "out.image"), vc.Tolerance)
+		testenv.Close(t, "image", img.Pix, get("vae", "out.image"), fx.VAE.Tolerance)
 		info, _ := files["vae"].Info("in.image")
 		in := &vae.Image{Batch: int(info.Shape[0]), Height: int(info.Shape[1]), Width: int(info.Shape[2]), Channels: int(info.Shape[3]), Pix: get("vae", "in.image")}
 		z, err := ck.VAE.Encode(ctx, in)
@@ -185,7 +157,7 @@ func TestGoldenThroughLoader(t *testing.T) {
 		}
 		defer z.Release()
 		g, _ := z.Float32()
-		compare(t, "latent", g, get("vae", "out.latent"), vc.Tolerance)
+		testenv.Close(t, "latent", g, get("vae", "out.latent"), fx.VAE.Tolerance)
 	})
 	t.Run("unet", func(t *testing.T) {
 		x, ts, c := tensor("unet", "in.x"), tensor("unet", "in.timesteps"), tensor("unet", "in.context")
@@ -198,6 +170,6 @@ func TestGoldenThroughLoader(t *testing.T) {
 		}
 		defer eps.Release()
 		g, _ := eps.Float32()
-		compare(t, "eps", g, get("unet", "out.eps"), uc.Tolerance)
+		testenv.Close(t, "eps", g, get("unet", "out.eps"), fx.UNet.Tolerance)
 	})
 }

@@ -4,13 +4,40 @@ import (
 	"context"
 	"math"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
+
+// The reference runs used these golden fixtures (the public unet sd15_tiny and clip
+// clip_sd15_tiny), found by their files' sha256 whatever they are called.
+const (
+	comfyRefUNetSHA = "c8f1088b7a93998072cf7a4d55470e5289870ce4f590fd6f68e0c06a0f37445c"
+	comfyRefCLIPSHA = "8215bf0e2d8d96239d6eb3560fb0c64153569902f8eb2cde1521dab890d9c890"
+)
+
+// comfyRefTiny returns the pipeline of the reference runs' fixtures; a golden set
+// without them skips the test (its values were computed from those weights).
+func comfyRefTiny(t *testing.T) *tiny {
+	t.Helper()
+	fx := testenv.SD1{VocabDir: testenv.GoldenVocabDir(t)}
+	for _, u := range testenv.GoldenUNets(t) {
+		if u.SHA256 == comfyRefUNetSHA {
+			fx.UNet = u
+		}
+	}
+	for _, c := range testenv.GoldenCLIPs(t) {
+		if c.SHA256 == comfyRefCLIPSHA {
+			fx.CLIP = c
+		}
+	}
+	if fx.UNet.File == "" || fx.CLIP.File == "" {
+		t.Skipf("the golden set lacks the fixtures the ComfyUI reference values were computed from (unet sha256 %s, clip sha256 %s)", comfyRefUNetSHA, comfyRefCLIPSHA)
+	}
+	return tinyOf(t, fx)
+}
 
 // comfyDigest holds, per case of TestAgainstComfyUIRun, values of ComfyUI 0.3.64's own
 // result (refpeer kit, CPU, torch 2.6): the mean |value| and five elements by index.
@@ -42,12 +69,13 @@ func TestAgainstComfyUIRun(t *testing.T) {
 		}
 		defer rf.Close()
 	}
-	tn := loadTiny(t)
-	cf, err := safetensors.Open(filepath.Join(testenv.GoldenDir(t), "clip", "clip_sd15_tiny.safetensors"))
+	tn := comfyRefTiny(t)
+	cf, err := safetensors.Open(tn.fx.CLIP.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cf.Close()
+	width := tn.fx.CLIP.Hidden
 	cond := func(name string, mod func(*Cond)) Cond {
 		tt, err := cf.Tensor(name)
 		if err != nil {
@@ -57,7 +85,7 @@ func TestAgainstComfyUIRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := NewCond(tensorOf(t, tn.rt, v, 1, len(v)/32, 32), nil)
+		c := NewCond(tensorOf(t, tn.rt, v, 1, len(v)/width, width), nil)
 		if mod != nil {
 			mod(&c)
 		}
@@ -148,12 +176,13 @@ func TestAgainstComfyUIRun(t *testing.T) {
 // prediction is ComfyUI's zero tensor), euler/normal 4 steps, seed 5 on an empty latent;
 // reference values from ComfyUI 0.3.64 (refpeer kit).
 func TestGuidersAgainstComfyUI(t *testing.T) {
-	tn := loadTiny(t)
-	cf, err := safetensors.Open(filepath.Join(testenv.GoldenDir(t), "clip", "clip_sd15_tiny.safetensors"))
+	tn := comfyRefTiny(t)
+	cf, err := safetensors.Open(tn.fx.CLIP.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cf.Close()
+	width := tn.fx.CLIP.Hidden
 	cond := func(name string) Conditioning {
 		tt, err := cf.Tensor(name)
 		if err != nil {
@@ -163,7 +192,7 @@ func TestGuidersAgainstComfyUI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Conditioning{NewCond(tensorOf(t, tn.rt, v, 1, len(v)/32, 32), nil)}
+		return Conditioning{NewCond(tensorOf(t, tn.rt, v, 1, len(v)/width, width), nil)}
 	}
 	simple, weighted, long := cond("out.simple.cond"), cond("out.weighted.cond"), cond("out.long.cond")
 	sched, err := sampling.LookupScheduler("normal")

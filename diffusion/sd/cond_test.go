@@ -3,9 +3,9 @@ package sd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image/jpeg"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -177,20 +177,33 @@ func TestSameAreaOpposites(t *testing.T) {
 }
 
 // TestEncodeADMGolden: the SDXL y vector for CLIPTextEncodeSDXL's size conditioning
-// matches ComfyUI's SDXL.encode_adm (golden/unet sdxl_encode_adm_*).
+// matches ComfyUI's SDXL.encode_adm for every encode_adm case of golden/unet (its
+// kwargs as the size); a case whose sizes are a latent's own (no crop, target = size,
+// whole latent pixels) is also checked with no size set, the defaults.
 func TestEncodeADMGolden(t *testing.T) {
-	dir := filepath.Join(testenv.GoldenDir(t), "unet")
+	_, cases := testenv.GoldenCases[testenv.Case](t, "unet")
 	rt := newRT(t)
 	m := &Model{Runtime: rt, UNet: &unet.Model{}, Sampling: sampling.NewSD(sampling.EPS), Latent: SDXLLatent, ADM: true}
-	m.UNet.LabelEmbed.L1.Weight = tensorOf(t, rt, make([]float32, 2*2816), 2, 2816)
-	for _, c := range []struct {
-		file string
-		size *unet.SizeConditioning
-	}{
-		{"sdxl_encode_adm_1024.safetensors", nil}, // defaults: the latent's pixel size (128×8), no crop
-		{"sdxl_encode_adm_crop.safetensors", &unet.SizeConditioning{Width: 832, Height: 1216, CropW: 16, CropH: 32, TargetWidth: 1024, TargetHeight: 1024}},
-	} {
-		f, err := safetensors.Open(filepath.Join(dir, c.file))
+	n := 0
+	for _, c := range cases {
+		var fn string
+		if c.Decode("config.function", &fn) != nil || fn != "comfy.model_base.SDXL.encode_adm" {
+			continue
+		}
+		n++
+		var k struct {
+			Width        int `json:"width"`
+			Height       int `json:"height"`
+			CropW        int `json:"crop_w"`
+			CropH        int `json:"crop_h"`
+			TargetWidth  int `json:"target_width"`
+			TargetHeight int `json:"target_height"`
+		}
+		if err := c.Decode("config.kwargs", &k); err != nil {
+			t.Fatal(err)
+		}
+		size := &unet.SizeConditioning{Width: k.Width, Height: k.Height, CropW: k.CropW, CropH: k.CropH, TargetWidth: k.TargetWidth, TargetHeight: k.TargetHeight}
+		f, err := safetensors.Open(c.Path())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,22 +218,25 @@ func TestEncodeADMGolden(t *testing.T) {
 			}
 			return v
 		}
-		cond := NewCond(tensorOf(t, rt, make([]float32, 77*4), 1, 77, 4), tensorOf(t, rt, read("in.pooled_output"), 1, 1280))
-		cond.Size = c.size
-		mc, err := prepareConds(m, Conditioning{cond}, 128, 128, false)
-		if err != nil {
-			t.Fatal(err)
+		pooled, want := read("in.pooled_output"), read("out.adm")
+		m.UNet.LabelEmbed.L1.Weight = tensorOf(t, rt, make([]float32, 2*len(want)), 2, len(want))
+		sizes := []*unet.SizeConditioning{size}
+		if k.CropW == 0 && k.CropH == 0 && k.Width == k.TargetWidth && k.Height == k.TargetHeight && k.Width%8 == 0 && k.Height%8 == 0 {
+			sizes = append(sizes, nil)
 		}
-		want := read("out.adm")
-		if len(mc[0].y) != len(want) {
-			t.Fatalf("%s: y has %d values, want %d", c.file, len(mc[0].y), len(want))
-		}
-		for i := range want {
-			if d := math.Abs(float64(mc[0].y[i] - want[i])); d > 1e-5+1e-5*math.Abs(float64(want[i])) {
-				t.Fatalf("%s: y[%d] = %v, want %v", c.file, i, mc[0].y[i], want[i])
+		for _, s := range sizes {
+			cond := NewCond(tensorOf(t, rt, make([]float32, 77*4), 1, 77, 4), tensorOf(t, rt, pooled, 1, len(pooled)))
+			cond.Size = s
+			mc, err := prepareConds(m, Conditioning{cond}, k.Height/8, k.Width/8, false)
+			if err != nil {
+				t.Fatal(err)
 			}
+			testenv.Close(t, fmt.Sprintf("%s (size %+v)", c.Name, s), mc[0].y, want, c.Tolerance)
 		}
 		f.Close()
+	}
+	if n == 0 {
+		t.Fatal("golden/unet has no encode_adm case")
 	}
 	// No pooled output: a clear error.
 	if _, err := prepareConds(m, Conditioning{NewCond(tensorOf(t, rt, make([]float32, 4), 1, 1, 4), nil)}, 8, 8, false); err == nil {

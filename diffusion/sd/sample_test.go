@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -17,10 +16,12 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-// tiny is the golden SD1.5-shaped test pipeline: golden/unet sd15_tiny (context 32) and
-// golden/clip's CLIP-L-shaped encoder (hidden 32) with the real tokenizer vocabulary.
+// tiny is the golden SD1.x-shaped test pipeline (testenv.GoldenSD1): a UNet case without
+// ADM input and the CLIP case whose width is its context, with the real tokenizer
+// vocabulary.
 type tiny struct {
 	rt    *gpu.Runtime
+	fx    testenv.SD1
 	model *Model
 	clip  *CLIP
 	// calls records the batch size of every UNet evaluation.
@@ -28,56 +29,77 @@ type tiny struct {
 	calls []int
 }
 
-var (
-	tinyOnce sync.Once
-	tinyVal  *tiny
-	tinyErr  error
-)
+// tinies caches the loaded pipelines by their UNet and CLIP files' sha256.
+var tinies = struct {
+	sync.Mutex
+	m map[[2]string]*tiny
+}{m: map[[2]string]*tiny{}}
 
-func loadTiny(t *testing.T) *tiny {
+// loadTiny returns the golden set's SD1.x pipeline (testenv.GoldenSD1).
+func loadTiny(t *testing.T) *tiny { return tinyOf(t, testenv.GoldenSD1(t)) }
+
+// tinyOf loads (once) the pipeline fx describes and clears its call record.
+func tinyOf(t *testing.T, fx testenv.SD1) *tiny {
 	t.Helper()
-	golden := testenv.GoldenDir(t)
-	tinyOnce.Do(func() { tinyVal, tinyErr = buildTiny(golden) })
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
+	key := [2]string{fx.UNet.SHA256, fx.CLIP.SHA256}
+	tinies.Lock()
+	tn, ok := tinies.m[key]
+	if !ok {
+		var err error
+		if tn, err = buildTiny(fx); err != nil {
+			tinies.Unlock()
+			t.Fatal(err)
+		}
+		tinies.m[key] = tn
 	}
-	tinyVal.mu.Lock()
-	tinyVal.calls = nil
-	tinyVal.mu.Unlock()
-	return tinyVal
+	tinies.Unlock()
+	tn.mu.Lock()
+	tn.calls = nil
+	tn.mu.Unlock()
+	return tn
 }
 
-func buildTiny(golden string) (*tiny, error) {
+// buildTiny loads the pipeline fx describes.
+func buildTiny(fx testenv.SD1) (*tiny, error) {
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		return nil, err
 	}
-	uf, err := tensorfile.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
+	uf, err := tensorfile.Open(fx.UNet.Path())
 	if err != nil {
 		return nil, err
 	}
-	u, err := unet.Load(rt, statedict.NewFileSource(rt, uf), "model.diffusion_model.", unet.Heads{Count: 2})
+	heads := unet.Heads{Count: fx.UNet.Heads}
+	if fx.UNet.HeadDim > 0 {
+		heads = unet.Heads{Dim: fx.UNet.HeadDim}
+	}
+	u, err := unet.Load(rt, statedict.NewFileSource(rt, uf), fx.UNet.Prefix, heads)
 	if err != nil {
 		return nil, err
 	}
-	cf, err := tensorfile.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
+	ms, err := sampling.New(sampling.Config(fx.UNet.Sampling))
+	if err != nil {
+		return nil, fx.UNet.FieldError("config.wrapper", "%v", err)
+	}
+	cf, err := tensorfile.Open(fx.CLIP.Path())
 	if err != nil {
 		return nil, err
 	}
-	tm := &clip.TextModel{Heads: 4, Activation: "quick_gelu", EOS: 49407}
-	if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, cf), "cond_stage_model.transformer.text_model.", tm); err != nil {
+	tm := &clip.TextModel{Heads: fx.CLIP.Heads, Activation: fx.CLIP.Activation, EOS: fx.CLIP.EOS}
+	if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, cf), fx.CLIP.Prefix, tm); err != nil {
 		return nil, err
 	}
-	bpe, err := clip.LoadBPE(filepath.Join(golden, "tokenizer"))
+	bpe, err := clip.LoadBPE(fx.VocabDir)
 	if err != nil {
 		return nil, err
 	}
 	enc := &TextEncoder{Name: "l", Tokenizer: clip.NewSD1Tokenizer(bpe, nil),
-		Encoder: &clip.Encoder{Model: tm, NormHidden: true, Start: 49406, End: 49407, Pad: 49407}}
+		Encoder: &clip.Encoder{Model: tm, NormHidden: true, Start: fx.CLIP.Start, End: fx.CLIP.End, Pad: fx.CLIP.Pad}}
 	return &tiny{
 		rt:    rt,
-		model: &Model{Runtime: rt, UNet: u, Sampling: sampling.NewSD(sampling.EPS), Latent: SD15Latent, Name: "sd15_tiny"},
-		clip:  &CLIP{Runtime: rt, Encoders: []*TextEncoder{enc}, Name: "clip_sd15_tiny"},
+		fx:    fx,
+		model: &Model{Runtime: rt, UNet: u, Sampling: ms, Latent: SD15Latent, Name: fx.UNet.Name},
+		clip:  &CLIP{Runtime: rt, Encoders: []*TextEncoder{enc}, Name: fx.CLIP.Name},
 	}, nil
 }
 
