@@ -33,7 +33,7 @@ func TestSynthAndBench(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "vae", "--ckpt", ckpt, "--width", "64", "--height", "64", "--runs", "1", "--json"},
 		{"bench", "txt2img", "--ckpt", ckpt, "--width", "64", "--height", "64", "--steps", "2", "--runs", "1", "--json",
-			"--vocab", filepath.Join(testenv.GoldenDir(t), "tokenizer")},
+			"--vocab", testenv.GoldenVocabDir(t)},
 	} {
 		out.Reset()
 		if code := run(context.Background(), args, &out, &errb); code != exitOK {

@@ -17,7 +17,7 @@ import (
 // checkpoints with the real key layout, written under the file names the workflows use.
 // Sizes and step counts are cut down so the run takes seconds; the graphs are the files'.
 func TestSDWorkflows(t *testing.T) {
-	vocab := filepath.Join(testenv.GoldenDir(t), "tokenizer")
+	vocab := testenv.GoldenVocabDir(t)
 	base := t.TempDir()
 	ckpts := filepath.Join(base, "models", "checkpoints")
 	tok := filepath.Join(base, "models", "tokenizers", "clip")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -21,8 +20,9 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-// The tiny SD1.5-shaped pipeline of the golden fixtures: golden/unet sd15_tiny (context
-// 32) and golden/clip's 32-wide CLIP-L with the real vocabulary (golden/tokenizer).
+// The tiny SD1.x-shaped pipeline of the golden fixtures (testenv.GoldenSD1): a UNet case
+// without ADM input and the CLIP case whose width is its context, with the real
+// vocabulary of the golden tokenizer family.
 var (
 	tinySDOnce  sync.Once
 	tinySDModel *sd.Model
@@ -32,47 +32,53 @@ var (
 
 func tinySD(t *testing.T) (*sd.Model, *sd.CLIP) {
 	t.Helper()
-	golden := testenv.GoldenDir(t)
-	tinySDOnce.Do(func() {
-		rt, err := gpu.New(gpu.Options{})
-		if err != nil {
-			tinySDErr = err
-			return
-		}
-		uf, err := tensorfile.Open(filepath.Join(golden, "unet", "sd15_tiny.safetensors"))
-		if err != nil {
-			tinySDErr = err
-			return
-		}
-		u, err := unet.Load(rt, statedict.NewFileSource(rt, uf), "model.diffusion_model.", unet.Heads{Count: 2})
-		if err != nil {
-			tinySDErr = err
-			return
-		}
-		cf, err := tensorfile.Open(filepath.Join(golden, "clip", "clip_sd15_tiny.safetensors"))
-		if err != nil {
-			tinySDErr = err
-			return
-		}
-		tm := &clip.TextModel{Heads: 4, Activation: "quick_gelu", EOS: 49407}
-		if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, cf), "cond_stage_model.transformer.text_model.", tm); err != nil {
-			tinySDErr = err
-			return
-		}
-		bpe, err := clip.LoadBPE(filepath.Join(golden, "tokenizer"))
-		if err != nil {
-			tinySDErr = err
-			return
-		}
-		tinySDModel = &sd.Model{Runtime: rt, UNet: u, Sampling: sampling.NewSD(sampling.EPS), Latent: sd.SD15Latent, Name: "sd15_tiny"}
-		tinySDClip = &sd.CLIP{Runtime: rt, Name: "clip_sd15_tiny", Encoders: []*sd.TextEncoder{{Name: "l",
-			Tokenizer: clip.NewSD1Tokenizer(bpe, nil),
-			Encoder:   &clip.Encoder{Model: tm, NormHidden: true, Start: 49406, End: 49407, Pad: 49407}}}}
-	})
+	fx := testenv.GoldenSD1(t)
+	tinySDOnce.Do(func() { tinySDModel, tinySDClip, tinySDErr = loadTinySD(fx) })
 	if tinySDErr != nil {
 		t.Fatal(tinySDErr)
 	}
 	return tinySDModel, tinySDClip
+}
+
+// loadTinySD loads the pipeline fx describes.
+func loadTinySD(fx testenv.SD1) (*sd.Model, *sd.CLIP, error) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	uf, err := tensorfile.Open(fx.UNet.Path())
+	if err != nil {
+		return nil, nil, err
+	}
+	heads := unet.Heads{Count: fx.UNet.Heads}
+	if fx.UNet.HeadDim > 0 {
+		heads = unet.Heads{Dim: fx.UNet.HeadDim}
+	}
+	u, err := unet.Load(rt, statedict.NewFileSource(rt, uf), fx.UNet.Prefix, heads)
+	if err != nil {
+		return nil, nil, err
+	}
+	ms, err := sampling.New(sampling.Config(fx.UNet.Sampling))
+	if err != nil {
+		return nil, nil, fx.UNet.FieldError("config.wrapper", "%v", err)
+	}
+	cf, err := tensorfile.Open(fx.CLIP.Path())
+	if err != nil {
+		return nil, nil, err
+	}
+	tm := &clip.TextModel{Heads: fx.CLIP.Heads, Activation: fx.CLIP.Activation, EOS: fx.CLIP.EOS}
+	if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, cf), fx.CLIP.Prefix, tm); err != nil {
+		return nil, nil, err
+	}
+	bpe, err := clip.LoadBPE(fx.VocabDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	model := &sd.Model{Runtime: rt, UNet: u, Sampling: ms, Latent: sd.SD15Latent, Name: fx.UNet.Name}
+	c := &sd.CLIP{Runtime: rt, Name: fx.CLIP.Name, Encoders: []*sd.TextEncoder{{Name: "l",
+		Tokenizer: clip.NewSD1Tokenizer(bpe, nil),
+		Encoder:   &clip.Encoder{Model: tm, NormHidden: true, Start: fx.CLIP.Start, End: fx.CLIP.End, Pad: fx.CLIP.Pad}}}}
+	return model, c, nil
 }
 
 // out0 runs a node and returns its first output.
