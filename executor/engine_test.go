@@ -296,10 +296,15 @@ func startWorker(t *testing.T, fx *fixture, path string) (*executor.Engine, *sto
 	return e, st, stop
 }
 
+// waitHistory returns the history entry of prompt id once the worker has stored it: it
+// waits for the end-of-prompt event (executing with no node), which the worker
+// publishes after storing the entry.
 func waitHistory(t *testing.T, e *executor.Engine, id string) *executor.HistoryEntry {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	sub := e.Subscribe()
+	defer sub.Close()
+	deadline := time.After(10 * time.Second)
+	for {
 		h, err := e.Queue().GetHistory(context.Background(), id)
 		if err == nil {
 			return h
@@ -307,10 +312,19 @@ func waitHistory(t *testing.T, e *executor.Engine, id string) *executor.HistoryE
 		if !errors.Is(err, executor.ErrNotFound) {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		for done := false; !done; {
+			select {
+			case ev, ok := <-sub.C:
+				if !ok {
+					t.Fatalf("event subscription closed while waiting for prompt %s", id)
+				}
+				d, isExec := ev.Data.(executor.ExecutingData)
+				done = ev.Type == executor.EventExecuting && isExec && d.Node == nil && d.PromptID == id
+			case <-deadline:
+				t.Fatalf("prompt %s never finished", id)
+			}
+		}
 	}
-	t.Fatalf("prompt %s never finished", id)
-	return nil
 }
 
 func submit(t *testing.T, e *executor.Engine, id string, p graph.Prompt) {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/weights/memory"
@@ -361,7 +363,14 @@ func TestServe(t *testing.T) {
 		t.Fatalf("system_stats %d %v", resp.StatusCode, resp.Header)
 	}
 	resp.Body.Close()
-	resp, err = http.Post(url+"/prompt", "application/json", strings.NewReader(`{"prompt": `+goodPrompt+`}`))
+	// The websocket tells the prompt's client when it is done (executing, node null),
+	// after its history entry is stored.
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(url, "http")+"/ws?clientId=serve-test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	resp, err = http.Post(url+"/prompt", "application/json", strings.NewReader(`{"client_id": "serve-test", "prompt": `+goodPrompt+`}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,13 +392,26 @@ func TestServe(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&h)
 		return h
 	}
-	// The worker runs it: the history fills in.
-	deadline := time.Now().Add(20 * time.Second)
-	for len(history(url)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("prompt never finished")
+	// The worker runs it: wait for its end, then the history holds it.
+	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		var m struct {
+			Type string `json:"type"`
+			Data struct {
+				Node     *string `json:"node"`
+				PromptID string  `json:"prompt_id"`
+			} `json:"data"`
 		}
-		time.Sleep(20 * time.Millisecond)
+		typ, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("prompt never finished: %v", err)
+		}
+		if typ == websocket.TextMessage && json.Unmarshal(data, &m) == nil && m.Type == "executing" && m.Data.Node == nil && m.Data.PromptID == ans.PromptID {
+			break
+		}
+	}
+	if len(history(url)) != 1 {
+		t.Fatal("finished prompt not in the history")
 	}
 	if _, err := os.Stat(filepath.Join(base, "output", "t_00001_.png")); err != nil {
 		t.Error(err)

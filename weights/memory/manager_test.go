@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -190,39 +191,41 @@ func TestChangedFileReloads(t *testing.T) {
 }
 
 func TestConcurrentLoadsRunOnce(t *testing.T) {
-	m := New(Options{RAMBudget: -1})
-	var loads atomic.Int32
-	release := make(chan struct{})
-	load := func(ctx context.Context) (Loaded, error) {
-		loads.Add(1)
-		<-release
-		return Loaded{Value: 7, Bytes: 1}, nil
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() {
-			h, err := m.Load(context.Background(), id("x", 1), load)
-			if err != nil {
-				errs <- err
-				return
-			}
-			if h.Value() != 7 {
-				errs <- fmt.Errorf("value %v", h.Value())
-			}
-			h.Release()
-		})
-	}
-	time.Sleep(20 * time.Millisecond)
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if loads.Load() != 1 {
-		t.Fatalf("loader ran %d times", loads.Load())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		m := New(Options{RAMBudget: -1})
+		var loads atomic.Int32
+		release := make(chan struct{})
+		load := func(ctx context.Context) (Loaded, error) {
+			loads.Add(1)
+			<-release
+			return Loaded{Value: 7, Bytes: 1}, nil
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 8 {
+			wg.Go(func() {
+				h, err := m.Load(context.Background(), id("x", 1), load)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if h.Value() != 7 {
+					errs <- fmt.Errorf("value %v", h.Value())
+				}
+				h.Release()
+			})
+		}
+		synctest.Wait() // one load is running, the seven others wait for it
+		close(release)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if loads.Load() != 1 {
+			t.Fatalf("loader ran %d times", loads.Load())
+		}
+	})
 }
 
 func TestLoadErrors(t *testing.T) {
