@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 ADDR_FLAGS  ?=
 
-.PHONY: all run build test test-go lint fuzz bench frontend frontend-test clean
+.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean
 
 all: build
 
@@ -22,8 +22,16 @@ build: frontend
 # Everything: lint, unit + integration tests, short fuzz runs, the editor's tests.
 test: lint test-go fuzz frontend-test
 
+# Unit tests and, behind the integration build tag, the end-to-end suites: the CLI and
+# the server over a real engine, the workflow folders, the golden suite against a
+# renamed copy of the golden set (codex/testing.md).
 test-go:
 	$(GO) test -tags integration -timeout 25m ./...
+
+# The quick loop while editing: unit tests only (no integration tag; -short drops the
+# heavy cases and would skip the end-to-end suites too).
+test-short:
+	$(GO) test -short ./...
 
 $(STATICCHECK):
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

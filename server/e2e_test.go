@@ -1,3 +1,5 @@
+//go:build integration
+
 package server
 
 import (
@@ -16,7 +18,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/executor/store"
-	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 )
@@ -65,6 +67,7 @@ func engineServer(t *testing.T, extra ...nodes.Node) (*testServer, *executor.Eng
 // TestEndToEndWebsocket is what an unmodified ComfyUI API client does: connect, queue a
 // graph with its client id, follow the events, read the history and fetch the image.
 func TestEndToEndWebsocket(t *testing.T) {
+	testenv.EndToEnd(t)
 	ts, _ := engineServer(t)
 	hs := httptest.NewServer(ts)
 	defer hs.Close()
@@ -172,6 +175,7 @@ func TestEndToEndWebsocket(t *testing.T) {
 }
 
 func TestEngineRejects(t *testing.T) {
+	testenv.EndToEnd(t)
 	ts, _ := engineServer(t)
 	for _, tc := range []struct {
 		name, body, typ string
@@ -206,6 +210,7 @@ func TestEngineRejects(t *testing.T) {
 // TestEndToEndUploadAndLoad uploads an image the way ComfyUI's clients do, queues a
 // LoadImage graph that reads it, and checks the saved result.
 func TestEndToEndUploadAndLoad(t *testing.T) {
+	testenv.EndToEnd(t)
 	ts, _ := engineServer(t)
 	hs := httptest.NewServer(ts)
 	defer hs.Close()
@@ -270,21 +275,10 @@ func TestEndToEndUploadAndLoad(t *testing.T) {
 	}
 }
 
-// blockNode is an output node that runs until it is cancelled.
-type blockNode struct{}
-
-func (blockNode) Schema() *graph.Schema {
-	return &graph.Schema{Name: "Block", OutputNode: true}
-}
-
-func (blockNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
-	<-ctx.Done()
-	return nodes.Result{}, ctx.Err()
-}
-
 // TestEndToEndInterrupt: POST /interrupt stops the running prompt, the client gets
 // execution_interrupted, and the next prompt in the queue still runs.
 func TestEndToEndInterrupt(t *testing.T) {
+	testenv.EndToEnd(t)
 	ts, _ := engineServer(t, blockNode{})
 	hs := httptest.NewServer(ts)
 	defer hs.Close()

@@ -20,6 +20,18 @@ import (
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
+// blockNode is an output node that runs until it is cancelled.
+type blockNode struct{}
+
+func (blockNode) Schema() *graph.Schema {
+	return &graph.Schema{Name: "Block", OutputNode: true}
+}
+
+func (blockNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+	<-ctx.Done()
+	return nodes.Result{}, ctx.Err()
+}
+
 // sinkNode is the output node of the route tests' prompts: it takes two INT widgets
 // and does nothing, so a prompt of it validates and can be queued.
 type sinkNode struct{}

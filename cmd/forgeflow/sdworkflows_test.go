@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 // checkpoints with the real key layout, written under the file names the workflows use.
 // Sizes and step counts are cut down so the run takes seconds; the graphs are the files'.
 func TestSDWorkflows(t *testing.T) {
+	testenv.EndToEnd(t)
 	vocab := testenv.GoldenVocabDir(t)
 	base := t.TempDir()
 	ckpts := filepath.Join(base, "models", "checkpoints")
