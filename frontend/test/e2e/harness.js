@@ -2,7 +2,7 @@
 // checkout (go build into a temp dir, temp base/output/input/user dirs, a free port)
 // serving the freshly built editor, and Debian's Chromium driven by playwright-core.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, copyFileSync, readdirSync, readFileSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -103,16 +103,53 @@ function installModels(bin, base) {
   mkdirSync(ckptDir, { recursive: true });
   const checkpoint = 'tiny.safetensors';
   execFileSync(bin, ['synth', '--family', 'sd15-tiny', '--out', path.join(ckptDir, checkpoint)], { stdio: 'pipe' });
-  const tok = path.join(goldenDir(), 'tokenizer');
-  const files = ['vocab.json', 'merges.txt'];
-  const absent = files.filter((f) => !existsSync(path.join(tok, f)));
-  if (absent.length) {
-    return { checkpoint, tokenizer: false, missing: `no CLIP vocabulary (${absent.join(', ')}) in ${tok}; set FORGEFLOW_GOLDEN_DIR` };
-  }
+  const vocab = goldenVocabulary(path.join(goldenDir(), 'tokenizer'));
+  if (vocab.missing) return { checkpoint, tokenizer: false, missing: vocab.missing };
   const clip = path.join(base, 'models', 'tokenizers', 'clip');
   mkdirSync(clip, { recursive: true });
-  for (const f of files) copyFileSync(path.join(tok, f), path.join(clip, f));
+  copyFileSync(vocab.vocab, path.join(clip, 'vocab.json'));
+  copyFileSync(vocab.merges, path.join(clip, 'merges.txt'));
   return { checkpoint, tokenizer: true, missing: null };
+}
+
+/**
+ * The golden tokenizer family's CLIP vocabulary, found by content as the Go tests'
+ * internal/testenv.GoldenVocabDir does (the fixtures may carry other names): the one
+ * JSON object of more than 256 integer ids and the one file that starts with "#version".
+ * Returns {vocab, merges} paths, or {missing: reason}.
+ */
+function goldenVocabulary(tok) {
+  let names;
+  try {
+    names = readdirSync(tok);
+  } catch {
+    return { missing: `no golden tokenizer folder ${tok}; set FORGEFLOW_GOLDEN_DIR` };
+  }
+  const vocab = [];
+  const merges = [];
+  for (const name of names) {
+    const file = path.join(tok, name);
+    if (!statSync(file).isFile()) continue;
+    const head = Buffer.alloc(16);
+    const fd = openSync(file, 'r');
+    const n = readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    const start = head.subarray(0, n).toString('latin1');
+    if (start.startsWith('#version')) {
+      merges.push(file);
+    } else if (start.trimStart().startsWith('{')) {
+      try {
+        const ids = Object.values(JSON.parse(readFileSync(file, 'utf8')));
+        if (ids.length > 256 && ids.every(Number.isInteger)) vocab.push(file);
+      } catch {
+        // not JSON: not a vocabulary
+      }
+    }
+  }
+  if (vocab.length !== 1 || merges.length !== 1) {
+    return { missing: `${tok} holds ${vocab.length} CLIP vocabularies and ${merges.length} merge lists, want one of each; set FORGEFLOW_GOLDEN_DIR` };
+  }
+  return { vocab: vocab[0], merges: merges[0] };
 }
 
 /**
