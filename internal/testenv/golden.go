@@ -214,20 +214,6 @@ func GoldenCases[C any](t testing.TB, family string) (string, []C) {
 	return dir, cases
 }
 
-// GoldenCaseBySHA returns the case of family whose file has the given sha256, and
-// whether there is one: how a test finds the exact fixture it was written against
-// (reference values computed from it, a LoRA's base model) whatever its name.
-func GoldenCaseBySHA(t testing.TB, family, sha256 string) (Case, bool) {
-	t.Helper()
-	_, cases := GoldenCases[Case](t, family)
-	for _, c := range cases {
-		if c.SHA256 == sha256 {
-			return c, true
-		}
-	}
-	return Case{}, false
-}
-
 // GoldenFamilies returns the folders of GoldenDir that hold a manifest.json, sorted.
 func GoldenFamilies(t testing.TB) []string {
 	t.Helper()
