@@ -21,6 +21,9 @@ import (
 // ComfyUI's outputs of each fixture.
 func TestGoldenThroughLoader(t *testing.T) {
 	fx := testenv.GoldenSD1(t)
+	if fx.VAE.File == "" {
+		t.Skip("the golden set has no vae case with the unet's latent channels")
+	}
 	files := map[string]*safetensors.File{}
 	for fam, path := range map[string]string{"unet": fx.UNet.Path(), "clip": fx.CLIP.Path(), "vae": fx.VAE.Path()} {
 		f, err := safetensors.Open(path)

@@ -177,10 +177,11 @@ func (tol Tolerance) Limit(want float64) float64 { return tol.Abs + tol.Rel*math
 // cases of the caller's type and returns the family's folder with them. A manifest that
 // cannot be read or parsed, that lists no cases, or a case without its "case" and
 // "file" names or with a field of the wrong type fails the test, naming the case and the
-// field. Where C embeds Case, its methods know the case's family and folder.
+// field. Where C embeds Case, its methods know the case's family and folder. A set
+// without the family folder skips the test (fails it under CI=true), as GoldenDir does.
 func GoldenCases[C any](t testing.TB, family string) (string, []C) {
 	t.Helper()
-	dir := filepath.Join(GoldenDir(t), family)
+	dir := need(t, "FORGEFLOW_GOLDEN_DIR", filepath.Join(GoldenDir(t), family))
 	raws, err := readManifest(dir)
 	if err != nil {
 		t.Fatalf("testenv: %s/manifest.json: %v", family, err)
