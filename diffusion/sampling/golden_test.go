@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"regexp"
 	"slices"
@@ -161,13 +162,14 @@ func TestGoldenSchedulers(t *testing.T) {
 				}
 				check(name, f32to64(s))
 			}
-			if len(want) > 0 {
-				t.Fatalf("%d schedules the manifest lists have no tensor, e.g. %+v", len(want), func() ksVariant {
-					for v := range want {
-						return v
-					}
-					return ksVariant{}
-				}())
+			for v := range want {
+				name := fmt.Sprintf("out.ks.%s.s%d", v.scheduler, v.steps)
+				if v.dpm2 {
+					name += ".dpm_2"
+				} else if v.denoise != 1 {
+					name += fmt.Sprintf(".d%v", v.denoise)
+				}
+				t.Fatal(c.FieldError("io_tensors", "lacks %d of the schedules the case's schedulers × steps × variants promise, %s among them", len(want), name))
 			}
 			check("out.table.sigmas", f32to64(ms.Sigmas()))
 			if _, ok := c.IO["out.table.log_sigmas"]; ok {
