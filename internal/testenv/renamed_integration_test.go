@@ -53,7 +53,7 @@ func TestGoldenRenamedSet(t *testing.T) {
 	cmd.Env = append(os.Environ(), "FORGEFLOW_GOLDEN_DIR="+dst, "CI=true")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("golden tests against the renamed copy failed (%v): go %s\n%s", err, strings.Join(args, " "), tail(out, 200))
+		t.Fatalf("golden tests against the renamed copy failed (%v): go %s\n%s", err, strings.Join(args, " "), tail(failures(out), 200))
 	}
 	// A skipped top-level test would hide a fixture it did not find.
 	skipped := regexp.MustCompile(`(?m)^--- SKIP: (\S+)`).FindAllSubmatch(out, -1)
@@ -65,6 +65,12 @@ func TestGoldenRenamedSet(t *testing.T) {
 	if len(ran) == 0 {
 		t.Fatalf("no test ran:\n%s", tail(out, 50))
 	}
+}
+
+// failures is out without the lines of passing tests and the run markers.
+func failures(out []byte) []byte {
+	quiet := regexp.MustCompile(`(?m)^(\s*--- PASS: .*|=== (RUN|PAUSE|CONT|NAME) .*)\n`)
+	return quiet.ReplaceAll(out, nil)
 }
 
 // tail returns the last n lines of out.
