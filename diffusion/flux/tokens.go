@@ -24,26 +24,70 @@ func (m *Model) imageTokens(rt *gpu.Runtime, a *arena, x *gpu.Tensor, refs []*gp
 	if len(refs) == 0 {
 		return tok, ids, nil
 	}
-	parts := []*gpu.Tensor{tok}
-	hLen, wLen := patches(h, p), patches(w, p)
-	// rh, rw: the extent the references placed so far cover, in latent pixels
-	var rh, rw, index, hOff, wOff int
+	sizes := make([][2]int, len(refs))
 	for i, r := range refs {
 		if r == nil || r.Rank() != 4 || r.Dim(1) != m.Config.InChannels || (r.Dim(0) != b && r.Dim(0) != 1) || r.Dim(2) == 0 || r.Dim(3) == 0 {
 			return nil, nil, fmt.Errorf("flux: reference latent %d %v: want (%d or 1, %d, h, w)", i, shapeOf(r), b, m.Config.InChannels)
 		}
-		rH, rW := r.Dim(2), r.Dim(3)
+		sizes[i] = [2]int{r.Dim(2), r.Dim(3)}
+	}
+	places, err := placeRefs(h, w, p, sizes, method)
+	if err != nil {
+		return nil, nil, err
+	}
+	parts := []*gpu.Tensor{tok}
+	for i, r := range refs {
+		rtok, err := a.add(patchify(rt, r, p))
+		if err != nil {
+			return nil, nil, err
+		}
+		if r.Dim(0) != b { // repeat_to_batch_size
+			reps := make([]*gpu.Tensor, b)
+			for j := range reps {
+				reps[j] = rtok
+			}
+			if rtok, err = a.add(gpu.Concat(rt, 0, reps...)); err != nil {
+				return nil, nil, err
+			}
+		}
+		parts = append(parts, rtok)
+		pl := places[i]
+		ids = append(ids, positionIDs(sizes[i][0], sizes[i][1], p, pl.index, pl.hOff, pl.wOff)...)
+	}
+	all, err := a.add(gpu.Concat(rt, 1, parts...))
+	if err != nil {
+		return nil, nil, err
+	}
+	return all, ids, nil
+}
+
+// placement is where a reference latent's tokens go: their first id and the offsets
+// (in latent pixels) of their rows and columns.
+type placement struct{ index, hOff, wOff int }
+
+// placeRefs places reference latents of the given (h, w) sizes next to an h×w latent
+// as Flux._forward does for each ref_latents_method: "offset" (the default) puts each
+// one below or beside those before it (whichever keeps the covered area squarer) with
+// index 1; "index" stacks them at (0, 0) with indices 1, 2, …; "uxo" puts each past the
+// image and the ones before it diagonally, with index 0.
+func placeRefs(h, w, p int, sizes [][2]int, method string) ([]placement, error) {
+	hLen, wLen := patches(h, p), patches(w, p)
+	// rh, rw: the extent the references placed so far cover, in latent pixels
+	var rh, rw, index int
+	out := make([]placement, len(sizes))
+	for i, sz := range sizes {
+		rH, rW := sz[0], sz[1]
+		var hOff, wOff int
 		switch method {
 		case "index":
 			index++
-			hOff, wOff = 0, 0
 		case "uxo":
 			index = 0
 			hOff, wOff = hLen*p+rh, wLen*p+rw
 			rh += rH
 			rw += rW
 		case "", "offset":
-			index, hOff, wOff = 1, 0, 0
+			index = 1
 			if rH+rh > rW+rw {
 				wOff = rw
 			} else {
@@ -52,29 +96,11 @@ func (m *Model) imageTokens(rt *gpu.Runtime, a *arena, x *gpu.Tensor, refs []*gp
 			rh = max(rh, rH+hOff)
 			rw = max(rw, rW+wOff)
 		default:
-			return nil, nil, fmt.Errorf("flux: reference latents method %q is not offset, index or uxo", method)
+			return nil, fmt.Errorf("flux: reference latents method %q is not offset, index or uxo", method)
 		}
-		rt0, err := a.add(patchify(rt, r, p))
-		if err != nil {
-			return nil, nil, err
-		}
-		if r.Dim(0) != b { // repeat_to_batch_size
-			reps := make([]*gpu.Tensor, b)
-			for j := range reps {
-				reps[j] = rt0
-			}
-			if rt0, err = a.add(gpu.Concat(rt, 0, reps...)); err != nil {
-				return nil, nil, err
-			}
-		}
-		parts = append(parts, rt0)
-		ids = append(ids, positionIDs(rH, rW, p, index, hOff, wOff)...)
+		out[i] = placement{index, hOff, wOff}
 	}
-	all, err := a.add(gpu.Concat(rt, 1, parts...))
-	if err != nil {
-		return nil, nil, err
-	}
-	return all, ids, nil
+	return out, nil
 }
 
 func shapeOf(t *gpu.Tensor) []int {

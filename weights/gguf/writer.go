@@ -15,6 +15,9 @@ type WriteTensor struct {
 	Type Type
 	Dims []uint64
 	Data []byte
+	// WriteData, used when Data is nil, writes the tensor's bytes (exactly what Dims and
+	// Type need) while the file is written, so a large model need not sit in memory.
+	WriteData func(w io.Writer) error
 }
 
 // Write writes a GGUF version 3 file with the metadata pairs and tensors, in order, to w.
@@ -49,6 +52,7 @@ func Write(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 		}
 	}
 	offsets := make([]uint64, len(tensors))
+	sizes := make([]uint64, len(tensors))
 	off := uint64(0)
 	names := map[string]bool{}
 	for i, t := range tensors {
@@ -67,7 +71,10 @@ func Write(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 		if err != nil {
 			return fmt.Errorf("gguf: write: tensor %q: %w", t.Name, err)
 		}
-		if want := uint64(rs) * rows; uint64(len(t.Data)) != want {
+		want := uint64(rs) * rows
+		if t.Data == nil && t.WriteData != nil {
+			sizes[i] = want
+		} else if sizes[i] = uint64(len(t.Data)); sizes[i] != want {
 			return fmt.Errorf("gguf: write: tensor %q: dims %v of %s need %d bytes, got %d", t.Name, t.Dims, t.Type, want, len(t.Data))
 		}
 		e.str(t.Name)
@@ -78,7 +85,7 @@ func Write(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 		e.u32(uint32(t.Type))
 		e.u64(off)
 		offsets[i] = off
-		off = pad(off+uint64(len(t.Data)), align)
+		off = pad(off+sizes[i], align)
 	}
 	e.buf = append(e.buf, make([]byte, pad(uint64(len(e.buf)), align)-uint64(len(e.buf)))...)
 	bw := bufio.NewWriterSize(w, 1<<20)
@@ -86,13 +93,35 @@ func Write(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 	pos := uint64(0)
 	for i, t := range tensors {
 		bw.Write(make([]byte, offsets[i]-pos))
-		bw.Write(t.Data)
-		pos = offsets[i] + uint64(len(t.Data))
+		if t.Data == nil && t.WriteData != nil {
+			cw := &countingWriter{w: bw}
+			if err := t.WriteData(cw); err != nil {
+				return fmt.Errorf("gguf: write: tensor %q: %w", t.Name, err)
+			}
+			if cw.n != sizes[i] {
+				return fmt.Errorf("gguf: write: tensor %q: wrote %d bytes, its dims need %d", t.Name, cw.n, sizes[i])
+			}
+		} else {
+			bw.Write(t.Data)
+		}
+		pos = offsets[i] + sizes[i]
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("gguf: write: %w", err)
 	}
 	return nil
+}
+
+// countingWriter counts the bytes a WriteData callback writes.
+type countingWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 func pad(n, align uint64) uint64 { return (n + align - 1) / align * align }
