@@ -255,7 +255,7 @@ func benchVAE(ctx context.Context, rt *gpu.Runtime, path string, width, height, 
 		return nil, err
 	}
 	return &benchResult{What: "vae-decode", Checkpoint: path, Width: width, Height: height, Batch: 1, Runs: times, MedianS: med,
-		Threads: gpuThreads(), WeightDType: ck.VAE.Model.PostQuantConv.Weight.DType().String(), LoadS: load}, nil
+		Threads: gpuThreads(), WeightDType: ck.VAE.Model.Decoder.ConvIn.Weight.DType().String(), LoadS: load}, nil
 }
 
 // benchTxt2Img times ComfyUI's default graph end to end: encode two prompts, sample

@@ -32,11 +32,32 @@ type RandomUNet struct {
 	ADM           int  // label_emb input width (SDXL), 0 for none
 }
 
-// RandomVAE sizes an AutoencoderKL (4 latent channels, mid-block attention).
+// RandomVAE sizes an AutoencoderKL (mid-block attention): SD's with 4 latent channels
+// and quant convolutions, or SD3's and Flux's (Latent 16, NoQuantConv).
 type RandomVAE struct {
 	Ch        int
 	Mult      []int
 	ResBlocks int
+	// Latent is the latent channel count (0: 4).
+	Latent int
+	// NoQuantConv leaves out quant_conv and post_quant_conv, as SD3 and Flux VAEs do.
+	NoQuantConv bool
+}
+
+// FluxRandomVAE is the Flux VAE's architecture (ae.safetensors); SD3's is the same.
+func FluxRandomVAE() RandomVAE {
+	return RandomVAE{Ch: 128, Mult: []int{1, 2, 4, 4}, ResBlocks: 2, Latent: 16, NoQuantConv: true}
+}
+
+// WriteRandomVAE writes a standalone VAE file (keys encoder.* and decoder.* under
+// prefix: "" like ae.safetensors, or "vae." / "first_stage_model.").
+func WriteRandomVAE(w io.Writer, v RandomVAE, prefix string, seed uint64, dtype weights.DType) error {
+	if len(v.Mult) == 0 {
+		return fmt.Errorf("sd: random VAE needs channel multipliers")
+	}
+	var ts randomTensors
+	ts.vae(prefix, v)
+	return WriteRandomTensors(w, ts, seed, dtype)
 }
 
 // RandomText sizes a CLIP text transformer.
@@ -287,11 +308,17 @@ func (ts *randomTensors) vae(p string, v RandomVAE) {
 	}
 	mid(p+"encoder.", in)
 	ts.norm(p+"encoder.norm_out", in)
-	ts.conv(p+"encoder.conv_out", 8, in, 3)
-	ts.conv(p+"quant_conv", 8, 8, 1)
-	ts.conv(p+"post_quant_conv", 4, 4, 1)
+	z := v.Latent
+	if z == 0 {
+		z = 4
+	}
+	ts.conv(p+"encoder.conv_out", 2*z, in, 3)
+	if !v.NoQuantConv {
+		ts.conv(p+"quant_conv", 2*z, 2*z, 1)
+		ts.conv(p+"post_quant_conv", z, z, 1)
+	}
 	in = v.Ch * v.Mult[len(v.Mult)-1]
-	ts.conv(p+"decoder.conv_in", in, 4, 3)
+	ts.conv(p+"decoder.conv_in", in, z, 3)
 	mid(p+"decoder.", in)
 	for l := len(v.Mult) - 1; l >= 0; l-- {
 		for i := 0; i <= v.ResBlocks; i++ {

@@ -3,13 +3,15 @@ package sd
 import "github.com/forgeflow/forgeflow/weights/detect"
 
 // FamilyLatent is the latent format of a family (comfy/supported_models.py: SD1.x and
-// SD2.x use SD15, SDXL and its refiner SDXL).
+// SD2.x use SD15, SDXL and its refiner SDXL, SD3 and Flux their own).
 func FamilyLatent(f detect.Family) LatentFormat {
 	switch f {
 	case detect.FamilySDXL, detect.FamilySDXLRefiner:
 		return SDXLLatent
 	case detect.FamilyFluxDev, detect.FamilyFluxSchnell:
 		return FluxLatent
+	case detect.FamilySD3:
+		return SD3Latent
 	}
 	return SD15Latent
 }

@@ -150,9 +150,6 @@ func loadVAEFile(rt *gpu.Runtime, f *tensorfile.File) (*Checkpoint, error) {
 		if det.VAE.Unsupported != "" {
 			return nil, &UnsupportedError{Path: f.Name(), What: det.VAE.Unsupported}
 		}
-		if det.VAE.EmbedDim == 0 {
-			return nil, &UnsupportedError{Path: f.Name(), What: "VAEs without quant convolutions (SD3/Flux style) are not implemented"}
-		}
 	}
 	v, err := loadVAE(rt, statedict.NewFileSource(rt, f), det.VAE.Prefix, f.Name())
 	if err != nil {

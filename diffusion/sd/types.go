@@ -22,6 +22,7 @@ type LatentFormat struct {
 var (
 	SD15Latent = LatentFormat{Name: "SD15", Channels: 4, Scale: 0.18215}
 	SDXLLatent = LatentFormat{Name: "SDXL", Channels: 4, Scale: 0.13025}
+	SD3Latent  = LatentFormat{Name: "SD3", Channels: 16, Scale: 1.5305, Shift: 0.0609}
 	FluxLatent = LatentFormat{Name: "Flux", Channels: 16, Scale: 0.3611, Shift: 0.1159}
 )
 

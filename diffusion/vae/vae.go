@@ -200,16 +200,20 @@ type Decoder struct {
 	ConvOut Conv    `sd:"conv_out"`
 }
 
-// Model is AutoencoderKL.
+// Model is AutoencoderKL, or the AutoencodingEngine of SD3 and Flux: the same encoder
+// and decoder with 16 latent channels and no quant convolutions (ComfyUI builds that
+// when a VAE has no post_quant_conv; Flux's ae.safetensors keeps encoder.* and
+// decoder.* alone).
 type Model struct {
 	Encoder       Encoder `sd:"encoder"`
 	Decoder       Decoder `sd:"decoder"`
-	QuantConv     Conv    `sd:"quant_conv"`
-	PostQuantConv Conv    `sd:"post_quant_conv"`
+	QuantConv     Conv    `sd:"quant_conv,optional"`
+	PostQuantConv Conv    `sd:"post_quant_conv,optional"`
 }
 
-// LatentChannels is the number of latent channels (4 for SD1.x/SDXL, 16 for Flux).
-func (m *Model) LatentChannels() int { return m.PostQuantConv.Weight.Dim(1) }
+// LatentChannels is the number of latent channels (4 for SD1.x/SDXL, 16 for SD3 and
+// Flux): the decoder's input width.
+func (m *Model) LatentChannels() int { return m.Decoder.ConvIn.Weight.Dim(1) }
 
 // Downscale is the spatial factor between image and latent (2 per downsampling level).
 func (m *Model) Downscale() int {
@@ -224,6 +228,19 @@ func (m *Model) Downscale() int {
 func (m *Model) Validate() error {
 	if len(m.Encoder.Down) == 0 || len(m.Decoder.Up) != len(m.Encoder.Down) {
 		return fmt.Errorf("vae: %d encoder and %d decoder levels", len(m.Encoder.Down), len(m.Decoder.Up))
+	}
+	if (m.QuantConv.Weight == nil) != (m.PostQuantConv.Weight == nil) {
+		return fmt.Errorf("vae: quant_conv and post_quant_conv must come together")
+	}
+	z := m.LatentChannels()
+	if w := m.Encoder.ConvOut.Weight; w.Rank() != 4 || w.Dim(0) != 2*z {
+		return fmt.Errorf("vae: encoder.conv_out %v does not give the mean and log-variance of %d latent channels", w.Shape(), z)
+	}
+	if q := m.QuantConv.Weight; q != nil && (q.Rank() != 4 || q.Dim(0) != 2*z || q.Dim(1) != 2*z) {
+		return fmt.Errorf("vae: quant_conv %v does not fit %d latent channels", q.Shape(), z)
+	}
+	if q := m.PostQuantConv.Weight; q != nil && (q.Rank() != 4 || q.Dim(0) != z || q.Dim(1) != z) {
+		return fmt.Errorf("vae: post_quant_conv %v does not fit %d latent channels", q.Shape(), z)
 	}
 	for i, l := range m.Encoder.Down {
 		if len(l.Blocks) == 0 {
@@ -244,8 +261,8 @@ func (m *Model) Validate() error {
 	return nil
 }
 
-// Moments returns quant_conv(encoder(x)) for x (N, 3, H, W) in [−1, 1]: mean and
-// log-variance stacked on the channel axis.
+// Moments returns quant_conv(encoder(x)) (or encoder(x) without quant convolutions)
+// for x (N, 3, H, W) in [−1, 1]: mean and log-variance stacked on the channel axis.
 func (m *Model) Moments(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	e := &m.Encoder
 	h, err := e.ConvIn.same(rt, x)
@@ -274,10 +291,15 @@ func (m *Model) Moments(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 		}
 	}
 	defer h.Release()
-	return chain(rt, h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.Mid.forward(rt, t) },
+	fs := []func(*gpu.Tensor) (*gpu.Tensor, error){
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.Mid.forward(rt, t) },
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.NormOut.forward(rt, t, true) },
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.ConvOut.same(rt, t) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.QuantConv.same(rt, t) })
+	}
+	if m.QuantConv.Weight != nil {
+		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.QuantConv.same(rt, t) })
+	}
+	return chain(rt, h, fs...)
 }
 
 // Encode returns the posterior mean for x (N, 3, H, W) in [−1, 1].
@@ -295,12 +317,17 @@ func (m *Model) Encode(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	return gpu.Contiguous(rt, mean)
 }
 
-// Decode returns decoder(post_quant_conv(z)), (N, 3, H, W), unclamped.
+// Decode returns decoder(post_quant_conv(z)) (or decoder(z) without quant
+// convolutions), (N, 3, H, W), unclamped.
 func (m *Model) Decode(rt *gpu.Runtime, z *gpu.Tensor) (*gpu.Tensor, error) {
 	d := &m.Decoder
-	h, err := chain(rt, z, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.PostQuantConv.same(rt, t) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvIn.same(rt, t) },
+	var fs []func(*gpu.Tensor) (*gpu.Tensor, error)
+	if m.PostQuantConv.Weight != nil {
+		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.PostQuantConv.same(rt, t) })
+	}
+	fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvIn.same(rt, t) },
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.Mid.forward(rt, t) })
+	h, err := chain(rt, z, fs...)
 	if err != nil {
 		return nil, err
 	}
