@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/diffusion/rng"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
@@ -49,19 +50,21 @@ type benchResult struct {
 // cmdBench measures one part of the pipeline on a checkpoint.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img --ckpt FILE [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--runs 3] [--json]")
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux --ckpt FILE [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
 		return exitUsage
 	}
 	what, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("bench "+what, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	ckpt := fs.String("ckpt", "", "single-file SD1.x/SD2.x checkpoint; `forgeflow synth` writes one")
+	ckpt := fs.String("ckpt", "", "single-file SD1.x/SD2.x checkpoint (flux: a Flux diffusion model, safetensors or GGUF; vae: any file holding a VAE); `forgeflow synth` writes them")
 	width := fs.Int("width", 256, "image width in pixels")
 	height := fs.Int("height", 256, "image height in pixels")
-	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation)")
+	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation; flux: 1 unless given)")
 	runs := fs.Int("runs", 3, "timed runs after one warm-up")
 	steps := fs.Int("steps", 20, "txt2img: sampling steps")
 	vocab := fs.String("vocab", "", "txt2img: folder with the CLIP vocabulary (vocab.json + merges.txt)")
+	tokens := fs.Int("tokens", 256, "flux: T5 context tokens (ComfyUI pads Flux prompts to 256)")
+	weightDType := fs.String("weight-dtype", "default", "flux: UNETLoader's weight_dtype (default, fp8_e4m3fn, fp8_e5m2)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	var compute computeFlags
@@ -69,10 +72,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := fs.Parse(rest); err != nil {
 		return exitUsage
 	}
-	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *batch < 1 || *runs < 1 {
-		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be multiples of 8; batch and runs positive")
+	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *width <= 0 || *height <= 0 || *batch < 1 || *runs < 1 || *tokens < 1 {
+		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be positive multiples of 8; batch, runs and tokens positive")
 		return exitUsage
 	}
+	batchSet := false
+	fs.Visit(func(f *flag.Flag) { batchSet = batchSet || f.Name == "batch" })
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -99,8 +104,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		res, err = benchVAE(ctx, rt, *ckpt, *width, *height, *runs)
 	case "txt2img":
 		res, err = benchTxt2Img(ctx, rt, *ckpt, *vocab, *width, *height, *steps, *runs)
+	case "flux":
+		b := 1
+		if batchSet {
+			b = *batch
+		}
+		res, err = benchFlux(ctx, rt, *ckpt, *width, *height, b, *tokens, *runs, *weightDType)
 	default:
-		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img)\n", what)
+		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img, flux)\n", what)
 		return exitUsage
 	}
 	if err != nil {
@@ -115,7 +126,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		_ = enc.Encode(res)
 		return exitOK
 	}
-	flops := "" // only the UNet bench counts its operations
+	flops := "" // only the UNet and Flux benches count their operations
 	if res.GFLOP > 0 {
 		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
 	}
@@ -230,7 +241,7 @@ func timeRuns(runs int, f func() error) ([]float64, float64, error) {
 // benchVAE times decoding one random latent into a width×height image.
 func benchVAE(ctx context.Context, rt *gpu.Runtime, path string, width, height, runs int) (*benchResult, error) {
 	start := time.Now()
-	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipModel: true, SkipCLIP: true})
+	ck, err := sd.LoadVAE(rt, path)
 	if err != nil {
 		return nil, err
 	}
@@ -304,4 +315,64 @@ func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, path, vocabDir string, w
 	}
 	return &benchResult{What: "txt2img", Checkpoint: path, Width: width, Height: height, Batch: 1, Steps: steps, Runs: times, MedianS: med,
 		Threads: gpuThreads(), WeightDType: ck.Model.UNet.TimeEmbed1.Weight.DType().String(), LoadS: load}, nil
+}
+
+// benchFlux times one Flux transformer evaluation (one sampling step without CFG, as
+// ComfyUI's Flux graphs run) on a random latent of width×height pixels, tokens of
+// random T5 context, a random pooled vector and guidance 3.5.
+func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height, batch, tokens, runs int, weightDType string) (*benchResult, error) {
+	start := time.Now()
+	m, err := flux.LoadFile(rt, path, flux.Options{WeightDType: weightDType})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	load := time.Since(start).Seconds()
+	c := m.Config
+	g := rng.New(1)
+	randT := func(shape ...int) (*gpu.Tensor, error) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		g.Randn(v)
+		return rt.FromFloat32(v, shape...)
+	}
+	h, w := height/8, width/8
+	x, err := randT(batch, c.InChannels, h, w)
+	if err != nil {
+		return nil, err
+	}
+	cond, err := randT(batch, tokens, c.ContextInDim)
+	if err != nil {
+		return nil, err
+	}
+	y, err := randT(batch, c.VecInDim)
+	if err != nil {
+		return nil, err
+	}
+	t, err := rt.FromFloat32([]float32{1}, 1)
+	if err != nil {
+		return nil, err
+	}
+	guidance, err := rt.FromFloat32([]float32{3.5}, 1)
+	if err != nil {
+		return nil, err
+	}
+	in := flux.Inputs{X: x, Timesteps: t, Context: cond, Y: y, Guidance: guidance}
+	times, med, err := timeRuns(runs, func() error {
+		out, err := m.Forward(ctx, rt, in)
+		out.Release()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := c.PatchSize
+	img := ((h + p - 1) / p) * ((w + p - 1) / p)
+	flops := float64(batch) * m.FLOPs(img, tokens)
+	return &benchResult{What: "flux", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
+		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(),
+		WeightDType: m.DoubleBlocks[0].ImgAttn.QKV.Weight.DType().String(), LoadS: load, ContextTokens: tokens}, nil
 }

@@ -46,6 +46,33 @@ func TestSynthAndBench(t *testing.T) {
 	}
 }
 
+// synth writes tiny Flux models (safetensors and GGUF) that bench flux loads and runs.
+func TestSynthAndBenchFlux(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ dtype, file, stored string }{{"BF16", "flux.safetensors", "BF16"}, {"Q8_0", "flux.gguf", "Q8_0"}} {
+		path := filepath.Join(dir, c.file)
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), []string{"synth", "--family", "flux-tiny", "--dtype", c.dtype, "--out", path}, &out, &errb); code != exitOK {
+			t.Fatalf("synth %s: exit %d: %s", c.dtype, code, errb.String())
+		}
+		out.Reset()
+		if code := run(context.Background(), []string{"bench", "flux", "--ckpt", path, "--width", "64", "--height", "48", "--tokens", "8", "--runs", "1", "--json"}, &out, &errb); code != exitOK {
+			t.Fatalf("bench flux %s: exit %d: %s", c.dtype, code, errb.String())
+		}
+		var r benchResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("bench output %q: %v", out.String(), err)
+		}
+		if r.What != "flux" || r.Batch != 1 || r.MedianS <= 0 || r.GFLOP <= 0 || r.PeakRSSBytes <= 0 || r.WeightDType != c.stored || r.ContextTokens != 8 {
+			t.Errorf("implausible result %+v", r)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"synth", "--family", "flux-dev", "--dtype", "Q3_K", "--out", filepath.Join(dir, "x.gguf")}, &out, &errb); code != exitUsage {
+		t.Errorf("flux-dev as Q3_K: exit %d, want a usage error", code)
+	}
+}
+
 func TestSynthAndBenchUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"synth"}, {"synth", "--out", "x", "--family", "nope"}, {"bench"}, {"bench", "unet"},

@@ -7,23 +7,28 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/detect"
+	"github.com/forgeflow/forgeflow/weights/gguf"
 )
 
-// cmdSynth writes a full-size checkpoint with random weights and real key names, so
-// that speed can be measured without downloading a model.
+// cmdSynth writes a full-size checkpoint (or Flux diffusion model or VAE) with random
+// weights and real key names, so that speed can be measured without downloading a
+// model.
 func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("synth", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, or sd15-tiny / sdxl-tiny (toy sizes, for tests)")
-	out := fs.String("out", "", "checkpoint file to write (.safetensors)")
-	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32")
+	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, flux-dev, flux-schnell, flux-vae, or sd15-tiny / sdxl-tiny / flux-tiny (toy sizes, for tests)")
+	out := fs.String("out", "", "file to write (.safetensors; .gguf for a Flux in a GGUF block type)")
+	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32; Flux also F8_E4M3, F8_E5M2 and the GGUF types Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (written as ComfyUI-GGUF lays Flux out)")
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: forgeflow synth --out FILE [--family sd15] [--dtype F16] [--seed N]\n\nWrites a checkpoint with the architecture's real tensor names and shapes and random weights.")
+		fmt.Fprintln(stderr, "usage: forgeflow synth --out FILE [--family sd15] [--dtype F16] [--seed N]\n\nWrites a checkpoint (Flux: a diffusion-model file or the VAE) with the architecture's real tensor names and shapes and random weights.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -31,6 +36,12 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *out == "" || fs.NArg() > 0 {
 		fs.Usage()
+		return exitUsage
+	}
+	if write, ok := fluxSynth(*family, *dtype, *seed); ok {
+		return writeSynth(*out, write, fmt.Sprintf("%s, %s, random weights (seed %d)", *family, *dtype, *seed), stdout, stderr)
+	} else if write == nil && strings.HasPrefix(*family, "flux") {
+		fmt.Fprintf(stderr, "forgeflow synth: family %s cannot be written as %s\n", *family, *dtype)
 		return exitUsage
 	}
 	specs := map[string]func() sd.RandomSpec{
@@ -42,18 +53,24 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	mk, ok := specs[*family]
 	if !ok {
-		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, sd15-tiny, sdxl-tiny)\n", *family)
+		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, flux-dev, flux-schnell, flux-vae, sd15-tiny, sdxl-tiny, flux-tiny)\n", *family)
 		return exitUsage
 	}
 	spec := mk()
 	spec.DType, spec.Seed = weights.DType(*dtype), *seed
-	f, err := os.Create(*out)
+	return writeSynth(*out, func(w io.Writer) error { return sd.WriteRandomCheckpoint(w, spec) },
+		fmt.Sprintf("%s, %s, random weights (seed %d)", *family, *dtype, *seed), stdout, stderr)
+}
+
+// writeSynth writes a file through write, removing it when that fails.
+func writeSynth(path string, write func(io.Writer) error, what string, stdout, stderr io.Writer) int {
+	f, err := os.Create(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "forgeflow synth: %v\n", err)
 		return exitFailed
 	}
 	bw := bufio.NewWriterSize(f, 4<<20)
-	err = sd.WriteRandomCheckpoint(bw, spec)
+	err = write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -61,12 +78,43 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(*out)
+		os.Remove(path)
 		fmt.Fprintf(stderr, "forgeflow synth: %v\n", err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "wrote %s: %s, %s, random weights (seed %d)\n", *out, *family, *dtype, *seed)
+	fmt.Fprintf(stdout, "wrote %s: %s\n", path, what)
 	return exitOK
+}
+
+// fluxSynth returns the writer of a Flux family (the transformer as a diffusion-model
+// file, safetensors or GGUF by dtype, or the Flux VAE); ok is false for other families,
+// and write is nil when the dtype does not fit.
+func fluxSynth(family, dtype string, seed uint64) (write func(io.Writer) error, ok bool) {
+	var spec flux.RandomSpec
+	switch family {
+	case "flux-dev":
+		spec = flux.DevRandomSpec()
+	case "flux-schnell":
+		spec = flux.SchnellRandomSpec()
+	case "flux-tiny":
+		spec = flux.TinyRandomSpec(true)
+	case "flux-vae":
+		return func(w io.Writer) error {
+			return sd.WriteRandomVAE(w, sd.FluxRandomVAE(), "", seed, weights.DType(dtype))
+		}, true
+	default:
+		return nil, false
+	}
+	spec.Seed = seed
+	for d := gpu.F32; d.IsFloat(); d++ {
+		if d.String() == dtype {
+			return func(w io.Writer) error { return flux.WriteRandomSafetensors(w, spec, d) }, true
+		}
+	}
+	if q, ok := gguf.TypeByName(dtype); ok && q.CanQuantize() {
+		return func(w io.Writer) error { return flux.WriteRandomGGUF(w, spec, q) }, true
+	}
+	return nil, false
 }
 
 // fullVocab gives a tiny spec's text encoders CLIP's whole 49,408-token vocabulary, so

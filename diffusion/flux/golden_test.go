@@ -15,7 +15,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
-	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // fluxCase is a golden/flux case as its file's __metadata__['case'] (and the manifest)
@@ -54,7 +54,7 @@ func TestGoldenFlux(t *testing.T) {
 	ctx := context.Background()
 	for _, mc := range cases {
 		t.Run(mc.Case, func(t *testing.T) {
-			f, err := safetensors.Open(filepath.Join(dir, mc.File))
+			f, err := tensorfile.Open(filepath.Join(dir, mc.File))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +229,7 @@ func goldenSampling(t *testing.T, desc string) sampling.ModelSampling {
 	return nil
 }
 
-func goldenTensor(t *testing.T, rt *gpu.Runtime, f *safetensors.File, name string) *gpu.Tensor {
+func goldenTensor(t *testing.T, rt *gpu.Runtime, f *tensorfile.File, name string) *gpu.Tensor {
 	t.Helper()
 	tn, err := f.Tensor(name)
 	if err != nil {

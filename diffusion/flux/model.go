@@ -2,13 +2,13 @@ package flux
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/detect"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // Model is comfy.ldm.flux.model.Flux with its weights.
@@ -30,7 +30,7 @@ type Model struct {
 	// Unused lists the keys under the prefix that no field took (logged by loaders).
 	Unused []string
 
-	file io.Closer // the mapped file the weights alias, when LoadFile opened it
+	file *tensorfile.File // the mapped file the weights alias, when LoadFile opened it
 }
 
 // Options gives what a Flux file's shapes do not say.

@@ -1,6 +1,7 @@
 package flux
 
 import (
+	"bytes"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -186,7 +187,7 @@ func writeSafetensors(w io.Writer, ts []RandomTensor, seed uint64, dtype gpu.DTy
 
 // WriteRandomGGUF writes the spec's model laid out as ComfyUI-GGUF's Flux files are:
 // matrices in qtype, except the small input and output layers kept in BF16, and
-// vectors in F32.
+// vectors in F32 (storedType).
 func WriteRandomGGUF(w io.Writer, s RandomSpec, qtype gguf.Type) error {
 	if !qtype.CanQuantize() {
 		return fmt.Errorf("flux: cannot write GGUF type %s", qtype)
@@ -197,35 +198,46 @@ func WriteRandomGGUF(w io.Writer, s RandomSpec, qtype gguf.Type) error {
 	}
 	wts := make([]gguf.WriteTensor, len(ts))
 	for i, t := range ts {
-		typ := qtype
-		switch {
-		case len(t.Shape) == 1:
-			typ = gguf.TypeF32
-		case keptBF16(t.Name, s.Prefix):
-			typ = gguf.TypeBF16
-		}
-		if t.cols()%typ.BlockSize() != 0 {
-			typ = gguf.TypeBF16
-		}
+		typ := s.storedType(t, qtype)
 		dims := make([]uint64, len(t.Shape))
 		for j, d := range t.Shape {
 			dims[len(dims)-1-j] = uint64(d)
 		}
 		wts[i] = gguf.WriteTensor{Name: t.Name, Type: typ, Dims: dims, WriteData: func(w io.Writer) error {
-			return writeChunks(w, t, s.Seed, func(v []float32) ([]byte, error) {
-				n, err := typ.RowSize(int64(len(v)))
-				if err != nil {
-					return nil, err
-				}
-				b := make([]byte, n)
-				return b, gguf.Quantize(b, typ, v)
-			})
+			return writeChunks(w, t, s.Seed, quantizer(typ))
 		}}
 	}
 	return gguf.Write(w, []gguf.KV{
 		{Key: "general.architecture", Type: gguf.TypeString, Value: "flux"},
 		{Key: "general.description", Type: gguf.TypeString, Value: "forgeflow random weights"},
 	}, wts)
+}
+
+// storedType is the GGUF type a tensor gets in a file of qtype: ComfyUI-GGUF's Flux
+// files keep vectors in F32 and the small input and output layers in BF16.
+func (s RandomSpec) storedType(t RandomTensor, qtype gguf.Type) gguf.Type {
+	switch {
+	case len(t.Shape) == 1:
+		return gguf.TypeF32
+	case keptBF16(t.Name, s.Prefix) || t.cols()%qtype.BlockSize() != 0:
+		if qtype == gguf.TypeF32 || qtype == gguf.TypeF16 {
+			return qtype
+		}
+		return gguf.TypeBF16
+	}
+	return qtype
+}
+
+// quantizer encodes float32 values as typ.
+func quantizer(typ gguf.Type) func([]float32) ([]byte, error) {
+	return func(v []float32) ([]byte, error) {
+		n, err := typ.RowSize(int64(len(v)))
+		if err != nil {
+			return nil, err
+		}
+		b := make([]byte, n)
+		return b, gguf.Quantize(b, typ, v)
+	}
 }
 
 // keptBF16 tells the layers ComfyUI-GGUF's Flux files keep unquantized.
@@ -267,4 +279,53 @@ func writeChunks(w io.Writer, t RandomTensor, seed uint64, encode func([]float32
 		}
 	}
 	return nil
+}
+
+// RandomSource is a statedict.Source that makes a random model's tensors in memory as
+// they are asked for, stored as WriteRandomGGUF would store them for qtype (F32, F16,
+// BF16 or a block type): the weights of benchmarks that need no file.
+type RandomSource struct {
+	rt      *gpu.Runtime
+	spec    RandomSpec
+	qtype   gguf.Type
+	tensors map[string]RandomTensor
+	keys    []string
+}
+
+// NewRandomSource returns the source of s's tensors.
+func NewRandomSource(rt *gpu.Runtime, s RandomSpec, qtype gguf.Type) (*RandomSource, error) {
+	if !qtype.CanQuantize() {
+		return nil, fmt.Errorf("flux: cannot make tensors of type %s", qtype)
+	}
+	ts, err := s.Tensors()
+	if err != nil {
+		return nil, err
+	}
+	src := &RandomSource{rt: rt, spec: s, qtype: qtype, tensors: map[string]RandomTensor{}}
+	for _, t := range ts {
+		src.tensors[t.Name] = t
+		src.keys = append(src.keys, t.Name)
+	}
+	return src, nil
+}
+
+// Keys implements statedict.Source.
+func (r *RandomSource) Keys() []string { return r.keys }
+
+// Tensor implements statedict.Source.
+func (r *RandomSource) Tensor(key string) (*gpu.Tensor, error) {
+	t, ok := r.tensors[key]
+	if !ok {
+		return nil, fmt.Errorf("flux: random model has no tensor %q", key)
+	}
+	typ := r.spec.storedType(t, r.qtype)
+	d, ok := gpuDType(typ.String())
+	if !ok {
+		return nil, fmt.Errorf("flux: %s: type %s has no runtime dtype", key, typ)
+	}
+	var buf bytes.Buffer
+	if err := writeChunks(&buf, t, r.spec.Seed, quantizer(typ)); err != nil {
+		return nil, err
+	}
+	return r.rt.FromBytes(d, buf.Bytes(), t.Shape...)
 }
