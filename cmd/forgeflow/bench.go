@@ -45,6 +45,9 @@ type benchResult struct {
 	// Conv2D in bfloat16 (--gemm, --bf16).
 	GEMM string `json:"gemm"`
 	BF16 bool   `json:"bf16"`
+	// CPUSPerRun is the process's CPU time (user + system) per timed run, where the
+	// platform reports it (flux only).
+	CPUSPerRun float64 `json:"cpu_s_per_run,omitempty"`
 }
 
 // cmdBench measures one part of the pipeline on a checkpoint.
@@ -129,6 +132,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	flops := "" // only the UNet and Flux benches count their operations
 	if res.GFLOP > 0 {
 		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
+	}
+	if res.CPUSPerRun > 0 {
+		flops += fmt.Sprintf(", %.1f CPU-s per run", res.CPUSPerRun)
 	}
 	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v)\n",
 		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16)
@@ -361,7 +367,12 @@ func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 		return nil, err
 	}
 	in := flux.Inputs{X: x, Timesteps: t, Context: cond, Y: y, Guidance: guidance}
+	var cpu0 float64
+	warm := true
 	times, med, err := timeRuns(runs, func() error {
+		if warm {
+			defer func() { cpu0, warm = processCPUSeconds(), false }()
+		}
 		out, err := m.Forward(ctx, rt, in)
 		out.Release()
 		return err
@@ -369,10 +380,11 @@ func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 	if err != nil {
 		return nil, err
 	}
+	cpu := (processCPUSeconds() - cpu0) / float64(runs)
 	p := c.PatchSize
 	img := ((h + p - 1) / p) * ((w + p - 1) / p)
 	flops := float64(batch) * m.FLOPs(img, tokens)
 	return &benchResult{What: "flux", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
 		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(),
-		WeightDType: m.DoubleBlocks[0].ImgAttn.QKV.Weight.DType().String(), LoadS: load, ContextTokens: tokens}, nil
+		WeightDType: m.DoubleBlocks[0].ImgAttn.QKV.Weight.DType().String(), LoadS: load, ContextTokens: tokens, CPUSPerRun: cpu}, nil
 }
