@@ -3,11 +3,8 @@ package flux
 import (
 	"context"
 	"encoding/json"
-	"math"
-	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -17,21 +14,6 @@ import (
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
-
-// fluxCase is a golden/flux case as its file's __metadata__['case'] (and the manifest)
-// describe it.
-type fluxCase struct {
-	Case   string `json:"case"`
-	File   string `json:"file"`
-	Config struct {
-		ModelSampling string                     `json:"model_sampling"`
-		UNet          map[string]json.RawMessage `json:"unet_config"`
-	} `json:"config"`
-	Tensors      map[string]string          `json:"tensors"`
-	Tolerance    struct{ Abs, Rel float64 } `json:"tolerance"`
-	WeightPrefix string                     `json:"weight_prefix"`
-	IOTensors    map[string]json.RawMessage `json:"io_tensors"`
-}
 
 // fluxInputs are the in. tensors a case may hold, and the out. tensors it may check;
 // any other name fails the case as one this test cannot interpret.
@@ -44,45 +26,57 @@ var (
 // model_base.Flux.apply_model's denoised latent, each within the case's tolerance. The
 // configuration is read from the weights' shapes and checked against the case's
 // unet_config; only axes_dim, theta and patch_size (which shapes cannot tell) are taken
-// from it.
+// from it, and the weights' prefix is the case's weight_prefix.
 func TestGoldenFlux(t *testing.T) {
-	dir, cases := testenv.GoldenCases[fluxCase](t, "flux")
+	_, cases := testenv.GoldenCases[testenv.Case](t, "flux")
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, mc := range cases {
-		t.Run(mc.Case, func(t *testing.T) {
-			f, err := tensorfile.Open(filepath.Join(dir, mc.File))
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			f, err := tensorfile.Open(c.Path())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			var c fluxCase
-			if err := json.Unmarshal([]byte(f.Metadata()["case"]), &c); err != nil {
-				t.Fatalf("%s: __metadata__['case']: %v", mc.File, err)
+			var unet map[string]json.RawMessage
+			if err := c.Decode("config.unet_config", &unet); err != nil {
+				t.Fatal(err)
 			}
-			if c.Case != mc.Case {
-				t.Fatalf("%s: metadata names case %q, the manifest %q", mc.File, c.Case, mc.Case)
+			opts, want := goldenOptions(t, &c, unet)
+			spec, err := c.ModelSampling("config.model_sampling")
+			if err != nil {
+				t.Fatal(err)
 			}
-			opts, want := goldenOptions(t, c.Config.UNet)
-			ms := goldenSampling(t, c.Config.ModelSampling)
-			in := map[string]*gpu.Tensor{}
-			for _, info := range f.Tensors() {
-				switch {
-				case strings.HasPrefix(info.Name, "in."):
-					if !slices.Contains(fluxInputs, info.Name) {
-						t.Fatalf("input tensor %q (%s) is not one this test interprets", info.Name, c.Tensors[info.Name])
-					}
-					in[info.Name] = goldenTensor(t, rt, f, info.Name)
-				case strings.HasPrefix(info.Name, "out."):
-					if !slices.Contains(fluxOutputs, info.Name) {
-						t.Fatalf("output tensor %q (%s) is not one this test interprets", info.Name, c.Tensors[info.Name])
-					}
+			ms, err := sampling.New(sampling.Config(spec))
+			if err != nil {
+				t.Fatal(c.FieldError("config.model_sampling", "%v", err))
+			}
+			var prefix string
+			if c.Has("weight_prefix") {
+				if err := c.Decode("weight_prefix", &prefix); err != nil {
+					t.Fatal(err)
 				}
 			}
-			m, err := Load(rt, statedict.NewFileSource(rt, f), c.WeightPrefix, opts)
+			in := map[string]*gpu.Tensor{}
+			for _, name := range c.Tensors("in.") {
+				if !slices.Contains(fluxInputs, name) {
+					t.Fatal(c.FieldError("io_tensors", "input %q is not one this test interprets", name))
+				}
+				in[name] = goldenTensor(t, rt, f, name)
+			}
+			outs := c.Tensors("out.")
+			for _, name := range outs {
+				if !slices.Contains(fluxOutputs, name) {
+					t.Fatal(c.FieldError("io_tensors", "output %q is not one this test interprets", name))
+				}
+			}
+			if len(outs) == 0 {
+				t.Fatal(c.FieldError("io_tensors", "no output this test checks"))
+			}
+			m, err := Load(rt, statedict.NewFileSource(rt, f), prefix, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,35 +87,33 @@ func TestGoldenFlux(t *testing.T) {
 			}
 			checkConfig(t, m, want)
 			inputs := Inputs{X: in["in.x"], Timesteps: in["in.timestep"], Context: in["in.context"], Y: in["in.y"], Guidance: in["in.guidance"]}
-			checked := 0
-			if _, ok := f.Info("out.model_output"); ok {
+			check := func(name string, got *gpu.Tensor) {
+				t.Helper()
+				if g, w := got.Shape(), c.IO[name].Shape; !slices.Equal(g, w) {
+					t.Fatalf("%s: shape %v, want %v", name, g, w)
+				}
+				testenv.Close(t, name, values(t, got), values(t, goldenTensor(t, rt, f, name)), c.Tolerance)
+			}
+			if slices.Contains(outs, "out.model_output") {
 				out, err := m.Forward(ctx, rt, inputs)
 				if err != nil {
 					t.Fatal(err)
 				}
-				compare(t, "out.model_output", out, goldenTensor(t, rt, f, "out.model_output"), c.Tolerance.Abs, c.Tolerance.Rel)
-				checked++
+				check("out.model_output", out)
 			}
-			if _, ok := f.Info("out.denoised"); ok {
-				sv, err := in["in.sigma"].Float32()
-				if err != nil || len(sv) == 0 {
-					t.Fatalf("out.denoised needs in.sigma: %v", err)
+			if slices.Contains(outs, "out.denoised") {
+				if in["in.sigma"] == nil {
+					t.Fatal(c.FieldError("io_tensors", "out.denoised needs in.sigma"))
 				}
-				if tv := in["in.timestep"]; tv != nil {
-					v, _ := tv.Float32()
-					if v[0] != ms.Timestep(sv[0]) {
-						t.Errorf("model sampling maps sigma %v to timestep %v; the case's timestep is %v", sv[0], ms.Timestep(sv[0]), v[0])
-					}
+				sigma := values(t, in["in.sigma"])[0]
+				if tv := in["in.timestep"]; tv != nil && values(t, tv)[0] != ms.Timestep(sigma) {
+					t.Errorf("model sampling maps sigma %v to timestep %v; the case's timestep is %v", sigma, ms.Timestep(sigma), values(t, tv)[0])
 				}
-				den, err := m.Denoise(ctx, rt, ms, sv[0], inputs)
+				den, err := m.Denoise(ctx, rt, ms, sigma, inputs)
 				if err != nil {
 					t.Fatal(err)
 				}
-				compare(t, "out.denoised", den, goldenTensor(t, rt, f, "out.denoised"), c.Tolerance.Abs, c.Tolerance.Rel)
-				checked++
-			}
-			if checked == 0 {
-				t.Fatal("the case has no output this test checks")
+				check("out.denoised", den)
 			}
 		})
 	}
@@ -129,7 +121,7 @@ func TestGoldenFlux(t *testing.T) {
 
 // goldenOptions reads a case's unet_config: Options for what shapes cannot tell, and
 // the expected values of what they can. A key it does not know fails the test.
-func goldenOptions(t *testing.T, cfg map[string]json.RawMessage) (Options, map[string]any) {
+func goldenOptions(t *testing.T, c *testenv.Case, cfg map[string]json.RawMessage) (Options, map[string]any) {
 	t.Helper()
 	var opts Options
 	want := map[string]any{}
@@ -157,7 +149,7 @@ func goldenOptions(t *testing.T, cfg map[string]json.RawMessage) (Options, map[s
 		case "image_model":
 			var v string
 			if err = json.Unmarshal(raw, &v); err == nil && v != "flux" {
-				t.Fatalf("unet_config image_model %q: only flux is implemented", v)
+				t.Fatal(c.FieldError("config.unet_config.image_model", "%q: only flux is implemented", v))
 			}
 		case "dtype":
 			// The compute dtype: forgeflow computes in float32 whatever the weights are;
@@ -168,10 +160,10 @@ func goldenOptions(t *testing.T, cfg map[string]json.RawMessage) (Options, map[s
 				t.Logf("unet_config dtype %s: forgeflow computes in float32", v)
 			}
 		default:
-			t.Fatalf("unet_config key %q (%s) is not one this test interprets", k, raw)
+			t.Fatal(c.FieldError("config.unet_config."+k, "%s is not a setting this test interprets", raw))
 		}
 		if err != nil {
-			t.Fatalf("unet_config %s = %s: %v", k, raw, err)
+			t.Fatal(c.FieldError("config.unet_config."+k, "%s: %v", raw, err))
 		}
 	}
 	return opts, want
@@ -199,36 +191,6 @@ func checkConfig(t *testing.T, m *Model, want map[string]any) {
 	}
 }
 
-// goldenSampling builds the model sampling a case names, e.g. "ModelSamplingFlux+CONST
-// shift 1.15" or "ModelSamplingDiscreteFlow+CONST shift 1.0 multiplier 1.0".
-func goldenSampling(t *testing.T, desc string) sampling.ModelSampling {
-	t.Helper()
-	fields := strings.Fields(desc)
-	if len(fields) == 0 || len(fields)%2 != 1 {
-		t.Fatalf("config model_sampling %q: want \"Name+CONST\" and key value pairs", desc)
-	}
-	name, kind, _ := strings.Cut(fields[0], "+")
-	if kind != "CONST" {
-		t.Fatalf("config model_sampling %q: only CONST (flow) prediction is interpreted", desc)
-	}
-	params := map[string]float64{"shift": 1.15, "multiplier": 1}
-	for i := 1; i < len(fields); i += 2 {
-		v, err := strconv.ParseFloat(fields[i+1], 64)
-		if _, known := params[fields[i]]; !known || err != nil {
-			t.Fatalf("config model_sampling %q: parameter %q = %q is not interpreted", desc, fields[i], fields[i+1])
-		}
-		params[fields[i]] = v
-	}
-	switch name {
-	case "ModelSamplingFlux":
-		return sampling.NewFlux(params["shift"])
-	case "ModelSamplingDiscreteFlow":
-		return sampling.NewFlowShift(params["shift"], params["multiplier"], 1000)
-	}
-	t.Fatalf("config model_sampling %q: %s is not interpreted", desc, name)
-	return nil
-}
-
 func goldenTensor(t *testing.T, rt *gpu.Runtime, f *tensorfile.File, name string) *gpu.Tensor {
 	t.Helper()
 	tn, err := f.Tensor(name)
@@ -248,34 +210,4 @@ func goldenTensor(t *testing.T, rt *gpu.Runtime, f *tensorfile.File, name string
 		t.Fatal(err)
 	}
 	return g
-}
-
-// compare checks |got − want| ≤ abs + rel·|want| element-wise; NaN never passes.
-func compare(t *testing.T, name string, got, want *gpu.Tensor, abs, rel float64) {
-	t.Helper()
-	if !slices.Equal(got.Shape(), want.Shape()) {
-		t.Fatalf("%s: shape %v, want %v", name, got.Shape(), want.Shape())
-	}
-	g, err := got.Float32()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := want.Float32()
-	bad, worst, at, used := 0, 0.0, 0, 0.0
-	for i := range w {
-		d := math.Abs(float64(g[i]) - float64(w[i]))
-		lim := abs + rel*math.Abs(float64(w[i]))
-		used = max(used, d/lim)
-		if !(d <= lim) {
-			bad++
-			if math.IsNaN(d) || d-lim > worst {
-				worst, at = d-lim, i
-			}
-		}
-	}
-	if bad > 0 {
-		t.Errorf("%s: %d of %d values out of tolerance; worst [%d] = %v, want %v", name, bad, len(w), at, g[at], w[at])
-	} else {
-		t.Logf("%s: %d values within abs %g rel %g (at most %.1f%% of the allowance)", name, len(w), abs, rel, 100*used)
-	}
 }
