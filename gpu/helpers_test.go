@@ -7,13 +7,26 @@ import (
 	"testing"
 )
 
+// deviceRuntimes opens the runtimes of other backends for the shared op table. It is
+// filled by test files of the external package (cuda_test.go adds the cuda backend,
+// which imports this package and so cannot be named here); an opener returns nil and
+// the reason when its device is absent.
+var deviceRuntimes = map[string]func() (*Runtime, string){}
+
 // runtimesUnderTest returns one Runtime per backend present: the cpu backend with two
 // threads (so every parallel split runs even on one core), with one thread, and with
-// the generic GEMM path forced (which takes the Go forms of every assembly kernel). A
-// cuda backend, once it exists, is added here when a device is found.
+// the generic GEMM path forced (which takes the Go forms of every assembly kernel), a
+// cpu backend that poisons fresh buffers, and each device backend found (cuda).
 func runtimesUnderTest(t testing.TB) map[string]*Runtime {
 	t.Helper()
 	out := map[string]*Runtime{}
+	for name, open := range deviceRuntimes {
+		if rt, why := open(); rt != nil {
+			out[name] = rt
+		} else {
+			t.Logf("backend %s not tested: %s", name, why)
+		}
+	}
 	for _, th := range []int{2, 1} {
 		rt, err := New(Options{Threads: th})
 		if err != nil {
@@ -143,6 +156,24 @@ func checkClose(t testing.TB, got *Tensor, want []float64, atol, rtol float64) {
 	if bad > 0 {
 		t.Fatalf("%d of %d values differ", bad, len(g))
 	}
+}
+
+// rawBytes returns the storage bytes of a contiguous tensor, from device memory too.
+func rawBytes(t testing.TB, x *Tensor) []byte {
+	t.Helper()
+	if x.buf.Host != nil {
+		return x.bytes()
+	}
+	n, _ := x.dtype.StorageBytes(x.Numel())
+	off, _ := x.dtype.StorageBytes(x.offset)
+	raw := make([]byte, n)
+	if err := x.rt.be.Download(raw, x.buf, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.rt.be.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // ok(t)(Op(...)) unwraps an op's result, failing the test on error.

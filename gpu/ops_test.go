@@ -121,7 +121,7 @@ var _ = addCases(OpCopy,
 		}
 		f16 := ok(t)(rt.FromBytes(F16, []byte{1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0}, 2, 3))
 		ft := ok(t)(Contiguous(rt, ok(t)(Transpose(f16, 0, 1)))) // 2-byte elements: the plain path
-		if got := ft.bytes(); string(got) != string([]byte{1, 0, 4, 0, 2, 0, 5, 0, 3, 0, 6, 0}) {
+		if got := rawBytes(t, ft); string(got) != string([]byte{1, 0, 4, 0, 2, 0, 5, 0, 3, 0, 6, 0}) {
 			t.Fatalf("f16 transpose: % x", got)
 		}
 	}},

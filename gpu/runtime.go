@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -166,6 +167,16 @@ func (rt *Runtime) FromBytes(d DType, data []byte, shape ...int) (*Tensor, error
 		return nil, fmt.Errorf("gpu: %d bytes for %s%v (needs %d)", len(data), d, shape, n)
 	}
 	t := &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), rt: rt}
+	if wp, ok := rt.be.(WeightPlacer); ok {
+		b, err := wp.PlaceWeight(data)
+		if err != nil {
+			return nil, err
+		}
+		b.size, b.backend = n, rt.be
+		b.refs.Store(1)
+		t.buf = b
+		return t, nil
+	}
 	if rt.be == Backend(rt.cpu) {
 		if d == F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 != 0 {
 			// kernels view F32 storage as []float32, which needs 4-byte alignment
@@ -239,16 +250,81 @@ func (rt *Runtime) run(op Op, c *Call) error {
 	if c.Out != nil {
 		dts = append(dts, c.Out.dtype)
 	}
+	why := "dtypes"
 	if rt.be.Supports(op, dts...) {
-		return rt.be.Run(op, c)
-	}
-	if rt.be != Backend(rt.cpu) && rt.cpu.Supports(op, dts...) && hostVisible(c) {
-		if _, done := rt.warned.LoadOrStore(op, struct{}{}); !done {
-			rt.log.Info("op falls back to cpu", "op", op.String(), "backend", rt.be.Name(), "dtypes", fmt.Sprint(dts))
+		err := rt.be.Run(op, c)
+		if !errors.Is(err, ErrNotSupported) {
+			return err
 		}
-		return rt.cpu.Run(op, c)
+		why = err.Error()
+	}
+	if rt.be != Backend(rt.cpu) && rt.cpu.Supports(op, dts...) {
+		if _, done := rt.warned.LoadOrStore(op, struct{}{}); !done {
+			rt.log.Info("op falls back to cpu", "op", op.String(), "backend", rt.be.Name(), "dtypes", fmt.Sprint(dts), "why", why)
+		}
+		if hostVisible(c) {
+			return rt.cpu.Run(op, c)
+		}
+		return rt.runStaged(op, c)
 	}
 	return fmt.Errorf("gpu: %s: backend %s does not support dtypes %v", op, rt.be.Name(), dts)
+}
+
+// ErrNotSupported is what a backend's Run returns (possibly wrapped, before writing the
+// output) for operands its kernels do not handle although Supports accepted the dtypes,
+// e.g. an upscale method or a head width without a device kernel; the Runtime then runs
+// the op on the cpu backend.
+var ErrNotSupported = errors.New("gpu: not supported by this backend")
+
+// WeightPlacer is implemented by device backends that decide where a weight lives:
+// FromBytes hands them the stored bytes and they return a device buffer holding a copy,
+// or a buffer whose Host is data itself, kept in host memory and copied in for each use
+// (streaming weights when device memory is short). The returned Buffer is not pooled.
+type WeightPlacer interface {
+	PlaceWeight(data []byte) (*Buffer, error)
+}
+
+// runStaged runs op on the cpu backend for operands in device memory: the inputs'
+// buffers are copied to host memory, the cpu kernel writes a host output and that is
+// copied into c.Out. Slow, but every op runs on every backend.
+func (rt *Runtime) runStaged(op Op, c *Call) error {
+	host := func(t *Tensor, fetch bool) (*Tensor, error) {
+		if t == nil || t.buf.Host != nil {
+			return t, nil
+		}
+		raw := make([]byte, t.buf.size)
+		if fetch { // not the output, which the kernel writes whole
+			if err := rt.be.Download(raw, t.buf, 0); err != nil {
+				return nil, err
+			}
+		}
+		b := &Buffer{Host: raw, size: t.buf.size, backend: rt.cpu}
+		b.refs.Store(1)
+		return &Tensor{dtype: t.dtype, shape: t.shape, strides: t.strides, offset: t.offset, buf: b, rt: rt}, nil
+	}
+	hc := &Call{In: make([]*Tensor, len(c.In)), Params: c.Params}
+	for i, t := range c.In {
+		h, err := host(t, true)
+		if err != nil {
+			return err
+		}
+		hc.In[i] = h
+	}
+	out, err := host(c.Out, false)
+	if err != nil {
+		return err
+	}
+	hc.Out = out
+	if err := rt.be.Synchronize(); err != nil {
+		return err
+	}
+	if err := rt.cpu.Run(op, hc); err != nil {
+		return err
+	}
+	if out == c.Out {
+		return nil
+	}
+	return rt.be.Upload(c.Out.buf, 0, out.buf.Host)
 }
 
 func hostVisible(c *Call) bool {

@@ -136,3 +136,24 @@ func forEachPlane(planes int, f func(p int)) {
 	}
 	wg.Wait()
 }
+
+// GatherIndices returns, for the index-gathering methods ("nearest", "nearest-exact"),
+// the source index of each of the out positions along an axis of in, so that another
+// backend can resize by gathering (out[y][x] = in[ys[y]][xs[x]]) with the same rules
+// as Upscale; ok is false for the methods that interpolate.
+func GatherIndices(method string, in, out int) (idx []int, ok bool) {
+	var f func(dst, in, out int) int
+	switch method {
+	case "nearest":
+		f = nearestIndex
+	case "nearest-exact":
+		f = nearestExactIndex
+	default:
+		return nil, false
+	}
+	idx = make([]int, out)
+	for i := range idx {
+		idx[i] = f(i, in, out)
+	}
+	return idx, true
+}

@@ -188,3 +188,32 @@ func TestBislerpConstant(t *testing.T) {
 		}
 	}
 }
+
+func TestGatherIndices(t *testing.T) {
+	for _, m := range []string{"nearest", "nearest-exact"} {
+		for _, sz := range [][2]int{{5, 9}, {7, 3}, {4, 8}, {6, 6}} {
+			in, out := sz[0], sz[1]
+			src := make([]float32, in)
+			for i := range src {
+				src[i] = float32(i)
+			}
+			// one row resized along x by Upscale is the index table itself
+			want, err := Upscale(src, 1, 1, 1, in, out, 1, m, "disabled")
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx, ok := GatherIndices(m, in, out)
+			if !ok || len(idx) != out {
+				t.Fatalf("%s %v: %v %v", m, sz, idx, ok)
+			}
+			for i := range idx {
+				if float32(idx[i]) != want[i] {
+					t.Errorf("%s %v: index %d = %d, Upscale took %v", m, sz, i, idx[i], want[i])
+				}
+			}
+		}
+	}
+	if _, ok := GatherIndices("bilinear", 4, 8); ok {
+		t.Error("bilinear reported as a gather")
+	}
+}
