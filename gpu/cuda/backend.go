@@ -199,9 +199,9 @@ func (b *Backend) Info() Info {
 
 // MemoryStats are the device's numbers for /system_stats.
 type MemoryStats struct {
-	Total, Free        uint64 // the whole device (cuMemGetInfo)
-	Reserved, Active   uint64 // held by the pool / in use (torch's reserved and allocated)
-	Peak               uint64
+	Total, Free         uint64 // the whole device (cuMemGetInfo)
+	Reserved, Active    uint64 // held by the pool / in use (torch's reserved and allocated)
+	Peak                uint64
 	WeightBytesOnDevice int64
 }
 

@@ -46,8 +46,11 @@ func TestOpKernels(t *testing.T) {
 }
 
 // TestKernelsCompile compiles every module with the NVRTC found on this machine (no GPU
-// is needed to compile), for an Ampere target (the device compiles for its own). It skips where no NVRTC is
-// installed; Debian's libnvrtc11.2 (non-free) or a PyTorch wheel's is enough.
+// is needed to compile) for an Ampere target; the device compiles for its own. It skips
+// where no NVRTC is installed (Debian's libnvrtc11.2 from non-free, or a PyTorch wheel's
+// nvidia/cuda_nvrtc, is enough). Results go through the kernel cache in the user's cache
+// folder, keyed by the source's hash: a module compiles again only when it changed, which
+// keeps the test at a few milliseconds after the first run (NVRTC takes ~10 s a module).
 func TestKernelsCompile(t *testing.T) {
 	env := osSearchEnv()
 	nv, err := loadNVRTC(env, searchDirs(env))
@@ -55,13 +58,21 @@ func TestKernelsCompile(t *testing.T) {
 		t.Skipf("no NVRTC to compile the kernels with: %v", err)
 	}
 	t.Logf("nvrtc %s at %s", nv.Version(), nv.path)
+	cache := kernelCache{dir: defaultCacheDir()}
 	for _, m := range modules {
 		src, err := moduleSource(m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, cc := range []int{80} {
+			key := cacheKey{Module: m, SourceHash: sourceHash(src), CC: cc, NVRTC: nv.Version()}
+			if _, ok := cache.load(key); ok {
+				continue
+			}
 			img, err := nv.compile(src, string(m)+".cu", cc)
+			if err == nil {
+				_ = cache.store(key, img)
+			}
 			if err != nil {
 				t.Fatalf("%s for sm_%d: %v", m, cc, err)
 			}

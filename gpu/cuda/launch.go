@@ -88,11 +88,15 @@ type args struct {
 	keep []any
 }
 
-func (a *args) ptr(p uint64) *args  { return a.u64(p) }
-func (a *args) u64(v uint64) *args  { x := new(uint64); *x = v; return a.add(unsafe.Pointer(x), x) }
-func (a *args) i64(v int) *args     { x := new(int64); *x = int64(v); return a.add(unsafe.Pointer(x), x) }
-func (a *args) i32(v int) *args     { x := new(int32); *x = int32(v); return a.add(unsafe.Pointer(x), x) }
-func (a *args) f32(v float64) *args { x := new(float32); *x = float32(v); return a.add(unsafe.Pointer(x), x) }
+func (a *args) ptr(p uint64) *args { return a.u64(p) }
+func (a *args) u64(v uint64) *args { x := new(uint64); *x = v; return a.add(unsafe.Pointer(x), x) }
+func (a *args) i64(v int) *args    { x := new(int64); *x = int64(v); return a.add(unsafe.Pointer(x), x) }
+func (a *args) i32(v int) *args    { x := new(int32); *x = int32(v); return a.add(unsafe.Pointer(x), x) }
+func (a *args) f32(v float64) *args {
+	x := new(float32)
+	*x = float32(v)
+	return a.add(unsafe.Pointer(x), x)
+}
 func (a *args) f64(v float64) *args { x := new(float64); *x = v; return a.add(unsafe.Pointer(x), x) }
 func (a *args) desc(d desc) *args   { x := new(desc); *x = d; return a.add(unsafe.Pointer(x), x) }
 

@@ -362,7 +362,7 @@ func (b *Backend) matmul(k kernelRef, a, bm, out operand) error {
 	esz := uint64(4)
 	for z0 := 0; z0 < count; z0 += 65535 {
 		nz := min(65535, count-z0)
-		ag := new(args).ptr(a.at()+uint64(z0*sa)*esz).ptr(bm.at()+uint64(z0*sb)*esz).ptr(out.at()+uint64(z0*m*n)*esz).
+		ag := new(args).ptr(a.at() + uint64(z0*sa)*esz).ptr(bm.at() + uint64(z0*sb)*esz).ptr(out.at() + uint64(z0*m*n)*esz).
 			i32(m).i32(n).i32(kk).
 			i64(a.strides[ra-2]).i64(a.strides[ra-1]).i64(sa).
 			i64(bm.strides[rb-2]).i64(bm.strides[rb-1]).i64(sb).i64(m * n)
@@ -387,7 +387,7 @@ func (b *Backend) linear(k kernelRef, x, w, bias, out operand) error {
 	const chunk = 65535 * 64
 	for r0 := 0; r0 < rows; r0 += chunk {
 		nr := min(chunk, rows-r0)
-		ag := new(args).ptr(x.at()+uint64(r0*kk*4)).ptr(w.at()).ptr(optAt(bias)).ptr(out.at()+uint64(r0*n*4)).
+		ag := new(args).ptr(x.at() + uint64(r0*kk*4)).ptr(w.at()).ptr(optAt(bias)).ptr(out.at() + uint64(r0*n*4)).
 			i32(nr).i32(n).i32(kk).i64(rowBytes).i32(dt)
 		if err := b.launch(k, [3]int{(n + 63) / 64, (nr + 63) / 64, 1}, 256, ag); err != nil {
 			return err
@@ -444,7 +444,7 @@ func (b *Backend) attention(ks []kernelRef, q, k, v, mask, out operand, p gpu.At
 		copy(ms[:], st)
 		mp = mask.base + uint64(4*mask.offset)
 	}
-	ag := new(args).ptr(q.base+uint64(4*q.offset)).ptr(k.base+uint64(4*k.offset)).ptr(v.base+uint64(4*v.offset)).ptr(mp).ptr(out.at()).
+	ag := new(args).ptr(q.base + uint64(4*q.offset)).ptr(k.base + uint64(4*k.offset)).ptr(v.base + uint64(4*v.offset)).ptr(mp).ptr(out.at()).
 		i32(h).i32(lq).i32(lk).i32(d).i32(dv).
 		i64(q.strides[0]).i64(q.strides[1]).i64(q.strides[2]).
 		i64(k.strides[0]).i64(k.strides[1]).i64(k.strides[2]).
@@ -509,6 +509,6 @@ func (b *Backend) upscale(rc *runCall, k kernelRef, x, out operand, p gpu.Upscal
 	if err != nil {
 		return err
 	}
-	ag := new(args).ptr(out.at()).ptr(x.at()).ptr(ip).ptr(ip+uint64(4*len(ys))).i64(planes).i32(h).i32(w).i32(p.Height).i32(p.Width)
+	ag := new(args).ptr(out.at()).ptr(x.at()).ptr(ip).ptr(ip + uint64(4*len(ys))).i64(planes).i32(h).i32(w).i32(p.Height).i32(p.Width)
 	return b.launch(k, b.gridFor(numel(out.shape)), 256, ag)
 }
