@@ -22,17 +22,21 @@ type Options struct {
 	// CacheDir holds compiled kernels ("" means the user's cache folder,
 	// ~/.cache/forgeflow/cuda).
 	CacheDir string
-	// NoWeights keeps every weight in host memory, copied in for each use (--novram).
-	NoWeights bool
-	// WeightBytes bounds the weight bytes kept on the device (0: no bound); the rest stay
-	// in host memory and are streamed in for each use (--lowvram).
-	WeightBytes int64
-	// ReserveBytes is device memory that weights never take, left for activations and
-	// other programs (--reserve-vram plus a working margin).
-	ReserveBytes int64
+	// Placement decides weight by weight whether a weight goes on the device or stays
+	// in host memory, streamed in for each use; nil places weights while device memory
+	// lasts. weights/memory's Placer applies --lowvram, --novram and --reserve-vram.
+	Placement Placement
 
 	// env replaces the machine's library search (tests).
 	env *searchEnv
+}
+
+// Placement is asked, for each weight of n bytes, whether it goes on the device, which
+// has free bytes available (idle pool blocks included); Release gives back the bytes of
+// a placed weight that was freed.
+type Placement interface {
+	Place(n, free int64) bool
+	Release(n int64)
 }
 
 // Backend is one CUDA device: its context, one stream on which every copy and kernel is
@@ -272,6 +276,9 @@ func (b *Backend) release(m *devMem) {
 	m.freed = true
 	if m.weight {
 		b.placed -= int64(m.class)
+		if b.opts.Placement != nil {
+			b.opts.Placement.Release(int64(m.class))
+		}
 	}
 	b.mu.Unlock()
 	// stream order makes the block safe to reuse at once: later work is queued after
@@ -335,6 +342,9 @@ func (b *Backend) PlaceWeight(data []byte) (*gpu.Buffer, error) {
 	}
 	buf, err := b.alloc(len(data), true)
 	if err != nil {
+		if b.opts.Placement != nil {
+			b.opts.Placement.Release(n)
+		}
 		b.log.Debug("weight kept in host memory", "bytes", len(data), "err", err)
 		return &gpu.Buffer{Host: data}, nil
 	}
@@ -350,22 +360,16 @@ func (b *Backend) PlaceWeight(data []byte) (*gpu.Buffer, error) {
 }
 
 func (b *Backend) fitsWeight(n int64) bool {
-	if b.opts.NoWeights {
-		return false
-	}
-	b.mu.Lock()
-	placed := b.placed
-	b.mu.Unlock()
-	if b.opts.WeightBytes > 0 && placed+n > b.opts.WeightBytes {
-		return false
-	}
 	var free, total uint64
 	if err := b.do(func() error { return b.drv.check(b.drv.cuMemGetInfo(&free, &total), "cuMemGetInfo") }); err != nil {
 		return false
 	}
 	reserved, active, _ := b.pool.stats()
 	avail := int64(free) + int64(reserved-active) // idle pool blocks count as free
-	return avail-n >= b.opts.ReserveBytes
+	if b.opts.Placement == nil {
+		return avail >= n
+	}
+	return b.opts.Placement.Place(n, avail)
 }
 
 // Close releases the device; the backend must not be used afterwards.
