@@ -142,7 +142,8 @@ func TestSystemStatsAndFree(t *testing.T) {
 	if got.System["ram_total"] != float64(2048*1024) || got.System["ram_free"] != float64(1024*1024) || got.System["comfyui_version"] != "0.3.64" {
 		t.Errorf("system = %v", got.System)
 	}
-	if len(got.Devices) != 1 || got.Devices[0]["type"] != "cpu" || got.Devices[0]["vram_total"] != float64(2048*1024) {
+	if d := got.Devices; len(d) != 1 || d[0]["type"] != "cpu" || d[0]["vram_total"] != float64(2048*1024) || d[0]["index"] != nil ||
+		d[0]["torch_vram_total"] != float64(2048*1024) || d[0]["torch_vram_free"] != float64(1024*1024) {
 		t.Fatalf("devices = %v", got.Devices)
 	}
 	for _, k := range []string{"name", "type", "index", "vram_total", "vram_free", "torch_vram_total", "torch_vram_free"} {
@@ -181,6 +182,36 @@ func TestSystemStatsAndFree(t *testing.T) {
 		t.Fatalf("node ran %d times, want 2: free_memory did not reach the executor cache", runs.n.Load())
 	}
 	isJSONError(t, ts.do(t, "POST", "/free", strings.NewReader(`{`)), 400)
+}
+
+// gpuDevice stands for a CUDA backend's memory report.
+type gpuDevice struct{}
+
+func (gpuDevice) DeviceStats() memory.DeviceStats {
+	return memory.DeviceStats{Name: "cuda:1 NVIDIA H100 80GB HBM3 : native", Type: "cuda", Index: 1,
+		VRAMTotal: 80 << 30, VRAMFree: 70 << 30, TorchVRAMTotal: 6 << 30, TorchVRAMFree: 1 << 30}
+}
+
+func TestSystemStatsDevice(t *testing.T) {
+	mem := memory.New(memory.Options{RAMBudget: -1})
+	mem.AddDevice(gpuDevice{})
+	ts := newTestServer(t, func(o *Options) { o.Memory = mem })
+	var got struct {
+		Devices []map[string]any `json:"devices"`
+	}
+	if err := json.Unmarshal(ts.do(t, "GET", "/system_stats", nil).Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"name": "cuda:1 NVIDIA H100 80GB HBM3 : native", "type": "cuda", "index": float64(1),
+		"vram_total": float64(80 << 30), "vram_free": float64(70 << 30), "torch_vram_total": float64(6 << 30), "torch_vram_free": float64(1 << 30)}
+	if len(got.Devices) != 1 || len(got.Devices[0]) != len(want) {
+		t.Fatalf("devices = %v", got.Devices)
+	}
+	for k, v := range want {
+		if got.Devices[0][k] != v {
+			t.Errorf("%s = %v, want %v", k, got.Devices[0][k], v)
+		}
+	}
 }
 
 func TestSettings(t *testing.T) {

@@ -64,8 +64,12 @@ type deviceInfo struct {
 	TorchVRAMFree  int64  `json:"torch_vram_free"`
 }
 
-// getSystemStats answers ComfyUI's {"system": {...}, "devices": [...]}. Without a GPU
-// the one device is the CPU with RAM as its memory, as ComfyUI reports --cpu.
+// getSystemStats answers ComfyUI's {"system": {...}, "devices": [...]} (server.py,
+// system_stats): each device's name ("cuda:0 NAME : native"), type ("cuda"), index,
+// vram_total/vram_free (the device's memory, idle pool blocks counted as free) and
+// torch_vram_total/torch_vram_free (what the allocator holds and holds idle). Without a
+// GPU the one device is the CPU with RAM as its memory and a null index, as ComfyUI
+// reports --cpu.
 func (s *Server) getSystemStats(w http.ResponseWriter, r *http.Request) {
 	var st memory.Stats
 	if s.opts.Memory != nil {
@@ -88,13 +92,13 @@ func (s *Server) getSystemStats(w http.ResponseWriter, r *http.Request) {
 		Argv: argv,
 	}
 	devices := []deviceInfo{}
-	for _, d := range st.Devices {
-		idx := d.Index
-		devices = append(devices, deviceInfo{Name: d.Name, Type: d.Type, Index: &idx,
+	for _, d := range st.ComfyUIDevices() {
+		var idx *int // null for the cpu, as torch.device("cpu").index
+		if d.Index >= 0 {
+			idx = &d.Index
+		}
+		devices = append(devices, deviceInfo{Name: d.Name, Type: d.Type, Index: idx,
 			VRAMTotal: d.VRAMTotal, VRAMFree: d.VRAMFree, TorchVRAMTotal: d.TorchVRAMTotal, TorchVRAMFree: d.TorchVRAMFree})
-	}
-	if len(devices) == 0 {
-		devices = append(devices, deviceInfo{Name: "cpu", Type: "cpu", VRAMTotal: st.RAMTotal, VRAMFree: st.RAMFree})
 	}
 	s.writeJSON(w, http.StatusOK, map[string]any{"system": sys, "devices": devices})
 }

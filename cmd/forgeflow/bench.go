@@ -48,12 +48,34 @@ type benchResult struct {
 	// CPUSPerRun is the process's CPU time (user + system) per timed run, where the
 	// platform reports it (flux only).
 	CPUSPerRun float64 `json:"cpu_s_per_run,omitempty"`
+	// Device names where it ran (cpu, or cuda:N with the device's name).
+	Device string `json:"device"`
+}
+
+// benchRuntime returns the runtime a bench measures: the CPU's, or the CUDA device's
+// (an error when none opens: a bench must not quietly measure the CPU instead).
+func benchRuntime(base gpu.Options, o deviceOptions, useCUDA bool, stderr io.Writer) (*gpu.Runtime, func() error, error) {
+	if !useCUDA {
+		rt, err := gpu.New(base)
+		return rt, func() error { return nil }, err
+	}
+	dev, err := openCUDA(o, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return nil, nil, err
+	}
+	base.Backend = dev.backend
+	rt, err := gpu.New(base)
+	if err != nil {
+		dev.close()
+		return nil, nil, err
+	}
+	return rt, dev.close, nil
 }
 
 // cmdBench measures one part of the pipeline on a checkpoint.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux --ckpt FILE [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux --ckpt FILE [--device cpu|cuda] [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
 		return exitUsage
 	}
 	what, rest := args[0], args[1:]
@@ -72,7 +94,15 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
 	var compute computeFlags
 	compute.register(fs, os.Getenv)
+	device := fs.String("device", "cpu", "where to run: cpu, or cuda (the device of --cuda-device, with --lowvram etc.)")
+	var df deviceFlags
+	df.register(fs)
 	if err := fs.Parse(rest); err != nil {
+		return exitUsage
+	}
+	devOpts, err := df.options()
+	if err != nil || (*device != "cpu" && *device != "cuda") {
+		fmt.Fprintf(stderr, "forgeflow bench: --device %s: %v\n", *device, err)
 		return exitUsage
 	}
 	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *width <= 0 || *height <= 0 || *batch < 1 || *runs < 1 || *tokens < 1 {
@@ -94,11 +124,17 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rt, err := compute.runtime(slog.New(slog.NewTextHandler(stderr, nil)))
+	base, err := compute.options(slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
 		return exitFailed
 	}
+	rt, closeDevice, err := benchRuntime(base, devOpts, *device == "cuda", stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
+		return exitFailed
+	}
+	defer closeDevice()
 	var res *benchResult
 	switch what {
 	case "unet":
@@ -123,6 +159,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	res.PeakRSSBytes = peakRSS()
 	res.GEMM, res.BF16 = rt.GEMM(), rt.BF16()
+	res.Device = rt.Backend().Name()
+	if d, ok := rt.Backend().(interface{ Describe() string }); ok {
+		res.Device = d.Describe()
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -149,8 +189,8 @@ func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 		return nil, err
 	}
 	defer ck.Close()
-	if ck.Model == nil || ck.Model.ADM {
-		return nil, fmt.Errorf("%s: bench unet needs an SD1.x/SD2.x checkpoint", path)
+	if ck.Model == nil {
+		return nil, fmt.Errorf("%s: bench unet needs an SD1.x/SD2.x/SDXL checkpoint", path)
 	}
 	m := ck.Model.UNet
 	load := time.Since(start).Seconds()
@@ -190,10 +230,19 @@ func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 	if err != nil {
 		return nil, err
 	}
+	var y *gpu.Tensor
+	if ck.Model.ADM { // SDXL: a random label vector in place of the pooled text and sizes
+		if y, err = randT(batch, m.LabelEmbed.L1.Weight.Dim(1)); err != nil {
+			return nil, err
+		}
+	}
 	times, med, err := timeRuns(runs, func() error {
-		out, err := m.Forward(ctx, rt, unet.Inputs{X: x, Timesteps: t, Context: c})
+		out, err := m.Forward(ctx, rt, unet.Inputs{X: x, Timesteps: t, Context: c, Y: y})
 		out.Release()
-		return err
+		if err != nil {
+			return err
+		}
+		return rt.Backend().Synchronize() // a device queues work: time it done
 	})
 	if err != nil {
 		return nil, err
@@ -375,7 +424,10 @@ func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 		}
 		out, err := m.Forward(ctx, rt, in)
 		out.Release()
-		return err
+		if err != nil {
+			return err
+		}
+		return rt.Backend().Synchronize() // a device queues work: time it done
 	})
 	if err != nil {
 		return nil, err

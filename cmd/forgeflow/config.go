@@ -23,7 +23,7 @@ import (
 type config struct {
 	baseDir, outputDir, inputDir, tempDir, userDir string
 	extraModelPaths                                listFlag
-	cpu                                            bool
+	device                                         deviceFlags
 	cacheClassic                                   bool
 	cacheLRU                                       int
 	cacheNone                                      bool
@@ -66,7 +66,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tempDir, "temp-directory", "", "folder under which temp/ is made (default: BASE)")
 	fs.StringVar(&c.userDir, "user-directory", "", "user data folder (default: BASE/user)")
 	fs.Var(&c.extraModelPaths, "extra-model-paths-config", "extra_model_paths.yaml file (repeatable)")
-	fs.BoolVar(&c.cpu, "cpu", false, "run on the CPU (the only backend of this build)")
+	c.device.register(fs)
 	fs.BoolVar(&c.cacheClassic, "cache-classic", false, "keep the outputs of the last prompt's nodes (the default)")
 	fs.IntVar(&c.cacheLRU, "cache-lru", 0, "keep up to N node outputs, least recently used evicted first")
 	fs.IntVar(&c.cacheMinFreeMB, "cache-min-free-ram", 1024, "evict cached node outputs while available RAM is below this many MB (0: never)")
@@ -169,10 +169,13 @@ type env struct {
 	// /system_stats and /free read and act on it, the executor's RAM-pressure eviction
 	// asks it.
 	mem *memory.Manager
+	// closeDevice releases the compute device (a no-op on the CPU).
+	closeDevice func() error
 }
 
 // env builds the folders, the memory manager, the tensor runtime and the node registry.
-// log may be nil.
+// log may be nil: the commands that pass none (nodes, models, convert) run no model, so
+// no device is opened for them and their runtime is the CPU's.
 func (c *config) env(log *slog.Logger) (*env, error) {
 	d, user, base, err := c.dirs()
 	if err != nil {
@@ -182,16 +185,29 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	devOpts, err := c.device.options()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		devOpts.CUDA = false
+	}
 	mem := memory.New(memory.Options{Logger: log})
-	rt, err := c.compute.runtime(log)
+	ropts, err := c.compute.options(log)
+	if err != nil {
+		return nil, err
+	}
+	rt, closeDevice, err := devOpts.runtime(ropts, mem)
 	if err != nil {
 		return nil, err
 	}
 	reg := nodes.NewRegistry()
 	if err := builtin.Register(reg, builtin.Options{Dirs: d, Models: models, Memory: mem, Runtime: rt}); err != nil {
+		closeDevice()
 		return nil, err
 	}
-	return &env{dirs: d, userDir: user, base: base, registry: reg, models: models, mem: mem}, nil
+	return &env{dirs: d, userDir: user, base: base, registry: reg, models: models, mem: mem, closeDevice: closeDevice}, nil
 }
 
 // batchEnv is what run and validate need of the environment.

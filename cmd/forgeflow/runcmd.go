@@ -40,6 +40,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed
 	}
+	defer e.closeDevice()
 	cache, err := cfg.cacheOptions(e.mem)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)

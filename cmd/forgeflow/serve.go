@@ -79,6 +79,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	if err != nil {
 		return err
 	}
+	defer e.closeDevice()
 	mem := e.mem
 	cache, err := cfg.cacheOptions(mem)
 	if err != nil {

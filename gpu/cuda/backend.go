@@ -276,8 +276,8 @@ func (b *Backend) release(m *devMem) {
 	m.freed = true
 	if m.weight {
 		b.placed -= int64(m.class)
-		if b.opts.Placement != nil {
-			b.opts.Placement.Release(int64(m.class))
+		if p := b.opts.Placement; p != nil {
+			p.Release(int64(m.class))
 		}
 	}
 	b.mu.Unlock()
@@ -342,8 +342,11 @@ func (b *Backend) PlaceWeight(data []byte) (*gpu.Buffer, error) {
 	}
 	buf, err := b.alloc(len(data), true)
 	if err != nil {
-		if b.opts.Placement != nil {
-			b.opts.Placement.Release(n)
+		b.mu.Lock()
+		p := b.opts.Placement
+		b.mu.Unlock()
+		if p != nil {
+			p.Release(n)
 		}
 		b.log.Debug("weight kept in host memory", "bytes", len(data), "err", err)
 		return &gpu.Buffer{Host: data}, nil
@@ -359,6 +362,14 @@ func (b *Backend) PlaceWeight(data []byte) (*gpu.Buffer, error) {
 	return buf, nil
 }
 
+// SetPlacement sets the weight placement policy (Options.Placement) once the device's
+// memory is known; weights placed before keep their place.
+func (b *Backend) SetPlacement(p Placement) {
+	b.mu.Lock()
+	b.opts.Placement = p
+	b.mu.Unlock()
+}
+
 func (b *Backend) fitsWeight(n int64) bool {
 	var free, total uint64
 	if err := b.do(func() error { return b.drv.check(b.drv.cuMemGetInfo(&free, &total), "cuMemGetInfo") }); err != nil {
@@ -366,10 +377,13 @@ func (b *Backend) fitsWeight(n int64) bool {
 	}
 	reserved, active, _ := b.pool.stats()
 	avail := int64(free) + int64(reserved-active) // idle pool blocks count as free
-	if b.opts.Placement == nil {
+	b.mu.Lock()
+	p := b.opts.Placement
+	b.mu.Unlock()
+	if p == nil {
 		return avail >= n
 	}
-	return b.opts.Placement.Place(n, avail)
+	return p.Place(n, avail)
 }
 
 // Close releases the device; the backend must not be used afterwards.
@@ -386,3 +400,8 @@ var (
 	_ gpu.Backend      = (*Backend)(nil)
 	_ gpu.WeightPlacer = (*Backend)(nil)
 )
+
+// Describe names the device for reports, e.g. "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)".
+func (b *Backend) Describe() string {
+	return fmt.Sprintf("cuda:%d %s (sm_%d)", b.opts.Device, b.name, b.cc)
+}
