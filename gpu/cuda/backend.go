@@ -96,7 +96,9 @@ func Open(opts Options) (*Backend, error) {
 	}
 	nv, err := loadNVRTC(env, dirs)
 	if err != nil {
-		return nil, err
+		// the driver alone runs the PTX embedded in the binary
+		log.Info("cuda: no NVRTC, using the embedded PTX kernels (the driver compiles them for the device)", "why", err.Error())
+		nv = nil
 	}
 	cacheDir := opts.CacheDir
 	if cacheDir == "" {
@@ -197,8 +199,12 @@ type Info struct {
 
 // Info returns what Open found.
 func (b *Backend) Info() Info {
-	return Info{Name: b.name, Index: b.opts.Device, CC: b.cc, SMs: b.sms, TotalBytes: b.totalBytes,
-		DriverVersion: b.driverVer, NVRTC: b.nv.Version(), DriverPath: b.drv.path, NVRTCPath: b.nv.path}
+	i := Info{Name: b.name, Index: b.opts.Device, CC: b.cc, SMs: b.sms, TotalBytes: b.totalBytes,
+		DriverVersion: b.driverVer, NVRTC: "none (embedded PTX)", DriverPath: b.drv.path}
+	if b.nv != nil {
+		i.NVRTC, i.NVRTCPath = b.nv.Version(), b.nv.path
+	}
+	return i
 }
 
 // MemoryStats are the device's numbers for /system_stats.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -38,45 +39,54 @@ func (b *Backend) function(m module, name string) (uintptr, error) {
 	return f, nil
 }
 
-// loadModule returns module m from the disk cache, or compiles it with NVRTC (and
-// caches it).
+// loadModule returns module m: from the disk cache, else compiled by NVRTC for the
+// device (and cached), else, without NVRTC or when it fails, the PTX embedded in the
+// binary, which the driver compiles for the device.
 func (b *Backend) loadModule(m module) (uintptr, error) {
 	src, err := moduleSource(m)
 	if err != nil {
 		return 0, err
 	}
-	key := cacheKey{Module: m, SourceHash: sourceHash(src), CC: b.cc, NVRTC: b.nv.Version()}
-	img, hit := b.cache.load(key)
-	if !hit {
+	hash := sourceHash(src)
+	if b.nv != nil {
+		key := cacheKey{Module: m, SourceHash: hash, CC: b.cc, NVRTC: b.nv.Version()}
+		if img, hit := b.cache.load(key); hit {
+			if mod, err := b.loadImage(m, img); err == nil {
+				return mod, nil
+			}
+			// a cached image this driver rejects: compile afresh
+		}
 		start := time.Now()
-		if img, err = b.nv.compile(src, string(m)+".cu", b.cc); err != nil {
-			return 0, err
+		img, err := b.nv.compile(src, string(m)+".cu", b.cc)
+		if err == nil {
+			b.log.Info("cuda: compiled kernels", "module", string(m), "arch", b.cc, "ptx", img.PTX, "ms", time.Since(start).Milliseconds())
+			mod, lerr := b.loadImage(m, img)
+			if lerr == nil {
+				if err := b.cache.store(key, img); err != nil {
+					b.log.Warn("cuda: kernel cache not written", "err", err)
+				}
+				return mod, nil
+			}
+			err = lerr
 		}
-		b.log.Info("cuda: compiled kernels", "module", string(m), "arch", b.cc, "ptx", img.PTX, "ms", time.Since(start).Milliseconds())
-		if err := b.cache.store(key, img); err != nil {
-			b.log.Warn("cuda: kernel cache not written", "err", err)
-		}
+		b.log.Warn("cuda: nvrtc build failed, trying the embedded PTX", "module", string(m), "err", err)
 	}
+	ptx, ok := embeddedPTX(m, hash)
+	if !ok {
+		return 0, fmt.Errorf("cuda: module %s: no NVRTC build and no embedded PTX for this source", m)
+	}
+	return b.loadImage(m, image{PTX: true, Data: ptx})
+}
+
+// loadImage loads a CUBIN or PTX image into the context.
+func (b *Backend) loadImage(m module, img image) (uintptr, error) {
 	data := img.Data
 	if img.PTX && (len(data) == 0 || data[len(data)-1] != 0) {
-		data = append(data, 0) // PTX is loaded as a C string
+		data = append(slices.Clip(data), 0) // PTX is loaded as a C string
 	}
 	var mod uintptr
-	err = b.drv.check(b.drv.cuModuleLoadData(&mod, unsafe.Pointer(&data[0])), "cuModuleLoadData "+string(m))
+	err := b.drv.check(b.drv.cuModuleLoadData(&mod, unsafe.Pointer(&data[0])), "cuModuleLoadData "+string(m))
 	runtime.KeepAlive(data)
-	if err != nil && hit {
-		// a cached image the driver rejects (e.g. written by another driver's NVRTC):
-		// compile afresh once
-		if img, err = b.nv.compile(src, string(m)+".cu", b.cc); err != nil {
-			return 0, err
-		}
-		data = append(img.Data, 0)
-		err = b.drv.check(b.drv.cuModuleLoadData(&mod, unsafe.Pointer(&data[0])), "cuModuleLoadData "+string(m))
-		runtime.KeepAlive(data)
-		if err == nil {
-			_ = b.cache.store(key, img)
-		}
-	}
 	return mod, err
 }
 
