@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 ADDR_FLAGS  ?=
 
-.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean
+.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build
 
 all: build
 
@@ -55,6 +55,15 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./...
+
+# On a machine with a CUDA device: builds, runs the op table on the device, the GPU-vs-CPU
+# image check and the benchmarks; report in bin/cuda/report/report.md (tools/cuda/test-cuda.sh).
+test-cuda:
+	bash tools/cuda/test-cuda.sh
+
+# The binaries test-cuda runs, for a device machine without Go: then `tools/cuda/test-cuda.sh run` there.
+test-cuda-build:
+	bash tools/cuda/test-cuda.sh build
 
 # The editor (frontend/) is built with npm when it exists.
 frontend:

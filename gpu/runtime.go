@@ -168,6 +168,9 @@ func (rt *Runtime) FromBytes(d DType, data []byte, shape ...int) (*Tensor, error
 	}
 	t := &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), rt: rt}
 	if wp, ok := rt.be.(WeightPlacer); ok {
+		if d == F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 != 0 {
+			data = append(make([]byte, 0, len(data)), data...) // a host-kept weight may reach cpu kernels
+		}
 		b, err := wp.PlaceWeight(data)
 		if err != nil {
 			return nil, err
