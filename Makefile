@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 ADDR_FLAGS  ?=
 
-.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build
+.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build test-cuda-emu
 
 all: build
 
@@ -60,6 +60,10 @@ bench:
 # image check and the benchmarks; report in bin/cuda/report/report.md (tools/cuda/test-cuda.sh).
 test-cuda:
 	bash tools/cuda/test-cuda.sh
+
+# The same op table and image check without a GPU, on a fake libcuda that runs the kernels on the CPU (needs g++).
+test-cuda-emu:
+	bash tools/cuda/emu.sh
 
 # The binaries test-cuda runs, for a device machine without Go: then `tools/cuda/test-cuda.sh run` there.
 test-cuda-build:
