@@ -68,12 +68,3 @@ func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
 	}
 	return o, nil
 }
-
-// runtime makes the tensor runtime the flags ask for.
-func (c *computeFlags) runtime(log *slog.Logger) (*gpu.Runtime, error) {
-	o, err := c.options(log)
-	if err != nil {
-		return nil, err
-	}
-	return gpu.New(o)
-}

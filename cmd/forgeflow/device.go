@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -135,9 +134,6 @@ type device struct {
 	stats   memory.Device
 	close   func() error
 }
-
-// errNoCUDA is openCUDA's answer in a build without the CUDA backend.
-var errNoCUDA = errors.New("cuda: this binary was built without the CUDA backend (-tags nocuda)")
 
 // runtime builds the tensor runtime for o from base (the compute flags' options): on the
 // CUDA device when one is found (its memory registered with mem, its weights placed by

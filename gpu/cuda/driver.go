@@ -106,9 +106,6 @@ func (e *resultError) Error() string {
 	return fmt.Sprintf("cuda: %s: %s (%d)", e.call, e.name, e.code)
 }
 
-// cudaErrorOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY.
-const cudaErrorOutOfMemory = 2
-
 // check turns a CUresult into an error naming the call.
 func (d *driver) check(res int32, call string) error {
 	if res == 0 {
