@@ -1,7 +1,8 @@
 // A fake libcuda.so.1 for tests on machines without a GPU: the driver API calls the
 // backend makes, over host memory, with kernels/*.cu compiled for the CPU (emu.h).
 // "Device" pointers are host pointers; copies are memcpy; a launch runs the kernel's
-// blocks in order, each block's threads as ucontext coroutines.
+// blocks in order, each block's threads as coroutines (ucontext stacks, setjmp switches).
+#include <setjmp.h>
 #include <ucontext.h>
 #include <cstdio>
 #include <cstdlib>
@@ -19,14 +20,19 @@ thread_local double* emu_slots;
 
 namespace {
 
+// A coroutine per thread of a block. Switches are _setjmp/_longjmp (no signal-mask
+// system call, unlike swapcontext); each coroutine's stack is made once with makecontext
+// and entered once with setcontext, and its body loops: run the kernel for this block,
+// park, run it again for the next block.
 struct Thread {
 	ucontext_t ctx;
+	jmp_buf jb;
 	std::vector<char> stack;
-	bool done;
+	bool started, done;
 	emu_dim3 idx;
 };
 
-ucontext_t sched_ctx;
+jmp_buf sched_jb;
 std::vector<Thread> threads;
 int current = -1;
 std::vector<double> slots;
@@ -34,40 +40,57 @@ void (*body)(void**);
 void** body_params;
 
 void trampoline() {
-	body(body_params);
-	threads[current].done = true;
-	swapcontext(&threads[current].ctx, &sched_ctx);
+	for (;;) {
+		body(body_params);
+		threads[current].done = true;
+		if (!_setjmp(threads[current].jb)) _longjmp(sched_jb, 1);
+	}
 }
 
 } // namespace
 
-void emu_barrier() { swapcontext(&threads[current].ctx, &sched_ctx); }
+void emu_barrier() {
+	if (!_setjmp(threads[current].jb)) _longjmp(sched_jb, 1);
+}
 
 // run_block runs every thread of the current block to completion, round-robin from
 // barrier to barrier.
 static void run_block(unsigned nthreads) {
-	threads.resize(nthreads);
+	if (threads.size() < nthreads) {
+		size_t old = threads.size();
+		threads.resize(nthreads);
+		for (size_t t = old; t < nthreads; ++t) {
+			Thread& th = threads[t];
+			th.stack.resize(256 << 10);
+			th.started = false;
+			getcontext(&th.ctx);
+			th.ctx.uc_stack.ss_sp = th.stack.data();
+			th.ctx.uc_stack.ss_size = th.stack.size();
+			th.ctx.uc_link = nullptr;
+			makecontext(&th.ctx, trampoline, 0);
+		}
+	}
 	slots.assign(nthreads, 0);
 	emu_slots = slots.data();
 	for (unsigned t = 0; t < nthreads; ++t) {
-		Thread& th = threads[t];
-		th.stack.resize(256 << 10);
-		th.done = false;
-		th.idx = {t, 0, 0};
-		getcontext(&th.ctx);
-		th.ctx.uc_stack.ss_sp = th.stack.data();
-		th.ctx.uc_stack.ss_size = th.stack.size();
-		th.ctx.uc_link = nullptr;
-		makecontext(&th.ctx, trampoline, 0);
+		threads[t].done = false;
+		threads[t].idx = {t, 0, 0};
 	}
 	for (;;) {
 		bool live = false;
 		for (unsigned t = 0; t < nthreads; ++t) {
-			if (threads[t].done) continue;
+			Thread& th = threads[t];
+			if (th.done) continue;
 			current = (int)t;
-			threadIdx = threads[t].idx;
-			swapcontext(&sched_ctx, &threads[t].ctx);
-			live = live || !threads[t].done;
+			threadIdx = th.idx;
+			if (!_setjmp(sched_jb)) {
+				if (!th.started) {
+					th.started = true;
+					setcontext(&th.ctx);
+				}
+				_longjmp(th.jb, 1);
+			}
+			live = live || !th.done;
 		}
 		if (!live) break;
 	}
