@@ -33,8 +33,8 @@ type e2eCase struct {
 }
 
 var cases = []e2eCase{
-	{"sd15-tiny", detect.FamilySD1, "", 64, 64, 6},
-	{"sdxl-tiny", detect.FamilySDXL, "", 64, 64, 6},
+	{"sd15-tiny", detect.FamilySD1, "", 32, 32, 4},
+	{"sdxl-tiny", detect.FamilySDXL, "", 32, 32, 4},
 	{"sd15-full", detect.FamilySD1, "FORGEFLOW_CUDA_SD15", 512, 512, 8},
 	{"sdxl-full", detect.FamilySDXL, "FORGEFLOW_CUDA_SDXL", 512, 512, 4},
 }

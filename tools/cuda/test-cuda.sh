@@ -9,8 +9,8 @@
 # the device (gpu.TestOps, every op case, cpu results as reference), the GPU-vs-CPU image
 # check (SD1.5 and SDXL, tiny and full-size random checkpoints, >= 40 dB), and the
 # benchmarks (forgeflow bench unet/vae --device cuda). It writes bin/cuda/report/report.md,
-# results.jsonl and one log per step, and exits non-zero when any step failed. About
-# 5-8 minutes on an H100 machine with 16 cores, most of it writing the full-size
+# results.jsonl and one log per step, and exits non-zero when any step failed. Expected
+# to take 5-8 minutes on an H100 machine with 16 cores (not yet timed), most of it writing the full-size
 # checkpoints and sampling them on the CPU for the comparison.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
