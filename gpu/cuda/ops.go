@@ -48,8 +48,8 @@ func dtCode(d gpu.DType) (int, bool) {
 }
 
 // Supports implements gpu.Backend: the cpu backend's dtype rules (F32 activations,
-// weights of Linear in any dtype the kernels decode, of Conv2D and Embedding in a plain
-// float dtype), for the ops that have kernels. Variants that need more than dtypes to
+// weights of Linear and Embedding tables in any dtype the kernels decode, of Conv2D in a
+// plain float dtype), for the ops that have kernels. Variants that need more than dtypes to
 // decide (an upscale method, a head width) are declined by Run with gpu.ErrNotSupported.
 func (b *Backend) Supports(op gpu.Op, dtypes ...gpu.DType) bool {
 	if _, ok := opKernels[op]; !ok {
@@ -74,7 +74,11 @@ func (b *Backend) Supports(op gpu.Op, dtypes ...gpu.DType) bool {
 		}
 		return true
 	case gpu.OpEmbedding:
-		return len(dtypes) == 2 && dtypes[0].IsFloat() && dtypes[1] == gpu.F32
+		if len(dtypes) != 2 {
+			return false
+		}
+		_, ok := dtCode(dtypes[0])
+		return ok && dtypes[1] == gpu.F32
 	case gpu.OpLinear, gpu.OpConv2D:
 		for i, d := range dtypes {
 			if i == 1 {
@@ -292,7 +296,11 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 			return err
 		}
 		dt, _ := dtCode(in[0].dtype)
-		return b.launch(ks[0], b.gridFor(n), 256, new(args).ptr(out.at()).ptr(in[0].at()).ptr(p).i32(len(ids)).i32(in[0].shape[1]).i32(dt))
+		rowBytes, err := in[0].dtype.StorageBytes(in[0].shape[1])
+		if err != nil {
+			return err
+		}
+		return b.launch(ks[0], b.gridFor(n), 256, new(args).ptr(out.at()).ptr(in[0].at()).ptr(p).i32(len(ids)).i32(in[0].shape[1]).i64(rowBytes).i32(dt))
 	}
 	return fmt.Errorf("cuda: %s: %w", op, gpu.ErrNotSupported)
 }

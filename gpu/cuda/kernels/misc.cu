@@ -56,9 +56,10 @@ extern "C" __global__ void ff_gather2d(float* out, const float* in, const int* y
 	}
 }
 
-extern "C" __global__ void ff_embedding(float* out, const u8* table, const int* ids, int n, int d, int dt) {
+// rows of a (V, d) table in any weight dtype (GGUF blocks too), rowBytes bytes a row
+extern "C" __global__ void ff_embedding(float* out, const u8* table, const int* ids, int n, int d, i64 rowBytes, int dt) {
 	GRID_STRIDE(i, (i64)n * d) {
 		int r = (int)(i / d), c = (int)(i - (i64)r * d);
-		out[i] = load_plain(table, (i64)ids[r] * d + c, dt);
+		out[i] = load_weight(table + (i64)ids[r] * rowBytes, c, dt);
 	}
 }
