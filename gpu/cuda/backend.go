@@ -96,9 +96,7 @@ func Open(opts Options) (*Backend, error) {
 	}
 	nv, err := loadNVRTC(env, dirs)
 	if err != nil {
-		// the driver alone runs the PTX embedded in the binary
-		log.Info("cuda: no NVRTC, using the embedded PTX kernels (the driver compiles them for the device)", "why", err.Error())
-		nv = nil
+		return nil, err
 	}
 	cacheDir := opts.CacheDir
 	if cacheDir == "" {
@@ -200,10 +198,7 @@ type Info struct {
 // Info returns what Open found.
 func (b *Backend) Info() Info {
 	i := Info{Name: b.name, Index: b.opts.Device, CC: b.cc, SMs: b.sms, TotalBytes: b.totalBytes,
-		DriverVersion: b.driverVer, NVRTC: "none (embedded PTX)", DriverPath: b.drv.path}
-	if b.nv != nil {
-		i.NVRTC, i.NVRTCPath = b.nv.Version(), b.nv.path
-	}
+		DriverVersion: b.driverVer, NVRTC: b.nv.Version(), NVRTCPath: b.nv.path, DriverPath: b.drv.path}
 	return i
 }
 

@@ -40,42 +40,34 @@ func (b *Backend) function(m module, name string) (uintptr, error) {
 }
 
 // loadModule returns module m: from the disk cache, else compiled by NVRTC for the
-// device (and cached), else, without NVRTC or when it fails, the PTX embedded in the
-// binary, which the driver compiles for the device.
+// device (and cached).
 func (b *Backend) loadModule(m module) (uintptr, error) {
 	src, err := moduleSource(m)
 	if err != nil {
 		return 0, err
 	}
 	hash := sourceHash(src)
-	if b.nv != nil {
-		key := cacheKey{Module: m, SourceHash: hash, CC: b.cc, NVRTC: b.nv.Version()}
-		if img, hit := b.cache.load(key); hit {
-			if mod, err := b.loadImage(m, img); err == nil {
-				return mod, nil
-			}
-			// a cached image this driver rejects: compile afresh
+	key := cacheKey{Module: m, SourceHash: hash, CC: b.cc, NVRTC: b.nv.Version()}
+	if img, hit := b.cache.load(key); hit {
+		if mod, err := b.loadImage(m, img); err == nil {
+			return mod, nil
 		}
-		start := time.Now()
-		img, err := b.nv.compile(src, string(m)+".cu", b.cc)
-		if err == nil {
-			b.log.Info("cuda: compiled kernels", "module", string(m), "arch", b.cc, "ptx", img.PTX, "ms", time.Since(start).Milliseconds())
-			mod, lerr := b.loadImage(m, img)
-			if lerr == nil {
-				if err := b.cache.store(key, img); err != nil {
-					b.log.Warn("cuda: kernel cache not written", "err", err)
-				}
-				return mod, nil
-			}
-			err = lerr
-		}
-		b.log.Warn("cuda: nvrtc build failed, trying the embedded PTX", "module", string(m), "err", err)
+		// a cached image this driver rejects: compile afresh
 	}
-	ptx, ok := embeddedPTX(m, hash)
-	if !ok {
-		return 0, fmt.Errorf("cuda: module %s: no NVRTC build and no embedded PTX for this source", m)
+	start := time.Now()
+	img, err := b.nv.compile(src, string(m)+".cu", b.cc)
+	if err != nil {
+		return 0, fmt.Errorf("cuda: module %s: %w", m, err)
 	}
-	return b.loadImage(m, image{PTX: true, Data: ptx})
+	b.log.Info("cuda: compiled kernels", "module", string(m), "arch", b.cc, "ptx", img.PTX, "ms", time.Since(start).Milliseconds())
+	mod, err := b.loadImage(m, img)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.cache.store(key, img); err != nil {
+		b.log.Warn("cuda: kernel cache not written", "err", err)
+	}
+	return mod, nil
 }
 
 // loadImage loads a CUBIN or PTX image into the context.
