@@ -34,6 +34,8 @@ type modelCond struct {
 	yBatch, yDim    int
 	area            *Area
 	strength        float32
+	guidance        float32 // Flux's guidance scale, when hasGuidance
+	hasGuidance     bool
 	sigmaStart      float64 // the entry is skipped while sigma > sigmaStart
 	sigmaEnd        float64 // … or sigma < sigmaEnd
 	fromOtherPrompt bool    // added by sameAreaOpposites (for tests and logs)
@@ -73,17 +75,36 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 		if c.Area != nil && (c.Area.Height <= 0 || c.Area.Width <= 0 || c.Area.X < 0 || c.Area.Y < 0) {
 			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
 		}
-		if m.ADM {
+		switch {
+		case m.ADM:
 			y, err := encodeADM(m, c, h, w, negative)
 			if err != nil {
 				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
 			}
 			mc.y, mc.yBatch, mc.yDim = y, len(y)/admDim(m), admDim(m)
+		case m.PooledY && c.Pooled != nil:
+			if c.Pooled.Rank() != 2 || c.Pooled.Dim(0) == 0 || c.Pooled.Dim(1) == 0 {
+				return nil, fmt.Errorf("sd: conditioning entry %d: pooled output %v is not (N, dim)", i, c.Pooled.Shape())
+			}
+			if mc.y, err = c.Pooled.Float32(); err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc.yBatch, mc.yDim = c.Pooled.Dim(0), c.Pooled.Dim(1)
+		}
+		if m.Guidance && !c.NoGuidance {
+			mc.guidance, mc.hasGuidance = defaultGuidance, true
+			if c.Guidance != nil {
+				mc.guidance = float32(*c.Guidance)
+			}
 		}
 		out = append(out, mc)
 	}
 	return out, nil
 }
+
+// defaultGuidance is the guidance model_base.Flux.extra_conds passes for an entry that
+// sets none.
+const defaultGuidance = 3.5
 
 // admDim is the width of the model's label vector (label_emb.0.0's input features):
 // 2816 for SDXL, 2560 for the SDXL refiner.
@@ -189,6 +210,7 @@ func sameAreaOpposites(lists [][]modelCond) {
 				n := c
 				n.context, n.ctxBatch, n.tokens, n.dim = smallest.context, smallest.ctxBatch, smallest.tokens, smallest.dim
 				n.y, n.yBatch, n.yDim = smallest.y, smallest.yBatch, smallest.yDim
+				n.guidance, n.hasGuidance = smallest.guidance, smallest.hasGuidance
 				n.fromOtherPrompt = true
 				lists[kk] = append(lists[kk], n)
 			}
@@ -264,18 +286,22 @@ func scaleCol(m []float32, w, col int, f float32) {
 	}
 }
 
-// canBatch reports whether two entries can share one UNet batch (can_concat_cond): the
-// same region size, cross-attention contexts of one width whose token counts differ by
-// a factor of at most 4 once padded to their least common multiple, and label vectors
-// of the same shape.
-func canBatch(a, b *activeEntry) bool {
+// canBatch reports whether two entries can share one network batch (can_concat_cond):
+// the same region size, cross-attention contexts of one width whose token counts differ
+// by a factor of at most 4 once padded to their least common multiple (of the same
+// count when exact: CONDRegular), label vectors of the same shape, and guidance on both
+// or neither.
+func canBatch(a, b *activeEntry, exact bool) bool {
 	if a.ah != b.ah || a.aw != b.aw {
 		return false
 	}
-	if a.c.dim != b.c.dim || a.c.ctxBatch != b.c.ctxBatch {
+	if a.c.dim != b.c.dim || a.c.ctxBatch != b.c.ctxBatch || a.c.hasGuidance != b.c.hasGuidance {
 		return false
 	}
 	if a.c.tokens != b.c.tokens {
+		if exact {
+			return false
+		}
 		l := lcm(a.c.tokens, b.c.tokens)
 		if l/min(a.c.tokens, b.c.tokens) > 4 {
 			return false

@@ -97,7 +97,7 @@ func TestMultWeightedAverage(t *testing.T) {
 	// entry's denoised prediction (x − σ·eps with x = 0) is its k.
 	g := &Guider{Model: m, Kind: CFG, CFG: 1}
 	var batches []int
-	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
 		batches = append(batches, in.X.Dim(0))
 		ctxv, _ := in.Context.Float32()
 		per := in.X.Numel() / in.X.Dim(0)
@@ -117,7 +117,7 @@ func TestMultWeightedAverage(t *testing.T) {
 	pos := []modelCond{mk(1, nil, 1), mk(3, a2, 0.5)}
 	neg := []modelCond{mk(-2, a2, 1)}
 	d := &denoiser{g: g, shape: [4]int{1, 1, 8, 8}}
-	outs, err := d.calcCondBatch(context.Background(), [][]modelCond{pos, neg}, make([]float32, 64), sigma)
+	outs, err := d.calcCondBatch(context.Background(), [][]modelCond{pos, neg}, make([]float32, 64), sigma, skipNone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestGuiderPassesY(t *testing.T) {
 	}
 	g := NewCFGGuider(m, Conditioning{mk(1)}, Conditioning{mk(-1)}, 7)
 	calls := 0
-	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
 		calls++
 		if in.Y == nil || in.Y.Dim(0) != 4 || in.Y.Dim(1) != 2816 || in.Context.Dim(0) != 4 {
 			t.Fatalf("y %v, context %v: want 4 rows each", in.Y, in.Context.Shape())
@@ -466,7 +466,7 @@ func BenchmarkGuiderOverhead(b *testing.B) {
 		return NewCond(e, p)
 	}
 	g := NewCFGGuider(m, Conditioning{mk()}, Conditioning{mk()}, 7)
-	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
 		return rt.Zeros(gpu.F32, in.X.Shape()...)
 	}
 	shape := [4]int{1, 4, 128, 128}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
-	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -39,8 +38,8 @@ type Guider struct {
 	// Nested selects DualCFG's "nested" style.
 	Nested bool
 
-	// forward replaces the UNet call in tests (to count and inspect batches).
-	forward func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error)
+	// forward replaces the network call in tests (to count and inspect batches).
+	forward func(ctx context.Context, in NetInputs) (*gpu.Tensor, error)
 }
 
 // NewCFGGuider returns ComfyUI's CFGGuider.
@@ -148,31 +147,34 @@ func (d *denoiser) Denoise(ctx context.Context, x []float32, sigma float32) ([]f
 }
 
 // predict is the guider's predict_noise: evaluate the needed lists in one batched pass
-// and combine them.
+// and combine them (sampling_function, cfg_function and Guider_DualCFG.predict_noise,
+// with the model's post-CFG functions and cond-batch replacement).
 func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]float32, []float32, error) {
 	g := d.g
 	switch g.Kind {
-	case Basic:
-		outs, err := d.calcCondBatch(ctx, [][]modelCond{d.p.pos, nil}, x, sigma)
-		if err != nil {
-			return nil, nil, err
+	case Basic, CFG:
+		// Guider_Basic is a CFGGuider with cfg 1 and no negative.
+		scale, neg := g.CFG, d.p.neg
+		if g.Kind == Basic {
+			scale, neg = 1, nil
 		}
-		// The missing negative makes ComfyUI's uncond prediction a zero tensor.
-		den := cfgCombine(outs[0], outs[1], 1)
-		if d.keepUncond {
-			return den, outs[1], nil
-		}
-		return den, nil, nil
-	case CFG:
-		neg := d.p.neg
-		if isClose(g.CFG, 1) && !d.keepUncond {
+		if isClose(scale, 1) && !d.keepUncond {
 			neg = nil
 		}
-		outs, err := d.calcCondBatch(ctx, [][]modelCond{d.p.pos, neg}, x, sigma)
+		var outs [][]float32
+		var err error
+		if f := g.Model.CondBatch; f != nil {
+			outs, err = f.condBatch(ctx, d, d.p.pos, neg, x, sigma)
+		} else {
+			outs, err = d.calcCondBatch(ctx, [][]modelCond{d.p.pos, neg}, x, sigma, skipNone)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
-		den := cfgCombine(outs[0], outs[1], g.CFG)
+		den, err := d.cfg(ctx, outs[0], outs[1], scale, x, sigma, d.p.pos)
+		if err != nil {
+			return nil, nil, err
+		}
 		if d.keepUncond {
 			return den, outs[1], nil
 		}
@@ -185,7 +187,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 				mid = nil
 			}
 		}
-		outs, err := d.calcCondBatch(ctx, [][]modelCond{neg, mid, pos}, x, sigma)
+		outs, err := d.calcCondBatch(ctx, [][]modelCond{neg, mid, pos}, x, sigma, skipNone)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -193,14 +195,20 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		den := make([]float32, len(x))
 		var uncond []float32
 		if g.Nested {
-			text := cfgCombine(p, m, g.CFG)
+			text, err := d.cfg(ctx, p, m, g.CFG, x, sigma, pos)
+			if err != nil {
+				return nil, nil, err
+			}
 			c2 := float32(g.CFG2)
 			for i := range den {
 				den[i] = n[i] + c2*(text[i]-n[i])
 			}
 			uncond = m
 		} else {
-			base := cfgCombine(m, n, g.CFG2)
+			base, err := d.cfg(ctx, m, n, g.CFG2, x, sigma, mid)
+			if err != nil {
+				return nil, nil, err
+			}
 			c1 := float32(g.CFG)
 			for i := range den {
 				den[i] = base[i] + (p[i]-m[i])*c1
@@ -215,6 +223,21 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 	return nil, nil, fmt.Errorf("sd: unknown guider kind %d", g.Kind)
 }
 
+// cfg is cfg_function: uncond + (cond − uncond)·scale, then the model's post-CFG
+// functions in order. condList is the conditioning the cond prediction came from.
+func (d *denoiser) cfg(ctx context.Context, cond, uncond []float32, scale float64, x []float32, sigma float32, condList []modelCond) ([]float32, error) {
+	out := cfgCombine(cond, uncond, scale)
+	for _, f := range d.g.Model.PostCFG {
+		var err error
+		out, err = f.postCFG(ctx, &cfgStep{d: d, x: x, sigma: sigma, denoised: out,
+			condDenoised: cond, uncondDenoised: uncond, cond: condList, scale: scale})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // cfgCombine is cfg_function: uncond + (cond − uncond)·scale, in float32.
 func cfgCombine(cond, uncond []float32, scale float64) []float32 {
 	s := float32(scale)
@@ -227,9 +250,9 @@ func cfgCombine(cond, uncond []float32, scale float64) []float32 {
 
 // calcCondBatch is ComfyUI's calc_cond_batch: every active entry of every list (nil
 // lists are skipped) is evaluated on its region of x, entries that fit together go
-// through the UNet as one batch, and each list's result is the mult-weighted average of
+// through the network as one batch, and each list's result is the mult-weighted average of
 // its entries' predictions (1e-37 keeps uncovered pixels at 0).
-func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []float32, sigma float32) ([][]float32, error) {
+func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []float32, sigma float32, skip skipLayers) ([][]float32, error) {
 	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
 	outs := make([][]float32, len(lists))
 	counts := make([][]float32, len(lists))
@@ -257,7 +280,7 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 		first := toRun[0]
 		var pick []int
 		for j, e := range toRun {
-			if canBatch(e, first) {
+			if canBatch(e, first, d.g.Model.ExactContext) {
 				pick = append(pick, j)
 			}
 		}
@@ -274,7 +297,7 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 		}
 		toRun = rest
 
-		preds, err := d.applyModel(ctx, batch, x, sigma)
+		preds, err := d.applyModel(ctx, batch, x, sigma, skip)
 		if err != nil {
 			return nil, err
 		}
@@ -315,8 +338,8 @@ func containsInt(s []int, v int) bool {
 
 // applyModel is BaseModel.apply_model over one batch of entries: each entry's region of
 // x (all N items), their contexts padded to a common token count by repetition, the
-// label vectors, one UNet call; it returns the denoised predictions in batch order.
-func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []float32, sigma float32) ([]float32, error) {
+// label vectors and guidance, one network call; it returns the denoised predictions in batch order.
+func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []float32, sigma float32, skip skipLayers) ([]float32, error) {
 	m := d.g.Model
 	rt := m.Runtime
 	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
@@ -334,8 +357,13 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		}
 	}
 	ctxData := make([]float32, 0, len(batch)*n*tokens*dim)
-	var yData []float32
+	var yData, guidance []float32
 	for _, e := range batch {
+		if e.c.hasGuidance {
+			for range n {
+				guidance = append(guidance, e.c.guidance)
+			}
+		}
 		cc := repeatRows(e.c.context, e.c.ctxBatch, e.c.tokens*dim, n)
 		rep := tokens / e.c.tokens
 		for ni := 0; ni < n; ni++ {
@@ -370,7 +398,7 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		}
 		return t, err
 	}
-	var in unet.Inputs
+	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single}
 	var err error
 	if in.X, err = mk(xin, bn, c, ah, aw); err != nil {
 		return nil, err
@@ -386,13 +414,19 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			return nil, err
 		}
 	}
+	if guidance != nil {
+		if in.Guidance, err = mk(guidance, bn); err != nil {
+			return nil, err
+		}
+	}
 	forward := d.g.forward
 	if forward == nil {
-		if m.UNet == nil {
-			return nil, errors.New("sd: the model has no UNet")
+		net := m.network()
+		if net == nil {
+			return nil, errors.New("sd: the model has no diffusion network")
 		}
-		forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
-			return m.UNet.Forward(ctx, rt, in)
+		forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
+			return net.Forward(ctx, rt, in)
 		}
 	}
 	out, err := forward(ctx, in)
@@ -405,7 +439,7 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		return nil, err
 	}
 	if len(eps) != len(input) {
-		return nil, fmt.Errorf("sd: the UNet returned %v for an input of (%d, %d, %d, %d)", out.Shape(), bn, c, ah, aw)
+		return nil, fmt.Errorf("sd: the network returned %v for an input of (%d, %d, %d, %d)", out.Shape(), bn, c, ah, aw)
 	}
 	den := make([]float32, len(input))
 	sampling.CalculateDenoised(pred, sigma, eps, input, den)

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
-	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/detect"
 )
@@ -73,12 +72,12 @@ func TestSDXLCheckpointGuidance(t *testing.T) {
 	// 154 and 77 tokens share a batch (padded by repetition); y comes along.
 	var ys []int
 	g := NewCFGGuider(ck.Model, pos, neg, 5)
-	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
 		if in.Y == nil {
 			t.Fatal("no y")
 		}
 		ys = append(ys, in.Y.Dim(0))
-		return ck.Model.UNet.Forward(ctx, rt, in)
+		return ck.Model.network().Forward(ctx, rt, in)
 	}
 	lat := tn.latent(t, nil, 1, 4, 8, 8)
 	out, _, err := CustomSample(ctx, Noise{Seed: 3}, g, smp(t, "euler"), []float32{3, 1, 0}, lat, nil)

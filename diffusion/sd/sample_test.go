@@ -105,11 +105,11 @@ func buildTiny(fx testenv.SD1) (*tiny, error) {
 
 // guider returns g with the UNet call wrapped to record batch sizes.
 func (tn *tiny) watch(g *Guider) *Guider {
-	g.forward = func(ctx context.Context, in unet.Inputs) (*gpu.Tensor, error) {
+	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
 		tn.mu.Lock()
 		tn.calls = append(tn.calls, in.X.Dim(0))
 		tn.mu.Unlock()
-		return tn.model.UNet.Forward(ctx, tn.rt, in)
+		return tn.model.network().Forward(ctx, tn.rt, in)
 	}
 	return g
 }

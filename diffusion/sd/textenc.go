@@ -303,7 +303,8 @@ func (e *VocabError) Unwrap() error { return e.Err }
 // tokenize output.
 type Tokens map[string][][]clip.Token
 
-// Tokenize tokenizes text for every encoder of c (CLIP.tokenize).
+// Tokenize tokenizes text for every encoder of c (CLIP.tokenize): CLIP windows under
+// the encoders' names, T5's one sequence under T5Key.
 func (c *CLIP) Tokenize(text string) (Tokens, error) {
 	out := Tokens{}
 	for _, te := range c.Encoders {
@@ -315,6 +316,9 @@ func (c *CLIP) Tokenize(text string) (Tokens, error) {
 			return nil, err
 		}
 		out[te.Name] = w
+	}
+	if err := c.tokenizeT5(text, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -344,12 +348,18 @@ func (e *Encoded) Release() {
 	e.Pooled.Release()
 }
 
-// EncodeTokens runs each encoder on its windows and combines them as the family's
-// ComfyUI model does: one encoder's output as is; SDXL's CLIP-L and CLIP-G
+// EncodeTokens runs each encoder on its tokens and combines them as the family's
+// ComfyUI model does (CLIP.Kind): one encoder's output as is; SDXL's CLIP-L and CLIP-G
 // concatenated on the feature axis (cut to the shorter), pooled from the last encoder
-// (CLIP-G). CLIP.Layer, when set, overrides every encoder's layer
-// (CLIPSetLastLayer).
+// (CLIP-G); SD3's and Flux's as encodeSD3 and encodeFlux say. CLIP.Layer, when set,
+// overrides every encoder's layer (CLIPSetLastLayer).
 func (c *CLIP) EncodeTokens(ctx context.Context, tokens Tokens) (*Encoded, error) {
+	switch c.Kind {
+	case CLIPSD3:
+		return c.encodeSD3(ctx, tokens)
+	case CLIPFlux:
+		return c.encodeFlux(ctx, tokens)
+	}
 	if len(c.Encoders) == 0 {
 		return nil, errors.New("sd: CLIP has no text encoders")
 	}

@@ -30,13 +30,33 @@ var (
 // format. Values are immutable; nodes that patch a model (ModelSamplingDiscrete, LoRA)
 // return a modified copy sharing the weights.
 type Model struct {
-	Runtime  *gpu.Runtime
+	Runtime *gpu.Runtime
+	// UNet is the network of SD1.x/SD2.x/SDXL models; Net any other network (SD3's
+	// MMDiT, Flux). The guider runs Net when set, else the UNet.
 	UNet     *unet.Model
+	Net      Network
 	Sampling sampling.ModelSampling
 	Latent   LatentFormat
 	// ADM is set for SDXL-style models that take a label vector y built from the pooled
 	// text embedding and size conditioning.
 	ADM bool
+	// PooledY: the label vector y is the conditioning's pooled output as it is (SD3 and
+	// Flux encode_adm); an entry without one passes none.
+	PooledY bool
+	// Guidance: the network takes Flux's guidance scale from each conditioning entry
+	// (model_base.Flux.extra_conds: 3.5 when the entry sets none, nothing after
+	// FluxDisableGuidance).
+	Guidance bool
+	// ExactContext: text contexts batch together only with the same token count
+	// (CONDRegular, SD3 and Flux); the UNet's cross-attention repeats them to a common
+	// length instead (CONDCrossAttn).
+	ExactContext bool
+	// PostCFG are ComfyUI's sampler_post_cfg_functions, applied in order to every
+	// guided prediction (SkipLayerGuidanceDiT, CFGNorm). Patch nodes append a copy.
+	PostCFG []PostCFG
+	// CondBatch replaces the plain evaluation of the cond/uncond lists
+	// (sampler_calc_cond_batch_function: SkipLayerGuidanceDiTSimple); nil for none.
+	CondBatch CondBatchFunc
 	// Name identifies the source (checkpoint file) in logs and errors.
 	Name string
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil
@@ -51,6 +71,22 @@ func (m *Model) WithSampling(ms sampling.ModelSampling) *Model {
 	return &c
 }
 
+// WithPostCFG returns a copy of m with f appended to its post-CFG functions
+// (set_model_sampler_post_cfg_function).
+func (m *Model) WithPostCFG(f PostCFG) *Model {
+	c := *m
+	c.PostCFG = append(append([]PostCFG(nil), m.PostCFG...), f)
+	return &c
+}
+
+// WithCondBatch returns a copy of m whose cond/uncond evaluation is f
+// (set_model_sampler_calc_cond_batch_function, which replaces any earlier one).
+func (m *Model) WithCondBatch(f CondBatchFunc) *Model {
+	c := *m
+	c.CondBatch = f
+	return &c
+}
+
 // TextEncoder is one text model of a CLIP object (SD1.x has one, CLIP-L; SDXL two,
 // CLIP-L and OpenCLIP-G) with its tokenizer.
 type TextEncoder struct {
@@ -62,13 +98,20 @@ type TextEncoder struct {
 	VocabErr error
 }
 
-// CLIP is ComfyUI's CLIP object: the text encoders of a model family. Layer is the
-// CLIPSetLastLayer setting applied to every encoder (0: the family default).
+// CLIP is ComfyUI's CLIP object: the text encoders of a model family and how their
+// outputs combine. Layer is the CLIPSetLastLayer setting applied to every encoder (0:
+// the family default).
 type CLIP struct {
-	Runtime  *gpu.Runtime
+	Runtime *gpu.Runtime
+	// Encoders are the CLIP text transformers ("l", "h", "g"), in the order their
+	// outputs are concatenated.
 	Encoders []*TextEncoder
-	Layer    int
-	Name     string
+	// T5 is the T5-XXL encoder of SD3 and Flux text encoders, nil for none.
+	T5 *T5Encoder
+	// Kind says how the encoders' outputs make the conditioning.
+	Kind  CLIPKind
+	Layer int
+	Name  string
 	// Weights records where the encoders' tensors are stored, for CheckpointSave.
 	Weights *Weights
 }
@@ -109,6 +152,11 @@ type Cond struct {
 	Size *unet.SizeConditioning
 	// AestheticScore is set by CLIPTextEncodeSDXLRefiner (0 when unset).
 	AestheticScore float64
+	// Guidance is Flux's distilled guidance scale (CLIPTextEncodeFlux, FluxGuidance);
+	// nil leaves the model's default (3.5). NoGuidance is FluxDisableGuidance's
+	// "guidance": None, which passes no guidance at all.
+	Guidance   *float64
+	NoGuidance bool
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.

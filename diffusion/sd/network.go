@@ -1,0 +1,60 @@
+package sd
+
+import (
+	"context"
+
+	"github.com/forgeflow/forgeflow/diffusion/mmdit"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// Network is the diffusion network a Model samples with: the SD UNet, SD3's MMDiT, Flux.
+// Forward returns the raw model output for one batch, what ComfyUI's
+// BaseModel.apply_model hands to calculate_denoised; it must check ctx between blocks
+// and must not keep in's tensors.
+type Network interface {
+	Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error)
+}
+
+// NetInputs are one batch of a network's inputs (apply_model's x, t and conds).
+type NetInputs struct {
+	X         *gpu.Tensor // (B, C, H, W), calculate_input applied
+	Timesteps *gpu.Tensor // (B), the model sampling's timesteps
+	Context   *gpu.Tensor // (B, T, D): the text conditioning (c_crossattn)
+	// Y is the label vector (B, adm): SDXL's size-conditioned one, SD3's and Flux's
+	// pooled text output; nil when the entries carry none.
+	Y *gpu.Tensor
+	// Guidance is Flux's distilled guidance scale per item (B); nil when the model takes
+	// none or the conditioning disabled it.
+	Guidance *gpu.Tensor
+	// SkipDouble and SkipSingle are the blocks Skip Layer Guidance leaves out:
+	// ComfyUI's patches_replace of ("dit", "double_block" / "single_block", i). An MMDiT
+	// has joint (double) blocks only.
+	SkipDouble, SkipSingle []int
+}
+
+// unetNetwork runs an SD UNet (which has no blocks to skip).
+type unetNetwork struct{ m *unet.Model }
+
+func (n unetNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error) {
+	return n.m.Forward(ctx, rt, unet.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y})
+}
+
+// MMDiTNetwork runs an SD3 MMDiT.
+type MMDiTNetwork struct{ Model *mmdit.Model }
+
+// Forward implements Network.
+func (n MMDiTNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error) {
+	return n.Model.Forward(ctx, rt, mmdit.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Skip: in.SkipDouble})
+}
+
+// network returns the model's network: Net, or its UNet.
+func (m *Model) network() Network {
+	if m.Net != nil {
+		return m.Net
+	}
+	if m.UNet != nil {
+		return unetNetwork{m.UNet}
+	}
+	return nil
+}
