@@ -11,6 +11,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/diffusion/t5"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/diffusion/vae"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -47,6 +48,14 @@ type LoadOptions struct {
 	// --fp32-text-enc). By default they are rounded to float16 as ComfyUI stores text
 	// encoders, so that prompt encodings match ComfyUI's for float32 checkpoints too.
 	FP32TextEncoder bool
+	// T5Vocab is the T5 tokenizer vocabulary of SD3 and Flux text encoders; when nil
+	// their T5 loads without a tokenizer and T5VocabErr is what tokenizing reports
+	// (CLIP.WithT5Vocab attaches one later).
+	T5Vocab    *t5.Vocab
+	T5VocabErr error
+	// GGUF accepts GGUF text encoder files (ComfyUI-GGUF's CLIP loaders); other loaders
+	// refuse them as ComfyUI's own do.
+	GGUF bool
 	// SkipModel, SkipCLIP and SkipVAE leave a part unloaded (its result nil), as
 	// ComfyUI's output_model/output_clip/output_vae do.
 	SkipModel, SkipCLIP, SkipVAE bool
@@ -74,16 +83,27 @@ type Checkpoint struct {
 	Family detect.Family
 
 	file *tensorfile.File
+	// more are further files the parts read (a CLIP made of several text encoder
+	// files).
+	more []*tensorfile.File
 }
 
-// Close releases the file mapping.
-func (c *Checkpoint) Close() error { return c.file.Close() }
+// Close releases the file mappings.
+func (c *Checkpoint) Close() error {
+	err := c.file.Close()
+	for _, f := range c.more {
+		err = errors.Join(err, f.Close())
+	}
+	return err
+}
 
 // Bytes is the size of the tensors the checkpoint maps (what a memory budget counts).
 func (c *Checkpoint) Bytes() int64 {
 	var n int64
-	for _, in := range c.file.Tensors() {
-		n += in.Size
+	for _, f := range append([]*tensorfile.File{c.file}, c.more...) {
+		for _, in := range f.Tensors() {
+			n += in.Size
+		}
 	}
 	return n
 }
@@ -110,6 +130,9 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 	if err != nil {
 		return nil, err
 	}
+	if det.Diffusion != nil && det.Diffusion.MMDiT != nil && det.Diffusion.Prefix == unetPrefix {
+		return loadSD3Checkpoint(rt, f, det, opts)
+	}
 	if det.Diffusion == nil || det.Diffusion.UNet == nil {
 		what := fmt.Sprintf("it holds a %s (%s), not an SD1/SD2/SDXL checkpoint", det.Kind, det.Family)
 		if det.Diffusion != nil {
@@ -135,27 +158,15 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 		// OpenCLIP-G where SDXL has CLIP-L.
 		fam = detect.FamilySDXLRefiner
 	}
-	pred, err := prediction(src, d)
-	if err != nil {
-		return nil, err
-	}
 	ck := &Checkpoint{Detected: det, Family: fam, file: f}
 	name := f.Name()
 	if !opts.SkipModel {
-		heads := opts.UNetHeads
-		if heads.Count <= 0 && heads.Dim <= 0 {
-			heads = familyHeads(fam)
-		}
-		um, err := unet.Load(rt, src, unetPrefix, heads)
+		m, err := loadUNetModel(rt, src, src, d, fam, opts.UNetHeads)
 		if err != nil {
-			return nil, &FormatError{Path: name, Err: err}
+			return nil, err
 		}
-		ms, err := familySampling(fam, pred, d.Variant == "zsnr")
-		if err != nil {
-			return nil, &UnsupportedError{Path: name, What: err.Error()}
-		}
-		ck.Model = &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
-			ADM: d.UNet.ADMInChannels > 0, Name: name, Weights: newWeights(f, unetPrefix)}
+		m.Weights = newWeights(f, unetPrefix)
+		ck.Model = m
 		if d.Variant == "zsnr" {
 			// CheckpointSave writes the marker back (v_pred follows the prediction).
 			ck.Model.Weights.tensors = append(ck.Model.Weights.tensors, savedTensor{name: "ztsnr", stored: "ztsnr"})
@@ -184,8 +195,32 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 		c.Weights = newWeights(f, clipPrefixes(f)...)
 		ck.CLIP = c
 	}
-	opts.logger().Debug("checkpoint loaded", "path", name, "family", fam, "prediction", pred, "exact", d.Exact)
+	opts.logger().Debug("checkpoint loaded", "path", name, "family", fam, "exact", d.Exact)
 	return ck, nil
+}
+
+// loadUNetModel binds an SD UNet under d.Prefix from src (fsrc is the file it reads,
+// for the SD2 prediction rule) with the family's heads, model sampling and latent
+// format.
+func loadUNetModel(rt *gpu.Runtime, fsrc *statedict.FileSource, src statedict.Source, d *detect.Diffusion, fam detect.Family, heads unet.Heads) (*Model, error) {
+	name := fsrc.File().Name()
+	pred, err := prediction(fsrc, d)
+	if err != nil {
+		return nil, err
+	}
+	if heads.Count <= 0 && heads.Dim <= 0 {
+		heads = familyHeads(fam)
+	}
+	um, err := unet.Load(rt, src, d.Prefix, heads)
+	if err != nil {
+		return nil, &FormatError{Path: name, Err: err}
+	}
+	ms, err := familySampling(fam, pred, d.Variant == "zsnr")
+	if err != nil {
+		return nil, &UnsupportedError{Path: name, What: err.Error()}
+	}
+	return &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
+		ADM: d.UNet.ADMInChannels > 0, Name: name}, nil
 }
 
 // detectFile runs weights/detect on an open file.
@@ -214,17 +249,20 @@ func storedValues(f *tensorfile.File, key string) ([]float32, error) {
 }
 
 // sd2VTensor is the bias whose spread tells SD2.x v-prediction UNets from eps ones
-// (comfy/supported_models.py SD20.model_type).
-const sd2VTensor = unetPrefix + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+// (comfy/supported_models.py SD20.model_type), under the UNet's prefix.
+const (
+	sd2VKey    = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+	sd2VTensor = unetPrefix + sd2VKey
+)
 
 // prediction returns the model's prediction type. detect applies ComfyUI's SD2 rule to
 // full-size models only; the rule reads values, not sizes, so it is applied here to an
 // SD2-layout model of any size as well (test models, pruned variants).
 func prediction(src *statedict.FileSource, d *detect.Diffusion) (detect.Prediction, error) {
-	if d.Family != detect.FamilySD2 || d.Exact || d.UNet.InChannels != 4 || !src.Has(sd2VTensor) {
+	if d.Family != detect.FamilySD2 || d.Exact || d.UNet.InChannels != 4 || !src.Has(d.Prefix+sd2VKey) {
 		return d.Prediction, nil
 	}
-	v, err := storedValues(src.File(), sd2VTensor)
+	v, err := storedValues(src.File(), d.Prefix+sd2VKey)
 	if err != nil {
 		return "", &FormatError{Path: src.File().Name(), Err: err}
 	}

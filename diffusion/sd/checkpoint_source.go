@@ -14,14 +14,20 @@ import (
 // PyTorch checkpoint (.ckpt, .pt, .pth, .bin: zip or legacy pickle). A GGUF file is
 // refused before it is parsed: GGUF UNets load through a diffusion-model loader.
 func openFile(path string) (*tensorfile.File, error) {
-	f, err := tensorfile.Open(path, tensorfile.Safetensors, tensorfile.Torch)
+	return openFormats(path, "GGUF checkpoints (use a diffusion-model loader for GGUF UNets)", tensorfile.Safetensors, tensorfile.Torch)
+}
+
+// openFormats opens path if it is one of formats; another format is an
+// UnsupportedError saying what (no format listed: any).
+func openFormats(path, what string, formats ...tensorfile.Format) (*tensorfile.File, error) {
+	f, err := tensorfile.Open(path, formats...)
 	var wrong *tensorfile.WrongFormatError
 	var pathErr *fs.PathError
 	switch {
 	case err == nil:
 		return f, nil
 	case errors.As(err, &wrong):
-		return nil, &UnsupportedError{Path: path, What: "GGUF checkpoints (use a diffusion-model loader for GGUF UNets)"}
+		return nil, &UnsupportedError{Path: path, What: what}
 	case errors.As(err, &pathErr):
 		return nil, fmt.Errorf("sd: %w", err)
 	}

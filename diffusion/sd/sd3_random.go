@@ -50,7 +50,7 @@ func SD3MediumRandomSpec() RandomSD3Spec {
 
 // TinySD3RandomSpec is a small SD3 of the real layout for tests: a 2-head, 2-block
 // MMDiT (SD3.5 medium's q/k norms and dual attention in block 0 when sd35), a VAE
-// with a spatial factor of 2, 64-wide CLIP-L (2 layers) and CLIP-G (32 layers, so that
+// with a spatial factor of 2, 64-wide CLIP-L (3 layers: SD3 reads its penultimate) and CLIP-G (32 layers, so that
 // ComfyUI's layer-count rule tells it from CLIP-L) over a 1024-token vocabulary, and a
 // one-block T5 4096 wide (SD3 sets T5's tokens after CLIP states padded to 4096) over a
 // 512-piece vocabulary. The pooled vector is CLIP-L's and CLIP-G's outputs, 128 wide.
@@ -62,7 +62,7 @@ func TinySD3RandomSpec(sd35 bool) RandomSD3Spec {
 	}
 	return RandomSD3Spec{MMDiT: m,
 		VAE:   RandomVAE{Ch: 32, Mult: []int{1, 2}, ResBlocks: 1, Latent: 16, NoQuantConv: true},
-		CLIPL: RandomText{Width: 64, Layers: 2, Vocab: 1024},
+		CLIPL: RandomText{Width: 64, Layers: 3, Vocab: 1024},
 		CLIPG: RandomText{Width: 64, Layers: 32, Vocab: 1024, Projection: 64},
 		T5:    RandomT5{DModel: 4096, DFF: 64, Heads: 2, DKV: 16, Layers: 1, Vocab: 512}}
 }

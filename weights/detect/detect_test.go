@@ -196,7 +196,7 @@ func TestFluxAndSD3(t *testing.T) {
 	m := mustDetect(t, pre("model.diffusion_model.", sd3MMDiT()))
 	want := &MMDiTConfig{InChannels: 16, OutChannels: 16, PatchSize: 2, Depth: 24, ADMInChannels: 2048,
 		ContextInDim: 4096, ContextOutDim: 1536, NumPatches: 36864, PosEmbedMaxSize: 192}
-	if m.Family != FamilySD3 || !m.Diffusion.Exact || m.Unsupported == "" || !reflect.DeepEqual(m.Diffusion.MMDiT, want) {
+	if m.Family != FamilySD3 || !m.Diffusion.Exact || m.Unsupported != "" || !reflect.DeepEqual(m.Diffusion.MMDiT, want) {
 		t.Fatalf("sd3: family %s unsupported %q config %+v", m.Family, m.Unsupported, m.Diffusion.MMDiT)
 	}
 }

@@ -30,8 +30,7 @@ type FluxConfig struct {
 }
 
 // MMDiTConfig is the configuration of an SD3 MMDiT (comfy/ldm/modules/diffusionmodules/
-// mmdit.py), as detect_unet_config derives it. forgeflow recognises SD3 but cannot run
-// it yet.
+// mmdit.py), as detect_unet_config derives it (diffusion/mmdit runs it).
 type MMDiTConfig struct {
 	InChannels      int
 	OutChannels     int
@@ -43,6 +42,9 @@ type MMDiTConfig struct {
 	NumPatches      int
 	PosEmbedMaxSize int
 	QKNormRMS       bool
+	// XBlockSelfAttnLayers lists the joint blocks whose x-block has a second attention
+	// (SD3.5 medium).
+	XBlockSelfAttnLayers []int
 }
 
 func (s *sd) detectFlux(p string) (*Diffusion, error) {
@@ -114,14 +116,19 @@ func (s *sd) detectMMDiT(p string) (*Diffusion, error) {
 		c.PosEmbedMaxSize = int(math.Round(math.Sqrt(float64(c.NumPatches))))
 	}
 	c.QKNormRMS = s.has(p + "joint_blocks.0.context_block.attn.ln_q.weight")
+	for i := 0; i < s.countBlocks(p+"joint_blocks.%d."); i++ {
+		if s.has(fmt.Sprintf("%sjoint_blocks.%d.x_block.attn2.qkv.weight", p, i)) {
+			c.XBlockSelfAttnLayers = append(c.XBlockSelfAttnLayers, i)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	return &Diffusion{
-		Prefix: p, Family: FamilySD3, MMDiT: c, Prediction: PredictFlow,
-		Exact:       c.InChannels == 16,
-		Unsupported: "SD3 (MMDiT) models are not implemented",
-	}, nil
+	d := &Diffusion{Prefix: p, Family: FamilySD3, MMDiT: c, Prediction: PredictFlow, Exact: c.InChannels == 16}
+	if s.hasPrefix(p + "context_processor.") {
+		d.Unsupported = "MMDiTs with a context processor are not SD3 models and are not implemented"
+	}
+	return d, nil
 }
 
 // detectDiffusion finds the diffusion model among the tensors, trying the
