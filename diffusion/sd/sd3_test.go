@@ -385,4 +385,3 @@ func TestSD3Patches(t *testing.T) {
 		t.Errorf("ParseLayers(none): %v", got)
 	}
 }
-
