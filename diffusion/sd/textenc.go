@@ -320,6 +320,19 @@ func (c *CLIP) Tokenize(text string) (Tokens, error) {
 	if err := c.tokenizeT5(text, out); err != nil {
 		return nil, err
 	}
+	if c.Kind == CLIPSD3 {
+		// SD3Tokenizer gives CLIP-L and CLIP-G tokens whichever encoders exist, and
+		// SD3ClipModel looks at how many windows the missing one has; the two CLIP
+		// tokenizers cut a text into the same number of windows.
+		l, hasL := out["l"]
+		g, hasG := out["g"]
+		switch {
+		case hasL && !hasG:
+			out["g"] = l
+		case hasG && !hasL:
+			out["l"] = g
+		}
+	}
 	return out, nil
 }
 

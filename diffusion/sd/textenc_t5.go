@@ -355,3 +355,76 @@ func (c *CLIP) encodeFlux(ctx context.Context, tokens Tokens) (*Encoded, error) 
 	e.Cond.Release()
 	return &Encoded{Cond: cond, Pooled: e.Pooled}, nil
 }
+
+// EncodeSD3Prompts is CLIPTextEncodeSD3: each encoder its own text; with noPadding
+// (empty_padding "none") an empty text gives its encoder no tokens at all. CLIP-L's and
+// CLIP-G's windows are then evened out with windows of the empty prompt.
+func EncodeSD3Prompts(ctx context.Context, c *CLIP, textL, textG, textT5 string, noPadding bool) (Conditioning, error) {
+	if c == nil {
+		return nil, errors.New("sd: encode prompt: no CLIP")
+	}
+	tokens, err := c.Tokenize(textG)
+	if err != nil {
+		return nil, err
+	}
+	if textG == "" && noPadding {
+		tokens["g"] = nil
+	}
+	for _, p := range []struct{ key, text string }{{"l", textL}, {T5Key, textT5}} {
+		if _, ok := tokens[p.key]; !ok {
+			continue // this CLIP has no T5
+		}
+		if p.text == "" && noPadding {
+			tokens[p.key] = nil
+			continue
+		}
+		own, err := c.Tokenize(p.text)
+		if err != nil {
+			return nil, err
+		}
+		tokens[p.key] = own[p.key]
+	}
+	if len(tokens["l"]) != len(tokens["g"]) {
+		empty, err := c.Tokenize("")
+		if err != nil {
+			return nil, err
+		}
+		for len(tokens["l"]) < len(tokens["g"]) {
+			tokens["l"] = append(tokens["l"], empty["l"]...)
+		}
+		for len(tokens["l"]) > len(tokens["g"]) {
+			tokens["g"] = append(tokens["g"], empty["g"]...)
+		}
+	}
+	enc, err := c.EncodeTokens(ctx, tokens)
+	if err != nil {
+		return nil, err
+	}
+	return Conditioning{NewCond(enc.Cond, enc.Pooled)}, nil
+}
+
+// EncodeFluxPrompts is CLIPTextEncodeFlux: CLIP-L's text and T5's apart, and the
+// guidance scale set on the entry.
+func EncodeFluxPrompts(ctx context.Context, c *CLIP, textL, textT5 string, guidance float64) (Conditioning, error) {
+	if c == nil {
+		return nil, errors.New("sd: encode prompt: no CLIP")
+	}
+	tokens, err := c.Tokenize(textL)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := tokens[T5Key]; ok {
+		own, err := c.Tokenize(textT5)
+		if err != nil {
+			return nil, err
+		}
+		tokens[T5Key] = own[T5Key]
+	}
+	enc, err := c.EncodeTokens(ctx, tokens)
+	if err != nil {
+		return nil, err
+	}
+	cond := NewCond(enc.Cond, enc.Pooled)
+	cond.Guidance = &guidance
+	return Conditioning{cond}, nil
+}

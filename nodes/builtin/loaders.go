@@ -8,6 +8,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/diffusion/t5"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -22,6 +23,7 @@ import (
 type sdEnv struct {
 	opts  Options
 	vocab sd.Vocabulary
+	t5    sd.T5Vocabulary
 }
 
 // list returns the model names of folder for a combo (empty without model folders).
@@ -30,6 +32,18 @@ func (e *sdEnv) list(folder string) []string {
 		return []string{}
 	}
 	names, err := e.opts.Models.List(folder)
+	if err != nil {
+		return []string{}
+	}
+	return names
+}
+
+// listExt returns the names of folder's files with one of exts, for a combo.
+func (e *sdEnv) listExt(folder string, exts ...string) []string {
+	if e.opts.Models == nil {
+		return []string{}
+	}
+	names, err := e.opts.Models.ListExtensions(folder, exts...)
 	if err != nil {
 		return []string{}
 	}
@@ -100,17 +114,31 @@ func (e *sdEnv) embeddingDirs() []string {
 	return d
 }
 
-// withVocab gives a loaded CLIP its tokenizers (nil stays nil: a checkpoint without
-// text encoders).
+// withVocab gives a loaded CLIP its tokenizers, CLIP's and T5's (nil stays nil: a
+// checkpoint without text encoders).
 func (e *sdEnv) withVocab(c *sd.CLIP, log *slog.Logger) *sd.CLIP {
 	if c == nil {
 		return nil
 	}
-	bpe, err := e.vocabFor()
-	if err != nil && log != nil {
-		log.Warn("CLIP loaded without a tokenizer vocabulary; text encoding will fail", "error", err)
+	if len(c.Encoders) > 0 {
+		bpe, err := e.vocabFor()
+		if err != nil && log != nil {
+			log.Warn("CLIP loaded without a tokenizer vocabulary; text encoding will fail", "error", err)
+		}
+		c = c.WithVocab(bpe, err, e.embeddingDirs())
 	}
-	return c.WithVocab(bpe, err, e.embeddingDirs())
+	if c.T5 != nil {
+		var vocab *t5.Vocab
+		err := errors.New("no model folders are configured to find the T5 tokenizer in")
+		if e.opts.Models != nil {
+			vocab, err = e.t5.Load(e.opts.Models)
+		}
+		if err != nil && log != nil {
+			log.Warn("T5 loaded without a tokenizer; text encoding will fail", "error", err)
+		}
+		c = c.WithT5Vocab(vocab, err, e.embeddingDirs())
+	}
+	return c
 }
 
 func envLogger(env *nodes.Env) *slog.Logger {
@@ -216,10 +244,6 @@ type CLIPLoader struct {
 
 // Schema implements nodes.Typed.
 func (n *CLIPLoader) Schema() graph.Schema {
-	device := combo("device", "default", "cpu")
-	device.Section = graph.Optional
-	device.Bare = false
-	device.Advanced = true
 	return graph.Schema{
 		Name: "CLIPLoader", DisplayName: "Load CLIP", Category: "advanced/loaders",
 		Description: "[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n" +
@@ -228,7 +252,7 @@ func (n *CLIPLoader) Schema() graph.Schema {
 		Inputs: []graph.Input{
 			n.env.modelCombo("clip_name", "text_encoders", ""),
 			combo("type", clipLoaderTypes...),
-			device,
+			deviceInput(),
 		},
 		Outputs: outputs("CLIP"),
 	}

@@ -102,6 +102,13 @@ func Register(r *nodes.Registry, opts Options) error {
 		&SaveImage{opts: opts}, &PreviewImage{opts: opts}, &MaskPreview{opts: opts},
 		// loaders.go
 		&CheckpointLoaderSimple{env: models}, &VAELoader{env: models}, &CLIPLoader{env: models},
+		// textencoders.go
+		&DualCLIPLoader{env: models}, &TripleCLIPLoader{env: models}, &CLIPLoaderGGUF{env: models},
+		&DualCLIPLoaderGGUF{env: models}, &TripleCLIPLoaderGGUF{env: models},
+		&CLIPTextEncodeSD3{}, &CLIPTextEncodeFlux{}, &T5TokenizerOptions{},
+		// sd3.go
+		&EmptySD3LatentImage{opts: opts}, &ModelSamplingSD3{}, &ModelSamplingAuraFlow{},
+		&SkipLayerGuidanceDiT{}, &SkipLayerGuidanceDiTSimple{}, &CFGNorm{}, &UNETLoader{env: models},
 		// vaenodes.go
 		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
 		// conditioning.go

@@ -23,7 +23,16 @@ var modelCombos = map[string][]string{
 	"CheckpointLoaderSimple": {"ckpt_name"},
 	"VAELoader":              {"vae_name"},
 	"CLIPLoader":             {"clip_name"},
+	"DualCLIPLoader":         {"clip_name1", "clip_name2"},
+	"TripleCLIPLoader":       {"clip_name1", "clip_name2", "clip_name3"},
+	"UNETLoader":             {"unet_name"},
+	"CLIPLoaderGGUF":         {"clip_name"},
+	"DualCLIPLoaderGGUF":     {"clip_name1", "clip_name2"},
+	"TripleCLIPLoaderGGUF":   {"clip_name1", "clip_name2", "clip_name3"},
+	"UnetLoaderGGUF":         {"unet_name"},
+	"UnetLoaderGGUFAdvanced": {"unet_name"},
 }
+
 
 // wantClasses are the classes issue 2 asks this family to provide.
 var wantClasses = []string{
@@ -65,6 +74,11 @@ func blankCombo(t *testing.T, entry any, input string) {
 	spec, ok := req[input].([]any)
 	if !ok || len(spec) == 0 {
 		t.Fatalf("input %q: spec %v is not a list", input, req[input])
+	}
+	if spec[0] == "COMBO" && len(spec) == 2 {
+		// io.Combo: ["COMBO", {"options": [...], …}]
+		spec[1].(map[string]any)["options"] = "<files>"
+		return
 	}
 	if _, ok := spec[0].([]any); !ok {
 		t.Fatalf("input %q: first element %v is not a choice list", input, spec[0])

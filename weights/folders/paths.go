@@ -180,6 +180,22 @@ func (p *Paths) List(folder string) ([]string, error) {
 	return slices.Clone(f.cache.names), nil
 }
 
+// ListExtensions lists the files of folder's directories whose extension is one of
+// exts (lowercase, with the dot), named and ordered as List names them. ComfyUI-GGUF
+// lists ".gguf" files of the diffusion_models and text_encoders directories this way
+// (its "unet_gguf" and "clip_gguf" keys, which share those folders' directories). The
+// listing is not cached.
+func (p *Paths) ListExtensions(folderName string, exts ...string) ([]string, error) {
+	f, err := p.folder(folderName)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	view := &folder{name: f.name, exts: exts, dirs: slices.Clone(f.dirs)}
+	f.mu.Unlock()
+	return p.scanFolder(view).names, nil
+}
+
 // Resolve returns the path of the file called name in folder: the first of the
 // folder's directories that holds it wins. A name that is empty, absolute, not in clean
 // form or that contains a ".." element is refused with ErrInvalidName; a file reached
