@@ -33,7 +33,6 @@ var modelCombos = map[string][]string{
 	"UnetLoaderGGUFAdvanced": {"unet_name"},
 }
 
-
 // wantClasses are the classes issue 2 asks this family to provide.
 var wantClasses = []string{
 	"LoadImage", "LoadImageMask", "SaveImage", "PreviewImage", "EmptyImage", "ImageScale",
