@@ -352,7 +352,7 @@ func EncodePrompt(ctx context.Context, c *CLIP, text string) (Conditioning, erro
 // token windows differ in number, the shorter side is padded with windows of the empty
 // prompt, as CLIPTextEncodeSDXL does.
 func EncodePrompts(ctx context.Context, c *CLIP, texts map[string]string, fallback string) (Conditioning, error) {
-	if c == nil || len(c.Encoders) == 0 {
+	if c == nil || (len(c.Encoders) == 0 && c.T5 == nil) {
 		return nil, fmt.Errorf("sd: encode prompt: the CLIP has no text encoders")
 	}
 	tokens, err := c.Tokenize(fallback)
