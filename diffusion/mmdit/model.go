@@ -143,6 +143,8 @@ func Load(rt *gpu.Runtime, src statedict.Source, prefix string) (*Model, *stated
 			return nil, nil, errors.New("mmdit: MMDiTs with a context processor are not SD3 models and are not implemented")
 		case rest == "register":
 			return nil, nil, errors.New("mmdit: MMDiTs with register tokens are not SD3 models and are not implemented")
+		case rest == "scaled_fp8" || strings.HasSuffix(rest, ".scale_weight"):
+			return nil, nil, errors.New("mmdit: scaled-fp8 files (scale_weight per matrix) are not implemented; use an fp16/bf16, fp8 or GGUF file")
 		}
 	}
 	m := &Model{}
