@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -265,6 +266,19 @@ func TestSD3TextEncoderNodes(t *testing.T) {
 
 	// Flux: CLIP-L + T5, 256 tokens, guidance on the entry; T5TokenizerOptions.
 	flux := mustNode(t, r, "DualCLIPLoader", nodes.Inputs{"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_tiny.safetensors", "type": "flux"})[0].(*sd.CLIP)
+	// The cache: the same files again are a hit; a changed second file loads again.
+	fluxIn := nodes.Inputs{"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_tiny.safetensors", "type": "flux"}
+	if again := mustNode(t, r, "DualCLIPLoader", fluxIn)[0].(*sd.CLIP); again.T5.Encoder != flux.T5.Encoder {
+		t.Error("loading the same files again did not hit the model cache")
+	}
+	t5File := filepath.Join(opts.Models.BaseDir(), "models", "clip", "t5xxl_tiny.safetensors")
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(t5File, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if again := mustNode(t, r, "DualCLIPLoader", fluxIn)[0].(*sd.CLIP); again.T5.Encoder == flux.T5.Encoder {
+		t.Error("a changed T5 file came from the cache")
+	}
 	fc := mustNode(t, r, "CLIPTextEncodeFlux", nodes.Inputs{"clip": flux, "clip_l": "a cat", "t5xxl": "a photo of a cat", "guidance": 2.5})[0].(sd.Conditioning)
 	condShape(t, fc, 256, 4096, 64)
 	if g := fc[0].Guidance; g == nil || *g != 2.5 {

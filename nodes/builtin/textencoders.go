@@ -2,6 +2,8 @@ package builtin
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -44,8 +46,13 @@ func (e *sdEnv) loadCLIP(ctx context.Context, env *nodes.Env, folder string, nam
 	if gguf {
 		part = "clip-gguf:" + clipType
 	}
+	// The cache knows the first file's identity; the others' paths, sizes and times
+	// are part of the key, so that replacing one of them loads again.
 	for _, p := range paths[1:] {
 		part += "\x00" + p
+		if st, err := os.Stat(p); err == nil {
+			part += fmt.Sprintf("\x00%d\x00%d", st.Size(), st.ModTime().UnixNano())
+		}
 	}
 	ck, err := e.load(ctx, paths[0], part, func(rt *gpu.Runtime, _ string) (*sd.Checkpoint, error) {
 		return sd.LoadTextEncoders(rt, paths, clipType, sd.LoadOptions{Logger: envLogger(env), GGUF: gguf})
