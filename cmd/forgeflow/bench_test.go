@@ -9,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
+	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 // synth writes a checkpoint that bench loads and runs; the result carries the fields
@@ -44,6 +47,32 @@ func TestSynthAndBench(t *testing.T) {
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.MedianS <= 0 || r.PeakRSSBytes <= 0 {
 			t.Fatalf("%v: implausible result %q (%v)", args[:2], out.String(), err)
 		}
+	}
+}
+
+// synth writes a tiny SD3 all-in-one checkpoint and a tiny-sized MMDiT file that load as
+// SD3.
+func TestSynthSD3(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	ckpt := filepath.Join(dir, "sd3.safetensors")
+	if code := run(context.Background(), []string{"synth", "--family", "sd3-tiny", "--out", ckpt}, &out, &errb); code != exitOK {
+		t.Fatalf("synth exit %d: %s", code, errb.String())
+	}
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := sd.LoadCheckpoint(rt, ckpt, sd.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if ck.Family != detect.FamilySD3 || ck.CLIP.T5 == nil || len(ck.CLIP.Encoders) != 2 || ck.VAE == nil {
+		t.Fatalf("sd3-tiny: family %s, CLIP %+v", ck.Family, ck.CLIP)
+	}
+	if code := run(context.Background(), []string{"synth", "--family", "sd3-medium-mmdit", "--dtype", "Q4_0", "--out", filepath.Join(dir, "x")}, &out, &errb); code != exitFailed {
+		t.Errorf("sd3 in Q4_0: exit %d, want %d", code, exitFailed)
 	}
 }
 

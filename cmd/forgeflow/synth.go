@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/flux"
+	"github.com/forgeflow/forgeflow/diffusion/mmdit"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights"
@@ -23,7 +24,7 @@ import (
 func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("synth", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, flux-dev, flux-schnell, flux-vae, or sd15-tiny / sdxl-tiny / flux-tiny (toy sizes, for tests)")
+	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, sd3-medium (with CLIP-L, CLIP-G, T5-XXL), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, or sd15-tiny / sdxl-tiny / sd3-tiny / flux-tiny (toy sizes, for tests)")
 	out := fs.String("out", "", "file to write (.safetensors; .gguf for a Flux in a GGUF block type)")
 	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32; Flux also F8_E4M3, F8_E5M2 and the GGUF types Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (written as ComfyUI-GGUF lays Flux out)")
 	seed := fs.Uint64("seed", 1, "random seed")
@@ -44,6 +45,9 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "forgeflow synth: family %s cannot be written as %s\n", *family, *dtype)
 		return exitUsage
 	}
+	if write, ok := sd3Synth(*family, weights.DType(*dtype), *seed); ok {
+		return writeSynth(*out, write, fmt.Sprintf("%s, %s, random weights (seed %d)", *family, *dtype, *seed), stdout, stderr)
+	}
 	specs := map[string]func() sd.RandomSpec{
 		"sd15":         sd.SD15RandomSpec,
 		"sdxl":         sd.SDXLRandomSpec,
@@ -53,7 +57,7 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	mk, ok := specs[*family]
 	if !ok {
-		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, flux-dev, flux-schnell, flux-vae, sd15-tiny, sdxl-tiny, flux-tiny)\n", *family)
+		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, sd3-medium, sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, sd15-tiny, sdxl-tiny, sd3-tiny, flux-tiny)\n", *family)
 		return exitUsage
 	}
 	spec := mk()
@@ -84,6 +88,33 @@ func writeSynth(path string, write func(io.Writer) error, what string, stdout, s
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s\n", path, what)
 	return exitOK
+}
+
+// sd3Synth returns the writer of an SD3 family: an all-in-one checkpoint (sd3-medium,
+// sd3-tiny with CLIP's whole vocabulary) or an MMDiT alone as a diffusion_models file;
+// ok is false for other families.
+func sd3Synth(family string, dtype weights.DType, seed uint64) (write func(io.Writer) error, ok bool) {
+	spec := sd.SD3MediumRandomSpec()
+	part := sd.SD3PartModel
+	switch family {
+	case "sd3-medium":
+		part = ""
+	case "sd3-tiny":
+		spec, part = sd.TinySD3RandomSpec(false), ""
+		spec.CLIPL.Vocab, spec.CLIPG.Vocab = 49408, 49408
+	case "sd3-medium-mmdit":
+	case "sd35-medium-mmdit":
+		spec.MMDiT = mmdit.SD35MediumSpec()
+	case "sd35-large-mmdit":
+		spec.MMDiT = mmdit.SD35LargeSpec()
+	default:
+		return nil, false
+	}
+	spec.DType, spec.Seed = dtype, seed
+	if part == "" {
+		return func(w io.Writer) error { return sd.WriteRandomSD3(w, spec) }, true
+	}
+	return func(w io.Writer) error { return sd.WriteRandomSD3Part(w, spec, part) }, true
 }
 
 // fluxSynth returns the writer of a Flux family (the transformer as a diffusion-model
