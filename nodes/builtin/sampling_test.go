@@ -156,8 +156,10 @@ func TestTxt2ImgGraph(t *testing.T) {
 	if len(previews) == 0 || previews[0].Format != "JPEG" || len(previews[0].Data) < 100 {
 		t.Fatalf("previews %d", len(previews))
 	}
-	if len(previews) > 2 { // 4 fast steps under a 250 ms throttle
-		t.Fatalf("%d previews for 4 steps: not throttled", len(previews))
+	// At most one frame a step; the 250 ms throttle itself is tested with a fake clock
+	// (diffusion/sd TestPreviewFrames), since wall time here depends on machine load.
+	if len(previews) > len(progress) {
+		t.Fatalf("%d previews for %d steps", len(previews), len(progress))
 	}
 	bv, _ := latentValues(t, ksample(5, empty, 1))
 	if d := diffMax(av, bv); d != 0 {
