@@ -124,6 +124,11 @@ func (e *Engine) Subscribe() *Subscription { return e.hub.subscribe() }
 
 func (e *Engine) publish(ev Event) { e.hub.publish(ev) }
 
+// Publish hands ev to the engine's subscribers as if the engine had produced it. A
+// cluster front relays the events of prompts that other processes run this way, so
+// the server and the CLI follow them through Subscribe as they follow local ones.
+func (e *Engine) Publish(ev Event) { e.hub.publish(ev) }
+
 // Queue returns the queue the engine runs from (Options.Queue), or nil.
 func (e *Engine) Queue() Queue { return e.queue }
 
@@ -248,7 +253,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			return nil
 		}
-		if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, entry); err != nil {
+		if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, entry); errors.Is(err, ErrNotLeased) {
+			// A clustered queue gave the prompt to another worker (this one stopped
+			// heartbeating); that run's result is the one recorded.
+			e.log.Warn("prompt's lease was lost; this run's result is dropped", "prompt_id", job.ID, "err", err)
+		} else if err != nil {
 			// Do not leave the prompt "running": record it without its results.
 			e.log.Error("record history", "prompt_id", job.ID, "err", err)
 			if err := e.queue.Ack(context.WithoutCancel(ctx), job.ID, ErrorEntry(job, "HistoryError", "the history entry could not be stored: "+err.Error(), e.now())); err != nil {

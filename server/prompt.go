@@ -275,7 +275,11 @@ func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := interruptTarget(body)
-	if s.engine != nil {
+	switch {
+	case s.opts.Interrupt != nil:
+		s.log.Info("interrupt", "prompt_id", id)
+		s.opts.Interrupt(id)
+	case s.engine != nil:
 		s.log.Info("interrupt", "prompt_id", id)
 		s.engine.Interrupt(id)
 	}

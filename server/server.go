@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,14 @@ type Options struct {
 	// CompressResponses gzips JSON answers for clients that accept it
 	// (--enable-compress-response-body).
 	CompressResponses bool
+	// Interrupt, when set, is what POST /interrupt calls instead of
+	// Engine.Interrupt (a cluster front sends the interrupt to every worker).
+	Interrupt func(promptID string)
+	// FetchFile, when set, is asked for a file /view does not find: it may copy the
+	// file TYPE/SUBFOLDER/NAME into dir, the folder of that type (a cluster front
+	// fetches outputs other processes made), then /view looks again. It returns an
+	// error wrapping fs.ErrNotExist when nobody has the file.
+	FetchFile func(ctx context.Context, typ, subfolder, name, dir string) error
 	// Version is reported as comfyui_version in /system_stats.
 	Version string
 	// Argv is reported in /system_stats.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -9,6 +10,7 @@ import (
 	_ "image/gif" // decoders for /view conversions and upload checks
 	"image/jpeg"
 	"image/png"
+	"io/fs"
 	"mime"
 	"net/http"
 	"net/url"
@@ -67,6 +69,13 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 	}
 	name = path.Base(name)
 	f, st, done, err := openFileIn(dir, filepath.Join(sub, name))
+	if err != nil && isNotExist(err) && s.opts.FetchFile != nil {
+		if ferr := s.opts.FetchFile(r.Context(), typ, filepath.ToSlash(sub), name, dir); ferr == nil {
+			f, st, done, err = openFileIn(dir, filepath.Join(sub, name))
+		} else if !errors.Is(ferr, fs.ErrNotExist) {
+			s.log.Warn("fetch file from the cluster", "type", typ, "subfolder", sub, "filename", name, "err", ferr)
+		}
+	}
 	if err != nil {
 		if isNotExist(err) {
 			s.writeError(w, http.StatusNotFound, "file not found", name)

@@ -28,6 +28,10 @@ const usage = `forgeflow: a node-graph image-generation engine, compatible with 
 Usage:
   forgeflow serve [flags]            run the server and editor (http://127.0.0.1:8188)
   forgeflow run [flags] PATH...      run workflows (API or UI JSON, or PNG; folders too)
+  forgeflow worker --queue nats://...
+                                     execute prompts of a JetStream cluster
+  forgeflow nats --store DIR         run an embedded JetStream node (--listen --port
+                                     --cluster-name --cluster-listen --routes)
   forgeflow validate [flags] PATH... check workflows against the node schemas
   forgeflow nodes [--json] [--coverage]
                                      list the nodes (object_info), or compare with ComfyUI's
@@ -53,6 +57,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdServe(ctx, rest, stdout, stderr)
 	case "run":
 		return cmdRun(ctx, rest, stdout, stderr)
+	case "worker":
+		return cmdWorker(ctx, rest, stdout, stderr)
+	case "nats":
+		return cmdNats(ctx, rest, stdout, stderr)
 	case "validate":
 		return cmdValidate(ctx, rest, stdout, stderr)
 	case "nodes":

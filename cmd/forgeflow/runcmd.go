@@ -21,6 +21,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.BoolVar(&opts.ContinueOnError, "continue-on-error", false, "run the remaining workflows after one fails")
 	fl.BoolVar(&opts.Plain, "plain", false, "print progress as plain lines even on a terminal")
 	fl.BoolVar(&opts.JSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
+	queueURL := fl.String("queue", "", "submit to a NATS JetStream cluster and follow the prompts there: nats://h1:4222,...")
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -45,6 +46,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitUsage
+	}
+	if *queueURL != "" {
+		return runQueued(ctx, &cfg, e, *queueURL, files, opts, log, stdout, stderr)
 	}
 	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
 	if err != nil {

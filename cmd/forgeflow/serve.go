@@ -36,6 +36,8 @@ type serveOptions struct {
 	frontEndRoot  string
 	compress      bool
 	queueDB       string
+	queueURL      string
+	workers       int
 	shutdownGrace time.Duration
 	// ready, when set (tests), receives the address the server listens on.
 	ready func(addr string)
@@ -58,6 +60,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	fl.BoolVar(&so.compress, "enable-compress-response-body", false, "gzip JSON answers for clients that accept it")
 	fl.StringVar(&so.frontEndRoot, "front-end-root", "", "folder of the editor's files to serve at /")
 	fl.StringVar(&so.queueDB, "queue-db", "", "queue and history database (default: USER/forgeflow.db)")
+	fl.StringVar(&so.queueURL, "queue", "", "run on a NATS JetStream cluster instead of the local database: nats://h1:4222,nats://h2:4222,...")
+	fl.IntVar(&so.workers, "workers", 1, "with --queue, how many prompts this process executes at once (0: accept only)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
@@ -97,20 +101,17 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 			return err
 		}
 	}
-	dbPath := so.queueDB
-	if dbPath == "" {
-		dbPath = filepath.Join(e.userDir, "forgeflow.db")
+	var be *backend
+	if so.queueURL != "" {
+		be, err = clusterBackend(ctx, cfg, so, e, cache, log)
+	} else {
+		be, err = localBackend(cfg, so, e, cache, log)
 	}
-	st, err := store.Open(dbPath, store.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: e.dirs,
-		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
-	if err != nil {
-		return err
-	}
+	defer be.close()
+	eng := be.engine
 	var static fs.FS = frontend.FS()
 	if !frontend.Built() && so.frontEndRoot == "" {
 		log.Warn("this binary was built without the editor; / serves a placeholder page (run make build)")
@@ -129,6 +130,8 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		CompressResponses: so.compress,
 		Version:           comfyUIVersion,
 		Argv:              os.Args,
+		Interrupt:         be.interrupt,
+		FetchFile:         be.fetchFile,
 	})
 	if err != nil {
 		return err
@@ -160,7 +163,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := eng.Run(runCtx); err != nil {
+		if err := be.run(runCtx); err != nil {
 			log.Error("executor stopped", "err", err)
 		}
 	}()
@@ -198,6 +201,34 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		serveErr = nil
 	}
 	return serveErr
+}
+
+// backend is where serve's prompts go: the local bbolt queue and one engine, or a
+// JetStream cluster (cluster.go).
+type backend struct {
+	engine    *executor.Engine // validates and submits; its events reach the websocket clients
+	run       func(ctx context.Context) error
+	close     func()
+	interrupt func(promptID string)
+	fetchFile func(ctx context.Context, typ, subfolder, name, dir string) error
+}
+
+func localBackend(cfg *config, so *serveOptions, e *env, cache executor.CacheOptions, log *slog.Logger) (*backend, error) {
+	dbPath := so.queueDB
+	if dbPath == "" {
+		dbPath = filepath.Join(e.userDir, "forgeflow.db")
+	}
+	st, err := store.Open(dbPath, store.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: e.dirs,
+		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &backend{engine: eng, run: eng.Run, close: func() { st.Close() }}, nil
 }
 
 // listenNetwork picks tcp4 or tcp6 for an IP literal, so that "0.0.0.0,::" binds both

@@ -58,6 +58,7 @@ func Run(t *testing.T, newState func(t *testing.T) Opener) {
 		{"PushErrors", testPushErrors},
 		{"DeleteAndClear", testDeleteAndClear},
 		{"AckWritesHistory", testAckWritesHistory},
+		{"PushAgain", testPushAgain},
 		{"FailKeepsSlot", testFailKeepsSlot},
 		{"LeaseBlocks", testLeaseBlocks},
 		{"Restart", testRestart},
@@ -339,6 +340,49 @@ func testAckWritesHistory(t *testing.T, o Opener) {
 	}
 	if h, _ := q.GetHistory(ctx(), "a"); h == nil || h.Status.StatusStr != executor.StatusError {
 		t.Errorf("a refused ack changed the history: %+v", h)
+	}
+}
+
+// testPushAgain: a finished id pushed again keeps its history entry while it waits and
+// runs, and its new entry replaces the old one in place; a deleted id pushed again
+// takes a new number and goes behind the jobs pushed before it.
+func testPushAgain(t *testing.T, o Opener) {
+	q := open(t, o, Options{})
+	push(t, q, "a", executor.PushOptions{})
+	a := lease(t, q)
+	if err := q.Ack(ctx(), a.ID, entry(a, executor.StatusSuccess)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PutHistory(ctx(), entry(job("x"), executor.StatusSuccess)); err != nil {
+		t.Fatal(err)
+	}
+	if n := push(t, q, "a", executor.PushOptions{}); n != 1 {
+		t.Fatalf("finished id pushed again got number %v, want 1", n)
+	}
+	push(t, q, "b", executor.PushOptions{})
+	equal(t, "pending", pendingIDs(t, q), []string{"a", "b"})
+	equal(t, "history while a waits again", historyIDs(t, q, -1, -1), []string{"a", "x"})
+	if h, err := q.GetHistory(ctx(), "a"); err != nil || h.Status.StatusStr != executor.StatusSuccess {
+		t.Fatalf("history of a while it waits again = %+v, %v", h, err)
+	}
+	if n, err := q.Delete(ctx(), "b"); err != nil || n != 1 {
+		t.Fatalf("delete b = %d, %v", n, err)
+	}
+	push(t, q, "c", executor.PushOptions{})
+	if n := push(t, q, "b", executor.PushOptions{}); n != 4 {
+		t.Fatalf("deleted id pushed again got number %v, want 4", n)
+	}
+	equal(t, "pending after b came back", pendingIDs(t, q), []string{"a", "c", "b"})
+	a = lease(t, q)
+	if a.ID != "a" || a.Attempts != 1 {
+		t.Fatalf("leased %s attempt %d, want a attempt 1 (attempts start again)", a.ID, a.Attempts)
+	}
+	if err := q.Ack(ctx(), a.ID, entry(a, executor.StatusError)); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "history after the second run", historyIDs(t, q, -1, -1), []string{"a", "x"})
+	if h, err := q.GetHistory(ctx(), "a"); err != nil || h.Status.StatusStr != executor.StatusError {
+		t.Fatalf("history of a after its second run = %+v, %v", h, err)
 	}
 }
 
