@@ -118,7 +118,10 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 		// The token was redelivered: whoever held it stopped heartbeating.
 		q.expire(ctx, e.id, seq)
 	}
-	for range 20 {
+	// Workers take jobs in the same order, so a view that lags the cluster offers the
+	// jobs others just took: catch up first, and again after losing a race.
+	q.sync(ctx)
+	for range 50 {
 		_, pending := q.idx.jobs()
 		cand, deferred := q.peers.choose(pending)
 		if cand == nil {
@@ -140,6 +143,7 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 			if _, _, err := q.read(ctx, cand.id); err != nil {
 				return nil, err
 			}
+			q.sync(ctx)
 			continue
 		}
 		if err != nil {
@@ -158,10 +162,12 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 // or this process restarted under the lease's name): the job is pending again in its
 // slot, its attempt counted, or retired with an error entry after MaxAttempts.
 func (q *Queue) expire(ctx context.Context, id string, seq uint64) {
-	_, err := q.update(ctx, id, func(r *record) (*record, bool) {
+	var gen string
+	done, err := q.update(ctx, id, func(r *record) (*record, bool) {
 		if r == nil || r.Job == nil || r.Job.Lease == nil || r.Job.Lease.Token != seq {
 			return nil, false // finished, handed back or taken over meanwhile
 		}
+		gen = r.Job.Lease.Gen
 		if r.Job.Attempts >= q.opts.MaxAttempts {
 			q.log.Warn("prompt lost its worker too often; recorded as failed", "prompt_id", id, "attempts", r.Job.Attempts, "last_worker", r.Job.Lease.Worker)
 			b, err := historyJSON(retiredEntry(r.Job))
@@ -181,6 +187,13 @@ func (q *Queue) expire(ctx context.Context, id string, seq uint64) {
 	})
 	if err != nil {
 		q.log.Warn("expire lease", "prompt_id", id, "err", err)
+	}
+	if done {
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			q.sweepOutputs(id, gen)
+		}()
 	}
 }
 
@@ -384,8 +397,16 @@ func (q *Queue) reconcile(ctx context.Context) error {
 	}
 	tokens := int(info.NumPending) + info.NumAckPending
 	if tokens >= jobs {
+		q.deficit = false
 		return nil
 	}
+	// A push between its record and its token looks the same for a moment: act on
+	// a shortfall seen twice in a row.
+	if !q.deficit {
+		q.deficit = true
+		return nil
+	}
+	q.deficit = false
 	q.log.Info("queued prompts without lease tokens; adding tokens", "jobs", jobs, "tokens", tokens)
 	q.idx.mu.Lock()
 	mark := q.idx.watched

@@ -62,11 +62,11 @@ func StartNode(o NodeOptions) (*Node, error) {
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = DefaultMaxPayload
 	}
-	if o.Port == 0 {
-		o.Port = server.RANDOM_PORT
-	}
-	if o.Port < 0 {
+	switch {
+	case o.Port < 0:
 		o.Port = server.DEFAULT_PORT
+	case o.Port == 0:
+		o.Port = server.RANDOM_PORT
 	}
 	opts := &server.Options{
 		ServerName:   o.Name,

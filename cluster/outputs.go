@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -222,4 +223,27 @@ func (q *Queue) FetchOutput(ctx context.Context, typ, subfolder, name, dir strin
 		return fmt.Errorf("cluster: output %s: %w", object, err)
 	}
 	return nil
+}
+
+// sweepOutputs removes the objects a lapsed lease (generation gen) of prompt id
+// published before its worker died or hung: only a committed run's files stay.
+func (q *Queue) sweepOutputs(id, gen string) {
+	ctx, cancel := context.WithTimeout(q.ctx, time.Minute)
+	defer cancel()
+	list, err := q.objs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return
+	}
+	if err != nil {
+		q.log.Warn("list outputs of a lapsed lease", "prompt_id", id, "err", err)
+		return
+	}
+	for _, o := range list {
+		if o.Headers.Get("Prompt-Id") != id || o.Headers.Get("Lease") != gen {
+			continue
+		}
+		if err := q.objs.Delete(ctx, o.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			q.log.Warn("remove output of a lapsed lease", "object", o.Name, "err", err)
+		}
+	}
 }

@@ -88,6 +88,7 @@ type Queue struct {
 	heldMu    sync.Mutex
 	held      map[string]*held
 	outputs   *outputDirs // set for workers: where their engine writes outputs
+	deficit   bool        // the last reconcile found fewer tokens than jobs (worker's maintain loop only)
 	onLost    func(id string)
 }
 
@@ -237,6 +238,9 @@ func (q *Queue) setup(ctx context.Context, leaseSet bool) error {
 	if err != nil {
 		return fmt.Errorf("cluster: open %s: %w", q.names.queueKV, err)
 	}
+	if q.kv, err = leaderReads(ctx, q.js, q.kv); err != nil {
+		return fmt.Errorf("cluster: open %s: %w", q.names.queueKV, err)
+	}
 	if _, err := q.js.CreateStream(ctx, jetstream.StreamConfig{Name: q.names.tokens, Subjects: []string{q.names.tokenSubject},
 		Retention: jetstream.WorkQueuePolicy, Replicas: r, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 		Description: "forgeflow lease tokens: one per queued prompt"}); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -278,6 +282,25 @@ func keyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		}
 	}
 	return kv, err
+}
+
+// leaderReads turns off direct gets on a bucket's stream, so that every Get is
+// answered by the stream leader: a follower may answer with a value a
+// compare-and-set has already replaced, and a worker would retry against it.
+func leaderReads(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, err
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return kv, nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return js.KeyValue(ctx, kv.Bucket())
 }
 
 // startWatch loads the bucket into the index and keeps it current.
