@@ -1,7 +1,7 @@
 // Package queuetest is the conformance suite of executor.Queue: every rule of the
 // Queue contract (order and numbers, front and explicit numbers, delete and clear,
-// restarts, expired leases and retirement after crash loops, hand-backs, sensitive
-// data, history paging and bound, closing) as a test that each implementation runs,
+// pushing an id again, restarts, expired leases and retirement after crash loops,
+// hand-backs, sensitive data, history paging and bound, closing) as a test that each implementation runs,
 // the way testing/iotest checks io implementations:
 //
 //	func TestQueueConformance(t *testing.T) {

@@ -21,6 +21,7 @@ var forbidden = map[string][]string{
 	"diffusion": {"graph", "nodes", "executor", "server"},
 	"executor":  {"gpu", "weights", "diffusion", "nodes/builtin", "server"},
 	"server":    {"gpu", "diffusion", "nodes/builtin"},
+	"cluster":   {"gpu", "weights", "diffusion", "nodes/builtin", "server"},
 }
 
 // leaves import no package of the module at all: the arithmetic that gpu/ and weights/
