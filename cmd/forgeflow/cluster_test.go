@@ -42,7 +42,9 @@ func TestClusterCommands(t *testing.T) {
 	defer cancel()
 	var natsOut, natsErr lockedBuffer
 	natsDone := make(chan int, 1)
-	go func() { natsDone <- run(ctx, []string{"nats", "--store", t.TempDir(), "--port", "0"}, &natsOut, &natsErr) }()
+	go func() {
+		natsDone <- run(ctx, []string{"nats", "--store", t.TempDir(), "--port", "0"}, &natsOut, &natsErr)
+	}()
 	urlRE := regexp.MustCompile(`nats://[0-9.:]+`)
 	deadline := time.Now().Add(30 * time.Second)
 	for urlRE.FindString(natsOut.String()) == "" {
