@@ -97,7 +97,7 @@ func (f *fakeNode) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (no
 func testRegistry() *nodes.Registry {
 	reg := nodes.NewRegistry()
 	intIn := func(name string, def int) graph.Input {
-		return graph.Input{Name: name, Type: graph.TypeInt, Options: map[string]any{"default": def, "min": 0, "max": 1 << 30}}
+		return graph.Input{Name: name, Type: graph.TypeInt, Default: int64(def)}
 	}
 	must := func(err error) {
 		if err != nil {
