@@ -78,6 +78,8 @@ type Queue struct {
 	idx   *index
 	peers *peers
 	objs  jetstream.ObjectStore
+	// workersKV holds the workers' adverts (routing).
+	workersKV jetstream.KeyValue
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -219,22 +221,31 @@ func OpenConn(ctx context.Context, nc *nats.Conn, opts Options) (*Queue, error) 
 	return q, nil
 }
 
-// setup creates (or opens) the bucket, stream, consumer and object store.
+// setup creates (or opens) the buckets, stream, consumer and object store. A cluster
+// that is still forming (no meta leader yet, peers not yet known to be online for an
+// R3 placement) refuses for a moment: setup tries again for up to a minute.
 func (q *Queue) setup(ctx context.Context, leaseSet bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	for {
+		err := q.setupOnce(ctx, leaseSet)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		q.log.Info("waiting for jetstream", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (q *Queue) setupOnce(ctx context.Context, leaseSet bool) error {
 	r := q.opts.Replicas
 	var err error
-	for {
-		q.kv, err = keyValue(ctx, q.js, jetstream.KeyValueConfig{Bucket: q.names.queueKV, History: 1, Replicas: r, Storage: jetstream.FileStorage,
-			Description: "forgeflow queue and history: one key per prompt id"})
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		// A cluster that is still electing its meta leader answers nothing yet.
-		q.log.Debug("waiting for jetstream", "err", err)
-		time.Sleep(200 * time.Millisecond)
-	}
+	q.kv, err = keyValue(ctx, q.js, jetstream.KeyValueConfig{Bucket: q.names.queueKV, History: 1, Replicas: r, Storage: jetstream.FileStorage,
+		Description: "forgeflow queue and history: one key per prompt id"})
 	if err != nil {
 		return fmt.Errorf("cluster: open %s: %w", q.names.queueKV, err)
 	}
@@ -268,6 +279,11 @@ func (q *Queue) setup(ctx context.Context, leaseSet bool) error {
 	}
 	if err != nil {
 		return fmt.Errorf("cluster: open %s: %w", q.names.outputs, err)
+	}
+	q.workersKV, err = keyValue(ctx, q.js, jetstream.KeyValueConfig{Bucket: q.names.workersKV, History: 1, TTL: time.Minute,
+		Replicas: r, Storage: jetstream.FileStorage, Description: "forgeflow workers: models, device, memory"})
+	if err != nil {
+		return fmt.Errorf("cluster: open %s: %w", q.names.workersKV, err)
 	}
 	return nil
 }

@@ -86,13 +86,8 @@ type peers struct {
 func newPeers(q *Queue) *peers { return &peers{q: q, others: map[string]Advert{}} }
 
 func (p *peers) start(ctx context.Context) error {
-	kv, err := keyValue(ctx, p.q.js, jetstream.KeyValueConfig{Bucket: p.q.names.workersKV, History: 1, TTL: time.Minute,
-		Replicas: p.q.opts.Replicas, Storage: jetstream.FileStorage, Description: "forgeflow workers: models, device, memory"})
-	if err != nil {
-		return fmt.Errorf("cluster: open %s: %w", p.q.names.workersKV, err)
-	}
-	p.kv = kv
-	w, err := kv.WatchAll(p.q.ctx)
+	p.kv = p.q.workersKV
+	w, err := p.kv.WatchAll(p.q.ctx)
 	if err != nil {
 		return fmt.Errorf("cluster: watch %s: %w", p.q.names.workersKV, err)
 	}
