@@ -37,11 +37,20 @@ type wirePreview struct {
 // PublishEvent sends an event of this process to every process subscribed with
 // Events (the serve fronts and `forgeflow run --queue`).
 func (q *Queue) PublishEvent(ev executor.Event) error {
+	b, err := q.encodeEvent(ev)
+	if err != nil {
+		return err
+	}
+	return q.nc.Publish(q.names.events, b)
+}
+
+// encodeEvent writes an event as the events subject carries it.
+func (q *Queue) encodeEvent(ev executor.Event) ([]byte, error) {
 	w := wireEvent{Type: ev.Type, ClientID: ev.ClientID, Broadcast: ev.Broadcast, From: q.opts.Name}
 	if ev.Data != nil {
 		b, err := json.Marshal(ev.Data)
 		if err != nil {
-			return fmt.Errorf("cluster: event %s: %w", ev.Type, err)
+			return nil, fmt.Errorf("cluster: event %s: %w", ev.Type, err)
 		}
 		w.Data = b
 	}
@@ -51,9 +60,9 @@ func (q *Queue) PublishEvent(ev executor.Event) error {
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
-		return fmt.Errorf("cluster: event %s: %w", ev.Type, err)
+		return nil, fmt.Errorf("cluster: event %s: %w", ev.Type, err)
 	}
-	return q.nc.Publish(q.names.events, b)
+	return b, nil
 }
 
 // Events calls fn with every event any process of the cluster publishes (in each

@@ -13,12 +13,11 @@ import (
 	"github.com/forgeflow/forgeflow/executor"
 )
 
-// held is a lease this process holds: the delivered token and the revision the job
-// record had when the lease was written.
+// held is a lease this process holds: the delivered token and the lease's
+// generation, which a commit must still find in the job record.
 type held struct {
 	id, gen  string
 	msg      jetstream.Msg
-	rev      uint64
 	activity atomic.Int64 // Unix ns of the prompt's last event
 	done     chan struct{}
 	stopOnce sync.Once
@@ -136,7 +135,7 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 		jp.Attempts++
 		jp.Lease = &lease{Worker: q.opts.Name, Token: seq, Reply: msg.Reply(), Gen: gen, Since: time.Now().UnixMilli()}
 		rec := &record{Job: &jp, History: cand.rec.History}
-		rev, err := q.write(ctx, cand.id, cand.rev, rec, func(r *record) bool {
+		_, err := q.write(ctx, cand.id, cand.rev, rec, func(r *record) bool {
 			return r.Job != nil && r.Job.Lease != nil && r.Job.Lease.Gen == gen
 		})
 		if errors.Is(err, errConflict) {
@@ -149,7 +148,7 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 		if err != nil {
 			return nil, err
 		}
-		q.hold(cand.id, gen, msg, rev)
+		q.hold(cand.id, gen, msg)
 		job := jp.Item
 		job.Sensitive = jp.Sensitive
 		job.Attempts = jp.Attempts
@@ -207,8 +206,8 @@ func retiredEntry(jp *jobPart) *executor.HistoryEntry {
 // hold records a lease and heartbeats its token until it ends: AckProgress every
 // third of the lease timeout while the prompt shows progress (an executor event
 // within HangTimeout). When the index shows the job taken over, onLost is told.
-func (q *Queue) hold(id, gen string, msg jetstream.Msg, rev uint64) {
-	h := &held{id: id, gen: gen, msg: msg, rev: rev, done: make(chan struct{})}
+func (q *Queue) hold(id, gen string, msg jetstream.Msg) {
+	h := &held{id: id, gen: gen, msg: msg, done: make(chan struct{})}
 	h.touch()
 	q.heldMu.Lock()
 	q.held[id] = h
@@ -291,8 +290,8 @@ func (q *Queue) dropHeld(seq uint64) {
 }
 
 // Ack implements executor.Queue: the entry (with the run's output files published,
-// for a worker) replaces the job in one compare-and-set on the revision the lease was
-// written at, so of two runs of one prompt (a lease that lapsed while the first
+// for a worker) replaces the job in one compare-and-set on the record that still
+// holds this lease, so of two runs of one prompt (a lease that lapsed while the first
 // still ran) exactly one commits; the other gets ErrNotLeased and its files are
 // removed. Only the process holding the lease may ack it.
 func (q *Queue) Ack(ctx context.Context, id string, entry *executor.HistoryEntry) error {
