@@ -18,13 +18,19 @@ import (
 // or stop is called.
 func startWorker(t testing.TB, urls, prefix, name string, lease time.Duration, models []string) (stop func()) {
 	t.Helper()
-	nc, err := Connect(urls, name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := testWorkerOptions(name, prefix, filepath.Join(t.TempDir(), name), lease)
 	if models != nil {
 		o.Models = func() []string { return models }
+	}
+	return startWorkerWith(t, urls, o)
+}
+
+func startWorkerWith(t testing.TB, urls string, o WorkerOptions) (stop func()) {
+	t.Helper()
+	name := o.Queue.Name
+	nc, err := Connect(urls, name, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := NewWorker(ctx, nc, o)
@@ -209,5 +215,49 @@ func BenchmarkClusterThroughput(b *testing.B) {
 			b.ReportMetric(float64(b.N)/wall.Seconds(), "prompts/s")
 			b.ReportMetric(wall.Seconds()*1000*float64(k)/float64(b.N)-workMS, "overhead-ms/prompt")
 		})
+	}
+}
+
+// TestStalledNode: a node that reports no progress for longer than the hang timeout
+// stops its worker's heartbeats; the lease lapses, another worker runs the prompt,
+// and the first run is interrupted and recorded nowhere.
+func TestStalledNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a lease: skipped with -short")
+	}
+	n := startNode(t)
+	f := startFront(t, n.ClientURL(), "stall", "front")
+	stalled := testWorkerOptions("stalls", "stall", filepath.Join(t.TempDir(), "stalls"), time.Second)
+	stalled.Queue.HangTimeout = 300 * time.Millisecond
+	startWorkerWith(t, n.ClientURL(), stalled)
+	waitFor(t, 30*time.Second, "the first worker's advert", func() bool { return len(f.q.peers.live()) == 1 })
+	job := workJob("quiet", 2500)
+	job.Prompt["1"].Inputs["steps"] = int64(1) // no progress until the end
+	if _, err := f.q.Push(context.Background(), job, executor.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the prompt to run on the first worker", func() bool { return len(runningOn(f.q)["stalls"]) == 1 })
+	startWorker(t, n.ClientURL(), "stall", "patient", time.Second, nil)
+	waitFor(t, 60*time.Second, "the prompt in the history", func() bool {
+		rec, _ := f.q.idx.get("quiet")
+		return rec != nil && rec.History != nil
+	})
+	e, err := f.q.GetHistory(context.Background(), "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(e.Outputs)
+	if e.Status.StatusStr != executor.StatusSuccess || !bytes.Contains(out, []byte(`"subfolder":"patient"`)) {
+		t.Fatalf("history entry: %s %s", e.Status.StatusStr, out)
+	}
+	// The stalled run was interrupted when its worker saw the lease gone: it left no
+	// output (wait out the rest of its node to be sure).
+	time.Sleep(time.Second)
+	list, err := f.q.objs.List(context.Background())
+	if err != nil || len(list) != 1 || list[0].Name != "output/patient/out_00001_.txt" {
+		t.Fatalf("objects %v, %v; want the one output of the patient worker", list, err)
+	}
+	if hs, _ := f.q.ListHistory(context.Background(), -1, -1); len(hs) != 1 {
+		t.Fatalf("%d history entries, want 1", len(hs))
 	}
 }
