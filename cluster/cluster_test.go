@@ -229,9 +229,8 @@ func TestClusterFailover(t *testing.T) {
 		n, err := b.q.Remaining(context.Background())
 		return err == nil && n == 0 && len(b.q.idx.history()) >= prompts
 	})
-	if victimDone.Load() == 0 {
-		t.Fatalf("the killed worker's prompt %s did not finish", victimPrompt)
-	}
+	// Front A's view may trail B's by a moment.
+	waitFor(t, 30*time.Second, "front A to see the killed worker's prompt finished", func() bool { return victimDone.Load() != 0 })
 	t.Logf("worker %s killed (SIGKILL) while running %s: the prompt finished on another worker %s later (lease timeout %s)",
 		victim.name, victimPrompt, time.Duration(victimDone.Load()).Round(time.Millisecond), lease)
 	stall := mon.longestStall(down)
