@@ -136,7 +136,7 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 3-node cluster and 3 worker processes: skipped with -short")
 	}
-	const prompts, workMS, lease = 200, 100, 2 * time.Second
+	const prompts, workMS, longMS, lease = 200, 100, 2000, 2 * time.Second
 	nodes := startCluster(t, 3)
 	urls := clientURLs(nodes)
 	a := startFront(t, urls, "ff", "front-a")
@@ -157,25 +157,35 @@ func TestClusterFailover(t *testing.T) {
 		if i%2 == 1 {
 			f = b
 		}
-		code, body := postJSON(t, f, "/prompt", map[string]any{"prompt": workPrompt(workMS, ids[i]), "prompt_id": ids[i], "client_id": "client-1"})
+		ms := workMS
+		if i%40 == 20 {
+			ms = longMS // a prompt long enough to be killed in the middle of for sure
+		}
+		code, body := postJSON(t, f, "/prompt", map[string]any{"prompt": workPrompt(ms, ids[i]), "prompt_id": ids[i], "client_id": "client-1"})
 		if code != http.StatusOK {
 			t.Fatalf("POST /prompt %s: %d %s", ids[i], code, body)
 		}
 	}
 	t.Logf("200 prompts accepted through two fronts in %s", time.Since(start).Round(time.Millisecond))
 
+	// The prompts done in the calm phase: their events have a second to arrive
+	// before anything is killed.
+	waitFor(t, 60*time.Second, "10 prompts finished", func() bool { return len(a.q.idx.history()) >= 10 })
+	calm := map[string]bool{}
+	for _, e := range a.q.idx.history() {
+		calm[e.id] = true
+	}
+	time.Sleep(time.Second)
+
 	// Kill a worker while it runs a prompt.
 	var victim *proc
 	var victimPrompt string
-	waitFor(t, 60*time.Second, "a worker running a prompt after 10 finished", func() bool {
-		if len(a.q.idx.history()) < 10 {
-			return false
-		}
-		// A lease taken in the last 20 ms of a 100 ms prompt: the kill lands mid-prompt.
+	waitFor(t, 60*time.Second, "a worker running a prompt", func() bool {
+		// A long prompt leased less than a second ago: the kill lands mid-prompt.
 		running, _ := a.q.idx.jobs()
 		for _, e := range running {
 			l := e.rec.Job.Lease
-			if time.Since(time.UnixMilli(l.Since)) > 20*time.Millisecond {
+			if e.rec.Job.Item.Prompt["1"].Inputs["ms"] != json.Number(itoa(longMS)) || time.Since(time.UnixMilli(l.Since)) > time.Second {
 				continue
 			}
 			for _, p := range procs {
@@ -187,10 +197,6 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return false
 	})
-	calm := map[string]bool{}
-	for _, e := range a.q.idx.history() {
-		calm[e.id] = true
-	}
 	killed := time.Now()
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
