@@ -6,13 +6,37 @@ import (
 	"strings"
 )
 
+// MaxCycleIDs bounds the node ids a cycle report lists: a cycle through thousands of
+// nodes is reported with its first MaxCycleIDs ids (in id order) and its size, so that
+// the error costs the same whatever the prompt.
+const MaxCycleIDs = 32
+
 // CycleError reports nodes that depend on each other through links.
 type CycleError struct {
-	Nodes []string // the nodes of one cycle, in id order
+	// Nodes are the first MaxCycleIDs nodes of one cycle, in id order.
+	Nodes []string
+	// Size is the number of nodes in the cycle (len(Nodes) unless it was capped).
+	Size int
 }
 
 func (e *CycleError) Error() string {
-	return "graph: dependency cycle between nodes " + strings.Join(e.Nodes, ", ")
+	return "graph: dependency cycle between nodes " + CycleText(e.Nodes, e.Size)
+}
+
+// CappedCycle returns the ids a report lists for cycle (sorted ids): at most
+// MaxCycleIDs of them.
+func CappedCycle(cycle []string) []string {
+	return cycle[:min(len(cycle), MaxCycleIDs)]
+}
+
+// CycleText lists the ids of a cycle of size nodes whose first ids are listed: "1, 2, 4",
+// or "1, 10, 100 and 9997 more" when the list was capped.
+func CycleText(listed []string, size int) string {
+	s := strings.Join(listed, ", ")
+	if size > len(listed) {
+		s += fmt.Sprintf(" and %d more", size-len(listed))
+	}
+	return s
 }
 
 // upstream returns the ids of the nodes that node id links to and that exist in p,
@@ -99,7 +123,7 @@ func Order(p Prompt, outputs []string) ([]string, error) {
 	if len(out) < len(nodes) {
 		cycles := Cycles(p, outputs)
 		if len(cycles) > 0 {
-			return nil, &CycleError{Nodes: cycles[0]}
+			return nil, &CycleError{Nodes: CappedCycle(cycles[0]), Size: len(cycles[0])}
 		}
 		return nil, fmt.Errorf("graph: order: %d nodes could not be ordered", len(nodes)-len(out))
 	}

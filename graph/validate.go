@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"sort"
 	"strings"
 )
 
@@ -157,31 +158,43 @@ func ValidatePartial(p Prompt, s Schemas, targets []string) *ValidationResult {
 	}
 	v := &validator{p: p, s: s, done: map[string]*nodeResult{}, busy: map[string]bool{}, cycle: map[string][]string{}}
 	for _, c := range Cycles(p, outputs) {
-		for _, id := range c {
-			v.cycle[id] = c
-		}
+		// Each cycle is reported once, on its first node, with at most MaxCycleIDs ids:
+		// listing the whole cycle on each of its nodes made the answer quadratic.
+		v.cycle[c[0]] = c
 	}
 	var lines []string
-	for _, o := range outputs {
+	var failed []int // indexes in outputs of the outputs that failed, ascending
+	for i, o := range outputs {
+		v.output = i
 		r := v.node(o)
 		if r.ok {
 			res.Outputs = append(res.Outputs, o)
 			continue
 		}
+		failed = append(failed, i)
 		for _, e := range r.errs {
 			lines = append(lines, e.Message+": "+e.Details)
 		}
-		for _, id := range sortedKeys(v.done) {
-			d := v.done[id]
-			if d.ok || len(d.errs) == 0 {
-				continue
+	}
+	// ComfyUI appends each failed output to the dependent_outputs of every failing node
+	// validated so far: a node's list is the failed outputs from the one whose
+	// validation first reached it on. Built once here, capped per node, so that many
+	// failing outputs over many failing nodes cost no quadratic answer.
+	for _, id := range sortedKeys(v.done) {
+		d := v.done[id]
+		if d.ok || len(d.errs) == 0 {
+			continue
+		}
+		from := sort.SearchInts(failed, d.output)
+		deps := make([]string, 0, min(len(failed)-from, MaxDependentOutputs))
+		for _, i := range failed[from:] {
+			if len(deps) == MaxDependentOutputs {
+				break
 			}
-			ne := res.NodeErrors[id]
-			if ne == nil {
-				ne = &NodeErrors{Errors: d.errs, DependentOutputs: []string{}, ClassType: p[id].ClassType}
-				res.NodeErrors[id] = ne
-			}
-			ne.DependentOutputs = append(ne.DependentOutputs, o)
+			deps = append(deps, outputs[i])
+		}
+		if len(deps) > 0 {
+			res.NodeErrors[id] = &NodeErrors{Errors: d.errs, DependentOutputs: deps, ClassType: p[id].ClassType}
 		}
 	}
 	if len(res.Outputs) == 0 {
@@ -194,7 +207,12 @@ func ValidatePartial(p Prompt, s Schemas, targets []string) *ValidationResult {
 type nodeResult struct {
 	ok   bool
 	errs []*ValidationError
+	// output is the index of the output whose validation first reached the node.
+	output int
 }
+
+// MaxDependentOutputs bounds the dependent_outputs listed for one failing node.
+const MaxDependentOutputs = 64
 
 type validator struct {
 	p     Prompt
@@ -202,6 +220,8 @@ type validator struct {
 	done  map[string]*nodeResult
 	busy  map[string]bool
 	cycle map[string][]string
+	// output is the index of the output being validated.
+	output int
 }
 
 // node validates one node and, through its links, everything upstream of it
@@ -218,7 +238,7 @@ func (v *validator) node(id string) *nodeResult {
 	defer delete(v.busy, id)
 	n := v.p[id]
 	sc, _ := v.s.Schema(n.ClassType)
-	r := &nodeResult{ok: true}
+	r := &nodeResult{ok: true, output: v.output}
 	add := func(e *ValidationError) {
 		e.NodeID, e.ClassType = id, n.ClassType
 		if e.ExtraInfo == nil {
@@ -227,8 +247,10 @@ func (v *validator) node(id string) *nodeResult {
 		r.errs = append(r.errs, e)
 	}
 	if c := v.cycle[id]; c != nil {
+		listed := CappedCycle(c)
 		add(&ValidationError{Type: ErrDependencyCycle, Message: "Dependency cycle detected",
-			Details: "nodes " + strings.Join(c, ", ") + " depend on each other", ExtraInfo: map[string]any{"cycle": c}})
+			Details:   "nodes " + CycleText(listed, len(c)) + " depend on each other",
+			ExtraInfo: map[string]any{"cycle": listed, "cycle_size": len(c)}})
 	}
 	upstreamOK := true
 	for i := range sc.Inputs {
