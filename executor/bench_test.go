@@ -46,3 +46,28 @@ func BenchmarkExecute(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLongChain runs a 10,000-node chain of trivial nodes with a subscriber reading
+// every event, as the server's forwarder does: the engine's cost per node when the
+// prompt is large (progress_state is sent at most once per interval, so its cost no
+// longer grows with the square of the chain).
+func BenchmarkLongChain(b *testing.B) {
+	fx := newFixture(b)
+	e, err := executor.New(executor.Options{Registry: fx.reg, Cache: executor.CacheOptions{Mode: executor.CacheNone}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub := e.Subscribe()
+	defer sub.Close()
+	go func() {
+		for range sub.C {
+		}
+	}()
+	job := &executor.Job{ID: "bench", Prompt: longChain(10000, 1)}
+	for b.Loop() {
+		if h := e.Execute(context.Background(), job); h.Status.StatusStr != executor.StatusSuccess {
+			b.Fatal(h.Status)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10002, "ns/node")
+}

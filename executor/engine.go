@@ -56,6 +56,9 @@ type Options struct {
 	SubscriberBacklog int
 	// Now returns the current time for event timestamps; nil means time.Now.
 	Now func() time.Time
+	// ProgressInterval is the shortest time between two progress_state events of a
+	// prompt; 0 means DefaultProgressInterval. See progressState.
+	ProgressInterval time.Duration
 }
 
 // Engine runs prompts one at a time from its Queue and reports events. Create it with
@@ -68,6 +71,8 @@ type Engine struct {
 	noMeta bool
 	now    func() time.Time
 	hub    *hub
+
+	progressInterval time.Duration
 
 	// runMu serialises prompt execution (Run's worker and Execute); worker is set
 	// while Run runs, so that a second Run is refused rather than lease a job it
@@ -108,6 +113,8 @@ func New(opts Options) (*Engine, error) {
 		now:    opts.Now,
 		hub:    newHub(opts.SubscriberBacklog),
 		cache:  c,
+
+		progressInterval: opts.ProgressInterval,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sync"
 
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -21,9 +20,7 @@ type run struct {
 	sideUI   map[string]map[string]any // cached UI of prompt nodes outside the plan
 	executed []string
 	messages []Message
-
-	progMu   sync.Mutex
-	progress map[string]NodeProgress
+	progress *progressState
 }
 
 // execute runs job. With handBack set (the queue worker), a cancelled ctx means the
@@ -43,7 +40,8 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		e.mu.Unlock()
 	}()
 
-	r := &run{e: e, job: job, clientID: job.ClientID(), results: map[string]*cacheEntry{}, sideUI: map[string]map[string]any{}, progress: map[string]NodeProgress{}}
+	r := &run{e: e, job: job, clientID: job.ClientID(), results: map[string]*cacheEntry{}, sideUI: map[string]map[string]any{}}
+	r.progress = newProgressState(r, e.progressInterval)
 	r.message(EventExecutionStart, ExecutionStartData{PromptID: job.ID, Timestamp: e.now().UnixMilli()})
 	p, nerr := e.makePlan(job)
 	if nerr != nil {
@@ -115,6 +113,7 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 		}
 		r.setProgress(id, NodeFinished, 1, 1)
 	}
+	r.progress.end()
 	r.message(EventExecutionSuccess, ExecutionSuccessData{PromptID: job.ID, Timestamp: e.now().UnixMilli()})
 	return r.finish(true), false
 }
@@ -124,6 +123,7 @@ func (e *Engine) execute(parent context.Context, job *Job, handBack bool) (entry
 // interrupt.
 func (r *run) cancelled(parent context.Context, st *step, handBack bool) (*HistoryEntry, bool) {
 	if handBack && parent.Err() != nil {
+		r.progress.end()
 		r.endPrompt()
 		return nil, true
 	}
@@ -192,19 +192,10 @@ func (r *run) message(typ string, data any) {
 	r.publish(Event{Type: typ, ClientID: r.clientID, Data: data})
 }
 
-// setProgress updates a node's progress_state entry and sends the state of every
-// node that has started.
+// setProgress updates a node's progress_state entry; see progressState for when the
+// state is sent.
 func (r *run) setProgress(id, state string, value, max float64) {
-	r.progMu.Lock()
-	r.progress[id] = NodeProgress{Value: value, Max: max, State: state, NodeID: id, PromptID: r.job.ID, DisplayNodeID: id, RealNodeID: id}
-	if !r.e.hub.active() {
-		// The snapshot is a copy of every started node: skip it when nobody listens.
-		r.progMu.Unlock()
-		return
-	}
-	snap := maps.Clone(r.progress)
-	r.progMu.Unlock()
-	r.send(EventProgressState, ProgressStateData{PromptID: r.job.ID, Nodes: snap})
+	r.progress.set(id, state, value, max)
 }
 
 // endPrompt applies the cache policy, keeping the outputs of this prompt's nodes. A
@@ -273,6 +264,7 @@ func (r *run) currentOutputs() []string {
 
 func (r *run) finishInterrupted(st *step) *HistoryEntry {
 	r.setProgress(st.id, NodeError, 0, 1)
+	r.progress.end()
 	r.message(EventExecutionInterrupted, ExecutionInterruptedData{
 		PromptID: r.job.ID, NodeID: st.id, NodeType: st.class,
 		Executed: r.executedList(), Timestamp: r.e.now().UnixMilli(),
@@ -294,6 +286,7 @@ func (r *run) finishError(nerr *nodeError) *HistoryEntry {
 	if inputs == nil {
 		inputs = map[string][]any{}
 	}
+	r.progress.end()
 	r.message(EventExecutionError, ExecutionErrorData{
 		PromptID: r.job.ID, NodeID: nerr.nodeID, NodeType: nerr.class,
 		Executed:         r.executedList(),
