@@ -59,6 +59,8 @@ type Options struct {
 	// ProgressInterval is the shortest time between two progress_state events of a
 	// prompt; 0 means DefaultProgressInterval. See progressState.
 	ProgressInterval time.Duration
+	// MaxImagePixels is passed to nodes (nodes.Env.MaxImagePixels, --max-image-pixels).
+	MaxImagePixels int64
 }
 
 // Engine runs prompts one at a time from its Queue and reports events. Create it with
@@ -73,6 +75,7 @@ type Engine struct {
 	hub    *hub
 
 	progressInterval time.Duration
+	maxImagePixels   int64
 
 	// runMu serialises prompt execution (Run's worker and Execute); worker is set
 	// while Run runs, so that a second Run is refused rather than lease a job it
@@ -115,6 +118,7 @@ func New(opts Options) (*Engine, error) {
 		cache:  c,
 
 		progressInterval: opts.ProgressInterval,
+		maxImagePixels:   opts.MaxImagePixels,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

@@ -14,6 +14,10 @@ import (
 // every implementation runs the conformance suite executor/queuetest, so the two cannot
 // drift. The contract follows ComfyUI's PromptQueue (execution.py) and POST /prompt.
 //
+// Ids. A job's ID is a non-empty string of at most MaxIDLength bytes; Push refuses
+// others (a longer one with ErrInvalidID), so that an id is always a valid key for
+// every implementation.
+//
 // Concurrency and durability. Every method is safe for concurrent use. A method that
 // returned nil has made its change durable: it survives the process stopping at any
 // later moment. After Close every method returns an error wrapping ErrClosed.
@@ -54,7 +58,8 @@ import (
 type Queue interface {
 	// Push stores job as pending and returns the number it got (also set in
 	// job.Number), as the type's comment describes. An empty job.ID or a number that
-	// is not finite is an error; an ID already pending or running is ErrDuplicate.
+	// is not finite is an error, an ID longer than MaxIDLength is ErrInvalidID; an ID
+	// already pending or running is ErrDuplicate.
 	Push(ctx context.Context, job *Job, opts PushOptions) (float64, error)
 	// Lease marks the next pending job running and returns it, with its Sensitive
 	// data and Attempts. It blocks until a job is pending, ctx is done (it returns
@@ -120,10 +125,15 @@ const (
 	DefaultMaxAttempts = 2
 )
 
+// MaxIDLength bounds a prompt id (bytes): ComfyUI's are 36-character UUIDs, and the
+// server refuses longer prompt_id and client_id values with 400.
+const MaxIDLength = 256
+
 // Errors a Queue returns; check with errors.Is.
 var (
 	ErrNotFound  = errors.New("executor: prompt not found")
 	ErrDuplicate = errors.New("executor: prompt id already queued")
+	ErrInvalidID = errors.New("executor: prompt id too long")
 	ErrClosed    = errors.New("executor: queue closed")
 	ErrNotLeased = errors.New("executor: prompt is not running")
 )

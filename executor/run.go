@@ -173,6 +173,7 @@ func (r *run) envFor(st *step) *nodes.Env {
 		Prompt:          r.job.Prompt,
 		ExtraPNGInfo:    r.job.ExtraPNGInfo(),
 		DisableMetadata: e.noMeta,
+		MaxImagePixels:  e.maxImagePixels,
 	}
 }
 

@@ -62,6 +62,9 @@ type Env struct {
 	ExtraPNGInfo map[string]any
 	// DisableMetadata is set by --disable-metadata: saved files carry no workflow.
 	DisableMetadata bool
+	// MaxImagePixels bounds the images a node decodes (width × height, checked on the
+	// header before decoding: internal/imagesize); 0 means imagesize.DefaultMaxPixels.
+	MaxImagePixels int64
 }
 
 // Dirs are the folders a node may read or write. Every path a node builds from user

@@ -157,6 +157,15 @@ func (s *Server) postPrompt(w http.ResponseWriter, r *http.Request) {
 		s.refusePrompt(w, "no_prompt", "No prompt provided", "No prompt provided")
 		return
 	}
+	if len(req.PromptID) > executor.MaxIDLength || len(req.ClientID) > executor.MaxIDLength {
+		s.refusePrompt(w, "invalid_prompt", "Invalid prompt", fmt.Sprintf("prompt_id and client_id may hold at most %d bytes", executor.MaxIDLength))
+		return
+	}
+	if len(req.Prompt) > s.opts.MaxPromptNodes {
+		s.refusePrompt(w, "invalid_prompt", "Prompt too large",
+			fmt.Sprintf("the prompt has %d nodes; this server takes at most %d (forgeflow serve --max-prompt-nodes)", len(req.Prompt), s.opts.MaxPromptNodes))
+		return
+	}
 	for id, n := range req.Prompt {
 		if n.ClassType == "" {
 			s.refusePrompt(w, "invalid_prompt", "Cannot execute because a node is missing the class_type property.", fmt.Sprintf("Node ID '#%s'", id))

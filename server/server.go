@@ -13,16 +13,22 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
 )
 
-// Default limits. ComfyUI's --max-upload-size defaults to 100 MB; a prompt is JSON and
-// needs far less, but UI workflows embedded in extra_data can be large.
+// Default limits (codex/server.md "Limits" lists every bound with its flag). ComfyUI's
+// --max-upload-size defaults to 100 MB; a prompt is JSON and needs far less, but UI
+// workflows embedded in extra_data can be large.
 const (
-	DefaultMaxUploadSize = 100 << 20
-	DefaultMaxPromptSize = 32 << 20
+	DefaultMaxUploadSize        = 100 << 20
+	DefaultMaxPromptSize        = 32 << 20
+	DefaultMaxPromptNodes       = 10000
+	DefaultMaxConcurrentUploads = 8
+	DefaultMaxWSMessageSize     = 1 << 20
+	DefaultMaxWSMessageRate     = 100 // messages per second, with a burst of twice that
 )
 
 // Dirs are the folders the server reads and writes. Output, Input and Temp match
@@ -59,6 +65,40 @@ type Options struct {
 	MaxUploadSize int64
 	// MaxPromptSize limits JSON request bodies (bytes); 0 means DefaultMaxPromptSize.
 	MaxPromptSize int64
+	// MaxImagePixels bounds the images the server decodes (/view conversions, mask
+	// uploads) and accepts as uploads, checked on the header; 0 means
+	// imagesize.DefaultMaxPixels.
+	MaxImagePixels int64
+	// MaxPromptNodes bounds the nodes of one prompt; 0 means DefaultMaxPromptNodes.
+	MaxPromptNodes int
+	// MaxConcurrentUploads bounds the uploads and userdata writes received at once
+	// (each is spooled to disk, so this bounds disk and descriptors, not memory); 0
+	// means DefaultMaxConcurrentUploads.
+	MaxConcurrentUploads int
+	// MaxWSMessageSize bounds one message a websocket client sends (bytes); 0 means
+	// DefaultMaxWSMessageSize. A bigger message closes the connection.
+	MaxWSMessageSize int64
+	// MaxWSMessageRate bounds the messages per second one websocket client sends
+	// (with a burst of twice as many); 0 means DefaultMaxWSMessageRate. A client over
+	// it is disconnected.
+	MaxWSMessageRate float64
+	// AllowedHosts are host names accepted in the Host header besides loopback names
+	// and the listen addresses, when every listen address is loopback (the DNS
+	// rebinding check); "*" accepts any.
+	AllowedHosts []string
+	// Listen are the addresses (host:port) the server is reached at; with only
+	// loopback ones, a request whose Host names anything else is refused.
+	Listen []string
+	// MaxConnections caps the open connections of listeners from Server.Listen; 0
+	// means DefaultMaxConnections.
+	MaxConnections int
+	// ReadHeaderTimeout, ReadBodyTimeout and IdleTimeout are NewHTTPServer's
+	// timeouts: reading a request's header, waiting for the next bytes of its body,
+	// and keeping an idle connection open. 0 means the Default of each; a negative
+	// value turns it off.
+	ReadHeaderTimeout time.Duration
+	ReadBodyTimeout   time.Duration
+	IdleTimeout       time.Duration
 	// CORSOrigin is --enable-cors-header: when set, every answer carries
 	// Access-Control-Allow-Origin with it; when empty, cross-origin POSTs to a loopback
 	// host are refused as ComfyUI does.
@@ -89,7 +129,7 @@ type ObjectInfoSource interface {
 // Server is ComfyUI's API. Create it with New and serve Handler.
 type Server struct {
 	opts    Options
-	log     *slog.Logger
+	log     *slog.Logger // rate-limited per message
 	engine  *executor.Engine
 	queue   executor.Queue // the engine's; nil without an engine
 	mux     *http.ServeMux
@@ -98,6 +138,12 @@ type Server struct {
 
 	// settingsMu serialises read-modify-write of the settings file.
 	settingsMu sync.Mutex
+	// uploads holds one token per upload being received (MaxConcurrentUploads).
+	uploads chan struct{}
+	// logLimit rate-limits log (see loglimit.go).
+	logLimit *logLimiter
+	hosts    hostCheck
+	conns    *conns
 }
 
 // New checks the options and builds the routes.
@@ -111,12 +157,44 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxPromptSize <= 0 {
 		opts.MaxPromptSize = DefaultMaxPromptSize
 	}
+	if opts.MaxPromptNodes <= 0 {
+		opts.MaxPromptNodes = DefaultMaxPromptNodes
+	}
+	if opts.MaxConcurrentUploads <= 0 {
+		opts.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	}
+	if opts.MaxWSMessageSize <= 0 {
+		opts.MaxWSMessageSize = DefaultMaxWSMessageSize
+	}
+	if opts.MaxWSMessageRate <= 0 {
+		opts.MaxWSMessageRate = DefaultMaxWSMessageRate
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	for _, t := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&opts.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&opts.ReadBodyTimeout, DefaultReadBodyTimeout}, {&opts.IdleTimeout, DefaultIdleTimeout}} {
+		switch {
+		case *t.v == 0:
+			*t.v = t.def
+		case *t.v < 0:
+			*t.v = 0
+		}
+	}
 	for name, dir := range map[string]string{"output": opts.Dirs.Output, "input": opts.Dirs.Input, "temp": opts.Dirs.Temp, "user": opts.Dirs.User} {
 		if dir == "" {
 			return nil, fmt.Errorf("server: options: %s directory not set", name)
 		}
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), engine: opts.Engine}
+	// Every line the server logs is caused by a request or an event, so all of them
+	// are rate-limited, per message.
+	limit := newLogLimiter(clientLogRate, clientLogBurst)
+	s := &Server{opts: opts, log: slog.New(limit.handler(opts.Logger.Handler(), recordMessage)), logLimit: limit,
+		mux: http.NewServeMux(), engine: opts.Engine, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
+		conns: newConns(opts.MaxConnections)}
+	s.hosts = newHostCheck(opts.Listen, opts.AllowedHosts)
 	if s.engine != nil {
 		if s.queue = s.engine.Queue(); s.queue == nil {
 			return nil, errors.New("server: options: the engine has no queue")

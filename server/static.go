@@ -41,6 +41,11 @@ func (s *Server) serveStatic(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusInternalServerError, "cannot read file", err.Error())
 		return
 	}
+	if strings.HasSuffix(name, ".html") {
+		setEditorHeaders(w.Header())
+	} else {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+	}
 	if name == "index.html" {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("Pragma", "no-cache")

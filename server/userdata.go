@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -158,7 +159,10 @@ func (s *Server) getUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
+	// A user file is data (workflows, settings, templates) fetched by the editor,
+	// never a page: served as an attachment with a safe type, never sniffed.
+	setStoredFileHeaders(w.Header(), userContentType(st.Name()), "attachment", st.Name())
+	http.ServeContent(w, r, "", st.ModTime(), f)
 }
 
 // overwriteAndInfo reads the overwrite (default true) and full_info (default false)
@@ -181,6 +185,9 @@ func (s *Server) answerUserFile(w http.ResponseWriter, root *os.Root, rel string
 	s.writeJSON(w, http.StatusOK, newFileInfo(rel, st))
 }
 
+// postUserdata stores the body as a user file. The body is streamed to a hidden file
+// beside the target and renamed over it, so it is never held in memory and a reader
+// never sees half a file.
 func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
 	rel, err := userPath(r.PathValue("file"))
 	if err != nil {
@@ -188,10 +195,11 @@ func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	overwrite, fullInfo := overwriteAndInfo(r)
-	body, ok := s.readBody(w, r, s.opts.MaxUploadSize)
+	release, ok := s.acquireUpload(w, r)
 	if !ok {
 		return
 	}
+	defer release()
 	root, err := openRoot(s.userDir())
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
@@ -202,21 +210,45 @@ func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusConflict, "File already exists")
 		return
 	}
+	body := &readTracker{r: http.MaxBytesReader(w, r.Body, s.opts.MaxUploadSize)}
 	if err := writeIn(root, rel, body); err != nil {
-		s.writeError(w, http.StatusBadRequest, "Invalid filename. Please avoid special characters like :\\/*?\"<>|", err.Error())
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			s.writeError(w, http.StatusRequestEntityTooLarge, "request body too large", fmt.Sprintf("limit is %d bytes", mbe.Limit))
+		case body.err != nil:
+			s.writeError(w, http.StatusBadRequest, "cannot read request body", body.err.Error())
+		default:
+			s.writeError(w, http.StatusBadRequest, "Invalid filename. Please avoid special characters like :\\/*?\"<>|", err.Error())
+		}
 		return
 	}
 	s.answerUserFile(w, root, rel, fullInfo)
 }
 
-// writeIn writes data to rel inside root, creating its parent folders.
-func writeIn(root *os.Root, rel string, data []byte) error {
+// readTracker remembers the error of the reader it wraps, to tell a failed body from
+// a failed write.
+type readTracker struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
+// writeIn writes content to rel inside root (writeAtomic), creating its parent folders.
+func writeIn(root *os.Root, rel string, content io.Reader) error {
 	if dir := filepath.Dir(rel); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 	}
-	return root.WriteFile(rel, data, 0o644)
+	return writeAtomic(root, rel, content)
 }
 
 func (s *Server) deleteUserdata(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,8 @@ import (
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/tiff"
 	_ "golang.org/x/image/webp"
+
+	"github.com/forgeflow/forgeflow/internal/imagesize"
 )
 
 func (s *Server) viewRoutes() {
@@ -34,6 +36,9 @@ func (s *Server) viewRoutes() {
 var downloadOnly = map[string]bool{
 	"text/html": true, "text/html-sandboxed": true, "application/xhtml+xml": true,
 	"text/javascript": true, "text/css": true,
+	// Beyond ComfyUI's list: SVG and XML pages run scripts too.
+	"image/svg+xml": true, "application/xml": true, "text/xml": true,
+	"application/javascript": true, "application/x-javascript": true,
 }
 
 // getView serves a file of the output, input or temp folder (server.py view_image):
@@ -85,7 +90,6 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	disposition := fmt.Sprintf("filename=%q", name)
 	channel := q.Get("channel")
 	converting := q.Has("preview") || channel == "rgb" || channel == "a"
 	var data []byte
@@ -96,14 +100,13 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if q.Has("preview") {
-		s.writePreview(w, data, q.Get("preview"), channel, disposition)
+		s.writePreview(w, data, q.Get("preview"), channel, name)
 		return
 	}
 	switch channel {
 	case "rgb", "a":
-		img, _, err := image.Decode(bytes.NewReader(data))
-		if err != nil {
-			s.writeError(w, http.StatusUnsupportedMediaType, "cannot decode image", err.Error())
+		img, ok := s.decodeImage(w, data)
+		if !ok {
 			return
 		}
 		out := image.Image(dropAlpha(img))
@@ -115,8 +118,7 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, http.StatusInternalServerError, "cannot encode image", err.Error())
 			return
 		}
-		w.Header().Set("Content-Type", "image/png")
-		w.Header().Set("Content-Disposition", disposition)
+		setStoredFileHeaders(w.Header(), "image/png", "", name)
 		_, _ = w.Write(buf.Bytes())
 		return
 	}
@@ -127,18 +129,16 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 	if base, _, _ := strings.Cut(ct, ";"); downloadOnly[strings.TrimSpace(base)] {
 		ct = "application/octet-stream"
 	}
-	w.Header().Set("Content-Type", ct)
-	w.Header().Set("Content-Disposition", disposition)
+	setStoredFileHeaders(w.Header(), ct, "", name)
 	http.ServeContent(w, r, "", st.ModTime(), f)
 }
 
 // writePreview re-encodes an image for a thumbnail: "jpeg[;quality]" as JPEG (alpha
 // dropped), anything else as ComfyUI's webp. Go has no WebP encoder, so the webp case is
 // answered with a lossless PNG and its true content type; browsers show either.
-func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, channel, disposition string) {
-	img, _, err := image.Decode(bytes.NewReader(data))
-	if err != nil {
-		s.writeError(w, http.StatusUnsupportedMediaType, "cannot decode image", err.Error())
+func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, channel, name string) {
+	img, ok := s.decodeImage(w, data)
+	if !ok {
 		return
 	}
 	parts := strings.Split(preview, ";")
@@ -154,6 +154,7 @@ func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, chann
 		img = dropAlpha(img)
 	}
 	var buf bytes.Buffer
+	var err error
 	ct := "image/png"
 	if format == "jpeg" {
 		ct = "image/jpeg"
@@ -165,9 +166,30 @@ func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, chann
 		s.writeError(w, http.StatusInternalServerError, "cannot encode preview", err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", ct)
-	w.Header().Set("Content-Disposition", disposition)
+	setStoredFileHeaders(w.Header(), ct, "", name)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// decodeImage decodes an image to convert it, refusing one over MaxImagePixels from its
+// header (413) and one Go cannot decode (415); it writes the error answer itself.
+func (s *Server) decodeImage(w http.ResponseWriter, data []byte) (image.Image, bool) {
+	img, _, err := imagesize.Decode(data, s.opts.MaxImagePixels)
+	var tl *imagesize.TooLargeError
+	switch {
+	case errors.As(err, &tl):
+		s.writeError(w, http.StatusRequestEntityTooLarge, "image too large", tooLargeDetails(tl))
+		return nil, false
+	case err != nil:
+		s.writeError(w, http.StatusUnsupportedMediaType, "cannot decode image", err.Error())
+		return nil, false
+	}
+	return img, true
+}
+
+// tooLargeDetails explains a refused image and names the flag that raises the limit.
+func tooLargeDetails(tl *imagesize.TooLargeError) string {
+	return fmt.Sprintf("%dx%d is %d pixels; the limit is %d (forgeflow serve --max-image-pixels)",
+		tl.Width, tl.Height, int64(tl.Width)*int64(tl.Height), tl.Max)
 }
 
 // hasAlpha reports whether the decoded image carries an alpha channel (PIL's mode

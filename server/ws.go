@@ -6,11 +6,15 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/forgeflow/forgeflow/executor"
 )
 
 // Binary websocket event types (ComfyUI protocol.py BinaryEventTypes).
@@ -54,10 +58,13 @@ type Preview struct {
 }
 
 // writeWait bounds a write to one client: a client that stops reading is dropped
-// rather than holding up everyone else.
+// rather than holding up everyone else. sendBacklog and sendBacklogBytes bound what
+// waits for one client (a progress_state of a large prompt or a preview can be
+// megabytes): a client over either is dropped too.
 const (
-	writeWait   = 10 * time.Second
-	sendBacklog = 256
+	writeWait        = 10 * time.Second
+	sendBacklog      = 256
+	sendBacklogBytes = 64 << 20
 )
 
 type wsMessage struct {
@@ -72,8 +79,9 @@ type wsClient struct {
 	done chan struct{}
 	once sync.Once
 
-	mu    sync.Mutex
-	flags map[string]any
+	mu      sync.Mutex
+	flags   map[string]any
+	pending int // bytes in send
 }
 
 func (c *wsClient) close() {
@@ -93,6 +101,16 @@ func (c *wsClient) supports(flag string) bool {
 // enqueue hands a message to the client's writer; a client whose backlog is full is
 // disconnected (it will reconnect and get a fresh status).
 func (c *wsClient) enqueue(m wsMessage) {
+	c.mu.Lock()
+	over := c.pending+len(m.data) > sendBacklogBytes
+	if !over {
+		c.pending += len(m.data)
+	}
+	c.mu.Unlock()
+	if over {
+		c.close()
+		return
+	}
 	select {
 	case c.send <- m:
 	case <-c.done:
@@ -108,6 +126,9 @@ func (c *wsClient) writeLoop() {
 		case <-c.done:
 			return
 		case m := <-c.send:
+			c.mu.Lock()
+			c.pending -= len(m.data)
+			c.mu.Unlock()
 			typ := websocket.TextMessage
 			if m.binary {
 				typ = websocket.BinaryMessage
@@ -182,6 +203,29 @@ func (h *hub) targets(sid string, broadcast bool) []*wsClient {
 		cs = append(cs, c)
 	}
 	return cs
+}
+
+// rateLimit is a token bucket: rate tokens a second, at most burst of them.
+type rateLimit struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func newRateLimit(rate, burst float64) *rateLimit {
+	return &rateLimit{rate: rate, burst: burst, tokens: burst}
+}
+
+// allow takes a token if there is one.
+func (l *rateLimit) allow(now time.Time) bool {
+	if !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
 }
 
 // jsonMessage encodes ComfyUI's {"type", "data"} envelope.
@@ -315,11 +359,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		// originMiddleware has already applied ComfyUI's origin rule (or CORS).
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
+	sid := r.URL.Query().Get("clientId")
+	if len(sid) > executor.MaxIDLength {
+		s.writeError(w, http.StatusBadRequest, "clientId too long", fmt.Sprintf("at most %d bytes", executor.MaxIDLength))
+		return
+	}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // Upgrade has written the error answer
 	}
-	sid := r.URL.Query().Get("clientId")
 	if sid == "" {
 		sid = newSID()
 	}
@@ -340,11 +388,22 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	conn.SetReadLimit(1 << 20)
+	// A client sending more than MaxWSMessageSize in one message, or messages faster
+	// than MaxWSMessageRate (burst of twice that), is disconnected.
+	conn.SetReadLimit(s.opts.MaxWSMessageSize)
+	rate := newRateLimit(s.opts.MaxWSMessageRate, 2*s.opts.MaxWSMessageRate)
 	first := true
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				s.log.Warn("websocket client sent a message over the size limit; disconnected", "sid", sid, "limit", s.opts.MaxWSMessageSize)
+			}
+			return
+		}
+		if !rate.allow(time.Now()) {
+			s.log.Warn("websocket client sent messages over the rate limit; disconnected", "sid", sid, "per_second", s.opts.MaxWSMessageRate)
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "message rate limit"), time.Now().Add(time.Second))
 			return
 		}
 		if typ != websocket.TextMessage {

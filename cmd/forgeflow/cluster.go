@@ -37,7 +37,7 @@ func clusterBackend(ctx context.Context, cfg *config, so *serveOptions, e *env, 
 		nc.Close()
 		return nil, err
 	}
-	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: q, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: q, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata, MaxImagePixels: cfg.maxImagePixels})
 	if err != nil {
 		q.Close()
 		nc.Close()
@@ -259,7 +259,7 @@ func runQueued(ctx context.Context, cfg *config, e *env, urls string, files []st
 		return exitFailed
 	}
 	defer q.Close()
-	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: q, Dirs: e.dirs, Logger: log, DisableMetadata: cfg.disableMetadata})
+	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: q, Dirs: e.dirs, Logger: log, DisableMetadata: cfg.disableMetadata, MaxImagePixels: cfg.maxImagePixels})
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed

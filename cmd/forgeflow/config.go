@@ -12,6 +12,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/internal/imagesize"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
 	"github.com/forgeflow/forgeflow/weights/folders"
@@ -32,6 +33,7 @@ type config struct {
 	followModelLinks                               bool
 	verbose                                        bool
 	compute                                        computeFlags
+	maxImagePixels                                 int64
 }
 
 // listFlag is a flag that may be repeated, each use adding values (argparse's
@@ -75,6 +77,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.followModelLinks, "follow-model-links", false, "list and load model files through symbolic links that point outside the model folders (a shared model drive)")
 	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
 	c.compute.register(fs, os.Getenv)
+	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
 }
 
 // dirs resolves the folders as ComfyUI's folder_paths does: everything under the base

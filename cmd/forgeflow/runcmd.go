@@ -50,7 +50,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *queueURL != "" {
 		return runQueued(ctx, &cfg, e, *queueURL, files, opts, log, stdout, stderr)
 	}
-	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+	eng, err := executor.New(executor.Options{Registry: e.registry, Dirs: e.dirs, Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata, MaxImagePixels: cfg.maxImagePixels})
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed

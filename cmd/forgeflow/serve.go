@@ -39,6 +39,7 @@ type serveOptions struct {
 	queueURL      string
 	workers       int
 	shutdownGrace time.Duration
+	limits        serveLimits
 	// ready, when set (tests), receives the address the server listens on.
 	ready func(addr string)
 }
@@ -63,6 +64,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	fl.StringVar(&so.queueURL, "queue", "", "run on a NATS JetStream cluster instead of the local database: nats://h1:4222,nats://h2:4222,...")
 	fl.IntVar(&so.workers, "workers", 1, "with --queue, how many prompts this process executes at once (0: accept only)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
+	so.limits.register(fl)
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -122,23 +124,8 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		}
 		static = os.DirFS(so.frontEndRoot)
 	}
-	srv, err := server.New(server.Options{
-		Logger: log, Nodes: e.registry, Models: e.models, Memory: mem, Static: static, Engine: eng,
-		Dirs:              server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir},
-		MaxUploadSize:     int64(so.maxUploadMB * 1024 * 1024),
-		CORSOrigin:        so.cors.val,
-		CompressResponses: so.compress,
-		Version:           comfyUIVersion,
-		Argv:              os.Args,
-		Interrupt:         be.interrupt,
-		FetchFile:         be.fetchFile,
-	})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-
 	var listeners []net.Listener
+	var addrs []string
 	for _, host := range strings.Split(so.listen.val, ",") {
 		host = strings.TrimSpace(host)
 		if host == "" {
@@ -152,10 +139,48 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 			return err
 		}
 		listeners = append(listeners, ln)
+		addrs = append(addrs, host, ln.Addr().String())
 	}
 	if len(listeners) == 0 {
 		return fmt.Errorf("--listen names no address")
 	}
+	maxConns := so.limits.maxConnections
+	if nofile := raiseOpenFiles(); nofile > 0 {
+		// Model files, the queue database and the log need descriptors too.
+		if room := int(nofile) - openFilesReserve; room < maxConns {
+			log.Warn("the open-file limit is below --max-connections; connections capped lower", "open_files", nofile, "max_connections", max(room, 1))
+			maxConns = max(room, 1)
+		}
+	}
+	srv, err := server.New(server.Options{
+		Logger: log, Nodes: e.registry, Models: e.models, Memory: mem, Static: static, Engine: eng,
+		Dirs:                 server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir},
+		MaxUploadSize:        int64(so.maxUploadMB * 1024 * 1024),
+		MaxImagePixels:       cfg.maxImagePixels,
+		MaxPromptNodes:       so.limits.maxPromptNodes,
+		MaxConcurrentUploads: so.limits.maxUploads,
+		MaxWSMessageSize:     so.limits.maxWSMessage,
+		MaxWSMessageRate:     so.limits.maxWSRate,
+		MaxConnections:       maxConns,
+		ReadHeaderTimeout:    so.limits.readHeaderTimeout,
+		ReadBodyTimeout:      so.limits.readBodyTimeout,
+		IdleTimeout:          so.limits.idleTimeout,
+		Listen:               addrs,
+		AllowedHosts:         so.limits.allowedHosts,
+		CORSOrigin:           so.cors.val,
+		CompressResponses:    so.compress,
+		Version:              comfyUIVersion,
+		Argv:                 os.Args,
+		Interrupt:            be.interrupt,
+		FetchFile:            be.fetchFile,
+	})
+	if err != nil {
+		for _, l := range listeners {
+			l.Close()
+		}
+		return err
+	}
+	defer srv.Close()
 
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
@@ -172,14 +197,14 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		srv.Forward(runCtx)
 	}()
 
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := srv.NewHTTPServer()
 	errc := make(chan error, len(listeners))
 	for _, ln := range listeners {
 		log.Info("listening", "url", "http://"+ln.Addr().String())
 		if so.ready != nil {
 			so.ready(ln.Addr().String())
 		}
-		go func(ln net.Listener) { errc <- hs.Serve(ln) }(ln)
+		go func(ln net.Listener) { errc <- hs.Serve(srv.Listen(ln)) }(ln)
 	}
 	var serveErr error
 	select {
@@ -223,7 +248,7 @@ func localBackend(cfg *config, so *serveOptions, e *env, cache executor.CacheOpt
 		return nil, err
 	}
 	eng, err := executor.New(executor.Options{Registry: e.registry, Queue: st, Dirs: e.dirs,
-		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata})
+		Logger: log, Cache: cache, DisableMetadata: cfg.disableMetadata, MaxImagePixels: cfg.maxImagePixels})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -243,4 +268,32 @@ func listenNetwork(host string) string {
 		return "tcp4"
 	}
 	return "tcp6"
+}
+
+// openFilesReserve is the number of descriptors kept for everything but connections.
+const openFilesReserve = 256
+
+// serveLimits are serve's bounds on what clients control (codex/server.md "Limits").
+type serveLimits struct {
+	maxPromptNodes    int
+	maxUploads        int
+	maxWSMessage      int64
+	maxWSRate         float64
+	maxConnections    int
+	readHeaderTimeout time.Duration
+	readBodyTimeout   time.Duration
+	idleTimeout       time.Duration
+	allowedHosts      listFlag
+}
+
+func (l *serveLimits) register(fl *flag.FlagSet) {
+	fl.IntVar(&l.maxPromptNodes, "max-prompt-nodes", server.DefaultMaxPromptNodes, "most nodes one prompt may have")
+	fl.IntVar(&l.maxUploads, "max-concurrent-uploads", server.DefaultMaxConcurrentUploads, "most uploads (and user file writes) received at once; more wait for a slot")
+	fl.Int64Var(&l.maxWSMessage, "max-ws-message-size", server.DefaultMaxWSMessageSize, "largest message a websocket client may send, in bytes")
+	fl.Float64Var(&l.maxWSRate, "max-ws-message-rate", server.DefaultMaxWSMessageRate, "most messages per second a websocket client may send (burst of twice as many)")
+	fl.IntVar(&l.maxConnections, "max-connections", server.DefaultMaxConnections, "most open connections; at the cap the longest-idle one is closed for a new one")
+	fl.DurationVar(&l.readHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "longest time to read a request's header")
+	fl.DurationVar(&l.readBodyTimeout, "read-body-timeout", server.DefaultReadBodyTimeout, "longest wait for the next bytes of a request body")
+	fl.DurationVar(&l.idleTimeout, "idle-timeout", server.DefaultIdleTimeout, "how long an idle keep-alive connection stays open")
+	fl.Var(&l.allowedHosts, "allowed-hosts", "host names accepted in requests besides loopback ones when listening on loopback only, comma-separated (* for any); e.g. the name a reverse proxy forwards")
 }

@@ -255,14 +255,24 @@ func testPushErrors(t *testing.T, o Opener) {
 	if _, err := q.Push(ctx(), &executor.Job{}, executor.PushOptions{}); err == nil {
 		t.Error("push without id: no error")
 	}
+	long := job(string(bytes.Repeat([]byte("x"), executor.MaxIDLength+1)))
+	if _, err := q.Push(ctx(), long, executor.PushOptions{}); !errors.Is(err, executor.ErrInvalidID) {
+		t.Errorf("push with a %d-byte id: err = %v, want ErrInvalidID", len(long.ID), err)
+	}
+	longest := string(bytes.Repeat([]byte("y"), executor.MaxIDLength))
+	if _, err := q.Push(ctx(), job(longest), executor.PushOptions{}); err != nil {
+		t.Errorf("push with a %d-byte id: %v", executor.MaxIDLength, err)
+	} else if n, err := q.Delete(ctx(), longest); n != 1 || err != nil {
+		t.Errorf("delete of the %d-byte id: %d, %v", executor.MaxIDLength, n, err)
+	}
 	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
 		if _, err := q.Push(ctx(), job("n"), executor.PushOptions{Number: &bad}); err == nil {
 			t.Errorf("push with number %v: no error", bad)
 		}
 	}
 	equal(t, "remaining after refused pushes", remaining(t, q), 1)
-	if n := push(t, q, "b", executor.PushOptions{}); n != 1 {
-		t.Errorf("number after refused pushes = %v, want 1", n)
+	if n := push(t, q, "b", executor.PushOptions{}); n != 2 {
+		t.Errorf("number after refused pushes and the longest id = %v, want 2", n)
 	}
 	// A finished id and a deleted id may be pushed again.
 	if err := q.Ack(ctx(), a.ID, entry(a, executor.StatusSuccess)); err != nil {

@@ -201,6 +201,9 @@ func (s *Store) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 	if job == nil || job.ID == "" {
 		return 0, errors.New("store: push: empty prompt id")
 	}
+	if len(job.ID) > executor.MaxIDLength {
+		return 0, fmt.Errorf("store: push: %d-byte prompt id: %w", len(job.ID), executor.ErrInvalidID)
+	}
 	if opts.Number != nil && (math.IsNaN(*opts.Number) || math.IsInf(*opts.Number, 0)) {
 		return 0, fmt.Errorf("store: push %q: number is not finite", job.ID)
 	}

@@ -15,6 +15,8 @@ import (
 	_ "golang.org/x/image/bmp"  // registers BMP
 	_ "golang.org/x/image/tiff" // registers TIFF
 	_ "golang.org/x/image/webp" // registers WebP
+
+	"github.com/forgeflow/forgeflow/internal/imagesize"
 )
 
 // Decoding input images the way LoadImage sees them through PIL.
@@ -45,14 +47,15 @@ type frame struct {
 const maxDecodePixels = 1 << 28
 
 // decodeImage decodes every frame of an image file, EXIF orientation applied. format is
-// the registered format name ("png", "jpeg", "gif", "webp", "bmp", "tiff").
-func decodeImage(data []byte) (frames []frame, format string, err error) {
+// the registered format name ("png", "jpeg", "gif", "webp", "bmp", "tiff"). An image of
+// more than maxPixels (imagesize.Limit) is refused from its header.
+func decodeImage(data []byte, maxPixels int64) (frames []frame, format string, err error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return nil, "", fmt.Errorf("cannot identify image file: %w", err)
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxDecodePixels {
-		return nil, format, fmt.Errorf("image size %dx%d is not supported", cfg.Width, cfg.Height)
+	if err := imagesize.Check(cfg.Width, cfg.Height, maxPixels); err != nil {
+		return nil, format, err
 	}
 	if format == "png" {
 		if frames, err = decodeAPNG(data); err != nil {

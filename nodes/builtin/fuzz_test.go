@@ -31,7 +31,7 @@ func FuzzDecodeImage(f *testing.F) {
 	f.Add([]byte("RIFF\x20\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
 	f.Add(buildAPNG(f, 2, 1, nil, []apngTestFrame{{img: rgbaImage(2, 1, 1, 2, 3, 4)}, {img: rgbaImage(1, 1, 5, 6, 7, 8), x: 1, dispose: 2, blend: 1}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		frames, _, err := decodeImage(data)
+		frames, _, err := decodeImage(data, 0)
 		if err != nil {
 			return
 		}

@@ -229,7 +229,7 @@ func (n *LoadImage) Run(ctx context.Context, env *nodes.Env) (nodes.Result, erro
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImage: %w", err)
 	}
-	frames, _, err := decodeImage(data)
+	frames, _, err := decodeImage(data, env.MaxImagePixels)
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImage: %q: %w", n.Image, err)
 	}
@@ -297,7 +297,7 @@ func (n *LoadImageMask) Run(ctx context.Context, env *nodes.Env) (nodes.Result, 
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: %w", err)
 	}
-	frames, _, err := decodeImage(data)
+	frames, _, err := decodeImage(data, env.MaxImagePixels)
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: LoadImageMask: %q: %w", n.Image, err)
 	}
