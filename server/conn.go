@@ -194,9 +194,9 @@ func (s *Server) connMiddleware(next http.Handler) http.Handler {
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody && s.opts.ReadBodyTimeout > 0 {
-			rc := http.NewResponseController(w)
-			r.Body = &stallReader{ReadCloser: r.Body, rc: rc, timeout: s.opts.ReadBodyTimeout}
-			defer rc.SetReadDeadline(time.Time{})
+			sr := &stallReader{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: s.opts.ReadBodyTimeout}
+			r.Body = sr
+			defer sr.done()
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -209,13 +209,26 @@ type stallReader struct {
 	io.ReadCloser
 	rc      *http.ResponseController
 	timeout time.Duration
+	eof     bool
 }
 
 func (r *stallReader) Read(p []byte) (int, error) {
 	_ = r.rc.SetReadDeadline(time.Now().Add(r.timeout))
 	n, err := r.ReadCloser.Read(p)
 	if errors.Is(err, io.EOF) {
+		r.eof = true
 		_ = r.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
+}
+
+// done runs when the handler returns. A body read to its end leaves no deadline (the
+// connection waits for its next request under the server's own timeouts); a body left
+// unread is drained by net/http before the next request, under one more stall
+// timeout, so a stalled client cannot hold the connection through the drain either.
+func (r *stallReader) done() {
+	if r.eof {
+		return
+	}
+	_ = r.rc.SetReadDeadline(time.Now().Add(r.timeout))
 }

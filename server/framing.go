@@ -25,6 +25,7 @@ type framing struct {
 	left      int64 // body or chunk bytes still to skip
 	hasCL     bool
 	hasTE     bool
+	http10    bool // the request is older than HTTP/1.1: net/http ignores its Transfer-Encoding
 	upgrade   bool
 	cl        string
 	lastName  string // the header the last line set, for folded continuation lines
@@ -33,6 +34,8 @@ type framing struct {
 	// smuggled is set once a header block carried both Content-Length and
 	// Transfer-Encoding.
 	smuggled bool
+	// requests counts the header blocks followed to their end.
+	requests int
 }
 
 type frameState uint8
@@ -99,7 +102,7 @@ func (f *framing) feed(p []byte) {
 
 func (f *framing) startHeader() {
 	f.state, f.first = frameHeader, true
-	f.hasCL, f.hasTE, f.upgrade, f.cl, f.lastName, f.headerLen = false, false, false, "", "", 0
+	f.hasCL, f.hasTE, f.http10, f.upgrade, f.cl, f.lastName, f.headerLen = false, false, false, false, "", "", 0
 }
 
 func (f *framing) onLine(line string) {
@@ -135,9 +138,13 @@ func (f *framing) headerLine(line string) {
 			return // stray line ending before a request
 		}
 		f.first = false
-		method, rest, _ := strings.Cut(line, " ")
-		if method == "CONNECT" || method == "PRI" || strings.HasSuffix(rest, "HTTP/2.0") {
-			f.state = frameDone
+		method, _, _ := strings.Cut(line, " ")
+		major, minor, ok := httpVersion(line[strings.LastIndexByte(line, ' ')+1:])
+		switch {
+		case !ok || method == "CONNECT" || method == "PRI" || major > 1:
+			f.state = frameDone // refused by net/http, or not HTTP/1.x
+		case major == 0 || minor == 0:
+			f.http10 = true
 		}
 		return
 	}
@@ -174,13 +181,16 @@ func (f *framing) header(name, value string, continued bool) {
 }
 
 func (f *framing) endHeader() {
-	if f.hasCL && f.hasTE {
+	f.requests++
+	// RFC 9112 §6.1 and §6.3: Transfer-Encoding with Content-Length, or in an HTTP/1.0
+	// message, is faulty framing.
+	if f.hasTE && (f.hasCL || f.http10) {
 		f.smuggled = true
 	}
 	switch {
 	case f.upgrade:
 		f.state = frameDone
-	case f.hasTE:
+	case f.hasTE && !f.http10:
 		f.state = frameChunkSize
 	case f.hasCL:
 		n, err := strconv.ParseInt(f.cl, 10, 64)
@@ -196,4 +206,33 @@ func (f *framing) endHeader() {
 	default:
 		f.startHeader()
 	}
+}
+
+// httpVersion parses "HTTP/major.minor" as net/http does (digits only, no sign).
+func httpVersion(v string) (major, minor int, ok bool) {
+	rest, found := strings.CutPrefix(v, "HTTP/")
+	if !found {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(rest, ".")
+	if !found {
+		return 0, 0, false
+	}
+	major, ok1 := smallInt(a)
+	minor, ok2 := smallInt(b)
+	return major, minor, ok1 && ok2
+}
+
+func smallInt(s string) (int, bool) {
+	if s == "" || len(s) > 3 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }

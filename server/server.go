@@ -138,8 +138,10 @@ type Server struct {
 
 	// settingsMu serialises read-modify-write of the settings file.
 	settingsMu sync.Mutex
-	// uploads holds one token per upload being received (MaxConcurrentUploads).
-	uploads chan struct{}
+	// uploads holds one token per upload being received (MaxConcurrentUploads);
+	// one waits at most uploadWait for a token.
+	uploads    chan struct{}
+	uploadWait time.Duration
 	// logLimit rate-limits log (see loglimit.go).
 	logLimit *logLimiter
 	hosts    hostCheck
@@ -193,7 +195,7 @@ func New(opts Options) (*Server, error) {
 	limit := newLogLimiter(clientLogRate, clientLogBurst)
 	s := &Server{opts: opts, log: slog.New(limit.handler(opts.Logger.Handler(), recordMessage)), logLimit: limit,
 		mux: http.NewServeMux(), engine: opts.Engine, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
-		conns: newConns(opts.MaxConnections)}
+		uploadWait: uploadSlotWait, conns: newConns(opts.MaxConnections)}
 	s.hosts = newHostCheck(opts.Listen, opts.AllowedHosts)
 	if s.engine != nil {
 		if s.queue = s.engine.Queue(); s.queue == nil {

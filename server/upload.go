@@ -66,7 +66,7 @@ const maxFormFields = 1 << 20
 // acquireUpload waits for one of the MaxConcurrentUploads slots; it writes the 503
 // answer itself when none frees up in time or the client goes away.
 func (s *Server) acquireUpload(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
-	t := time.NewTimer(uploadSlotWait)
+	t := time.NewTimer(s.uploadWait)
 	defer t.Stop()
 	select {
 	case s.uploads <- struct{}{}:
