@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,11 +18,12 @@ func (s *Store) putHistory(tx *bolt.Tx, entry *executor.HistoryEntry) error {
 	if len(id) == 0 {
 		return fmt.Errorf("store: history: empty prompt id")
 	}
-	e := *entry
-	e.Prompt.Sensitive = nil
-	b, err := json.Marshal(&e)
+	if len(id) > executor.MaxIDLength {
+		return fmt.Errorf("store: history: %d-byte prompt id: %w", len(id), executor.ErrInvalidID)
+	}
+	b, err := executor.EncodeHistoryEntry(entry)
 	if err != nil {
-		return fmt.Errorf("store: history %q: encode: %w", entry.Prompt.ID, err)
+		return fmt.Errorf("store: %w", err)
 	}
 	hist, ids := tx.Bucket(bucketHistory), tx.Bucket(bucketHistoryIDs)
 	if k := ids.Get(id); k != nil {
@@ -50,28 +50,24 @@ func (s *Store) putHistory(tx *bolt.Tx, entry *executor.HistoryEntry) error {
 		if ok == nil {
 			break
 		}
-		old, err := decodeEntry(ov)
-		if err != nil {
-			return fmt.Errorf("store: history %x: %w", ok, err)
-		}
+		ok = bytes.Clone(ok)
 		if err := c.Delete(); err != nil {
 			return err
 		}
-		if err := ids.Delete([]byte(old.Prompt.ID)); err != nil {
+		// The id is in the entry; a damaged one is found by its key instead.
+		var oldID []byte
+		if old, err := executor.DecodeHistoryEntry(ov); err == nil {
+			oldID = []byte(old.Prompt.ID)
+		} else if oldID, err = keyOwner(ids, ok); err != nil {
 			return err
+		}
+		if oldID != nil {
+			if err := ids.Delete(oldID); err != nil {
+				return err
+			}
 		}
 	}
 	return putUint(meta, keyHistoryN, n)
-}
-
-func decodeEntry(b []byte) (*executor.HistoryEntry, error) {
-	var e executor.HistoryEntry
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	if err := d.Decode(&e); err != nil {
-		return nil, err
-	}
-	return &e, nil
 }
 
 // PutHistory implements executor.History.
@@ -90,9 +86,11 @@ func (s *Store) GetHistory(ctx context.Context, id string) (*executor.HistoryEnt
 		if k == nil {
 			return fmt.Errorf("store: history %q: %w", id, executor.ErrNotFound)
 		}
-		e, err := decodeEntry(tx.Bucket(bucketHistory).Get(k))
+		e, err := executor.DecodeHistoryEntry(tx.Bucket(bucketHistory).Get(k))
 		if err != nil {
-			return fmt.Errorf("store: history %q: %w", id, err)
+			// Damaged: reported, and answered as absent rather than failing.
+			s.reportDamaged("history", fmt.Sprintf("%x", k), err)
+			return fmt.Errorf("store: history %q: %w (%v)", id, executor.ErrNotFound, err)
 		}
 		out = e
 		return nil
@@ -115,12 +113,15 @@ func (s *Store) ListHistory(ctx context.Context, maxItems, offset int) ([]*execu
 		c := hist.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if i >= offset {
-				e, err := decodeEntry(v)
-				if err != nil {
-					return fmt.Errorf("store: history %x: %w", k, err)
+				// A damaged entry is skipped (and reported once), not the whole
+				// history failed. It still counts for paging, as it counts in the
+				// history's size.
+				if e, err := executor.DecodeHistoryEntry(v); err != nil {
+					s.reportDamaged("history", fmt.Sprintf("%x", k), err)
+				} else {
+					out = append(out, e)
 				}
-				out = append(out, e)
-				if maxItems > 0 && len(out) >= maxItems {
+				if maxItems > 0 && i-offset+1 >= maxItems {
 					break
 				}
 			}

@@ -4,18 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/graph"
 )
 
 // Bucket names. Keys of "pending" are sortable(number) ‖ seq so that a cursor walks the
@@ -46,13 +49,26 @@ type Options struct {
 	// Timeout is how long Open waits for the file lock (another process holding the
 	// file); 0 means one second.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// CheckMaxSize: Open runs bbolt's own consistency check (which reads every page,
+	// linear in the file) on files up to this size, so that the check stays bounded
+	// in time; bigger files get only the page walk of checkFile. 0 means
+	// DefaultCheckMaxSize; negative turns bbolt's check off.
+	CheckMaxSize int64
+	Logger       *slog.Logger
+
+	// noSync skips fsync (the fuzz test, which is about reading damaged files).
+	noSync bool
 }
+
+// DefaultCheckMaxSize is Options.CheckMaxSize's default: 1 GiB. A queue file holds
+// at most MaxHistory entries and the queue, usually a few megabytes.
+const DefaultCheckMaxSize = 1 << 30
 
 // Store is the bbolt implementation of executor.Queue, whose contract it follows. It is
 // safe for concurrent use.
 type Store struct {
 	db         *bolt.DB
+	path       string
 	maxHistory int
 	log        *slog.Logger
 
@@ -60,18 +76,23 @@ type Store struct {
 	wake   chan struct{} // closed and replaced when a job becomes pending
 	closed chan struct{}
 	once   sync.Once
-}
 
-// record is how a job is stored: its queue item plus what the list form leaves out.
-type record struct {
-	Item      executor.Job   `json:"item"`
-	Sensitive map[string]any `json:"sensitive,omitempty"`
-	Attempts  int            `json:"attempts"`
-	Key       []byte         `json:"key"` // the pending key, kept so Fail restores the slot
+	// broken is set by a panic from the file's content (guardCall).
+	broken atomic.Pointer[error]
+	// reported holds the damaged records already logged (bucket NUL key).
+	repMu    sync.Mutex
+	reported map[string]bool
 }
 
 // Open opens (creating if needed) the store at path and recovers prompts that were
 // running when the process last stopped, as Options.MaxAttempts describes.
+//
+// A damaged file never stops the server for good, nor crashes it: Open checks the
+// file first (repair.go) and, when it is damaged, copies what can be read into a fresh
+// file, keeps the damaged one beside it and logs both names; a file that is not a
+// queue database at all is refused with ErrNotQueue. Once open, a record that does
+// not decode is skipped and reported once (see reportDamaged), and a panic from the
+// file's content fails the one call, never the process.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxHistory <= 0 {
 		opts.MaxHistory = executor.DefaultMaxHistory
@@ -82,21 +103,40 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
 	}
+	if opts.CheckMaxSize == 0 {
+		opts.CheckMaxSize = DefaultCheckMaxSize
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	if err := checkAndRepair(path, opts); err != nil {
+		return nil, openErr(path, err)
+	}
+	db, err := openBolt(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, openErr(path, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Size() <= opts.CheckMaxSize {
+		if d := boltCheck(db); d.found() {
+			db.Close()
+			if err := repair(path, d, opts); err != nil {
+				return nil, openErr(path, err)
+			}
+			if db, err = openBolt(path, opts); err != nil {
+				return nil, openErr(path, err)
+			}
+		}
 	}
 	s := &Store{
 		db:         db,
+		path:       path,
 		maxHistory: opts.MaxHistory,
 		log:        opts.Logger,
 		wake:       make(chan struct{}),
 		closed:     make(chan struct{}),
+		reported:   map[string]bool{},
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = s.update(context.Background(), func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketPending, bucketPendingIDs, bucketRunning, bucketHistory, bucketHistoryIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -106,13 +146,45 @@ func Open(path string, opts Options) (*Store, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, openErr(path, err)
 	}
 	return s, nil
 }
 
+// openErr says which file failed and, for a file that is not a queue, the way out.
+func openErr(path string, err error) error {
+	if errors.Is(err, ErrNotQueue) {
+		return fmt.Errorf("store: open %s: %w: move the file away (an empty queue and history are then created there) or use another file", path, err)
+	}
+	return fmt.Errorf("store: open %s: %w", path, err)
+}
+
+// openBolt opens the file with bbolt, turning a panic or memory fault on bad content
+// into an error.
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.noSync})
+	if errors.Is(err, berrors.ErrTimeout) {
+		err = errInUse
+	}
+	return db, err
+}
+
+// guard turns a panic (or a memory fault, which SetPanicOnFault makes a panic) from
+// bbolt reading a damaged file into *err. Defer it first thing.
+func guard(err *error) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("%w: %v", errDamaged, v)
+	}
+}
+
+// errDamaged wraps a panic from the file's content.
+var errDamaged = errors.New("the queue database is damaged")
+
 // recover moves jobs left running by a dead process back to pending, or into the
-// history as errors when they have used up their attempts.
+// history as errors when they have used up their attempts; a running record that does
+// not decode goes to the history as an error too.
 func (s *Store) recover(tx *bolt.Tx, maxAttempts int) error {
 	run := tx.Bucket(bucketRunning)
 	var ids [][]byte
@@ -123,22 +195,28 @@ func (s *Store) recover(tx *bolt.Tx, maxAttempts int) error {
 		return err
 	}
 	for _, id := range ids {
-		rec, err := decodeRecord(run.Get(id))
+		rec, err := executor.DecodeJobRecord(run.Get(id))
 		if err != nil {
-			return fmt.Errorf("running prompt %q: %w", id, err)
+			if err := run.Delete(id); err != nil {
+				return err
+			}
+			if err := s.retireDamaged(tx, "running", string(id), err); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := run.Delete(id); err != nil {
 			return err
 		}
 		if rec.Attempts >= maxAttempts {
-			s.log.Warn("prompt crashed the process too often; recorded as failed", "prompt_id", rec.Item.ID, "attempts", rec.Attempts)
+			s.log.Warn("prompt crashed the process too often; recorded as failed", "prompt_id", rec.Job.ID, "attempts", rec.Attempts)
 			entry := crashedEntry(rec)
 			if err := s.putHistory(tx, entry); err != nil {
 				return err
 			}
 			continue
 		}
-		s.log.Info("prompt was running when the process stopped; queued again", "prompt_id", rec.Item.ID)
+		s.log.Info("prompt was running when the process stopped; queued again", "prompt_id", rec.Job.ID)
 		if err := putPending(tx, rec); err != nil {
 			return err
 		}
@@ -146,11 +224,44 @@ func (s *Store) recover(tx *bolt.Tx, maxAttempts int) error {
 	return nil
 }
 
+// ExceptionDamagedRecord is the exception_type of the history entry of a prompt whose
+// stored record could not be read.
+const ExceptionDamagedRecord = "DamagedRecord"
+
+// retireDamaged reports a job record that does not decode and, when its prompt id is
+// known and valid, records an error history entry for it, so the prompt's client
+// learns it is lost.
+func (s *Store) retireDamaged(tx *bolt.Tx, bucket, id string, err error) error {
+	s.reportDamaged(bucket, id, err)
+	if id == "" || len(id) > executor.MaxIDLength {
+		return nil
+	}
+	job := &executor.Job{ID: id, Prompt: graph.Prompt{}}
+	return s.putHistory(tx, executor.ErrorEntry(job, ExceptionDamagedRecord,
+		"the stored prompt was damaged and could not be read: "+err.Error(), time.Now()))
+}
+
+// reportDamaged logs a record that does not decode, once per record.
+func (s *Store) reportDamaged(bucket, key string, err error) {
+	s.repMu.Lock()
+	first := !s.reported[bucket+"\x00"+key]
+	if first && len(s.reported) < maxReported {
+		s.reported[bucket+"\x00"+key] = true
+	}
+	s.repMu.Unlock()
+	if first {
+		s.log.Warn("damaged record in the queue database skipped", "file", s.path, "bucket", bucket, "key", fmt.Sprintf("%q", key), "err", err)
+	}
+}
+
+// maxReported bounds the damaged records remembered as reported.
+const maxReported = 10000
+
 // crashedEntry is the history entry of a prompt that was running whenever the process
 // died, MaxAttempts times.
-func crashedEntry(rec *record) *executor.HistoryEntry {
+func crashedEntry(rec *executor.JobRecord) *executor.HistoryEntry {
 	msg := fmt.Sprintf("the process stopped while this prompt was running (%d attempts)", rec.Attempts)
-	return executor.ErrorEntry(&rec.Item, executor.ExceptionProcessStopped, msg, time.Now())
+	return executor.ErrorEntry(&rec.Job, executor.ExceptionProcessStopped, msg, time.Now())
 }
 
 // Close closes the file. Jobs leased and not acked or failed stay running in the file,
@@ -160,25 +271,66 @@ func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
 		close(s.closed)
-		err = s.db.Close()
+		if s.brokenErr() == nil {
+			err = s.db.Close()
+			return
+		}
+		// After a panic inside bbolt its locks may be held: do not wait forever.
+		done := make(chan error, 1)
+		go func() { done <- s.db.Close() }()
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			err = fmt.Errorf("store: close %s: %w", s.path, errDamaged)
+		}
 	})
 	return err
 }
 
-// update runs fn in a read-write transaction, fsynced before it returns.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+// update runs fn in a read-write transaction, fsynced before it returns. A panic from
+// the file's content fails this call; the store is then broken, and every later call
+// says so (reopening the file checks and repairs it).
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer s.guardCall(&err)
 	return closedErr(s.db.Update(fn))
 }
 
-// view runs fn in a read-only transaction.
-func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+// view runs fn in a read-only transaction, guarded as update is.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer s.guardCall(&err)
 	return closedErr(s.db.View(fn))
+}
+
+// guardCall makes a memory fault on the file's map a panic for this call, and turns
+// a panic into an error that breaks the store.
+func (s *Store) guardCall(err *error) {
+	if v := recover(); v != nil {
+		e := fmt.Errorf("store: %s: %w: %v; restart forgeflow to check and repair it", s.path, errDamaged, v)
+		s.broken.CompareAndSwap(nil, &e)
+		s.log.Error("queue database failed", "file", s.path, "panic", fmt.Sprint(v))
+		*err = e
+	}
+}
+
+func (s *Store) brokenErr() error {
+	if e := s.broken.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // closedErr reports bbolt's closed-database error as executor.ErrClosed.
@@ -235,8 +387,8 @@ func (s *Store) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 		}
 		item := *job
 		item.Number = number
-		item.Sensitive = nil
-		rec := &record{Item: item, Sensitive: job.Sensitive, Key: pendingKey(number, seq)}
+		item.Sensitive, item.Attempts = nil, 0
+		rec := &executor.JobRecord{Job: item, Sensitive: job.Sensitive, Key: pendingKey(number, seq)}
 		return putPending(tx, rec)
 	})
 	if err != nil {
@@ -255,30 +407,37 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 		s.mu.Unlock()
 		var job *executor.Job
 		err := s.update(ctx, func(tx *bolt.Tx) error {
-			k, v := tx.Bucket(bucketPending).Cursor().First()
-			if k == nil {
+			for {
+				k, v := tx.Bucket(bucketPending).Cursor().First()
+				if k == nil {
+					return nil
+				}
+				rec, err := executor.DecodeJobRecord(v)
+				if err != nil {
+					// A damaged pending job leaves the queue (with an error entry
+					// when its id is known) instead of blocking it.
+					if err := s.dropDamagedPending(tx, bytes.Clone(k), err); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := deletePending(tx, rec); err != nil {
+					return err
+				}
+				rec.Attempts++
+				b, err := executor.EncodeJobRecord(rec)
+				if err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketRunning).Put([]byte(rec.Job.ID), b); err != nil {
+					return err
+				}
+				j := rec.Job
+				j.Sensitive = rec.Sensitive
+				j.Attempts = rec.Attempts
+				job = &j
 				return nil
 			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("store: lease: pending %x: %w", k, err)
-			}
-			if err := deletePending(tx, rec); err != nil {
-				return err
-			}
-			rec.Attempts++
-			b, err := json.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketRunning).Put([]byte(rec.Item.ID), b); err != nil {
-				return err
-			}
-			j := rec.Item
-			j.Sensitive = rec.Sensitive
-			j.Attempts = rec.Attempts
-			job = &j
-			return nil
 		})
 		if err != nil {
 			return nil, err
@@ -321,15 +480,15 @@ func (s *Store) Fail(ctx context.Context, id string) error {
 		if v == nil {
 			return fmt.Errorf("store: fail %q: %w", id, executor.ErrNotLeased)
 		}
-		rec, err := decodeRecord(v)
-		if err != nil {
-			return fmt.Errorf("store: fail %q: %w", id, err)
-		}
-		// A hand-back is not the prompt's fault: it does not count as an attempt.
-		rec.Attempts--
 		if err := run.Delete([]byte(id)); err != nil {
 			return err
 		}
+		rec, err := executor.DecodeJobRecord(v)
+		if err != nil {
+			return s.retireDamaged(tx, "running", id, err)
+		}
+		// A hand-back is not the prompt's fault: it does not count as an attempt.
+		rec.Attempts--
 		return putPending(tx, rec)
 	})
 	if err == nil {
@@ -379,22 +538,23 @@ func (s *Store) Clear(ctx context.Context) error {
 // List implements executor.Queue.
 func (s *Store) List(ctx context.Context) (running, pending []*executor.Job, err error) {
 	err = s.view(ctx, func(tx *bolt.Tx) error {
+		// A record that does not decode is left out of the listing and reported.
 		if err := tx.Bucket(bucketRunning).ForEach(func(k, v []byte) error {
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("store: list: running %q: %w", k, err)
+			if rec, err := executor.DecodeJobRecord(v); err != nil {
+				s.reportDamaged("running", string(k), err)
+			} else {
+				running = append(running, publicJob(rec))
 			}
-			running = append(running, publicJob(rec))
 			return nil
 		}); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("store: list: pending %x: %w", k, err)
+			if rec, err := executor.DecodeJobRecord(v); err != nil {
+				s.reportDamaged("pending", fmt.Sprintf("%x", k), err)
+			} else {
+				pending = append(pending, publicJob(rec))
 			}
-			pending = append(pending, publicJob(rec))
 			return nil
 		})
 	})
@@ -412,39 +572,60 @@ func (s *Store) Remaining(ctx context.Context) (int, error) {
 }
 
 // publicJob is the job as listings show it: without its sensitive data.
-func publicJob(rec *record) *executor.Job {
-	j := rec.Item
+func publicJob(rec *executor.JobRecord) *executor.Job {
+	j := rec.Job
 	j.Sensitive = nil
 	j.Attempts = rec.Attempts
 	return &j
 }
 
-func putPending(tx *bolt.Tx, rec *record) error {
-	b, err := json.Marshal(rec)
+func putPending(tx *bolt.Tx, rec *executor.JobRecord) error {
+	b, err := executor.EncodeJobRecord(rec)
 	if err != nil {
-		return fmt.Errorf("store: encode prompt %q: %w", rec.Item.ID, err)
+		return fmt.Errorf("store: %w", err)
 	}
 	if err := tx.Bucket(bucketPending).Put(rec.Key, b); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketPendingIDs).Put([]byte(rec.Item.ID), rec.Key)
+	return tx.Bucket(bucketPendingIDs).Put([]byte(rec.Job.ID), rec.Key)
 }
 
-func deletePending(tx *bolt.Tx, rec *record) error {
+func deletePending(tx *bolt.Tx, rec *executor.JobRecord) error {
 	if err := tx.Bucket(bucketPending).Delete(rec.Key); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketPendingIDs).Delete([]byte(rec.Item.ID))
+	return tx.Bucket(bucketPendingIDs).Delete([]byte(rec.Job.ID))
 }
 
-func decodeRecord(b []byte) (*record, error) {
-	var rec record
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	if err := d.Decode(&rec); err != nil {
-		return nil, err
+// dropDamagedPending removes the pending record at key k, which does not decode, and
+// its index entry (found by a scan: its id is in the damaged record), retiring the
+// prompt to the history as an error.
+func (s *Store) dropDamagedPending(tx *bolt.Tx, k []byte, err error) error {
+	if err := tx.Bucket(bucketPending).Delete(k); err != nil {
+		return err
 	}
-	return &rec, nil
+	id, ierr := keyOwner(tx.Bucket(bucketPendingIDs), k)
+	if ierr != nil {
+		return ierr
+	}
+	if id != nil {
+		if err := tx.Bucket(bucketPendingIDs).Delete(id); err != nil {
+			return err
+		}
+	}
+	return s.retireDamaged(tx, "pending", string(id), err)
+}
+
+// keyOwner returns the id whose index entry in ids points at key k, or nil.
+func keyOwner(ids *bolt.Bucket, k []byte) ([]byte, error) {
+	var owner []byte
+	err := ids.ForEach(func(id, v []byte) error {
+		if bytes.Equal(v, k) {
+			owner = bytes.Clone(id)
+		}
+		return nil
+	})
+	return owner, err
 }
 
 // pendingKey orders pending jobs by number, then by push order: the float's bits are
