@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 ADDR_FLAGS  ?=
 
-.PHONY: all run build test test-go test-short lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build test-cuda-emu
+.PHONY: all run build test test-go test-short load lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build test-cuda-emu
 
 all: build
 
@@ -19,14 +19,23 @@ run: build
 build: frontend
 	$(GO) build -o $(BIN)/forgeflow ./cmd/forgeflow
 
-# Everything: lint, unit + integration tests, short fuzz runs, the editor's tests.
-test: lint test-go fuzz frontend-test
+# Everything: lint, unit + integration tests, the load test, short fuzz runs, the
+# editor's tests.
+test: lint test-go load fuzz frontend-test
 
 # Unit tests and, behind the integration build tag, the end-to-end suites: the CLI and
 # the server over a real engine, the workflow folders, the golden suite against a
 # renamed copy of the golden set (codex/testing.md).
 test-go:
-	$(GO) test -tags integration -timeout 25m ./...
+	$(GO) test -tags integration -timeout 25m -skip '^TestLoad$$' ./...
+
+# The server's load test (1,000 prompts from 50 websocket clients), run on its own so
+# that its throughput is printed; the figure is not asserted.
+load:
+	@log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	if $(GO) test -tags integration -count=1 -run '^TestLoad$$' -v ./server/ >$$log 2>&1; then \
+		grep -E 'throughput|^ok' $$log; \
+	else cat $$log; exit 1; fi
 
 # The quick loop while editing: unit tests only (no integration tag; -short drops the
 # heavy cases and would skip the end-to-end suites too).

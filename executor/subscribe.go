@@ -13,8 +13,8 @@ const DefaultSubscriberBacklog = 1024
 // The engine never blocks on a subscriber. Each subscription has its own backlog
 // (Options.SubscriberBacklog events) drained by a goroutine into C. When the backlog is
 // full the hub first drops the oldest droppable events (progress, progress_state and
-// preview frames: a later one supersedes them; a progress_state is also dropped as soon
-// as a newer one of the same prompt arrives); if the backlog is still full of events
+// preview frames: a later one supersedes them; a progress_state or a broadcast status
+// is also dropped as soon as a newer one of its kind arrives); if the backlog is still full of events
 // that must not be lost, the subscriber is hopelessly behind: the hub closes C and
 // Overflowed reports true, so the server can drop that websocket rather than feed it a
 // history with holes.
@@ -70,7 +70,7 @@ func (s *Subscription) offer(e Event) {
 	if s.closed {
 		return
 	}
-	if e.Type == EventProgressState {
+	if e.Type == EventProgressState || (e.Type == EventStatus && e.Broadcast) {
 		s.dropSuperseded(e)
 	}
 	s.backlog = append(s.backlog, e)
@@ -100,13 +100,14 @@ func (s *Subscription) offer(e Event) {
 	}
 }
 
-// dropSuperseded removes from the backlog the undelivered progress_state of e's prompt:
-// each carries the whole state, so the newer one replaces it, and a slow subscriber
-// holds at most one copy of a prompt's state instead of a backlog of them.
+// dropSuperseded removes from the backlog the undelivered event that e supersedes: the
+// progress_state of e's prompt (each carries the whole state), or the broadcast queue
+// status before e. A slow subscriber then holds one copy of each, not a backlog of
+// them (a thousand prompts queued at once broadcast a thousand statuses).
 func (s *Subscription) dropSuperseded(e Event) {
 	id := progressPrompt(e)
 	for i := len(s.backlog) - 1; i >= 0; i-- {
-		if old := s.backlog[i]; old.Type == EventProgressState && progressPrompt(old) == id {
+		if old := s.backlog[i]; old.Type == e.Type && old.Broadcast == e.Broadcast && progressPrompt(old) == id {
 			copy(s.backlog[i:], s.backlog[i+1:])
 			s.backlog[len(s.backlog)-1] = Event{}
 			s.backlog = s.backlog[:len(s.backlog)-1]

@@ -126,3 +126,21 @@ func TestSubscriptionKeepsLatestProgressState(t *testing.T) {
 		t.Errorf("dropped %d, want 2", s.Dropped())
 	}
 }
+
+// TestSubscriptionKeepsLatestStatus: a broadcast status replaces the undelivered one.
+func TestSubscriptionKeepsLatestStatus(t *testing.T) {
+	h := newHub(100)
+	s := h.subscribe()
+	defer s.Close()
+	h.publish(Event{Type: EventExecutionStart})
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.backlog) == 0 })
+	for i := range 50 {
+		h.publish(Event{Type: EventStatus, Broadcast: true, Data: i})
+	}
+	s.mu.Lock()
+	n, last := len(s.backlog), s.backlog[len(s.backlog)-1].Data
+	s.mu.Unlock()
+	if n != 1 || last != 49 {
+		t.Errorf("backlog of %d, last %v; want the latest status only", n, last)
+	}
+}

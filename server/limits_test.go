@@ -430,3 +430,48 @@ func TestUploadSlots(t *testing.T) {
 	}
 	resp2.Body.Close()
 }
+
+// TestStatusBurstKeepsSlowClient: a thousand prompts queued at once broadcast a
+// thousand statuses; a client that reads nothing meanwhile keeps its connection (a
+// status replaces the one not yet written instead of filling its backlog) and then
+// reads the latest status.
+func TestStatusBurstKeepsSlowClient(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.Forward(ctx)
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	c := dialWS(t, hs.URL, "slow")
+	readWS(t, c)
+	// Previews the client does not read fill its socket: the writer blocks.
+	for i := 0; i < 8; i++ {
+		ts.Publish(Event{ClientID: "slow", Preview: &Preview{Format: "PNG", Data: make([]byte, 2<<20)}})
+	}
+	time.Sleep(200 * time.Millisecond)
+	const n = 1000
+	for i := 0; i < n; i++ {
+		body := fmt.Sprintf(`{"client_id": "other", "prompt": {"1": {"class_type": "Sink", "inputs": {"width": 8, "seed": %d}}}}`, i)
+		if rec := ts.do(t, "POST", "/prompt", strings.NewReader(body)); rec.Code != 200 {
+			t.Fatalf("prompt %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	got := 0
+	for {
+		m := readWS(t, c)
+		if m.binary {
+			continue
+		}
+		if m.typ != "status" {
+			t.Fatalf("message %s", m.raw)
+		}
+		got++
+		if m.data["status"].(map[string]any)["exec_info"].(map[string]any)["queue_remaining"] == float64(n) {
+			break
+		}
+	}
+	if got > n/4 {
+		t.Errorf("%d status messages for %d queued prompts", got, n)
+	}
+	t.Logf("%d status messages for a burst of %d", got, n)
+}

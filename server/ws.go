@@ -82,6 +82,23 @@ type wsClient struct {
 	mu      sync.Mutex
 	flags   map[string]any
 	pending int // bytes in send
+
+	// status is the latest queue status not yet written, and statusReady wakes the
+	// writer for it: a status supersedes the one before, so a burst of queued prompts
+	// (each broadcasting one) costs each client one slot, not one per prompt.
+	status      []byte
+	statusReady chan struct{}
+}
+
+// enqueueStatus hands a status message to the writer, replacing one not yet written.
+func (c *wsClient) enqueueStatus(msg []byte) {
+	c.mu.Lock()
+	c.status = msg
+	c.mu.Unlock()
+	select {
+	case c.statusReady <- struct{}{}:
+	default:
+	}
 }
 
 func (c *wsClient) close() {
@@ -125,6 +142,18 @@ func (c *wsClient) writeLoop() {
 		select {
 		case <-c.done:
 			return
+		case <-c.statusReady:
+			c.mu.Lock()
+			msg := c.status
+			c.status = nil
+			c.mu.Unlock()
+			if msg == nil {
+				continue
+			}
+			_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+				return
+			}
 		case m := <-c.send:
 			c.mu.Lock()
 			c.pending -= len(m.data)
@@ -263,6 +292,10 @@ func (s *Server) Publish(ev Event) {
 		s.hub.mu.Unlock()
 	}
 	for _, c := range s.hub.targets(ev.ClientID, ev.Broadcast) {
+		if ev.Type == "status" {
+			c.enqueueStatus(msg)
+			continue
+		}
 		c.enqueue(wsMessage{data: msg})
 	}
 }
@@ -371,7 +404,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if sid == "" {
 		sid = newSID()
 	}
-	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{}}
+	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{},
+		statusReady: make(chan struct{}, 1)}
 	s.hub.add(c)
 	defer s.hub.remove(c)
 	go c.writeLoop()
