@@ -6,8 +6,13 @@ import (
 	"time"
 )
 
-// DefaultProgressInterval is how often, at most, a prompt's progress_state is sent.
+// DefaultProgressInterval is how often, at most, a prompt's progress_state is sent
+// while it holds up to progressEntriesPerInterval nodes; a bigger state waits
+// proportionally longer, so that a prompt sends at most about
+// progressEntriesPerInterval node entries per interval, whatever its size.
 const DefaultProgressInterval = 100 * time.Millisecond
+
+const progressEntriesPerInterval = 1000
 
 // progressState is one prompt's progress_state: the state of every node that has
 // started, kept incrementally (one map entry per node).
@@ -15,9 +20,10 @@ const DefaultProgressInterval = 100 * time.Millisecond
 // ComfyUI sends the whole map on every node update, and its clients replace their copy
 // with each message; that costs O(nodes) per update, O(nodes²) per prompt (a
 // 10,000-node chain took 14 s and 3 GB). Here the whole map still goes out, so clients
-// see what ComfyUI's see, but at most once per interval: an update within the interval
-// only marks the state dirty and a timer sends the latest state when the interval
-// ends. end sends what is pending before the prompt's last messages, so the final
+// see what ComfyUI's see, but at most once per interval (longer for a state of more
+// than progressEntriesPerInterval nodes): an update within the interval only marks
+// the state dirty and a timer sends the latest state when the interval ends. What a
+// prompt sends is then bounded by its run time, not by its size squared. end sends what is pending before the prompt's last messages, so the final
 // state always arrives before execution_success, execution_error or
 // execution_interrupted.
 type progressState struct {
@@ -49,7 +55,7 @@ func (ps *progressState) set(id, state string, value, max float64) {
 		return
 	}
 	ps.dirty = true
-	wait := ps.interval - time.Since(ps.last)
+	wait := ps.interval*time.Duration(1+len(ps.nodes)/progressEntriesPerInterval) - time.Since(ps.last)
 	if wait <= 0 {
 		ps.sendLocked()
 		return

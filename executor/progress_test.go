@@ -66,9 +66,13 @@ func TestProgressStateLongChainLinear(t *testing.T) {
 			last = d
 		}
 	}
-	// One send at the first update, at most one per interval after it, one at the end.
+	// One send at the first update, at most one per interval after it, one at the end;
+	// and at most about 1,000 node entries per interval.
 	if limit := 2 + int(elapsed/interval); states > limit {
 		t.Errorf("%d progress_state events in %v, want at most %d", states, elapsed, limit)
+	}
+	if limit := 2*(n+2) + 1000*int(elapsed/interval+1); entries > limit {
+		t.Errorf("%d node entries sent in %v, want at most %d", entries, elapsed, limit)
 	}
 	if len(last.Nodes) != n+2 {
 		t.Fatalf("final progress_state has %d nodes, want %d", len(last.Nodes), n+2)

@@ -5,8 +5,10 @@ import (
 )
 
 // DefaultSubscriberBacklog is the number of undelivered events a subscriber may hold
-// before the hub starts dropping its progress and preview events.
-const DefaultSubscriberBacklog = 1024
+// before the hub starts dropping its progress and preview events: enough for the
+// events of a 10,000-node prompt of trivial nodes, which a loaded machine may produce
+// faster than a subscriber is scheduled.
+const DefaultSubscriberBacklog = 16384
 
 // Subscription receives the engine's events in order on C.
 //

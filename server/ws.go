@@ -59,11 +59,13 @@ type Preview struct {
 
 // writeWait bounds a write to one client: a client that stops reading is dropped
 // rather than holding up everyone else. sendBacklog and sendBacklogBytes bound what
-// waits for one client (a progress_state of a large prompt or a preview can be
-// megabytes): a client over either is dropped too.
+// waits for one client: a prompt of 10,000 nodes sends 10,000 "executing" messages in
+// a second or two, and a progress_state of a large prompt or a preview can be
+// megabytes; a client over either is dropped too (a broadcast message is one copy
+// shared by every client, so the bytes count per client but not per copy).
 const (
 	writeWait        = 10 * time.Second
-	sendBacklog      = 256
+	sendBacklog      = 16384
 	sendBacklogBytes = 64 << 20
 )
 

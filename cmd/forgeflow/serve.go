@@ -244,6 +244,9 @@ func localBackend(cfg *config, so *serveOptions, e *env, cache executor.CacheOpt
 		dbPath = filepath.Join(e.userDir, "forgeflow.db")
 	}
 	st, err := store.Open(dbPath, store.Options{Logger: log})
+	if errors.Is(err, store.ErrNotQueue) {
+		return nil, fmt.Errorf("%w (or start with --queue-db naming another file)", err)
+	}
 	if err != nil {
 		return nil, err
 	}
