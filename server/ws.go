@@ -72,7 +72,12 @@ const (
 type wsMessage struct {
 	binary bool
 	data   []byte
+	// status, when set, holds the message instead of data: a queue status whose
+	// content a newer status replaces until it is written.
+	status *statusSlot
 }
+
+type statusSlot struct{ data []byte }
 
 type wsClient struct {
 	sid  string
@@ -85,22 +90,26 @@ type wsClient struct {
 	flags   map[string]any
 	pending int // bytes in send
 
-	// status is the latest queue status not yet written, and statusReady wakes the
-	// writer for it: a status supersedes the one before, so a burst of queued prompts
-	// (each broadcasting one) costs each client one slot, not one per prompt.
-	status      []byte
-	statusReady chan struct{}
+	// status is the queued status message not yet written: a status supersedes the
+	// one before, so a burst of queued prompts (each broadcasting one) costs each
+	// client one slot, not one per prompt, and the status keeps its place among the
+	// other messages.
+	status *statusSlot
 }
 
-// enqueueStatus hands a status message to the writer, replacing one not yet written.
+// enqueueStatus hands a status message to the writer, or puts its content in the
+// status message still waiting to be written.
 func (c *wsClient) enqueueStatus(msg []byte) {
 	c.mu.Lock()
-	c.status = msg
-	c.mu.Unlock()
-	select {
-	case c.statusReady <- struct{}{}:
-	default:
+	if c.status != nil {
+		c.status.data = msg
+		c.mu.Unlock()
+		return
 	}
+	slot := &statusSlot{data: msg}
+	c.status = slot
+	c.mu.Unlock()
+	c.enqueue(wsMessage{status: slot, data: msg})
 }
 
 func (c *wsClient) close() {
@@ -144,21 +153,15 @@ func (c *wsClient) writeLoop() {
 		select {
 		case <-c.done:
 			return
-		case <-c.statusReady:
-			c.mu.Lock()
-			msg := c.status
-			c.status = nil
-			c.mu.Unlock()
-			if msg == nil {
-				continue
-			}
-			_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := c.conn.WriteMessage(websocket.TextMessage, msg); err != nil {
-				return
-			}
 		case m := <-c.send:
 			c.mu.Lock()
 			c.pending -= len(m.data)
+			if m.status != nil {
+				m.data = m.status.data
+				if c.status == m.status {
+					c.status = nil
+				}
+			}
 			c.mu.Unlock()
 			typ := websocket.TextMessage
 			if m.binary {
@@ -274,6 +277,10 @@ func (s *Server) Publish(ev Event) {
 		s.publishPreview(ev)
 		return
 	}
+	targets := s.hub.targets(ev.ClientID, ev.Broadcast)
+	if len(targets) == 0 && ev.Type != "executing" {
+		return // nobody to encode it for (a progress_state can be megabytes)
+	}
 	data, err := json.Marshal(ev.Data)
 	if err != nil {
 		s.log.Error("encode websocket event", "type", ev.Type, "err", err)
@@ -293,7 +300,7 @@ func (s *Server) Publish(ev Event) {
 		s.hub.execSID, s.hub.execNode = ev.ClientID, d.Node
 		s.hub.mu.Unlock()
 	}
-	for _, c := range s.hub.targets(ev.ClientID, ev.Broadcast) {
+	for _, c := range targets {
 		if ev.Type == "status" {
 			c.enqueueStatus(msg)
 			continue
@@ -406,8 +413,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if sid == "" {
 		sid = newSID()
 	}
-	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{},
-		statusReady: make(chan struct{}, 1)}
+	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{}}
 	s.hub.add(c)
 	defer s.hub.remove(c)
 	go c.writeLoop()
