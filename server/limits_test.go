@@ -253,6 +253,7 @@ func TestWebsocketLimits(t *testing.T) {
 	if limit := clientLogBurst + int(elapsed.Seconds()*clientLogRate) + 2; lines > limit || lines == 0 {
 		t.Errorf("%d invalid messages in %v wrote %d log lines, want 1..%d", n, elapsed, lines, limit)
 	}
+	t.Logf("%d invalid messages in %v: %d log lines", n, elapsed.Round(time.Millisecond), lines)
 	// Over the size limit: disconnected.
 	c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), 2<<10))
 	if !disconnected(c) {

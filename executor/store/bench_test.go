@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"testing"
 
@@ -32,4 +33,32 @@ func BenchmarkPushAck(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkOpenCheck measures Open on a full history (DefaultMaxHistory entries of a
+// 2 KB prompt each, written without fsync to set up): the page walk of checkFile and
+// bbolt's own check, which every start runs, linear in the file.
+func BenchmarkOpenCheck(b *testing.B) {
+	path := b.TempDir() + "/q.db"
+	s, err := Open(path, Options{noSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < executor.DefaultMaxHistory; i++ {
+		j := bigJob("h" + strconv.Itoa(i))
+		if err := s.PutHistory(ctx, entry(j, executor.StatusSuccess)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+	for b.Loop() {
+		s, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+	st, _ := os.Stat(path)
+	b.ReportMetric(float64(st.Size())/(1<<20), "MB")
 }
