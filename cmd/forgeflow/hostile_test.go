@@ -78,21 +78,6 @@ func startServeLogged(t *testing.T, args ...string) (string, *syncBuffer, func()
 	return "", nil, nil
 }
 
-// raw sends raw bytes on a new connection and returns what the server answers until
-// it closes the connection, and whether it did within 5 s.
-func raw(t *testing.T, addr, req string) (string, bool) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, req)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, err := io.ReadAll(c)
-	return string(b), err == nil
-}
-
 // bombPNG is a PNG header declaring w×h pixels and nothing else: 33 bytes.
 func bombPNG(w, h uint32) []byte {
 	var b bytes.Buffer

@@ -115,10 +115,7 @@ func metaOffsets(f *os.File) []int64 {
 	if m, _, magic := readMeta(f, 0); magic && m.pageSize >= 512 && m.pageSize <= 1<<16 {
 		offs = append(offs, int64(m.pageSize))
 	}
-	for _, ps := range []int64{4096, 8192, 16384, 65536} {
-		offs = append(offs, ps)
-	}
-	return offs
+	return append(offs, 4096, 8192, 16384, 65536)
 }
 
 // readMeta reads a meta page at off: its content, whether it is valid (magic, version,
