@@ -424,6 +424,12 @@ func FuzzPostPrompt(f *testing.F) {
 		`[]`, `null`, `{`, `{"partial_execution_targets": ["1"], "prompt": {"1": {"class_type": "A"}}}`,
 		`{"prompt": ` + sinkPrompt + `, "front": true, "prompt_id": "x"}`, `{"prompt": ` + sinkPrompt + `, "number": "nan"}`,
 		`{"prompt": ` + sinkPrompt + `, "number": "-inf"}`, `{"prompt": ` + sinkPrompt + `, "partial_execution_targets": ["9"]}`,
+		// Hostile ones (issue 16): an id over the limit, a client_id that is not a
+		// string, a cycle, a node linking to itself.
+		`{"prompt": ` + sinkPrompt + `, "prompt_id": "` + strings.Repeat("x", 300) + `"}`,
+		`{"prompt": ` + sinkPrompt + `, "client_id": {"a": 1}}`,
+		`{"prompt": {"1": {"class_type": "Sink", "inputs": {"width": ["2", 0]}}, "2": {"class_type": "Sink", "inputs": {"width": ["1", 0]}}}}`,
+		`{"prompt": {"1": {"class_type": "Sink", "inputs": {"width": ["1", 0], "seed": 1}}}}`,
 	} {
 		f.Add(s)
 	}
@@ -435,6 +441,10 @@ func FuzzPostPrompt(f *testing.F) {
 		}
 		if !json.Valid(rec.Body.Bytes()) {
 			t.Fatalf("answer is not JSON: %s", rec.Body)
+		}
+		// What one request costs is linear in its size: the answer too.
+		if rec.Body.Len() > 32*len(body)+8192 {
+			t.Fatalf("a %d-byte body got a %d-byte answer", len(body), rec.Body.Len())
 		}
 		if err := ts.queue.Clear(context.Background()); err != nil {
 			t.Fatal(err)
