@@ -96,51 +96,56 @@ func TestSubscriptionDeliversInOrder(t *testing.T) {
 // TestSubscriptionKeepsLatestProgressState: an undelivered progress_state is replaced
 // by a newer one of the same prompt, so a slow subscriber holds one copy per prompt.
 func TestSubscriptionKeepsLatestProgressState(t *testing.T) {
-	h := newHub(100)
-	s := h.subscribe()
-	defer s.Close()
-	h.publish(Event{Type: EventExecutionStart})
-	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.backlog) == 0 })
-	state := func(prompt string, n int) Event {
-		return Event{Type: EventProgressState, Data: ProgressStateData{PromptID: prompt, Nodes: map[string]NodeProgress{"n": {Value: float64(n)}}}}
-	}
-	h.publish(state("a", 1))
-	h.publish(state("b", 1))
-	h.publish(Event{Type: EventExecuting})
-	h.publish(state("a", 2))
-	h.publish(state("a", 3))
-	s.mu.Lock()
-	var got []string
-	for _, ev := range s.backlog {
-		if d, ok := ev.Data.(ProgressStateData); ok {
-			got = append(got, d.PromptID+":"+strconv.Itoa(int(d.Nodes["n"].Value)))
-		} else {
-			got = append(got, ev.Type)
+	synctest.Test(t, func(t *testing.T) {
+		h := newHub(100)
+		s := h.subscribe()
+		defer s.Close()
+		// Nobody reads: the pump holds the first event, the rest wait in the backlog.
+		h.publish(Event{Type: EventExecutionStart})
+		synctest.Wait()
+		state := func(prompt string, n int) Event {
+			return Event{Type: EventProgressState, Data: ProgressStateData{PromptID: prompt, Nodes: map[string]NodeProgress{"n": {Value: float64(n)}}}}
 		}
-	}
-	s.mu.Unlock()
-	if want := []string{"b:1", EventExecuting, "a:3"}; !slices.Equal(got, want) {
-		t.Errorf("backlog %v, want %v", got, want)
-	}
-	if s.Dropped() != 2 {
-		t.Errorf("dropped %d, want 2", s.Dropped())
-	}
+		h.publish(state("a", 1))
+		h.publish(state("b", 1))
+		h.publish(Event{Type: EventExecuting})
+		h.publish(state("a", 2))
+		h.publish(state("a", 3))
+		s.mu.Lock()
+		var got []string
+		for _, ev := range s.backlog {
+			if d, ok := ev.Data.(ProgressStateData); ok {
+				got = append(got, d.PromptID+":"+strconv.Itoa(int(d.Nodes["n"].Value)))
+			} else {
+				got = append(got, ev.Type)
+			}
+		}
+		s.mu.Unlock()
+		if want := []string{"b:1", EventExecuting, "a:3"}; !slices.Equal(got, want) {
+			t.Errorf("backlog %v, want %v", got, want)
+		}
+		if s.Dropped() != 2 {
+			t.Errorf("dropped %d, want 2", s.Dropped())
+		}
+	})
 }
 
 // TestSubscriptionKeepsLatestStatus: a broadcast status replaces the undelivered one.
 func TestSubscriptionKeepsLatestStatus(t *testing.T) {
-	h := newHub(100)
-	s := h.subscribe()
-	defer s.Close()
-	h.publish(Event{Type: EventExecutionStart})
-	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.backlog) == 0 })
-	for i := range 50 {
-		h.publish(Event{Type: EventStatus, Broadcast: true, Data: i})
-	}
-	s.mu.Lock()
-	n, last := len(s.backlog), s.backlog[len(s.backlog)-1].Data
-	s.mu.Unlock()
-	if n != 1 || last != 49 {
-		t.Errorf("backlog of %d, last %v; want the latest status only", n, last)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHub(100)
+		s := h.subscribe()
+		defer s.Close()
+		h.publish(Event{Type: EventExecutionStart})
+		synctest.Wait()
+		for i := range 50 {
+			h.publish(Event{Type: EventStatus, Broadcast: true, Data: i})
+		}
+		s.mu.Lock()
+		n, last := len(s.backlog), s.backlog[len(s.backlog)-1].Data
+		s.mu.Unlock()
+		if n != 1 || last != 49 {
+			t.Errorf("backlog of %d, last %v; want the latest status only", n, last)
+		}
+	})
 }
