@@ -248,8 +248,8 @@ func (q *Queue) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 	if job == nil || job.ID == "" {
 		return 0, errors.New("cluster: push: empty prompt id")
 	}
-	if len(job.ID) > maxIDLength {
-		return 0, fmt.Errorf("cluster: push: prompt id of %d bytes, more than %d", len(job.ID), maxIDLength)
+	if len(job.ID) > executor.MaxIDLength {
+		return 0, fmt.Errorf("cluster: push: prompt id of %d bytes: %w", len(job.ID), executor.ErrInvalidID)
 	}
 	if opts.Number != nil && (math.IsNaN(*opts.Number) || math.IsInf(*opts.Number, 0)) {
 		return 0, fmt.Errorf("cluster: push %q: number is not finite", job.ID)

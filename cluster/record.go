@@ -121,7 +121,6 @@ const (
 	keyCounter   = "meta.counter"
 	plainPrefix  = "j."
 	escapePrefix = "x."
-	maxIDLength  = 512
 )
 
 var plainID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
