@@ -3,6 +3,7 @@ package flux
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -26,6 +27,10 @@ type Inputs struct {
 	// RefMethod places the reference tokens: "offset" (default), "index" or "uxo"
 	// (ReferenceLatent / FluxKontextMultiReferenceLatentMethod).
 	RefMethod string
+	// SkipDouble and SkipSingle list blocks to leave out, their input passed on
+	// unchanged (Skip Layer Guidance: ComfyUI's patches_replace of the "double_block" /
+	// "single_block" with the identity).
+	SkipDouble, SkipSingle []int
 }
 
 // Forward is Flux.forward: it pads x to whole patches (circularly), patchifies it into
@@ -99,6 +104,9 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if slices.Contains(in.SkipDouble, i) {
+			continue
+		}
 		ni, nt, err := m.DoubleBlocks[i].forward(rt, img, txt, vecSiLU, pe, one, c.NumHeads)
 		if err != nil {
 			return nil, fmt.Errorf("flux: double block %d: %w", i, err)
@@ -115,6 +123,9 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 	for i := range m.SingleBlocks {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if slices.Contains(in.SkipSingle, i) {
+			continue
 		}
 		nj, err := m.SingleBlocks[i].forward(rt, joint, vecSiLU, pe, one, c.NumHeads)
 		if err != nil {

@@ -141,6 +141,37 @@ func TestGuidance(t *testing.T) {
 	}
 }
 
+// TestSkipBlocks checks Skip Layer Guidance's block skipping: leaving out every block
+// equals a model without blocks, skipping a block that does not exist changes nothing,
+// and skipping one block changes the output.
+func TestSkipBlocks(t *testing.T) {
+	rt := newRuntime(t)
+	m := tinyModel(t, rt, true)
+	in := tinyInputs(t, rt, 1, 4, 6)
+	full := forward(t, rt, m, in)
+	bare := *m
+	bare.DoubleBlocks, bare.SingleBlocks = nil, nil
+	want := forward(t, rt, &bare, in)
+	skipAll := in
+	skipAll.SkipDouble, skipAll.SkipSingle = []int{0}, []int{0}
+	if got := forward(t, rt, m, skipAll); !slices.Equal(got, want) {
+		t.Errorf("skipping every block differs from a model without blocks (rel %.3g)", relErr(got, want))
+	}
+	none := in
+	none.SkipDouble, none.SkipSingle = []int{5}, []int{-1, 3}
+	if got := forward(t, rt, m, none); !slices.Equal(got, full) {
+		t.Errorf("skipping absent blocks changed the output (rel %.3g)", relErr(got, full))
+	}
+	for _, one := range []Inputs{{SkipDouble: []int{0}}, {SkipSingle: []int{0}}} {
+		s := in
+		s.SkipDouble, s.SkipSingle = one.SkipDouble, one.SkipSingle
+		got := forward(t, rt, m, s)
+		if slices.Equal(got, full) || slices.Equal(got, want) {
+			t.Errorf("skip double %v single %v: output equals the full or the bare model's", one.SkipDouble, one.SkipSingle)
+		}
+	}
+}
+
 // TestDenoise checks apply_model for flow models: denoised = x − σ·model(x, σ).
 func TestDenoise(t *testing.T) {
 	rt := newRuntime(t)

@@ -133,6 +133,9 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 	if det.Diffusion != nil && det.Diffusion.MMDiT != nil && det.Diffusion.Prefix == unetPrefix {
 		return loadSD3Checkpoint(rt, f, det, opts)
 	}
+	if det.Diffusion != nil && det.Diffusion.Flux != nil && det.Diffusion.Prefix == unetPrefix {
+		return loadFluxCheckpoint(rt, f, det, opts)
+	}
 	if det.Diffusion == nil || det.Diffusion.UNet == nil {
 		what := fmt.Sprintf("it holds a %s (%s), not an SD1/SD2/SDXL checkpoint", det.Kind, det.Family)
 		if det.Diffusion != nil {

@@ -36,9 +36,11 @@ type modelCond struct {
 	strength        float32
 	guidance        float32 // Flux's guidance scale, when hasGuidance
 	hasGuidance     bool
-	sigmaStart      float64 // the entry is skipped while sigma > sigmaStart
-	sigmaEnd        float64 // … or sigma < sigmaEnd
-	fromOtherPrompt bool    // added by sameAreaOpposites (for tests and logs)
+	refs            []refLatent // reference latents in model space (ref_latents), nil for none
+	refMethod       string      // ref_latents_method, "" when unset
+	sigmaStart      float64     // the entry is skipped while sigma > sigmaStart
+	sigmaEnd        float64     // … or sigma < sigmaEnd
+	fromOtherPrompt bool        // added by sameAreaOpposites (for tests and logs)
 }
 
 // prepareConds turns a CONDITIONING list into model conds for a latent of h×w (latent
@@ -97,9 +99,60 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 				mc.guidance = float32(*c.Guidance)
 			}
 		}
+		if m.References && len(c.ReferenceLatents) > 0 {
+			if mc.refs, err = prepareRefs(m, c.ReferenceLatents); err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc.refMethod = c.ReferenceMethod
+		}
 		out = append(out, mc)
 	}
 	return out, nil
+}
+
+// refLatent is one reference latent of an entry, in the model's latent space.
+type refLatent struct {
+	data  []float32
+	shape [4]int // N, C, h, w
+}
+
+// prepareRefs is the ref_latents part of model_base.Flux.extra_conds: every reference
+// latent through process_latent_in.
+func prepareRefs(m *Model, refs []*gpu.Tensor) ([]refLatent, error) {
+	out := make([]refLatent, len(refs))
+	for j, r := range refs {
+		if r == nil || r.Rank() != 4 || r.Dim(0) == 0 || r.Dim(1) == 0 || r.Dim(2) == 0 || r.Dim(3) == 0 {
+			var shape []int
+			if r != nil {
+				shape = r.Shape()
+			}
+			return nil, fmt.Errorf("reference latent %d %v is not a non-empty (N, C, H, W) latent", j, shape)
+		}
+		if ch := m.Latent.Channels; ch != 0 && r.Dim(1) != ch {
+			return nil, fmt.Errorf("reference latent %d has %d channels, the model's latents %d", j, r.Dim(1), ch)
+		}
+		v, err := r.Float32()
+		if err != nil {
+			return nil, fmt.Errorf("reference latent %d: %w", j, err)
+		}
+		out[j] = refLatent{data: m.Latent.processIn(v)}
+		copy(out[j].shape[:], r.Shape())
+	}
+	return out, nil
+}
+
+// sameRefs is CONDList.can_concat for ref_latents plus CONDConstant's for the method:
+// as many references, each of the same shape, and one placement.
+func sameRefs(a, b *modelCond) bool {
+	if len(a.refs) != len(b.refs) || a.refMethod != b.refMethod {
+		return false
+	}
+	for i := range a.refs {
+		if a.refs[i].shape != b.refs[i].shape {
+			return false
+		}
+	}
+	return true
 }
 
 // defaultGuidance is the guidance model_base.Flux.extra_conds passes for an entry that
@@ -211,6 +264,7 @@ func sameAreaOpposites(lists [][]modelCond) {
 				n.context, n.ctxBatch, n.tokens, n.dim = smallest.context, smallest.ctxBatch, smallest.tokens, smallest.dim
 				n.y, n.yBatch, n.yDim = smallest.y, smallest.yBatch, smallest.yDim
 				n.guidance, n.hasGuidance = smallest.guidance, smallest.hasGuidance
+				n.refs, n.refMethod = smallest.refs, smallest.refMethod
 				n.fromOtherPrompt = true
 				lists[kk] = append(lists[kk], n)
 			}
@@ -290,7 +344,7 @@ func scaleCol(m []float32, w, col int, f float32) {
 // the same region size, cross-attention contexts of one width whose token counts differ
 // by a factor of at most 4 once padded to their least common multiple (of the same
 // count when exact: CONDRegular), label vectors of the same shape, and guidance on both
-// or neither.
+// or neither, and reference latents of the same shapes placed alike.
 func canBatch(a, b *activeEntry, exact bool) bool {
 	if a.ah != b.ah || a.aw != b.aw {
 		return false
@@ -307,7 +361,7 @@ func canBatch(a, b *activeEntry, exact bool) bool {
 			return false
 		}
 	}
-	if (a.c.y == nil) != (b.c.y == nil) {
+	if (a.c.y == nil) != (b.c.y == nil) || !sameRefs(a.c, b.c) {
 		return false
 	}
 	return a.c.y == nil || (a.c.yBatch == b.c.yBatch && a.c.yDim == b.c.yDim)

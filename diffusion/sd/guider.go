@@ -419,6 +419,23 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			return nil, err
 		}
 	}
+	if refs := batch[0].c.refs; len(refs) > 0 {
+		// CONDList: each reference repeated to the batch size per entry, then the
+		// entries' references joined along the batch, reference by reference.
+		in.RefMethod = batch[0].c.refMethod
+		for j, r := range refs {
+			per := r.shape[1] * r.shape[2] * r.shape[3]
+			data := make([]float32, 0, bn*per)
+			for _, e := range batch {
+				data = append(data, repeatRows(e.c.refs[j].data, e.c.refs[j].shape[0], per, n)...)
+			}
+			t, err := mk(data, bn, r.shape[1], r.shape[2], r.shape[3])
+			if err != nil {
+				return nil, err
+			}
+			in.RefLatents = append(in.RefLatents, t)
+		}
+	}
 	forward := d.g.forward
 	if forward == nil {
 		net := m.network()

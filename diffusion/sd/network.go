@@ -31,6 +31,11 @@ type NetInputs struct {
 	// ComfyUI's patches_replace of ("dit", "double_block" / "single_block", i). An MMDiT
 	// has joint (double) blocks only.
 	SkipDouble, SkipSingle []int
+	// RefLatents are Flux Kontext's reference latents (ref_latents), each (B, C, h, w) in
+	// the model's latent space; RefMethod places them ("" for offset). Nil for models
+	// that take none.
+	RefLatents []*gpu.Tensor
+	RefMethod  string
 }
 
 // unetNetwork runs an SD UNet (which has no blocks to skip).

@@ -126,7 +126,7 @@ type DiffusionModelOptions struct {
 // LoadDiffusionModel loads a diffusion_models (unet) file as UNETLoader does
 // (load_diffusion_model_state_dict): the network alone, keys bare or under
 // model.diffusion_model., its family's model sampling and latent format. SD1.x, SD2.x
-// and SDXL UNets and SD3 MMDiTs load; other families (Flux, …) plug in here. The result
+// and SDXL UNets, SD3 MMDiTs and Flux transformers load. The result
 // holds only Model.
 func LoadDiffusionModel(rt *gpu.Runtime, path string, opts DiffusionModelOptions) (*Checkpoint, error) {
 	var f *tensorfile.File
@@ -180,6 +180,10 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 		}
 		ck.Model = NewSD3Model(rt, m, name)
 		ck.Model.Weights = newWeights(f, d.Prefix).renamed(d.Prefix, unetPrefix)
+	case d.Flux != nil:
+		if ck.Model, err = loadFluxModel(rt, f, d, opts.WeightDType); err != nil {
+			return nil, err
+		}
 	case d.UNet != nil:
 		if d.Variant == "inpaint" {
 			return nil, &UnsupportedError{Path: name, What: "inpainting UNets (9 input channels) are not implemented"}

@@ -51,6 +51,9 @@ type Model struct {
 	// (CONDRegular, SD3 and Flux); the UNet's cross-attention repeats them to a common
 	// length instead (CONDCrossAttn).
 	ExactContext bool
+	// References: the network takes the conditioning's reference latents (Flux's
+	// ref_latents); other models ignore them, as ComfyUI's do.
+	References bool
 	// PostCFG are ComfyUI's sampler_post_cfg_functions, applied in order to every
 	// guided prediction (SkipLayerGuidanceDiT, CFGNorm). Patch nodes append a copy.
 	PostCFG []PostCFG
@@ -157,6 +160,13 @@ type Cond struct {
 	// "guidance": None, which passes no guidance at all.
 	Guidance   *float64
 	NoGuidance bool
+	// ReferenceLatents are the latents ReferenceLatent attached (ComfyUI's
+	// "reference_latents", VAE latent space, each (N, C, h, w)); edit models (Flux
+	// Kontext) see them as extra tokens. ReferenceMethod is
+	// FluxKontextMultiReferenceLatentMethod's "offset", "index" or "uxo" ("" when unset).
+	// The slice is shared between copies: append to a copy, never in place.
+	ReferenceLatents []*gpu.Tensor
+	ReferenceMethod  string
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.
