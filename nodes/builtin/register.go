@@ -119,12 +119,17 @@ func Register(r *nodes.Registry, opts Options) error {
 		&EmptyLatentImage{opts: opts}, &LatentUpscale{}, &LatentUpscaleBy{}, &LatentFromBatch{},
 		&RepeatLatentBatch{}, &LatentComposite{},
 		// sampling.go
-		&KSampler{}, &KSamplerAdvanced{}, &ModelSamplingDiscrete{},
+		&KSampler{}, &KSamplerAdvanced{}, &ModelSamplingDiscrete{}, &ModelSamplingFlux{},
 		// customsampling.go
 		&SamplerCustom{}, &SamplerCustomAdvanced{}, &KSamplerSelect{},
 		&BasicScheduler{}, &KarrasScheduler{}, &ExponentialScheduler{}, &SDTurboScheduler{},
 		&SplitSigmas{}, &SplitSigmasDenoise{}, &RandomNoise{}, &DisableNoise{},
 		&CFGGuider{}, &BasicGuider{}, &DualCFGGuider{},
+		// gguf.go
+		&UnetLoaderGGUF{env: models}, &UnetLoaderGGUFAdvanced{env: models},
+		// flux.go
+		&FluxGuidance{}, &FluxDisableGuidance{}, &ReferenceLatent{}, &FluxKontextMultiReferenceLatentMethod{},
+		&FluxKontextImageScale{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {

@@ -13,7 +13,7 @@ import (
 )
 
 // Sampling nodes: nodes.py KSampler and KSamplerAdvanced, nodes_model_advanced.py
-// ModelSamplingDiscrete, and the values and widgets they share with the custom sampling
+// ModelSamplingDiscrete and ModelSamplingFlux, and the values and widgets they share with the custom sampling
 // nodes (customsampling.go). Sampler and scheduler combos come from the one registry in
 // diffusion/sampling.
 
@@ -250,9 +250,44 @@ func (n *ModelSamplingDiscrete) Run(ctx context.Context, env *nodes.Env) (nodes.
 	return nodes.One(n.Model.WithSampling(ms), nil)
 }
 
+// ModelSamplingFlux is ComfyUI's ModelSamplingFlux: Flux's model sampling with the
+// shift for an image of width×height, linear in its 2×2-patch count between base_shift
+// at 256 patches and max_shift at 4096.
+type ModelSamplingFlux struct {
+	Model     *sd.Model `input:"model"`
+	MaxShift  float64   `input:"max_shift"`
+	BaseShift float64   `input:"base_shift"`
+	Width     int       `input:"width"`
+	Height    int       `input:"height"`
+}
+
+// Schema implements nodes.Typed.
+func (*ModelSamplingFlux) Schema() graph.Schema {
+	shift := func(name string, def float64) graph.Input {
+		return graph.Input{Name: name, Type: graph.TypeFloat, Default: def, Min: graph.Num(0.0), Max: graph.Num(100.0), Step: graph.Num(0.01)}
+	}
+	return graph.Schema{
+		Name: "ModelSamplingFlux", DisplayName: "ModelSamplingFlux", Category: "advanced/model", PythonModule: modelAdvancedModule,
+		Inputs: []graph.Input{
+			socket("model", "MODEL"),
+			shift("max_shift", 1.15), shift("base_shift", 0.5),
+			step8("width", 1024, 16), step8("height", 1024, 16),
+		},
+		Outputs: outputs("MODEL"),
+	}
+}
+
+// Run implements nodes.Typed (ModelSamplingFlux.patch: ModelSamplingFlux + CONST with
+// the computed shift, on any model as ComfyUI allows).
+func (n *ModelSamplingFlux) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	shift := sampling.FluxShift(n.MaxShift, n.BaseShift, n.Width, n.Height)
+	return nodes.One(n.Model.WithSampling(sampling.NewFlux(shift)), nil)
+}
+
 // Interface guards.
 var (
 	_ nodes.Typed = (*KSampler)(nil)
 	_ nodes.Typed = (*KSamplerAdvanced)(nil)
 	_ nodes.Typed = (*ModelSamplingDiscrete)(nil)
+	_ nodes.Typed = (*ModelSamplingFlux)(nil)
 )
