@@ -3,9 +3,11 @@ package sd
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/gguf"
 )
 
 // Random-weight Flux all-in-one checkpoints with the real key layout (the transformer
@@ -81,4 +83,82 @@ func WriteRandomFlux(w io.Writer, s RandomFluxSpec) error {
 // WriteRandomSD3Part write the separate clip_l and t5xxl files a DualCLIPLoader loads.
 func (s RandomFluxSpec) TextParts() RandomSD3Spec {
 	return RandomSD3Spec{CLIPL: s.CLIPL, T5: s.T5, DType: s.DType, Seed: s.Seed}
+}
+
+// t5GGUFNames maps a transformers T5 encoder block tensor to llama.cpp's name (the
+// "t5encoder" GGUF layout that city96's t5-v1_1-xxl-encoder-gguf files and the refpeer
+// kit's T5 use).
+var t5GGUFNames = []struct{ hf, gguf string }{
+	{"layer.0.SelfAttention.q.", "attn_q."}, {"layer.0.SelfAttention.k.", "attn_k."},
+	{"layer.0.SelfAttention.v.", "attn_v."}, {"layer.0.SelfAttention.o.", "attn_o."},
+	{"layer.0.SelfAttention.relative_attention_bias.", "attn_rel_b."}, {"layer.0.layer_norm.", "attn_norm."},
+	{"layer.1.DenseReluDense.wi_0.", "ffn_gate."}, {"layer.1.DenseReluDense.wi_1.", "ffn_up."},
+	{"layer.1.DenseReluDense.wo.", "ffn_down."}, {"layer.1.layer_norm.", "ffn_norm."},
+}
+
+// t5GGUFName returns llama.cpp's name of a transformers T5 encoder tensor.
+func t5GGUFName(hf string) (string, error) {
+	switch {
+	case strings.HasPrefix(hf, "shared."):
+		return "token_embd." + hf[len("shared."):], nil
+	case strings.HasPrefix(hf, "encoder.final_layer_norm."):
+		return "enc.output_norm." + hf[len("encoder.final_layer_norm."):], nil
+	}
+	if rest, ok := strings.CutPrefix(hf, "encoder.block."); ok {
+		if idx, rest, ok := strings.Cut(rest, "."); ok {
+			for _, n := range t5GGUFNames {
+				if suffix, ok := strings.CutPrefix(rest, n.hf); ok {
+					return "enc.blk." + idx + "." + n.gguf + suffix, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("sd: no llama.cpp name for T5 tensor %q", hf)
+}
+
+// WriteRandomT5GGUF writes a random T5 encoder as a llama.cpp "t5encoder" GGUF file:
+// matrices whose rows are whole blocks in qtype, the relative position table in F16
+// and the norms in F32, as the released T5-XXL GGUFs store them.
+func WriteRandomT5GGUF(w io.Writer, t RandomT5, seed uint64, qtype gguf.Type) error {
+	if !qtype.CanQuantize() {
+		return fmt.Errorf("sd: cannot write GGUF type %s", qtype)
+	}
+	var ts randomTensors
+	ts.t5("", t)
+	wts := make([]gguf.WriteTensor, len(ts))
+	for i, rt := range ts {
+		name, err := t5GGUFName(rt.Name)
+		if err != nil {
+			return err
+		}
+		typ := qtype
+		cols := rt.Shape[len(rt.Shape)-1]
+		switch {
+		case len(rt.Shape) == 1:
+			typ = gguf.TypeF32
+		case strings.Contains(name, "attn_rel_b") || cols%qtype.BlockSize() != 0:
+			typ = gguf.TypeF16
+		}
+		dims := make([]uint64, len(rt.Shape))
+		for j, d := range rt.Shape {
+			dims[len(dims)-1-j] = uint64(d)
+		}
+		count := int64(1)
+		for _, d := range rt.Shape {
+			count *= int64(d)
+		}
+		n, err := typ.RowSize(count)
+		if err != nil {
+			return err
+		}
+		data := make([]byte, n)
+		if err := gguf.Quantize(data, typ, rt.Values(seed)); err != nil {
+			return fmt.Errorf("sd: T5 tensor %s: %w", name, err)
+		}
+		wts[i] = gguf.WriteTensor{Name: name, Type: typ, Dims: dims, Data: data}
+	}
+	return gguf.Write(w, []gguf.KV{
+		{Key: "general.architecture", Type: gguf.TypeString, Value: "t5encoder"},
+		{Key: "general.description", Type: gguf.TypeString, Value: "forgeflow random weights"},
+	}, wts)
 }

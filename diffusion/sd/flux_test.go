@@ -389,3 +389,49 @@ func TestLoadFluxCheckpoint(t *testing.T) {
 		t.Errorf("transformer-only checkpoint: model %v, VAE %v, CLIP %v", ck2.Model != nil, ck2.VAE, ck2.CLIP)
 	}
 }
+
+// TestRandomT5GGUF writes a T5 encoder in llama.cpp's t5encoder layout (Q8_0) and in
+// the transformers layout (F32) from one spec and checks that the GGUF binds through
+// the GGUF text encoder loader with its blocks kept as stored and encodes like the F32
+// file within Q8_0's precision.
+func TestRandomT5GGUF(t *testing.T) {
+	rt := newRT(t)
+	dir := t.TempDir()
+	spec := TinyFluxRandomSpec(true)
+	spec.Seed = 3
+	gg := writeTestFile(t, dir, "t5-Q8_0.gguf", func(w *bufio.Writer) error { return WriteRandomT5GGUF(w, spec.T5, spec.Seed, gguf.TypeQ8_0) })
+	st := writeTestFile(t, dir, "t5.safetensors", func(w *bufio.Writer) error {
+		p := spec.TextParts()
+		p.DType = "F32"
+		return WriteRandomSD3Part(w, p, SD3PartT5)
+	})
+	cl := writeTestFile(t, dir, "clip_l.safetensors", func(w *bufio.Writer) error { return WriteRandomSD3Part(w, spec.TextParts(), SD3PartCLIPL) })
+	encode := func(path string) ([]float32, gpu.DType) {
+		ck, err := LoadTextEncoders(rt, []string{cl, path}, "flux", LoadOptions{GGUF: true, FP32TextEncoder: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ck.Close()
+		m := ck.CLIP.T5.Encoder.Model
+		out, err := m.Encode(context.Background(), [][]int{{5, 9, 30, 1}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := out.Float32()
+		return v, m.Blocks[0].FF.Gate.Weight.DType()
+	}
+	want, wd := encode(st)
+	got, gd := encode(gg)
+	if wd != gpu.F32 || gd != gpu.Q8_0 {
+		t.Fatalf("weights stored as %s and %s, want F32 and Q8_0", wd, gd)
+	}
+	var num, den float64
+	for i := range want {
+		d := float64(got[i] - want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+	}
+	if rel := math.Sqrt(num / den); rel > 0.02 || math.IsNaN(rel) {
+		t.Errorf("Q8_0 T5 differs from the F32 one by %.3g (relative)", rel)
+	}
+}
