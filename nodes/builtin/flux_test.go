@@ -361,6 +361,24 @@ func TestFluxSamplingNodes(t *testing.T) {
 		}
 	}
 
+	// Skip Layer Guidance on Flux: leaving out the single block (or the double block)
+	// changes a CFG run, which the patched model's post-CFG function reaches through
+	// the network's skipped blocks.
+	cfgRun := func(m any) []float32 {
+		g := node("CFGGuider", nodes.Inputs{"model": m, "positive": cond, "negative": neg, "cfg": 2.5})
+		out := mustNode(t, r, "SamplerCustomAdvanced", nodes.Inputs{"noise": noise, "guider": g, "sampler": smp, "sigmas": sigmas, "latent_image": empty})
+		v, _ := latentValues(t, out[0])
+		return v
+	}
+	plainCFG := cfgRun(model)
+	for _, layers := range [][2]string{{"", "0"}, {"0", ""}} {
+		slg := node("SkipLayerGuidanceDiT", nodes.Inputs{"model": model, "double_layers": layers[0], "single_layers": layers[1],
+			"scale": 3.0, "start_percent": 0.0, "end_percent": 1.0, "rescaling_scale": 0.0})
+		if v := cfgRun(slg); slices.Equal(v, plainCFG) {
+			t.Errorf("SkipLayerGuidanceDiT double %q single %q left the run unchanged", layers[0], layers[1])
+		}
+	}
+
 	// Kontext: the encoded image as a reference latent changes the result; a second
 	// reference with the index method changes it again.
 	ref := node("VAEEncode", nodes.Inputs{"pixels": ramp(1, 16, 12, 3), "vae": vae}).(*sd.Latent)
