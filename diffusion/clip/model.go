@@ -5,40 +5,24 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
-// Linear is a torch.nn.Linear's parameters.
-type Linear struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias,optional"`
-}
-
-// Forward applies the layer.
-func (l *Linear) Forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Linear(rt, x, l.Weight, l.Bias)
-}
-
-// LayerNorm is a torch.nn.LayerNorm's parameters.
-type LayerNorm struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-// Forward normalises the last dimension (eps 1e-5, CLIP's).
-func (n *LayerNorm) Forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.LayerNorm(rt, x, n.Weight, n.Bias, 1e-5)
-}
+// normEps is the layer norms' eps (CLIP's 1e-5).
+const normEps = 1e-5
 
 // TextModel is CLIP's text transformer (comfy/clip_model.py CLIPTextModel), fields named
 // after the checkpoint keys under "…text_model.".
 type TextModel struct {
+	// Module records the prefix the model was bound at, the root of its layers' keys.
+	nn.Module
 	Embeddings struct {
 		Token    *gpu.Tensor `sd:"token_embedding.weight"`
 		Position *gpu.Tensor `sd:"position_embedding.weight"`
 	} `sd:"embeddings"`
 	Layers    []EncoderLayer `sd:"encoder.layers"`
-	FinalNorm LayerNorm      `sd:"final_layer_norm"`
+	FinalNorm nn.Norm        `sd:"final_layer_norm"`
 
 	// Heads is the number of attention heads (hidden/64 in every released CLIP).
 	Heads int
@@ -50,17 +34,17 @@ type TextModel struct {
 
 // EncoderLayer is one pre-norm transformer block.
 type EncoderLayer struct {
-	Norm1 LayerNorm `sd:"layer_norm1"`
+	Norm1 nn.Norm `sd:"layer_norm1"`
 	Attn  struct {
-		Q   Linear `sd:"q_proj"`
-		K   Linear `sd:"k_proj"`
-		V   Linear `sd:"v_proj"`
-		Out Linear `sd:"out_proj"`
+		Q   nn.Linear `sd:"q_proj"`
+		K   nn.Linear `sd:"k_proj"`
+		V   nn.Linear `sd:"v_proj"`
+		Out nn.Linear `sd:"out_proj"`
 	} `sd:"self_attn"`
-	Norm2 LayerNorm `sd:"layer_norm2"`
+	Norm2 nn.Norm `sd:"layer_norm2"`
 	MLP   struct {
-		FC1 Linear `sd:"fc1"`
-		FC2 Linear `sd:"fc2"`
+		FC1 nn.Linear `sd:"fc1"`
+		FC2 nn.Linear `sd:"fc2"`
 	} `sd:"mlp"`
 }
 
@@ -138,7 +122,7 @@ func (m *TextModel) Forward(rt *gpu.Runtime, batch []Input, hiddenLayer int, nor
 			out.Hidden = h
 		}
 	}
-	last, err := m.FinalNorm.Forward(rt, x)
+	last, err := m.FinalNorm.Layer(rt, x, normEps)
 	x.Release()
 	if err != nil {
 		out.Release()
@@ -146,7 +130,7 @@ func (m *TextModel) Forward(rt *gpu.Runtime, batch []Input, hiddenLayer int, nor
 	}
 	out.Last = last
 	if out.Hidden != nil && normHidden {
-		h, err := m.FinalNorm.Forward(rt, out.Hidden)
+		h, err := m.FinalNorm.Layer(rt, out.Hidden, normEps)
 		out.Hidden.Release()
 		out.Hidden = h
 		if err != nil {
@@ -252,7 +236,7 @@ func (m *TextModel) pool(rt *gpu.Runtime, last *gpu.Tensor, batch []Input) (*gpu
 }
 
 func (l *EncoderLayer) forward(rt *gpu.Runtime, x, mask *gpu.Tensor, heads int, act string) (*gpu.Tensor, error) {
-	h, err := l.Norm1.Forward(rt, x)
+	h, err := l.Norm1.Layer(rt, x, normEps)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +250,7 @@ func (l *EncoderLayer) forward(rt *gpu.Runtime, x, mask *gpu.Tensor, heads int, 
 	if err != nil {
 		return nil, err
 	}
-	h, err = l.Norm2.Forward(rt, x1)
+	h, err = l.Norm2.Layer(rt, x1, normEps)
 	if err != nil {
 		x1.Release()
 		return nil, err
@@ -288,7 +272,7 @@ func (l *EncoderLayer) attention(rt *gpu.Runtime, h, mask *gpu.Tensor, heads int
 	if d%heads != 0 {
 		return nil, fmt.Errorf("width %d is not divisible by %d heads", d, heads)
 	}
-	split := func(p *Linear) (*gpu.Tensor, error) {
+	split := func(p *nn.Linear) (*gpu.Tensor, error) {
 		t, err := p.Forward(rt, h)
 		if err != nil {
 			return nil, err

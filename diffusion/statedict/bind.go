@@ -42,6 +42,14 @@ func (e *MissingError) Error() string {
 
 var tensorType = reflect.TypeOf((*gpu.Tensor)(nil))
 
+// Keyed is implemented by structs that keep the key prefix Bind fills them from:
+// diffusion/nn's layers record it, so that weight patches (LoRA) can address a layer by
+// its state-dict key. Bind calls BoundAt(prefix) on the target and on every nested
+// struct it binds, before their fields.
+type Keyed interface {
+	BoundAt(prefix string)
+}
+
 // Bind fills the struct dst points to from src, keys relative to prefix ("" or ending in
 // "."). Tags:
 //
@@ -53,6 +61,7 @@ var tensorType = reflect.TypeOf((*gpu.Tensor)(nil))
 //	                     the source holds consecutively from 0
 //
 // Fields without a tag are left alone (hyper-parameters). rt converts 1-D tensors to F32.
+// A struct implementing Keyed learns the prefix it was bound at.
 func Bind(rt *gpu.Runtime, src Source, prefix string, dst any) (*Report, error) {
 	v := reflect.ValueOf(dst)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
@@ -89,6 +98,11 @@ type binder struct {
 }
 
 func (b *binder) bindStruct(v reflect.Value, prefix string) error {
+	if v.CanAddr() {
+		if k, ok := v.Addr().Interface().(Keyed); ok {
+			k.BoundAt(prefix)
+		}
+	}
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)

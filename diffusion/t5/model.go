@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -19,8 +20,10 @@ type Model struct {
 	Shared      *gpu.Tensor `sd:"shared.weight,optional"`
 	EmbedTokens *gpu.Tensor `sd:"encoder.embed_tokens.weight,optional"`
 	Blocks      []Block     `sd:"encoder.block"`
-	FinalNorm   *gpu.Tensor `sd:"encoder.final_layer_norm.weight"`
+	FinalNorm   nn.RMSNorm  `sd:"encoder.final_layer_norm"`
 
+	// Module records the prefix the model was bound at, the root of its layers' keys.
+	nn.Module
 	Config
 	rt *gpu.Runtime
 }
@@ -41,35 +44,26 @@ type Config struct {
 // a residual.
 type Block struct {
 	Attn     SelfAttention `sd:"layer.0.SelfAttention"`
-	AttnNorm *gpu.Tensor   `sd:"layer.0.layer_norm.weight"`
+	AttnNorm nn.RMSNorm    `sd:"layer.0.layer_norm"`
 	FF       FeedForward   `sd:"layer.1.DenseReluDense"`
-	FFNorm   *gpu.Tensor   `sd:"layer.1.layer_norm.weight"`
+	FFNorm   nn.RMSNorm    `sd:"layer.1.layer_norm"`
 }
 
 // SelfAttention is T5Attention. RelativeBias (num_buckets, heads) is in block 0 only for
 // T5 (shared by every block) and in every block for UMT5.
 type SelfAttention struct {
-	Q            Linear      `sd:"q"`
-	K            Linear      `sd:"k"`
-	V            Linear      `sd:"v"`
-	O            Linear      `sd:"o"`
+	Q            nn.Linear   `sd:"q"`
+	K            nn.Linear   `sd:"k"`
+	V            nn.Linear   `sd:"v"`
+	O            nn.Linear   `sd:"o"`
 	RelativeBias *gpu.Tensor `sd:"relative_attention_bias.weight,optional"`
 }
 
 // FeedForward is T5 v1.1's T5DenseGatedActDense: wo(gelu_tanh(wi_0 x) · wi_1 x).
 type FeedForward struct {
-	Gate Linear `sd:"wi_0"`
-	Up   Linear `sd:"wi_1"`
-	Down Linear `sd:"wo"`
-}
-
-// Linear is a bias-free torch.nn.Linear weight in its stored dtype. Scaled-fp8 files
-// (t5xxl_fp8_e4m3fn_scaled) carry a scalar per weight that multiplies it (comfy/ops.py
-// scaled_fp8_ops); Load reads it into scale.
-type Linear struct {
-	Weight      *gpu.Tensor `sd:"weight"`
-	ScaleWeight *gpu.Tensor `sd:"scale_weight,optional"`
-	scale       *gpu.Tensor // 1-element F32, nil for 1
+	Gate nn.Linear `sd:"wi_0"`
+	Up   nn.Linear `sd:"wi_1"`
+	Down nn.Linear `sd:"wo"`
 }
 
 // DefaultMaxDistance and DefaultEps are T5's relative_attention_max_distance and
@@ -162,7 +156,7 @@ func (m *Model) configure() error {
 	if err := checkShape("shared.weight", m.Shared, c.Vocab, c.DModel); err != nil {
 		return err
 	}
-	if err := checkShape("encoder.final_layer_norm.weight", m.FinalNorm, c.DModel); err != nil {
+	if err := checkShape("encoder.final_layer_norm.weight", m.FinalNorm.Weight, c.DModel); err != nil {
 		return err
 	}
 	for i := range m.Blocks {
@@ -177,11 +171,11 @@ func (m *Model) configure() error {
 			{"layer.0.SelfAttention.k.weight", b.Attn.K.Weight, []int{inner, c.DModel}},
 			{"layer.0.SelfAttention.v.weight", b.Attn.V.Weight, []int{inner, c.DModel}},
 			{"layer.0.SelfAttention.o.weight", b.Attn.O.Weight, []int{c.DModel, inner}},
-			{"layer.0.layer_norm.weight", b.AttnNorm, []int{c.DModel}},
+			{"layer.0.layer_norm.weight", b.AttnNorm.Weight, []int{c.DModel}},
 			{"layer.1.DenseReluDense.wi_0.weight", b.FF.Gate.Weight, []int{c.DFF, c.DModel}},
 			{"layer.1.DenseReluDense.wi_1.weight", b.FF.Up.Weight, []int{c.DFF, c.DModel}},
 			{"layer.1.DenseReluDense.wo.weight", b.FF.Down.Weight, []int{c.DModel, c.DFF}},
-			{"layer.1.layer_norm.weight", b.FFNorm, []int{c.DModel}},
+			{"layer.1.layer_norm.weight", b.FFNorm.Weight, []int{c.DModel}},
 		}
 		for _, ch := range checks {
 			if err := checkShape(at(ch.name), ch.t, ch.dims...); err != nil {
@@ -196,8 +190,8 @@ func (m *Model) configure() error {
 				return fmt.Errorf("t5: %s is %s; the bias table must be a float dtype", at("layer.0.SelfAttention.relative_attention_bias.weight"), rb.DType())
 			}
 		}
-		for _, l := range []*Linear{&b.Attn.Q, &b.Attn.K, &b.Attn.V, &b.Attn.O, &b.FF.Gate, &b.FF.Up, &b.FF.Down} {
-			if err := l.readScale(m.rt); err != nil {
+		for _, l := range []*nn.Linear{&b.Attn.Q, &b.Attn.K, &b.Attn.V, &b.Attn.O, &b.FF.Gate, &b.FF.Up, &b.FF.Down} {
+			if err := checkScale(l); err != nil {
 				return fmt.Errorf("t5: block %d: %w", i, err)
 			}
 		}
@@ -218,23 +212,13 @@ func checkShape(name string, t *gpu.Tensor, dims ...int) error {
 	return nil
 }
 
-// readScale turns a scaled-fp8 scale_weight into the factor the product is multiplied by.
-func (l *Linear) readScale(rt *gpu.Runtime) error {
-	if l.ScaleWeight == nil {
-		return nil
+// checkScale checks a scaled-fp8 scale_weight: one value, which nn.Linear multiplies the
+// product by.
+func checkScale(l *nn.Linear) error {
+	if l.ScaleWeight != nil && l.ScaleWeight.Numel() != 1 {
+		return fmt.Errorf("scale_weight has %d values, want 1", l.ScaleWeight.Numel())
 	}
-	v, err := l.ScaleWeight.Float32()
-	if err != nil {
-		return err
-	}
-	if len(v) != 1 {
-		return fmt.Errorf("scale_weight has %d values, want 1", len(v))
-	}
-	if v[0] == 1 {
-		return nil
-	}
-	l.scale, err = rt.FromFloat32(v, 1)
-	return err
+	return nil
 }
 
 // Release frees the model's tensors (the mapped file stays with its owner).
@@ -246,12 +230,12 @@ func (m *Model) Release() {
 			}
 		}
 	}
-	rel(m.Shared, m.EmbedTokens, m.FinalNorm)
+	rel(m.Shared, m.EmbedTokens, m.FinalNorm.Weight)
 	for i := range m.Blocks {
 		b := &m.Blocks[i]
-		rel(b.AttnNorm, b.FFNorm, b.Attn.RelativeBias)
-		for _, l := range []*Linear{&b.Attn.Q, &b.Attn.K, &b.Attn.V, &b.Attn.O, &b.FF.Gate, &b.FF.Up, &b.FF.Down} {
-			rel(l.Weight, l.ScaleWeight, l.scale)
+		rel(b.AttnNorm.Weight, b.FFNorm.Weight, b.Attn.RelativeBias)
+		for _, l := range []*nn.Linear{&b.Attn.Q, &b.Attn.K, &b.Attn.V, &b.Attn.O, &b.FF.Gate, &b.FF.Up, &b.FF.Down} {
+			rel(l.Weight, l.Bias, l.ScaleWeight)
 		}
 	}
 	m.Blocks = nil
@@ -259,17 +243,6 @@ func (m *Model) Release() {
 
 // Runtime is the runtime the model's tensors live on.
 func (m *Model) Runtime() *gpu.Runtime { return m.rt }
-
-func (l *Linear) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	y, err := gpu.Linear(rt, x, l.Weight, nil)
-	if err != nil || l.scale == nil {
-		return y, err
-	}
-	// (x·Wᵀ)·s equals x·(W·s)ᵀ, which scaled_fp8_ops computes, up to rounding.
-	out, err := gpu.Mul(rt, y, l.scale)
-	y.Release()
-	return out, err
-}
 
 // Embed looks up the token embeddings of ids, (B, T, d_model) F32; every row of ids must
 // have the same length.
@@ -442,14 +415,14 @@ func (m *Model) Forward(ctx context.Context, x *gpu.Tensor, p Params) (*Output, 
 			}
 		}
 	}
-	out.Last, err = gpu.RMSNorm(rt, h, m.FinalNorm, m.Eps)
+	out.Last, err = m.FinalNorm.Forward(rt, h, m.Eps)
 	h.Release()
 	if err != nil {
 		out.Release()
 		return nil, err
 	}
 	if out.Intermediate != nil && p.NormIntermediate {
-		normed, err := gpu.RMSNorm(rt, out.Intermediate, m.FinalNorm, m.Eps)
+		normed, err := m.FinalNorm.Forward(rt, out.Intermediate, m.Eps)
 		out.Intermediate.Release()
 		out.Intermediate = normed
 		if err != nil {
@@ -463,7 +436,7 @@ func (m *Model) Forward(ctx context.Context, x *gpu.Tensor, p Params) (*Output, 
 // block is T5Block.forward: x + attention(norm(x)), then + feed_forward(norm(x)).
 func (m *Model) block(blk *Block, x, bias *gpu.Tensor) (*gpu.Tensor, error) {
 	rt := m.rt
-	h, err := gpu.RMSNorm(rt, x, blk.AttnNorm, m.Eps)
+	h, err := blk.AttnNorm.Forward(rt, x, m.Eps)
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +450,7 @@ func (m *Model) block(blk *Block, x, bias *gpu.Tensor) (*gpu.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err = gpu.RMSNorm(rt, x1, blk.FFNorm, m.Eps)
+	h, err = blk.FFNorm.Forward(rt, x1, m.Eps)
 	if err != nil {
 		x1.Release()
 		return nil, err
@@ -499,8 +472,8 @@ func (m *Model) block(blk *Block, x, bias *gpu.Tensor) (*gpu.Tensor, error) {
 func (m *Model) attention(a *SelfAttention, h, bias *gpu.Tensor) (*gpu.Tensor, error) {
 	rt := m.rt
 	b, n := h.Dim(0), h.Dim(1)
-	heads := func(l *Linear) (*gpu.Tensor, error) {
-		t, err := l.forward(rt, h)
+	heads := func(l *nn.Linear) (*gpu.Tensor, error) {
+		t, err := l.Forward(rt, h)
 		if err != nil {
 			return nil, err
 		}
@@ -546,12 +519,12 @@ func (m *Model) attention(a *SelfAttention, h, bias *gpu.Tensor) (*gpu.Tensor, e
 		return nil, err
 	}
 	defer or.Release()
-	return a.O.forward(rt, or)
+	return a.O.Forward(rt, or)
 }
 
 // forward is T5DenseGatedActDense: wo(gelu_tanh(wi_0·x) ⊙ wi_1·x).
 func (f *FeedForward) forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, error) {
-	g, err := f.Gate.forward(rt, h)
+	g, err := f.Gate.Forward(rt, h)
 	if err != nil {
 		return nil, err
 	}
@@ -561,7 +534,7 @@ func (f *FeedForward) forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, erro
 		return nil, err
 	}
 	defer ga.Release()
-	u, err := f.Up.forward(rt, h)
+	u, err := f.Up.Forward(rt, h)
 	if err != nil {
 		return nil, err
 	}
@@ -571,5 +544,5 @@ func (f *FeedForward) forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, erro
 		return nil, err
 	}
 	defer p.Release()
-	return f.Down.forward(rt, p)
+	return f.Down.Forward(rt, p)
 }

@@ -1,16 +1,18 @@
 package unet
 
+import "github.com/forgeflow/forgeflow/diffusion/nn"
+
 // FLOPs estimates the floating-point operations of one Forward on a batch of n latents
 // of h×w with a context of ctxLen tokens: 2·MACs of every convolution, linear layer and
 // attention product (norms, activations and additions are a few percent and left out),
 // the figure GFLOP/s numbers are quoted against.
 func (m *Model) FLOPs(n, h, w, ctxLen int) float64 {
 	f := 0.0
-	conv := func(c *Conv, ho, wo int) {
+	conv := func(c *nn.Conv, ho, wo int) {
 		s := c.Weight.Shape()
 		f += 2 * float64(n*s[0]*s[1]*s[2]*s[3]*ho*wo)
 	}
-	lin := func(l *Linear, rows int) {
+	lin := func(l *nn.Linear, rows int) {
 		s := l.Weight.Shape()
 		f += 2 * float64(n*rows*s[0]*s[1])
 	}
@@ -26,22 +28,22 @@ func (m *Model) FLOPs(n, h, w, ctxLen int) float64 {
 				conv(&r.OutConv, hh, ww)
 				f += 2 * float64(n*emb*r.Emb.Weight.Dim(0))
 				if r.Skip.Weight != nil {
-					conv(&Conv{Weight: r.Skip.Weight}, hh, ww)
+					conv(&r.Skip, hh, ww)
 				}
 			case mod.Transformer != nil:
 				st := mod.Transformer
 				tokens := hh * ww
 				if st.ProjIn.Weight.Rank() == 2 {
-					lin(&Linear{Weight: st.ProjIn.Weight}, tokens)
-					lin(&Linear{Weight: st.ProjOut.Weight}, tokens)
+					lin(&st.ProjIn, tokens)
+					lin(&st.ProjOut, tokens)
 				} else {
-					conv(&Conv{Weight: st.ProjIn.Weight}, hh, ww)
-					conv(&Conv{Weight: st.ProjOut.Weight}, hh, ww)
+					conv(&nn.Conv{Weight: st.ProjIn.Weight}, hh, ww)
+					conv(&nn.Conv{Weight: st.ProjOut.Weight}, hh, ww)
 				}
 				for i := range st.Blocks {
 					b := &st.Blocks[i]
 					inner := b.Attn1.Q.Weight.Dim(0)
-					for _, l := range []*Linear{&b.Attn1.Q, &b.Attn1.K, &b.Attn1.V, &b.Attn1.Out, &b.Attn2.Q, &b.Attn2.Out, &b.FF.Proj, &b.FF.Out} {
+					for _, l := range []*nn.Linear{&b.Attn1.Q, &b.Attn1.K, &b.Attn1.V, &b.Attn1.Out, &b.Attn2.Q, &b.Attn2.Out, &b.FF.Proj, &b.FF.Out} {
 						lin(l, tokens)
 					}
 					lin(&b.Attn2.K, ctxLen)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -81,11 +82,11 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
-	h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.OutNorm.group(rt, t, 1e-5, true) })
+	h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return groupNorm(rt, &m.OutNorm, t, 1e-5, true) })
 	if err != nil {
 		return nil, err
 	}
-	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.OutConv.forward(rt, t, 1) })
+	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.OutConv.Same(rt, t, 1) })
 }
 
 // embed is time_embed(timestep_embedding(t)) (+ label_emb(y)).
@@ -94,15 +95,15 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	mlp := func(x *gpu.Tensor, a, b *Linear) (*gpu.Tensor, error) {
-		h, err := a.forward(rt, x)
+	mlp := func(x *gpu.Tensor, a, b *nn.Linear) (*gpu.Tensor, error) {
+		h, err := a.Forward(rt, x)
 		if err != nil {
 			return nil, err
 		}
 		if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) }); err != nil {
 			return nil, err
 		}
-		return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.forward(rt, t) })
+		return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Forward(rt, t) })
 	}
 	emb, err := then(te, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mlp(t, &m.TimeEmbed1, &m.TimeEmbed2) })
 	if err != nil || in.Y == nil {
@@ -123,20 +124,20 @@ func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *g
 	for _, mod := range block {
 		switch {
 		case mod.In != nil:
-			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.In.forward(rt, t, 1) })
+			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.In.Same(rt, t, 1) })
 		case mod.Res != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Res.forward(rt, t, embSiLU) })
 		case mod.Transformer != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Transformer.forward(rt, t, context, m.Heads) })
 		case mod.Down != nil:
-			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.forward(rt, t, 2) })
+			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.Same(rt, t, 2) })
 		case mod.Up != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
 				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"})
 				if err != nil {
 					return nil, err
 				}
-				return then(up, func(u *gpu.Tensor) (*gpu.Tensor, error) { return mod.Up.forward(rt, u, 1) })
+				return then(up, func(u *gpu.Tensor) (*gpu.Tensor, error) { return mod.Up.Same(rt, u, 1) })
 			})
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package unet
 import (
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -10,51 +11,46 @@ import (
 // projection (1×1 conv, or linear for SD2.x/SDXL), transformer blocks with self- and
 // cross-attention, output projection, residual.
 type SpatialTransformer struct {
-	Norm Norm `sd:"norm"`
-	// ProjIn and ProjOut are 1×1 convs (4-D weight) or linears (2-D weight).
-	ProjIn struct {
-		Weight *gpu.Tensor `sd:"weight"`
-		Bias   *gpu.Tensor `sd:"bias"`
-	} `sd:"proj_in"`
+	Norm nn.Norm `sd:"norm"`
+	// ProjIn and ProjOut are 1×1 convs (4-D weight, run through AsConv) or linears
+	// (2-D weight).
+	ProjIn  nn.Linear          `sd:"proj_in"`
 	Blocks  []TransformerBlock `sd:"transformer_blocks"`
-	ProjOut struct {
-		Weight *gpu.Tensor `sd:"weight"`
-		Bias   *gpu.Tensor `sd:"bias"`
-	} `sd:"proj_out"`
+	ProjOut nn.Linear          `sd:"proj_out"`
 }
 
 // TransformerBlock is BasicTransformerBlock: self-attention, cross-attention to the text
 // context, GEGLU feed-forward, each pre-normed and residual.
 type TransformerBlock struct {
-	Norm1 Norm      `sd:"norm1"`
+	Norm1 nn.Norm   `sd:"norm1"`
 	Attn1 Attention `sd:"attn1"`
-	Norm2 Norm      `sd:"norm2"`
+	Norm2 nn.Norm   `sd:"norm2"`
 	Attn2 Attention `sd:"attn2"`
-	Norm3 Norm      `sd:"norm3"`
+	Norm3 nn.Norm   `sd:"norm3"`
 	FF    struct {
-		Proj Linear `sd:"0.proj"`
-		Out  Linear `sd:"2"`
+		Proj nn.Linear `sd:"0.proj"`
+		Out  nn.Linear `sd:"2"`
 	} `sd:"ff.net"`
 }
 
 // Attention is CrossAttention: bias-free q/k/v projections and an output projection.
 type Attention struct {
-	Q   Linear `sd:"to_q"`
-	K   Linear `sd:"to_k"`
-	V   Linear `sd:"to_v"`
-	Out Linear `sd:"to_out.0"`
+	Q   nn.Linear `sd:"to_q"`
+	K   nn.Linear `sd:"to_k"`
+	V   nn.Linear `sd:"to_v"`
+	Out nn.Linear `sd:"to_out.0"`
 }
 
 func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads Heads) (*gpu.Tensor, error) {
 	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
 	linear := st.ProjIn.Weight.Rank() == 2
-	hn, err := gpu.GroupNorm(rt, x, 32, st.Norm.Weight, st.Norm.Bias, 1e-6)
+	hn, err := st.Norm.Group(rt, x, 32, 1e-6)
 	if err != nil {
 		return nil, err
 	}
 	if !linear {
-		conv := Conv{Weight: st.ProjIn.Weight, Bias: st.ProjIn.Bias}
-		if hn, err = then(hn, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.forward(rt, t, 1) }); err != nil {
+		conv := st.ProjIn.AsConv()
+		if hn, err = then(hn, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.Same(rt, t, 1) }); err != nil {
 			return nil, err
 		}
 	}
@@ -65,8 +61,7 @@ func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, h
 		return nil, err
 	}
 	if linear {
-		lin := Linear{Weight: st.ProjIn.Weight, Bias: st.ProjIn.Bias}
-		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return lin.forward(rt, t) }); err != nil {
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return st.ProjIn.Forward(rt, t) }); err != nil {
 			return nil, err
 		}
 		inner = tok.Dim(2)
@@ -78,8 +73,7 @@ func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, h
 		}
 	}
 	if linear {
-		lin := Linear{Weight: st.ProjOut.Weight, Bias: st.ProjOut.Bias}
-		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return lin.forward(rt, t) }); err != nil {
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return st.ProjOut.Forward(rt, t) }); err != nil {
 			return nil, err
 		}
 	}
@@ -88,8 +82,8 @@ func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, h
 		return nil, err
 	}
 	if !linear {
-		conv := Conv{Weight: st.ProjOut.Weight, Bias: st.ProjOut.Bias}
-		if img, err = then(img, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.forward(rt, t, 1) }); err != nil {
+		conv := st.ProjOut.AsConv()
+		if img, err = then(img, func(t *gpu.Tensor) (*gpu.Tensor, error) { return conv.Same(rt, t, 1) }); err != nil {
 			return nil, err
 		}
 	}
@@ -125,8 +119,8 @@ func fromTokens(rt *gpu.Runtime, x *gpu.Tensor, n, h, w int) (*gpu.Tensor, error
 }
 
 func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
-	sub := func(x *gpu.Tensor, norm *Norm, f func(*gpu.Tensor) (*gpu.Tensor, error)) (*gpu.Tensor, error) {
-		h, err := norm.layer(rt, x)
+	sub := func(x *gpu.Tensor, norm *nn.Norm, f func(*gpu.Tensor) (*gpu.Tensor, error)) (*gpu.Tensor, error) {
+		h, err := norm.Layer(rt, x, 1e-5)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +147,7 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 
 // geglu is the GEGLU feed-forward: proj to 2·inner, value·GELU(gate), project back.
 func (b *TransformerBlock) geglu(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, error) {
-	p, err := b.FF.Proj.forward(rt, h)
+	p, err := b.FF.Proj.Forward(rt, h)
 	if err != nil {
 		return nil, err
 	}
@@ -172,13 +166,13 @@ func (b *TransformerBlock) geglu(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, e
 	if err != nil {
 		return nil, err
 	}
-	return then(m, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.FF.Out.forward(rt, t) })
+	return then(m, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.FF.Out.Forward(rt, t) })
 }
 
 func (a *Attention) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
 	n, lq, lk := x.Dim(0), x.Dim(1), context.Dim(1)
-	proj := func(l *Linear, src *gpu.Tensor, length int) (*gpu.Tensor, error) {
-		t, err := l.forward(rt, src)
+	proj := func(l *nn.Linear, src *gpu.Tensor, length int) (*gpu.Tensor, error) {
+		t, err := l.Forward(rt, src)
 		if err != nil {
 			return nil, err
 		}
@@ -219,5 +213,5 @@ func (a *Attention) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimH
 	if err != nil {
 		return nil, err
 	}
-	return then(or, func(t *gpu.Tensor) (*gpu.Tensor, error) { return a.Out.forward(rt, t) })
+	return then(or, func(t *gpu.Tensor) (*gpu.Tensor, error) { return a.Out.Forward(rt, t) })
 }

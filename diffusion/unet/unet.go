@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -30,23 +31,25 @@ type Module struct {
 	Transformer *SpatialTransformer
 	// Down is a stride-2 3×3 conv (Downsample "op"); Up a nearest 2× upsample followed by
 	// a 3×3 conv (Upsample "conv").
-	Down *Conv
-	Up   *Conv
+	Down *nn.Conv
+	Up   *nn.Conv
 	// In is the first input block's plain conv.
-	In *Conv
+	In *nn.Conv
 }
 
 // Model is UNetModel.
 type Model struct {
-	TimeEmbed1 Linear `sd:"time_embed.0"`
-	TimeEmbed2 Linear `sd:"time_embed.2"`
+	// Module records the prefix the model was loaded from, the root of its layers' keys.
+	nn.Module
+	TimeEmbed1 nn.Linear `sd:"time_embed.0"`
+	TimeEmbed2 nn.Linear `sd:"time_embed.2"`
 	// LabelEmbed1/2 embed SDXL's ADM vector (label_emb.0.0 and .0.2); nil otherwise.
 	LabelEmbed struct {
-		L1 Linear `sd:"0.0"`
-		L2 Linear `sd:"0.2"`
+		L1 nn.Linear `sd:"0.0"`
+		L2 nn.Linear `sd:"0.2"`
 	} `sd:"label_emb,optional"`
-	OutNorm Norm `sd:"out.0"`
-	OutConv Conv `sd:"out.2"`
+	OutNorm nn.Norm `sd:"out.0"`
+	OutConv nn.Conv `sd:"out.2"`
 
 	Input  [][]Module
 	Middle []Module
@@ -159,11 +162,11 @@ func loadBlocks(rt *gpu.Runtime, src statedict.Source, keys []string, base strin
 			mod.Transformer = &SpatialTransformer{}
 			dst = mod.Transformer
 		case sub["op.weight"]:
-			mod.Down = &Conv{}
+			mod.Down = &nn.Conv{}
 		case sub["conv.weight"]:
-			mod.Up = &Conv{}
+			mod.Up = &nn.Conv{}
 		case sub["weight"] && sub["bias"]:
-			mod.In = &Conv{}
+			mod.In = &nn.Conv{}
 			dst = mod.In
 		default:
 			return nil, fmt.Errorf("unet: %s: unrecognised module", strings.TrimSuffix(prefix, "."))
@@ -190,7 +193,7 @@ func loadBlocks(rt *gpu.Runtime, src statedict.Source, keys []string, base strin
 	return blocks, nil
 }
 
-func bindConv(rt *gpu.Runtime, src statedict.Source, prefix string, c *Conv) error {
+func bindConv(rt *gpu.Runtime, src statedict.Source, prefix string, c *nn.Conv) error {
 	_, err := statedict.Bind(rt, src, prefix, c)
 	return err
 }

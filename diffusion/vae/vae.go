@@ -10,34 +10,13 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
-// Conv is a torch.nn.Conv2d's parameters.
-type Conv struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-func (c *Conv) forward(rt *gpu.Runtime, x *gpu.Tensor, stride int, p gpu.ConvParams) (*gpu.Tensor, error) {
-	p.Stride = stride
-	return gpu.Conv2DPadded(rt, x, c.Weight, c.Bias, p)
-}
-
-// same is a stride-1 convolution that keeps the size (3×3 pad 1, 1×1 pad 0).
-func (c *Conv) same(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	pad := c.Weight.Dim(2) / 2
-	return c.forward(rt, x, 1, gpu.ConvParams{Top: pad, Bottom: pad, Left: pad, Right: pad})
-}
-
-// Norm is a GroupNorm(32, C, eps 1e-6).
-type Norm struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-func (n *Norm) forward(rt *gpu.Runtime, x *gpu.Tensor, silu bool) (*gpu.Tensor, error) {
-	h, err := gpu.GroupNorm(rt, x, 32, n.Weight, n.Bias, 1e-6)
+// groupNorm is GroupNorm(32, C, eps 1e-6), followed by SiLU when silu is set.
+func groupNorm(rt *gpu.Runtime, n *nn.Norm, x *gpu.Tensor, silu bool) (*gpu.Tensor, error) {
+	h, err := n.Group(rt, x, 32, 1e-6)
 	if err != nil || !silu {
 		return h, err
 	}
@@ -49,22 +28,21 @@ func (n *Norm) forward(rt *gpu.Runtime, x *gpu.Tensor, silu bool) (*gpu.Tensor, 
 // ResBlock is ResnetBlock: two norm-SiLU-conv stages and a 1×1 shortcut when the channel
 // count changes.
 type ResBlock struct {
-	Norm1    Norm `sd:"norm1"`
-	Conv1    Conv `sd:"conv1"`
-	Norm2    Norm `sd:"norm2"`
-	Conv2    Conv `sd:"conv2"`
-	Shortcut struct {
-		Weight *gpu.Tensor `sd:"weight,optional"`
-		Bias   *gpu.Tensor `sd:"bias,optional"`
-	} `sd:"nin_shortcut"`
+	Norm1 nn.Norm `sd:"norm1"`
+	Conv1 nn.Conv `sd:"conv1"`
+	Norm2 nn.Norm `sd:"norm2"`
+	Conv2 nn.Conv `sd:"conv2"`
+	// Shortcut is the 1×1 conv of a block that changes the channel count (zero
+	// otherwise).
+	Shortcut nn.Conv `sd:"nin_shortcut,optional"`
 }
 
 func (b *ResBlock) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	h, err := chain(rt, x,
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Norm1.forward(rt, t, true) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Conv1.same(rt, t) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Norm2.forward(rt, t, true) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Conv2.same(rt, t) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return groupNorm(rt, &b.Norm1, t, true) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Conv1.Same(rt, t, 1) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return groupNorm(rt, &b.Norm2, t, true) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Conv2.Same(rt, t, 1) },
 	)
 	if err != nil {
 		return nil, err
@@ -72,8 +50,7 @@ func (b *ResBlock) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) 
 	defer h.Release()
 	skip := x
 	if b.Shortcut.Weight != nil {
-		c := Conv{Weight: b.Shortcut.Weight, Bias: b.Shortcut.Bias}
-		if skip, err = c.same(rt, x); err != nil {
+		if skip, err = b.Shortcut.Same(rt, x, 1); err != nil {
 			return nil, err
 		}
 		defer skip.Release()
@@ -84,23 +61,23 @@ func (b *ResBlock) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) 
 // AttnBlock is the single-head spatial self-attention of the mid block, with 1×1
 // convolutions for q, k, v and the output projection.
 type AttnBlock struct {
-	Norm Norm `sd:"norm"`
-	Q    Conv `sd:"q"`
-	K    Conv `sd:"k"`
-	V    Conv `sd:"v"`
-	Proj Conv `sd:"proj_out"`
+	Norm nn.Norm `sd:"norm"`
+	Q    nn.Conv `sd:"q"`
+	K    nn.Conv `sd:"k"`
+	V    nn.Conv `sd:"v"`
+	Proj nn.Conv `sd:"proj_out"`
 }
 
 func (a *AttnBlock) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
-	hn, err := a.Norm.forward(rt, x, false)
+	hn, err := groupNorm(rt, &a.Norm, x, false)
 	if err != nil {
 		return nil, err
 	}
 	defer hn.Release()
 	// (N, C, H, W) → (N, 1, H·W, C) as a strided view.
-	tokens := func(conv *Conv) (*gpu.Tensor, error) {
-		t, err := conv.same(rt, hn)
+	tokens := func(conv *nn.Conv) (*gpu.Tensor, error) {
+		t, err := conv.Same(rt, hn, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +125,7 @@ func (a *AttnBlock) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error)
 	if err != nil {
 		return nil, err
 	}
-	proj, err := a.Proj.same(rt, img)
+	proj, err := a.Proj.Same(rt, img, 1)
 	img.Release()
 	if err != nil {
 		return nil, err
@@ -162,10 +139,10 @@ type Level struct {
 	Blocks []ResBlock  `sd:"block"`
 	Attn   []AttnBlock `sd:"attn"`
 	Down   struct {
-		Conv Conv `sd:"conv"`
+		Conv nn.Conv `sd:"conv"`
 	} `sd:"downsample,optional"`
 	Up struct {
-		Conv Conv `sd:"conv"`
+		Conv nn.Conv `sd:"conv"`
 	} `sd:"upsample,optional"`
 }
 
@@ -184,20 +161,20 @@ func (m *Mid) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 
 // Encoder maps an image in [−1, 1] to the latent distribution's moments.
 type Encoder struct {
-	ConvIn  Conv    `sd:"conv_in"`
+	ConvIn  nn.Conv `sd:"conv_in"`
 	Down    []Level `sd:"down"`
 	Mid     Mid     `sd:"mid"`
-	NormOut Norm    `sd:"norm_out"`
-	ConvOut Conv    `sd:"conv_out"`
+	NormOut nn.Norm `sd:"norm_out"`
+	ConvOut nn.Conv `sd:"conv_out"`
 }
 
 // Decoder maps a latent to an image in about [−1, 1].
 type Decoder struct {
-	ConvIn  Conv    `sd:"conv_in"`
+	ConvIn  nn.Conv `sd:"conv_in"`
 	Mid     Mid     `sd:"mid"`
 	Up      []Level `sd:"up"`
-	NormOut Norm    `sd:"norm_out"`
-	ConvOut Conv    `sd:"conv_out"`
+	NormOut nn.Norm `sd:"norm_out"`
+	ConvOut nn.Conv `sd:"conv_out"`
 }
 
 // Model is AutoencoderKL, or the AutoencodingEngine of SD3 and Flux: the same encoder
@@ -207,8 +184,8 @@ type Decoder struct {
 type Model struct {
 	Encoder       Encoder `sd:"encoder"`
 	Decoder       Decoder `sd:"decoder"`
-	QuantConv     Conv    `sd:"quant_conv,optional"`
-	PostQuantConv Conv    `sd:"post_quant_conv,optional"`
+	QuantConv     nn.Conv `sd:"quant_conv,optional"`
+	PostQuantConv nn.Conv `sd:"post_quant_conv,optional"`
 }
 
 // LatentChannels is the number of latent channels (4 for SD1.x/SDXL, 16 for SD3 and
@@ -265,7 +242,7 @@ func (m *Model) Validate() error {
 // for x (N, 3, H, W) in [−1, 1]: mean and log-variance stacked on the channel axis.
 func (m *Model) Moments(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	e := &m.Encoder
-	h, err := e.ConvIn.same(rt, x)
+	h, err := e.ConvIn.Same(rt, x, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +261,7 @@ func (m *Model) Moments(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 		if i+1 < len(e.Down) {
 			// F.pad(x, (0, 1, 0, 1)) then a stride-2 convolution.
 			if h, err = step(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
-				return l.Down.Conv.forward(rt, t, 2, gpu.ConvParams{Bottom: 1, Right: 1})
+				return l.Down.Conv.Forward(rt, t, gpu.ConvParams{Stride: 2, Bottom: 1, Right: 1})
 			}); err != nil {
 				return nil, err
 			}
@@ -293,11 +270,11 @@ func (m *Model) Moments(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	defer h.Release()
 	fs := []func(*gpu.Tensor) (*gpu.Tensor, error){
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.Mid.forward(rt, t) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.NormOut.forward(rt, t, true) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.ConvOut.same(rt, t) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return groupNorm(rt, &e.NormOut, t, true) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.ConvOut.Same(rt, t, 1) },
 	}
 	if m.QuantConv.Weight != nil {
-		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.QuantConv.same(rt, t) })
+		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.QuantConv.Same(rt, t, 1) })
 	}
 	return chain(rt, h, fs...)
 }
@@ -323,9 +300,9 @@ func (m *Model) Decode(rt *gpu.Runtime, z *gpu.Tensor) (*gpu.Tensor, error) {
 	d := &m.Decoder
 	var fs []func(*gpu.Tensor) (*gpu.Tensor, error)
 	if m.PostQuantConv.Weight != nil {
-		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.PostQuantConv.same(rt, t) })
+		fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.PostQuantConv.Same(rt, t, 1) })
 	}
-	fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvIn.same(rt, t) },
+	fs = append(fs, func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvIn.Same(rt, t, 1) },
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.Mid.forward(rt, t) })
 	h, err := chain(rt, z, fs...)
 	if err != nil {
@@ -350,15 +327,15 @@ func (m *Model) Decode(rt *gpu.Runtime, z *gpu.Tensor) (*gpu.Tensor, error) {
 					return nil, err
 				}
 				defer up.Release()
-				return l.Up.Conv.same(rt, up)
+				return l.Up.Conv.Same(rt, up, 1)
 			}); err != nil {
 				return nil, err
 			}
 		}
 	}
 	defer h.Release()
-	return chain(rt, h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.NormOut.forward(rt, t, true) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvOut.same(rt, t) })
+	return chain(rt, h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return groupNorm(rt, &d.NormOut, t, true) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return d.ConvOut.Same(rt, t, 1) })
 }
 
 // step applies f to x and releases x; on error x is released too.
