@@ -2,6 +2,7 @@ package sd
 
 import (
 	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/diffusion/vae"
@@ -65,6 +66,8 @@ type Model struct {
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil
 	// when the model was not loaded from a file.
 	Weights *Weights
+	// loras is the UNet's LoRA stack (lora.go); nil for none.
+	loras *lora.Network[unet.Model]
 }
 
 // WithSampling returns a copy of m that samples with ms.
@@ -99,6 +102,8 @@ type TextEncoder struct {
 	// VocabErr says why Tokenizer is nil (no CLIP vocabulary was found), for the error
 	// a prompt then gets.
 	VocabErr error
+	// loras is the text model's LoRA stack (lora.go); nil for none.
+	loras *lora.Network[clip.TextModel]
 }
 
 // CLIP is ComfyUI's CLIP object: the text encoders of a model family and how their

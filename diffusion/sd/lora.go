@@ -1,0 +1,182 @@
+package sd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/lora"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
+)
+
+// LoRAOptions configure LoadLoRA.
+type LoRAOptions struct {
+	// Mode is how patched weights are computed, for a model or text encoder that has no
+	// LoRA yet (a stacked LoRA keeps the first one's mode): lora.Auto merges float
+	// weights and patches quantized ones at run time.
+	Mode   lora.Mode
+	Logger *slog.Logger
+}
+
+// errPatchedSave is why a LoRA-patched part cannot go through CheckpointSave, which
+// copies the stored tensors of the file the part came from.
+var errPatchedSave = errors.New("the part has LoRA patches; saving patched weights is not implemented")
+
+// LoRAKeyMap is the key map of a model and a CLIP (either may be nil): ComfyUI's
+// model_lora_keys_unet followed by model_lora_keys_clip.
+func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
+	km := lora.KeyMap{}
+	if m != nil {
+		ps, err := m.network(lora.Auto).Params()
+		if err != nil {
+			return nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
+		}
+		km.Add(lora.UNetKeyMap(ps))
+	}
+	if c != nil {
+		var ps []lora.Param
+		for _, te := range c.Encoders {
+			p, err := te.network(lora.Auto).Params()
+			if err != nil {
+				return nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
+			}
+			ps = append(ps, p...)
+		}
+		km.Add(lora.CLIPKeyMap(ps))
+	}
+	return km, nil
+}
+
+// LoadLoRA is LoraLoader's comfy.sd.load_lora_for_models: the file's modules matched
+// against the keys of m and c (either may be nil: LoraLoaderModelOnly passes no CLIP),
+// then applied to the model at strengthModel and to the text encoders at
+// strengthCLIP. m and c are not changed; the results share every weight the LoRA does
+// not patch. Weights the file patches but neither part has are logged ("NOT LOADED").
+func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float64, opts LoRAOptions) (*Model, *CLIP, error) {
+	km, err := LoRAKeyMap(m, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := f.Resolve(km, opts.Logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	applied := map[string]bool{}
+	mark := func(r *lora.Report) {
+		for _, k := range r.Applied {
+			applied[k] = true
+		}
+		if len(r.Skipped) > 0 && opts.Logger != nil {
+			opts.Logger.Warn("lora weights not patched: shape mismatch", "file", f.Name(), "count", len(r.Skipped), "first", r.Skipped[0])
+		}
+	}
+	if m != nil {
+		var rep *lora.Report
+		if m, rep, err = m.WithLoRA(set, strengthModel, opts.Mode); err != nil {
+			return nil, nil, err
+		}
+		mark(rep)
+	}
+	if c != nil {
+		reps, err := c.WithLoRA(set, strengthCLIP, opts.Mode)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = reps.CLIP
+		for _, r := range reps.Reports {
+			mark(r)
+		}
+	}
+	var missed []string
+	for k := range set.Patches {
+		if !applied[k] {
+			missed = append(missed, k)
+		}
+	}
+	if len(missed) > 0 && opts.Logger != nil {
+		opts.Logger.Warn("lora patches NOT LOADED", "file", f.Name(), "count", len(missed), "first", missed[0])
+	}
+	return m, c, nil
+}
+
+// network is the model's LoRA stack (an empty one on the loaded UNet if none).
+func (m *Model) network(mode lora.Mode) *lora.Network[unet.Model] {
+	if m.loras != nil {
+		return m.loras
+	}
+	return lora.NewNetwork(m.UNet, lora.UNetPrefix, mode)
+}
+
+// WithLoRA returns a copy of m with set applied on top of its LoRAs at strength; m is
+// unchanged. Only the layers the set patches are recomputed, from the UNet as loaded.
+func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Model, *lora.Report, error) {
+	n, rep, err := m.network(mode).With(m.Runtime, lora.Entry{Set: set, Strength: strength})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
+	}
+	c := *m
+	c.UNet, c.loras = n.Net, n
+	if len(n.Stack) > 0 && n.Net != n.Base {
+		c.Weights = &Weights{err: errPatchedSave}
+	}
+	return &c, rep, nil
+}
+
+// WithoutLoRA returns m as loaded, without any LoRA: the cached base UNet, not a copy.
+func (m *Model) WithoutLoRA() *Model {
+	if m.loras == nil {
+		return m
+	}
+	c := *m
+	c.UNet, c.loras = m.loras.Base, nil
+	return &c
+}
+
+// LoRANetwork returns the UNet's LoRA network (the base UNet, the stack, the patched
+// UNet), nil for a model without LoRA.
+func (m *Model) LoRANetwork() *lora.Network[unet.Model] { return m.loras }
+
+// LoRANetwork returns the text model's LoRA network, nil without LoRA.
+func (te *TextEncoder) LoRANetwork() *lora.Network[clip.TextModel] { return te.loras }
+
+// network is the text model's LoRA stack.
+func (te *TextEncoder) network(mode lora.Mode) *lora.Network[clip.TextModel] {
+	if te.loras != nil {
+		return te.loras
+	}
+	return lora.NewNetwork(te.Encoder.Model, lora.CLIPPrefix(te.Name), mode)
+}
+
+// CLIPLoRA is the result of CLIP.WithLoRA: the patched CLIP and one report per text
+// encoder.
+type CLIPLoRA struct {
+	CLIP    *CLIP
+	Reports []*lora.Report
+}
+
+// WithLoRA returns a copy of c whose text encoders have set applied at strength; c is
+// unchanged.
+func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPLoRA, error) {
+	cp := *c
+	cp.Encoders = make([]*TextEncoder, len(c.Encoders))
+	out := &CLIPLoRA{CLIP: &cp}
+	patched := false
+	for i, te := range c.Encoders {
+		n, rep, err := te.network(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
+		if err != nil {
+			return nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
+		}
+		enc := *te.Encoder
+		enc.Model = n.Net
+		t := *te
+		t.Encoder, t.loras = &enc, n
+		cp.Encoders[i] = &t
+		out.Reports = append(out.Reports, rep)
+		patched = patched || n.Net != n.Base
+	}
+	if patched && c.Weights != nil {
+		cp.Weights = &Weights{err: errPatchedSave}
+	}
+	return out, nil
+}
