@@ -111,19 +111,32 @@ func (n *Network[T]) Params() ([]Param, error) {
 	return ps, nil
 }
 
-// Weight returns the tensor Net uses for the parameter key (ComfyUI naming): a merged
-// copy, or Base's own tensor where nothing was merged. Run-time patches are not folded
+// Tensors returns every parameter Net uses by its key (ComfyUI naming): merged copies
+// where the stack merged, Base's own tensors elsewhere. Run-time patches are not folded
 // in; Patches lists them.
-func (n *Network[T]) Weight(key string) (*gpu.Tensor, error) {
+func (n *Network[T]) Tensors() (map[string]*gpu.Tensor, error) {
 	idx, err := index(n.Net, n.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	s, ok := idx[key]
+	ts := make(map[string]*gpu.Tensor, len(idx))
+	for k, s := range idx {
+		ts[k] = s.tensor()
+	}
+	return ts, nil
+}
+
+// Weight returns the tensor Net uses for the parameter key (see Tensors).
+func (n *Network[T]) Weight(key string) (*gpu.Tensor, error) {
+	ts, err := n.Tensors()
+	if err != nil {
+		return nil, err
+	}
+	t, ok := ts[key]
 	if !ok {
 		return nil, fmt.Errorf("lora: the network has no parameter %q", key)
 	}
-	return s.tensor(), nil
+	return t, nil
 }
 
 // Patches returns the run-time patches of the layer whose weight is key.
@@ -211,8 +224,8 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 	}
 	stack := append(append([]Entry(nil), n.Stack...), e)
 	touched := map[nn.Layer]bool{}
-	for key := range e.Set.Patches {
-		if s, ok := baseIdx[key]; ok {
+	for key, p := range e.Set.Patches {
+		if s, ok := baseIdx[key]; ok && (e.Strength != 0 || p.Adapter.Kind == KindSet) {
 			touched[s.layer] = true
 		}
 	}

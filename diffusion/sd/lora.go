@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
@@ -26,35 +27,49 @@ var errPatchedSave = errors.New("the part has LoRA patches; saving patched weigh
 // LoRAKeyMap is the key map of a model and a CLIP (either may be nil): ComfyUI's
 // model_lora_keys_unet followed by model_lora_keys_clip.
 func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
-	km := lora.KeyMap{}
+	km, _, err := loraKeys(m, c)
+	return km, err
+}
+
+// loraKeys returns the key map and the set of parameter keys of m and c.
+func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
+	km, params := lora.KeyMap{}, map[string]bool{}
+	add := func(ps []lora.Param) {
+		for _, p := range ps {
+			params[p.Key] = true
+		}
+	}
 	if m != nil {
 		ps, err := m.network(lora.Auto).Params()
 		if err != nil {
-			return nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
+			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 		}
 		km.Add(lora.UNetKeyMap(ps))
+		add(ps)
 	}
 	if c != nil {
 		var ps []lora.Param
 		for _, te := range c.Encoders {
 			p, err := te.network(lora.Auto).Params()
 			if err != nil {
-				return nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
+				return nil, nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
 			}
 			ps = append(ps, p...)
 		}
 		km.Add(lora.CLIPKeyMap(ps))
+		add(ps)
 	}
-	return km, nil
+	return km, params, nil
 }
 
 // LoadLoRA is LoraLoader's comfy.sd.load_lora_for_models: the file's modules matched
 // against the keys of m and c (either may be nil: LoraLoaderModelOnly passes no CLIP),
 // then applied to the model at strengthModel and to the text encoders at
 // strengthCLIP. m and c are not changed; the results share every weight the LoRA does
-// not patch. Weights the file patches but neither part has are logged ("NOT LOADED").
+// not patch. Patches for weights neither part has are logged ("NOT LOADED"), and so
+// are updates whose shape does not fit their weight.
 func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float64, opts LoRAOptions) (*Model, *CLIP, error) {
-	km, err := LoRAKeyMap(m, c)
+	km, params, err := loraKeys(m, c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -62,11 +77,7 @@ func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float
 	if err != nil {
 		return nil, nil, err
 	}
-	applied := map[string]bool{}
-	mark := func(r *lora.Report) {
-		for _, k := range r.Applied {
-			applied[k] = true
-		}
+	warn := func(r *lora.Report) {
 		if len(r.Skipped) > 0 && opts.Logger != nil {
 			opts.Logger.Warn("lora weights not patched: shape mismatch", "file", f.Name(), "count", len(r.Skipped), "first", r.Skipped[0])
 		}
@@ -76,29 +87,32 @@ func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float
 		if m, rep, err = m.WithLoRA(set, strengthModel, opts.Mode); err != nil {
 			return nil, nil, err
 		}
-		mark(rep)
+		warn(rep)
 	}
 	if c != nil {
-		reps, err := c.WithLoRA(set, strengthCLIP, opts.Mode)
+		res, err := c.WithLoRA(set, strengthCLIP, opts.Mode)
 		if err != nil {
 			return nil, nil, err
 		}
-		c = reps.CLIP
-		for _, r := range reps.Reports {
-			mark(r)
+		c = res.CLIP
+		for _, r := range res.Reports {
+			warn(r)
 		}
 	}
 	var missed []string
 	for k := range set.Patches {
-		if !applied[k] {
+		if !params[k] {
 			missed = append(missed, k)
 		}
 	}
 	if len(missed) > 0 && opts.Logger != nil {
-		opts.Logger.Warn("lora patches NOT LOADED", "file", f.Name(), "count", len(missed), "first", missed[0])
+		sort.Strings(missed)
+		opts.Logger.Warn("lora patches NOT LOADED", "file", f.Name(), "count", len(missed), "first", firstOf(missed))
 	}
 	return m, c, nil
 }
+
+func firstOf(s []string) []string { return s[:min(len(s), 5)] }
 
 // network is the model's LoRA stack (an empty one on the loaded UNet if none).
 func (m *Model) network(mode lora.Mode) *lora.Network[unet.Model] {
