@@ -75,16 +75,10 @@ func UNetKeyMap(params []Param) KeyMap {
 			m[p.Key] = Target{Key: p.Key}
 		}
 	}
-	has := map[string]bool{}
-	for _, p := range params {
-		has[p.Key] = true
-	}
 	for diff, ours := range unetToDiffusers(params) {
-		key := UNetPrefix + ours + ".weight"
-		if !has[key] {
-			continue
-		}
-		t := Target{Key: key}
+		// As in ComfyUI, also for weights the model lacks (a resnet without a shortcut,
+		// the last level's samplers): modules naming them are then "NOT LOADED".
+		t := Target{Key: UNetPrefix + ours + ".weight"}
 		m["lora_unet_"+underscore(diff)] = t
 		m["lycoris_"+underscore(diff)] = t
 		proc := strings.ReplaceAll(diff, ".to_", ".processor.to_")
@@ -113,7 +107,8 @@ type unetBlock struct {
 // params instead of the UNet config: diffusers module name → module name under
 // "diffusion_model.". Levels are told apart by the downsamplers (input blocks) and
 // upsamplers (output blocks), which is what the config's num_res_blocks and
-// channel_mult describe.
+// channel_mult describe. Like ComfyUI's it names some modules the model lacks (every
+// resnet's conv_shortcut, the middle attention, the last levels' samplers, label_emb).
 func unetToDiffusers(params []Param) map[string]string {
 	in, out := map[int]*unetBlock{}, map[int]*unetBlock{}
 	midDepth := 0
@@ -159,6 +154,9 @@ func unetToDiffusers(params []Param) map[string]string {
 			b.up = mod
 		}
 	}
+	if len(in) == 0 {
+		return nil // not an SD UNet (ComfyUI maps no diffusers names without num_res_blocks)
+	}
 	d := map[string]string{}
 	addRes := func(from, to string) {
 		for _, r := range resnetNames {
@@ -175,8 +173,9 @@ func unetToDiffusers(params []Param) map[string]string {
 			}
 		}
 	}
-	// Input blocks 1…: resnets (with attention) per level, then a downsampler.
-	level, i := 0, 0
+	// Input blocks 1…: resnets (with attention) per level, then a downsampler; the last
+	// level's downsampler is mapped to the block after it, which does not exist.
+	level, i, next := 0, 0, 1
 	for _, n := range sortedBlocks(in) {
 		b := in[n]
 		to := "input_blocks." + strconv.Itoa(n)
@@ -192,15 +191,19 @@ func unetToDiffusers(params []Param) map[string]string {
 			}
 			i++
 		}
+		next = n + 1
 	}
-	if midDepth > 0 {
-		addAttn("mid_block.attentions.0", "middle_block.1", midDepth)
+	if i > 0 {
+		d[fmt.Sprintf("down_blocks.%d.downsamplers.0.conv", level)] = fmt.Sprintf("input_blocks.%d.0.op", next)
 	}
+	addAttn("mid_block.attentions.0", "middle_block.1", midDepth)
 	addRes("mid_block.resnets.0", "middle_block.0")
 	addRes("mid_block.resnets.1", "middle_block.2")
 	// Output blocks: resnets (with attention) per level, the level's last block
 	// carrying the upsampler.
 	level, i = 0, 0
+	var last *unetBlock
+	lastN := 0
 	for _, n := range sortedBlocks(out) {
 		b := out[n]
 		to := "output_blocks." + strconv.Itoa(n)
@@ -216,6 +219,15 @@ func unetToDiffusers(params []Param) map[string]string {
 			d[from+".upsamplers.0.conv"] = fmt.Sprintf("%s.%d.conv", to, b.up)
 			level, i = level+1, 0
 		}
+		last, lastN = b, n
+	}
+	if i > 0 && last != nil {
+		// The last level has no upsampler; ComfyUI maps one where it would sit.
+		c := 1
+		if last.depth > 0 {
+			c = 2
+		}
+		d[fmt.Sprintf("up_blocks.%d.upsamplers.0.conv", level)] = fmt.Sprintf("output_blocks.%d.%d.conv", lastN, c)
 	}
 	for _, b := range basicNames {
 		d[b[1]] = b[0]

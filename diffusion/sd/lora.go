@@ -31,33 +31,53 @@ func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
 	return km, err
 }
 
-// loraKeys returns the key map and the set of parameter keys of m and c.
-func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
-	km, params := lora.KeyMap{}, map[string]bool{}
-	add := func(ps []lora.Param) {
-		for _, p := range ps {
-			params[p.Key] = true
-		}
-	}
+// LoRAParams lists the parameters of m's UNet and of c's text encoders (either may be
+// nil) under ComfyUI's state-dict names ("diffusion_model.…", "clip_l.transformer.…"),
+// with their shapes: what LoRA key maps are built from.
+func LoRAParams(m *Model, c *CLIP) (model, text []lora.Param, err error) {
 	if m != nil {
-		ps, err := m.network(lora.Auto).Params()
-		if err != nil {
+		if model, err = m.network(lora.Auto).Params(); err != nil {
 			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 		}
-		km.Add(lora.UNetKeyMap(ps))
-		add(ps)
 	}
 	if c != nil {
-		var ps []lora.Param
 		for _, te := range c.Encoders {
 			p, err := te.network(lora.Auto).Params()
 			if err != nil {
 				return nil, nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
 			}
-			ps = append(ps, p...)
+			text = append(text, p...)
 		}
-		km.Add(lora.CLIPKeyMap(ps))
-		add(ps)
+	}
+	return model, text, nil
+}
+
+// loraKeys returns the key map and the set of parameter keys of m and c that LoRA
+// networks patch.
+func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
+	mp, tp, err := LoRAParams(m, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	km, params := lora.KeyMap{}, map[string]bool{}
+	for _, p := range append(mp, tp...) {
+		params[p.Key] = true
+	}
+	if m != nil {
+		km.Add(lora.UNetKeyMap(mp))
+	}
+	if c != nil {
+		// ComfyUI's state dict also has the embeddings and the projection, which no LoRA
+		// network patches: their modules resolve, then are reported NOT LOADED.
+		for _, te := range c.Encoders {
+			e := te.Encoder.Model.Embeddings
+			tp = append(tp, lora.Param{Key: lora.CLIPPrefix(te.Name) + "embeddings.token_embedding.weight", Shape: e.Token.Shape()},
+				lora.Param{Key: lora.CLIPPrefix(te.Name) + "embeddings.position_embedding.weight", Shape: e.Position.Shape()})
+			if pr := te.Encoder.Projection; pr != nil {
+				tp = append(tp, lora.Param{Key: "clip_" + te.Name + ".transformer.text_projection.weight", Shape: pr.Shape()})
+			}
+		}
+		km.Add(lora.CLIPKeyMap(tp))
 	}
 	return km, params, nil
 }
