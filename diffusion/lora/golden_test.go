@@ -3,8 +3,6 @@ package lora_test
 import (
 	"context"
 	"log/slog"
-	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,55 +17,71 @@ import (
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
-// loraCase is a golden/lora manifest entry: the base fixtures it patches, their
-// configurations, the strengths and ComfyUI's key mapping.
+// loraCase is a golden/lora manifest entry: the base fixtures it patches, the
+// strengths, the prompt and ComfyUI's key mapping.
 type loraCase struct {
-	Case   string `json:"case"`
-	File   string `json:"file"`
+	testenv.Case
 	Config struct {
-		BaseUNet string `json:"base_unet_fixture"`
-		BaseCLIP string `json:"base_clip_fixture"`
-		CLIP     struct {
-			Heads int    `json:"num_attention_heads"`
-			Act   string `json:"hidden_act"`
-			EOS   int    `json:"eos_token_id"`
-		} `json:"clip_model_config"`
-		UNet struct {
-			NumHeads        int `json:"num_heads"`
-			NumHeadChannels int `json:"num_head_channels"`
-		} `json:"unet_config"`
+		BaseUNet      string            `json:"base_unet_fixture"`
+		BaseUNetSHA   string            `json:"base_unet_sha256"`
+		BaseCLIP      string            `json:"base_clip_fixture"`
+		BaseCLIPSHA   string            `json:"base_clip_sha256"`
 		Prompt        string            `json:"prompt"`
-		StrengthModel float64           `json:"strength_model"`
-		StrengthCLIP  float64           `json:"strength_clip"`
+		StrengthModel *float64          `json:"strength_model"`
+		StrengthCLIP  *float64          `json:"strength_clip"`
 		KeyMapping    map[string]string `json:"key_mapping"`
 	} `json:"config"`
-	Tolerance struct{ Abs, Rel float64 } `json:"tolerance"`
 }
 
-// checkpointToComfy turns an SD1 checkpoint key into ComfyUI's model state-dict name.
-var checkpointToComfy = strings.NewReplacer("model.diffusion_model.", lora.UNetPrefix,
-	"cond_stage_model.transformer.text_model.", lora.CLIPPrefix("l"))
+// comfyName turns a checkpoint key under the fixture's prefix into ComfyUI's model
+// state-dict name.
+func comfyName(key, unetPrefix, clipPrefix string) (string, bool) {
+	if rest, ok := strings.CutPrefix(key, unetPrefix); ok {
+		return lora.UNetPrefix + rest, true
+	}
+	if rest, ok := strings.CutPrefix(key, clipPrefix); ok {
+		return lora.CLIPPrefix("l") + rest, true
+	}
+	return "", false
+}
 
 // TestGoldenLoRA applies every case of golden/lora the LoraLoader way (sd.LoadLoRA) to
-// the base fixtures its metadata names, in each apply mode, and compares the patched
-// UNet's eps and apply_model output, the patched CLIP's cond and pooled output and the
-// patched weights it lists with ComfyUI's, within the case's tolerance.
+// the base unet and clip fixtures its metadata names, in each apply mode, and compares
+// the key mapping, the patched UNet's eps and apply_model output, the patched CLIP's
+// cond and pooled output for the case's prompt and the patched weights it lists with
+// ComfyUI's, within the case's tolerance.
 func TestGoldenLoRA(t *testing.T) {
-	dir, cases := testenv.GoldenCases[loraCase](t, "lora")
-	root := filepath.Dir(dir)
+	_, cases := testenv.GoldenCases[loraCase](t, "lora")
+	unets, clips := map[string]testenv.UNet{}, map[string]testenv.CLIP{}
+	for _, u := range testenv.GoldenUNets(t) {
+		unets[u.Family()+"/"+u.File] = u
+	}
+	for _, c := range testenv.GoldenCLIPs(t) {
+		clips[c.Family()+"/"+c.File] = c
+	}
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	bpe, err := clip.LoadBPE(testenv.GoldenVocabDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range cases {
-		t.Run(c.Case, func(t *testing.T) {
-			// The case file lies in the family's folder; the base fixtures it names are
-			// relative to the golden root.
-			open := func(name string) *tensorfile.File {
-				path := filepath.Join(root, filepath.FromSlash(name))
-				if name == c.File {
-					path = filepath.Join(dir, name)
-				}
+		t.Run(c.Name, func(t *testing.T) {
+			cfg := c.Config
+			u, ok := unets[cfg.BaseUNet]
+			if !ok || u.SHA256 != cfg.BaseUNetSHA {
+				t.Fatal(c.FieldError("config.base_unet_fixture", "%s (sha256 %s) is no model case of the unet family", cfg.BaseUNet, cfg.BaseUNetSHA))
+			}
+			k, ok := clips[cfg.BaseCLIP]
+			if !ok || k.SHA256 != cfg.BaseCLIPSHA {
+				t.Fatal(c.FieldError("config.base_clip_fixture", "%s (sha256 %s) is no case of the clip family", cfg.BaseCLIP, cfg.BaseCLIPSHA))
+			}
+			if cfg.StrengthModel == nil || cfg.StrengthCLIP == nil {
+				t.Fatal(c.FieldError("config", "needs strength_model and strength_clip"))
+			}
+			open := func(path string) *tensorfile.File {
 				f, err := tensorfile.Open(path)
 				if err != nil {
 					t.Fatal(err)
@@ -75,52 +89,64 @@ func TestGoldenLoRA(t *testing.T) {
 				t.Cleanup(func() { f.Close() })
 				return f
 			}
-			cf := open(c.File)
-			in := func(name string) *gpu.Tensor { return tensorOf(t, rt, cf, name) }
+			cf := open(c.Path())
+			in := func(name string) *gpu.Tensor {
+				if _, ok := c.IO[name]; !ok {
+					t.Fatal(c.FieldError("io_tensors", "lists no %s", name))
+				}
+				return tensorOf(t, rt, cf, name)
+			}
 			within := func(t *testing.T, name string, got *gpu.Tensor) {
 				t.Helper()
-				closeTo(t, name, got, in(name), c.Tolerance.Abs, c.Tolerance.Rel)
+				g, err := got.Float32()
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := in(name).Float32()
+				if err != nil {
+					t.Fatal(err)
+				}
+				testenv.Close(t, name, g, w, c.Tolerance)
 			}
 
-			uf := open(c.Config.BaseUNet)
-			heads := unet.Heads{Count: c.Config.UNet.NumHeads}
-			if c.Config.UNet.NumHeadChannels > 0 {
-				heads = unet.Heads{Dim: c.Config.UNet.NumHeadChannels}
+			heads := unet.Heads{Count: u.Heads}
+			if u.HeadDim > 0 {
+				heads = unet.Heads{Dim: u.HeadDim}
 			}
-			um, err := unet.Load(rt, statedict.NewFileSource(rt, uf), "model.diffusion_model.", heads)
+			um, err := unet.Load(rt, statedict.NewFileSource(rt, open(u.Path())), u.Prefix, heads)
 			if err != nil {
 				t.Fatal(err)
 			}
-			model := &sd.Model{Runtime: rt, UNet: um, Sampling: sampling.NewSD(sampling.EPS), Latent: sd.SD15Latent, Name: c.Config.BaseUNet}
-			tm := &clip.TextModel{Heads: c.Config.CLIP.Heads, Activation: c.Config.CLIP.Act, EOS: c.Config.CLIP.EOS}
-			if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, open(c.Config.BaseCLIP)), "cond_stage_model.transformer.text_model.", tm); err != nil {
+			ms, err := sampling.New(sampling.Config(u.Sampling))
+			if err != nil {
+				t.Fatal(u.FieldError("config.wrapper", "%v", err))
+			}
+			model := &sd.Model{Runtime: rt, UNet: um, Sampling: ms, Latent: sd.SD15Latent, Name: cfg.BaseUNet}
+			tm := &clip.TextModel{Heads: k.Heads, Activation: k.Activation, EOS: k.EOS}
+			if _, err := statedict.Bind(rt, statedict.NewFileSource(rt, open(k.Path())), k.Prefix, tm); err != nil {
 				t.Fatal(err)
 			}
 			cl := &sd.CLIP{Runtime: rt, Encoders: []*sd.TextEncoder{{Name: "l",
-				Encoder: &clip.Encoder{Model: tm, NormHidden: true, Start: 49406, End: c.Config.CLIP.EOS, Pad: c.Config.CLIP.EOS}}}}
+				Encoder: &clip.Encoder{Model: tm, NormHidden: true, Start: k.Start, End: k.End, Pad: k.Pad}}}}
 
 			km, err := sd.LoRAKeyMap(model, cl)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for mod, want := range c.Config.KeyMapping {
+			for mod, want := range cfg.KeyMapping {
 				if got := km[mod]; got.Key != want || got.Length != 0 {
 					t.Errorf("key map: %s → %+v, ComfyUI maps it to %s", mod, got, want)
 				}
 			}
 
 			// The prompt's weights come from ComfyUI's weight syntax, the ids from the case.
-			bpe, err := clip.LoadBPE(filepath.Join(root, "tokenizer"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			windows, err := clip.NewSD1Tokenizer(bpe, nil).TokenizeWithWeights(c.Config.Prompt)
+			windows, err := clip.NewSD1Tokenizer(bpe, nil).TokenizeWithWeights(cfg.Prompt)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ids := intsOf(t, cf, "in.tokens")
 			if len(windows) != 1 || len(windows[0]) != len(ids) {
-				t.Fatalf("prompt tokenizes to %d windows, in.tokens holds %d ids", len(windows), len(ids))
+				t.Fatalf("the prompt tokenizes to %d windows, in.tokens holds %d ids", len(windows), len(ids))
 			}
 			for i, id := range ids {
 				if windows[0][i].ID != id {
@@ -134,7 +160,7 @@ func TestGoldenLoRA(t *testing.T) {
 			}
 			for _, mode := range []lora.Mode{lora.Auto, lora.Merge, lora.Runtime} {
 				t.Run(mode.String(), func(t *testing.T) {
-					m2, c2, err := sd.LoadLoRA(model, cl, lf, c.Config.StrengthModel, c.Config.StrengthCLIP, sd.LoRAOptions{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
+					m2, c2, err := sd.LoadLoRA(model, cl, lf, *cfg.StrengthModel, *cfg.StrengthCLIP, sd.LoRAOptions{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -159,23 +185,22 @@ func TestGoldenLoRA(t *testing.T) {
 					if mode == lora.Runtime {
 						return // no merged copies to compare
 					}
-					for _, info := range cf.Tensors() {
-						key, ok := strings.CutPrefix(info.Name, "out.patched.")
+					for _, name := range c.Tensors("out.patched.") {
+						key, ok := comfyName(strings.TrimPrefix(name, "out.patched."), u.Prefix, k.Prefix)
 						if !ok {
-							continue
+							t.Fatal(c.FieldError("io_tensors", "%s is under neither base fixture's prefix", name))
 						}
-						key = checkpointToComfy.Replace(key)
 						var w *gpu.Tensor
 						if strings.HasPrefix(key, lora.UNetPrefix) {
 							w = weightOf(t, m2.LoRANetwork(), key)
 						} else {
 							w = weightOf(t, c2.Encoders[0].LoRANetwork(), key)
 						}
-						within(t, info.Name, w)
+						within(t, name, w)
 					}
 				})
 			}
-			// The base objects are unchanged: the plain model still gives its own output.
+			// The base objects are unchanged: the plain model is the loaded UNet.
 			if m := model.WithoutLoRA(); m.UNet != um {
 				t.Fatal("WithoutLoRA of the base model is not the base model")
 			}
@@ -257,30 +282,4 @@ func intsOf(t *testing.T, f *tensorfile.File, name string) []int {
 		out[i] = int(v)
 	}
 	return out
-}
-
-// closeTo fails t unless |got − want| ≤ abs + rel·|want| everywhere.
-func closeTo(t *testing.T, name string, got, want *gpu.Tensor, abs, rel float64) {
-	t.Helper()
-	g, err := got.Float32()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := want.Float32()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(g) != len(w) {
-		t.Fatalf("%s: %d values, want %d", name, len(g), len(w))
-	}
-	worst, at := 0.0, -1
-	for i := range w {
-		d := math.Abs(float64(g[i] - w[i]))
-		if d > abs+rel*math.Abs(float64(w[i])) && d > worst {
-			worst, at = d, i
-		}
-	}
-	if at >= 0 {
-		t.Fatalf("%s[%d] = %v, want %v (|Δ| %.3g; tolerance %g + %g·|want|)", name, at, g[at], w[at], worst, abs, rel)
-	}
 }
