@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
+	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/internal/imagesize"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -31,6 +32,7 @@ type config struct {
 	cacheMinFreeMB                                 int
 	disableMetadata                                bool
 	followModelLinks                               bool
+	loraMode                                       string
 	verbose                                        bool
 	compute                                        computeFlags
 	maxImagePixels                                 int64
@@ -75,6 +77,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.cacheNone, "cache-none", false, "keep no node outputs between prompts")
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
 	fs.BoolVar(&c.followModelLinks, "follow-model-links", false, "list and load model files through symbolic links that point outside the model folders (a shared model drive)")
+	fs.StringVar(&c.loraMode, "lora-mode", "auto", "how LoRAs patch a model: auto (merge float weights into copies, patch quantized ones at run time), merge or runtime")
 	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
 	c.compute.register(fs, os.Getenv)
 	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
@@ -196,6 +199,10 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 		log = slog.New(slog.DiscardHandler)
 		devOpts.CUDA = false
 	}
+	loraMode, err := lora.ParseMode(c.loraMode)
+	if err != nil {
+		return nil, err
+	}
 	mem := memory.New(memory.Options{Logger: log})
 	ropts, err := c.compute.options(log)
 	if err != nil {
@@ -206,7 +213,7 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 		return nil, err
 	}
 	reg := nodes.NewRegistry()
-	if err := builtin.Register(reg, builtin.Options{Dirs: d, Models: models, Memory: mem, Runtime: rt}); err != nil {
+	if err := builtin.Register(reg, builtin.Options{Dirs: d, Models: models, Memory: mem, Runtime: rt, LoRAMode: loraMode}); err != nil {
 		closeDevice()
 		return nil, err
 	}

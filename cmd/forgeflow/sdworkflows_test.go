@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights/detect"
@@ -51,8 +52,9 @@ func TestSDWorkflows(t *testing.T) {
 		}
 		f.Close()
 	}
+	writeExampleLoRAs(t, filepath.Join(base, "models", "loras"))
 	files, err := filepath.Glob(filepath.Join(workflowsDir, "sd", "*_api.json"))
-	if err != nil || len(files) < 3 {
+	if err != nil || len(files) < 4 {
 		t.Fatalf("workflows/sd holds %d workflows (%v)", len(files), err)
 	}
 	small := t.TempDir()
@@ -87,12 +89,12 @@ func TestSDWorkflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"sd15_txt2img_api.json", "sd15_hiresfix_api.json", "sdxl_txt2img_api.json", "3 of 3 workflows succeeded"} {
+	for _, want := range []string{"sd15_txt2img_api.json", "sd15_hiresfix_api.json", "sdxl_txt2img_api.json", "sd15_lora_api.json", "4 of 4 workflows succeeded"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
 	}
-	for _, f := range []string{"sd15/txt2img_00001_.png", "sd15/hiresfix_00001_.png", "sdxl/txt2img_00001_.png"} {
+	for _, f := range []string{"sd15/txt2img_00001_.png", "sd15/hiresfix_00001_.png", "sdxl/txt2img_00001_.png", "sd15/lora_00001_.png"} {
 		img := decodePNG(t, filepath.Join(base, "output", f))
 		if b := img.Bounds(); b.Dx() == 0 || b.Dy() == 0 {
 			t.Errorf("%s is empty", f)
@@ -103,5 +105,28 @@ func TestSDWorkflows(t *testing.T) {
 	hi := decodePNG(t, filepath.Join(base, "output", "sd15/hiresfix_00001_.png")).Bounds()
 	if hi.Dx()*2 != lo.Dx()*3 {
 		t.Errorf("hires fix output %v, want 1.5 × %v", hi, lo)
+	}
+}
+
+// writeExampleLoRAs writes the LoRA files workflows/sd/sd15_lora_api.json names, sized
+// for the tiny SD1 checkpoint: a kohya LoRA of UNet and text encoder and a LyCORIS LoHa.
+func writeExampleLoRAs(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := loratest.New(1)
+	a.LoRA("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", loratest.Kohya, 32, 4, 2, 32)
+	a.LoRA("lora_te_text_model_encoder_layers_0_self_attn_q_proj", loratest.Kohya, 64, 4, 4, 64)
+	b := loratest.New(2)
+	b.LoHa("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_v", 32, 64, 0, 2, 1)
+	for name, f := range map[string]*loratest.File{"example_lora.safetensors": a, "example_lycoris.safetensors": b} {
+		data, err := f.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -63,6 +63,15 @@ func (l *File) Name() string { return l.name }
 // Close releases the file; patches made from it keep only what they copied.
 func (l *File) Close() error { return l.file.Close() }
 
+// Bytes is the size of the file's tensors (what a memory budget counts).
+func (l *File) Bytes() int64 {
+	var n int64
+	for _, in := range l.file.Tensors() {
+		n += in.Size
+	}
+	return n
+}
+
 // Keys lists the file's keys as the loader sees them, sorted.
 func (l *File) Keys() []string {
 	ks := make([]string, 0, len(l.names))

@@ -36,13 +36,13 @@ func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
 // with their shapes: what LoRA key maps are built from.
 func LoRAParams(m *Model, c *CLIP) (model, text []lora.Param, err error) {
 	if m != nil {
-		if model, err = m.network(lora.Auto).Params(); err != nil {
+		if model, err = m.loraNet(lora.Auto).Params(); err != nil {
 			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 		}
 	}
 	if c != nil {
 		for _, te := range c.Encoders {
-			p, err := te.network(lora.Auto).Params()
+			p, err := te.loraNet(lora.Auto).Params()
 			if err != nil {
 				return nil, nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
 			}
@@ -134,8 +134,8 @@ func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float
 
 func firstOf(s []string) []string { return s[:min(len(s), 5)] }
 
-// network is the model's LoRA stack (an empty one on the loaded UNet if none).
-func (m *Model) network(mode lora.Mode) *lora.Network[unet.Model] {
+// loraNet is the model's LoRA stack (an empty one on the loaded UNet if none).
+func (m *Model) loraNet(mode lora.Mode) *lora.Network[unet.Model] {
 	if m.loras != nil {
 		return m.loras
 	}
@@ -145,7 +145,7 @@ func (m *Model) network(mode lora.Mode) *lora.Network[unet.Model] {
 // WithLoRA returns a copy of m with set applied on top of its LoRAs at strength; m is
 // unchanged. Only the layers the set patches are recomputed, from the UNet as loaded.
 func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Model, *lora.Report, error) {
-	n, rep, err := m.network(mode).With(m.Runtime, lora.Entry{Set: set, Strength: strength})
+	n, rep, err := m.loraNet(mode).With(m.Runtime, lora.Entry{Set: set, Strength: strength})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 	}
@@ -174,8 +174,8 @@ func (m *Model) LoRANetwork() *lora.Network[unet.Model] { return m.loras }
 // LoRANetwork returns the text model's LoRA network, nil without LoRA.
 func (te *TextEncoder) LoRANetwork() *lora.Network[clip.TextModel] { return te.loras }
 
-// network is the text model's LoRA stack.
-func (te *TextEncoder) network(mode lora.Mode) *lora.Network[clip.TextModel] {
+// loraNet is the text model's LoRA stack.
+func (te *TextEncoder) loraNet(mode lora.Mode) *lora.Network[clip.TextModel] {
 	if te.loras != nil {
 		return te.loras
 	}
@@ -197,7 +197,7 @@ func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPL
 	out := &CLIPLoRA{CLIP: &cp}
 	patched := false
 	for i, te := range c.Encoders {
-		n, rep, err := te.network(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
+		n, rep, err := te.loraNet(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
 		if err != nil {
 			return nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
 		}

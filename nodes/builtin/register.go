@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
@@ -33,6 +34,10 @@ type Options struct {
 	// the process's options); nil leaves the model and latent nodes without one, and
 	// they fail with an error saying so.
 	Runtime *gpu.Runtime
+	// LoRAMode is how the LoRA nodes patch a model that has no LoRA yet: lora.Auto (the
+	// zero value) merges float weights into copies and patches quantized ones at run
+	// time; lora.Merge and lora.Runtime force one way.
+	LoRAMode lora.Mode
 }
 
 // runtime returns Options.Runtime, or an error for the nodes that need one.
@@ -109,6 +114,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		// sd3.go
 		&EmptySD3LatentImage{opts: opts}, &ModelSamplingSD3{}, &ModelSamplingAuraFlow{},
 		&SkipLayerGuidanceDiT{}, &SkipLayerGuidanceDiTSimple{}, &CFGNorm{}, &UNETLoader{env: models},
+		// lora.go
+		&LoraLoader{env: models}, &LoraLoaderModelOnly{env: models},
 		// vaenodes.go
 		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
 		// conditioning.go

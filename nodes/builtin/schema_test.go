@@ -40,6 +40,7 @@ var wantClasses = []string{
 	"ImageBlend", "ImageBlur", "ImageSharpen", "ImageToMask", "MaskToImage", "SolidMask",
 	"InvertMask", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString",
 	"PrimitiveStringMultiline", "PrimitiveBoolean",
+	"LoraLoader", "LoraLoaderModelOnly",
 }
 
 func newTestRegistry(t *testing.T, opts Options) *nodes.Registry {
