@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
@@ -240,6 +241,32 @@ func (c *CLIP) WithVocab(bpe *clip.BPE, vocabErr error, embDirs []string) *CLIP 
 	cp.Encoders = make([]*TextEncoder, len(c.Encoders))
 	for i, te := range c.Encoders {
 		cp.Encoders[i] = withVocab(te, bpe, vocabErr, embDirs)
+	}
+	return &cp
+}
+
+// WithLogger returns a copy of c whose tokenizers (CLIP's and T5's) log to log: a textual-inversion
+// embedding named in a prompt ("embedding:name") that no embeddings folder holds is
+// then reported, as ComfyUI warns "embedding:name does not exist, ignoring", instead of
+// being dropped silently.
+func (c *CLIP) WithLogger(log *slog.Logger) *CLIP {
+	cp := *c
+	cp.Encoders = make([]*TextEncoder, len(c.Encoders))
+	for i, te := range c.Encoders {
+		t := *te
+		if te.Tokenizer != nil {
+			tok := *te.Tokenizer
+			tok.Logger = log
+			t.Tokenizer = &tok
+		}
+		cp.Encoders[i] = &t
+	}
+	if c.T5 != nil && c.T5.Tokenizer != nil {
+		te := *c.T5
+		tok := *te.Tokenizer
+		tok.Logger = log
+		te.Tokenizer = &tok
+		cp.T5 = &te
 	}
 	return &cp
 }

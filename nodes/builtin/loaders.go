@@ -138,7 +138,9 @@ func (e *sdEnv) withVocab(c *sd.CLIP, log *slog.Logger) *sd.CLIP {
 		}
 		c = c.WithT5Vocab(vocab, err, e.embeddingDirs())
 	}
-	return c
+	// The tokenizers log a prompt's missing textual-inversion embeddings to the loading
+	// run's logger, the server's.
+	return c.WithLogger(log)
 }
 
 func envLogger(env *nodes.Env) *slog.Logger {
