@@ -7,11 +7,10 @@ import (
 
 // groupNorm is GroupNorm(32) with the given eps, followed by SiLU when silu is set.
 func groupNorm(rt *gpu.Runtime, n *nn.Norm, x *gpu.Tensor, eps float64, silu bool) (*gpu.Tensor, error) {
-	h, err := n.Group(rt, x, 32, eps)
-	if err != nil || !silu {
-		return h, err
+	if silu {
+		return n.GroupSiLU(rt, x, 32, eps)
 	}
-	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) })
+	return n.Group(rt, x, 32, eps)
 }
 
 // then applies f to x and releases x.

@@ -16,13 +16,10 @@ import (
 
 // groupNorm is GroupNorm(32, C, eps 1e-6), followed by SiLU when silu is set.
 func groupNorm(rt *gpu.Runtime, n *nn.Norm, x *gpu.Tensor, silu bool) (*gpu.Tensor, error) {
-	h, err := n.Group(rt, x, 32, 1e-6)
-	if err != nil || !silu {
-		return h, err
+	if silu {
+		return n.GroupSiLU(rt, x, 32, 1e-6)
 	}
-	s, err := gpu.SiLU(rt, h)
-	h.Release()
-	return s, err
+	return n.Group(rt, x, 32, 1e-6)
 }
 
 // ResBlock is ResnetBlock: two norm-SiLU-conv stages and a 1×1 shortcut when the channel
