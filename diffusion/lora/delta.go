@@ -49,6 +49,11 @@ func matmul(rt *gpu.Runtime, a []float32, b []float32, m, k, n int) ([]float32, 
 	if err != nil {
 		return nil, err
 	}
+	if v, ok := c.HostFloat32(); ok {
+		// The product's own storage, not a copy: c is dropped unreleased, so its buffer
+		// leaves the pool and is collected with the slice.
+		return v, nil
+	}
 	defer c.Release()
 	return c.Float32()
 }

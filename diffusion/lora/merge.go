@@ -75,14 +75,12 @@ func swapHalves(d []float32, rows int) {
 // merge computes base (times scale) with every patch applied, in float32, rounded to
 // mergedDType. ok is false when no patch fitted (the reasons are in rep.Skipped).
 func (ap *applier) merge(key string, base, scale *gpu.Tensor, ps []stacked, rep *Report) (*gpu.Tensor, bool, error) {
-	w, err := weightValues(ap.rt, base, scale)
-	if err != nil {
-		return nil, false, fmt.Errorf("lora: %s: %w", key, err)
-	}
 	shape := base.Shape()
-	applied := false
+	n := base.Numel()
+	// Each patch's update first (a failed one is skipped, as ComfyUI leaves it out).
+	var deltas []delta
 	for _, p := range ps {
-		err := ap.apply(w, shape, p)
+		d, err := ap.delta(shape, n, p)
 		if errors.Is(err, errShape) {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s (%s): %v", key, p.patch.Adapter.Module, err))
 			continue
@@ -90,67 +88,178 @@ func (ap *applier) merge(key string, base, scale *gpu.Tensor, ps []stacked, rep 
 		if err != nil {
 			return nil, false, fmt.Errorf("lora: %s (%s): %w", key, p.patch.Adapter.Module, err)
 		}
-		applied = true
+		deltas = append(deltas, d)
 	}
-	if !applied {
+	if len(deltas) == 0 {
 		return nil, false, nil
 	}
-	d := mergedDType(base.DType())
-	n, err := d.StorageBytes(len(w))
+	out := mergedDType(base.DType())
+	size, err := out.StorageBytes(n)
 	if err != nil {
 		return nil, false, err
 	}
-	buf := make([]byte, n)
-	if err := gpu.EncodeFloat32(d, buf, w); err != nil {
-		return nil, false, err
+	buf := make([]byte, size)
+	if err := ap.combine(base, scale, shape, deltas, out, buf); err != nil {
+		return nil, false, fmt.Errorf("lora: %s: %w", key, err)
 	}
 	// Caller-owned bytes: the merged weight is not a pooled buffer and lives as long as
 	// the network does.
-	t, err := ap.rt.FromBytes(d, buf, shape...)
+	t, err := ap.rt.FromBytes(out, buf, shape...)
 	return t, err == nil, err
 }
 
-// apply adds one patch to the weight values w (shape) in place: calculate_weight's step
-// for one adapter.
-func (ap *applier) apply(w []float32, shape []int, p stacked) error {
+// delta is one patch's update, ready to add: d over the rows [from, from+len(d)/inner)
+// of the weight, added as w += s·d (kind LoRA, LoHa, LoKr, diff) or copied (set);
+// DoRA updates are applied to the whole weight by dora.
+type delta struct {
+	d    []float32
+	from int // first element of the weight d covers
+	s    float32
+	set  bool
+	dora *doraUpdate
+}
+
+type doraUpdate struct {
+	mag      mat
+	scale    float64
+	strength float64
+	shape    []int
+}
+
+// delta computes p's update for a weight of shape: calculate_weight's step for one
+// adapter, before it touches the weight.
+func (ap *applier) delta(shape []int, n int, p stacked) (delta, error) {
 	a := p.patch.Adapter
 	if a.Reshape != nil {
-		return fmt.Errorf("%w: reshape_weight (padding the weight to %v) is not implemented", errors.ErrUnsupported, a.Reshape)
+		return delta{}, fmt.Errorf("%w: reshape_weight (padding the weight to %v) is not implemented", errors.ErrUnsupported, a.Reshape)
 	}
-	v, vshape, err := view(w, shape, p.patch.Target)
-	if err != nil {
-		return err
-	}
-	d, scale, err := p.set.dense(ap.rt, a, len(v))
-	if err != nil {
-		return err
-	}
-	if a.Kind == KindSet {
-		copy(v, d)
-		return nil
-	}
-	if p.patch.Target.SwapHalves {
-		swapHalves(d, vshape[0])
-	}
-	if a.Kind == KindDiff {
-		st := float32(p.strength)
-		for i := range v {
-			v[i] += st * d[i]
+	t := p.patch.Target
+	rows, inner := shape[0], n/max(shape[0], 1)
+	if t.Length > 0 {
+		if t.Start < 0 || t.Start+t.Length > shape[0] {
+			return delta{}, fmt.Errorf("%w: rows %d…%d of %v", errShape, t.Start, t.Start+t.Length, shape)
 		}
-		return nil
+		rows = t.Length
 	}
-	if a.DoRA != "" {
+	d, scale, err := p.set.dense(ap.rt, a, rows*inner)
+	if err != nil {
+		return delta{}, err
+	}
+	out := delta{d: d, from: t.Start * inner}
+	switch {
+	case a.Kind == KindSet:
+		out.set = true
+		return out, nil
+	case t.SwapHalves:
+		swapHalves(d, rows)
+	}
+	switch {
+	case a.Kind == KindDiff:
+		out.s = float32(p.strength)
+	case a.DoRA != "":
 		dora, err := p.set.mat(a.DoRA)
+		if err != nil {
+			return delta{}, err
+		}
+		out.dora = &doraUpdate{mag: dora, scale: scale, strength: p.strength, shape: append([]int{rows}, shape[1:]...)}
+	default:
+		out.s = float32(p.strength * scale)
+	}
+	return out, nil
+}
+
+// combineChunk is how many values combine decodes, updates and encodes at a time: a
+// buffer that stays in the cache.
+const combineChunk = 1 << 14
+
+// combine writes base (times scale) with the deltas applied, in order, to buf in dtype
+// out. Without DoRA it goes through the weight in chunks, each decoded, updated by
+// every delta and encoded in one pass; DoRA needs norms over the whole weight, so a
+// weight with a DoRA update is decoded whole first.
+func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta, out gpu.DType, buf []byte) error {
+	s := float32(1)
+	if scale != nil {
+		v, err := scale.Float32()
 		if err != nil {
 			return err
 		}
-		return decompose(v, d, vshape, dora, scale, p.strength)
+		if len(v) != 1 {
+			return fmt.Errorf("scale_weight of %d values", len(v))
+		}
+		s = v[0]
 	}
-	s := float32(p.strength * scale)
+	n := base.Numel()
+	plain := base.DType().IsFloat()
+	for _, d := range deltas {
+		plain = plain && d.dora == nil
+	}
+	if !plain {
+		w, err := weightValues(ap.rt, base, scale)
+		if err != nil {
+			return err
+		}
+		for _, d := range deltas {
+			v := w[d.from : d.from+len(d.d)]
+			switch {
+			case d.set:
+				copy(v, d.d)
+			case d.dora != nil:
+				if err := decompose(v, d.d, d.dora.shape, d.dora.mag, d.dora.scale, d.dora.strength); err != nil {
+					return err
+				}
+			default:
+				addScaled(v, d.d, d.s)
+			}
+		}
+		return gpu.EncodeFloat32(out, buf, w)
+	}
+	inner := n / max(shape[0], 1)
+	step := max(1, combineChunk/max(inner, 1)) // whole rows, so that a chunk is a view
+	ob := out.StorageBytes
+	for r := 0; r < shape[0]; r += step {
+		rows, err := gpu.Narrow(base, 0, r, min(step, shape[0]-r))
+		if err != nil {
+			return err
+		}
+		c, err := rows.Float32()
+		rows.Release()
+		if err != nil {
+			return err
+		}
+		off := r * inner
+		if s != 1 {
+			for i := range c {
+				c[i] *= s
+			}
+		}
+		for _, d := range deltas {
+			lo, hi := max(off, d.from), min(off+len(c), d.from+len(d.d))
+			if lo >= hi {
+				continue
+			}
+			v, dv := c[lo-off:hi-off], d.d[lo-d.from:hi-d.from]
+			if d.set {
+				copy(v, dv)
+			} else {
+				addScaled(v, dv, d.s)
+			}
+		}
+		o0, _ := ob(off)
+		o1, _ := ob(off + len(c))
+		if err := gpu.EncodeFloat32(out, buf[o0:o1], c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addScaled is v += s·d, each product rounded to float32 before the sum, as torch's
+// weight += (s·d) computes it.
+func addScaled(v, d []float32, s float32) {
+	d = d[:len(v)]
 	for i := range v {
 		v[i] += s * d[i]
 	}
-	return nil
 }
 
 // lowRank builds the run-time patches of a weight of shape wshape: Down (r, in) or

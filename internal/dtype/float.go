@@ -31,6 +31,14 @@ func F16ToF32(h uint16) float32 {
 func F32ToF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
+	if a := b & 0x7fffffff; a-113<<23 < 30<<23 {
+		// 2^-14 ≤ |f| < 2^16, the half-precision normals (and what rounds up to
+		// infinity): round the 13 dropped mantissa bits to nearest even, then rebias
+		// the exponent by 127 − 15; a carry out of the mantissa moves to the next
+		// binade, or to infinity from the largest one.
+		a += 0x0fff + a>>13&1
+		return sign | uint16((a-112<<23)>>13)
+	}
 	exp := int32(b>>23) & 0xff
 	mant := b & 0x7fffff
 	if exp == 0xff {
