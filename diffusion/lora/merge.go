@@ -108,15 +108,42 @@ func (ap *applier) merge(key string, base, scale *gpu.Tensor, ps []stacked, rep 
 	return t, err == nil, err
 }
 
-// delta is one patch's update, ready to add: d over the rows [from, from+len(d)/inner)
-// of the weight, added as w += s·d (kind LoRA, LoHa, LoKr, diff) or copied (set);
-// DoRA updates are applied to the whole weight by dora.
+// delta is one patch's update, ready to add over the weight's elements [from, from+n):
+// w += s·d (kinds LoRA, LoHa, LoKr, diff) or w = d (set); DoRA updates are applied to
+// the whole weight by decompose. A LoRA update without DoRA stays low-rank, d = up·down
+// with up (n/inner rows × rank), computed a few rows at a time as the weight is merged.
 type delta struct {
-	d    []float32
-	from int // first element of the weight d covers
-	s    float32
-	set  bool
-	dora *doraUpdate
+	d       []float32
+	up      []float32
+	down    *gpu.Tensor // (rank, inner) F32
+	rank    int
+	from, n int
+	s       float32
+	set     bool
+	dora    *doraUpdate
+}
+
+// rows returns the update of the weight's rows [r0, r1) (relative to from, in rows of
+// inner values), and a function that releases what it borrowed.
+func (d *delta) rows(rt *gpu.Runtime, r0, r1, inner int) ([]float32, func(), error) {
+	if d.down == nil {
+		return d.d[r0*inner : r1*inner], func() {}, nil
+	}
+	up, err := rt.FromFloat32(d.up[r0*d.rank:r1*d.rank], r1-r0, d.rank)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer up.Release()
+	c, err := gpu.MatMul(rt, up, d.down)
+	if err != nil {
+		return nil, nil, err
+	}
+	if v, ok := c.HostFloat32(); ok {
+		return v, c.Release, nil
+	}
+	v, err := c.Float32()
+	c.Release()
+	return v, func() {}, err
 }
 
 type doraUpdate struct {
@@ -141,11 +168,28 @@ func (ap *applier) delta(shape []int, n int, p stacked) (delta, error) {
 		}
 		rows = t.Length
 	}
+	if a.Kind == KindLoRA && a.DoRA == "" {
+		up, down, scale, err := p.set.loraFactors(a)
+		if err == nil && (up.rows() != rows || down.cols() != inner) {
+			err = fmt.Errorf("%w: up %v · down %v for %d×%d values", errShape, up.shape, down.shape, rows, inner)
+		}
+		if err != nil {
+			return delta{}, err
+		}
+		if t.SwapHalves {
+			swapHalves(up.v, rows) // the update's rows are up's rows times down
+		}
+		dt, err := ap.rt.FromFloat32(down.v, down.rows(), inner)
+		if err != nil {
+			return delta{}, err
+		}
+		return delta{up: up.v, down: dt, rank: down.rows(), from: t.Start * inner, n: rows * inner, s: float32(p.strength * scale)}, nil
+	}
 	d, scale, err := p.set.dense(ap.rt, a, rows*inner)
 	if err != nil {
 		return delta{}, err
 	}
-	out := delta{d: d, from: t.Start * inner}
+	out := delta{d: d, from: t.Start * inner, n: len(d)}
 	switch {
 	case a.Kind == KindSet:
 		out.set = true
@@ -189,6 +233,7 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 		s = v[0]
 	}
 	n := base.Numel()
+	inner := n / max(shape[0], 1)
 	plain := base.DType().IsFloat()
 	for _, d := range deltas {
 		plain = plain && d.dora == nil
@@ -199,7 +244,16 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 			return err
 		}
 		for _, d := range deltas {
-			v := w[d.from : d.from+len(d.d)]
+			v := w[d.from : d.from+d.n]
+			if d.down != nil {
+				full, release, err := d.rows(ap.rt, 0, d.n/inner, inner)
+				if err != nil {
+					return err
+				}
+				addScaled(v, full, d.s)
+				release()
+				continue
+			}
 			switch {
 			case d.set:
 				copy(v, d.d)
@@ -213,7 +267,6 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 		}
 		return gpu.EncodeFloat32(out, buf, w)
 	}
-	inner := n / max(shape[0], 1)
 	step := max(1, combineChunk/max(inner, 1)) // whole rows, so that a chunk is a view
 	ob := out.StorageBytes
 	for r := 0; r < shape[0]; r += step {
@@ -232,17 +285,22 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 				c[i] *= s
 			}
 		}
-		for _, d := range deltas {
-			lo, hi := max(off, d.from), min(off+len(c), d.from+len(d.d))
+		for i := range deltas {
+			d := &deltas[i]
+			lo, hi := max(off, d.from), min(off+len(c), d.from+d.n)
 			if lo >= hi {
 				continue
 			}
-			v, dv := c[lo-off:hi-off], d.d[lo-d.from:hi-d.from]
-			if d.set {
+			dv, release, err := d.rows(ap.rt, (lo-d.from)/inner, (hi-d.from)/inner, inner)
+			if err != nil {
+				return err
+			}
+			if v := c[lo-off : hi-off]; d.set {
 				copy(v, dv)
 			} else {
 				addScaled(v, dv, d.s)
 			}
+			release()
 		}
 		o0, _ := ob(off)
 		o1, _ := ob(off + len(c))

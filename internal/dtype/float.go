@@ -142,12 +142,19 @@ func DecodeF64(dst []float32, src []byte) {
 	}
 }
 
-// DecodeF16 converts len(dst) little-endian binary16 values from src.
+// DecodeF16 converts len(dst) little-endian binary16 values from src. Normal values
+// are rebiased in place (exponent + 127 − 15), the rest (zeros, subnormals, infinities,
+// NaNs) read from the table; both give F16ToF32's bits.
 func DecodeF16(dst []float32, src []byte) {
 	t := f16Table()
 	src = src[:2*len(dst)]
 	for i := range dst {
-		dst[i] = t[uint16(src[2*i])|uint16(src[2*i+1])<<8]
+		h := uint32(src[2*i]) | uint32(src[2*i+1])<<8
+		if e := h & 0x7c00; e != 0 && e != 0x7c00 {
+			dst[i] = math.Float32frombits(h&0x8000<<16 | (h&0x7fff<<13 + 112<<23))
+		} else {
+			dst[i] = t[h]
+		}
 	}
 }
 
@@ -187,7 +194,8 @@ func EncodeF32(dst []byte, src []float32) {
 func EncodeF16(dst []byte, src []float32) {
 	dst = dst[:2*len(src)]
 	for i, v := range src {
-		binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v))
+		h := F32ToF16(v)
+		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
 	}
 }
 

@@ -354,3 +354,25 @@ func TestEncodeDecode(t *testing.T) {
 		t.Errorf("F64 1+2^-30 decodes to %v, want 1 (nearest float32)", one[0])
 	}
 }
+
+// TestDecodeF16Exhaustive decodes every binary16 code through DecodeF16 (its fast path
+// for normals and its table for the rest) and compares with F16ToF32 bit for bit; every
+// non-NaN value encodes back to its code.
+func TestDecodeF16Exhaustive(t *testing.T) {
+	src := make([]byte, 2<<16)
+	for h := range 1 << 16 {
+		src[2*h], src[2*h+1] = byte(h), byte(h>>8)
+	}
+	dst := make([]float32, 1<<16)
+	DecodeF16(dst, src)
+	enc := make([]byte, len(src))
+	EncodeF16(enc, dst)
+	for h := range 1 << 16 {
+		if got, want := math.Float32bits(dst[h]), math.Float32bits(F16ToF32(uint16(h))); got != want {
+			t.Fatalf("DecodeF16(%#04x) = %#08x, F16ToF32 %#08x", h, got, want)
+		}
+		if !math.IsNaN(float64(dst[h])) && (enc[2*h] != src[2*h] || enc[2*h+1] != src[2*h+1]) {
+			t.Fatalf("EncodeF16(DecodeF16(%#04x)) = %#02x%02x", h, enc[2*h+1], enc[2*h])
+		}
+	}
+}
