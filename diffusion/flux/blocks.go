@@ -3,6 +3,7 @@ package flux
 import (
 	"fmt"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -21,16 +22,16 @@ type DoubleBlock struct {
 // text and image tokens: linear1 makes q, k, v and the MLP input in one product,
 // linear2 takes the attention output and the activated MLP input together.
 type SingleBlock struct {
-	Linear1    Linear     `sd:"linear1"`
-	Linear2    Linear     `sd:"linear2"`
+	Linear1    nn.Linear  `sd:"linear1"`
+	Linear2    nn.Linear  `sd:"linear2"`
 	Norm       QKNorm     `sd:"norm"`
 	Modulation Modulation `sd:"modulation"`
 }
 
 // LastLayer is the final adaLN modulation and the projection to patch values.
 type LastLayer struct {
-	AdaLN  Linear `sd:"adaLN_modulation.1"`
-	Linear Linear `sd:"linear"`
+	AdaLN  nn.Linear `sd:"adaLN_modulation.1"`
+	Linear nn.Linear `sd:"linear"`
 }
 
 // stream is one token range of a joint attention and the QK norm its heads use.
@@ -61,7 +62,7 @@ func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, one *gpu.T
 			return nil, err
 		}
 		defer xm.Release()
-		return attn.QKV.forward(rt, xm)
+		return attn.QKV.Forward(rt, xm)
 	}
 	txtQKV, err := a.add(project(txt, tm[0], &b.TxtAttn))
 	if err != nil {
@@ -97,7 +98,7 @@ func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, one *gpu.T
 	update := func(x, xattn *gpu.Tensor, m []modOut, sa *SelfAttention, mlp *MLP) (*gpu.Tensor, error) {
 		var a arena
 		defer a.release()
-		p, err := a.add(sa.Proj.forward(rt, xattn))
+		p, err := a.add(sa.Proj.Forward(rt, xattn))
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +143,7 @@ func (b *SingleBlock) forward(rt *gpu.Runtime, x, vecSiLU, pe, one *gpu.Tensor, 
 	if err != nil {
 		return nil, err
 	}
-	h, err := a.add(b.Linear1.forward(rt, xm))
+	h, err := a.add(b.Linear1.Forward(rt, xm))
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +173,7 @@ func (b *SingleBlock) forward(rt *gpu.Runtime, x, vecSiLU, pe, one *gpu.Tensor, 
 		return nil, err
 	}
 	a.free(attn, act)
-	out, err := a.add(b.Linear2.forward(rt, cat))
+	out, err := a.add(b.Linear2.Forward(rt, cat))
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (l *LastLayer) forward(rt *gpu.Runtime, x, vecSiLU, one *gpu.Tensor) (*gpu.
 	if err != nil {
 		return nil, err
 	}
-	return l.Linear.forward(rt, xm)
+	return l.Linear.Forward(rt, xm)
 }
 
 // headView views the first qkvWidth columns of h (B, L, W) as heads of the head width

@@ -82,10 +82,10 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 	if err != nil {
 		return nil, err
 	}
-	if img, err = a.add(m.ImgIn.forward(rt, img)); err != nil {
+	if img, err = a.add(m.ImgIn.Forward(rt, img)); err != nil {
 		return nil, err
 	}
-	txt, err := a.add(m.TxtIn.forward(rt, ctxT))
+	txt, err := a.add(m.TxtIn.Forward(rt, ctxT))
 	if err != nil {
 		return nil, err
 	}

@@ -1,45 +1,35 @@
 package flux
 
 import (
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
 // The layers of comfy/ldm/flux/layers.py, named after their checkpoint keys.
 
-// Linear is a torch.nn.Linear: the weight (out, in) in its stored dtype, an optional
-// F32 bias.
-type Linear struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias,optional"`
-}
-
-func (l *Linear) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Linear(rt, x, l.Weight, l.Bias)
-}
-
 // MLPEmbedder is in_layer → SiLU → out_layer: time_in, vector_in and guidance_in.
 type MLPEmbedder struct {
-	In  Linear `sd:"in_layer"`
-	Out Linear `sd:"out_layer"`
+	In  nn.Linear `sd:"in_layer"`
+	Out nn.Linear `sd:"out_layer"`
 }
 
 func (e *MLPEmbedder) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	var a arena
 	defer a.release()
-	h, err := a.add(e.In.forward(rt, x))
+	h, err := a.add(e.In.Forward(rt, x))
 	if err != nil {
 		return nil, err
 	}
 	if h, err = a.add(gpu.SiLU(rt, h)); err != nil {
 		return nil, err
 	}
-	return e.Out.forward(rt, h)
+	return e.Out.Forward(rt, h)
 }
 
 // Modulation projects SiLU(vec) to the shift, scale and gate vectors of adaLN: two sets
 // in a double-stream block (attention and MLP), one in a single-stream block.
 type Modulation struct {
-	Lin Linear `sd:"lin"`
+	Lin nn.Linear `sd:"lin"`
 }
 
 // modOut is one ModulationOut, each (B, 1, D) to broadcast over the tokens; scale1
@@ -56,9 +46,9 @@ func (m *Modulation) forward(rt *gpu.Runtime, a *arena, vecSiLU, one *gpu.Tensor
 
 // modulations runs lin on vecSiLU (B, D) and cuts the result into sets of `per`
 // vectors: (shift, scale, gate) for per = 3, (shift, scale) for the final layer.
-func modulations(rt *gpu.Runtime, a *arena, lin *Linear, vecSiLU, one *gpu.Tensor, per int) ([]modOut, error) {
+func modulations(rt *gpu.Runtime, a *arena, lin *nn.Linear, vecSiLU, one *gpu.Tensor, per int) ([]modOut, error) {
 	b, d := vecSiLU.Dim(0), vecSiLU.Dim(1)
-	out, err := a.add(lin.forward(rt, vecSiLU))
+	out, err := a.add(lin.Forward(rt, vecSiLU))
 	if err != nil {
 		return nil, err
 	}
@@ -120,28 +110,28 @@ type QKNorm struct {
 
 // SelfAttention is the fused q/k/v projection, the QK norm and the output projection.
 type SelfAttention struct {
-	QKV  Linear `sd:"qkv"`
-	Norm QKNorm `sd:"norm"`
-	Proj Linear `sd:"proj"`
+	QKV  nn.Linear `sd:"qkv"`
+	Norm QKNorm    `sd:"norm"`
+	Proj nn.Linear `sd:"proj"`
 }
 
 // MLP is a double-stream block's Sequential(Linear, GELU(tanh), Linear).
 type MLP struct {
-	In  Linear `sd:"0"`
-	Out Linear `sd:"2"`
+	In  nn.Linear `sd:"0"`
+	Out nn.Linear `sd:"2"`
 }
 
 func (m *MLP) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	var a arena
 	defer a.release()
-	h, err := a.add(m.In.forward(rt, x))
+	h, err := a.add(m.In.Forward(rt, x))
 	if err != nil {
 		return nil, err
 	}
 	if h, err = a.add(gpu.GELUTanh(rt, h)); err != nil {
 		return nil, err
 	}
-	return m.Out.forward(rt, h)
+	return m.Out.Forward(rt, h)
 }
 
 // arena tracks the tensors a computation makes so that every exit path releases them;

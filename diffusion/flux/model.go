@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/detect"
@@ -13,11 +14,13 @@ import (
 
 // Model is comfy.ldm.flux.model.Flux with its weights.
 type Model struct {
-	ImgIn      Linear      `sd:"img_in"`
+	// Module records the prefix the model was loaded from, the root of its layers' keys.
+	nn.Module
+	ImgIn      nn.Linear   `sd:"img_in"`
 	TimeIn     MLPEmbedder `sd:"time_in"`
 	VectorIn   MLPEmbedder `sd:"vector_in"`
 	GuidanceIn MLPEmbedder `sd:"guidance_in,optional"` // dev only; schnell has none
-	TxtIn      Linear      `sd:"txt_in"`
+	TxtIn      nn.Linear   `sd:"txt_in"`
 
 	DoubleBlocks []DoubleBlock `sd:"double_blocks"`
 	SingleBlocks []SingleBlock `sd:"single_blocks"`
@@ -163,7 +166,7 @@ func (m *Model) checkShapes(headDim int) error {
 	c := m.Config
 	h, mlp := c.HiddenSize, m.MLPHidden
 	var errs []string
-	lin := func(name string, l *Linear, rows, cols int) {
+	lin := func(name string, l *nn.Linear, rows, cols int) {
 		if l.Weight == nil {
 			return
 		}

@@ -54,10 +54,11 @@ type Patch struct {
 }
 
 // Set is a LoRA file resolved against a key map: what each model weight gets, and the
-// file keys no module used.
+// file keys no module used. A weight may get several patches, one per target: a
+// diffusers LoRA patches the q, k and v rows of Flux's fused qkv separately.
 type Set struct {
 	File    *File
-	Patches map[string]Patch // by Target.Key
+	Patches map[string][]Patch // by Target.Key
 	Unused  []string
 }
 
@@ -90,7 +91,7 @@ func (l *File) Resolve(km KeyMap, log *slog.Logger) (*Set, error) {
 			}
 		}
 	}
-	set := &Set{File: l, Patches: map[string]Patch{}}
+	set := &Set{File: l, Patches: map[string][]Patch{}}
 	used := map[string]bool{}
 	mods := make([]string, 0, len(km))
 	for m := range km {
@@ -118,7 +119,16 @@ func (l *File) Resolve(km KeyMap, log *slog.Logger) (*Set, error) {
 			for _, k := range roles {
 				used[k] = true
 			}
-			set.Patches[key] = Patch{Target: Target{Key: key, Start: t.Start, Length: t.Length, SwapHalves: t.SwapHalves}, Adapter: a}
+			// ComfyUI's patch_dict has one entry per target (key and rows): a later find
+			// for the same target replaces the earlier one.
+			p := Patch{Target: Target{Key: key, Start: t.Start, Length: t.Length, SwapHalves: t.SwapHalves}, Adapter: a}
+			for i, q := range set.Patches[key] {
+				if q.Target == p.Target {
+					set.Patches[key][i] = p
+					return
+				}
+			}
+			set.Patches[key] = append(set.Patches[key], p)
 		}
 		if a, roles, err := l.loraAdapter(x, alpha, dora, used); err != nil {
 			return nil, err

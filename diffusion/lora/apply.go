@@ -224,9 +224,11 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 	}
 	stack := append(append([]Entry(nil), n.Stack...), e)
 	touched := map[nn.Layer]bool{}
-	for key, p := range e.Set.Patches {
-		if s, ok := baseIdx[key]; ok && (e.Strength != 0 || p.Adapter.Kind == KindSet) {
-			touched[s.layer] = true
+	for key, ps := range e.Set.Patches {
+		for _, p := range ps {
+			if s, ok := baseIdx[key]; ok && (e.Strength != 0 || p.Adapter.Kind == KindSet) {
+				touched[s.layer] = true
+			}
 		}
 	}
 	out := &Network[T]{Base: n.Base, Net: n.Net, Stack: stack, Prefix: n.Prefix, Mode: n.Mode}
@@ -324,8 +326,10 @@ type stacked struct {
 func (ap *applier) patchesFor(key string) []stacked {
 	var ps []stacked
 	for _, e := range ap.stack {
-		if p, ok := e.Set.Patches[key]; ok && (e.Strength != 0 || p.Adapter.Kind == KindSet) {
-			ps = append(ps, stacked{e.Set, p, e.Strength})
+		for _, p := range e.Set.Patches[key] {
+			if e.Strength != 0 || p.Adapter.Kind == KindSet {
+				ps = append(ps, stacked{e.Set, p, e.Strength})
+			}
 		}
 	}
 	return ps

@@ -3,16 +3,19 @@ package lora_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 // TestComfyUIReference applies loratest.RefCases (every adapter kind and key style, on
@@ -46,6 +49,10 @@ func TestComfyUIReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if c.Family == detect.FamilyFluxDev {
+				fluxReference(t, rt, c, want, ckpt, files)
+				return
+			}
 			ck, err := sd.LoadCheckpoint(rt, ckpt, sd.LoadOptions{FP32TextEncoder: true, SkipVAE: true})
 			if err != nil {
 				t.Fatal(err)
@@ -56,15 +63,7 @@ func TestComfyUIReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var lines []string
-			for mod, tg := range km {
-				if !plainDiffusersAttention(mod) {
-					lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%d\n", mod, tg.Key, tg.Start, tg.Length))
-				}
-			}
-			if got := (loratest.KeyMapDigest{Entries: len(lines), SHA256: loratest.DigestLines(lines)}); got != want.KeyMap {
-				t.Errorf("key map %+v, ComfyUI's %+v", got, want.KeyMap)
-			}
+			checkKeyMap(t, km, want.KeyMap, plainDiffusersAttention)
 
 			for _, mode := range []lora.Mode{lora.Merge, lora.Runtime} {
 				m, cl := ck.Model, ck.CLIP
@@ -104,54 +103,131 @@ func plainDiffusersAttention(module string) bool {
 		strings.HasSuffix(module, ".to_out.0")
 }
 
-// patchedWeights returns the values of every weight the patched model and CLIP use
-// differently from the base ones: merged copies, and weights with run-time patches
-// folded in (W + Σ Up·Down).
-func patchedWeights(t *testing.T, bm *sd.Model, bc *sd.CLIP, m *sd.Model, c *sd.CLIP) map[string][]float32 {
+// checkKeyMap compares km, less the entries extra tells, with ComfyUI's digest.
+func checkKeyMap(t *testing.T, km lora.KeyMap, want loratest.KeyMapDigest, extra func(string) bool) {
 	t.Helper()
-	out := map[string][]float32{}
-	collect := func(base, net map[string]*gpu.Tensor, patches func(string) ([]patchT, bool)) {
-		for k, w := range net {
-			var ps []patchT
-			has := false
-			if strings.HasSuffix(k, ".weight") {
-				ps, has = patches(k)
-			}
-			if w == base[k] && !has {
-				continue
-			}
-			v, err := w.Float32()
+	var lines []string
+	for mod, tg := range km {
+		if !extra(mod) {
+			lines = append(lines, fmt.Sprintf("%s\t%s\t%d\t%d\n", mod, tg.Key, tg.Start, tg.Length))
+		}
+	}
+	if got := (loratest.KeyMapDigest{Entries: len(lines), SHA256: loratest.DigestLines(lines)}); got != want {
+		t.Errorf("key map %+v, ComfyUI's %+v", got, want)
+	}
+}
+
+// fluxReference is TestComfyUIReference for a Flux case: the bare transformer file
+// through flux.LoadFile, the LoRAs applied to its lora.Network directly (sd.Model holds
+// no Flux transformer yet).
+func fluxReference(t *testing.T, rt *gpu.Runtime, c loratest.Case, want loratest.ExpectedCase, ckpt string, files []string) {
+	m, err := flux.LoadFile(rt, ckpt, flux.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	params, err := lora.NewNetwork(m, lora.UNetPrefix, lora.Auto).Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ComfyUI's state dict also has the QK norms' scales, which no LoRA network patches
+	// (flux.QKNorm holds plain tensors): their modules resolve, then are NOT LOADED.
+	for _, qk := range qkNorms(m) {
+		params = append(params, lora.Param{Key: lora.UNetPrefix + qk, Shape: []int{m.Config.HiddenSize / m.Config.NumHeads}})
+	}
+	km := lora.FluxKeyMap(params)
+	checkKeyMap(t, km, want.KeyMap, func(string) bool { return false })
+	for _, mode := range []lora.Mode{lora.Merge, lora.Runtime} {
+		n := lora.NewNetwork(m, lora.UNetPrefix, mode)
+		for i, path := range files {
+			lf, err := lora.Open(rt, path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, p := range ps {
-				d := mm(p.up, p.down, p.out, p.r, p.in)
-				for i := range v {
-					v[i] += float32(d[i])
-				}
+			defer lf.Close()
+			set, err := lf.Resolve(km, nil)
+			if err != nil {
+				t.Fatal(err)
 			}
-			out[k] = v
+			if n, _, err = n.With(rt, lora.Entry{Set: set, Strength: c.LoRAs[i].StrengthModel}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := changed(t, m, n)
+		if !slices.Equal(sortedKeys(got), sortedKeys(want.Weights)) {
+			t.Fatalf("%s: patched %v\nComfyUI patched %v", mode, sortedKeys(got), sortedKeys(want.Weights))
+		}
+		worst := 0.0
+		for key, w := range want.Weights {
+			worst = max(worst, compareStats(t, mode.String()+" "+key, got[key], w))
+		}
+		t.Logf("%s: %d weights, largest sampled |Δ| %.3g", mode, len(got), worst)
+	}
+}
+
+// qkNorms lists the keys of a Flux transformer's QK-norm scales.
+func qkNorms(m *flux.Model) []string {
+	var ks []string
+	for _, n := range []string{"query_norm.scale", "key_norm.scale"} {
+		for i := range m.DoubleBlocks {
+			ks = append(ks, fmt.Sprintf("double_blocks.%d.img_attn.norm.%s", i, n), fmt.Sprintf("double_blocks.%d.txt_attn.norm.%s", i, n))
+		}
+		for i := range m.SingleBlocks {
+			ks = append(ks, fmt.Sprintf("single_blocks.%d.norm.%s", i, n))
 		}
 	}
-	tensors := func(ts map[string]*gpu.Tensor, err error) map[string]*gpu.Tensor {
+	return ks
+}
+
+// changed returns the values of every weight n's network uses differently from base:
+// merged copies, and weights with run-time patches folded in (W + Σ Up·Down).
+func changed[T any](t *testing.T, base *T, n *lora.Network[T]) map[string][]float32 {
+	t.Helper()
+	bt, err := lora.NewNetwork(base, n.Prefix, lora.Auto).Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt, err := n.Tensors()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float32{}
+	for k, w := range nt {
+		var ps []patchT
+		if strings.HasSuffix(k, ".weight") {
+			p, err := n.Patches(k)
+			if err == nil {
+				ps = toPatchT(t, p)
+			}
+		}
+		if w == bt[k] && len(ps) == 0 {
+			continue
+		}
+		v, err := w.Float32()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ts
+		for _, p := range ps {
+			d := mm(p.up, p.down, p.out, p.r, p.in)
+			for i := range v {
+				v[i] += float32(d[i])
+			}
+		}
+		out[k] = v
 	}
+	return out
+}
+
+// patchedWeights is changed for a patched model and CLIP against their bases.
+func patchedWeights(t *testing.T, bm *sd.Model, bc *sd.CLIP, m *sd.Model, c *sd.CLIP) map[string][]float32 {
+	t.Helper()
+	out := map[string][]float32{}
 	if n := m.LoRANetwork(); n != nil {
-		collect(tensors(lora.NewNetwork(bm.UNet, lora.UNetPrefix, lora.Auto).Tensors()), tensors(n.Tensors()), func(k string) ([]patchT, bool) {
-			ps, err := n.Patches(k)
-			return toPatchT(t, ps), err == nil && len(ps) > 0
-		})
+		maps.Copy(out, changed(t, bm.UNet, n))
 	}
 	for i, te := range c.Encoders {
 		if n := te.LoRANetwork(); n != nil {
-			base := bc.Encoders[i]
-			collect(tensors(lora.NewNetwork(base.Encoder.Model, lora.CLIPPrefix(base.Name), lora.Auto).Tensors()), tensors(n.Tensors()), func(k string) ([]patchT, bool) {
-				ps, err := n.Patches(k)
-				return toPatchT(t, ps), err == nil && len(ps) > 0
-			})
+			maps.Copy(out, changed(t, bc.Encoders[i].Encoder.Model, n))
 		}
 	}
 	return out

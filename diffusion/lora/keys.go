@@ -346,3 +346,118 @@ func CLIPKeyMap(params []Param) KeyMap {
 	}
 	return m
 }
+
+// FluxKeyMap is model_lora_keys_unet for a Flux transformer whose parameters are params
+// (keys under "diffusion_model."): every weight under its own name and kohya's
+// "lora_unet_x_y" (as UNetKeyMap); every weight under its diffusers name
+// (utils.flux_to_diffusers) as "transformer.…", SimpleTuner's "lycoris_…" and
+// OneTrainer's "lora_transformer_…", the separate q, k, v (and single blocks' MLP input)
+// of diffusers onto rows of the fused qkv and linear1 weights, norm_out onto the final
+// modulation with its shift and scale halves swapped; and "….linear1_qkv" (XLabs/USO
+// after convert_lora) onto the q, k, v rows of each single block's linear1.
+func FluxKeyMap(params []Param) KeyMap {
+	m := KeyMap{}
+	hidden, double, single := 0, 0, 0
+	var linear1 []string
+	for _, p := range params {
+		rest, ok := strings.CutPrefix(p.Key, UNetPrefix)
+		if !ok {
+			continue
+		}
+		if mod, ok := strings.CutSuffix(rest, ".weight"); ok {
+			m["lora_unet_"+underscore(mod)] = Target{Key: p.Key}
+			m[UNetPrefix+mod] = Target{Key: p.Key}
+			if strings.Contains(rest, ".linear1.") {
+				linear1 = append(linear1, p.Key)
+			}
+		} else {
+			m[p.Key] = Target{Key: p.Key}
+		}
+		switch {
+		case rest == "img_in.weight" && len(p.Shape) > 0:
+			hidden = p.Shape[0]
+		case strings.HasPrefix(rest, "double_blocks."):
+			double = max(double, depthOf(rest[len("double_blocks."):])+1)
+		case strings.HasPrefix(rest, "single_blocks."):
+			single = max(single, depthOf(rest[len("single_blocks."):])+1)
+		}
+	}
+	for _, k := range linear1 {
+		m[strings.TrimSuffix(k, ".linear1.weight")+".linear1_qkv"] = Target{Key: k, Length: 3 * hidden}
+	}
+	for diff, t := range fluxToDiffusers(hidden, double, single) {
+		name := strings.TrimSuffix(diff, ".weight")
+		if name == diff {
+			continue // ComfyUI maps the diffusers weights only
+		}
+		m["transformer."+name] = t
+		m["lycoris_"+underscore(name)] = t
+		m["lora_transformer_"+underscore(name)] = t
+	}
+	return m
+}
+
+// fluxToDiffusers re-derives comfy/utils.py flux_to_diffusers for hidden width h and
+// the block counts: diffusers parameter name → Target under "diffusion_model.".
+func fluxToDiffusers(h, double, single int) map[string]Target {
+	d := map[string]Target{}
+	to := func(key string) Target { return Target{Key: UNetPrefix + key} }
+	rows := func(key string, start, n int) Target { return Target{Key: UNetPrefix + key, Start: start, Length: n} }
+	for i := 0; i < double; i++ {
+		from, dst := fmt.Sprintf("transformer_blocks.%d.", i), fmt.Sprintf("double_blocks.%d.", i)
+		for _, end := range []string{"weight", "bias"} {
+			for j, n := range []string{"q", "k", "v"} {
+				d[from+"attn.to_"+n+"."+end] = rows(dst+"img_attn.qkv."+end, j*h, h)
+				d[from+"attn.add_"+n+"_proj."+end] = rows(dst+"txt_attn.qkv."+end, j*h, h)
+			}
+		}
+		for _, b := range [][2]string{
+			{"attn.to_out.0.weight", "img_attn.proj.weight"}, {"attn.to_out.0.bias", "img_attn.proj.bias"},
+			{"norm1.linear.weight", "img_mod.lin.weight"}, {"norm1.linear.bias", "img_mod.lin.bias"},
+			{"norm1_context.linear.weight", "txt_mod.lin.weight"}, {"norm1_context.linear.bias", "txt_mod.lin.bias"},
+			{"attn.to_add_out.weight", "txt_attn.proj.weight"}, {"attn.to_add_out.bias", "txt_attn.proj.bias"},
+			{"ff.net.0.proj.weight", "img_mlp.0.weight"}, {"ff.net.0.proj.bias", "img_mlp.0.bias"},
+			{"ff.net.2.weight", "img_mlp.2.weight"}, {"ff.net.2.bias", "img_mlp.2.bias"},
+			{"ff_context.net.0.proj.weight", "txt_mlp.0.weight"}, {"ff_context.net.0.proj.bias", "txt_mlp.0.bias"},
+			{"ff_context.net.2.weight", "txt_mlp.2.weight"}, {"ff_context.net.2.bias", "txt_mlp.2.bias"},
+			{"attn.norm_q.weight", "img_attn.norm.query_norm.scale"}, {"attn.norm_k.weight", "img_attn.norm.key_norm.scale"},
+			{"attn.norm_added_q.weight", "txt_attn.norm.query_norm.scale"}, {"attn.norm_added_k.weight", "txt_attn.norm.key_norm.scale"},
+		} {
+			d[from+b[0]] = to(dst + b[1])
+		}
+	}
+	for i := 0; i < single; i++ {
+		from, dst := fmt.Sprintf("single_transformer_blocks.%d.", i), fmt.Sprintf("single_blocks.%d.", i)
+		for _, end := range []string{"weight", "bias"} {
+			for j, n := range []string{"q", "k", "v"} {
+				d[from+"attn.to_"+n+"."+end] = rows(dst+"linear1."+end, j*h, h)
+			}
+			d[from+"proj_mlp."+end] = rows(dst+"linear1."+end, 3*h, 4*h)
+		}
+		for _, b := range [][2]string{
+			{"norm.linear.weight", "modulation.lin.weight"}, {"norm.linear.bias", "modulation.lin.bias"},
+			{"proj_out.weight", "linear2.weight"}, {"proj_out.bias", "linear2.bias"},
+			{"attn.norm_q.weight", "norm.query_norm.scale"}, {"attn.norm_k.weight", "norm.key_norm.scale"},
+		} {
+			d[from+b[0]] = to(dst + b[1])
+		}
+	}
+	for _, b := range [][2]string{
+		{"final_layer.linear", "proj_out"}, {"img_in", "x_embedder"},
+		{"time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"}, {"time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"},
+		{"txt_in", "context_embedder"},
+		{"vector_in.in_layer", "time_text_embed.text_embedder.linear_1"}, {"vector_in.out_layer", "time_text_embed.text_embedder.linear_2"},
+		{"guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"}, {"guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"},
+		{"pos_embed_input", "controlnet_x_embedder"},
+	} {
+		for _, end := range []string{".weight", ".bias"} {
+			d[b[1]+end] = to(b[0] + end)
+		}
+	}
+	for _, end := range []string{".weight", ".bias"} {
+		t := to("final_layer.adaLN_modulation.1" + end)
+		t.SwapHalves = true
+		d["norm_out.linear"+end] = t
+	}
+	return d
+}

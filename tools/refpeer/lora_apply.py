@@ -4,7 +4,8 @@ For every case of DIR/cases.json (written by `go run ./tools/refpeer/lorafixture
 this loads the tiny checkpoint, builds ComfyUI 0.3.64's key map for its UNet and text
 encoders (comfy.lora.model_lora_keys_unet / model_lora_keys_clip over the state dicts as
 ComfyUI names them: detect_unet_config for the UNet config, the family's
-process_clip_state_dict for the text encoders), reads each LoRA file the LoraLoader way
+process_clip_state_dict for the text encoders; a Flux case is a bare transformer file,
+seen as a comfy.model_base.Flux), reads each LoRA file the LoraLoader way
 (load_torch_file, lora_convert.convert_lora, lora.load_lora), stacks the patches with
 their strengths as ModelPatcher.add_patches does, and computes every patched weight with
 comfy.lora.calculate_weight on a float32 copy, as patch_weight_to_device does. It writes
@@ -34,6 +35,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import comfy.lora  # noqa: E402
+import comfy.model_base  # noqa: E402
 import comfy.lora_convert  # noqa: E402
 import comfy.model_detection  # noqa: E402
 import comfy.supported_models as sm  # noqa: E402
@@ -53,21 +55,46 @@ class StateDict:
         return self.sd
 
 
+class FluxStateDict(comfy.model_base.Flux):
+    """A Flux model as model_lora_keys_unet sees it (it asks isinstance(model, Flux))."""
+
+    def __init__(self, sd, unet_config):
+        torch.nn.Module.__init__(self)
+        self.sd = sd
+        self.model_config = types.SimpleNamespace(unet_config=unet_config)
+
+    def state_dict(self):
+        return self.sd
+
+
 def run_case(d, case):
     ckpt = comfy.utils.load_torch_file(os.path.join(d, case["checkpoint"]))
-    unet_config = comfy.model_detection.detect_unet_config(ckpt, "model.diffusion_model.")
-    unet = {"diffusion_model." + k[len("model.diffusion_model."):]: v
-            for k, v in ckpt.items() if k.startswith("model.diffusion_model.")}
-    model_config = FAMILIES[case["family"]](unet_config)
-    clip = model_config.process_clip_state_dict(dict(ckpt))
-    clip = {k: v for k, v in clip.items() if k.startswith(("clip_l.", "clip_g.", "clip_h.", "t5xxl."))}
+    if case["family"].startswith("flux"):
+        # A bare diffusion-model file, as UNETLoader reads it.
+        unet_config = comfy.model_detection.detect_unet_config(ckpt, "")
+        # detect_unet_config hard-codes Flux's hidden size (3072, every released Flux);
+        # the tiny test model's comes from its shapes, as forgeflow reads it.
+        unet_config["hidden_size"] = ckpt["img_in.weight"].shape[0]
+        unet = {"diffusion_model." + k: v for k, v in ckpt.items()}
+        clip = {}
+        model = FluxStateDict(unet, unet_config)
+    else:
+        unet_config = comfy.model_detection.detect_unet_config(ckpt, "model.diffusion_model.")
+        unet = {"diffusion_model." + k[len("model.diffusion_model."):]: v
+                for k, v in ckpt.items() if k.startswith("model.diffusion_model.")}
+        model_config = FAMILIES[case["family"]](unet_config)
+        clip = model_config.process_clip_state_dict(dict(ckpt))
+        clip = {k: v for k, v in clip.items() if k.startswith(("clip_l.", "clip_g.", "clip_h.", "t5xxl."))}
+        model = StateDict(unet, unet_config)
 
-    key_map = comfy.lora.model_lora_keys_unet(StateDict(unet, unet_config), {})
+    key_map = comfy.lora.model_lora_keys_unet(model, {})
     key_map = comfy.lora.model_lora_keys_clip(StateDict(clip), key_map)
     rows = []
     for module, target in key_map.items():
         if isinstance(target, str):
             rows.append([module, target, 0, 0])
+        elif target[1] is None:  # (key, None, function): the whole weight
+            rows.append([module, target[0], 0, 0])
         else:
             rows.append([module, target[0], target[1][1], target[1][2]])
     with open(os.path.join(d, "keymap_%s.json" % case["name"]), "w") as f:
@@ -79,14 +106,14 @@ def run_case(d, case):
         lora = comfy.lora_convert.convert_lora(lora)
         loaded = comfy.lora.load_lora(lora, key_map)
         for k, adapter in loaded.items():
-            key, offset = (k, None) if isinstance(k, str) else (k[0], k[1])
+            key, offset, fn = (k, None, None) if isinstance(k, str) else (k[0], k[1], k[2] if len(k) > 2 else None)
             if key in unet:
                 strength = lf["strength_model"]
             elif key in clip:
                 strength = lf["strength_clip"]
             else:
                 continue
-            patches.setdefault(key, []).append((strength, adapter, 1.0, offset, None))
+            patches.setdefault(key, []).append((strength, adapter, 1.0, offset, fn))
     out = {}
     for key, ps in sorted(patches.items()):
         base = unet.get(key, clip.get(key))
