@@ -6,7 +6,8 @@
 // noise.go (image operations); mask.go, maskops.go (masks); load.go + decode.go +
 // apng.go (LoadImage, LoadImageMask); save.go + savepath.go + pyjson.go (SaveImage,
 // PreviewImage; MaskPreview in maskops.go); primitive.go, strings.go; loaders.go
-// (checkpoint, VAE and CLIP loaders), vaenodes.go (VAE encode/decode, CheckpointSave);
+// (checkpoint, VAE and CLIP loaders), lora.go (LoraLoader, LoraLoaderModelOnly),
+// vaenodes.go (VAE encode/decode, CheckpointSave);
 // conditioning.go, latent.go, sampling.go, customsampling.go (text encoding, latents,
 // KSampler and the custom sampling nodes). values.go defines the IMAGE and MASK values.
 //
@@ -14,7 +15,7 @@
 // Run reproduces the numerics of ComfyUI's implementation (nodes.py and the
 // comfy_extras modules named on each node), re-derived and cited per function. It
 // imports nodes and graph; the model code of diffusion/ (sd, sampling, rng, vae, unet,
-// clip), gpu and gpu/resample; weights/folders and weights/memory for the loaders; never
+// clip, lora), gpu and gpu/resample; weights/folders and weights/memory for the loaders; never
 // the executor or the server. The tensor runtime comes from Options.Runtime (built in
 // cmd/), never from a runtime of the package's own.
 package builtin
