@@ -47,19 +47,6 @@ func weightValues(rt *gpu.Runtime, w, scale *gpu.Tensor) ([]float32, error) {
 	return v, nil
 }
 
-// view returns the rows of w a target covers (all of them for Length 0) and their shape.
-func view(w []float32, shape []int, t Target) ([]float32, []int, error) {
-	if t.Length == 0 {
-		return w, shape, nil
-	}
-	inner := len(w) / shape[0]
-	if t.Start < 0 || t.Length < 0 || t.Start+t.Length > shape[0] {
-		return nil, nil, fmt.Errorf("%w: rows %d…%d of %v", errShape, t.Start, t.Start+t.Length, shape)
-	}
-	s := append([]int{t.Length}, shape[1:]...)
-	return w[t.Start*inner : (t.Start+t.Length)*inner], s, nil
-}
-
 // swapHalves exchanges the first and second half of d's rows (ComfyUI's
 // swap_scale_shift).
 func swapHalves(d []float32, rows int) {
