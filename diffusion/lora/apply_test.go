@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -348,5 +350,74 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := lora.ParseMode("fast"); err == nil {
 		t.Error("ParseMode accepted an unknown mode")
+	}
+}
+
+// TestSD3TextEncoders patches the text encoders of an SD3 CLIP (CLIP-L, CLIP-G and T5-XXL
+// files through sd.LoadTextEncoders): OneTrainer's lora_te1_ (CLIP-L), lora_te2_ (CLIP-G)
+// and lora_te3_ (T5) names; and refuses a LoRA on a model whose network is not an SD UNet.
+func TestSD3TextEncoders(t *testing.T) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := sd.TinySD3RandomSpec(false)
+	spec.DType = weights.F32
+	dir := t.TempDir()
+	var paths []string
+	for _, part := range []string{sd.SD3PartCLIPL, sd.SD3PartCLIPG, sd.SD3PartT5} {
+		p := filepath.Join(dir, part+".safetensors")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sd.WriteRandomSD3Part(f, spec, part); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		paths = append(paths, p)
+	}
+	ck, err := sd.LoadTextEncoders(rt, paths, "sd3", sd.LoadOptions{FP32TextEncoder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	c := ck.CLIP
+	if c.T5 == nil || len(c.Encoders) != 2 {
+		t.Fatalf("SD3 CLIP with %d CLIP encoders and T5 %v", len(c.Encoders), c.T5 != nil)
+	}
+	q := c.T5.Encoder.Model.Blocks[0].Attn.Q.Weight
+	tq := "lora_te3_encoder_block_0_layer_0_SelfAttention_q"
+	f := loratest.New(11)
+	f.LoRA(tq, loratest.Kohya, q.Dim(0), 2, 1, q.Dim(1))
+	f.LoRA("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", loratest.Kohya, spec.CLIPL.Width, 2, 0, spec.CLIPL.Width)
+	f.LoRA("lora_te2_text_model_encoder_layers_0_mlp_fc1", loratest.Kohya, 4*spec.CLIPG.Width, 2, 0, spec.CLIPG.Width)
+	f.Random("lora_te3_shared.diff", 0.1, 4, 4) // T5's embedding: resolved, not patched
+	lf := openLoRA(t, rt, f)
+	_, c2, err := sd.LoadLoRA(nil, c, lf, 0, 0.7, sd.LoRAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := lora.T5Prefix + "encoder.block.0.layer.0.SelfAttention.q.weight"
+	got, err := c2.T5.LoRANetwork().Weight(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := q.Float32()
+	gv, _ := got.Float32()
+	near(t, key, f64s(gv), plus(f64s(base), ref{f}.lora(tq+".lora_up.weight", tq+".lora_down.weight", "", tq+".alpha"), 0.7), 2e-5)
+	for i, name := range []string{"l", "g"} {
+		if c2.Encoders[i].Name != name || c2.Encoders[i].LoRANetwork() == nil || c2.Encoders[i].LoRANetwork().Net == c.Encoders[i].Encoder.Model {
+			t.Fatalf("CLIP-%s was not patched", name)
+		}
+	}
+	if c.T5.LoRANetwork() != nil || c.T5.Encoder.Model.Blocks[0].Attn.Q.Weight != q {
+		t.Fatal("the loaded T5 changed")
+	}
+
+	m := &sd.Model{Runtime: rt, Net: sd.MMDiTNetwork{}, Name: "sd3.safetensors"}
+	var ue *sd.UnsupportedError
+	if _, _, err := sd.LoadLoRA(m, c, lf, 1, 1, sd.LoRAOptions{}); !errors.As(err, &ue) || !strings.Contains(err.Error(), "SD1.x, SD2.x and SDXL UNets") {
+		t.Fatalf("LoRA on an MMDiT model: %v", err)
 	}
 }

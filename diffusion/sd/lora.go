@@ -8,6 +8,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
+	"github.com/forgeflow/forgeflow/diffusion/t5"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 )
 
@@ -36,7 +37,11 @@ func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
 // with their shapes: what LoRA key maps are built from.
 func LoRAParams(m *Model, c *CLIP) (model, text []lora.Param, err error) {
 	if m != nil {
-		if model, err = m.loraNet(lora.Auto).Params(); err != nil {
+		n, err := m.loraNet(lora.Auto)
+		if err != nil {
+			return nil, nil, err
+		}
+		if model, err = n.Params(); err != nil {
 			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 		}
 	}
@@ -45,6 +50,13 @@ func LoRAParams(m *Model, c *CLIP) (model, text []lora.Param, err error) {
 			p, err := te.loraNet(lora.Auto).Params()
 			if err != nil {
 				return nil, nil, fmt.Errorf("sd: text encoder %s: %w", te.Name, err)
+			}
+			text = append(text, p...)
+		}
+		if c.T5 != nil {
+			p, err := c.T5.loraNet(lora.Auto).Params()
+			if err != nil {
+				return nil, nil, fmt.Errorf("sd: T5 text encoder: %w", err)
 			}
 			text = append(text, p...)
 		}
@@ -67,14 +79,24 @@ func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
 		km.Add(lora.UNetKeyMap(mp))
 	}
 	if c != nil {
-		// ComfyUI's state dict also has the embeddings and the projection, which no LoRA
-		// network patches: their modules resolve, then are reported NOT LOADED.
+		// ComfyUI's state dict also has the embeddings, the projections and T5's relative
+		// attention bias, which no LoRA network patches: their modules resolve, then are
+		// reported NOT LOADED.
 		for _, te := range c.Encoders {
 			e := te.Encoder.Model.Embeddings
 			tp = append(tp, lora.Param{Key: lora.CLIPPrefix(te.Name) + "embeddings.token_embedding.weight", Shape: e.Token.Shape()},
 				lora.Param{Key: lora.CLIPPrefix(te.Name) + "embeddings.position_embedding.weight", Shape: e.Position.Shape()})
 			if pr := te.Encoder.Projection; pr != nil {
 				tp = append(tp, lora.Param{Key: "clip_" + te.Name + ".transformer.text_projection.weight", Shape: pr.Shape()})
+			}
+		}
+		if c.T5 != nil {
+			m := c.T5.Encoder.Model
+			tp = append(tp, lora.Param{Key: lora.T5Prefix + "shared.weight", Shape: m.Shared.Shape()})
+			for i, b := range m.Blocks {
+				if rb := b.Attn.RelativeBias; rb != nil {
+					tp = append(tp, lora.Param{Key: fmt.Sprintf("%sencoder.block.%d.layer.0.SelfAttention.relative_attention_bias.weight", lora.T5Prefix, i), Shape: rb.Shape()})
+				}
 			}
 		}
 		km.Add(lora.CLIPKeyMap(tp))
@@ -134,18 +156,26 @@ func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float
 
 func firstOf(s []string) []string { return s[:min(len(s), 5)] }
 
-// loraNet is the model's LoRA stack (an empty one on the loaded UNet if none).
-func (m *Model) loraNet(mode lora.Mode) *lora.Network[unet.Model] {
+// loraNet is the model's LoRA stack (an empty one on the loaded UNet if none). Models
+// whose network is not an SD UNet (SD3's MMDiT, Flux) take no LoRA yet.
+func (m *Model) loraNet(mode lora.Mode) (*lora.Network[unet.Model], error) {
 	if m.loras != nil {
-		return m.loras
+		return m.loras, nil
 	}
-	return lora.NewNetwork(m.UNet, lora.UNetPrefix, mode)
+	if m.UNet == nil {
+		return nil, &UnsupportedError{Path: m.Name, What: fmt.Sprintf("LoRAs patch SD1.x, SD2.x and SDXL UNets; this model's network (%T) takes none yet", m.Net)}
+	}
+	return lora.NewNetwork(m.UNet, lora.UNetPrefix, mode), nil
 }
 
 // WithLoRA returns a copy of m with set applied on top of its LoRAs at strength; m is
 // unchanged. Only the layers the set patches are recomputed, from the UNet as loaded.
 func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Model, *lora.Report, error) {
-	n, rep, err := m.loraNet(mode).With(m.Runtime, lora.Entry{Set: set, Strength: strength})
+	base, err := m.loraNet(mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, rep, err := base.With(m.Runtime, lora.Entry{Set: set, Strength: strength})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 	}
@@ -182,8 +212,19 @@ func (te *TextEncoder) loraNet(mode lora.Mode) *lora.Network[clip.TextModel] {
 	return lora.NewNetwork(te.Encoder.Model, lora.CLIPPrefix(te.Name), mode)
 }
 
+// loraNet is the T5 encoder's LoRA stack, its keys under ComfyUI's "t5xxl.transformer.".
+func (te *T5Encoder) loraNet(mode lora.Mode) *lora.Network[t5.Model] {
+	if te.loras != nil {
+		return te.loras
+	}
+	return lora.NewNetwork(te.Encoder.Model, lora.T5Prefix, mode)
+}
+
+// LoRANetwork returns the T5 encoder's LoRA network, nil without LoRA.
+func (te *T5Encoder) LoRANetwork() *lora.Network[t5.Model] { return te.loras }
+
 // CLIPLoRA is the result of CLIP.WithLoRA: the patched CLIP and one report per text
-// encoder.
+// encoder (the T5's last).
 type CLIPLoRA struct {
 	CLIP    *CLIP
 	Reports []*lora.Report
@@ -206,6 +247,19 @@ func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPL
 		t := *te
 		t.Encoder, t.loras = &enc, n
 		cp.Encoders[i] = &t
+		out.Reports = append(out.Reports, rep)
+		patched = patched || n.Net != n.Base
+	}
+	if c.T5 != nil {
+		n, rep, err := c.T5.loraNet(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
+		if err != nil {
+			return nil, fmt.Errorf("sd: T5 text encoder: %w", err)
+		}
+		enc := *c.T5.Encoder
+		enc.Model = n.Net
+		t := *c.T5
+		t.Encoder, t.loras = &enc, n
+		cp.T5 = &t
 		out.Reports = append(out.Reports, rep)
 		patched = patched || n.Net != n.Base
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/forgeflow/forgeflow/diffusion/lora"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/t5"
@@ -63,6 +64,8 @@ type T5Encoder struct {
 	Options   *t5.Options
 	// embDirs are the textual-inversion folders ("embedding:name", t5xxl vectors).
 	embDirs []string
+	// loras is the T5's LoRA stack (lora.go); nil for none.
+	loras *lora.Network[t5.Model]
 }
 
 // tokenizer builds the tokenizer for vocab with the encoder's settings.
