@@ -13,6 +13,12 @@
 // digests those outputs into the small expected-value fixture the tests compare with:
 // per patched weight its element count, sum, sum of squares and a few sampled values,
 // per case the size and sha256 of ComfyUI's key map.
+//
+//	go run ./tools/refpeer/lorafixtures -image OUT -ckpt sd15_random_fp16.safetensors
+//
+// writes the LoRA of the image comparison (a kohya LoRA of rank 8 on every transformer
+// layer of the SD1.5 UNet and every CLIP layer, a LoHa on the first level's resnets,
+// small enough to change the picture without wrecking it) for that checkpoint.
 package main
 
 import (
@@ -23,15 +29,21 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 func main() {
 	out := flag.String("out", "", "write the cases' checkpoints and LoRA files into this folder")
 	expect := flag.String("expect", "", "digest ComfyUI's outputs in this folder into the test fixture (stdout)")
+	image := flag.String("image", "", "write the image comparison's LoRA to this file (with -ckpt)")
+	ckpt := flag.String("ckpt", "", "the full-size SD1.5 checkpoint the -image LoRA is for")
 	flag.Parse()
 	var err error
 	switch {
@@ -39,8 +51,10 @@ func main() {
 		err = write(*out)
 	case *expect != "":
 		err = digest(*expect)
+	case *image != "" && *ckpt != "":
+		err = imageLoRA(*ckpt, *image)
 	default:
-		err = errors.New("give -out DIR or -expect DIR")
+		err = errors.New("give -out DIR, -expect DIR or -image FILE -ckpt FILE")
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -137,4 +151,57 @@ func digest(dir string) error {
 	}
 	_, err = os.Stdout.Write(append(out, '\n'))
 	return err
+}
+
+// imageLoRA writes the image comparison's LoRA for the checkpoint at ckpt.
+func imageLoRA(ckpt, out string) error {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		return err
+	}
+	ck, err := sd.LoadCheckpoint(rt, ckpt, sd.LoadOptions{SkipVAE: true})
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	km, err := sd.LoRAKeyMap(ck.Model, ck.CLIP)
+	if err != nil {
+		return err
+	}
+	mp, tp, err := sd.LoRAParams(ck.Model, ck.CLIP)
+	if err != nil {
+		return err
+	}
+	shapes := map[string][]int{}
+	for _, p := range append(mp, tp...) {
+		shapes[p.Key] = p.Shape
+	}
+	f := loratest.New(2026).DType(weights.F16)
+	mods := make([]string, 0, len(km))
+	for mod := range km {
+		mods = append(mods, mod)
+	}
+	sort.Strings(mods)
+	for _, mod := range mods {
+		s := shapes[km[mod].Key]
+		switch {
+		case len(s) < 2 || strings.Contains(mod, "norm"):
+		case strings.HasPrefix(mod, "lora_unet_down_blocks_0_resnets_") && strings.HasSuffix(mod, "conv1"):
+			f.LoHa(mod, s[0], s[1], s[2], 4, 0.02)
+		case strings.HasPrefix(mod, "lora_unet_") && strings.Contains(mod, "_attentions_") &&
+			(strings.Contains(mod, "transformer_blocks") || strings.HasSuffix(mod, "proj_in") || strings.HasSuffix(mod, "proj_out")),
+			strings.HasPrefix(mod, "lora_te_"):
+			// alpha 0.02 of rank 8: ΔW ≈ 0.7·0.0025, about a tenth of the weights' spread
+			f.LoRA(mod, loratest.Kohya, s[0], 8, 0.02, s[1:]...)
+		}
+	}
+	return writeOut(out, f)
+}
+
+func writeOut(path string, f *loratest.File) error {
+	data, err := f.Bytes()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
