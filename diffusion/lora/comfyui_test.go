@@ -118,42 +118,35 @@ func checkKeyMap(t *testing.T, km lora.KeyMap, want loratest.KeyMapDigest, extra
 }
 
 // fluxReference is TestComfyUIReference for a Flux case: the bare transformer file
-// through flux.LoadFile, the LoRAs applied to its lora.Network directly (sd.Model holds
-// no Flux transformer yet).
+// through flux.LoadFile and sd.NewFluxModel, the LoRAs through sd.LoadLoRA.
 func fluxReference(t *testing.T, rt *gpu.Runtime, c loratest.Case, want loratest.ExpectedCase, ckpt string, files []string) {
-	m, err := flux.LoadFile(rt, ckpt, flux.Options{})
+	fm, err := flux.LoadFile(rt, ckpt, flux.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	params, err := lora.NewNetwork(m, lora.UNetPrefix, lora.Auto).Params()
+	defer fm.Close()
+	model := sd.NewFluxModel(rt, fm, ckpt)
+	km, err := sd.LoRAKeyMap(model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ComfyUI's state dict also has the QK norms' scales, which no LoRA network patches
-	// (flux.QKNorm holds plain tensors): their modules resolve, then are NOT LOADED.
-	for _, qk := range qkNorms(m) {
-		params = append(params, lora.Param{Key: lora.UNetPrefix + qk, Shape: []int{m.Config.HiddenSize / m.Config.NumHeads}})
-	}
-	km := lora.FluxKeyMap(params)
 	checkKeyMap(t, km, want.KeyMap, func(string) bool { return false })
 	for _, mode := range []lora.Mode{lora.Merge, lora.Runtime} {
-		n := lora.NewNetwork(m, lora.UNetPrefix, mode)
+		m := model
 		for i, path := range files {
 			lf, err := lora.Open(rt, path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer lf.Close()
-			set, err := lf.Resolve(km, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n, _, err = n.With(rt, lora.Entry{Set: set, Strength: c.LoRAs[i].StrengthModel}); err != nil {
+			if m, _, err = sd.LoadLoRA(m, nil, lf, c.LoRAs[i].StrengthModel, 0, sd.LoRAOptions{Mode: mode}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got := changed(t, m, n)
+		if m.WithoutLoRA().Net.(sd.FluxNetwork).Model != fm {
+			t.Fatal("WithoutLoRA is not the loaded transformer")
+		}
+		got := changed(t, fm, m.FluxLoRANetwork())
 		if !slices.Equal(sortedKeys(got), sortedKeys(want.Weights)) {
 			t.Fatalf("%s: patched %v\nComfyUI patched %v", mode, sortedKeys(got), sortedKeys(want.Weights))
 		}
@@ -163,20 +156,6 @@ func fluxReference(t *testing.T, rt *gpu.Runtime, c loratest.Case, want loratest
 		}
 		t.Logf("%s: %d weights, largest sampled |Δ| %.3g", mode, len(got), worst)
 	}
-}
-
-// qkNorms lists the keys of a Flux transformer's QK-norm scales.
-func qkNorms(m *flux.Model) []string {
-	var ks []string
-	for _, n := range []string{"query_norm.scale", "key_norm.scale"} {
-		for i := range m.DoubleBlocks {
-			ks = append(ks, fmt.Sprintf("double_blocks.%d.img_attn.norm.%s", i, n), fmt.Sprintf("double_blocks.%d.txt_attn.norm.%s", i, n))
-		}
-		for i := range m.SingleBlocks {
-			ks = append(ks, fmt.Sprintf("single_blocks.%d.norm.%s", i, n))
-		}
-	}
-	return ks
 }
 
 // changed returns the values of every weight n's network uses differently from base:

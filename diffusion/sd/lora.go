@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/t5"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
@@ -37,11 +38,17 @@ func LoRAKeyMap(m *Model, c *CLIP) (lora.KeyMap, error) {
 // with their shapes: what LoRA key maps are built from.
 func LoRAParams(m *Model, c *CLIP) (model, text []lora.Param, err error) {
 	if m != nil {
-		n, err := m.loraNet(lora.Auto)
-		if err != nil {
-			return nil, nil, err
+		switch {
+		case m.fluxNet(lora.Auto) != nil:
+			model, err = m.fluxNet(lora.Auto).Params()
+		default:
+			var n *lora.Network[unet.Model]
+			if n, err = m.loraNet(lora.Auto); err != nil {
+				return nil, nil, err
+			}
+			model, err = n.Params()
 		}
-		if model, err = n.Params(); err != nil {
+		if err != nil {
 			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
 		}
 	}
@@ -75,7 +82,12 @@ func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
 	for _, p := range append(mp, tp...) {
 		params[p.Key] = true
 	}
-	if m != nil {
+	switch {
+	case m != nil && m.fluxNet(lora.Auto) != nil:
+		// As the CLIP embeddings below: the QK norms' scales are in ComfyUI's state dict,
+		// and no network patches them.
+		km.Add(lora.FluxKeyMap(append(mp, fluxQKNorms(m.fluxNet(lora.Auto).Base)...)))
+	case m != nil:
 		km.Add(lora.UNetKeyMap(mp))
 	}
 	if c != nil {
@@ -157,20 +169,61 @@ func LoadLoRA(m *Model, c *CLIP, f *lora.File, strengthModel, strengthCLIP float
 func firstOf(s []string) []string { return s[:min(len(s), 5)] }
 
 // loraNet is the model's LoRA stack (an empty one on the loaded UNet if none). Models
-// whose network is not an SD UNet (SD3's MMDiT, Flux) take no LoRA yet.
+// whose network is neither an SD UNet nor Flux (SD3's MMDiT) take no LoRA yet.
 func (m *Model) loraNet(mode lora.Mode) (*lora.Network[unet.Model], error) {
 	if m.loras != nil {
 		return m.loras, nil
 	}
 	if m.UNet == nil {
-		return nil, &UnsupportedError{Path: m.Name, What: fmt.Sprintf("LoRAs patch SD1.x, SD2.x and SDXL UNets; this model's network (%T) takes none yet", m.Net)}
+		return nil, &UnsupportedError{Path: m.Name, What: fmt.Sprintf("LoRAs patch SD1.x, SD2.x and SDXL UNets and Flux; this model's network (%T) takes none yet", m.Net)}
 	}
 	return lora.NewNetwork(m.UNet, lora.UNetPrefix, mode), nil
 }
 
+// fluxNet is the Flux transformer's LoRA stack, nil for a model that runs no Flux.
+func (m *Model) fluxNet(mode lora.Mode) *lora.Network[flux.Model] {
+	if m.fluxLoras != nil {
+		return m.fluxLoras
+	}
+	if f, ok := m.Net.(FluxNetwork); ok && f.Model != nil {
+		return lora.NewNetwork(f.Model, lora.UNetPrefix, mode)
+	}
+	return nil
+}
+
+// fluxQKNorms lists a Flux transformer's QK-norm scales as parameters.
+func fluxQKNorms(m *flux.Model) []lora.Param {
+	var ps []lora.Param
+	add := func(key string, qk *flux.QKNorm) {
+		ps = append(ps, lora.Param{Key: lora.UNetPrefix + key + "query_norm.scale", Shape: qk.Query.Shape()},
+			lora.Param{Key: lora.UNetPrefix + key + "key_norm.scale", Shape: qk.Key.Shape()})
+	}
+	for i := range m.DoubleBlocks {
+		b := &m.DoubleBlocks[i]
+		add(fmt.Sprintf("double_blocks.%d.img_attn.norm.", i), &b.ImgAttn.Norm)
+		add(fmt.Sprintf("double_blocks.%d.txt_attn.norm.", i), &b.TxtAttn.Norm)
+	}
+	for i := range m.SingleBlocks {
+		add(fmt.Sprintf("single_blocks.%d.norm.", i), &m.SingleBlocks[i].Norm)
+	}
+	return ps
+}
+
 // WithLoRA returns a copy of m with set applied on top of its LoRAs at strength; m is
-// unchanged. Only the layers the set patches are recomputed, from the UNet as loaded.
+// unchanged. Only the layers the set patches are recomputed, from the network as loaded.
 func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Model, *lora.Report, error) {
+	if fn := m.fluxNet(mode); fn != nil {
+		n, rep, err := fn.With(m.Runtime, lora.Entry{Set: set, Strength: strength})
+		if err != nil {
+			return nil, nil, fmt.Errorf("sd: model %s: %w", m.Name, err)
+		}
+		c := *m
+		c.Net, c.fluxLoras = FluxNetwork{n.Net}, n
+		if len(n.Stack) > 0 && n.Net != n.Base {
+			c.Weights = &Weights{err: errPatchedSave}
+		}
+		return &c, rep, nil
+	}
 	base, err := m.loraNet(mode)
 	if err != nil {
 		return nil, nil, err
@@ -187,15 +240,24 @@ func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Mode
 	return &c, rep, nil
 }
 
-// WithoutLoRA returns m as loaded, without any LoRA: the cached base UNet, not a copy.
+// WithoutLoRA returns m as loaded, without any LoRA: the cached base network, not a
+// copy.
 func (m *Model) WithoutLoRA() *Model {
-	if m.loras == nil {
+	c := *m
+	switch {
+	case m.loras != nil:
+		c.UNet, c.loras = m.loras.Base, nil
+	case m.fluxLoras != nil:
+		c.Net, c.fluxLoras = FluxNetwork{m.fluxLoras.Base}, nil
+	default:
 		return m
 	}
-	c := *m
-	c.UNet, c.loras = m.loras.Base, nil
 	return &c
 }
+
+// FluxLoRANetwork returns the Flux transformer's LoRA network, nil for a model without
+// LoRA or without Flux.
+func (m *Model) FluxLoRANetwork() *lora.Network[flux.Model] { return m.fluxLoras }
 
 // LoRANetwork returns the UNet's LoRA network (the base UNet, the stack, the patched
 // UNet), nil for a model without LoRA.

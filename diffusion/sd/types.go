@@ -2,6 +2,7 @@ package sd
 
 import (
 	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/flux"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
@@ -66,8 +67,10 @@ type Model struct {
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil
 	// when the model was not loaded from a file.
 	Weights *Weights
-	// loras is the UNet's LoRA stack (lora.go); nil for none.
-	loras *lora.Network[unet.Model]
+	// loras and fluxLoras are the UNet's and the Flux transformer's LoRA stacks
+	// (lora.go); nil for none.
+	loras     *lora.Network[unet.Model]
+	fluxLoras *lora.Network[flux.Model]
 }
 
 // WithSampling returns a copy of m that samples with ms.
