@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"os"
+	"strings"
 )
 
 // A reader of bbolt's file format (go.etcd.io/bbolt, file format version 2) that reads
@@ -189,6 +191,9 @@ type walker struct {
 	// the root); problem for each damaged page or element, with the bucket path.
 	visit   func(path []string, k, v []byte)
 	problem func(path []string, err error)
+	// last is each bucket's last key seen (by its path joined with NUL): bbolt finds
+	// keys by binary search, so a key out of order is one that Delete cannot remove.
+	last map[string][]byte
 }
 
 // walk visits the whole file from its root bucket, and checks the freelist page.
@@ -295,6 +300,14 @@ func (w *walker) leaf(path []string, data []byte, where string, depth int) {
 			continue
 		}
 		k, v := kv[:ksize], kv[ksize:]
+		if w.last == nil {
+			w.last = map[string][]byte{}
+		}
+		bucket := strings.Join(path, "\x00")
+		if prev, ok := w.last[bucket]; ok && bytes.Compare(k, prev) <= 0 {
+			w.problem(path, fmt.Errorf("%s: leaf element %d: key out of order", where, i))
+		}
+		w.last[bucket] = k
 		if flags&bucketLeaf == 0 {
 			w.visit(path, k, v)
 			continue

@@ -407,11 +407,19 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 		s.mu.Unlock()
 		var job *executor.Job
 		err := s.update(ctx, func(tx *bolt.Tx) error {
+			var last []byte
 			for {
 				k, v := tx.Bucket(bucketPending).Cursor().First()
 				if k == nil {
 					return nil
 				}
+				// A damaged page can keep a key that Delete does not find (its keys are
+				// out of order): the same first key again means the bucket cannot shrink,
+				// and the loop must end instead of spinning.
+				if last != nil && bytes.Equal(k, last) {
+					return fmt.Errorf("store: lease: %w: pending record %x cannot be removed; restart forgeflow to check and repair it", errDamaged, k)
+				}
+				last = bytes.Clone(k)
 				rec, err := executor.DecodeJobRecord(v)
 				if err != nil {
 					// A damaged pending job leaves the queue (with an error entry
@@ -421,7 +429,7 @@ func (s *Store) Lease(ctx context.Context) (*executor.Job, error) {
 					}
 					continue
 				}
-				if err := deletePending(tx, rec); err != nil {
+				if err := deletePending(tx, last, rec.Job.ID); err != nil {
 					return err
 				}
 				rec.Attempts++
@@ -590,11 +598,11 @@ func putPending(tx *bolt.Tx, rec *executor.JobRecord) error {
 	return tx.Bucket(bucketPendingIDs).Put([]byte(rec.Job.ID), rec.Key)
 }
 
-func deletePending(tx *bolt.Tx, rec *executor.JobRecord) error {
-	if err := tx.Bucket(bucketPending).Delete(rec.Key); err != nil {
+func deletePending(tx *bolt.Tx, key []byte, id string) error {
+	if err := tx.Bucket(bucketPending).Delete(key); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketPendingIDs).Delete([]byte(rec.Job.ID))
+	return tx.Bucket(bucketPendingIDs).Delete([]byte(id))
 }
 
 // dropDamagedPending removes the pending record at key k, which does not decode, and
