@@ -149,6 +149,7 @@ func (q *Queue) bind(ctx context.Context, msg jetstream.Msg) (*executor.Job, err
 			return nil, err
 		}
 		q.hold(cand.id, gen, msg)
+		q.fetchInputs(ctx, cand.id, jp.Inputs)
 		job := jp.Item
 		job.Sensitive = jp.Sensitive
 		job.Attempts = jp.Attempts

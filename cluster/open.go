@@ -181,6 +181,17 @@ func (q *Queue) setupOnce(ctx context.Context, leaseSet bool) error {
 	if err != nil {
 		return fmt.Errorf("cluster: open %s: %w", q.names.outputs, err)
 	}
+	q.inputs, err = q.js.ObjectStore(ctx, q.names.inputs)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		q.inputs, err = q.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: q.names.inputs, Replicas: r, Storage: jetstream.FileStorage,
+			TTL: inputsMaxAge, Description: "forgeflow input files of queued prompts, named by SHA-256"})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			q.inputs, err = q.js.ObjectStore(ctx, q.names.inputs)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: open %s: %w", q.names.inputs, err)
+	}
 	q.workersKV, err = keyValue(ctx, q.js, jetstream.KeyValueConfig{Bucket: q.names.workersKV, History: 1, TTL: time.Minute,
 		Replicas: r, Storage: jetstream.FileStorage, Description: "forgeflow workers: models, device, memory"})
 	if err != nil {

@@ -47,6 +47,11 @@ type Options struct {
 	// RetryFor bounds how long a write keeps retrying while the cluster cannot
 	// answer (a leader election); 0 means one minute.
 	RetryFor time.Duration
+	// InputDir is the input folder (uploads, LoadImage's files). A process that
+	// pushes publishes the files a prompt names there with the prompt; a worker
+	// writes them into its own InputDir before it runs the prompt (inputs.go).
+	// Empty: a front ships nothing; a worker uses its engine's input folder.
+	InputDir string
 	// Requires lists the model files a job names, for routing; nil means Requires.
 	Requires func(*executor.Job) []string
 	Logger   *slog.Logger
@@ -78,6 +83,8 @@ type Queue struct {
 	idx   *index
 	peers *peers
 	objs  jetstream.ObjectStore
+	// inputs holds the input files prompts name, by content (inputs.go).
+	inputs jetstream.ObjectStore
 	// workersKV holds the workers' adverts (routing).
 	workersKV jetstream.KeyValue
 
@@ -96,7 +103,7 @@ type Queue struct {
 
 // names are the JetStream names under a prefix.
 type names struct {
-	queueKV, workersKV, outputs, tokens, tokenSubject, consumer, events, interrupt string
+	queueKV, workersKV, outputs, inputs, tokens, tokenSubject, consumer, events, interrupt string
 }
 
 func namesFor(prefix string) names {
@@ -104,6 +111,7 @@ func namesFor(prefix string) names {
 		queueKV:      prefix + "_queue",
 		workersKV:    prefix + "_workers",
 		outputs:      prefix + "_outputs",
+		inputs:       prefix + "_inputs",
 		tokens:       prefix + "_tokens",
 		tokenSubject: prefix + ".tokens",
 		consumer:     "workers",
@@ -275,9 +283,13 @@ func (q *Queue) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 			number = -number
 		}
 	}
+	inputs, err := q.publishInputs(ctx, job)
+	if err != nil {
+		return 0, err
+	}
 	item := *job
 	item.Number, item.Sensitive, item.Attempts = number, nil, 0
-	jp := &jobPart{Item: item, Sensitive: job.Sensitive, Requires: q.opts.Requires(job), Pushed: time.Now().UnixMilli(), Nonce: newGen()}
+	jp := &jobPart{Item: item, Sensitive: job.Sensitive, Requires: q.opts.Requires(job), Inputs: inputs, Pushed: time.Now().UnixMilli(), Nonce: newGen()}
 	mine := func(r *record) bool { return r.Job != nil && r.Job.Nonce == jp.Nonce }
 	for {
 		rec := &record{Job: jp}

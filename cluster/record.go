@@ -31,6 +31,8 @@ type jobPart struct {
 	Attempts int    `json:"attempts"`
 	// Requires are the model files the prompt names (routing).
 	Requires []string `json:"requires,omitempty"`
+	// Inputs are the input files the prompt names, as the pushing front published them.
+	Inputs []inputRef `json:"inputs,omitempty"`
 	// Pushed is when the job was queued (Unix ms), for the routing preference.
 	Pushed int64  `json:"pushed"`
 	Nonce  string `json:"nonce"` // the push's own mark, to recognise a retried write

@@ -49,6 +49,9 @@ type Worker struct {
 
 // NewWorker opens the worker's queue on nc and builds its engine.
 func NewWorker(ctx context.Context, nc *nats.Conn, o WorkerOptions) (*Worker, error) {
+	if o.Queue.InputDir == "" {
+		o.Queue.InputDir = o.Engine.Dirs.Input
+	}
 	q, err := OpenConn(ctx, nc, o.Queue)
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func clusterBackend(ctx context.Context, cfg *config, so *serveOptions, e *env, 
 	if err != nil {
 		return nil, err
 	}
-	q, err := cluster.OpenConn(ctx, nc, cluster.Options{Name: front, Logger: log})
+	q, err := cluster.OpenConn(ctx, nc, cluster.Options{Name: front, InputDir: e.dirs.Input, Logger: log})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -253,7 +253,7 @@ func cmdNats(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // there (batch.RunQueued), the cluster's events relayed into a local engine.
 func runQueued(ctx context.Context, cfg *config, e *env, urls string, files []string, opts batch.RunOptions, log *slog.Logger, stdout, stderr io.Writer) int {
 	host, _ := os.Hostname()
-	q, err := cluster.Open(ctx, urls, cluster.Options{Name: host + "-run" + strconv.Itoa(os.Getpid()), Logger: log})
+	q, err := cluster.Open(ctx, urls, cluster.Options{Name: host + "-run" + strconv.Itoa(os.Getpid()), InputDir: e.dirs.Input, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
 		return exitFailed
