@@ -70,10 +70,13 @@ func (q *Queue) encodeEvent(ev executor.Event) ([]byte, error) {
 // types by event name, so consumers see what a local engine would give them.
 func (q *Queue) Events(ctx context.Context, fn func(executor.Event)) error {
 	sub, err := q.nc.Subscribe(q.names.events, func(m *nats.Msg) {
-		ev, err := decodeEvent(m.Data)
+		ev, from, err := decodeEvent(m.Data)
 		if err != nil {
 			q.log.Warn("unreadable cluster event skipped", "err", err)
 			return
+		}
+		if from == q.opts.Name && ev.Type == executor.EventStatus {
+			return // this process's engine told its own clients already
 		}
 		fn(ev)
 	})
@@ -92,26 +95,27 @@ func (q *Queue) Events(ctx context.Context, fn func(executor.Event)) error {
 	return nil
 }
 
-func decodeEvent(b []byte) (executor.Event, error) {
+// decodeEvent reads an event of the events subject and the name of the process that sent it.
+func decodeEvent(b []byte) (ev executor.Event, from string, err error) {
 	var w wireEvent
 	if err := json.Unmarshal(b, &w); err != nil {
-		return executor.Event{}, err
+		return executor.Event{}, "", err
 	}
-	ev := executor.Event{Type: w.Type, ClientID: w.ClientID, Broadcast: w.Broadcast}
+	ev = executor.Event{Type: w.Type, ClientID: w.ClientID, Broadcast: w.Broadcast}
 	if p := w.Preview; p != nil {
 		ev.Preview = &executor.PreviewFrame{Image: nodes.PreviewImage{Format: p.Format, Data: p.Image}, PromptID: p.PromptID,
 			NodeID: p.NodeID, DisplayNodeID: p.DisplayNodeID, ParentNodeID: p.ParentNodeID, RealNodeID: p.RealNodeID}
-		return ev, nil
+		return ev, w.From, nil
 	}
 	if len(w.Data) == 0 {
-		return ev, nil
+		return ev, w.From, nil
 	}
 	data, err := decodeData(w.Type, w.Data)
 	if err != nil {
-		return executor.Event{}, fmt.Errorf("event %s: %w", w.Type, err)
+		return executor.Event{}, "", fmt.Errorf("event %s: %w", w.Type, err)
 	}
 	ev.Data = data
-	return ev, nil
+	return ev, w.From, nil
 }
 
 // decodeData reads an event's data as the executor's type for that event; an event

@@ -21,7 +21,7 @@ func FuzzDecode(f *testing.F) {
 				decodeEntry(rec.History.Entry)
 			}
 		}
-		if ev, err := decodeEvent(b); err == nil {
+		if ev, _, err := decodeEvent(b); err == nil {
 			if _, err := (&Queue{}).encodeEvent(ev); err != nil {
 				t.Fatalf("a decoded event does not encode: %v", err)
 			}

@@ -316,7 +316,21 @@ func (q *Queue) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 		q.log.Warn("queued prompt without a lease token yet", "prompt_id", job.ID, "err", err)
 	}
 	job.Number = number
+	q.announceStatus(ctx)
 	return number, nil
+}
+
+// announceStatus tells the clients of every front how many prompts remain: a front's
+// engine broadcasts the status after a change only to its own clients.
+func (q *Queue) announceStatus(ctx context.Context) {
+	n, err := q.Remaining(ctx)
+	if err != nil {
+		return
+	}
+	ev := executor.Event{Type: executor.EventStatus, Broadcast: true, Data: executor.StatusData{Status: executor.StatusInfo{ExecInfo: executor.ExecInfo{QueueRemaining: n}}}}
+	if err := q.PublishEvent(ev); err != nil {
+		q.log.Debug("publish status", "err", err)
+	}
 }
 
 // nextNumber takes the next value of the cluster-wide counter.
@@ -394,6 +408,9 @@ func (q *Queue) Delete(ctx context.Context, ids ...string) (int, error) {
 		if ok {
 			n++
 		}
+	}
+	if n > 0 {
+		q.announceStatus(ctx)
 	}
 	return n, nil
 }
