@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -83,8 +83,10 @@ type modelFile struct {
 
 // getExperimentModels lists a folder's model files per directory, with the index of the
 // directory they were found in (app/model_manager.py get_model_file_list): hidden files
-// and folders and .git are skipped, only model extensions are listed, and the walk goes
-// through os.Root so that no link leads outside the directory.
+// and folders and .git are skipped and only model extensions are listed. The names are
+// the folder's listing (Models.List), so symbolic links are followed exactly as far as
+// the listing follows them, as in ComfyUI; a name found in several directories is
+// listed once for each.
 func (s *Server) getExperimentModels(w http.ResponseWriter, r *http.Request) {
 	folder := r.PathValue("folder")
 	if !s.isModelFolder(folder) {
@@ -96,37 +98,36 @@ func (s *Server) getExperimentModels(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusNotFound, "unknown model folder", err.Error())
 		return
 	}
+	names, err := s.opts.Models.List(folder)
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot list models", err.Error())
+		return
+	}
 	out := []modelFile{}
 	for i, dir := range dirs {
-		root, err := os.OpenRoot(dir)
-		if err != nil {
-			continue // a configured directory that does not exist
-		}
-		_ = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil
+		for _, name := range names {
+			if hiddenPath(name) || !modelExts[strings.ToLower(path.Ext(name))] {
+				continue
 			}
-			name := d.Name()
-			if p != "." && (strings.HasPrefix(name, ".") || name == ".git") {
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			if d.IsDir() || !modelExts[strings.ToLower(path.Ext(name))] {
-				return nil
-			}
-			info, err := root.Stat(p)
+			info, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name)))
 			if err != nil || !info.Mode().IsRegular() {
-				return nil
+				continue
 			}
 			t := float64(info.ModTime().UnixNano()) / 1e9
-			out = append(out, modelFile{Name: p, PathIndex: i, Modified: t, Created: t, Size: info.Size()})
-			return nil
-		})
-		root.Close()
+			out = append(out, modelFile{Name: name, PathIndex: i, Modified: t, Created: t, Size: info.Size()})
+		}
 	}
 	s.writeJSON(w, http.StatusOK, out)
+}
+
+// hiddenPath reports whether a slash-separated name has an element starting with ".".
+func hiddenPath(name string) bool {
+	for _, e := range strings.Split(name, "/") {
+		if strings.HasPrefix(e, ".") {
+			return true
+		}
+	}
+	return false
 }
 
 // getEmbeddings lists the embeddings folder without file extensions.

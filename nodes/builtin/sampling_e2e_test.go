@@ -28,7 +28,7 @@ func TestSD15ImageAgainstComfyUI(t *testing.T) {
 	if base == "" || ref == "" {
 		t.Skip("FORGEFLOW_SD15_BASE and FORGEFLOW_SD15_REF are not set (full-size SD1.5 run against ComfyUI)")
 	}
-	paths, err := folders.New(folders.Options{BaseDir: base, FollowLinksOutside: true})
+	paths, err := folders.New(folders.Options{BaseDir: base})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,6 @@
 // cached and refreshed by directory modification times.
 //
 // A model name is a slash-separated path relative to one of its folder's directories
-// ("sub/name.safetensors"). Names that would leave the folder, and symbolic links that
-// point outside it, are refused.
+// ("sub/name.safetensors"). Names that would leave the folder are refused; symbolic
+// links are followed, as ComfyUI follows them, unless Options.ConfineLinks.
 package folders

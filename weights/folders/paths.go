@@ -32,10 +32,11 @@ type Options struct {
 	// ExtraConfigs are extra_model_paths.yaml files (--extra-model-paths-config), read
 	// in order.
 	ExtraConfigs []string
-	// FollowLinksOutside lets symbolic links inside a model directory point anywhere.
-	// By default a link whose target lies outside the directory it was found in is
-	// neither listed nor resolved.
-	FollowLinksOutside bool
+	// ConfineLinks keeps model files inside their directories: a symbolic link whose
+	// target lies outside the directory it was found in is then neither listed nor
+	// resolved. By default such links are followed, as ComfyUI follows them: a link
+	// in a model folder is the user's way to use a model kept on another drive.
+	ConfineLinks bool
 	// Logger receives debug messages about skipped entries; nil discards them.
 	Logger *slog.Logger
 }
@@ -43,9 +44,9 @@ type Options struct {
 // Paths is the set of model folders and their directories. It is safe for concurrent
 // use; listings are cached per folder and rescanned when a directory changes.
 type Paths struct {
-	base        string
-	followLinks bool
-	log         *slog.Logger
+	base         string
+	confineLinks bool
+	log          *slog.Logger
 
 	mu      sync.Mutex // guards order and folders (not the scans, see folder.mu)
 	order   []string
@@ -76,7 +77,7 @@ func New(opts Options) (*Paths, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Paths{base: abs, followLinks: opts.FollowLinksOutside, log: log, folders: map[string]*folder{}}
+	p := &Paths{base: abs, confineLinks: opts.ConfineLinks, log: log, folders: map[string]*folder{}}
 	for _, spec := range defaultLayout() {
 		f := &folder{name: spec.name, exts: spec.exts}
 		for _, d := range spec.dirs {
@@ -198,9 +199,9 @@ func (p *Paths) ListExtensions(folderName string, exts ...string) ([]string, err
 
 // Resolve returns the path of the file called name in folder: the first of the
 // folder's directories that holds it wins. A name that is empty, absolute, not in clean
-// form or that contains a ".." element is refused with ErrInvalidName; a file reached
-// through a link that leaves its directory is refused with ErrEscapes (unless
-// Options.FollowLinksOutside).
+// form or that contains a ".." element is refused with ErrInvalidName; with
+// Options.ConfineLinks, a file reached through a link that leaves its directory is
+// refused with ErrEscapes.
 func (p *Paths) Resolve(folder, name string) (string, error) {
 	if err := CheckName(name); err != nil {
 		return "", fmt.Errorf("folders: %s: %w", folder, err)
@@ -218,7 +219,7 @@ func (p *Paths) Resolve(folder, name string) (string, error) {
 		if err != nil || st.IsDir() {
 			continue
 		}
-		if !p.followLinks {
+		if p.confineLinks {
 			inside, err := resolvesInside(dir, full)
 			if err != nil {
 				return "", fmt.Errorf("folders: %s: %q: %w", folder, name, err)

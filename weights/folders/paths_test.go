@@ -170,7 +170,7 @@ func TestResolve(t *testing.T) {
 	must(os.Symlink("sd15.safetensors", filepath.Join(ck, "alias.safetensors")))
 	must(os.Symlink("sub", filepath.Join(ck, "sublink")))
 
-	p, err := New(Options{BaseDir: base})
+	p, err := New(Options{BaseDir: base, ConfineLinks: true})
 	must(err)
 	cases := []struct {
 		folder, name string
@@ -215,7 +215,7 @@ func TestResolve(t *testing.T) {
 		})
 	}
 
-	// Links that escape are not listed either; links that stay inside are.
+	// Confined, links that escape are not listed either; links that stay inside are.
 	got, err := p.List("checkpoints")
 	must(err)
 	want := []string{"alias.safetensors", "sd15.safetensors", "sub/x.safetensors", "sublink/x.safetensors"}
@@ -223,16 +223,27 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("List = %q, want %q", got, want)
 	}
 
-	// With FollowLinksOutside the user's links to elsewhere work.
-	p2, err := New(Options{BaseDir: base, FollowLinksOutside: true})
+	// By default, as in ComfyUI, the user's links to another drive are followed: the
+	// file behind the link is listed and resolved under the link's name.
+	p2, err := New(Options{BaseDir: base})
 	must(err)
-	if _, err := p2.Resolve("checkpoints", "escape.safetensors"); err != nil {
-		t.Fatalf("FollowLinksOutside: %v", err)
+	for name, target := range map[string]string{"escape.safetensors": "secret.safetensors", "linkdir/inner.safetensors": "dir/inner.safetensors"} {
+		got, err := p2.Resolve("checkpoints", name)
+		if err != nil {
+			t.Fatalf("default Resolve(%q): %v", name, err)
+		}
+		if want := filepath.Join(ck, filepath.FromSlash(name)); got != want {
+			t.Fatalf("default Resolve(%q) = %q, want the link's path %q", name, got, want)
+		}
+		if real, err := filepath.EvalSymlinks(got); err != nil || real != filepath.Join(outside, filepath.FromSlash(target)) {
+			t.Fatalf("%q leads to %q (%v), want the file on the other drive", name, real, err)
+		}
 	}
 	got, err = p2.List("checkpoints")
 	must(err)
-	if !slices.Contains(got, "escape.safetensors") || !slices.Contains(got, "linkdir/inner.safetensors") {
-		t.Fatalf("FollowLinksOutside List = %q", got)
+	want = []string{"alias.safetensors", "escape.safetensors", "linkdir/inner.safetensors", "sd15.safetensors", "sub/x.safetensors", "sublink/x.safetensors"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("default List = %q, want %q", got, want)
 	}
 }
 

@@ -110,7 +110,7 @@ func (w *walker) walk(dir, rel string) {
 				w.p.log.Debug("broken link in model folder", "path", full, "err", err)
 				continue
 			}
-			if !w.p.followLinks && !within(w.realRoot, target) {
+			if w.p.confineLinks && !within(w.realRoot, target) {
 				w.p.log.Debug("link leaves model folder, skipped", "path", full, "target", target)
 				continue
 			}
