@@ -97,8 +97,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	device := fs.String("device", "cpu", "where to run: cpu, or cuda (the device of --cuda-device, with --lowvram etc.)")
 	var df deviceFlags
 	df.register(fs)
-	if err := fs.Parse(rest); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, rest); !ok {
+		return code
 	}
 	devOpts, err := df.options()
 	if err != nil || (*device != "cpu" && *device != "cuda") {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
@@ -33,35 +32,12 @@ type config struct {
 	disableMetadata                                bool
 	followModelLinks                               bool
 	loraMode                                       string
-	verbose                                        bool
+	verbose                                        optFlag // ComfyUI's logging level
 	compute                                        computeFlags
 	maxImagePixels                                 int64
+	// noOps are the ComfyUI flags given that change nothing here (comfyflags.go).
+	noOps []string
 }
-
-// listFlag is a flag that may be repeated, each use adding values (argparse's
-// nargs="+", action="append").
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-// optFlag is a flag with an optional value (argparse's nargs="?" with const): given
-// alone it takes bare, given as --flag=v it takes v.
-type optFlag struct {
-	val, bare string
-	set       bool
-}
-
-func (o *optFlag) String() string { return o.val }
-func (o *optFlag) Set(v string) error {
-	o.set = true
-	if v == "true" {
-		v = o.bare
-	}
-	o.val = v
-	return nil
-}
-func (o *optFlag) IsBoolFlag() bool { return true }
 
 func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.baseDir, "base-directory", "", "base folder holding models/, input/, output/, temp/ and user/ (default: the working directory)")
@@ -76,11 +52,13 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.cacheMinFreeMB, "cache-min-free-ram", 1024, "evict cached node outputs while available RAM is below this many MB (0: never)")
 	fs.BoolVar(&c.cacheNone, "cache-none", false, "keep no node outputs between prompts")
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
-	fs.BoolVar(&c.followModelLinks, "follow-model-links", false, "list and load model files through symbolic links that point outside the model folders (a shared model drive)")
+	fs.BoolVar(&c.followModelLinks, "follow-model-links", true, "list and load model files through symbolic links that point outside the model folders, as ComfyUI does (a shared model drive); =false confines them")
 	fs.StringVar(&c.loraMode, "lora-mode", "auto", "how LoRAs patch a model: auto (merge float weights into copies, patch quantized ones at run time), merge or runtime")
-	fs.BoolVar(&c.verbose, "verbose", false, "log debug messages")
+	c.verbose = optFlag{val: "INFO", bare: "DEBUG", choices: []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}}
+	fs.Var(&c.verbose, "verbose", "logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL; alone it means DEBUG")
 	c.compute.register(fs, os.Getenv)
 	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
+	registerComfyNoOps(fs, &c.noOps)
 }
 
 // dirs resolves the folders as ComfyUI's folder_paths does: everything under the base
@@ -157,11 +135,21 @@ func (c *config) cacheOptions(mem *memory.Manager) (executor.CacheOptions, error
 }
 
 func (c *config) logger(w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if c.verbose {
-		level = slog.LevelDebug
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: c.logLevel()}))
+}
+
+// logLevel maps ComfyUI's --verbose level to slog's (CRITICAL is ERROR: slog has no
+// higher level of its own).
+func (c *config) logLevel() slog.Level {
+	switch c.verbose.val {
+	case "DEBUG":
+		return slog.LevelDebug
+	case "WARNING":
+		return slog.LevelWarn
+	case "ERROR", "CRITICAL":
+		return slog.LevelError
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.LevelInfo
 }
 
 // env is what serve and run build from a config.
@@ -187,7 +175,7 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths, FollowLinksOutside: c.followModelLinks})
+	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths, ConfineLinks: !c.followModelLinks})
 	if err != nil {
 		return nil, err
 	}
@@ -223,15 +211,4 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 // batchEnv is what run and validate need of the environment.
 func (e *env) batchEnv() batch.Env {
 	return batch.Env{Registry: e.registry, Dirs: e.dirs}
-}
-
-// parseFlags parses a subcommand's flags, reporting a usage error as exit code 2.
-func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return exitOK, false
-		}
-		return exitUsage, false
-	}
-	return 0, true
 }

@@ -35,7 +35,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	// Node logs would tear the progress bars; only warnings reach stderr.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(slog.LevelWarn, cfg.logLevel())}))
+	warnNoOps(log, cfg.noOps)
 	e, err := cfg.env(log)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)

@@ -49,12 +49,28 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(string)) int {
+	fl, cfg, so := serveFlags(stderr)
+	so.ready = ready
+	if code, ok := parseFlagsOnly(fl, args); !ok {
+		return code
+	}
+	log := cfg.logger(stderr)
+	warnNoOps(log, cfg.noOps)
+	if err := runServer(ctx, cfg, so, log); err != nil {
+		log.Error("server stopped", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// serveFlags declares serve's command line: the shared config and serve's own flags.
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *config, *serveOptions) {
 	var cfg config
-	so := serveOptions{listen: optFlag{val: "127.0.0.1", bare: "0.0.0.0,::"}, cors: optFlag{bare: "*"}, ready: ready}
+	so := &serveOptions{listen: optFlag{val: "127.0.0.1", bare: "0.0.0.0,::"}, cors: optFlag{bare: "*"}}
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	cfg.register(fl)
-	fl.Var(&so.listen, "listen", "addresses to listen on, comma-separated; --listen alone means 0.0.0.0,:: (every IPv4 and IPv6 address)")
+	fl.Var(&so.listen, "listen", "`IP` addresses to listen on, comma-separated; --listen alone means 0.0.0.0,:: (every IPv4 and IPv6 address)")
 	fl.IntVar(&so.port, "port", 8188, "port to listen on (0 picks a free one)")
 	fl.Float64Var(&so.maxUploadMB, "max-upload-size", 100, "largest upload in MB")
 	fl.Var(&so.cors, "enable-cors-header", "allow cross-origin requests from this origin; alone it means '*'")
@@ -65,19 +81,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	fl.IntVar(&so.workers, "workers", 1, "with --queue, how many prompts this process executes at once (0: accept only)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
 	so.limits.register(fl)
-	if code, ok := parseFlags(fl, args); !ok {
-		return code
-	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "forgeflow serve: unexpected arguments %q\n", fl.Args())
-		return exitUsage
-	}
-	log := cfg.logger(stderr)
-	if err := runServer(ctx, &cfg, &so, log); err != nil {
-		log.Error("server stopped", "err", err)
-		return exitFailed
-	}
-	return exitOK
+	return fl, &cfg, so
 }
 
 func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Logger) error {

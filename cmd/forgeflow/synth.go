@@ -32,8 +32,8 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: forgeflow synth --out FILE [--family sd15] [--dtype F16] [--seed N]\n\nWrites a checkpoint (Flux: a diffusion-model file or the VAE) with the architecture's real tensor names and shapes and random weights.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *out == "" || fs.NArg() > 0 {
 		fs.Usage()
