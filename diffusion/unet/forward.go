@@ -52,7 +52,7 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 			h.Release()
 			return nil, err
 		}
-		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context); err != nil {
+		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context, nil); err != nil {
 			return nil, fmt.Errorf("unet: input block %d: %w", i, err)
 		}
 		keep, err := gpu.Contiguous(rt, h) // a second reference for the skip
@@ -62,7 +62,7 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		}
 		skips = append(skips, keep)
 	}
-	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context); err != nil {
+	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context, nil); err != nil {
 		return nil, fmt.Errorf("unet: middle block: %w", err)
 	}
 	for i, block := range m.Output {
@@ -78,7 +78,14 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if err != nil {
 			return nil, err
 		}
-		if h, err = m.runBlock(rt, block, cat, embSiLU, in.Context); err != nil {
+		// An output block's upsampler resizes to the next skip's size (UNetModel.forward's
+		// output_shape), so that latents whose sides are not multiples of the total
+		// downsampling (33 → 17 → 9 → 5 at 264 px) come back up as 5 → 9 → 17 → 33.
+		var upTo *gpu.Tensor
+		if len(skips) > 0 {
+			upTo = skips[len(skips)-1]
+		}
+		if h, err = m.runBlock(rt, block, cat, embSiLU, in.Context, upTo); err != nil {
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
@@ -118,8 +125,11 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
 	return then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, le) })
 }
 
-// runBlock applies a block's modules in order, consuming h.
-func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor) (*gpu.Tensor, error) {
+// runBlock applies a block's modules in order, consuming h. An upsampler doubles the
+// size, or with upTo resizes to upTo's height and width (Upsample.forward's
+// output_shape, "nearest" as F.interpolate does; for an exact doubling nearest and
+// nearest-exact pick the same pixels).
+func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context, upTo *gpu.Tensor) (*gpu.Tensor, error) {
 	var err error
 	for _, mod := range block {
 		switch {
@@ -133,7 +143,11 @@ func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *g
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.Same(rt, t, 2) })
 		case mod.Up != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
-				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"})
+				w, ht := 2*t.Dim(3), 2*t.Dim(2)
+				if upTo != nil {
+					w, ht = upTo.Dim(3), upTo.Dim(2)
+				}
+				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: w, Height: ht, Method: "nearest", Crop: "disabled"})
 				if err != nil {
 					return nil, err
 				}
