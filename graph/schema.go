@@ -72,6 +72,10 @@ type Input struct {
 	Type string
 	// Choices returns the values of a COMBO input; nil for other types.
 	Choices func() []string
+	// ChoicesHint, when set, says where a COMBO's values come from and how to get more
+	// (the model folders searched, the download command): validation adds it to the
+	// details of a "Value not in list" error.
+	ChoicesHint func() string
 
 	// Default is the widget's starting value: an integer (int, int64, uint64) for INT, a
 	// float64 for FLOAT, a string for STRING and COMBO, a bool for BOOLEAN (json.Number

@@ -459,8 +459,14 @@ func checkLiteral(in *Input, raw any) (e *ValidationError) {
 				listInfo = fmt.Sprintf("(list of length %d)", len(choices))
 				cfg = nil
 			}
+			details := fmt.Sprintf("%s: '%s' not in %s", in.Name, pyStr(val), listInfo)
+			if in.ChoicesHint != nil {
+				if h := in.ChoicesHint(); h != "" {
+					details += " (" + h + ")"
+				}
+			}
 			return &ValidationError{Type: ErrValueNotInList, Message: "Value not in list",
-				Details:   fmt.Sprintf("%s: '%s' not in %s", in.Name, pyStr(val), listInfo),
+				Details:   details,
 				ExtraInfo: map[string]any{"input_name": in.Name, "input_config": cfg, "received_value": jsonSafe(val)}}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -155,7 +156,28 @@ func envLogger(env *nodes.Env) *slog.Logger {
 // loader's resolve says why a name is not there, without listing the folder first.
 func (e *sdEnv) modelCombo(name, folder, tooltip string, extra ...string) graph.Input {
 	return graph.Input{Name: name, Type: graph.TypeCombo, Tooltip: tooltip, Bare: tooltip == "",
-		Choices: func() []string { return append(e.list(folder), extra...) }}
+		Choices:     func() []string { return append(e.list(folder), extra...) },
+		ChoicesHint: func() string { return e.missingHint(folder) }}
+}
+
+// missingHint tells a user whose prompt names a model that is not there where the
+// folder's files go and how to get one.
+func (e *sdEnv) missingHint(folder string) string {
+	if e.opts.Models == nil {
+		return ""
+	}
+	dirs, err := e.opts.Models.Dirs(folder)
+	if err != nil || len(dirs) == 0 {
+		return ""
+	}
+	where := fmt.Sprintf("%s files go in %s", folder, dirs[0])
+	if len(dirs) > 1 {
+		where += fmt.Sprintf(" (searched: %s)", strings.Join(dirs, ", "))
+	}
+	if len(e.list(folder)) == 0 {
+		return fmt.Sprintf("no %s found: %s; get one with 'forgeflow models pull --list' (starter models) or 'forgeflow models pull URL --folder %s', or the editor's Models panel", folder, where, folder)
+	}
+	return fmt.Sprintf("%s; get it with 'forgeflow models pull URL --folder %s' or the editor's Models panel", where, folder)
 }
 
 // CheckpointLoaderSimple loads a single-file checkpoint into MODEL, CLIP and VAE.
