@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -136,5 +137,33 @@ func registerComfyNoOps(fs *flag.FlagSet, given *[]string) {
 func warnNoOps(log *slog.Logger, given []string) {
 	if len(given) > 0 {
 		log.Warn("ComfyUI flags without effect in forgeflow, ignored", "flags", strings.Join(given, " "))
+	}
+}
+
+// isNoOp reports whether a flag value is one of the no-op flags.
+func isNoOp(v flag.Value) bool {
+	switch v.(type) {
+	case *noOpFlag, optionalNoOp, manyNoOp, anyNoOp:
+		return true
+	}
+	return false
+}
+
+// printFlags lists fs's flags as flag.PrintDefaults does, without the no-op ComfyUI
+// flags, which are named on one line at the end.
+func printFlags(fs *flag.FlagSet) {
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(fs.Output())
+	var noOps []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if isNoOp(f.Value) {
+			noOps = append(noOps, "--"+f.Name)
+			return
+		}
+		shown.Var(f.Value, f.Name, f.Usage)
+	})
+	shown.PrintDefaults()
+	if len(noOps) > 0 {
+		fmt.Fprintf(fs.Output(), "\nComfyUI flags accepted without effect: %s\n", strings.Join(noOps, " "))
 	}
 }

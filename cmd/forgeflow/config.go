@@ -59,6 +59,10 @@ func (c *config) register(fs *flag.FlagSet) {
 	c.compute.register(fs, os.Getenv)
 	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
 	registerComfyNoOps(fs, &c.noOps)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of forgeflow %s:\n", fs.Name())
+		printFlags(fs)
+	}
 }
 
 // dirs resolves the folders as ComfyUI's folder_paths does: everything under the base

@@ -37,6 +37,9 @@ Usage:
                                      list the nodes (object_info), or compare with ComfyUI's
   forgeflow convert FILE             UI workflow JSON or PNG -> API prompt JSON on stdout
   forgeflow models [--json] [FOLDER] list the model folders, or one folder's files
+  forgeflow models pull SOURCE       download a model: https URL, hf:owner/repo/file or a
+                                     starter name (--list); "tokenizers" fetches the
+                                     CLIP and T5 tokenizers (--folder --sha256 --name)
   forgeflow synth --out FILE         write a full-size checkpoint with random weights (--family sd15, flux-dev, ...)
   forgeflow bench unet --ckpt FILE   time one UNet evaluation (--width --height --batch --json)
   forgeflow bench flux --ckpt FILE   time one Flux transformer evaluation (--width --height --tokens --json)

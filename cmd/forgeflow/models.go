@@ -19,6 +19,9 @@ type modelFolder struct {
 // cmdModels lists the model folders (with their directories and file counts), or the
 // files of one folder: what GET /models and GET /models/{folder} serve.
 func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "pull" {
+		return cmdModelsPull(ctx, args[1:], stdout, stderr)
+	}
 	var cfg config
 	fl := flag.NewFlagSet("models", flag.ContinueOnError)
 	fl.SetOutput(stderr)

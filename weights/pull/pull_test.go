@@ -354,9 +354,13 @@ func TestParseSource(t *testing.T) {
 		{"https://user:pw@example.com/x", "", "", "passwords"},
 		{"models/x.safetensors", "", "", "not an https URL"},
 	}
+	mirror, err := pull.ParseSource("hf:o/r@dev/f.gguf", "https://hf-mirror.example/")
+	if err != nil || mirror.URL != "https://hf-mirror.example/o/r/resolve/dev/f.gguf" {
+		t.Fatalf("mirror: %+v, %v", mirror, err)
+	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
-			s, err := pull.ParseSource(tc.in)
+			s, err := pull.ParseSource(tc.in, "")
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)

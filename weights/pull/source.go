@@ -33,16 +33,26 @@ const hfBase = "https://huggingface.co"
 // ParseSource reads a source as a user writes it: an https URL, or
 // hf:owner/repo[@revision]/path/in/repo (the revision defaults to main). A Hugging Face
 // page URL (".../blob/rev/file") is turned into its download URL (".../resolve/...").
-func ParseSource(s string) (Source, error) {
+// hfEndpoint replaces https://huggingface.co for hf: sources (a mirror, as
+// huggingface_hub's HF_ENDPOINT); empty means Hugging Face itself.
+func ParseSource(s, hfEndpoint string) (Source, error) {
 	s = strings.TrimSpace(s)
+	base := hfBase
+	if hfEndpoint != "" {
+		u, err := checkURL(hfEndpoint)
+		if err != nil {
+			return Source{}, fmt.Errorf("pull: Hugging Face endpoint: %w", err)
+		}
+		base = strings.TrimSuffix(u.String(), "/")
+	}
 	if rest, ok := strings.CutPrefix(s, "hf:"); ok {
-		return parseHF(rest)
+		return parseHF(rest, base)
 	}
 	u, err := checkURL(s)
 	if err != nil {
 		return Source{}, err
 	}
-	if isHFHost(u.Hostname()) {
+	if isHFHost(u.Hostname()) || strings.HasPrefix(s, base+"/") {
 		// https://huggingface.co/owner/repo/blob/rev/file is the page; resolve is the file.
 		parts := strings.SplitN(strings.TrimPrefix(u.Path, "/"), "/", 4)
 		if len(parts) == 4 && parts[2] == "blob" {
@@ -53,8 +63,8 @@ func ParseSource(s string) (Source, error) {
 	return Source{URL: u.String()}, nil
 }
 
-// parseHF reads owner/repo[@rev]/path.
-func parseHF(s string) (Source, error) {
+// parseHF reads owner/repo[@rev]/path into a URL under base.
+func parseHF(s, base string) (Source, error) {
 	bad := func(why string) (Source, error) {
 		return Source{}, fmt.Errorf("pull: hf:%s: %s (want hf:owner/repo[@revision]/path/to/file)", s, why)
 	}
@@ -79,7 +89,7 @@ func parseHF(s string) (Source, error) {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(hfBase)
+	b.WriteString(base)
 	for _, seg := range []string{owner, repo, "resolve", rev} {
 		b.WriteString("/" + url.PathEscape(seg))
 	}
