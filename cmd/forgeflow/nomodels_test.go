@@ -9,8 +9,9 @@ import (
 )
 
 // With no model files, the default graph's checkpoint loader fails as in ComfyUI
-// (value_not_in_list, "Value not in list", "ckpt_name: '' not in []"), and the details
-// go on to say which folders were searched and how to get a model.
+// (value_not_in_list, "Value not in list", details naming ckpt_name and the empty
+// list), and the details go on to say which folders were searched and how to get a
+// model.
 func TestNoModelsSaysWhereAndHow(t *testing.T) {
 	base := t.TempDir()
 	wf := writeText(t, filepath.Join(t.TempDir(), "txt2img.json"), `{
