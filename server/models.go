@@ -41,6 +41,7 @@ func (s *Server) modelRoutes() {
 	s.route("GET /view_metadata/{folder_name}", s.getViewMetadata)
 	s.route("GET /experiment/models", s.getExperimentFolders)
 	s.route("GET /experiment/models/{folder}", s.getExperimentModels)
+	s.downloadRoutes()
 }
 
 // experimentHidden are the folders GET /experiment/models leaves out (app/model_manager.py).

@@ -114,6 +114,11 @@ type Options struct {
 	// fetches outputs other processes made), then /view looks again. It returns an
 	// error wrapping fs.ErrNotExist when nobody has the file.
 	FetchFile func(ctx context.Context, typ, subfolder, name, dir string) error
+	// AuthToken, when set, is required on every request but the editor's own files
+	// and CORS preflights: a Bearer header, or ?token= on a GET (auth.go).
+	AuthToken string
+	// Downloads turns on the model download route (downloads.go); nil leaves it off.
+	Downloads *DownloadOptions
 	// Version is reported as comfyui_version in /system_stats.
 	Version string
 	// Argv is reported in /system_stats.
@@ -135,6 +140,7 @@ type Server struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	hub     *hub
+	dl      *downloads // nil without Options.Downloads
 
 	// settingsMu serialises read-modify-write of the settings file.
 	settingsMu sync.Mutex
@@ -208,7 +214,7 @@ func New(opts Options) (*Server, error) {
 	if opts.CompressResponses {
 		h = s.compressMiddleware(h)
 	}
-	s.handler = s.recoverMiddleware(s.originMiddleware(h))
+	s.handler = s.recoverMiddleware(s.originMiddleware(s.authMiddleware(h)))
 	return s, nil
 }
 
@@ -218,9 +224,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-// Close disconnects every websocket client.
+// Close disconnects every websocket client and stops the model downloads (their
+// partial files stay, to be resumed).
 func (s *Server) Close() error {
 	s.hub.closeAll()
+	if s.dl != nil {
+		s.dl.close()
+	}
 	return nil
 }
 

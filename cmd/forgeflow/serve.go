@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +41,7 @@ type serveOptions struct {
 	workers       int
 	shutdownGrace time.Duration
 	limits        serveLimits
+	access        accessFlags
 	// ready, when set (tests), receives the address the server listens on.
 	ready func(addr string)
 }
@@ -81,10 +83,19 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *config, *serveOptions) {
 	fl.IntVar(&so.workers, "workers", 1, "with --queue, how many prompts this process executes at once (0: accept only)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
 	so.limits.register(fl)
+	so.access.register(fl)
 	return fl, &cfg, so
 }
 
 func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Logger) error {
+	token, err := so.access.authToken()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := so.access.tlsConfig()
+	if err != nil {
+		return err
+	}
 	e, err := cfg.env(log)
 	if err != nil {
 		return err
@@ -129,12 +140,13 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		static = os.DirFS(so.frontEndRoot)
 	}
 	var listeners []net.Listener
-	var addrs []string
+	var addrs, hosts []string
 	for _, host := range strings.Split(so.listen.val, ",") {
 		host = strings.TrimSpace(host)
 		if host == "" {
 			continue
 		}
+		hosts = append(hosts, host)
 		ln, err := net.Listen(listenNetwork(host), net.JoinHostPort(host, strconv.Itoa(so.port)))
 		if err != nil {
 			for _, l := range listeners {
@@ -148,6 +160,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	if len(listeners) == 0 {
 		return fmt.Errorf("--listen names no address")
 	}
+	warnOpen(log, hosts, token)
 	maxConns := so.limits.maxConnections
 	if nofile := raiseOpenFiles(); nofile > 0 {
 		// Model files, the queue database and the log need descriptors too.
@@ -175,6 +188,8 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		CompressResponses:    so.compress,
 		Version:              comfyUIVersion,
 		Argv:                 os.Args,
+		AuthToken:            token,
+		Downloads:            so.access.downloads(),
 		Interrupt:            be.interrupt,
 		FetchFile:            be.fetchFile,
 	})
@@ -203,8 +218,13 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 
 	hs := srv.NewHTTPServer()
 	errc := make(chan error, len(listeners))
+	scheme := "http://"
 	for _, ln := range listeners {
-		log.Info("listening", "url", "http://"+ln.Addr().String())
+		if tlsCfg != nil {
+			// TLS inside the server's connection tracking, which reads plain requests.
+			ln, scheme = tls.NewListener(ln, tlsCfg), "https://"
+		}
+		log.Info("listening", "url", scheme+ln.Addr().String())
 		if so.ready != nil {
 			so.ready(ln.Addr().String())
 		}

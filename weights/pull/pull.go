@@ -171,7 +171,7 @@ func (f *fetch) checkTarget() (*Result, error) {
 	if err := folders.CheckName(f.name); err != nil {
 		return nil, fmt.Errorf("pull: file name: %w", err)
 	}
-	if isPickle(f.name) && !f.opts.AllowPickle {
+	if IsPickle(f.name) && !f.opts.AllowPickle {
 		return nil, fmt.Errorf("pull: %s: %w: loading a %s file can run code hidden in it; prefer a .safetensors or .gguf file, or allow it explicitly (--allow-pickle)", f.name, ErrPickle, path.Ext(f.name))
 	}
 	dest := f.dest()
@@ -508,7 +508,7 @@ func checkContent(p, name string) error {
 	head = head[:n]
 	ext := strings.ToLower(path.Ext(name))
 	trimmed := bytes.TrimLeft(head, " \t\r\n")
-	isModel := ext == ".safetensors" || ext == ".sft" || ext == ".gguf" || isPickle(name)
+	isModel := ext == ".safetensors" || ext == ".sft" || ext == ".gguf" || IsPickle(name)
 	if isModel && (bytes.HasPrefix(trimmed, []byte("<")) || (ext != ".safetensors" && ext != ".sft" && bytes.HasPrefix(trimmed, []byte("{")))) {
 		return fmt.Errorf("pull: %s: %w: the server sent a web page or a message (%q…); the file may need a sign-in", name, ErrNotModel, firstLine(trimmed))
 	}

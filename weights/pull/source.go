@@ -199,8 +199,8 @@ var pickleExts = []string{".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl"}
 // ErrPickle refuses a pickle-based file without Options.AllowPickle.
 var ErrPickle = errors.New("pickle-based model file refused")
 
-// isPickle reports whether name is a pickle-based model file.
-func isPickle(name string) bool {
+// IsPickle reports whether name is a pickle-based model file.
+func IsPickle(name string) bool {
 	ext := strings.ToLower(path.Ext(name))
 	for _, e := range pickleExts {
 		if ext == e {
