@@ -12,6 +12,7 @@ import (
 	"github.com/forgeflow/forgeflow/cmd/forgeflow/internal/batch"
 	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/executor"
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/internal/imagesize"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/nodes/builtin"
@@ -169,6 +170,11 @@ type env struct {
 	mem *memory.Manager
 	// closeDevice releases the compute device (a no-op on the CPU).
 	closeDevice func() error
+	// foreign are another server's node schemas (--object-info), nil without;
+	// validateForeign checks prompts against them (validate) instead of only
+	// converting with them (run).
+	foreign         graph.Schemas
+	validateForeign bool
 }
 
 // env builds the folders, the memory manager, the tensor runtime and the node registry.
@@ -214,5 +220,5 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 
 // batchEnv is what run and validate need of the environment.
 func (e *env) batchEnv() batch.Env {
-	return batch.Env{Registry: e.registry, Dirs: e.dirs}
+	return batch.Env{Registry: e.registry, Dirs: e.dirs, Schemas: e.foreign, ValidateWithSchemas: e.validateForeign}
 }

@@ -22,6 +22,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl.BoolVar(&opts.Plain, "plain", false, "print progress as plain lines even on a terminal")
 	fl.BoolVar(&opts.JSON, "json", false, "print the summary as JSON on stdout (progress goes to stderr)")
 	queueURL := fl.String("queue", "", "submit to a NATS JetStream cluster and follow the prompts there: nats://h1:4222,...")
+	objectInfo := fl.String("object-info", "", "convert UI workflows with "+objectInfoUsage)
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -43,6 +44,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	defer e.closeDevice()
+	if *objectInfo != "" {
+		if e.foreign, err = loadObjectInfo(ctx, *objectInfo); err != nil {
+			fmt.Fprintln(stderr, "forgeflow run:", err)
+			return exitFailed
+		}
+	}
 	cache, err := cfg.cacheOptions(e.mem)
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow run:", err)
@@ -65,6 +72,7 @@ func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fl.SetOutput(stderr)
 	cfg.register(fl)
 	asJSON := fl.Bool("json", false, "print a JSON object keyed by file with ComfyUI's error and node_errors")
+	objectInfo := fl.String("object-info", "", "convert and validate against "+objectInfoUsage)
 	if code, ok := parseFlags(fl, args); !ok {
 		return code
 	}
@@ -81,6 +89,13 @@ func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		fmt.Fprintln(stderr, "forgeflow validate:", err)
 		return exitFailed
+	}
+	if *objectInfo != "" {
+		if e.foreign, err = loadObjectInfo(ctx, *objectInfo); err != nil {
+			fmt.Fprintln(stderr, "forgeflow validate:", err)
+			return exitFailed
+		}
+		e.validateForeign = true
 	}
 	return exitCode(stderr, "validate", batch.Validate(e.batchEnv(), files, *asJSON, stdout))
 }

@@ -11,6 +11,7 @@ package batch
 import (
 	"errors"
 
+	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
@@ -20,6 +21,12 @@ type Env struct {
 	Registry *nodes.Registry
 	// Dirs are the folders nodes and their input checks read and write.
 	Dirs nodes.Dirs
+	// Schemas, when set, are another server's node schemas (its /object_info: a
+	// ComfyUI with custom nodes): UI workflows are converted with them instead of the
+	// registry, and with ValidateWithSchemas prompts are validated against them too
+	// (what that server would accept) rather than against what runs here.
+	Schemas             graph.Schemas
+	ValidateWithSchemas bool
 }
 
 // ErrFailed is returned when a workflow failed, was invalid or was interrupted; the

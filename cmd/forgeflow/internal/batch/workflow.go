@@ -70,16 +70,66 @@ func prepare(path string, e Env) (*prepared, error) {
 		return nil, executor.Reject(graph.ErrInvalidPrompt, "Invalid workflow", err.Error())
 	}
 	p := &prepared{path: path, format: doc.Format.String()}
-	if p.prompt, err = doc.ToPrompt(e.Registry); err != nil {
+	var conv graph.Schemas = e.Registry
+	if e.Schemas != nil {
+		conv = e.Schemas
+	}
+	if p.prompt, err = doc.ToPrompt(conv); err != nil {
+		var missing *graph.MissingTypesError
+		if errors.As(err, &missing) {
+			return nil, missingTypes(missing.Types, e.Schemas != nil)
+		}
 		return nil, executor.Reject(graph.ErrInvalidPrompt, "Cannot convert workflow to a prompt", err.Error())
 	}
 	if p.workflow, err = workflowJSON(doc, data); err != nil {
 		return nil, executor.Reject(graph.ErrInvalidPrompt, "Invalid workflow", err.Error())
 	}
+	val := conv
+	if !e.ValidateWithSchemas {
+		val = e.Registry
+	}
+	if types := absentTypes(p.prompt, val); len(types) > 0 {
+		return nil, missingTypes(types, e.Schemas != nil && e.ValidateWithSchemas)
+	}
+	if e.ValidateWithSchemas && e.Schemas != nil {
+		res := graph.Validate(p.prompt, e.Schemas)
+		if !res.OK() {
+			return nil, &executor.Rejection{Err: res.Error, NodeErrors: res.NodeErrors}
+		}
+		p.outputs = res.Outputs
+		return p, nil
+	}
 	if p.outputs, _, err = executor.Validate(e.Registry, e.Dirs, p.prompt, nil); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// absentTypes lists, sorted, the node types of p that s does not know.
+func absentTypes(p graph.Prompt, s graph.Schemas) []string {
+	seen := map[string]bool{}
+	for _, n := range p {
+		if _, ok := s.Schema(n.ClassType); !ok && !seen[n.ClassType] {
+			seen[n.ClassType] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for t := range seen {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// missingTypes is the rejection of a workflow whose node types are not all known: the
+// message of ComfyUI's (which names the first), details naming every one.
+func missingTypes(types []string, foreign bool) *executor.Rejection {
+	details := "node types not available here: " + strings.Join(types, ", ") +
+		" (forgeflow cannot run them; to convert or check workflows for a server that has them, such as a ComfyUI with custom nodes: forgeflow convert|validate --object-info FILE|URL with its /object_info)"
+	if foreign {
+		details = "node types the given --object-info does not have: " + strings.Join(types, ", ")
+	}
+	return executor.Reject(graph.ErrInvalidPrompt, fmt.Sprintf("Cannot execute because node %s does not exist.", types[0]), details)
 }
 
 // workflowJSON returns the UI workflow as a generic JSON object, as the front end
