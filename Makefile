@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 ADDR_FLAGS  ?=
 
-.PHONY: all run build test test-go test-short load lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build test-cuda-emu
+.PHONY: all run build build-static test test-go test-short load lint fuzz bench frontend frontend-test clean test-cuda test-cuda-build test-cuda-emu
 
 all: build
 
@@ -16,8 +16,16 @@ all: build
 run: build
 	$(BIN)/forgeflow serve $(ADDR_FLAGS)
 
+# The one binary: no cgo. The CUDA backend (gpu/cuda, loaded at run time with purego)
+# makes it link glibc's loader dynamically (codex/decisions.md); it runs on any glibc
+# Linux, with or without a GPU.
 build: frontend
-	$(GO) build -o $(BIN)/forgeflow ./cmd/forgeflow
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/forgeflow ./cmd/forgeflow
+
+# A fully static binary without the CUDA backend (for scratch or musl/Alpine images):
+# bin/forgeflow-static, CPU only.
+build-static: frontend
+	CGO_ENABLED=0 $(GO) build -tags nocuda -o $(BIN)/forgeflow-static ./cmd/forgeflow
 
 # Everything: lint, unit + integration tests, the load test, short fuzz runs, the
 # editor's tests.
@@ -80,14 +88,15 @@ test-cuda-emu:
 test-cuda-build:
 	bash tools/cuda/test-cuda.sh build
 
-# The editor (frontend/) is built with npm when it exists.
+# The editor (frontend/, an npm workspace of the root package.json, one lock file at
+# the root) is built with npm when it exists.
 frontend:
-	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm run build; fi
+	@if [ -f frontend/package.json ]; then npm ci --no-audit --no-fund && npm run build --workspace frontend; fi
 
 # Unit tests, then the end-to-end suite (builds the editor and a forgeflow binary, drives
 # Debian's /usr/bin/chromium; no browser is downloaded).
 frontend-test:
-	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm test; fi
+	@if [ -f frontend/package.json ]; then npm ci --no-audit --no-fund && npm test --workspace frontend; fi
 
 clean:
 	rm -rf $(BIN)

@@ -20,7 +20,10 @@ let built = null;
 export function buildAll() {
   if (built) return built;
   if (!process.env.FORGEFLOW_E2E_SKIP_VITE) {
-    execFileSync('npx', ['vite', 'build', '--logLevel', 'error'], { cwd: frontendDir, stdio: 'inherit' });
+    // vite from wherever npm installed it (frontend/node_modules or the workspace
+    // root's), never fetched by npx.
+    const vite = fileURLToPath(new URL('bin/vite.js', import.meta.resolve('vite/package.json')));
+    execFileSync(process.execPath, [vite, 'build', '--logLevel', 'error'], { cwd: frontendDir, stdio: 'inherit' });
   }
   const dir = mkdtempSync(path.join(tmpdir(), 'forgeflow-e2e-bin-'));
   const bin = path.join(dir, 'forgeflow');

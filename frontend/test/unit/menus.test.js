@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import { LITEGRAPH_KEYS, dropEntries, translateLiteral } from '../../src/menus.js';
 import { LOCALES, setLocale } from '../../src/i18n.js';
 
@@ -10,8 +9,8 @@ import { LOCALES, setLocale } from '../../src/i18n.js';
 // bundle, so that a litegraph update with a new entry fails here rather than showing
 // English in the Chinese UI.
 function litegraphLiterals() {
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-  const src = readFileSync(path.join(root, 'node_modules', '@comfyorg', 'litegraph', 'dist', 'litegraph.es.js'), 'utf8');
+  // Wherever npm put it (frontend/node_modules, or the workspace root's).
+  const src = readFileSync(fileURLToPath(import.meta.resolve('@comfyorg/litegraph')), 'utf8');
   const out = new Set();
   const strings = (s) => [...s.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
   for (const m of src.matchAll(/content: "([^"<]+)"/g)) out.add(m[1]);
