@@ -21,7 +21,8 @@ import (
 // Model downloads asked by the editor (forgeflow's own routes; ComfyUI has none):
 //
 //	GET  /forgeflow/models/downloads          {"enabled", "reason", "hosts", "downloads": [...]}
-//	POST /forgeflow/models/download           {"url", "folder", "name"?, "sha256"?} → 202 and the download
+//	POST /forgeflow/models/download           {"url", "folder", "name"?, "sha256"?} → 202 and the download,
+//	                                          or {"starter": NAME} → 202 and its downloads
 //	POST /forgeflow/models/download/{id}/cancel
 //
 // Progress goes to every websocket client as "forgeflow_model_download" messages
@@ -39,7 +40,17 @@ type DownloadOptions struct {
 	Hosts []string
 	// MaxConcurrent is how many downloads run at once (more wait); 0 means 2.
 	MaxConcurrent int
+	// HFEndpoint replaces https://huggingface.co for hf: sources (a mirror).
+	HFEndpoint string
+	// Tokenizers say where each tokenizer a starter needs ("clip", "t5") goes and
+	// whether one is already there; a starter's missing tokenizers are fetched with
+	// it. Nil fetches none.
+	Tokenizers map[string]TokenizerPlace
 }
+
+// TokenizerPlace tells where a tokenizer's files go (the first directory it is
+// looked for in) and whether one is found already.
+type TokenizerPlace func() (dir string, present bool)
 
 // downloadEvent is the websocket message type of download progress.
 const downloadEvent = "forgeflow_model_download"
@@ -144,25 +155,34 @@ func (s *Server) getDownloads(w http.ResponseWriter, r *http.Request) {
 		Reason    string      `json:"reason,omitempty"`
 		Hosts     []string    `json:"hosts"`
 		Downloads []*download `json:"downloads"`
-	}{Hosts: []string{}, Downloads: []*download{}}
+		Starters  []starter   `json:"starters"`
+	}{Hosts: []string{}, Downloads: []*download{}, Starters: []starter{}}
 	out.Reason = s.downloadRefusal()
 	out.Enabled = out.Reason == ""
 	if s.dl != nil {
 		out.Hosts = s.dl.opts.Hosts
 		out.Downloads = s.dl.snapshot()
+		out.Starters = s.starters()
 	}
 	s.writeJSON(w, http.StatusOK, out)
 }
 
 // downloadRequest is POST /forgeflow/models/download's body: the fields of a ComfyUI
 // workflow's "models" entry ({name, url, directory}), "folder" being accepted for
-// "directory".
+// "directory"; or the name of a starter model (starters.go).
 type downloadRequest struct {
 	URL       string `json:"url"`
 	Folder    string `json:"folder"`
 	Directory string `json:"directory"`
 	Name      string `json:"name"`
 	SHA256    string `json:"sha256"`
+	Starter   string `json:"starter"`
+}
+
+// refusal is a download request the server turns down: the HTTP status and error.
+type refusal struct {
+	status       int
+	msg, details string
 }
 
 func (s *Server) postDownload(w http.ResponseWriter, r *http.Request) {
@@ -174,29 +194,41 @@ func (s *Server) postDownload(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, 64<<10, &req) {
 		return
 	}
+	if req.Starter != "" {
+		s.postStarter(w, req.Starter)
+		return
+	}
 	if req.Folder == "" {
 		req.Folder = req.Directory
 	}
-	src, err := pull.ParseSource(req.URL, "")
+	src, err := pull.ParseSource(req.URL, s.dl.opts.HFEndpoint)
 	if err != nil {
 		s.writeError(w, http.StatusBadRequest, "invalid download URL", err.Error())
 		return
 	}
-	if err := s.dl.policy.Check(src.URL); err != nil {
-		s.writeError(w, http.StatusForbidden, "download host not allowed", err.Error())
-		return
-	}
-	if req.Folder == "custom_nodes" || !s.isModelFolder(req.Folder) {
-		s.writeError(w, http.StatusBadRequest, "unknown model folder", req.Folder)
-		return
-	}
-	dirs, err := s.opts.Models.Dirs(req.Folder)
-	if err != nil || len(dirs) == 0 {
-		s.writeError(w, http.StatusBadRequest, "model folder has no directory", req.Folder)
-		return
-	}
 	if req.Name != "" {
 		src.Name = req.Name
+	}
+	src.SHA256 = req.SHA256
+	dl, ref := s.queueDownload(src, req.Folder)
+	if ref != nil {
+		s.writeError(w, ref.status, ref.msg, ref.details)
+		return
+	}
+	s.writeJSON(w, http.StatusAccepted, dl)
+}
+
+// queueDownload checks a download into a model folder and starts it.
+func (s *Server) queueDownload(src pull.Source, folder string) (*download, *refusal) {
+	if err := s.dl.policy.Check(src.URL); err != nil {
+		return nil, &refusal{http.StatusForbidden, "download host not allowed", err.Error()}
+	}
+	if folder == "custom_nodes" || !s.isModelFolder(folder) {
+		return nil, &refusal{http.StatusBadRequest, "unknown model folder", folder}
+	}
+	dirs, err := s.opts.Models.Dirs(folder)
+	if err != nil || len(dirs) == 0 {
+		return nil, &refusal{http.StatusBadRequest, "model folder has no directory", folder}
 	}
 	if src.Name == "" {
 		if u, err := url.Parse(src.URL); err == nil && strings.Contains(path.Base(u.Path), ".") {
@@ -205,31 +237,30 @@ func (s *Server) postDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	if src.Name != "" {
 		if pull.IsPickle(src.Name) {
-			s.writeError(w, http.StatusBadRequest, "pickle-based model file refused",
-				src.Name+": the server downloads no .ckpt/.pt/.pth/.bin/.pkl files (they can carry code); use a .safetensors or .gguf file, or forgeflow models pull --allow-pickle")
-			return
+			return nil, &refusal{http.StatusBadRequest, "pickle-based model file refused",
+				src.Name + ": the server downloads no .ckpt/.pt/.pth/.bin/.pkl files (they can carry code); use a .safetensors or .gguf file, or forgeflow models pull --allow-pickle"}
 		}
 		if err := folders.CheckName(src.Name); err != nil {
-			s.writeError(w, http.StatusBadRequest, "invalid model name", err.Error())
-			return
+			return nil, &refusal{http.StatusBadRequest, "invalid model name", err.Error()}
 		}
-		if _, err := s.opts.Models.Resolve(req.Folder, src.Name); err == nil {
-			s.writeError(w, http.StatusConflict, "model already present", req.Folder+"/"+src.Name)
-			return
+		if _, err := s.opts.Models.Resolve(folder, src.Name); err == nil {
+			return nil, &refusal{http.StatusConflict, "model already present", folder + "/" + src.Name}
 		}
 	}
-	src.SHA256 = req.SHA256
-	dl, err := s.dl.start(s, src, req.Folder, dirs[0])
+	return s.startDownload(src, folder, dirs[0])
+}
+
+// startDownload starts a checked download into dir.
+func (s *Server) startDownload(src pull.Source, folder, dir string) (*download, *refusal) {
+	dl, err := s.dl.start(s, src, folder, dir)
 	switch {
 	case errors.Is(err, errTooManyDownloads):
-		s.writeError(w, http.StatusTooManyRequests, "too many downloads", err.Error())
-		return
+		return nil, &refusal{http.StatusTooManyRequests, "too many downloads", err.Error()}
 	case err != nil:
-		s.writeError(w, http.StatusConflict, "download already running", err.Error())
-		return
+		return nil, &refusal{http.StatusConflict, "download already running", err.Error()}
 	}
 	s.log.Info("model download", "id", dl.ID, "url", dl.URL, "folder", dl.Folder, "name", dl.Name)
-	s.writeJSON(w, http.StatusAccepted, dl)
+	return dl, nil
 }
 
 func (s *Server) cancelDownload(w http.ResponseWriter, r *http.Request) {

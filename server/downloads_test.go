@@ -188,7 +188,7 @@ func TestDownloadRefusals(t *testing.T) {
 	off := newTestServer(t, nil)
 	isJSONError(t, postJSON(t, off, "/forgeflow/models/download", map[string]string{"url": good, "folder": "loras"}), 403)
 	jsonEqual(t, off.do(t, "GET", "/forgeflow/models/downloads", nil).Body.Bytes(),
-		`{"enabled": false, "reason": "downloads through the server are off (forgeflow serve --download-hosts)", "hosts": [], "downloads": []}`)
+		`{"enabled": false, "reason": "downloads through the server are off (forgeflow serve --download-hosts)", "hosts": [], "downloads": [], "starters": []}`)
 }
 
 // Listening beyond loopback, downloads need the access token.
@@ -243,4 +243,68 @@ func TestDownloadCancel(t *testing.T) {
 		t.Fatal("a cancelled download has its final name")
 	}
 	isJSONError(t, ts.do(t, "POST", "/forgeflow/models/download/nope/cancel", nil), http.StatusNotFound)
+}
+
+// One click in the editor: a starter model's missing files and tokenizers.
+func TestDownloadStarter(t *testing.T) {
+	h := pulltest.New(t)
+	ckpt := pulltest.Safetensors(t, 32<<10, 7)
+	h.Add("v1-5-pruned-emaonly-fp16.safetensors", pulltest.File{Data: ckpt})
+	h.Add("vocab.json", pulltest.File{Data: []byte(`{"a": 0}`)})
+	h.Add("merges.txt", pulltest.File{Data: []byte("#version: 0.2\n")})
+	var tokDir string
+	ts, base := downloadServer(t, func(o *Options) {
+		tokDir = filepath.Join(filepath.Dir(o.Dirs.Output), "models", "tokenizers", "clip")
+		o.Downloads.HFEndpoint = h.URL
+		o.Downloads.Tokenizers = map[string]TokenizerPlace{"clip": func() (string, bool) {
+			_, err := os.Stat(filepath.Join(tokDir, "vocab.json"))
+			return tokDir, err == nil
+		}}
+	})
+	var list struct {
+		Enabled  bool
+		Starters []starter
+	}
+	json.Unmarshal(ts.do(t, "GET", "/forgeflow/models/downloads", nil).Body.Bytes(), &list)
+	var names []string
+	for _, s := range list.Starters {
+		names = append(names, s.Name)
+		if s.Present {
+			t.Errorf("%s present before any download", s.Name)
+		}
+	}
+	// The pickle starter (esrgan-4x) is never offered by the server.
+	if !list.Enabled || strings.Join(names, ",") != "sd15,sdxl,flux-schnell-gguf" {
+		t.Fatalf("starters %v (enabled %v)", names, list.Enabled)
+	}
+	rec := postJSON(t, ts, "/forgeflow/models/download", map[string]string{"starter": "sd15"})
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	var res struct{ Downloads []download }
+	json.Unmarshal(rec.Body.Bytes(), &res)
+	if len(res.Downloads) != 3 {
+		t.Fatalf("downloads %+v", res.Downloads)
+	}
+	for _, d := range res.Downloads {
+		if d = waitDownload(t, ts, d.ID); d.Status != dlDone {
+			t.Fatalf("%+v", d)
+		}
+	}
+	for _, f := range []string{"models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors", "models/tokenizers/clip/vocab.json", "models/tokenizers/clip/merges.txt"} {
+		if _, err := os.Stat(filepath.Join(base, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	json.Unmarshal(ts.do(t, "GET", "/forgeflow/models/downloads", nil).Body.Bytes(), &list)
+	if !list.Starters[0].Present {
+		t.Fatalf("sd15 not present after its download: %+v", list.Starters[0])
+	}
+	// Nothing left to fetch: no downloads.
+	rec = postJSON(t, ts, "/forgeflow/models/download", map[string]string{"starter": "sd15"})
+	json.Unmarshal(rec.Body.Bytes(), &res)
+	if rec.Code != http.StatusAccepted || len(res.Downloads) != 0 {
+		t.Fatalf("again: %d %s", rec.Code, rec.Body)
+	}
+	isJSONError(t, postJSON(t, ts, "/forgeflow/models/download", map[string]string{"starter": "nope"}), http.StatusNotFound)
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/server"
+	"github.com/forgeflow/forgeflow/weights/folders"
 	"github.com/forgeflow/forgeflow/weights/pull"
 )
 
@@ -76,15 +80,32 @@ func (a *accessFlags) tlsConfig() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
 }
 
-// downloads is the server's download configuration: nil when turned off.
-func (a *accessFlags) downloads() *server.DownloadOptions {
-	if !a.downloadHostsExplicit {
-		return &server.DownloadOptions{Hosts: pull.DefaultHosts}
+// downloads is the server's download configuration: nil when turned off. Starters come
+// from Hugging Face or the mirror in HF_ENDPOINT (whose host is then allowed too), and
+// their tokenizers go where the text encoders look for them first.
+func (a *accessFlags) downloads(models *folders.Paths, getenv func(string) string) *server.DownloadOptions {
+	hosts := pull.DefaultHosts
+	if a.downloadHostsExplicit {
+		if len(a.downloadHosts) == 0 || (len(a.downloadHosts) == 1 && strings.EqualFold(a.downloadHosts[0], "none")) {
+			return nil
+		}
+		hosts = a.downloadHosts
 	}
-	if len(a.downloadHosts) == 0 || (len(a.downloadHosts) == 1 && strings.EqualFold(a.downloadHosts[0], "none")) {
-		return nil
+	o := &server.DownloadOptions{Hosts: hosts, HFEndpoint: getenv(envHFEndpoint)}
+	if u, err := url.Parse(o.HFEndpoint); err == nil && u.Hostname() != "" && !slices.Contains(hosts, u.Hostname()) {
+		o.Hosts = append(slices.Clone(hosts), u.Hostname())
 	}
-	return &server.DownloadOptions{Hosts: a.downloadHosts}
+	o.Tokenizers = map[string]server.TokenizerPlace{
+		"clip": func() (string, bool) {
+			_, err := sd.FindVocab(models)
+			return sd.VocabDirs(models)[0], err == nil
+		},
+		"t5": func() (string, bool) {
+			_, err := sd.FindT5Tokenizer(models)
+			return sd.T5TokenizerDirs(models)[0], err == nil
+		},
+	}
+	return o
 }
 
 // warnOpen logs, loudly, that a server listening beyond loopback takes requests from

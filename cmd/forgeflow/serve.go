@@ -189,7 +189,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 		Version:              comfyUIVersion,
 		Argv:                 os.Args,
 		AuthToken:            token,
-		Downloads:            so.access.downloads(),
+		Downloads:            so.access.downloads(e.models, os.Getenv),
 		Interrupt:            be.interrupt,
 		FetchFile:            be.fetchFile,
 	})
