@@ -14,14 +14,24 @@ export class Api {
   constructor(base = '', fetchFn = globalThis.fetch.bind(globalThis)) {
     this.base = base;
     this.fetch = fetchFn;
+    // The access token of a server started with --auth-token: sent as a Bearer header,
+    // and as ?token= on the URLs the browser fetches itself (images, the websocket).
+    this.token = '';
+    // Called on a 401 with the server's body and the token that was refused ('' for
+    // none); resolves to a token to retry with, or null. Concurrent 401s share one
+    // call.
+    this.onUnauthorized = null;
+    this.asking = null;
   }
 
   url(path) {
     return `${this.base}/api${path}`;
   }
 
-  async request(path, opts = {}, what = path) {
-    const res = await this.fetch(this.url(path), opts);
+  async request(path, opts = {}, what = path, tries = 0) {
+    const headers = { ...(opts.headers || {}) };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const res = await this.fetch(this.url(path), { ...opts, headers });
     const text = await res.text();
     let body = text;
     try {
@@ -29,8 +39,54 @@ export class Api {
     } catch {
       // not JSON: keep the text
     }
+    // A refused token is asked for again (the prompt says so), a few times at most.
+    if (res.status === 401 && this.onUnauthorized && tries < 5) {
+      const sent = this.token;
+      this.asking ??= Promise.resolve(this.onUnauthorized(body, sent)).finally(() => {
+        this.asking = null;
+      });
+      const token = await this.asking;
+      if (token) {
+        this.token = token;
+        return this.request(path, opts, what, tries + 1);
+      }
+    }
     if (!res.ok) throw new ApiError(res.status, body, what);
     return body;
+  }
+
+  /** Adds the access token to a URL the browser loads itself. */
+  withToken(u) {
+    return this.token ? `${u}${u.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}` : u;
+  }
+
+  /** The model library: [{name, folders}] (ComfyUI's /experiment/models). */
+  modelFolders() {
+    return this.request('/experiment/models', {}, 'list model folders');
+  }
+
+  /** One folder's files: [{name, pathIndex, size, modified}]. */
+  modelFiles(folder) {
+    return this.request(`/experiment/models/${encodeURIComponent(folder)}`, {}, `list ${folder}`);
+  }
+
+  /** Names in a model folder, as the loaders' combos list them. */
+  models(folder) {
+    return this.request(`/models/${encodeURIComponent(folder)}`, {}, `list ${folder}`);
+  }
+
+  /** forgeflow's download state: {enabled, reason, hosts, downloads, starters}. */
+  downloads() {
+    return this.request('/forgeflow/models/downloads', {}, 'list downloads');
+  }
+
+  /** Starts a download: {url, folder, name} or {starter}. */
+  startDownload(body) {
+    return this.request('/forgeflow/models/download', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }, 'download');
+  }
+
+  cancelDownload(id) {
+    return this.request(`/forgeflow/models/download/${encodeURIComponent(id)}/cancel`, { method: 'POST' }, 'cancel download');
   }
 
   objectInfo() {
@@ -102,11 +158,11 @@ export class Api {
 
   viewURL({ filename, subfolder = '', type = 'output' }) {
     const q = new URLSearchParams({ filename, subfolder, type });
-    return this.url(`/view?${q}`);
+    return this.withToken(this.url(`/view?${q}`));
   }
 
   wsURL(loc = globalThis.location) {
     const proto = loc.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${loc.host}${this.base}/ws`;
+    return this.withToken(`${proto}//${loc.host}${this.base}/ws`);
   }
 }

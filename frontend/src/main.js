@@ -16,6 +16,8 @@ import { QueuePanel } from './queue.js';
 import { localizeLitegraph } from './menus.js';
 import { openWidgetEditor } from './widgeteditor.js';
 import { keyboardOrder, nextIndex, arrowDelta, moveNodes, MOVE_STEP, PAN_STEP } from './keynav.js';
+import { Models } from './models.js';
+import { askToken, savedToken } from './auth.js';
 
 const AUTOSAVE_KEY = 'forgeflow.workflow';
 const NAME_KEY = 'forgeflow.workflowName';
@@ -23,7 +25,11 @@ const NAME_KEY = 'forgeflow.workflowName';
 const api = new Api();
 // Run state drawn on the nodes (see nodes.js drawState).
 const state = { running: null, progress: null, errors: {}, images: {}, drawn: {} };
-const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [], status: { key: null } };
+const app = { LiteGraph, api, state, defs: {}, graph: null, canvas: null, ws: null, workflowName: null, loadAnyJSON: (o, n) => loadAnyJSON(o, n), toPrompt: () => graphToPrompt(app.graph.serialize(), app.defs), events: [], ranNodes: [], status: { key: null }, refreshDefs: (quiet) => refreshDefs(quiet) };
+app.models = new Models(app);
+// A server started with --auth-token: the kept token, or ask for it on the first 401.
+api.token = savedToken();
+api.onUnauthorized = (body, sent) => askToken(Boolean(sent));
 
 /** Shows a status line by key, so that it follows a language switch. */
 function setStatus(key, params) {
@@ -70,6 +76,7 @@ async function main() {
   setupKeys();
   app.queuePanel = new QueuePanel(app, { onHistory: addRunToGallery });
   connectWS();
+  app.models.nudge();
   await app.queuePanel.refresh();
   document.body.dataset.ready = 'true';
 }
@@ -201,7 +208,9 @@ function restore() {
   app.workflowName = localStorage.getItem(NAME_KEY);
   if (saved) {
     try {
-      loadWorkflow(JSON.parse(saved));
+      const wf = JSON.parse(saved);
+      loadWorkflow(wf);
+      offerModels(wf);
       return;
     } catch (e) {
       toast(t('error.restore', { msg: e.message }), 'error');
@@ -233,18 +242,26 @@ function loadWorkflow(wf) {
   document.getElementById('current-workflow').textContent = app.workflowName || t('workflows.unsaved');
 }
 
+/** Offers to download the model files a loaded workflow names that the server lacks. */
+function offerModels(wf) {
+  app.models.offer(wf).catch((e) => toast(e.message, 'error'));
+}
+
 /** Loads a parsed JSON file of either form: UI workflow or API prompt. */
 function loadAnyJSON(obj, name) {
   if (obj && Array.isArray(obj.nodes)) {
     app.workflowName = name?.replace(/\.json$/, '') ?? null;
     loadWorkflow(obj);
+    offerModels(obj);
   } else if (obj && typeof obj === 'object' && Object.values(obj).length && Object.values(obj).every((n) => n && typeof n.class_type === 'string')) {
     app.workflowName = null;
     const missing = [...new Set(Object.values(obj).map((n) => n.class_type).filter((c) => !app.defs[c]))];
     if (missing.length) throw new Error(t('error.missingTypes', { types: missing.join(', ') }));
     const g = new LGraph();
     buildFromPrompt(g, obj, app.defs, LiteGraph);
-    loadWorkflow(g.serialize());
+    const wf = g.serialize();
+    loadWorkflow(wf);
+    offerModels(wf);
   } else {
     throw new Error(t('error.notWorkflow'));
   }
@@ -413,6 +430,7 @@ function connectWS() {
   ws.on((type, data) => {
     // Kept for the e2e suite and for debugging from the console.
     if (app.events.length < 2000) app.events.push(type);
+    app.models.onMessage(type, data);
     switch (type) {
       case 'open':
         setStatus('status.connected');
@@ -516,6 +534,8 @@ function setupToolbar() {
   on('btn-queue', () => queuePrompt());
   on('btn-interrupt', () => api.interrupt().catch((e) => toast(e.message, 'error')));
   on('btn-workflows', () => togglePanel('workflows-panel', 'btn-workflows', refreshWorkflows));
+  on('btn-models', () => togglePanel('models-panel', 'btn-models', () => app.models.renderPanel()));
+  on('btn-models-refresh', () => app.models.renderPanel());
   on('btn-queue-panel', () => togglePanel('queue-panel', 'btn-queue-panel', () => app.queuePanel.refresh()));
   on('btn-save', saveWorkflow);
   on('btn-download', () => download(`${app.workflowName || 'workflow'}.json`, app.graph.serialize()));
@@ -528,7 +548,7 @@ function setupToolbar() {
   });
   on('btn-import', () => document.getElementById('file-input').click());
   on('btn-add-node', () => showSearch(null));
-  on('btn-refresh', refreshDefs);
+  on('btn-refresh', () => refreshDefs());
   on('btn-undo', () => app.history.undo());
   on('btn-redo', () => app.history.redo());
   on('btn-clear', () => {
@@ -607,7 +627,7 @@ async function deleteSaved(name) {
 }
 
 /** Reloads /object_info and updates the combo lists of the nodes on the canvas. */
-async function refreshDefs() {
+async function refreshDefs(quiet = false) {
   try {
     const defs = await api.objectInfo();
     for (const [name, def] of Object.entries(defs)) {
@@ -625,7 +645,7 @@ async function refreshDefs() {
       }
     }
     app.canvas.setDirty(true, true);
-    toast(t('toolbar.refreshed'));
+    if (!quiet) toast(t('toolbar.refreshed'));
   } catch (e) {
     toast(e.message, 'error');
   }

@@ -73,7 +73,7 @@ export class WSClient {
   }
 
   connect() {
-    const u = this.clientId ? `${this.url}?clientId=${encodeURIComponent(this.clientId)}` : this.url;
+    const u = this.clientId ? `${this.url}${this.url.includes('?') ? '&' : '?'}clientId=${encodeURIComponent(this.clientId)}` : this.url;
     const s = new this.WebSocket(u);
     s.binaryType = 'arraybuffer';
     this.socket = s;

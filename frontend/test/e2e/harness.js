@@ -16,9 +16,16 @@ export const screenshotDir = path.join(repoDir, 'codex', 'screenshots');
 
 let built = null;
 
-/** Builds the editor bundle (once per process) and the forgeflow binary. */
+/**
+ * Builds the editor bundle (once per process) and the forgeflow binary, or takes the
+ * binary $FORGEFLOW_E2E_BIN that `npm run test:e2e` built once for every test file.
+ */
 export function buildAll() {
   if (built) return built;
+  if (process.env.FORGEFLOW_E2E_BIN) {
+    built = { bin: path.resolve(frontendDir, process.env.FORGEFLOW_E2E_BIN), dir: null };
+    return built;
+  }
   if (!process.env.FORGEFLOW_E2E_SKIP_VITE) {
     // vite from wherever npm installed it (frontend/node_modules or the workspace
     // root's), never fetched by npx.
@@ -36,18 +43,19 @@ export function buildAll() {
  * Starts forgeflow serve on a free port with its own folders. The editor is served
  * from build/dist with --front-end-root, or, with FORGEFLOW_E2E_EMBEDDED=1, from the
  * files embedded in the binary (frontend.FS(), built right after the bundle).
- * Returns {url, base, log(), stop()}.
+ * opts: args (more serve flags), env (more environment), models (false: start with
+ * no model files at all, as a new user does). Returns {url, base, log(), stop()}.
  */
-export async function startServer() {
+export async function startServer(opts = {}) {
   const { bin } = buildAll();
   const base = mkdtempSync(path.join(tmpdir(), 'forgeflow-e2e-'));
   for (const d of ['output', 'input', 'user', 'models']) mkdirSync(path.join(base, d), { recursive: true });
-  const models = installModels(bin, base);
+  const models = opts.models === false ? null : installModels(bin, base);
   const dist = path.join(frontendDir, 'build', 'dist');
   if (!existsSync(path.join(dist, 'index.html'))) throw new Error(`e2e: ${dist}/index.html is missing; the editor was not built`);
-  const args = ['serve', '--port', '0', '--base-directory', base];
+  const args = ['serve', '--port', '0', '--base-directory', base, ...(opts.args || [])];
   if (process.env.FORGEFLOW_E2E_EMBEDDED !== '1') args.push('--front-end-root', dist);
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(opts.env || {}) } });
   // Never leave the server behind, even when the test process dies early.
   const killOnExit = () => proc.kill('SIGKILL');
   process.once('exit', killOnExit);
@@ -101,7 +109,7 @@ export function goldenDir() {
  * base/models/tokenizers/clip, so that the server can run a real txt2img graph.
  * Returns {checkpoint, tokenizer: bool, missing: reason or null}.
  */
-function installModels(bin, base) {
+export function installModels(bin, base) {
   const ckptDir = path.join(base, 'models', 'checkpoints');
   mkdirSync(ckptDir, { recursive: true });
   const checkpoint = 'tiny.safetensors';
@@ -121,7 +129,7 @@ function installModels(bin, base) {
  * JSON object of more than 256 integer ids and the one file that starts with "#version".
  * Returns {vocab, merges} paths, or {missing: reason}.
  */
-function goldenVocabulary(tok) {
+export function goldenVocabulary(tok) {
   let names;
   try {
     names = readdirSync(tok);
