@@ -299,6 +299,8 @@ test('is keyboard operable with a visible focus', async () => {
   assert.equal(await page.evaluate(() => document.activeElement.id), 'batch-count');
   await page.focus('#btn-workflows');
   await page.keyboard.press('ArrowRight');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'btn-models');
+  await page.keyboard.press('ArrowRight');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'btn-queue-panel');
   await page.keyboard.press('Tab');
   const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
