@@ -67,7 +67,7 @@ func (e *MissingT5TokenizerError) Error() string {
 	if len(shown) > 6 {
 		shown = shown[:6]
 	}
-	return fmt.Sprintf("sd: no T5 tokenizer found (Flux and SD3 prompts need it): put tokenizer.json "+
+	return fmt.Sprintf("sd: no T5 tokenizer found (Flux and SD3 prompts need it): run `forgeflow models pull tokenizers`, or put tokenizer.json "+
 		"(from a ComfyUI install's comfy/text_encoders/t5_tokenizer/) or a T5 spiece.model in %s, "+
 		"or name a ComfyUI install in extra_model_paths.yaml (searched: %s)", where, strings.Join(shown, ", "))
 }

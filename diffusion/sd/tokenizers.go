@@ -128,7 +128,7 @@ func (e *MissingVocabError) Error() string {
 	if len(shown) > 6 {
 		shown = shown[:6]
 	}
-	return fmt.Sprintf("sd: no CLIP tokenizer vocabulary found: put vocab.json and merges.txt "+
+	return fmt.Sprintf("sd: no CLIP tokenizer vocabulary found: run `forgeflow models pull tokenizers`, or put vocab.json and merges.txt "+
 		"(from a ComfyUI install's comfy/sd1_tokenizer/ or a diffusers model's tokenizer/ folder) "+
 		"or OpenAI's bpe_simple_vocab_16e6.txt.gz in %s, or name a ComfyUI install in "+
 		"extra_model_paths.yaml (searched: %s)", where, strings.Join(shown, ", "))
