@@ -47,6 +47,18 @@ func TestServeCommandLines(t *testing.T) {
 		{"--cpu --force-fp16 --dont-upcast-attention --front-end-version Comfy-Org/ComfyUI_frontend@latest", "127.0.0.1", 8188, "", "INFO", nil,
 			[]string{"--dont-upcast-attention", "--front-end-version"}},
 		{"--reserve-vram 1.5 --cache-lru 10 --listen 0.0.0.0", "0.0.0.0", 8188, "", "INFO", nil, nil},
+		// Flags ComfyUI added after 0.3.64, with their value shapes: optional numbers
+		// that leave a following flag alone, several numbers, repeated values.
+		{"--async-offload --listen", "0.0.0.0,::", 8188, "", "INFO", nil, []string{"--async-offload"}},
+		{"--async-offload 4 --cache-ram 8 32 --port 1", "127.0.0.1", 1, "", "INFO", nil, []string{"--async-offload", "--cache-ram"}},
+		{"--cache-ram --enable-manager --disable-manager-ui --offline", "127.0.0.1", 8188, "", "INFO", nil,
+			[]string{"--cache-ram", "--enable-manager", "--disable-manager-ui", "--offline"}},
+		{"--feature-flag show_signin_button=true --feature-flag x --disable-assets --verbose DETAIL", "127.0.0.1", 8188, "", "DETAIL", nil,
+			[]string{"--feature-flag", "--disable-assets"}},
+		{"--directml --listen 10.0.0.1 --vram-headroom 1 --disable-dynamic-vram --use-ck-attention", "10.0.0.1", 8188, "", "INFO", nil,
+			[]string{"--directml", "--vram-headroom", "--disable-dynamic-vram", "--use-ck-attention"}},
+		{"--date-based-output --date-output-format %Y/%m --high-ram --fast autotune", "127.0.0.1", 8188, "", "INFO", nil,
+			[]string{"--date-based-output", "--date-output-format", "--high-ram", "--fast"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
@@ -79,6 +91,8 @@ func TestServeCommandLineErrors(t *testing.T) {
 		{"--verbose LOUD", `unexpected arguments ["LOUD"]`},
 		{"--verbose=LOUD", "not one of"},
 		{"--extra-model-paths-config --port 1", "needs at least one value"},
+		{"--async-offload many", `unexpected arguments ["many"]`},
+		{"--cuda-device gpu0", "not a device index"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args, func(t *testing.T) {
@@ -167,5 +181,42 @@ func TestCommandsTakeFlagsAfterPaths(t *testing.T) {
 	code, _, errOut := runCLI(t, context.Background(), "run", good, "--no-such-flag")
 	if code != exitUsage || !strings.Contains(errOut, "unknown flag --no-such-flag") {
 		t.Fatalf("unknown flag after a path: exit %d, %q", code, errOut)
+	}
+}
+
+// --cuda-device takes ComfyUI's forms: an index, a comma-separated list (forgeflow
+// runs on the first) or "all".
+func TestCUDADeviceForms(t *testing.T) {
+	for args, want := range map[string]int{"": 0, "--cuda-device 1": 1, "--cuda-device 2,3": 2, "--cuda-device all": 0, "--cuda-device=1": 1} {
+		var errb bytes.Buffer
+		fl, cfg, _ := serveFlags(&errb)
+		if code, ok := parseFlagsOnly(fl, strings.Fields(args)); !ok {
+			t.Fatalf("%q: exit %d: %s", args, code, errb.String())
+		}
+		o, err := cfg.device.options()
+		if err != nil || o.Index != want {
+			t.Fatalf("%q: index %d, %v; want %d", args, o.Index, err, want)
+		}
+	}
+}
+
+// --models-directory moves the model folders (not custom_nodes) as ComfyUI's does, and
+// must name a directory.
+func TestModelsDirectory(t *testing.T) {
+	base, models := t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Join(models, "checkpoints"), filepath.Join(base, "models", "checkpoints")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeText(t, filepath.Join(models, "checkpoints", "elsewhere.safetensors"), "x")
+	writeText(t, filepath.Join(base, "models", "checkpoints", "base.safetensors"), "x")
+	code, out, errOut := runCLI(t, context.Background(), "models", "checkpoints", "--base-directory", base, "--models-directory", models)
+	if code != exitOK || !strings.Contains(out, "elsewhere.safetensors") || strings.Contains(out, "base.safetensors") {
+		t.Fatalf("exit %d, out %q, err %q", code, out, errOut)
+	}
+	code, _, errOut = runCLI(t, context.Background(), "models", "--models-directory", filepath.Join(base, "missing"))
+	if code == exitOK || !strings.Contains(errOut, "--models-directory") {
+		t.Fatalf("a missing models directory: exit %d, %q", code, errOut)
 	}
 }

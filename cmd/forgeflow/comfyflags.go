@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -24,59 +25,94 @@ const (
 	noOpAny                       // nargs="*"
 )
 
-// comfyNoOps lists them, with the values of those whose values are a fixed set.
+// comfyNoOps lists them, with the values of those whose values are a fixed set, and
+// numeric for those whose optional values are numbers (a following word that is not
+// one is left for the next argument). The list covers ComfyUI 0.3.64 and the flags
+// added since (the manager, assets, dynamic VRAM, compiler, feature flags).
 var comfyNoOps = []struct {
 	name    string
 	arity   noOpArity
 	choices []string
+	numeric bool
 }{
-	{"auto-launch", noOpBool, nil},
-	{"disable-auto-launch", noOpBool, nil},
-	{"windows-standalone-build", noOpBool, nil},
-	{"dont-print-server", noOpBool, nil},
-	{"quick-test-for-ci", noOpBool, nil},
-	{"log-stdout", noOpBool, nil},
-	{"default-device", noOpValue, nil},
-	{"cuda-malloc", noOpBool, nil},
-	{"disable-cuda-malloc", noOpBool, nil},
-	{"fp64-unet", noOpBool, nil},
-	{"fp8_e8m0fnu-unet", noOpBool, nil},
-	{"cpu-vae", noOpBool, nil},
-	{"fp8_e4m3fn-text-enc", noOpBool, nil},
-	{"fp8_e5m2-text-enc", noOpBool, nil},
-	{"fp16-text-enc", noOpBool, nil},
-	{"fp32-text-enc", noOpBool, nil},
-	{"bf16-text-enc", noOpBool, nil},
-	{"force-channels-last", noOpBool, nil},
-	{"directml", noOpOptional, nil},
-	{"oneapi-device-selector", noOpValue, nil},
-	{"disable-ipex-optimize", noOpBool, nil},
-	{"supports-fp8-compute", noOpBool, nil},
-	{"preview-method", noOpValue, nil},
-	{"preview-size", noOpValue, nil},
-	{"use-split-cross-attention", noOpBool, nil},
-	{"use-quad-cross-attention", noOpBool, nil},
-	{"use-pytorch-cross-attention", noOpBool, nil},
-	{"use-sage-attention", noOpBool, nil},
-	{"use-flash-attention", noOpBool, nil},
-	{"disable-xformers", noOpBool, nil},
-	{"force-upcast-attention", noOpBool, nil},
-	{"dont-upcast-attention", noOpBool, nil},
-	{"async-offload", noOpBool, nil},
-	{"force-non-blocking", noOpBool, nil},
-	{"default-hashing-function", noOpValue, nil},
-	{"disable-smart-memory", noOpBool, nil},
-	{"deterministic", noOpBool, nil},
-	{"fast", noOpAny, []string{"fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune"}},
-	{"mmap-torch-files", noOpBool, nil},
-	{"disable-mmap", noOpBool, nil},
-	{"disable-all-custom-nodes", noOpBool, nil},
-	{"whitelist-custom-nodes", noOpMany, nil},
-	{"disable-api-nodes", noOpBool, nil},
-	{"multi-user", noOpBool, nil},
-	{"front-end-version", noOpValue, nil},
-	{"comfy-api-base", noOpValue, nil},
-	{"database-url", noOpValue, nil},
+	{"auto-launch", noOpBool, nil, false},
+	{"disable-auto-launch", noOpBool, nil, false},
+	{"windows-standalone-build", noOpBool, nil, false},
+	{"dont-print-server", noOpBool, nil, false},
+	{"quick-test-for-ci", noOpBool, nil, false},
+	{"log-stdout", noOpBool, nil, false},
+	{"default-device", noOpValue, nil, false},
+	{"cuda-malloc", noOpBool, nil, false},
+	{"disable-cuda-malloc", noOpBool, nil, false},
+	{"fp64-unet", noOpBool, nil, false},
+	{"fp8_e8m0fnu-unet", noOpBool, nil, false},
+	{"cpu-vae", noOpBool, nil, false},
+	{"fp8_e4m3fn-text-enc", noOpBool, nil, false},
+	{"fp8_e5m2-text-enc", noOpBool, nil, false},
+	{"fp16-text-enc", noOpBool, nil, false},
+	{"fp32-text-enc", noOpBool, nil, false},
+	{"bf16-text-enc", noOpBool, nil, false},
+	{"fp16-intermediates", noOpBool, nil, false},
+	{"force-channels-last", noOpBool, nil, false},
+	{"directml", noOpOptional, nil, true},
+	{"oneapi-device-selector", noOpValue, nil, false},
+	{"disable-ipex-optimize", noOpBool, nil, false},
+	{"supports-fp8-compute", noOpBool, nil, false},
+	{"enable-triton-backend", noOpBool, nil, false},
+	{"disable-triton-backend", noOpBool, nil, false},
+	{"preview-method", noOpValue, nil, false},
+	{"preview-size", noOpValue, nil, false},
+	{"cache-ram", noOpAny, nil, true},
+	{"high-ram", noOpBool, nil, false},
+	{"use-split-cross-attention", noOpBool, nil, false},
+	{"use-quad-cross-attention", noOpBool, nil, false},
+	{"use-pytorch-cross-attention", noOpBool, nil, false},
+	{"use-sage-attention", noOpBool, nil, false},
+	{"use-flash-attention", noOpBool, nil, false},
+	{"use-ck-attention", noOpBool, nil, false},
+	{"disable-xformers", noOpBool, nil, false},
+	{"force-upcast-attention", noOpBool, nil, false},
+	{"dont-upcast-attention", noOpBool, nil, false},
+	{"enable-manager", noOpBool, nil, false},
+	{"disable-manager-ui", noOpBool, nil, false},
+	{"enable-manager-legacy-ui", noOpBool, nil, false},
+	{"vram-headroom", noOpValue, nil, false},
+	{"disable-nvml-pressure", noOpBool, nil, false},
+	{"async-offload", noOpOptional, nil, true},
+	{"disable-async-offload", noOpBool, nil, false},
+	{"disable-dynamic-vram", noOpBool, nil, false},
+	{"enable-dynamic-vram", noOpBool, nil, false},
+	{"fast-disk", noOpBool, nil, false},
+	{"disable-fast-disk", noOpBool, nil, false},
+	{"disable-cuda-graphs", noOpBool, nil, false},
+	{"disable-comfy-compiler", noOpBool, nil, false},
+	{"assert-graph-breaks", noOpBool, nil, false},
+	{"force-non-blocking", noOpBool, nil, false},
+	{"default-hashing-function", noOpValue, nil, false},
+	{"disable-smart-memory", noOpBool, nil, false},
+	{"deterministic", noOpBool, nil, false},
+	{"fast", noOpAny, []string{"fp16_accumulation", "fp8_matrix_mult", "cublas_ops", "autotune"}, false},
+	{"debug-hang", noOpBool, nil, false},
+	{"disable-pinned-memory", noOpBool, nil, false},
+	{"mmap-torch-files", noOpBool, nil, false},
+	{"disable-mmap", noOpBool, nil, false},
+	{"date-based-output", noOpBool, nil, false},
+	{"date-output-format", noOpValue, nil, false},
+	{"disable-all-custom-nodes", noOpBool, nil, false},
+	{"whitelist-custom-nodes", noOpMany, nil, false},
+	{"disabled-nodes-config", noOpValue, nil, false},
+	{"disable-partner-nodes", noOpBool, nil, false},
+	{"offline", noOpBool, nil, false},
+	{"disable-api-nodes", noOpBool, nil, false},
+	{"multi-user", noOpBool, nil, false},
+	{"front-end-version", noOpValue, nil, false},
+	{"comfy-api-base", noOpValue, nil, false},
+	{"database-url", noOpValue, nil, false},
+	{"disable-assets", noOpBool, nil, false},
+	{"enable-assets", noOpBool, nil, false},
+	{"enable-asset-hashing", noOpBool, nil, false},
+	{"feature-flag", noOpValue, nil, false},
+	{"list-feature-flags", noOpBool, nil, false},
 }
 
 // noOpFlag is one of them; Set records that it was given.
@@ -84,6 +120,7 @@ type noOpFlag struct {
 	name    string
 	arity   noOpArity
 	choices []string
+	numeric bool
 	given   *[]string
 }
 
@@ -102,6 +139,10 @@ type optionalNoOp struct{ *noOpFlag }
 
 func (o optionalNoOp) IsBoolFlag() bool { return true }
 func (o optionalNoOp) takes(next string) bool {
+	if o.numeric {
+		_, err := strconv.ParseFloat(next, 64)
+		return err == nil
+	}
 	return o.choices == nil || slices.Contains(o.choices, next)
 }
 
@@ -118,7 +159,7 @@ func (anyNoOp) multi() {}
 // registerComfyNoOps adds the no-op flags to fs; the ones given are appended to given.
 func registerComfyNoOps(fs *flag.FlagSet, given *[]string) {
 	for _, f := range comfyNoOps {
-		v := &noOpFlag{name: f.name, arity: f.arity, choices: f.choices, given: given}
+		v := &noOpFlag{name: f.name, arity: f.arity, choices: f.choices, numeric: f.numeric, given: given}
 		usage := "ComfyUI flag, accepted and ignored (no effect here)"
 		switch f.arity {
 		case noOpOptional:

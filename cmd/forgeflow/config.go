@@ -24,6 +24,7 @@ import (
 // (comfy/cli_args.py), shared by serve and run.
 type config struct {
 	baseDir, outputDir, inputDir, tempDir, userDir string
+	modelsDir                                      string
 	extraModelPaths                                listFlag
 	device                                         deviceFlags
 	cacheClassic                                   bool
@@ -46,6 +47,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.inputDir, "input-directory", "", "input folder (default: BASE/input)")
 	fs.StringVar(&c.tempDir, "temp-directory", "", "folder under which temp/ is made (default: BASE)")
 	fs.StringVar(&c.userDir, "user-directory", "", "user data folder (default: BASE/user)")
+	fs.StringVar(&c.modelsDir, "models-directory", "", "folder holding the model folders (default: BASE/models)")
 	fs.Var(&c.extraModelPaths, "extra-model-paths-config", "extra_model_paths.yaml file (repeatable)")
 	c.device.register(fs)
 	fs.BoolVar(&c.cacheClassic, "cache-classic", false, "keep the outputs of the last prompt's nodes (the default)")
@@ -55,8 +57,8 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.disableMetadata, "disable-metadata", false, "do not embed the prompt and workflow in saved files")
 	fs.BoolVar(&c.followModelLinks, "follow-model-links", true, "list and load model files through symbolic links that point outside the model folders, as ComfyUI does (a shared model drive); =false confines them")
 	fs.StringVar(&c.loraMode, "lora-mode", "auto", "how LoRAs patch a model: auto (merge float weights into copies, patch quantized ones at run time), merge or runtime")
-	c.verbose = optFlag{val: "INFO", bare: "DEBUG", choices: []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}}
-	fs.Var(&c.verbose, "verbose", "logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL; alone it means DEBUG")
+	c.verbose = optFlag{val: "INFO", bare: "DEBUG", choices: []string{"DEBUG", "DETAIL", "INFO", "WARNING", "ERROR", "CRITICAL"}}
+	fs.Var(&c.verbose, "verbose", "logging level: DEBUG, DETAIL, INFO, WARNING, ERROR or CRITICAL; alone it means DEBUG")
 	c.compute.register(fs, os.Getenv)
 	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
 	registerComfyNoOps(fs, &c.noOps)
@@ -144,11 +146,13 @@ func (c *config) logger(w io.Writer) *slog.Logger {
 }
 
 // logLevel maps ComfyUI's --verbose level to slog's (CRITICAL is ERROR: slog has no
-// higher level of its own).
+// higher level of its own; DETAIL, ComfyUI's level between DEBUG and INFO, is too).
 func (c *config) logLevel() slog.Level {
 	switch c.verbose.val {
 	case "DEBUG":
 		return slog.LevelDebug
+	case "DETAIL":
+		return (slog.LevelDebug + slog.LevelInfo) / 2
 	case "WARNING":
 		return slog.LevelWarn
 	case "ERROR", "CRITICAL":
@@ -185,7 +189,13 @@ func (c *config) env(log *slog.Logger) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	models, err := folders.New(folders.Options{BaseDir: base, ExtraConfigs: c.extraModelPaths, ConfineLinks: !c.followModelLinks})
+	if c.modelsDir != "" {
+		// As ComfyUI checks it: a mistyped path would otherwise leave every list empty.
+		if fi, err := os.Stat(c.modelsDir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("--models-directory %s: not a directory", c.modelsDir)
+		}
+	}
+	models, err := folders.New(folders.Options{BaseDir: base, ModelsDir: c.modelsDir, ExtraConfigs: c.extraModelPaths, ConfineLinks: !c.followModelLinks})
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/gpu"
@@ -27,7 +28,19 @@ type deviceFlags struct {
 }
 
 func (d *deviceFlags) register(fs *flag.FlagSet) {
-	fs.IntVar(&d.cudaDevice, "cuda-device", 0, "CUDA device `index` to run on")
+	fs.Func("cuda-device", "CUDA device `index` to run on; as in ComfyUI also a comma-separated list (forgeflow runs on the first) or \"all\" (device 0)", func(v string) error {
+		first, _, _ := strings.Cut(v, ",")
+		if strings.EqualFold(strings.TrimSpace(first), "all") {
+			d.cudaDevice = 0
+			return nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(first))
+		if err != nil {
+			return fmt.Errorf("not a device index, a comma-separated list of them or \"all\": %q", v)
+		}
+		d.cudaDevice = n
+		return nil
+	})
 	fs.BoolVar(&d.gpuOnly, "gpu-only", false, "keep every model (text encoders and VAE too) in device memory")
 	fs.BoolVar(&d.highVRAM, "highvram", false, "keep models in device memory instead of releasing them after use")
 	fs.BoolVar(&d.normalVRAM, "normalvram", false, "place weights in device memory while they fit and stream the rest (the default)")

@@ -71,8 +71,8 @@ func VocabDirs(p *folders.Paths) []string {
 	return out
 }
 
-// modelsDirsOf returns the "models" directories holding the model folders, the base
-// directory's first: the parents of every folder's directories.
+// modelsDirsOf returns the "models" directories holding the model folders, the main
+// one (BaseDir/models or --models-directory) first: the parents of every folder's directories.
 func modelsDirsOf(p *folders.Paths) []string {
 	var out []string
 	add := func(d string) {
@@ -81,7 +81,7 @@ func modelsDirsOf(p *folders.Paths) []string {
 			out = append(out, d)
 		}
 	}
-	add(filepath.Join(p.BaseDir(), "models"))
+	add(p.ModelsDir())
 	for _, f := range p.Folders() {
 		if f == "custom_nodes" || f == "tokenizers" {
 			continue

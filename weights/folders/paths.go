@@ -29,6 +29,9 @@ type Options struct {
 	// BaseDir holds models/ and custom_nodes/ (ComfyUI's --base-directory). Empty means
 	// the working directory.
 	BaseDir string
+	// ModelsDir replaces BaseDir/models as the parent of the model folders (ComfyUI's
+	// --models-directory); custom_nodes stays under BaseDir. Empty means BaseDir/models.
+	ModelsDir string
 	// ExtraConfigs are extra_model_paths.yaml files (--extra-model-paths-config), read
 	// in order.
 	ExtraConfigs []string
@@ -45,6 +48,7 @@ type Options struct {
 // use; listings are cached per folder and rescanned when a directory changes.
 type Paths struct {
 	base         string
+	models       string
 	confineLinks bool
 	log          *slog.Logger
 
@@ -77,11 +81,21 @@ func New(opts Options) (*Paths, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Paths{base: abs, confineLinks: opts.ConfineLinks, log: log, folders: map[string]*folder{}}
+	models := filepath.Join(abs, "models")
+	if opts.ModelsDir != "" {
+		if models, err = filepath.Abs(opts.ModelsDir); err != nil {
+			return nil, fmt.Errorf("folders: models directory %q: %w", opts.ModelsDir, err)
+		}
+	}
+	p := &Paths{base: abs, models: models, confineLinks: opts.ConfineLinks, log: log, folders: map[string]*folder{}}
 	for _, spec := range defaultLayout() {
 		f := &folder{name: spec.name, exts: spec.exts}
 		for _, d := range spec.dirs {
-			f.dirs = append(f.dirs, filepath.Join(abs, filepath.FromSlash(d)))
+			if rel, ok := strings.CutPrefix(d, "models/"); ok {
+				f.dirs = append(f.dirs, filepath.Join(models, filepath.FromSlash(rel)))
+			} else {
+				f.dirs = append(f.dirs, filepath.Join(abs, filepath.FromSlash(d)))
+			}
 		}
 		p.order = append(p.order, spec.name)
 		p.folders[spec.name] = f
@@ -96,6 +110,10 @@ func New(opts Options) (*Paths, error) {
 
 // BaseDir returns the absolute base directory.
 func (p *Paths) BaseDir() string { return p.base }
+
+// ModelsDir returns the absolute directory holding the default model folders
+// (BaseDir/models unless Options.ModelsDir).
+func (p *Paths) ModelsDir() string { return p.models }
 
 // Folders returns the folder names in ComfyUI's order (the GET /models list), followed
 // by folders that extra configs introduced, in the order they appeared.

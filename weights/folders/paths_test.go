@@ -314,3 +314,30 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("List = %q", got)
 	}
 }
+
+// ModelsDir (--models-directory) replaces BaseDir/models for every model folder, its
+// aliases too; custom_nodes stays under the base directory.
+func TestModelsDir(t *testing.T) {
+	base, models := t.TempDir(), t.TempDir()
+	p, err := New(Options{BaseDir: base, ModelsDir: models})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ModelsDir() != models || p.BaseDir() != base {
+		t.Fatalf("ModelsDir %q BaseDir %q", p.ModelsDir(), p.BaseDir())
+	}
+	for folder, want := range map[string][]string{
+		"checkpoints":      {filepath.Join(models, "checkpoints")},
+		"diffusion_models": {filepath.Join(models, "unet"), filepath.Join(models, "diffusion_models")},
+		"custom_nodes":     {filepath.Join(base, "custom_nodes")},
+	} {
+		got, err := p.Dirs(folder)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%s: %q, %v; want %q", folder, got, err, want)
+		}
+	}
+	def, err := New(Options{BaseDir: base})
+	if err != nil || def.ModelsDir() != filepath.Join(base, "models") {
+		t.Fatalf("default ModelsDir %q, %v", def.ModelsDir(), err)
+	}
+}
