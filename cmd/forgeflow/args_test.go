@@ -220,3 +220,40 @@ func TestModelsDirectory(t *testing.T) {
 		t.Fatalf("a missing models directory: exit %d, %q", code, errOut)
 	}
 }
+
+// Any command line parses or fails with a usage error, without a panic, and the paths
+// it yields are words of the line, in their order.
+func FuzzCommandLine(f *testing.F) {
+	for _, s := range []string{"--listen --port 8188", "wf.json --base-directory X", "--fast fp16_accumulation --verbose",
+		"--extra-model-paths-config a b -- c", "--async-offload 2 --cache-ram 1 x", "--cuda-device all -1 --reserve-vram=-3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		words := strings.Fields(line)
+		var errb bytes.Buffer
+		fl, _, _ := serveFlags(&errb)
+		parseFlagsOnly(fl, words)
+
+		var cfg config
+		rf := flag.NewFlagSet("run", flag.ContinueOnError)
+		rf.SetOutput(&errb)
+		cfg.register(rf)
+		code, ok := parseFlags(rf, words)
+		if !ok {
+			if code != exitUsage && code != exitOK {
+				t.Fatalf("%q: exit %d", line, code)
+			}
+			return
+		}
+		i := 0
+		for _, p := range rf.Args() {
+			for i < len(words) && words[i] != p {
+				i++
+			}
+			if i == len(words) {
+				t.Fatalf("%q: path %q is not a word of the line in order (paths %q)", line, p, rf.Args())
+			}
+			i++
+		}
+	})
+}

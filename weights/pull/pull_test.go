@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -372,4 +374,34 @@ func TestParseSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Whatever a client sends as a source, an accepted one is an https URL, or plain http
+// to a loopback host, without credentials.
+func FuzzParseSource(f *testing.F) {
+	for _, s := range []string{"hf:comfy/sd15/v1-5.safetensors", "hf:owner/repo@v1.0/sub dir/x.gguf",
+		"https://huggingface.co/o/r/blob/main/a/b.safetensors", "http://127.0.0.1:9/x.safetensors",
+		"http://[::1]/x", "http://LOCALHOST./x", "https://user:pw@example.com/x", "hf:o/r/../x", "http://localhost.example.com/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := pull.ParseSource(in, "")
+		if err != nil {
+			return
+		}
+		u, err := url.Parse(s.URL)
+		if err != nil {
+			t.Fatalf("%q gave an unparsable URL %q: %v", in, s.URL, err)
+		}
+		if u.User != nil || u.Host == "" {
+			t.Fatalf("%q gave %q", in, s.URL)
+		}
+		if u.Scheme != "https" {
+			host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+			ip := net.ParseIP(host)
+			if u.Scheme != "http" || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+				t.Fatalf("%q gave %q: plain http beyond loopback", in, s.URL)
+			}
+		}
+	})
 }
