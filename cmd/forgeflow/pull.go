@@ -77,7 +77,9 @@ func cmdModelsPull(ctx context.Context, args []string, stdout, stderr io.Writer)
 	failed := false
 	for _, arg := range fl.Args() {
 		if err := p.pullArg(arg); err != nil {
-			fmt.Fprintln(stderr, "forgeflow models pull:", err)
+			// weights/pull's errors start with its package name, which the command's
+			// own prefix already says.
+			fmt.Fprintln(stderr, "forgeflow models pull:", strings.TrimPrefix(err.Error(), "pull: "))
 			failed = true
 			if ctx.Err() != nil {
 				break
