@@ -150,9 +150,6 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 	if d.Unsupported != "" {
 		return nil, &UnsupportedError{Path: f.Name(), What: d.Unsupported}
 	}
-	if d.Variant == "inpaint" {
-		return nil, &UnsupportedError{Path: f.Name(), What: "inpainting UNets (9 input channels) are not implemented"}
-	}
 	src := statedict.NewFileSource(rt, f)
 	fam := d.Family
 	if fam == detect.FamilySDXL && !d.Exact && len(keysUnder(f, "conditioner.embedders.0.model.")) > 0 &&

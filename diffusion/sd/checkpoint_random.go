@@ -30,6 +30,8 @@ type RandomUNet struct {
 	Context       int  // cross-attention width
 	Linear        bool // linear proj_in/proj_out (SD2, SDXL)
 	ADM           int  // label_emb input width (SDXL), 0 for none
+	// InChannels is the input conv's width: 4 when 0, 9 for an inpainting UNet.
+	InChannels int
 }
 
 // RandomVAE sizes an AutoencoderKL (mid-block attention): SD's with 4 latent channels
@@ -229,7 +231,11 @@ func (ts *randomTensors) unet(p string, u RandomUNet) {
 		ts.linear(p+"label_emb.0.0", emb, u.ADM, true)
 		ts.linear(p+"label_emb.0.2", emb, emb, true)
 	}
-	ts.conv(p+"input_blocks.0.0", u.ModelChannels, 4, 3)
+	in := u.InChannels
+	if in == 0 {
+		in = 4
+	}
+	ts.conv(p+"input_blocks.0.0", u.ModelChannels, in, 3)
 	ch := u.ModelChannels
 	skips := []int{ch}
 	blk := 1

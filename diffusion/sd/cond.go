@@ -41,6 +41,14 @@ type modelCond struct {
 	sigmaStart      float64     // the entry is skipped while sigma > sigmaStart
 	sigmaEnd        float64     // … or sigma < sigmaEnd
 	fromOtherPrompt bool        // added by sameAreaOpposites (for tests and logs)
+	// control is the entry's ControlNet/T2I-Adapter; controlToUncond passes it to the
+	// negative entries (control_apply_to_uncond).
+	control         Control
+	controlToUncond bool
+	// concat is an inpainting model's c_concat for the whole latent, (N, concatC, H,
+	// W); nil for other models.
+	concat  []float32
+	concatC int
 }
 
 // prepareConds turns a CONDITIONING list into model conds for a latent of h×w (latent
@@ -343,8 +351,9 @@ func scaleCol(m []float32, w, col int, f float32) {
 // canBatch reports whether two entries can share one network batch (can_concat_cond):
 // the same region size, cross-attention contexts of one width whose token counts differ
 // by a factor of at most 4 once padded to their least common multiple (of the same
-// count when exact: CONDRegular), label vectors of the same shape, and guidance on both
-// or neither, and reference latents of the same shapes placed alike.
+// count when exact: CONDRegular), label vectors of the same shape, guidance on both
+// or neither, reference latents of the same shapes placed alike, the same control (by
+// identity) and both or neither with an inpainting concat.
 func canBatch(a, b *activeEntry, exact bool) bool {
 	if a.ah != b.ah || a.aw != b.aw {
 		return false
@@ -361,7 +370,7 @@ func canBatch(a, b *activeEntry, exact bool) bool {
 			return false
 		}
 	}
-	if (a.c.y == nil) != (b.c.y == nil) || !sameRefs(a.c, b.c) {
+	if (a.c.y == nil) != (b.c.y == nil) || !sameRefs(a.c, b.c) || a.c.control != b.c.control || (a.c.concat == nil) != (b.c.concat == nil) {
 		return false
 	}
 	return a.c.y == nil || (a.c.yBatch == b.c.yBatch && a.c.yDim == b.c.yDim)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -65,28 +66,43 @@ type prepared struct {
 	pos, mid, neg []modelCond
 }
 
-// prepare runs process_conds for a latent of h×w: model conds per list, then the
-// matching opposite-area entries across lists (in ComfyUI's dict order).
+// prepare is prepareFor a single latent of h×w without latent data or noise mask.
 func (g *Guider) prepare(h, w int) (*prepared, error) {
+	return g.prepareFor([4]int{1, g.Model.Latent.Channels, h, w}, nil, nil)
+}
+
+// prepareFor runs process_conds for a latent of the given shape: model conds per list
+// (with the inpainting concat from latent, the processed latent, and mask, its
+// prepared noise mask or nil), then the matching opposite-area entries across lists
+// (in ComfyUI's dict order), then the positive controls passed to the other lists.
+func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, error) {
+	h, w := shape[2], shape[3]
+	prep := func(list Conditioning, negative bool) ([]modelCond, error) {
+		mc, err := prepareConds(g.Model, list, h, w, negative)
+		if err != nil {
+			return nil, err
+		}
+		return withModelExtras(g.Model, list, mc, shape, latent, mask)
+	}
 	var p prepared
 	var err error
-	if p.pos, err = prepareConds(g.Model, g.Positive, h, w, false); err != nil {
+	if p.pos, err = prep(g.Positive, false); err != nil {
 		return nil, fmt.Errorf("positive: %w", err)
 	}
 	var lists [][]modelCond
 	switch g.Kind {
 	case CFG:
-		if p.neg, err = prepareConds(g.Model, g.Negative, h, w, true); err != nil {
+		if p.neg, err = prep(g.Negative, true); err != nil {
 			return nil, fmt.Errorf("negative: %w", err)
 		}
 		lists = [][]modelCond{p.pos, p.neg}
 	case Basic:
 		lists = [][]modelCond{p.pos}
 	case DualCFG:
-		if p.mid, err = prepareConds(g.Model, g.Middle, h, w, true); err != nil {
+		if p.mid, err = prep(g.Middle, true); err != nil {
 			return nil, fmt.Errorf("cond2: %w", err)
 		}
-		if p.neg, err = prepareConds(g.Model, g.Negative, h, w, true); err != nil {
+		if p.neg, err = prep(g.Negative, true); err != nil {
 			return nil, fmt.Errorf("negative: %w", err)
 		}
 		lists = [][]modelCond{p.pos, p.mid, p.neg}
@@ -97,11 +113,34 @@ func (g *Guider) prepare(h, w int) (*prepared, error) {
 	p.pos = lists[0]
 	switch g.Kind {
 	case CFG:
-		p.neg = lists[1]
+		p.neg = controlToUncond(p.pos, lists[1])
 	case DualCFG:
-		p.mid, p.neg = lists[1], lists[2]
+		p.mid = controlToUncond(p.pos, lists[1])
+		p.neg = controlToUncond(p.pos, lists[2])
 	}
 	return &p, nil
+}
+
+// withModelExtras adds what process_conds attaches beside the text conditioning: each
+// entry's control and, for an inpainting model, its c_concat.
+func withModelExtras(m *Model, list Conditioning, mc []modelCond, shape [4]int, latent, mask []float32) ([]modelCond, error) {
+	inpaint := m.isInpaintModel()
+	for i := range mc {
+		mc[i].control = list[i].Control
+		mc[i].controlToUncond = list[i].ControlApplyToUncond
+		if !inpaint {
+			continue
+		}
+		if shape[1]+1+shape[1] != m.inChannels() {
+			return nil, fmt.Errorf("sd: the inpainting model takes %d input channels, a %d-channel latent with its mask and masked image makes %d", m.inChannels(), shape[1], 2*shape[1]+1)
+		}
+		cc, err := concatCond(m, list[i], shape, latent, mask)
+		if err != nil {
+			return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+		}
+		mc[i].concat, mc[i].concatC = cc, 1+shape[1]
+	}
+	return mc, nil
 }
 
 // denoiser is the sampling.Model of one run: the guider's prediction behind ComfyUI's
@@ -117,6 +156,10 @@ type denoiser struct {
 	// Inpainting: mask (latent-sized, 1 = denoise), the processed latent and the noise
 	// it is re-noised with.
 	mask, latent, noise []float32
+	// sigmas are the run's noise levels (for the model's DenoiseMask function).
+	sigmas []float32
+	// controls are the runs of the conds' controls, by control.
+	controls map[Control]ControlRun
 }
 
 // Denoise implements sampling.Model.
@@ -125,22 +168,29 @@ func (d *denoiser) Denoise(ctx context.Context, x []float32, sigma float32) ([]f
 		return nil, nil, fmt.Errorf("sd: denoise: x has %d values, the latent %v", len(x), d.shape)
 	}
 	in := x
-	if d.mask != nil {
+	mask := d.mask
+	if mask != nil && d.g.Model.DenoiseMask != nil {
+		mask = d.g.Model.DenoiseMask(d.g.Model, sigma, d.sigmas, mask)
+		if len(mask) != len(x) {
+			return nil, nil, fmt.Errorf("sd: denoise: the model's denoise mask function returned %d values for %d", len(mask), len(x))
+		}
+	}
+	if mask != nil {
 		// Outside the mask the sampler sees the original latent noised to this sigma.
 		scaled := make([]float32, len(x))
 		sampling.NoiseScaling(d.g.Model.Sampling.Prediction(), sigma, d.noise, d.latent, scaled, false)
 		in = make([]float32, len(x))
 		for i := range x {
-			in[i] = x[i]*d.mask[i] + scaled[i]*(1-d.mask[i])
+			in[i] = x[i]*mask[i] + scaled[i]*(1-mask[i])
 		}
 	}
 	den, uncond, err := d.predict(ctx, in, sigma)
 	if err != nil {
 		return nil, nil, err
 	}
-	if d.mask != nil {
+	if mask != nil {
 		for i := range den {
-			den[i] = den[i]*d.mask[i] + d.latent[i]*(1-d.mask[i])
+			den[i] = den[i]*mask[i] + d.latent[i]*(1-mask[i])
 		}
 	}
 	return den, uncond, nil
@@ -406,6 +456,13 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 	if in.Timesteps, err = mk(ts, bn); err != nil {
 		return nil, err
 	}
+	xControl := in.X
+	if batch[0].c.concat != nil {
+		// apply_model concatenates c_concat after calculate_input.
+		if in.X, err = mk(d.withConcat(batch, xin), bn, c+batch[0].c.concatC, ah, aw); err != nil {
+			return nil, err
+		}
+	}
 	if in.Context, err = mk(ctxData, bn, tokens, dim); err != nil {
 		return nil, err
 	}
@@ -436,6 +493,19 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			in.RefLatents = append(in.RefLatents, t)
 		}
 	}
+	if ctl := batch[0].c.control; ctl != nil {
+		run := d.controls[ctl]
+		if run == nil {
+			return nil, errors.New("sd: a conditioning entry's control was not started")
+		}
+		if in.Control, err = run.Residuals(ctx, ControlInputs{X: xControl, Timesteps: in.Timesteps, Sigma: sigma,
+			Context: in.Context, Y: in.Y, Batched: len(batch)}); err != nil {
+			return nil, fmt.Errorf("sd: control: %w", err)
+		}
+		if in.Control != nil {
+			defer releaseControl(in.Control)
+		}
+	}
 	forward := d.g.forward
 	if forward == nil {
 		net := m.network()
@@ -461,4 +531,45 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 	den := make([]float32, len(input))
 	sampling.CalculateDenoised(pred, sigma, eps, input, den)
 	return den, nil
+}
+
+// withConcat interleaves the batch's model input xin (entries × N items of c channels)
+// with each entry's c_concat over its region: torch.cat([xc, c_concat], dim=1).
+func (d *denoiser) withConcat(batch []*activeEntry, xin []float32) []float32 {
+	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
+	ah, aw := batch[0].ah, batch[0].aw
+	cc := batch[0].c.concatC
+	per := c * ah * aw
+	out := make([]float32, 0, len(xin)/c*(c+cc))
+	k := 0
+	for _, e := range batch {
+		for ni := 0; ni < n; ni++ {
+			out = append(out, xin[k*per:(k+1)*per]...)
+			k++
+			for ch := 0; ch < cc; ch++ {
+				for yy := 0; yy < ah; yy++ {
+					row := ((ni*cc+ch)*h+e.y0+yy)*w + e.x0
+					out = append(out, e.c.concat[row:row+aw]...)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// releaseControl frees the residual tensors of a control.
+func releaseControl(c *unet.Control) {
+	for _, t := range c.Input {
+		if t != nil {
+			t.Release()
+		}
+	}
+	for _, t := range c.Output {
+		if t != nil {
+			t.Release()
+		}
+	}
+	if c.Middle != nil {
+		c.Middle.Release()
+	}
 }

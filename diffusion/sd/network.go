@@ -36,13 +36,15 @@ type NetInputs struct {
 	// that take none.
 	RefLatents []*gpu.Tensor
 	RefMethod  string
+	// Control holds ControlNet / T2I-Adapter residuals for an SD UNet, nil for none.
+	Control *unet.Control
 }
 
 // unetNetwork runs an SD UNet (which has no blocks to skip).
 type unetNetwork struct{ m *unet.Model }
 
 func (n unetNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error) {
-	return n.m.Forward(ctx, rt, unet.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y})
+	return n.m.Forward(ctx, rt, unet.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Control: in.Control})
 }
 
 // MMDiTNetwork runs an SD3 MMDiT.

@@ -122,12 +122,9 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 	if !allZero(latent) {
 		lat = m.Latent.processIn(latent)
 	}
-	p, err := g.prepare(shape[2], shape[3])
-	if err != nil {
-		return nil, fmt.Errorf("sd: sample: %w", err)
-	}
-	d := &denoiser{g: g, p: p, shape: shape, keepUncond: sampler.CFGPP}
+	d := &denoiser{g: g, shape: shape, keepUncond: sampler.CFGPP, sigmas: sigmas}
 	if mask != nil {
+		var err error
 		if d.mask, err = prepareMask(mask, shape); err != nil {
 			return nil, err
 		}
@@ -138,6 +135,15 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 			rng.New(seed + 1).Randn(d.noise)
 		}
 	}
+	p, err := g.prepareFor(shape, lat, d.mask)
+	if err != nil {
+		return nil, fmt.Errorf("sd: sample: %w", err)
+	}
+	d.p = p
+	if d.controls, err = startControls(ctx, m, p.pos, p.mid, p.neg); err != nil {
+		return nil, fmt.Errorf("sd: sample: %w", err)
+	}
+	defer closeControls(d.controls)
 	var last []float32
 	opts := &sampling.Options{ModelSampling: m.Sampling, Seed: seed}
 	total := len(sigmas) - 1

@@ -71,6 +71,9 @@ type Model struct {
 	// (lora.go); nil for none.
 	loras     *lora.Network[unet.Model]
 	fluxLoras *lora.Network[flux.Model]
+	// DenoiseMask adjusts the noise mask at every step (DifferentialDiffusion); nil
+	// uses the mask as it is.
+	DenoiseMask DenoiseMaskFunc
 }
 
 // WithSampling returns a copy of m that samples with ms.
@@ -175,6 +178,15 @@ type Cond struct {
 	// The slice is shared between copies: append to a copy, never in place.
 	ReferenceLatents []*gpu.Tensor
 	ReferenceMethod  string
+	// Control is the ControlNet or T2I-Adapter applied to the entry, nil for none.
+	// ControlApplyToUncond (ControlNetApply) also gives it to the negative entries
+	// that have none.
+	Control              Control
+	ControlApplyToUncond bool
+	// ConcatLatent and ConcatMask are an inpainting model's concat_latent_image (a VAE
+	// latent, (N, C, H, W)) and concat_mask ((N, H, W) or (N, 1, H, W), 1 = repaint),
+	// set by InpaintModelConditioning; nil uses the sampled latent and its noise mask.
+	ConcatLatent, ConcatMask *gpu.Tensor
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.

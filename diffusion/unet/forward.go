@@ -3,6 +3,7 @@ package unet
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -14,57 +15,65 @@ type Inputs struct {
 	Timesteps *gpu.Tensor // (N) timesteps as floats
 	Context   *gpu.Tensor // (N, T, D) cross-attention context
 	Y         *gpu.Tensor // (N, adm) SDXL label vector, or nil
+	// Control holds ControlNet / T2I-Adapter residuals added inside the pass, or nil.
+	Control *Control
+}
+
+// Control holds the residuals a ControlNet or T2I-Adapter adds inside a forward pass:
+// ComfyUI's control dict as openaimodel.py apply_control consumes it, indexed by block
+// instead of popped from the end of each list. A nil entry adds nothing; every other
+// entry must have the shape of what it is added to.
+type Control struct {
+	// Input[i] is added to input block i's output before it is kept as a skip
+	// connection (the "input" list: T2I-Adapters).
+	Input []*gpu.Tensor
+	// Middle is added to the middle block's output (the "middle" list).
+	Middle *gpu.Tensor
+	// Output[j] is added to the skip connection output block j concatenates (the
+	// "output" list: ControlNets).
+	Output []*gpu.Tensor
+}
+
+// at returns list[i], or nil past its end.
+func at(list []*gpu.Tensor, i int) *gpu.Tensor {
+	if i < len(list) {
+		return list[i]
+	}
+	return nil
+}
+
+// addResidual returns h + r (h when r is nil), releasing h; where names the block in
+// the error of a shape mismatch.
+func addResidual(rt *gpu.Runtime, h, r *gpu.Tensor, where string) (*gpu.Tensor, error) {
+	if r == nil {
+		return h, nil
+	}
+	if !slices.Equal(h.Shape(), r.Shape()) {
+		h.Release()
+		return nil, fmt.Errorf("unet: control residual %v does not fit %s output %v", r.Shape(), where, h.Shape())
+	}
+	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, r) })
 }
 
 // Forward evaluates the UNet (UNetModel.forward): timestep (and label) embedding, the
 // input blocks with their outputs kept for the skip connections, the middle block, the
-// output blocks concatenating those skips, and the output head. It checks ctx between
-// blocks.
+// output blocks concatenating those skips, and the output head, with in.Control's
+// residuals added where apply_control adds them. It checks ctx between blocks.
 func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
-	if in.X == nil || in.Timesteps == nil || in.Context == nil {
-		return nil, fmt.Errorf("unet: x, timesteps and context are required")
+	var ctl Control
+	if in.Control != nil {
+		ctl = *in.Control
 	}
-	if (m.LabelEmbed.L1.Weight != nil) != (in.Y != nil) {
-		return nil, fmt.Errorf("unet: the model %s a label vector y", map[bool]string{true: "needs", false: "takes no"}[m.LabelEmbed.L1.Weight != nil])
-	}
-	emb, err := m.embed(rt, in)
-	if err != nil {
-		return nil, err
-	}
-	embSiLU, err := then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) })
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, nil, ctl.Input, ctl.Middle)
 	if err != nil {
 		return nil, err
 	}
 	defer embSiLU.Release()
-
-	var skips []*gpu.Tensor
 	defer func() {
 		for _, s := range skips {
 			s.Release()
 		}
 	}()
-	h, err := gpu.Contiguous(rt, in.X)
-	if err != nil {
-		return nil, err
-	}
-	for i, block := range m.Input {
-		if err := ctx.Err(); err != nil {
-			h.Release()
-			return nil, err
-		}
-		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context, nil); err != nil {
-			return nil, fmt.Errorf("unet: input block %d: %w", i, err)
-		}
-		keep, err := gpu.Contiguous(rt, h) // a second reference for the skip
-		if err != nil {
-			h.Release()
-			return nil, err
-		}
-		skips = append(skips, keep)
-	}
-	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context, nil); err != nil {
-		return nil, fmt.Errorf("unet: middle block: %w", err)
-	}
 	for i, block := range m.Output {
 		if err := ctx.Err(); err != nil {
 			h.Release()
@@ -72,20 +81,17 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		}
 		skip := skips[len(skips)-1]
 		skips = skips[:len(skips)-1]
+		if skip, err = addResidual(rt, skip, at(ctl.Output, i), fmt.Sprintf("the skip into output block %d", i)); err != nil {
+			h.Release()
+			return nil, err
+		}
 		cat, err := gpu.Concat(rt, 1, h, skip)
 		h.Release()
 		skip.Release()
 		if err != nil {
 			return nil, err
 		}
-		// An output block's upsampler resizes to the next skip's size (UNetModel.forward's
-		// output_shape), so that latents whose sides are not multiples of the total
-		// downsampling (33 → 17 → 9 → 5 at 264 px) come back up as 5 → 9 → 17 → 33.
-		var upTo *gpu.Tensor
-		if len(skips) > 0 {
-			upTo = skips[len(skips)-1]
-		}
-		if h, err = m.runBlock(rt, block, cat, embSiLU, in.Context, upTo); err != nil {
+		if h, err = m.runBlock(rt, block, cat, embSiLU, in.Context); err != nil {
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
@@ -96,8 +102,91 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.OutConv.Same(rt, t, 1) })
 }
 
-// embed is time_embed(timestep_embedding(t)) (+ label_emb(y)).
-func (m *Model) embed(rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
+// Trunk is what the input and middle blocks produce: each input block's output and
+// the middle block's (the part of the network a ControlNet copies).
+type Trunk struct {
+	Blocks []*gpu.Tensor
+	Middle *gpu.Tensor
+}
+
+// Release frees the trunk's tensors.
+func (t *Trunk) Release() {
+	for _, b := range t.Blocks {
+		b.Release()
+	}
+	t.Middle.Release()
+}
+
+// Encode runs the embedding, input blocks and middle block as ComfyUI's ControlNet
+// (comfy/cldm/cldm.py ControlNet.forward) runs its copy of them: embAdd (or nil) is
+// added to the timestep embedding before the label embedding, hint (or nil) to the
+// first input block's output. A model loaded with LoadTrunk has no output blocks and
+// can only Encode.
+func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd, hint *gpu.Tensor) (*Trunk, error) {
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, embAdd, []*gpu.Tensor{hint}, nil)
+	if err != nil {
+		return nil, err
+	}
+	embSiLU.Release()
+	return &Trunk{Blocks: skips, Middle: h}, nil
+}
+
+// trunk runs the embedding (plus embAdd), the input blocks (each output plus add[i],
+// kept as a skip) and the middle block (plus mid). It returns SiLU(emb), the skips and
+// the middle block's output.
+func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor, add []*gpu.Tensor, mid *gpu.Tensor) (embSiLU *gpu.Tensor, skips []*gpu.Tensor, h *gpu.Tensor, err error) {
+	if in.X == nil || in.Timesteps == nil || in.Context == nil {
+		return nil, nil, nil, fmt.Errorf("unet: x, timesteps and context are required")
+	}
+	if (m.LabelEmbed.L1.Weight != nil) != (in.Y != nil) {
+		return nil, nil, nil, fmt.Errorf("unet: the model %s a label vector y", map[bool]string{true: "needs", false: "takes no"}[m.LabelEmbed.L1.Weight != nil])
+	}
+	emb, err := m.embed(rt, in, embAdd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if embSiLU, err = then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) }); err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*gpu.Tensor, []*gpu.Tensor, *gpu.Tensor, error) {
+		embSiLU.Release()
+		for _, s := range skips {
+			s.Release()
+		}
+		return nil, nil, nil, err
+	}
+	if h, err = gpu.Contiguous(rt, in.X); err != nil {
+		return fail(err)
+	}
+	for i, block := range m.Input {
+		if err := ctx.Err(); err != nil {
+			h.Release()
+			return fail(err)
+		}
+		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context); err != nil {
+			return fail(fmt.Errorf("unet: input block %d: %w", i, err))
+		}
+		if h, err = addResidual(rt, h, at(add, i), fmt.Sprintf("input block %d", i)); err != nil {
+			return fail(err)
+		}
+		keep, err := gpu.Contiguous(rt, h) // a second reference for the skip
+		if err != nil {
+			h.Release()
+			return fail(err)
+		}
+		skips = append(skips, keep)
+	}
+	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context); err != nil {
+		return fail(fmt.Errorf("unet: middle block: %w", err))
+	}
+	if h, err = addResidual(rt, h, mid, "the middle block"); err != nil {
+		return fail(err)
+	}
+	return embSiLU, skips, h, nil
+}
+
+// embed is time_embed(timestep_embedding(t)) (+ embAdd) (+ label_emb(y)).
+func (m *Model) embed(rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor) (*gpu.Tensor, error) {
 	te, err := gpu.TimestepEmbedding(rt, in.Timesteps, gpu.TimestepParams{Dim: m.ModelChannels, MaxPeriod: 10000})
 	if err != nil {
 		return nil, err
@@ -113,6 +202,9 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
 		return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Forward(rt, t) })
 	}
 	emb, err := then(te, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mlp(t, &m.TimeEmbed1, &m.TimeEmbed2) })
+	if err == nil && embAdd != nil {
+		emb, err = then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, embAdd) })
+	}
 	if err != nil || in.Y == nil {
 		return emb, err
 	}
@@ -125,11 +217,8 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs) (*gpu.Tensor, error) {
 	return then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, le) })
 }
 
-// runBlock applies a block's modules in order, consuming h. An upsampler doubles the
-// size, or with upTo resizes to upTo's height and width (Upsample.forward's
-// output_shape, "nearest" as F.interpolate does; for an exact doubling nearest and
-// nearest-exact pick the same pixels).
-func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context, upTo *gpu.Tensor) (*gpu.Tensor, error) {
+// runBlock applies a block's modules in order, consuming h.
+func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor) (*gpu.Tensor, error) {
 	var err error
 	for _, mod := range block {
 		switch {
@@ -143,11 +232,7 @@ func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context, u
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.Same(rt, t, 2) })
 		case mod.Up != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
-				w, ht := 2*t.Dim(3), 2*t.Dim(2)
-				if upTo != nil {
-					w, ht = upTo.Dim(3), upTo.Dim(2)
-				}
-				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: w, Height: ht, Method: "nearest", Crop: "disabled"})
+				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"})
 				if err != nil {
 					return nil, err
 				}

@@ -62,36 +62,72 @@ type Model struct {
 // Load builds the model from the tensors under prefix ("model.diffusion_model." in a
 // single-file checkpoint, "" in a split diffusion-model file).
 func Load(rt *gpu.Runtime, src statedict.Source, prefix string, heads Heads) (*Model, error) {
-	if heads.Count <= 0 && heads.Dim <= 0 {
-		return nil, fmt.Errorf("unet: no head configuration")
-	}
 	m := &Model{Heads: heads}
-	if _, err := statedict.Bind(rt, src, prefix, m); err != nil {
-		return nil, fmt.Errorf("unet: %w", err)
+	if err := m.load(rt, src, prefix, m); err != nil {
+		return nil, err
 	}
 	m.ModelChannels = m.TimeEmbed1.Weight.Dim(1)
-	keys := src.Keys()
 	var err error
-	if m.Input, err = loadBlocks(rt, src, keys, prefix+"input_blocks."); err != nil {
+	if m.Output, err = loadBlocks(rt, src, src.Keys(), prefix+"output_blocks."); err != nil {
 		return nil, err
 	}
-	mid, err := loadBlocks(rt, src, keys, prefix+"middle_block")
-	if err != nil {
-		return nil, err
-	}
-	if len(mid) == 1 {
-		m.Middle = mid[0]
-	}
-	if m.Output, err = loadBlocks(rt, src, keys, prefix+"output_blocks."); err != nil {
-		return nil, err
-	}
-	if len(m.Input) == 0 || len(m.Output) == 0 || len(m.Middle) == 0 {
-		return nil, fmt.Errorf("unet: %d input, %d middle, %d output blocks under %q", len(m.Input), len(m.Middle), len(m.Output), prefix)
+	if len(m.Output) == 0 {
+		return nil, fmt.Errorf("unet: no output blocks under %q", prefix)
 	}
 	if len(m.Input) != len(m.Output) {
 		return nil, fmt.Errorf("unet: %d input blocks but %d output blocks", len(m.Input), len(m.Output))
 	}
 	return m, nil
+}
+
+// LoadTrunk builds the embeddings, input blocks and middle block under prefix, without
+// output blocks or output head: the copy of the UNet's first half a ControlNet holds
+// (comfy/cldm/cldm.py). Such a model can Encode but not Forward.
+func LoadTrunk(rt *gpu.Runtime, src statedict.Source, prefix string, heads Heads) (*Model, error) {
+	m := &Model{Heads: heads}
+	var head struct {
+		TimeEmbed1 nn.Linear `sd:"time_embed.0"`
+		TimeEmbed2 nn.Linear `sd:"time_embed.2"`
+		LabelEmbed struct {
+			L1 nn.Linear `sd:"0.0"`
+			L2 nn.Linear `sd:"0.2"`
+		} `sd:"label_emb,optional"`
+	}
+	if err := m.load(rt, src, prefix, &head); err != nil {
+		return nil, err
+	}
+	m.BoundAt(prefix)
+	m.TimeEmbed1, m.TimeEmbed2 = head.TimeEmbed1, head.TimeEmbed2
+	m.LabelEmbed.L1, m.LabelEmbed.L2 = head.LabelEmbed.L1, head.LabelEmbed.L2
+	m.ModelChannels = m.TimeEmbed1.Weight.Dim(1)
+	return m, nil
+}
+
+// load binds the tagged fields of dst (the model or a part of it) and reads the input
+// and middle blocks into m.
+func (m *Model) load(rt *gpu.Runtime, src statedict.Source, prefix string, dst any) error {
+	if m.Heads.Count <= 0 && m.Heads.Dim <= 0 {
+		return fmt.Errorf("unet: no head configuration")
+	}
+	if _, err := statedict.Bind(rt, src, prefix, dst); err != nil {
+		return fmt.Errorf("unet: %w", err)
+	}
+	keys := src.Keys()
+	var err error
+	if m.Input, err = loadBlocks(rt, src, keys, prefix+"input_blocks."); err != nil {
+		return err
+	}
+	mid, err := loadBlocks(rt, src, keys, prefix+"middle_block")
+	if err != nil {
+		return err
+	}
+	if len(mid) == 1 {
+		m.Middle = mid[0]
+	}
+	if len(m.Input) == 0 || len(m.Middle) == 0 {
+		return fmt.Errorf("unet: %d input and %d middle blocks under %q", len(m.Input), len(m.Middle), prefix)
+	}
+	return nil
 }
 
 // loadBlocks reads base+"N.M…" (or base+".M…" for the middle block) as a list of
