@@ -375,6 +375,14 @@ func (ts *randomTensors) openCLIP(p string, t RandomText) {
 	ts.add(p+"logit_scale", 0, 4.6052, 1)
 }
 
+// RandomUNetTensors lists the tensors of a random UNet of spec u under prefix (what a
+// ControlNet copies of it, or a bare diffusion-model file).
+func RandomUNetTensors(prefix string, u RandomUNet) []RandomTensor {
+	var ts randomTensors
+	ts.unet(prefix, u)
+	return ts
+}
+
 // Tensors lists the checkpoint's tensors under ComfyUI's single-file key names.
 func (s RandomSpec) Tensors() ([]RandomTensor, error) {
 	var ts randomTensors

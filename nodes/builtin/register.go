@@ -137,6 +137,13 @@ func Register(r *nodes.Registry, opts Options) error {
 		// flux.go
 		&FluxGuidance{}, &FluxDisableGuidance{}, &ReferenceLatent{}, &FluxKontextMultiReferenceLatentMethod{},
 		&FluxKontextImageScale{},
+		// controlnet.go
+		&ControlNetLoader{env: models}, &DiffControlNetLoader{env: models}, &ControlNetApply{},
+		&ControlNetApplyAdvanced{}, &SetUnionControlNetType{},
+		// inpaint.go
+		&VAEEncodeForInpaint{}, &SetLatentNoiseMask{}, &InpaintModelConditioning{}, &DifferentialDiffusion{},
+		// canny.go
+		&Canny{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -160,6 +167,7 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value("SIGMAS", Sigmas.Validate),
 		nodes.Value[sd.Noise]("NOISE", nil),
 		nodes.Value("GUIDER", checkGuider),
+		nodes.Value("CONTROL_NET", checkControlNet),
 	}
 }
 
