@@ -62,6 +62,37 @@ func (m *Model) WithDenoiseMask(f DenoiseMaskFunc) *Model {
 	return &c
 }
 
+// DifferentialDiffusion is the denoise mask function of ComfyUI's DifferentialDiffusion
+// node (comfy_extras/nodes_differential_diffusion.py forward): with timesteps t(σ) of the model,
+// the threshold (t(σ) − t(σ_to)) / (t(σ_from) − t(σ_to)) from the run's first sigma
+// to its last (at least sigma_min), the binary mask mask ≥ threshold, blended with the
+// mask itself when strength < 1. float32 as torch computes it.
+func DifferentialDiffusion(strength float64) DenoiseMaskFunc {
+	return func(m *Model, sigma float32, sigmas, mask []float32) []float32 {
+		ms := m.Sampling
+		sigmaTo := ms.SigmaMin()
+		if last := sigmas[len(sigmas)-1]; last > sigmaTo {
+			sigmaTo = last
+		}
+		tsFrom, tsTo, cur := ms.Timestep(sigmas[0]), ms.Timestep(sigmaTo), ms.Timestep(sigma)
+		threshold := (cur - tsTo) / (tsFrom - tsTo)
+		out := make([]float32, len(mask))
+		blend := strength > 0 && strength < 1
+		s := float32(strength)
+		for i, v := range mask {
+			var b float32
+			if v >= threshold {
+				b = 1
+			}
+			if blend {
+				b = s*b + (1-s)*v
+			}
+			out[i] = b
+		}
+		return out
+	}
+}
+
 // startControls starts every control of the prepared lists once, keyed by identity.
 func startControls(ctx context.Context, m *Model, lists ...[]modelCond) (map[Control]ControlRun, error) {
 	runs := map[Control]ControlRun{}

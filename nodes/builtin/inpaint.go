@@ -268,37 +268,7 @@ func (n *DifferentialDiffusion) Run(ctx context.Context, env *nodes.Env) (nodes.
 	if n.Strength != nil {
 		strength = *n.Strength
 	}
-	return nodes.One(n.Model.WithDenoiseMask(differentialMask(strength)), nil)
-}
-
-// differentialMask is DifferentialDiffusion.forward: with timesteps t(σ) of the model,
-// the threshold (t(σ) − t(σ_to)) / (t(σ_from) − t(σ_to)) from the run's first sigma
-// to its last (at least sigma_min), the binary mask mask ≥ threshold, blended with the
-// mask itself when strength < 1. float32 as torch computes it.
-func differentialMask(strength float64) sd.DenoiseMaskFunc {
-	return func(m *sd.Model, sigma float32, sigmas, mask []float32) []float32 {
-		ms := m.Sampling
-		sigmaTo := ms.SigmaMin()
-		if last := sigmas[len(sigmas)-1]; last > sigmaTo {
-			sigmaTo = last
-		}
-		tsFrom, tsTo, cur := ms.Timestep(sigmas[0]), ms.Timestep(sigmaTo), ms.Timestep(sigma)
-		threshold := (cur - tsTo) / (tsFrom - tsTo)
-		out := make([]float32, len(mask))
-		blend := strength > 0 && strength < 1
-		s := float32(strength)
-		for i, v := range mask {
-			var b float32
-			if v >= threshold {
-				b = 1
-			}
-			if blend {
-				b = s*b + (1-s)*v
-			}
-			out[i] = b
-		}
-		return out
-	}
+	return nodes.One(n.Model.WithDenoiseMask(sd.DifferentialDiffusion(strength)), nil)
 }
 
 // Interface guards.
