@@ -60,6 +60,8 @@ func diffusersKey(k string, perLevel int) (string, error) {
 		{"time_embedding.linear_2.", "time_embed.2.", false},
 		{"add_embedding.linear_1.", "label_emb.0.0.", false},
 		{"add_embedding.linear_2.", "label_emb.0.2.", false},
+		{"class_embedding.linear_1.", "label_emb.0.0.", false},
+		{"class_embedding.linear_2.", "label_emb.0.2.", false},
 		{"controlnet_mid_block.", "middle_block_out.0.", false},
 		{"controlnet_cond_embedding.conv_in.", "input_hint_block.0.", false},
 		{"controlnet_cond_embedding.conv_out.", "input_hint_block.14.", false},
