@@ -320,7 +320,7 @@ func TestLoadErrors(t *testing.T) {
 	writeTensors(t, dir, "missing.safetensors", ts, 1)
 	for _, tc := range []struct {
 		name, path, want string
-		is             error
+		is               error
 	}{
 		{"a UNet", unetFile, "does not contain ControlNet or T2I-Adapter data", ErrUnknown},
 		{"SD3", sd3, "SD3, SD3.5, Flux and Qwen-Image ControlNets are not implemented", nil},
