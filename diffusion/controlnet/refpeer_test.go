@@ -176,7 +176,12 @@ func (e *refEnv) loadNet(file string, opts LoadOptions) *Net {
 
 func (e *refEnv) sample(m *sd.Model, pos, neg sd.Conditioning) []float32 {
 	e.t.Helper()
-	z, err := e.rt.Zeros(gpu.F32, 1, 4, 8, 8)
+	return e.sampleSize(m, pos, neg, 8, 8)
+}
+
+func (e *refEnv) sampleSize(m *sd.Model, pos, neg sd.Conditioning, h, w int) []float32 {
+	e.t.Helper()
+	z, err := e.rt.Zeros(gpu.F32, 1, 4, h, w)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -251,6 +256,7 @@ func TestAgainstComfyUISampling(t *testing.T) {
 		return func(c *sd.Cond) { c.Control, c.ControlApplyToUncond = a, toUncond }
 	}
 	e.compare("cnet_adv", e.sample(m, pos(withCtl(adv, false)), neg(withCtl(adv, false))), tol)
+	e.compare("cnet_odd", e.sampleSize(m, pos(withCtl(adv, false)), neg(withCtl(adv, false)), 12, 7), tol)
 
 	old := apply(t, cnet, hintOdd, 0.6, 0, 1, nil)
 	e.compare("cnet_old", e.sample(m, pos(withCtl(old, true)), neg(nil)), tol)

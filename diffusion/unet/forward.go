@@ -91,7 +91,13 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if err != nil {
 			return nil, err
 		}
-		if h, err = m.runBlock(rt, block, cat, embSiLU, in.Context); err != nil {
+		// An upsampler takes the size of the skip the next block concatenates
+		// (UNetModel's output_shape), which is not 2× for odd sizes.
+		var upTo []int
+		if len(skips) > 0 {
+			upTo = skips[len(skips)-1].Shape()[2:]
+		}
+		if h, err = m.runBlockTo(rt, block, cat, embSiLU, in.Context, upTo); err != nil {
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
@@ -219,6 +225,11 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor) (*gpu.Tens
 
 // runBlock applies a block's modules in order, consuming h.
 func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor) (*gpu.Tensor, error) {
+	return m.runBlockTo(rt, block, h, embSiLU, context, nil)
+}
+
+// runBlockTo is runBlock with an upsampler's output size (H, W); nil doubles.
+func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, upTo []int) (*gpu.Tensor, error) {
 	var err error
 	for _, mod := range block {
 		switch {
@@ -232,7 +243,12 @@ func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *g
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.Same(rt, t, 2) })
 		case mod.Up != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
-				up, err := gpu.Upscale(rt, t, gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"})
+				// F.interpolate(mode="nearest"): at exactly 2× the same as nearest-exact.
+				p := gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"}
+				if upTo != nil && (upTo[0] != p.Height || upTo[1] != p.Width) {
+					p.Height, p.Width, p.Method = upTo[0], upTo[1], "nearest"
+				}
+				up, err := gpu.Upscale(rt, t, p)
 				if err != nil {
 					return nil, err
 				}

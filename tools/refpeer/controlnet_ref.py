@@ -141,6 +141,8 @@ def main(d):
     cnet = comfy.controlnet.load_controlnet(path("controlnet.safetensors"))
     p, n = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, cnet, hints["hint"], 0.8, 0.1, 0.8)
     cn["cnet_adv"] = sample(unet, p, n, zeros)
+    # A latent whose sides halve to odd sizes: the UNet's upsamplers follow the skips.
+    cn["cnet_odd"] = sample(unet, p, n, torch.zeros(1, 4, 12, 7))
 
     (p_old,) = nodes.ControlNetApply().apply_controlnet(pos, cnet, hints["hint_odd"], 0.6)
     cn["cnet_old"] = sample(unet, p_old, neg, zeros)
