@@ -177,7 +177,7 @@ func TestNodesCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &cov); err != nil {
 		t.Fatal(err)
 	}
-	if cov.Total != len(comfyUINodes) || len(cov.Implemented)+len(cov.Missing) != cov.Total {
+	if cov.Total != len(comfyUIClasses()) || len(cov.Implemented)+len(cov.Missing) != cov.Total {
 		t.Fatalf("coverage totals %d = %d + %d", cov.Total, len(cov.Implemented), len(cov.Missing))
 	}
 	has := func(list []string, s string) bool {
@@ -190,6 +190,14 @@ func TestNodesCommand(t *testing.T) {
 	}
 	if !has(cov.Implemented, "SaveImage") || !has(cov.Missing, "KSamplerAdvanced") && !has(cov.Implemented, "KSamplerAdvanced") {
 		t.Fatalf("coverage lists: %+v", cov)
+	}
+	// The ControlNet and inpainting family of issue 11, Canny from ComfyUI's source.
+	for _, n := range []string{"ControlNetLoader", "DiffControlNetLoader", "ControlNetApply", "ControlNetApplyAdvanced",
+		"SetUnionControlNetType", "VAEEncodeForInpaint", "SetLatentNoiseMask", "InpaintModelConditioning",
+		"ImagePadForOutpaint", "DifferentialDiffusion", "Canny"} {
+		if !has(cov.Implemented, n) {
+			t.Errorf("coverage does not list %s as implemented", n)
+		}
 	}
 	code, out, _ = runCLI(t, context.Background(), "nodes", "--coverage")
 	if code != exitOK || !strings.Contains(out, "nodes implemented:") {

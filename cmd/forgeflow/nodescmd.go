@@ -40,9 +40,10 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	reg := e.registry
 	if *cover {
-		c := coverage{ComfyUIVersion: comfyUIVersion, Total: len(comfyUINodes), Implemented: []string{}, Missing: []string{}, Extra: []string{}}
+		classes := comfyUIClasses()
+		c := coverage{ComfyUIVersion: comfyUIVersion, Total: len(classes), Implemented: []string{}, Missing: []string{}, Extra: []string{}}
 		known := map[string]bool{}
-		for _, n := range comfyUINodes {
+		for _, n := range classes {
 			known[n] = true
 			if _, ok := reg.Schema(n); ok {
 				c.Implemented = append(c.Implemented, n)
@@ -60,7 +61,7 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		fmt.Fprintf(stdout, "ComfyUI %s nodes implemented: %d of %d (%.1f%%)\n\n", comfyUIVersion, len(c.Implemented), c.Total, 100*float64(len(c.Implemented))/float64(c.Total))
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		for _, n := range comfyUINodes {
+		for _, n := range classes {
 			mark := "missing"
 			if _, ok := reg.Schema(n); ok {
 				mark = "yes"
