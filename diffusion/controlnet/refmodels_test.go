@@ -18,7 +18,10 @@ import (
 // records each file's sha256, so a changed generator fails loudly instead of comparing
 // against other weights.
 
-var refModelsDir = flag.String("controlnet.models", "", "write the reference runs' model files to this folder (for tools/refpeer/controlnet_ref.py)")
+var (
+	refModelsDir = flag.String("controlnet.models", "", "write the reference runs' model files to this folder (for tools/refpeer/controlnet_ref.py)")
+	refSD15      = flag.String("controlnet.sd15", "", "write a full-size random SD1.5 ControlNet (F16) to this file (for tools/refpeer/workflows/sd15_controlnet_256.json)")
+)
 
 // refUNet is the UNet of the sampling runs: SD1.5's layout (four levels, two blocks
 // each, twelve input blocks) at 32 channels, attention where a 64-wide head fits.
@@ -83,4 +86,25 @@ func TestWriteRefModels(t *testing.T) {
 		p, sum := writeRefModel(t, *refModelsDir, m)
 		t.Logf("%s %s", sum, p)
 	}
+}
+
+// TestWriteSD15ControlNet writes a full-size SD1.5 ControlNet with random weights
+// where -controlnet.sd15 says: the cldm layout of control_v11p_sd15_*.pth, 361 M
+// parameters, for the side-by-side image run with ComfyUI's server.
+func TestWriteSD15ControlNet(t *testing.T) {
+	if *refSD15 == "" {
+		t.Skip("-controlnet.sd15 not set")
+	}
+	f, err := os.Create(*refSD15)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if err := sd.WriteRandomTensors(io.MultiWriter(f, h), RandomControlNet("", sd.SD15RandomSpec().UNet, 3, 0), 21, weights.F16); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s %s", hex.EncodeToString(h.Sum(nil)), *refSD15)
 }

@@ -132,7 +132,8 @@ func (e *refEnv) compare(name string, got []float32, tol float64) {
 		noise += d * d
 	}
 	snr := 10 * math.Log10(sig/max(noise, 1e-300))
-	e.t.Logf("%s: max |Δ| %.3g (max |want| %.3g), SNR %.1f dB", name, maxd, maxw, snr)
+	psnr := 20 * math.Log10(maxw/math.Sqrt(max(noise, 1e-300)/float64(len(want))))
+	e.t.Logf("%s: max |Δ| %.3g (max |want| %.3g), PSNR %.1f dB, SNR %.1f dB", name, maxd, maxw, psnr, snr)
 	if maxd > tol*(1+maxw) {
 		e.t.Errorf("%s: max |Δ| %.3g exceeds %.3g", name, maxd, tol*(1+maxw))
 	}
