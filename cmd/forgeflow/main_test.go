@@ -192,7 +192,7 @@ func TestNodesCommand(t *testing.T) {
 		t.Fatalf("coverage lists: %+v", cov)
 	}
 	// The ControlNet and inpainting family of issue 11, Canny from ComfyUI's source.
-	for _, n := range []string{"ControlNetLoader", "DiffControlNetLoader", "ControlNetApply", "ControlNetApplyAdvanced",
+	for _, n := range []string{"ControlNetLoader", "DiffControlNetLoader", "ControlNetApply", "ControlNetApplyAdvanced", "ControlNetApplySD3",
 		"SetUnionControlNetType", "VAEEncodeForInpaint", "SetLatentNoiseMask", "InpaintModelConditioning",
 		"ImagePadForOutpaint", "DifferentialDiffusion", "Canny"} {
 		if !has(cov.Implemented, n) {

@@ -377,6 +377,12 @@ func TestApplyErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "the hint has 1 channels, the ControlNet takes 3") {
 		t.Errorf("error %v", err)
 	}
+	// A DiT model (SD3, Flux): no UNet to add residuals to.
+	dit := &sd.Model{Runtime: rt, Sampling: ck.Model.Sampling}
+	if _, err := apply(t, n, hintNHWC(1, 64, 64, 3, 1), 1, 0, 1, nil).Start(context.Background(), dit); err == nil ||
+		!strings.Contains(err.Error(), "not an SD UNet model") {
+		t.Errorf("a ControlNet on a model without a UNet: %v", err)
+	}
 	// A control-lora on a model not loaded from a file.
 	lora, err := Load(rt, writeTensors(t, dir, "lora.safetensors", RandomControlLoRA(smallUNet, 3, 2), 1), LoadOptions{})
 	if err != nil {

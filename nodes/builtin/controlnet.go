@@ -202,10 +202,15 @@ func (*ControlNetApplyAdvanced) Schema() graph.Schema {
 
 // Run implements nodes.Typed (nodes.py ControlNetApplyAdvanced.apply_controlnet).
 func (n *ControlNetApplyAdvanced) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	if n.Strength == 0 {
-		return nodes.Outputs(n.Positive, n.Negative)
+	return applyAdvanced("ControlNetApplyAdvanced", n.Positive, n.Negative, n.ControlNet, n.Image, n.Strength, n.StartPercent, n.EndPercent)
+}
+
+// applyAdvanced is apply_controlnet of ControlNetApplyAdvanced and ControlNetApplySD3.
+func applyAdvanced(class string, positive, negative sd.Conditioning, net *controlnet.Net, image *Image, strength, start, end float64) (nodes.Result, error) {
+	if strength == 0 {
+		return nodes.Outputs(positive, negative)
 	}
-	hint := hintOf(n.Image)
+	hint := hintOf(image)
 	// Keyed by the entry's previous control, nil included (ComfyUI's cnets dict).
 	cnets := map[sd.Control]*controlnet.Applied{}
 	apply := func(list sd.Conditioning) (sd.Conditioning, error) {
@@ -214,7 +219,7 @@ func (n *ControlNetApplyAdvanced) Run(ctx context.Context, env *nodes.Env) (node
 			a := cnets[e.Control]
 			if a == nil {
 				var err error
-				if a, err = controlnet.Apply(n.ControlNet, hint, n.Strength, n.StartPercent, n.EndPercent, e.Control); err != nil {
+				if a, err = controlnet.Apply(net, hint, strength, start, end, e.Control); err != nil {
 					return nil, err
 				}
 				cnets[e.Control] = a
@@ -224,15 +229,52 @@ func (n *ControlNetApplyAdvanced) Run(ctx context.Context, env *nodes.Env) (node
 		}
 		return out, nil
 	}
-	pos, err := apply(n.Positive)
+	pos, err := apply(positive)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: ControlNetApplyAdvanced: %w", err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", class, err)
 	}
-	neg, err := apply(n.Negative)
+	neg, err := apply(negative)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: ControlNetApplyAdvanced: %w", err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", class, err)
 	}
 	return nodes.Outputs(pos, neg)
+}
+
+// ControlNetApplySD3 is comfy_extras/nodes_sd3.py's deprecated "Apply Controlnet with
+// VAE": ControlNetApplyAdvanced with the VAE input required. The VAE serves the
+// ControlNets that work in latent space (SD3, Flux), which are not implemented: their
+// files fail to load with an error naming them; SD UNet ControlNets ignore it.
+type ControlNetApplySD3 struct {
+	Positive     sd.Conditioning `input:"positive"`
+	Negative     sd.Conditioning `input:"negative"`
+	ControlNet   *controlnet.Net `input:"control_net"`
+	VAE          *sd.VAE         `input:"vae"`
+	Image        *Image          `input:"image"`
+	Strength     float64         `input:"strength"`
+	StartPercent float64         `input:"start_percent"`
+	EndPercent   float64         `input:"end_percent"`
+}
+
+// Schema implements nodes.Typed.
+func (*ControlNetApplySD3) Schema() graph.Schema {
+	name := "Apply Controlnet with VAE"
+	extra := v3Extra(2, &name)
+	extra["deprecated"] = true
+	return graph.Schema{
+		Name: "ControlNetApplySD3", DisplayName: name, Category: "conditioning/controlnet", PythonModule: sd3Module,
+		Inputs: []graph.Input{
+			socketV3("positive", "CONDITIONING"), socketV3("negative", "CONDITIONING"),
+			socketV3("control_net", "CONTROL_NET"), socketV3("vae", "VAE"), socketV3("image", "IMAGE"),
+			strengthInput(), percentInput("start_percent", 0), percentInput("end_percent", 1),
+		},
+		Outputs: []graph.Output{{Type: "CONDITIONING", Name: "positive"}, {Type: "CONDITIONING", Name: "negative"}},
+		Extra:   extra,
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *ControlNetApplySD3) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return applyAdvanced("ControlNetApplySD3", n.Positive, n.Negative, n.ControlNet, n.Image, n.Strength, n.StartPercent, n.EndPercent)
 }
 
 // SetUnionControlNetType is ComfyUI's SetUnionControlNetType: a copy of the control
@@ -270,5 +312,6 @@ var (
 	_ nodes.Typed = (*DiffControlNetLoader)(nil)
 	_ nodes.Typed = (*ControlNetApply)(nil)
 	_ nodes.Typed = (*ControlNetApplyAdvanced)(nil)
+	_ nodes.Typed = (*ControlNetApplySD3)(nil)
 	_ nodes.Typed = (*SetUnionControlNetType)(nil)
 )

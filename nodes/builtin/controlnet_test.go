@@ -94,6 +94,13 @@ func TestControlNetApplyNodes(t *testing.T) {
 	if out[0].(sd.Conditioning)[0].Control != nil {
 		t.Error("strength 0 applied a control")
 	}
+	// ControlNetApplySD3 is the same with a required VAE.
+	rt := testRuntime(t)
+	out = mustNode(t, r, "ControlNetApplySD3", nodes.Inputs{"positive": pos, "negative": neg, "control_net": cn,
+		"vae": sd.NewPixelSpaceVAE(rt), "image": hint, "strength": 0.5, "start_percent": 0.0, "end_percent": 1.0})
+	if c := out[0].(sd.Conditioning)[0].Control.(*controlnet.Applied); c.Strength != 0.5 || out[1].(sd.Conditioning)[0].Control != c {
+		t.Error("ControlNetApplySD3 does not apply as ControlNetApplyAdvanced")
+	}
 	// Old apply: a copy per entry, passed to the negative.
 	old := mustNode(t, r, "ControlNetApply", nodes.Inputs{"conditioning": pos, "control_net": cn, "image": hint, "strength": 1.0})[0].(sd.Conditioning)
 	if old[0].Control == old[1].Control || !old[0].ControlApplyToUncond {

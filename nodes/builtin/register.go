@@ -139,7 +139,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		&FluxKontextImageScale{},
 		// controlnet.go
 		&ControlNetLoader{env: models}, &DiffControlNetLoader{env: models}, &ControlNetApply{},
-		&ControlNetApplyAdvanced{}, &SetUnionControlNetType{},
+		&ControlNetApplyAdvanced{}, &ControlNetApplySD3{}, &SetUnionControlNetType{},
 		// inpaint.go
 		&VAEEncodeForInpaint{}, &SetLatentNoiseMask{}, &InpaintModelConditioning{}, &DifferentialDiffusion{},
 		// canny.go
