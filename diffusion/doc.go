@@ -1,5 +1,6 @@
 // Package diffusion is the root of forgeflow's model code: text encoders, UNet, VAE,
-// Flux, sampling (samplers, schedulers, noise) and LoRA, one sub-package per concern.
+// Flux, ControlNets and T2I-Adapters, sampling (samplers, schedulers, noise) and LoRA,
+// one sub-package per concern.
 //
 // It builds on gpu (tensors) and weights (files); it never imports the executor, the
 // server or the node registry.

@@ -151,3 +151,9 @@ func toF32(rt *gpu.Runtime, t *gpu.Tensor) (*gpu.Tensor, error) {
 	}
 	return gpu.Cast(rt, t, gpu.F32)
 }
+
+// Interface guards.
+var (
+	_ statedict.Source = (*loraOverlay)(nil)
+	_ statedict.Source = (*diffSource)(nil)
+)

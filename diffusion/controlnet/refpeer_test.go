@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
-	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
@@ -496,5 +495,3 @@ func scan2(k, format string, i, j *int, rest *string) bool {
 	*i, *j, *rest = a, b, k[len(p):]
 	return true
 }
-
-var _ statedict.Source = (*loraOverlay)(nil)
