@@ -121,7 +121,8 @@ func hintOf(im *Image) controlnet.Hint {
 	return controlnet.Hint{Data: im.NCHW(), N: im.Batch, C: im.Channels, H: im.Height, W: im.Width}
 }
 
-func strengthInput() graph.Input {
+// controlStrengthInput is a ControlNet strength: 0 … 10 in steps of 0.01, default 1.
+func controlStrengthInput() graph.Input {
 	return graph.Input{Name: "strength", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(10.0), Step: graph.Num(0.01)}
 }
 
@@ -145,7 +146,7 @@ func (*ControlNetApply) Schema() graph.Schema {
 		Name: "ControlNetApply", DisplayName: "Apply ControlNet (OLD)", Category: "conditioning/controlnet",
 		Inputs: []graph.Input{
 			socket("conditioning", "CONDITIONING"), socket("control_net", "CONTROL_NET"),
-			socket("image", "IMAGE"), strengthInput(),
+			socket("image", "IMAGE"), controlStrengthInput(),
 		},
 		Outputs: outputs("CONDITIONING"),
 		Extra:   map[string]any{"deprecated": true},
@@ -193,7 +194,7 @@ func (*ControlNetApplyAdvanced) Schema() graph.Schema {
 		Name: "ControlNetApplyAdvanced", DisplayName: "Apply ControlNet", Category: "conditioning/controlnet",
 		Inputs: []graph.Input{
 			socket("positive", "CONDITIONING"), socket("negative", "CONDITIONING"),
-			socket("control_net", "CONTROL_NET"), socket("image", "IMAGE"), strengthInput(),
+			socket("control_net", "CONTROL_NET"), socket("image", "IMAGE"), controlStrengthInput(),
 			percentInput("start_percent", 0), percentInput("end_percent", 1), vae,
 		},
 		Outputs: []graph.Output{{Type: "CONDITIONING", Name: "positive"}, {Type: "CONDITIONING", Name: "negative"}},
@@ -265,7 +266,7 @@ func (*ControlNetApplySD3) Schema() graph.Schema {
 		Inputs: []graph.Input{
 			socketV3("positive", "CONDITIONING"), socketV3("negative", "CONDITIONING"),
 			socketV3("control_net", "CONTROL_NET"), socketV3("vae", "VAE"), socketV3("image", "IMAGE"),
-			strengthInput(), percentInput("start_percent", 0), percentInput("end_percent", 1),
+			controlStrengthInput(), percentInput("start_percent", 0), percentInput("end_percent", 1),
 		},
 		Outputs: []graph.Output{{Type: "CONDITIONING", Name: "positive"}, {Type: "CONDITIONING", Name: "negative"}},
 		Extra:   extra,
