@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -383,13 +384,14 @@ func TestApplyErrors(t *testing.T) {
 		!strings.Contains(err.Error(), "not an SD UNet model") {
 		t.Errorf("a ControlNet on a model without a UNet: %v", err)
 	}
-	// A control-lora on a model not loaded from a file.
+	// A control-lora on a UNet built by hand, whose layers have no keys.
 	lora, err := Load(rt, writeTensors(t, dir, "lora.safetensors", RandomControlLoRA(smallUNet, 3, 2), 1), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare := *ck.Model
-	bare.Weights = nil
+	bare, u := *ck.Model, *ck.Model.UNet
+	u.Module = nn.Module{}
+	bare.UNet = &u
 	if _, err := apply(t, lora, hintNHWC(1, 64, 64, 3, 1), 1, 0, 1, nil).Start(context.Background(), &bare); err == nil ||
 		!strings.Contains(err.Error(), "was not loaded from a checkpoint file") {
 		t.Errorf("control-lora without model weights: %v", err)

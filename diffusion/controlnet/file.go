@@ -147,7 +147,7 @@ func load(rt *gpu.Runtime, f *tensorfile.File, path string, opts LoadOptions) (*
 			if opts.Model == nil {
 				opts.logger().Warn("a diff ControlNet loaded without a model will very likely not work; load it with DiffControlNetLoader", "file", name)
 			} else {
-				base, err := opts.Model.UNetSource()
+				base, err := weightsOf(opts.Model, false)
 				if err != nil {
 					return nil, fmt.Errorf("controlnet: diff ControlNet %s: %w", name, err)
 				}

@@ -31,9 +31,9 @@ func isTrunkKey(k string) bool {
 }
 
 // build makes the ControlNet for model m (ControlLora.pre_run): m's UNet attention
-// layout, its tensors overlaid with the file's.
+// layout, the weights m samples with (LoRAs included) overlaid with the file's.
 func (c *controlLoRA) build(m *sd.Model) (*Model, error) {
-	base, err := m.UNetSource()
+	base, err := weightsOf(m, true)
 	if err != nil {
 		return nil, fmt.Errorf("controlnet: control-lora: %w", err)
 	}
@@ -57,6 +57,10 @@ func (c *controlLoRA) build(m *sd.Model) (*Model, error) {
 	}
 	cm, err := LoadModel(m.Runtime, ov, "", m.UNet.Heads, false)
 	if err != nil {
+		return nil, fmt.Errorf("controlnet: control-lora on %s: %w", m.Name, err)
+	}
+	// A layer the file gives in full drops the model's weight and its LoRA with it.
+	if err := base.carryPatches(cm.Trunk, func(k string) bool { return !ov.own[k] }); err != nil {
 		return nil, fmt.Errorf("controlnet: control-lora on %s: %w", m.Name, err)
 	}
 	return cm, nil

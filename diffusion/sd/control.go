@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 
-	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/gpu/resample"
@@ -301,40 +299,3 @@ func resizeToBatch(data []float32, in, per, n int) []float32 {
 	}
 	return out
 }
-
-// UNetSource serves the model's UNet tensors as the file it was loaded from stores
-// them, under their keys inside the UNet (no "model.diffusion_model." prefix): what a
-// control-lora or a diff ControlNet combines with its own weights (ComfyUI reads the
-// model's state_dict there).
-func (m *Model) UNetSource() (statedict.Source, error) {
-	if m.Weights == nil || m.Weights.file == nil {
-		return nil, fmt.Errorf("sd: model %s was not loaded from a checkpoint file", m.Name)
-	}
-	if m.Weights.err != nil {
-		return nil, fmt.Errorf("sd: model %s: %w", m.Name, m.Weights.err)
-	}
-	fs := statedict.NewFileSource(m.Runtime, m.Weights.file)
-	src := &unetSource{fs: fs}
-	for _, t := range m.Weights.tensors {
-		k, ok := strings.CutPrefix(t.name, unetPrefix)
-		if !ok {
-			continue
-		}
-		d := statedict.Derived{Stored: t.stored}
-		for _, x := range t.shape {
-			d.Shape = append(d.Shape, int(x))
-		}
-		fs.Alias(k, d)
-		src.keys = append(src.keys, k)
-	}
-	return src, nil
-}
-
-// unetSource is a FileSource restricted to the UNet's keys.
-type unetSource struct {
-	fs   *statedict.FileSource
-	keys []string
-}
-
-func (s *unetSource) Keys() []string                         { return s.keys }
-func (s *unetSource) Tensor(key string) (*gpu.Tensor, error) { return s.fs.Tensor(key) }
