@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -33,12 +34,12 @@ type Adapter struct {
 // nums_rb ResnetBlocks, the first of levels after the first changing width (in_conv)
 // and, for SD, halving the size (down_opt: a stride-2 conv, or average pooling).
 type fullAdapter struct {
-	ConvIn conv `sd:"conv_in"`
+	ConvIn nn.Conv `sd:"conv_in"`
 	Body   []struct {
-		Down   conv `sd:"down_opt.op,optional"`
-		InConv conv `sd:"in_conv,optional"`
-		Block1 conv `sd:"block1"`
-		Block2 conv `sd:"block2"`
+		Down   nn.Conv `sd:"down_opt.op,optional"`
+		InConv nn.Conv `sd:"in_conv,optional"`
+		Block1 nn.Conv `sd:"block1"`
+		Block2 nn.Conv `sd:"block2"`
 		// down is set for the blocks that halve the size (down_opt, with or without a
 		// conv).
 		down bool
@@ -50,12 +51,12 @@ type fullAdapter struct {
 // the first level, 1×1 in_conv, residual blocks, 1×1 out_conv).
 type lightAdapter struct {
 	Body []struct {
-		InConv conv `sd:"in_conv"`
+		InConv nn.Conv `sd:"in_conv"`
 		Blocks []struct {
-			Block1 conv `sd:"block1"`
-			Block2 conv `sd:"block2"`
+			Block1 nn.Conv `sd:"block1"`
+			Block2 nn.Conv `sd:"block2"`
 		} `sd:"body"`
-		OutConv conv `sd:"out_conv"`
+		OutConv nn.Conv `sd:"out_conv"`
 	} `sd:"body"`
 }
 
@@ -143,7 +144,7 @@ func (a *Adapter) features(ctx context.Context, rt *gpu.Runtime, hint *gpu.Tenso
 		return &residuals{input: reversed(feats)}, nil
 	}
 	f := a.full
-	if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return f.ConvIn.forward(rt, t, 1) }); err != nil {
+	if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return f.ConvIn.Same(rt, t, 1) }); err != nil {
 		return fail(err)
 	}
 	for level := 0; level < f.levels; level++ {
@@ -199,7 +200,7 @@ func (f *fullAdapter) block(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor,
 	}
 	if b.down {
 		if b.Down.Weight != nil {
-			x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Down.forward(rt, t, 2) })
+			x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.Down.Same(rt, t, 2) })
 		} else {
 			x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return avgPool2(rt, t) })
 		}
@@ -208,7 +209,7 @@ func (f *fullAdapter) block(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor,
 		}
 	}
 	if b.InConv.Weight != nil {
-		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.InConv.forward(rt, t, 1) }); err != nil {
+		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.InConv.Same(rt, t, 1) }); err != nil {
 			return nil, fmt.Errorf("body.%d.in_conv: %w", i, err)
 		}
 	}
@@ -229,7 +230,7 @@ func (l *lightAdapter) extract(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tens
 			return nil, err
 		}
 	}
-	if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.InConv.forward(rt, t, 1) }); err != nil {
+	if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.InConv.Same(rt, t, 1) }); err != nil {
 		return nil, fmt.Errorf("body.%d.in_conv: %w", i, err)
 	}
 	for k := range e.Blocks {
@@ -238,19 +239,19 @@ func (l *lightAdapter) extract(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tens
 			return nil, fmt.Errorf("body.%d.body.%d: %w", i, k, err)
 		}
 	}
-	return then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.OutConv.forward(rt, t, 1) })
+	return then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return e.OutConv.Same(rt, t, 1) })
 }
 
 // residual is x + b2(relu(b1(x))).
-func residual(rt *gpu.Runtime, x *gpu.Tensor, b1, b2 *conv) (*gpu.Tensor, error) {
-	h, err := b1.forward(rt, x, 1)
+func residual(rt *gpu.Runtime, x *gpu.Tensor, b1, b2 *nn.Conv) (*gpu.Tensor, error) {
+	h, err := b1.Same(rt, x, 1)
 	if err != nil {
 		return nil, err
 	}
 	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return relu(rt, t) }); err != nil {
 		return nil, err
 	}
-	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b2.forward(rt, t, 1) }); err != nil {
+	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b2.Same(rt, t, 1) }); err != nil {
 		return nil, err
 	}
 	defer h.Release()

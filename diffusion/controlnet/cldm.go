@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -19,19 +20,19 @@ type Model struct {
 	// Hint is input_hint_block: eight 3×3 convs with SiLU between them; the third, fifth
 	// and seventh have stride 2, so the hint is 8× the latent's size.
 	Hint struct {
-		C0  conv `sd:"0"`
-		C2  conv `sd:"2"`
-		C4  conv `sd:"4"`
-		C6  conv `sd:"6"`
-		C8  conv `sd:"8"`
-		C10 conv `sd:"10"`
-		C12 conv `sd:"12"`
-		C14 conv `sd:"14"`
+		C0  nn.Conv `sd:"0"`
+		C2  nn.Conv `sd:"2"`
+		C4  nn.Conv `sd:"4"`
+		C6  nn.Conv `sd:"6"`
+		C8  nn.Conv `sd:"8"`
+		C10 nn.Conv `sd:"10"`
+		C12 nn.Conv `sd:"12"`
+		C14 nn.Conv `sd:"14"`
 	} `sd:"input_hint_block"`
 	ZeroConvs []struct {
-		Conv conv `sd:"0"`
+		Conv nn.Conv `sd:"0"`
 	} `sd:"zero_convs"`
-	MiddleOut conv `sd:"middle_block_out.0"`
+	MiddleOut nn.Conv `sd:"middle_block_out.0"`
 	// Union holds a union / promax ControlNet's control-type parts, nil otherwise.
 	Union *Union
 }
@@ -128,7 +129,7 @@ func has(src statedict.Source, key string) bool {
 
 // guidedHint runs input_hint_block on a hint (B, C, 8H, 8W): (B, model channels, H, W).
 func (m *Model) guidedHint(rt *gpu.Runtime, hint *gpu.Tensor) (*gpu.Tensor, error) {
-	convs := []*conv{&m.Hint.C0, &m.Hint.C2, &m.Hint.C4, &m.Hint.C6, &m.Hint.C8, &m.Hint.C10, &m.Hint.C12, &m.Hint.C14}
+	convs := []*nn.Conv{&m.Hint.C0, &m.Hint.C2, &m.Hint.C4, &m.Hint.C6, &m.Hint.C8, &m.Hint.C10, &m.Hint.C12, &m.Hint.C14}
 	h, err := gpu.Contiguous(rt, hint)
 	if err != nil {
 		return nil, err
@@ -138,7 +139,7 @@ func (m *Model) guidedHint(rt *gpu.Runtime, hint *gpu.Tensor) (*gpu.Tensor, erro
 		if i == 2 || i == 4 || i == 6 {
 			stride = 2
 		}
-		if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c.forward(rt, t, stride) }); err != nil {
+		if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c.Same(rt, t, stride) }); err != nil {
 			return nil, fmt.Errorf("controlnet: input_hint_block.%d: %w", 2*i, err)
 		}
 		if i == len(convs)-1 {
@@ -163,14 +164,14 @@ func (m *Model) forward(ctx context.Context, rt *gpu.Runtime, in unet.Inputs, gu
 	defer tr.Release()
 	out := &residuals{}
 	for i, b := range tr.Blocks {
-		z, err := m.ZeroConvs[i].Conv.forward(rt, b, 1)
+		z, err := m.ZeroConvs[i].Conv.Same(rt, b, 1)
 		if err != nil {
 			out.release()
 			return nil, fmt.Errorf("controlnet: zero_convs.%d: %w", i, err)
 		}
 		out.output = append(out.output, z)
 	}
-	mid, err := m.MiddleOut.forward(rt, tr.Middle, 1)
+	mid, err := m.MiddleOut.Same(rt, tr.Middle, 1)
 	if err != nil {
 		out.release()
 		return nil, fmt.Errorf("controlnet: middle_block_out: %w", err)

@@ -3,6 +3,7 @@ package controlnet
 import (
 	"fmt"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -21,19 +22,19 @@ type Union struct {
 	// Layers are ResBlockUnionControlnet: pre-norm self-attention (8 heads, packed
 	// in_proj) and a QuickGELU MLP.
 	Layers []struct {
-		InProj  linear `sd:"attn.in_proj"`
-		OutProj linear `sd:"attn.out_proj"`
-		LN1     norm   `sd:"ln_1"`
-		FC      linear `sd:"mlp.c_fc"`
-		Proj    linear `sd:"mlp.c_proj"`
-		LN2     norm   `sd:"ln_2"`
+		InProj  nn.Linear `sd:"attn.in_proj"`
+		OutProj nn.Linear `sd:"attn.out_proj"`
+		LN1     nn.Norm   `sd:"ln_1"`
+		FC      nn.Linear `sd:"mlp.c_fc"`
+		Proj    nn.Linear `sd:"mlp.c_proj"`
+		LN2     nn.Norm   `sd:"ln_2"`
 	} `sd:"transformer_layes"`
-	SpatialChProjs linear `sd:"spatial_ch_projs"`
+	SpatialChProjs nn.Linear `sd:"spatial_ch_projs"`
 	// AddEmbedding embeds the one-hot control type vector (256-d sinusoidal per type)
 	// into the timestep embedding's width.
 	AddEmbedding struct {
-		L1 linear `sd:"linear_1"`
-		L2 linear `sd:"linear_2"`
+		L1 nn.Linear `sd:"linear_1"`
+		L2 nn.Linear `sd:"linear_2"`
 	} `sd:"control_add_embedding"`
 }
 
@@ -94,13 +95,13 @@ func (u *Union) embedding(rt *gpu.Runtime, types []int) (*gpu.Tensor, error) {
 	if e, err = then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, x, 1, n*256) }); err != nil {
 		return nil, err
 	}
-	if e, err = then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return u.AddEmbedding.L1.forward(rt, x) }); err != nil {
+	if e, err = then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return u.AddEmbedding.L1.Forward(rt, x) }); err != nil {
 		return nil, err
 	}
 	if e, err = then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, x) }); err != nil {
 		return nil, err
 	}
-	return then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return u.AddEmbedding.L2.forward(rt, x) })
+	return then(e, func(x *gpu.Tensor) (*gpu.Tensor, error) { return u.AddEmbedding.L2.Forward(rt, x) })
 }
 
 // merge is union_controlnet_merge for one control type: the hint features' spatial
@@ -139,7 +140,7 @@ func (u *Union) merge(rt *gpu.Runtime, guided *gpu.Tensor, typ int) (*gpu.Tensor
 			return nil, fmt.Errorf("controlnet: union: transformer_layes.%d: %w", li, err)
 		}
 	}
-	alpha, err := then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return u.SpatialChProjs.forward(rt, t) })
+	alpha, err := then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return u.SpatialChProjs.Forward(rt, t) })
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +161,7 @@ func (u *Union) layer(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor, error
 	if err != nil {
 		return nil, err
 	}
-	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.InProj.forward(rt, t) }); err != nil {
+	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.InProj.Forward(rt, t) }); err != nil {
 		return nil, err
 	}
 	v, err := gpu.Narrow(h, 2, 2*c, c)
@@ -171,7 +172,7 @@ func (u *Union) layer(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor, error
 	if v, err = then(v, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Contiguous(rt, t) }); err != nil {
 		return nil, err
 	}
-	if v, err = then(v, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.OutProj.forward(rt, t) }); err != nil {
+	if v, err = then(v, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.OutProj.Forward(rt, t) }); err != nil {
 		return nil, err
 	}
 	x1, err := gpu.Add(rt, x, v)
@@ -185,9 +186,9 @@ func (u *Union) layer(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor, error
 		return nil, err
 	}
 	for _, f := range []func(*gpu.Tensor) (*gpu.Tensor, error){
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.FC.forward(rt, t) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.FC.Forward(rt, t) },
 		func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.QuickGELU(rt, t) },
-		func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.Proj.forward(rt, t) },
+		func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.Proj.Forward(rt, t) },
 	} {
 		if m, err = then(m, f); err != nil {
 			x1.Release()
