@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"flag"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
@@ -51,7 +53,34 @@ func refModels() []refModel {
 		{"t2i_xl.safetensors", 18, func() []sd.RandomTensor { return RandomAdapter(32, 2, 1, 3, false, true) }},
 		{"t2i_light.safetensors", 19, func() []sd.RandomTensor { return RandomLightAdapter([]int{32, 64, 128, 128}, 2, 3) }},
 		{"union.safetensors", 20, func() []sd.RandomTensor { return RandomControlNet("", refUnionUNet, 3, 8) }},
+		{"unet_lora.safetensors", 22, func() []sd.RandomTensor { return refUNetLoRA(refUNet, 4) }},
 	}
+}
+
+// refUNetLoRA lists a kohya LoRA (rank rank, no alpha) on every conv and linear weight
+// of a UNet of spec u, under the names ComfyUI maps from the ldm keys
+// ("lora_unet_input_blocks_1_0_in_layers_2"): the model LoRA the control-lora of
+// control_lora_on_lora is built on.
+func refUNetLoRA(u sd.RandomUNet, rank int) []sd.RandomTensor {
+	var l randomList
+	for _, t := range sd.RandomUNetTensors("", u) {
+		layer, ok := strings.CutSuffix(t.Name, ".weight")
+		if !ok || len(t.Shape) < 2 {
+			continue
+		}
+		module := "lora_unet_" + strings.ReplaceAll(layer, ".", "_")
+		up := []int{t.Shape[0], rank}
+		in := 1
+		for _, d := range t.Shape[1:] {
+			in *= d
+		}
+		if len(t.Shape) == 4 {
+			up = append(up, 1, 1)
+		}
+		l.add(module+".lora_up.weight", 0.05, 0, up...)
+		l.add(module+".lora_down.weight", 1/math.Sqrt(float64(in)), 0, append([]int{rank}, t.Shape[1:]...)...)
+	}
+	return l
 }
 
 // writeRefModel writes m (F16, as released files store weights) under dir and returns

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -213,7 +214,7 @@ func TestAgainstComfyUISampling(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 40 MB of models and samples 6 runs")
 	}
-	e := newRefEnv(t, "unet.safetensors", "controlnet.safetensors", "control_lora.safetensors", "controlnet_diff.safetensors", "t2i_full.safetensors")
+	e := newRefEnv(t, "unet.safetensors", "controlnet.safetensors", "control_lora.safetensors", "controlnet_diff.safetensors", "t2i_full.safetensors", "unet_lora.safetensors")
 	m := e.loadUNet("unet.safetensors")
 	posT, negT := e.tensor("in.pos"), e.tensor("in.neg")
 	pos := func(f func(*sd.Cond)) sd.Conditioning {
@@ -237,7 +238,7 @@ func TestAgainstComfyUISampling(t *testing.T) {
 	// Every controlled run must differ from the plain one, or the comparison proves
 	// nothing about the controls.
 	plain, _ := e.data("out.plain")
-	for _, c := range []string{"cnet_adv", "cnet_old", "chain_cnet_t2i", "control_lora", "diff"} {
+	for _, c := range []string{"cnet_adv", "cnet_old", "chain_cnet_t2i", "control_lora", "diff", "lora_plain", "control_lora_on_lora"} {
 		v, _ := e.data("out." + c)
 		var d, n float64
 		for i := range v {
@@ -266,8 +267,31 @@ func TestAgainstComfyUISampling(t *testing.T) {
 	fresh := apply(t, t2i, hint, 1.2, 0, 1, nil)
 	e.compare("chain_cnet_t2i", e.sample(m, pos(withCtl(chained, false)), neg(withCtl(fresh, false))), tol)
 
-	lora := apply(t, e.loadNet("control_lora.safetensors", LoadOptions{}), hint, 1, 0, 1, nil)
-	e.compare("control_lora", e.sample(m, pos(withCtl(lora, false)), neg(withCtl(lora, false))), tol)
+	clora := apply(t, e.loadNet("control_lora.safetensors", LoadOptions{}), hint, 1, 0, 1, nil)
+	e.compare("control_lora", e.sample(m, pos(withCtl(clora, false)), neg(withCtl(clora, false))), tol)
+
+	// The same control-lora on the model with a LoRA at 0.7 (LoraLoaderModelOnly), the
+	// LoRA merged and added at run time: ComfyUI builds the control-lora on the patched
+	// weights. Merging rounds the patched weights to the file's F16 where ComfyUI keeps
+	// its float32 copy (codex/lora.md), which alone moves the plain LoRA run by ~8e-4 of
+	// the latents' range; run-time patches keep the base tolerance.
+	lf, err := lora.Open(e.rt, e.path("unet_lora.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	for _, c := range []struct {
+		mode lora.Mode
+		tol  float64
+	}{{lora.Merge, 2e-3}, {lora.Runtime, tol}} {
+		ml, _, err := sd.LoadLoRA(m, nil, lf, 0.7, 0, sd.LoRAOptions{Mode: c.mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("LoRA %s:", c.mode)
+		e.compare("lora_plain", e.sample(ml, pos(nil), neg(nil)), c.tol)
+		e.compare("control_lora_on_lora", e.sample(ml, pos(withCtl(clora, false)), neg(withCtl(clora, false))), c.tol)
+	}
 
 	diff := apply(t, e.loadNet("controlnet_diff.safetensors", LoadOptions{Model: m}), hint, 0.9, 0, 1, nil)
 	e.compare("diff", e.sample(m, pos(withCtl(diff, false)), neg(withCtl(diff, false))), tol)

@@ -43,6 +43,7 @@ import comfy.latent_formats  # noqa: E402
 import comfy.model_detection  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
+import comfy.sd  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 import comfy.utils  # noqa: E402
 from comfy.cldm.cldm import ControlNet  # noqa: E402
@@ -154,6 +155,11 @@ def main(d):
     lora = comfy.controlnet.load_controlnet(path("control_lora.safetensors"))
     p, n = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, lora, hints["hint"], 1.0, 0.0, 1.0)
     cn["control_lora"] = sample(unet, p, n, zeros)
+    # The same control-lora on the model with a LoRA (LoraLoaderModelOnly at 0.7): its
+    # pre_run copies the weights after the model was patched for sampling.
+    unet_lora, _ = comfy.sd.load_lora_for_models(unet, None, load_file(path("unet_lora.safetensors")), 0.7, 0)
+    cn["lora_plain"] = sample(unet_lora, pos, neg, zeros)
+    cn["control_lora_on_lora"] = sample(unet_lora, p, n, zeros)
 
     diff = comfy.controlnet.load_controlnet(path("controlnet_diff.safetensors"), model=unet)
     p, n = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, diff, hints["hint"], 0.9, 0.0, 1.0)
