@@ -147,11 +147,11 @@ func load(rt *gpu.Runtime, f *tensorfile.File, path string, opts LoadOptions) (*
 			if opts.Model == nil {
 				opts.logger().Warn("a diff ControlNet loaded without a model will very likely not work; load it with DiffControlNetLoader", "file", name)
 			} else {
-				base, err := weightsOf(opts.Model, false)
+				base, err := weightsOf(opts.Model)
 				if err != nil {
 					return nil, fmt.Errorf("controlnet: diff ControlNet %s: %w", name, err)
 				}
-				s = &diffSource{rt: rt, diff: src, base: base}
+				s = &diffSource{rt: rt, diff: src, base: base.folded()}
 			}
 		}
 		m, err := LoadModel(rt, s, "control_model.", opts.Heads, false)

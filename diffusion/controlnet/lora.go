@@ -33,7 +33,7 @@ func isTrunkKey(k string) bool {
 // build makes the ControlNet for model m (ControlLora.pre_run): m's UNet attention
 // layout, the weights m samples with (LoRAs included) overlaid with the file's.
 func (c *controlLoRA) build(m *sd.Model) (*Model, error) {
-	base, err := weightsOf(m, true)
+	base, err := weightsOf(m)
 	if err != nil {
 		return nil, fmt.Errorf("controlnet: control-lora: %w", err)
 	}
@@ -106,15 +106,30 @@ func (o *loraOverlay) Tensor(key string) (*gpu.Tensor, error) {
 	return gpu.Add(o.rt, wf, delta)
 }
 
-// lowRank is up.flatten(1) @ down.flatten(1) in float32, shaped as the weight.
+// lowRank is the file's up·down for layer, shaped as the weight.
 func (o *loraOverlay) lowRank(layer string, shape []int) (*gpu.Tensor, error) {
-	flat := func(key string) (*gpu.Tensor, error) {
-		t, err := o.lora.Tensor(key)
-		if err != nil {
-			return nil, err
-		}
-		f, err := toF32(o.rt, t)
-		t.Release()
+	up, err := o.lora.Tensor(layer + ".up")
+	if err != nil {
+		return nil, err
+	}
+	defer up.Release()
+	down, err := o.lora.Tensor(layer + ".down")
+	if err != nil {
+		return nil, err
+	}
+	defer down.Release()
+	d, err := lowRankProduct(o.rt, up, down, shape)
+	if err != nil {
+		return nil, fmt.Errorf("controlnet: control-lora %s: %w", layer, err)
+	}
+	return d, nil
+}
+
+// lowRankProduct is up.flatten(1) @ down.flatten(1) in float32, shaped as a weight of
+// the given shape.
+func lowRankProduct(rt *gpu.Runtime, up, down *gpu.Tensor, shape []int) (*gpu.Tensor, error) {
+	flat := func(t *gpu.Tensor) (*gpu.Tensor, error) {
+		f, err := toF32(rt, t)
 		if err != nil {
 			return nil, err
 		}
@@ -122,30 +137,30 @@ func (o *loraOverlay) lowRank(layer string, shape []int) (*gpu.Tensor, error) {
 		for _, d := range f.Shape()[1:] {
 			rest *= d
 		}
-		return then(f, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(o.rt, x, x.Dim(0), rest) })
+		return then(f, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, x, x.Dim(0), rest) })
 	}
-	up, err := flat(layer + ".up")
+	u, err := flat(up)
 	if err != nil {
 		return nil, err
 	}
-	defer up.Release()
-	down, err := flat(layer + ".down")
+	defer u.Release()
+	d, err := flat(down)
 	if err != nil {
 		return nil, err
 	}
-	defer down.Release()
+	defer d.Release()
 	n := 1
-	for _, d := range shape {
-		n *= d
+	for _, x := range shape {
+		n *= x
 	}
-	if up.Dim(1) != down.Dim(0) || up.Dim(0)*down.Dim(1) != n {
-		return nil, fmt.Errorf("controlnet: control-lora %s: up %v · down %v does not make a %v weight", layer, up.Shape(), down.Shape(), shape)
+	if u.Dim(1) != d.Dim(0) || u.Dim(0)*d.Dim(1) != n {
+		return nil, fmt.Errorf("up %v · down %v does not make a %v weight", up.Shape(), down.Shape(), shape)
 	}
-	p, err := gpu.MatMul(o.rt, up, down)
+	p, err := gpu.MatMul(rt, u, d)
 	if err != nil {
 		return nil, err
 	}
-	return then(p, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(o.rt, x, shape...) })
+	return then(p, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, x, shape...) })
 }
 
 // toF32 returns t as a contiguous float32 tensor (a new reference).

@@ -15,12 +15,11 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
-// TestControlNetsOnLoRAModel checks which weights a control built on a model's UNet
-// takes when the model carries a LoRA: a control-lora takes the patched ones, as
-// ComfyUI's ControlLora.pre_run copies them after the model is patched for sampling
-// (the same whether the LoRA is merged or added at run time, and not the plain
-// model's), and a diff ControlNet the weights as loaded, as DiffControlNetLoader adds
-// the model's state dict before any LoRA is applied.
+// TestControlNetsOnLoRAModel checks that a control built on a model's UNet weights
+// takes the LoRA-patched ones when the model carries a LoRA, as ComfyUI's
+// ControlLora.pre_run and diff ControlNet loader read them after patching the model:
+// the same residuals whether the LoRA is merged or added at run time, and not the
+// plain model's.
 func TestControlNetsOnLoRAModel(t *testing.T) {
 	rt := newRuntime(t)
 	dir := t.TempDir()
@@ -134,7 +133,11 @@ func TestControlNetsOnLoRAModel(t *testing.T) {
 		defer n.Close()
 		return residuals(n, m)
 	}
-	if d := dist(diff(m), diff(merged)); d != 0 {
-		t.Errorf("a diff ControlNet loaded with a LoRA model differs from one loaded with the model by %.3g", d)
+	plain, onMerged, onRuntime = diff(m), diff(merged), diff(runtime)
+	if moved = dist(plain, onMerged); moved == 0 {
+		t.Fatal("the LoRA does not change the diff ControlNet's residuals")
+	}
+	if d := dist(onMerged, onRuntime); d > 1e-4*moved {
+		t.Errorf("diff ControlNet loaded with the merged and with the run-time LoRA differ by %.3g (the LoRA moves it by %.3g)", d, moved)
 	}
 }

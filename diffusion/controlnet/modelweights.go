@@ -7,6 +7,8 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -21,15 +23,11 @@ type modelWeights struct {
 	patches map[string][]nn.Patch
 }
 
-// weightsOf reads the layers of m's UNet. With patched, they are the layers m samples
-// with (its LoRA stack merged in or carried as run-time patches): ComfyUI's
-// ControlLora.pre_run copies the weights after the model was patched for sampling.
-// Without, they are the UNet as loaded: a diff ControlNet adds the model's state dict
-// when DiffControlNetLoader runs, before any LoRA is applied.
-func weightsOf(m *sd.Model, patched bool) (*modelWeights, error) {
-	if !patched {
-		m = m.WithoutLoRA()
-	}
+// weightsOf reads the layers m's UNet samples with: its LoRA stack merged in or kept as
+// run-time patches. ComfyUI reads them after patching the model in both cases:
+// ControlLora.pre_run, and a diff ControlNet's loader, which loads the model
+// (load_models_gpu applies its patches) before it adds model_state_dict().
+func weightsOf(m *sd.Model) (*modelWeights, error) {
 	if m.UNet == nil {
 		return nil, fmt.Errorf("the model %s is not an SD UNet model", m.Name)
 	}
@@ -91,19 +89,56 @@ func (w *modelWeights) Tensor(key string) (*gpu.Tensor, error) {
 	return gpu.Reshape(w.rt, t, t.Shape()...)
 }
 
-// carryPatches gives every layer of the trunk whose weight came from the model (not
-// replaced by a full tensor of the control file: keep reports those) the model layer's
-// run-time patches, so that the trunk computes with the weights the UNet samples with.
-func (w *modelWeights) carryPatches(trunk any, fromModel func(key string) bool) error {
+// folded serves the same tensors with each layer's run-time patches added into its
+// weight (float32): what ComfyUI's model_state_dict() holds once the model is patched,
+// for a diff ControlNet, which adds it to its own weights rounded to their dtype.
+func (w *modelWeights) folded() statedict.Source { return foldedWeights{w} }
+
+type foldedWeights struct{ *modelWeights }
+
+func (f foldedWeights) Tensor(key string) (*gpu.Tensor, error) {
+	t, err := f.modelWeights.Tensor(key)
+	ps := f.patches[key]
+	if err != nil || len(ps) == 0 {
+		return t, err
+	}
+	defer t.Release()
+	acc, err := toF32(f.rt, t)
+	if err != nil {
+		return nil, fmt.Errorf("controlnet: %s: %w", key, err)
+	}
+	for _, p := range ps {
+		d, err := lowRankProduct(f.rt, p.Up, p.Down, acc.Shape())
+		if err != nil {
+			acc.Release()
+			return nil, fmt.Errorf("controlnet: LoRA patch of %s: %w", key, err)
+		}
+		sum, err := gpu.Add(f.rt, acc, d)
+		acc.Release()
+		d.Release()
+		if err != nil {
+			return nil, err
+		}
+		acc = sum
+	}
+	return acc, nil
+}
+
+// carryPatches gives every layer of a ControlNet trunk whose weight came from the model
+// (fromModel, by the key inside the UNet) the model layer's run-time patches, so that
+// the trunk computes with the weights the UNet samples with.
+func (w *modelWeights) carryPatches(trunk *unet.Model, fromModel func(key string) bool) error {
 	if len(w.patches) == 0 {
 		return nil
 	}
+	root, _ := trunk.Prefix()
 	return nn.Layers(trunk, func(l nn.Layer) error {
 		p, ok := l.Prefix()
-		if !ok || !fromModel(p+"weight") {
+		rel, under := strings.CutPrefix(p, root)
+		if !ok || !under || !fromModel(rel+"weight") {
 			return nil
 		}
-		ps := w.patches[p+"weight"]
+		ps := w.patches[rel+"weight"]
 		if ps == nil {
 			return nil
 		}

@@ -238,7 +238,7 @@ func TestAgainstComfyUISampling(t *testing.T) {
 	// Every controlled run must differ from the plain one, or the comparison proves
 	// nothing about the controls.
 	plain, _ := e.data("out.plain")
-	for _, c := range []string{"cnet_adv", "cnet_old", "chain_cnet_t2i", "control_lora", "diff", "lora_plain", "control_lora_on_lora"} {
+	for _, c := range []string{"cnet_adv", "cnet_old", "chain_cnet_t2i", "control_lora", "diff", "lora_plain", "control_lora_on_lora", "diff_on_lora"} {
 		v, _ := e.data("out." + c)
 		var d, n float64
 		for i := range v {
@@ -295,6 +295,14 @@ func TestAgainstComfyUISampling(t *testing.T) {
 
 	diff := apply(t, e.loadNet("controlnet_diff.safetensors", LoadOptions{Model: m}), hint, 0.9, 0, 1, nil)
 	e.compare("diff", e.sample(m, pos(withCtl(diff, false)), neg(withCtl(diff, false))), tol)
+	// The diff ControlNet loaded with the LoRA model (ComfyUI patches the model before
+	// it adds its weights), run-time patches.
+	ml, _, err := sd.LoadLoRA(m, nil, lf, 0.7, 0, sd.LoRAOptions{Mode: lora.Runtime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffL := apply(t, e.loadNet("controlnet_diff.safetensors", LoadOptions{Model: ml}), hint, 0.9, 0, 1, nil)
+	e.compare("diff_on_lora", e.sample(ml, pos(withCtl(diffL, false)), neg(withCtl(diffL, false))), tol)
 }
 
 // TestAgainstComfyUIAdapters compares the features of three T2I-Adapters (conv

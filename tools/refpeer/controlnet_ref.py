@@ -164,6 +164,11 @@ def main(d):
     diff = comfy.controlnet.load_controlnet(path("controlnet_diff.safetensors"), model=unet)
     p, n = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, diff, hints["hint"], 0.9, 0.0, 1.0)
     cn["diff"] = sample(unet, p, n, zeros)
+    # The same diff ControlNet loaded with the LoRA model: load_controlnet loads (and so
+    # patches) the model before it adds model_state_dict().
+    diff_l = comfy.controlnet.load_controlnet(path("controlnet_diff.safetensors"), model=unet_lora)
+    p, n = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, diff_l, hints["hint"], 0.9, 0.0, 1.0)
+    cn["diff_on_lora"] = sample(unet_lora, p, n, zeros)
 
     # Adapters whose loader fixes full-size widths (light) or that need a 16× hint (xl)
     # run through ComfyUI's classes directly, configured as load_t2i_adapter would.
