@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/controlnet"
+	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights/detect"
@@ -42,7 +43,7 @@ func TestEditWorkflows(t *testing.T) {
 	vocab := testenv.GoldenVocabDir(t)
 	base := t.TempDir()
 	dirs := map[string]string{}
-	for _, d := range []string{"checkpoints", "controlnet", "tokenizers/clip"} {
+	for _, d := range []string{"checkpoints", "controlnet", "loras", "tokenizers/clip"} {
 		dirs[d] = filepath.Join(base, "models", filepath.FromSlash(d))
 	}
 	dirs["input"] = filepath.Join(base, "input")
@@ -83,6 +84,19 @@ func TestEditWorkflows(t *testing.T) {
 	} {
 		writeFile(filepath.Join(dirs["controlnet"], name), func(f *os.File) error { return sd.WriteRandomTensors(f, ts, 5, "") })
 	}
+	// SDXL, a LoRA on every conv and linear of its UNet and a control-lora for it.
+	xl := fullVocab(sd.TinyRandomSpec(detect.FamilySDXL))
+	writeFile(filepath.Join(dirs["checkpoints"], "sd_xl_base_1.0.safetensors"), func(f *os.File) error { return sd.WriteRandomCheckpoint(f, xl) })
+	writeFile(filepath.Join(dirs["controlnet"], "control-lora-canny-rank256.safetensors"), func(f *os.File) error {
+		return sd.WriteRandomTensors(f, controlnet.RandomControlLoRA(xl.UNet, 3, 4), 6, "")
+	})
+	lf := loratest.New(7)
+	for _, ts := range sd.RandomUNetTensors("", xl.UNet) {
+		if layer, ok := strings.CutSuffix(ts.Name, ".weight"); ok && len(ts.Shape) >= 2 {
+			lf.LoRA("lora_unet_"+strings.ReplaceAll(layer, ".", "_"), loratest.Kohya, ts.Shape[0], 4, 0, ts.Shape[1:]...)
+		}
+	}
+	writeFile(filepath.Join(dirs["loras"], "sdxl_style_lora.safetensors"), func(f *os.File) error { return lf.Write(f) })
 	// Inputs: a picture with shapes (edges for Canny), a depth ramp, an RGBA image with
 	// a transparent hole, and a soft grey mask.
 	img := func(name string, px func(x, y int) color.NRGBA) {
@@ -164,12 +178,14 @@ func TestEditWorkflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, "5 of 5 workflows succeeded") {
+	if !strings.Contains(stdout, "6 of 6 workflows succeeded") {
 		t.Errorf("output:\n%s", stdout)
 	}
 	for f, size := range map[string][2]int{
 		"controlnet/canny_00001_.png": {64, 64}, "controlnet/canny_edges_00001_.png": {64, 64},
-		"controlnet/t2i_depth_00001_.png": {64, 64}, "inpaint/inpaint_00001_.png": {64, 64},
+		// The tiny SDXL VAE has two levels: its 8×8 latent decodes to 16×16.
+		"controlnet/t2i_depth_00001_.png": {64, 64}, "controlnet/control_lora_sdxl_00001_.png": {16, 16},
+		"inpaint/inpaint_00001_.png":  {64, 64},
 		"inpaint/outpaint_00001_.png": {96, 64}, "inpaint/soft_inpaint_00001_.png": {64, 64},
 	} {
 		b := decodePNG(t, filepath.Join(base, "output", filepath.FromSlash(f))).Bounds()
