@@ -163,12 +163,22 @@ func lowRankProduct(rt *gpu.Runtime, up, down *gpu.Tensor, shape []int) (*gpu.Te
 	return then(p, func(x *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, x, shape...) })
 }
 
-// toF32 returns t as a contiguous float32 tensor (a new reference).
+// toF32 returns t as a contiguous float32 tensor (a new reference). A matrix of GGUF
+// blocks (a quantized UNet's linear weight) is dequantized by gathering all its rows.
 func toF32(rt *gpu.Runtime, t *gpu.Tensor) (*gpu.Tensor, error) {
-	if t.DType() == gpu.F32 {
+	switch {
+	case t.DType() == gpu.F32:
 		return gpu.Contiguous(rt, t)
+	case t.DType().IsFloat():
+		return gpu.Cast(rt, t, gpu.F32)
+	case t.Rank() == 2:
+		rows := make([]int, t.Dim(0))
+		for i := range rows {
+			rows[i] = i
+		}
+		return gpu.Embedding(rt, t, rows)
 	}
-	return gpu.Cast(rt, t, gpu.F32)
+	return nil, fmt.Errorf("a %s weight cannot be read as float32", t)
 }
 
 // Interface guards.

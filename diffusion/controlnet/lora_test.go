@@ -10,9 +10,12 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/lora"
 	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/internal/dtype"
+	"github.com/forgeflow/forgeflow/weights/gguf"
 )
 
 // TestControlNetsOnLoRAModel checks that a control built on a model's UNet weights
@@ -139,5 +142,98 @@ func TestControlNetsOnLoRAModel(t *testing.T) {
 	}
 	if d := dist(onMerged, onRuntime); d > 1e-4*moved {
 		t.Errorf("diff ControlNet loaded with the merged and with the run-time LoRA differ by %.3g (the LoRA moves it by %.3g)", d, moved)
+	}
+}
+
+// TestControlLoRAOnQuantizedModel builds a control-lora on a UNet whose attention
+// projection holds Q8_0 blocks, as a GGUF UNet's does: the trunk takes the dequantized
+// weight plus the file's up·down, the same residuals as on a model holding those
+// dequantized values in float32.
+func TestControlLoRAOnQuantizedModel(t *testing.T) {
+	rt := newRuntime(t)
+	dir := t.TempDir()
+	ckp := writeTensors(t, dir, "unet.safetensors", sd.RandomUNetTensors("model.diffusion_model.", smallUNet), 10)
+	ck, err := sd.LoadCheckpoint(rt, ckp, sd.LoadOptions{UNetHeads: unet.Heads{Dim: 64}, SkipCLIP: true, SkipVAE: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	withQ := func(quantized bool) *sd.Model {
+		t.Helper()
+		u, err := nn.Clone(ck.Model.UNet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lin *nn.Linear
+		for _, block := range u.Input {
+			for _, mod := range block {
+				if mod.Transformer != nil && lin == nil {
+					lin = &mod.Transformer.Blocks[0].Attn1.Q
+				}
+			}
+		}
+		if lin == nil {
+			t.Fatal("no attention in the trunk")
+		}
+		w, err := lin.Weight.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, k := lin.Weight.Dim(0), lin.Weight.Dim(1)
+		data := make([]byte, len(w)/gguf.TypeQ8_0.BlockSize()*gguf.TypeQ8_0.TypeSize())
+		if err := gguf.Quantize(data, gguf.TypeQ8_0, w); err != nil {
+			t.Fatal(err)
+		}
+		if quantized {
+			lin.Weight, err = rt.FromBytes(gpu.Q8_0, data, n, k)
+		} else {
+			deq := make([]float32, len(w))
+			dtype.DecodeQ8_0(deq, data)
+			lin.Weight, err = rt.FromFloat32(deq, n, k)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := *ck.Model
+		m.UNet = u
+		return &m
+	}
+	cl, err := Load(rt, writeTensors(t, dir, "control_lora.safetensors", RandomControlLoRA(smallUNet, 3, 2), 11), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	x := randTensor(t, rt, 1, 1, 4, 8, 8)
+	ts, _ := rt.FromFloat32([]float32{500}, 1)
+	in := sd.ControlInputs{X: x, Timesteps: ts, Sigma: 1, Context: randTensor(t, rt, 2, 1, 5, 32), Y: randTensor(t, rt, 3, 1, 48), Batched: 1}
+	residuals := func(on *sd.Model) []float32 {
+		t.Helper()
+		r, err := apply(t, cl, hintNHWC(1, 64, 64, 3, 4), 1, 0, 1, nil).Start(context.Background(), on)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		c, err := r.Residuals(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []float32
+		for _, x := range append(c.Input, c.Middle) {
+			if x != nil {
+				v, _ := x.Float32()
+				all = append(all, v...)
+				x.Release()
+			}
+		}
+		return all
+	}
+	q, f := residuals(withQ(true)), residuals(withQ(false))
+	var d, n float64
+	for i := range f {
+		d = max(d, math.Abs(float64(q[i]-f[i])))
+		n = max(n, math.Abs(float64(f[i])))
+	}
+	if d > 1e-6*(1+n) {
+		t.Errorf("control-lora on the Q8_0 model differs from the dequantized one by %.3g (max %.3g)", d, n)
 	}
 }
