@@ -177,6 +177,8 @@ func init() {
 		OpUnpatchify:        cpuUnpatchify,
 		OpUpscale:           cpuUpscale,
 		OpEmbedding:         cpuEmbedding,
+		OpLeakyReLU:         cpuLeakyReLU,
+		OpSigmoid:           cpuUnary(sigmoid, nil),
 	}
 }
 

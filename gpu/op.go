@@ -34,6 +34,8 @@ const (
 	OpUnpatchify                  // inverse of OpPatchify
 	OpUpscale                     // comfy.utils.common_upscale (see gpu/resample)
 	OpEmbedding                   // rows of a (V, D) table in its stored dtype (float or GGUF blocks), by id
+	OpLeakyReLU                   // x ≥ 0 ? x : a·x, one slope (LeakyReLU) or one per dim-1 channel (PReLU)
+	OpSigmoid                     // 1 / (1 + e^−x)
 	OpCount
 )
 
@@ -63,6 +65,8 @@ var opNames = [OpCount]string{
 	OpUnpatchify:        "unpatchify",
 	OpUpscale:           "upscale",
 	OpEmbedding:         "embedding",
+	OpLeakyReLU:         "leaky_relu",
+	OpSigmoid:           "sigmoid",
 }
 
 func (o Op) String() string {

@@ -70,7 +70,10 @@ var opKernels = map[gpu.Op][]kernelRef{
 
 // cpuOnly lists the ops (or op variants) that the device declines on purpose, with the
 // reason; the gpu.Runtime runs them on the CPU and logs it once.
-var cpuOnly = map[gpu.Op]string{}
+var cpuOnly = map[gpu.Op]string{
+	gpu.OpLeakyReLU: "added for the upscale models (issue 11) without a device kernel yet; elementwise, so staging costs a copy each way",
+	gpu.OpSigmoid:   "added for the upscale models (issue 11) without a device kernel yet; elementwise, so staging costs a copy each way",
+}
 
 // partialOps says which ops have a kernel for some operands only; the rest fall back.
 var partialOps = map[gpu.Op]string{
