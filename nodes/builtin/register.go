@@ -144,6 +144,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		&VAEEncodeForInpaint{}, &SetLatentNoiseMask{}, &InpaintModelConditioning{}, &DifferentialDiffusion{},
 		// canny.go
 		&Canny{},
+		// upscale.go
+		&UpscaleModelLoader{env: models}, &ImageUpscaleWithModel{opts: opts},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -168,6 +170,7 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value[sd.Noise]("NOISE", nil),
 		nodes.Value("GUIDER", checkGuider),
 		nodes.Value("CONTROL_NET", checkControlNet),
+		nodes.Value("UPSCALE_MODEL", checkUpscaleModel),
 	}
 }
 

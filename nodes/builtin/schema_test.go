@@ -50,6 +50,25 @@ var fromSource = map[string]string{
 		"output_tooltips": [null], "python_module": "comfy_extras.nodes_canny"}`,
 }
 
+// fromSource are the object_info entries of classes the reference lacks because an
+// optional Python package was missing there (spandrel for the upscale models), written
+// from ComfyUI 0.3.64's own source (comfy_extras/nodes_upscale_model.py define_schema)
+// in the form io.Schema serialises.
+var fromSource = map[string]string{
+	"UpscaleModelLoader": `{"api_node": false, "category": "loaders", "deprecated": false, "description": "",
+		"display_name": "Load Upscale Model", "experimental": false,
+		"input": {"required": {"model_name": ["COMBO", {"multiselect": false, "options": []}]}},
+		"input_order": {"required": ["model_name"]}, "name": "UpscaleModelLoader",
+		"output": ["UPSCALE_MODEL"], "output_is_list": [false], "output_name": ["UPSCALE_MODEL"], "output_node": false,
+		"output_tooltips": [null], "python_module": "comfy_extras.nodes_upscale_model"}`,
+	"ImageUpscaleWithModel": `{"api_node": false, "category": "image/upscaling", "deprecated": false, "description": "",
+		"display_name": "Upscale Image (using Model)", "experimental": false,
+		"input": {"required": {"upscale_model": ["UPSCALE_MODEL", {}], "image": ["IMAGE", {}]}},
+		"input_order": {"required": ["upscale_model", "image"]}, "name": "ImageUpscaleWithModel",
+		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "output_node": false,
+		"output_tooltips": [null], "python_module": "comfy_extras.nodes_upscale_model"}`,
+}
+
 // wantClasses are the classes issue 2 asks this family to provide.
 var wantClasses = []string{
 	"LoadImage", "LoadImageMask", "SaveImage", "PreviewImage", "EmptyImage", "ImageScale",
