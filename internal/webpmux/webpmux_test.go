@@ -299,9 +299,9 @@ func abs(v int) int {
 // TestBlend checks BlendPixelNonPremult's integer arithmetic on hand-worked values.
 func TestBlend(t *testing.T) {
 	for _, tc := range []struct{ src, dst, want [4]byte }{
-		{[4]byte{10, 20, 30, 0}, [4]byte{1, 2, 3, 4}, [4]byte{1, 2, 3, 4}},             // transparent: dst
-		{[4]byte{10, 20, 30, 255}, [4]byte{1, 2, 3, 200}, [4]byte{10, 20, 30, 255}},    // opaque: kept, not blended
-		{[4]byte{200, 0, 0, 3}, [4]byte{0, 0, 0, 0}, [4]byte{199, 0, 0, 3}},            // 2^24/3 truncates
+		{[4]byte{10, 20, 30, 0}, [4]byte{1, 2, 3, 4}, [4]byte{1, 2, 3, 4}},            // transparent: dst
+		{[4]byte{10, 20, 30, 255}, [4]byte{1, 2, 3, 200}, [4]byte{10, 20, 30, 255}},   // opaque: kept, not blended
+		{[4]byte{200, 0, 0, 3}, [4]byte{0, 0, 0, 0}, [4]byte{199, 0, 0, 3}},           // 2^24/3 truncates
 		{[4]byte{255, 0, 0, 128}, [4]byte{0, 0, 255, 255}, [4]byte{127, 0, 126, 255}}, // 255·127·65793 >> 24 = 126
 	} {
 		got := tc.src
