@@ -14,9 +14,10 @@ import (
 
 	_ "golang.org/x/image/bmp"  // registers BMP
 	_ "golang.org/x/image/tiff" // registers TIFF
-	_ "golang.org/x/image/webp" // registers WebP
+	_ "golang.org/x/image/webp" // registers WebP (DecodeConfig; frames come from webpmux)
 
 	"github.com/forgeflow/forgeflow/internal/imagesize"
+	"github.com/forgeflow/forgeflow/internal/webpmux"
 )
 
 // Decoding input images the way LoadImage sees them through PIL.
@@ -24,11 +25,13 @@ import (
 // ComfyUI opens a file with PIL, iterates its frames (ImageSequence), applies
 // ImageOps.exif_transpose to each, converts it to 8-bit RGB and takes the mask from an
 // alpha band ('A' in getbands(), or a palette image with a transparency entry). Go's
-// decoders give the same 8-bit samples for PNG, GIF, BMP and lossless WebP; for JPEG and
-// lossy WebP the inverse DCT and colour conversion may differ from libjpeg/libwebp by one
-// level in a few pixels. Which images "have alpha" is read from the file itself (PNG colour
-// type and tRNS, WebP feature flags, GIF transparency), because Go's decoders return
-// NRGBA for some files PIL opens without an alpha band (RGB + tRNS).
+// decoders give the same 8-bit samples for PNG, GIF and BMP; for JPEG the inverse DCT
+// and colour conversion may differ from libjpeg by one level in a few pixels. WebP goes
+// through internal/webpmux, which gives libwebp's own pixels (animations composited,
+// lossy colour upsampled and converted as libwebp does). Which images "have alpha" is
+// read from the file itself (PNG colour type and tRNS, WebP feature flags, GIF
+// transparency), because Go's decoders return NRGBA for some files PIL opens without an
+// alpha band (RGB + tRNS).
 
 // frame is one decoded picture: 8-bit RGB and alpha.
 type frame struct {
@@ -62,12 +65,24 @@ func decodeImage(data []byte, maxPixels int64) (frames []frame, format string, e
 			return nil, format, err
 		}
 	}
-	if format == "gif" {
+	switch {
+	case format == "gif":
 		frames, err = decodeGIF(data)
 		if err != nil {
 			return nil, format, err
 		}
-	} else if frames == nil {
+	case format == "webp":
+		// Every frame of an animation, and libwebp's colour conversion (webpmux), as
+		// PIL's WebPAnimDecoder gives them.
+		imgs, _, err := webpmux.Decode(data, maxDecodePixels)
+		if err != nil {
+			return nil, format, fmt.Errorf("decode webp: %w", err)
+		}
+		band := webpHasAlpha(data)
+		for _, img := range imgs {
+			frames = append(frames, toFrame(img, band))
+		}
+	case frames == nil:
 		img, _, err := image.Decode(bytes.NewReader(data))
 		if err != nil {
 			return nil, format, fmt.Errorf("decode %s: %w", format, err)

@@ -146,6 +146,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		&Canny{},
 		// upscale.go
 		&UpscaleModelLoader{env: models}, &ImageUpscaleWithModel{opts: opts},
+		// animation.go
+		&SaveAnimatedWEBP{opts: opts}, &SaveAnimatedPNG{opts: opts},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {

@@ -145,7 +145,7 @@ func (s saver) save(ctx context.Context, env *nodes.Env, im *Image, prefix strin
 			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 		}
 		stem := strings.ReplaceAll(sp.Filename, "%batch_num%", strconv.Itoa(b))
-		file, err := writeNew(root, sp.Subfolder, stem, &counter, data)
+		file, err := writeNew(root, sp.Subfolder, stem, ".png", &counter, data)
 		if err != nil {
 			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", s.class, err)
 		}
@@ -155,12 +155,12 @@ func (s saver) save(ctx context.Context, env *nodes.Env, im *Image, prefix strin
 	return nodes.Result{UI: map[string]any{"images": results}}, nil
 }
 
-// writeNew writes data to "<stem>_<counter:05>_.png" in sub, never replacing a file: where
+// writeNew writes data to "<stem>_<counter:05>_<ext>" in sub, never replacing a file: where
 // the name is taken (another prompt saving with the same prefix at the same time) the
 // counter moves on. ComfyUI would overwrite; keeping both files loses nothing.
-func writeNew(root *os.Root, sub, stem string, counter *int, data []byte) (string, error) {
+func writeNew(root *os.Root, sub, stem, ext string, counter *int, data []byte) (string, error) {
 	for tries := 0; tries < 10000; tries++ {
-		file := fmt.Sprintf("%s_%05d_.png", stem, *counter)
+		file := fmt.Sprintf("%s_%05d_%s", stem, *counter, ext)
 		if strings.ContainsAny(file, "/"+string(filepath.Separator)) {
 			return "", fmt.Errorf("file name %q: %w", file, errOutsideFolder)
 		}
