@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/forgeflow/forgeflow/graph"
+	"github.com/forgeflow/forgeflow/internal/webpmux"
 )
 
 func TestView(t *testing.T) {
@@ -80,7 +81,12 @@ func TestView(t *testing.T) {
 					t.Errorf("preview is %q, %v", f, err)
 				}
 			}},
-		{name: "webp preview falls back to png", query: "filename=a.png&preview=webp;90", status: 200, ctype: "image/png"},
+		{name: "webp preview", query: "filename=a.png&preview=webp;90", status: 200, ctype: "image/webp",
+			check: func(t *testing.T, b []byte) { checkWebPPreview(t, b, true) }},
+		{name: "webp preview of the rgb channel", query: "filename=a.png&preview=webp;80&channel=rgb", status: 200, ctype: "image/webp",
+			check: func(t *testing.T, b []byte) { checkWebPPreview(t, b, false) }},
+		{name: "another preview format is webp", query: "filename=a.png&preview=png", status: 200, ctype: "image/webp",
+			check: func(t *testing.T, b []byte) { checkWebPPreview(t, b, true) }},
 		{name: "preview of a non-image", query: "filename=page.html&type=temp&preview=jpeg", status: 415},
 	}
 	for _, tc := range tests {
@@ -104,6 +110,43 @@ func TestView(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkWebPPreview decodes a /view WebP preview of a.png (colour 200,100,50 with alpha
+// 60·x): lossy colour within a few levels where visible, alpha exact (libwebp keeps it
+// lossless) or opaque when the rgb channel was asked for.
+func checkWebPPreview(t *testing.T, b []byte, alpha bool) {
+	t.Helper()
+	frames, _, err := webpmux.Decode(b, 1<<20)
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("preview does not decode as one WebP image: %v", err)
+	}
+	m := frames[0]
+	if m.Rect.Dx() != 4 || m.Rect.Dy() != 2 {
+		t.Fatalf("preview is %v", m.Rect)
+	}
+	for y := 0; y < 2; y++ {
+		for x := 0; x < 4; x++ {
+			c := m.NRGBAAt(x, y)
+			want := uint8(255)
+			if alpha {
+				want = uint8(60 * x)
+			}
+			if c.A != want {
+				t.Errorf("pixel (%d, %d) alpha %d, want %d", x, y, c.A, want)
+			}
+			if c.A > 0 && (absDiff(c.R, 200) > 6 || absDiff(c.G, 100) > 6 || absDiff(c.B, 50) > 6) {
+				t.Errorf("pixel (%d, %d) = %v, want about (200, 100, 50)", x, y, c)
+			}
+		}
+	}
+}
+
+func absDiff(a, b uint8) int {
+	if a > b {
+		return int(a - b)
+	}
+	return int(b - a)
 }
 
 func TestViewSymlinkOutside(t *testing.T) {

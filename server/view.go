@@ -24,6 +24,7 @@ import (
 	_ "golang.org/x/image/webp"
 
 	"github.com/forgeflow/forgeflow/internal/imagesize"
+	"github.com/forgeflow/forgeflow/internal/webpmux"
 )
 
 func (s *Server) viewRoutes() {
@@ -134,8 +135,7 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 }
 
 // writePreview re-encodes an image for a thumbnail: "jpeg[;quality]" as JPEG (alpha
-// dropped), anything else as ComfyUI's webp. Go has no WebP encoder, so the webp case is
-// answered with a lossless PNG and its true content type; browsers show either.
+// dropped), anything else as ComfyUI's lossy WebP at that quality (default 90).
 func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, channel, name string) {
 	img, ok := s.decodeImage(w, data)
 	if !ok {
@@ -155,12 +155,15 @@ func (s *Server) writePreview(w http.ResponseWriter, data []byte, preview, chann
 	}
 	var buf bytes.Buffer
 	var err error
-	ct := "image/png"
+	ct := "image/webp"
 	if format == "jpeg" {
 		ct = "image/jpeg"
 		err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: max(quality, 1)})
 	} else {
-		err = png.Encode(&buf, img)
+		// PIL's WebP save defaults: lossy, method 4, alpha kept.
+		var data []byte
+		data, err = webpmux.Encode(img, webpmux.Options{Quality: quality, Method: 4}, nil)
+		buf.Write(data)
 	}
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot encode preview", err.Error())

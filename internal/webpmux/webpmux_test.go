@@ -105,6 +105,7 @@ func TestEncodeStill(t *testing.T) {
 		{"lossless", false, Options{Lossless: true, Quality: 80, Method: 4}, nil, "VP8L", 0, 0},
 		{"lossless-alpha-exif", true, Options{Lossless: true, Quality: 0, Method: 0}, exif, "VP8X VP8L EXIF", 0, flagEXIF | flagAlpha},
 		{"lossy-q90", false, Options{Quality: 90, Method: 4}, nil, "VP8 ", 35, 0},
+		{"lossy-alpha", true, Options{Quality: 90, Method: 4}, nil, "VP8X ALPH VP8 ", 33, flagAlpha},
 		{"lossy-alpha-q80-exif", true, Options{Quality: 80, Method: 6}, exif, "VP8X ALPH VP8  EXIF", 32, flagEXIF | flagAlpha},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

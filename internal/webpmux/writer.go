@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/draw"
 
 	"github.com/gen2brain/webp"
 )
@@ -32,24 +33,32 @@ type Frame struct {
 // maxDuration is the largest ANMF frame duration (24 bits of milliseconds).
 const maxDuration = 1<<24 - 1
 
-// Encode writes img as a still WebP. With exif set, the file is the extended format
-// (VP8X, the image chunks, then EXIF), as libwebp's WebPMux assembles Pillow's
-// exif= argument; otherwise libwebp's simple format.
+// Encode writes img as a still WebP: libwebp's simple format, or the extended one
+// (VP8X, the image chunks, then EXIF) for a lossy image with alpha or with exif set, as
+// libwebp's WebPMux assembles Pillow's exif= argument.
 func Encode(img image.Image, o Options, exif []byte) ([]byte, error) {
 	f, err := encodeFrame(img, o)
 	if err != nil {
 		return nil, err
 	}
-	if len(exif) == 0 {
+	// The simple format holds one VP8 or VP8L chunk; a separate alpha plane (ALPH) or
+	// metadata needs the extended one.
+	if len(exif) == 0 && !bytes.HasPrefix(f.chunks, []byte("ALPH")) {
 		return riff(f.chunks), nil
 	}
 	b := img.Bounds()
-	var flags byte = flagEXIF
+	var flags byte
 	if f.alpha {
 		flags |= flagAlpha
 	}
+	if len(exif) > 0 {
+		flags |= flagEXIF
+	}
 	body := append(vp8x(flags, b.Dx(), b.Dy()), f.chunks...)
-	return riff(append(body, chunk("EXIF", exif)...)), nil
+	if len(exif) > 0 {
+		body = append(body, chunk("EXIF", exif)...)
+	}
+	return riff(body), nil
 }
 
 // EncodeAnimation writes the frames, all of one size, as an animated WebP that loops
@@ -121,6 +130,14 @@ type encoded struct {
 func encodeFrame(img image.Image, o Options) (encoded, error) {
 	if o.Quality < 0 || o.Quality > 100 || o.Method < 0 || o.Method > 6 {
 		return encoded{}, fmt.Errorf("webpmux: quality %d (0 … 100), method %d (0 … 6)", o.Quality, o.Method)
+	}
+	if _, ok := img.(*image.NRGBA); !ok {
+		// gen2brain/webp passes an *image.RGBA's premultiplied bytes on as they are:
+		// give it straight alpha.
+		b := img.Bounds()
+		n := image.NewNRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+		draw.Draw(n, n.Rect, img, b.Min, draw.Src)
+		img = n
 	}
 	var buf bytes.Buffer
 	if err := webp.Encode(&buf, img, webp.Options{Lossless: o.Lossless, Quality: max(o.Quality, 1), Method: o.Method}); err != nil {
