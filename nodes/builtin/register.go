@@ -148,6 +148,10 @@ func Register(r *nodes.Registry, opts Options) error {
 		&UpscaleModelLoader{env: models}, &ImageUpscaleWithModel{opts: opts},
 		// animation.go
 		&SaveAnimatedWEBP{opts: opts}, &SaveAnimatedPNG{opts: opts},
+		// stitch.go
+		&ImageStitch{},
+		// batch.go
+		&LoadImageOutput{LoadImage{imageFile{opts: opts}}}, &RebatchImages{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
