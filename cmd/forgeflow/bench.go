@@ -75,13 +75,13 @@ func benchRuntime(base gpu.Options, o deviceOptions, useCUDA bool, stderr io.Wri
 // cmdBench measures one part of the pipeline on a checkpoint.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux --ckpt FILE [--device cpu|cuda] [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux|upscale --ckpt FILE [--device cpu|cuda] [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
 		return exitUsage
 	}
 	what, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("bench "+what, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	ckpt := fs.String("ckpt", "", "single-file SD1.x/SD2.x checkpoint (flux: a Flux diffusion model, safetensors or GGUF; vae: any file holding a VAE); `forgeflow synth` writes them")
+	ckpt := fs.String("ckpt", "", "single-file SD1.x/SD2.x checkpoint (flux: a Flux diffusion model, safetensors or GGUF; vae: any file holding a VAE; upscale: an upscale model); `forgeflow synth` writes them")
 	width := fs.Int("width", 256, "image width in pixels")
 	height := fs.Int("height", 256, "image height in pixels")
 	batch := fs.Int("batch", 2, "batch size (2 = one CFG evaluation; flux: 1 unless given)")
@@ -149,8 +149,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			b = *batch
 		}
 		res, err = benchFlux(ctx, rt, *ckpt, *width, *height, b, *tokens, *runs, *weightDType)
+	case "upscale":
+		b := 1
+		if batchSet {
+			b = *batch
+		}
+		res, err = benchUpscale(ctx, rt, *ckpt, *width, *height, b, *runs)
 	default:
-		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img, flux)\n", what)
+		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img, flux, upscale)\n", what)
 		return exitUsage
 	}
 	if err != nil {
@@ -169,7 +175,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		_ = enc.Encode(res)
 		return exitOK
 	}
-	flops := "" // only the UNet and Flux benches count their operations
+	flops := "" // only the UNet, Flux and upscale benches count their operations
 	if res.GFLOP > 0 {
 		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
 	}

@@ -24,7 +24,7 @@ import (
 func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("synth", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, sd3-medium (with CLIP-L, CLIP-G, T5-XXL), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, or sd15-tiny / sdxl-tiny / sd3-tiny / flux-tiny (toy sizes, for tests)")
+	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, sd3-medium (with CLIP-L, CLIP-G, T5-XXL), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, the upscale models esrgan-x4, realesrgan-x2, compact-x4, span-x4, or sd15-tiny / sdxl-tiny / sd3-tiny / flux-tiny (toy sizes, for tests)")
 	out := fs.String("out", "", "file to write (.safetensors; .gguf for a Flux in a GGUF block type)")
 	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32; Flux also F8_E4M3, F8_E5M2 and the GGUF types Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (written as ComfyUI-GGUF lays Flux out)")
 	seed := fs.Uint64("seed", 1, "random seed")
@@ -45,6 +45,9 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "forgeflow synth: family %s cannot be written as %s\n", *family, *dtype)
 		return exitUsage
 	}
+	if write, ok := upscaleSynth(*family, weights.DType(*dtype), *seed); ok {
+		return writeSynth(*out, write, fmt.Sprintf("%s upscale model, %s, random weights (seed %d)", *family, *dtype, *seed), stdout, stderr)
+	}
 	if write, ok := sd3Synth(*family, weights.DType(*dtype), *seed); ok {
 		return writeSynth(*out, write, fmt.Sprintf("%s, %s, random weights (seed %d)", *family, *dtype, *seed), stdout, stderr)
 	}
@@ -57,7 +60,7 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	mk, ok := specs[*family]
 	if !ok {
-		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, sd3-medium, sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, sd15-tiny, sdxl-tiny, sd3-tiny, flux-tiny)\n", *family)
+		fmt.Fprintf(stderr, "forgeflow synth: unknown family %q (have: sd15, sdxl, sdxl-refiner, sd3-medium, sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, esrgan-x4, realesrgan-x2, compact-x4, span-x4, sd15-tiny, sdxl-tiny, sd3-tiny, flux-tiny)\n", *family)
 		return exitUsage
 	}
 	spec := mk()

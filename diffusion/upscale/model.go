@@ -8,6 +8,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
@@ -87,6 +88,16 @@ func (m *Model) Bytes() int64 {
 		n += t.Size
 	}
 	return n
+}
+
+// WeightDType is the dtype the weights are stored (and computed) in.
+func (m *Model) WeightDType() weights.DType {
+	for _, t := range m.file.Tensors() {
+		if len(t.Shape) == 4 {
+			return t.DType
+		}
+	}
+	return ""
 }
 
 // Close releases the file the weights are mapped from; the model is unusable after.
