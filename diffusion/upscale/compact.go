@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -15,7 +16,7 @@ import (
 // ModuleList: body.0, body.2, … are the convs and body.1, body.3, … the PReLU weights.
 
 type compact struct {
-	convs []conv
+	convs []nn.Conv
 	prelu []*gpu.Tensor // (nf) each, one after every conv but the last
 	scale int
 }
@@ -27,7 +28,7 @@ func loadCompact(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 	}
 	net := &compact{}
 	for i := 0; i <= last; i += 2 {
-		var c conv
+		var c nn.Conv
 		if err := sd.bind(rt, fmt.Sprintf("body.%d.", i), &c); err != nil {
 			return nil, err
 		}
@@ -41,18 +42,18 @@ func loadCompact(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 		if err := sd.bind(rt, fmt.Sprintf("body.%d.", i+1), &a); err != nil {
 			return nil, err
 		}
-		if a.Weight.Rank() != 1 || a.Weight.Dim(0) != c.out() {
-			return nil, fmt.Errorf("body.%d.weight has shape %v, want a PReLU weight (%d)", i+1, a.Weight.Shape(), c.out())
+		if a.Weight.Rank() != 1 || a.Weight.Dim(0) != c.Weight.Dim(0) {
+			return nil, fmt.Errorf("body.%d.weight has shape %v, want a PReLU weight (%d)", i+1, a.Weight.Shape(), c.Weight.Dim(0))
 		}
 		net.prelu = append(net.prelu, a.Weight)
 	}
-	in, nf := net.convs[0].Weight.Dim(1), net.convs[0].out()
+	in, nf := net.convs[0].Weight.Dim(1), net.convs[0].Weight.Dim(0)
 	for i, c := range net.convs[1:] {
-		if c.Weight.Dim(1) != nf || (i < len(net.convs)-2 && c.out() != nf) {
+		if c.Weight.Dim(1) != nf || (i < len(net.convs)-2 && c.Weight.Dim(0) != nf) {
 			return nil, fmt.Errorf("body.%d.weight has shape %v in a %d-feature body", 2*(i+1), c.Weight.Shape(), nf)
 		}
 	}
-	scale, out, err := scaleAndChannels(net.convs[len(net.convs)-1].out(), in)
+	scale, out, err := scaleAndChannels(net.convs[len(net.convs)-1].Weight.Dim(0), in)
 	if err != nil {
 		return nil, err
 	}
@@ -79,10 +80,10 @@ func scaleAndChannels(x, in int) (scale, out int, err error) {
 
 // forward is SRVGGNetCompact.forward.
 func (n *compact) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	out, err := n.convs[0].forward(rt, x)
+	out, err := n.convs[0].Same(rt, x, 1)
 	for i := range n.prelu {
 		out, err = then(out, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.PReLU(rt, t, n.prelu[i]) })
-		out, err = then(out, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.convs[i+1].forward(rt, t) })
+		out, err = then(out, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.convs[i+1].Same(rt, t, 1) })
 	}
 	out, err = then(out, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return pixelShuffle(rt, t, n.scale) })
 	return then(out, err, func(t *gpu.Tensor) (*gpu.Tensor, error) {
@@ -98,14 +99,14 @@ func (n *compact) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 // peakBytes: a conv output and its activation in the body; at the end the last conv's
 // output, its shuffle, the upsampled input and the sum.
 func (n *compact) peakBytes(h, w int) int64 {
-	nf, last := n.convs[0].out(), n.convs[len(n.convs)-1].out()
+	nf, last := n.convs[0].Weight.Dim(0), n.convs[len(n.convs)-1].Weight.Dim(0)
 	return max(mapBytes(2*nf, h, w), mapBytes(4*last, h, w)) + mapBytes(n.convs[0].Weight.Dim(1), h, w)
 }
 
 func (n *compact) flops(h, w int) float64 {
 	var f float64
 	for i := range n.convs {
-		f += n.convs[i].flops(h, w)
+		f += convFLOPs(n.convs[i].Weight, h, w)
 	}
 	return f
 }

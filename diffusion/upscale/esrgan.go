@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -19,11 +20,11 @@ import (
 // rdb is ResidualDenseBlock_5C: five 3×3 convs over the concatenation of the input and
 // every earlier output, LeakyReLU(0.2) after the first four.
 type rdb struct {
-	Conv1 conv `sd:"conv1"`
-	Conv2 conv `sd:"conv2"`
-	Conv3 conv `sd:"conv3"`
-	Conv4 conv `sd:"conv4"`
-	Conv5 conv `sd:"conv5"`
+	Conv1 nn.Conv `sd:"conv1"`
+	Conv2 nn.Conv `sd:"conv2"`
+	Conv3 nn.Conv `sd:"conv3"`
+	Conv4 nn.Conv `sd:"conv4"`
+	Conv5 nn.Conv `sd:"conv5"`
 	// Conv1x1 is ESRGAN+'s bias-free 1×1 conv from the input, added to the second
 	// output (which is added to the fourth).
 	Conv1x1 struct {
@@ -39,13 +40,13 @@ type rrdb struct {
 }
 
 type esrgan struct {
-	ConvFirst conv   `sd:"conv_first"`
-	Body      []rrdb `sd:"body"`
-	ConvBody  conv   `sd:"conv_body"`
-	ConvHR    conv   `sd:"conv_hr"`
-	ConvLast  conv   `sd:"conv_last"`
+	ConvFirst nn.Conv `sd:"conv_first"`
+	Body      []rrdb  `sd:"body"`
+	ConvBody  nn.Conv `sd:"conv_body"`
+	ConvHR    nn.Conv `sd:"conv_hr"`
+	ConvLast  nn.Conv `sd:"conv_last"`
 	// up are conv_up1, conv_up2, …: nearest 2× upsampling, conv, LeakyReLU each.
-	up []conv
+	up []nn.Conv
 	// shuffle is the pixel-unshuffle factor of the input (Real-ESRGAN 2×: 2, 1×: 4), or 1.
 	shuffle int
 	// residual is 0.2, the dense blocks' residual scale.
@@ -68,14 +69,14 @@ func loadESRGAN(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 		return nil, fmt.Errorf("no RRDB blocks")
 	}
 	for u := 1; sd.has(fmt.Sprintf("conv_up%d.weight", u)); u++ {
-		var c conv
+		var c nn.Conv
 		if err := sd.bind(rt, fmt.Sprintf("conv_up%d.", u), &c); err != nil {
 			return nil, err
 		}
 		net.up = append(net.up, c)
 	}
-	in, nf := net.ConvFirst.Weight.Dim(1), net.ConvFirst.out()
-	out := net.ConvLast.out()
+	in, nf := net.ConvFirst.Weight.Dim(1), net.ConvFirst.Weight.Dim(0)
+	out := net.ConvLast.Weight.Dim(0)
 	plus := net.Body[0].RDB1.Conv1x1.Weight != nil
 	scale := 1 << len(net.up)
 	// spandrel: a pixel unshuffle when the input has 4 or 16 times the output's channels.
@@ -110,10 +111,10 @@ func loadESRGAN(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 // check verifies that the convs' shapes chain (a damaged or hand-edited file fails
 // here, naming the layer, rather than inside a conv).
 func (n *esrgan) check(nf int) error {
-	gc := n.Body[0].RDB1.Conv1.out()
+	gc := n.Body[0].RDB1.Conv1.Weight.Dim(0)
 	for i := range n.Body {
 		for j, b := range []*rdb{&n.Body[i].RDB1, &n.Body[i].RDB2, &n.Body[i].RDB3} {
-			for k, c := range []*conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4, &b.Conv5} {
+			for k, c := range []*nn.Conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4, &b.Conv5} {
 				want := []int{gc, nf + k*gc}
 				if k == 4 {
 					want[0] = nf
@@ -124,7 +125,7 @@ func (n *esrgan) check(nf int) error {
 			}
 		}
 	}
-	for _, c := range append([]conv{n.ConvBody, n.ConvHR}, n.up...) {
+	for _, c := range append([]nn.Conv{n.ConvBody, n.ConvHR}, n.up...) {
 		if c.Weight.Dim(0) != nf || c.Weight.Dim(1) != nf {
 			return fmt.Errorf("a trunk conv has shape %v, want (%d, %d, k, k)", c.Weight.Shape(), nf, nf)
 		}
@@ -143,9 +144,9 @@ func (n *esrgan) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	var err error
 	if n.shuffle > 1 {
 		u, uerr := pixelUnshuffle(rt, x, n.shuffle)
-		fea, err = then(u, uerr, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvFirst.forward(rt, t) })
+		fea, err = then(u, uerr, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvFirst.Same(rt, t, 1) })
 	} else {
-		fea, err = n.ConvFirst.forward(rt, x)
+		fea, err = n.ConvFirst.Same(rt, x, 1)
 	}
 	if err != nil {
 		return nil, err
@@ -154,19 +155,19 @@ func (n *esrgan) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	for i := 1; i < len(n.Body); i++ {
 		trunk, err = then(trunk, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.Body[i].forward(rt, n, t) })
 	}
-	trunk, err = then(trunk, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvBody.forward(rt, t) })
+	trunk, err = then(trunk, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvBody.Same(rt, t, 1) })
 	fea, err = then(fea, err, func(f *gpu.Tensor) (*gpu.Tensor, error) {
 		defer trunk.Release()
 		return gpu.Add(rt, f, trunk)
 	})
 	for i := range n.up {
 		fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return nearest(rt, t, 2) })
-		fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.up[i].forward(rt, t) })
+		fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.up[i].Same(rt, t, 1) })
 		fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.LeakyReLU(rt, t, esrganSlope) })
 	}
-	fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvHR.forward(rt, t) })
+	fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvHR.Same(rt, t, 1) })
 	fea, err = then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.LeakyReLU(rt, t, esrganSlope) })
-	return then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvLast.forward(rt, t) })
+	return then(fea, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvLast.Same(rt, t, 1) })
 }
 
 func (b *rrdb) forward(rt *gpu.Runtime, n *esrgan, x *gpu.Tensor) (*gpu.Tensor, error) {
@@ -195,8 +196,8 @@ func (b *rdb) forward(rt *gpu.Runtime, n *esrgan, x *gpu.Tensor) (*gpu.Tensor, e
 			x2.Release()
 		}
 	}()
-	for k, c := range []*conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4} {
-		y, err := c.forward(rt, cat)
+	for k, c := range []*nn.Conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4} {
+		y, err := c.Same(rt, cat, 1)
 		xk, err := then(y, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.LeakyReLU(rt, t, esrganSlope) })
 		switch {
 		case plus && k == 1 && err == nil: // x2 = x2 + conv1x1(x)
@@ -226,7 +227,7 @@ func (b *rdb) forward(rt *gpu.Runtime, n *esrgan, x *gpu.Tensor) (*gpu.Tensor, e
 		}
 		cat = next
 	}
-	x5, err := b.Conv5.forward(rt, cat)
+	x5, err := b.Conv5.Same(rt, cat, 1)
 	return then(x5, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.scaledResidual(rt, t, x) })
 }
 
@@ -234,20 +235,20 @@ func (b *rdb) forward(rt *gpu.Runtime, n *esrgan, x *gpu.Tensor) (*gpu.Tensor, e
 // (the old and the new one during a concat) and a conv output and its activation; after
 // each upsampling, two maps of nf channels at that size.
 func (n *esrgan) peakBytes(h, w int) int64 {
-	nf, gc := n.ConvFirst.out(), n.Body[0].RDB1.Conv1.out()
+	nf, gc := n.ConvFirst.Weight.Dim(0), n.Body[0].RDB1.Conv1.Weight.Dim(0)
 	lh, lw := h/n.shuffle, w/n.shuffle
 	uh, uw := lh<<len(n.up), lw<<len(n.up)
 	peak := max(mapBytes(5*nf+9*gc, lh, lw), mapBytes(2*nf, uh, uw))
-	return peak + mapBytes(n.ConvFirst.Weight.Dim(1), lh, lw) + mapBytes(n.ConvLast.out(), uh, uw)
+	return peak + mapBytes(n.ConvFirst.Weight.Dim(1), lh, lw) + mapBytes(n.ConvLast.Weight.Dim(0), uh, uw)
 }
 
 func (n *esrgan) flops(h, w int) float64 {
 	lh, lw := h/n.shuffle, w/n.shuffle
-	f := n.ConvFirst.flops(lh, lw) + n.ConvBody.flops(lh, lw)
+	f := convFLOPs(n.ConvFirst.Weight, lh, lw) + convFLOPs(n.ConvBody.Weight, lh, lw)
 	for i := range n.Body {
 		for _, b := range []*rdb{&n.Body[i].RDB1, &n.Body[i].RDB2, &n.Body[i].RDB3} {
-			for _, c := range []*conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4, &b.Conv5} {
-				f += c.flops(lh, lw)
+			for _, c := range []*nn.Conv{&b.Conv1, &b.Conv2, &b.Conv3, &b.Conv4, &b.Conv5} {
+				f += convFLOPs(c.Weight, lh, lw)
 			}
 			if b.Conv1x1.Weight != nil {
 				f += convFLOPs(b.Conv1x1.Weight, lh, lw)
@@ -256,9 +257,9 @@ func (n *esrgan) flops(h, w int) float64 {
 	}
 	for i := range n.up {
 		lh, lw = 2*lh, 2*lw
-		f += n.up[i].flops(lh, lw)
+		f += convFLOPs(n.up[i].Weight, lh, lw)
 	}
-	return f + n.ConvHR.flops(lh, lw) + n.ConvLast.flops(lh, lw)
+	return f + convFLOPs(n.ConvHR.Weight, lh, lw) + convFLOPs(n.ConvLast.Weight, lh, lw)
 }
 
 // Key layouts of RRDBNet checkpoints, mapped to BasicSR's names (the reverse of

@@ -8,22 +8,7 @@ import (
 
 // The layers the three networks share, on gpu ops.
 
-// conv is a torch.nn.Conv2d with a bias, stride 1 and "same" zero padding (k/2).
-type conv struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-func (c *conv) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Conv2D(rt, x, c.Weight, c.Bias, 1, c.Weight.Dim(2)/2)
-}
-
-// flops counts the conv's multiply-adds ×2 on an h×w map.
-func (c *conv) flops(h, w int) float64 { return convFLOPs(c.Weight, h, w) }
-
-// out is the number of output channels.
-func (c *conv) out() int { return c.Weight.Dim(0) }
-
+// convFLOPs counts the multiply-adds ×2 of a conv of weight w on an h×wd map.
 func convFLOPs(w *gpu.Tensor, h, wd int) float64 {
 	return 2 * float64(w.Dim(0)*w.Dim(1)*w.Dim(2)*w.Dim(3)) * float64(h*wd)
 }

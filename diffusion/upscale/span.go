@@ -3,6 +3,7 @@ package upscale
 import (
 	"fmt"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -15,20 +16,20 @@ import (
 
 // conv3xc is a Conv3XC's parameters as stored.
 type conv3xc struct {
-	SK   conv `sd:"sk"`
-	Conv []conv
+	SK   nn.Conv `sd:"sk"`
+	Conv []nn.Conv
 	// EvalConv is bound so that a file without it fails (spandrel's detection requires
 	// it) and is otherwise unused: spandrel recomputes it from the chain.
-	EvalConv conv `sd:"eval_conv"`
+	EvalConv nn.Conv `sd:"eval_conv"`
 }
 
 type span struct {
-	ConvCat   conv `sd:"conv_cat"`
-	Upsampler conv `sd:"upsampler.0"`
+	ConvCat   nn.Conv `sd:"conv_cat"`
+	Upsampler nn.Conv `sd:"upsampler.0"`
 	// conv1, conv2 and blocks are the folded Conv3XC: conv_1, conv_2 and c1_r..c3_r of
 	// each Swift Parameter-free Attention Block (block_1..block_6).
-	conv1, conv2 conv
-	blocks       [6][3]conv
+	conv1, conv2 nn.Conv
+	blocks       [6][3]nn.Conv
 	// mean and rng normalise the input, (x − mean)·255, unless the file has "no_norm".
 	mean, rng *gpu.Tensor
 	half      *gpu.Tensor
@@ -43,20 +44,20 @@ func loadSPAN(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 	if err := sd.bind(rt, "", net); err != nil {
 		return nil, err
 	}
-	fold := func(prefix string) (conv, error) {
+	fold := func(prefix string) (nn.Conv, error) {
 		var c conv3xc
 		if err := sd.bind(rt, prefix, &c); err != nil {
-			return conv{}, err
+			return nn.Conv{}, err
 		}
-		c.Conv = make([]conv, 3)
+		c.Conv = make([]nn.Conv, 3)
 		for i := range c.Conv {
 			if err := sd.bind(rt, fmt.Sprintf("%sconv.%d.", prefix, i), &c.Conv[i]); err != nil {
-				return conv{}, err
+				return nn.Conv{}, err
 			}
 		}
 		f, err := c.fold(rt)
 		if err != nil {
-			return conv{}, fmt.Errorf("%s: %w", prefix, err)
+			return nn.Conv{}, fmt.Errorf("%s: %w", prefix, err)
 		}
 		return f, nil
 	}
@@ -74,11 +75,11 @@ func loadSPAN(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 			}
 		}
 	}
-	in, nf := net.conv1.Weight.Dim(1), net.conv1.out()
+	in, nf := net.conv1.Weight.Dim(1), net.conv1.Weight.Dim(0)
 	if net.ConvCat.Weight.Dim(1) != 4*nf || net.Upsampler.Weight.Dim(1) != nf {
 		return nil, fmt.Errorf("conv_cat %v and upsampler %v do not fit %d features", net.ConvCat.Weight.Shape(), net.Upsampler.Weight.Shape(), nf)
 	}
-	scale, out, err := scaleAndChannels(net.Upsampler.out(), in)
+	scale, out, err := scaleAndChannels(net.Upsampler.Weight.Dim(0), in)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func loadSPAN(rt *gpu.Runtime, sd *stateDict) (*Model, error) {
 //
 //	W[o,i,y,x] = Σ_m Σ_k w3[o,m]·w2[m,k,y,x]·w1[k,i] + sk[o,i]·[y = x = 1]
 //	b[o]       = Σ_m w3[o,m]·(Σ_k Σ_yx w2[m,k,y,x]·b1[k] + b2[m]) + b3[o] + sk_b[o]
-func (c *conv3xc) fold(rt *gpu.Runtime) (conv, error) {
+func (c *conv3xc) fold(rt *gpu.Runtime) (nn.Conv, error) {
 	vals := func(t *gpu.Tensor) ([]float64, error) {
 		v, err := t.Float32()
 		out := make([]float64, len(v))
@@ -119,30 +120,30 @@ func (c *conv3xc) fold(rt *gpu.Runtime) (conv, error) {
 	for i := range c.Conv {
 		var err error
 		if w[i], err = vals(c.Conv[i].Weight); err != nil {
-			return conv{}, err
+			return nn.Conv{}, err
 		}
 		if b[i], err = vals(c.Conv[i].Bias); err != nil {
-			return conv{}, err
+			return nn.Conv{}, err
 		}
 	}
 	skw, err := vals(c.SK.Weight)
 	if err != nil {
-		return conv{}, err
+		return nn.Conv{}, err
 	}
 	skb, err := vals(c.SK.Bias)
 	if err != nil {
-		return conv{}, err
+		return nn.Conv{}, err
 	}
-	cin, mid := c.Conv[0].Weight.Dim(1), c.Conv[0].out()
-	mid2, cout := c.Conv[1].out(), c.Conv[2].out()
+	cin, mid := c.Conv[0].Weight.Dim(1), c.Conv[0].Weight.Dim(0)
+	mid2, cout := c.Conv[1].Weight.Dim(0), c.Conv[2].Weight.Dim(0)
 	shapes := [][]int{{mid, cin, 1, 1}, {mid2, mid, 3, 3}, {cout, mid2, 1, 1}}
 	for i, want := range shapes {
 		if got := c.Conv[i].Weight.Shape(); !equalInts(got, want) {
-			return conv{}, fmt.Errorf("conv.%d.weight has shape %v, want %v", i, got, want)
+			return nn.Conv{}, fmt.Errorf("conv.%d.weight has shape %v, want %v", i, got, want)
 		}
 	}
 	if got := c.SK.Weight.Shape(); !equalInts(got, []int{cout, cin, 1, 1}) {
-		return conv{}, fmt.Errorf("sk.weight has shape %v, want [%d %d 1 1]", got, cout, cin)
+		return nn.Conv{}, fmt.Errorf("sk.weight has shape %v, want [%d %d 1 1]", got, cout, cin)
 	}
 	// w21[m,i,yx] = Σ_k w2[m,k,yx]·w1[k,i]
 	w21 := make([]float64, mid2*cin*9)
@@ -186,14 +187,14 @@ func (c *conv3xc) fold(rt *gpu.Runtime) (conv, error) {
 	}
 	wt, err := rt.FromFloat32(fw, cout, cin, 3, 3)
 	if err != nil {
-		return conv{}, err
+		return nn.Conv{}, err
 	}
 	bt, err := rt.FromFloat32(fb, cout)
 	if err != nil {
 		wt.Release()
-		return conv{}, err
+		return nn.Conv{}, err
 	}
-	return conv{Weight: wt, Bias: bt}, nil
+	return nn.Conv{Weight: wt, Bias: bt}, nil
 }
 
 func equalInts(a, b []int) bool {
@@ -218,7 +219,7 @@ func (n *span) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	} else {
 		in, err = gpu.Contiguous(rt, x)
 	}
-	feature, err := then(in, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.conv1.forward(rt, t) })
+	feature, err := then(in, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.conv1.Same(rt, t, 1) })
 	if err != nil {
 		return nil, err
 	}
@@ -244,14 +245,14 @@ func (n *span) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 		return nil, err
 	}
 	defer b52.Release()
-	b6, err = then(b6, nil, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.conv2.forward(rt, t) })
+	b6, err = then(b6, nil, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.conv2.Same(rt, t, 1) })
 	if err != nil {
 		return nil, err
 	}
 	cat, err := gpu.Concat(rt, 1, feature, b6, b1, b52)
 	b6.Release()
-	cat, err = then(cat, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvCat.forward(rt, t) })
-	cat, err = then(cat, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.Upsampler.forward(rt, t) })
+	cat, err = then(cat, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.ConvCat.Same(rt, t, 1) })
+	cat, err = then(cat, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return n.Upsampler.Same(rt, t, 1) })
 	return then(cat, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return pixelShuffle(rt, t, n.scale) })
 }
 
@@ -259,7 +260,7 @@ func (n *span) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 // which SPAN takes from block_6).
 func (n *span) block(rt *gpu.Runtime, b int, x *gpu.Tensor, keepOut1 bool) (out, out1 *gpu.Tensor, err error) {
 	c := &n.blocks[b]
-	out1, err = c[0].forward(rt, x)
+	out1, err = c[0].Same(rt, x, 1)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -273,9 +274,9 @@ func (n *span) block(rt *gpu.Runtime, b int, x *gpu.Tensor, keepOut1 bool) (out,
 			out1.Release()
 		}
 	}
-	h, err = then(h, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c[1].forward(rt, t) })
+	h, err = then(h, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c[1].Same(rt, t, 1) })
 	h, err = then(h, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) })
-	out3, err := then(h, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c[2].forward(rt, t) })
+	out3, err := then(h, err, func(t *gpu.Tensor) (*gpu.Tensor, error) { return c[2].Same(rt, t, 1) })
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -300,15 +301,15 @@ func (n *span) block(rt *gpu.Runtime, b int, x *gpu.Tensor, keepOut1 bool) (out,
 // peakBytes: feature, block_1's output, block_6's out1 and a block's input, its
 // intermediates (about five maps at once), then the four-way concatenation.
 func (n *span) peakBytes(h, w int) int64 {
-	nf := n.conv1.out()
-	return max(mapBytes(9*nf, h, w), mapBytes(8*nf, h, w)+mapBytes(2*n.Upsampler.out(), h, w)) + mapBytes(n.conv1.Weight.Dim(1), h, w)
+	nf := n.conv1.Weight.Dim(0)
+	return max(mapBytes(9*nf, h, w), mapBytes(8*nf, h, w)+mapBytes(2*n.Upsampler.Weight.Dim(0), h, w)) + mapBytes(n.conv1.Weight.Dim(1), h, w)
 }
 
 func (n *span) flops(h, w int) float64 {
-	f := n.conv1.flops(h, w) + n.conv2.flops(h, w) + n.ConvCat.flops(h, w) + n.Upsampler.flops(h, w)
+	f := convFLOPs(n.conv1.Weight, h, w) + convFLOPs(n.conv2.Weight, h, w) + convFLOPs(n.ConvCat.Weight, h, w) + convFLOPs(n.Upsampler.Weight, h, w)
 	for b := range n.blocks {
 		for j := range n.blocks[b] {
-			f += n.blocks[b][j].flops(h, w)
+			f += convFLOPs(n.blocks[b][j].Weight, h, w)
 		}
 	}
 	return f
