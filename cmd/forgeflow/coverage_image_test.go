@@ -20,7 +20,7 @@ func TestCoverageListsUpscaleAndImageNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"UpscaleModelLoader", "ImageUpscaleWithModel", "SaveAnimatedWEBP", "SaveAnimatedPNG",
-		"ImageStitch", "LoadImageOutput", "RebatchImages"} {
+		"ImageStitch", "LoadImageOutput", "RebatchImages", "SaveImageWebsocket"} {
 		if !slices.Contains(cov.Implemented, n) {
 			t.Errorf("coverage does not list %s as implemented", n)
 		}

@@ -51,6 +51,9 @@ func (*RebatchImages) Schema() graph.Schema {
 // in order, regrouped batch_size at a time (the first batch_size value counts); images
 // of one output batch must share their size, as torch.cat requires.
 func (n *RebatchImages) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	if len(n.BatchSize) == 0 || n.BatchSize[0] < 1 {
+		return nodes.Result{}, fmt.Errorf("builtin: RebatchImages: batch_size %v, want one value of at least 1", n.BatchSize)
+	}
 	size := n.BatchSize[0]
 	type ref struct {
 		im *Image

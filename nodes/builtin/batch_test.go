@@ -32,6 +32,8 @@ func TestRebatchImages(t *testing.T) {
 	}
 	_, err := run(t, Options{}, nil, "RebatchImages", nodes.Inputs{"images": []any{a, filled(1, 3, 2, 3, 0)}, "batch_size": []any{int64(4)}})
 	wantErr(t, err, "cannot batch")
+	_, err = run(t, Options{}, nil, "RebatchImages", nodes.Inputs{"images": []any{a}, "batch_size": []any{int64(0)}})
+	wantErr(t, err, "batch_size")
 }
 
 // TestLoadImageOutput loads from the output folder through the annotated names the front

@@ -152,6 +152,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		&ImageStitch{},
 		// batch.go
 		&LoadImageOutput{LoadImage{imageFile{opts: opts}}}, &RebatchImages{},
+		// wsimage.go
+		&SaveImageWebsocket{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
