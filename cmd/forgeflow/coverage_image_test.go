@@ -9,7 +9,8 @@ import (
 
 // TestCoverageListsUpscaleAndImageNodes: `forgeflow nodes --coverage` counts issue 11's
 // upscale, animation and image-utility classes as implemented, the two upscale-model
-// classes too although ComfyUI's reference lacks them (spandrel missing there).
+// classes and the kornia ones too although ComfyUI's reference lacks them (spandrel and
+// kornia missing there).
 func TestCoverageListsUpscaleAndImageNodes(t *testing.T) {
 	code, out, _ := runCLI(t, context.Background(), "nodes", "--coverage", "--json")
 	if code != exitOK {
@@ -20,7 +21,7 @@ func TestCoverageListsUpscaleAndImageNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"UpscaleModelLoader", "ImageUpscaleWithModel", "SaveAnimatedWEBP", "SaveAnimatedPNG",
-		"ImageStitch", "LoadImageOutput", "RebatchImages", "SaveImageWebsocket"} {
+		"ImageStitch", "LoadImageOutput", "RebatchImages", "SaveImageWebsocket", "Morphology", "ImageRGBToYUV", "ImageYUVToRGB"} {
 		if !slices.Contains(cov.Implemented, n) {
 			t.Errorf("coverage does not list %s as implemented", n)
 		}

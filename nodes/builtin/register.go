@@ -154,6 +154,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		&LoadImageOutput{LoadImage{imageFile{opts: opts}}}, &RebatchImages{},
 		// wsimage.go
 		&SaveImageWebsocket{},
+		// morphology.go
+		&Morphology{}, &ImageRGBToYUV{}, &ImageYUVToRGB{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {

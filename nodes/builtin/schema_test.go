@@ -67,6 +67,27 @@ var fromSource = map[string]string{
 		"input_order": {"required": ["upscale_model", "image"]}, "name": "ImageUpscaleWithModel",
 		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "output_node": false,
 		"output_tooltips": [null], "python_module": "comfy_extras.nodes_upscale_model"}`,
+	// kornia (comfy_extras/nodes_morphology.py)
+	"Morphology": `{"api_node": false, "category": "image/postprocessing", "deprecated": false, "description": "",
+		"display_name": "ImageMorphology", "experimental": false,
+		"input": {"required": {"image": ["IMAGE", {}],
+			"operation": ["COMBO", {"multiselect": false, "options": ["erode", "dilate", "open", "close", "gradient", "bottom_hat", "top_hat"]}],
+			"kernel_size": ["INT", {"default": 3, "min": 3, "max": 999, "step": 1}]}},
+		"input_order": {"required": ["image", "operation", "kernel_size"]}, "name": "Morphology",
+		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "output_node": false,
+		"output_tooltips": [null], "python_module": "comfy_extras.nodes_morphology"}`,
+	"ImageRGBToYUV": `{"api_node": false, "category": "image/batch", "deprecated": false, "description": "",
+		"display_name": null, "experimental": false,
+		"input": {"required": {"image": ["IMAGE", {}]}},
+		"input_order": {"required": ["image"]}, "name": "ImageRGBToYUV",
+		"output": ["IMAGE", "IMAGE", "IMAGE"], "output_is_list": [false, false, false], "output_name": ["Y", "U", "V"], "output_node": false,
+		"output_tooltips": [null, null, null], "python_module": "comfy_extras.nodes_morphology"}`,
+	"ImageYUVToRGB": `{"api_node": false, "category": "image/batch", "deprecated": false, "description": "",
+		"display_name": null, "experimental": false,
+		"input": {"required": {"Y": ["IMAGE", {}], "U": ["IMAGE", {}], "V": ["IMAGE", {}]}},
+		"input_order": {"required": ["Y", "U", "V"]}, "name": "ImageYUVToRGB",
+		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "output_node": false,
+		"output_tooltips": [null], "python_module": "comfy_extras.nodes_morphology"}`,
 }
 
 // wantClasses are the classes issue 2 asks this family to provide.
