@@ -21,7 +21,7 @@ func TestCoverageListsUpscaleAndImageNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"UpscaleModelLoader", "ImageUpscaleWithModel", "SaveAnimatedWEBP", "SaveAnimatedPNG",
-		"ImageStitch", "LoadImageOutput", "RebatchImages", "SaveImageWebsocket", "Morphology", "ImageRGBToYUV", "ImageYUVToRGB"} {
+		"ImageStitch", "LoadImageOutput", "RebatchImages", "SaveImageWebsocket", "Morphology", "ImageRGBToYUV", "ImageYUVToRGB", "RebatchLatents"} {
 		if !slices.Contains(cov.Implemented, n) {
 			t.Errorf("coverage does not list %s as implemented", n)
 		}

@@ -151,7 +151,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		// stitch.go
 		&ImageStitch{},
 		// batch.go
-		&LoadImageOutput{LoadImage{imageFile{opts: opts}}}, &RebatchImages{},
+		&LoadImageOutput{LoadImage{imageFile{opts: opts}}}, &RebatchImages{}, &RebatchLatents{},
 		// wsimage.go
 		&SaveImageWebsocket{},
 		// morphology.go
