@@ -3,6 +3,8 @@ package builtin
 import (
 	"context"
 	"image/png"
+	"strconv"
+	"time"
 
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
@@ -25,6 +27,13 @@ func (*SaveImageWebsocket) Schema() graph.Schema {
 		PythonModule: "custom_nodes.websocket_image_save", OutputNode: true,
 		Inputs: []graph.Input{socket("images", "IMAGE")},
 	}
+}
+
+// IsChanged implements nodes.Typed's change hook as ComfyUI's IS_CHANGED (time.time()):
+// never the same twice, so a prompt queued again sends its images again rather than
+// being answered from the cache with nothing on the websocket.
+func (*SaveImageWebsocket) IsChanged(env *nodes.Env) (string, error) {
+	return strconv.FormatInt(time.Now().UnixNano(), 10), nil
 }
 
 // Run implements nodes.Typed. The pixels are the 8-bit conversion SaveImage writes; the

@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/forgeflow/forgeflow/nodes"
 )
@@ -64,5 +65,30 @@ func TestSaveImageWebsocket(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("wrote %d files", len(entries))
+	}
+}
+
+// TestSaveImageWebsocketAlwaysRuns: its change hook never repeats a value (ComfyUI's
+// IS_CHANGED returns time.time()), so the executor's cache never answers for it.
+func TestSaveImageWebsocketAlwaysRuns(t *testing.T) {
+	r := newTestRegistry(t, Options{})
+	n, err := r.Lookup("SaveImageWebsocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := n.(interface {
+		IsChanged(*nodes.Env, nodes.Inputs) (string, error)
+	})
+	if !ok {
+		t.Fatalf("%T has no change hook", n)
+	}
+	in := nodes.Inputs{"images": filled(1, 1, 1, 3, 0)}
+	a, err := c.IsChanged(&nodes.Env{}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Microsecond)
+	if b, _ := c.IsChanged(&nodes.Env{}, in); a == b {
+		t.Fatalf("IsChanged gave %q twice", a)
 	}
 }
