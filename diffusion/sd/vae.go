@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/forgeflow/forgeflow/diffusion/vae"
 	"github.com/forgeflow/forgeflow/gpu"
@@ -213,6 +212,3 @@ func (v *VAE) latentChannels() int {
 func NewPixelSpaceVAE(rt *gpu.Runtime) *VAE {
 	return &VAE{Runtime: rt, PixelSpace: true, Name: "pixel_space"}
 }
-
-// pyRound is Python's round(): halves to even.
-func pyRound(x float64) int { return int(math.RoundToEven(x)) }

@@ -162,20 +162,12 @@ type stateDict struct {
 	src    *statedict.FileSource
 	keys   []string
 	stored map[string]string // name → stored key
-	shapes map[string][]int
 }
 
 func newStateDict(src *statedict.FileSource, stored map[string]string) *stateDict {
-	d := &stateDict{src: src, stored: stored, shapes: map[string][]int{}}
-	for k, s := range stored {
+	d := &stateDict{src: src, stored: stored}
+	for k := range stored {
 		d.keys = append(d.keys, k)
-		if in, ok := src.File().Info(s); ok {
-			shape := make([]int, len(in.Shape))
-			for i, v := range in.Shape {
-				shape[i] = int(v)
-			}
-			d.shapes[k] = shape
-		}
 	}
 	slices.Sort(d.keys)
 	return d
@@ -194,18 +186,6 @@ func (d *stateDict) Tensor(key string) (*gpu.Tensor, error) {
 }
 
 func (d *stateDict) has(key string) bool { _, ok := d.stored[key]; return ok }
-
-// shape returns a tensor's shape, or nil.
-func (d *stateDict) shape(key string) []int { return d.shapes[key] }
-
-// dim returns dimension i of a tensor's shape, or an error naming the key.
-func (d *stateDict) dim(key string, i int) (int, error) {
-	s := d.shapes[key]
-	if i >= len(s) {
-		return 0, fmt.Errorf("tensor %q of shape %v has no dimension %d", key, s, i)
-	}
-	return s[i], nil
-}
 
 // bind fills dst from the tensors under prefix.
 func (d *stateDict) bind(rt *gpu.Runtime, prefix string, dst any) error {

@@ -290,13 +290,6 @@ func TestDecodeMatchesLibwebp(t *testing.T) {
 	}
 }
 
-func abs(v int) int {
-	if v < 0 {
-		return -v
-	}
-	return v
-}
-
 // TestBlend checks BlendPixelNonPremult's integer arithmetic on hand-worked values.
 func TestBlend(t *testing.T) {
 	for _, tc := range []struct{ src, dst, want [4]byte }{
