@@ -36,9 +36,9 @@ var modelCombos = map[string][]string{
 }
 
 // fromSource are the object_info entries of classes the reference lacks because an
-// optional Python package was missing there (kornia for Canny), written from
-// ComfyUI 0.3.64's own source (comfy_extras/nodes_canny.py define_schema) in the
-// form io.Schema serialises.
+// optional Python package was missing there (kornia for Canny and the morphology nodes,
+// spandrel for the upscale models), written from ComfyUI 0.3.64's own source (the
+// modules' define_schema) in the form io.Schema serialises.
 var fromSource = map[string]string{
 	"Canny": `{"api_node": false, "category": "image/preprocessors", "deprecated": false, "description": "",
 		"display_name": null, "experimental": false,
@@ -48,13 +48,7 @@ var fromSource = map[string]string{
 		"input_order": {"required": ["image", "low_threshold", "high_threshold"]}, "name": "Canny",
 		"output": ["IMAGE"], "output_is_list": [false], "output_name": ["IMAGE"], "output_node": false,
 		"output_tooltips": [null], "python_module": "comfy_extras.nodes_canny"}`,
-}
-
-// fromSource are the object_info entries of classes the reference lacks because an
-// optional Python package was missing there (spandrel for the upscale models), written
-// from ComfyUI 0.3.64's own source (comfy_extras/nodes_upscale_model.py define_schema)
-// in the form io.Schema serialises.
-var fromSource = map[string]string{
+	// spandrel (comfy_extras/nodes_upscale_model.py)
 	"UpscaleModelLoader": `{"api_node": false, "category": "loaders", "deprecated": false, "description": "",
 		"display_name": "Load Upscale Model", "experimental": false,
 		"input": {"required": {"model_name": ["COMBO", {"multiselect": false, "options": []}]}},
