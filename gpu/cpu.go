@@ -271,6 +271,16 @@ func gemmDType(d DType) (gemm.DType, bool) {
 		return gemm.Q5_K, true
 	case Q6_K:
 		return gemm.Q6_K, true
+	case IQ4_NL:
+		return gemm.IQ4_NL, true
+	case IQ4_XS:
+		return gemm.IQ4_XS, true
+	case TQ1_0:
+		return gemm.TQ1_0, true
+	case TQ2_0:
+		return gemm.TQ2_0, true
+	case MXFP4:
+		return gemm.MXFP4, true
 	}
 	return 0, false
 }

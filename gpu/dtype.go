@@ -27,6 +27,11 @@ const (
 	Q4_K
 	Q5_K
 	Q6_K
+	IQ4_NL
+	IQ4_XS
+	TQ1_0
+	TQ2_0
+	MXFP4
 	dtypeCount
 )
 
@@ -52,6 +57,11 @@ var dtypeTable = [dtypeCount]dtypeInfo{
 	Q4_K:     {"Q4_K", 256, 2 + 2 + 12 + 128},
 	Q5_K:     {"Q5_K", 256, 2 + 2 + 12 + 32 + 128},
 	Q6_K:     {"Q6_K", 256, 128 + 64 + 16 + 2},
+	IQ4_NL:   {"IQ4_NL", 32, 2 + 16},
+	IQ4_XS:   {"IQ4_XS", 256, 2 + 2 + 4 + 128},
+	TQ1_0:    {"TQ1_0", 256, 48 + 4 + 2},
+	TQ2_0:    {"TQ2_0", 256, 64 + 2},
+	MXFP4:    {"MXFP4", 32, 1 + 16},
 }
 
 // String returns the dtype's name as safetensors/GGUF spell it.

@@ -69,7 +69,7 @@ func expandTo(t *Tensor, batch []int) *Tensor {
 			st[off+i] = t.strides[i]
 		}
 	}
-	return &Tensor{dtype: t.dtype, shape: shape, strides: st, offset: t.offset, buf: t.buf, rt: t.rt}
+	return &Tensor{dtype: t.dtype, shape: shape, strides: st, offset: t.offset, buf: t.buf, rt: t.rt, deq: t.deq}
 }
 
 // batchStride returns the single element stride between consecutive matrices of t over
@@ -190,7 +190,7 @@ func cpuLinear(c *CPU, call *Call) error {
 		}
 		acc = true
 	}
-	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.bytes(), n, k, y, n, acc)
+	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.deq, w.bytes(), n, k, y, n, acc)
 }
 
 // Embedding gathers rows ids of table (V, D), kept in its stored dtype (CLIP's F16 token
@@ -225,7 +225,7 @@ func cpuEmbedding(c *CPU, call *Call) error {
 		return err
 	}
 	src, o := table.bytes(), out.f32c()
-	gd, _ := gemmDType(table.dtype)
+	gd, _ := gemmWeightDType(table.dtype, table.deq)
 	for i, id := range ids {
 		row, dst := src[id*rowBytes:(id+1)*rowBytes], o[i*d:(i+1)*d]
 		var err error

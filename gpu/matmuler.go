@@ -70,13 +70,14 @@ func (m *matmuler) sgemm(serial bool, count, sa, sb, sc int, transA, transB bool
 		transA, transB, mm, n, k, a, lda, b, ldb, c, ldc, acc)
 }
 
-// linear computes y (+)= x·Wᵀ with W (n×k) in its stored dtype.
-func (m *matmuler) linear(rows int, x []float32, ldx int, wd DType, wdata []byte, n, k int, y []float32, ldy int, acc bool) error {
+// linear computes y (+)= x·Wᵀ with W (n×k) in its stored dtype, blocks decoded in the
+// arithmetic of deq (Tensor.WithDequantDType).
+func (m *matmuler) linear(rows int, x []float32, ldx int, wd, deq DType, wdata []byte, n, k int, y []float32, ldy int, acc bool) error {
 	if m.err != nil {
 		return fmt.Errorf("gpu: cpu: gemm: %w", m.err)
 	}
 	e := m.weighted
-	gd, ok := gemmDType(wd)
+	gd, ok := gemmWeightDType(wd, deq)
 	if !ok {
 		return fmt.Errorf("gpu: cpu: linear: weight dtype %s has no kernel", wd)
 	}

@@ -254,7 +254,10 @@ func (rt *Runtime) run(op Op, c *Call) error {
 		dts = append(dts, c.Out.dtype)
 	}
 	why := "dtypes"
-	if rt.be.Supports(op, dts...) {
+	if roundedDequant(c) && rt.be != Backend(rt.cpu) {
+		// Only the cpu kernels decode blocks in float16/bfloat16 arithmetic.
+		why = "weight decoded in " + roundedDequantName(c)
+	} else if rt.be.Supports(op, dts...) {
 		err := rt.be.Run(op, c)
 		if !errors.Is(err, ErrNotSupported) {
 			return err
@@ -303,7 +306,7 @@ func (rt *Runtime) runStaged(op Op, c *Call) error {
 		}
 		b := &Buffer{Host: raw, size: t.buf.size, backend: rt.cpu}
 		b.refs.Store(1)
-		return &Tensor{dtype: t.dtype, shape: t.shape, strides: t.strides, offset: t.offset, buf: b, rt: rt}, nil
+		return &Tensor{dtype: t.dtype, shape: t.shape, strides: t.strides, offset: t.offset, buf: b, rt: rt, deq: t.deq}, nil
 	}
 	hc := &Call{In: make([]*Tensor, len(c.In)), Params: c.Params}
 	for i, t := range c.In {

@@ -37,6 +37,9 @@ type Tensor struct {
 	offset  int
 	buf     *Buffer
 	rt      *Runtime
+	// deq is the arithmetic a GGUF block weight is decoded in (WithDequantDType): F32,
+	// the zero value, or F16 / BF16.
+	deq DType
 }
 
 // DType returns the element type.
@@ -143,7 +146,7 @@ func checkShape(shape []int) error {
 // view returns a tensor sharing t's buffer with a new layout.
 func (t *Tensor) view(shape, strides []int, offset int) *Tensor {
 	t.buf.refs.Add(1)
-	return &Tensor{dtype: t.dtype, shape: shape, strides: strides, offset: offset, buf: t.buf, rt: t.rt}
+	return &Tensor{dtype: t.dtype, shape: shape, strides: strides, offset: offset, buf: t.buf, rt: t.rt, deq: t.deq}
 }
 
 // f32 returns the host float32 elements of a cpu F32 tensor, starting at its offset.

@@ -23,5 +23,8 @@ func decodeOther(d DType, dst []float32, src []byte) {
 		dtype.DecodeQ5_K(dst, src)
 	case Q6_K:
 		dtype.DecodeQ6_K(dst, src)
+	default:
+		// The IQ4, ternary and MXFP4 blocks and the rounded decodings (quants_more.go).
+		decodeMore(d, dst, src)
 	}
 }

@@ -26,13 +26,21 @@ const (
 	Q3_K                  // GGUF super-block of 256: 32 bytes of high bits, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, f16 d
 	Q5_K                  // GGUF super-block of 256: f16 d, f16 dmin, 12 bytes of scales/mins, 32 bytes of fifth bits, 128 bytes of nibbles
 	Q6_K                  // GGUF super-block of 256: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, f16 d
+	IQ4_NL                // GGUF block of 32: f16 d, 16 bytes of nibbles indexing a 16-value codebook; x = d·kv[q]
+	IQ4_XS                // GGUF super-block of 256: f16 d, 2+4 bytes of 6-bit sub-block scales, 128 bytes of codebook nibbles
+	TQ1_0                 // GGUF super-block of 256: 48+4 bytes of base-3 packed trits, f16 d; x = d·t, t in {-1, 0, 1}
+	TQ2_0                 // GGUF super-block of 256: 64 bytes of 2-bit values, f16 d; x = d·(q-1)
+	MXFP4                 // GGUF block of 32: E8M0 shared exponent, 16 bytes of FP4 (e2m1) nibbles
 	dtypeCount
 )
 
 var dtypeNames = [dtypeCount]string{"F32", "F16", "BF16", "F8_E4M3FN", "F8_E5M2", "Q8_0", "Q4_0", "Q4_K",
-	"Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K", "Q6_K"}
+	"Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4"}
 
 func (d DType) String() string {
+	if m := d.Math(); m != MathF32 && d.Base() < dtypeCount {
+		return dtypeNames[d.Base()] + "@" + m.String()
+	}
 	if d >= 0 && d < dtypeCount {
 		return dtypeNames[d]
 	}
@@ -42,10 +50,10 @@ func (d DType) String() string {
 // BlockSize is the number of elements one storage block of d holds (1 for
 // the plain float types).
 func (d DType) BlockSize() int {
-	switch d {
-	case Q8_0, Q4_0, Q4_1, Q5_0, Q5_1:
+	switch d.Base() {
+	case Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4:
 		return 32
-	case Q4_K, Q2_K, Q3_K, Q5_K, Q6_K:
+	case Q4_K, Q2_K, Q3_K, Q5_K, Q6_K, IQ4_XS, TQ1_0, TQ2_0:
 		return 256
 	}
 	return 1
@@ -53,7 +61,7 @@ func (d DType) BlockSize() int {
 
 // BlockBytes is the byte size of one storage block of d.
 func (d DType) BlockBytes() int {
-	switch d {
+	switch d.Base() {
 	case F32:
 		return 4
 	case F16, BF16:
@@ -80,6 +88,16 @@ func (d DType) BlockBytes() int {
 		return 2 + 2 + 12 + 32 + 128
 	case Q6_K:
 		return 128 + 64 + 16 + 2
+	case IQ4_NL:
+		return 2 + 16
+	case IQ4_XS:
+		return 2 + 2 + 4 + 128
+	case TQ1_0:
+		return 48 + 4 + 2
+	case TQ2_0:
+		return 64 + 2
+	case MXFP4:
+		return 1 + 16
 	}
 	return 0
 }
@@ -87,7 +105,7 @@ func (d DType) BlockBytes() int {
 // RowBytes is the byte size of a row of cols elements of d, or an error
 // when cols is not a whole number of blocks.
 func (d DType) RowBytes(cols int) (int, error) {
-	if d < 0 || d >= dtypeCount {
+	if d < 0 || d.Base() >= dtypeCount || d.Math() > MathBF16 {
 		return 0, fmt.Errorf("gemm: unknown weight dtype %d", int(d))
 	}
 	bs := d.BlockSize()
