@@ -152,6 +152,8 @@ func TestLoadFileFormats(t *testing.T) {
 		{"q8_0.gguf", gg(gguf.TypeQ8_0), Options{}, gpu.Q8_0, 0.02},
 		{"q4_0.gguf", gg(gguf.TypeQ4_0), Options{}, gpu.Q4_0, 0.2},
 		{"q5_1.gguf", gg(gguf.TypeQ5_1), Options{}, gpu.Q5_1, 0.1},
+		{"iq4_nl.gguf", gg(gguf.TypeIQ4_NL), Options{}, gpu.IQ4_NL, 0.05},
+		{"iq4_xs.gguf", gg(gguf.TypeIQ4_XS), Options{}, gpu.IQ4_XS, 0.05},
 	}
 	outs := map[string][]float32{}
 	for _, c := range cases {

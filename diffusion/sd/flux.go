@@ -40,14 +40,14 @@ func NewFluxModel(rt *gpu.Runtime, m *flux.Model, name string) *Model {
 		PooledY: true, Guidance: true, ExactContext: true, References: true, Name: name}
 }
 
-// loadFluxModel binds the Flux transformer d describes from f, with UNETLoader's
-// weight_dtype, as a MODEL.
-func loadFluxModel(rt *gpu.Runtime, f *tensorfile.File, d *detect.Diffusion, weightDType string) (*Model, error) {
+// loadFluxModel binds the Flux transformer d describes from src (f's tensors), with
+// UNETLoader's weight_dtype, as a MODEL.
+func loadFluxModel(rt *gpu.Runtime, f *tensorfile.File, src statedict.Source, d *detect.Diffusion, weightDType string) (*Model, error) {
 	name := f.Name()
 	if d.Unsupported != "" {
 		return nil, &UnsupportedError{Path: name, What: d.Unsupported}
 	}
-	fm, err := flux.Load(rt, statedict.NewFileSource(rt, f), d.Prefix, flux.Options{WeightDType: weightDType})
+	fm, err := flux.Load(rt, src, d.Prefix, flux.Options{WeightDType: weightDType})
 	if err != nil {
 		return nil, &FormatError{Path: name, Err: err}
 	}
@@ -74,7 +74,7 @@ func loadFluxCheckpoint(rt *gpu.Runtime, f *tensorfile.File, det *detect.Model, 
 	d := det.Diffusion
 	ck := &Checkpoint{Detected: det, Family: d.Family, file: f}
 	if !opts.SkipModel {
-		m, err := loadFluxModel(rt, f, d, "")
+		m, err := loadFluxModel(rt, f, statedict.NewFileSource(rt, f), d, "")
 		if err != nil {
 			return nil, err
 		}

@@ -119,6 +119,10 @@ type DiffusionModelOptions struct {
 	// GGUF accepts GGUF files (ComfyUI-GGUF's UnetLoaderGGUF); UNETLoader refuses them
 	// as ComfyUI's own loader does.
 	GGUF bool
+	// DequantDType is UnetLoaderGGUFAdvanced's dequant_dtype, the arithmetic GGUF blocks
+	// are decoded in (dequantSource): "", "default", "target" and "float32" decode in
+	// float32; "float16" and "bfloat16" round as ComfyUI-GGUF's block kernels do.
+	DequantDType string
 	// UNetHeads overrides the attention layout of SD UNets (tests only).
 	UNetHeads unet.Heads
 }
@@ -161,13 +165,19 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 		return nil, &UnsupportedError{Path: name, What: d.Unsupported}
 	}
 	fsrc := statedict.NewFileSource(rt, f)
-	var src statedict.Source = fsrc
+	// stored serves the file's tensors, GGUF blocks marked with their dequantization
+	// arithmetic; src also applies UNETLoader's weight_dtype (Flux applies it itself).
+	stored, err := dequantSource(fsrc, opts.DequantDType)
+	if err != nil {
+		return nil, err
+	}
+	src := stored
 	switch opts.WeightDType {
 	case "", "default":
 	case "fp8_e4m3fn", "fp8_e4m3fn_fast":
-		src = castSource{fsrc, rt, gpu.F8E4M3FN}
+		src = castSource{stored, rt, gpu.F8E4M3FN}
 	case "fp8_e5m2":
-		src = castSource{fsrc, rt, gpu.F8E5M2}
+		src = castSource{stored, rt, gpu.F8E5M2}
 	default:
 		return nil, fmt.Errorf("sd: weight_dtype %q is not one of default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2", opts.WeightDType)
 	}
@@ -181,7 +191,7 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 		ck.Model = NewSD3Model(rt, m, name)
 		ck.Model.Weights = newWeights(f, d.Prefix).renamed(d.Prefix, unetPrefix)
 	case d.Flux != nil:
-		if ck.Model, err = loadFluxModel(rt, f, d, opts.WeightDType); err != nil {
+		if ck.Model, err = loadFluxModel(rt, f, stored, d, opts.WeightDType); err != nil {
 			return nil, err
 		}
 	case d.UNet != nil:
@@ -203,14 +213,14 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 // castSource serves every float tensor of a file in one dtype (UNETLoader's fp8
 // weight_dtype); GGUF blocks stay as stored.
 type castSource struct {
-	*statedict.FileSource
+	statedict.Source
 	rt *gpu.Runtime
 	to gpu.DType
 }
 
 // Tensor implements statedict.Source.
 func (s castSource) Tensor(key string) (*gpu.Tensor, error) {
-	t, err := s.FileSource.Tensor(key)
+	t, err := s.Source.Tensor(key)
 	if err != nil || !t.DType().IsFloat() || t.DType() == s.to {
 		return t, err
 	}

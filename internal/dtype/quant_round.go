@@ -1,6 +1,9 @@
 package dtype
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // Rounding is the float type a block's dequantization computes in. ComfyUI-GGUF's block
 // kernels (dequant.py) take the fp16 block scales in the type its dequant_dtype option
@@ -34,11 +37,33 @@ func (r Rounding) String() string {
 func (r Rounding) Round(x float32) float32 {
 	switch r {
 	case RoundF16:
-		return F16ToF32(F32ToF16(x))
+		return roundF16(x)
 	case RoundBF16:
 		return BF16ToF32(F32ToBF16(x))
 	}
 	return x
+}
+
+// roundF16 is F16ToF32(F32ToF16(x)) without the detour through the bits of a half: in
+// the normal half range the float32 mantissa is rounded to 10 bits in place (a carry
+// into the exponent is the right result); below it, adding and removing ±0.5 rounds to
+// a multiple of 2⁻²⁴, the subnormal halves' spacing, since floats in [0.5, 1) are
+// 2⁻²⁴ apart (ties go to the even multiple, as 0.5 is an even one).
+func roundF16(x float32) float32 {
+	u := math.Float32bits(x)
+	switch a := u &^ (1 << 31); {
+	case a < 0x38800000: // |x| < 2⁻¹⁴
+		if u>>31 != 0 { // keep the sign of a result of zero
+			return math.Float32frombits(math.Float32bits((x-0.5)+0.5) | 1<<31)
+		}
+		return (x + 0.5) - 0.5
+	case a < 0x477ff000: // |x| < 65520: rounds to a finite half
+		u += 0xfff + (u>>13)&1
+		return math.Float32frombits(u &^ 0x1fff)
+	case a <= 0x7f800000: // rounds to ±Inf, or is one
+		return math.Float32frombits(u&(1<<31) | 0x7f800000)
+	}
+	return F16ToF32(F32ToF16(x)) // NaN: the quiet NaN of its sign
 }
 
 // scale reads a block's fp16 scale and converts it to r's type (.to(dtype)).

@@ -100,3 +100,29 @@ func TestRound(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundF16 compares the in-place float16 rounding with the round trip through the
+// half's bits on every float32 near a half (each half value and its neighbours, the
+// midpoints and theirs) and on random bit patterns.
+func TestRoundF16(t *testing.T) {
+	check := func(x float32) {
+		want := F16ToF32(F32ToF16(x))
+		if got := roundF16(x); math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
+			t.Fatalf("roundF16(%g = %#08x) = %g (%#08x), want %g (%#08x)", x, math.Float32bits(x), got, math.Float32bits(got), want, math.Float32bits(want))
+		}
+	}
+	for h := 0; h < 1<<16; h++ {
+		v := F16ToF32(uint16(h))
+		next := F16ToF32(uint16(h + 1))
+		for _, x := range []float32{v, (v + next) / 2} {
+			b := math.Float32bits(x)
+			for d := -2; d <= 2; d++ {
+				check(math.Float32frombits(b + uint32(d)))
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(73, 74))
+	for i := 0; i < 1<<21; i++ {
+		check(math.Float32frombits(r.Uint32()))
+	}
+}

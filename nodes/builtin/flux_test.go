@@ -93,8 +93,8 @@ func fluxNet(t *testing.T, m any) *flux.Model {
 }
 
 // TestFluxLoaderNodes lists and loads Flux files through UNETLoader and the GGUF
-// loaders: what each combo lists, the stored weight types, weight_dtype, the model
-// cache, and the errors for a file the loader does not take.
+// loaders: what each combo lists, the stored weight types, weight_dtype, dequant_dtype,
+// the model cache, and the errors for a file the loader does not take.
 func TestFluxLoaderNodes(t *testing.T) {
 	fm := newFluxModels(t)
 	r := newTestRegistry(t, fm.opts)
@@ -141,10 +141,21 @@ func TestFluxLoaderNodes(t *testing.T) {
 	if adv != q8 {
 		t.Error("UnetLoaderGGUFAdvanced did not share UnetLoaderGGUF's cached model")
 	}
+	for _, deq := range []string{"target", "float32"} {
+		if m := mustNode(t, r, "UnetLoaderGGUFAdvanced", nodes.Inputs{"unet_name": "flux_dev_tiny-Q8_0.gguf",
+			"dequant_dtype": deq, "patch_dtype": "float16", "patch_on_device": false})[0]; m != q8 {
+			t.Errorf("dequant_dtype %s (float32 arithmetic) did not share UnetLoaderGGUF's cached model", deq)
+		}
+	}
 	q4 := mustNode(t, r, "UnetLoaderGGUFAdvanced", nodes.Inputs{"unet_name": "flux_dev_tiny-Q4_0.gguf",
 		"dequant_dtype": "float16", "patch_dtype": "target", "patch_on_device": true})[0]
-	if got := fluxNet(t, q4).SingleBlocks[0].Linear1.Weight.DType(); got != gpu.Q4_0 {
-		t.Errorf("Q4_0 file: weights %s", got)
+	if w := fluxNet(t, q4).SingleBlocks[0].Linear1.Weight; w.DType() != gpu.Q4_0 || w.DequantDType() != gpu.F16 {
+		t.Errorf("Q4_0 file, dequant_dtype float16: weights %s decoded in %s", w.DType(), w.DequantDType())
+	}
+	bf := mustNode(t, r, "UnetLoaderGGUFAdvanced", nodes.Inputs{"unet_name": "flux_dev_tiny-Q8_0.gguf",
+		"dequant_dtype": "bfloat16", "patch_dtype": "default", "patch_on_device": false})[0]
+	if w := fluxNet(t, bf).SingleBlocks[0].Linear1.Weight; bf == q8 || w.DequantDType() != gpu.BF16 {
+		t.Errorf("dequant_dtype bfloat16: a model of its own %v, weights decoded in %s", bf != q8, w.DequantDType())
 	}
 
 	_, err := nodeRun(t, r, nil, "UNETLoader", nodes.Inputs{"unet_name": "flux_dev_tiny-Q8_0.gguf", "weight_dtype": "default"})

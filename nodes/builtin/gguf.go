@@ -17,14 +17,21 @@ import (
 
 // loadGGUFModel resolves name in the diffusion_models folder (UnetLoaderGGUF.load_unet
 // looks it up in "unet", whatever the listing's filter) and loads it through the model
-// cache, sharing UnetLoaderGGUF's and UnetLoaderGGUFAdvanced's entry.
-func (e *sdEnv) loadGGUFModel(ctx context.Context, name string) (*sd.Model, error) {
+// cache with dequant_dtype (UnetLoaderGGUFAdvanced's; "default" for UnetLoaderGGUF).
+// Loads that decode in the same arithmetic share one entry.
+func (e *sdEnv) loadGGUFModel(ctx context.Context, name, dequantDType string) (*sd.Model, error) {
 	path, err := e.resolve("diffusion_models", name)
 	if err != nil {
 		return nil, err
 	}
-	ck, err := e.load(ctx, path, "diffusion_model:gguf", func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
-		return sd.LoadDiffusionModel(rt, path, sd.DiffusionModelOptions{GGUF: true})
+	part := "diffusion_model:gguf"
+	switch dequantDType {
+	case "", "default", "target", "float32":
+	default:
+		part += ":" + dequantDType
+	}
+	ck, err := e.load(ctx, path, part, func(rt *gpu.Runtime, path string) (*sd.Checkpoint, error) {
+		return sd.LoadDiffusionModel(rt, path, sd.DiffusionModelOptions{GGUF: true, DequantDType: dequantDType})
 	})
 	if err != nil {
 		return nil, err
@@ -57,19 +64,17 @@ func (n *UnetLoaderGGUF) Schema() graph.Schema {
 
 // Run implements nodes.Typed (UnetLoaderGGUF.load_unet).
 func (n *UnetLoaderGGUF) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	return nodes.One(n.env.loadGGUFModel(ctx, n.UnetName))
+	return nodes.One(n.env.loadGGUFModel(ctx, n.UnetName, "default"))
 }
 
-// ggufDTypes are UnetLoaderGGUFAdvanced's dequant_dtype and patch_dtype choices.
-var ggufDTypes = []string{"default", "target", "float32", "float16", "bfloat16"}
-
 // UnetLoaderGGUFAdvanced is ComfyUI-GGUF's UnetLoaderGGUFAdvanced ("Unet Loader
-// (GGUF/Advanced)"). Its options steer where and in which type ComfyUI-GGUF
-// dequantizes a weight before each matrix product; here blocks are decoded to float32
-// inside the GEMM kernels whatever they say (float32 is what "default" and "target"
-// give on a CPU), so the model is UnetLoaderGGUF's. dequant_dtype float16 or bfloat16
-// would round each decoded weight once more in ComfyUI-GGUF; patch_dtype concerns LoRA
-// patches and patch_on_device a GPU.
+// (GGUF/Advanced)"). dequant_dtype is the arithmetic each GGUF block is decoded in
+// inside the GEMM (sd.DiffusionModelOptions.DequantDType): float16 and bfloat16 round
+// every product and sum of a block as ComfyUI-GGUF's kernels do; default, target and
+// float32 decode in float32 (ComfyUI-GGUF's default is float16: codex/flux.md).
+// patch_dtype is the type ComfyUI-GGUF computes LoRA patches in and patch_on_device
+// where it keeps them on a GPU; neither changes a model without patches, and LoRA
+// patches here are computed in float32 beside the quantized product.
 type UnetLoaderGGUFAdvanced struct {
 	env           *sdEnv
 	UnetName      string `input:"unet_name,unchecked"`
@@ -81,7 +86,7 @@ type UnetLoaderGGUFAdvanced struct {
 // Schema implements nodes.Typed.
 func (n *UnetLoaderGGUFAdvanced) Schema() graph.Schema {
 	dtype := func(name string) graph.Input {
-		return graph.Input{Name: name, Type: graph.TypeCombo, Default: "default", Choices: fixed(ggufDTypes)}
+		return graph.Input{Name: name, Type: graph.TypeCombo, Default: "default", Choices: fixed(sd.DequantDTypes)}
 	}
 	return graph.Schema{
 		Name: "UnetLoaderGGUFAdvanced", DisplayName: "Unet Loader (GGUF/Advanced)", Category: ggufCategory, PythonModule: ggufModule,
@@ -96,13 +101,13 @@ func (n *UnetLoaderGGUFAdvanced) Schema() graph.Schema {
 
 // Run implements nodes.Typed.
 func (n *UnetLoaderGGUFAdvanced) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	if n.DequantDType == "float16" || n.DequantDType == "bfloat16" {
+	if n.PatchDType == "float16" || n.PatchDType == "bfloat16" {
 		if log := envLogger(env); log != nil {
-			log.Info("GGUF weights are dequantized to float32 inside the matrix products; dequant_dtype is not applied",
-				"dequant_dtype", n.DequantDType)
+			log.Info("LoRA patches on GGUF weights are computed in float32; patch_dtype is not applied",
+				"patch_dtype", n.PatchDType)
 		}
 	}
-	return nodes.One(n.env.loadGGUFModel(ctx, n.UnetName))
+	return nodes.One(n.env.loadGGUFModel(ctx, n.UnetName, n.DequantDType))
 }
 
 // Interface guards.

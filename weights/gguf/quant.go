@@ -25,6 +25,9 @@ var quantizers = map[Type]func(dst []byte, src []float32){
 	TypeQ5_0: quantQ5_0,
 	TypeQ5_1: quantQ5_1,
 	TypeQ8_0: quantQ8_0,
+	// Not gguf-py's (it has none for these): quant_iq4.go.
+	TypeIQ4_NL: quantIQ4NL,
+	TypeIQ4_XS: quantIQ4XS,
 }
 
 // CanQuantize reports whether Quantize implements t.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/internal/dtype"
@@ -291,6 +292,35 @@ func TestRefpeerDequant(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkLinearMore measures Linear with the IQ4 weights and the rounded decodings
+// beside Q4_0 and Q8_0 in float32 arithmetic, at a Flux single block's shape with 512
+// tokens (3072 → 3072) and as one-row products, where the decode cost shows.
+func BenchmarkLinearMore(b *testing.B) {
+	e := benchEngine(b, PathAuto)
+	q4h, _ := Q4_0.WithMath(MathF16)
+	q8h, _ := Q8_0.WithMath(MathF16)
+	q8b, _ := Q8_0.WithMath(MathBF16)
+	for _, d := range []DType{Q4_0, q4h, Q8_0, q8h, q8b, IQ4_NL, IQ4_XS} {
+		for _, sh := range []shape{{512, 3072, 3072}, {1, 4096, 4096}} {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d", strings.ToLower(d.String()), sh.m, sh.n, sh.k), func(b *testing.B) {
+				r := rand.New(rand.NewPCG(2, 2))
+				w := Weight{DType: d, N: sh.n, K: sh.k, Data: randomBlocks(r, d, sh.n, sh.k)}
+				x, y := randSlice(r, sh.m*sh.k), make([]float32, sh.m*sh.n)
+				b.ResetTimer()
+				cpu := startCPU()
+				for b.Loop() {
+					if err := e.Linear(sh.m, x, sh.k, w, y, sh.n, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				flops := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
+				reportGFLOPs(b, flops)
+				cpu.report(b, flops*float64(b.N))
+			})
 		}
 	}
 }
