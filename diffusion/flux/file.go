@@ -62,9 +62,9 @@ func gpuDType(name string) (gpu.DType, bool) {
 	return 0, false
 }
 
-// castSource wraps src so that every float tensor is stored as UNETLoader's
-// weight_dtype asks; "" and "default" return src unchanged.
-func castSource(rt *gpu.Runtime, src statedict.Source, weightDType string) (statedict.Source, error) {
+// castSource wraps src so that every float tensor but those keep reports is stored as
+// UNETLoader's weight_dtype asks; "" and "default" return src unchanged.
+func castSource(rt *gpu.Runtime, src statedict.Source, weightDType string, keep func(key string) bool) (statedict.Source, error) {
 	var d gpu.DType
 	switch weightDType {
 	case "", "default":
@@ -76,7 +76,7 @@ func castSource(rt *gpu.Runtime, src statedict.Source, weightDType string) (stat
 	default:
 		return nil, fmt.Errorf("flux: weight dtype %q is not one of default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2", weightDType)
 	}
-	return &castingSource{Source: src, rt: rt, dtype: d}, nil
+	return &castingSource{Source: src, rt: rt, dtype: d, keep: keep}, nil
 }
 
 // castingSource converts float tensors to one dtype as they are bound.
@@ -84,11 +84,12 @@ type castingSource struct {
 	statedict.Source
 	rt    *gpu.Runtime
 	dtype gpu.DType
+	keep  func(key string) bool
 }
 
 func (s *castingSource) Tensor(key string) (*gpu.Tensor, error) {
 	t, err := s.Source.Tensor(key)
-	if err != nil || !t.DType().IsFloat() || t.DType() == s.dtype {
+	if err != nil || !t.DType().IsFloat() || t.DType() == s.dtype || s.keep(key) {
 		return t, err
 	}
 	c, err := gpu.Cast(s.rt, t, s.dtype)

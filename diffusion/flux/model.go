@@ -59,14 +59,22 @@ var defaultAxesDim = []int{16, 56, 56}
 // or ComfyUI-GGUF file, "model.diffusion_model." in a single-file checkpoint) and
 // reads its configuration from their shapes.
 func Load(rt *gpu.Runtime, src statedict.Source, prefix string, opts Options) (*Model, error) {
-	src, err := castSource(rt, src, opts.WeightDType)
+	f8, scaled, err := statedict.ScaledFP8(src, prefix)
 	if err != nil {
+		return nil, fmt.Errorf("flux: %w", err)
+	}
+	// Every weight and bias of a Flux is a linear layer's; the norms' are ".scale". In a
+	// scaled-fp8 file ComfyUI builds the linear layers in the file's float8 type whatever
+	// the weight_dtype, which then applies to the norms alone.
+	linear := func(key string) bool {
+		return strings.HasPrefix(key, prefix) && (strings.HasSuffix(key, ".weight") || strings.HasSuffix(key, ".bias"))
+	}
+	keep := func(key string) bool { return scaled && (linear(key) || statedict.ScaledFP8Key(key)) }
+	if src, err = castSource(rt, src, opts.WeightDType, keep); err != nil {
 		return nil, err
 	}
-	for _, k := range src.Keys() {
-		if strings.HasPrefix(k, prefix) && strings.HasSuffix(k, ".scale_weight") {
-			return nil, fmt.Errorf("flux: %s: scaled fp8 checkpoints (scale_weight tensors) are not supported", k)
-		}
+	if scaled {
+		src = statedict.NewScaledFP8Source(rt, src, f8, linear)
 	}
 	m := &Model{}
 	rep, err := statedict.Bind(rt, src, prefix, m)

@@ -110,14 +110,41 @@ type FinalLayer struct {
 }
 
 // Linear is a torch.nn.Linear (or the patch convolution): the weight in its stored dtype,
-// an optional F32 bias.
+// an optional F32 bias, and in a scaled-fp8 file the F32 scalar the weight is multiplied
+// by (the patch convolution, a Conv2d in ComfyUI, never applies one).
 type Linear struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias,optional"`
+	Weight      *gpu.Tensor `sd:"weight"`
+	Bias        *gpu.Tensor `sd:"bias,optional"`
+	ScaleWeight *gpu.Tensor `sd:"scale_weight,optional"`
 }
 
 func (l *Linear) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Linear(rt, x, l.Weight, l.Bias)
+	if l.ScaleWeight == nil {
+		return gpu.Linear(rt, x, l.Weight, l.Bias)
+	}
+	// (x·Wᵀ)·s equals x·(W·s)ᵀ, which scaled_fp8_ops computes, up to rounding.
+	y, err := gpu.Linear(rt, x, l.Weight, nil)
+	if err != nil {
+		return nil, err
+	}
+	ys, err := gpu.Mul(rt, y, l.ScaleWeight)
+	y.Release()
+	if err != nil || l.Bias == nil {
+		return ys, err
+	}
+	out, err := gpu.Add(rt, ys, l.Bias)
+	ys.Release()
+	return out, err
+}
+
+// LinearParam reports whether rest (a key after the prefix) is a parameter of one of the
+// network's linear layers, the ones a scaled-fp8 file's model builds in float8: every
+// weight and bias but the RMS q/k norms', the patch convolution's and the position
+// table.
+func LinearParam(rest string) bool {
+	return (strings.HasSuffix(rest, ".weight") || strings.HasSuffix(rest, ".bias")) &&
+		!strings.Contains(rest, ".ln_q.") && !strings.Contains(rest, ".ln_k.") &&
+		!strings.HasPrefix(rest, "x_embedder.proj.")
 }
 
 // Probe is the key (after the prefix) whose presence marks an MMDiT, as
@@ -126,8 +153,9 @@ const Probe = "joint_blocks.0.context_block.attn.qkv.weight"
 
 // Load binds an MMDiT under prefix ("model.diffusion_model." in checkpoints, "" in
 // diffusion_models files) from src. Weights stay in their stored dtype (F32, F16, BF16,
-// F8, GGUF blocks); 1-D tensors become F32. The report lists keys under prefix that no
-// field used.
+// F8, GGUF blocks); 1-D tensors become F32. A scaled-fp8 file's linear layers are built
+// as ComfyUI builds them (statedict.NewScaledFP8Source). The report lists keys under
+// prefix that no field used.
 func Load(rt *gpu.Runtime, src statedict.Source, prefix string) (*Model, *statedict.Report, error) {
 	keys := src.Keys()
 	if !slices.Contains(keys, prefix+Probe) {
@@ -143,9 +171,17 @@ func Load(rt *gpu.Runtime, src statedict.Source, prefix string) (*Model, *stated
 			return nil, nil, errors.New("mmdit: MMDiTs with a context processor are not SD3 models and are not implemented")
 		case rest == "register":
 			return nil, nil, errors.New("mmdit: MMDiTs with register tokens are not SD3 models and are not implemented")
-		case rest == "scaled_fp8" || strings.HasSuffix(rest, ".scale_weight"):
-			return nil, nil, errors.New("mmdit: scaled-fp8 files (scale_weight per matrix) are not implemented; use an fp16/bf16, fp8 or GGUF file")
 		}
+	}
+	f8, scaled, err := statedict.ScaledFP8(src, prefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mmdit: %w", err)
+	}
+	if scaled {
+		src = statedict.NewScaledFP8Source(rt, src, f8, func(key string) bool {
+			rest, ok := strings.CutPrefix(key, prefix)
+			return ok && LinearParam(rest)
+		})
 	}
 	m := &Model{}
 	rep, err := statedict.Bind(rt, src, prefix, m)
@@ -330,7 +366,7 @@ func (m *Model) Release() {
 	}
 	lin := func(ls ...*Linear) {
 		for _, l := range ls {
-			rel(l.Weight, l.Bias)
+			rel(l.Weight, l.Bias, l.ScaleWeight)
 		}
 	}
 	lin(&m.XEmbedder.Proj, &m.TEmbedder.In, &m.TEmbedder.Out, &m.YEmbedder.In, &m.YEmbedder.Out,

@@ -91,7 +91,7 @@ func TestLoadConfig(t *testing.T) {
 		want string
 	}{
 		{"missing", drop("joint_blocks.1.x_block.mlp.fc2.weight"), "joint_blocks.1.x_block.mlp.fc2.weight"},
-		{"scaled fp8", add("joint_blocks.0.x_block.attn.qkv.scale_weight", 1), "scaled-fp8"},
+		{"scales without the marker", add("joint_blocks.0.x_block.attn.qkv.scale_weight", 1), "without a scaled_fp8 marker"},
 		{"context processor", add("context_processor.layers.0.attn.qkv.weight", 64, 64), "context processor"},
 		{"wrong width", reshape("joint_blocks.1.x_block.attn.proj.weight", 192, 100), "joint_blocks.1.x_block.attn.proj.weight"},
 		{"not square table", reshape("pos_embed", 1, 60, 192), "square"},

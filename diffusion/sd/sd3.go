@@ -2,6 +2,7 @@ package sd
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/mmdit"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
@@ -171,13 +172,25 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 	if err != nil {
 		return nil, err
 	}
+	// A scaled-fp8 MMDiT's linear layers and scales keep the file's float8 type whatever
+	// the weight_dtype (ComfyUI's scaled_fp8_ops override it).
+	scaled := false
+	if d.MMDiT != nil {
+		if _, scaled, err = statedict.ScaledFP8(stored, d.Prefix); err != nil {
+			return nil, &FormatError{Path: name, Err: err}
+		}
+	}
+	keep := func(key string) bool {
+		rest, ok := strings.CutPrefix(key, d.Prefix)
+		return scaled && ok && (mmdit.LinearParam(rest) || statedict.ScaledFP8Key(rest))
+	}
 	src := stored
 	switch opts.WeightDType {
 	case "", "default":
 	case "fp8_e4m3fn", "fp8_e4m3fn_fast":
-		src = castSource{stored, rt, gpu.F8E4M3FN}
+		src = castSource{stored, rt, gpu.F8E4M3FN, keep}
 	case "fp8_e5m2":
-		src = castSource{stored, rt, gpu.F8E5M2}
+		src = castSource{stored, rt, gpu.F8E5M2, keep}
 	default:
 		return nil, fmt.Errorf("sd: weight_dtype %q is not one of default, fp8_e4m3fn, fp8_e4m3fn_fast, fp8_e5m2", opts.WeightDType)
 	}
@@ -210,18 +223,19 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 	return ck, nil
 }
 
-// castSource serves every float tensor of a file in one dtype (UNETLoader's fp8
-// weight_dtype); GGUF blocks stay as stored.
+// castSource serves every float tensor of a file but those keep reports in one dtype
+// (UNETLoader's fp8 weight_dtype); GGUF blocks stay as stored.
 type castSource struct {
 	statedict.Source
-	rt *gpu.Runtime
-	to gpu.DType
+	rt   *gpu.Runtime
+	to   gpu.DType
+	keep func(key string) bool
 }
 
 // Tensor implements statedict.Source.
 func (s castSource) Tensor(key string) (*gpu.Tensor, error) {
 	t, err := s.Source.Tensor(key)
-	if err != nil || !t.DType().IsFloat() || t.DType() == s.to {
+	if err != nil || !t.DType().IsFloat() || t.DType() == s.to || s.keep(key) {
 		return t, err
 	}
 	c, err := gpu.Cast(s.rt, t, s.to)

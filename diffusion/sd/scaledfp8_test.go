@@ -1,0 +1,108 @@
+package sd
+
+import (
+	"bufio"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/diffusion/flux"
+	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
+)
+
+// scalarValue reads a one-value tensor.
+func scalarValue(t *testing.T, x *gpu.Tensor) float32 {
+	t.Helper()
+	v, err := x.Float32()
+	if err != nil || len(v) != 1 {
+		t.Fatalf("scale %v: %v", x.Shape(), err)
+	}
+	return v[0]
+}
+
+// TestScaledFP8WeightDType loads scaled-fp8 Flux and MMDiT files through UNETLoader's
+// path with each weight_dtype: as in ComfyUI (scaled_fp8_ops override the weight dtype),
+// the linear layers keep the file's float8 type and their scales their float32 values,
+// as stored (not rounded through weight_dtype's type), and weight_dtype applies to the
+// other tensors alone.
+func TestScaledFP8WeightDType(t *testing.T) {
+	rt := newRT(t)
+	dir := t.TempDir()
+	s := TinyFluxRandomSpec(true).Model
+	s.Seed = 5
+	fluxPath := writeTestFile(t, dir, "flux-scaled.safetensors", func(w *bufio.Writer) error {
+		return flux.WriteRandomScaledFP8(w, s, gpu.F8E4M3FN)
+	})
+
+	// An SD3.5 file made scaled: the marker, and a scale of 2 on one matrix.
+	spec := TinySD3RandomSpec(true)
+	spec.Seed, spec.DType = 6, weights.F32
+	plain := filepath.Join(dir, "sd35m.safetensors")
+	writeSD3(t, plain, spec, SD3PartModel)
+	src, err := openFormats(plain, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []safetensors.Entry
+	for _, info := range src.Tensors() {
+		tn, err := src.Tensor(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, safetensors.Entry{Name: info.Name, DType: info.DType, Shape: info.Shape, Data: tn.Data})
+	}
+	defer src.Close() // the entries alias its mapping
+	es = append(es,
+		safetensors.Entry{Name: "scaled_fp8", DType: weights.F8_E4M3, Shape: []int64{0}, Data: []byte{}},
+		safetensors.Entry{Name: "joint_blocks.0.x_block.attn.qkv.scale_weight", DType: weights.F32, Shape: []int64{}, Data: f32Bytes([]float32{1.1})})
+	safetensors.SortEntries(es)
+	mmditPath := writeTestFile(t, dir, "sd35m-scaled.safetensors", func(w *bufio.Writer) error { return safetensors.Write(w, es, nil) })
+
+	var stored []float32 // an MMDiT linear weight as loaded with the default weight_dtype
+	for _, wd := range []struct {
+		name  string
+		other gpu.DType // a tensor outside the linear layers, stored F32 (Flux: BF16, widened)
+	}{{"default", gpu.F32}, {"fp8_e5m2", gpu.F8E5M2}, {"fp8_e4m3fn", gpu.F8E4M3FN}} {
+		t.Run(wd.name, func(t *testing.T) {
+			ck, err := LoadDiffusionModel(rt, fluxPath, DiffusionModelOptions{WeightDType: wd.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			fm := ck.Model.Net.(FluxNetwork).Model
+			qkv := fm.DoubleBlocks[0].ImgAttn.QKV
+			if qkv.Weight.DType() != gpu.F8E4M3FN || fm.ImgIn.Weight.DType() != gpu.F8E4M3FN || qkv.ScaleWeight == nil || qkv.ScaleWeight.DType() != gpu.F32 {
+				t.Errorf("flux: qkv %s (scale %v), img_in %s: want F8_E4M3 and an F32 scale", qkv.Weight.DType(), qkv.ScaleWeight, fm.ImgIn.Weight.DType())
+			}
+
+			sm, err := LoadDiffusionModel(rt, mmditPath, DiffusionModelOptions{WeightDType: wd.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sm.Close()
+			m := sm.Model.Net.(MMDiTNetwork).Model
+			q := m.JointBlocks[0].X.Attn.QKV
+			if q.Weight.DType() != gpu.F8E4M3FN || q.ScaleWeight == nil || scalarValue(t, q.ScaleWeight) != 1.1 {
+				t.Errorf("mmdit: qkv %s scale %v, want F8_E4M3 with scale 1.1", q.Weight.DType(), q.ScaleWeight)
+			}
+			fc1 := m.JointBlocks[0].X.MLP.FC1.Weight
+			if fc1.DType() != gpu.F8E4M3FN {
+				t.Errorf("mmdit: unscaled linear weight %s, want the file's float8 type", fc1.DType())
+			}
+			v, err := fc1.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored == nil {
+				stored = v
+			} else if !slices.Equal(v, stored) {
+				t.Error("mmdit: a linear weight differs from the default weight_dtype's: rounded through weight_dtype's type")
+			}
+			if d := m.XEmbedder.Proj.Weight.DType(); d != wd.other {
+				t.Errorf("mmdit: patch convolution %s, want %s", d, wd.other)
+			}
+		})
+	}
+}
