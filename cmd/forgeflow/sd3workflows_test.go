@@ -20,7 +20,7 @@ import (
 // on tiny random-weight SD3 models of the real key layout (CLIPs over the full 49408-token
 // vocabulary), written under the file names the workflows use, with the golden CLIP
 // vocabulary and a tiny T5 tokenizer. Sizes and step counts are cut down; the graphs are
-// the files'.
+// the files'. The SD3.5 large checkpoint is written fp8-scaled, as ComfyUI's is.
 func TestSD3Workflows(t *testing.T) {
 	testenv.EndToEnd(t)
 	vocab := testenv.GoldenVocabDir(t)
@@ -45,9 +45,12 @@ func TestSD3Workflows(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := bufio.NewWriter(f)
-		if part == "" {
+		switch part {
+		case "":
 			err = sd.WriteRandomSD3(w, spec)
-		} else {
+		case "scaled":
+			err = sd.WriteRandomSD3ScaledFP8(w, spec)
+		default:
 			err = sd.WriteRandomSD3Part(w, spec, part)
 		}
 		if err != nil {
@@ -69,9 +72,14 @@ func TestSD3Workflows(t *testing.T) {
 	write("text_encoders/clip_g.safetensors", sd35, sd.SD3PartCLIPG)
 	write("text_encoders/t5xxl_fp16.safetensors", sd35, sd.SD3PartT5)
 	write("vae/sd35_vae.safetensors", sd35, sd.SD3PartVAE)
+	// SD3.5 large's layout: q/k norms, no dual attention.
+	large := sd.TinySD3RandomSpec(true)
+	large.MMDiT.XBlockSelfAttn = nil
+	large.CLIPL.Vocab, large.CLIPG.Vocab = 49408, 49408
+	write("checkpoints/sd3.5_large_fp8_scaled.safetensors", large, "scaled")
 
 	files, err := filepath.Glob(filepath.Join(workflowsDir, "sd3", "*_api.json"))
-	if err != nil || len(files) != 2 {
+	if err != nil || len(files) != 3 {
 		t.Fatalf("workflows/sd3 holds %d workflows (%v)", len(files), err)
 	}
 	small := t.TempDir()
@@ -107,13 +115,13 @@ func TestSD3Workflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"sd3_medium_txt2img_api.json", "sd35_medium_slg_api.json", "2 of 2 workflows succeeded"} {
+	for _, want := range []string{"sd3_medium_txt2img_api.json", "sd35_medium_slg_api.json", "sd35_large_fp8_scaled_api.json", "3 of 3 workflows succeeded"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
 	}
 	// 96×64 pixels are 12×8 latent cells; the tiny VAE upsamples by 2.
-	for _, f := range []string{"sd3/medium_00001_.png", "sd3/sd35_medium_slg_00001_.png"} {
+	for _, f := range []string{"sd3/medium_00001_.png", "sd3/sd35_medium_slg_00001_.png", "sd3/sd35_large_fp8_scaled_00001_.png"} {
 		b := decodePNG(t, filepath.Join(base, "output", f)).Bounds()
 		if b.Dx() != 24 || b.Dy() != 16 {
 			t.Errorf("%s is %v, want 24×16", f, b)

@@ -2,6 +2,8 @@ package sd
 
 import (
 	"bufio"
+	"context"
+	"math"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -105,4 +107,74 @@ func TestScaledFP8WeightDType(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoadSD3ScaledCheckpoint loads an all-in-one SD3.5 checkpoint written as ComfyUI's
+// fp8-scaled ones (WriteRandomSD3ScaledFP8): the MMDiT's and T5's linear matrices stay
+// float8 with their scales, and the prompt encoding and the MMDiT's prediction equal the
+// same checkpoint stored in float32 within the float8 rounding.
+func TestLoadSD3ScaledCheckpoint(t *testing.T) {
+	rt := ckRuntime(t)
+	bpe, tv := sd3Vocabs(t)
+	dir := t.TempDir()
+	spec := TinySD3RandomSpec(true)
+	spec.Seed, spec.DType = 41, weights.F32
+	plainPath := filepath.Join(dir, "plain.safetensors")
+	writeSD3(t, plainPath, spec, "")
+	scaledPath := writeTestFile(t, dir, "sd3.5_large_fp8_scaled.safetensors", func(w *bufio.Writer) error { return WriteRandomSD3ScaledFP8(w, spec) })
+	load := func(path string) *Checkpoint {
+		ck, err := LoadCheckpoint(rt, path, LoadOptions{Vocab: bpe, T5Vocab: tv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ck.Close() })
+		return ck
+	}
+	plain, scaled := load(plainPath), load(scaledPath)
+	q := scaled.Model.Net.(MMDiTNetwork).Model.JointBlocks[1].Context.Attn.QKV
+	tq := scaled.CLIP.T5.Encoder.Model.Blocks[0].FF.Down
+	if q.Weight.DType() != gpu.F8E4M3FN || q.ScaleWeight == nil || tq.Weight.DType() != gpu.F8E4M3FN || tq.ScaleWeight == nil {
+		t.Fatalf("mmdit qkv %s (scale %v), t5 wo %s (scale %v): want F8_E4M3 with scales", q.Weight.DType(), q.ScaleWeight, tq.Weight.DType(), tq.ScaleWeight)
+	}
+	relErr := func(what string, got, want *gpu.Tensor, tol float64) {
+		t.Helper()
+		g, err := got.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := want.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d, m float64
+		for i := range w {
+			d = math.Max(d, math.Abs(float64(g[i]-w[i])))
+			m = math.Max(m, math.Abs(float64(w[i])))
+		}
+		if !(d <= tol*m) {
+			t.Errorf("%s: max |Δ| %.3g against float32 weights (values up to %.3g)", what, d, m)
+		}
+		t.Logf("%s: max |Δ| %.3g against float32 weights (values up to %.3g)", what, d, m)
+	}
+	ctx := context.Background()
+	enc := func(ck *Checkpoint) Conditioning {
+		c, err := EncodePrompt(ctx, ck.CLIP, "a (photo:1.2) of a cat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	pc, sc := enc(plain), enc(scaled)
+	relErr("prompt", sc[0].Embedding, pc[0].Embedding, 0.1)
+	x, _ := rt.FromFloat32(ckRandVals(1, 16*6*6), 1, 16, 6, 6)
+	ts, _ := rt.FromFloat32([]float32{700}, 1)
+	in := NetInputs{X: x, Timesteps: ts, Context: pc[0].Embedding, Y: pc[0].Pooled}
+	run := func(ck *Checkpoint) *gpu.Tensor {
+		out, err := ck.Model.network().Forward(ctx, rt, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	relErr("prediction", run(scaled), run(plain), 0.1)
 }
