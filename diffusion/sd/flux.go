@@ -21,14 +21,30 @@ import (
 type FluxNetwork struct{ Model *flux.Model }
 
 // Forward implements Network: Flux.forward with the batch's guidance, pooled vector,
-// reference latents and skipped blocks.
+// reference latents and skipped blocks. A model that takes more channels than it
+// outputs (Flux Fill) given a latent alone gets model_base.Flux.concat_cond's defaults
+// for an entry without concat_latent_image and concat_mask: a zero image and the run's
+// noise mask (all ones without one).
 func (n FluxNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error) {
-	return n.Model.Forward(ctx, rt, flux.Inputs{
+	fi := flux.Inputs{
 		X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Guidance: in.Guidance,
 		RefLatents: in.RefLatents, RefMethod: in.RefMethod,
 		SkipDouble: in.SkipDouble, SkipSingle: in.SkipSingle,
-	})
+	}
+	if n.Model.ConcatChannels() > 0 && in.X != nil && in.X.Rank() == 4 && in.X.Dim(1) == n.Model.Config.OutChannels {
+		c, err := n.Model.FillConcat(rt, in.X.Dim(0), in.X.Dim(2), in.X.Dim(3), nil, in.DenoiseMask)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Release()
+		fi.Concat = c
+	}
+	return n.Model.Forward(ctx, rt, fi)
 }
+
+// ReadsDenoiseMask reports whether Forward reads NetInputs.DenoiseMask: a Flux Fill's
+// does.
+func (n FluxNetwork) ReadsDenoiseMask() bool { return n.Model.ConcatChannels() > 0 }
 
 // NewFluxModel wraps a Flux transformer in the Model ComfyUI samples it with: its default
 // model sampling (dev: ModelSamplingFlux shift 1.15; schnell: flow, shift 1), the Flux

@@ -506,6 +506,21 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			defer releaseControl(in.Control)
 		}
 	}
+	if d.mask != nil && wantsDenoiseMask(m.network()) {
+		// The noise mask cut to the entries' regions as the input was.
+		md := make([]float32, 0, len(input))
+		for _, e := range batch {
+			for ni := 0; ni < n*c; ni++ {
+				for yy := 0; yy < ah; yy++ {
+					row := (ni*h+e.y0+yy)*w + e.x0
+					md = append(md, d.mask[row:row+aw]...)
+				}
+			}
+		}
+		if in.DenoiseMask, err = mk(md, bn, c, ah, aw); err != nil {
+			return nil, err
+		}
+	}
 	forward := d.g.forward
 	if forward == nil {
 		net := m.network()

@@ -38,6 +38,16 @@ type NetInputs struct {
 	RefMethod  string
 	// Control holds ControlNet / T2I-Adapter residuals for an SD UNet, nil for none.
 	Control *unet.Control
+	// DenoiseMask is the run's noise mask over the batch's region (B, C, H, W), 1 =
+	// denoise; set only for a Flux Fill, whose concat_cond falls back to it (nil: none).
+	DenoiseMask *gpu.Tensor
+}
+
+// wantsDenoiseMask reports whether a network reads NetInputs.DenoiseMask (has a
+// ReadsDenoiseMask method that says so), so that the guider builds it only then.
+func wantsDenoiseMask(net Network) bool {
+	r, ok := net.(interface{ ReadsDenoiseMask() bool })
+	return ok && r.ReadsDenoiseMask()
 }
 
 // unetNetwork runs an SD UNet (which has no blocks to skip).

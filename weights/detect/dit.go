@@ -91,7 +91,6 @@ func (s *sd) detectFlux(p string) (*Diffusion, error) {
 	}
 	if c.InChannels == 96 {
 		d.Variant = "fill" // supported_models.FluxInpaint
-		d.Unsupported = "Flux Fill (inpainting) models are not implemented"
 	}
 	d.Exact = c.HiddenSize == 3072 && c.NumHeads == 24 && c.ContextInDim == 4096 && c.VecInDim == 768 &&
 		c.Depth == 19 && c.DepthSingleBlocks == 38

@@ -1,0 +1,110 @@
+package sd
+
+import (
+	"bufio"
+	"context"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/diffusion/flux"
+	"github.com/forgeflow/forgeflow/diffusion/sampling"
+	"github.com/forgeflow/forgeflow/gpu"
+	"github.com/forgeflow/forgeflow/weights/detect"
+)
+
+// TestFluxFillDefaults loads a Flux Fill-shaped model (96 input channels) through
+// UNETLoader's path and checks a guider step against Flux.apply_model with the c_concat
+// model_base.Flux.concat_cond builds for an entry without concat_latent_image and
+// concat_mask, computed here by hand: a zero image in the Flux latent format
+// ((0 − 0.1159)·0.3611 everywhere) and 64 mask channels, all ones without a noise mask
+// and, with the run's noise mask (channels 0–7 ones, 8–15 zeros), its channel mean 0.5.
+func TestFluxFillDefaults(t *testing.T) {
+	rt := newRT(t)
+	s := TinyFluxRandomSpec(true).Model
+	s.Seed, s.InChannels = 13, 16+16+64
+	path := writeTestFile(t, t.TempDir(), "flux1-fill-dev.safetensors", func(w *bufio.Writer) error {
+		return flux.WriteRandomSafetensors(w, s, gpu.F32)
+	})
+	det, err := detect.DetectFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := det.Diffusion; d == nil || d.Variant != "fill" || d.Unsupported != "" {
+		t.Fatalf("detected %+v", det.Diffusion)
+	}
+	ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	m := ck.Model
+	fm := m.Net.(FluxNetwork).Model
+	if fm.ConcatChannels() != 80 || !wantsDenoiseMask(m.Net) {
+		t.Fatalf("concat channels %d", fm.ConcatChannels())
+	}
+
+	const sigma = 0.6
+	shape := [4]int{1, 16, 4, 6}
+	plane := shape[2] * shape[3]
+	x := randValues(1, 16*plane)
+	latent := randValues(2, 16*plane)
+	noise := randValues(3, 16*plane)
+	emb := tensorOf(t, rt, randValues(4, 5*64), 1, 5, 64)
+	pooled := tensorOf(t, rt, randValues(5, 32), 1, 32)
+	concat := func(maskValue float32) *gpu.Tensor {
+		v := make([]float32, 0, 80*plane)
+		for range 16 * plane {
+			v = append(v, (0-0.1159)*0.3611)
+		}
+		for range 64 * plane {
+			v = append(v, maskValue)
+		}
+		return tensorOf(t, rt, v, 1, 80, shape[2], shape[3])
+	}
+	halfMask := make([]float32, 16*plane)
+	for i := range 8 * plane {
+		halfMask[i] = 1
+	}
+	for _, c := range []struct {
+		name      string
+		mask      []float32
+		maskValue float32
+	}{{"no noise mask", nil, 1}, {"noise mask", halfMask, 0.5}} {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewBasicGuider(m, Conditioning{NewCond(emb, pooled)})
+			p, err := g.prepare(shape[2], shape[3])
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := &denoiser{g: g, p: p, shape: shape}
+			in := x
+			if c.mask != nil {
+				d.mask, d.latent, d.noise = c.mask, latent, noise
+				// KSamplerX0Inpaint's input: the latent noised to sigma outside the mask.
+				scaled := make([]float32, len(x))
+				sampling.NoiseScaling(sampling.Flow, sigma, noise, latent, scaled, false)
+				in = make([]float32, len(x))
+				for i := range x {
+					in[i] = x[i]*c.mask[i] + scaled[i]*(1-c.mask[i])
+				}
+			}
+			got, _, err := d.Denoise(context.Background(), x, sigma)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wt, err := fm.Denoise(context.Background(), rt, m.Sampling, sigma, flux.Inputs{X: tensorOf(t, rt, in, shape[:]...),
+				Context: emb, Y: pooled, Guidance: tensorOf(t, rt, []float32{3.5}, 1), Concat: concat(c.maskValue)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := wt.Float32()
+			if c.mask != nil {
+				for i := range want {
+					want[i] = want[i]*c.mask[i] + latent[i]*(1-c.mask[i])
+				}
+			}
+			if diff := maxDiff(got, want); diff > 1e-5 {
+				t.Errorf("guider prediction differs from Flux.apply_model with concat_cond's defaults by %g", diff)
+			}
+		})
+	}
+}
