@@ -54,7 +54,7 @@ func BenchmarkFluxBlock(b *testing.B) {
 				in := blockInputs(b, rt, tok.txt, tok.img, d)
 				defer in.release()
 				runBlock(b, DoubleBlockFLOPs(tok.img, tok.txt, d, mlp), func() error {
-					img, txt, err := dbl.forward(rt, in.img, in.txt, in.vec, in.pe, in.one, heads)
+					img, txt, err := dbl.forward(rt, in.img, in.txt, in.vec, in.pe, nil, in.one, heads)
 					img.Release()
 					txt.Release()
 					return err
@@ -70,7 +70,7 @@ func BenchmarkFluxBlock(b *testing.B) {
 				}
 				defer joint.Release()
 				runBlock(b, SingleBlockFLOPs(tok.txt+tok.img, d, mlp), func() error {
-					out, err := sgl.forward(rt, joint, in.vec, in.pe, in.one, heads)
+					out, err := sgl.forward(rt, joint, in.vec, in.pe, nil, in.one, heads)
 					out.Release()
 					return err
 				})

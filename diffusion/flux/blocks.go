@@ -42,7 +42,7 @@ type stream struct {
 
 // forward runs the block on img (B, Li, D) and txt (B, Lt, D); vecSiLU is SiLU(vec)
 // (B, D), pe the rotary table of the Lt+Li tokens.
-func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, one *gpu.Tensor, heads int) (imgOut, txtOut *gpu.Tensor, err error) {
+func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, mask, one *gpu.Tensor, heads int) (imgOut, txtOut *gpu.Tensor, err error) {
 	var a arena
 	defer a.release()
 	im, err := b.ImgMod.forward(rt, &a, vecSiLU, one)
@@ -82,7 +82,7 @@ func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, one *gpu.T
 	if err != nil {
 		return nil, nil, err
 	}
-	attn, err := a.add(attend(rt, hv, heads, []stream{{lt, &b.TxtAttn.Norm}, {li, &b.ImgAttn.Norm}}, pe))
+	attn, err := a.add(attend(rt, hv, heads, []stream{{lt, &b.TxtAttn.Norm}, {li, &b.ImgAttn.Norm}}, pe, mask))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,7 +129,7 @@ func (b *DoubleBlock) forward(rt *gpu.Runtime, img, txt, vecSiLU, pe, one *gpu.T
 }
 
 // forward runs the block on x (B, L, D), the text tokens followed by the image tokens.
-func (b *SingleBlock) forward(rt *gpu.Runtime, x, vecSiLU, pe, one *gpu.Tensor, heads int) (*gpu.Tensor, error) {
+func (b *SingleBlock) forward(rt *gpu.Runtime, x, vecSiLU, pe, mask, one *gpu.Tensor, heads int) (*gpu.Tensor, error) {
 	var a arena
 	defer a.release()
 	mods, err := b.Modulation.forward(rt, &a, vecSiLU, one)
@@ -154,7 +154,7 @@ func (b *SingleBlock) forward(rt *gpu.Runtime, x, vecSiLU, pe, one *gpu.Tensor, 
 	if err != nil {
 		return nil, err
 	}
-	attn, err := a.add(attend(rt, hv, heads, []stream{{x.Dim(1), &b.Norm}}, pe))
+	attn, err := a.add(attend(rt, hv, heads, []stream{{x.Dim(1), &b.Norm}}, pe, mask))
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func headView(rt *gpu.Runtime, h *gpu.Tensor, qkvWidth, heads int) (*gpu.Tensor,
 // attend is math.py attention for the heads of hv (B, L, n, d): each stream's queries
 // and keys are RMS-normalised with its own scales, rotated by pe, and all tokens attend
 // to all; the result is (B, L, H·d).
-func attend(rt *gpu.Runtime, hv *gpu.Tensor, heads int, streams []stream, pe *gpu.Tensor) (*gpu.Tensor, error) {
+func attend(rt *gpu.Runtime, hv *gpu.Tensor, heads int, streams []stream, pe, mask *gpu.Tensor) (*gpu.Tensor, error) {
 	var a arena
 	defer a.release()
 	b, l, d := hv.Dim(0), hv.Dim(1), hv.Dim(3)
@@ -251,7 +251,7 @@ func attend(rt *gpu.Runtime, hv *gpu.Tensor, heads int, streams []stream, pe *gp
 	if err != nil {
 		return nil, err
 	}
-	o, err := a.add(gpu.Attention(rt, qr, kr, vp, nil, gpu.AttentionParams{}))
+	o, err := a.add(gpu.Attention(rt, qr, kr, vp, mask, gpu.AttentionParams{}))
 	if err != nil {
 		return nil, err
 	}

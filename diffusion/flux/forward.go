@@ -31,6 +31,10 @@ type Inputs struct {
 	// unchanged (Skip Layer Guidance: ComfyUI's patches_replace of the "double_block" /
 	// "single_block" with the identity).
 	SkipDouble, SkipSingle []int
+	// AttentionMask (B or 1, L, L) is an additive F32 bias on every block's attention
+	// scores over the joint sequence of L = text + image (+ reference) tokens, text
+	// first (ComfyUI's attention_mask, e.g. StyleModelApply's attn_bias); nil for none.
+	AttentionMask *gpu.Tensor
 }
 
 // Forward is Flux.forward: it pads x to whole patches (circularly), patchifies it into
@@ -100,6 +104,10 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 	if err != nil {
 		return nil, err
 	}
+	mask, err := a.add(attentionMask(rt, in.AttentionMask, b, lt+img.Dim(1)))
+	if err != nil {
+		return nil, err
+	}
 	for i := range m.DoubleBlocks {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -107,7 +115,7 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if slices.Contains(in.SkipDouble, i) {
 			continue
 		}
-		ni, nt, err := m.DoubleBlocks[i].forward(rt, img, txt, vecSiLU, pe, one, c.NumHeads)
+		ni, nt, err := m.DoubleBlocks[i].forward(rt, img, txt, vecSiLU, pe, mask, one, c.NumHeads)
 		if err != nil {
 			return nil, fmt.Errorf("flux: double block %d: %w", i, err)
 		}
@@ -127,7 +135,7 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if slices.Contains(in.SkipSingle, i) {
 			continue
 		}
-		nj, err := m.SingleBlocks[i].forward(rt, joint, vecSiLU, pe, one, c.NumHeads)
+		nj, err := m.SingleBlocks[i].forward(rt, joint, vecSiLU, pe, mask, one, c.NumHeads)
 		if err != nil {
 			return nil, fmt.Errorf("flux: single block %d: %w", i, err)
 		}
@@ -160,6 +168,18 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		return nil, err
 	}
 	return gpu.Contiguous(rt, crop)
+}
+
+// attentionMask checks an Inputs.AttentionMask against the batch and the joint
+// sequence length l and views it as (B|1, 1, l, l), shared by the heads; nil for none.
+func attentionMask(rt *gpu.Runtime, m *gpu.Tensor, b, l int) (*gpu.Tensor, error) {
+	if m == nil {
+		return nil, nil
+	}
+	if m.DType() != gpu.F32 || m.Rank() != 3 || (m.Dim(0) != 1 && m.Dim(0) != b) || m.Dim(1) != l || m.Dim(2) != l {
+		return nil, fmt.Errorf("flux: attention mask %s: want F32 (%d or 1, %d, %d) over the joint text and image tokens", m, b, l, l)
+	}
+	return gpu.Reshape(rt, m, m.Dim(0), 1, l, l)
 }
 
 // vector is vec: time_in(embed(t)) [+ guidance_in(embed(guidance))] + vector_in(y).

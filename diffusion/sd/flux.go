@@ -29,7 +29,7 @@ func (n FluxNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs)
 	fi := flux.Inputs{
 		X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Guidance: in.Guidance,
 		RefLatents: in.RefLatents, RefMethod: in.RefMethod,
-		SkipDouble: in.SkipDouble, SkipSingle: in.SkipSingle,
+		SkipDouble: in.SkipDouble, SkipSingle: in.SkipSingle, AttentionMask: in.AttentionMask,
 	}
 	if n.Model.ConcatChannels() > 0 && in.X != nil && in.X.Rank() == 4 && in.X.Dim(1) == n.Model.Config.OutChannels {
 		c, err := n.Model.FillConcat(rt, in.X.Dim(0), in.X.Dim(2), in.X.Dim(3), nil, in.DenoiseMask)

@@ -27,6 +27,13 @@ type NetInputs struct {
 	// Guidance is Flux's distilled guidance scale per item (B); nil when the model takes
 	// none or the conditioning disabled it.
 	Guidance *gpu.Tensor
+	// DenoiseMask is the run's noise mask over the batch's region (B, C, H, W), 1 =
+	// denoise; set only for a Flux Fill, whose concat_cond falls back to it (nil: none).
+	DenoiseMask *gpu.Tensor
+	// AttentionMask (B or 1, L, L) is an additive bias on a Flux's attention scores over
+	// its text then image tokens (ComfyUI's attention_mask, resized to the batch's token
+	// grid); nil for none. Other networks take none.
+	AttentionMask *gpu.Tensor
 	// SkipDouble and SkipSingle are the blocks Skip Layer Guidance leaves out:
 	// ComfyUI's patches_replace of ("dit", "double_block" / "single_block", i). An MMDiT
 	// has joint (double) blocks only.
@@ -38,9 +45,6 @@ type NetInputs struct {
 	RefMethod  string
 	// Control holds ControlNet / T2I-Adapter residuals for an SD UNet, nil for none.
 	Control *unet.Control
-	// DenoiseMask is the run's noise mask over the batch's region (B, C, H, W), 1 =
-	// denoise; set only for a Flux Fill, whose concat_cond falls back to it (nil: none).
-	DenoiseMask *gpu.Tensor
 }
 
 // wantsDenoiseMask reports whether a network reads NetInputs.DenoiseMask (has a

@@ -108,3 +108,37 @@ func TestFluxFillDefaults(t *testing.T) {
 		})
 	}
 }
+
+// TestFluxNetworkAttentionMask checks that NetInputs.AttentionMask reaches the Flux
+// transformer: the network's output equals Flux.forward with the mask, and differs from
+// the output without it.
+func TestFluxNetworkAttentionMask(t *testing.T) {
+	rt := newRT(t)
+	m := loadTinyFlux(t, rt, true)
+	fm := m.Net.(FluxNetwork).Model
+	const l = 5 + 6 // text tokens + (4/2)·(6/2) image tokens
+	bias := randValues(9, l*l)
+	for i := range bias {
+		bias[i] *= 3
+	}
+	in := NetInputs{X: tensorOf(t, rt, randValues(1, 16*4*6), 1, 16, 4, 6), Timesteps: tensorOf(t, rt, []float32{0.5}, 1),
+		Context: tensorOf(t, rt, randValues(2, 5*64), 1, 5, 64), Y: tensorOf(t, rt, randValues(3, 32), 1, 32),
+		Guidance: tensorOf(t, rt, []float32{3.5}, 1), AttentionMask: tensorOf(t, rt, bias, 1, l, l)}
+	run := func(out *gpu.Tensor, err error) []float32 {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := out.Float32()
+		return v
+	}
+	got := run(m.Net.Forward(context.Background(), rt, in))
+	fi := flux.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Guidance: in.Guidance, AttentionMask: in.AttentionMask}
+	if d := maxDiff(got, run(fm.Forward(context.Background(), rt, fi))); d != 0 {
+		t.Errorf("network output differs from Flux.forward with the mask by %g", d)
+	}
+	fi.AttentionMask = nil
+	if d := maxDiff(got, run(fm.Forward(context.Background(), rt, fi))); d < 1e-4 {
+		t.Errorf("the mask changed the output by %g only", d)
+	}
+}
