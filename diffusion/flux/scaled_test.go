@@ -2,8 +2,14 @@ package flux
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -169,6 +175,100 @@ func TestScaledFP8Errors(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
+		}
+	}
+}
+
+// writeScaledModels makes the scaled-fp8 reference models: tools/refpeer/flux_scaled_ref.py
+// loads them with ComfyUI's own loader and writes testdata/scaled_ref.safetensors.
+var writeScaledModels = flag.String("flux.scaledmodels", "", "write the scaled-fp8 reference models to this folder")
+
+// scaledRefModel writes the reference model of float8 type f8 into dir.
+func scaledRefModel(t testing.TB, dir string, f8 gpu.DType) string {
+	s := TinyRandomSpec(true)
+	s.Seed = 23
+	return writeModel(t, dir, "flux_scaled_"+f8.String()+".safetensors", func(w *bufio.Writer) error {
+		return WriteRandomScaledFP8(w, s, f8)
+	})
+}
+
+func TestWriteScaledModels(t *testing.T) {
+	if *writeScaledModels == "" {
+		t.Skip("set -flux.scaledmodels DIR to write the scaled-fp8 reference models")
+	}
+	for _, f8 := range []gpu.DType{gpu.F8E4M3FN, gpu.F8E5M2} {
+		scaledRefModel(t, *writeScaledModels, f8)
+	}
+}
+
+// TestScaledFP8Refpeer runs the fixture's inputs through the scaled-fp8 models ComfyUI
+// loaded with its own loader (comfy.sd.load_diffusion_model_state_dict) and compares
+// with its outputs.
+func TestScaledFP8Refpeer(t *testing.T) {
+	rt := newRuntime(t)
+	f, err := tensorfile.Open(filepath.Join("testdata", "scaled_ref.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var runs []struct{ Name, Model string }
+	var sums map[string]string
+	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), &runs); err != nil || len(runs) == 0 {
+		t.Fatalf("fixture runs: %v", err)
+	}
+	if err := json.Unmarshal([]byte(f.Metadata()["sha256"]), &sums); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	models := map[string]*Model{}
+	for _, f8 := range []gpu.DType{gpu.F8E4M3FN, gpu.F8E5M2} {
+		path := scaledRefModel(t, dir, f8)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != sums[f8.String()] {
+			t.Fatalf("%s: model sha256 %x, the fixture was made from %s", f8, sum, sums[f8.String()])
+		}
+		m, err := LoadFile(rt, path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		models[f8.String()] = m
+	}
+	tensor := func(name string) *gpu.Tensor {
+		tn, err := f.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := tn.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape := make([]int, len(tn.Shape))
+		for i, d := range tn.Shape {
+			shape[i] = int(d)
+		}
+		x, err := rt.FromFloat32(v, shape...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	for _, r := range runs {
+		m := models[r.Model]
+		if m == nil {
+			t.Fatalf("%s: no model %s", r.Name, r.Model)
+		}
+		in := Inputs{X: tensor(r.Name + ".x"), Timesteps: tensor(r.Name + ".t"), Context: tensor(r.Name + ".context"),
+			Y: tensor(r.Name + ".y"), Guidance: tensor(r.Name + ".guidance")}
+		// ComfyUI multiplies the weight by the scale, here the product: float32 rounding
+		// apart, the same.
+		if e := relErr(forward(t, rt, m, in), values(t, tensor(r.Name+".out"))); !(e < 1e-5) {
+			t.Errorf("%s: relative error %.3g to ComfyUI", r.Name, e)
+		} else {
+			t.Logf("%s: relative error %.3g to ComfyUI", r.Name, e)
 		}
 	}
 }
