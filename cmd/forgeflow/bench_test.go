@@ -76,10 +76,12 @@ func TestSynthSD3(t *testing.T) {
 	}
 }
 
-// synth writes tiny Flux models (safetensors and GGUF) that bench flux loads and runs.
+// synth writes tiny Flux models (safetensors, fp8-scaled safetensors and GGUF) that
+// bench flux loads and runs.
 func TestSynthAndBenchFlux(t *testing.T) {
 	dir := t.TempDir()
-	for _, c := range []struct{ dtype, file, stored string }{{"BF16", "flux.safetensors", "BF16"}, {"Q8_0", "flux.gguf", "Q8_0"}} {
+	for _, c := range []struct{ dtype, file, stored string }{{"BF16", "flux.safetensors", "BF16"}, {"Q8_0", "flux.gguf", "Q8_0"},
+		{"F8_E4M3_SCALED", "flux-fp8-scaled.safetensors", "F8_E4M3"}} {
 		path := filepath.Join(dir, c.file)
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), []string{"synth", "--family", "flux-tiny", "--dtype", c.dtype, "--out", path}, &out, &errb); code != exitOK {
@@ -101,6 +103,9 @@ func TestSynthAndBenchFlux(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"synth", "--family", "flux-dev", "--dtype", "Q3_K", "--out", filepath.Join(dir, "x.gguf")}, &out, &errb); code != exitUsage {
 		t.Errorf("flux-dev as Q3_K: exit %d, want a usage error", code)
+	}
+	if code := run(context.Background(), []string{"synth", "--family", "flux-tiny", "--dtype", "BF16_SCALED", "--out", filepath.Join(dir, "x.safetensors")}, &out, &errb); code != exitUsage {
+		t.Errorf("flux-tiny as BF16_SCALED: exit %d, want a usage error", code)
 	}
 }
 

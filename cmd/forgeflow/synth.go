@@ -26,7 +26,7 @@ func cmdSynth(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	family := fs.String("family", "sd15", "architecture: sd15, sdxl, sdxl-refiner, sd3-medium (with CLIP-L, CLIP-G, T5-XXL), sd3-medium-mmdit, sd35-medium-mmdit, sd35-large-mmdit, flux-dev, flux-schnell, flux-vae, the upscale models esrgan-x4, realesrgan-x2, compact-x4, span-x4, or sd15-tiny / sdxl-tiny / sd3-tiny / flux-tiny (toy sizes, for tests)")
 	out := fs.String("out", "", "file to write (.safetensors; .gguf for a Flux in a GGUF block type)")
-	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32; Flux also F8_E4M3, F8_E5M2 and the GGUF types Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (written as ComfyUI-GGUF lays Flux out)")
+	dtype := fs.String("dtype", "F16", "weight dtype: F16, BF16 or F32; Flux also F8_E4M3, F8_E5M2, F8_E4M3_SCALED, F8_E5M2_SCALED (ComfyUI's fp8-scaled layout) and the GGUF types Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (written as ComfyUI-GGUF lays Flux out)")
 	seed := fs.Uint64("seed", 1, "random seed")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: forgeflow synth --out FILE [--family sd15] [--dtype F16] [--seed N]\n\nWrites a checkpoint (Flux: a diffusion-model file or the VAE) with the architecture's real tensor names and shapes and random weights.")
@@ -140,6 +140,14 @@ func fluxSynth(family, dtype string, seed uint64) (write func(io.Writer) error, 
 		return nil, false
 	}
 	spec.Seed = seed
+	if base, ok := strings.CutSuffix(dtype, "_SCALED"); ok {
+		for _, d := range []gpu.DType{gpu.F8E4M3FN, gpu.F8E5M2} {
+			if d.String() == base {
+				return func(w io.Writer) error { return flux.WriteRandomScaledFP8(w, spec, d) }, true
+			}
+		}
+		return nil, false
+	}
 	for d := gpu.F32; d.IsFloat(); d++ {
 		if d.String() == dtype {
 			return func(w io.Writer) error { return flux.WriteRandomSafetensors(w, spec, d) }, true
