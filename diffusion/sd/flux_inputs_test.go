@@ -11,37 +11,51 @@ import (
 	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
-// TestFluxFillDefaults loads a Flux Fill-shaped model (96 input channels) through
-// UNETLoader's path and checks a guider step against Flux.apply_model with the c_concat
-// model_base.Flux.concat_cond builds for an entry without concat_latent_image and
-// concat_mask, computed here by hand: a zero image in the Flux latent format
-// ((0 − 0.1159)·0.3611 everywhere) and 64 mask channels, all ones without a noise mask
-// and, with the run's noise mask (channels 0–7 ones, 8–15 zeros), its channel mean 0.5.
+// TestFluxFillDefaults loads a Flux Fill-shaped model (96 input channels) and an
+// image-concat one (32: Flux Canny/Depth) through UNETLoader's path and checks a guider
+// step against Flux.apply_model with the c_concat model_base.Flux.concat_cond builds for
+// an entry without concat_latent_image and concat_mask, computed here by hand: a zero
+// image in the Flux latent format ((0 − 0.1159)·0.3611 everywhere) and, for Fill, 64
+// mask channels, all ones without a noise mask and, with the run's noise mask (channels
+// 0–7 ones, 8–15 zeros), its channel mean 0.5.
 func TestFluxFillDefaults(t *testing.T) {
 	rt := newRT(t)
-	s := TinyFluxRandomSpec(true).Model
-	s.Seed, s.InChannels = 13, 16+16+64
-	path := writeTestFile(t, t.TempDir(), "flux1-fill-dev.safetensors", func(w *bufio.Writer) error {
-		return flux.WriteRandomSafetensors(w, s, gpu.F32)
-	})
-	det, err := detect.DetectFile(path)
-	if err != nil {
-		t.Fatal(err)
+	for _, mc := range []struct {
+		name, variant string
+		in            int
+		mask          bool // the concat carries Fill's 64 mask channels
+	}{{"fill", "fill", 16 + 16 + 64, true}, {"image concat", "", 16 + 16, false}} {
+		t.Run(mc.name, func(t *testing.T) {
+			s := TinyFluxRandomSpec(true).Model
+			s.Seed, s.InChannels = 13, mc.in
+			path := writeTestFile(t, t.TempDir(), "flux1-"+mc.name+".safetensors", func(w *bufio.Writer) error {
+				return flux.WriteRandomSafetensors(w, s, gpu.F32)
+			})
+			det, err := detect.DetectFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := det.Diffusion; d == nil || d.Variant != mc.variant || d.Unsupported != "" {
+				t.Fatalf("detected %+v", det.Diffusion)
+			}
+			ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			checkFluxConcatDefaults(t, rt, ck.Model, mc.in-16, mc.mask)
+		})
 	}
-	if d := det.Diffusion; d == nil || d.Variant != "fill" || d.Unsupported != "" {
-		t.Fatalf("detected %+v", det.Diffusion)
-	}
-	ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
-	m := ck.Model
-	fm := m.Net.(FluxNetwork).Model
-	if fm.ConcatChannels() != 80 || !wantsDenoiseMask(m.Net) {
-		t.Fatalf("concat channels %d", fm.ConcatChannels())
-	}
+}
 
+// checkFluxConcatDefaults runs the guider step of TestFluxFillDefaults on m, whose
+// concat has extra channels (with the 64 mask channels last when mask).
+func checkFluxConcatDefaults(t *testing.T, rt *gpu.Runtime, m *Model, extra int, mask bool) {
+	t.Helper()
+	fm := m.Net.(FluxNetwork).Model
+	if fm.ConcatChannels() != extra || !wantsDenoiseMask(m.Net) {
+		t.Fatalf("concat channels %d, want %d", fm.ConcatChannels(), extra)
+	}
 	const sigma = 0.6
 	shape := [4]int{1, 16, 4, 6}
 	plane := shape[2] * shape[3]
@@ -51,14 +65,16 @@ func TestFluxFillDefaults(t *testing.T) {
 	emb := tensorOf(t, rt, randValues(4, 5*64), 1, 5, 64)
 	pooled := tensorOf(t, rt, randValues(5, 32), 1, 32)
 	concat := func(maskValue float32) *gpu.Tensor {
-		v := make([]float32, 0, 80*plane)
+		v := make([]float32, 0, extra*plane)
 		for range 16 * plane {
 			v = append(v, (0-0.1159)*0.3611)
 		}
-		for range 64 * plane {
-			v = append(v, maskValue)
+		if mask {
+			for range 64 * plane {
+				v = append(v, maskValue)
+			}
 		}
-		return tensorOf(t, rt, v, 1, 80, shape[2], shape[3])
+		return tensorOf(t, rt, v, 1, extra, shape[2], shape[3])
 	}
 	halfMask := make([]float32, 16*plane)
 	for i := range 8 * plane {
