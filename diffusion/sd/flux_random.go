@@ -64,13 +64,21 @@ func (s RandomFluxSpec) Tensors() ([]RandomTensor, error) {
 	return ts, nil
 }
 
-// WriteRandomFlux writes the spec's all-in-one checkpoint as safetensors.
-func WriteRandomFlux(w io.Writer, s RandomFluxSpec) error {
+// checkRandomFlux checks that the spec's text encoders fit its transformer.
+func checkRandomFlux(s RandomFluxSpec) error {
 	if s.CLIPL.Width > 0 && s.CLIPL.Width < s.Model.Vec {
 		return fmt.Errorf("sd: random Flux: CLIP-L width %d is narrower than the transformer's vector %d", s.CLIPL.Width, s.Model.Vec)
 	}
 	if s.T5.DModel > 0 && s.T5.DModel != s.Model.Context {
 		return fmt.Errorf("sd: random Flux: T5 width %d is not the transformer's context %d", s.T5.DModel, s.Model.Context)
+	}
+	return nil
+}
+
+// WriteRandomFlux writes the spec's all-in-one checkpoint as safetensors.
+func WriteRandomFlux(w io.Writer, s RandomFluxSpec) error {
+	if err := checkRandomFlux(s); err != nil {
+		return err
 	}
 	ts, err := s.Tensors()
 	if err != nil {

@@ -3,6 +3,7 @@ package sd
 import (
 	"bufio"
 	"context"
+	"io"
 	"math"
 	"path/filepath"
 	"slices"
@@ -177,4 +178,61 @@ func TestLoadSD3ScaledCheckpoint(t *testing.T) {
 		return out
 	}
 	relErr("prediction", run(scaled), run(plain), 0.1)
+}
+
+// TestLoadFluxScaledCheckpoint loads an all-in-one Flux checkpoint written fp8-scaled
+// (WriteRandomFluxScaledFP8): the transformer's and T5's matrices stay float8 with their
+// scales, and T5's encoding and the transformer's prediction equal the same checkpoint
+// stored in float32 within the float8 rounding.
+func TestLoadFluxScaledCheckpoint(t *testing.T) {
+	rt := newRT(t)
+	dir := t.TempDir()
+	s := TinyFluxRandomSpec(true)
+	s.Seed, s.DType = 17, weights.F32
+	load := func(name string, write func(w io.Writer, s RandomFluxSpec) error) *Checkpoint {
+		p := writeTestFile(t, dir, name, func(w *bufio.Writer) error { return write(w, s) })
+		ck, err := LoadCheckpoint(rt, p, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ck.Close() })
+		return ck
+	}
+	plain := load("flux.safetensors", WriteRandomFlux)
+	scaled := load("flux-fp8-scaled.safetensors", WriteRandomFluxScaledFP8)
+	fm := scaled.Model.Net.(FluxNetwork).Model
+	q, tw := fm.SingleBlocks[0].Linear1, scaled.CLIP.T5.Encoder.Model.Blocks[0].Attn.Q
+	if q.Weight.DType() != gpu.F8E4M3FN || q.ScaleWeight == nil || tw.Weight.DType() != gpu.F8E4M3FN || tw.ScaleWeight == nil {
+		t.Fatalf("linear1 %s (scale %v), t5 q %s (scale %v): want F8_E4M3 with scales", q.Weight.DType(), q.ScaleWeight, tw.Weight.DType(), tw.ScaleWeight)
+	}
+	ctx := context.Background()
+	values := func(x *gpu.Tensor, err error) []float32 {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := x.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	near := func(what string, got, want []float32, tol float64) {
+		t.Helper()
+		var d, m float64
+		for i := range want {
+			d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+			m = math.Max(m, math.Abs(float64(want[i])))
+		}
+		if !(d <= tol*m) {
+			t.Errorf("%s: max |Δ| %.3g against float32 weights (values up to %.3g)", what, d, m)
+		}
+		t.Logf("%s: max |Δ| %.3g against float32 weights (values up to %.3g)", what, d, m)
+	}
+	ids := [][]int{{5, 17, 300, 2, 1}}
+	near("t5", values(scaled.CLIP.T5.Encoder.Model.Encode(ctx, ids, nil)), values(plain.CLIP.T5.Encoder.Model.Encode(ctx, ids, nil)), 0.1)
+	in := NetInputs{X: tensorOf(t, rt, randValues(1, 16*4*6), 1, 16, 4, 6), Timesteps: tensorOf(t, rt, []float32{0.5}, 1),
+		Context: tensorOf(t, rt, randValues(2, 5*64), 1, 5, 64), Y: tensorOf(t, rt, randValues(3, 32), 1, 32),
+		Guidance: tensorOf(t, rt, []float32{3.5}, 1)}
+	near("prediction", values(scaled.Model.Net.Forward(ctx, rt, in)), values(plain.Model.Net.Forward(ctx, rt, in)), 0.1)
 }

@@ -23,7 +23,39 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 	if err != nil {
 		return err
 	}
-	dtype := s.DType
+	markers := []string{unetPrefix}
+	if s.T5.DModel > 0 {
+		markers = append(markers, sd3T5Prefix)
+	}
+	return writeRandomScaledFP8(w, ts, s.Seed, s.DType, func(name string) bool {
+		rest, ok := strings.CutPrefix(name, unetPrefix)
+		return ok && mmdit.LinearParam(rest)
+	}, markers)
+}
+
+// WriteRandomFluxScaledFP8 writes the spec's all-in-one Flux checkpoint in the same
+// fp8-scaled layout: every matrix of the transformer and of T5 scaled.
+func WriteRandomFluxScaledFP8(w io.Writer, s RandomFluxSpec) error {
+	if err := checkRandomFlux(s); err != nil {
+		return err
+	}
+	ts, err := s.Tensors()
+	if err != nil {
+		return err
+	}
+	markers := []string{unetPrefix}
+	if s.T5.DModel > 0 {
+		markers = append(markers, fluxT5Prefix)
+	}
+	return writeRandomScaledFP8(w, ts, s.Seed, s.DType, func(name string) bool {
+		return strings.HasPrefix(name, unetPrefix)
+	}, markers)
+}
+
+// writeRandomScaledFP8 writes ts with the 2-D ".weight" tensors that model reports (the
+// diffusion model's linear layers) and T5's linear matrices as float8 e4m3fn over their
+// scale, a scale_weight each, and the scaled_fp8 markers; the rest in dtype.
+func writeRandomScaledFP8(w io.Writer, ts []RandomTensor, seed uint64, dtype weights.DType, model func(name string) bool, markers []string) error {
 	if dtype == "" {
 		dtype = weights.F16
 	}
@@ -35,8 +67,8 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 		if len(t.Shape) != 2 || !strings.HasSuffix(t.Name, ".weight") {
 			return false
 		}
-		if rest, ok := strings.CutPrefix(t.Name, unetPrefix); ok {
-			return mmdit.LinearParam(rest)
+		if model(t.Name) {
+			return true
 		}
 		rest, ok := strings.CutPrefix(t.Name, sd3T5Prefix)
 		return ok && rest != "shared.weight" && !strings.HasSuffix(rest, ".relative_attention_bias.weight")
@@ -60,7 +92,7 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 	for _, t := range ts {
 		if !scaled(t) {
 			es = append(es, safetensors.Entry{Name: t.Name, DType: dtype, Shape: shapeOf(t), WriteData: func(w io.Writer) error {
-				b, err := encode(g, t.Values(s.Seed))
+				b, err := encode(g, t.Values(seed))
 				if err != nil {
 					return err
 				}
@@ -70,7 +102,7 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 			continue
 		}
 		var amax float64
-		for _, x := range t.Values(s.Seed) {
+		for _, x := range t.Values(seed) {
 			amax = max(amax, math.Abs(float64(x)))
 		}
 		scale := float32(amax / 448)
@@ -83,7 +115,7 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 			return err
 		}
 		es = append(es, safetensors.Entry{Name: t.Name, DType: weights.F8_E4M3, Shape: shapeOf(t), WriteData: func(w io.Writer) error {
-			v := t.Values(s.Seed)
+			v := t.Values(seed)
 			for i := range v {
 				v[i] /= scale
 			}
@@ -94,10 +126,6 @@ func WriteRandomSD3ScaledFP8(w io.Writer, s RandomSD3Spec) error {
 			_, err = w.Write(b)
 			return err
 		}}, safetensors.Entry{Name: layer + "scale_weight", DType: weights.F32, Shape: []int64{}, Data: one})
-	}
-	markers := []string{unetPrefix}
-	if s.T5.DModel > 0 {
-		markers = append(markers, sd3T5Prefix)
 	}
 	for _, p := range markers {
 		es = append(es, safetensors.Entry{Name: p + statedict.ScaledFP8Marker, DType: weights.F8_E4M3, Shape: []int64{0}, Data: []byte{}})
