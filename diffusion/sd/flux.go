@@ -42,6 +42,34 @@ func (n FluxNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs)
 	return n.Model.Forward(ctx, rt, fi)
 }
 
+// fluxConcat is model_base.Flux.concat_cond for one conditioning entry of a run on a
+// latent of shape (N, C, H, W): its concat_latent_image (nil: zeros) and concat_mask
+// (InpaintModelConditioning's; nil: the run's noise mask, nil: ones), as (N, extra, H,
+// W) values.
+func fluxConcat(rt *gpu.Runtime, fm *flux.Model, c Cond, shape [4]int, noiseMask []float32) ([]float32, error) {
+	n, ch, h, w := shape[0], shape[1], shape[2], shape[3]
+	mask := c.ConcatMask
+	var err error
+	switch {
+	case mask != nil && mask.Rank() == 3:
+		if mask, err = gpu.Reshape(rt, mask, mask.Dim(0), 1, mask.Dim(1), mask.Dim(2)); err != nil {
+			return nil, fmt.Errorf("concat_mask: %w", err)
+		}
+		defer mask.Release()
+	case mask == nil && noiseMask != nil:
+		if mask, err = rt.FromFloat32(noiseMask, n, ch, h, w); err != nil {
+			return nil, err
+		}
+		defer mask.Release()
+	}
+	t, err := fm.FillConcat(rt, n, h, w, c.ConcatLatent, mask)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Release()
+	return t.Float32()
+}
+
 // ReadsDenoiseMask reports whether Forward reads NetInputs.DenoiseMask: a Flux Fill's
 // does.
 func (n FluxNetwork) ReadsDenoiseMask() bool { return n.Model.ConcatChannels() > 0 }

@@ -158,3 +158,90 @@ func TestFluxNetworkAttentionMask(t *testing.T) {
 		t.Errorf("the mask changed the output by %g only", d)
 	}
 }
+
+// TestFluxFillInpaintConditioning checks that InpaintModelConditioning's
+// concat_latent_image and concat_mask reach a Flux Fill: a guider step equals
+// Flux.apply_model with the concat FillConcat builds from them (its layout is checked in
+// diffusion/flux), for a pixel-sized (N, H, W) mask and without a mask (the run's
+// noise mask then stands in, as in concat_cond).
+func TestFluxFillInpaintConditioning(t *testing.T) {
+	rt := newRT(t)
+	s := TinyFluxRandomSpec(true).Model
+	s.Seed, s.InChannels = 13, 16+16+64
+	path := writeTestFile(t, t.TempDir(), "flux1-fill-dev.safetensors", func(w *bufio.Writer) error {
+		return flux.WriteRandomSafetensors(w, s, gpu.F32)
+	})
+	ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	m := ck.Model
+	fm := m.Net.(FluxNetwork).Model
+	const sigma = 0.6
+	shape := [4]int{1, 16, 4, 6}
+	plane := shape[2] * shape[3]
+	x := randValues(1, 16*plane)
+	emb := tensorOf(t, rt, randValues(4, 5*64), 1, 5, 64)
+	pooled := tensorOf(t, rt, randValues(5, 32), 1, 32)
+	image := tensorOf(t, rt, randValues(6, 16*plane), 1, 16, 4, 6)
+	pix := make([]float32, 32*48)
+	for i := range pix {
+		if i%48 < 20 {
+			pix[i] = 1
+		}
+	}
+	pixMask := tensorOf(t, rt, pix, 1, 32, 48)
+	noiseMask := make([]float32, 16*plane)
+	for i := range noiseMask {
+		noiseMask[i] = float32(i%6) / 5
+	}
+	for _, c := range []struct {
+		name string
+		mask *gpu.Tensor // concat_mask
+		want *gpu.Tensor // the mask FillConcat gets
+	}{{"concat_mask", pixMask, tensorOf(t, rt, pix, 1, 1, 32, 48)}, {"noise mask", nil, tensorOf(t, rt, noiseMask, shape[:]...)}} {
+		t.Run(c.name, func(t *testing.T) {
+			cond := NewCond(emb, pooled)
+			cond.ConcatLatent, cond.ConcatMask = image, c.mask
+			g := NewBasicGuider(m, Conditioning{cond})
+			p, err := g.prepare(shape[2], shape[3])
+			if err != nil {
+				t.Fatal(err)
+			}
+			latent := randValues(2, 16*plane)
+			if p.pos, err = withModelExtras(m, Conditioning{cond}, p.pos, shape, latent, noiseMask); err != nil {
+				t.Fatal(err)
+			}
+			// Outside the noise mask the input is the latent noised to sigma.
+			noise := randValues(3, 16*plane)
+			d := &denoiser{g: g, p: p, shape: shape, mask: noiseMask, latent: latent, noise: noise}
+			got, _, err := d.Denoise(context.Background(), x, sigma)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scaled := make([]float32, len(x))
+			sampling.NoiseScaling(sampling.Flow, sigma, noise, latent, scaled, false)
+			in := make([]float32, len(x))
+			for i := range x {
+				in[i] = x[i]*noiseMask[i] + scaled[i]*(1-noiseMask[i])
+			}
+			concat, err := fm.FillConcat(rt, 1, shape[2], shape[3], image, c.want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wt, err := fm.Denoise(context.Background(), rt, m.Sampling, sigma, flux.Inputs{X: tensorOf(t, rt, in, shape[:]...),
+				Context: emb, Y: pooled, Guidance: tensorOf(t, rt, []float32{3.5}, 1), Concat: concat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := wt.Float32()
+			for i := range want {
+				want[i] = want[i]*noiseMask[i] + latent[i]*(1-noiseMask[i])
+			}
+			if diff := maxDiff(got, want); diff > 1e-5 {
+				t.Errorf("guider prediction differs from Flux.apply_model with the entry's concat by %g", diff)
+			}
+		})
+	}
+}

@@ -125,9 +125,20 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 // entry's control and, for an inpainting model, its c_concat.
 func withModelExtras(m *Model, list Conditioning, mc []modelCond, shape [4]int, latent, mask []float32) ([]modelCond, error) {
 	inpaint := m.isInpaintModel()
+	fn, fill := m.network().(FluxNetwork)
+	fill = fill && fn.ReadsDenoiseMask()
 	for i := range mc {
 		mc[i].control = list[i].Control
 		mc[i].controlToUncond = list[i].ControlApplyToUncond
+		if fill && (list[i].ConcatLatent != nil || list[i].ConcatMask != nil) {
+			// Without either, FluxNetwork adds concat_cond's defaults itself.
+			cc, err := fluxConcat(m.Runtime, fn.Model, list[i], shape, mask)
+			if err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc[i].concat, mc[i].concatC = cc, fn.Model.ConcatChannels()
+			continue
+		}
 		if !inpaint {
 			continue
 		}
