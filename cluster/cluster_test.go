@@ -152,7 +152,7 @@ func TestClusterFailover(t *testing.T) {
 	mon := watchProgress(t, b.q)
 	ids := make([]string, prompts)
 	for i := range prompts {
-		ids[i] = fmt.Sprintf("p%03d", i)
+		ids[i] = fmt.Sprintf("00000000-0000-4000-8000-%012d", i) // POST /prompt takes canonical UUIDs
 		f := a
 		if i%2 == 1 {
 			f = b

@@ -60,6 +60,13 @@ func startWorkerWith(t testing.TB, urls string, o WorkerOptions) (stop func()) {
 // worker runs and a delete removes a queued prompt; a prompt naming a model no worker
 // has waits, with the worker's refusal visible in /queue.
 func TestInterruptDeleteRouting(t *testing.T) {
+	// POST /prompt takes canonical UUIDs as prompt ids.
+	const (
+		idLong   = "00000000-0000-4000-8000-00000000001a"
+		idQueued = "00000000-0000-4000-8000-00000000001b"
+		idNeeds  = "00000000-0000-4000-8000-00000000001c"
+		idHas    = "00000000-0000-4000-8000-00000000001d"
+	)
 	n := startNode(t)
 	a := startFront(t, n.ClientURL(), "irq", "front-a")
 	b := startFront(t, n.ClientURL(), "irq", "front-b")
@@ -72,11 +79,11 @@ func TestInterruptDeleteRouting(t *testing.T) {
 			t.Fatalf("POST /prompt %s: %d %s", id, code, body)
 		}
 	}
-	submit(a, "long", workPrompt(60000, "long"))
+	submit(a, idLong, workPrompt(60000, "long"))
 	waitFor(t, 30*time.Second, "the long prompt to run", func() bool { return len(runningOn(a.q)["w1"]) == 1 })
-	submit(a, "queued", workPrompt(10, "queued"))
-	submit(a, "needs", workPrompt(10, "needs/missing.safetensors"))
-	submit(a, "has", workPrompt(10, "have.safetensors"))
+	submit(a, idQueued, workPrompt(10, "queued"))
+	submit(a, idNeeds, workPrompt(10, "needs/missing.safetensors"))
+	submit(a, idHas, workPrompt(10, "have.safetensors"))
 
 	var queue struct {
 		Running [][]json.RawMessage `json:"queue_running"`
@@ -99,26 +106,26 @@ func TestInterruptDeleteRouting(t *testing.T) {
 		t.Errorf("extra_data of a prompt no worker can run: %s", queue.Pending[1][3])
 	}
 
-	if code, body := postJSON(t, b, "/queue", map[string]any{"delete": []string{"queued"}}); code != http.StatusOK {
+	if code, body := postJSON(t, b, "/queue", map[string]any{"delete": []string{idQueued}}); code != http.StatusOK {
 		t.Fatalf("POST /queue delete: %d %s", code, body)
 	}
-	if code, body := postJSON(t, b, "/interrupt", map[string]any{"prompt_id": "long"}); code != http.StatusOK {
+	if code, body := postJSON(t, b, "/interrupt", map[string]any{"prompt_id": idLong}); code != http.StatusOK {
 		t.Fatalf("POST /interrupt: %d %s", code, body)
 	}
 	waitFor(t, 30*time.Second, "the interrupted prompt in the history and the next one done", func() bool {
 		h := history(t, a)
-		return h["long"].Status.StatusStr == executor.StatusError && h["has"].Status.StatusStr == executor.StatusSuccess
+		return h[idLong].Status.StatusStr == executor.StatusError && h[idHas].Status.StatusStr == executor.StatusSuccess
 	})
 	h := history(t, a)
-	if _, ok := h["queued"]; ok {
+	if _, ok := h[idQueued]; ok {
 		t.Error("a deleted prompt ran")
 	}
 	interrupted := false
-	for _, m := range h["long"].Status.Messages {
+	for _, m := range h[idLong].Status.Messages {
 		interrupted = interrupted || bytes.HasPrefix(m, []byte(`["execution_interrupted",`))
 	}
 	if !interrupted {
-		t.Errorf("the long prompt's history: %s", h["long"].Status.Messages)
+		t.Errorf("the long prompt's history: %s", h[idLong].Status.Messages)
 	}
 	if n, _ := a.q.Remaining(context.Background()); n != 1 {
 		t.Errorf("remaining %d, want 1 (the prompt no worker can run)", n)

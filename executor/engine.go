@@ -147,6 +147,10 @@ func (e *Engine) Queue() Queue { return e.queue }
 // (execution.py SENSITIVE_EXTRA_DATA_KEYS): Submit moves them to Job.Sensitive.
 var sensitiveExtraData = []string{"auth_token_comfy_org", "api_key_comfy_org"}
 
+// CreateTimeKey is the extra_data key Submit stores the submit time under (Unix
+// milliseconds), which /queue, /history and the jobs API report.
+const CreateTimeKey = "create_time"
+
 // Submitted is what Submit reports about a queued prompt.
 type Submitted struct {
 	Number float64
@@ -158,8 +162,10 @@ type Submitted struct {
 // Submit validates job.Prompt (Validate, restricted to job.Outputs when set: ComfyUI's
 // partial_execution_targets), sets job.Outputs to the outputs that validated, moves
 // the extra_data keys ComfyUI keeps out of listings (auth_token_comfy_org,
-// api_key_comfy_org) from job.ExtraData to job.Sensitive, queues the job (see
-// Queue.Push) and broadcasts the new queue status. An empty job.ID is set to a new
+// api_key_comfy_org) from job.ExtraData to job.Sensitive, sets extra_data's
+// create_time (CreateTimeKey: the submit time in Unix milliseconds, replacing any the
+// client sent, as ComfyUI's POST /prompt does), queues the job (see Queue.Push) and
+// broadcasts the new queue status. An empty job.ID is set to a new
 // random UUID, as ComfyUI does when the client gives no prompt_id.
 //
 // A prompt that fails validation is a *Rejection; an id already pending or running
@@ -176,6 +182,10 @@ func (e *Engine) Submit(ctx context.Context, job *Job, opts PushOptions) (Submit
 		return Submitted{}, err
 	}
 	job.Outputs = outputs
+	if job.ExtraData == nil {
+		job.ExtraData = map[string]any{}
+	}
+	job.ExtraData[CreateTimeKey] = e.now().UnixMilli()
 	for _, k := range sensitiveExtraData {
 		v, ok := job.ExtraData[k]
 		if !ok {

@@ -92,7 +92,13 @@ func (s *Server) getHistoryItem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) postHistory(w http.ResponseWriter, r *http.Request) {
-	if ok, _ := s.clearOrDelete(w, r, "history", executor.Queue.ClearHistory, executor.Queue.DeleteHistory); ok {
-		w.WriteHeader(http.StatusOK)
+	var body clearDelete
+	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
+		return
 	}
+	if _, status, e := s.clearOrDelete(r.Context(), body, "history", executor.Queue.ClearHistory, executor.Queue.DeleteHistory); e != nil {
+		s.writeJSON(w, status, e)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
 }

@@ -66,13 +66,6 @@ func (s *Server) getPrompt(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, s.queueInfo(r.Context()))
 }
 
-func (s *Server) refusePrompt(w http.ResponseWriter, typ, msg, details string) {
-	s.writeJSON(w, http.StatusBadRequest, promptRefusal{
-		Error:      comfyError{Type: typ, Message: msg, Details: details, ExtraInfo: map[string]any{}},
-		NodeErrors: map[string]any{},
-	})
-}
-
 // parsePromptRequest decodes a POST /prompt body: {prompt, client_id, extra_data, front,
 // number, prompt_id, partial_execution_targets}. A false second result means the body
 // had no prompt (ComfyUI's no_prompt error).
@@ -144,18 +137,60 @@ func (s *Server) postPrompt(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
 	}
+	out := s.submitPrompt(r.Context(), body, nil)
+	switch {
+	case out.answer != nil:
+		s.writeJSON(w, http.StatusOK, out.answer)
+	case out.refusal != nil:
+		s.writeJSON(w, out.status, out.refusal)
+	default:
+		s.writeJSON(w, out.status, out.err)
+	}
+}
+
+// promptOutcome is what became of a POST /prompt body: the 200 answer, a refusal in
+// ComfyUI's {"error": {...}, "node_errors": {...}} shape (400), or another error
+// (400 for a body that is not an object, 500, 503) with the body HTTP answers.
+type promptOutcome struct {
+	status  int
+	answer  *promptAnswer
+	refusal any // promptRefusal or *executor.Rejection
+	err     *apiError
+}
+
+func refused(typ, msg, details string) promptOutcome {
+	return promptOutcome{status: http.StatusBadRequest, refusal: promptRefusal{
+		Error:      comfyError{Type: typ, Message: msg, Details: details, ExtraInfo: map[string]any{}},
+		NodeErrors: map[string]any{},
+	}}
+}
+
+func failed(status int, msg, details string) promptOutcome {
+	return promptOutcome{status: status, err: &apiError{Error: msg, Details: details}}
+}
+
+// submitPrompt is the one path from a POST /prompt body to the queue, for HTTP and
+// for the websocket's prompt messages: the body's checks, then Engine.Submit
+// (validation and the durable push). clientID, when set, replaces the body's
+// client_id (a websocket prompt's events go to the socket that sent it). ctx should
+// outlive the client when the prompt must be queued whatever happens to it.
+func (s *Server) submitPrompt(ctx context.Context, body map[string]json.RawMessage, clientID *string) promptOutcome {
 	if body == nil {
-		s.writeError(w, http.StatusBadRequest, "invalid JSON body", "want an object")
-		return
+		return failed(http.StatusBadRequest, "invalid JSON body", "want an object")
+	}
+	if clientID != nil {
+		raw, _ := json.Marshal(*clientID)
+		body["client_id"] = raw
 	}
 	req, hasPrompt, err := parsePromptRequest(body)
 	if err != nil {
-		s.refusePrompt(w, "invalid_prompt", "Invalid prompt", err.Error())
-		return
+		return refused("invalid_prompt", "Invalid prompt", err.Error())
 	}
 	if !hasPrompt {
-		s.refusePrompt(w, "no_prompt", "No prompt provided", "No prompt provided")
-		return
+		return refused("no_prompt", "No prompt provided", "No prompt provided")
+	}
+	if err := checkPromptID(body["prompt_id"]); err != nil {
+		return refused("invalid_prompt_id", "prompt_id must be a valid UUID", err.Error())
 	}
 	if len(req.PromptID) > executor.MaxIDLength || len(req.ClientID) > executor.MaxIDLength {
 		s.refusePrompt(w, "invalid_prompt", "Invalid prompt", fmt.Sprintf("prompt_id and client_id may hold at most %d bytes", executor.MaxIDLength))
@@ -168,35 +203,79 @@ func (s *Server) postPrompt(w http.ResponseWriter, r *http.Request) {
 	}
 	for id, n := range req.Prompt {
 		if n.ClassType == "" {
-			s.refusePrompt(w, "invalid_prompt", "Cannot execute because a node is missing the class_type property.", fmt.Sprintf("Node ID '#%s'", id))
-			return
+			return refused("invalid_prompt", "Cannot execute because a node is missing the class_type property.", fmt.Sprintf("Node ID '#%s'", id))
 		}
 	}
 	if req.PromptID == "" {
 		req.PromptID = executor.NewPromptID()
 	}
 	if s.engine == nil {
-		s.writeError(w, http.StatusServiceUnavailable, errNoEngine.Error())
-		return
+		return failed(http.StatusServiceUnavailable, errNoEngine.Error(), "")
 	}
 	job := &executor.Job{ID: req.PromptID, Prompt: req.Prompt, ExtraData: req.ExtraData, Outputs: req.PartialExecutionTargets}
-	sub, err := s.engine.Submit(r.Context(), job, executor.PushOptions{Front: req.Front, Number: req.Number})
+	sub, err := s.engine.Submit(ctx, job, executor.PushOptions{Front: req.Front, Number: req.Number})
 	var rej *executor.Rejection
 	switch {
 	case errors.As(err, &rej):
 		s.log.Warn("invalid prompt", "prompt_id", req.PromptID, "err", rej.Error())
-		s.writeJSON(w, http.StatusBadRequest, rej)
-		return
+		return promptOutcome{status: http.StatusBadRequest, refusal: rej}
 	case errors.Is(err, executor.ErrDuplicate):
-		s.refusePrompt(w, "invalid_prompt", "Prompt id already queued", fmt.Sprintf("prompt_id %q is pending or running", req.PromptID))
-		return
+		return refused("invalid_prompt", "Prompt id already queued", fmt.Sprintf("prompt_id %q is pending or running", req.PromptID))
 	case err != nil:
 		s.log.Error("queue prompt", "prompt_id", req.PromptID, "err", err)
-		s.writeError(w, http.StatusInternalServerError, "cannot queue prompt", err.Error())
-		return
+		return failed(http.StatusInternalServerError, "cannot queue prompt", err.Error())
 	}
 	s.log.Info("got prompt", "prompt_id", req.PromptID)
-	s.writeJSON(w, http.StatusOK, promptAnswer{PromptID: req.PromptID, Number: sub.Number, NodeErrors: sub.NodeErrors})
+	return promptOutcome{status: http.StatusOK, answer: &promptAnswer{PromptID: req.PromptID, Number: sub.Number, NodeErrors: sub.NodeErrors}}
+}
+
+// checkPromptID checks a client-chosen prompt_id: absent or null lets the server make
+// one; anything else must be a UUID string in canonical form (lowercase, hyphenated),
+// since the id is compared as it is everywhere after (history keys, events,
+// interrupts), as ComfyUI's validate_job_id (comfy_execution/jobs.py) requires.
+func checkPromptID(raw json.RawMessage) error {
+	if raw == nil || string(raw) == "null" {
+		return nil
+	}
+	var id string
+	if err := json.Unmarshal(raw, &id); err != nil {
+		return fmt.Errorf("prompt_id must be a string holding a UUID, got %s; leave it out to let the server choose one", truncate(string(raw), 64))
+	}
+	if !isCanonicalUUID(id) {
+		return fmt.Errorf("prompt_id %q is not a UUID in canonical form (8-4-4-4-12 lowercase hex digits); leave it out to let the server choose one", truncate(id, 64))
+	}
+	return nil
+}
+
+// isCanonicalUUID reports whether s is a UUID as Python's str(uuid.UUID(...)) writes
+// it: 36 characters, lowercase hex digits with hyphens after the 8th, 12th, 16th and
+// 20th digit. Any version and variant is accepted.
+func isCanonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// truncate shortens s to at most n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func (s *Server) getQueue(w http.ResponseWriter, r *http.Request) {
@@ -234,48 +313,57 @@ func (cd clearDelete) ids() []string {
 }
 
 func (s *Server) postQueue(w http.ResponseWriter, r *http.Request) {
-	ok, acted := s.clearOrDelete(w, r, "queue", executor.Queue.Clear, func(q executor.Queue, ctx context.Context, ids ...string) error {
-		_, err := q.Delete(ctx, ids...)
-		return err
-	})
-	if !ok {
+	var body clearDelete
+	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
 	}
-	if acted {
-		s.queueUpdated(r.Context()) // ComfyUI's wipe_queue and delete_queue_item do
+	if status, e := s.changeQueue(r.Context(), body); e != nil {
+		s.writeJSON(w, status, e)
+		return
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
-// clearOrDelete does the work of POST /queue and POST /history, which take the same
-// body: {"clear": true} empties the list, {"delete": [ids]} drops those entries. On
-// failure it writes the error answer and reports ok false; otherwise the caller answers,
-// knowing whether a clear or delete was asked for (acted).
-func (s *Server) clearOrDelete(w http.ResponseWriter, r *http.Request, what string,
-	clearAll func(executor.Queue, context.Context) error, del func(executor.Queue, context.Context, ...string) error) (ok, acted bool) {
-	var body clearDelete
-	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
-		return false, false
+// changeQueue applies a POST /queue body (for HTTP and the websocket's queue
+// messages): {"clear": true} drops every pending prompt, {"delete": [ids]} those
+// prompts; then the queue status is broadcast, as ComfyUI's queue_updated. On failure
+// it returns the status and error to answer.
+func (s *Server) changeQueue(ctx context.Context, body clearDelete) (int, *apiError) {
+	acted, status, e := s.clearOrDelete(ctx, body, "queue", executor.Queue.Clear, func(q executor.Queue, ctx context.Context, ids ...string) error {
+		_, err := q.Delete(ctx, ids...)
+		return err
+	})
+	if e != nil {
+		return status, e
 	}
+	if acted {
+		s.queueUpdated(ctx) // ComfyUI's wipe_queue and delete_queue_item do
+	}
+	return http.StatusOK, nil
+}
+
+// clearOrDelete does the work of POST /queue and POST /history, which take the same
+// body: {"clear": true} empties the list, {"delete": [ids]} drops those entries. It
+// reports whether a clear or delete was asked for (acted), or the status and error to
+// answer.
+func (s *Server) clearOrDelete(ctx context.Context, body clearDelete, what string,
+	clearAll func(executor.Queue, context.Context) error, del func(executor.Queue, context.Context, ...string) error) (acted bool, status int, e *apiError) {
 	if s.queue == nil {
-		s.writeError(w, http.StatusServiceUnavailable, errNoEngine.Error())
-		return false, false
+		return false, http.StatusServiceUnavailable, &apiError{Error: errNoEngine.Error()}
 	}
 	if truthy(body.Clear) {
-		if err := clearAll(s.queue, r.Context()); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot clear "+what, err.Error())
-			return false, false
+		if err := clearAll(s.queue, ctx); err != nil {
+			return false, http.StatusInternalServerError, &apiError{Error: "cannot clear " + what, Details: err.Error()}
 		}
 		acted = true
 	}
 	if len(body.Delete) > 0 {
-		if err := del(s.queue, r.Context(), body.ids()...); err != nil {
-			s.writeError(w, http.StatusInternalServerError, "cannot delete from "+what, err.Error())
-			return false, false
+		if err := del(s.queue, ctx, body.ids()...); err != nil {
+			return false, http.StatusInternalServerError, &apiError{Error: "cannot delete from " + what, Details: err.Error()}
 		}
 		acted = true
 	}
-	return true, acted
+	return acted, http.StatusOK, nil
 }
 
 func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
@@ -283,7 +371,14 @@ func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id := interruptTarget(body)
+	s.interrupt(interruptTarget(body))
+	w.WriteHeader(http.StatusOK)
+}
+
+// interrupt stops the prompt id, or whatever runs when id is "" (POST /interrupt and
+// the websocket's interrupt message): through Options.Interrupt when set (a cluster
+// front reaches every worker), else the engine.
+func (s *Server) interrupt(id string) {
 	switch {
 	case s.opts.Interrupt != nil:
 		s.log.Info("interrupt", "prompt_id", id)
@@ -292,7 +387,6 @@ func (s *Server) postInterrupt(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("interrupt", "prompt_id", id)
 		s.engine.Interrupt(id)
 	}
-	w.WriteHeader(http.StatusOK)
 }
 
 // interruptTarget is the prompt_id of a POST /interrupt body, or "" for a global

@@ -17,6 +17,17 @@ import (
 	"github.com/forgeflow/forgeflow/nodes"
 )
 
+// Client-chosen prompt ids of the tests: canonical UUIDs.
+const (
+	uuid1 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b01"
+	uuid2 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b02"
+	uuid3 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b03"
+	uuid4 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b04"
+	uuid5 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b05"
+	uuid6 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b06"
+	uuid7 = "5f0c8a52-1b7e-4c55-9a43-0d2c6f1e8b07"
+)
+
 func TestPostPrompt(t *testing.T) {
 	const graphJSON = sinkPrompt
 	tests := []struct {
@@ -28,10 +39,10 @@ func TestPostPrompt(t *testing.T) {
 		check  func(t *testing.T, job *executor.Job)
 	}{
 		{
-			name: "accepted", status: 200, body: `{"prompt": ` + graphJSON + `, "client_id": "abc", "prompt_id": "p1", "extra_data": {"extra_pnginfo": {"workflow": {}}}}`,
-			want: `{"prompt_id": "p1", "number": 0, "node_errors": {}}`,
+			name: "accepted", status: 200, body: `{"prompt": ` + graphJSON + `, "client_id": "abc", "prompt_id": "` + uuid1 + `", "extra_data": {"extra_pnginfo": {"workflow": {}}, "create_time": 5}}`,
+			want: `{"prompt_id": "` + uuid1 + `", "number": 0, "node_errors": {}}`,
 			check: func(t *testing.T, job *executor.Job) {
-				if job.ID != "p1" || job.ClientID() != "abc" || job.ExtraData["client_id"] != "abc" {
+				if job.ID != uuid1 || job.ClientID() != "abc" || job.ExtraData["client_id"] != "abc" {
 					t.Errorf("client id not carried: %+v", job)
 				}
 				if _, ok := job.ExtraData["extra_pnginfo"]; !ok {
@@ -43,11 +54,24 @@ func TestPostPrompt(t *testing.T) {
 				if !slices.Equal(job.Outputs, []string{"1"}) {
 					t.Errorf("outputs %v, want the validated [1]", job.Outputs)
 				}
+				// create_time is the server's submit time in ms, not the client's 5.
+				ct, err := job.ExtraData["create_time"].(json.Number).Int64()
+				if now := time.Now().UnixMilli(); err != nil || ct < now-60_000 || ct > now {
+					t.Errorf("create_time %v (%v), want about %d", job.ExtraData["create_time"], err, now)
+				}
 			},
 		},
 		{
-			name: "explicit number", status: 200, body: `{"prompt": ` + graphJSON + `, "number": 7.5, "prompt_id": "p2"}`,
-			want: `{"prompt_id": "p2", "number": 7.5, "node_errors": {}}`,
+			name: "null prompt id", status: 200, body: `{"prompt": ` + graphJSON + `, "prompt_id": null}`,
+			check: func(t *testing.T, job *executor.Job) {
+				if !isCanonicalUUID(job.ID) {
+					t.Errorf("generated prompt id %q", job.ID)
+				}
+			},
+		},
+		{
+			name: "explicit number", status: 200, body: `{"prompt": ` + graphJSON + `, "number": 7.5, "prompt_id": "` + uuid2 + `"}`,
+			want: `{"prompt_id": "` + uuid2 + `", "number": 7.5, "node_errors": {}}`,
 			check: func(t *testing.T, job *executor.Job) {
 				if job.Number != 7.5 {
 					t.Errorf("stored number %v", job.Number)
@@ -55,15 +79,15 @@ func TestPostPrompt(t *testing.T) {
 			},
 		},
 		{
-			name: "front", status: 200, body: `{"prompt": ` + graphJSON + `, "front": true, "prompt_id": "p3"}`,
+			name: "front", status: 200, body: `{"prompt": ` + graphJSON + `, "front": true, "prompt_id": "` + uuid3 + `"}`,
 			setup: func(t *testing.T, ts *testServer) {
 				if _, err := ts.queue.Push(context.Background(), &executor.Job{ID: "earlier"}, executor.PushOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: `{"prompt_id": "p3", "number": -1, "node_errors": {}}`,
+			want: `{"prompt_id": "` + uuid3 + `", "number": -1, "node_errors": {}}`,
 			check: func(t *testing.T, job *executor.Job) {
-				if job.ID != "p3" || job.Number != -1 {
+				if job.ID != uuid3 || job.Number != -1 {
 					t.Errorf("front prompt not first: %+v", job)
 				}
 			},
@@ -78,7 +102,7 @@ func TestPostPrompt(t *testing.T) {
 		},
 		{
 			name: "sensitive extra_data", status: 200,
-			body: `{"prompt": ` + graphJSON + `, "prompt_id": "p4", "extra_data": {"api_key_comfy_org": "k", "auth_token_comfy_org": "a", "x": 1}}`,
+			body: `{"prompt": ` + graphJSON + `, "prompt_id": "` + uuid4 + `", "extra_data": {"api_key_comfy_org": "k", "auth_token_comfy_org": "a", "x": 1}}`,
 			check: func(t *testing.T, job *executor.Job) {
 				if _, ok := job.ExtraData["api_key_comfy_org"]; ok || job.ExtraData["x"] != json.Number("1") {
 					t.Errorf("queue listing extra_data %v", job.ExtraData)
@@ -87,7 +111,7 @@ func TestPostPrompt(t *testing.T) {
 		},
 		{
 			name: "partial execution targets", status: 200,
-			body: `{"prompt_id": "p5", "partial_execution_targets": ["2"], "prompt": {"1": {"class_type": "Sink", "inputs": {"width": 1, "seed": 2}},
+			body: `{"prompt_id": "` + uuid5 + `", "partial_execution_targets": ["2"], "prompt": {"1": {"class_type": "Sink", "inputs": {"width": 1, "seed": 2}},
 				"2": {"class_type": "Sink", "inputs": {"width": 3, "seed": 4}}}}`,
 			check: func(t *testing.T, job *executor.Job) {
 				if !slices.Equal(job.Outputs, []string{"2"}) {
@@ -97,9 +121,9 @@ func TestPostPrompt(t *testing.T) {
 		},
 		{
 			name: "one output invalid", status: 200,
-			body: `{"prompt_id": "p6", "prompt": {"1": {"class_type": "Sink", "inputs": {"width": 1}},
+			body: `{"prompt_id": "` + uuid6 + `", "prompt": {"1": {"class_type": "Sink", "inputs": {"width": 1}},
 				"2": {"class_type": "Sink", "inputs": {"width": 3, "seed": 4}}}}`,
-			want: `{"prompt_id": "p6", "number": 0, "node_errors": {"1": {"errors": [{"type": "required_input_missing", "message": "Required input is missing",
+			want: `{"prompt_id": "` + uuid6 + `", "number": 0, "node_errors": {"1": {"errors": [{"type": "required_input_missing", "message": "Required input is missing",
 				"details": "seed", "extra_info": {"input_name": "seed"}}], "dependent_outputs": ["1"], "class_type": "Sink"}}}`,
 			check: func(t *testing.T, job *executor.Job) {
 				if !slices.Equal(job.Outputs, []string{"2"}) {
@@ -116,14 +140,23 @@ func TestPostPrompt(t *testing.T) {
 			want: `{"error": {"type": "invalid_prompt", "message": "Cannot execute because a node is missing the class_type property.", "details": "Node ID '#5'", "extra_info": {}}, "node_errors": {}}`,
 		},
 		{
-			name: "duplicate prompt id", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "dup"}`,
+			name: "duplicate prompt id", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "` + uuid7 + `"}`,
 			setup: func(t *testing.T, ts *testServer) {
-				if _, err := ts.queue.Push(context.Background(), &executor.Job{ID: "dup"}, executor.PushOptions{}); err != nil {
+				if _, err := ts.queue.Push(context.Background(), &executor.Job{ID: uuid7}, executor.PushOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: `{"error": {"type": "invalid_prompt", "message": "Prompt id already queued", "details": "prompt_id \"dup\" is pending or running", "extra_info": {}}, "node_errors": {}}`,
+			want: `{"error": {"type": "invalid_prompt", "message": "Prompt id already queued", "details": "prompt_id \"` + uuid7 + `\" is pending or running", "extra_info": {}}, "node_errors": {}}`,
 		},
+		{name: "prompt id uppercase", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "` + strings.ToUpper(uuid1) + `"}`,
+			want: `{"error": {"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID", "details": "prompt_id \"` + strings.ToUpper(uuid1) +
+				`\" is not a UUID in canonical form (8-4-4-4-12 lowercase hex digits); leave it out to let the server choose one", "extra_info": {}}, "node_errors": {}}`},
+		{name: "prompt id without hyphens", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "` + strings.ReplaceAll(uuid1, "-", "") + `"}`},
+		{name: "prompt id in braces", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "{` + uuid1 + `}"}`},
+		{name: "prompt id urn", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "urn:uuid:` + uuid1 + `"}`},
+		{name: "prompt id a name", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": "p1"}`},
+		{name: "prompt id a number", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": 7}`},
+		{name: "prompt id an object", status: 400, body: `{"prompt": ` + graphJSON + `, "prompt_id": {"a": 1}}`},
 		{name: "prompt not an object", status: 400, body: `{"prompt": [1, 2]}`},
 		{name: "node not an object", status: 400, body: `{"prompt": {"1": 3}}`},
 		{name: "number not a number", status: 400, body: `{"prompt": {}, "number": [1]}`},

@@ -40,6 +40,7 @@ func (l *lockedBuffer) String() string {
 // front that only accepts (--workers 0), a forgeflow worker, and run --queue. The
 // front's /view serves the worker's output through the cluster.
 func TestClusterCommands(t *testing.T) {
+	const cliPromptID = "00000000-0000-4000-8000-0000000000c1" // POST /prompt takes canonical UUIDs
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var natsOut, natsErr lockedBuffer
@@ -66,7 +67,7 @@ func TestClusterCommands(t *testing.T) {
 		workerDone <- run(workerCtx, []string{"worker", "--queue", natsURL, "--name", "gpu0", "--base-directory", workerBase}, io.Discard, &workerErr)
 	}()
 
-	resp, err := http.Post(front+"/prompt", "application/json", strings.NewReader(`{"prompt": `+goodPrompt+`, "prompt_id": "cli-1"}`))
+	resp, err := http.Post(front+"/prompt", "application/json", strings.NewReader(`{"prompt": `+goodPrompt+`, "prompt_id": "`+cliPromptID+`"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +82,14 @@ func TestClusterCommands(t *testing.T) {
 	}
 	deadline = time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get(front + "/history/cli-1")
+		resp, err := http.Get(front + "/history/" + cliPromptID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var h map[string]json.RawMessage
 		json.NewDecoder(resp.Body).Decode(&h)
 		resp.Body.Close()
-		if raw, ok := h["cli-1"]; ok {
+		if raw, ok := h[cliPromptID]; ok {
 			json.Unmarshal(raw, &entry)
 			break
 		}
