@@ -248,6 +248,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc) {
 func (s *Server) routes() {
 	s.websocketRoutes()
 	s.promptRoutes()
+	s.jobRoutes()
 	s.historyRoutes()
 	s.objectInfoRoutes()
 	s.viewRoutes()
