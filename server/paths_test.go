@@ -71,6 +71,9 @@ func TestEveryRouteUnderAPI(t *testing.T) {
 		{"POST", "/free"}, {"GET", "/settings"}, {"POST", "/settings"}, {"GET", "/settings/x"}, {"POST", "/settings/x"},
 		{"GET", "/users"}, {"GET", "/userdata"}, {"GET", "/userdata/x"}, {"POST", "/userdata/x"}, {"DELETE", "/userdata/x"},
 		{"POST", "/userdata/x/move/y"}, {"GET", "/v2/userdata"}, {"GET", "/workflow_templates"}, {"GET", "/i18n"}, {"GET", "/experiment/models"}, {"GET", "/experiment/models/loras"},
+		{"POST", "/users"}, {"GET", "/experiment/models/preview/loras/0/a.safetensors"}, {"GET", "/global_subgraphs"}, {"GET", "/global_subgraphs/x"},
+		// ComfyUI declares the jobs routes with /api already (so also /api/api/...).
+		{"GET", "/api/jobs"}, {"GET", "/api/jobs/x"}, {"POST", "/api/jobs/x/cancel"}, {"POST", "/api/jobs/cancel"},
 	}
 	ts := newTestServer(t, nil)
 	for _, r := range routes {

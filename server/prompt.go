@@ -193,13 +193,11 @@ func (s *Server) submitPrompt(ctx context.Context, body map[string]json.RawMessa
 		return refused("invalid_prompt_id", "prompt_id must be a valid UUID", err.Error())
 	}
 	if len(req.PromptID) > executor.MaxIDLength || len(req.ClientID) > executor.MaxIDLength {
-		s.refusePrompt(w, "invalid_prompt", "Invalid prompt", fmt.Sprintf("prompt_id and client_id may hold at most %d bytes", executor.MaxIDLength))
-		return
+		return refused("invalid_prompt", "Invalid prompt", fmt.Sprintf("prompt_id and client_id may hold at most %d bytes", executor.MaxIDLength))
 	}
 	if len(req.Prompt) > s.opts.MaxPromptNodes {
-		s.refusePrompt(w, "invalid_prompt", "Prompt too large",
+		return refused("invalid_prompt", "Prompt too large",
 			fmt.Sprintf("the prompt has %d nodes; this server takes at most %d (forgeflow serve --max-prompt-nodes)", len(req.Prompt), s.opts.MaxPromptNodes))
-		return
 	}
 	for id, n := range req.Prompt {
 		if n.ClassType == "" {

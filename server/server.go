@@ -39,6 +39,9 @@ type Dirs struct {
 	Input  string
 	Temp   string
 	User   string
+	// Blueprints, when set, holds subgraph blueprints (*.json) served as global
+	// subgraphs (/global_subgraphs), as ComfyUI's blueprints/ folder.
+	Blueprints string
 }
 
 // Options configure a Server. Only Dirs is required; a nil dependency turns its routes
@@ -123,6 +126,10 @@ type Options struct {
 	Version string
 	// Argv is reported in /system_stats.
 	Argv []string
+	// Logs keeps the process's recent log lines for /internal/logs; the process's
+	// logger should write through Logs.Handler. When nil, the server keeps the lines
+	// of its own Logger.
+	Logs *LogBuffer
 }
 
 // ObjectInfoSource supplies node schemas. *nodes.Registry implements it.
@@ -142,8 +149,10 @@ type Server struct {
 	hub     *hub
 	dl      *downloads // nil without Options.Downloads
 
-	// settingsMu serialises read-modify-write of the settings file.
+	// settingsMu serialises read-modify-write of the settings file; usersMu that of
+	// users.json.
 	settingsMu sync.Mutex
+	usersMu    sync.Mutex
 	// uploads holds one token per upload being received (MaxConcurrentUploads);
 	// one waits at most uploadWait for a token.
 	uploads    chan struct{}
@@ -152,12 +161,26 @@ type Server struct {
 	logLimit *logLimiter
 	hosts    hostCheck
 	conns    *conns
+
+	// logSubs are the websocket clients that asked for log lines
+	// (/internal/logs/subscribe); the lines are forwarded from the first subscription
+	// until Close.
+	logSubsMu sync.Mutex
+	logSubs   map[string]bool
+	logsOnce  sync.Once
+	stopLogs  func()
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // New checks the options and builds the routes.
 func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Logs == nil {
+		opts.Logs = NewLogBuffer(0)
+		opts.Logger = slog.New(opts.Logs.Handler(opts.Logger.Handler()))
 	}
 	if opts.MaxUploadSize <= 0 {
 		opts.MaxUploadSize = DefaultMaxUploadSize
@@ -201,7 +224,8 @@ func New(opts Options) (*Server, error) {
 	limit := newLogLimiter(clientLogRate, clientLogBurst)
 	s := &Server{opts: opts, log: slog.New(limit.handler(opts.Logger.Handler(), recordMessage)), logLimit: limit,
 		mux: http.NewServeMux(), engine: opts.Engine, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
-		uploadWait: uploadSlotWait, conns: newConns(opts.MaxConnections)}
+		uploadWait: uploadSlotWait, conns: newConns(opts.MaxConnections),
+		logSubs: map[string]bool{}, closed: make(chan struct{})}
 	s.hosts = newHostCheck(opts.Listen, opts.AllowedHosts)
 	if s.engine != nil {
 		if s.queue = s.engine.Queue(); s.queue == nil {
@@ -224,9 +248,18 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-// Close disconnects every websocket client and stops the model downloads (their
-// partial files stay, to be resumed).
+// Close disconnects every websocket client, stops forwarding log lines and stops the
+// model downloads (their partial files stay, to be resumed).
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.logSubsMu.Lock()
+		stop := s.stopLogs
+		s.logSubsMu.Unlock()
+		if stop != nil {
+			stop()
+		}
+	})
 	s.hub.closeAll()
 	if s.dl != nil {
 		s.dl.close()
@@ -257,6 +290,10 @@ func (s *Server) routes() {
 	s.systemRoutes()
 	s.settingsRoutes()
 	s.userdataRoutes()
+	s.userRoutes()
+	s.modelPreviewRoutes()
+	s.subgraphRoutes()
+	s.internalRoutes()
 	s.staticRoutes()
 }
 

@@ -44,6 +44,8 @@ type serveOptions struct {
 	access        accessFlags
 	// ready, when set (tests), receives the address the server listens on.
 	ready func(addr string)
+	// logs keeps the recent log lines for the editor's log panel (/internal/logs).
+	logs *server.LogBuffer
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -56,7 +58,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if code, ok := parseFlagsOnly(fl, args); !ok {
 		return code
 	}
-	log := cfg.logger(stderr)
+	so.logs = server.NewLogBuffer(0)
+	log := slog.New(so.logs.Handler(cfg.logger(stderr).Handler()))
 	warnNoOps(log, cfg.noOps)
 	if err := runServer(ctx, cfg, so, log); err != nil {
 		log.Error("server stopped", "err", err)
@@ -171,7 +174,9 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}
 	srv, err := server.New(server.Options{
 		Logger: log, Nodes: e.registry, Models: e.models, Memory: mem, Static: static, Engine: eng,
-		Dirs:                 server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir},
+		Dirs: server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir,
+			Blueprints: filepath.Join(e.base, "blueprints")},
+		Logs:                 so.logs,
 		MaxUploadSize:        int64(so.maxUploadMB * 1024 * 1024),
 		MaxImagePixels:       cfg.maxImagePixels,
 		MaxPromptNodes:       so.limits.maxPromptNodes,
