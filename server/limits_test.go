@@ -174,7 +174,7 @@ func TestPromptLimits(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) { o.MaxPromptNodes = 3 })
 	long := strings.Repeat("x", 100<<10)
 	for _, tc := range []struct{ name, body, want string }{
-		{"100 KB prompt_id", `{"prompt_id": "` + long + `", "prompt": ` + sinkPrompt + `}`, "at most 256 bytes"},
+		{"100 KB prompt_id", `{"prompt_id": "` + long + `", "prompt": ` + sinkPrompt + `}`, "invalid_prompt_id"},
 		{"100 KB client_id", `{"client_id": "` + long + `", "prompt": ` + sinkPrompt + `}`, "at most 256 bytes"},
 		{"too many nodes", `{"prompt": {"1": {"class_type": "Sink", "inputs": {}}, "2": {"class_type": "Sink", "inputs": {}},
 			"3": {"class_type": "Sink", "inputs": {}}, "4": {"class_type": "Sink", "inputs": {}}}}`, "at most 3"},
@@ -189,10 +189,10 @@ func TestPromptLimits(t *testing.T) {
 	if n := len(ts.pending(t)); n != 0 {
 		t.Errorf("%d refused prompts were queued", n)
 	}
-	// A prompt_id of exactly MaxIDLength bytes is fine.
-	rec := ts.do(t, "POST", "/prompt", strings.NewReader(`{"prompt_id": "`+strings.Repeat("y", 256)+`", "prompt": `+sinkPrompt+`}`))
+	// A client_id of exactly MaxIDLength bytes is fine (a prompt_id must be a UUID).
+	rec := ts.do(t, "POST", "/prompt", strings.NewReader(`{"client_id": "`+strings.Repeat("y", 256)+`", "prompt": `+sinkPrompt+`}`))
 	if rec.Code != 200 {
-		t.Fatalf("256-byte prompt_id: %d %s", rec.Code, rec.Body)
+		t.Fatalf("256-byte client_id: %d %s", rec.Code, rec.Body)
 	}
 	// clientId of the websocket too.
 	hs := httptest.NewServer(ts)

@@ -62,7 +62,7 @@ func TestLoad(t *testing.T) {
 					continue
 				}
 				c.mu.Lock()
-				if !strings.HasPrefix(m.Data.PromptID, c.id+"/") {
+				if !c.mine[m.Data.PromptID] {
 					c.others = append(c.others, m.Data.PromptID)
 				}
 				if m.Type == "executing" && m.Data.Node == nil {
@@ -76,9 +76,9 @@ func TestLoad(t *testing.T) {
 	start := time.Now()
 	var posts sync.WaitGroup
 	errs := make(chan error, clients*each)
-	for _, c := range cs {
+	for i, c := range cs {
 		for j := 0; j < each; j++ {
-			id := fmt.Sprintf("%s/%02d", c.id, j)
+			id := fmt.Sprintf("00000000-0000-4000-8000-%06d%06d", i, j) // POST /prompt takes canonical UUIDs
 			c.mu.Lock()
 			c.mine[id] = true
 			c.mu.Unlock()

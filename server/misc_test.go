@@ -152,7 +152,7 @@ func TestSystemStatsAndFree(t *testing.T) {
 		}
 	}
 
-	jsonEqual(t, ts.do(t, "GET", "/features", nil).Body.Bytes(), `{"supports_preview_metadata": true, "max_upload_size": 104857600}`)
+	jsonEqual(t, ts.do(t, "GET", "/features", nil).Body.Bytes(), `{"supports_preview_metadata": true, "max_upload_size": 104857600, "forgeflow_ws_prompt": true}`)
 
 	if rec := ts.do(t, "POST", "/free", strings.NewReader(`{"unload_models": true, "free_memory": true}`)); rec.Code != 200 {
 		t.Fatalf("free: %d", rec.Code)

@@ -95,6 +95,10 @@ type wsClient struct {
 	// client one slot, not one per prompt, and the status keeps its place among the
 	// other messages.
 	status *statusSlot
+
+	// errorBudget bounds the error messages answering bad client messages; only the
+	// reading goroutine uses it.
+	errorBudget *rateLimit
 }
 
 // enqueueStatus hands a status message to the writer, or puts its content in the
@@ -366,6 +370,7 @@ func (s *Server) features() map[string]any {
 	return map[string]any{
 		"supports_preview_metadata": true,
 		"max_upload_size":           s.opts.MaxUploadSize,
+		wsPromptFlag:                true,
 	}
 }
 
@@ -413,7 +418,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if sid == "" {
 		sid = newSID()
 	}
-	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{}}
+	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{},
+		errorBudget: newRateLimit(errorReplyRate, errorReplyBurst)}
 	s.hub.add(c)
 	defer s.hub.remove(c)
 	go c.writeLoop()
@@ -430,16 +436,18 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	// A client sending more than MaxWSMessageSize in one message, or messages faster
-	// than MaxWSMessageRate (burst of twice that), is disconnected.
-	conn.SetReadLimit(s.opts.MaxWSMessageSize)
+	// A client sending messages faster than MaxWSMessageRate (burst of twice that), or
+	// a message over MaxWSMessageSize, is disconnected; a prompt message may be as big
+	// as a POST /prompt body (MaxPromptSize and its envelope).
+	readLimit := max(s.opts.MaxWSMessageSize, s.wsMessageLimit())
+	conn.SetReadLimit(readLimit)
 	rate := newRateLimit(s.opts.MaxWSMessageRate, 2*s.opts.MaxWSMessageRate)
 	first := true
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				s.log.Warn("websocket client sent a message over the size limit; disconnected", "sid", sid, "limit", s.opts.MaxWSMessageSize)
+				s.log.Warn("websocket client sent a message over the size limit; disconnected", "sid", sid, "limit", readLimit)
 			}
 			return
 		}
@@ -448,28 +456,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "message rate limit"), time.Now().Add(time.Second))
 			return
 		}
+		if int64(len(data)) > s.opts.MaxWSMessageSize && (typ != websocket.TextMessage || !isPromptMessage(data)) {
+			s.log.Warn("websocket client sent a message over the size limit; disconnected", "sid", sid, "limit", s.opts.MaxWSMessageSize)
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "message too big"), time.Now().Add(time.Second))
+			return
+		}
 		if typ != websocket.TextMessage {
 			continue
 		}
-		var m struct {
-			Type string         `json:"type"`
-			Data map[string]any `json:"data"`
-		}
-		if err := json.Unmarshal(data, &m); err != nil {
-			s.log.Warn("invalid json from websocket client", "sid", sid, "err", err)
-			continue
-		}
-		if first && m.Type == "feature_flags" {
-			c.mu.Lock()
-			c.flags = m.Data
-			if c.flags == nil {
-				c.flags = map[string]any{}
-			}
-			c.mu.Unlock()
-			if msg, err := jsonMessage("feature_flags", s.features()); err == nil {
-				c.enqueue(wsMessage{data: msg})
-			}
-		}
-		first = false
+		first = s.clientMessage(r.Context(), c, data, first)
 	}
 }

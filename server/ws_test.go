@@ -67,7 +67,7 @@ func TestWebsocketGreetingAndFeatureFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	m = readWS(t, c)
-	jsonEqual(t, m.raw, `{"type": "feature_flags", "data": {"supports_preview_metadata": true, "max_upload_size": 104857600}}`)
+	jsonEqual(t, m.raw, `{"type": "feature_flags", "data": {"supports_preview_metadata": true, "max_upload_size": 104857600, "forgeflow_ws_prompt": true}}`)
 
 	anon := dialWS(t, hs.URL, "")
 	m = readWS(t, anon)
