@@ -1,5 +1,22 @@
 // The HTTP side of ComfyUI's API (server.py routes), under /api/ as the ComfyUI front
 // end calls it. Every failure becomes an ApiError carrying the server's JSON body.
+//
+// With a websocket attached (useSocket) whose server announced forgeflow_ws_prompt,
+// prompts, interrupts and queue changes go over the socket instead, answered with the
+// same bodies; against any other server (ComfyUI) they stay HTTP requests.
+
+/**
+ * A random (version 4) UUID in canonical form. crypto.randomUUID exists only in
+ * secure contexts; an editor opened over plain HTTP from another machine is not one,
+ * but getRandomValues works everywhere.
+ */
+export function uuid4() {
+  const b = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
 
 export class ApiError extends Error {
   constructor(status, body, what) {
@@ -22,6 +39,26 @@ export class Api {
     // call.
     this.onUnauthorized = null;
     this.asking = null;
+    this.ws = null;
+  }
+
+  /** Sends requests over ws (a WSClient) while its server takes them. */
+  useSocket(ws) {
+    this.ws = ws;
+  }
+
+  /**
+   * Sends a request over the socket, turning its refusal into the ApiError the HTTP
+   * route would have given; null when the socket cannot take requests now.
+   */
+  async overSocket(type, data, what) {
+    if (!this.ws?.canRequest()) return null;
+    try {
+      return await this.ws.request(type, data);
+    } catch (e) {
+      if (e.lost) throw e;
+      throw new ApiError(e.body?.status ?? 400, e.body, what);
+    }
   }
 
   url(path) {
@@ -93,11 +130,41 @@ export class Api {
     return this.request('/object_info');
   }
 
-  /** Queues a prompt; returns {prompt_id, number, node_errors}. A 400 carries node_errors. */
-  queuePrompt(prompt, clientId, workflow, front = false) {
+  /**
+   * Queues a prompt; returns {prompt_id, number, node_errors}. A 400 carries
+   * node_errors. Over the socket the prompt carries an id chosen here, so that when
+   * the socket closes before the answer the editor can ask whether it was queued
+   * (GET /api/jobs/{id}) and send it over HTTP only if not: it is queued once.
+   */
+  async queuePrompt(prompt, clientId, workflow, front = false) {
     const body = { prompt, client_id: clientId, extra_data: { extra_pnginfo: { workflow } } };
     if (front) body.front = true;
+    if (this.ws?.canRequest()) {
+      const withID = { ...body, prompt_id: uuid4() };
+      try {
+        return await this.overSocket('prompt', withID, 'queue prompt');
+      } catch (e) {
+        if (!e.lost) throw e;
+        if (await this.hasJob(withID.prompt_id)) return { prompt_id: withID.prompt_id, number: null, node_errors: {} };
+        return this.postPrompt(withID);
+      }
+    }
+    return this.postPrompt(body);
+  }
+
+  postPrompt(body) {
     return this.request('/prompt', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }, 'queue prompt');
+  }
+
+  /** Whether the server knows the job (pending, running or finished). */
+  async hasJob(id) {
+    try {
+      await this.request(`/jobs/${encodeURIComponent(id)}`, {}, 'job');
+      return true;
+    } catch (e) {
+      if (e.status === 404) return false;
+      throw e;
+    }
   }
 
   queue() {
@@ -108,20 +175,43 @@ export class Api {
     return this.request(`/history?max_items=${max}`);
   }
 
+  /** POST /queue {delete} or {clear}, over the socket when it takes requests. */
+  async changeQueue(body, what) {
+    const viaSocket = await this.overSocket('queue', body, what).catch((e) => {
+      if (e.lost) return null; // deleting again is harmless
+      throw e;
+    });
+    if (viaSocket) return viaSocket;
+    return this.request('/queue', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) }, what);
+  }
+
   deleteQueued(ids) {
-    return this.request('/queue', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ delete: ids }) }, 'cancel');
+    return this.changeQueue({ delete: ids }, 'cancel');
   }
 
   clearQueue() {
-    return this.request('/queue', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ clear: true }) }, 'clear queue');
+    return this.changeQueue({ clear: true }, 'clear queue');
   }
 
   clearHistory() {
     return this.request('/history', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ clear: true }) }, 'clear history');
   }
 
-  interrupt() {
-    return this.request('/interrupt', { method: 'POST' }, 'interrupt');
+  /** Interrupts the prompt promptId if it runs, or whatever runs without one. */
+  async interrupt(promptId) {
+    const body = promptId ? { prompt_id: promptId } : undefined;
+    try {
+      const viaSocket = await this.overSocket('interrupt', body, 'interrupt');
+      if (viaSocket) return viaSocket;
+    } catch (e) {
+      if (!e.lost) throw e;
+      // Unanswered: a named prompt may be interrupted again safely; a global interrupt
+      // is not repeated, as it could stop a prompt that started since.
+      if (!promptId) return null;
+    }
+    const opts = { method: 'POST' };
+    if (body) Object.assign(opts, { headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    return this.request('/interrupt', opts, 'interrupt');
   }
 
   /** Lists saved workflows (file names under user/<user>/workflows). */

@@ -419,6 +419,8 @@ function focusNode(node) {
 function connectWS() {
   const ws = new WSClient(api.wsURL());
   app.ws = ws;
+  // Prompts and queue changes go over this socket when the server takes them there.
+  api.useSocket(ws);
   let previewURL = null;
   const bar = document.querySelector('#progress .bar');
   const progress = document.getElementById('progress');

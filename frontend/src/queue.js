@@ -57,7 +57,7 @@ export class QueuePanel {
     const item = (entry, action) => el('li', { 'data-prompt-id': entry[1] },
       el('span', { class: 'name', text: t('queue.item', { n: entry[0], id: entry[1].slice(0, 8) }) }), action);
     document.getElementById('queue-running').replaceChildren(...this.data.running.map((e) => item(e,
-      el('button', { text: t('queue.interrupt'), onclick: () => this.act(() => this.app.api.interrupt()) }))));
+      el('button', { text: t('queue.interrupt'), onclick: () => this.act(() => this.app.api.interrupt(e[1])) }))));
     document.getElementById('queue-pending').replaceChildren(...this.data.pending.map((e) => item(e,
       el('button', { text: t('queue.cancel'), 'aria-label': t('queue.cancelNamed', { n: e[0] }), onclick: () => this.act(() => this.app.api.deleteQueued([e[1]])) }))));
     const hist = this.data.history.slice().reverse().map((h) => {

@@ -38,8 +38,28 @@ export function parseBinaryFrame(buf) {
 }
 
 /**
+ * The failure of a request sent over the socket. `body` is the server's answer
+ * (TYPE_error's data: the HTTP route's error body with `id` and `status`); `lost` is
+ * set when no answer came (the socket closed first), so the request's outcome is
+ * unknown.
+ */
+export class WSRequestError extends Error {
+  constructor(type, body, lost = false) {
+    const detail = body?.error?.message || body?.error || '';
+    super(lost ? `ws: ${type}: the connection closed before the server answered` : `${type}: ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`);
+    this.type = type;
+    this.status = body?.status;
+    this.body = body;
+    this.lost = lost;
+  }
+}
+
+/**
  * A reconnecting client. Listeners get (type, data) for JSON messages and
  * ('preview', frame) for binary frames; 'open' and 'close' report the connection.
+ * The server's feature flags (its answer to ours) are in `serverFlags`; `request`
+ * sends a request message (prompt, interrupt, queue) and resolves with its
+ * TYPE_result, when the server announced `forgeflow_ws_prompt`.
  */
 export class WSClient {
   /**
@@ -55,6 +75,49 @@ export class WSClient {
     this.clientId = null;
     this.closed = false;
     this.socket = null;
+    this.serverFlags = {};
+    this.pending = new Map(); // request id → {type, resolve, reject}
+    this.seq = 0;
+  }
+
+  /** Whether requests can go over the socket now: open, and the server takes them. */
+  canRequest() {
+    return this.serverFlags.forgeflow_ws_prompt === true && this.socket?.readyState === 1;
+  }
+
+  /**
+   * Sends {type, id, data} and resolves with the data of TYPE_result; rejects with a
+   * WSRequestError on TYPE_error, or with `lost` set when the socket closes first.
+   */
+  request(type, data) {
+    const id = `r${++this.seq}`;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { type, resolve, reject });
+      try {
+        this.socket.send(JSON.stringify({ type, id, data }));
+      } catch {
+        this.pending.delete(id);
+        reject(new WSRequestError(type, null, true));
+      }
+    });
+  }
+
+  /** Settles the request an answer names; reports whether it was one. */
+  answer(type, data) {
+    const m = /^(.*)_(result|error)$/.exec(type);
+    const p = m && this.pending.get(data?.id);
+    if (!p || p.type !== m[1]) return false;
+    this.pending.delete(data.id);
+    if (m[2] === 'result') p.resolve(data);
+    else p.reject(new WSRequestError(p.type, data));
+    return true;
+  }
+
+  /** Fails every unanswered request: their outcome is unknown. */
+  dropPending() {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.reject(new WSRequestError(p.type, null, true));
   }
 
   on(fn) {
@@ -77,6 +140,7 @@ export class WSClient {
     const s = new this.WebSocket(u);
     s.binaryType = 'arraybuffer';
     this.socket = s;
+    this.serverFlags = {};
     s.onopen = () => {
       // Announce that this client reads type-4 preview frames (feature flags message).
       s.send(JSON.stringify({ type: 'feature_flags', data: { supports_preview_metadata: true } }));
@@ -84,6 +148,10 @@ export class WSClient {
     };
     s.onmessage = (ev) => this.handle(ev.data);
     s.onclose = () => {
+      if (this.socket === s) {
+        this.serverFlags = {};
+        this.dropPending();
+      }
       this.emit('close', null);
       if (!this.closed) this.setTimeout(() => this.connect(), this.retryMs);
     };
@@ -114,6 +182,8 @@ export class WSClient {
       return;
     }
     if (msg.type === 'status' && msg.data?.sid) this.clientId = msg.data.sid;
+    if (msg.type === 'feature_flags' && msg.data && typeof msg.data === 'object') this.serverFlags = msg.data;
+    if (this.answer(msg.type, msg.data)) return;
     this.emit(msg.type, msg.data);
   }
 

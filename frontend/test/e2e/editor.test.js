@@ -158,6 +158,93 @@ test('queues a model-free graph, shows progress and the image in the gallery', a
   await page.click('#btn-queue-panel');
 });
 
+/**
+ * Opens the editor in a fresh page that records its HTTP requests and the websocket
+ * messages it sends and receives; with stripFlag, the test stands between the page and
+ * the server's /ws and removes forgeflow_ws_prompt from the server's feature flags, so
+ * the page sees a server without it (as ComfyUI is). Queues a model-free graph and
+ * returns what went over the wire once its prompt has run.
+ */
+async function queueAndRecord({ stripFlag }) {
+  const ctx = await chrome.browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const rec = { requests: [], sent: [], received: [] };
+  if (stripFlag) {
+    await ctx.routeWebSocket(/\/ws/, (ws) => {
+      const upstream = ws.connectToServer();
+      upstream.onMessage((m) => {
+        if (typeof m === 'string') {
+          const msg = JSON.parse(m);
+          if (msg.type === 'feature_flags') {
+            delete msg.data.forgeflow_ws_prompt;
+            m = JSON.stringify(msg);
+          }
+        }
+        ws.send(m);
+      });
+    });
+  }
+  const p = await ctx.newPage();
+  const pageErrors = [];
+  p.on('pageerror', (e) => pageErrors.push(e.message));
+  p.on('request', (r) => rec.requests.push(`${r.method()} ${new URL(r.url()).pathname}`));
+  p.on('websocket', (ws) => {
+    ws.on('framesent', (f) => typeof f.payload === 'string' && rec.sent.push(JSON.parse(f.payload)));
+    ws.on('framereceived', (f) => typeof f.payload === 'string' && rec.received.push(JSON.parse(f.payload)));
+  });
+  await p.goto(server.url);
+  await p.waitForSelector('body[data-ready="true"]');
+  await p.waitForFunction(() => document.getElementById('status-text').textContent === 'Connected');
+  // The feature flags handshake is done before the prompt goes.
+  await p.waitForFunction(() => Object.keys(window.forgeflow.ws.serverFlags).length > 0);
+  const pageFlags = await p.evaluate(() => ({ ...window.forgeflow.ws.serverFlags }));
+  await p.evaluate(() => window.forgeflow.loadAnyJSON({
+    1: { class_type: 'EmptyImage', inputs: { width: 40, height: 24, batch_size: 1, color: 255 } },
+    2: { class_type: 'ImageInvert', inputs: { image: ['1', 0] } },
+    3: { class_type: 'SaveImage', inputs: { images: ['2', 0], filename_prefix: 'wsqueue' } },
+  }));
+  await p.click('#btn-queue');
+  let id = null;
+  for (let i = 0; i < 300 && !id; i++) {
+    id = rec.received.find((m) => m.type === 'execution_start')?.data?.prompt_id ?? null;
+    if (!id) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(id, `a prompt started (page errors: ${pageErrors})`);
+  let entry;
+  for (let i = 0; i < 300 && !entry; i++) {
+    entry = (await (await fetch(`${server.url}/api/history/${id}`)).json())[id];
+    if (!entry) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(entry?.status?.status_str, 'success');
+  assert.deepEqual(pageErrors, []);
+  const socketRequests = await p.evaluate(() => window.forgeflow.ws.seq);
+  await ctx.close();
+  return { ...rec, id, pageFlags, socketRequests };
+}
+
+test('queues through the websocket when the server announces it: no POST /prompt', async () => {
+  const rec = await queueAndRecord({ stripFlag: false });
+  assert.equal(rec.pageFlags.forgeflow_ws_prompt, true);
+  assert.equal(rec.socketRequests, 1);
+  assert.ok(!rec.requests.some((r) => r.startsWith('POST ') && r.endsWith('/prompt')), `HTTP requests: ${rec.requests}`);
+  const sent = rec.sent.find((m) => m.type === 'prompt');
+  assert.ok(sent, 'a prompt message went over the socket');
+  assert.equal(sent.data.prompt_id, rec.id);
+  assert.equal(sent.data.prompt[1].class_type, 'EmptyImage');
+  const answer = rec.received.find((m) => m.type === 'prompt_result');
+  assert.equal(answer?.data?.id, sent.id);
+  assert.equal(answer.data.prompt_id, rec.id);
+});
+
+test('queues over HTTP against a server without the flag (as ComfyUI)', async () => {
+  const rec = await queueAndRecord({ stripFlag: true });
+  // The page saw the server's flags without forgeflow_ws_prompt (the others intact).
+  assert.equal(rec.pageFlags.forgeflow_ws_prompt, undefined);
+  assert.equal(rec.pageFlags.supports_preview_metadata, true);
+  assert.ok(rec.requests.includes('POST /api/prompt'), `HTTP requests: ${rec.requests}`);
+  assert.equal(rec.socketRequests, 0, 'no request went over the socket');
+  assert.ok(!rec.sent.some((m) => m.type === 'prompt'), 'no prompt message was sent');
+});
+
 test('samples the default txt2img graph with a tiny checkpoint: step progress, live preview, gallery', (t) => sampleTxt2img({ browser: chrome.browser, server, t, h }));
 
 test('batch count queues several prompts; seeds follow control_after_generate', async () => {
