@@ -415,9 +415,10 @@ type jobsQuery struct {
 	offset     int
 }
 
-func parseJobsQuery(r *http.Request) (jobsQuery, error) {
+// parseJobsQuery reads the query; a refusal is ComfyUI's message for the user.
+func parseJobsQuery(r *http.Request) (jq jobsQuery, refusal string) {
 	q := r.URL.Query()
-	jq := jobsQuery{statuses: map[string]bool{}, workflowID: q.Get("workflow_id"), desc: true}
+	jq = jobsQuery{statuses: map[string]bool{}, workflowID: q.Get("workflow_id"), desc: true}
 	if v := q.Get("status"); v != "" {
 		var bad []string
 		for _, st := range strings.Split(v, ",") {
@@ -431,7 +432,7 @@ func parseJobsQuery(r *http.Request) (jobsQuery, error) {
 			jq.statuses[st] = true
 		}
 		if len(bad) > 0 {
-			return jq, fmt.Errorf("Invalid status value(s): %s. Valid values: %s", strings.Join(bad, ", "), strings.Join(jobStatuses, ", "))
+			return jq, fmt.Sprintf("Invalid status value(s): %s. Valid values: %s", strings.Join(bad, ", "), strings.Join(jobStatuses, ", "))
 		}
 	}
 	if len(jq.statuses) == 0 {
@@ -444,33 +445,33 @@ func parseJobsQuery(r *http.Request) (jobsQuery, error) {
 	case "execution_duration":
 		jq.byDuration = true
 	default:
-		return jq, errors.New("sort_by must be 'created_at' or 'execution_duration'")
+		return jq, "sort_by must be 'created_at' or 'execution_duration'"
 	}
 	switch strings.ToLower(q.Get("sort_order")) {
 	case "", "desc":
 	case "asc":
 		jq.desc = false
 	default:
-		return jq, errors.New("sort_order must be 'asc' or 'desc'")
+		return jq, "sort_order must be 'asc' or 'desc'"
 	}
 	if q.Has("limit") {
 		n, err := strconv.Atoi(strings.TrimSpace(q.Get("limit")))
 		if err != nil {
-			return jq, errors.New("limit must be an integer")
+			return jq, "limit must be an integer"
 		}
 		if n <= 0 {
-			return jq, errors.New("limit must be a positive integer")
+			return jq, "limit must be a positive integer"
 		}
 		jq.limit = &n
 	}
 	if q.Has("offset") {
 		n, err := strconv.Atoi(strings.TrimSpace(q.Get("offset")))
 		if err != nil {
-			return jq, errors.New("offset must be an integer")
+			return jq, "offset must be an integer"
 		}
 		jq.offset = max(n, 0)
 	}
-	return jq, nil
+	return jq, ""
 }
 
 // jobsPage is GET /api/jobs's answer.
@@ -489,9 +490,9 @@ type jobsPage struct {
 // order, filtered, stably sorted by create time (or execution duration; a job without
 // one counts as 0) and paged.
 func (s *Server) getJobs(w http.ResponseWriter, r *http.Request) {
-	jq, err := parseJobsQuery(r)
-	if err != nil {
-		s.writeError(w, http.StatusBadRequest, err.Error())
+	jq, refusal := parseJobsQuery(r)
+	if refusal != "" {
+		s.writeError(w, http.StatusBadRequest, refusal)
 		return
 	}
 	jobs := []*jobView{}
