@@ -66,7 +66,9 @@ func TestJobsAndWebsocketPrompts(t *testing.T) {
 		t.Fatalf("answer %v", m)
 	}
 	read(func(m msg) bool { return m.Type == "execution_start" && m.Data["prompt_id"] == idShort })
-	read(func(m msg) bool { return m.Type == "executing" && m.Data["prompt_id"] == idShort && m.Data["node"] == nil })
+	read(func(m msg) bool {
+		return m.Type == "executing" && m.Data["prompt_id"] == idShort && m.Data["node"] == nil
+	})
 
 	type job struct {
 		ID     string `json:"id"`
