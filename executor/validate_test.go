@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/executor/store"
@@ -169,7 +170,7 @@ func (w *wrapErr) Unwrap() error { return w.err }
 
 // TestSubmitValidates: Submit refuses what Validate refuses, keeps only the outputs
 // that validated (reporting the others), honours partial targets, moves sensitive
-// extra_data out of the listing and refuses an id already queued.
+// extra_data out of the listing, stamps create_time and refuses an id already queued.
 func TestSubmitValidates(t *testing.T) {
 	reg := validateRegistry(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{})
@@ -177,7 +178,8 @@ func TestSubmitValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	e, err := executor.New(executor.Options{Registry: reg, Queue: st, Dirs: nodes.Dirs{Input: "/in"}})
+	e, err := executor.New(executor.Options{Registry: reg, Queue: st, Dirs: nodes.Dirs{Input: "/in"},
+		Now: func() time.Time { return time.UnixMilli(1700000000123) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,8 @@ func TestSubmitValidates(t *testing.T) {
 
 	two := `{"1": {"class_type": "Checked", "inputs": {"path": "bad", "count": 1}}, "2": {"class_type": "Checked", "inputs": {"path": "ok", "count": 1}},
 		"3": {"class_type": "Checked", "inputs": {"path": "ok", "count": 1}}}`
-	job := &executor.Job{ID: "p", Prompt: parse(t, two), ExtraData: map[string]any{"client_id": "c", "api_key_comfy_org": "k", "auth_token_comfy_org": "a"}}
+	job := &executor.Job{ID: "p", Prompt: parse(t, two), ExtraData: map[string]any{"client_id": "c", "api_key_comfy_org": "k", "auth_token_comfy_org": "a",
+		"create_time": 5}}
 	res, err := e.Submit(ctx, job, executor.PushOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +221,13 @@ func TestSubmitValidates(t *testing.T) {
 	}
 	if _, ok := pending[1].ExtraData["api_key_comfy_org"]; ok || pending[1].ExtraData["client_id"] != "c" {
 		t.Fatalf("listing holds sensitive extra_data: %v", pending[1].ExtraData)
+	}
+	// The submit time replaced the client's create_time, in ms; a job without
+	// extra_data gets one too.
+	for _, p := range pending {
+		if p.ExtraData[executor.CreateTimeKey] != json.Number("1700000000123") {
+			t.Fatalf("%s: create_time %v", p.ID, p.ExtraData[executor.CreateTimeKey])
+		}
 	}
 	if q, err := st.Lease(ctx); err != nil || q.ID != "q" {
 		t.Fatalf("leased %v, err %v; want the front prompt q", q, err)

@@ -262,8 +262,8 @@ test('batch count queues several prompts; seeds follow control_after_generate', 
   await page.focus('#graph-canvas');
   await page.keyboard.press('Control+Enter');
   await page.waitForFunction((n) => window.forgeflow.events.filter((e) => e === 'execution_start').length >= n + 2, before, { timeout: 60000 });
-  // The seed moves on after each POST /prompt answers (which may come after the run
-  // started): two queued prompts increment it twice.
+  // The seed moves on after each queued prompt is answered (over the websocket here;
+  // the answer may come after the run started): two queued prompts increment it twice.
   await page.waitForFunction((id) => window.forgeflow.graph.getNodeById(id).widgets.find((w) => w.name === 'seed').value === 7, noise, { timeout: 10000 });
   // The queued prompts carried seeds 5 and 6 (read from /history once both finished).
   let seeds = [];
