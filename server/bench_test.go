@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -59,6 +60,36 @@ func BenchmarkObjectInfo(b *testing.B) {
 		ts.ServeHTTP(rec, httptest.NewRequest("GET", "/object_info", nil))
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
+		}
+	}
+}
+
+// BenchmarkJobsList measures GET /api/jobs?limit=20 over a full history (10,000
+// finished prompts with one saved image each, in the bbolt store): the route reads and
+// summarises every entry to filter and sort, so this is its worst case.
+func BenchmarkJobsList(b *testing.B) {
+	ts := newTestServer(b, nil)
+	ctx := context.Background()
+	img := []any{map[string]any{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}}
+	for i := range executor.DefaultMaxHistory {
+		e := &executor.HistoryEntry{
+			Prompt:  executor.Job{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Number: float64(i), ExtraData: map[string]any{"create_time": int64(i)}},
+			Outputs: map[string]map[string]any{"9": {"images": img}},
+			Status: executor.Status{StatusStr: executor.StatusSuccess, Completed: true, Messages: []executor.Message{
+				{Event: executor.EventExecutionStart, Data: executor.ExecutionStartData{Timestamp: int64(i)}},
+				{Event: executor.EventExecutionSuccess, Data: executor.ExecutionSuccessData{Timestamp: int64(i + 5)}}}},
+			Meta: map[string]executor.NodeMeta{},
+		}
+		if err := ts.queue.PutHistory(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		ts.ServeHTTP(rec, httptest.NewRequest("GET", "/api/jobs?limit=20", nil))
+		if rec.Code != 200 {
+			b.Fatal(rec.Code, rec.Body)
 		}
 	}
 }
