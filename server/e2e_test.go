@@ -5,6 +5,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"image"
 	"image/color"
 	"image/png"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/forgeflow/forgeflow/internal/testenv"
 )
@@ -282,4 +285,172 @@ func TestEndToEndInterrupt(t *testing.T) {
 	if !interrupted {
 		t.Fatal("no execution_interrupted before the next prompt ran")
 	}
+}
+
+// TestEndToEndCurrentClient is what a client written against today's ComfyUI does, on
+// the real engine, durable store and built-in nodes: the feature-flags handshake, a
+// prompt with its own prompt_id that runs only one of two outputs (the other one would
+// fail validation), the jobs API to find the result, /view to fetch it; then the same
+// over the websocket, as the editor sends it.
+func TestEndToEndCurrentClient(t *testing.T) {
+	testenv.EndToEnd(t)
+	ts, _ := engineServer(t)
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	c := dialWS(t, hs.URL, "today")
+	readWS(t, c)
+	wsSend(t, c, map[string]any{"type": "feature_flags", "data": map[string]any{"supports_preview_metadata": true}})
+	flags := readUntil(t, c, []string{"feature_flags"})
+	if flags.data["supports_preview_metadata"] != true || flags.data["max_upload_size"] == nil || flags.data["forgeflow_ws_prompt"] != true {
+		t.Fatalf("server feature flags %s", flags.raw)
+	}
+
+	const graphJSON = `{
+		"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 255}},
+		"2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+		"3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "today/partial"}},
+		"4": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}},
+		"5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "today/never"}}}`
+	const id1 = "0b6b3c1e-8f1a-4d2b-9c3e-5a7d9e1f2a01"
+	resp, err := http.Post(hs.URL+"/api/prompt", "application/json", strings.NewReader(`{"client_id": "today", "prompt_id": "`+id1+`",
+		"partial_execution_targets": ["3"], "extra_data": {"extra_pnginfo": {"workflow": {"id": "wf-today"}}}, "prompt": `+graphJSON+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /api/prompt: %d %s", resp.StatusCode, body)
+	}
+	jsonEqual(t, body, `{"prompt_id": "`+id1+`", "number": 0, "node_errors": {}}`)
+	states := followPrompt(t, c, id1)
+	if states == 0 {
+		t.Error("no progress_state for the prompt")
+	}
+
+	job := getJSON(t, hs.URL+"/api/jobs/"+id1)
+	if job["status"] != "completed" || job["workflow_id"] != "wf-today" || job["outputs_count"] != float64(1) {
+		t.Fatalf("job %v", job)
+	}
+	created, started, ended := job["create_time"].(float64), job["execution_start_time"].(float64), job["execution_end_time"].(float64)
+	if created <= 0 || started < created || ended < started {
+		t.Errorf("times: created %v started %v ended %v", created, started, ended)
+	}
+	outputs := job["outputs"].(map[string]any)
+	if _, ok := outputs["5"]; ok || outputs["3"] == nil {
+		t.Fatalf("outputs %v: want node 3 only", outputs)
+	}
+	preview := job["preview_output"].(map[string]any)
+	if preview["nodeId"] != "3" || preview["mediaType"] != "images" || preview["type"] != "output" || preview["subfolder"] != "today" {
+		t.Fatalf("preview_output %v", preview)
+	}
+	q := url.Values{"filename": {preview["filename"].(string)}, "subfolder": {"today"}, "type": {"output"}}
+	img := getPNG(t, hs.URL+"/api/view?"+q.Encode())
+	if r, g, b, _ := img.At(2, 2).RGBA(); r>>8 != 255 || g>>8 != 255 || b>>8 != 0 {
+		t.Errorf("pixel %d,%d,%d: want inverted blue (255,255,0)", r>>8, g>>8, b>>8)
+	}
+	list := getJSON(t, hs.URL+"/api/jobs?status=completed&workflow_id=wf-today")
+	if jobs := list["jobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["id"] != id1 {
+		t.Fatalf("jobs list %v", list)
+	}
+
+	// Over the websocket, as the editor sends it: the same answers as POST /prompt. With
+	// every output, the broken one is reported in node_errors and the others run (as
+	// ComfyUI does); with only the broken one as target, the prompt is refused.
+	wsSend(t, c, `{"type": "prompt", "id": "broken", "data": {"prompt": `+graphJSON+`, "partial_execution_targets": ["5"]}}`)
+	refusal := readUntil(t, c, []string{"prompt_result", "prompt_error"})
+	if refusal.typ != "prompt_error" || refusal.data["id"] != "broken" || refusal.data["status"] != float64(400) ||
+		refusal.data["error"].(map[string]any)["type"] != "prompt_outputs_failed_validation" || refusal.data["node_errors"].(map[string]any)["4"] == nil {
+		t.Fatalf("refusal %s", refusal.raw)
+	}
+	wsSend(t, c, `{"type": "prompt", "id": "all", "data": {"prompt": `+graphJSON+`}}`)
+	all := readUntil(t, c, []string{"prompt_result", "prompt_error"}, "prompt_error")
+	if errs := all.data["node_errors"].(map[string]any); all.data["id"] != "all" || errs["4"] == nil || len(errs) != 1 {
+		t.Fatalf("answer %s", all.raw)
+	}
+	followPrompt(t, c, all.data["prompt_id"].(string))
+	if job := getJSON(t, hs.URL+"/api/jobs/"+all.data["prompt_id"].(string)); job["status"] != "completed" || job["outputs_count"] != float64(1) {
+		t.Fatalf("job with a broken output %v", job)
+	}
+	const id2 = "0b6b3c1e-8f1a-4d2b-9c3e-5a7d9e1f2a02"
+	wsSend(t, c, `{"type": "prompt", "id": "one", "data": {"prompt": `+graphJSON+`, "prompt_id": "`+id2+`", "partial_execution_targets": ["3"]}}`)
+	ans := readUntil(t, c, []string{"prompt_result", "prompt_error"}, "prompt_error")
+	jsonEqual(t, ans.raw, `{"type": "prompt_result", "data": {"id": "one", "prompt_id": "`+id2+`", "number": 2, "node_errors": {}}}`)
+	followPrompt(t, c, id2)
+	if job := getJSON(t, hs.URL+"/api/jobs/"+id2); job["status"] != "completed" {
+		t.Fatalf("websocket job %v", job)
+	}
+	// A finished job cannot be cancelled; /history has the create_time of both.
+	resp, err = http.Post(hs.URL+"/api/jobs/"+id2+"/cancel", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	jsonEqual(t, body, `{"cancelled": false}`)
+	hist := getJSON(t, hs.URL+"/history")
+	for _, id := range []string{id1, id2} {
+		entry, _ := hist[id].(map[string]any)
+		if entry == nil {
+			t.Fatalf("history lacks %s", id)
+		}
+		prompt := entry["prompt"].([]any)
+		if extra := prompt[3].(map[string]any); extra["create_time"] == nil || extra["client_id"] != "today" {
+			t.Errorf("history %s extra_data %v", id, extra)
+		}
+	}
+}
+
+// followPrompt reads c up to the end of prompt id ("executing" with node null), fails
+// the test on its execution_error, and counts its progress_state messages.
+func followPrompt(t *testing.T, c *websocket.Conn, id string) int {
+	t.Helper()
+	states := 0
+	for {
+		m := readWS(t, c)
+		if m.binary || m.data["prompt_id"] != id {
+			continue
+		}
+		switch m.typ {
+		case "execution_error":
+			t.Fatalf("execution error: %s", m.raw)
+		case "progress_state":
+			states++
+		case "executing":
+			if m.data["node"] == nil {
+				return states
+			}
+		}
+	}
+}
+
+func getJSON(t *testing.T, u string) map[string]any {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+	}
+	return v
+}
+
+func getPNG(t *testing.T, u string) image.Image {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", u, resp.StatusCode)
+	}
+	img, err := png.Decode(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	return img
 }

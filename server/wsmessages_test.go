@@ -507,3 +507,57 @@ func TestWSFeatureFlagsFirstOnly(t *testing.T) {
 		t.Errorf("/features: %s", rec.Body)
 	}
 }
+
+// TestWSPromptGuards: the websocket prompt path is behind the same web-security checks
+// as POST /prompt, applied to the handshake: a page of another site, an opaque origin
+// or a rebound host name gets no socket, hence cannot queue; the server's own page,
+// an API client without an Origin, and an origin CORS was enabled for can.
+func TestWSPromptGuards(t *testing.T) {
+	for _, tc := range []struct {
+		name, cors string
+		h          http.Header
+		ok         bool
+	}{
+		{"API client", "", nil, true},
+		{"the server's page", "", http.Header{"Origin": {"http://127.0.0.1:8188"}, "Sec-Fetch-Site": {"same-origin"}}, true},
+		{"another site", "", http.Header{"Origin": {"http://evil.example"}}, false},
+		{"another port", "", http.Header{"Origin": {"http://127.0.0.1:9999"}}, false},
+		{"cross-site fetch metadata", "", http.Header{"Origin": {"http://127.0.0.1:8188"}, "Sec-Fetch-Site": {"cross-site"}}, false},
+		{"opaque origin", "", http.Header{"Origin": {"null"}}, false},
+		{"rebound host name", "", http.Header{"Host": {"evil.example:8188"}, "Origin": {"http://evil.example:8188"}}, false},
+		{"CORS for the origin", "http://app.example", http.Header{"Origin": {"http://app.example"}, "Sec-Fetch-Site": {"cross-site"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, func(o *Options) { o.CORSOrigin, o.Listen = tc.cors, []string{"127.0.0.1:8188"} })
+			hs := httptest.NewServer(ts)
+			defer hs.Close()
+			h := http.Header{"Host": {"127.0.0.1:8188"}}
+			for k, v := range tc.h {
+				h[k] = v
+			}
+			c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/ws?clientId=g", h)
+			if !tc.ok {
+				if err == nil {
+					c.Close()
+				}
+				if resp == nil || resp.StatusCode != http.StatusForbidden {
+					t.Fatalf("handshake: %v %v, want 403", resp, err)
+				}
+				if p := ts.pending(t); len(p) != 0 {
+					t.Fatalf("queued %v", p)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			defer c.Close()
+			readWS(t, c)
+			wsSend(t, c, `{"type": "prompt", "id": 1, "data": {"prompt": `+sinkPrompt+`}}`)
+			readUntil(t, c, []string{"prompt_result"}, "prompt_error")
+			if p := ts.pending(t); len(p) != 1 || p[0].ClientID() != "g" {
+				t.Fatalf("queued %v", p)
+			}
+		})
+	}
+}
