@@ -137,7 +137,7 @@ func (s *Server) postPrompt(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
 	}
-	out := s.submitPrompt(r.Context(), body, nil)
+	out := s.submitPrompt(r.Context(), body, promptSource{usage: r.Header.Get(usageSourceHeader)})
 	switch {
 	case out.answer != nil:
 		s.writeJSON(w, http.StatusOK, out.answer)
@@ -169,22 +169,37 @@ func failed(status int, msg, details string) promptOutcome {
 	return promptOutcome{status: status, err: &apiError{Error: msg, Details: details}}
 }
 
+// usageSourceHeader names the client that queued a prompt (an app, an integration);
+// current ComfyUI copies it into extra_data.comfy_usage_source unless the body set one.
+const usageSourceHeader = "Comfy-Usage-Source"
+
+// promptSource is what a prompt's transport adds to its body: clientID, when set,
+// replaces the body's client_id (a websocket prompt's events go to the socket that
+// sent it); usage is the Comfy-Usage-Source header of the request (or of the
+// websocket's handshake).
+type promptSource struct {
+	clientID *string
+	usage    string
+}
+
 // submitPrompt is the one path from a POST /prompt body to the queue, for HTTP and
 // for the websocket's prompt messages: the body's checks, then Engine.Submit
-// (validation and the durable push). clientID, when set, replaces the body's
-// client_id (a websocket prompt's events go to the socket that sent it). ctx should
-// outlive the client when the prompt must be queued whatever happens to it.
-func (s *Server) submitPrompt(ctx context.Context, body map[string]json.RawMessage, clientID *string) promptOutcome {
+// (validation and the durable push). ctx should outlive the client when the prompt
+// must be queued whatever happens to it.
+func (s *Server) submitPrompt(ctx context.Context, body map[string]json.RawMessage, from promptSource) promptOutcome {
 	if body == nil {
 		return failed(http.StatusBadRequest, "invalid JSON body", "want an object")
 	}
-	if clientID != nil {
-		raw, _ := json.Marshal(*clientID)
+	if from.clientID != nil {
+		raw, _ := json.Marshal(*from.clientID)
 		body["client_id"] = raw
 	}
 	req, hasPrompt, err := parsePromptRequest(body)
 	if err != nil {
 		return refused("invalid_prompt", "Invalid prompt", err.Error())
+	}
+	if _, set := req.ExtraData["comfy_usage_source"]; !set && from.usage != "" {
+		req.ExtraData["comfy_usage_source"] = from.usage
 	}
 	if !hasPrompt {
 		return refused("no_prompt", "No prompt provided", "No prompt provided")

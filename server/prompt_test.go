@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/forgeflow/forgeflow/executor"
 	"github.com/forgeflow/forgeflow/graph"
@@ -483,4 +486,43 @@ func FuzzPostPrompt(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestUsageSource: the Comfy-Usage-Source header of POST /prompt, or of the handshake
+// of the websocket a prompt came over, becomes extra_data.comfy_usage_source unless
+// the body set it.
+func TestUsageSource(t *testing.T) {
+	ts := newTestServer(t, nil)
+	hs := httptest.NewServer(ts)
+	defer hs.Close()
+	post := func(id, extra string) {
+		req, _ := http.NewRequest("POST", hs.URL+"/prompt", strings.NewReader(`{"prompt": `+sinkPrompt+`, "prompt_id": "`+id+`"`+extra+`}`))
+		req.Header.Set("Comfy-Usage-Source", "an-app")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST /prompt: %d", resp.StatusCode)
+		}
+	}
+	post(uuid1, "")
+	post(uuid2, `, "extra_data": {"comfy_usage_source": "the-body"}`)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", http.Header{"Comfy-Usage-Source": {"a-socket"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readWS(t, c)
+	wsSend(t, c, `{"type": "prompt", "data": {"prompt": `+sinkPrompt+`, "prompt_id": "`+uuid3+`"}}`)
+	readUntil(t, c, []string{"prompt_result"}, "prompt_error")
+	got := map[string]any{}
+	for _, j := range ts.pending(t) {
+		got[j.ID] = j.ExtraData["comfy_usage_source"]
+	}
+	want := map[string]any{uuid1: "an-app", uuid2: "the-body", uuid3: "a-socket"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("comfy_usage_source %v, want %v", got, want)
+	}
 }

@@ -85,6 +85,9 @@ type wsClient struct {
 	send chan wsMessage
 	done chan struct{}
 	once sync.Once
+	// usageSource is the handshake's Comfy-Usage-Source header, given to the
+	// prompts this client sends over the socket.
+	usageSource string
 
 	mu      sync.Mutex
 	flags   map[string]any
@@ -419,7 +422,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		sid = newSID()
 	}
 	c := &wsClient{sid: sid, conn: conn, send: make(chan wsMessage, sendBacklog), done: make(chan struct{}), flags: map[string]any{},
-		errorBudget: newRateLimit(errorReplyRate, errorReplyBurst)}
+		usageSource: r.Header.Get(usageSourceHeader), errorBudget: newRateLimit(errorReplyRate, errorReplyBurst)}
 	s.hub.add(c)
 	defer s.hub.remove(c)
 	go c.writeLoop()

@@ -196,7 +196,7 @@ func (s *Server) wsPrompt(ctx context.Context, c *wsClient, m clientMessage) {
 		s.replyInvalid(c, "prompt_error", m.ID, "invalid JSON body", details)
 		return
 	}
-	out := s.submitPrompt(context.WithoutCancel(ctx), body, &c.sid)
+	out := s.submitPrompt(context.WithoutCancel(ctx), body, promptSource{clientID: &c.sid, usage: c.usageSource})
 	id := nullID(m.ID)
 	switch {
 	case out.answer != nil:
