@@ -238,8 +238,16 @@ export class Api {
     return this.request(`/userdata/${encodeURIComponent('workflows/' + name)}`, { method: 'DELETE' }, `delete ${name}`);
   }
 
-  /** Uploads an image to the input folder; returns {name, subfolder, type}. */
-  uploadImage(file, overwrite = false) {
+  /**
+   * Uploads an image to the input folder; returns {name, subfolder, type}. A file over
+   * the max_upload_size the server announced in its feature flags (ComfyUI does too)
+   * is refused here, before its bytes are sent, with the 413 the server would answer.
+   */
+  async uploadImage(file, overwrite = false) {
+    const max = this.ws?.serverFlags?.max_upload_size;
+    if (typeof max === 'number' && max > 0 && file.size > max) {
+      throw new ApiError(413, { error: `${file.name} is too large: ${file.size} bytes; the server takes at most ${max} (--max-upload-size)` }, 'upload image');
+    }
     const fd = new FormData();
     fd.append('image', file);
     if (overwrite) fd.append('overwrite', 'true');

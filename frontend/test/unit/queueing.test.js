@@ -179,3 +179,23 @@ test('a lost global interrupt is not repeated; a named one is', async () => {
     assert.equal(fetch.calls.length, id ? 1 : 0);
   }
 });
+
+test('an upload over the max_upload_size the server announced is refused before it is sent', async () => {
+  const { c } = connected({ max_upload_size: 10 });
+  const sent = [];
+  const api = new Api('', async (url, opts) => {
+    sent.push(url);
+    return { ok: true, status: 200, text: async () => JSON.stringify({ name: opts.body.get('image').name, subfolder: '', type: 'input' }) };
+  });
+  api.useSocket(c);
+  await assert.rejects(api.uploadImage(new File([new Uint8Array(11)], 'big.png')),
+    (e) => e instanceof ApiError && e.status === 413 && /big\.png is too large: 11 bytes.*at most 10/.test(e.message));
+  assert.deepEqual(sent, []);
+  assert.equal((await api.uploadImage(new File([new Uint8Array(10)], 'ok.png'))).name, 'ok.png');
+  assert.equal(sent.length, 1);
+  // Without the flag (a server that did not announce it), the server decides.
+  const { c: c2 } = connected(null);
+  api.useSocket(c2);
+  await api.uploadImage(new File([new Uint8Array(11)], 'big.png'));
+  assert.equal(sent.length, 2);
+});
