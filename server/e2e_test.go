@@ -323,7 +323,7 @@ func TestEndToEndCurrentClient(t *testing.T) {
 		t.Fatalf("POST /api/prompt: %d %s", resp.StatusCode, body)
 	}
 	jsonEqual(t, body, `{"prompt_id": "`+id1+`", "number": 0, "node_errors": {}}`)
-	states := followPrompt(t, c, id1)
+	_, states := followPrompt(t, c, id1, "")
 	if states == 0 {
 		t.Error("no progress_state for the prompt")
 	}
@@ -363,20 +363,18 @@ func TestEndToEndCurrentClient(t *testing.T) {
 		refusal.data["error"].(map[string]any)["type"] != "prompt_outputs_failed_validation" || refusal.data["node_errors"].(map[string]any)["4"] == nil {
 		t.Fatalf("refusal %s", refusal.raw)
 	}
-	wsSend(t, c, `{"type": "prompt", "id": "all", "data": {"prompt": `+graphJSON+`}}`)
-	all := readUntil(t, c, []string{"prompt_result", "prompt_error"}, "prompt_error")
-	if errs := all.data["node_errors"].(map[string]any); all.data["id"] != "all" || errs["4"] == nil || len(errs) != 1 {
+	const id2, id3 = "0b6b3c1e-8f1a-4d2b-9c3e-5a7d9e1f2a02", "0b6b3c1e-8f1a-4d2b-9c3e-5a7d9e1f2a03"
+	wsSend(t, c, `{"type": "prompt", "id": "all", "data": {"prompt": `+graphJSON+`, "prompt_id": "`+id3+`"}}`)
+	all, _ := followPrompt(t, c, id3, "all")
+	if errs, _ := all.data["node_errors"].(map[string]any); all.typ != "prompt_result" || errs["4"] == nil || len(errs) != 1 {
 		t.Fatalf("answer %s", all.raw)
 	}
-	followPrompt(t, c, all.data["prompt_id"].(string))
-	if job := getJSON(t, hs.URL+"/api/jobs/"+all.data["prompt_id"].(string)); job["status"] != "completed" || job["outputs_count"] != float64(1) {
+	if job := getJSON(t, hs.URL+"/api/jobs/"+id3); job["status"] != "completed" || job["outputs_count"] != float64(1) {
 		t.Fatalf("job with a broken output %v", job)
 	}
-	const id2 = "0b6b3c1e-8f1a-4d2b-9c3e-5a7d9e1f2a02"
 	wsSend(t, c, `{"type": "prompt", "id": "one", "data": {"prompt": `+graphJSON+`, "prompt_id": "`+id2+`", "partial_execution_targets": ["3"]}}`)
-	ans := readUntil(t, c, []string{"prompt_result", "prompt_error"}, "prompt_error")
+	ans, _ := followPrompt(t, c, id2, "one")
 	jsonEqual(t, ans.raw, `{"type": "prompt_result", "data": {"id": "one", "prompt_id": "`+id2+`", "number": 2, "node_errors": {}}}`)
-	followPrompt(t, c, id2)
 	if job := getJSON(t, hs.URL+"/api/jobs/"+id2); job["status"] != "completed" {
 		t.Fatalf("websocket job %v", job)
 	}
@@ -401,27 +399,31 @@ func TestEndToEndCurrentClient(t *testing.T) {
 	}
 }
 
-// followPrompt reads c up to the end of prompt id ("executing" with node null), fails
-// the test on its execution_error, and counts its progress_state messages.
-func followPrompt(t *testing.T, c *websocket.Conn, id string) int {
+// followPrompt reads c up to the end of prompt id ("executing" with node null) and,
+// when reqID is set, the answer to the websocket request reqID, which may come before
+// or after the prompt's events (as a POST /prompt answer may). It fails the test on
+// an execution_error or a refusal, and counts the prompt's progress_state messages.
+func followPrompt(t *testing.T, c *websocket.Conn, id, reqID string) (answer wsMsg, states int) {
 	t.Helper()
-	states := 0
-	for {
+	for ended := false; !ended || (reqID != "" && answer.typ == ""); {
 		m := readWS(t, c)
-		if m.binary || m.data["prompt_id"] != id {
-			continue
-		}
-		switch m.typ {
-		case "execution_error":
-			t.Fatalf("execution error: %s", m.raw)
-		case "progress_state":
-			states++
-		case "executing":
-			if m.data["node"] == nil {
-				return states
+		switch {
+		case m.binary:
+		case (m.typ == "prompt_result" || m.typ == "prompt_error") && m.data["id"] == reqID:
+			if m.typ == "prompt_error" {
+				t.Fatalf("refused: %s", m.raw)
 			}
+			answer = m
+		case m.data["prompt_id"] != id:
+		case m.typ == "execution_error":
+			t.Fatalf("execution error: %s", m.raw)
+		case m.typ == "progress_state":
+			states++
+		case m.typ == "executing" && m.data["node"] == nil:
+			ended = true
 		}
 	}
+	return answer, states
 }
 
 func getJSON(t *testing.T, u string) map[string]any {
