@@ -53,6 +53,12 @@ type Patch struct {
 	Adapter *Adapter
 }
 
+// active reports whether the patch changes its weight at strength s: a replacement
+// (set_weight) does at any strength, the others not at 0.
+func (p Patch) active(s float64) bool {
+	return s != 0 || p.Adapter.Kind == KindSet
+}
+
 // Set is a LoRA file resolved against a key map: what each model weight gets, and the
 // file keys no module used. A weight may get several patches, one per target: a
 // diffusers LoRA patches the q, k and v rows of Flux's fused qkv separately.

@@ -154,13 +154,26 @@ func (n *Network[T]) Patches(key string) ([]nn.Patch, error) {
 	return nil, fmt.Errorf("lora: %q is not the weight of a linear or conv layer", key)
 }
 
-// slot is one parameter of a layer.
+// slot is one parameter: of a layer (its weight, or its bias), or a tensor field
+// outside the layers (nn.Fields).
 type slot struct {
 	layer nn.Layer
 	bias  bool
+	field **gpu.Tensor
+}
+
+// unit is what a patch of the slot recomputes: its layer, or its field.
+func (s slot) unit() any {
+	if s.field != nil {
+		return s.field
+	}
+	return s.layer
 }
 
 func (s slot) tensor() *gpu.Tensor {
+	if s.field != nil {
+		return *s.field
+	}
 	switch l := s.layer.(type) {
 	case *nn.Linear:
 		return pick(s.bias, l.Weight, l.Bias)
@@ -200,10 +213,19 @@ func index(root any, prefix string) (map[string]slot, error) {
 		}
 		key := prefix + rel
 		for _, bias := range []bool{false, true} {
-			s := slot{l, bias}
+			s := slot{layer: l, bias: bias}
 			if s.tensor() != nil {
 				idx[key+map[bool]string{false: "weight", true: "bias"}[bias]] = s
 			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = nn.Fields(root, func(f nn.Field) error {
+		if rel, under := strings.CutPrefix(f.Key, rp); under {
+			idx[prefix+rel] = slot{field: f.Tensor}
 		}
 		return nil
 	})
@@ -223,11 +245,11 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 		return nil, nil, err
 	}
 	stack := append(append([]Entry(nil), n.Stack...), e)
-	touched := map[nn.Layer]bool{}
+	touched := map[any]bool{}
 	for key, ps := range e.Set.Patches {
 		for _, p := range ps {
-			if s, ok := baseIdx[key]; ok && (e.Strength != 0 || p.Adapter.Kind == KindSet) {
-				touched[s.layer] = true
+			if s, ok := baseIdx[key]; ok && p.active(e.Strength) {
+				touched[s.unit()] = true
 			}
 		}
 	}
@@ -247,11 +269,14 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 	// Layers in key order, so that reports and errors are deterministic.
 	var jobs []layerJob
 	for key, s := range baseIdx {
-		if !touched[s.layer] || s.bias {
-			continue
+		switch {
+		case !touched[s.unit()] || s.bias:
+		case s.field != nil:
+			jobs = append(jobs, layerJob{key: key, field: *s.field, dstField: cloneIdx[key].field})
+		default:
+			base := strings.TrimSuffix(key, "weight")
+			jobs = append(jobs, layerJob{key: base, base: s.layer, dst: cloneIdx[key].layer})
 		}
-		base := strings.TrimSuffix(key, "weight")
-		jobs = append(jobs, layerJob{key: base, base: s.layer, dst: cloneIdx[key].layer})
 	}
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].key < jobs[j].key })
 	ap := &applier{rt: rt, stack: stack, mode: n.Mode}
@@ -264,10 +289,13 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 }
 
 // layerJob is one layer to recompute: its key prefix ("diffusion_model.…proj_in."), the
-// base layer to read and the clone's layer to write.
+// base layer to read and the clone's layer to write; or one tensor field: its key, the
+// base tensor and the clone's field.
 type layerJob struct {
 	key       string
 	base, dst nn.Layer
+	field     *gpu.Tensor
+	dstField  **gpu.Tensor
 }
 
 type applier struct {
@@ -327,7 +355,7 @@ func (ap *applier) patchesFor(key string) []stacked {
 	var ps []stacked
 	for _, e := range ap.stack {
 		for _, p := range e.Set.Patches[key] {
-			if e.Strength != 0 || p.Adapter.Kind == KindSet {
+			if p.active(e.Strength) {
 				ps = append(ps, stacked{e.Set, p, e.Strength})
 			}
 		}
@@ -335,8 +363,12 @@ func (ap *applier) patchesFor(key string) []stacked {
 	return ps
 }
 
-// layer recomputes one layer of the clone from the base layer.
+// layer recomputes one layer (or tensor field) of the clone from the base.
 func (ap *applier) layer(j layerJob, rep *Report) error {
+	if j.dstField != nil {
+		*j.dstField = j.field
+		return ap.vector(j.key, j.field, ap.patchesFor(j.key), j.dstField, rep)
+	}
 	wKey, bKey := j.key+"weight", j.key+"bias"
 	wps, bps := ap.patchesFor(wKey), ap.patchesFor(bKey)
 	switch dst := j.dst.(type) {
@@ -372,7 +404,8 @@ func (ap *applier) layer(j layerJob, rep *Report) error {
 	return fmt.Errorf("lora: %s: unknown layer type %T", j.key, j.dst)
 }
 
-// vector patches a bias or norm parameter: always merged (it is small and F32).
+// vector patches a bias, a norm parameter or a tensor field: always merged (a bias or
+// norm is small and F32; an embedding table is read whole by its ops).
 func (ap *applier) vector(key string, base *gpu.Tensor, ps []stacked, dst **gpu.Tensor, rep *Report) error {
 	if len(ps) == 0 || base == nil {
 		return nil

@@ -392,7 +392,9 @@ func TestSD3TextEncoders(t *testing.T) {
 	f.LoRA(tq, loratest.Kohya, q.Dim(0), 2, 1, q.Dim(1))
 	f.LoRA("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", loratest.Kohya, spec.CLIPL.Width, 2, 0, spec.CLIPL.Width)
 	f.LoRA("lora_te2_text_model_encoder_layers_0_mlp_fc1", loratest.Kohya, 4*spec.CLIPG.Width, 2, 0, spec.CLIPG.Width)
-	f.Random("lora_te3_shared.diff", 0.1, 4, 4) // T5's embedding: resolved, not patched
+	pos := c.Encoders[0].Encoder.Model.Embeddings.Position
+	pe := "text_encoders.clip_l.transformer.text_model.embeddings.position_embedding"
+	f.Random(pe+".diff", 0.1, pos.Dim(0), pos.Dim(1)) // a tensor outside the layers
 	lf := openLoRA(t, rt, f)
 	_, c2, err := sd.LoadLoRA(nil, c, lf, 0, 0.7, sd.LoRAOptions{})
 	if err != nil {
@@ -406,6 +408,18 @@ func TestSD3TextEncoders(t *testing.T) {
 	base, _ := q.Float32()
 	gv, _ := got.Float32()
 	near(t, key, f64s(gv), plus(f64s(base), ref{f}.lora(tq+".lora_up.weight", tq+".lora_down.weight", "", tq+".alpha"), 0.7), 2e-5)
+	pkey := lora.CLIPPrefix("l") + "embeddings.position_embedding.weight"
+	gp, err := c2.Encoders[0].LoRANetwork().Weight(pkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, _ := pos.Float32()
+	gpv, _ := gp.Float32()
+	dp, _ := ref{f}.v(pe + ".diff")
+	near(t, pkey, f64s(gpv), plus(f64s(bp), dp, 0.7), 1e-6)
+	if c.Encoders[0].Encoder.Model.Embeddings.Position != pos {
+		t.Fatal("the loaded CLIP-L's position embedding changed")
+	}
 	for i, name := range []string{"l", "g"} {
 		if c2.Encoders[i].Name != name || c2.Encoders[i].LoRANetwork() == nil || c2.Encoders[i].LoRANetwork().Net == c.Encoders[i].Encoder.Model {
 			t.Fatalf("CLIP-%s was not patched", name)

@@ -17,17 +17,25 @@ import (
 // block and net are a small model tree: nested structs, a slice, pointers (one shared),
 // a pointer that holds no layer, and an interface.
 type block struct {
-	Norm Norm   `sd:"norm"`
-	Proj Linear `sd:"proj"`
-	Skip Conv   `sd:"skip,optional"`
+	Norm  Norm        `sd:"norm"`
+	Proj  Linear      `sd:"proj"`
+	Skip  Conv        `sd:"skip,optional"`
+	Scale *gpu.Tensor `sd:"scale.weight,optional"`
+}
+
+// embeds holds tensors and no layer.
+type embeds struct {
+	Table *gpu.Tensor `sd:"table"`
 }
 
 type meta struct{ Name string }
 
 type net struct {
 	Module
-	In     Conv    `sd:"in"`
-	Blocks []block `sd:"blocks"`
+	In     Conv        `sd:"in"`
+	Pos    *gpu.Tensor `sd:"pos"`
+	Emb    embeds      `sd:"emb"`
+	Blocks []block     `sd:"blocks"`
 	Out    *block
 	Alias  *block
 	Info   *meta
@@ -75,7 +83,8 @@ func source(t testing.TB, rt *gpu.Runtime, shapes map[string][]int64) *statedict
 func loadNet(t *testing.T, rt *gpu.Runtime) *net {
 	t.Helper()
 	src := source(t, rt, map[string][]int64{
-		"m.in.weight": {4, 3, 3, 3}, "m.in.bias": {4},
+		"m.in.weight": {4, 3, 3, 3}, "m.in.bias": {4}, "m.pos": {2, 4}, "m.emb.table": {5, 4},
+		"m.blocks.1.scale.weight": {4},
 		"m.blocks.0.norm.weight": {4}, "m.blocks.0.norm.bias": {4},
 		"m.blocks.0.proj.weight": {4, 4},
 		"m.blocks.1.norm.weight": {4}, "m.blocks.1.norm.bias": {4},
@@ -123,6 +132,50 @@ func TestLayersAndPrefixes(t *testing.T) {
 	}
 }
 
+// TestFields checks the keys and addresses of the tensor fields outside layers.
+func TestFields(t *testing.T) {
+	rt := newRuntime(t)
+	n := loadNet(t, rt)
+	var keys []string
+	err := Fields(n, func(f Field) error {
+		keys = append(keys, f.Key)
+		if *f.Tensor == nil {
+			t.Errorf("%s: nil tensor visited", f.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n.Out is reached through an untagged field but binds its own prefix; its Scale is
+	// nil (no key), so it is skipped.
+	want := []string{"m.pos", "m.emb.table", "m.blocks.1.scale.weight"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("fields %q\nwant %q", keys, want)
+	}
+	var got **gpu.Tensor
+	_ = Fields(n, func(f Field) error {
+		if f.Key == "m.emb.table" {
+			got = f.Tensor
+		}
+		return nil
+	})
+	if got != &n.Emb.Table {
+		t.Fatal("Fields does not give the field's address")
+	}
+	if err := Fields(*n, func(Field) error { return nil }); err == nil {
+		t.Fatal("Fields of a struct value accepted")
+	}
+	// A struct bound by hand without a prefix has no keys.
+	var loose embeds
+	loose.Table = n.Pos
+	count := 0
+	_ = Fields(&loose, func(Field) error { count++; return nil })
+	if count != 0 {
+		t.Fatal("a field without a bound struct above it was visited")
+	}
+}
+
 func TestClone(t *testing.T) {
 	rt := newRuntime(t)
 	n := loadNet(t, rt)
@@ -139,7 +192,7 @@ func TestClone(t *testing.T) {
 	if c.Info != n.Info || c.Any != n.Any {
 		t.Fatal("values that hold no layer were copied")
 	}
-	if c.Blocks[1].Proj.Weight != n.Blocks[1].Proj.Weight {
+	if c.Blocks[1].Proj.Weight != n.Blocks[1].Proj.Weight || c.Emb.Table != n.Emb.Table || c.Blocks[1].Scale != n.Blocks[1].Scale {
 		t.Fatal("tensors were copied")
 	}
 	if p, _ := c.Blocks[1].Proj.Prefix(); p != "m.blocks.1.proj." {
@@ -150,7 +203,9 @@ func TestClone(t *testing.T) {
 	c.Blocks[1].Proj.Weight = w
 	c.Out.Proj.Patches = []Patch{{}}
 	c.Blocks[0].Proj.Patches = append(c.Blocks[0].Proj.Patches, Patch{})
-	if n.Blocks[1].Proj.Weight == w || n.Out.Proj.Patches != nil || n.Blocks[0].Proj.Patches != nil {
+	c.Emb.Table, c.Pos, c.Blocks[1].Scale = w, w, w
+	if n.Blocks[1].Proj.Weight == w || n.Out.Proj.Patches != nil || n.Blocks[0].Proj.Patches != nil ||
+		n.Emb.Table == w || n.Pos == w || n.Blocks[1].Scale == w {
 		t.Fatal("the original changed with its copy")
 	}
 	if _, err := Clone[net](nil); err == nil {

@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/forgeflow/forgeflow/gpu"
 )
 
 // Layer is one of the layer types: *Linear, *Conv, *Norm or *RMSNorm.
@@ -22,16 +26,18 @@ var layerTypes = map[reflect.Type]bool{
 	reflect.TypeOf(Norm{}): true, reflect.TypeOf(RMSNorm{}): true,
 }
 
+var tensorType = reflect.TypeOf((*gpu.Tensor)(nil))
+
 // tree walks the exported fields of a model: structs, pointers to structs, slices and
 // arrays. Interfaces, maps, functions and unexported fields are not entered: a layer
-// reachable only through them is neither visited nor cloned.
+// or tensor field reachable only through them is neither visited nor cloned.
 type tree struct {
-	holds map[reflect.Type]bool // whether a type leads to a layer
+	holds map[reflect.Type]bool // whether a type leads to a layer or a tensor field
 }
 
 func newTree() *tree { return &tree{holds: map[reflect.Type]bool{}} }
 
-// leads reports whether values of type t contain a layer.
+// leads reports whether values of type t contain a layer or a tensor field (Fields).
 func (w *tree) leads(t reflect.Type) bool {
 	if v, ok := w.holds[t]; ok {
 		return v
@@ -54,7 +60,7 @@ func reaches(t reflect.Type, entered map[reflect.Type]bool) bool {
 			return true
 		}
 		for i := 0; i < t.NumField(); i++ {
-			if f := t.Field(i); f.IsExported() && reaches(f.Type, entered) {
+			if f := t.Field(i); f.IsExported() && (isTensorField(f) || reaches(f.Type, entered)) {
 				return true
 			}
 		}
@@ -177,4 +183,92 @@ func (c *cloner) value(v reflect.Value) reflect.Value {
 		return s
 	}
 	return v
+}
+
+// isTensorField reports whether f is a tensor statedict.Bind fills (an sd-tagged
+// *gpu.Tensor).
+func isTensorField(f reflect.StructField) bool {
+	_, tagged := f.Tag.Lookup("sd")
+	return f.IsExported() && tagged && f.Type == tensorType
+}
+
+// Field is a tensor of a model tree held outside the layer types: an embedding table, a
+// norm's scale, a position table. Key is its state-dict key as bound; Tensor is the
+// field, so that a clone can be given another tensor.
+type Field struct {
+	Key    string
+	Tensor **gpu.Tensor
+}
+
+// Fields calls visit for every sd-tagged *gpu.Tensor field reachable from root (a
+// pointer to a struct) outside the layer types, in field order, skipping nil ones.
+// A field's key is the prefix its nearest enclosing bound struct (one that embeds
+// Module or is a layer) was bound at, followed by the sd tags below it as
+// statedict.Bind composes them; a field with no bound struct above it, or one reached
+// through an untagged field below that struct, has no key and is not visited.
+func Fields(root any, visit func(Field) error) error {
+	v := reflect.ValueOf(root)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return errors.New("nn: Fields needs a non-nil pointer to a struct")
+	}
+	w := newTree()
+	seen := map[uintptr]bool{}
+	// path is the key prefix of v; known is false once an untagged field was crossed
+	// below the last bound struct.
+	var walk func(v reflect.Value, path string, known bool) error
+	walk = func(v reflect.Value, path string, known bool) error {
+		if !w.leads(v.Type()) {
+			return nil
+		}
+		switch v.Kind() {
+		case reflect.Pointer:
+			if v.IsNil() || seen[v.Pointer()] {
+				return nil
+			}
+			seen[v.Pointer()] = true
+			return walk(v.Elem(), path, known)
+		case reflect.Slice, reflect.Array:
+			for i := 0; i < v.Len(); i++ {
+				if err := walk(v.Index(i), path+strconv.Itoa(i)+".", known); err != nil {
+					return err
+				}
+			}
+		case reflect.Struct:
+			if layerTypes[v.Type()] {
+				return nil
+			}
+			if k, ok := v.Addr().Interface().(interface{ Prefix() (string, bool) }); ok {
+				if p, bound := k.Prefix(); bound {
+					path, known = p, true
+				}
+			}
+			t := v.Type()
+			for i := 0; i < t.NumField(); i++ {
+				f := t.Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				tag, tagged := f.Tag.Lookup("sd")
+				name, _, _ := strings.Cut(tag, ",")
+				fv := v.Field(i)
+				if isTensorField(f) {
+					if known && !fv.IsNil() {
+						if err := visit(Field{Key: path + name, Tensor: fv.Addr().Interface().(**gpu.Tensor)}); err != nil {
+							return err
+						}
+					}
+					continue
+				}
+				sub, subKnown := path+name+".", known && tagged
+				if f.Anonymous && !tagged {
+					sub, subKnown = path, known
+				}
+				if err := walk(fv, sub, subKnown); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(v.Elem(), "", false)
 }

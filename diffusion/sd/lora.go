@@ -92,8 +92,8 @@ func loraKeys(m *Model, c *CLIP) (lora.KeyMap, map[string]bool, error) {
 	}
 	if c != nil {
 		// ComfyUI's state dict also has the embeddings, the projections and T5's relative
-		// attention bias, which no LoRA network patches: their modules resolve, then are
-		// reported NOT LOADED.
+		// attention bias: the text models' tensor fields take their patches; the
+		// projections, outside the text models, are reported NOT LOADED.
 		for _, te := range c.Encoders {
 			e := te.Encoder.Model.Embeddings
 			tp = append(tp, lora.Param{Key: lora.CLIPPrefix(te.Name) + "embeddings.token_embedding.weight", Shape: e.Token.Shape()},
