@@ -85,7 +85,7 @@ func loadNet(t *testing.T, rt *gpu.Runtime) *net {
 	src := source(t, rt, map[string][]int64{
 		"m.in.weight": {4, 3, 3, 3}, "m.in.bias": {4}, "m.pos": {2, 4}, "m.emb.table": {5, 4},
 		"m.blocks.1.scale.weight": {4},
-		"m.blocks.0.norm.weight": {4}, "m.blocks.0.norm.bias": {4},
+		"m.blocks.0.norm.weight":  {4}, "m.blocks.0.norm.bias": {4},
 		"m.blocks.0.proj.weight": {4, 4},
 		"m.blocks.1.norm.weight": {4}, "m.blocks.1.norm.bias": {4},
 		"m.blocks.1.proj.weight": {4, 4}, "m.blocks.1.proj.bias": {4},
