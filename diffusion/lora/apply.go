@@ -71,6 +71,9 @@ type Network[T any] struct {
 	Base  *T
 	Net   *T
 	Stack []Entry
+	// Origin is the tree as loaded from its file: Base, unless Combine made Base.
+	// CheckpointSave writes the tensors that differ from it (Changed).
+	Origin *T
 	// Prefix is the ComfyUI state-dict prefix of the tree's keys (UNetPrefix,
 	// CLIPPrefix("l"), T5Prefix).
 	Prefix string
@@ -79,7 +82,7 @@ type Network[T any] struct {
 
 // NewNetwork starts a Network with no LoRA on base.
 func NewNetwork[T any](base *T, prefix string, mode Mode) *Network[T] {
-	return &Network[T]{Base: base, Net: base, Prefix: prefix, Mode: mode}
+	return &Network[T]{Base: base, Net: base, Origin: base, Prefix: prefix, Mode: mode}
 }
 
 // Report says what applying one LoRA did to a network.
@@ -253,7 +256,7 @@ func (n *Network[T]) With(rt *gpu.Runtime, e Entry) (*Network[T], *Report, error
 			}
 		}
 	}
-	out := &Network[T]{Base: n.Base, Net: n.Net, Stack: stack, Prefix: n.Prefix, Mode: n.Mode}
+	out := &Network[T]{Base: n.Base, Net: n.Net, Stack: stack, Origin: n.Origin, Prefix: n.Prefix, Mode: n.Mode}
 	rep := &Report{}
 	if len(touched) == 0 {
 		return out, rep, nil

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
@@ -110,16 +112,32 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 	}
 	var entries []safetensors.Entry
 	seen := map[string]bool{}
-	add := func(ws *Weights) error {
+	add := func(ws *Weights, changed map[string]*gpu.Tensor) error {
 		if ws.err != nil {
 			return fmt.Errorf("sd: save checkpoint: %w", ws.err)
 		}
+		mem, drop, err := ws.placeChanges(changed)
+		if err != nil {
+			return fmt.Errorf("sd: save checkpoint: %w", err)
+		}
 		for _, st := range ws.tensors {
 			k := st.name
-			if seen[k] {
+			if seen[k] || drop[k] {
 				continue
 			}
 			seen[k] = true
+			if t := mem[k]; t != nil {
+				stored := weights.DType("")
+				if info, ok := ws.file.Info(st.stored); ok {
+					stored = info.DType
+				}
+				e, err := memEntry(k, t, stored)
+				if err != nil {
+					return fmt.Errorf("sd: save checkpoint: %w", err)
+				}
+				entries = append(entries, e)
+				continue
+			}
 			info, ok := ws.file.Info(st.stored)
 			if !ok {
 				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.Name(), st.stored)
@@ -141,16 +159,24 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 		}
 		return nil
 	}
-	if err := add(m.Weights); err != nil {
+	mc, err := m.changes()
+	if err != nil {
+		return fmt.Errorf("sd: save checkpoint: %w", err)
+	}
+	if err := add(m.Weights, mc); err != nil {
 		return err
 	}
 	if c != nil && c.Weights != nil {
-		if err := add(c.Weights); err != nil {
+		cc, err := c.changes()
+		if err != nil {
+			return fmt.Errorf("sd: save checkpoint: %w", err)
+		}
+		if err := add(c.Weights, cc); err != nil {
 			return err
 		}
 	}
 	if v != nil && v.Weights != nil {
-		if err := add(v.Weights); err != nil {
+		if err := add(v.Weights, nil); err != nil {
 			return err
 		}
 	}
@@ -189,4 +215,126 @@ func clipPrefixes(f *tensorfile.File) []string {
 		}
 	}
 	return out
+}
+
+// changes lists the network parameters of m that differ from its file (LoRAs merged,
+// model merges), under ComfyUI keys ("diffusion_model.…").
+func (m *Model) changes() (map[string]*gpu.Tensor, error) {
+	switch {
+	case m.loras != nil:
+		return m.loras.Changed(m.Runtime)
+	case m.fluxLoras != nil:
+		return m.fluxLoras.Changed(m.Runtime)
+	}
+	return nil, nil
+}
+
+// changes lists the text-encoder parameters of c that differ from its file, under
+// ComfyUI keys ("clip_l.transformer.…", "t5xxl.transformer.…").
+func (c *CLIP) changes() (map[string]*gpu.Tensor, error) {
+	out := map[string]*gpu.Tensor{}
+	add := func(ch map[string]*gpu.Tensor, err error) error {
+		for k, t := range ch {
+			out[k] = t
+		}
+		return err
+	}
+	for _, te := range c.Encoders {
+		if te.loras != nil {
+			if err := add(te.loras.Changed(c.Runtime)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.T5 != nil && c.T5.loras != nil {
+		if err := add(c.T5.loras.Changed(c.Runtime)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// placeChanges finds the checkpoint name of each changed parameter (a ComfyUI key):
+// the name that is the key or ends with "."+key, else the one name that ends with its
+// part from "transformer." on (a text encoder's keys under "cond_stage_model." or
+// "conditioner.embedders.N."). A scaled-fp8 weight written unscaled drops its
+// scale_weight. A parameter with no such name (an OpenCLIP text encoder, stored with
+// fused attention weights) is an error: it cannot be written in the file's layout.
+func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*gpu.Tensor, drop map[string]bool, err error) {
+	if len(changed) == 0 {
+		return nil, nil, nil
+	}
+	mem, drop = map[string]*gpu.Tensor{}, map[string]bool{}
+	names := map[string]bool{}
+	for _, st := range w.tensors {
+		names[st.name] = true
+	}
+	keys := make([]string, 0, len(changed))
+	for k := range changed {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		var found []string
+		for _, st := range w.tensors {
+			if st.name == k || strings.HasSuffix(st.name, "."+k) {
+				found = append(found, st.name)
+			}
+		}
+		if _, rest, ok := strings.Cut(k, ".transformer."); ok && len(found) == 0 {
+			for _, st := range w.tensors {
+				if strings.HasSuffix(st.name, ".transformer."+rest) {
+					found = append(found, st.name)
+				}
+			}
+		}
+		if len(found) != 1 {
+			return nil, nil, fmt.Errorf("the changed parameter %s has %d places among the %d tensors of %s; saving it in that layout is not implemented", k, len(found), len(w.tensors), w.file.Name())
+		}
+		t := changed[k]
+		mem[found[0]] = t
+		if base, ok := strings.CutSuffix(found[0], ".weight"); ok && names[base+".scale_weight"] {
+			drop[base+".scale_weight"] = true
+		}
+	}
+	return mem, drop, nil
+}
+
+// memEntry writes a tensor held in memory (a merged weight: F32, F16 or BF16) in the
+// dtype the file stored it in when that is F32, F16 or BF16 (so that the checkpoint
+// keeps its layout; a bias held in F32 goes back to F16), else in its own.
+func memEntry(name string, t *gpu.Tensor, stored weights.DType) (safetensors.Entry, error) {
+	dtypes := map[weights.DType]gpu.DType{weights.F32: gpu.F32, weights.F16: gpu.F16, weights.BF16: gpu.BF16}
+	d, g := stored, dtypes[stored]
+	if _, ok := dtypes[stored]; !ok {
+		found := false
+		for wd, gd := range dtypes {
+			if gd == t.DType() {
+				d, g, found = wd, gd, true
+			}
+		}
+		if !found {
+			return safetensors.Entry{}, fmt.Errorf("%s: a changed tensor in %s cannot be written", name, t.DType())
+		}
+	}
+	shape := make([]int64, t.Rank())
+	for i := range shape {
+		shape[i] = int64(t.Dim(i))
+	}
+	return safetensors.Entry{Name: name, DType: d, Shape: shape, WriteData: func(w io.Writer) error {
+		v, err := t.Float32()
+		if err != nil {
+			return err
+		}
+		size, err := g.StorageBytes(len(v))
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, size)
+		if err := gpu.EncodeFloat32(g, buf, v); err != nil {
+			return err
+		}
+		_, err = w.Write(buf)
+		return err
+	}}, nil
 }

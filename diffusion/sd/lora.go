@@ -1,7 +1,6 @@
 package sd
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -21,10 +20,6 @@ type LoRAOptions struct {
 	Mode   lora.Mode
 	Logger *slog.Logger
 }
-
-// errPatchedSave is why a LoRA-patched part cannot go through CheckpointSave, which
-// copies the stored tensors of the file the part came from.
-var errPatchedSave = errors.New("the part has LoRA patches; saving patched weights is not implemented")
 
 // LoRAKeyMap is the key map of a model and a CLIP (either may be nil): ComfyUI's
 // model_lora_keys_unet followed by model_lora_keys_clip.
@@ -219,9 +214,6 @@ func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Mode
 		}
 		c := *m
 		c.Net, c.fluxLoras = FluxNetwork{n.Net}, n
-		if len(n.Stack) > 0 && n.Net != n.Base {
-			c.Weights = &Weights{err: errPatchedSave}
-		}
 		return &c, rep, nil
 	}
 	base, err := m.loraNet(mode)
@@ -234,9 +226,6 @@ func (m *Model) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*Mode
 	}
 	c := *m
 	c.UNet, c.loras = n.Net, n
-	if len(n.Stack) > 0 && n.Net != n.Base {
-		c.Weights = &Weights{err: errPatchedSave}
-	}
 	return &c, rep, nil
 }
 
@@ -298,7 +287,6 @@ func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPL
 	cp := *c
 	cp.Encoders = make([]*TextEncoder, len(c.Encoders))
 	out := &CLIPLoRA{CLIP: &cp}
-	patched := false
 	for i, te := range c.Encoders {
 		n, rep, err := te.loraNet(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
 		if err != nil {
@@ -310,7 +298,6 @@ func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPL
 		t.Encoder, t.loras = &enc, n
 		cp.Encoders[i] = &t
 		out.Reports = append(out.Reports, rep)
-		patched = patched || n.Net != n.Base
 	}
 	if c.T5 != nil {
 		n, rep, err := c.T5.loraNet(mode).With(c.Runtime, lora.Entry{Set: set, Strength: strength})
@@ -323,10 +310,6 @@ func (c *CLIP) WithLoRA(set *lora.Set, strength float64, mode lora.Mode) (*CLIPL
 		t.Encoder, t.loras = &enc, n
 		cp.T5 = &t
 		out.Reports = append(out.Reports, rep)
-		patched = patched || n.Net != n.Base
-	}
-	if patched && c.Weights != nil {
-		cp.Weights = &Weights{err: errPatchedSave}
 	}
 	return out, nil
 }

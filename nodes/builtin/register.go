@@ -118,6 +118,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		&LoraLoader{env: models}, &LoraLoaderModelOnly{env: models},
 		// vaenodes.go
 		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
+		// merge.go
+		&ModelMergeSimple{}, &ModelMergeSubtract{}, &ModelMergeAdd{},
+		&CLIPMergeSimple{}, &CLIPMergeSubtract{}, &CLIPMergeAdd{},
 		// conditioning.go
 		&CLIPTextEncode{}, &CLIPTextEncodeSDXL{}, &CLIPTextEncodeSDXLRefiner{}, &CLIPSetLastLayer{},
 		&ConditioningCombine{}, &ConditioningAverage{}, &ConditioningConcat{}, &ConditioningSetArea{},
@@ -160,6 +163,11 @@ func Register(r *nodes.Registry, opts Options) error {
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
 		return fmt.Errorf("builtin: %w", err)
+	}
+	for _, n := range blockMerges() { // merge.go
+		if err := r.Register(n); err != nil {
+			return fmt.Errorf("builtin: %w", err)
+		}
 	}
 	return nil
 }
