@@ -12,6 +12,7 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/lora/loratest"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/internal/testenv"
 	"github.com/forgeflow/forgeflow/weights/detect"
 )
@@ -41,20 +42,25 @@ func TestSDWorkflows(t *testing.T) {
 	}
 	for name, fam := range map[string]detect.Family{
 		"v1-5-pruned-emaonly.safetensors": detect.FamilySD1,
+		"dreamshaper_8.safetensors":       detect.FamilySD1,
 		"sd_xl_base_1.0.safetensors":      detect.FamilySDXL,
 	} {
 		f, err := os.Create(filepath.Join(ckpts, name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sd.WriteRandomCheckpoint(f, fullVocab(sd.TinyRandomSpec(fam))); err != nil {
+		spec := fullVocab(sd.TinyRandomSpec(fam))
+		if name == "dreamshaper_8.safetensors" {
+			spec.Seed = 8
+		}
+		if err := sd.WriteRandomCheckpoint(f, spec); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
 	}
 	writeExampleLoRAs(t, filepath.Join(base, "models", "loras"))
 	files, err := filepath.Glob(filepath.Join(workflowsDir, "sd", "*_api.json"))
-	if err != nil || len(files) < 4 {
+	if err != nil || len(files) < 5 {
 		t.Fatalf("workflows/sd holds %d workflows (%v)", len(files), err)
 	}
 	small := t.TempDir()
@@ -89,17 +95,30 @@ func TestSDWorkflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"sd15_txt2img_api.json", "sd15_hiresfix_api.json", "sdxl_txt2img_api.json", "sd15_lora_api.json", "4 of 4 workflows succeeded"} {
+	for _, want := range []string{"sd15_txt2img_api.json", "sd15_hiresfix_api.json", "sdxl_txt2img_api.json", "sd15_lora_api.json", "sd15_merge_api.json", "5 of 5 workflows succeeded"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
 	}
-	for _, f := range []string{"sd15/txt2img_00001_.png", "sd15/hiresfix_00001_.png", "sdxl/txt2img_00001_.png", "sd15/lora_00001_.png"} {
+	for _, f := range []string{"sd15/txt2img_00001_.png", "sd15/hiresfix_00001_.png", "sdxl/txt2img_00001_.png", "sd15/lora_00001_.png", "sd15/merge_00001_.png"} {
 		img := decodePNG(t, filepath.Join(base, "output", f))
 		if b := img.Bounds(); b.Dx() == 0 || b.Dy() == 0 {
 			t.Errorf("%s is empty", f)
 		}
 	}
+	// The merged checkpoint loads back as an SD1.5 checkpoint.
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := sd.LoadCheckpoint(rt, filepath.Join(base, "output", "checkpoints", "sd15_merged_00001_.safetensors"), sd.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Family != detect.FamilySD1 {
+		t.Errorf("the merged checkpoint loads as %s", ck.Family)
+	}
+	ck.Close()
 	// The hires pass upscales the latent by 1.5 before the second sampler.
 	lo := decodePNG(t, filepath.Join(base, "output", "sd15/txt2img_00001_.png")).Bounds()
 	hi := decodePNG(t, filepath.Join(base, "output", "sd15/hiresfix_00001_.png")).Bounds()

@@ -1,0 +1,142 @@
+package builtin
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/forgeflow/forgeflow/diffusion/lora"
+	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/weights/detect"
+)
+
+// unetParams reads the UNet parameters of m in float32, by ComfyUI key.
+func unetParams(t *testing.T, m *sd.Model) map[string][]float32 {
+	t.Helper()
+	n := m.LoRANetwork()
+	if n == nil {
+		n = lora.NewNetwork(m.UNet, lora.UNetPrefix, lora.Auto)
+	}
+	ps, err := n.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := n.Reader(m.Runtime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float32{}
+	for _, p := range ps {
+		v, _, _, err := read(p.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p.Key] = v
+	}
+	return out
+}
+
+// TestModelMergeBlocksNode merges two tiny SD1.5 checkpoints block by block: input
+// blocks keep model1 (ratio 0), the middle block takes model2 (ratio 1), output blocks
+// and the keys no prefix names (time_embed: the first ratio, input's) follow their
+// ratio. ModelMergeSD1's per-block inputs pick the longest prefix; ModelMergeSimple at
+// ratio 0 gives model1's values; the merged model saves through CheckpointSave.
+func TestModelMergeBlocksNode(t *testing.T) {
+	m := newSDModels(t, false)
+	spec := sd.TinyRandomSpec(detect.FamilySD1)
+	spec.Seed = 99
+	writeRandom(t, filepath.Join(m.base, "models", "checkpoints", "sd15_other.safetensors"), spec)
+	r := newTestRegistry(t, m.opts)
+	a := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_tiny.safetensors"})
+	b := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_other.safetensors"})
+	wa, wb := unetParams(t, a[0].(*sd.Model)), unetParams(t, b[0].(*sd.Model))
+
+	out := mustNode(t, r, "ModelMergeBlocks", nodes.Inputs{"model1": a[0], "model2": b[0], "input": 0.0, "middle": 1.0, "out": 0.5})
+	got := unetParams(t, out[0].(*sd.Model))
+	check := func(key string, ratio float64) {
+		t.Helper()
+		x, y, g := wa[key], wb[key], got[key]
+		for i := range x {
+			want := x[i]*float32(1-ratio) + float32(ratio)*y[i]
+			if d := g[i] - want; d > 2e-3 || d < -2e-3 {
+				t.Fatalf("%s[%d] = %v, want %v (ratio %v)", key, i, g[i], want, ratio)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for k := range wa {
+		rest := strings.TrimPrefix(k, "diffusion_model.")
+		switch {
+		case strings.HasPrefix(rest, "input"), strings.HasPrefix(rest, "time_embed"):
+			check(k, 0)
+			seen["input"] = true
+		case strings.HasPrefix(rest, "middle"):
+			check(k, 1)
+			seen["middle"] = true
+		case strings.HasPrefix(rest, "out"):
+			check(k, 0.5)
+			seen["out"] = true
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("blocks seen: %v", seen)
+	}
+
+	in := nodes.Inputs{"model1": a[0], "model2": b[0]}
+	sd1, _ := r.Schema("ModelMergeSD1")
+	for _, x := range sd1.Inputs[2:] {
+		in[x.Name] = 0.0
+	}
+	in["output_blocks.1."] = 1.0
+	got = unetParams(t, mustNode(t, r, "ModelMergeSD1", in)[0].(*sd.Model))
+	for k := range wa {
+		rest := strings.TrimPrefix(k, "diffusion_model.")
+		switch {
+		case strings.HasPrefix(rest, "output_blocks.1."):
+			check(k, 1)
+		default: // output_blocks.10. and .11. have their own ratio
+			check(k, 0)
+		}
+	}
+
+	got = unetParams(t, mustNode(t, r, "ModelMergeSimple", nodes.Inputs{"model1": a[0], "model2": b[0], "ratio": 0.0})[0].(*sd.Model))
+	for k := range wa {
+		for i := range wa[k] {
+			if got[k][i] != wa[k][i] {
+				t.Fatalf("ratio 0 changed %s", k)
+			}
+		}
+	}
+
+	merged := mustNode(t, r, "ModelMergeSubtract", nodes.Inputs{"model1": a[0], "model2": b[0], "multiplier": 1.0})
+	clips := mustNode(t, r, "CLIPMergeAdd", nodes.Inputs{"clip1": a[1], "clip2": b[1]})
+	if _, err := nodeRun(t, r, nil, "CheckpointSave", nodes.Inputs{"model": merged[0], "clip": clips[0], "vae": a[2], "filename_prefix": "checkpoints/merged"}); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := sd.LoadCheckpoint(m.opts.Runtime, filepath.Join(m.opts.Dirs.Output, "checkpoints", "merged_00001_.safetensors"), sd.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	got = unetParams(t, ck.Model)
+	want := unetParams(t, merged[0].(*sd.Model))
+	for k, x := range wa {
+		for i := range x {
+			// (model1 − model2)·1, stored F16.
+			if d := got[k][i] - want[k][i]; d > 1e-3*max(1, abs32(want[k][i])) || d < -1e-3*max(1, abs32(want[k][i])) {
+				t.Fatalf("saved %s[%d] = %v, merged %v", k, i, got[k][i], want[k][i])
+			}
+			if d := want[k][i] - (x[i] - wb[k][i]); d > 2e-3 || d < -2e-3 {
+				t.Fatalf("ModelMergeSubtract %s[%d] = %v, want %v", k, i, want[k][i], x[i]-wb[k][i])
+			}
+		}
+	}
+}
+
+func abs32(x float32) float32 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
