@@ -105,7 +105,7 @@ func f16(t *testing.T, rt *gpu.Runtime, v []float32) []float32 {
 	return out
 }
 
-// TestMergeModelsAndSave merges two tiny SD1.5 checkpoints (ModelMergeSimple's
+// TestMergeModelsAndSave merges two tiny SD1.5 checkpoints (ModelMergeSimple at ratio 0.7:
 // 0.7·W₁ + 0.3·W₂, CLIPMergeSubtract's 2·(W₁ − W₂)), checks every parameter, saves the
 // result as a checkpoint and loads it back: the same values, the same tensor names as
 // the source file.

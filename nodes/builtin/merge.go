@@ -15,7 +15,8 @@ import (
 // nodes_model_merging_model_specific.py) through sd.MergeModels and sd.MergeCLIPs. Each
 // node is add_patches(model2's weights, strength_patch, strength_model) on a clone of
 // model1: W₁·strength_model + W₂·strength_patch, computed once in float32 and rounded
-// to W₁'s dtype.
+// to W₁'s dtype. A ratio is model1's share (ComfyUI's add_patches(…, 1−ratio, ratio)):
+// ratio 1, the default, gives model1 back.
 
 const mergeCategory = "advanced/model_merging"
 
@@ -68,7 +69,7 @@ func every(self, other float64) sd.MergeFunc {
 	return func(string) (float64, float64, bool) { return self, other, true }
 }
 
-// ModelMergeSimple: model1·(1−ratio) + model2·ratio.
+// ModelMergeSimple: model1·ratio + model2·(1−ratio).
 type ModelMergeSimple struct {
 	Model1 *sd.Model `input:"model1"`
 	Model2 *sd.Model `input:"model2"`
@@ -85,7 +86,7 @@ func (*ModelMergeSimple) Schema() graph.Schema {
 
 // Run implements nodes.Typed.
 func (n *ModelMergeSimple) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeModels(env, "ModelMergeSimple", n.Model1, n.Model2, every(1-n.Ratio, n.Ratio))
+	return mergeModels(env, "ModelMergeSimple", n.Model1, n.Model2, every(n.Ratio, 1-n.Ratio))
 }
 
 // ModelMergeSubtract: (model1 − model2)·multiplier, as ComfyUI's add_patches(−m, m)
@@ -128,7 +129,7 @@ func (n *ModelMergeAdd) Run(_ context.Context, env *nodes.Env) (nodes.Result, er
 	return mergeModels(env, "ModelMergeAdd", n.Model1, n.Model2, every(1, 1))
 }
 
-// CLIPMergeSimple: clip1·(1−ratio) + clip2·ratio.
+// CLIPMergeSimple: clip1·ratio + clip2·(1−ratio).
 type CLIPMergeSimple struct {
 	CLIP1 *sd.CLIP `input:"clip1"`
 	CLIP2 *sd.CLIP `input:"clip2"`
@@ -145,7 +146,7 @@ func (*CLIPMergeSimple) Schema() graph.Schema {
 
 // Run implements nodes.Typed.
 func (n *CLIPMergeSimple) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeCLIPs(env, "CLIPMergeSimple", n.CLIP1, n.CLIP2, 1-n.Ratio, n.Ratio)
+	return mergeCLIPs(env, "CLIPMergeSimple", n.CLIP1, n.CLIP2, n.Ratio, 1-n.Ratio)
 }
 
 // CLIPMergeSubtract: (clip1 − clip2)·multiplier.
@@ -261,7 +262,7 @@ func (n *blockMerge) Run(_ context.Context, env *nodes.Env, in nodes.Inputs) (no
 				r, best = x.r, len(x.prefix)
 			}
 		}
-		return 1 - r, r, true
+		return r, 1 - r, true
 	})
 }
 

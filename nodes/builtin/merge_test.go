@@ -37,11 +37,12 @@ func unetParams(t *testing.T, m *sd.Model) map[string][]float32 {
 	return out
 }
 
-// TestModelMergeBlocksNode merges two tiny SD1.5 checkpoints block by block: input
-// blocks keep model1 (ratio 0), the middle block takes model2 (ratio 1), output blocks
-// and the keys no prefix names (time_embed: the first ratio, input's) follow their
-// ratio. ModelMergeSD1's per-block inputs pick the longest prefix; ModelMergeSimple at
-// ratio 0 gives model1's values; the merged model saves through CheckpointSave.
+// TestModelMergeBlocksNode merges two tiny SD1.5 checkpoints block by block (a ratio is
+// model1's share): input blocks take model2 (ratio 0), the middle block keeps model1
+// (ratio 1), output blocks and the keys no prefix names (time_embed: the first ratio,
+// input's) follow their ratio. ModelMergeSD1's per-block inputs pick the longest
+// prefix; ModelMergeSimple at ratio 1 gives model1's values exactly; the merged model
+// saves through CheckpointSave.
 func TestModelMergeBlocksNode(t *testing.T) {
 	m := newSDModels(t, false)
 	spec := sd.TinyRandomSpec(detect.FamilySD1)
@@ -58,7 +59,7 @@ func TestModelMergeBlocksNode(t *testing.T) {
 		t.Helper()
 		x, y, g := wa[key], wb[key], got[key]
 		for i := range x {
-			want := x[i]*float32(1-ratio) + float32(ratio)*y[i]
+			want := x[i]*float32(ratio) + float32(1-ratio)*y[i]
 			if d := g[i] - want; d > 2e-3 || d < -2e-3 {
 				t.Fatalf("%s[%d] = %v, want %v (ratio %v)", key, i, g[i], want, ratio)
 			}
@@ -100,11 +101,11 @@ func TestModelMergeBlocksNode(t *testing.T) {
 		}
 	}
 
-	got = unetParams(t, mustNode(t, r, "ModelMergeSimple", nodes.Inputs{"model1": a[0], "model2": b[0], "ratio": 0.0})[0].(*sd.Model))
+	got = unetParams(t, mustNode(t, r, "ModelMergeSimple", nodes.Inputs{"model1": a[0], "model2": b[0], "ratio": 1.0})[0].(*sd.Model))
 	for k := range wa {
 		for i := range wa[k] {
 			if got[k][i] != wa[k][i] {
-				t.Fatalf("ratio 0 changed %s", k)
+				t.Fatalf("ratio 1 changed %s", k)
 			}
 		}
 	}
