@@ -113,50 +113,11 @@ func SaveCheckpoint(w io.Writer, m *Model, c *CLIP, v *VAE, title string, extra 
 	var entries []safetensors.Entry
 	seen := map[string]bool{}
 	add := func(ws *Weights, changed map[string]*gpu.Tensor) error {
-		if ws.err != nil {
-			return fmt.Errorf("sd: save checkpoint: %w", ws.err)
-		}
-		mem, drop, err := ws.placeChanges(changed)
+		es, err := ws.entries(changed, seen)
 		if err != nil {
 			return fmt.Errorf("sd: save checkpoint: %w", err)
 		}
-		for _, st := range ws.tensors {
-			k := st.name
-			if seen[k] || drop[k] {
-				continue
-			}
-			seen[k] = true
-			if t := mem[k]; t != nil {
-				stored := weights.DType("")
-				if info, ok := ws.file.Info(st.stored); ok {
-					stored = info.DType
-				}
-				e, err := memEntry(k, t, stored)
-				if err != nil {
-					return fmt.Errorf("sd: save checkpoint: %w", err)
-				}
-				entries = append(entries, e)
-				continue
-			}
-			info, ok := ws.file.Info(st.stored)
-			if !ok {
-				return fmt.Errorf("sd: save checkpoint: %s lacks %s", ws.file.Name(), st.stored)
-			}
-			shape := info.Shape
-			if st.shape != nil {
-				shape = st.shape
-			}
-			file, key := ws.file, st.stored
-			entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: shape,
-				WriteData: func(w io.Writer) error {
-					t, err := file.Tensor(key)
-					if err != nil {
-						return err
-					}
-					_, err = w.Write(t.Data)
-					return err
-				}})
-		}
+		entries = append(entries, es...)
 		return nil
 	}
 	mc, err := m.changes()
@@ -337,4 +298,75 @@ func memEntry(name string, t *gpu.Tensor, stored weights.DType) (safetensors.Ent
 		_, err = w.Write(buf)
 		return err
 	}}, nil
+}
+
+// entries lists the part's tensors for a safetensors file, skipping names in seen (and
+// adding the others to it): the changed parameters (ComfyUI keys, placeChanges) from
+// memory, the others byte for byte from the file.
+func (ws *Weights) entries(changed map[string]*gpu.Tensor, seen map[string]bool) ([]safetensors.Entry, error) {
+	if ws.err != nil {
+		return nil, ws.err
+	}
+	mem, drop, err := ws.placeChanges(changed)
+	if err != nil {
+		return nil, err
+	}
+	var entries []safetensors.Entry
+	for _, st := range ws.tensors {
+		k := st.name
+		if seen[k] || drop[k] {
+			continue
+		}
+		seen[k] = true
+		info, ok := ws.file.Info(st.stored)
+		if !ok {
+			return nil, fmt.Errorf("%s lacks %s", ws.file.Name(), st.stored)
+		}
+		if t := mem[k]; t != nil {
+			e, err := memEntry(k, t, info.DType)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, e)
+			continue
+		}
+		shape := info.Shape
+		if st.shape != nil {
+			shape = st.shape
+		}
+		file, key := ws.file, st.stored
+		entries = append(entries, safetensors.Entry{Name: k, DType: info.DType, Shape: shape,
+			WriteData: func(w io.Writer) error {
+				t, err := file.Tensor(key)
+				if err != nil {
+					return err
+				}
+				_, err = w.Write(t.Data)
+				return err
+			}})
+	}
+	return entries, nil
+}
+
+// SaveVAE writes v as VAESave does (vae.get_sd()): a safetensors file of the VAE's
+// tensors under their own names (no "first_stage_model." prefix), stored dtypes kept,
+// with the metadata given.
+func SaveVAE(w io.Writer, v *VAE, meta map[string]string) error {
+	if v == nil || v.Weights == nil {
+		return errors.New("sd: save VAE: the VAE was not loaded from a file")
+	}
+	vw := &Weights{file: v.Weights.file, err: v.Weights.err}
+	for _, st := range v.Weights.tensors {
+		st.name = strings.TrimPrefix(st.name, vaePrefix)
+		vw.tensors = append(vw.tensors, st)
+	}
+	entries, err := vw.entries(nil, map[string]bool{})
+	if err != nil {
+		return fmt.Errorf("sd: save VAE: %w", err)
+	}
+	safetensors.SortEntries(entries)
+	if err := safetensors.Write(w, entries, meta); err != nil {
+		return fmt.Errorf("sd: save VAE: %w", err)
+	}
+	return nil
 }

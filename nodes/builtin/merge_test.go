@@ -9,6 +9,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights/detect"
+	"github.com/forgeflow/forgeflow/weights/safetensors"
 )
 
 // unetParams reads the UNet parameters of m in float32, by ComfyUI key.
@@ -131,6 +132,72 @@ func TestModelMergeBlocksNode(t *testing.T) {
 			if d := want[k][i] - (x[i] - wb[k][i]); d > 2e-3 || d < -2e-3 {
 				t.Fatalf("ModelMergeSubtract %s[%d] = %v, want %v", k, i, want[k][i], x[i]-wb[k][i])
 			}
+		}
+	}
+}
+
+// TestModelSaveAndVAESave saves a merged MODEL with ModelSave and a VAE with VAESave
+// and loads both back (UNETLoader's and VAELoader's loaders): the UNet's values are the
+// merge's, the VAE file holds the checkpoint's VAE tensors without their prefix.
+func TestModelSaveAndVAESave(t *testing.T) {
+	m := newSDModels(t, false)
+	r := newTestRegistry(t, m.opts)
+	a := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_tiny.safetensors"})
+	merged := mustNode(t, r, "ModelMergeAdd", nodes.Inputs{"model1": a[0], "model2": a[0]})
+	if _, err := nodeRun(t, r, nil, "ModelSave", nodes.Inputs{"model": merged[0], "filename_prefix": "diffusion_models/ComfyUI"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodeRun(t, r, nil, "VAESave", nodes.Inputs{"vae": a[2], "filename_prefix": "vae/ComfyUI_vae"}); err != nil {
+		t.Fatal(err)
+	}
+	rt := m.opts.Runtime
+	dm, err := sd.LoadDiffusionModel(rt, filepath.Join(m.opts.Dirs.Output, "diffusion_models", "ComfyUI_00001_.safetensors"), sd.DiffusionModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dm.Close()
+	got, want, base := unetParams(t, dm.Model), unetParams(t, merged[0].(*sd.Model)), unetParams(t, a[0].(*sd.Model))
+	if len(got) != len(want) {
+		t.Fatalf("%d parameters saved, %d merged", len(got), len(want))
+	}
+	for k, w := range want {
+		for i := range w {
+			tol := 1e-3 * max(1, abs32(w[i]))
+			if abs32(got[k][i]-w[i]) > tol || abs32(w[i]-2*base[k][i]) > tol {
+				t.Fatalf("%s[%d]: saved %v, merged %v, base %v", k, i, got[k][i], w[i], base[k][i])
+			}
+		}
+	}
+	v, err := sd.LoadVAE(rt, filepath.Join(m.opts.Dirs.Output, "vae", "ComfyUI_vae_00001_.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if v.VAE == nil {
+		t.Fatal("the saved VAE loads as no VAE")
+	}
+	sf, err := safetensors.Open(filepath.Join(m.opts.Dirs.Output, "vae", "ComfyUI_vae_00001_.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	src, err := safetensors.Open(filepath.Join(m.base, "models", "checkpoints", "sd15_tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	n := 0
+	for _, x := range src.Tensors() {
+		if strings.HasPrefix(x.Name, "first_stage_model.") {
+			n++
+		}
+	}
+	if len(sf.Tensors()) != n {
+		t.Fatalf("VAESave wrote %d tensors, the checkpoint's VAE has %d", len(sf.Tensors()), n)
+	}
+	for _, x := range sf.Tensors() {
+		if strings.Contains(x.Name, "first_stage_model") {
+			t.Fatalf("VAESave kept the checkpoint prefix: %s", x.Name)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -192,15 +193,80 @@ func (*CheckpointSave) Schema() graph.Schema {
 
 // Run implements nodes.Typed.
 func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	m, c, v, prefix := n.Model, n.CLIP, n.VAE, n.FilenamePrefix
+	return saveModelFile(ctx, env, n.opts, "CheckpointSave", n.FilenamePrefix, func(w io.Writer, title string, meta map[string]string) error {
+		return sd.SaveCheckpoint(w, n.Model, n.CLIP, n.VAE, title, meta)
+	})
+}
+
+// ModelSave writes MODEL alone as a checkpoint (model.diffusion_model. keys and
+// CheckpointSave's metadata): "diffusion_models/ComfyUI_00001_.safetensors".
+type ModelSave struct {
+	opts           Options
+	Model          *sd.Model `input:"model"`
+	FilenamePrefix string    `input:"filename_prefix"`
+}
+
+// Schema implements nodes.Typed.
+func (*ModelSave) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "ModelSave", DisplayName: "ModelSave", Category: "advanced/model_merging",
+		PythonModule: "comfy_extras.nodes_model_merging",
+		OutputNode:   true,
+		Inputs: append([]graph.Input{
+			socket("model", "MODEL"),
+			{Name: "filename_prefix", Type: graph.TypeString, Default: "diffusion_models/ComfyUI"},
+		}, hiddenPromptInputs...),
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *ModelSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return saveModelFile(ctx, env, n.opts, "ModelSave", n.FilenamePrefix, func(w io.Writer, title string, meta map[string]string) error {
+		return sd.SaveCheckpoint(w, n.Model, nil, nil, title, meta)
+	})
+}
+
+// VAESave writes VAE as a VAE file ComfyUI's VAELoader reads: its tensors without the
+// checkpoint prefix, "vae/ComfyUI_vae_00001_.safetensors".
+type VAESave struct {
+	opts           Options
+	VAE            *sd.VAE `input:"vae"`
+	FilenamePrefix string  `input:"filename_prefix"`
+}
+
+// Schema implements nodes.Typed.
+func (*VAESave) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "VAESave", DisplayName: "VAESave", Category: "advanced/model_merging",
+		PythonModule: "comfy_extras.nodes_model_merging",
+		OutputNode:   true,
+		Inputs: append([]graph.Input{
+			socket("vae", "VAE"),
+			{Name: "filename_prefix", Type: graph.TypeString, Default: "vae/ComfyUI_vae"},
+		}, hiddenPromptInputs...),
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *VAESave) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return saveModelFile(ctx, env, n.opts, "VAESave", n.FilenamePrefix, func(w io.Writer, _ string, meta map[string]string) error {
+		return sd.SaveVAE(w, n.VAE, meta)
+	})
+}
+
+// saveModelFile writes one safetensors file "<prefix>_<counter:05>_.safetensors" in the
+// output folder, as ComfyUI names them, with the prompt and workflow metadata (unless
+// metadata is disabled); write gets the modelspec title ("name counter"). A failed
+// write leaves no truncated file behind.
+func saveModelFile(ctx context.Context, env *nodes.Env, opts Options, node, prefix string, write func(w io.Writer, title string, meta map[string]string) error) (nodes.Result, error) {
 	if env == nil {
 		env = &nodes.Env{}
 	}
-	folder := n.opts.dirs(env).Output
+	folder := opts.dirs(env).Output
 	if folder == "" {
-		return nodes.Result{}, errors.New("builtin: CheckpointSave: no output folder configured")
+		return nodes.Result{}, fmt.Errorf("builtin: %s: no output folder configured", node)
 	}
-	now := n.opts.now()
+	now := opts.now()
 	prefix = frontendReplacements(prefix, env.Prompt, now)
 	meta := map[string]string{}
 	if !env.DisableMetadata {
@@ -214,16 +280,16 @@ func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result,
 		}
 	}
 	if err := os.MkdirAll(folder, 0o755); err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: %w", err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 	}
 	root, err := os.OpenRoot(folder)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: %w", err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 	}
 	defer root.Close()
 	sp, err := prepareSave(root, prefix, 0, 0, now)
 	if err != nil {
-		return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: %w", err)
+		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 	}
 	counter := sp.Counter
 	for tries := 0; tries < 10000; tries++ {
@@ -232,7 +298,7 @@ func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result,
 		}
 		file := fmt.Sprintf("%s_%05d_.safetensors", sp.Filename, counter)
 		if strings.ContainsAny(file, "/"+string(filepath.Separator)) {
-			return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: file name %q: %w", file, errOutsideFolder)
+			return nodes.Result{}, fmt.Errorf("builtin: %s: file name %q: %w", node, file, errOutsideFolder)
 		}
 		name := filepath.FromSlash(path.Join(sp.Subfolder, file))
 		f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -241,20 +307,19 @@ func (n *CheckpointSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result,
 			continue
 		}
 		if err != nil {
-			return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: %w", err)
+			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 		}
-		title := fmt.Sprintf("%s %d", sp.Filename, counter)
-		err = sd.SaveCheckpoint(f, m, c, v, title, meta)
+		err = write(f, fmt.Sprintf("%s %d", sp.Filename, counter), meta)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			_ = root.Remove(name) // leave no truncated checkpoint behind
-			return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: %w", err)
+			_ = root.Remove(name) // leave no truncated file behind
+			return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 		}
 		return nodes.Result{}, nil
 	}
-	return nodes.Result{}, fmt.Errorf("builtin: CheckpointSave: no free file name for %q", sp.Filename)
+	return nodes.Result{}, fmt.Errorf("builtin: %s: no free file name for %q", node, sp.Filename)
 }
 
 // Interface guards.
@@ -264,4 +329,6 @@ var (
 	_ nodes.Typed = (*VAEDecodeTiled)(nil)
 	_ nodes.Typed = (*VAEEncodeTiled)(nil)
 	_ nodes.Typed = (*CheckpointSave)(nil)
+	_ nodes.Typed = (*ModelSave)(nil)
+	_ nodes.Typed = (*VAESave)(nil)
 )
