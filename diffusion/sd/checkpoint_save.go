@@ -190,42 +190,53 @@ func (m *Model) changes() (map[string]*gpu.Tensor, error) {
 	return nil, nil
 }
 
-// changes lists the text-encoder parameters of c that differ from its file, under
-// ComfyUI keys ("clip_l.transformer.…", "t5xxl.transformer.…").
+// changes lists the text-encoder parameters of c that differ from its file, under the
+// keys they were bound from (the text model's prefix in the file followed by its
+// transformers-layout name; an OpenCLIP tower's under its prefix + "hf.").
 func (c *CLIP) changes() (map[string]*gpu.Tensor, error) {
 	out := map[string]*gpu.Tensor{}
-	add := func(ch map[string]*gpu.Tensor, err error) error {
-		for k, t := range ch {
-			out[k] = t
+	add := func(root interface{ Prefix() (string, bool) }, netPrefix string, ch map[string]*gpu.Tensor, err error) error {
+		if err != nil {
+			return err
 		}
-		return err
+		bound, ok := root.Prefix()
+		if !ok {
+			return errors.New("a text model was not bound from a file")
+		}
+		for k, t := range ch {
+			out[bound+strings.TrimPrefix(k, netPrefix)] = t
+		}
+		return nil
 	}
 	for _, te := range c.Encoders {
-		if te.loras != nil {
-			if err := add(te.loras.Changed(c.Runtime)); err != nil {
+		if n := te.loras; n != nil {
+			ch, err := n.Changed(c.Runtime)
+			if err := add(n.Net, n.Prefix, ch, err); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if c.T5 != nil && c.T5.loras != nil {
-		if err := add(c.T5.loras.Changed(c.Runtime)); err != nil {
+		n := c.T5.loras
+		ch, err := n.Changed(c.Runtime)
+		if err := add(n.Net, n.Prefix, ch, err); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// placeChanges finds the checkpoint name of each changed parameter (a ComfyUI key):
-// the name that is the key or ends with "."+key, else the one name that ends with its
-// part from "transformer." on (a text encoder's keys under "cond_stage_model." or
-// "conditioner.embedders.N."). A scaled-fp8 weight written unscaled drops its
-// scale_weight. A parameter with no such name (an OpenCLIP text encoder, stored with
-// fused attention weights) is an error: it cannot be written in the file's layout.
-func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*gpu.Tensor, drop map[string]bool, err error) {
+// placeChanges finds the checkpoint name of each changed parameter: the tensor stored
+// under its key, else the third of the fused in_proj tensor or the renamed tensor an
+// OpenCLIP tower stores it as (a key with ".hf.", openCLIPPlace), else the one name that
+// ends with "."+key (a UNet's "diffusion_model.…" keys). A scaled-fp8 weight written
+// unscaled drops its scale_weight. A parameter with no such place is an error: it cannot
+// be written in the file's layout.
+func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*gpu.Tensor, fused map[string][]rowsPart, drop map[string]bool, err error) {
 	if len(changed) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	mem, drop = map[string]*gpu.Tensor{}, map[string]bool{}
+	mem, fused, drop = map[string]*gpu.Tensor{}, map[string][]rowsPart{}, map[string]bool{}
 	names := map[string]bool{}
 	for _, st := range w.tensors {
 		names[st.name] = true
@@ -238,19 +249,29 @@ func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*
 	for _, k := range keys {
 		var found []string
 		for _, st := range w.tensors {
-			if st.name == k || strings.HasSuffix(st.name, "."+k) {
+			if st.stored == k {
 				found = append(found, st.name)
 			}
 		}
-		if _, rest, ok := strings.Cut(k, ".transformer."); ok && len(found) == 0 {
+		if len(found) == 0 && strings.Contains(k, ".hf.") {
+			if name, part, ok := w.openCLIPPlace(k); ok {
+				if part < 0 {
+					mem[name] = changed[k]
+				} else {
+					fused[name] = append(fused[name], rowsPart{t: changed[k], index: part})
+				}
+				continue
+			}
+		}
+		if len(found) == 0 {
 			for _, st := range w.tensors {
-				if strings.HasSuffix(st.name, ".transformer."+rest) {
+				if strings.HasSuffix(st.name, "."+k) {
 					found = append(found, st.name)
 				}
 			}
 		}
 		if len(found) != 1 {
-			return nil, nil, fmt.Errorf("the changed parameter %s has %d places among the %d tensors of %s; saving it in that layout is not implemented", k, len(found), len(w.tensors), w.file.Name())
+			return nil, nil, nil, fmt.Errorf("the changed parameter %s has %d places among the %d tensors of %s; saving it in that layout is not implemented", k, len(found), len(w.tensors), w.file.Name())
 		}
 		t := changed[k]
 		mem[found[0]] = t
@@ -258,8 +279,64 @@ func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*
 			drop[base+".scale_weight"] = true
 		}
 	}
-	return mem, drop, nil
+	return mem, fused, drop, nil
 }
+
+// rowsPart is a changed third of a fused OpenCLIP in_proj weight or bias: q (0), k (1)
+// or v (2).
+type rowsPart struct {
+	t     *gpu.Tensor
+	index int
+}
+
+// openCLIPPlace finds where an OpenCLIP text tower (SD2's CLIP-H, SDXL's CLIP-G) stores
+// the parameter bound as key (its prefix + "hf." + the transformers-layout name),
+// inverting loadOpenCLIP's renaming: the renamed tensor, or for q/k/v the third (part
+// 0–2; −1 for a whole tensor) of in_proj_weight/in_proj_bias. The text projection,
+// stored transposed, is not a parameter of the text model.
+func (w *Weights) openCLIPPlace(key string) (name string, part int, ok bool) {
+	i := strings.LastIndex(key, ".hf.")
+	if i < 0 {
+		return "", 0, false
+	}
+	base, rest := key[:i+1], key[i+len(".hf."):]
+	part = -1
+	var stored string
+	switch {
+	case rest == "embeddings.token_embedding.weight":
+		stored = "token_embedding.weight"
+	case rest == "embeddings.position_embedding.weight":
+		stored = "positional_embedding"
+	case strings.HasPrefix(rest, "final_layer_norm."):
+		stored = "ln_final." + strings.TrimPrefix(rest, "final_layer_norm.")
+	default:
+		layer, ok := strings.CutPrefix(rest, "encoder.layers.")
+		if !ok {
+			return "", 0, false
+		}
+		n, sub, _ := strings.Cut(layer, ".")
+		from := "transformer.resblocks." + n + "."
+		for i, qkv := range []string{"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."} {
+			if leaf, ok := strings.CutPrefix(sub, qkv); ok {
+				stored, part = from+"attn.in_proj_"+leaf, i
+			}
+		}
+		for _, m := range [][2]string{{"layer_norm1.", "ln_1."}, {"layer_norm2.", "ln_2."},
+			{"self_attn.out_proj.", "attn.out_proj."}, {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}} {
+			if leaf, ok := strings.CutPrefix(sub, m[0]); ok {
+				stored = from + m[1] + leaf
+			}
+		}
+	}
+	for _, st := range w.tensors {
+		if stored != "" && st.stored == base+stored {
+			return st.name, part, true
+		}
+	}
+	return "", 0, false
+}
+
+
 
 // memEntry writes a tensor held in memory (a merged weight: F32, F16 or BF16) in the
 // dtype the file stored it in when that is F32, F16 or BF16 (so that the checkpoint
@@ -307,7 +384,7 @@ func (ws *Weights) entries(changed map[string]*gpu.Tensor, seen map[string]bool)
 	if ws.err != nil {
 		return nil, ws.err
 	}
-	mem, drop, err := ws.placeChanges(changed)
+	mem, fused, drop, err := ws.placeChanges(changed)
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +401,14 @@ func (ws *Weights) entries(changed map[string]*gpu.Tensor, seen map[string]bool)
 		}
 		if t := mem[k]; t != nil {
 			e, err := memEntry(k, t, info.DType)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, e)
+			continue
+		}
+		if parts := fused[k]; parts != nil {
+			e, err := fusedEntry(ws.file, k, st.stored, info, parts)
 			if err != nil {
 				return nil, err
 			}
@@ -369,4 +454,56 @@ func SaveVAE(w io.Writer, v *VAE, meta map[string]string) error {
 		return fmt.Errorf("sd: save VAE: %w", err)
 	}
 	return nil
+}
+
+// fusedEntry writes a stored OpenCLIP in_proj weight or bias (q, k and v stacked along
+// the rows) with the changed thirds replaced, in its stored dtype.
+func fusedEntry(f *tensorfile.File, name, stored string, info weights.TensorInfo, parts []rowsPart) (safetensors.Entry, error) {
+	g, ok := map[weights.DType]gpu.DType{weights.F32: gpu.F32, weights.F16: gpu.F16, weights.BF16: gpu.BF16}[info.DType]
+	if !ok || len(info.Shape) == 0 || info.Shape[0]%3 != 0 {
+		return safetensors.Entry{}, fmt.Errorf("%s: a fused %s %v cannot be rewritten", name, info.DType, info.Shape)
+	}
+	n := 1
+	for _, d := range info.Shape {
+		n *= int(d)
+	}
+	third := n / 3
+	for _, p := range parts {
+		if p.t.Numel() != third || p.index < 0 || p.index > 2 {
+			return safetensors.Entry{}, fmt.Errorf("%s: a changed third of %d values, want %d", name, p.t.Numel(), third)
+		}
+	}
+	return safetensors.Entry{Name: name, DType: info.DType, Shape: info.Shape, WriteData: func(w io.Writer) error {
+		src, err := f.Tensor(stored)
+		if err != nil {
+			return err
+		}
+		rt := parts[0].t.Runtime()
+		base, err := rt.FromBytes(g, src.Data, n)
+		if err != nil {
+			return err
+		}
+		v, err := base.Float32()
+		base.Release()
+		if err != nil {
+			return err
+		}
+		for _, p := range parts {
+			pv, err := p.t.Float32()
+			if err != nil {
+				return err
+			}
+			copy(v[p.index*third:], pv)
+		}
+		size, err := g.StorageBytes(n)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, size)
+		if err := gpu.EncodeFloat32(g, buf, v); err != nil {
+			return err
+		}
+		_, err = w.Write(buf)
+		return err
+	}}, nil
 }

@@ -3,6 +3,7 @@ package sd_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,9 +22,15 @@ import (
 // tinyCheckpoint writes a tiny random SD1.5 checkpoint (F16) with seed and loads it.
 func tinyCheckpoint(t *testing.T, rt *gpu.Runtime, dir string, seed uint64) (*sd.Checkpoint, string) {
 	t.Helper()
-	spec := sd.TinyRandomSpec(detect.FamilySD1)
+	return tinyFamily(t, rt, dir, detect.FamilySD1, seed)
+}
+
+// tinyFamily writes a tiny random checkpoint of family (F16) with seed and loads it.
+func tinyFamily(t *testing.T, rt *gpu.Runtime, dir string, family detect.Family, seed uint64) (*sd.Checkpoint, string) {
+	t.Helper()
+	spec := sd.TinyRandomSpec(family)
 	spec.Seed = seed
-	path := filepath.Join(dir, "tiny"+string(rune('0'+seed))+".safetensors")
+	path := filepath.Join(dir, fmt.Sprintf("tiny_%s_%d.safetensors", family, seed))
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +86,13 @@ func netValues[T any](t *testing.T, rt *gpu.Runtime, n *lora.Network[T]) map[str
 
 func clipValues(t *testing.T, rt *gpu.Runtime, c *sd.CLIP) map[string][]float32 {
 	t.Helper()
-	te := c.Encoders[0]
+	return encoderValues(t, rt, c, 0)
+}
+
+// encoderValues reads every parameter of text encoder i of c.
+func encoderValues(t *testing.T, rt *gpu.Runtime, c *sd.CLIP, i int) map[string][]float32 {
+	t.Helper()
+	te := c.Encoders[i]
 	n := te.LoRANetwork()
 	if n == nil {
 		n = lora.NewNetwork(te.Encoder.Model, lora.CLIPPrefix(te.Name), lora.Auto)
@@ -327,4 +340,53 @@ func TestMergeRefusesMixedNetworks(t *testing.T) {
 	if _, _, err := sd.MergeModels(ck.Model, mmdit, func(string) (float64, float64, bool) { return 1, 1, true }); err == nil {
 		t.Fatal("a UNet merged with an MMDiT")
 	}
+}
+
+// TestSaveMergedOpenCLIP merges the text encoders of two tiny SDXL checkpoints, whose
+// CLIP-G is stored in OpenCLIP's layout (q, k and v fused in in_proj_weight), saves the
+// merge and loads it back: both encoders hold the merged values, the file keeps the
+// source's names, dtypes and shapes.
+func TestSaveMergedOpenCLIP(t *testing.T) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a, path := tinyFamily(t, rt, dir, detect.FamilySDXL, 1)
+	b, _ := tinyFamily(t, rt, dir, detect.FamilySDXL, 2)
+	c, _, err := sd.MergeCLIPs(a.CLIP, b.CLIP, func(string) (float64, float64, bool) { return 0.6, 0.4, true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Encoders) != 2 || c.Encoders[1].Name != "g" {
+		t.Fatalf("SDXL CLIP with %d encoders", len(c.Encoders))
+	}
+	var buf bytes.Buffer
+	if err := sd.SaveCheckpoint(&buf, a.Model, c, a.VAE, "clip merge", nil); err != nil {
+		t.Fatal(err)
+	}
+	saved := filepath.Join(dir, "merged.safetensors")
+	if err := os.WriteFile(saved, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, err := sd.LoadCheckpoint(rt, saved, sd.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	for i := range c.Encoders {
+		want, base := roundF16(t, rt, encoderValues(t, rt, c, i)), encoderValues(t, rt, a.CLIP, i)
+		if equalValues(want, roundF16(t, rt, base)) {
+			t.Fatalf("encoder %d: the merge changed nothing", i)
+		}
+		if got := encoderValues(t, rt, back.CLIP, i); !equalValues(got, want) {
+			for k := range want {
+				if !equalValues(map[string][]float32{k: got[k]}, map[string][]float32{k: want[k]}) {
+					t.Errorf("%s: saved %v…, merged %v…", k, got[k][:3], want[k][:3])
+				}
+			}
+			t.Fatalf("encoder %s: the saved values differ from the merged ones", c.Encoders[i].Name)
+		}
+	}
+	sameNames(t, path, saved)
 }
