@@ -336,8 +336,6 @@ func (w *Weights) openCLIPPlace(key string) (name string, part int, ok bool) {
 	return "", 0, false
 }
 
-
-
 // memEntry writes a tensor held in memory (a merged weight: F32, F16 or BF16) in the
 // dtype the file stored it in when that is F32, F16 or BF16 (so that the checkpoint
 // keeps its layout; a bias held in F32 goes back to F16), else in its own.
