@@ -215,6 +215,9 @@ func (c *CLIP) changes() (map[string]*gpu.Tensor, error) {
 				return nil, err
 			}
 		}
+		if p := te.Encoder.Projection; te.projKey != "" && p != te.loadedProjection {
+			out[te.projKey] = p
+		}
 	}
 	if c.T5 != nil && c.T5.loras != nil {
 		n := c.T5.loras
@@ -255,7 +258,7 @@ func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*
 		}
 		if len(found) == 0 && strings.Contains(k, ".hf.") {
 			if name, part, ok := w.openCLIPPlace(k); ok {
-				if part < 0 {
+				if part == -1 {
 					mem[name] = changed[k]
 				} else {
 					fused[name] = append(fused[name], rowsPart{t: changed[k], index: part})
@@ -283,7 +286,7 @@ func (w *Weights) placeChanges(changed map[string]*gpu.Tensor) (mem map[string]*
 }
 
 // rowsPart is a changed third of a fused OpenCLIP in_proj weight or bias: q (0), k (1)
-// or v (2).
+// or v (2); or (−2) a whole matrix stored transposed (OpenCLIP's text_projection).
 type rowsPart struct {
 	t     *gpu.Tensor
 	index int
@@ -292,8 +295,8 @@ type rowsPart struct {
 // openCLIPPlace finds where an OpenCLIP text tower (SD2's CLIP-H, SDXL's CLIP-G) stores
 // the parameter bound as key (its prefix + "hf." + the transformers-layout name),
 // inverting loadOpenCLIP's renaming: the renamed tensor, or for q/k/v the third (part
-// 0–2; −1 for a whole tensor) of in_proj_weight/in_proj_bias. The text projection,
-// stored transposed, is not a parameter of the text model.
+// 0–2; −1 for a whole tensor) of in_proj_weight/in_proj_bias, or (part −2) the text
+// projection, stored transposed.
 func (w *Weights) openCLIPPlace(key string) (name string, part int, ok bool) {
 	i := strings.LastIndex(key, ".hf.")
 	if i < 0 {
@@ -307,6 +310,8 @@ func (w *Weights) openCLIPPlace(key string) (name string, part int, ok bool) {
 		stored = "token_embedding.weight"
 	case rest == "embeddings.position_embedding.weight":
 		stored = "positional_embedding"
+	case rest == "text_projection.weight":
+		stored, part = "text_projection", -2
 	case strings.HasPrefix(rest, "final_layer_norm."):
 		stored = "ln_final." + strings.TrimPrefix(rest, "final_layer_norm.")
 	default:
@@ -455,9 +460,13 @@ func SaveVAE(w io.Writer, v *VAE, meta map[string]string) error {
 }
 
 // fusedEntry writes a stored OpenCLIP in_proj weight or bias (q, k and v stacked along
-// the rows) with the changed thirds replaced, in its stored dtype.
+// the rows) with the changed thirds replaced, or a transposed matrix, in its stored
+// dtype.
 func fusedEntry(f *tensorfile.File, name, stored string, info weights.TensorInfo, parts []rowsPart) (safetensors.Entry, error) {
 	g, ok := map[weights.DType]gpu.DType{weights.F32: gpu.F32, weights.F16: gpu.F16, weights.BF16: gpu.BF16}[info.DType]
+	if ok && parts[0].index == -2 {
+		return transposedEntry(name, info, g, parts[0].t)
+	}
 	if !ok || len(info.Shape) == 0 || info.Shape[0]%3 != 0 {
 		return safetensors.Entry{}, fmt.Errorf("%s: a fused %s %v cannot be rewritten", name, info.DType, info.Shape)
 	}
@@ -494,6 +503,36 @@ func fusedEntry(f *tensorfile.File, name, stored string, info weights.TensorInfo
 			copy(v[p.index*third:], pv)
 		}
 		size, err := g.StorageBytes(n)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, size)
+		if err := gpu.EncodeFloat32(g, buf, v); err != nil {
+			return err
+		}
+		_, err = w.Write(buf)
+		return err
+	}}, nil
+}
+
+// transposedEntry writes t (out, in) as the stored (in, out) matrix it was loaded from.
+func transposedEntry(name string, info weights.TensorInfo, g gpu.DType, t *gpu.Tensor) (safetensors.Entry, error) {
+	if len(info.Shape) != 2 || t.Rank() != 2 || int64(t.Dim(0)) != info.Shape[1] || int64(t.Dim(1)) != info.Shape[0] {
+		return safetensors.Entry{}, fmt.Errorf("%s: a %v tensor does not transpose to the stored %v", name, t.Shape(), info.Shape)
+	}
+	rows, cols := int(info.Shape[0]), int(info.Shape[1])
+	return safetensors.Entry{Name: name, DType: info.DType, Shape: info.Shape, WriteData: func(w io.Writer) error {
+		tv, err := t.Float32()
+		if err != nil {
+			return err
+		}
+		v := make([]float32, len(tv))
+		for i := 0; i < rows; i++ {
+			for j := 0; j < cols; j++ {
+				v[i*cols+j] = tv[j*rows+i]
+			}
+		}
+		size, err := g.StorageBytes(len(v))
 		if err != nil {
 			return err
 		}

@@ -104,9 +104,9 @@ func MergeModels(m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err 
 	return &c, skipped, nil
 }
 
-// MergeCLIPs is the CLIPMerge nodes' merge: a copy of c1 whose text encoders are
-// combined with c2's of the same name ("l", "g", "h"; T5 with T5) by f. Encoders c2
-// lacks are left alone. The text projections (outside the text models) are not merged.
+// MergeCLIPs is the CLIPMerge nodes' merge: a copy of c1 whose text encoders (their
+// text projections included) are combined with c2's of the same name ("l", "g", "h";
+// T5 with T5) by f. Encoders c2 lacks are left alone.
 func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err error) {
 	if c1 == nil || c2 == nil {
 		return nil, nil, fmt.Errorf("sd: merge: a CLIP is missing")
@@ -129,6 +129,12 @@ func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err err
 		}
 		enc := *te.Encoder
 		enc.Model = n.Net
+		if enc.Projection != nil && other.Encoder.Projection != nil {
+			key := "clip_" + te.Name + ".transformer.text_projection.weight"
+			if enc.Projection, err = mergeTensor(c1.Runtime, key, enc.Projection, other.Encoder.Projection, f, &skipped); err != nil {
+				return nil, nil, fmt.Errorf("sd: merge text encoder %s: %w", te.Name, err)
+			}
+		}
 		t := *te
 		t.Encoder, t.loras = &enc, n
 		cp.Encoders[i] = &t
@@ -145,4 +151,47 @@ func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err err
 		cp.T5 = &t
 	}
 	return &cp, skipped, nil
+}
+
+// mergeTensor combines one tensor outside the networks (a text projection) as
+// mergeNets does a parameter; a is returned when f leaves it alone or the shapes differ.
+func mergeTensor(rt *gpu.Runtime, key string, a, b *gpu.Tensor, f MergeFunc, skipped *[]string) (*gpu.Tensor, error) {
+	self, other, ok := f(key)
+	if !ok || (self == 1 && other == 0) {
+		return a, nil
+	}
+	if !slices.Equal(a.Shape(), b.Shape()) {
+		*skipped = append(*skipped, fmt.Sprintf("%s: %v against %v", key, a.Shape(), b.Shape()))
+		return a, nil
+	}
+	v, err := a.Float32()
+	if err != nil {
+		return nil, err
+	}
+	w2, err := b.Float32()
+	if err != nil {
+		return nil, err
+	}
+	s, o := float32(self), float32(other)
+	for i := range v {
+		if self != 1 {
+			v[i] *= s
+		}
+		if other != 0 {
+			v[i] += o * w2[i]
+		}
+	}
+	d := a.DType()
+	if d != gpu.F32 && d != gpu.F16 && d != gpu.BF16 {
+		d = gpu.F16
+	}
+	size, err := d.StorageBytes(len(v))
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	if err := gpu.EncodeFloat32(d, buf, v); err != nil {
+		return nil, err
+	}
+	return rt.FromBytes(d, buf, a.Shape()...)
 }

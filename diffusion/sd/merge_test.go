@@ -389,4 +389,22 @@ func TestSaveMergedOpenCLIP(t *testing.T) {
 		}
 	}
 	sameNames(t, path, saved)
+	// CLIP-G's text projection (stored transposed) is merged and written back too.
+	read := func(x *gpu.Tensor) []float32 {
+		v, err := x.Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	pm := read(c.Encoders[1].Encoder.Projection)
+	pb := read(back.CLIP.Encoders[1].Encoder.Projection)
+	pa := read(a.CLIP.Encoders[1].Encoder.Projection)
+	p2 := read(b.CLIP.Encoders[1].Encoder.Projection)
+	for i := range pm {
+		want := float32(0.6)*pa[i] + float32(0.4)*p2[i]
+		if math.Abs(float64(pm[i]-want)) > 1e-3 || math.Abs(float64(pb[i]-pm[i])) > 1e-3 {
+			t.Fatalf("text projection [%d]: merged %v, saved %v, want %v", i, pm[i], pb[i], want)
+		}
+	}
 }

@@ -203,6 +203,9 @@ func bindTextModel(rt *gpu.Runtime, src *statedict.FileSource, prefix string, ro
 		enc.Projection = p
 	}
 	te := &TextEncoder{Name: role.name, Encoder: enc}
+	if enc.Projection != nil {
+		te.projKey, te.loadedProjection = projKey, enc.Projection
+	}
 	return withVocab(te, opts.Vocab, opts.VocabErr, opts.EmbeddingDirs), nil
 }
 
@@ -212,7 +215,8 @@ func bindTextModel(rt *gpu.Runtime, src *statedict.FileSource, prefix string, ro
 func withVocab(te *TextEncoder, bpe *clip.BPE, vocabErr error, embDirs []string) *TextEncoder {
 	enc := *te.Encoder
 	padEnd := enc.Pad == enc.End
-	out := &TextEncoder{Name: te.Name, Encoder: &enc, VocabErr: vocabErr}
+	out := &TextEncoder{Name: te.Name, Encoder: &enc, VocabErr: vocabErr, loras: te.loras,
+		projKey: te.projKey, loadedProjection: te.loadedProjection}
 	if bpe == nil {
 		return out
 	}

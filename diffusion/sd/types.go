@@ -110,6 +110,10 @@ type TextEncoder struct {
 	VocabErr error
 	// loras is the text model's LoRA stack (lora.go); nil for none.
 	loras *lora.Network[clip.TextModel]
+	// projKey is the key the projection was bound from ("" without one) and
+	// loadedProjection the tensor bound, so that CheckpointSave writes a merged one back.
+	projKey          string
+	loadedProjection *gpu.Tensor
 }
 
 // CLIP is ComfyUI's CLIP object: the text encoders of a model family and how their

@@ -2,7 +2,7 @@
 
 For every case of DIR/cases.json this runs ComfyUI 0.3.64's merge node classes
 (comfy_extras.nodes_model_merging and nodes_model_merging_model_specific) on two tiny
-SD1.5 checkpoints, with stand-ins for ModelPatcher/CLIP that do what clone,
+SD1.5 or SDXL checkpoints, with stand-ins for ModelPatcher/CLIP that do what clone,
 get_key_patches and add_patches do with the state dict, computes every patched weight
 with comfy.lora.calculate_weight on a float32 copy rounded back to the stored dtype (as
 patch_weight_to_device does), and compares each tensor of forgeflow's saved checkpoint
@@ -91,15 +91,20 @@ def run_node(name, a, b, values):
 
 def main(d):
     cases = json.load(open(os.path.join(d, "cases.json")))
-    a = comfy.utils.load_torch_file(os.path.join(d, "a.safetensors"))
-    b = comfy.utils.load_torch_file(os.path.join(d, "b.safetensors"))
+    files = {"sd1": ("a.safetensors", "b.safetensors", "cond_stage_model."),
+             "sdxl": ("xl_a.safetensors", "xl_b.safetensors", "conditioner.embedders.")}
     up = "model."
-    unet_a = {k[len(up):]: v for k, v in a.items() if k.startswith(up + "diffusion_model.")}
-    unet_b = {k[len(up):]: v for k, v in b.items() if k.startswith(up + "diffusion_model.")}
-    clip_a = {k: v for k, v in a.items() if k.startswith("cond_stage_model.")}
-    clip_b = {k: v for k, v in b.items() if k.startswith("cond_stage_model.")}
-    want_cfg = comfy.model_detection.detect_unet_config(a, "model.diffusion_model.")
     for c in cases:
+        fa, fb, clip_prefix = files[c["family"]]
+        a = comfy.utils.load_torch_file(os.path.join(d, fa))
+        b = comfy.utils.load_torch_file(os.path.join(d, fb))
+        unet_a = {k[len(up):]: v for k, v in a.items() if k.startswith(up + "diffusion_model.")}
+        unet_b = {k[len(up):]: v for k, v in b.items() if k.startswith(up + "diffusion_model.")}
+        # The merge is elementwise, so merging the stored tensors (OpenCLIP's fused
+        # in_proj included) is merging ComfyUI's converted ones.
+        clip_a = {k: v for k, v in a.items() if k.startswith(clip_prefix)}
+        clip_b = {k: v for k, v in b.items() if k.startswith(clip_prefix)}
+        want_cfg = comfy.model_detection.detect_unet_config(a, "model.diffusion_model.")
         m = run_node(c["model"], Patchable(unet_a), Patchable(unet_b), c["model_inputs"])
         cl = run_node(c["clip"], Patchable(clip_a), Patchable(clip_b), c["clip_inputs"])
         expect = {}

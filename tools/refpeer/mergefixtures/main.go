@@ -4,7 +4,7 @@
 //	go run ./tools/refpeer/mergefixtures -out DIR
 //
 // writes two tiny random SD1.5 checkpoints (F16, seeds 1 and 2) as DIR/a.safetensors and
-// DIR/b.safetensors, runs forgeflow's merge nodes on them for every case of cases and
+// DIR/b.safetensors and two SDXL ones as DIR/xl_a/xl_b.safetensors, runs forgeflow's merge nodes on them for every case of cases and
 // saves each result with sd.SaveCheckpoint as DIR/ff_<case>.safetensors.
 // tools/refpeer/merge_check.py then runs ComfyUI 0.3.64's own merge nodes and
 // calculate_weight on the same files inside the reference peer, checks that ComfyUI's
@@ -27,9 +27,11 @@ import (
 	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
-// mergeCase is one model merge node and one CLIP merge node with their widget values.
+// mergeCase is one model merge node and one CLIP merge node with their widget values,
+// on the two checkpoints of a family ("sd1": a/b.safetensors, "sdxl": xl_a/xl_b).
 type mergeCase struct {
 	Name        string             `json:"name"`
+	Family      string             `json:"family"`
 	Model       string             `json:"model"`
 	ModelInputs map[string]float64 `json:"model_inputs"`
 	CLIP        string             `json:"clip"`
@@ -37,15 +39,19 @@ type mergeCase struct {
 }
 
 var cases = []mergeCase{
-	{Name: "blocks", Model: "ModelMergeBlocks", ModelInputs: map[string]float64{"input": 0.3, "middle": 0.5, "out": 0.7},
+	{Name: "blocks", Family: "sd1", Model: "ModelMergeBlocks", ModelInputs: map[string]float64{"input": 0.3, "middle": 0.5, "out": 0.7},
 		CLIP: "CLIPMergeSimple", CLIPInputs: map[string]float64{"ratio": 0.25}},
-	{Name: "subtract", Model: "ModelMergeSubtract", ModelInputs: map[string]float64{"multiplier": 1.5},
+	{Name: "subtract", Family: "sd1", Model: "ModelMergeSubtract", ModelInputs: map[string]float64{"multiplier": 1.5},
 		CLIP: "CLIPMergeSubtract", CLIPInputs: map[string]float64{"multiplier": 0.5}},
-	{Name: "add", Model: "ModelMergeAdd", ModelInputs: map[string]float64{},
+	{Name: "add", Family: "sd1", Model: "ModelMergeAdd", ModelInputs: map[string]float64{},
 		CLIP: "CLIPMergeAdd", CLIPInputs: map[string]float64{}},
-	{Name: "sd1", Model: "ModelMergeSD1", ModelInputs: map[string]float64{"time_embed.": 0.1, "label_emb.": 0.2,
+	{Name: "sd1", Family: "sd1", Model: "ModelMergeSD1", ModelInputs: map[string]float64{"time_embed.": 0.1, "label_emb.": 0.2,
 		"input_blocks.1.": 0.9, "middle_block.1.": 0.4, "output_blocks.10.": 0.6, "output_blocks.1.": 0.8, "out.": 0.05},
 		CLIP: "CLIPMergeSimple", CLIPInputs: map[string]float64{"ratio": 1}},
+	// SDXL: CLIP-G is stored in OpenCLIP's layout (fused in_proj), written back as such.
+	{Name: "sdxl", Family: "sdxl", Model: "ModelMergeSDXL", ModelInputs: map[string]float64{"time_embed.": 0.2,
+		"input_blocks.1": 0.7, "middle_block.1": 0.35, "output_blocks.2": 0.9, "out.": 0.5},
+		CLIP: "CLIPMergeSimple", CLIPInputs: map[string]float64{"ratio": 0.6}},
 }
 
 func main() {
@@ -67,10 +73,13 @@ func run(dir string) error {
 	if err != nil {
 		return err
 	}
-	var cks []*sd.Checkpoint
-	for i, name := range []string{"a.safetensors", "b.safetensors"} {
+	cks := map[string]*sd.Checkpoint{}
+	for i, name := range []string{"a.safetensors", "b.safetensors", "xl_a.safetensors", "xl_b.safetensors"} {
 		spec := sd.TinyRandomSpec(detect.FamilySD1)
-		spec.Seed = uint64(i + 1)
+		if i >= 2 {
+			spec = sd.TinyRandomSpec(detect.FamilySDXL)
+		}
+		spec.Seed = uint64(i%2 + 1)
 		path := filepath.Join(dir, name)
 		f, err := os.Create(path)
 		if err != nil {
@@ -87,7 +96,7 @@ func run(dir string) error {
 			return err
 		}
 		defer ck.Close()
-		cks = append(cks, ck)
+		cks[name] = ck
 	}
 	r := nodes.NewRegistry()
 	if err := builtin.Register(r, builtin.Options{}); err != nil {
@@ -104,8 +113,11 @@ func run(dir string) error {
 		}
 		return res.Outputs[0], nil
 	}
-	a, b := cks[0], cks[1]
 	for _, c := range cases {
+		a, b := cks["a.safetensors"], cks["b.safetensors"]
+		if c.Family == "sdxl" {
+			a, b = cks["xl_a.safetensors"], cks["xl_b.safetensors"]
+		}
 		// ModelMergeSD1 takes every block ratio; the ones the case does not name are 1.
 		in := nodes.Inputs{"model1": a.Model, "model2": b.Model}
 		if s, ok := r.Schema(c.Model); ok {
