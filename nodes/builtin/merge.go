@@ -3,6 +3,7 @@ package builtin
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -300,4 +301,46 @@ func blockMerges() []nodes.Node {
 		wan,
 		newBlockMerge("ModelMergeQwenImage", specific, "pos_embeds.", "img_in.", "txt_norm.", "txt_in.", "time_text_embed.", "transformer_blocks.{0-59}.", "proj_out."),
 	}
+}
+
+// CLIPSave writes each text encoder of CLIP as its own file in the transformers layout,
+// "<prefix>_<encoder>_<counter:05>_.safetensors" (clip/ComfyUI_clip_l_00001_…), with
+// ComfyUI's metadata ("format": "pt", the prompt and workflow).
+type CLIPSave struct {
+	opts           Options
+	CLIP           *sd.CLIP `input:"clip"`
+	FilenamePrefix string   `input:"filename_prefix"`
+}
+
+// Schema implements nodes.Typed.
+func (*CLIPSave) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "CLIPSave", DisplayName: "CLIPSave", Category: mergeCategory,
+		PythonModule: "comfy_extras.nodes_model_merging",
+		OutputNode:   true,
+		Inputs: append([]graph.Input{
+			socket("clip", "CLIP"),
+			{Name: "filename_prefix", Type: graph.TypeString, Default: "clip/ComfyUI"},
+		}, hiddenPromptInputs...),
+	}
+}
+
+// Run implements nodes.Typed.
+func (n *CLIPSave) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	files, err := n.CLIP.CLIPFiles()
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: CLIPSave: %w", err)
+	}
+	for _, f := range files {
+		_, err := saveModelFile(ctx, env, n.opts, "CLIPSave", n.FilenamePrefix+"_"+f.Name, func(w io.Writer, _ string, meta map[string]string) error {
+			if len(meta) > 0 {
+				meta["format"] = "pt"
+			}
+			return f.Write(w, meta)
+		})
+		if err != nil {
+			return nodes.Result{}, err
+		}
+	}
+	return nodes.Result{}, nil
 }

@@ -202,6 +202,75 @@ func TestModelSaveAndVAESave(t *testing.T) {
 	}
 }
 
+// TestCLIPSaveNode saves a merged SD1.5 CLIP with CLIPSave and loads the file back as a
+// CLIP-L text encoder (CLIPLoader's loader): the merged values.
+func TestCLIPSaveNode(t *testing.T) {
+	m := newSDModels(t, false)
+	r := newTestRegistry(t, m.opts)
+	a := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_tiny.safetensors"})
+	merged := mustNode(t, r, "CLIPMergeAdd", nodes.Inputs{"clip1": a[1], "clip2": a[1]})
+	env := &nodes.Env{ExtraPNGInfo: map[string]any{"workflow": map[string]any{}}}
+	if _, err := nodeRun(t, r, env, "CLIPSave", nodes.Inputs{"clip": merged[0], "filename_prefix": "clip/ComfyUI"}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(m.opts.Dirs.Output, "clip", "ComfyUI_clip_l_00001_.safetensors")
+	sf, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md := sf.Metadata(); md["format"] != "pt" || md["workflow"] != "{}" {
+		t.Errorf("metadata %v", md)
+	}
+	for _, x := range sf.Tensors() {
+		if !strings.HasPrefix(x.Name, "text_model.") {
+			t.Errorf("CLIPSave wrote %s", x.Name)
+		}
+	}
+	sf.Close()
+	rt := m.opts.Runtime
+	ck, err := sd.LoadTextEncoder(rt, path, "stable_diffusion", sd.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	params := func(c *sd.CLIP) map[string][]float32 {
+		te := c.Encoders[0]
+		n := te.LoRANetwork()
+		if n == nil {
+			n = lora.NewNetwork(te.Encoder.Model, lora.CLIPPrefix(te.Name), lora.Auto)
+		}
+		ps, err := n.Params()
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, err := n.Reader(rt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]float32{}
+		for _, p := range ps {
+			v, _, _, err := read(p.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[p.Key] = v
+		}
+		return out
+	}
+	got, want, base := params(ck.CLIP), params(merged[0].(*sd.CLIP)), params(a[1].(*sd.CLIP))
+	if len(got) != len(want) || len(want) == 0 {
+		t.Fatalf("%d parameters saved, %d merged", len(got), len(want))
+	}
+	for k, w := range want {
+		for i := range w {
+			tol := 1e-3 * max(1, abs32(w[i]))
+			if abs32(got[k][i]-w[i]) > tol || abs32(w[i]-2*base[k][i]) > tol {
+				t.Fatalf("%s[%d]: saved %v, merged %v, base %v", k, i, got[k][i], w[i], base[k][i])
+			}
+		}
+	}
+}
+
 func abs32(x float32) float32 {
 	if x < 0 {
 		return -x

@@ -118,7 +118,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		&LoraLoader{env: models}, &LoraLoaderModelOnly{env: models},
 		// vaenodes.go
 		&VAEDecode{}, &VAEEncode{}, &VAEDecodeTiled{}, &VAEEncodeTiled{}, &CheckpointSave{opts: opts},
-		&ModelSave{opts: opts}, &VAESave{opts: opts},
+		&ModelSave{opts: opts}, &VAESave{opts: opts}, &CLIPSave{opts: opts},
 		// merge.go
 		&ModelMergeSimple{}, &ModelMergeSubtract{}, &ModelMergeAdd{},
 		&CLIPMergeSimple{}, &CLIPMergeSubtract{}, &CLIPMergeAdd{},
