@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -21,7 +22,7 @@ type MergeFunc func(key string) (self, other float64, ok bool)
 // + other·W₂ (skipped when other is 0). Parameters b lacks are left alone, and so are
 // those whose shape differs (their keys are appended to skipped: ComfyUI warns and
 // leaves them too).
-func mergeNets[T any](rt *gpu.Runtime, a, b *lora.Network[T], f MergeFunc, skipped *[]string) (*lora.Network[T], error) {
+func mergeNets[T any](ctx context.Context, rt *gpu.Runtime, a, b *lora.Network[T], f MergeFunc, skipped *[]string) (*lora.Network[T], error) {
 	eb, err := b.Effective(rt)
 	if err != nil {
 		return nil, err
@@ -32,6 +33,9 @@ func mergeNets[T any](rt *gpu.Runtime, a, b *lora.Network[T], f MergeFunc, skipp
 	}
 	var mu sync.Mutex
 	return a.Combine(rt, func(key string, v []float32, shape []int) (bool, error) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
 		self, other, ok := f(key)
 		if !ok || (self == 1 && other == 0) {
 			return false, nil
@@ -65,9 +69,10 @@ func mergeNets[T any](rt *gpu.Runtime, a, b *lora.Network[T], f MergeFunc, skipp
 // combined with m2's by f (m2's LoRAs included, as get_key_patches hands them over).
 // Both must run the same kind of network (an SD UNet or Flux); SD3's MMDiT is not on
 // diffusion/nn yet and is refused with an UnsupportedError. skipped lists the
-// parameters left alone because their shapes differ. m1 and m2 are not changed; the
+// parameters left alone because their shapes differ; a cancelled ctx stops the merge
+// between parameters. m1 and m2 are not changed; the
 // result's LoRAs (if any come later) apply on top of the merged weights.
-func MergeModels(m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err error) {
+func MergeModels(ctx context.Context, m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err error) {
 	if m1 == nil || m2 == nil {
 		return nil, nil, fmt.Errorf("sd: merge: a model is missing")
 	}
@@ -76,7 +81,7 @@ func MergeModels(m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err 
 		if b == nil {
 			return nil, nil, fmt.Errorf("sd: merge: %s is a Flux model and %s is not", m1.Name, m2.Name)
 		}
-		n, err := mergeNets(m1.Runtime, a, b, f, &skipped)
+		n, err := mergeNets(ctx, m1.Runtime, a, b, f, &skipped)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sd: merge %s with %s: %w", m1.Name, m2.Name, err)
 		}
@@ -95,7 +100,7 @@ func MergeModels(m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err 
 	if err != nil {
 		return nil, nil, err
 	}
-	n, err := mergeNets(m1.Runtime, a, b, f, &skipped)
+	n, err := mergeNets(ctx, m1.Runtime, a, b, f, &skipped)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sd: merge %s with %s: %w", m1.Name, m2.Name, err)
 	}
@@ -107,7 +112,7 @@ func MergeModels(m1, m2 *Model, f MergeFunc) (out *Model, skipped []string, err 
 // MergeCLIPs is the CLIPMerge nodes' merge: a copy of c1 whose text encoders (their
 // text projections included) are combined with c2's of the same name ("l", "g", "h";
 // T5 with T5) by f. Encoders c2 lacks are left alone.
-func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err error) {
+func MergeCLIPs(ctx context.Context, c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err error) {
 	if c1 == nil || c2 == nil {
 		return nil, nil, fmt.Errorf("sd: merge: a CLIP is missing")
 	}
@@ -123,7 +128,7 @@ func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err err
 		if other == nil {
 			continue
 		}
-		n, err := mergeNets[clip.TextModel](c1.Runtime, te.loraNet(lora.Auto), other.loraNet(lora.Auto), f, &skipped)
+		n, err := mergeNets[clip.TextModel](ctx, c1.Runtime, te.loraNet(lora.Auto), other.loraNet(lora.Auto), f, &skipped)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sd: merge text encoder %s: %w", te.Name, err)
 		}
@@ -140,7 +145,7 @@ func MergeCLIPs(c1, c2 *CLIP, f MergeFunc) (out *CLIP, skipped []string, err err
 		cp.Encoders[i] = &t
 	}
 	if c1.T5 != nil && c2.T5 != nil {
-		n, err := mergeNets[t5.Model](c1.Runtime, c1.T5.loraNet(lora.Auto), c2.T5.loraNet(lora.Auto), f, &skipped)
+		n, err := mergeNets[t5.Model](ctx, c1.Runtime, c1.T5.loraNet(lora.Auto), c2.T5.loraNet(lora.Auto), f, &skipped)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sd: merge T5 text encoder: %w", err)
 		}

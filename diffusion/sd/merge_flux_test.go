@@ -3,6 +3,7 @@ package sd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -55,7 +56,7 @@ func TestMergeFluxAndSave(t *testing.T) {
 		}
 		return out
 	}
-	m, skipped, err := MergeModels(a, b, func(string) (float64, float64, bool) { return 0.25, 0.75, true })
+	m, skipped, err := MergeModels(context.Background(), a, b, func(string) (float64, float64, bool) { return 0.25, 0.75, true })
 	if err != nil || len(skipped) != 0 {
 		t.Fatal(err, skipped)
 	}

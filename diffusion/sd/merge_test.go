@@ -2,6 +2,7 @@ package sd_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -132,7 +133,7 @@ func TestMergeModelsAndSave(t *testing.T) {
 	c2, _ := tinyCheckpoint(t, rt, dir, 2)
 	w1, w2 := unetValues(t, rt, c1.Model), unetValues(t, rt, c2.Model)
 
-	m, skipped, err := sd.MergeModels(c1.Model, c2.Model, func(string) (float64, float64, bool) { return 0.7, 0.3, true })
+	m, skipped, err := sd.MergeModels(context.Background(), c1.Model, c2.Model, func(string) (float64, float64, bool) { return 0.7, 0.3, true })
 	if err != nil || len(skipped) != 0 {
 		t.Fatal(err, skipped)
 	}
@@ -163,7 +164,7 @@ func TestMergeModelsAndSave(t *testing.T) {
 	}
 
 	l1, l2 := clipValues(t, rt, c1.CLIP), clipValues(t, rt, c2.CLIP)
-	c, _, err := sd.MergeCLIPs(c1.CLIP, c2.CLIP, func(string) (float64, float64, bool) { return 2, -2, true })
+	c, _, err := sd.MergeCLIPs(context.Background(), c1.CLIP, c2.CLIP, func(string) (float64, float64, bool) { return 2, -2, true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,10 +335,10 @@ func TestMergeRefusesMixedNetworks(t *testing.T) {
 	ck, _ := tinyCheckpoint(t, rt, t.TempDir(), 4)
 	mmdit := &sd.Model{Runtime: rt, Net: sd.MMDiTNetwork{}, Name: "sd3.safetensors"}
 	var ue *sd.UnsupportedError
-	if _, _, err := sd.MergeModels(mmdit, ck.Model, func(string) (float64, float64, bool) { return 1, 1, true }); !errors.As(err, &ue) || !strings.Contains(err.Error(), "sd3") {
+	if _, _, err := sd.MergeModels(context.Background(), mmdit, ck.Model, func(string) (float64, float64, bool) { return 1, 1, true }); !errors.As(err, &ue) || !strings.Contains(err.Error(), "sd3") {
 		t.Fatalf("MMDiT merge: %v", err)
 	}
-	if _, _, err := sd.MergeModels(ck.Model, mmdit, func(string) (float64, float64, bool) { return 1, 1, true }); err == nil {
+	if _, _, err := sd.MergeModels(context.Background(), ck.Model, mmdit, func(string) (float64, float64, bool) { return 1, 1, true }); err == nil {
 		t.Fatal("a UNet merged with an MMDiT")
 	}
 }
@@ -354,7 +355,7 @@ func TestSaveMergedOpenCLIP(t *testing.T) {
 	dir := t.TempDir()
 	a, path := tinyFamily(t, rt, dir, detect.FamilySDXL, 1)
 	b, _ := tinyFamily(t, rt, dir, detect.FamilySDXL, 2)
-	c, _, err := sd.MergeCLIPs(a.CLIP, b.CLIP, func(string) (float64, float64, bool) { return 0.6, 0.4, true })
+	c, _, err := sd.MergeCLIPs(context.Background(), a.CLIP, b.CLIP, func(string) (float64, float64, bool) { return 0.6, 0.4, true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,5 +407,19 @@ func TestSaveMergedOpenCLIP(t *testing.T) {
 		if math.Abs(float64(pm[i]-want)) > 1e-3 || math.Abs(float64(pb[i]-pm[i])) > 1e-3 {
 			t.Fatalf("text projection [%d]: merged %v, saved %v, want %v", i, pm[i], pb[i], want)
 		}
+	}
+}
+
+// TestMergeCancelled: a cancelled context stops a merge with its error.
+func TestMergeCancelled(t *testing.T) {
+	rt, err := gpu.New(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, _ := tinyCheckpoint(t, rt, t.TempDir(), 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := sd.MergeModels(ctx, ck.Model, ck.Model, func(string) (float64, float64, bool) { return 0.5, 0.5, true }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled merge: %v", err)
 	}
 }

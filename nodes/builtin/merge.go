@@ -40,8 +40,8 @@ func logSkipped(env *nodes.Env, node string, skipped []string) {
 }
 
 // mergeModels runs sd.MergeModels with every parameter at (self, other).
-func mergeModels(env *nodes.Env, node string, m1, m2 *sd.Model, f sd.MergeFunc) (nodes.Result, error) {
-	m, skipped, err := sd.MergeModels(m1, m2, f)
+func mergeModels(ctx context.Context, env *nodes.Env, node string, m1, m2 *sd.Model, f sd.MergeFunc) (nodes.Result, error) {
+	m, skipped, err := sd.MergeModels(ctx, m1, m2, f)
 	if err != nil {
 		return nodes.Result{}, fmt.Errorf("builtin: %s: %w", node, err)
 	}
@@ -51,8 +51,8 @@ func mergeModels(env *nodes.Env, node string, m1, m2 *sd.Model, f sd.MergeFunc) 
 
 // mergeCLIPs runs sd.MergeCLIPs, leaving position ids and logit scales alone as
 // ComfyUI's CLIP merges do (forgeflow's text models hold neither as a parameter).
-func mergeCLIPs(env *nodes.Env, node string, c1, c2 *sd.CLIP, self, other float64) (nodes.Result, error) {
-	c, skipped, err := sd.MergeCLIPs(c1, c2, func(key string) (float64, float64, bool) {
+func mergeCLIPs(ctx context.Context, env *nodes.Env, node string, c1, c2 *sd.CLIP, self, other float64) (nodes.Result, error) {
+	c, skipped, err := sd.MergeCLIPs(ctx, c1, c2, func(key string) (float64, float64, bool) {
 		if strings.HasSuffix(key, ".position_ids") || strings.HasSuffix(key, ".logit_scale") {
 			return 0, 0, false
 		}
@@ -86,8 +86,8 @@ func (*ModelMergeSimple) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *ModelMergeSimple) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeModels(env, "ModelMergeSimple", n.Model1, n.Model2, every(n.Ratio, 1-n.Ratio))
+func (n *ModelMergeSimple) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeModels(ctx, env, "ModelMergeSimple", n.Model1, n.Model2, every(n.Ratio, 1-n.Ratio))
 }
 
 // ModelMergeSubtract: (model1 − model2)·multiplier, as ComfyUI's add_patches(−m, m)
@@ -107,8 +107,8 @@ func (*ModelMergeSubtract) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *ModelMergeSubtract) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeModels(env, "ModelMergeSubtract", n.Model1, n.Model2, every(n.Multiplier, -n.Multiplier))
+func (n *ModelMergeSubtract) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeModels(ctx, env, "ModelMergeSubtract", n.Model1, n.Model2, every(n.Multiplier, -n.Multiplier))
 }
 
 // ModelMergeAdd: model1 + model2.
@@ -126,8 +126,8 @@ func (*ModelMergeAdd) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *ModelMergeAdd) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeModels(env, "ModelMergeAdd", n.Model1, n.Model2, every(1, 1))
+func (n *ModelMergeAdd) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeModels(ctx, env, "ModelMergeAdd", n.Model1, n.Model2, every(1, 1))
 }
 
 // CLIPMergeSimple: clip1·ratio + clip2·(1−ratio).
@@ -146,8 +146,8 @@ func (*CLIPMergeSimple) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *CLIPMergeSimple) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeCLIPs(env, "CLIPMergeSimple", n.CLIP1, n.CLIP2, n.Ratio, 1-n.Ratio)
+func (n *CLIPMergeSimple) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeCLIPs(ctx, env, "CLIPMergeSimple", n.CLIP1, n.CLIP2, n.Ratio, 1-n.Ratio)
 }
 
 // CLIPMergeSubtract: (clip1 − clip2)·multiplier.
@@ -166,8 +166,8 @@ func (*CLIPMergeSubtract) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *CLIPMergeSubtract) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeCLIPs(env, "CLIPMergeSubtract", n.CLIP1, n.CLIP2, n.Multiplier, -n.Multiplier)
+func (n *CLIPMergeSubtract) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeCLIPs(ctx, env, "CLIPMergeSubtract", n.CLIP1, n.CLIP2, n.Multiplier, -n.Multiplier)
 }
 
 // CLIPMergeAdd: clip1 + clip2.
@@ -185,8 +185,8 @@ func (*CLIPMergeAdd) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed.
-func (n *CLIPMergeAdd) Run(_ context.Context, env *nodes.Env) (nodes.Result, error) {
-	return mergeCLIPs(env, "CLIPMergeAdd", n.CLIP1, n.CLIP2, 1, 1)
+func (n *CLIPMergeAdd) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return mergeCLIPs(ctx, env, "CLIPMergeAdd", n.CLIP1, n.CLIP2, 1, 1)
 }
 
 // blockMerge is ModelMergeBlocks and its per-architecture subclasses: one ratio per
@@ -237,7 +237,7 @@ func expandRange(p string) []string {
 func (n *blockMerge) Schema() *graph.Schema { return &n.schema }
 
 // Run implements nodes.Node.
-func (n *blockMerge) Run(_ context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
+func (n *blockMerge) Run(ctx context.Context, env *nodes.Env, in nodes.Inputs) (nodes.Result, error) {
 	m1, ok1 := in["model1"].(*sd.Model)
 	m2, ok2 := in["model2"].(*sd.Model)
 	if !ok1 || !ok2 {
@@ -255,7 +255,7 @@ func (n *blockMerge) Run(_ context.Context, env *nodes.Env, in nodes.Inputs) (no
 		}
 		ratios = append(ratios, ratio{inp.Name, r})
 	}
-	return mergeModels(env, n.schema.Name, m1, m2, func(key string) (float64, float64, bool) {
+	return mergeModels(ctx, env, n.schema.Name, m1, m2, func(key string) (float64, float64, bool) {
 		k := strings.TrimPrefix(key, "diffusion_model.")
 		r, best := ratios[0].r, 0
 		for _, x := range ratios {
