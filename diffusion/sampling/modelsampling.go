@@ -16,6 +16,10 @@ const (
 	VPrediction
 	// Flow: rectified flow, the model predicts velocity (Flux, SD3); ComfyUI's CONST.
 	Flow
+	// EDM: Karras et al.'s preconditioning with sigma_data 0.5 (ComfyUI's EDM type as
+	// ModelSamplingContinuousEDM's "edm" sampling sets it up; the other types use
+	// sigma_data 1).
+	EDM
 )
 
 // ModelSampling maps noise levels (sigmas) to model timesteps and back, and scales model

@@ -2,18 +2,26 @@ package sampling
 
 import "math"
 
-// The input/output scalings of ComfyUI's EPS, V_PREDICTION and CONST model types, on
-// float32 data with one sigma for the whole slice (sigma_data = 1). They are functions of
-// the prediction type only, so ModelSampling implementations share them.
+// The input/output scalings of ComfyUI's EPS, V_PREDICTION, EDM and CONST model types,
+// on float32 data with one sigma for the whole slice (sigma_data 1, EDM's 0.5). They
+// are functions of the prediction type only, so ModelSampling implementations share
+// them.
 
-// CalculateInput scales the noisy latent before it enters the model: x/√(σ²+1) for
-// eps and v models, unchanged for flow models.
+// edmSigmaData is EDM's sigma_data as ModelSamplingContinuousEDM sets it for "edm".
+const edmSigmaData = 0.5
+
+// CalculateInput scales the noisy latent before it enters the model: x/√(σ²+σ_data²)
+// for eps, v and EDM models, unchanged for flow models.
 func CalculateInput(p Prediction, sigma float32, x, out []float32) {
 	if p == Flow {
 		copy(out, x)
 		return
 	}
-	s := float32(math.Sqrt(float64(sigma*sigma + 1)))
+	var sd2 float32 = 1
+	if p == EDM {
+		sd2 = edmSigmaData * edmSigmaData
+	}
+	s := float32(math.Sqrt(float64(sigma*sigma + sd2)))
 	for i, v := range x {
 		out[i] = v / s
 	}
@@ -27,6 +35,14 @@ func CalculateDenoised(p Prediction, sigma float32, modelOutput, x, out []float3
 		r := float32(math.Sqrt(float64(s2)))
 		for i := range out {
 			out[i] = x[i]/s2 - modelOutput[i]*sigma/r
+		}
+	case EDM:
+		// x·σd²/(σ²+σd²) + output·σ·σd/√(σ²+σd²), in torch's order of float32 operations.
+		const sd = edmSigmaData
+		s2 := sigma*sigma + sd*sd
+		r := float32(math.Sqrt(float64(s2)))
+		for i := range out {
+			out[i] = x[i]*(sd*sd)/s2 + modelOutput[i]*sigma*sd/r
 		}
 	default: // eps and flow: x − σ·output
 		for i := range out {

@@ -22,6 +22,9 @@ const (
 	Basic
 	// DualCFG: two positive conditionings and a negative (regular or nested).
 	DualCFG
+	// PerpNeg: positive, negative and an empty conditioning combined by Perp-Neg
+	// (comfy_extras/nodes_perpneg.py Guider_PerpNeg).
+	PerpNeg
 )
 
 // Guider is ComfyUI's GUIDER: a model with its conditioning and guidance scale. Sample
@@ -30,7 +33,8 @@ type Guider struct {
 	Model *Model
 	Kind  GuiderKind
 	// Positive and Negative are CFG's conds; Basic uses Positive only. DualCFG uses
-	// Positive (cond1), Middle (cond2) and Negative.
+	// Positive (cond1), Middle (cond2) and Negative; PerpNeg Positive, Negative and
+	// Middle as its empty conditioning.
 	Positive, Middle, Negative Conditioning
 	// CFG is the guidance scale (DualCFG: cfg_conds, between cond1 and cond2).
 	CFG float64
@@ -38,6 +42,8 @@ type Guider struct {
 	CFG2 float64
 	// Nested selects DualCFG's "nested" style.
 	Nested bool
+	// NegScale is PerpNeg's neg_scale.
+	NegScale float64
 
 	// forward replaces the network call in tests (to count and inspect batches).
 	forward func(ctx context.Context, in NetInputs) (*gpu.Tensor, error)
@@ -106,6 +112,15 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 			return nil, fmt.Errorf("negative: %w", err)
 		}
 		lists = [][]modelCond{p.pos, p.mid, p.neg}
+	case PerpNeg:
+		// Guider_PerpNeg's dict order: positive, empty_negative_prompt, negative.
+		if p.mid, err = prep(g.Middle, true); err != nil {
+			return nil, fmt.Errorf("empty_conditioning: %w", err)
+		}
+		if p.neg, err = prep(g.Negative, true); err != nil {
+			return nil, fmt.Errorf("negative: %w", err)
+		}
+		lists = [][]modelCond{p.pos, p.mid, p.neg}
 	default:
 		return nil, fmt.Errorf("unknown guider kind %d", g.Kind)
 	}
@@ -114,7 +129,7 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 	switch g.Kind {
 	case CFG:
 		p.neg = controlToUncond(p.pos, lists[1])
-	case DualCFG:
+	case DualCFG, PerpNeg:
 		p.mid = controlToUncond(p.pos, lists[1])
 		p.neg = controlToUncond(p.pos, lists[2])
 	}
@@ -171,6 +186,8 @@ type denoiser struct {
 	sigmas []float32
 	// controls are the runs of the conds' controls, by control.
 	controls map[Control]ControlRun
+	// state is what the model's patches keep during the run.
+	state runState
 }
 
 // Denoise implements sampling.Model.
@@ -219,7 +236,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		if g.Kind == Basic {
 			scale, neg = 1, nil
 		}
-		if isClose(scale, 1) && !d.keepUncond {
+		if isClose(scale, 1) && !d.keepCFG1() {
 			neg = nil
 		}
 		var outs [][]float32
@@ -232,7 +249,10 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		if err != nil {
 			return nil, nil, err
 		}
-		den, err := d.cfg(ctx, outs[0], outs[1], scale, x, sigma, d.p.pos)
+		if outs, err = d.preCFG(ctx, [][]modelCond{d.p.pos, neg}, outs, scale, x, sigma); err != nil {
+			return nil, nil, err
+		}
+		den, err := d.cfg(ctx, outs[0], outs[1], scale, x, sigma, d.p.pos, neg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -242,7 +262,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		return den, nil, nil
 	case DualCFG:
 		neg, mid, pos := d.p.neg, d.p.mid, d.p.pos
-		if !g.Nested && !d.keepUncond && isClose(g.CFG2, 1) {
+		if !g.Nested && !d.keepCFG1() && isClose(g.CFG2, 1) {
 			neg = nil
 			if isClose(g.CFG, 1) {
 				mid = nil
@@ -256,7 +276,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		den := make([]float32, len(x))
 		var uncond []float32
 		if g.Nested {
-			text, err := d.cfg(ctx, p, m, g.CFG, x, sigma, pos)
+			text, err := d.cfg(ctx, p, m, g.CFG, x, sigma, pos, mid)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -266,7 +286,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 			}
 			uncond = m
 		} else {
-			base, err := d.cfg(ctx, m, n, g.CFG2, x, sigma, mid)
+			base, err := d.cfg(ctx, m, n, g.CFG2, x, sigma, mid, neg)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -280,19 +300,41 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 			return den, uncond, nil
 		}
 		return den, nil, nil
+	case PerpNeg:
+		return d.predictPerpNeg(ctx, x, sigma)
 	}
 	return nil, nil, fmt.Errorf("sd: unknown guider kind %d", g.Kind)
 }
 
-// cfg is cfg_function: uncond + (cond − uncond)·scale, then the model's post-CFG
-// functions in order. condList is the conditioning the cond prediction came from.
-func (d *denoiser) cfg(ctx context.Context, cond, uncond []float32, scale float64, x []float32, sigma float32, condList []modelCond) ([]float32, error) {
-	out := cfgCombine(cond, uncond, scale)
-	for _, f := range d.g.Model.PostCFG {
+// keepCFG1 reports whether the cfg-1 shortcut (no uncond evaluation) is off: for
+// CFG++ samplers and for models patched with disable_cfg1_optimization.
+func (d *denoiser) keepCFG1() bool { return d.keepUncond || d.g.Model.DisableCFG1 }
+
+// cfg is cfg_function: uncond + (cond − uncond)·scale, or the model's CFG function
+// (sampler_cfg_function), then the model's post-CFG functions in order. condList and
+// uncondList are the conditionings the two predictions came from (uncondList nil when
+// the uncond was not evaluated).
+func (d *denoiser) cfg(ctx context.Context, cond, uncond []float32, scale float64, x []float32, sigma float32, condList, uncondList []modelCond) ([]float32, error) {
+	st := &cfgStep{d: d, x: x, sigma: sigma, condDenoised: cond, uncondDenoised: uncond, cond: condList, uncond: uncondList, scale: scale}
+	var out []float32
+	if f := d.g.Model.CFGFunc; f != nil {
 		var err error
-		out, err = f.postCFG(ctx, &cfgStep{d: d, x: x, sigma: sigma, denoised: out,
-			condDenoised: cond, uncondDenoised: uncond, cond: condList, scale: scale})
-		if err != nil {
+		if out, err = f.cfgFunc(ctx, st); err != nil {
+			return nil, err
+		}
+	} else {
+		out = cfgCombine(cond, uncond, scale)
+	}
+	return d.postCFG(ctx, st, out)
+}
+
+// postCFG applies the model's post-CFG functions to the guided prediction out.
+func (d *denoiser) postCFG(ctx context.Context, st *cfgStep, out []float32) ([]float32, error) {
+	for _, f := range d.g.Model.PostCFG {
+		s := *st
+		s.denoised = out
+		var err error
+		if out, err = f.postCFG(ctx, &s); err != nil {
 			return nil, err
 		}
 	}
@@ -459,7 +501,7 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		}
 		return t, err
 	}
-	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single}
+	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single, UNetHooks: d.unetHooks(batch, skip.attn1)}
 	var err error
 	if in.X, err = mk(xin, bn, c, ah, aw); err != nil {
 		return nil, err

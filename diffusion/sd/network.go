@@ -45,6 +45,9 @@ type NetInputs struct {
 	RefMethod  string
 	// Control holds ControlNet / T2I-Adapter residuals for an SD UNet, nil for none.
 	Control *unet.Control
+	// UNetHooks are a UNet's patches for this call (FreeU, attention replacements), nil
+	// for none; other networks ignore them.
+	UNetHooks *unet.Hooks
 }
 
 // wantsDenoiseMask reports whether a network reads NetInputs.DenoiseMask (has a
@@ -58,7 +61,7 @@ func wantsDenoiseMask(net Network) bool {
 type unetNetwork struct{ m *unet.Model }
 
 func (n unetNetwork) Forward(ctx context.Context, rt *gpu.Runtime, in NetInputs) (*gpu.Tensor, error) {
-	return n.m.Forward(ctx, rt, unet.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Control: in.Control})
+	return n.m.Forward(ctx, rt, unet.Inputs{X: in.X, Timesteps: in.Timesteps, Context: in.Context, Y: in.Y, Control: in.Control, Hooks: in.UNetHooks})
 }
 
 // MMDiTNetwork runs an SD3 MMDiT.

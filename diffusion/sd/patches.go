@@ -30,13 +30,19 @@ type cfgStep struct {
 	// denoised is the guided prediction so far; condDenoised and uncondDenoised the
 	// two it was combined from.
 	denoised, condDenoised, uncondDenoised []float32
-	cond                                   []modelCond
-	scale                                  float64
+	// cond and uncond are the conditionings of the two predictions (uncond nil when it
+	// was not evaluated).
+	cond, uncond []modelCond
+	scale        float64
 }
 
-// skipLayers are the network blocks a step leaves out (patches_replace with the
-// identity).
-type skipLayers struct{ double, single []int }
+// skipLayers are one network call's own changes: the blocks it leaves out
+// (patches_replace with the identity) and the self-attention replacements a patch
+// adds for the call (PerturbedAttentionGuidance's).
+type skipLayers struct {
+	double, single []int
+	attn1          []Attn1Patch
+}
 
 var skipNone skipLayers
 
@@ -57,7 +63,7 @@ func (s SkipLayerGuidance) postCFG(ctx context.Context, st *cfgStep) ([]float32,
 	if !(s.Scale > 0 && sig >= s.SigmaEnd && sig <= s.SigmaStart) {
 		return st.denoised, nil
 	}
-	outs, err := st.d.calcCondBatch(ctx, [][]modelCond{st.cond}, st.x, st.sigma, skipLayers{s.Double, s.Single})
+	outs, err := st.d.calcCondBatch(ctx, [][]modelCond{st.cond}, st.x, st.sigma, skipLayers{double: s.Double, single: s.Single})
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +121,7 @@ func (s SkipLayerGuidanceSimple) condBatch(ctx context.Context, d *denoiser, con
 	if err != nil {
 		return nil, err
 	}
-	u, err := d.calcCondBatch(ctx, [][]modelCond{nil, uncond}, x, sigma, skipLayers{s.Double, s.Single})
+	u, err := d.calcCondBatch(ctx, [][]modelCond{nil, uncond}, x, sigma, skipLayers{double: s.Double, single: s.Single})
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,8 @@ type Model struct {
 	// CondBatch replaces the plain evaluation of the cond/uncond lists
 	// (sampler_calc_cond_batch_function: SkipLayerGuidanceDiTSimple); nil for none.
 	CondBatch CondBatchFunc
+	// Patches are the other patch nodes' hooks (modelpatch.go).
+	Patches
 	// Name identifies the source (checkpoint file) in logs and errors.
 	Name string
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil

@@ -17,6 +17,8 @@ type Inputs struct {
 	Y         *gpu.Tensor // (N, adm) SDXL label vector, or nil
 	// Control holds ControlNet / T2I-Adapter residuals added inside the pass, or nil.
 	Control *Control
+	// Hooks are the pass's patches (hooks.go), or nil.
+	Hooks *Hooks
 }
 
 // Control holds the residuals a ControlNet or T2I-Adapter adds inside a forward pass:
@@ -64,7 +66,8 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 	if in.Control != nil {
 		ctl = *in.Control
 	}
-	embSiLU, skips, h, err := m.trunk(ctx, rt, in, nil, ctl.Input, ctl.Middle)
+	ps := &pass{hooks: in.Hooks}
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, nil, ctl.Input, ctl.Middle, ps)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +88,10 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 			h.Release()
 			return nil, err
 		}
+		// output_block_patch sees the skip with the control added (apply_control runs first).
+		if h, skip, err = ps.outputBlock(rt, i, h, skip); err != nil {
+			return nil, err
+		}
 		cat, err := gpu.Concat(rt, 1, h, skip)
 		h.Release()
 		skip.Release()
@@ -97,7 +104,8 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		if len(skips) > 0 {
 			upTo = skips[len(skips)-1].Shape()[2:]
 		}
-		if h, err = m.runBlockTo(rt, block, cat, embSiLU, in.Context, upTo); err != nil {
+		ps.block = Block{PartOutput, i}
+		if h, err = m.runBlockTo(rt, block, cat, embSiLU, in.Context, upTo, ps); err != nil {
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
@@ -129,7 +137,7 @@ func (t *Trunk) Release() {
 // first input block's output. A model loaded with LoadTrunk has no output blocks and
 // can only Encode.
 func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd, hint *gpu.Tensor) (*Trunk, error) {
-	embSiLU, skips, h, err := m.trunk(ctx, rt, in, embAdd, []*gpu.Tensor{hint}, nil)
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, embAdd, []*gpu.Tensor{hint}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -138,9 +146,9 @@ func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd, 
 }
 
 // trunk runs the embedding (plus embAdd), the input blocks (each output plus add[i],
-// kept as a skip) and the middle block (plus mid). It returns SiLU(emb), the skips and
-// the middle block's output.
-func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor, add []*gpu.Tensor, mid *gpu.Tensor) (embSiLU *gpu.Tensor, skips []*gpu.Tensor, h *gpu.Tensor, err error) {
+// kept as a skip) and the middle block (plus mid), with the hooks of ps (or nil). It
+// returns SiLU(emb), the skips and the middle block's output.
+func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor, add []*gpu.Tensor, mid *gpu.Tensor, ps *pass) (embSiLU *gpu.Tensor, skips []*gpu.Tensor, h *gpu.Tensor, err error) {
 	if in.X == nil || in.Timesteps == nil || in.Context == nil {
 		return nil, nil, nil, fmt.Errorf("unet: x, timesteps and context are required")
 	}
@@ -169,7 +177,10 @@ func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *g
 			h.Release()
 			return fail(err)
 		}
-		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context); err != nil {
+		if ps != nil {
+			ps.block = Block{PartInput, i}
+		}
+		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context, ps); err != nil {
 			return fail(fmt.Errorf("unet: input block %d: %w", i, err))
 		}
 		if h, err = addResidual(rt, h, at(add, i), fmt.Sprintf("input block %d", i)); err != nil {
@@ -182,7 +193,10 @@ func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *g
 		}
 		skips = append(skips, keep)
 	}
-	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context); err != nil {
+	if ps != nil {
+		ps.block = Block{PartMiddle, 0}
+	}
+	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context, ps); err != nil {
 		return fail(fmt.Errorf("unet: middle block: %w", err))
 	}
 	if h, err = addResidual(rt, h, mid, "the middle block"); err != nil {
@@ -223,13 +237,14 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor) (*gpu.Tens
 	return then(emb, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, le) })
 }
 
-// runBlock applies a block's modules in order, consuming h.
-func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor) (*gpu.Tensor, error) {
-	return m.runBlockTo(rt, block, h, embSiLU, context, nil)
+// runBlock applies a block's modules in order, consuming h; ps (or nil) carries the
+// pass's hooks.
+func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, ps *pass) (*gpu.Tensor, error) {
+	return m.runBlockTo(rt, block, h, embSiLU, context, nil, ps)
 }
 
 // runBlockTo is runBlock with an upsampler's output size (H, W); nil doubles.
-func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, upTo []int) (*gpu.Tensor, error) {
+func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, upTo []int, ps *pass) (*gpu.Tensor, error) {
 	var err error
 	for _, mod := range block {
 		switch {
@@ -238,7 +253,10 @@ func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context 
 		case mod.Res != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Res.forward(rt, t, embSiLU) })
 		case mod.Transformer != nil:
-			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Transformer.forward(rt, t, context, m.Heads) })
+			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Transformer.forward(rt, t, context, m.Heads, ps) })
+			if ps != nil {
+				ps.transformer++
+			}
 		case mod.Down != nil:
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return mod.Down.Same(rt, t, 2) })
 		case mod.Up != nil:

@@ -41,7 +41,7 @@ type Attention struct {
 	Out nn.Linear `sd:"to_out.0"`
 }
 
-func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads Heads) (*gpu.Tensor, error) {
+func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads Heads, ps *pass) (*gpu.Tensor, error) {
 	n, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
 	linear := st.ProjIn.Weight.Rank() == 2
 	hn, err := st.Norm.Group(rt, x, 32, 1e-6)
@@ -68,7 +68,7 @@ func (st *SpatialTransformer) forward(rt *gpu.Runtime, x, context *gpu.Tensor, h
 	}
 	nh, dh := heads.split(inner)
 	for i := range st.Blocks {
-		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return st.Blocks[i].forward(rt, t, context, nh, dh) }); err != nil {
+		if tok, err = then(tok, func(t *gpu.Tensor) (*gpu.Tensor, error) { return st.Blocks[i].forward(rt, t, context, nh, dh, ps, i) }); err != nil {
 			return nil, err
 		}
 	}
@@ -118,7 +118,9 @@ func fromTokens(rt *gpu.Runtime, x *gpu.Tensor, n, h, w int) (*gpu.Tensor, error
 	return then(cp, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, t, n, c, h, w) })
 }
 
-func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
+// forward runs the block; ps (or nil) carries the pass's hooks and index is the
+// block's position in its spatial transformer.
+func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int, ps *pass, index int) (*gpu.Tensor, error) {
 	sub := func(x *gpu.Tensor, norm *nn.Norm, f func(*gpu.Tensor) (*gpu.Tensor, error)) (*gpu.Tensor, error) {
 		h, err := norm.Layer(rt, x, 1e-5)
 		if err != nil {
@@ -130,8 +132,15 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 		}
 		return addTo(rt, x, y)
 	}
-	x1, err := sub(x, &b.Norm1, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.forward(rt, h, h, heads, dimHead) })
+	attn1 := func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.forward(rt, h, h, heads, dimHead) }
+	if f := ps.attn1(index); f != nil {
+		attn1 = func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.replaced(rt, h, heads, f) }
+	}
+	x1, err := sub(x, &b.Norm1, attn1)
 	if err != nil {
+		return nil, err
+	}
+	if x1, err = ps.afterAttn1(rt, index, x1); err != nil {
 		return nil, err
 	}
 	x2, err := then(x1, func(x *gpu.Tensor) (*gpu.Tensor, error) {
@@ -214,4 +223,30 @@ func (a *Attention) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimH
 		return nil, err
 	}
 	return then(or, func(t *gpu.Tensor) (*gpu.Tensor, error) { return a.Out.Forward(rt, t) })
+}
+
+// replaced is the self-attention with its product replaced by f (BasicTransformerBlock
+// with an attn1 replace patch): f gets to_q, to_k and to_v of h and its result goes
+// through to_out.
+func (a *Attention) replaced(rt *gpu.Runtime, h *gpu.Tensor, heads int, f AttentionFunc) (*gpu.Tensor, error) {
+	q, err := a.Q.Forward(rt, h)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Release()
+	k, err := a.K.Forward(rt, h)
+	if err != nil {
+		return nil, err
+	}
+	defer k.Release()
+	v, err := a.V.Forward(rt, h)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Release()
+	o, err := f(rt, q, k, v, heads)
+	if err != nil {
+		return nil, err
+	}
+	return then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return a.Out.Forward(rt, t) })
 }

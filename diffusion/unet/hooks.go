@@ -1,0 +1,119 @@
+package unet
+
+import (
+	"fmt"
+
+	"github.com/forgeflow/forgeflow/gpu"
+)
+
+// Part is one of the UNet's three parts, named as ComfyUI's block tuples name them.
+type Part string
+
+// The parts of a UNet.
+const (
+	PartInput  Part = "input"
+	PartMiddle Part = "middle"
+	PartOutput Part = "output"
+)
+
+// Block identifies a TimestepEmbedSequential block: ("input", 4), ("middle", 0),
+// ("output", 2) — transformer_options["block"].
+type Block struct {
+	Part   Part
+	Number int
+}
+
+// Site is where a transformer block runs: its UNet block, its index among the spatial
+// transformer's blocks (block_index) and the spatial transformer's position among
+// those of the pass (transformer_index).
+type Site struct {
+	Block       Block
+	Index       int
+	Transformer int
+}
+
+// AttentionFunc computes attention from projected queries, keys and values, each
+// (N, L, heads·dim), and returns (N, Lq, heads·dim) for the output projection: the
+// functions of ComfyUI's patches_replace.
+type AttentionFunc func(rt *gpu.Runtime, q, k, v *gpu.Tensor, heads int) (*gpu.Tensor, error)
+
+// Hooks are the patches one forward pass runs with: ComfyUI's
+// transformer_options["patches"] and ["patches_replace"] as UNetModel and
+// BasicTransformerBlock consume them. A nil *Hooks or zero field changes nothing. The
+// functions must not keep their input tensors; Forward releases an input a function
+// replaced.
+type Hooks struct {
+	// OutputBlock run, in order, on output block i's input h and skip connection just
+	// before they are concatenated (output_block_patch) and return the two to use.
+	OutputBlock []func(rt *gpu.Runtime, i int, h, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error)
+	// Attn1 returns the function that replaces the self-attention product of the
+	// transformer block at a site, or nil to keep it (patches_replace["attn1"]).
+	Attn1 func(at Site) AttentionFunc
+	// AfterAttn1 run, in order, on a transformer block's tokens (N, L, C) right after
+	// the self-attention residual (middle_patch: GLIGEN's gated self-attention).
+	AfterAttn1 []func(rt *gpu.Runtime, at Site, x *gpu.Tensor) (*gpu.Tensor, error)
+}
+
+// pass is a forward pass's position for the hooks: the block being run and how many
+// spatial transformers ran before.
+type pass struct {
+	hooks       *Hooks
+	block       Block
+	transformer int
+}
+
+// at returns the site of transformer block i of the current spatial transformer.
+func (p *pass) at(i int) Site {
+	return Site{Block: p.block, Index: i, Transformer: p.transformer}
+}
+
+// attn1 returns the self-attention replacement at transformer block i, or nil.
+func (p *pass) attn1(i int) AttentionFunc {
+	if p == nil || p.hooks == nil || p.hooks.Attn1 == nil {
+		return nil
+	}
+	return p.hooks.Attn1(p.at(i))
+}
+
+// afterAttn1 applies the middle patches to x, releasing x when one replaces it.
+func (p *pass) afterAttn1(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor, error) {
+	if p == nil || p.hooks == nil {
+		return x, nil
+	}
+	for _, f := range p.hooks.AfterAttn1 {
+		y, err := f(rt, p.at(i), x)
+		if err != nil {
+			x.Release()
+			return nil, fmt.Errorf("unet: %s block %d: %w", p.block.Part, p.block.Number, err)
+		}
+		if y != x {
+			x.Release()
+		}
+		x = y
+	}
+	return x, nil
+}
+
+// outputBlock applies the output-block patches to h and skip before output block i
+// concatenates them, releasing what a patch replaced.
+func (p *pass) outputBlock(rt *gpu.Runtime, i int, h, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error) {
+	if p == nil || p.hooks == nil {
+		return h, skip, nil
+	}
+	for _, f := range p.hooks.OutputBlock {
+		nh, ns, err := f(rt, i, h, skip)
+		if err != nil {
+			h.Release()
+			skip.Release()
+			return nil, nil, fmt.Errorf("unet: output block %d patch: %w", i, err)
+		}
+		if nh != h {
+			h.Release()
+		}
+		if ns != skip {
+			skip.Release()
+		}
+		h, skip = nh, ns
+	}
+	return h, skip, nil
+}
