@@ -160,6 +160,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		&SaveImageWebsocket{},
 		// morphology.go
 		&Morphology{}, &ImageRGBToYUV{}, &ImageYUVToRGB{},
+		// patches.go
+		&FreeU{}, &FreeUV2{}, &RescaleCFG{}, &PerturbedAttentionGuidance{}, &SelfAttentionGuidance{},
+		&PerpNeg{}, &PerpNegGuider{}, &FreSca{}, &ModelSamplingContinuousEDM{}, &ModelSamplingContinuousV{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
