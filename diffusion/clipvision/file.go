@@ -134,3 +134,12 @@ func (s f16Source) Tensor(key string) (*gpu.Tensor, error) {
 	}
 	return h, nil
 }
+
+// Bytes is the size of the tensors the file maps (what a memory budget counts).
+func (f *File) Bytes() int64 {
+	var n int64
+	for _, in := range f.file.Tensors() {
+		n += in.Size
+	}
+	return n
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/forgeflow/forgeflow/diffusion/clip"
+	"github.com/forgeflow/forgeflow/diffusion/clipvision"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/diffusion/t5"
@@ -81,6 +82,9 @@ type Checkpoint struct {
 	Detected *detect.Model
 	// Family is the diffusion model's family (detect.FamilySD1, …).
 	Family detect.Family
+	// CLIPVision is the CLIP vision tower an unCLIP checkpoint carries, nil otherwise
+	// (unCLIPCheckpointLoader's fourth output).
+	CLIPVision *clipvision.Model
 
 	file *tensorfile.File
 	// more are further files the parts read (a CLIP made of several text encoder
@@ -158,6 +162,14 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 		// OpenCLIP-G where SDXL has CLIP-L.
 		fam = detect.FamilySDXLRefiner
 	}
+	unclip := isUnCLIPCheckpoint(f, d)
+	if unclip && !d.Exact {
+		// detect calls another-sized ADM UNet SDXL; beside an unCLIP vision tower it is
+		// SD2.1 unCLIP's layout (OpenCLIP-H text encoder, SD2's prediction rule).
+		sd2 := *d
+		sd2.Family, fam = detect.FamilySD2, detect.FamilySD2
+		d = &sd2
+	}
 	ck := &Checkpoint{Detected: det, Family: fam, file: f}
 	name := f.Name()
 	if !opts.SkipModel {
@@ -167,6 +179,11 @@ func loadCheckpoint(rt *gpu.Runtime, f *tensorfile.File, opts LoadOptions) (*Che
 		}
 		m.Weights = newWeights(f, unetPrefix)
 		ck.Model = m
+		if unclip {
+			if ck.CLIPVision, err = loadUnCLIPParts(rt, src, m, d); err != nil {
+				return nil, err
+			}
+		}
 		if d.Variant == "zsnr" {
 			// CheckpointSave writes the marker back (v_pred follows the prediction).
 			ck.Model.Weights.tensors = append(ck.Model.Weights.tensors, savedTensor{name: "ztsnr", stored: "ztsnr"})

@@ -79,6 +79,10 @@ type RandomSpec struct {
 	// VPrediction gives an SD2 model's v-prediction marker tensor a spread above 0.09
 	// (comfy/supported_models.py SD20.model_type); below it otherwise.
 	VPrediction bool
+	// UnCLIPVision makes an SD2 spec an SD2.1 unCLIP checkpoint: this OpenCLIP vision
+	// tower under "embedder.model.visual."; UNet.ADM must then be twice its projection
+	// width.
+	UnCLIPVision *RandomCLIPVision
 	// DType is the storage of every tensor (F16 like the released fp16 files when
 	// empty).
 	DType weights.DType
@@ -413,6 +417,12 @@ func (s RandomSpec) Tensors() ([]RandomTensor, error) {
 		ts.openCLIP("conditioner.embedders.0.model.", s.OpenCLIP)
 	default:
 		return nil, fmt.Errorf("sd: random checkpoints of family %s are not implemented", s.Family)
+	}
+	if v := s.UnCLIPVision; v != nil {
+		if s.Family != detect.FamilySD2 || s.UNet.ADM != 2*v.Projection {
+			return nil, fmt.Errorf("sd: an unCLIP checkpoint is SD2 with a label vector of twice the vision projection (%d), got %s with %d", 2*v.Projection, s.Family, s.UNet.ADM)
+		}
+		ts.openCLIPVision(unclipVisionPrefix, *v)
 	}
 	return ts, nil
 }

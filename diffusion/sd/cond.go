@@ -49,6 +49,8 @@ type modelCond struct {
 	// W); nil for other models.
 	concat  []float32
 	concatC int
+	// unclip are an unCLIP model's image embeddings; y is made from them per run.
+	unclip []UnCLIPCond
 }
 
 // prepareConds turns a CONDITIONING list into model conds for a latent of h×w (latent
@@ -86,6 +88,8 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
 		}
 		switch {
+		case m.UnCLIP != nil:
+			mc.unclip = c.UnCLIP
 		case m.ADM:
 			y, err := encodeADM(m, c, h, w, negative)
 			if err != nil {

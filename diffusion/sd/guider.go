@@ -188,6 +188,8 @@ type denoiser struct {
 	controls map[Control]ControlRun
 	// state is what the model's patches keep during the run.
 	state runState
+	// seed is the run's seed (the sampler's extra_args seed).
+	seed uint64
 }
 
 // Denoise implements sampling.Model.

@@ -85,7 +85,11 @@ func (m *Model) WithAttn1Patch(f Attn1Patch) *Model {
 type runState map[any]any
 
 // finishConds completes prepared conds with what depends on the run rather than on
-// the conditioning alone (process_conds' per-run encode_model_conds parts).
+// the conditioning alone (process_conds' per-run encode_model_conds parts): an unCLIP
+// model's label vectors, whose noise comes from the run's seed.
 func (d *denoiser) finishConds(list []modelCond) error {
-	return nil
+	if d.g.Model.UnCLIP == nil {
+		return nil
+	}
+	return d.finishUnCLIP(list)
 }

@@ -122,7 +122,7 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 	if !allZero(latent) {
 		lat = m.Latent.processIn(latent)
 	}
-	d := &denoiser{g: g, shape: shape, keepUncond: sampler.CFGPP, sigmas: sigmas}
+	d := &denoiser{g: g, shape: shape, keepUncond: sampler.CFGPP, sigmas: sigmas, seed: seed}
 	if mask != nil {
 		var err error
 		if d.mask, err = prepareMask(mask, shape); err != nil {
@@ -140,6 +140,11 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 		return nil, fmt.Errorf("sd: sample: %w", err)
 	}
 	d.p = p
+	for _, list := range [][]modelCond{p.pos, p.mid, p.neg} {
+		if err := d.finishConds(list); err != nil {
+			return nil, fmt.Errorf("sd: sample: %w", err)
+		}
+	}
 	if d.controls, err = startControls(ctx, m, p.pos, p.mid, p.neg); err != nil {
 		return nil, fmt.Errorf("sd: sample: %w", err)
 	}

@@ -64,6 +64,9 @@ type Model struct {
 	CondBatch CondBatchFunc
 	// Patches are the other patch nodes' hooks (modelpatch.go).
 	Patches
+	// UnCLIP is an SD2.1 unCLIP model's noise augmentor: y comes from the entries'
+	// unCLIP image embeddings (unclip.go); nil for other models.
+	UnCLIP *NoiseAugmentor
 	// Name identifies the source (checkpoint file) in logs and errors.
 	Name string
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil
@@ -193,6 +196,9 @@ type Cond struct {
 	// latent, (N, C, H, W)) and concat_mask ((N, H, W) or (N, 1, H, W), 1 = repaint),
 	// set by InpaintModelConditioning; nil uses the sampled latent and its noise mask.
 	ConcatLatent, ConcatMask *gpu.Tensor
+	// UnCLIP are unCLIPConditioning's image embeddings (unclip.go), in order. The
+	// slice is shared between copies like ReferenceLatents.
+	UnCLIP []UnCLIPCond
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.

@@ -163,6 +163,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		// patches.go
 		&FreeU{}, &FreeUV2{}, &RescaleCFG{}, &PerturbedAttentionGuidance{}, &SelfAttentionGuidance{},
 		&PerpNeg{}, &PerpNegGuider{}, &FreSca{}, &ModelSamplingContinuousEDM{}, &ModelSamplingContinuousV{},
+		// vision.go
+		&CLIPVisionLoader{env: models}, &CLIPVisionEncode{opts: opts}, &UnCLIPCheckpointLoader{env: models}, &UnCLIPConditioning{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -193,6 +195,8 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value("GUIDER", checkGuider),
 		nodes.Value("CONTROL_NET", checkControlNet),
 		nodes.Value("UPSCALE_MODEL", checkUpscaleModel),
+		nodes.Value("CLIP_VISION", checkCLIPVision),
+		nodes.Value("CLIP_VISION_OUTPUT", checkCLIPVisionOutput),
 	}
 }
 

@@ -33,6 +33,10 @@ var modelCombos = map[string][]string{
 	"UnetLoaderGGUFAdvanced": {"unet_name"},
 	"ControlNetLoader":       {"control_net_name"},
 	"DiffControlNetLoader":   {"control_net_name"},
+	"unCLIPCheckpointLoader": {"ckpt_name"},
+	"CLIPVisionLoader":       {"clip_name"},
+	"StyleModelLoader":       {"style_model_name"},
+	"GLIGENLoader":           {"gligen_name"},
 }
 
 // fromSource are the object_info entries of classes the reference lacks because an
