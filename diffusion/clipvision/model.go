@@ -215,4 +215,3 @@ func hasLayers(keys []string, prefix string) bool {
 	}
 	return false
 }
-
