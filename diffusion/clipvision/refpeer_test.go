@@ -34,9 +34,9 @@ type refModel struct {
 // (quick_gelu), an OpenCLIP-layout one with 31 layers (gelu, as ViT-H) and a SigLIP one
 // stored as float16.
 var refModels = map[string]refModel{
-	"cv_l":      {"cv_l.safetensors", sd.RandomCLIPVision{Width: 64, Layers: 3, Intermediate: 128, Patch: 4, ImageSize: 32, Projection: 48}, false, weights.F32, 71},
+	"cv_l":      {"cv_l.safetensors", sd.TinyCLIPVisionL, false, weights.F32, 71},
 	"cv_h":      {"cv_h.safetensors", sd.RandomCLIPVision{Width: 32, Layers: 31, Intermediate: 64, Patch: 8, ImageSize: 32, Projection: 24}, true, weights.F32, 72},
-	"cv_siglip": {"cv_siglip.safetensors", sd.RandomCLIPVision{Width: 64, Layers: 3, Intermediate: 96, Patch: 4, ImageSize: 24, SigLIP: true}, false, weights.F16, 73},
+	"cv_siglip": {"cv_siglip.safetensors", sd.TinySigLIP, false, weights.F16, 73},
 }
 
 func modelBytes(t testing.TB, m refModel) []byte {

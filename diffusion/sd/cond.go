@@ -87,6 +87,11 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 		if c.Area != nil && (c.Area.Height <= 0 || c.Area.Width <= 0 || c.Area.X < 0 || c.Area.Y < 0) {
 			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
 		}
+		if c.AttentionMask != nil && m.UNet == nil {
+			// UNets ignore attention_mask as ComfyUI's BaseModel does; the DiT networks
+			// here take no attention mask yet.
+			return nil, fmt.Errorf("sd: conditioning entry %d carries an attention mask (StyleModelApply attn_bias with strength ≠ 1), which this model's network does not support", i)
+		}
 		switch {
 		case m.UnCLIP != nil:
 			mc.unclip = c.UnCLIP

@@ -22,16 +22,12 @@ import (
 // writePatchModel makes the UNet file tools/refpeer/patches_ref.py samples with.
 var writePatchModel = flag.String("sd.patchmodel", "", "write the tiny UNet of the model patch reference to this folder")
 
-// patchTestUNet is the patch fixture's UNet: SD1.5's layout with three levels (32, 64
-// and 128 channels, attention on each, so that FreeU's model_channels·4 and ·2 output
-// blocks exist and the middle block attends over H/4·W/4 tokens), a 32-wide context,
-// float32, seed 61, keys under model.diffusion_model.
+// patchTestUNet is the patch fixture's UNet: TinyPatchUNet, float32, seed 61, keys
+// under model.diffusion_model.
 func patchTestUNet(t testing.TB) []byte {
 	t.Helper()
-	var ts randomTensors
-	ts.unet(unetPrefix, RandomUNet{ModelChannels: 32, Mult: []int{1, 2, 4}, ResBlocks: 1, Depth: []int{1, 1, 1}, MidDepth: 1, Context: 32})
 	var buf bytes.Buffer
-	if err := WriteRandomTensors(&buf, ts, 61, weights.F32); err != nil {
+	if err := WriteRandomUNet(&buf, TinyPatchUNet, unetPrefix, 61, weights.F32); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

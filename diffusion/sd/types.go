@@ -199,6 +199,8 @@ type Cond struct {
 	// UnCLIP are unCLIPConditioning's image embeddings (unclip.go), in order. The
 	// slice is shared between copies like ReferenceLatents.
 	UnCLIP []UnCLIPCond
+	// AttentionMask is StyleModelApply's attention bias (style.go), nil for none.
+	AttentionMask *AttentionMask
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.

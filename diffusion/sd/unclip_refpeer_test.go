@@ -12,28 +12,14 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/clipvision"
 	"github.com/forgeflow/forgeflow/diffusion/sampling"
 	"github.com/forgeflow/forgeflow/gpu"
-	"github.com/forgeflow/forgeflow/weights"
-	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 var writeUnCLIPModel = flag.String("sd.unclipmodel", "", "write the tiny unCLIP checkpoint of the unCLIP reference to this folder")
 
-// TinyUnCLIPSpec is the unCLIP reference's checkpoint: the tiny SD2 layout
-// (v-prediction) with a 64-wide label vector and a 2-layer, 32-wide OpenCLIP vision
-// tower (patch 8 on 32² images, 32-wide image embeddings), float32, seed 81.
-func tinyUnCLIPSpec() RandomSpec {
-	s := TinyRandomSpec(detect.FamilySD2)
-	s.UNet.ADM = 64
-	s.VPrediction = true
-	s.UnCLIPVision = &RandomCLIPVision{Width: 32, Layers: 2, Intermediate: 64, Patch: 8, ImageSize: 32, Projection: 32}
-	s.DType, s.Seed = weights.F32, 81
-	return s
-}
-
 func unclipModel(t testing.TB) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := WriteRandomCheckpoint(&buf, tinyUnCLIPSpec()); err != nil {
+	if err := WriteRandomCheckpoint(&buf, TinyUnCLIPSpec()); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

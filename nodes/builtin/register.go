@@ -165,6 +165,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		&PerpNeg{}, &PerpNegGuider{}, &FreSca{}, &ModelSamplingContinuousEDM{}, &ModelSamplingContinuousV{},
 		// vision.go
 		&CLIPVisionLoader{env: models}, &CLIPVisionEncode{opts: opts}, &UnCLIPCheckpointLoader{env: models}, &UnCLIPConditioning{},
+		&StyleModelLoader{env: models}, &StyleModelApply{opts: opts},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -197,6 +198,7 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value("UPSCALE_MODEL", checkUpscaleModel),
 		nodes.Value("CLIP_VISION", checkCLIPVision),
 		nodes.Value("CLIP_VISION_OUTPUT", checkCLIPVisionOutput),
+		nodes.Value("STYLE_MODEL", checkStyleModel),
 	}
 }
 

@@ -7,15 +7,17 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/clipvision"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/diffusion/stylemodel"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
-// CLIP vision and unCLIP nodes (nodes.py CLIPVisionLoader, CLIPVisionEncode,
-// unCLIPCheckpointLoader, unCLIPConditioning). CLIP_VISION is a *clipvision.Model,
-// CLIP_VISION_OUTPUT a *clipvision.Output (codex/vision.md).
+// CLIP vision, unCLIP and style model nodes (nodes.py CLIPVisionLoader,
+// CLIPVisionEncode, unCLIPCheckpointLoader, unCLIPConditioning, StyleModelLoader,
+// StyleModelApply). CLIP_VISION is a *clipvision.Model, CLIP_VISION_OUTPUT a
+// *clipvision.Output, STYLE_MODEL a stylemodel.Model (codex/vision.md).
 
 // checkCLIPVision admits a CLIP vision model; nil comes from an unCLIPCheckpointLoader
 // on a checkpoint without one.
@@ -198,8 +200,88 @@ func (n *UnCLIPConditioning) Run(ctx context.Context, env *nodes.Env) (nodes.Res
 	}), nil)
 }
 
+// checkStyleModel admits a style model.
+func checkStyleModel(m stylemodel.Model) error {
+	if m == nil {
+		return errors.New("builtin: missing STYLE_MODEL")
+	}
+	return nil
+}
+
+// StyleModelLoader loads a style model (Flux Redux, T2I-Adapter style).
+type StyleModelLoader struct {
+	env            *sdEnv
+	StyleModelName string `input:"style_model_name,unchecked"`
+}
+
+// Schema implements nodes.Typed.
+func (n *StyleModelLoader) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "StyleModelLoader", DisplayName: "Load Style Model", Category: "loaders",
+		Inputs:  []graph.Input{n.env.modelCombo("style_model_name", "style_models", "")},
+		Outputs: outputs("STYLE_MODEL"),
+	}
+}
+
+// Run implements nodes.Typed (comfy/sd.py load_style_model).
+func (n *StyleModelLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	path, err := n.env.resolve("style_models", n.StyleModelName)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	f, err := loadCached(ctx, n.env, path, "style_model", func(rt *gpu.Runtime, path string) (*stylemodel.File, int64, error) {
+		f, err := stylemodel.LoadFile(rt, path)
+		if err != nil {
+			return nil, 0, err
+		}
+		return f, f.Bytes(), nil
+	})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(f.Model, nil)
+}
+
+// StyleModelApply appends a style model's tokens to a conditioning.
+type StyleModelApply struct {
+	opts             Options
+	Conditioning     sd.Conditioning    `input:"conditioning"`
+	StyleModel       stylemodel.Model   `input:"style_model"`
+	ClipVisionOutput *clipvision.Output `input:"clip_vision_output"`
+	Strength         float64            `input:"strength"`
+	StrengthType     string             `input:"strength_type"`
+}
+
+// Schema implements nodes.Typed.
+func (*StyleModelApply) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "StyleModelApply", DisplayName: "Apply Style Model", Category: "conditioning/style_model",
+		Inputs: []graph.Input{socket("conditioning", "CONDITIONING"), socket("style_model", "STYLE_MODEL"),
+			socket("clip_vision_output", "CLIP_VISION_OUTPUT"),
+			{Name: "strength", Type: graph.TypeFloat, Default: 1.0, Min: graph.Num(0.0), Max: graph.Num(10.0), Step: graph.Num(0.001)},
+			combo("strength_type", "multiply", "attn_bias")},
+		Outputs: outputs("CONDITIONING"),
+	}
+}
+
+// Run implements nodes.Typed (StyleModelApply.apply_stylemodel).
+func (n *StyleModelApply) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	rt, err := n.opts.runtime()
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	style, err := n.StyleModel.Cond(ctx, rt, n.ClipVisionOutput.LastHidden)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	defer style.Release()
+	return nodes.One(sd.ApplyStyle(rt, n.Conditioning, style, n.Strength, n.StrengthType == "attn_bias"))
+}
+
 // Interface guards.
 var (
+	_ nodes.Typed = (*StyleModelLoader)(nil)
+	_ nodes.Typed = (*StyleModelApply)(nil)
 	_ nodes.Typed = (*CLIPVisionLoader)(nil)
 	_ nodes.Typed = (*CLIPVisionEncode)(nil)
 	_ nodes.Typed = (*UnCLIPCheckpointLoader)(nil)
