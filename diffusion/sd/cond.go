@@ -51,6 +51,11 @@ type modelCond struct {
 	concatC int
 	// unclip are an unCLIP model's image embeddings; y is made from them per run.
 	unclip []UnCLIPCond
+	// gligen is the entry's GLIGEN grounding, nil for none; gligenObjs are its
+	// grounding tokens for the region size gligenKey (N, h, w), made once per run.
+	gligen     *GLIGENBoxes
+	gligenObjs []float32
+	gligenKey  [3]int
 }
 
 // prepareConds turns a CONDITIONING list into model conds for a latent of h×w (latent
@@ -91,6 +96,12 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 			// UNets ignore attention_mask as ComfyUI's BaseModel does; the DiT networks
 			// here take no attention mask yet.
 			return nil, fmt.Errorf("sd: conditioning entry %d carries an attention mask (StyleModelApply attn_bias with strength ≠ 1), which this model's network does not support", i)
+		}
+		if c.GLIGEN != nil {
+			if err := checkGLIGEN(m, c.GLIGEN); err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc.gligen = c.GLIGEN
 		}
 		switch {
 		case m.UnCLIP != nil:
@@ -364,6 +375,10 @@ func scaleCol(m []float32, w, col int, f float32) {
 // or neither, reference latents of the same shapes placed alike, the same control (by
 // identity) and both or neither with an inpainting concat.
 func canBatch(a, b *activeEntry, exact bool) bool {
+	if a.c.gligen != nil || b.c.gligen != nil {
+		// A grounded entry brings its own patches dict, which concatenates with none.
+		return a == b
+	}
 	if a.ah != b.ah || a.aw != b.aw {
 		return false
 	}

@@ -125,6 +125,7 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 		return nil, fmt.Errorf("unknown guider kind %d", g.Kind)
 	}
 	sameAreaOpposites(lists)
+	shareGLIGEN(lists)
 	p.pos = lists[0]
 	switch g.Kind {
 	case CFG:
@@ -503,8 +504,11 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		}
 		return t, err
 	}
-	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single, UNetHooks: d.unetHooks(batch, skip.attn1)}
-	var err error
+	hooks, err := d.unetHooks(batch, skip.attn1)
+	if err != nil {
+		return nil, err
+	}
+	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single, UNetHooks: hooks}
 	if in.X, err = mk(xin, bn, c, ah, aw); err != nil {
 		return nil, err
 	}

@@ -40,11 +40,12 @@ type netCall struct {
 
 // unetHooks builds the UNet hooks of one network call from the model's patches and
 // the call's own attention replacements (extra); nil when nothing is patched.
-func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch) *unet.Hooks {
+func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch) (*unet.Hooks, error) {
 	m := d.g.Model
 	attn := append(append([]Attn1Patch(nil), m.Attn1...), extra...)
-	if len(m.OutputBlock) == 0 && len(attn) == 0 {
-		return nil
+	grounded := batch[0].c.gligen != nil
+	if len(m.OutputBlock) == 0 && len(attn) == 0 && !grounded {
+		return nil, nil
 	}
 	call := &netCall{d: d, chunk: d.shape[0]}
 	for _, e := range batch {
@@ -80,7 +81,14 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch) *unet.Hoo
 			return exact.Fn.replaceAttn1(call)
 		}
 	}
-	return h
+	if grounded {
+		f, err := d.gligenHook(batch[0])
+		if err != nil {
+			return nil, err
+		}
+		h.AfterAttn1 = append(h.AfterAttn1, f)
+	}
+	return h, nil
 }
 
 // tensorData returns a tensor's values and shape as float32 (a copy).

@@ -467,3 +467,19 @@ func (c *CLIP) EncodeText(ctx context.Context, text string) (*Encoded, error) {
 	}
 	return c.EncodeTokens(ctx, tok)
 }
+
+// WithoutPooledProjection returns a copy of c whose pooled output skips the
+// text_projection (ComfyUI's encode_from_tokens with return_pooled="unprojected", as
+// GLIGENTextBoxApply asks for). The weights are shared.
+func (c *CLIP) WithoutPooledProjection() *CLIP {
+	cp := *c
+	cp.Encoders = make([]*TextEncoder, len(c.Encoders))
+	for i, te := range c.Encoders {
+		t := *te
+		enc := *te.Encoder
+		enc.Projection = nil
+		t.Encoder = &enc
+		cp.Encoders[i] = &t
+	}
+	return &cp
+}

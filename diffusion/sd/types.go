@@ -201,6 +201,8 @@ type Cond struct {
 	UnCLIP []UnCLIPCond
 	// AttentionMask is StyleModelApply's attention bias (style.go), nil for none.
 	AttentionMask *AttentionMask
+	// GLIGEN is the grounding GLIGENTextBoxApply attached (gligen.go), nil for none.
+	GLIGEN *GLIGENBoxes
 }
 
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/detect"
@@ -95,4 +96,46 @@ func TinyUnCLIPSpec() RandomSpec {
 	s.UnCLIPVision = &RandomCLIPVision{Width: 32, Layers: 2, Intermediate: 64, Patch: 8, ImageSize: 32, Projection: 32}
 	s.DType, s.Seed = weights.F32, 81
 	return s
+}
+
+// WriteRandomGLIGEN writes a GLIGEN file for the UNet u with GLIGENLoader's key names:
+// a gated self-attention fuser in every transformer block of u (keys without a model
+// prefix, as the released files have them) and a position net for keyDim-wide text
+// embeddings (768 makes the fusers' attention 8 heads, as for SD1.x).
+func WriteRandomGLIGEN(w io.Writer, u RandomUNet, keyDim int, seed uint64, dtype weights.DType) error {
+	if keyDim <= 0 {
+		return fmt.Errorf("sd: random GLIGEN key width %d", keyDim)
+	}
+	var un, ts randomTensors
+	un.unet("", u)
+	for _, t := range un {
+		p, ok := strings.CutSuffix(t.Name, "attn1.to_q.weight")
+		if !ok {
+			continue
+		}
+		ch := t.Shape[0]
+		f := p + "fuser."
+		ts.linear(f+"linear", ch, keyDim, true)
+		ts.linear(f+"attn.to_q", ch, ch, false)
+		ts.linear(f+"attn.to_k", ch, ch, false)
+		ts.linear(f+"attn.to_v", ch, ch, false)
+		ts.linear(f+"attn.to_out.0", ch, ch, true)
+		ts.linear(f+"ff.net.0.proj", 8*ch, ch, true)
+		ts.linear(f+"ff.net.2", ch, 4*ch, true)
+		ts.norm(f+"norm1", ch)
+		ts.norm(f+"norm2", ch)
+		// Trained gates are open: tanh(alpha) well away from 0.
+		ts.add(f+"alpha_attn", 0.3, 0.6)
+		ts.add(f+"alpha_dense", 0.3, 0.4)
+	}
+	if len(ts) == 0 {
+		return fmt.Errorf("sd: random GLIGEN: the UNet %+v has no transformer blocks", u)
+	}
+	const pos = 64 // fourier features of a box
+	ts.linear("position_net.linears.0", 512, keyDim+pos, true)
+	ts.linear("position_net.linears.2", 512, 512, true)
+	ts.linear("position_net.linears.4", keyDim, 512, true)
+	ts.add("position_net.null_positive_feature", 0.1, 0, keyDim)
+	ts.add("position_net.null_position_feature", 0.1, 0, pos)
+	return WriteRandomTensors(w, ts, seed, dtype)
 }

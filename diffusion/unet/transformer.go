@@ -22,15 +22,19 @@ type SpatialTransformer struct {
 // TransformerBlock is BasicTransformerBlock: self-attention, cross-attention to the text
 // context, GEGLU feed-forward, each pre-normed and residual.
 type TransformerBlock struct {
-	Norm1 nn.Norm   `sd:"norm1"`
-	Attn1 Attention `sd:"attn1"`
-	Norm2 nn.Norm   `sd:"norm2"`
-	Attn2 Attention `sd:"attn2"`
-	Norm3 nn.Norm   `sd:"norm3"`
-	FF    struct {
-		Proj nn.Linear `sd:"0.proj"`
-		Out  nn.Linear `sd:"2"`
-	} `sd:"ff.net"`
+	Norm1 nn.Norm     `sd:"norm1"`
+	Attn1 Attention   `sd:"attn1"`
+	Norm2 nn.Norm     `sd:"norm2"`
+	Attn2 Attention   `sd:"attn2"`
+	Norm3 nn.Norm     `sd:"norm3"`
+	FF    FeedForward `sd:"ff.net"`
+}
+
+// FeedForward is the GEGLU feed-forward of the transformer blocks (FeedForward with
+// glu=True): proj to 2·inner, value·GELU(gate), project back.
+type FeedForward struct {
+	Proj nn.Linear `sd:"0.proj"`
+	Out  nn.Linear `sd:"2"`
 }
 
 // Attention is CrossAttention: bias-free q/k/v projections and an output projection.
@@ -132,7 +136,7 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 		}
 		return addTo(rt, x, y)
 	}
-	attn1 := func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.forward(rt, h, h, heads, dimHead) }
+	attn1 := func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.Forward(rt, h, h, heads, dimHead) }
 	if f := ps.attn1(index); f != nil {
 		attn1 = func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.replaced(rt, h, heads, f) }
 	}
@@ -144,19 +148,19 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 		return nil, err
 	}
 	x2, err := then(x1, func(x *gpu.Tensor) (*gpu.Tensor, error) {
-		return sub(x, &b.Norm2, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn2.forward(rt, h, context, heads, dimHead) })
+		return sub(x, &b.Norm2, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn2.Forward(rt, h, context, heads, dimHead) })
 	})
 	if err != nil {
 		return nil, err
 	}
 	return then(x2, func(x *gpu.Tensor) (*gpu.Tensor, error) {
-		return sub(x, &b.Norm3, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.geglu(rt, h) })
+		return sub(x, &b.Norm3, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.FF.Forward(rt, h) })
 	})
 }
 
-// geglu is the GEGLU feed-forward: proj to 2·inner, value·GELU(gate), project back.
-func (b *TransformerBlock) geglu(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, error) {
-	p, err := b.FF.Proj.Forward(rt, h)
+// Forward runs the feed-forward on h (…, dim).
+func (f *FeedForward) Forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, error) {
+	p, err := f.Proj.Forward(rt, h)
 	if err != nil {
 		return nil, err
 	}
@@ -175,10 +179,12 @@ func (b *TransformerBlock) geglu(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, e
 	if err != nil {
 		return nil, err
 	}
-	return then(m, func(t *gpu.Tensor) (*gpu.Tensor, error) { return b.FF.Out.Forward(rt, t) })
+	return then(m, func(t *gpu.Tensor) (*gpu.Tensor, error) { return f.Out.Forward(rt, t) })
 }
 
-func (a *Attention) forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
+// Forward attends from x (N, Lq, dim) to context (N, Lk, context dim) with heads of
+// dimHead channels; x as context is self-attention.
+func (a *Attention) Forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
 	n, lq, lk := x.Dim(0), x.Dim(1), context.Dim(1)
 	proj := func(l *nn.Linear, src *gpu.Tensor, length int) (*gpu.Tensor, error) {
 		t, err := l.Forward(rt, src)

@@ -166,6 +166,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		// vision.go
 		&CLIPVisionLoader{env: models}, &CLIPVisionEncode{opts: opts}, &UnCLIPCheckpointLoader{env: models}, &UnCLIPConditioning{},
 		&StyleModelLoader{env: models}, &StyleModelApply{opts: opts},
+		&GLIGENLoader{env: models}, &GLIGENTextBoxApply{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -199,6 +200,7 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value("CLIP_VISION", checkCLIPVision),
 		nodes.Value("CLIP_VISION_OUTPUT", checkCLIPVisionOutput),
 		nodes.Value("STYLE_MODEL", checkStyleModel),
+		nodes.Value("GLIGEN", checkGLIGEN),
 	}
 }
 

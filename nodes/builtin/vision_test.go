@@ -50,7 +50,13 @@ var visionFiles = map[string]func(w io.Writer) error{
 // writeVisionFiles writes visionFiles under dir.
 func writeVisionFiles(t testing.TB, dir string) {
 	t.Helper()
-	for rel, write := range visionFiles {
+	writeModelFiles(t, dir, visionFiles)
+}
+
+// writeModelFiles writes files (writers by path under dir) under dir.
+func writeModelFiles(t testing.TB, dir string, files map[string]func(w io.Writer) error) {
+	t.Helper()
+	for rel, write := range files {
 		p := filepath.Join(dir, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -88,8 +94,14 @@ type visionEnv struct {
 
 func newVisionEnv(t *testing.T) *visionEnv {
 	t.Helper()
+	return newModelsEnv(t, visionFiles)
+}
+
+// newModelsEnv is a registry over a models folder holding files.
+func newModelsEnv(t *testing.T, files map[string]func(w io.Writer) error) *visionEnv {
+	t.Helper()
 	base := t.TempDir()
-	writeVisionFiles(t, filepath.Join(base, "models"))
+	writeModelFiles(t, filepath.Join(base, "models"), files)
 	p, err := folders.New(folders.Options{BaseDir: base})
 	if err != nil {
 		t.Fatal(err)
