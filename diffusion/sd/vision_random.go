@@ -98,6 +98,17 @@ func TinyUnCLIPSpec() RandomSpec {
 	return s
 }
 
+// TinyGLIGENSpec is the GLIGEN tests' SD1 checkpoint: the tiny SD1 layout with a
+// 64-channel UNet, so that a GLIGEN for its 64-wide CLIP (64-wide heads, as
+// load_gligen splits them for text widths other than 768) fits every transformer;
+// float32.
+func TinyGLIGENSpec() RandomSpec {
+	s := TinyRandomSpec(detect.FamilySD1)
+	s.UNet.ModelChannels = 64
+	s.DType = weights.F32
+	return s
+}
+
 // WriteRandomGLIGEN writes a GLIGEN file for the UNet u with GLIGENLoader's key names:
 // a gated self-attention fuser in every transformer block of u (keys without a model
 // prefix, as the released files have them) and a position net for keyDim-wide text

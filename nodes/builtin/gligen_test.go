@@ -10,25 +10,14 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights"
-	"github.com/forgeflow/forgeflow/weights/detect"
 )
-
-// gligenSpec is a tiny SD1 checkpoint whose UNet is 64 channels wide, so that a
-// GLIGEN for its 64-wide CLIP (64-wide heads, as load_gligen splits them for text
-// widths other than 768) fits it.
-func gligenSpec() sd.RandomSpec {
-	s := sd.TinyRandomSpec(detect.FamilySD1)
-	s.UNet.ModelChannels = 64
-	s.DType = weights.F32
-	return s
-}
 
 // TestGLIGENNodes runs GLIGENLoader and GLIGENTextBoxApply on a tiny checkpoint: the
 // boxes are stored in latent units with the text's unprojected pooled embedding, a
 // second box joins the first, and KSampler samples the grounded conditioning to a
 // result other than the plain one.
 func TestGLIGENNodes(t *testing.T) {
-	spec := gligenSpec()
+	spec := sd.TinyGLIGENSpec()
 	e := newModelsEnv(t, map[string]func(w io.Writer) error{
 		"checkpoints/sd1_64.safetensors": func(w io.Writer) error { return sd.WriteRandomCheckpoint(w, spec) },
 		"gligen/box.safetensors":         func(w io.Writer) error { return sd.WriteRandomGLIGEN(w, spec.UNet, 64, 5, weights.F32) },
