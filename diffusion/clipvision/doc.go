@@ -7,6 +7,7 @@
 // it), plus ComfyUI's clip_preprocess (antialiased bicubic resize, centre crop, 8-bit
 // quantisation, CLIP's mean and std).
 //
-// It imports gpu, weights and diffusion/statedict; the nodes and the unCLIP and style
-// models that consume its outputs live in nodes/builtin and diffusion/sd.
+// It imports gpu, weights, diffusion/nn and diffusion/statedict; the nodes and the
+// unCLIP and style models that consume its outputs live in nodes/builtin and
+// diffusion/sd.
 package clipvision

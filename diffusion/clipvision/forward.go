@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -45,7 +46,7 @@ func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, pixels *gpu.Tensor)
 		return nil, err
 	}
 	if !c.SigLIP {
-		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PreNorm.forward(rt, t) }); err != nil {
+		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PreNorm.Layer(rt, t, layerNormEps) }); err != nil {
 			return nil, err
 		}
 	}
@@ -69,7 +70,7 @@ func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, pixels *gpu.Tensor)
 		}
 	}
 	if c.SigLIP {
-		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PostNorm.forward(rt, t) }); err != nil {
+		if x, err = then(x, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PostNorm.Layer(rt, t, layerNormEps) }); err != nil {
 			out.Release()
 			return nil, err
 		}
@@ -88,7 +89,7 @@ func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, pixels *gpu.Tensor)
 	}
 	pooled, err := then(cls, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Reshape(rt, t, t.Dim(0), c.Width) })
 	if err == nil {
-		pooled, err = then(pooled, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PostNorm.forward(rt, t) })
+		pooled, err = then(pooled, func(t *gpu.Tensor) (*gpu.Tensor, error) { return m.Vision.PostNorm.Layer(rt, t, layerNormEps) })
 	}
 	if err == nil && m.Projection != nil {
 		pooled, err = then(pooled, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Linear(rt, t, m.Projection, nil) })
@@ -147,7 +148,7 @@ func (m *Model) embed(rt *gpu.Runtime, pixels *gpu.Tensor) (*gpu.Tensor, error) 
 }
 
 func (l *Layer) forward(rt *gpu.Runtime, x *gpu.Tensor, c Config) (*gpu.Tensor, error) {
-	h, err := l.Norm1.forward(rt, x)
+	h, err := l.Norm1.Layer(rt, x, layerNormEps)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +161,7 @@ func (l *Layer) forward(rt *gpu.Runtime, x *gpu.Tensor, c Config) (*gpu.Tensor, 
 	if err != nil {
 		return nil, err
 	}
-	h, err = l.Norm2.forward(rt, x1)
+	h, err = l.Norm2.Layer(rt, x1, layerNormEps)
 	if err != nil {
 		x1.Release()
 		return nil, err
@@ -178,8 +179,8 @@ func (l *Layer) forward(rt *gpu.Runtime, x *gpu.Tensor, c Config) (*gpu.Tensor, 
 
 func (l *Layer) attention(rt *gpu.Runtime, h *gpu.Tensor, heads int) (*gpu.Tensor, error) {
 	b, n, d := h.Dim(0), h.Dim(1), h.Dim(2)
-	split := func(p *Linear) (*gpu.Tensor, error) {
-		t, err := p.forward(rt, h)
+	split := func(p *nn.Linear) (*gpu.Tensor, error) {
+		t, err := p.Forward(rt, h)
 		if err != nil {
 			return nil, err
 		}
@@ -218,11 +219,11 @@ func (l *Layer) attention(rt *gpu.Runtime, h *gpu.Tensor, heads int) (*gpu.Tenso
 	if err != nil {
 		return nil, err
 	}
-	return then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.Attn.Out.forward(rt, t) })
+	return then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.Attn.Out.Forward(rt, t) })
 }
 
 func (l *Layer) mlp(rt *gpu.Runtime, h *gpu.Tensor, act string) (*gpu.Tensor, error) {
-	f, err := l.MLP.FC1.forward(rt, h)
+	f, err := l.MLP.FC1.Forward(rt, h)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +239,7 @@ func (l *Layer) mlp(rt *gpu.Runtime, h *gpu.Tensor, act string) (*gpu.Tensor, er
 	if err != nil {
 		return nil, err
 	}
-	return then(f, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.MLP.FC2.forward(rt, t) })
+	return then(f, func(t *gpu.Tensor) (*gpu.Tensor, error) { return l.MLP.FC2.Forward(rt, t) })
 }
 
 // then applies f to x and releases x.

@@ -6,44 +6,24 @@ import (
 	"math"
 	"strings"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
-// Linear is a torch.nn.Linear's parameters.
-type Linear struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias,optional"`
-}
-
-func (l *Linear) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Linear(rt, x, l.Weight, l.Bias)
-}
-
-// Norm is a torch.nn.LayerNorm's parameters (ComfyUI builds them with eps 1e-5, SigLIP's
-// too).
-type Norm struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-func (n *Norm) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.LayerNorm(rt, x, n.Weight, n.Bias, 1e-5)
-}
-
 // Layer is one pre-norm encoder layer (CLIPLayer).
 type Layer struct {
-	Norm1 Norm `sd:"layer_norm1"`
+	Norm1 nn.Norm `sd:"layer_norm1"`
 	Attn  struct {
-		Q   Linear `sd:"q_proj"`
-		K   Linear `sd:"k_proj"`
-		V   Linear `sd:"v_proj"`
-		Out Linear `sd:"out_proj"`
+		Q   nn.Linear `sd:"q_proj"`
+		K   nn.Linear `sd:"k_proj"`
+		V   nn.Linear `sd:"v_proj"`
+		Out nn.Linear `sd:"out_proj"`
 	} `sd:"self_attn"`
-	Norm2 Norm `sd:"layer_norm2"`
+	Norm2 nn.Norm `sd:"layer_norm2"`
 	MLP   struct {
-		FC1 Linear `sd:"fc1"`
-		FC2 Linear `sd:"fc2"`
+		FC1 nn.Linear `sd:"fc1"`
+		FC2 nn.Linear `sd:"fc2"`
 	} `sd:"mlp"`
 }
 
@@ -61,9 +41,9 @@ type Model struct {
 			Position *gpu.Tensor `sd:"position_embedding.weight"`
 		} `sd:"embeddings"`
 		// PreNorm is CLIP's pre_layrnorm (sic, the transformers name); SigLIP has none.
-		PreNorm  Norm    `sd:"pre_layrnorm,optional"`
+		PreNorm  nn.Norm `sd:"pre_layrnorm,optional"`
 		Layers   []Layer `sd:"encoder.layers"`
-		PostNorm Norm    `sd:"post_layernorm"`
+		PostNorm nn.Norm `sd:"post_layernorm"`
 	} `sd:"vision_model"`
 	// Projection is visual_projection (out, D), nil for SigLIP (image_embeds are then
 	// the normed hidden states).
@@ -215,3 +195,7 @@ func hasLayers(keys []string, prefix string) bool {
 	}
 	return false
 }
+
+// layerNormEps is the eps of every LayerNorm of the towers (ComfyUI builds SigLIP's
+// with 1e-5 too).
+const layerNormEps = 1e-5

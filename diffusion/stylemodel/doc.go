@@ -5,5 +5,5 @@
 // small transformer that turns CLIP ViT-L features into extra text tokens). Their
 // output is concatenated to a conditioning's tokens by StyleModelApply.
 //
-// It imports gpu, weights/tensorfile and diffusion/statedict.
+// It imports gpu, weights/tensorfile, diffusion/nn and diffusion/statedict.
 package stylemodel

@@ -6,30 +6,11 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/forgeflow/forgeflow/diffusion/nn"
 	"github.com/forgeflow/forgeflow/diffusion/statedict"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
-
-// Linear is a torch.nn.Linear's parameters.
-type Linear struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias,optional"`
-}
-
-func (l *Linear) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.Linear(rt, x, l.Weight, l.Bias)
-}
-
-// Norm is a torch.nn.LayerNorm's parameters (eps 1e-5).
-type Norm struct {
-	Weight *gpu.Tensor `sd:"weight"`
-	Bias   *gpu.Tensor `sd:"bias"`
-}
-
-func (n *Norm) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
-	return gpu.LayerNorm(rt, x, n.Weight, n.Bias, 1e-5)
-}
 
 // Model is a style model: it turns a CLIP vision model's last hidden state (B, L, D)
 // into tokens (B, T, context) for StyleModelApply.
@@ -43,8 +24,8 @@ type Model interface {
 
 // Redux is Flux Redux's ReduxImageEncoder: redux_down(SiLU(redux_up(x))).
 type Redux struct {
-	Up   Linear `sd:"redux_up"`
-	Down Linear `sd:"redux_down"`
+	Up   nn.Linear `sd:"redux_up"`
+	Down nn.Linear `sd:"redux_down"`
 }
 
 // Kind implements Model.
@@ -55,7 +36,7 @@ func (r *Redux) Cond(ctx context.Context, rt *gpu.Runtime, x *gpu.Tensor) (*gpu.
 	if x.Rank() != 3 || x.Dim(2) != r.Up.Weight.Dim(1) {
 		return nil, fmt.Errorf("stylemodel: Redux takes (B, tokens, %d) vision features (SigLIP), got %v", r.Up.Weight.Dim(1), x.Shape())
 	}
-	h, err := r.Up.forward(rt, x)
+	h, err := r.Up.Forward(rt, x)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +44,7 @@ func (r *Redux) Cond(ctx context.Context, rt *gpu.Runtime, x *gpu.Tensor) (*gpu.
 	if err != nil {
 		return nil, err
 	}
-	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return r.Down.forward(rt, t) })
+	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return r.Down.Forward(rt, t) })
 }
 
 // Block is a ResidualAttentionBlock (torch.nn.MultiheadAttention and a QuickGELU MLP).
@@ -71,14 +52,14 @@ type Block struct {
 	Attn struct {
 		InWeight *gpu.Tensor `sd:"in_proj_weight"`
 		InBias   *gpu.Tensor `sd:"in_proj_bias"`
-		Out      Linear      `sd:"out_proj"`
+		Out      nn.Linear   `sd:"out_proj"`
 	} `sd:"attn"`
-	LN1 Norm `sd:"ln_1"`
+	LN1 nn.Norm `sd:"ln_1"`
 	MLP struct {
-		FC   Linear `sd:"c_fc"`
-		Proj Linear `sd:"c_proj"`
+		FC   nn.Linear `sd:"c_fc"`
+		Proj nn.Linear `sd:"c_proj"`
 	} `sd:"mlp"`
-	LN2 Norm `sd:"ln_2"`
+	LN2 nn.Norm `sd:"ln_2"`
 }
 
 // StyleAdapter is the T2I-Adapter style model: learned style tokens appended to the
@@ -87,8 +68,8 @@ type Block struct {
 type StyleAdapter struct {
 	Embedding *gpu.Tensor `sd:"style_embedding"` // (1, tokens, width)
 	Layers    []Block     `sd:"transformer_layes"`
-	LNPre     Norm        `sd:"ln_pre"`
-	LNPost    Norm        `sd:"ln_post"`
+	LNPre     nn.Norm     `sd:"ln_pre"`
+	LNPost    nn.Norm     `sd:"ln_post"`
 	// Proj is proj (width, context), bound transposed as a linear layer's weight.
 	Proj *gpu.Tensor `sd:"proj_t"`
 	// Heads is ComfyUI's num_head (8; the file does not hold it).
@@ -126,7 +107,7 @@ func (s *StyleAdapter) Cond(ctx context.Context, rt *gpu.Runtime, x *gpu.Tensor)
 	if err != nil {
 		return nil, err
 	}
-	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return s.LNPre.forward(rt, t) }); err != nil {
+	if h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return s.LNPre.Layer(rt, t, layerNormEps) }); err != nil {
 		return nil, err
 	}
 	for i := range s.Layers {
@@ -145,7 +126,7 @@ func (s *StyleAdapter) Cond(ctx context.Context, rt *gpu.Runtime, x *gpu.Tensor)
 	}
 	last, err = then(last, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Contiguous(rt, t) })
 	if err == nil {
-		last, err = then(last, func(t *gpu.Tensor) (*gpu.Tensor, error) { return s.LNPost.forward(rt, t) })
+		last, err = then(last, func(t *gpu.Tensor) (*gpu.Tensor, error) { return s.LNPost.Layer(rt, t, layerNormEps) })
 	}
 	if err != nil {
 		return nil, err
@@ -154,7 +135,7 @@ func (s *StyleAdapter) Cond(ctx context.Context, rt *gpu.Runtime, x *gpu.Tensor)
 }
 
 func (blk *Block) forward(rt *gpu.Runtime, x *gpu.Tensor, heads int) (*gpu.Tensor, error) {
-	h, err := blk.LN1.forward(rt, x)
+	h, err := blk.LN1.Layer(rt, x, layerNormEps)
 	if err != nil {
 		return nil, err
 	}
@@ -167,15 +148,15 @@ func (blk *Block) forward(rt *gpu.Runtime, x *gpu.Tensor, heads int) (*gpu.Tenso
 	if err != nil {
 		return nil, err
 	}
-	h, err = blk.LN2.forward(rt, x1)
+	h, err = blk.LN2.Layer(rt, x1, layerNormEps)
 	if err == nil {
-		h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.MLP.FC.forward(rt, t) })
+		h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.MLP.FC.Forward(rt, t) })
 	}
 	if err == nil {
 		h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.QuickGELU(rt, t) })
 	}
 	if err == nil {
-		h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.MLP.Proj.forward(rt, t) })
+		h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.MLP.Proj.Forward(rt, t) })
 	}
 	if err != nil {
 		x1.Release()
@@ -239,7 +220,7 @@ func (blk *Block) attention(rt *gpu.Runtime, h *gpu.Tensor, heads int) (*gpu.Ten
 	if err != nil {
 		return nil, err
 	}
-	return then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.Attn.Out.forward(rt, t) })
+	return then(o, func(t *gpu.Tensor) (*gpu.Tensor, error) { return blk.Attn.Out.Forward(rt, t) })
 }
 
 // File is a style model loaded from a file it aliases; Close unmaps it.
@@ -320,3 +301,6 @@ func then(x *gpu.Tensor, f func(*gpu.Tensor) (*gpu.Tensor, error)) (*gpu.Tensor,
 	x.Release()
 	return y, err
 }
+
+// layerNormEps is torch.nn.LayerNorm's default eps, which the style adapter keeps.
+const layerNormEps = 1e-5
