@@ -20,21 +20,22 @@ import (
 )
 
 // TestVisionWorkflows runs every workflow in workflows/vision (unCLIP, GLIGEN, stacked
-// model patches) end to end with `forgeflow run` on tiny random-weight models with the
+// model patches, Flux Redux) end to end with `forgeflow run` on tiny random-weight models with the
 // real key layout, written under the file names the workflows use. Latent sizes and
 // step counts are cut down; the graphs are the files'.
 func TestVisionWorkflows(t *testing.T) {
 	testenv.EndToEnd(t)
-	vocab := testenv.GoldenVocabDir(t)
 	base := t.TempDir()
 	m := filepath.Join(base, "models")
-	for _, f := range []string{"vocab.json", "merges.txt"} {
-		b, err := os.ReadFile(filepath.Join(vocab, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeModel(t, filepath.Join(m, "tokenizers", "clip", f), func(w *bufio.Writer) error { _, err := w.Write(b); return err })
-	}
+	// The Flux models, both tokenizers and the CLIP vocabulary of workflows/flux.
+	fluxWorkflowModels(t, base)
+	writeModel(t, filepath.Join(m, "clip_vision", "sigclip_vision_patch14_384.safetensors"), func(w *bufio.Writer) error {
+		return sd.WriteRandomCLIPVision(w, sd.TinySigLIP, false, 73, weights.F16)
+	})
+	// Redux from the tiny SigLIP's width to the tiny Flux's context width.
+	writeModel(t, filepath.Join(m, "style_models", "flux1-redux-dev.safetensors"), func(w *bufio.Writer) error {
+		return sd.WriteRandomStyleModel(w, sd.RandomStyleModel{Redux: true, In: sd.TinySigLIP.Width, Hidden: 192, Out: 64}, 92, weights.BF16)
+	})
 	sd1 := fullVocab(sd.TinyGLIGENSpec())
 	writeModel(t, filepath.Join(m, "checkpoints", "sd21-unclip-h.safetensors"), func(w *bufio.Writer) error {
 		return sd.WriteRandomCheckpoint(w, fullVocab(sd.TinyUnCLIPSpec()))
@@ -54,7 +55,7 @@ func TestVisionWorkflows(t *testing.T) {
 	writeModel(t, filepath.Join(base, "input", "example.png"), func(w *bufio.Writer) error { return png.Encode(w, im) })
 
 	files, err := filepath.Glob(filepath.Join(workflowsDir, "vision", "*_api.json"))
-	if err != nil || len(files) != 3 {
+	if err != nil || len(files) != 4 {
 		t.Fatalf("workflows/vision holds %d workflows (%v)", len(files), err)
 	}
 	small := t.TempDir()
@@ -72,9 +73,9 @@ func TestVisionWorkflows(t *testing.T) {
 		}
 		for _, n := range prompt {
 			switch n.ClassType {
-			case "EmptyLatentImage":
+			case "EmptyLatentImage", "EmptySD3LatentImage":
 				n.Inputs["width"], n.Inputs["height"] = 64, 64
-			case "KSampler":
+			case "KSampler", "BasicScheduler":
 				n.Inputs["steps"] = 2
 			}
 		}
@@ -87,11 +88,11 @@ func TestVisionWorkflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, "3 of 3 workflows succeeded") {
+	if !strings.Contains(stdout, "4 of 4 workflows succeeded") {
 		t.Errorf("output:\n%s", stdout)
 	}
 	// The tiny VAE scales by 2: 64×64 pixels make 8×8 latents that decode to 16×16.
-	for _, f := range []string{"vision/unclip_00001_.png", "vision/gligen_00001_.png", "vision/patches_00001_.png"} {
+	for _, f := range []string{"vision/unclip_00001_.png", "vision/gligen_00001_.png", "vision/patches_00001_.png", "vision/redux_00001_.png"} {
 		b := decodePNG(t, filepath.Join(base, "output", f)).Bounds()
 		if b.Dx() != 16 || b.Dy() != 16 {
 			t.Errorf("%s is %v, want 16×16", f, b)
