@@ -1,8 +1,10 @@
 package builtin
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/gligen"
@@ -10,6 +12,7 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
 	"github.com/forgeflow/forgeflow/weights"
+	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
 // TestGLIGENNodes runs GLIGENLoader and GLIGENTextBoxApply on a tiny checkpoint: the
@@ -77,4 +80,58 @@ func maxDiff(a, b []float32) float64 {
 		}
 	}
 	return d
+}
+
+// TestVisionLoadersRefuseWrongFiles: each loader of this family refuses a file of
+// another kind, a truncated file and a name outside its folder with an error that says
+// what is wrong, and CLIPVisionEncode refuses the empty CLIP_VISION of a checkpoint
+// without a vision tower.
+func TestVisionLoadersRefuseWrongFiles(t *testing.T) {
+	files := map[string]func(w io.Writer) error{}
+	for k, v := range visionFiles {
+		files[k] = v
+	}
+	cut := func(write func(w io.Writer) error) func(w io.Writer) error {
+		return func(w io.Writer) error {
+			var b bytes.Buffer
+			if err := write(&b); err != nil {
+				return err
+			}
+			_, err := w.Write(b.Bytes()[:b.Len()/2])
+			return err
+		}
+	}
+	files["clip_vision/unet.safetensors"] = visionFiles["diffusion_models/patch_unet.safetensors"]
+	files["clip_vision/cut.safetensors"] = cut(visionFiles["clip_vision/cv_l.safetensors"])
+	files["style_models/vision.safetensors"] = visionFiles["clip_vision/cv_l.safetensors"]
+	files["gligen/unet.safetensors"] = visionFiles["diffusion_models/patch_unet.safetensors"]
+	files["gligen/cut.safetensors"] = cut(func(w io.Writer) error {
+		return sd.WriteRandomGLIGEN(w, sd.TinyPatchUNet, 32, 1, weights.F16)
+	})
+	files["checkpoints/sd1.safetensors"] = func(w io.Writer) error {
+		return sd.WriteRandomCheckpoint(w, sd.TinyRandomSpec(detect.FamilySD1))
+	}
+	e := newModelsEnv(t, files)
+	for _, c := range []struct {
+		class, input, name, want string
+	}{
+		{"CLIPVisionLoader", "clip_name", "unet.safetensors", "no CLIP vision model"},
+		{"CLIPVisionLoader", "clip_name", "cut.safetensors", "invalid format"},
+		{"CLIPVisionLoader", "clip_name", "../checkpoints/sd1.safetensors", "climbs out of its folder"},
+		{"StyleModelLoader", "style_model_name", "vision.safetensors", "invalid style model"},
+		{"GLIGENLoader", "gligen_name", "unet.safetensors", "not a GLIGEN model"},
+		{"GLIGENLoader", "gligen_name", "cut.safetensors", "invalid format"},
+		{"GLIGENLoader", "gligen_name", "../clip_vision/cv_l.safetensors", "climbs out of its folder"},
+	} {
+		_, err := nodeRun(t, e.r, nil, c.class, nodes.Inputs{c.input: c.name})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %q: %v, want an error naming %q", c.class, c.name, err, c.want)
+		}
+	}
+	ck := e.run(t, "unCLIPCheckpointLoader", nodes.Inputs{"ckpt_name": "sd1.safetensors"})
+	img := &Image{Batch: 1, Height: 8, Width: 8, Channels: 3, Pix: make([]float32, 8*8*3)}
+	if _, err := nodeRun(t, e.r, nil, "CLIPVisionEncode", nodes.Inputs{"clip_vision": ck[3], "image": img, "crop": "center"}); err == nil ||
+		!strings.Contains(err.Error(), "no CLIP vision model") {
+		t.Errorf("CLIPVisionEncode on a checkpoint without a vision tower: %v", err)
+	}
 }
