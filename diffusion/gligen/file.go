@@ -47,8 +47,13 @@ func LoadFile(rt *gpu.Runtime, path string) (*File, error) {
 	return &File{Model: m, file: f}, nil
 }
 
-// fuserKey finds the UNet block of a fuser key: "…input_blocks.4.1.transformer_blocks.0.fuser.…".
-var fuserKey = regexp.MustCompile(`(input_blocks|middle_block|output_blocks)\.(\d+)\..*\.fuser\.`)
+// fuserKey finds the UNet block of a fuser prefix: "…input_blocks.4.1.transformer_blocks.0.fuser."
+// or a fuser right under the block ("input_blocks.4.fuser."), which load_gligen's
+// substring match accepts too.
+var fuserKey = regexp.MustCompile(`(input_blocks|middle_block|output_blocks)\.(\d+)\.(?:.+\.)?fuser\.$`)
+
+// partNames maps the state-dict names of the UNet's parts to them.
+var partNames = map[string]unet.Part{"input_blocks": unet.PartInput, "middle_block": unet.PartMiddle, "output_blocks": unet.PartOutput}
 
 // maxBlock is the block numbers load_gligen looks at (range(20)).
 const maxBlock = 20
@@ -78,8 +83,7 @@ func Load(rt *gpu.Runtime, src *statedict.FileSource) (*Model, error) {
 		if err != nil || n >= maxBlock {
 			continue
 		}
-		part := map[string]unet.Part{"input_blocks": unet.PartInput, "middle_block": unet.PartMiddle, "output_blocks": unet.PartOutput}[g[1]]
-		prefixes[p] = unet.Block{Part: part, Number: n}
+		prefixes[p] = unet.Block{Part: partNames[g[1]], Number: n}
 	}
 	if len(prefixes) == 0 {
 		return nil, errors.New("gligen: no fuser tensors (….fuser.*): not a GLIGEN model")
