@@ -80,7 +80,8 @@ func (g *Guider) prepare(h, w int) (*prepared, error) {
 // prepareFor runs process_conds for a latent of the given shape: model conds per list
 // (with the inpainting concat from latent, the processed latent, and mask, its
 // prepared noise mask or nil), then the matching opposite-area entries across lists
-// (in ComfyUI's dict order), then the positive controls passed to the other lists.
+// (in ComfyUI's dict order), then the positive controls and GLIGEN groundings passed to
+// the other lists.
 func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, error) {
 	h, w := shape[2], shape[3]
 	prep := func(list Conditioning, negative bool) ([]modelCond, error) {
@@ -125,14 +126,15 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 		return nil, fmt.Errorf("unknown guider kind %d", g.Kind)
 	}
 	sameAreaOpposites(lists)
-	shareGLIGEN(lists)
 	p.pos = lists[0]
 	switch g.Kind {
 	case CFG:
 		p.neg = controlToUncond(p.pos, lists[1])
+		shareGLIGEN([][]modelCond{p.pos, p.neg})
 	case DualCFG, PerpNeg:
 		p.mid = controlToUncond(p.pos, lists[1])
 		p.neg = controlToUncond(p.pos, lists[2])
+		shareGLIGEN([][]modelCond{p.pos, p.mid, p.neg})
 	}
 	return &p, nil
 }
