@@ -93,9 +93,10 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
 		}
 		if c.AttentionMask != nil && m.UNet == nil {
-			// UNets ignore attention_mask as ComfyUI's BaseModel does; the DiT networks
-			// here take no attention mask yet.
-			return nil, fmt.Errorf("sd: conditioning entry %d carries an attention mask (StyleModelApply attn_bias with strength ≠ 1), which this model's network does not support", i)
+			// UNets ignore attention_mask as ComfyUI's BaseModel does. A Flux takes one
+			// (NetInputs.AttentionMask), but the resize of the mask's image part to the
+			// sampled latent (Flux.extra_conds' upscale_dit_mask) is not built yet.
+			return nil, fmt.Errorf("sd: conditioning entry %d carries an attention mask (StyleModelApply attn_bias with strength ≠ 1), which is not passed to %s models yet: use strength_type multiply", i, m.Name)
 		}
 		if c.GLIGEN != nil {
 			if err := checkGLIGEN(m, c.GLIGEN); err != nil {
