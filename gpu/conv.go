@@ -1,6 +1,10 @@
 package gpu
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
+)
 
 // Conv2D returns the 2-d cross-correlation of x (N, Cin, H, W, F32) with w (Cout, Cin,
 // kh, kw) in its stored float dtype, plus bias (Cout, F32, may be nil), with equal stride
@@ -97,7 +101,7 @@ func cpuConv2D(c *CPU, call *Call) error {
 		return nil
 	}
 	cv := convGeom{n: n, cin: cin, h: h, w: wd, cout: cout, kh: kh, kw: kw, oh: oh, ow: ow, p: p,
-		x: x.f32c(), wd: w.dtype, wb: w.bytes(), bias: bv, o: o}
+		x: x.f32c(), wd: w.dtype, wb: w.bytes(), pk: c.packedWeight(w, cout, k), bias: bv, o: o}
 	offp := c.getOffs(k)
 	defer c.offs.Put(offp)
 	if p.Stride == 1 && !c.preferCol(&cv) {
@@ -110,11 +114,12 @@ func cpuConv2D(c *CPU, call *Call) error {
 type convGeom struct {
 	n, cin, h, w, cout, kh, kw, oh, ow int
 	p                                  ConvParams
-	x                                  []float32 // input, NCHW contiguous
-	wd                                 DType     // weight dtype
-	wb                                 []byte    // weight storage (Cout × Cin·kh·kw)
-	bias                               []float32 // nil: none
-	o                                  []float32 // output, NCHW contiguous
+	x                                  []float32    // input, NCHW contiguous
+	wd                                 DType        // weight dtype
+	wb                                 []byte       // weight storage (Cout × Cin·kh·kw)
+	pk                                 *gemm.Packed // the weight's panels, or nil
+	bias                               []float32    // nil: none
+	o                                  []float32    // output, NCHW contiguous
 }
 
 // Conv forms for CPU.convForm (tests force each; convAuto chooses per call).
@@ -200,7 +205,7 @@ func (c *CPU) convBand(cv *convGeom, off []int) error {
 			}
 		})
 		m := (n-1)*plane + (r-1)*wp + ow
-		if err := c.mm.gather(m, xp, off, cv.wd, cv.wb, cout, len(off), grid, cout); err != nil {
+		if err := c.mm.gather(m, xp, off, cv.wd, cv.wb, cv.pk, cout, len(off), grid, cout); err != nil {
 			return err
 		}
 		err := c.scatterBlocks(cout, func(co0, co1 int) error {
@@ -253,7 +258,7 @@ func (c *CPU) convCol(cv *convGeom, off []int) error {
 				q += run
 			}
 		})
-		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cout, k, grid, cout); err != nil {
+		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cv.pk, cout, k, grid, cout); err != nil {
 			return err
 		}
 		err := c.scatterBlocks(cout, func(co0, co1 int) error {

@@ -22,6 +22,9 @@ type CPUOptions struct {
 	// lacks AVX512_BF16, or the generic GEMM path is forced, it stays float32
 	// (CPU.BF16 reports which).
 	BF16 bool
+	// PackBudget bounds the bytes of weight panels the backend keeps (pack.go): 0 means a
+	// quarter of the RAM, a negative value turns packing off (as FORGEFLOW_PACK=off does).
+	PackBudget int64
 }
 
 // CPU is the host backend: buffers are Go byte slices and kernels are Go (plus the
@@ -38,6 +41,7 @@ type CPU struct {
 	convForm int
 	// offs recycles conv column-offset slices (*[]int)
 	offs sync.Pool
+	pack packer
 }
 
 // NewCPU returns a cpu backend.
@@ -47,7 +51,15 @@ func NewCPU(opts CPUOptions) *CPU {
 		t = runtime.GOMAXPROCS(0)
 	}
 	mm := newMatmuler(t, opts.GEMM, opts.BF16)
-	return &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
+	c := &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
+	c.pack.budget = opts.PackBudget
+	if c.pack.budget == 0 {
+		c.pack.budget = defaultPackBudget()
+	}
+	if envPackOff() {
+		c.pack.budget = -1
+	}
+	return c
 }
 
 // BF16 reports whether Linear and Conv2D run with bfloat16 dot products.

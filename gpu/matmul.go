@@ -190,7 +190,11 @@ func cpuLinear(c *CPU, call *Call) error {
 		}
 		acc = true
 	}
-	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.deq, w.bytes(), n, k, y, n, acc)
+	var pk *gemm.Packed
+	if rows > gemm.DotRows {
+		pk = c.packedWeight(w, n, k)
+	}
+	return c.mm.linear(rows, x.f32c(), max(k, 1), w.dtype, w.deq, w.bytes(), pk, n, k, y, n, acc)
 }
 
 // Embedding gathers rows ids of table (V, D), kept in its stored dtype (CLIP's F16 token

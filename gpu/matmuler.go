@@ -71,8 +71,8 @@ func (m *matmuler) sgemm(serial bool, count, sa, sb, sc int, transA, transB bool
 }
 
 // linear computes y (+)= x·Wᵀ with W (n×k) in its stored dtype, blocks decoded in the
-// arithmetic of deq (Tensor.WithDequantDType).
-func (m *matmuler) linear(rows int, x []float32, ldx int, wd, deq DType, wdata []byte, n, k int, y []float32, ldy int, acc bool) error {
+// arithmetic of deq (Tensor.WithDequantDType), read from pk where set.
+func (m *matmuler) linear(rows int, x []float32, ldx int, wd, deq DType, wdata []byte, pk *gemm.Packed, n, k int, y []float32, ldy int, acc bool) error {
 	if m.err != nil {
 		return fmt.Errorf("gpu: cpu: gemm: %w", m.err)
 	}
@@ -81,12 +81,12 @@ func (m *matmuler) linear(rows int, x []float32, ldx int, wd, deq DType, wdata [
 	if !ok {
 		return fmt.Errorf("gpu: cpu: linear: weight dtype %s has no kernel", wd)
 	}
-	return e.Linear(rows, x, ldx, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, acc)
+	return e.Linear(rows, x, ldx, gemm.Weight{DType: gd, N: n, K: k, Data: wdata, Packed: pk}, y, ldy, acc)
 }
 
 // gather computes y (+)= A·Wᵀ for the gathered A of gemm.LinearGather (A[i][p] =
-// x[off[p]+i]) with W (n×k) in its stored dtype, on all threads.
-func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []byte, n, k int, y []float32, ldy int) error {
+// x[off[p]+i]) with W (n×k) in its stored dtype (read from pk where set), on all threads.
+func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []byte, pk *gemm.Packed, n, k int, y []float32, ldy int) error {
 	if m.err != nil {
 		return fmt.Errorf("gpu: cpu: gemm: %w", m.err)
 	}
@@ -95,7 +95,7 @@ func (m *matmuler) gather(rows int, x []float32, off []int, wd DType, wdata []by
 	if !ok {
 		return fmt.Errorf("gpu: cpu: conv2d: weight dtype %s has no kernel", wd)
 	}
-	return e.LinearGather(rows, x, off, gemm.Weight{DType: gd, N: n, K: k, Data: wdata}, y, ldy, false)
+	return e.LinearGather(rows, x, off, gemm.Weight{DType: gd, N: n, K: k, Data: wdata, Packed: pk}, y, ldy, false)
 }
 
 // transpose writes dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols.

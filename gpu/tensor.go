@@ -19,6 +19,7 @@ type Buffer struct {
 	backend Backend
 	pool    *pool // nil: not pooled (wrapped caller memory)
 	refs    atomic.Int32
+	packs   atomic.Pointer[packSet] // weight panels of an unpooled buffer (pack.go)
 }
 
 // Size is the buffer's size in bytes.

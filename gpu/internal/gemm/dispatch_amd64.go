@@ -26,6 +26,10 @@ func avx512Kernel() kernel {
 		decQ4_0: blockDec(decQ4_0AVX512, 18),
 		decQ4K:  decQ4KFast,
 		gather:  gather12AVX512,
+		tilePH:  panelTiles(tileAVX512PH, 12, 32, 32),
+		halfPH:  panelTiles(tileAVX512PHHalf, 12, 32, 16),
+		tilePB:  panelTiles(tileAVX512PB, 12, 32, 32),
+		halfPB:  panelTiles(tileAVX512PBHalf, 12, 32, 16),
 	}
 }
 
@@ -39,10 +43,12 @@ func avx2Kernel() kernel {
 		decQ8_0: decodeQ8_0,
 		decQ4_0: decodeQ4_0,
 		decQ4K:  decodeQ4K,
+		tilePB:  panelTiles(tileAVX2PB, 6, 16, 16),
 	}
 	if cpu.X86.HasF16C {
 		k.cvtF16 = vecCvt(cvtF16AVX2, 8, cvtF16Generic)
 		k.decQ8_0 = blockDec(decQ8_0AVX2, 34)
+		k.tilePH = panelTiles(tileAVX2PH, 6, 16, 16)
 	}
 	return k
 }

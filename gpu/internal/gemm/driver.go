@@ -36,6 +36,9 @@ type kernel struct {
 	decQ8_0, decQ4_0 func(dst []float32, src []byte)
 	// decQ4K converts len(dst)/256 whole Q4_K super-blocks.
 	decQ4K func(dst []float32, src []byte)
+	// tilePH and halfPH are tile and half reading a Packed F16 sliver,
+	// tilePB and halfPB a Packed BF16 one (nil: such panels are not used).
+	tilePH, halfPH, tilePB, halfPB func(kc int, a []float32, b []uint16, c []float32, ldc int, acc bool)
 	// gather, when set (mr = 12), packs a full sliver of a gathered A:
 	// d[p·mr+i] = src[offs[p]+i] for p < len(offs), i < mr.
 	gather func(d, src []float32, offs []int)
@@ -54,12 +57,13 @@ type aSource struct {
 // bSource is the right operand k×n: float32 (stored n×k when trans) or,
 // when w is set, the transpose of a stored weight.
 type bSource struct {
-	f32   []float32
-	ld    int
-	trans bool
-	w     Weight // the stored weight when isW (a value, so that no pointer to a caller's Weight reaches a pooled job)
-	isW   bool
-	wld   int // weight row stride in bytes
+	f32    []float32
+	ld     int
+	trans  bool
+	w      Weight // the stored weight when isW (a value, so that no pointer to a caller's Weight reaches a pooled job)
+	isW    bool
+	wld    int     // weight row stride in bytes
+	packed *Packed // the weight's panels, when set (runPacked)
 }
 
 type problem struct {
@@ -143,6 +147,10 @@ func (e *Engine) run(p *problem) {
 	}
 	j := e.newJob(p)
 	defer e.jobs.Put(j)
+	if p.b.packed != nil {
+		j.runPacked(threads)
+		return
+	}
 	if !e.noShare && p.batch.Count == 1 && threads > 1 && (p.m+kr.mr-1)/kr.mr >= 4*threads {
 		j.runShared(threads)
 		return

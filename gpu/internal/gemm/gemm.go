@@ -92,6 +92,7 @@ type Engine struct {
 	bufs    sync.Pool // *workspace
 	panels  sync.Pool // *[]float32, shared B blocks (runShared)
 	jobs    sync.Pool // *job
+	apanels sync.Pool // *[]float32, shared A of runPacked
 	noShare bool      // benchmarks only: always split into private rectangles
 }
 

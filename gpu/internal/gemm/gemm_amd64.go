@@ -270,3 +270,33 @@ func prefetchRange(b []byte) {
 	}
 	prefetchLines(&b[0], (len(b)+63)/64)
 }
+
+//go:noescape
+func tileAVX512PH(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileAVX512PHHalf(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileAVX512PB(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileAVX512PBHalf(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileAVX2PH(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+//go:noescape
+func tileAVX2PB(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr)
+
+// panelTiles wraps a 16-bit-panel micro-kernel (mr rows, nr-wide slivers,
+// cols live columns written) with the bounds checks the assembly cannot
+// make.
+func panelTiles(asm func(kc int, a *float32, b *uint16, c *float32, ldc int, acc uintptr), mr, nr, cols int) func(kc int, a []float32, b []uint16, c []float32, ldc int, acc bool) {
+	return func(kc int, a []float32, b []uint16, c []float32, ldc int, acc bool) {
+		_ = a[kc*mr-1]
+		_ = b[kc*nr-1]
+		_ = c[(mr-1)*ldc+cols-1]
+		asm(kc, &a[0], &b[0], &c[0], ldc, b2u(acc))
+	}
+}

@@ -6,6 +6,10 @@ package gemm
 // Measured with BenchmarkLinear/*/1x… and 4x… (codex/gemm.md).
 const rowDotMaxM = 4
 
+// DotRows is the most rows Linear serves with dot products on the stored
+// weight, where Weight.Packed is not read.
+const DotRows = rowDotMaxM
+
 // rowPanel is the longest piece of a W row linearRows converts at once.
 const rowPanel = 4096
 

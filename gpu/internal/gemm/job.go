@@ -13,6 +13,8 @@ const (
 	phasePackB               // groups of slivers of a shared B block
 	phaseBlocks              // row blocks of A against a shared B block
 	phaseRows                // chunks of output columns of linearRows
+	phasePackA               // groups of slivers of a shared A (runPacked)
+	phasePacked              // (row block, column block) items against a Packed B
 )
 
 // job is the state of one call while its workers run. Jobs are pooled and
@@ -34,6 +36,10 @@ type job struct {
 	c, bp                        []float32
 	jc, nc, pc, kc, blk, slivers int
 	acc                          bool
+
+	// runPacked: the grid of items and the shared A, if any.
+	rowBlocks, mPad, aGroups int
+	sharedA                  []float32
 }
 
 func (e *Engine) newJob(p *problem) *job {
@@ -42,7 +48,7 @@ func (e *Engine) newJob(p *problem) *job {
 		j = new(job)
 	}
 	j.e, j.p = e, *p
-	j.a, j.b, j.c, j.bp = aSource{}, bSource{}, nil, nil
+	j.a, j.b, j.c, j.bp, j.sharedA = aSource{}, bSource{}, nil, nil, nil
 	return j
 }
 
@@ -81,6 +87,10 @@ func (j *job) loop() {
 			j.rowBlock(ws, i)
 		case phaseRows:
 			j.rowChunkDots(ws, i)
+		case phasePackA:
+			j.packAGroup(i)
+		case phasePacked:
+			j.packedItem(ws, i)
 		}
 	}
 	j.e.bufs.Put(ws)

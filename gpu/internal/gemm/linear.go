@@ -42,6 +42,9 @@ func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy 
 		e.linearRows(&p)
 		return nil
 	}
+	if pk := e.usablePacked(&w); pk != nil {
+		p.b = bSource{packed: pk}
+	}
 	e.run(&p)
 	return nil
 }
@@ -81,6 +84,9 @@ func (e *Engine) LinearGather(m int, x []float32, off []int, w Weight, y []float
 		m: m, n: w.N, k: w.K, acc: accumulate, batch: Batch{Count: 1},
 		a: aSource{data: x, trans: true, offs: off},
 		b: b, c: y, ldc: ldy,
+	}
+	if pk := e.usablePacked(&w); pk != nil {
+		p.b = bSource{packed: pk}
 	}
 	e.run(&p)
 	return nil

@@ -23,3 +23,14 @@ func bytesAsFloat32(b []byte) []float32 {
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
 }
+
+// panelBytes views elements [off, off+n) of a packed weight's panels as
+// bytes (for prefetching).
+func (p *Packed) panelBytes(off, n int) []byte {
+	if p.dtype == F32 {
+		s := p.f32[off : off+n]
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), 4*n)
+	}
+	s := p.u16[off : off+n]
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), 2*n)
+}

@@ -125,6 +125,10 @@ type Weight struct {
 	N, K   int
 	Data   []byte
 	Stride int // bytes between rows; 0 means DType.RowBytes(K)
+	// Packed, when set, is this weight laid out by Engine.Pack; an Engine
+	// whose kernel reads that layout uses it instead of Data (bit-identical
+	// results), others ignore it.
+	Packed *Packed
 }
 
 func (w *Weight) rowStride() (int, error) {

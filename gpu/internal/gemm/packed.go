@@ -1,0 +1,343 @@
+package gemm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// Packed is a weight laid out once in the right-operand panel layout of one
+// kernel family, so that a Linear or LinearGather with it neither converts
+// nor transposes the weight on every call (the cost that dominated the
+// small-latent convolutions of an SD UNet: see codex/gemm.md).
+//
+// The layout is ceil(N/nr) slivers of nr weight rows; sliver s holds
+// element (p, j) = W[s·nr+j][p] at s·K·nr + p·nr + j, zero for rows past N.
+// Any panel depth pc…pc+kc of a sliver is therefore one contiguous run, and
+// the blocking stays free. The elements keep the weight's own width: F32
+// panels for an F32 weight; F16 and BF16 panels for 16-bit weights, which
+// the micro-kernel widens while it loads them (VCVTPH2PS, or a shift), so a
+// packed model holds no more bytes than its stored weights. Products and
+// sums are exactly those of the unpacked path (same panel depth, same
+// order), so results are bit-identical.
+type Packed struct {
+	n, k  int
+	nr    int
+	path  Path
+	dtype DType // F32, F16 or BF16
+	f32   []float32
+	u16   []uint16
+}
+
+// N and K are the packed weight's shape.
+func (p *Packed) N() int { return p.n }
+
+// K is the packed weight's depth.
+func (p *Packed) K() int { return p.k }
+
+// Bytes is the memory the panels hold.
+func (p *Packed) Bytes() int64 {
+	if p == nil {
+		return 0
+	}
+	return int64(len(p.f32))*4 + int64(len(p.u16))*2
+}
+
+// CanPack reports whether Pack accepts weights of dtype d on this Engine:
+// F32, and F16 or BF16 where the kernel widens 16-bit panels, on the
+// assembly paths of the float32 kernels (not the bfloat16 dot-product one,
+// whose panels are pairs).
+func (e *Engine) CanPack(d DType) bool {
+	if e.check() != nil || e.k.pairs || e.k.path == PathGeneric {
+		return false
+	}
+	switch d {
+	case F32:
+		return true
+	case F16:
+		return e.k.tilePH != nil
+	case BF16:
+		return e.k.tilePB != nil
+	}
+	return false
+}
+
+// PackedBytes is the size Pack would give a weight of dtype d and shape
+// n×k on this Engine (0 when CanPack(d) is false): what a caller accounts
+// before packing.
+func (e *Engine) PackedBytes(d DType, n, k int) int64 {
+	if !e.CanPack(d) || n <= 0 || k <= 0 {
+		return 0
+	}
+	elems := int64((n+e.k.nr-1)/e.k.nr*e.k.nr) * int64(k)
+	if d == F32 {
+		return elems * 4
+	}
+	return elems * 2
+}
+
+// Pack lays w out for this Engine's kernel, using the Engine's threads.
+// The result is read-only and may be shared by every Engine with the same
+// path and no BF16 (Weight.Packed); it does not refer to w.Data.
+func (e *Engine) Pack(w Weight) (*Packed, error) {
+	if _, err := e.weightSource(w); err != nil {
+		return nil, err
+	}
+	if !e.CanPack(w.DType) {
+		return nil, fmt.Errorf("gemm: cannot pack a %s weight for path %s (bf16 %v)", w.DType, e.k.path, e.k.pairs)
+	}
+	if w.N == 0 || w.K == 0 {
+		return nil, fmt.Errorf("gemm: cannot pack an empty %d×%d weight", w.N, w.K)
+	}
+	wld, _ := w.rowStride()
+	nr := e.k.nr
+	slivers := (w.N + nr - 1) / nr
+	p := &Packed{n: w.N, k: w.K, nr: nr, path: e.k.path, dtype: w.DType}
+	if w.DType == F32 {
+		p.f32 = make([]float32, slivers*nr*w.K)
+	} else {
+		p.u16 = make([]uint16, slivers*nr*w.K)
+	}
+	workers := min(e.threads, slivers)
+	var wg sync.WaitGroup
+	for t := 0; t < workers; t++ {
+		wg.Go(func() {
+			for s := slivers * t / workers; s < slivers*(t+1)/workers; s++ {
+				p.packSliver(&e.k, w, wld, s)
+			}
+		})
+	}
+	wg.Wait()
+	return p, nil
+}
+
+// packChunk is how many k steps of a sliver packSliver writes per pass: 64
+// steps of nr elements stay in L1 while nr rows are read.
+const packChunk = 64
+
+// packSliver writes sliver s of p from w.
+func (p *Packed) packSliver(kr *kernel, w Weight, wld, s int) {
+	nr, k := p.nr, p.k
+	rows := min(nr, p.n-s*nr)
+	base := s * k * nr
+	if p.dtype == F32 {
+		d := p.f32[base : base+k*nr]
+		if nativeLittleEndian && isAligned4(w.Data) && wld%4 == 0 {
+			src := bytesAsFloat32(w.Data)
+			kr.packT(d, src[s*nr*(wld/4):], wld/4, k, rows, nr)
+			return
+		}
+		for j := 0; j < rows; j++ {
+			r := w.Data[(s*nr+j)*wld:]
+			for q := 0; q < k; q++ {
+				d[q*nr+j] = math.Float32frombits(binary.LittleEndian.Uint32(r[4*q:]))
+			}
+		}
+		return
+	}
+	d := p.u16[base : base+k*nr]
+	for q0 := 0; q0 < k; q0 += packChunk {
+		q1 := min(k, q0+packChunk)
+		for j := 0; j < rows; j++ {
+			r := w.Data[(s*nr+j)*wld+2*q0 : (s*nr+j)*wld+2*q1]
+			for q := q0; q < q1; q++ {
+				d[q*nr+j] = binary.LittleEndian.Uint16(r[2*(q-q0):])
+			}
+		}
+	}
+}
+
+// usablePacked returns w.Packed when this Engine's kernel reads its layout.
+func (e *Engine) usablePacked(w *Weight) *Packed {
+	pk := w.Packed
+	if pk == nil || e.k.pairs || pk.path != e.k.path || pk.nr != e.k.nr || pk.n != w.N || pk.k != w.K || !e.CanPack(pk.dtype) {
+		return nil
+	}
+	return pk
+}
+
+// panelTile runs the micro-kernel (or its narrow half when half and the
+// kernel has one) on kc steps of packed sliver s of pk from depth pc.
+func (kr *kernel) panelTile(pk *Packed, s, pc, kc int, a, c []float32, ldc int, acc, half bool) {
+	off := s*pk.k*pk.nr + pc*pk.nr
+	n := kc * pk.nr
+	if pk.dtype == F32 {
+		if half && kr.half != nil {
+			kr.half(kc, a, pk.f32[off:off+n], c, ldc, acc)
+		} else {
+			kr.tile(kc, a, pk.f32[off:off+n], c, ldc, acc)
+		}
+		return
+	}
+	full, narrow := kr.tilePH, kr.halfPH
+	if pk.dtype == BF16 {
+		full, narrow = kr.tilePB, kr.halfPB
+	}
+	if half && narrow != nil {
+		narrow(kc, a, pk.u16[off:off+n], c, ldc, acc)
+	} else {
+		full(kc, a, pk.u16[off:off+n], c, ldc, acc)
+	}
+}
+
+// macroPacked is macro with B read from the packed slivers of columns
+// [jc, jc+nc) at depth [pc, pc+kc), in the other loop order: jr outer, so
+// that each B sliver, which comes from memory the first time, is used by
+// every A sliver of the block while it is in L1, and the next B sliver is
+// prefetched a piece per tile meanwhile (A, packed moments ago, is in L2).
+func (kr *kernel) macroPacked(ap []float32, pk *Packed, tile, c []float32, ldc, ic, mc, jc, nc, pc, kc int, acc bool) {
+	mr, nr := kr.mr, kr.nr
+	tiles := (mc + mr - 1) / mr
+	for jr := 0; jr < nc; jr += nr {
+		s := (jc + jr) / nr
+		cols := min(nr, nc-jr)
+		var next []byte
+		if jr+nr < nc && kr.path != PathGeneric {
+			next = pk.panelBytes((s+1)*pk.k*nr+pc*nr, kc*nr)
+		}
+		step := (len(next)/64 + tiles - 1) / tiles * 64
+		for t, ir := 0, 0; ir < mc; t, ir = t+1, ir+mr {
+			if lo := t * step; lo < len(next) {
+				prefetchRange(next[lo:min(len(next), lo+step)])
+			}
+			as := ap[ir*kc : (ir+mr)*kc]
+			rows := min(mr, mc-ir)
+			off := (ic+ir)*ldc + jc + jr
+			if rows == mr && cols == nr {
+				kr.panelTile(pk, s, pc, kc, as, c[off:], ldc, acc, false)
+				continue
+			}
+			kr.panelTile(pk, s, pc, kc, as, tile, nr, false, cols <= nr/2)
+			for i := 0; i < rows; i++ {
+				dst := c[off+i*ldc : off+i*ldc+cols]
+				src := tile[i*nr : i*nr+cols]
+				if acc {
+					for j, v := range src {
+						dst[j] += v
+					}
+				} else {
+					copy(dst, src)
+				}
+			}
+		}
+	}
+}
+
+// maxSharedA bounds the float32 elements of a left operand runPacked packs
+// once for all column blocks (16 MiB); a larger one is packed per item.
+const maxSharedA = 1 << 22
+
+// panelL2 is the most bytes of B (kc × the columns of one item) an item
+// keeps in L2 while it walks its row slivers.
+const panelL2 = 512 << 10
+
+// runPacked computes a product whose B is a Packed weight. There is no B
+// packing phase, so the work is one grid of (row block, column block)
+// items handed out by a counter, each over the whole depth, with no
+// barrier between panels: a worker slowed by another process simply takes
+// fewer items. The grid is chosen for memory traffic: every row block
+// reads all of B (from L3, or DRAM for a large weight), every column block
+// all of A, so a tall product is split by rows and a weight-heavy one (the
+// deep levels of a UNet: 128 rows against a 1280×11520 weight) by columns,
+// with A then packed once, shared, before the grid.
+func (j *job) runPacked(threads int) {
+	e, p := j.e, &j.p
+	kr := &e.k
+	j.c, j.a, j.b = p.operands(0)
+	pk := j.b.packed
+	mTiles := (p.m + kr.mr - 1) / kr.mr
+	nSl := (p.n + kr.nr - 1) / kr.nr
+	target := 1
+	if threads > 1 {
+		target = 4 * threads
+	}
+	elt := int64(2)
+	if pk.dtype == F32 {
+		elt = 4
+	}
+	bBytes := int64(nSl*kr.nr) * int64(p.k) * elt
+	aBytes := int64(mTiles*kr.mr) * int64(p.k) * 4
+	minC := int((int64(nSl*kr.nr)*int64(kr.kc)*elt + panelL2 - 1) / panelL2)
+	minC = max(1, min(nSl, minC))
+	share := mTiles*kr.mr*p.k <= maxSharedA
+	rows, cols, best := 1, minC, int64(-1)
+	for r := 1; r <= min(mTiles, max(target, 1)); r++ {
+		c := min(nSl, max(minC, (target+r-1)/r))
+		cost := int64(r)*bBytes + int64(c)*aBytes
+		if c > 1 && !share {
+			cost += int64(c) * aBytes // packed again by every column block
+		}
+		if best < 0 || cost < best {
+			rows, cols, best = r, c, cost
+		}
+	}
+	mbT := (mTiles + rows - 1) / rows
+	nbS := (nSl + cols - 1) / cols
+	j.blk, j.nc = mbT*kr.mr, nbS*kr.nr
+	j.rowBlocks = (mTiles + mbT - 1) / mbT
+	cols = (nSl + nbS - 1) / nbS
+	j.kc = kr.kc
+	j.sharedA = nil
+	if cols > 1 && share {
+		buf := e.getAPanel(mTiles * kr.mr * p.k)
+		defer e.apanels.Put(buf)
+		j.sharedA = (*buf)[:mTiles*kr.mr*p.k]
+		j.mPad = mTiles * kr.mr
+		panels := (p.k + j.kc - 1) / j.kc
+		j.aGroups = (mTiles + 7) / 8
+		j.do(phasePackA, panels*j.aGroups, threads)
+	}
+	j.do(phasePacked, j.rowBlocks*cols, threads)
+}
+
+// packAGroup packs row slivers [8g, 8g+8) of panel i/aGroups of the shared A.
+func (j *job) packAGroup(i int) {
+	kr, p := &j.e.k, &j.p
+	pc := i / j.aGroups * j.kc
+	kc := min(j.kc, p.k-pc)
+	g := i % j.aGroups
+	ic := g * 8 * kr.mr
+	mc := min(8*kr.mr, p.m-ic)
+	if mc <= 0 {
+		return
+	}
+	kr.packA(j.sharedA[pc*j.mPad+ic*kc:], &j.a, ic, mc, pc, kc)
+}
+
+// packedItem computes item i of runPacked's grid: one row block against
+// one column block, over the whole depth, in row chunks of at most mc so
+// that a chunk of A and the item's panel of B share L2.
+func (j *job) packedItem(ws *workspace, i int) {
+	kr, p := &j.e.k, &j.p
+	cb, rb := i/j.rowBlocks, i%j.rowBlocks
+	i0, jc := rb*j.blk, cb*j.nc
+	i1, nc := min(p.m, i0+j.blk), min(j.nc, p.n-jc)
+	if i1 <= i0 || nc <= 0 {
+		return
+	}
+	pk := j.b.packed
+	for pc := 0; pc < p.k; pc += j.kc {
+		kc := min(j.kc, p.k-pc)
+		for ic := i0; ic < i1; ic += kr.mc {
+			mc := min(kr.mc, i1-ic)
+			var ap []float32
+			if j.sharedA != nil {
+				ap = j.sharedA[pc*j.mPad+ic*kc:]
+			} else {
+				kr.packA(ws.a, &j.a, ic, mc, pc, kc)
+				ap = ws.a
+			}
+			kr.macroPacked(ap, pk, ws.tile, j.c, p.ldc, ic, mc, jc, nc, pc, kc, p.acc || pc > 0)
+		}
+	}
+}
+
+// getAPanel returns a pooled buffer of at least n elements.
+func (e *Engine) getAPanel(n int) *[]float32 {
+	if b, ok := e.apanels.Get().(*[]float32); ok && cap(*b) >= n {
+		return b
+	}
+	b := make([]float32, n)
+	return &b
+}

@@ -1,0 +1,125 @@
+package gemm
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestPackedMatchesStored checks that Linear and LinearGather with a Packed
+// weight give exactly the bits of the same call on the stored weight (same
+// panel depth and summation order), on every path that packs, for the
+// packable dtypes, shapes that leave edge slivers and edge rows, grids with
+// one and several column blocks, and accumulate on and off.
+func TestPackedMatchesStored(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	shapes := []shape{{5, 7, 3}, {13, 33, 64}, {24, 40, 17}, {100, 1280, 96}, {37, 320, 900}, {600, 70, 50}, {2000, 96, 40}}
+	for _, e := range enginesUnderTest(t) {
+		for _, d := range []DType{F32, F16, BF16} {
+			if !e.CanPack(d) {
+				if e.Path() != PathGeneric {
+					t.Errorf("%s cannot pack %s", engineName(e), d)
+				}
+				continue
+			}
+			for _, sh := range shapes {
+				m, n, k := sh.m, sh.n, sh.k
+				t.Run(fmt.Sprintf("%s/%s/%dx%dx%d", engineName(e), d, m, n, k), func(t *testing.T) {
+					data, _ := testWeight(r, d, n, k)
+					w := Weight{DType: d, N: n, K: k, Data: data}
+					pk, err := e.Pack(w)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, want := pk.Bytes(), e.PackedBytes(d, n, k); got != want || got == 0 {
+						t.Fatalf("Bytes %d, PackedBytes %d", got, want)
+					}
+					wp := w
+					wp.Packed = pk
+					if e.usablePacked(&wp) == nil {
+						t.Fatal("the engine does not use its own packed weight")
+					}
+					x := randSlice(r, m*k)
+					gx := randSlice(r, 2*m+k+20)
+					off := make([]int, k)
+					for p := range off {
+						off[p] = r.IntN(len(gx) - m + 1)
+					}
+					for _, acc := range []bool{false, true} {
+						ldy := n + 3
+						y0 := randSlice(r, m*ldy)
+						for _, gather := range []bool{false, true} {
+							want, got := append([]float32(nil), y0...), append([]float32(nil), y0...)
+							run := func(w Weight, y []float32) {
+								var err error
+								if gather {
+									err = e.LinearGather(m, gx, off, w, y, ldy, acc)
+								} else {
+									err = e.Linear(m, x, k, w, y, ldy, acc)
+								}
+								if err != nil {
+									t.Fatal(err)
+								}
+							}
+							run(w, want)
+							run(wp, got)
+							for i := range want {
+								if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+									t.Fatalf("gather %v acc %v: element %d (row %d col %d) = %v packed, %v stored", gather, acc, i, i/ldy, i%ldy, got[i], want[i])
+								}
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestPackedIgnoredWhereUnusable checks that an Engine whose kernel does
+// not read a Packed layout (another path, the bfloat16 dot products) falls
+// back to the stored weight, and that Pack refuses what it cannot lay out.
+func TestPackedIgnoredWhereUnusable(t *testing.T) {
+	r := rand.New(rand.NewPCG(43, 44))
+	data, wf := testWeight(r, F16, 40, 24)
+	w := Weight{DType: F16, N: 40, K: 24, Data: data}
+	var packer *Engine
+	for _, p := range []Path{PathAVX512, PathAVX2} {
+		if e, err := New(Options{Path: p}); err == nil && e.CanPack(F16) {
+			packer = e
+			break
+		}
+	}
+	if packer == nil {
+		t.Skip("no path packs F16 here")
+	}
+	pk, err := packer.Pack(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Packed = pk
+	gen, err := New(Options{Path: PathGeneric})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gen.CanPack(F32) {
+		t.Error("the generic path claims to pack")
+	}
+	x := randSlice(r, 30*24)
+	y := make([]float32, 30*40)
+	if err := gen.Linear(30, x, 24, w, y, 40, false); err != nil {
+		t.Fatal(err)
+	}
+	want, mag := refGEMM(false, true, 30, 40, 24, x, 24, wf, 24, make([]float32, 30*40), 40, false)
+	checkClose(t, 30, 40, 24, y, 40, want, mag)
+	if _, err := packer.Pack(Weight{DType: Q8_0, N: 4, K: 32, Data: make([]byte, 4*34)}); err == nil {
+		t.Error("Pack accepted a Q8_0 weight")
+	}
+	if _, err := packer.Pack(Weight{DType: F16, N: 4, K: 8, Data: make([]byte, 10)}); err == nil {
+		t.Error("Pack accepted a short weight")
+	}
+	if bf, err := New(Options{BF16: true}); err == nil && bf.CanPack(F16) {
+		t.Error("the bfloat16 engine claims to pack")
+	}
+}

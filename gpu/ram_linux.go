@@ -1,0 +1,14 @@
+//go:build linux
+
+package gpu
+
+import "syscall"
+
+// totalRAM is the machine's RAM in bytes (0 when unknown).
+func totalRAM() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}

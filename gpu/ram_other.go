@@ -1,0 +1,6 @@
+//go:build !linux
+
+package gpu
+
+// totalRAM is unknown off Linux.
+func totalRAM() int64 { return 0 }
