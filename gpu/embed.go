@@ -283,10 +283,8 @@ func Upscale(rt *Runtime, x *Tensor, p UpscaleParams) (*Tensor, error) {
 func cpuUpscale(c *CPU, call *Call) error {
 	x, p := call.In[0], call.Params.(UpscaleParams)
 	s := x.shape
-	res, err := resample.Upscale(x.f32c(), s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop)
-	if err != nil {
+	if err := resample.UpscaleInto(call.Out.f32c(), x.f32c(), s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop); err != nil {
 		return fmt.Errorf("gpu: %w", err)
 	}
-	copy(call.Out.f32c(), res)
 	return nil
 }

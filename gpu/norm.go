@@ -52,6 +52,35 @@ func GroupNorm(rt *Runtime, x *Tensor, groups int, weight, bias *Tensor, eps flo
 	return normCall(rt, OpGroupNorm, x, weight, bias, NormParams{Groups: groups, Eps: eps})
 }
 
+// GroupNormSiLU is SiLU(GroupNorm(x)), the pre-activation of every SD ResBlock and VAE
+// block, bit-identical to the two ops. The cpu backend applies the SiLU to each
+// normalised row while it is in cache, sparing a pass over the tensor and its buffer;
+// other backends run the two ops.
+func GroupNormSiLU(rt *Runtime, x *Tensor, groups int, weight, bias *Tensor, eps float64) (*Tensor, error) {
+	if rt.be != Backend(rt.cpu) {
+		h, err := GroupNorm(rt, x, groups, weight, bias, eps)
+		if err != nil {
+			return nil, err
+		}
+		defer h.Release()
+		return SiLU(rt, h)
+	}
+	if x.dtype != F32 || len(x.shape) < 2 {
+		return nil, fmt.Errorf("gpu: group_norm input %s must be F32 (N, C, …)", x)
+	}
+	c := x.shape[1]
+	if groups <= 0 || c%groups != 0 {
+		return nil, fmt.Errorf("gpu: group_norm: %d channels not divisible into %d groups", c, groups)
+	}
+	if err := checkAffine("group_norm weight", weight, c); err != nil {
+		return nil, err
+	}
+	if err := checkAffine("group_norm bias", bias, c); err != nil {
+		return nil, err
+	}
+	return normCall(rt, OpGroupNorm, x, weight, bias, NormParams{Groups: groups, Eps: eps, silu: true})
+}
+
 // LayerNorm normalises over the last dim with optional affine: nn.functional.layer_norm.
 func LayerNorm(rt *Runtime, x, weight, bias *Tensor, eps float64) (*Tensor, error) {
 	if x.dtype != F32 || len(x.shape) < 1 {
@@ -118,7 +147,11 @@ func cpuGroupNorm(c *CPU, call *Call) error {
 				if bs != nil {
 					shift += float64(bs[chn])
 				}
-				affineRow(o[base+ci*spatial:base+(ci+1)*spatial], seg[ci*spatial:(ci+1)*spatial], float32(scale), float32(shift))
+				row := o[base+ci*spatial : base+(ci+1)*spatial]
+				affineRow(row, seg[ci*spatial:(ci+1)*spatial], float32(scale), float32(shift))
+				if p.silu {
+					c.rk.silu(row, row)
+				}
 			}
 		}
 	})

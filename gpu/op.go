@@ -95,6 +95,9 @@ type ConvParams struct {
 type NormParams struct {
 	Groups int
 	Eps    float64
+	// silu asks the cpu group norm to apply SiLU to its result in the same pass
+	// (GroupNormSiLU; set only when the cpu backend runs the op).
+	silu bool
 }
 
 // AttentionParams configures OpAttention. Scale multiplies q·k (0 means 1/√D); Causal

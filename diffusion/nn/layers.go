@@ -131,11 +131,7 @@ func (n *Norm) Group(rt *gpu.Runtime, x *gpu.Tensor, groups int, eps float64) (*
 // GroupSiLU is SiLU(GroupNorm(groups)(x)): the norm and activation that open every UNet
 // and VAE residual block and close their trunks.
 func (n *Norm) GroupSiLU(rt *gpu.Runtime, x *gpu.Tensor, groups int, eps float64) (*gpu.Tensor, error) {
-	h, err := n.Group(rt, x, groups, eps)
-	if err != nil {
-		return nil, err
-	}
-	return consume(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.SiLU(rt, t) })
+	return gpu.GroupNormSiLU(rt, x, groups, n.Weight, n.Bias, eps)
 }
 
 // Layer is LayerNorm over the last dimension of x.

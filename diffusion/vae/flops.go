@@ -1,12 +1,14 @@
 package vae
 
+import "github.com/forgeflow/forgeflow/diffusion/nn"
+
 // DecodeFLOPs estimates the floating-point operations of one Decode of an h×w latent:
 // 2·MACs of every convolution and of the mid block's attention products (norms,
 // activations, upsampling and additions are a few percent and left out), the figure
 // GFLOP/s numbers are quoted against.
 func (m *Model) DecodeFLOPs(h, w int) float64 {
 	f := 0.0
-	conv := func(c *Conv, hh, ww int) {
+	conv := func(c *nn.Conv, hh, ww int) {
 		if c.Weight == nil {
 			return
 		}
@@ -16,10 +18,10 @@ func (m *Model) DecodeFLOPs(h, w int) float64 {
 	res := func(b *ResBlock, hh, ww int) {
 		conv(&b.Conv1, hh, ww)
 		conv(&b.Conv2, hh, ww)
-		conv(&Conv{Weight: b.Shortcut.Weight}, hh, ww)
+		conv(&nn.Conv{Weight: b.Shortcut.Weight}, hh, ww)
 	}
 	attn := func(a *AttnBlock, hh, ww int) {
-		for _, c := range []*Conv{&a.Q, &a.K, &a.V, &a.Proj} {
+		for _, c := range []*nn.Conv{&a.Q, &a.K, &a.V, &a.Proj} {
 			conv(c, hh, ww)
 		}
 		tokens := float64(hh * ww)

@@ -35,14 +35,33 @@ func nearestExactIndex(dst, in, out int) int {
 	return min(int(math.Floor(float64(v))), in-1)
 }
 
+// gatherIndex fills each output pixel from the input pixel idx picks along each axis. An
+// output row with the same source row as the previous one is a copy of it, and a row
+// whose source columns are exactly x/2 (a 2× enlargement, the decoders' upsampling) is
+// filled by duplicating each input value.
 func gatherIndex(dst, src []float32, w, h, outW, outH int, idx func(dst, in, out int) int) {
 	xs := make([]int, outW)
+	double := outW == 2*w
 	for x := range xs {
 		xs[x] = idx(x, w, outW)
+		double = double && xs[x] == x/2
 	}
+	prev := -1
 	for y := 0; y < outH; y++ {
-		row := src[idx(y, h, outH)*w:]
+		sy := idx(y, h, outH)
 		d := dst[y*outW : (y+1)*outW]
+		if sy == prev {
+			copy(d, dst[(y-1)*outW:y*outW])
+			continue
+		}
+		prev = sy
+		row := src[sy*w : sy*w+w]
+		if double {
+			for x, v := range row {
+				d[2*x], d[2*x+1] = v, v
+			}
+			continue
+		}
 		for x, sx := range xs {
 			d[x] = row[sx]
 		}

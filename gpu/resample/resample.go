@@ -15,6 +15,33 @@ var Methods = []string{"nearest-exact", "bilinear", "area", "bicubic", "bislerp"
 // Crops lists the crop values Upscale accepts.
 var Crops = []string{"disabled", "center"}
 
+// UpscaleInto is Upscale writing into dst (n·c·outH·outW values) instead of a new
+// slice: the plane kernels (nearest, nearest-exact, bilinear, bicubic, area, without a
+// crop) write there directly, so a decoder's 2× upsampling allocates nothing; the other
+// methods are computed by Upscale and copied.
+func UpscaleInto(dst, src []float32, n, c, h, w, outW, outH int, method, crop string) error {
+	kern := kernels[method]
+	if kern == nil || crop != "disabled" || n <= 0 || c <= 0 || h <= 0 || w <= 0 || outW <= 0 || outH <= 0 ||
+		int64(n)*int64(c)*int64(h)*int64(w) != int64(len(src)) || int64(n)*int64(c)*int64(outH)*int64(outW) > math.MaxInt32*8 {
+		res, err := Upscale(src, n, c, h, w, outW, outH, method, crop)
+		if err != nil {
+			return err
+		}
+		if len(res) != len(dst) {
+			return fmt.Errorf("resample: %d output values for a %d-value destination", len(res), len(dst))
+		}
+		copy(dst, res)
+		return nil
+	}
+	if len(dst) != n*c*outH*outW {
+		return fmt.Errorf("resample: destination holds %d values, (%d, %d, %d, %d) needs %d", len(dst), n, c, outH, outW, n*c*outH*outW)
+	}
+	forEachPlane(n*c, func(p int) {
+		kern(dst[p*outW*outH:(p+1)*outW*outH], src[p*w*h:(p+1)*w*h], w, h, outW, outH)
+	})
+	return nil
+}
+
 // Upscale resizes src, a contiguous float32 tensor of shape (n, c, h, w), to (n, c, outH,
 // outW) the way comfy.utils.common_upscale(samples, width=outW, height=outH, method, crop)
 // does. Note ComfyUI's argument order (width before height), which this signature keeps.

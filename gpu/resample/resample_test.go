@@ -217,3 +217,41 @@ func TestGatherIndices(t *testing.T) {
 		t.Error("bilinear reported as a gather")
 	}
 }
+
+// TestUpscaleInto checks that UpscaleInto gives exactly Upscale's values for every
+// method, crop and a range of factors (2× exactly, which takes the duplicating path,
+// 3×, shrinking, odd sizes), and refuses a destination of the wrong size.
+func TestUpscaleInto(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, method := range Methods {
+		for _, crop := range Crops {
+			for _, sz := range [][4]int{{5, 7, 10, 14}, {8, 8, 16, 16}, {6, 9, 18, 27}, {9, 6, 4, 5}, {3, 4, 8, 3}} {
+				h, w, oh, ow := sz[0], sz[1], sz[2], sz[3]
+				c := 2
+				if method == "lanczos" {
+					c = 3
+				}
+				src := make([]float32, 2*c*h*w)
+				for i := range src {
+					src[i] = r.Float32()
+				}
+				want, err := Upscale(src, 2, c, h, w, ow, oh, method, crop)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, len(want))
+				if err := UpscaleInto(got, src, 2, c, h, w, ow, oh, method, crop); err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s/%s %v: value %d = %v, Upscale %v", method, crop, sz, i, got[i], want[i])
+					}
+				}
+				if err := UpscaleInto(got[:len(got)-1], src, 2, c, h, w, ow, oh, method, crop); err == nil {
+					t.Fatalf("%s/%s %v: a short destination was accepted", method, crop, sz)
+				}
+			}
+		}
+	}
+}
