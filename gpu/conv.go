@@ -101,7 +101,13 @@ func cpuConv2D(c *CPU, call *Call) error {
 		return nil
 	}
 	cv := convGeom{n: n, cin: cin, h: h, w: wd, cout: cout, kh: kh, kw: kw, oh: oh, ow: ow, p: p,
-		x: x.f32c(), wd: w.dtype, wb: w.bytes(), pk: c.packedWeight(w, cout, k), bias: bv, o: o}
+		x: x.f32c(), wd: w.dtype, wb: w.bytes(), bias: bv, o: o}
+	if c.wantWinograd(&cv) {
+		if ww := c.winogradWeights(w, cout, cin); ww != nil {
+			return c.convWinograd(&cv, ww)
+		}
+	}
+	cv.pk = c.packedWeight(w, cout, k)
 	offp := c.getOffs(k)
 	defer c.offs.Put(offp)
 	if p.Stride == 1 && !c.preferCol(&cv) {
@@ -127,6 +133,7 @@ const (
 	convAuto = iota
 	convFormBand
 	convFormCol
+	convFormWino // Winograd F(2×2, 3×3) for every stride-1 3×3 conv (winograd.go)
 )
 
 // preferCol reports whether a stride-1 conv should use an im2col tile rather than the

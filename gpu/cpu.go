@@ -39,6 +39,8 @@ type CPU struct {
 	// convForm forces a conv form (convFormBand, convFormCol) or leaves the choice to
 	// preferCol (convAuto); tests force both
 	convForm int
+	// noWino keeps convAuto from choosing the Winograd form (FORGEFLOW_CONV=direct)
+	noWino bool
 	// offs recycles conv column-offset slices (*[]int)
 	offs sync.Pool
 	pack packer
@@ -59,6 +61,7 @@ func NewCPU(opts CPUOptions) *CPU {
 	if envPackOff() {
 		c.pack.budget = -1
 	}
+	c.convForm, c.noWino = envConvForm()
 	return c
 }
 

@@ -31,11 +31,30 @@ func envPackOff() bool {
 	return false
 }
 
-// packEntry is one packed view of a buffer: a weight's element offset, shape and dtype.
+// EnvConv is the environment variable that chooses the cpu backend's convolution form
+// (read when a Runtime is made): "direct" never takes the Winograd form, "winograd" takes
+// it for every stride-1 3×3 conv (large or not), "auto" or unset chooses per call. For
+// comparisons and for checking the Winograd numerics on small models.
+const EnvConv = "FORGEFLOW_CONV"
+
+// envConvForm maps EnvConv to a CPU.convForm, and whether direct was asked for.
+func envConvForm() (form int, direct bool) {
+	switch strings.ToLower(os.Getenv(EnvConv)) {
+	case "winograd":
+		return convFormWino, false
+	case "direct":
+		return convAuto, true
+	}
+	return convAuto, false
+}
+
+// packEntry is one packed view of a buffer: a weight's element offset, shape and dtype,
+// and its GEMM panels or its Winograd matrices (winograd.go).
 type packEntry struct {
 	off, n, k int
 	dt        DType
 	pk        *gemm.Packed
+	wino      *winoWeights
 }
 
 // packSet is the packed views of one buffer (usually one).
@@ -65,30 +84,24 @@ func defaultPackBudget() int64 {
 // device buffer, a dtype the kernel cannot widen, an engine without panels (bfloat16 dot
 // products, the generic path), or no budget left.
 func (c *CPU) packedWeight(w *Tensor, n, k int) *gemm.Packed {
-	b := w.buf
-	if c.pack.budget <= 0 || b == nil || b.pool != nil || b.Host == nil || c.mm.err != nil || n == 0 || k == 0 {
-		return nil
-	}
 	gd, ok := gemmDType(w.dtype)
 	e := c.mm.weighted
-	if !ok || !e.CanPack(gd) {
+	if !ok || n == 0 || k == 0 || c.mm.err != nil || !e.CanPack(gd) {
 		return nil
 	}
-	ps := b.packs.Load()
+	ps := c.packSetOf(w)
 	if ps == nil {
-		b.packs.CompareAndSwap(nil, new(packSet))
-		ps = b.packs.Load()
+		return nil
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	for _, en := range ps.entries {
-		if en.off == w.offset && en.n == n && en.k == k && en.dt == w.dtype {
+		if en.pk != nil && en.off == w.offset && en.n == n && en.k == k && en.dt == w.dtype {
 			return en.pk
 		}
 	}
 	size := e.PackedBytes(gd, n, k)
-	if c.pack.held.Add(size) > c.pack.budget {
-		c.pack.held.Add(-size)
+	if !c.pack.reserve(size) {
 		return nil
 	}
 	pk, err := e.Pack(gemm.Weight{DType: gd, N: n, K: k, Data: w.bytes()})
@@ -96,10 +109,40 @@ func (c *CPU) packedWeight(w *Tensor, n, k int) *gemm.Packed {
 		c.pack.held.Add(-size)
 		return nil
 	}
-	// the panels live as long as the buffer; their bytes go back with it
-	runtime.AddCleanup(b, func(p *packer) { p.held.Add(-size) }, &c.pack)
+	c.pack.track(w.buf, size)
 	ps.entries = append(ps.entries, packEntry{off: w.offset, n: n, k: k, dt: w.dtype, pk: pk})
 	return pk
+}
+
+// packSetOf returns the pack cache of w's buffer, or nil when w may not be packed
+// (packing off, or a pooled or device buffer).
+func (c *CPU) packSetOf(w *Tensor) *packSet {
+	b := w.buf
+	if c.pack.budget <= 0 || b == nil || b.pool != nil || b.Host == nil {
+		return nil
+	}
+	ps := b.packs.Load()
+	if ps == nil {
+		b.packs.CompareAndSwap(nil, new(packSet))
+		ps = b.packs.Load()
+	}
+	return ps
+}
+
+// reserve counts size more bytes against the budget, or reports false (counting
+// nothing) when they do not fit.
+func (p *packer) reserve(size int64) bool {
+	if p.held.Add(size) > p.budget {
+		p.held.Add(-size)
+		return false
+	}
+	return true
+}
+
+// track gives size bytes back to the budget once b is collected: packed data lives as
+// long as its weight's buffer.
+func (p *packer) track(b *Buffer, size int64) {
+	runtime.AddCleanup(b, func(p *packer) { p.held.Add(-size) }, p)
 }
 
 // PackedBytes reports the bytes the cpu backend holds in packed weight panels (memory on

@@ -2,7 +2,11 @@
 
 package gpu
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // expScaleAVX512 sets row[i] = e^((row[i] − m)·scale) and returns their sum (AVX-512F,
 // 16 lanes; the same range reduction and polynomial as expf).
@@ -48,3 +52,48 @@ func geluTanhSIMD(dst, src []float32) { geluTanhAVX512(dst[:len(src)], src) }
 //
 //go:noescape
 func fmaLoopAVX512(n int)
+
+// winoInAVX512 is winoInGo over nvec vectors of 16 channels (winograd_amd64.s).
+//
+//go:noescape
+func winoInAVX512(dst, src *[16]*float32, nvec int)
+
+// winoOutAVX512 is winoOutGo over nvec vectors of 16 channels.
+//
+//go:noescape
+func winoOutAVX512(dst *[4]*float32, src *[16]*float32, nvec int)
+
+// winoInSIMD runs the whole 16-channel vectors in assembly and the rest in Go.
+func winoInSIMD(dst, src *[16]*float32, n int) {
+	nv := n / 16
+	if nv > 0 {
+		winoInAVX512(dst, src, nv)
+	}
+	if n%16 != 0 {
+		var d, s [16]*float32
+		for k := range d {
+			d[k] = (*float32)(unsafe.Add(unsafe.Pointer(dst[k]), 64*nv))
+			s[k] = (*float32)(unsafe.Add(unsafe.Pointer(src[k]), 64*nv))
+		}
+		winoInGo(&d, &s, n%16)
+	}
+}
+
+// winoOutSIMD runs the whole 16-channel vectors in assembly and the rest in Go.
+func winoOutSIMD(dst *[4]*float32, src *[16]*float32, n int) {
+	nv := n / 16
+	if nv > 0 {
+		winoOutAVX512(dst, src, nv)
+	}
+	if n%16 != 0 {
+		var d [4]*float32
+		var s [16]*float32
+		for k := range d {
+			d[k] = (*float32)(unsafe.Add(unsafe.Pointer(dst[k]), 64*nv))
+		}
+		for k := range s {
+			s[k] = (*float32)(unsafe.Add(unsafe.Pointer(src[k]), 64*nv))
+		}
+		winoOutGo(&d, &s, n%16)
+	}
+}

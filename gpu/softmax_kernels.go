@@ -45,12 +45,17 @@ type rowKernels struct {
 	gelu     func(dst, src []float32)
 	geluTanh func(dst, src []float32)
 	silu     func(dst, src []float32)
-	simd     bool
+	// winoIn and winoOut are the Winograd transforms over n channels (winograd.go)
+	winoIn  func(dst, src *[16]*float32, n int)
+	winoOut func(dst *[4]*float32, src *[16]*float32, n int)
+	simd    bool
 }
 
 func selectRowKernels(generic bool) rowKernels {
 	if !generic && haveAVX512() {
-		return rowKernels{expScale: expScaleSIMD, max: maxSIMD, gelu: geluSIMD, geluTanh: geluTanhSIMD, silu: siluSIMD, simd: true}
+		return rowKernels{expScale: expScaleSIMD, max: maxSIMD, gelu: geluSIMD, geluTanh: geluTanhSIMD, silu: siluSIMD,
+			winoIn: winoInSIMD, winoOut: winoOutSIMD, simd: true}
 	}
-	return rowKernels{expScale: expScaleGo, max: maxGo, gelu: mapGo(geluErf), geluTanh: mapGo(geluTanh), silu: mapGo(silu)}
+	return rowKernels{expScale: expScaleGo, max: maxGo, gelu: mapGo(geluErf), geluTanh: mapGo(geluTanh), silu: mapGo(silu),
+		winoIn: winoInGo, winoOut: winoOutGo}
 }

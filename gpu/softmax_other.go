@@ -15,3 +15,7 @@ func siluSIMD(dst, src []float32) { mapGo(silu)(dst, src) }
 func geluTanhSIMD(dst, src []float32) { mapGo(geluTanh)(dst, src) }
 
 func fmaLoopAVX512(n int) {}
+
+func winoInSIMD(dst, src *[16]*float32, n int) { winoInGo(dst, src, n) }
+
+func winoOutSIMD(dst *[4]*float32, src *[16]*float32, n int) { winoOutGo(dst, src, n) }

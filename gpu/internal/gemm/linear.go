@@ -38,7 +38,7 @@ func (e *Engine) Linear(m int, x []float32, ldx int, w Weight, y []float32, ldy 
 		a: aSource{data: x, ld: ldx},
 		b: b, c: y, ldc: ldy,
 	}
-	if m <= rowDotMaxM && w.K > 0 {
+	if m <= rowDotMaxM && w.K > 0 && len(w.Data) > 0 {
 		e.linearRows(&p)
 		return nil
 	}
@@ -92,13 +92,21 @@ func (e *Engine) LinearGather(m int, x []float32, off []int, w Weight, y []float
 	return nil
 }
 
-// weightSource checks w and returns it as the right operand (Wᵀ).
+// weightSource checks w and returns it as the right operand (Wᵀ). A weight given only
+// as Packed panels (no Data) must be usable by this Engine.
 func (e *Engine) weightSource(w Weight) (bSource, error) {
 	if err := e.check(); err != nil {
 		return bSource{}, err
 	}
 	if w.N < 0 || w.K < 0 {
 		return bSource{}, fmt.Errorf("gemm: weight %s has negative shape %d×%d", w.DType, w.N, w.K)
+	}
+	if len(w.Data) == 0 && w.Packed != nil && w.N > 0 && w.K > 0 {
+		if e.usablePacked(&w) == nil {
+			return bSource{}, fmt.Errorf("gemm: weight %d×%d given only as panels for %d×%d on path %s, which this %s engine cannot read",
+				w.N, w.K, w.Packed.n, w.Packed.k, w.Packed.path, e.k.path)
+		}
+		return bSource{packed: w.Packed}, nil
 	}
 	wld, err := w.rowStride()
 	if err != nil {

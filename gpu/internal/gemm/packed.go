@@ -341,3 +341,21 @@ func (e *Engine) getAPanel(n int) *[]float32 {
 	b := make([]float32, n)
 	return &b
 }
+
+// PackedF32 makes an F32 Packed of shape n×k whose panels fill writes directly: fill
+// gets the zeroed panel storage and nr, and puts element (j, p) of the weight at
+// (j/nr)·k·nr + p·nr + j%nr (rows past n stay zero). For weights computed rather than
+// stored (the Winograd transform of a convolution's kernels), this skips a row-major
+// copy and its transposition.
+func (e *Engine) PackedF32(n, k int, fill func(panel []float32, nr int)) (*Packed, error) {
+	if !e.CanPack(F32) {
+		return nil, fmt.Errorf("gemm: path %s (bf16 %v) has no panels", e.k.path, e.k.pairs)
+	}
+	if n <= 0 || k <= 0 {
+		return nil, fmt.Errorf("gemm: cannot pack an empty %d×%d weight", n, k)
+	}
+	nr := e.k.nr
+	p := &Packed{n: n, k: k, nr: nr, path: e.k.path, dtype: F32, f32: make([]float32, (n+nr-1)/nr*nr*k)}
+	fill(p.f32, nr)
+	return p, nil
+}

@@ -123,3 +123,33 @@ func TestPackedIgnoredWhereUnusable(t *testing.T) {
 		t.Error("the bfloat16 engine claims to pack")
 	}
 }
+
+// TestPackedOnly checks a weight given only as panels (no Data, as the Winograd
+// convolution keeps its transformed weights): Linear at every row count, including the
+// few-row sizes that otherwise take the dot-product path, and the error from an engine
+// that cannot read the panels.
+func TestPackedOnly(t *testing.T) {
+	e, err := New(Options{Threads: 2})
+	if err != nil || !e.CanPack(F32) {
+		t.Skip("no packing path here")
+	}
+	r := rand.New(rand.NewPCG(45, 46))
+	data, wf := testWeight(r, F32, 70, 33)
+	pk, err := e.Pack(Weight{DType: F32, N: 70, K: 33, Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []int{1, 3, 4, 5, 40} {
+		x := randSlice(r, m*33)
+		y := make([]float32, m*70)
+		if err := e.Linear(m, x, 33, Weight{DType: F32, N: 70, K: 33, Packed: pk}, y, 70, false); err != nil {
+			t.Fatal(err)
+		}
+		want, mag := refGEMM(false, true, m, 70, 33, x, 33, wf, 33, make([]float32, m*70), 70, false)
+		checkClose(t, m, 70, 33, y, 70, want, mag)
+	}
+	gen, _ := New(Options{Path: PathGeneric})
+	if err := gen.Linear(5, make([]float32, 5*33), 33, Weight{DType: F32, N: 70, K: 33, Packed: pk}, make([]float32, 5*70), 70, false); err == nil {
+		t.Error("the generic engine accepted panels it cannot read")
+	}
+}
