@@ -22,9 +22,13 @@ type CPUOptions struct {
 	// lacks AVX512_BF16, or the generic GEMM path is forced, it stays float32
 	// (CPU.BF16 reports which).
 	BF16 bool
-	// PackBudget bounds the bytes of weight panels the backend keeps (pack.go): 0 means a
-	// quarter of the RAM, a negative value turns packing off (as FORGEFLOW_PACK=off does).
+	// PackBudget bounds the bytes of weight panels and Winograd matrices the backend
+	// keeps (pack.go): 0 means a quarter of the RAM, a negative value turns packing off.
 	PackBudget int64
+	// Conv is the convolution form: "" or "auto" (chosen per call), "direct" (never
+	// Winograd) or "winograd" (every stride-1 3×3 conv); another name is taken as auto
+	// (Options.Conv reports it).
+	Conv string
 }
 
 // CPU is the host backend: buffers are Go byte slices and kernels are Go (plus the
@@ -39,7 +43,7 @@ type CPU struct {
 	// convForm forces a conv form (convFormBand, convFormCol) or leaves the choice to
 	// preferCol (convAuto); tests force both
 	convForm int
-	// noWino keeps convAuto from choosing the Winograd form (FORGEFLOW_CONV=direct)
+	// noWino keeps convAuto from choosing the Winograd form (CPUOptions.Conv "direct")
 	noWino bool
 	// offs recycles conv column-offset slices (*[]int)
 	offs sync.Pool
@@ -58,10 +62,7 @@ func NewCPU(opts CPUOptions) *CPU {
 	if c.pack.budget == 0 {
 		c.pack.budget = defaultPackBudget()
 	}
-	if envPackOff() {
-		c.pack.budget = -1
-	}
-	c.convForm, c.noWino = envConvForm()
+	c.convForm, c.noWino, _ = convForm(opts.Conv)
 	return c
 }
 

@@ -1,7 +1,7 @@
 package gpu
 
 import (
-	"os"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,33 +19,18 @@ import (
 // are immutable by contract, whereas pooled buffers are reused for other tensors. The
 // results are bit-identical to the unpacked path.
 
-// EnvPack is the environment variable that turns weight packing off ("0", "off",
-// "false"; read when a Runtime is made), for comparisons.
-const EnvPack = "FORGEFLOW_PACK"
-
-func envPackOff() bool {
-	switch strings.ToLower(os.Getenv(EnvPack)) {
-	case "0", "off", "false", "no":
-		return true
-	}
-	return false
-}
-
-// EnvConv is the environment variable that chooses the cpu backend's convolution form
-// (read when a Runtime is made): "direct" never takes the Winograd form, "winograd" takes
-// it for every stride-1 3×3 conv (large or not), "auto" or unset chooses per call. For
-// comparisons and for checking the Winograd numerics on small models.
-const EnvConv = "FORGEFLOW_CONV"
-
-// envConvForm maps EnvConv to a CPU.convForm, and whether direct was asked for.
-func envConvForm() (form int, direct bool) {
-	switch strings.ToLower(os.Getenv(EnvConv)) {
+// convForm maps a CPUOptions.Conv name to a CPU.convForm, and whether Winograd is
+// ruled out.
+func convForm(name string) (form int, direct bool, err error) {
+	switch strings.ToLower(name) {
+	case "", "auto":
+		return convAuto, false, nil
 	case "winograd":
-		return convFormWino, false
+		return convFormWino, false, nil
 	case "direct":
-		return convAuto, true
+		return convAuto, true, nil
 	}
-	return convAuto, false
+	return convAuto, false, fmt.Errorf("gpu: conv form %q: want auto, direct or winograd", name)
 }
 
 // packEntry is one packed view of a buffer: a weight's element offset, shape and dtype,

@@ -13,9 +13,10 @@ import (
 // made once and counted, that pooled (reusable) buffers and an exhausted budget are never
 // packed, and that a weight view at an offset gets its own panels.
 func TestPackedWeights(t *testing.T) {
-	t.Setenv(EnvPack, "off")
-	off := newRT(t)
-	t.Setenv(EnvPack, "")
+	off, err := New(Options{Threads: 2, PackBudget: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	on := newRT(t)
 	if on.cpu.pack.budget <= 0 || off.cpu.pack.budget > 0 {
 		t.Fatalf("budgets: on %d, off %d", on.cpu.pack.budget, off.cpu.pack.budget)

@@ -28,6 +28,14 @@ type Options struct {
 	// "generic" the pure-Go kernels (and the Go forms of every other assembly kernel),
 	// "avx2" or "avx512" those. New fails for an unknown name or one this CPU cannot run.
 	GEMM string
+	// Conv chooses the cpu backend's convolution form: "" or "auto" per call, "direct"
+	// never the Winograd form, "winograd" the Winograd form for every stride-1 3×3 conv
+	// (CPUOptions.Conv). New fails for another name.
+	Conv string
+	// PackBudget bounds the bytes of weight panels and Winograd matrices the cpu backend
+	// keeps (CPUOptions.PackBudget): 0 means a quarter of the RAM, negative turns
+	// packing (and with it the Winograd form) off.
+	PackBudget int64
 	// CacheDir is a directory where BF16Auto keeps its decision, keyed by the CPU model
 	// and the code version, so that it measures once per machine and build; "" keeps
 	// nothing and measures in every New.
@@ -51,7 +59,10 @@ func New(opts Options) (*Runtime, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM})
+	if _, _, err := convForm(opts.Conv); err != nil {
+		return nil, err
+	}
+	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM, Conv: opts.Conv, PackBudget: opts.PackBudget})
 	if err := cpu.mm.err; err != nil {
 		return nil, fmt.Errorf("gpu: gemm %q: %w", opts.GEMM, err)
 	}

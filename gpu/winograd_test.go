@@ -184,3 +184,19 @@ func TestWinogradTransforms(t *testing.T) {
 func gemmWeight(ww *winoWeights, ij int) gemm.Weight {
 	return gemm.Weight{DType: gemm.F32, N: 1, K: 1, Packed: ww.u[ij]}
 }
+
+// TestConvOption checks that Options.Conv names are checked and honoured.
+func TestConvOption(t *testing.T) {
+	if _, err := New(Options{Conv: "fft"}); err == nil {
+		t.Error("an unknown conv form was accepted")
+	}
+	for name, want := range map[string]int{"": convAuto, "auto": convAuto, "direct": convAuto, "winograd": convFormWino} {
+		rt, err := New(Options{Conv: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rt.cpu.convForm != want || rt.cpu.noWino != (name == "direct") {
+			t.Errorf("conv %q: form %d, noWino %v", name, rt.cpu.convForm, rt.cpu.noWino)
+		}
+	}
+}

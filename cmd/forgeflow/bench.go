@@ -21,6 +21,7 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/rng"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/diffusion/unet"
+	"github.com/forgeflow/forgeflow/diffusion/vae"
 	"github.com/forgeflow/forgeflow/gpu"
 )
 
@@ -34,8 +35,14 @@ type benchResult struct {
 	Steps         int       `json:"steps,omitempty"`
 	Runs          []float64 `json:"runs_s"`
 	MedianS       float64   `json:"median_s"`
+	MinS          float64   `json:"min_s"`
+	FirstS        float64   `json:"first_s"` // the warm-up run: weights packed, pool filled, pages faulted in
+	CPUS          []float64 `json:"cpu_s"`   // CPU seconds of all threads per timed run, where the OS reports them
 	GFLOP         float64   `json:"gflop,omitempty"`
 	GFLOPSPerS    float64   `json:"gflops_per_s,omitempty"`
+	GFLOPPerCPUS  float64   `json:"gflop_per_cpu_s,omitempty"` // GFLOP over the median run's CPU seconds: one core's rate, less sensitive to neighbours
+	Tile          int       `json:"tile_px,omitempty"`
+	Overlap       int       `json:"overlap_px,omitempty"`
 	PeakRSSBytes  int64     `json:"peak_rss_bytes"`
 	Threads       int       `json:"threads"`
 	WeightDType   string    `json:"weight_dtype"`
@@ -45,8 +52,8 @@ type benchResult struct {
 	// Conv2D in bfloat16 (--gemm, --bf16).
 	GEMM string `json:"gemm"`
 	BF16 bool   `json:"bf16"`
-	// CPUSPerRun is the process's CPU time (user + system) per timed run, where the
-	// platform reports it (flux only).
+	// CPUSPerRun is the process's CPU time (user + system) per timed run, the mean of
+	// CPUS, where the platform reports it.
 	CPUSPerRun float64 `json:"cpu_s_per_run,omitempty"`
 	// Device names where it ran (cpu, or cuda:N with the device's name).
 	Device string `json:"device"`
@@ -75,7 +82,7 @@ func benchRuntime(base gpu.Options, o deviceOptions, useCUDA bool, stderr io.Wri
 // cmdBench measures one part of the pipeline on a checkpoint.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux|upscale --ckpt FILE [--device cpu|cuda] [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--runs 3] [--json]")
+		fmt.Fprintln(stderr, "usage: forgeflow bench unet|vae|txt2img|flux|upscale --ckpt FILE [--device cpu|cuda] [--width 256] [--height 256] [--batch 2] [--steps 20] [--vocab DIR] [--tokens 256] [--weight-dtype default] [--tile PX] [--overlap PX] [--runs 3] [--cpuprofile FILE] [--json] [--conv auto] [--pack on] [--bf16 off] [--gemm auto]")
 		return exitUsage
 	}
 	what, rest := args[0], args[1:]
@@ -90,8 +97,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	vocab := fs.String("vocab", "", "txt2img: folder with the CLIP vocabulary (vocab.json + merges.txt)")
 	tokens := fs.Int("tokens", 256, "flux: T5 context tokens (ComfyUI pads Flux prompts to 256)")
 	weightDType := fs.String("weight-dtype", "default", "flux: UNETLoader's weight_dtype (default, fp8_e4m3fn, fp8_e5m2)")
+	tile := fs.Int("tile", 0, "vae: decode in tiles of this many pixels (ComfyUI's VAEDecodeTiled; 0 decodes whole)")
+	overlap := fs.Int("overlap", 64, "vae: tile overlap in pixels (with --tile)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs (not the warm-up) to this file")
 	var compute computeFlags
 	compute.register(fs, os.Getenv)
 	device := fs.String("device", "cpu", "where to run: cpu, or cuda (the device of --cuda-device, with --lowvram etc.)")
@@ -105,12 +114,13 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "forgeflow bench: --device %s: %v\n", *device, err)
 		return exitUsage
 	}
-	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *width <= 0 || *height <= 0 || *batch < 1 || *runs < 1 || *tokens < 1 {
-		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be positive multiples of 8; batch, runs and tokens positive")
+	if *ckpt == "" || *width%8 != 0 || *height%8 != 0 || *width <= 0 || *height <= 0 || *batch < 1 || *runs < 1 || *tokens < 1 || *tile < 0 || *overlap < 0 {
+		fmt.Fprintln(stderr, "forgeflow bench: --ckpt is required; width and height must be positive multiples of 8; batch, runs and tokens positive; tile and overlap not negative")
 		return exitUsage
 	}
 	batchSet := false
 	fs.Visit(func(f *flag.Flag) { batchSet = batchSet || f.Name == "batch" })
+	tm := &timer{runs: *runs}
 	if *cpuProfile != "" {
 		pf, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -118,11 +128,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return exitFailed
 		}
 		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
-			return exitFailed
-		}
-		defer pprof.StopCPUProfile()
+		tm.profile = pf
+		defer tm.stopProfile()
 	}
 	base, err := compute.options(slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
@@ -138,23 +145,23 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var res *benchResult
 	switch what {
 	case "unet":
-		res, err = benchUNet(ctx, rt, *ckpt, *width, *height, *batch, *runs)
+		res, err = benchUNet(ctx, rt, tm, *ckpt, *width, *height, *batch)
 	case "vae":
-		res, err = benchVAE(ctx, rt, *ckpt, *width, *height, *runs)
+		res, err = benchVAE(ctx, rt, tm, *ckpt, *width, *height, *tile, *overlap)
 	case "txt2img":
-		res, err = benchTxt2Img(ctx, rt, *ckpt, *vocab, *width, *height, *steps, *runs)
+		res, err = benchTxt2Img(ctx, rt, tm, *ckpt, *vocab, *width, *height, *steps)
 	case "flux":
 		b := 1
 		if batchSet {
 			b = *batch
 		}
-		res, err = benchFlux(ctx, rt, *ckpt, *width, *height, b, *tokens, *runs, *weightDType)
+		res, err = benchFlux(ctx, rt, tm, *ckpt, *width, *height, b, *tokens, *weightDType)
 	case "upscale":
 		b := 1
 		if batchSet {
 			b = *batch
 		}
-		res, err = benchUpscale(ctx, rt, *ckpt, *width, *height, b, *runs)
+		res, err = benchUpscale(ctx, rt, tm, *ckpt, *width, *height, b)
 	default:
 		fmt.Fprintf(stderr, "forgeflow bench: unknown target %q (have: unet, vae, txt2img, flux, upscale)\n", what)
 		return exitUsage
@@ -175,20 +182,23 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		_ = enc.Encode(res)
 		return exitOK
 	}
-	flops := "" // only the UNet, Flux and upscale benches count their operations
+	flops := "" // txt2img counts no operations
 	if res.GFLOP > 0 {
 		flops = fmt.Sprintf(", %.1f GFLOP, %.1f GFLOP/s", res.GFLOP, res.GFLOPSPerS)
+		if res.GFLOPPerCPUS > 0 {
+			flops += fmt.Sprintf(" (%.1f GFLOP/cpu-s)", res.GFLOPPerCPUS)
+		}
 	}
 	if res.CPUSPerRun > 0 {
 		flops += fmt.Sprintf(", %.1f CPU-s per run", res.CPUSPerRun)
 	}
-	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v)\n",
-		res.What, res.Width, res.Height, res.Batch, res.MedianS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16)
+	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s (min %.3f, warm-up %.3f) over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v, %d threads)\n",
+		res.What, res.Width, res.Height, res.Batch, res.MedianS, res.MinS, res.FirstS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16, res.Threads)
 	return exitOK
 }
 
 // benchUNet times UNet evaluations of an SD1.x checkpoint on random latents and context.
-func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height, batch, runs int) (*benchResult, error) {
+func benchUNet(ctx context.Context, rt *gpu.Runtime, tm *timer, path string, width, height, batch int) (*benchResult, error) {
 	start := time.Now()
 	ck, err := sd.LoadCheckpoint(rt, path, sd.LoadOptions{SkipVAE: true, SkipCLIP: true})
 	if err != nil {
@@ -242,7 +252,9 @@ func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 			return nil, err
 		}
 	}
-	times, med, err := timeRuns(runs, func() error {
+	res := &benchResult{What: "unet", Checkpoint: path, Width: width, Height: height, Batch: batch,
+		Threads: gpuThreads(), WeightDType: m.TimeEmbed1.Weight.DType().String(), LoadS: load, ContextTokens: ctxLen}
+	err = tm.run(res, func() error {
 		out, err := m.Forward(ctx, rt, unet.Inputs{X: x, Timesteps: t, Context: c, Y: y})
 		out.Release()
 		if err != nil {
@@ -253,10 +265,8 @@ func benchUNet(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 	if err != nil {
 		return nil, err
 	}
-	flops := m.FLOPs(batch, h, w, ctxLen)
-	return &benchResult{What: "unet", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
-		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(), WeightDType: m.TimeEmbed1.Weight.DType().String(),
-		LoadS: load, ContextTokens: ctxLen}, nil
+	res.setFLOPs(m.FLOPs(batch, h, w, ctxLen))
+	return res, nil
 }
 
 func gpuThreads() int { return runtime.GOMAXPROCS(0) }
@@ -281,26 +291,75 @@ func peakRSS() int64 {
 	return 0
 }
 
-// timeRuns runs f once to warm the buffer pool, then runs times, and returns the timings
-// and their median.
-func timeRuns(runs int, f func() error) ([]float64, float64, error) {
-	var times []float64
-	for i := 0; i <= runs; i++ {
-		s := time.Now()
-		if err := f(); err != nil {
-			return nil, 0, err
-		}
-		if i > 0 {
-			times = append(times, time.Since(s).Seconds())
-		}
-	}
-	sorted := append([]float64(nil), times...)
-	sort.Float64s(sorted)
-	return times, sorted[len(sorted)/2], nil
+// timer runs a benchmark body once to warm up (weights packed, buffer pool filled,
+// memory-mapped weights faulted in), then runs times; the CPU profile, when asked for,
+// covers the timed runs only.
+type timer struct {
+	runs    int
+	profile *os.File
+	started bool
 }
 
-// benchVAE times decoding one random latent into a width×height image.
-func benchVAE(ctx context.Context, rt *gpu.Runtime, path string, width, height, runs int) (*benchResult, error) {
+func (tm *timer) stopProfile() {
+	if tm.started {
+		pprof.StopCPUProfile()
+		tm.started = false
+	}
+}
+
+// run times f and fills res's timing fields.
+func (tm *timer) run(res *benchResult, f func() error) error {
+	for i := 0; i <= tm.runs; i++ {
+		if i == 1 && tm.profile != nil {
+			if err := pprof.StartCPUProfile(tm.profile); err != nil {
+				return err
+			}
+			tm.started = true
+		}
+		c0 := processCPUSeconds()
+		s := time.Now()
+		if err := f(); err != nil {
+			return err
+		}
+		d := time.Since(s).Seconds()
+		if i == 0 {
+			res.FirstS = d
+			continue
+		}
+		res.Runs = append(res.Runs, d)
+		if c := processCPUSeconds() - c0; c > 0 {
+			res.CPUS = append(res.CPUS, c)
+		}
+	}
+	tm.stopProfile()
+	sorted := append([]float64(nil), res.Runs...)
+	sort.Float64s(sorted)
+	res.MedianS, res.MinS = sorted[len(sorted)/2], sorted[0]
+	if len(res.CPUS) == len(res.Runs) {
+		sum := 0.0
+		for _, c := range res.CPUS {
+			sum += c
+		}
+		res.CPUSPerRun = sum / float64(len(res.CPUS))
+	}
+	return nil
+}
+
+// setFLOPs records a run's operation count and the rates it gives: per wall second of
+// the median run, and per CPU second of the median of the runs' CPU times.
+func (res *benchResult) setFLOPs(flops float64) {
+	res.GFLOP = flops / 1e9
+	res.GFLOPSPerS = res.GFLOP / res.MedianS
+	if len(res.CPUS) == len(res.Runs) && len(res.CPUS) > 0 {
+		c := append([]float64(nil), res.CPUS...)
+		sort.Float64s(c)
+		res.GFLOPPerCPUS = res.GFLOP / c[len(c)/2]
+	}
+}
+
+// benchVAE times decoding one random latent into a width×height image, whole or (tile >
+// 0) with ComfyUI's tiled decode: tiles of tile pixels overlapping by overlap pixels.
+func benchVAE(ctx context.Context, rt *gpu.Runtime, tm *timer, path string, width, height, tile, overlap int) (*benchResult, error) {
 	start := time.Now()
 	ck, err := sd.LoadVAE(rt, path)
 	if err != nil {
@@ -319,20 +378,32 @@ func benchVAE(ctx context.Context, rt *gpu.Runtime, path string, width, height, 
 	if err != nil {
 		return nil, err
 	}
-	times, med, err := timeRuns(runs, func() error {
+	res := &benchResult{What: "vae-decode", Checkpoint: path, Width: width, Height: height, Batch: 1,
+		Threads: gpuThreads(), WeightDType: ck.VAE.Model.Decoder.ConvIn.Weight.DType().String(), LoadS: load}
+	decode := func() error {
 		_, err := ck.VAE.Decode(ctx, z)
 		return err
-	})
-	if err != nil {
+	}
+	flops := ck.VAE.Model.DecodeFLOPs(height/f, width/f)
+	if tile > 0 {
+		res.What, res.Tile, res.Overlap = "vae-decode-tiled", tile, overlap
+		tl, ov := max(2, tile/f), overlap/f
+		decode = func() error {
+			_, err := ck.VAE.DecodeTiled(ctx, z, tl, tl, ov)
+			return err
+		}
+		flops = tiledDecodeFLOPs(ck.VAE.Model, height/f, width/f, tl, ov)
+	}
+	if err := tm.run(res, decode); err != nil {
 		return nil, err
 	}
-	return &benchResult{What: "vae-decode", Checkpoint: path, Width: width, Height: height, Batch: 1, Runs: times, MedianS: med,
-		Threads: gpuThreads(), WeightDType: ck.VAE.Model.Decoder.ConvIn.Weight.DType().String(), LoadS: load}, nil
+	res.setFLOPs(flops)
+	return res, nil
 }
 
 // benchTxt2Img times ComfyUI's default graph end to end: encode two prompts, sample
 // (euler, normal, cfg 8), decode.
-func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, path, vocabDir string, width, height, steps, runs int) (*benchResult, error) {
+func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, tm *timer, path, vocabDir string, width, height, steps int) (*benchResult, error) {
 	if vocabDir == "" {
 		return nil, fmt.Errorf("txt2img needs --vocab DIR (a folder with vocab.json and merges.txt)")
 	}
@@ -350,7 +421,9 @@ func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, path, vocabDir string, w
 	if ck.Model == nil || ck.CLIP == nil || ck.VAE == nil {
 		return nil, fmt.Errorf("%s lacks a model, text encoder or VAE", path)
 	}
-	times, med, err := timeRuns(runs, func() error {
+	res := &benchResult{What: "txt2img", Checkpoint: path, Width: width, Height: height, Batch: 1, Steps: steps,
+		Threads: gpuThreads(), WeightDType: ck.Model.UNet.TimeEmbed1.Weight.DType().String(), LoadS: load}
+	err = tm.run(res, func() error {
 		pos, err := sd.EncodePrompt(ctx, ck.CLIP, "beautiful scenery nature glass bottle landscape, purple galaxy bottle,")
 		if err != nil {
 			return err
@@ -374,14 +447,13 @@ func benchTxt2Img(ctx context.Context, rt *gpu.Runtime, path, vocabDir string, w
 	if err != nil {
 		return nil, err
 	}
-	return &benchResult{What: "txt2img", Checkpoint: path, Width: width, Height: height, Batch: 1, Steps: steps, Runs: times, MedianS: med,
-		Threads: gpuThreads(), WeightDType: ck.Model.UNet.TimeEmbed1.Weight.DType().String(), LoadS: load}, nil
+	return res, nil
 }
 
 // benchFlux times one Flux transformer evaluation (one sampling step without CFG, as
 // ComfyUI's Flux graphs run) on a random latent of width×height pixels, tokens of
 // random T5 context, a random pooled vector and guidance 3.5.
-func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height, batch, tokens, runs int, weightDType string) (*benchResult, error) {
+func benchFlux(ctx context.Context, rt *gpu.Runtime, tm *timer, path string, width, height, batch, tokens int, weightDType string) (*benchResult, error) {
 	start := time.Now()
 	m, err := flux.LoadFile(rt, path, flux.Options{WeightDType: weightDType})
 	if err != nil {
@@ -422,12 +494,9 @@ func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 		return nil, err
 	}
 	in := flux.Inputs{X: x, Timesteps: t, Context: cond, Y: y, Guidance: guidance}
-	var cpu0 float64
-	warm := true
-	times, med, err := timeRuns(runs, func() error {
-		if warm {
-			defer func() { cpu0, warm = processCPUSeconds(), false }()
-		}
+	res := &benchResult{What: "flux", Checkpoint: path, Width: width, Height: height, Batch: batch, Threads: gpuThreads(),
+		WeightDType: m.DoubleBlocks[0].ImgAttn.QKV.Weight.DType().String(), LoadS: load, ContextTokens: tokens}
+	err = tm.run(res, func() error {
 		out, err := m.Forward(ctx, rt, in)
 		out.Release()
 		if err != nil {
@@ -438,11 +507,38 @@ func benchFlux(ctx context.Context, rt *gpu.Runtime, path string, width, height,
 	if err != nil {
 		return nil, err
 	}
-	cpu := (processCPUSeconds() - cpu0) / float64(runs)
 	p := c.PatchSize
 	img := ((h + p - 1) / p) * ((w + p - 1) / p)
-	flops := float64(batch) * m.FLOPs(img, tokens)
-	return &benchResult{What: "flux", Checkpoint: path, Width: width, Height: height, Batch: batch, Runs: times, MedianS: med,
-		GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(),
-		WeightDType: m.DoubleBlocks[0].ImgAttn.QKV.Weight.DType().String(), LoadS: load, ContextTokens: tokens, CPUSPerRun: cpu}, nil
+	res.setFLOPs(float64(batch) * m.FLOPs(img, tokens))
+	return res, nil
+}
+
+// tiledDecodeFLOPs adds up the decoder operations of ComfyUI's tiled decode of an h×w
+// latent with tl×tl tiles overlapping by ov cells: three passes, with (2·tl, tl/2),
+// (tl/2, 2·tl) and (tl, tl) tiles, each tile placed as sd.VAE.DecodeTiled places it.
+func tiledDecodeFLOPs(m *vae.Model, h, w, tl, ov int) float64 {
+	starts := func(n, tile int) []int {
+		if n <= tile || tile <= ov {
+			return []int{0}
+		}
+		var s []int
+		for p := 0; p < n-ov; p += tile - ov {
+			s = append(s, p)
+		}
+		return s
+	}
+	f := 0.0
+	for _, t := range [][2]int{{2 * tl, tl / 2}, {tl / 2, 2 * tl}, {tl, tl}} {
+		if h <= t[0] && w <= t[1] {
+			f += m.DecodeFLOPs(h, w)
+			continue
+		}
+		for _, py := range starts(h, t[0]) {
+			for _, px := range starts(w, t[1]) {
+				y0, x0 := max(0, min(h-ov, py)), max(0, min(w-ov, px))
+				f += m.DecodeFLOPs(min(t[0], h-y0), min(t[1], w-x0))
+			}
+		}
+	}
+	return f
 }

@@ -36,6 +36,8 @@ func TestSynthAndBench(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"bench", "vae", "--ckpt", ckpt, "--width", "64", "--height", "64", "--runs", "1", "--json"},
+		{"bench", "vae", "--ckpt", ckpt, "--width", "64", "--height", "64", "--tile", "32", "--overlap", "8", "--runs", "1", "--json"},
+		{"bench", "unet", "--ckpt", ckpt, "--width", "64", "--height", "64", "--runs", "1", "--json", "--conv", "winograd", "--pack", "off"},
 		{"bench", "txt2img", "--ckpt", ckpt, "--width", "64", "--height", "64", "--steps", "2", "--runs", "1", "--json",
 			"--vocab", testenv.GoldenVocabDir(t)},
 	} {
@@ -44,7 +46,8 @@ func TestSynthAndBench(t *testing.T) {
 			t.Fatalf("%v: exit %d: %s", args[:2], code, errb.String())
 		}
 		var r benchResult
-		if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.MedianS <= 0 || r.PeakRSSBytes <= 0 {
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.MedianS <= 0 || r.PeakRSSBytes <= 0 || r.FirstS <= 0 ||
+			(r.What != "txt2img" && (r.GFLOP <= 0 || r.GFLOPSPerS <= 0)) {
 			t.Fatalf("%v: implausible result %q (%v)", args[:2], out.String(), err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 // benchUpscale times ImageUpscaleWithModel's run (512-pixel tiles, overlap 32) of an
 // upscale model on a random width×height image batch, with the model's GFLOP/s.
-func benchUpscale(ctx context.Context, rt *gpu.Runtime, path string, width, height, batch, runs int) (*benchResult, error) {
+func benchUpscale(ctx context.Context, rt *gpu.Runtime, tm *timer, path string, width, height, batch int) (*benchResult, error) {
 	start := time.Now()
 	m, err := upscale.Load(rt, path)
 	if err != nil {
@@ -28,17 +28,17 @@ func benchUpscale(ctx context.Context, rt *gpu.Runtime, path string, width, heig
 		px[i] = r.Float32()
 	}
 	img := upscale.Image{N: batch, C: m.InChannels, H: height, W: width, Pix: px}
-	times, med, err := timeRuns(runs, func() error {
+	res := &benchResult{What: "upscale " + m.String(), Checkpoint: path, Width: width, Height: height, Batch: batch,
+		Threads: gpuThreads(), WeightDType: string(m.WeightDType()), LoadS: load}
+	err = tm.run(res, func() error {
 		_, err := m.Upscale(ctx, rt, img, upscale.TileOptions{})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	flops := upscaleFLOPs(m, width, height) * float64(batch)
-	return &benchResult{What: "upscale " + m.String(), Checkpoint: path, Width: width, Height: height, Batch: batch,
-		Runs: times, MedianS: med, GFLOP: flops / 1e9, GFLOPSPerS: flops / 1e9 / med, Threads: gpuThreads(),
-		WeightDType: string(m.WeightDType()), LoadS: load}, nil
+	res.setFLOPs(upscaleFLOPs(m, width, height) * float64(batch))
+	return res, nil
 }
 
 // upscaleFLOPs counts the model's operations over the tiles Upscale runs.

@@ -15,6 +15,8 @@ import (
 const (
 	envBF16 = "FORGEFLOW_BF16"
 	envGEMM = "FORGEFLOW_GEMM"
+	envConv = "FORGEFLOW_CONV"
+	envPack = "FORGEFLOW_PACK"
 )
 
 // computeFlags are the tensor runtime's settings, shared by serve, run, validate and
@@ -22,6 +24,8 @@ const (
 type computeFlags struct {
 	bf16   bf16Flag
 	gemm   string
+	conv   string
+	pack   string
 	envErr error // an unusable FORGEFLOW_BF16, reported when the runtime is made
 }
 
@@ -51,6 +55,9 @@ func (c *computeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 		return c.bf16.Set(s)
 	})
 	fs.StringVar(&c.gemm, "gemm", c.gemm, "force a GEMM kernel: generic, avx2 or avx512 (default auto, or "+envGEMM+")")
+	c.conv, c.pack = getenv(envConv), getenv(envPack)
+	fs.StringVar(&c.conv, "conv", c.conv, "convolution form: auto, direct (no Winograd) or winograd (every 3×3 stride-1 conv) (default auto, or "+envConv+")")
+	fs.StringVar(&c.pack, "pack", c.pack, "keep weights packed for the GEMM after their first use: on or off (default on, or "+envPack+")")
 }
 
 // options returns the runtime options the flags ask for. BF16 auto keeps its decision
@@ -60,7 +67,14 @@ func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
 	if c.envErr != nil {
 		return gpu.Options{}, c.envErr
 	}
-	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm}
+	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm, Conv: c.conv}
+	switch c.pack {
+	case "", "on":
+	case "off":
+		o.PackBudget = -1
+	default:
+		return gpu.Options{}, fmt.Errorf("pack %q: want on or off", c.pack)
+	}
 	if o.BF16 == gpu.BF16Auto {
 		if dir, err := os.UserCacheDir(); err == nil {
 			o.CacheDir = filepath.Join(dir, "forgeflow")
