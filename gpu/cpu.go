@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
@@ -78,7 +79,9 @@ func (c *CPU) Alloc(n int) (*Buffer, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("gpu: cpu: negative allocation %d", n)
 	}
-	return &Buffer{Host: make([]byte, n)}, nil
+	b := make([]byte, n)
+	adviseHuge(b)
+	return &Buffer{Host: b}, nil
 }
 
 // Free implements Backend; Go's collector reclaims the memory.
@@ -240,7 +243,9 @@ func (s *scratchPool) get(n int) []float32 {
 		s.free[n] = l[:len(l)-1]
 		return b
 	}
-	return make([]float32, n)
+	b := make([]float32, n)
+	adviseHuge(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), 4*n))
+	return b
 }
 
 func (s *scratchPool) put(b []float32) {

@@ -4,3 +4,6 @@ package gpu
 
 // totalRAM is unknown off Linux.
 func totalRAM() int64 { return 0 }
+
+// adviseHuge is a no-op off Linux.
+func adviseHuge([]byte) {}

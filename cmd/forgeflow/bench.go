@@ -36,8 +36,9 @@ type benchResult struct {
 	Runs          []float64 `json:"runs_s"`
 	MedianS       float64   `json:"median_s"`
 	MinS          float64   `json:"min_s"`
-	FirstS        float64   `json:"first_s"` // the warm-up run: weights packed, pool filled, pages faulted in
-	CPUS          []float64 `json:"cpu_s"`   // CPU seconds of all threads per timed run, where the OS reports them
+	FirstS        float64   `json:"first_s"`     // the warm-up run: weights packed, pool filled, pages faulted in
+	FirstCPUS     float64   `json:"first_cpu_s"` // its CPU seconds
+	CPUS          []float64 `json:"cpu_s"`       // CPU seconds of all threads per timed run, where the OS reports them
 	GFLOP         float64   `json:"gflop,omitempty"`
 	GFLOPSPerS    float64   `json:"gflops_per_s,omitempty"`
 	GFLOPPerCPUS  float64   `json:"gflop_per_cpu_s,omitempty"` // GFLOP over the median run's CPU seconds: one core's rate, less sensitive to neighbours
@@ -192,8 +193,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if res.CPUSPerRun > 0 {
 		flops += fmt.Sprintf(", %.1f CPU-s per run", res.CPUSPerRun)
 	}
-	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s (min %.3f, warm-up %.3f) over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v, %d threads)\n",
-		res.What, res.Width, res.Height, res.Batch, res.MedianS, res.MinS, res.FirstS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16, res.Threads)
+	fmt.Fprintf(stdout, "%s %dx%d batch %d: median %.3f s (min %.3f, warm-up %.3f s, %.1f CPU-s) over %d runs%s, peak RSS %.2f GiB (load %.2f s, weights %s, gemm %s, bf16 %v, %d threads)\n",
+		res.What, res.Width, res.Height, res.Batch, res.MedianS, res.MinS, res.FirstS, res.FirstCPUS, len(res.Runs), flops, float64(res.PeakRSSBytes)/(1<<30), res.LoadS, res.WeightDType, res.GEMM, res.BF16, res.Threads)
 	return exitOK
 }
 
@@ -323,7 +324,7 @@ func (tm *timer) run(res *benchResult, f func() error) error {
 		}
 		d := time.Since(s).Seconds()
 		if i == 0 {
-			res.FirstS = d
+			res.FirstS, res.FirstCPUS = d, max(0, processCPUSeconds()-c0)
 			continue
 		}
 		res.Runs = append(res.Runs, d)

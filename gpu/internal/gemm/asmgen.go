@@ -249,6 +249,34 @@ func cvt(name, reg string, lanes int, bf16 bool) {
 	p("RET")
 }
 
+// narrow emits func name(dst *uint16, src *float32, n int) for n a positive
+// multiple of 16, writing float32 back as binary16 (VCVTPS2PH, round to
+// nearest even) or as the top half of each value (bfloat16 by truncation).
+// Pack uses it on values widened from those formats moments before, where
+// both are exact.
+func narrow(name string, bf16 bool) {
+	fmt.Fprintf(&out, "\n// func %s(dst *uint16, src *float32, n int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-24\n", name)
+	p("MOVQ dst+0(FP), DI")
+	p("MOVQ src+8(FP), SI")
+	p("MOVQ n+16(FP), CX")
+	label(name + "_loop")
+	if bf16 {
+		p("VMOVUPS (SI), Z0")
+		p("VPSRLD $16, Z0, Z0")
+		p("VPMOVDW Z0, (DI)")
+	} else {
+		p("VMOVUPS (SI), Z0")
+		p("VCVTPS2PH $0, Z0, (DI)")
+	}
+	p("ADDQ $64, SI")
+	p("ADDQ $32, DI")
+	p("SUBQ $16, CX")
+	p("JNZ %s_loop", name)
+	p("VZEROUPPER")
+	p("RET")
+}
+
 // decQ emits func name(dst *float32, src *byte, nblocks int), nblocks ≥ 1,
 // converting GGUF Q8_0 (34-byte blocks: f16 d, 32 int8) or Q4_0 (18-byte
 // blocks: f16 d, 16 bytes whose low nibbles are elements 0..15 and high
@@ -564,6 +592,8 @@ func main() {
 	cvt("cvtF16AVX2", "Y", 8, false)
 	cvt("cvtBF16AVX512", "Z", 16, true)
 	cvt("cvtBF16AVX2", "Y", 8, true)
+	narrow("narrowF16AVX512", false)
+	narrow("narrowBF16AVX512", true)
 	packT("packTAVX512", "Z", 4)
 	packT("packTAVX2", "Y", 2)
 	decQ8AVX2()

@@ -17,19 +17,20 @@ import (
 func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,
-		half:    tile12x16AVX512,
-		packT:   vecPackT(packTAVX512, 16),
-		dot:     vecDot(dotAVX512, 16),
-		cvtF16:  vecCvt(cvtF16AVX512, 16, cvtF16Generic),
-		cvtBF16: vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
-		decQ8_0: blockDec(decQ8_0AVX512, 34),
-		decQ4_0: blockDec(decQ4_0AVX512, 18),
-		decQ4K:  decQ4KFast,
-		gather:  gather12AVX512,
-		tilePH:  panelTiles(tileAVX512PH, 12, 32, 32),
-		halfPH:  panelTiles(tileAVX512PHHalf, 12, 32, 16),
-		tilePB:  panelTiles(tileAVX512PB, 12, 32, 32),
-		halfPB:  panelTiles(tileAVX512PBHalf, 12, 32, 16),
+		half:     tile12x16AVX512,
+		packT:    vecPackT(packTAVX512, 16),
+		dot:      vecDot(dotAVX512, 16),
+		cvtF16:   vecCvt(cvtF16AVX512, 16, cvtF16Generic),
+		cvtBF16:  vecCvt(cvtBF16AVX512, 16, cvtBF16Generic),
+		decQ8_0:  blockDec(decQ8_0AVX512, 34),
+		decQ4_0:  blockDec(decQ4_0AVX512, 18),
+		decQ4K:   decQ4KFast,
+		gather:   gather12AVX512,
+		tilePH:   panelTiles(tileAVX512PH, 12, 32, 32),
+		halfPH:   panelTiles(tileAVX512PHHalf, 12, 32, 16),
+		tilePB:   panelTiles(tileAVX512PB, 12, 32, 32),
+		halfPB:   panelTiles(tileAVX512PBHalf, 12, 32, 16),
+		narrow16: narrow16AVX512,
 	}
 }
 

@@ -39,6 +39,9 @@ type kernel struct {
 	// tilePH and halfPH are tile and half reading a Packed F16 sliver,
 	// tilePB and halfPB a Packed BF16 one (nil: such panels are not used).
 	tilePH, halfPH, tilePB, halfPB func(kc int, a []float32, b []uint16, c []float32, ldc int, acc bool)
+	// narrow16, when set, writes len(dst) float32 values (a multiple of 16)
+	// that came from binary16 (or bfloat16, with bf16) back in that format.
+	narrow16 func(dst []uint16, src []float32, bf16 bool)
 	// gather, when set (mr = 12), packs a full sliver of a gathered A:
 	// d[p·mr+i] = src[offs[p]+i] for p < len(offs), i < mr.
 	gather func(d, src []float32, offs []int)

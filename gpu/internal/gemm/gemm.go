@@ -72,7 +72,29 @@ type Options struct {
 	// tuning and for tests that reach every loop level with small sizes.
 	// Zero fields keep the tuned values.
 	Blocking Blocking
+	// Widen16 chooses the element type Pack gives F16 and BF16 weights:
+	// Widen16Auto measures, once per process and kernel path, whether the
+	// micro-kernel that widens 16-bit panels while loading them keeps up
+	// with the float32 one (it does where the conversion runs beside the
+	// FMA units, as on AMD Zen; on CPUs where it shares their ports the
+	// float32 panels win) and widens only where it does not.
+	Widen16 Widen16
 }
+
+// Widen16 is Options.Widen16.
+type Widen16 int
+
+const (
+	// Widen16Auto widens 16-bit panels to float32 where the calibration
+	// finds the widening micro-kernel more than 5 % slower.
+	Widen16Auto Widen16 = iota
+	// Widen16Never keeps 16-bit weights in 16-bit panels (same memory as
+	// the stored weights).
+	Widen16Never
+	// Widen16Always packs 16-bit weights as float32 panels (twice the
+	// memory, no conversion in the micro-kernel).
+	Widen16Always
+)
 
 // Blocking is the cache blocking of the packed loops, in elements: KC is
 // the depth of a packed panel, MC the rows of A packed at once and NC the
@@ -94,6 +116,7 @@ type Engine struct {
 	jobs    sync.Pool // *job
 	apanels sync.Pool // *[]float32, shared A of runPacked
 	noShare bool      // benchmarks only: always split into private rectangles
+	widen   bool      // Pack gives 16-bit weights float32 panels (Options.Widen16)
 }
 
 // New returns an Engine for opts, or an error when opts.Path names a
@@ -126,7 +149,14 @@ func New(opts Options) (*Engine, error) {
 	if t < 1 {
 		t = 1
 	}
-	return &Engine{k: k, threads: t}, nil
+	e := &Engine{k: k, threads: t}
+	switch opts.Widen16 {
+	case Widen16Always:
+		e.widen = true
+	case Widen16Auto:
+		e.widen = k.tilePH != nil && !k.pairs && widenPays(k.path)
+	}
+	return e, nil
 }
 
 // Path reports the kernel family the Engine runs.

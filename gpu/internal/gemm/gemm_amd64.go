@@ -300,3 +300,23 @@ func panelTiles(asm func(kc int, a *float32, b *uint16, c *float32, ldc int, acc
 		asm(kc, &a[0], &b[0], &c[0], ldc, b2u(acc))
 	}
 }
+
+//go:noescape
+func narrowF16AVX512(dst *uint16, src *float32, n int)
+
+//go:noescape
+func narrowBF16AVX512(dst *uint16, src *float32, n int)
+
+// narrow16AVX512 writes src back as binary16 (VCVTPS2PH) or bfloat16 (the
+// top halves); len(src) is a multiple of 16 and len(dst) at least as long.
+func narrow16AVX512(dst []uint16, src []float32, bf16 bool) {
+	if len(src) == 0 {
+		return
+	}
+	_ = dst[len(src)-1]
+	if bf16 {
+		narrowBF16AVX512(&dst[0], &src[0], len(src))
+	} else {
+		narrowF16AVX512(&dst[0], &src[0], len(src))
+	}
+}

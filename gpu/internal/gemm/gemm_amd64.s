@@ -2852,6 +2852,37 @@ cvtBF16AVX2_loop:
 	VZEROUPPER
 	RET
 
+// func narrowF16AVX512(dst *uint16, src *float32, n int)
+TEXT ·narrowF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+narrowF16AVX512_loop:
+	VMOVUPS (SI), Z0
+	VCVTPS2PH $0, Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JNZ narrowF16AVX512_loop
+	VZEROUPPER
+	RET
+
+// func narrowBF16AVX512(dst *uint16, src *float32, n int)
+TEXT ·narrowBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+narrowBF16AVX512_loop:
+	VMOVUPS (SI), Z0
+	VPSRLD $16, Z0, Z0
+	VPMOVDW Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JNZ narrowBF16AVX512_loop
+	VZEROUPPER
+	RET
+
 // func packTAVX512(dst, src *float32, ld, kc16, groups, stride int)
 TEXT ·packTAVX512(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI

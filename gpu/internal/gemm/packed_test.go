@@ -15,7 +15,14 @@ import (
 func TestPackedMatchesStored(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
 	shapes := []shape{{5, 7, 3}, {13, 33, 64}, {24, 40, 17}, {100, 1280, 96}, {37, 320, 900}, {600, 70, 50}, {2000, 96, 40}}
-	for _, e := range enginesUnderTest(t) {
+	engines := enginesUnderTest(t)
+	for _, p := range []Path{PathAVX2, PathAVX512} {
+		// 16-bit weights in float32 panels (Options.Widen16)
+		if e, err := New(Options{Path: p, Threads: 2, Widen16: Widen16Always}); err == nil {
+			engines = append(engines, e)
+		}
+	}
+	for _, e := range engines {
 		for _, d := range []DType{F32, F16, BF16} {
 			if !e.CanPack(d) {
 				if e.Path() != PathGeneric {
@@ -25,7 +32,7 @@ func TestPackedMatchesStored(t *testing.T) {
 			}
 			for _, sh := range shapes {
 				m, n, k := sh.m, sh.n, sh.k
-				t.Run(fmt.Sprintf("%s/%s/%dx%dx%d", engineName(e), d, m, n, k), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s-widen%v/%s/%dx%dx%d", engineName(e), e.Widened(), d, m, n, k), func(t *testing.T) {
 					data, _ := testWeight(r, d, n, k)
 					w := Weight{DType: d, N: n, K: k, Data: data}
 					pk, err := e.Pack(w)
