@@ -3,6 +3,8 @@ package gpu
 import (
 	"fmt"
 	"math"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
 
 // Attention returns softmax(q·kᵀ·scale + mask)·v for q (B, H, Lq, D), k (B, H, Lk, D),
@@ -37,7 +39,9 @@ func Attention(rt *Runtime, q, k, v, mask *Tensor, p AttentionParams) (*Tensor, 
 		}
 	}
 	prep := func(t *Tensor) (*Tensor, error) {
-		if t.strides[3] == 1 || t.shape[3] <= 1 {
+		// used in place when its rows are contiguous and do not overlap (a broadcast
+		// view's rows do)
+		if (t.strides[3] == 1 || t.shape[3] <= 1) && (t.shape[2] <= 1 || t.strides[2] >= t.shape[3]) {
 			return t.view(t.shape, t.strides, t.offset), nil
 		}
 		return Contiguous(rt, t)
@@ -96,61 +100,73 @@ func cpuAttention(c *CPU, call *Call) error {
 		ms = mask.f32()
 		mst = broadcastStrides(mask, []int{b, h, lq, lk})
 	}
-	qs, ks, vs := q.f32(), k.f32(), v.f32()
-	qld, vld := max(q.strides[2], d), max(v.strides[2], dv)
-	// Kᵀ per head (D × Lk), built once and shared by every query tile of the head: the
-	// GEMM then packs plain rows instead of gathering a transposed K for every tile.
-	kt := c.scratch.get(b * h * d * lk)
-	defer c.scratch.put(kt)
-	if err := c.perHeadT(kt, ks, k.strides, b, h, lk, d); err != nil {
-		return err
+	e := c.mm.narrow
+	if c.mm.err != nil {
+		return fmt.Errorf("gpu: cpu: gemm: %w", c.mm.err)
 	}
-	// With a head width just past a multiple of the 32-column register tile (SD1.5's
-	// 40 = 32 + 8), O += P·V ends in a mostly empty half tile; computing
-	// Oᵀ (Dv × queries) += Vᵀ · Pᵀ instead puts Dv in the 12-row direction (40 → 48
-	// rows) and the 256 queries in full 32-column tiles. Measured (BenchmarkAttention,
-	// GFLOP/cpu-s): 4096×8×40 124–127 → 134; but 1024×8×80 (80 = 64 + a full half
-	// tile) went 142–155 → 125–132, hence only a remainder of at most 8 columns.
-	transO := dv%32 != 0 && dv%32 <= 8
-	var vt []float32
-	if transO {
-		vt = c.scratch.get(b * h * dv * lk)
-		defer c.scratch.put(vt)
-		if err := c.perHeadT(vt, vs, v.strides, b, h, lk, dv); err != nil {
+	// Every head's K and V are laid out once as GEMM panels (K as the weight of S = Q·Kᵀ,
+	// V as the weight Vᵀ of O = P·V), and every query tile is packed once for all key
+	// blocks: the products of the tiles then pack nothing but the probabilities P. Head
+	// widths that are not a multiple of the 32-column panel (SD1.5's 40) end in a half
+	// tile (12×16), so 40 costs 48 columns' work and 80 exactly 80.
+	nr := e.PanelWidth()
+	ksl, vsl := (lk+nr-1)/nr, (dv+nr-1)/nr
+	kPanels := c.scratch.get(b * h * ksl * nr * max(d, 1))
+	defer c.scratch.put(kPanels)
+	vPanels := c.scratch.get(b * h * vsl * nr * lk)
+	defer c.scratch.put(vPanels)
+	kp, vp := make([]gemm.Packed, b*h), make([]gemm.Packed, b*h)
+	errs := make([]error, c.threads)
+	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			if err := c.headPanels(e, &kp[bh], &vp[bh], kPanels[bh*ksl*nr*max(d, 1):], vPanels[bh*vsl*nr*lk:], k, v, bh/h, bh%h); err != nil {
+				errs[wi] = err
+				return
+			}
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}
 	tilesPerHead := (lq + attnTileQ - 1) / attnTileQ
 	items := b * h * tilesPerHead
-	serial := items >= c.threads
-	errs := make([]error, c.threads)
 	scale := float32(p.Scale)
+	qs := q.f32()
+	mrA := (attnTileQ + 11) / 12 * 12 // rows of a packed tile, a multiple of every kernel's mr
 	work := func(wi, lo, hi int) {
 		s := c.scratch.get(attnTileQ * attnTileK)
-		acc := c.scratch.get(attnTileQ * max(dv, 1)) // nq×dv or dv×attnTileQ
+		acc := c.scratch.get(attnTileQ * max(dv, 1))
 		rm := c.scratch.get(2 * attnTileQ)
+		qpack := c.scratch.get(mrA * max(d, 1))
+		ppack := c.scratch.get(mrA * attnTileK)
 		defer c.scratch.put(s)
 		defer c.scratch.put(acc)
 		defer c.scratch.put(rm)
+		defer c.scratch.put(qpack)
+		defer c.scratch.put(ppack)
 		for it := lo; it < hi; it++ {
 			bh, tile := it/tilesPerHead, it%tilesPerHead
 			bi, hi2 := bh/h, bh%h
 			i0 := tile * attnTileQ
 			nq := min(attnTileQ, lq-i0)
-			qo := bi*q.strides[0] + hi2*q.strides[1] + i0*q.strides[2]
-			ko := bh * d * lk
-			vo := bi*v.strides[0] + hi2*v.strides[1]
 			mrow, lsum := rm[:nq], rm[attnTileQ:attnTileQ+nq]
 			for i := range mrow {
 				mrow[i] = float32(math.Inf(-1))
 				lsum[i] = 0
 			}
-			// oacc is nq×dv, or dv×attnTileQ (row stride attnTileQ) when transO
 			oacc := acc[:nq*dv]
-			if transO {
-				oacc = acc[:dv*attnTileQ]
-			}
 			clear(oacc)
+			var qa gemm.PackedA
+			if d > 0 {
+				var err error
+				qa, err = e.PackA(nq, d, qs[bi*q.strides[0]+hi2*q.strides[1]+i0*q.strides[2]:], rowStride(q), qpack)
+				if err != nil {
+					errs[wi] = err
+					return
+				}
+			}
 			kend := lk
 			if p.Causal {
 				kend = min(lk, i0+nq)
@@ -158,14 +174,9 @@ func cpuAttention(c *CPU, call *Call) error {
 			for kb := 0; kb < kend; kb += attnTileK {
 				nk := min(attnTileK, kend-kb)
 				st := s[:nq*attnTileK]
-				var err error
 				if d == 0 {
 					clear(st)
-				} else {
-					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, false, nq, nk, d,
-						qs[qo:], qld, kt[ko+kb:], lk, st, attnTileK, false)
-				}
-				if err != nil {
+				} else if err := e.MulPacked(&qa, &kp[bh], 0, d, kb, kb+nk, st, attnTileK, false); err != nil {
 					errs[wi] = err
 					return
 				}
@@ -199,50 +210,27 @@ func cpuAttention(c *CPU, call *Call) error {
 					if mrow[i] != mnew {
 						corr := expf((mrow[i] - mnew) * rs)
 						lsum[i] *= corr
-						if transO {
-							for j := 0; j < dv; j++ {
-								oacc[j*attnTileQ+i] *= corr
-							}
-						} else {
-							orow := oacc[i*dv : (i+1)*dv]
-							for j := range orow {
-								orow[j] *= corr
-							}
+						orow := oacc[i*dv : (i+1)*dv]
+						for j := range orow {
+							orow[j] *= corr
 						}
 					}
 					lsum[i] += c.rk.expScale(row, rs, mnew)
 					mrow[i] = mnew
 				}
-				if transO {
-					// Oᵀ (dv × nq) += Vᵀ[:, kb:kb+nk] · Pᵀ, P read as a transposed B
-					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, true, dv, nq, nk,
-						vt[bh*dv*lk+kb:], lk, st, attnTileK, oacc, attnTileQ, true)
-					if err != nil {
-						errs[wi] = err
-						return
-					}
-				} else if dv > 0 {
-					err = c.mm.sgemm(serial, 1, 0, 0, 0, false, false, nq, dv, nk,
-						st, attnTileK, vs[vo+kb*v.strides[2]:], vld, oacc, dv, true)
-					if err != nil {
-						errs[wi] = err
-						return
-					}
+				if dv == 0 {
+					continue
+				}
+				pa, err := e.PackA(nq, nk, st, attnTileK, ppack)
+				if err == nil {
+					err = e.MulPacked(&pa, &vp[bh], kb, kb+nk, 0, dv, oacc, dv, true)
+				}
+				if err != nil {
+					errs[wi] = err
+					return
 				}
 			}
 			dst := o[(bh*lq+i0)*dv:]
-			if transO {
-				for i := 0; i < nq; i++ {
-					lsum[i] = 1 / lsum[i]
-				}
-				for i := 0; i < nq; i++ {
-					inv := lsum[i] // 1/sum (0 sums give NaN like PyTorch)
-					for j := 0; j < dv; j++ {
-						dst[i*dv+j] = oacc[j*attnTileQ+i] * inv
-					}
-				}
-				continue
-			}
 			for i := 0; i < nq; i++ {
 				inv := 1 / lsum[i] // 0 when every key was masked: NaN like PyTorch
 				for j := 0; j < dv; j++ {
@@ -251,11 +239,7 @@ func cpuAttention(c *CPU, call *Call) error {
 			}
 		}
 	}
-	if serial {
-		c.parallelForW(items, 1, work)
-	} else {
-		work(0, 0, items)
-	}
+	c.parallelForW(items, 1, work)
 	for _, e := range errs {
 		if e != nil {
 			return e
@@ -264,36 +248,55 @@ func cpuAttention(c *CPU, call *Call) error {
 	return nil
 }
 
-// perHeadT writes, for every (batch, head) of x (B, H, L, D, strides st, last dim
-// contiguous), its transpose D × L into dst[bh·D·L:], on all threads.
-func (c *CPU) perHeadT(dst, x []float32, st []int, b, h, l, d int) error {
-	ld := st[2]
-	if l == 1 {
-		ld = max(ld, d) // a single row: its stride is never used
+// rowStride is the element distance between rows of a (B, H, L, D) operand whose last
+// dim is contiguous (its L stride, or D for a single row, whose stride is never used).
+func rowStride(t *Tensor) int {
+	if t.shape[2] <= 1 {
+		return max(t.strides[2], t.shape[3], 1)
 	}
-	errs := make([]error, c.threads)
-	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
-		for bh := lo; bh < hi && d > 0; bh++ {
-			src := x[(bh/h)*st[0]+(bh%h)*st[1]:]
-			out := dst[bh*d*l:][:d*l]
-			if ld < d {
-				// rows overlap (a broadcast or expanded view): element by element
-				for j := 0; j < l; j++ {
-					for p, v := range src[j*ld:][:d] {
-						out[p*l+j] = v
-					}
-				}
-				continue
+	return t.strides[2]
+}
+
+// headPanels lays out head (bi, hi) of k (B, H, Lk, D) as the panels of a weight with
+// Lk rows (the keys: S = Q·Kᵀ) and of v (B, H, Lk, Dv) as the panels of the weight Vᵀ
+// with Dv rows (O = P·V), into kst and vst, and wraps them in kp and vp.
+func (c *CPU) headPanels(e *gemm.Engine, kp, vp *gemm.Packed, kst, vst []float32, k, v *Tensor, bi, hi int) error {
+	nr := e.PanelWidth()
+	lk, d, dv := k.shape[2], k.shape[3], v.shape[3]
+	if d > 0 {
+		ks, kld := k.f32()[bi*k.strides[0]+hi*k.strides[1]:], rowStride(k)
+		for s := 0; s*nr < lk; s++ {
+			rows := min(nr, lk-s*nr)
+			dst := kst[s*d*nr : (s+1)*d*nr]
+			// dst[p·nr + j] = K[s·nr+j][p]
+			if err := c.mm.transpose(rows, d, ks[s*nr*kld:], kld, dst, nr); err != nil {
+				return err
 			}
-			if err := c.mm.transpose(l, d, src, ld, out, l); err != nil {
-				errs[wi] = err
-				return
+			if rows < nr {
+				for p := 0; p < d; p++ {
+					clear(dst[p*nr+rows : (p+1)*nr])
+				}
 			}
 		}
-	})
-	for _, e := range errs {
-		if e != nil {
-			return e
+		var err error
+		if *kp, err = e.PanelsF32(lk, d, kst); err != nil {
+			return err
+		}
+	}
+	if dv > 0 {
+		vs, vld := v.f32()[bi*v.strides[0]+hi*v.strides[1]:], rowStride(v)
+		for s := 0; s*nr < dv; s++ {
+			cols := min(nr, dv-s*nr)
+			dst := vst[s*lk*nr : (s+1)*lk*nr]
+			// dst[p·nr + j] = V[p][s·nr+j]
+			for p := 0; p < lk; p++ {
+				copy(dst[p*nr:p*nr+cols], vs[p*vld+s*nr:p*vld+s*nr+cols])
+				clear(dst[p*nr+cols : (p+1)*nr])
+			}
+		}
+		var err error
+		if *vp, err = e.PanelsF32(dv, lk, vst); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -1,7 +1,9 @@
 package gpu
 
 import (
+	"context"
 	"fmt"
+	"runtime/pprof"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
@@ -104,6 +106,11 @@ func cpuConv2D(c *CPU, call *Call) error {
 		x: x.f32c(), wd: w.dtype, wb: w.bytes(), bias: bv, o: o}
 	if c.wantWinograd(&cv) {
 		if ww := c.winogradWeights(w, cout, cin); ww != nil {
+			if c.labels {
+				var err error
+				pprof.Do(context.Background(), pprof.Labels("op", "conv2d-winograd"), func(context.Context) { err = c.convWinograd(&cv, ww) })
+				return err
+			}
 			return c.convWinograd(&cv, ww)
 		}
 	}

@@ -1,8 +1,10 @@
 package gpu
 
 import (
+	"context"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"unsafe"
 
@@ -30,6 +32,8 @@ type CPUOptions struct {
 	// Winograd) or "winograd" (every stride-1 3×3 conv); another name is taken as auto
 	// (Options.Conv reports it).
 	Conv string
+	// OpLabels tags each op's work with pprof labels (Options.OpLabels).
+	OpLabels bool
 }
 
 // CPU is the host backend: buffers are Go byte slices and kernels are Go (plus the
@@ -44,6 +48,8 @@ type CPU struct {
 	// convForm forces a conv form (convFormBand, convFormCol) or leaves the choice to
 	// preferCol (convAuto); tests force both
 	convForm int
+	// labels: tag work with pprof labels (CPUOptions.OpLabels)
+	labels bool
 	// noWino keeps convAuto from choosing the Winograd form (CPUOptions.Conv "direct")
 	noWino bool
 	// offs recycles conv column-offset slices (*[]int)
@@ -64,6 +70,7 @@ func NewCPU(opts CPUOptions) *CPU {
 		c.pack.budget = defaultPackBudget()
 	}
 	c.convForm, c.noWino, _ = convForm(opts.Conv)
+	c.labels = opts.OpLabels
 	return c
 }
 
@@ -159,6 +166,11 @@ func (c *CPU) Supports(op Op, dtypes ...DType) bool {
 func (c *CPU) Run(op Op, call *Call) error {
 	if op < 0 || op >= OpCount || cpuKernels[op] == nil {
 		return fmt.Errorf("gpu: cpu: no kernel for %s", op)
+	}
+	if c.labels {
+		var err error
+		pprof.Do(context.Background(), pprof.Labels("op", op.String()), func(context.Context) { err = cpuKernels[op](c, call) })
+		return err
 	}
 	return cpuKernels[op](c, call)
 }

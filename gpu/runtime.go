@@ -36,6 +36,10 @@ type Options struct {
 	// keeps (CPUOptions.PackBudget): 0 means a quarter of the RAM, negative turns
 	// packing (and with it the Winograd form) off.
 	PackBudget int64
+	// OpLabels tags the cpu backend's work in CPU profiles with the op (and a conv's
+	// form) as pprof labels, for a per-op breakdown (`go tool pprof -tags`); it costs an
+	// allocation per op, so it is for profiling runs only.
+	OpLabels bool
 	// CacheDir is a directory where BF16Auto keeps its decision, keyed by the CPU model
 	// and the code version, so that it measures once per machine and build; "" keeps
 	// nothing and measures in every New.
@@ -62,7 +66,7 @@ func New(opts Options) (*Runtime, error) {
 	if _, _, err := convForm(opts.Conv); err != nil {
 		return nil, err
 	}
-	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM, Conv: opts.Conv, PackBudget: opts.PackBudget})
+	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM, Conv: opts.Conv, PackBudget: opts.PackBudget, OpLabels: opts.OpLabels})
 	if err := cpu.mm.err; err != nil {
 		return nil, fmt.Errorf("gpu: gemm %q: %w", opts.GEMM, err)
 	}

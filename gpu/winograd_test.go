@@ -200,3 +200,34 @@ func TestConvOption(t *testing.T) {
 		}
 	}
 }
+
+// TestOpLabels runs ops of both conv forms with profile labels on: the results are the
+// same as without.
+func TestOpLabels(t *testing.T) {
+	plain := newRT(t)
+	labelled, err := New(Options{Threads: 2, OpLabels: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	xv, wv := randData(r, 2*16*9*9), randData(r, 16*16*9)
+	raw := make([]byte, 4*len(wv))
+	if err := EncodeFloat32(F32, raw, wv); err != nil {
+		t.Fatal(err)
+	}
+	for _, form := range []int{convAuto, convFormWino} {
+		var got [2][]float32
+		for i, rt := range []*Runtime{plain, labelled} {
+			rt.cpu.convForm = form
+			x := ok(t)(rt.FromFloat32(xv, 2, 16, 9, 9))
+			w := ok(t)(rt.FromBytes(F32, raw, 16, 16, 3, 3))
+			y := ok(t)(Conv2D(rt, x, w, nil, 1, 1))
+			got[i], _ = y.Float32()
+		}
+		for i := range got[0] {
+			if math.Float32bits(got[0][i]) != math.Float32bits(got[1][i]) {
+				t.Fatalf("form %d: element %d differs with labels: %v vs %v", form, i, got[1][i], got[0][i])
+			}
+		}
+	}
+}

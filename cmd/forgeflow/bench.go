@@ -101,7 +101,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	tile := fs.Int("tile", 0, "vae: decode in tiles of this many pixels (ComfyUI's VAEDecodeTiled; 0 decodes whole)")
 	overlap := fs.Int("overlap", 64, "vae: tile overlap in pixels (with --tile)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs (not the warm-up) to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed runs (not the warm-up) to this file, its samples labelled with the op (go tool pprof -tags)")
 	var compute computeFlags
 	compute.register(fs, os.Getenv)
 	device := fs.String("device", "cpu", "where to run: cpu, or cuda (the device of --cuda-device, with --lowvram etc.)")
@@ -133,6 +133,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer tm.stopProfile()
 	}
 	base, err := compute.options(slog.New(slog.NewTextHandler(stderr, nil)))
+	base.OpLabels = *cpuProfile != ""
 	if err != nil {
 		fmt.Fprintf(stderr, "forgeflow bench: %v\n", err)
 		return exitFailed

@@ -47,11 +47,11 @@ func (p *Packed) Bytes() int64 {
 }
 
 // CanPack reports whether Pack accepts weights of dtype d on this Engine:
-// F32, and F16 or BF16 where the kernel widens 16-bit panels, on the
-// assembly paths of the float32 kernels (not the bfloat16 dot-product one,
-// whose panels are pairs).
+// F32 on every float32 kernel (not the bfloat16 dot-product one, whose
+// panels are pairs), F16 and BF16 where the kernel widens 16-bit panels
+// (the assembly paths).
 func (e *Engine) CanPack(d DType) bool {
-	if e.check() != nil || e.k.pairs || e.k.path == PathGeneric {
+	if e.check() != nil || e.k.pairs {
 		return false
 	}
 	switch d {
@@ -460,4 +460,107 @@ func measureWiden(p Path) bool {
 		best16 = min(best16, time.Since(t))
 	}
 	return best16 > best32+best32/20
+}
+
+// PanelsF32 returns a Packed over caller-owned float32 panel storage of an
+// n×k weight (len(panel) ≥ ceil(n/nr)·nr·k, laid out as Packed describes:
+// sliver s, step p, row j at s·k·nr + p·nr + j). The caller fills it, for
+// operands made per call such as attention's keys and values, and keeps
+// it unchanged while the Packed is used.
+func (e *Engine) PanelsF32(n, k int, panel []float32) (Packed, error) {
+	if !e.CanPack(F32) {
+		return Packed{}, fmt.Errorf("gemm: path %s (bf16 %v) has no panels", e.k.path, e.k.pairs)
+	}
+	nr := e.k.nr
+	if n <= 0 || k <= 0 || len(panel) < (n+nr-1)/nr*nr*k {
+		return Packed{}, fmt.Errorf("gemm: %d panel elements for a %d×%d weight", len(panel), n, k)
+	}
+	return Packed{n: n, k: k, nr: nr, path: e.k.path, dtype: F32, f32: panel}, nil
+}
+
+// PanelWidth is the number of weight rows per packed sliver (nr).
+func (e *Engine) PanelWidth() int { return e.k.nr }
+
+// PackedA is a left operand laid out once in the micro-kernel's row slivers
+// (mr rows, the whole depth k, k-major), so that several products with it
+// skip packing it again (attention's query tile against every key block).
+type PackedA struct {
+	m, k int
+	data []float32
+}
+
+// PackA lays out rows [0, m) of the m×k row-major a (row stride lda) into
+// dst, which needs at least ceil(m/mr)·mr·k elements, and returns it.
+func (e *Engine) PackA(m, k int, a []float32, lda int, dst []float32) (PackedA, error) {
+	if err := e.check(); err != nil {
+		return PackedA{}, err
+	}
+	if m < 0 || k <= 0 {
+		return PackedA{}, fmt.Errorf("gemm: pack A of %d×%d", m, k)
+	}
+	if err := checkMatrix("A", a, m, k, lda, 1, 0); err != nil {
+		return PackedA{}, err
+	}
+	mr := e.k.mr
+	need := (m + mr - 1) / mr * mr * k
+	if len(dst) < need {
+		return PackedA{}, fmt.Errorf("gemm: pack A: %d elements for %d", len(dst), need)
+	}
+	if m > 0 {
+		e.k.packA(dst, &aSource{data: a, ld: lda}, 0, m, 0, k)
+	}
+	return PackedA{m: m, k: k, data: dst[:need]}, nil
+}
+
+// MulPacked computes C (+)= A·W[j0:j1, k0:k1]ᵀ on the calling goroutine: A
+// a PackedA of depth k1−k0, W a Packed weight, C row i column j−j0 at
+// c[i·ldc + j − j0]. j0 must be a multiple of PanelWidth. Attention runs
+// its score and value products this way, packing nothing per call.
+func (e *Engine) MulPacked(a *PackedA, w *Packed, k0, k1, j0, j1 int, c []float32, ldc int, acc bool) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	kr := &e.k
+	if w == nil || w.path != kr.path || w.nr != kr.nr || kr.pairs || (w.dtype != F32 && !e.CanPack(w.dtype)) {
+		return fmt.Errorf("gemm: MulPacked: panels this engine cannot read")
+	}
+	if k0 < 0 || k1 > w.k || k1-k0 != a.k || j0 < 0 || j1 > w.n || j0 > j1 || j0%kr.nr != 0 {
+		return fmt.Errorf("gemm: MulPacked: depth %d…%d, columns %d…%d of a %d×%d weight with A of depth %d", k0, k1, j0, j1, w.n, w.k, a.k)
+	}
+	if a.m == 0 || j1 == j0 {
+		return nil
+	}
+	if err := checkMatrix("C", c, a.m, j1-j0, ldc, 1, 0); err != nil {
+		return err
+	}
+	mr, nr, kc := kr.mr, kr.nr, a.k
+	ws := e.getWorkspace()
+	defer e.bufs.Put(ws)
+	tile := ws.tile
+	for jr := 0; jr < j1-j0; jr += nr {
+		s := (j0 + jr) / nr
+		cols := min(nr, j1-j0-jr)
+		for ir := 0; ir < a.m; ir += mr {
+			as := a.data[ir*kc : (ir+mr)*kc]
+			rows := min(mr, a.m-ir)
+			off := ir*ldc + jr
+			if rows == mr && cols == nr {
+				kr.panelTile(w, s, k0, kc, as, c[off:], ldc, acc, false)
+				continue
+			}
+			kr.panelTile(w, s, k0, kc, as, tile, nr, false, cols <= nr/2)
+			for i := 0; i < rows; i++ {
+				dst := c[off+i*ldc : off+i*ldc+cols]
+				src := tile[i*nr : i*nr+cols]
+				if acc {
+					for j, v := range src {
+						dst[j] += v
+					}
+				} else {
+					copy(dst, src)
+				}
+			}
+		}
+	}
+	return nil
 }

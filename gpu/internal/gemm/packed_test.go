@@ -110,8 +110,8 @@ func TestPackedIgnoredWhereUnusable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gen.CanPack(F32) {
-		t.Error("the generic path claims to pack")
+	if gen.CanPack(F16) || !gen.CanPack(F32) {
+		t.Errorf("the generic path packs F16 %v, F32 %v; want false, true", gen.CanPack(F16), gen.CanPack(F32))
 	}
 	x := randSlice(r, 30*24)
 	y := make([]float32, 30*40)
@@ -158,5 +158,56 @@ func TestPackedOnly(t *testing.T) {
 	gen, _ := New(Options{Path: PathGeneric})
 	if err := gen.Linear(5, make([]float32, 5*33), 33, Weight{DType: F32, N: 70, K: 33, Packed: pk}, make([]float32, 5*70), 70, false); err == nil {
 		t.Error("the generic engine accepted panels it cannot read")
+	}
+}
+
+// TestMulPacked checks PackA + MulPacked against the float64 product on a sub-range of
+// a weight's depth and rows (attention's key blocks), edge slivers and rows, accumulate
+// on and off, with panels filled by the caller through PanelsF32.
+func TestMulPacked(t *testing.T) {
+	for _, e := range enginesUnderTest(t) {
+		if !e.CanPack(F32) {
+			continue
+		}
+		r := rand.New(rand.NewPCG(47, 48))
+		for _, sh := range []struct{ m, n, k, j0, j1, k0, k1 int }{
+			{13, 70, 50, 32, 70, 10, 50}, {256, 256, 40, 0, 256, 0, 40}, {5, 64, 9, 0, 40, 3, 7}, {30, 96, 300, 64, 96, 0, 300},
+		} {
+			nr := e.PanelWidth()
+			wv := randSlice(r, sh.n*sh.k)
+			panel := make([]float32, (sh.n+nr-1)/nr*nr*sh.k)
+			for j := 0; j < sh.n; j++ {
+				for p := 0; p < sh.k; p++ {
+					panel[j/nr*sh.k*nr+p*nr+j%nr] = wv[j*sh.k+p]
+				}
+			}
+			w, err := e.PanelsF32(sh.n, sh.k, panel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kd := sh.k1 - sh.k0
+			a := randSlice(r, sh.m*kd)
+			pa, err := e.PackA(sh.m, kd, a, kd, make([]float32, (sh.m+11)/12*12*kd+64))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the reference: A · W[j0:j1, k0:k1]ᵀ
+			sub := make([]float32, (sh.j1-sh.j0)*kd)
+			for j := sh.j0; j < sh.j1; j++ {
+				copy(sub[(j-sh.j0)*kd:], wv[j*sh.k+sh.k0:j*sh.k+sh.k1])
+			}
+			for _, acc := range []bool{false, true} {
+				ldc := sh.j1 - sh.j0 + 5
+				c := randSlice(r, sh.m*ldc)
+				want, mag := refGEMM(false, true, sh.m, sh.j1-sh.j0, kd, a, kd, sub, kd, c, ldc, acc)
+				if err := e.MulPacked(&pa, &w, sh.k0, sh.k1, sh.j0, sh.j1, c, ldc, acc); err != nil {
+					t.Fatal(err)
+				}
+				checkClose(t, sh.m, sh.j1-sh.j0, kd, c, ldc, want, mag)
+			}
+		}
+		if _, err := e.PanelsF32(40, 8, make([]float32, 10)); err == nil {
+			t.Error("PanelsF32 accepted short storage")
+		}
 	}
 }
