@@ -29,10 +29,17 @@ import (
 // suite's conv tolerances hold (TestWinogradConv).
 
 // winoMinTiles is the least number of 2×2 output tiles for which a conv call takes the
-// Winograd form: below it (a UNet's 16×16 and smaller levels) the transformed weights,
-// 16 matrices read once per chunk, cost more memory traffic than the multiplications
-// they save.
-const winoMinTiles = 512
+// Winograd form, and winoMaxU the largest transformed weight (16·Cin·Cout float32) it
+// takes. The form saves 40·tiles·Cin·Cout multiply-add flops and reads 64·Cin·Cout bytes
+// of transformed weights (per chunk) where the direct form reads 18·Cin·Cout of F16
+// weights: at ~200 GFLOP/s per core against ~10 GB/s of memory that pays from a few dozen
+// tiles, but below 128 (an SD UNet's 8×8 level at batch 2) the chunks are too few to
+// share the weight reads, and a 1280-channel level's matrices (105 MB per conv, over a
+// gigabyte for the level) would take more memory than they save time.
+const (
+	winoMinTiles = 128
+	winoMaxU     = 64 << 20
+)
 
 // winoWeights are a 3×3 weight's 16 transformed matrices U_ij (Cout × Cin), packed.
 type winoWeights struct {
@@ -51,7 +58,7 @@ func (c *CPU) wantWinograd(cv *convGeom) bool {
 		return false
 	}
 	tiles := cv.n * ((cv.oh + 1) / 2) * ((cv.ow + 1) / 2)
-	return !c.noWino && tiles >= winoMinTiles && cv.cin%16 == 0 && cv.cout%16 == 0
+	return !c.noWino && tiles >= winoMinTiles && 64*cv.cin*cv.cout <= winoMaxU && cv.cin%16 == 0 && cv.cout%16 == 0
 }
 
 // winogradWeights returns w's transformed, packed matrices, made on first use and kept

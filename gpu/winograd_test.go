@@ -78,9 +78,13 @@ func TestWinogradConv(t *testing.T) {
 	if !rt.cpu.wantWinograd(&cv) {
 		t.Error("a 2×320×32×32 conv does not take the Winograd form")
 	}
-	cv.oh, cv.ow = 16, 16
+	cv.oh, cv.ow = 8, 8
 	if rt.cpu.wantWinograd(&cv) {
-		t.Error("a 2×320×16×16 conv takes the Winograd form")
+		t.Error("a 2×320×8×8 conv takes the Winograd form")
+	}
+	cv.oh, cv.ow, cv.cin, cv.cout = 32, 32, 1280, 1280
+	if rt.cpu.wantWinograd(&cv) {
+		t.Error("a 1280-channel conv takes the Winograd form (105 MB of transformed weights)")
 	}
 }
 
