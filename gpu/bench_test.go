@@ -44,34 +44,45 @@ func BenchmarkConv2D(b *testing.B) {
 		{64, 320, F32}, {32, 640, F32}, {64, 320, F16}, {256, 128, F32},
 		{32, 640, F16}, {8, 1280, F16}, // SD1.5 at 256²: level 2 and the deepest level
 	}
+	// "auto" is the default runtime (packed weights, Winograd where it pays); "direct"
+	// packs no weight and never takes the Winograd form (the state before issue 13).
+	modes := []struct {
+		name string
+		opts Options
+	}{{"auto", Options{Threads: 2}}, {"direct", Options{Threads: 2, PackBudget: -1}}}
 	for _, cs := range cases {
-		b.Run(fmt.Sprintf("%s/%dx%dx%d", cs.wd, cs.hw, cs.hw, cs.c), func(b *testing.B) {
-			rt := newRT(b)
-			r := rand.New(rand.NewPCG(1, 2))
-			x := ok(b)(rt.FromFloat32(randData(r, cs.c*cs.hw*cs.hw), 1, cs.c, cs.hw, cs.hw))
-			wv := randData(r, cs.c*cs.c*9)
-			nb, _ := cs.wd.StorageBytes(len(wv))
-			raw := make([]byte, nb)
-			_ = EncodeFloat32(cs.wd, raw, wv)
-			w := ok(b)(rt.FromBytes(cs.wd, raw, cs.c, cs.c, 3, 3))
-			bias := ok(b)(rt.Zeros(F32, cs.c))
-			flops := 2.0 * float64(cs.c*cs.c*9) * float64(cs.hw*cs.hw)
-			// one call first: the steady state of a sampling loop, with the weight's
-			// panels packed (pack.go), is what is measured
-			if y, err := Conv2D(rt, x, w, bias, 1, 1); err == nil {
-				y.Release()
-			}
-			b.ResetTimer()
-			cpu0 := cpuTime()
-			for b.Loop() {
-				y, err := Conv2D(rt, x, w, bias, 1, 1)
+		for _, md := range modes {
+			b.Run(fmt.Sprintf("%s/%dx%dx%d/%s", cs.wd, cs.hw, cs.hw, cs.c, md.name), func(b *testing.B) {
+				rt, err := New(md.opts)
 				if err != nil {
 					b.Fatal(err)
 				}
-				y.Release()
-			}
-			reportFlops(b, flops, cpu0)
-		})
+				r := rand.New(rand.NewPCG(1, 2))
+				x := ok(b)(rt.FromFloat32(randData(r, cs.c*cs.hw*cs.hw), 1, cs.c, cs.hw, cs.hw))
+				wv := randData(r, cs.c*cs.c*9)
+				nb, _ := cs.wd.StorageBytes(len(wv))
+				raw := make([]byte, nb)
+				_ = EncodeFloat32(cs.wd, raw, wv)
+				w := ok(b)(rt.FromBytes(cs.wd, raw, cs.c, cs.c, 3, 3))
+				bias := ok(b)(rt.Zeros(F32, cs.c))
+				flops := 2.0 * float64(cs.c*cs.c*9) * float64(cs.hw*cs.hw)
+				// one call first: the steady state of a sampling loop, with the weight's
+				// panels packed (pack.go), is what is measured
+				if y, err := Conv2D(rt, x, w, bias, 1, 1); err == nil {
+					y.Release()
+				}
+				b.ResetTimer()
+				cpu0 := cpuTime()
+				for b.Loop() {
+					y, err := Conv2D(rt, x, w, bias, 1, 1)
+					if err != nil {
+						b.Fatal(err)
+					}
+					y.Release()
+				}
+				reportFlops(b, flops, cpu0)
+			})
+		}
 	}
 }
 
