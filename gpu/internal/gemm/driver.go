@@ -86,7 +86,7 @@ type workspace struct {
 }
 
 func (e *Engine) getWorkspace() *workspace {
-	if w, ok := e.bufs.Get().(*workspace); ok {
+	if w, ok := e.bufs.get(nil); ok {
 		return w
 	}
 	kr := e.k
@@ -149,7 +149,7 @@ func (e *Engine) run(p *problem) {
 		threads = 1
 	}
 	j := e.newJob(p)
-	defer e.jobs.Put(j)
+	defer e.jobs.put(j)
 	if p.b.packed != nil {
 		j.runPacked(threads)
 		return

@@ -111,12 +111,12 @@ type Blocking struct {
 type Engine struct {
 	k       kernel
 	threads int
-	bufs    sync.Pool // *workspace
-	panels  sync.Pool // *[]float32, shared B blocks (runShared)
-	jobs    sync.Pool // *job
-	apanels sync.Pool // *[]float32, shared A of runPacked
-	noShare bool      // benchmarks only: always split into private rectangles
-	widen   bool      // Pack gives 16-bit weights float32 panels (Options.Widen16)
+	bufs    freeList[*workspace]
+	panels  freeList[*[]float32] // shared B blocks (runShared)
+	jobs    freeList[*job]
+	apanels freeList[*[]float32] // shared A of runPacked
+	noShare bool                 // benchmarks only: always split into private rectangles
+	widen   bool                 // Pack gives 16-bit weights float32 panels (Options.Widen16)
 }
 
 // New returns an Engine for opts, or an error when opts.Path names a

@@ -27,7 +27,7 @@ func (e *Engine) linearRows(p *problem) {
 		workers = 1
 	}
 	j := e.newJob(p)
-	defer e.jobs.Put(j)
+	defer e.jobs.put(j)
 	// An f32 row is dotted whole; a stored row is converted in panels of
 	// up to rowPanel elements (16 KiB, in L1 with the x rows' panels).
 	j.kc = p.k

@@ -43,7 +43,7 @@ type job struct {
 }
 
 func (e *Engine) newJob(p *problem) *job {
-	j, ok := e.jobs.Get().(*job)
+	j, ok := e.jobs.get(nil)
 	if !ok {
 		j = new(job)
 	}
@@ -93,5 +93,5 @@ func (j *job) loop() {
 			j.packedItem(ws, i)
 		}
 	}
-	j.e.bufs.Put(ws)
+	j.e.bufs.put(ws)
 }

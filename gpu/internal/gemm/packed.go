@@ -338,7 +338,7 @@ func (j *job) runPacked(threads int) {
 	j.sharedA = nil
 	if cols > 1 && share {
 		buf := e.getAPanel(mTiles * kr.mr * p.k)
-		defer e.apanels.Put(buf)
+		defer e.apanels.put(buf)
 		j.sharedA = (*buf)[:mTiles*kr.mr*p.k]
 		j.mPad = mTiles * kr.mr
 		panels := (p.k + j.kc - 1) / j.kc
@@ -392,7 +392,7 @@ func (j *job) packedItem(ws *workspace, i int) {
 
 // getAPanel returns a pooled buffer of at least n elements.
 func (e *Engine) getAPanel(n int) *[]float32 {
-	if b, ok := e.apanels.Get().(*[]float32); ok && cap(*b) >= n {
+	if b, ok := e.apanels.get(func(b *[]float32) bool { return cap(*b) >= n }); ok {
 		return b
 	}
 	b := make([]float32, n)
@@ -535,7 +535,7 @@ func (e *Engine) MulPacked(a *PackedA, w *Packed, k0, k1, j0, j1 int, c []float3
 	}
 	mr, nr, kc := kr.mr, kr.nr, a.k
 	ws := e.getWorkspace()
-	defer e.bufs.Put(ws)
+	defer e.bufs.put(ws)
 	tile := ws.tile
 	for jr := 0; jr < j1-j0; jr += nr {
 		s := (j0 + jr) / nr

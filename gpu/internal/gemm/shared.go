@@ -17,7 +17,7 @@ func (j *job) runShared(workers int) {
 	j.blk = (blk + kr.mr - 1) / kr.mr * kr.mr
 	nblk := (p.m + j.blk - 1) / j.blk
 	bbuf := e.getPanel()
-	defer e.panels.Put(bbuf)
+	defer e.panels.put(bbuf)
 	for j.jc = 0; j.jc < p.n; j.jc += kr.nc {
 		j.nc = min(kr.nc, p.n-j.jc)
 		j.slivers = (j.nc + kr.nr - 1) / kr.nr
@@ -54,7 +54,7 @@ func (j *job) rowBlock(ws *workspace, i int) {
 
 // getPanel returns a shared B block buffer of kcAlloc×nc elements.
 func (e *Engine) getPanel() *[]float32 {
-	if b, ok := e.panels.Get().(*[]float32); ok {
+	if b, ok := e.panels.get(nil); ok {
 		return b
 	}
 	b := make([]float32, kcAlloc(e.k.kc)*e.k.nc)
