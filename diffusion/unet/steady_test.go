@@ -19,7 +19,7 @@ import (
 // tensor storage and no GEMM workspace: every activation comes from the runtime's pool
 // (no misses), weight panels are packed once, and the GEMM's workspaces survive garbage
 // collections. What is left on the Go heap per step is small bookkeeping: tensor headers
-// and shapes, closures, per-call slices (≈ 4,900 objects, ≈ 260 KB a step here). The
+// and shapes, closures, per-call slices (≈ 4,860 objects, ≈ 275 KB a step here). The
 // bound below catches storage slipping back onto the heap: one activation of this
 // model's first level is 64 KiB and a step makes dozens of them, and the GEMM
 // workspaces a sync.Pool dropped at each collection cost 430–850 KB a step.
@@ -79,17 +79,25 @@ func TestSteadyStateStep(t *testing.T) {
 	step()
 	step()
 	_, miss0, _ := rt.PoolStats()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	// The least of three measurements: on a loaded machine a straggling worker can
+	// still hold its GEMM workspace when the next call starts, which then takes one
+	// more for the free list once; steady per-step traffic shows in all three.
 	const steps = 5
-	allocs := testing.AllocsPerRun(steps, step)
-	runtime.ReadMemStats(&after)
+	allocs, bytesPerStep := 0.0, -1.0
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		a := testing.AllocsPerRun(steps, step)
+		runtime.ReadMemStats(&after)
+		// AllocsPerRun runs step once more before it counts.
+		if b := float64(after.TotalAlloc-before.TotalAlloc) / (steps + 1); bytesPerStep < 0 || b < bytesPerStep {
+			allocs, bytesPerStep = a, b
+		}
+	}
 	hits, miss, _ := rt.PoolStats()
 	if miss != miss0 {
 		t.Errorf("steady-state steps allocated tensor storage: pool misses %d → %d (hits %d)", miss0, miss, hits)
 	}
-	// AllocsPerRun runs step once more before it counts.
-	bytesPerStep := float64(after.TotalAlloc-before.TotalAlloc) / (steps + 1)
 	const limit = 384 << 10
 	t.Logf("per step: %.0f Go heap allocations, %.0f bytes (tensor headers, shapes, closures); pool hits %d", allocs, bytesPerStep, hits)
 	if bytesPerStep > limit {
