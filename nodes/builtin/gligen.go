@@ -7,7 +7,6 @@ import (
 
 	"github.com/forgeflow/forgeflow/diffusion/gligen"
 	"github.com/forgeflow/forgeflow/diffusion/sd"
-	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
 )
@@ -39,17 +38,7 @@ func (n *GLIGENLoader) Schema() graph.Schema {
 
 // Run implements nodes.Typed (comfy/sd.py load_gligen).
 func (n *GLIGENLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	path, err := n.env.resolve("gligen", n.GLIGENName)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	f, err := loadCached(ctx, n.env, path, "gligen", func(rt *gpu.Runtime, path string) (*gligen.File, int64, error) {
-		f, err := gligen.LoadFile(rt, path)
-		if err != nil {
-			return nil, 0, err
-		}
-		return f, f.Bytes(), nil
-	})
+	f, err := loadModelFile(ctx, n.env, "gligen", n.GLIGENName, "gligen", gligen.LoadFile)
 	if err != nil {
 		return nodes.Result{}, err
 	}

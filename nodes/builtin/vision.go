@@ -62,6 +62,25 @@ func loadCached[T any](ctx context.Context, e *sdEnv, path, part string, load fu
 	return h.Value().(T), nil
 }
 
+// loadModelFile resolves name in a model folder and loads the file through the memory
+// manager's cache (part names it in reports): the loaders of model files that know
+// their own size in memory.
+func loadModelFile[T interface{ Bytes() int64 }](ctx context.Context, e *sdEnv, folder, name, part string, load func(*gpu.Runtime, string) (T, error)) (T, error) {
+	path, err := e.resolve(folder, name)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return loadCached(ctx, e, path, part, func(rt *gpu.Runtime, path string) (T, int64, error) {
+		f, err := load(rt, path)
+		if err != nil {
+			var zero T
+			return zero, 0, err
+		}
+		return f, f.Bytes(), nil
+	})
+}
+
 // CLIPVisionLoader loads a CLIP vision model file.
 type CLIPVisionLoader struct {
 	env      *sdEnv
@@ -79,17 +98,7 @@ func (n *CLIPVisionLoader) Schema() graph.Schema {
 
 // Run implements nodes.Typed (comfy/clip_vision.py load).
 func (n *CLIPVisionLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	path, err := n.env.resolve("clip_vision", n.ClipName)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	f, err := loadCached(ctx, n.env, path, "clip_vision", func(rt *gpu.Runtime, path string) (*clipvision.File, int64, error) {
-		f, err := clipvision.LoadFile(rt, path)
-		if err != nil {
-			return nil, 0, err
-		}
-		return f, f.Bytes(), nil
-	})
+	f, err := loadModelFile(ctx, n.env, "clip_vision", n.ClipName, "clip_vision", clipvision.LoadFile)
 	if err != nil {
 		return nodes.Result{}, err
 	}
@@ -225,17 +234,7 @@ func (n *StyleModelLoader) Schema() graph.Schema {
 
 // Run implements nodes.Typed (comfy/sd.py load_style_model).
 func (n *StyleModelLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	path, err := n.env.resolve("style_models", n.StyleModelName)
-	if err != nil {
-		return nodes.Result{}, err
-	}
-	f, err := loadCached(ctx, n.env, path, "style_model", func(rt *gpu.Runtime, path string) (*stylemodel.File, int64, error) {
-		f, err := stylemodel.LoadFile(rt, path)
-		if err != nil {
-			return nil, 0, err
-		}
-		return f, f.Bytes(), nil
-	})
+	f, err := loadModelFile(ctx, n.env, "style_models", n.StyleModelName, "style_model", stylemodel.LoadFile)
 	if err != nil {
 		return nodes.Result{}, err
 	}
