@@ -43,6 +43,9 @@ func fancy(m *image.YCbCr, alpha []byte, aStride int) *image.NRGBA {
 	b := m.Rect
 	w, h := b.Dx(), b.Dy()
 	out := image.NewNRGBA(image.Rect(0, 0, w, h))
+	if w == 0 || h == 0 {
+		return out // a frame with no pixels (a damaged file can declare one)
+	}
 	yRow := func(y int) []byte { return m.Y[y*m.YStride : y*m.YStride+w] }
 	cw := (w + 1) / 2
 	uRow := func(y int) []byte { return m.Cb[y*m.CStride : y*m.CStride+cw] }
