@@ -121,44 +121,40 @@ func decodeEvent(b []byte) (ev executor.Event, from string, err error) {
 // decodeData reads an event's data as the executor's type for that event; an event
 // this version does not know keeps its JSON as it came.
 func decodeData(typ string, raw json.RawMessage) (any, error) {
-	dec := func(v any) error {
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.UseNumber()
-		return d.Decode(v)
-	}
 	switch typ {
 	case executor.EventStatus:
-		var d executor.StatusData
-		return d, dec(&d)
+		return decodeAs[executor.StatusData](raw)
 	case executor.EventExecutionStart:
-		var d executor.ExecutionStartData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutionStartData](raw)
 	case executor.EventExecutionCached:
-		var d executor.ExecutionCachedData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutionCachedData](raw)
 	case executor.EventExecuting:
-		var d executor.ExecutingData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutingData](raw)
 	case executor.EventProgress:
-		var d executor.ProgressData
-		return d, dec(&d)
+		return decodeAs[executor.ProgressData](raw)
 	case executor.EventProgressState:
-		var d executor.ProgressStateData
-		return d, dec(&d)
+		return decodeAs[executor.ProgressStateData](raw)
 	case executor.EventExecuted:
-		var d executor.ExecutedData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutedData](raw)
 	case executor.EventExecutionSuccess:
-		var d executor.ExecutionSuccessData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutionSuccessData](raw)
 	case executor.EventExecutionError:
-		var d executor.ExecutionErrorData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutionErrorData](raw)
 	case executor.EventExecutionInterrupted:
-		var d executor.ExecutionInterruptedData
-		return d, dec(&d)
+		return decodeAs[executor.ExecutionInterruptedData](raw)
 	}
 	return raw, nil
+}
+
+// decodeAs decodes raw as a T, keeping numbers as json.Number (64-bit seeds).
+func decodeAs[T any](raw json.RawMessage) (any, error) {
+	var d T
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // Interrupt asks every worker to interrupt promptID if it runs it, or whatever it
