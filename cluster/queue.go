@@ -316,17 +316,17 @@ func (q *Queue) Push(ctx context.Context, job *executor.Job, opts executor.PushO
 		q.log.Warn("queued prompt without a lease token yet", "prompt_id", job.ID, "err", err)
 	}
 	job.Number = number
-	q.announceStatus(ctx)
+	q.announceStatus()
 	return number, nil
 }
 
 // announceStatus tells the clients of every front how many prompts remain: a front's
-// engine broadcasts the status after a change only to its own clients.
-func (q *Queue) announceStatus(ctx context.Context) {
-	n, err := q.Remaining(ctx)
-	if err != nil {
-		return
-	}
+// engine broadcasts the status after a change only to its own clients. The count is
+// this process's index, which holds its own write already: no second round trip to
+// the cluster beside the one the engine's own status makes (Remaining).
+func (q *Queue) announceStatus() {
+	r, p := q.idx.jobs()
+	n := len(r) + len(p)
 	ev := executor.Event{Type: executor.EventStatus, Broadcast: true, Data: executor.StatusData{Status: executor.StatusInfo{ExecInfo: executor.ExecInfo{QueueRemaining: n}}}}
 	if err := q.PublishEvent(ev); err != nil {
 		q.log.Debug("publish status", "err", err)
@@ -410,7 +410,7 @@ func (q *Queue) Delete(ctx context.Context, ids ...string) (int, error) {
 		}
 	}
 	if n > 0 {
-		q.announceStatus(ctx)
+		q.announceStatus()
 	}
 	return n, nil
 }
