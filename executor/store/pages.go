@@ -285,6 +285,9 @@ func (w *walker) leaf(path []string, data []byte, where string, depth int) {
 		w.problem(path, fmt.Errorf("%s: %d bytes", where, len(data)))
 		return
 	}
+	if w.last == nil {
+		w.last = map[string][]byte{}
+	}
 	count := int(native.Uint16(data[10:]))
 	if pageHeaderSize+count*elemSize > len(data) {
 		w.problem(path, fmt.Errorf("%s: %d elements do not fit", where, count))
@@ -300,9 +303,6 @@ func (w *walker) leaf(path []string, data []byte, where string, depth int) {
 			continue
 		}
 		k, v := kv[:ksize], kv[ksize:]
-		if w.last == nil {
-			w.last = map[string][]byte{}
-		}
 		bucket := strings.Join(path, "\x00")
 		if prev, ok := w.last[bucket]; ok && bytes.Compare(k, prev) <= 0 {
 			w.problem(path, fmt.Errorf("%s: leaf element %d: key out of order", where, i))
