@@ -71,17 +71,41 @@ refpeer:
     checkpoints: checkpoints
     vae: vae
     text_encoders: clip
+# the kit's ComfyUI install, for its CLIP tokenizer vocabulary (comfy/sd1_tokenizer)
+comfyui:
+    base_path: $REFPEER_DIR/ComfyUI
+    checkpoints: models/checkpoints
 YAML
   PORT=${PORT:-8197}
   trap 'PORT=$PORT "$K/stop.sh" >/dev/null 2>&1 || true' EXIT
+  # start.sh clears the environment (env -i), so its ComfyUI gets PyTorch's own thread count
+  # (1 here); this starts the same server with start.sh's flags and COMFY_THREADS threads, and
+  # writes the PID file stop.sh reads.
+  start_comfy() {
+    local log=$REFPEER_DIR/run/comfyui-$PORT.log
+    "$K/chroot.sh" OMP_NUM_THREADS="${COMFY_THREADS:-$(nproc)}" python3 /refpeer/ComfyUI/main.py \
+      --cpu --listen 127.0.0.1 --port "$PORT" --front-end-root /kit/frontend_stub \
+      --extra-model-paths-config /kit/extra_model_paths.yaml --disable-api-nodes --disable-auto-launch \
+      --database-url "sqlite:////refpeer/run/comfyui-$PORT.db" >"$log" 2>&1 </dev/null &
+    echo $! >"$REFPEER_DIR/run/comfyui-$PORT.pid"
+    for _ in $(seq 300); do
+      kill -0 $! 2>/dev/null || { echo "ComfyUI on port $PORT exited; tail of $log:" >&2; tail -20 "$log" >&2; exit 1; }
+      curl -sf "http://127.0.0.1:$PORT/object_info/KSampler" >/dev/null && return 0
+      sleep 1
+    done
+    echo "ComfyUI on port $PORT not ready after 300 s; see $log" >&2; exit 1
+  }
   for r in $(seq "$TXT2IMG_ROUNDS"); do
     l=$(load)
-    t=$( { /usr/bin/time -f '{"wall_s":%e,"peak_rss_kb":%M,"cpu_s":%U+%S}' "$FF" run --plain \
+    rm -rf "$OUT/out"
+    /usr/bin/time -o "$OUT/time.txt" -f '{"wall_s":%e,"peak_rss_kb":%M,"cpu_s":%U+%S}' "$FF" run --plain \
       --base-directory "$OUT/base" --output-directory "$OUT/out" --extra-model-paths-config "$OUT/models.yaml" \
-      "$K/workflows/sd15_txt2img_512_20.json" >/dev/null; } 2>&1 | tail -1)
+      "$K/workflows/sd15_txt2img_512_20.json" >"$OUT/ff_run.log" 2>&1 ||
+      { echo "forgeflow run failed; see $OUT/ff_run.log" >&2; tail -20 "$OUT/ff_run.log" >&2; exit 1; }
+    t=$(tail -1 "$OUT/time.txt")
     rec "$l" forgeflow txt2img512 "$(python3 -c "import json,sys; d=sys.argv[1]; u,s=d.split('\"cpu_s\":')[1].rstrip('}').split('+'); j=json.loads(d.split(',\"cpu_s\"')[0]+'}'); j['cpu_s']=round(float(u)+float(s),2); print(json.dumps(j))" "$t")"
     l=$(load)
-    PORT=$PORT "$K/start.sh" >/dev/null
+    start_comfy
     pid=$(cat "$REFPEER_DIR/run/comfyui-$PORT.pid")
     (cd "$K" && python3 run_workflow.py workflows/sd15_txt2img_512_20.json --server "http://127.0.0.1:$PORT" \
       --log "$REFPEER_DIR/run/comfyui-$PORT.log" --out "$OUT/comfy_512_20.png" --summary "$OUT/comfy_512_20.json" >/dev/null)
@@ -89,6 +113,11 @@ YAML
     cpu=$(awk '{print ($14+$15)/100}' "/proc/$pid/stat")
     PORT=$PORT "$K/stop.sh" >/dev/null 2>&1 || true
     rec "$l" comfyui txt2img512 "$(python3 -c "import json; s=json.load(open('$OUT/comfy_512_20.json')); s={k: s[k] for k in ('wall_s','comfy_exec_s','sampler_s_per_step') if k in s}; s['peak_rss_kb']=$rss; s['cpu_s']=$cpu; print(json.dumps(s))")"
+    # The same seed gives the same picture: PSNR of forgeflow's image against ComfyUI's.
+    cp "$(ls "$OUT"/out/*.png | head -1)" "$REFPEER_DIR/tmp/ff_512_20.png"
+    cp "$OUT/comfy_512_20.png" "$REFPEER_DIR/tmp/comfy_512_20.png"
+    echo "# forgeflow's image against ComfyUI's:"
+    "$K/chroot.sh" python3 /kit/compare_images.py /refpeer/tmp/comfy_512_20.png /refpeer/tmp/ff_512_20.png
   done
 fi
 echo "# $(uptime)"
