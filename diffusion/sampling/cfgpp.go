@@ -19,19 +19,20 @@ func denoiseBoth(ctx context.Context, m Model, x []float32, sigma float32) (den,
 }
 
 func sampleEulerCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	return eulerAncestralCFGPP(ctx, m, x, sigmas, o, 0)
+	return eulerAncestralCFGPP(ctx, m, x, sigmas, o, 0, 0)
 }
 
 func sampleEulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	return eulerAncestralCFGPP(ctx, m, x, sigmas, o, 1)
+	p := o.params()
+	return eulerAncestralCFGPP(ctx, m, x, sigmas, o, float32(p.Eta), float32(p.SNoise))
 }
 
 // eulerAncestralCFGPP is a DDIM-style step in the α-scaled space: the noise direction
 // comes from the unconditional prediction; eta 0 is euler_cfg_pp.
-func eulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options, eta float32) ([]float32, error) {
+func eulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options, eta, sNoise float32) ([]float32, error) {
 	flow := o.isFlow()
 	var noise NoiseSampler
-	if eta > 0 {
+	if eta > 0 && sNoise > 0 {
 		noise = o.gaussian(len(x))
 	}
 	for i := 0; i+1 < len(sigmas); i++ {
@@ -58,10 +59,10 @@ func eulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas []flo
 		for k := range x {
 			out[k] = alphaT*den[k] + down*d[k]
 		}
-		if eta > 0 {
+		if eta > 0 && sNoise > 0 {
 			n := noise(s, sNext)
 			for k := range out {
-				out[k] = out[k] + alphaT*n[k]*up
+				out[k] = out[k] + alphaT*n[k]*sNoise*up
 			}
 		}
 		x = out
@@ -147,6 +148,32 @@ func sampleDPMPP2MCFGPP(ctx context.Context, m Model, x []float32, sigmas []floa
 			}
 		}
 		x, oldUnc = out, unc
+	}
+	return x, nil
+}
+
+// EulerPP is the SamplerEulerCFGpp node's "alternative" version (sample_euler_pp in
+// comfy_extras/nodes_advanced_samplers.py), a sampler no sampler_name selects: Euler
+// whose derivative is taken from x − denoised + uncond.
+func EulerPP() Sampler {
+	return Sampler{Name: "euler_pp", Func: sampleEulerPP, CFGPP: true}
+}
+
+func sampleEulerPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	for i := 0; i+1 < len(sigmas); i++ {
+		s := sigmas[i]
+		den, unc, err := denoiseBoth(ctx, m, x, s)
+		if err != nil {
+			return nil, err
+		}
+		o.step(i, den, x)
+		dt := sigmas[i+1] - s
+		out := make([]float32, len(x))
+		for k := range x {
+			d := ((x[k] - den[k] + unc[k]) - den[k]) / s
+			out[k] = x[k] + d*dt
+		}
+		x = out
 	}
 	return x, nil
 }

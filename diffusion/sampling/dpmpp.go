@@ -2,6 +2,7 @@ package sampling
 
 import (
 	"context"
+	"errors"
 	"math"
 )
 
@@ -40,6 +41,8 @@ func offsetFirstSigma(sigmas []float32, o *Options) []float32 {
 func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	noise := o.gaussian(len(x))
 	flow := o.isFlow()
+	p := o.params()
+	eta, sNoise := float32(p.Eta), float32(p.SNoise)
 	for i := 0; i+1 < len(sigmas); i++ {
 		s, sNext := sigmas[i], sigmas[i+1]
 		den, err := denoise(ctx, m, x, s)
@@ -49,11 +52,11 @@ func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []
 		var down, up float32
 		var alphaNext, alphaDown float32
 		if flow {
-			down = sNext * (1 + (sNext/s - 1))
+			down = sNext * (1 + (sNext/s-1)*eta)
 			alphaNext, alphaDown = 1-sNext, 1-down
 			up = sqrt32(sNext*sNext - down*down*alphaNext*alphaNext/(alphaDown*alphaDown))
 		} else {
-			down, up = ancestralStep(s, sNext, 1)
+			down, up = ancestralStep(s, sNext, eta)
 		}
 		o.step(i, den, x)
 		switch {
@@ -103,13 +106,13 @@ func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []
 			}
 			x = x2
 		}
-		if sNext > 0 {
+		if sNext > 0 && (!flow || eta > 0) {
 			n := noise(s, sNext)
 			for k := range x {
 				if flow {
-					x[k] = alphaNext/alphaDown*x[k] + n[k]*up
+					x[k] = alphaNext/alphaDown*x[k] + n[k]*sNoise*up
 				} else {
-					x[k] = x[k] + n[k]*up
+					x[k] = x[k] + n[k]*sNoise*up
 				}
 			}
 		}
@@ -117,11 +120,16 @@ func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []
 	return x, nil
 }
 
-// sampleDPMPPSDE is the stochastic DPM-Solver++ with a midpoint (r = 1/2) stage and
-// Brownian-tree noise.
+// sampleDPMPPSDE is the stochastic DPM-Solver++ with an intermediate stage at
+// Params.R of the step (1/2 by default) and Brownian-tree noise scaled by eta and
+// s_noise.
 func sampleDPMPPSDE(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	if len(sigmas) <= 1 {
 		return x, nil
+	}
+	p := o.params()
+	if p.R == 0 {
+		return nil, errors.New("sampling: dpmpp_sde r must not be 0") // 1/(2r) in upstream
 	}
 	noise, err := o.brownian(sigmas, len(x))
 	if err != nil {
@@ -129,7 +137,10 @@ func sampleDPMPPSDE(ctx context.Context, m Model, x []float32, sigmas []float32,
 	}
 	flow := o.isFlow()
 	sigmas = offsetFirstSigma(sigmas, o)
-	const r, fac = 0.5, 1.0 // fac = 1/(2r)
+	r, eta, sNoise := float32(p.R), float32(p.Eta), float32(p.SNoise)
+	fac := 1 / (2 * p.R) // a Python float; it meets the tensors as float32
+	keep, take := float32(1-fac), float32(fac)
+	addNoise := eta > 0 && sNoise > 0
 	for i := 0; i+1 < len(sigmas); i++ {
 		s, sNext := sigmas[i], sigmas[i+1]
 		den, err := denoise(ctx, m, x, s)
@@ -149,32 +160,36 @@ func sampleDPMPPSDE(ctx context.Context, m Model, x []float32, sigmas []float32,
 		alphaS1 := s1 * exp32(ls1)
 		alphaT := sNext * exp32(lt)
 
-		sd, su := ancestralStep(exp32(-ls), exp32(-ls1), 1)
+		sd, su := ancestralStep(exp32(-ls), exp32(-ls1), eta)
 		h1 := -log32(sd) - ls
 		a, b := alphaS1/alphaS*exp32(-h1), alphaS1*expm132(-h1)
 		x2 := make([]float32, len(x))
 		for k := range x {
 			x2[k] = a*x[k] - b*den[k]
 		}
-		n := noise(s, s1)
-		for k := range x2 {
-			x2[k] = x2[k] + alphaS1*n[k]*su
+		if addNoise {
+			n := noise(s, s1)
+			for k := range x2 {
+				x2[k] = x2[k] + alphaS1*n[k]*sNoise*su
+			}
 		}
 		den2, err := denoise(ctx, m, x2, s1)
 		if err != nil {
 			return nil, err
 		}
-		sd, su = ancestralStep(exp32(-ls), exp32(-lt), 1)
+		sd, su = ancestralStep(exp32(-ls), exp32(-lt), eta)
 		h2 := -log32(sd) - ls
 		a, b = alphaT/alphaS*exp32(-h2), alphaT*expm132(-h2)
 		out := make([]float32, len(x))
 		for k := range x {
-			dd := (1-fac)*den[k] + fac*den2[k]
+			dd := keep*den[k] + take*den2[k]
 			out[k] = a*x[k] - b*dd
 		}
-		n = noise(s, sNext)
-		for k := range out {
-			out[k] = out[k] + alphaT*n[k]*su
+		if addNoise {
+			n := noise(s, sNext)
+			for k := range out {
+				out[k] = out[k] + alphaT*n[k]*sNoise*su
+			}
 		}
 		x = out
 	}
@@ -231,7 +246,9 @@ func sampleDPMPP2MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 	}
 	flow := o.isFlow()
 	sigmas = offsetFirstSigma(sigmas, o)
-	const eta = 1
+	p := o.params()
+	// eta + 1 is Python float arithmetic; each meets the tensors as float32.
+	eta, eta1, sNoise := float32(p.Eta), float32(p.Eta+1), float32(p.SNoise)
 	var old []float32
 	var h, hLast float32
 	haveH := false
@@ -247,7 +264,7 @@ func sampleDPMPP2MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 		} else {
 			ls, lt := halfLogSNR(s, flow), halfLogSNR(sNext, flow)
 			h = lt - ls
-			hEta := h * (eta + 1)
+			hEta := h * eta1
 			alphaT := sNext * exp32(lt)
 			a := sNext / s * exp32(-h*eta)
 			b := alphaT * -expm132(-hEta)
@@ -267,10 +284,12 @@ func sampleDPMPP2MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 					out[k] = out[k] + c*(den[k]-old[k])
 				}
 			}
-			n := noise(s, sNext)
-			c := sNext * sqrt32(-expm132(-2*h*eta))
-			for k := range out {
-				out[k] = out[k] + n[k]*c
+			if eta > 0 && sNoise > 0 {
+				n := noise(s, sNext)
+				c := sNext * sqrt32(-expm132(-2*h*eta))
+				for k := range out {
+					out[k] = out[k] + n[k]*c*sNoise
+				}
 			}
 			x = out
 			haveH = true
@@ -295,7 +314,9 @@ func sampleDPMPP3MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 	}
 	flow := o.isFlow()
 	sigmas = offsetFirstSigma(sigmas, o)
-	const eta = 1
+	p := o.params()
+	// eta + 1 is Python float arithmetic; each meets the tensors as float32.
+	eta, eta1, sNoise := float32(p.Eta), float32(p.Eta+1), float32(p.SNoise)
 	var den1, den2 []float32
 	var h, h1, h2 float32
 	var have1, have2 bool
@@ -313,7 +334,7 @@ func sampleDPMPP3MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 			stepped = true
 			ls, lt := halfLogSNR(s, flow), halfLogSNR(sNext, flow)
 			h = lt - ls
-			hEta := h * (eta + 1)
+			hEta := h * eta1
 			alphaT := sNext * exp32(lt)
 			a := sNext / s * exp32(-h*eta)
 			b := alphaT * -expm132(-hEta)
@@ -339,10 +360,12 @@ func sampleDPMPP3MSDE(ctx context.Context, m Model, x []float32, sigmas []float3
 					out[k] = out[k] + (alphaT*phi2)*((den[k]-den1[k])/r)
 				}
 			}
-			n := noise(s, sNext)
-			c := sNext * sqrt32(-expm132(-2*h*eta))
-			for k := range out {
-				out[k] = out[k] + n[k]*c
+			if eta > 0 && sNoise > 0 {
+				n := noise(s, sNext)
+				c := sNext * sqrt32(-expm132(-2*h*eta))
+				for k := range out {
+					out[k] = out[k] + n[k]*c*sNoise
+				}
 			}
 			x = out
 		}

@@ -2,6 +2,8 @@ package sampling
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 )
 
@@ -152,36 +154,65 @@ func sampleDPMFast(ctx context.Context, m Model, x []float32, sigmas []float32, 
 	return x, nil
 }
 
-// sampleDPMAdaptive is DPM-Solver-23 with a PID step-size controller (rtol 0.05, atol
-// 0.0078, h_init 0.05, integral control only); every attempt, accepted or not, reaches
-// the callback as upstream reports it.
+// sampleDPMAdaptive is DPM-Solver-12 or -23 (Params.Adaptive.Order) with a PID
+// step-size controller and optional ancestral noise (eta); every attempt, accepted or
+// not, reaches the callback as upstream reports it.
 func sampleDPMAdaptive(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	if len(sigmas) <= 1 {
 		return x, nil
 	}
-	const (
-		rtol, atol   = float32(0.05), float32(0.0078)
-		order        = 3.0
-		acceptSafety = 0.81
-	)
+	p := o.params().Adaptive
+	if p.Order != 2 && p.Order != 3 {
+		return nil, fmt.Errorf("sampling: dpm_adaptive order must be 2 or 3, got %d", p.Order)
+	}
+	// Upstream would loop for ever: no step can be taken, or none accepted (the
+	// controller's factor 1 + atan(·) stays below 1 + π/2).
+	if p.HInit == 0 {
+		return nil, errors.New("sampling: dpm_adaptive h_init must be above 0")
+	}
+	if p.AcceptSafety >= 1+math.Pi/2 {
+		return nil, fmt.Errorf("sampling: dpm_adaptive accept_safety %g can never accept a step (must be below 1+π/2)", p.AcceptSafety)
+	}
+	rtol, atol := float32(p.RTol), float32(p.ATol)
+	eta, sNoise := float32(p.Eta), float32(p.SNoise)
+	pidOrder := float64(p.Order)
+	if p.Eta != 0 {
+		pidOrder = 1.5
+	}
+	var noise NoiseSampler
+	if p.Eta != 0 {
+		noise = o.gaussian(len(x))
+	}
 	sMin, sMax := dpmRange(sigmas)
 	s := &dpmSolver{ctx: ctx, m: m, o: o}
 	tStart, tEnd := dpmT(sMax), dpmT(sMin)
-	pid := pidController{h: 0.05, b1: 1 / order}
+	pid := newPID(math.Abs(p.HInit), p.PCoeff, p.ICoeff, p.DCoeff, pidOrder)
 	cur := tStart
 	prev := x
 	step := 0
 	for cur < tEnd-float32(1e-5) {
 		t := min(tEnd, cur+float32(pid.h))
+		target, su := t, float32(0)
+		if p.Eta != 0 {
+			sd, _ := ancestralStep(dpmSigma(cur), dpmSigma(t), eta)
+			target = min(tEnd, dpmT(sd))
+			st, sT := dpmSigma(t), dpmSigma(target)
+			su = sqrt32(st*st - sT*sT)
+		}
 		eps, den, err := s.eps(x, cur)
 		if err != nil {
 			return nil, err
 		}
-		low, err := s.step2(x, eps, cur, t, float32(1.0/3))
-		if err != nil {
-			return nil, err
+		var low, high []float32
+		if p.Order == 2 {
+			low = s.step1(x, eps, cur, target)
+			high, err = s.step2(x, eps, cur, target, 0.5)
+		} else {
+			low, err = s.step2(x, eps, cur, target, float32(1.0/3))
+			if err == nil {
+				high, err = s.step3(x, eps, cur, target)
+			}
 		}
-		high, err := s.step3(x, eps, cur, t)
 		if err != nil {
 			return nil, err
 		}
@@ -192,9 +223,17 @@ func sampleDPMAdaptive(ctx context.Context, m Model, x []float32, sigmas []float
 			sum += q * q
 		}
 		errNorm := float32(math.Sqrt(sum)) / float32(math.Sqrt(float64(len(x))))
-		if pid.propose(float64(errNorm), acceptSafety) {
+		if pid.propose(float64(errNorm), p.AcceptSafety) {
 			prev = low
 			x = high
+			if noise != nil {
+				n := noise(dpmSigma(cur), dpmSigma(t))
+				out := make([]float32, len(x))
+				for k := range x {
+					out[k] = x[k] + su*sNoise*n[k]
+				}
+				x = out
+			}
 			cur = t
 		}
 		o.step(step, den, x)
@@ -210,12 +249,17 @@ func abs32(v float32) float32 {
 	return v
 }
 
-// pidController is k-diffusion's PIDStepSizeController with integral gain only (the
-// proportional and derivative coefficients are 0 in ComfyUI's defaults).
+// pidController is k-diffusion's PIDStepSizeController: the step size grows or shrinks
+// by 1 + atan(factor − 1), factor the product of the last three inverse errors raised
+// to the PID gains divided by the order.
 type pidController struct {
-	h    float64
-	b1   float64
-	errs []float64
+	h          float64
+	b1, b2, b3 float64
+	errs       []float64
+}
+
+func newPID(h, pcoeff, icoeff, dcoeff, order float64) pidController {
+	return pidController{h: h, b1: (pcoeff + icoeff + dcoeff) / order, b2: -(pcoeff + 2*dcoeff) / order, b3: dcoeff / order}
 }
 
 func (p *pidController) propose(err, acceptSafety float64) bool {
@@ -224,7 +268,7 @@ func (p *pidController) propose(err, acceptSafety float64) bool {
 		p.errs = []float64{inv, inv, inv}
 	}
 	p.errs[0] = inv
-	factor := math.Pow(p.errs[0], p.b1)
+	factor := math.Pow(p.errs[0], p.b1) * math.Pow(p.errs[1], p.b2) * math.Pow(p.errs[2], p.b3)
 	factor = 1 + math.Atan(factor-1)
 	accept := factor >= acceptSafety
 	if accept {

@@ -3,8 +3,8 @@ package sampling
 import "context"
 
 // The Euler family and the other first-order / two-stage samplers of k-diffusion as
-// ComfyUI 0.3.64 ships them (comfy/k_diffusion/sampling.py). Default options only:
-// no churn, eta 1, s_noise 1.
+// ComfyUI 0.3.64 ships them (comfy/k_diffusion/sampling.py): no churn; eta and s_noise
+// from Params where a Sampler* node sets them.
 
 // sampleEuler is Algorithm 2 of Karras et al. (2022) with Euler steps. ComfyUI's "ddim"
 // is the same sampler (with random inpaint noise, which only matters with a mask).
@@ -26,6 +26,8 @@ func sampleEuler(ctx context.Context, m Model, x []float32, sigmas []float32, o 
 // the next sigma; flow models take the rectified-flow variant.
 func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	noise := o.gaussian(len(x))
+	p := o.params()
+	eta, sNoise := float32(p.Eta), float32(p.SNoise)
 	for i := 0; i+1 < len(sigmas); i++ {
 		den, err := denoise(ctx, m, x, sigmas[i])
 		if err != nil {
@@ -33,10 +35,10 @@ func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []fl
 		}
 		if o.isFlow() {
 			o.step(i, den, x)
-			x = rfAncestralStep(x, den, sigmas[i], sigmas[i+1], noise)
+			x = rfAncestralStep(x, den, sigmas[i], sigmas[i+1], noise, eta, sNoise)
 			continue
 		}
-		down, up := ancestralStep(sigmas[i], sigmas[i+1], 1)
+		down, up := ancestralStep(sigmas[i], sigmas[i+1], eta)
 		o.step(i, den, x)
 		if down == 0 {
 			x = den
@@ -47,7 +49,7 @@ func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []fl
 		n := noise(sigmas[i], sigmas[i+1])
 		out := make([]float32, len(x))
 		for k := range x {
-			out[k] = (x[k] + d[k]*dt) + n[k]*up
+			out[k] = (x[k] + d[k]*dt) + n[k]*sNoise*up
 		}
 		x = out
 	}
@@ -55,12 +57,12 @@ func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []fl
 }
 
 // rfAncestralStep is euler_ancestral's step for flow models: interpolate towards the
-// denoised estimate down to sigma_down, then rescale and renoise to sigmaNext.
-func rfAncestralStep(x, den []float32, sigma, sigmaNext float32, noise NoiseSampler) []float32 {
+// denoised estimate down to sigma_down, then rescale and renoise to sigmaNext (eta 0:
+// neither).
+func rfAncestralStep(x, den []float32, sigma, sigmaNext float32, noise NoiseSampler, eta, sNoise float32) []float32 {
 	if sigmaNext == 0 {
 		return den
 	}
-	const eta = 1
 	ratio := 1 + (sigmaNext/sigma-1)*eta
 	down := sigmaNext * ratio
 	alphaNext := 1 - sigmaNext
@@ -71,10 +73,13 @@ func rfAncestralStep(x, den []float32, sigma, sigmaNext float32, noise NoiseSamp
 	for k := range x {
 		out[k] = r*x[k] + (1-r)*den[k]
 	}
+	if !(eta > 0) {
+		return out
+	}
 	n := noise(sigma, sigmaNext)
 	scale := alphaNext / alphaDown
 	for k := range out {
-		out[k] = scale*out[k] + n[k]*renoise
+		out[k] = scale*out[k] + n[k]*sNoise*renoise
 	}
 	return out
 }
@@ -193,10 +198,11 @@ func sampleDPM2Ancestral(ctx context.Context, m Model, x []float32, sigmas []flo
 	return x, nil
 }
 
-// sampleLMS is the linear multistep method of order up to 4 on the sigma axis, with
-// coefficients from integrating the Lagrange basis polynomials exactly.
+// sampleLMS is the linear multistep method of order up to Params.Order (4 by default) on
+// the sigma axis, with coefficients from integrating the Lagrange basis polynomials
+// exactly.
 func sampleLMS(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	const order = 4
+	order := max(o.params().Order, 1)
 	var ds [][]float32
 	for i := 0; i+1 < len(sigmas); i++ {
 		den, err := denoise(ctx, m, x, sigmas[i])
@@ -231,9 +237,13 @@ func sampleLMS(ctx context.Context, m Model, x []float32, sigmas []float32, o *O
 
 // lmsCoeff integrates the j-th Lagrange basis polynomial over the nodes
 // t[i], t[i−1], ..., t[i−order+1] from t[i] to t[i+1] (k-diffusion's
-// linear_multistep_coeff; the polynomial has degree < 4, so 4-point Gauss–Legendre is
-// exact).
+// linear_multistep_coeff, which integrates with scipy's quad to a relative 1e-4; a
+// polynomial of degree < 8 is integrated exactly by 4-point Gauss–Legendre, a higher one
+// by expanding it).
 func lmsCoeff(order int, t []float32, i, j int) float64 {
+	if order > 8 {
+		return lmsCoeffExpanded(order, t, i, j)
+	}
 	basis := func(tau float64) float64 {
 		prod := 1.0
 		for k := 0; k < order; k++ {
@@ -320,4 +330,31 @@ func axpy(x, d []float32, dt float32) []float32 {
 		out[k] = x[k] + d[k]*dt
 	}
 	return out
+}
+
+// lmsCoeffExpanded is lmsCoeff for any order: the basis polynomial's coefficients,
+// integrated term by term.
+func lmsCoeffExpanded(order int, t []float32, i, j int) float64 {
+	poly := []float64{1} // poly[d] is the coefficient of tau^d
+	for k := 0; k < order; k++ {
+		if k == j {
+			continue
+		}
+		den := float64(t[i-j]) - float64(t[i-k])
+		root := float64(t[i-k])
+		next := make([]float64, len(poly)+1)
+		for d, c := range poly {
+			next[d+1] += c / den
+			next[d] -= c * root / den
+		}
+		poly = next
+	}
+	a, b := float64(t[i]), float64(t[i+1])
+	sum := 0.0
+	pa, pb := a, b
+	for d, c := range poly {
+		sum += c * (pb - pa) / float64(d+1)
+		pa, pb = pa*a, pb*b
+	}
+	return sum
 }

@@ -23,3 +23,9 @@ func NewDiscreteZSNR(pred Prediction, linearStart, linearEnd float64, timesteps 
 	}
 	return newDiscreteFromBetas(pred, linearBetas(linearStart, linearEnd, timesteps), true), nil
 }
+
+// Linspace32 is torch.linspace(a, b, n) in float32 (the first half stepped from a, the
+// second from b), for nodes that build schedules of their own.
+func Linspace32(a, b float32, n int) []float32 {
+	return linspace32(a, b, n)
+}

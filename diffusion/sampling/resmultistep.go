@@ -151,10 +151,17 @@ func gradientEstimation(ctx context.Context, m Model, x []float32, sigmas []floa
 // 2309.06169) with ComfyUI's default noise scaler x·(e^(x^0.3) + 10) and 200-point
 // quadrature.
 func sampleERSDE(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	const maxStage, points = 3, 200
+	const points = 200
+	p := o.params().ERSDE
+	maxStage, sNoise := p.MaxStage, float32(p.SNoise)
 	noise := o.gaussian(len(x))
 	flow := o.isFlow()
 	scaler := func(v float32) float32 { return v * (exp32(float32(math.Pow(float64(v), 0.3))) + 10) }
+	if p.ReverseTimeEta >= 0 {
+		// SamplerER_SDE's reverse-time SDE: x^(eta+1), a float32 pow.
+		e := float64(float32(p.ReverseTimeEta + 1))
+		scaler = func(v float32) float32 { return float32(math.Pow(float64(v), e)) }
+	}
 	sigmas = offsetFirstSigma(sigmas, o)
 	lambdas := make([]float32, len(sigmas))
 	for i, s := range sigmas {
@@ -210,10 +217,12 @@ func sampleERSDE(ctx context.Context, m Model, x []float32, sigmas []float32, o 
 			}
 			oldD = dd
 		}
-		n := noise(s, sNext)
-		c := nanToZero(sqrt32(lt*lt - ls*ls*r*r))
-		for k := range out {
-			out[k] = out[k] + alphaT*n[k]*c
+		if sNoise > 0 {
+			n := noise(s, sNext)
+			c := nanToZero(sqrt32(lt*lt - ls*ls*r*r))
+			for k := range out {
+				out[k] = out[k] + alphaT*n[k]*sNoise*c
+			}
 		}
 		x, old = out, den
 	}

@@ -36,6 +36,9 @@ type Options struct {
 	// Callback is called once per step with the step index, the denoised estimate and
 	// the current x (ComfyUI's callback(i, denoised, x, total)). It may be nil.
 	Callback func(i int, denoised, x []float32)
+
+	// run holds the descriptor's Params during Sampler.Sample (nil: DefaultParams).
+	run *Params
 }
 
 // SamplerFunc is one sampling algorithm: it starts from x (already noised) and walks
@@ -62,6 +65,8 @@ type Sampler struct {
 	Inpaint InpaintNoise
 	// Noise is the fresh noise the sampler draws while it steps.
 	Noise StepNoise
+	// Params are the settings a Sampler* node chose; nil runs DefaultParams.
+	Params *Params
 }
 
 // InpaintNoise is how KSamplerX0Inpaint re-noises the kept area of a masked latent.
@@ -193,7 +198,9 @@ func (s Sampler) Sample(ctx context.Context, m Model, sigmas, noise, latent []fl
 	// place, as upstream does to the caller's tensor, and the closing inverse noise
 	// scaling below must see the rewritten value just as KSAMPLER.sample does.
 	sched := append([]float32(nil), sigmas...)
-	x, err := s.Func(ctx, m, x, sched, o)
+	run := *o
+	run.run = s.Params
+	x, err := s.Func(ctx, m, x, sched, &run)
 	if err != nil {
 		return nil, err
 	}

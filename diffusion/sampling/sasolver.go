@@ -2,13 +2,15 @@ package sampling
 
 import (
 	"context"
+	"fmt"
 	"math"
 )
 
 // SA-Solver (stochastic Adams, Xue et al., NeurIPS 2023, arXiv 2309.05019) in data
 // prediction mode as ComfyUI 0.3.64 ships it (comfy/k_diffusion/sa_solver.py): predictor
 // order 3, corrector order 4, stochasticity τ = 1 for sigmas between the 20 % and 80 %
-// points of the run and 0 elsewhere; PECE re-evaluates the corrected state.
+// points of the run and 0 elsewhere by default (Params.SA sets them as the
+// SamplerSASolver node does); PECE re-evaluates the corrected state.
 
 func sampleSASolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	return saSolver(ctx, m, x, sigmas, o, false)
@@ -19,10 +21,17 @@ func sampleSASolverPECE(ctx context.Context, m Model, x []float32, sigmas []floa
 }
 
 func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options, pece bool) ([]float32, error) {
-	const predictorOrder, correctorOrder = 3, 4
 	if len(sigmas) <= 1 {
 		return x, nil
 	}
+	p := o.params().SA
+	predictorOrder, correctorOrder := p.PredictorOrder, p.CorrectorOrder
+	if predictorOrder < 1 || correctorOrder < 0 {
+		return nil, fmt.Errorf("sampling: sa_solver orders must be at least 1 (predictor) and 0 (corrector), got %d and %d", predictorOrder, correctorOrder)
+	}
+	maxOrder := max(predictorOrder, correctorOrder)
+	pece = pece || p.UsePECE
+	sNoise := float32(p.SNoise)
 	noiseFn := o.gaussian(len(x))
 	flow := o.isFlow()
 	sigmas = offsetFirstSigma(sigmas, o)
@@ -30,15 +39,19 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 	for i, s := range sigmas {
 		lambdas[i] = halfLogSNR(s, flow)
 	}
-	start := o.ModelSampling.PercentToSigma(0.2)
-	end := o.ModelSampling.PercentToSigma(0.8)
+	start, end, eta := p.StartSigma, p.EndSigma, p.Eta
+	if !p.Interval {
+		start, end, eta = o.ModelSampling.PercentToSigma(0.2), o.ModelSampling.PercentToSigma(0.8), 1
+	}
+	// get_tau_interval_func: a Python float, eta inside [end, start], 0 outside.
 	tau := func(sigma float32) float64 {
-		if s := float64(sigma); start >= s && s >= end {
-			return 1
+		if s := float64(sigma); eta > 0 && start >= s && s >= end {
+			return eta
 		}
 		return 0
 	}
-	var h, tauT float32
+	var h float32
+	var tauT float64
 	var noise []float32
 	var preds [][]float32
 	xPred := x
@@ -50,8 +63,8 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 		}
 		o.step(i, den, xPred)
 		preds = append(preds, den)
-		if len(preds) > correctorOrder {
-			preds = preds[len(preds)-correctorOrder:]
+		if len(preds) > maxOrder {
+			preds = preds[len(preds)-maxOrder:]
 		}
 		pOrder := min(predictorOrder, len(preds))
 		cOrder := 0
@@ -65,11 +78,11 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 		if cOrder == 0 {
 			x = xPred
 		} else {
-			b, err := saCoefficients(sigmas[i], lambdas[i-cOrder+1:i+1], lambdas[i-1], lambdas[i], tauT)
+			b, err := saCoefficients(sigmas[i], lambdas[i-cOrder+1:i+1], lambdas[i-1], lambdas[i], tauT, p.SimpleOrder2, true)
 			if err != nil {
 				return nil, err
 			}
-			c := sigmas[i] / sigmas[i-1] * exp32(-(tauT*tauT)*h)
+			c := sigmas[i] / sigmas[i-1] * exp32(float32(-(tauT*tauT))*h)
 			out := make([]float32, len(x))
 			for k := range x {
 				var corr float32
@@ -77,7 +90,7 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 					corr += preds[len(preds)-cOrder+j][k] * b[j]
 				}
 				out[k] = c*x[k] + corr
-				if tauT > 0 {
+				if tauT > 0 && sNoise > 0 {
 					out[k] = out[k] + noise[k]
 				}
 			}
@@ -94,13 +107,13 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 			x = den
 			continue
 		}
-		tauT = float32(tau(sigmas[i+1]))
-		b, err := saCoefficients(sigmas[i+1], lambdas[i-pOrder+1:i+1], lambdas[i], lambdas[i+1], tauT)
+		tauT = tau(sigmas[i+1])
+		b, err := saCoefficients(sigmas[i+1], lambdas[i-pOrder+1:i+1], lambdas[i], lambdas[i+1], tauT, p.SimpleOrder2, false)
 		if err != nil {
 			return nil, err
 		}
 		h = lambdas[i+1] - lambdas[i]
-		c := sigmas[i+1] / sigmas[i] * exp32(-(tauT*tauT)*h)
+		c := sigmas[i+1] / sigmas[i] * exp32(float32(-(tauT*tauT))*h)
 		next := make([]float32, len(x))
 		for k := range x {
 			var pred float32
@@ -109,12 +122,12 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 			}
 			next[k] = c*x[k] + pred
 		}
-		if tauT > 0 {
+		if tauT > 0 && sNoise > 0 {
 			n := noiseFn(sigmas[i], sigmas[i+1])
-			cn := sigmas[i+1] * sqrt32(-expm132(-2*tauT*tauT*h))
+			cn := sigmas[i+1] * sqrt32(-expm132(float32(-2*tauT*tauT)*h))
 			noise = make([]float32, len(x))
 			for k := range n {
-				noise[k] = n[k] * cn
+				noise[k] = n[k] * cn * sNoise
 				next[k] = next[k] + noise[k]
 			}
 		}
@@ -124,12 +137,15 @@ func saSolver(ctx context.Context, m Model, x []float32, sigmas []float32, o *Op
 }
 
 // saCoefficients returns the stochastic Adams b_i for the Lagrange basis on lambdas,
-// integrating from lambda s to t (compute_stochastic_adams_b_coeffs without the simple
-// order-2 shortcut, which ComfyUI leaves off).
-func saCoefficients(sigmaNext float32, lambdas []float32, s, t, tau float32) ([]float32, error) {
+// integrating from lambda s to t (compute_stochastic_adams_b_coeffs; simple selects
+// the closed-form order-2 coefficients for two points, corrector the corrector's form).
+func saCoefficients(sigmaNext float32, lambdas []float32, s, t float32, tau float64, simple, corrector bool) ([]float32, error) {
 	n := len(lambdas)
-	tauMul := 1 + float64(tau)*float64(tau)
+	tauMul := 1 + tau*tau
 	h := t - s
+	if simple && n == 2 {
+		return saSimpleOrder2(sigmaNext, lambdas, s, t, tauMul, corrector), nil
+	}
 	prod := make([]float32, n)
 	e := exp32(float32(-tauMul) * h)
 	for p := 0; p < n; p++ {
@@ -175,4 +191,20 @@ func saCoefficients(sigmaNext float32, lambdas []float32, s, t, tau float32) ([]
 
 func pow32(v float32, p int) float32 {
 	return float32(math.Pow(float64(v), float64(p)))
+}
+
+// saSimpleOrder2 is compute_simple_stochastic_adams_b_coeffs: the one-step corrector
+// and two-step predictor of order 2 in closed form, [b_2, b_1]; tauMul is a Python float
+// that meets the tensors as float32.
+func saSimpleOrder2(sigmaNext float32, lambdas []float32, s, t float32, tauMul float64, corrector bool) []float32 {
+	h := t - s
+	alphaT := sigmaNext * exp32(t)
+	half, tm := float32(0.5*tauMul), float32(tauMul)
+	whole := alphaT * -expm132(-h*tm)
+	if corrector {
+		b1 := alphaT * (half * h)
+		return []float32{whole - b1, b1}
+	}
+	b2 := alphaT * (half * (h * h)) / (lambdas[0] - s)
+	return []float32{b2, whole - b2}
 }

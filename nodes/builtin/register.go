@@ -136,6 +136,13 @@ func Register(r *nodes.Registry, opts Options) error {
 		&BasicScheduler{}, &KarrasScheduler{}, &ExponentialScheduler{}, &SDTurboScheduler{},
 		&SplitSigmas{}, &SplitSigmasDenoise{}, &RandomNoise{}, &DisableNoise{},
 		&CFGGuider{}, &BasicGuider{}, &DualCFGGuider{},
+		// sigmas.go, samplernodes.go
+		&AlignYourStepsScheduler{}, &GITSScheduler{}, &OptimalStepsScheduler{}, &PolyexponentialScheduler{},
+		&VPScheduler{}, &BetaSamplingScheduler{}, &FlipSigmas{}, &SetFirstSigma{}, &ExtendIntermediateSigmas{},
+		&SamplingPercentToSigma{}, &AddNoise{},
+		&SamplerEulerAncestral{}, &SamplerEulerAncestralCFGPP{}, &SamplerEulerCFGpp{}, &SamplerLMS{},
+		&SamplerDPMPP_2M_SDE{}, &SamplerDPMPP_3M_SDE{}, &SamplerDPMPP_SDE{}, &SamplerDPMPP_2S_Ancestral{},
+		&SamplerER_SDE{}, &SamplerSASolver{}, &SamplerDPMAdaptative{},
 		// gguf.go
 		&UnetLoaderGGUF{env: models}, &UnetLoaderGGUFAdvanced{env: models},
 		// flux.go
