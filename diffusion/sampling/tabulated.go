@@ -41,6 +41,33 @@ func VPSigmas(n int, betaD, betaMin, epsS float64) []float32 {
 	return out
 }
 
+// LaplaceSigmas is k-diffusion's get_sigmas_laplace (ComfyUI's LaplaceScheduler, from
+// Tiankai et al. 2024): log sigma follows the quantiles of a Laplace(mu, beta)
+// distribution over n float32 points of 0 … 1, clamped to [sigmaMin, sigmaMax]. Upstream
+// appends no final 0, and neither does this.
+func LaplaceSigmas(n int, sigmaMin, sigmaMax, mu, beta float64) []float32 {
+	lo, hi := float32(sigmaMin), float32(sigmaMax)
+	m, b := float32(mu), float32(beta)
+	out := make([]float32, n)
+	for i, x := range linspace32(0, 1, n) {
+		d := 0.5 - x
+		var sign float32
+		switch {
+		case d > 0:
+			sign = 1
+		case d < 0:
+			sign = -1
+		}
+		a := d
+		if a < 0 {
+			a = -a
+		}
+		lmb := m - b*sign*log32(1-2*a+float32(1e-5))
+		out[i] = min(max(float32(math.Exp(float64(lmb))), lo), hi)
+	}
+	return out
+}
+
 // BetaSigmas is ComfyUI's beta_scheduler with explicit alpha and beta (the
 // BetaSamplingScheduler node; the "beta" scheduler name uses 0.6 and 0.6).
 func BetaSigmas(ms ModelSampling, steps int, alpha, beta float64) []float32 {

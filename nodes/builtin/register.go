@@ -138,7 +138,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		&CFGGuider{}, &BasicGuider{}, &DualCFGGuider{},
 		// sigmas.go, samplernodes.go
 		&AlignYourStepsScheduler{}, &GITSScheduler{}, &OptimalStepsScheduler{}, &PolyexponentialScheduler{},
-		&VPScheduler{}, &BetaSamplingScheduler{}, &FlipSigmas{}, &SetFirstSigma{}, &ExtendIntermediateSigmas{},
+		&LaplaceScheduler{}, &VPScheduler{}, &BetaSamplingScheduler{}, &FlipSigmas{}, &SetFirstSigma{}, &ExtendIntermediateSigmas{},
 		&SamplingPercentToSigma{}, &AddNoise{},
 		&SamplerEulerAncestral{}, &SamplerEulerAncestralCFGPP{}, &SamplerEulerCFGpp{}, &SamplerLMS{},
 		&SamplerDPMPP_2M_SDE{}, &SamplerDPMPP_3M_SDE{}, &SamplerDPMPP_SDE{}, &SamplerDPMPP_2S_Ancestral{},

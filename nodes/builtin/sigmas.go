@@ -114,6 +114,25 @@ func (n *PolyexponentialScheduler) Run(ctx context.Context, env *nodes.Env) (nod
 	return nodes.One(Sigmas(sampling.PolyexponentialSigmas(n.Steps, n.SigmaMin, n.SigmaMax, n.Rho)), nil)
 }
 
+// LaplaceScheduler is ComfyUI's LaplaceScheduler (no final 0, as upstream).
+type LaplaceScheduler struct {
+	sigmaRange
+	Mu   float64 `input:"mu"`
+	Beta float64 `input:"beta"`
+}
+
+// Schema implements nodes.Typed.
+func (*LaplaceScheduler) Schema() graph.Schema {
+	return schedulerSchema("LaplaceScheduler", append(sigmaRangeInputs(),
+		graph.Input{Name: "mu", Type: graph.TypeFloat, Default: 0.0, Min: graph.Num(-10.0), Max: graph.Num(10.0), Step: graph.Num(0.1), NoRound: true},
+		graph.Input{Name: "beta", Type: graph.TypeFloat, Default: 0.5, Min: graph.Num(0.0), Max: graph.Num(10.0), Step: graph.Num(0.1), NoRound: true})...)
+}
+
+// Run implements nodes.Typed.
+func (n *LaplaceScheduler) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	return nodes.One(Sigmas(sampling.LaplaceSigmas(n.Steps, n.SigmaMin, n.SigmaMax, n.Mu, n.Beta)), nil)
+}
+
 // VPScheduler is ComfyUI's VPScheduler.
 type VPScheduler struct {
 	Steps   int     `input:"steps"`
@@ -365,6 +384,7 @@ var (
 	_ nodes.Typed = (*GITSScheduler)(nil)
 	_ nodes.Typed = (*OptimalStepsScheduler)(nil)
 	_ nodes.Typed = (*PolyexponentialScheduler)(nil)
+	_ nodes.Typed = (*LaplaceScheduler)(nil)
 	_ nodes.Typed = (*VPScheduler)(nil)
 	_ nodes.Typed = (*BetaSamplingScheduler)(nil)
 	_ nodes.Typed = (*FlipSigmas)(nil)

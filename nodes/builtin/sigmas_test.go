@@ -90,6 +90,10 @@ func TestSchedulerNodesMatchComfyUI(t *testing.T) {
 		cases = append(cases, tc{fmt.Sprintf("poly/%d/%s/%s/%s", int(c[0]), py(c[1]), py(c[2]), py(c[3])), "PolyexponentialScheduler",
 			nodes.Inputs{"steps": int64(c[0]), "sigma_max": c[1], "sigma_min": c[2], "rho": c[3]}})
 	}
+	for _, c := range [][5]float64{{8, 14.614642, 0.0291675, 0.0, 0.5}, {5, 80.0, 0.002, 1.3, 2.0}, {1, 10.0, 0.5, -0.5, 0.3}, {6, 3.0, 0.5, 0.0, 0.0}} {
+		cases = append(cases, tc{fmt.Sprintf("laplace/%d/%s/%s/%s/%s", int(c[0]), py(c[1]), py(c[2]), py(c[3]), py(c[4])), "LaplaceScheduler",
+			nodes.Inputs{"steps": int64(c[0]), "sigma_max": c[1], "sigma_min": c[2], "mu": c[3], "beta": c[4]}})
+	}
 	for _, c := range [][4]float64{{10, 19.9, 0.1, 0.001}, {5, 10.0, 0.5, 0.01}, {1, 19.9, 0.1, 0.001}} {
 		cases = append(cases, tc{fmt.Sprintf("vp/%d/%s/%s/%s", int(c[0]), py(c[1]), py(c[2]), py(c[3])), "VPScheduler",
 			nodes.Inputs{"steps": int64(c[0]), "beta_d": c[1], "beta_min": c[2], "eps_s": c[3]}})
