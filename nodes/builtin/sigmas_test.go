@@ -393,3 +393,30 @@ func TestSamplerNodeDefaultsEqualKSampler(t *testing.T) {
 		})
 	}
 }
+
+// TestSamplerNodeThroughSamplerCustomAdvanced: a Sampler* node's SAMPLER reaches the
+// sampler through the custom-sampling nodes with its settings: at its defaults it equals
+// KSampler with the sampler_name, with other settings it samples differently.
+func TestSamplerNodeThroughSamplerCustomAdvanced(t *testing.T) {
+	model, c := tinySD(t)
+	pos, neg := encodeNode(t, c, "a fox"), encodeNode(t, c, "blurry")
+	empty := out0(t, "EmptyLatentImage", nodes.Inputs{"width": int64(64), "height": int64(64), "batch_size": int64(1)})
+	ks := out0(t, "KSampler", nodes.Inputs{"model": model, "seed": int64(9), "steps": int64(3), "cfg": 4.0, "sampler_name": "euler_ancestral",
+		"scheduler": "simple", "positive": pos, "negative": neg, "latent_image": empty, "denoise": 1.0})
+	kv, _ := latentValues(t, ks)
+	noise := out0(t, "RandomNoise", nodes.Inputs{"noise_seed": int64(9)})
+	guider := out0(t, "CFGGuider", nodes.Inputs{"model": model, "positive": pos, "negative": neg, "cfg": 4.0})
+	sigmas := out0(t, "BasicScheduler", nodes.Inputs{"model": model, "scheduler": "simple", "steps": int64(3), "denoise": 1.0})
+	sample := func(eta, sNoise float64) []float32 {
+		s := out0(t, "SamplerEulerAncestral", nodes.Inputs{"eta": eta, "s_noise": sNoise})
+		res := mustRun(t, "SamplerCustomAdvanced", nodes.Inputs{"noise": noise, "guider": guider, "sampler": s, "sigmas": sigmas, "latent_image": empty})
+		v, _ := latentValues(t, res.Outputs[0])
+		return v
+	}
+	if d := diffMax(sample(1, 1), kv); d != 0 {
+		t.Fatalf("SamplerEulerAncestral at its defaults differs from KSampler euler_ancestral by %g", d)
+	}
+	if d := diffMax(sample(0.5, 0.8), kv); d < 1e-4 {
+		t.Fatalf("SamplerEulerAncestral eta 0.5 s_noise 0.8 gives KSampler's result (max difference %g)", d)
+	}
+}
