@@ -149,7 +149,7 @@ func gradientEstimation(ctx context.Context, m Model, x []float32, sigmas []floa
 
 // sampleERSDE is the extended reverse-time SDE solver (VP ER-SDE-Solver-3, arXiv
 // 2309.06169) with ComfyUI's default noise scaler x·(e^(x^0.3) + 10) and 200-point
-// quadrature.
+// quadrature; Params.ERSDE sets the stages, s_noise and the reverse-time scaler.
 func sampleERSDE(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	const points = 200
 	p := o.params().ERSDE
