@@ -27,13 +27,18 @@ const (
 // process_conds (comfy/samplers.py) — cross-attention context, the ADM vector y, the
 // area, strength and the timestep range turned into sigmas.
 type modelCond struct {
-	context         []float32 // (ctxBatch, tokens, dim)
-	ctxBatch        int
-	tokens, dim     int
-	y               []float32 // (yBatch, yDim), nil without ADM
-	yBatch, yDim    int
-	area            *Area
-	strength        float32
+	context      []float32 // (ctxBatch, tokens, dim)
+	ctxBatch     int
+	tokens, dim  int
+	y            []float32 // (yBatch, yDim), nil without ADM
+	yBatch, yDim int
+	area         *Area
+	strength     float32
+	// mask is the entry's conditioning mask resized to the latent, maskN planes of
+	// h×w (nil for none), and maskStrength its mask_strength.
+	mask            []float32
+	maskN           int
+	maskStrength    float32
 	guidance        float32 // Flux's guidance scale, when hasGuidance
 	hasGuidance     bool
 	refs            []refLatent // reference latents in model space (ref_latents), nil for none
@@ -78,19 +83,24 @@ func prepareConds(m *Model, list Conditioning, h, w int, negative bool) ([]model
 		if err != nil {
 			return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
 		}
+		area, mask, maskN, err := resolveRegion(c, h, w)
+		if err != nil {
+			return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+		}
 		mc := modelCond{
 			context:  ctx,
 			ctxBatch: c.Embedding.Dim(0), tokens: c.Embedding.Dim(1), dim: c.Embedding.Dim(2),
-			area:       c.Area,
-			strength:   float32(c.Strength),
+			area:     area,
+			strength: float32(c.Strength),
+			mask:     mask, maskN: maskN, maskStrength: float32(c.MaskStrength),
 			sigmaStart: m.Sampling.PercentToSigma(c.StartPercent),
 			sigmaEnd:   m.Sampling.PercentToSigma(c.EndPercent),
 		}
 		if mc.ctxBatch == 0 || mc.tokens == 0 || mc.dim == 0 {
 			return nil, fmt.Errorf("sd: conditioning entry %d: empty embedding %v", i, c.Embedding.Shape())
 		}
-		if c.Area != nil && (c.Area.Height <= 0 || c.Area.Width <= 0 || c.Area.X < 0 || c.Area.Y < 0) {
-			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *c.Area)
+		if area != nil && (area.Height <= 0 || area.Width <= 0 || area.X < 0 || area.Y < 0) {
+			return nil, fmt.Errorf("sd: conditioning entry %d: bad area %+v", i, *area)
 		}
 		if c.AttentionMask != nil && m.UNet == nil {
 			// UNets ignore attention_mask as ComfyUI's BaseModel does. A Flux takes one
@@ -307,20 +317,23 @@ type activeEntry struct {
 	c    *modelCond
 	// y0, x0, ah, aw: the area clamped to the latent (the whole latent without one).
 	y0, x0, ah, aw int
-	// mult is the per-pixel weight over the area (ah×aw), shared by all channels and
-	// batch items.
-	mult []float32
+	// mult is the per-pixel weight over the area: multN planes of ah×aw, shared by
+	// all channels; batch item i uses plane i mod multN (one plane without a mask).
+	mult  []float32
+	multN int
 }
 
 // areaAndMult is ComfyUI's get_area_and_mult for a latent of h×w at noise level sigma:
 // nil when the entry's timestep range excludes sigma, else the entry's region and
-// weight. An area is clamped to the latent and its edges that do not touch the latent's
-// border are feathered over up to 8 latent pixels (a quarter of the area at most).
+// weight. An area is clamped to the latent. A masked entry weighs each pixel by its
+// mask (maskMult); otherwise the weight is the strength, and an area's edges that do
+// not touch the latent's border are feathered over up to 8 latent pixels (a quarter
+// of the area at most).
 func areaAndMult(list int, c *modelCond, h, w int, sigma float64) (*activeEntry, error) {
 	if sigma > c.sigmaStart || sigma < c.sigmaEnd {
 		return nil, nil
 	}
-	e := &activeEntry{list: list, c: c, ah: h, aw: w}
+	e := &activeEntry{list: list, c: c, ah: h, aw: w, multN: 1}
 	if c.area != nil {
 		e.y0, e.x0 = c.area.Y, c.area.X
 		e.ah = min(h-e.y0, c.area.Height)
@@ -329,6 +342,10 @@ func areaAndMult(list int, c *modelCond, h, w int, sigma float64) (*activeEntry,
 			return nil, fmt.Errorf("sd: conditioning area %dx%d at (%d, %d) lies outside the %dx%d latent",
 				c.area.Width, c.area.Height, c.area.X, c.area.Y, w, h)
 		}
+	}
+	if c.mask != nil {
+		maskMult(c, h, w, e)
+		return e, nil
 	}
 	e.mult = make([]float32, e.ah*e.aw)
 	for i := range e.mult {

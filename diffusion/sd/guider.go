@@ -376,9 +376,18 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 			if err != nil {
 				return nil, err
 			}
-			if e != nil {
-				toRun = append(toRun, e)
+			if e == nil {
+				continue
 			}
+			if e.multN > 1 {
+				// mask[:N] tiled over the batch (get_area_and_mult's repeat), which
+				// fails in torch unless the planes left divide the batch.
+				e.multN = min(e.multN, n)
+				if n%e.multN != 0 {
+					return nil, fmt.Errorf("sd: a conditioning mask of %d planes does not fit a batch of %d latents", e.multN, n)
+				}
+			}
+			toRun = append(toRun, e)
 		}
 	}
 	for len(toRun) > 0 {
@@ -415,10 +424,11 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 			pred := preds[b*per : (b+1)*per]
 			out, cnt := outs[e.list], counts[e.list]
 			for ni := 0; ni < n*c; ni++ {
+				plane := (ni / c) % e.multN
 				for yy := 0; yy < ah; yy++ {
 					src := pred[(ni*ah+yy)*aw:]
 					dst := (ni*h+e.y0+yy)*w + e.x0
-					m := e.mult[yy*aw:]
+					m := e.mult[(plane*ah+yy)*aw:]
 					for xx := 0; xx < aw; xx++ {
 						out[dst+xx] += src[xx] * m[xx]
 						cnt[dst+xx] += m[xx]

@@ -14,17 +14,30 @@ type CFGFunc interface {
 }
 
 // PreCFG is a sampler_pre_cfg_function: it rewrites the predictions of the evaluated
-// conditioning lists before they are combined. conds are the lists (nil where a list
-// was skipped), outs their predictions. The implementation is FreSca.
+// conditioning lists before they are combined (the step's outs, in the order of its
+// conds). The implementations are FreSca, APG and TCFG.
 type PreCFG interface {
-	preCFG(ctx context.Context, d *denoiser, conds [][]modelCond, outs [][]float32) ([][]float32, error)
+	preCFG(ctx context.Context, s *preCFGStep) ([][]float32, error)
+}
+
+// preCFGStep is what a pre-CFG function is given (sampling_function's args: conds,
+// conds_out, cond_scale, input, sigma).
+type preCFGStep struct {
+	d *denoiser
+	// conds are the lists (nil where a list was skipped, as the uncond at cfg 1), outs
+	// their predictions so far (zeros for a skipped list).
+	conds [][]modelCond
+	outs  [][]float32
+	scale float64
+	x     []float32 // the sampler's input
+	sigma float32
 }
 
 // preCFG applies the model's pre-CFG functions in order (sampling_function).
-func (d *denoiser) preCFG(ctx context.Context, conds [][]modelCond, outs [][]float32, _ float64, _ []float32, _ float32) ([][]float32, error) {
+func (d *denoiser) preCFG(ctx context.Context, conds [][]modelCond, outs [][]float32, scale float64, x []float32, sigma float32) ([][]float32, error) {
 	for _, f := range d.g.Model.PreCFG {
 		var err error
-		if outs, err = f.preCFG(ctx, d, conds, outs); err != nil {
+		if outs, err = f.preCFG(ctx, &preCFGStep{d: d, conds: conds, outs: outs, scale: scale, x: x, sigma: sigma}); err != nil {
 			return nil, err
 		}
 	}
@@ -172,7 +185,8 @@ type FreSca struct {
 	FreqCutoff          int
 }
 
-func (f FreSca) preCFG(_ context.Context, d *denoiser, conds [][]modelCond, outs [][]float32) ([][]float32, error) {
+func (f FreSca) preCFG(_ context.Context, s *preCFGStep) ([][]float32, error) {
+	d, conds, outs := s.d, s.conds, s.outs
 	if len(outs) <= 1 || conds[0] == nil || conds[1] == nil {
 		return outs, nil
 	}

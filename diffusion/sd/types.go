@@ -166,8 +166,18 @@ type Cond struct {
 	Embedding *gpu.Tensor // (1, T, D)
 	Pooled    *gpu.Tensor // (1, P) pooled text output, nil when the encoder has none
 	// Area restricts the entry to a latent region (ConditioningSetArea), nil for all.
-	Area     *Area
-	Strength float64 // 1 unless set
+	// AreaPercent is ConditioningSetAreaPercentage's area as fractions of the sampled
+	// latent, resolved when sampling; at most one of the two is set (ComfyUI's one
+	// "area" key).
+	Area        *Area
+	AreaPercent *AreaPercent
+	Strength    float64 // 1 unless set
+	// Mask weights the entry per pixel (ConditioningSetMask), nil for none: resized
+	// to the latent when sampling, scaled by MaskStrength (read only with a Mask).
+	// SetAreaToBounds ("mask bounds") limits the entry to the mask's bounding box.
+	Mask            *CondMask
+	MaskStrength    float64
+	SetAreaToBounds bool
 	// StartPercent/EndPercent limit the entry to part of the sampling run
 	// (ConditioningSetTimestepRange); 0 and 1 by default.
 	StartPercent, EndPercent float64
@@ -208,6 +218,18 @@ type Cond struct {
 // Area is a latent-space rectangle in pixels/8 units, as ComfyUI stores it.
 type Area struct {
 	Height, Width, Y, X int
+}
+
+// AreaPercent is an area as fractions (0..1) of the latent's height and width.
+type AreaPercent struct {
+	Height, Width, Y, X float64
+}
+
+// CondMask is a conditioning mask: N planes of H×W weights (ComfyUI's MASK, 1 = the
+// entry applies fully). Data is shared between copies and never changed.
+type CondMask struct {
+	Data    []float32
+	N, H, W int
 }
 
 // Conditioning is ComfyUI's CONDITIONING: a list of entries.

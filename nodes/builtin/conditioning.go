@@ -374,12 +374,12 @@ func (*ConditioningSetArea) Schema() graph.Schema {
 }
 
 // Run implements nodes.Typed. ComfyUI stores the area in latent units: (h//8, w//8,
-// y//8, x//8).
+// y//8, x//8), replacing a percentage area and turning "mask bounds" off.
 func (n *ConditioningSetArea) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
 	area := sd.Area{Height: n.Height / 8, Width: n.Width / 8, Y: n.Y / 8, X: n.X / 8}
 	return nodes.One(withEntries(n.Conditioning, func(e *sd.Cond) {
 		a := area
-		e.Area, e.Strength = &a, n.Strength
+		e.Area, e.AreaPercent, e.Strength, e.SetAreaToBounds = &a, nil, n.Strength, false
 	}), nil)
 }
 

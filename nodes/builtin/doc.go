@@ -9,7 +9,9 @@
 // (checkpoint, VAE and CLIP loaders), lora.go (LoraLoader, LoraLoaderModelOnly),
 // vaenodes.go (VAE encode/decode, CheckpointSave);
 // conditioning.go, latent.go, sampling.go, customsampling.go (text encoding, latents,
-// KSampler and the custom sampling nodes). values.go defines the IMAGE and MASK values.
+// KSampler and the custom sampling nodes); condguide.go (mask and percentage areas,
+// the CFGZeroStar/APG/TCFG/Mahiro/Epsilon Scaling guidance patches). values.go defines
+// the IMAGE and MASK values.
 //
 // Every schema equals ComfyUI 0.3.64's /object_info entry for the same class, and every
 // Run reproduces the numerics of ComfyUI's implementation (nodes.py and the

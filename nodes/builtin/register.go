@@ -174,6 +174,9 @@ func Register(r *nodes.Registry, opts Options) error {
 		&CLIPVisionLoader{env: models}, &CLIPVisionEncode{opts: opts}, &UnCLIPCheckpointLoader{env: models}, &UnCLIPConditioning{},
 		&StyleModelLoader{env: models}, &StyleModelApply{opts: opts},
 		&GLIGENLoader{env: models}, &GLIGENTextBoxApply{},
+		// condguide.go
+		&ConditioningSetMask{}, &ConditioningSetAreaPercentage{}, &ConditioningSetAreaStrength{},
+		&CFGZeroStar{}, &APG{}, &TCFG{}, &Mahiro{}, &EpsilonScaling{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
