@@ -2,6 +2,8 @@ package sd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -22,8 +24,27 @@ import (
 // set_cond_area], ["area_pct", w, h, x, y, strength], ["strength", s] or ["area", w,
 // h, x, y, strength] (ComfyUI's widget order).
 type condEntry struct {
-	Ctx string  `json:"ctx"`
-	Ops [][]any `json:"ops"`
+	Ctx    string  `json:"ctx"`
+	Pooled string  `json:"pooled"`
+	Ops    [][]any `json:"ops"`
+}
+
+// buildConds makes the conditioning of fixture entries (each its own CONDITIONING,
+// combined in order).
+func buildConds(t *testing.T, rt *gpu.Runtime, f *tensorfile.File, entries []condEntry) Conditioning {
+	var out Conditioning
+	for _, e := range entries {
+		var pooled *gpu.Tensor
+		if e.Pooled != "" {
+			pooled = fixtureTensor(t, rt, f, e.Pooled)
+		}
+		c := NewCond(fixtureTensor(t, rt, f, e.Ctx), pooled)
+		for _, op := range e.Ops {
+			applyCondOp(t, f, &c, op)
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 type condGuideRun struct {
@@ -111,17 +132,7 @@ func TestCondGuideRefpeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ck.Close()
-	build := func(t *testing.T, entries []condEntry) Conditioning {
-		var out Conditioning
-		for _, e := range entries {
-			c := NewCond(fixtureTensor(t, rt, f, e.Ctx), nil)
-			for _, op := range e.Ops {
-				applyCondOp(t, f, &c, op)
-			}
-			out = append(out, c)
-		}
-		return out
-	}
+	build := func(t *testing.T, entries []condEntry) Conditioning { return buildConds(t, rt, f, entries) }
 	for _, r := range runs {
 		t.Run(r.Name, func(t *testing.T) {
 			m := ck.Model
@@ -236,6 +247,78 @@ func TestGuidancePatchesRefpeer(t *testing.T) {
 				}
 				compareRef(t, outs[0], get(t, p+"out0"), 2e-6)
 				compareRef(t, outs[1], get(t, p+"out1"), 2e-6)
+			}
+		})
+	}
+}
+
+// TestCondGuideSD3Refpeer runs masked and percentage-area conditionings (odd region
+// sizes, which the MMDiT pads to its patch size) and the APG, TCFG and Mahiro patches on
+// the tiny SD3 MMDiT of TestSD3SampleRefpeer against ComfyUI's nodes.common_ksampler.
+func TestCondGuideSD3Refpeer(t *testing.T) {
+	f := refFixture(t, "condguide_refpeer.safetensors", patchTestUNet(t))
+	var runs []struct {
+		condGuideRun
+		Scheduler string `json:"scheduler"`
+	}
+	if err := json.Unmarshal([]byte(f.Metadata()["sd3_runs"]), &runs); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) == 0 {
+		t.Fatal("the fixture lists no SD3 runs")
+	}
+	data := sd3SampleModel(t)
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != f.Metadata()["sd3_sha256"] {
+		t.Fatalf("SD3 model sha256 %s, the fixture was made from %s", got, f.Metadata()["sd3_sha256"])
+	}
+	path := filepath.Join(t.TempDir(), "mmdit.safetensors")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt := ckRuntime(t)
+	ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	for _, r := range runs {
+		t.Run(r.Name, func(t *testing.T) {
+			m := ck.Model
+			for _, p := range r.Patches {
+				if m, err = applyGuidancePatch(m, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			zeros, err := rt.Zeros(gpu.F32, r.Shape...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := KSample(context.Background(), m, buildConds(t, rt, f, r.Positive), buildConds(t, rt, f, r.Negative),
+				&Latent{Samples: zeros}, KSamplerParams{Seed: r.Seed, Steps: r.Steps, CFG: r.CFG, Sampler: "euler",
+					Scheduler: r.Scheduler, Denoise: 1, StartStep: -1, LastStep: -1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := out.Samples.Float32()
+			want, _ := fixtureTensor(t, rt, f, "sd3."+r.Name).Float32()
+			compareRef(t, got, want, 1e-4)
+			strip := func(entries []condEntry) []condEntry {
+				out := make([]condEntry, len(entries))
+				for i, e := range entries {
+					out[i] = condEntry{Ctx: e.Ctx, Pooled: e.Pooled}
+				}
+				return out
+			}
+			plain, err := KSample(context.Background(), ck.Model, buildConds(t, rt, f, strip(r.Positive)), buildConds(t, rt, f, strip(r.Negative)),
+				&Latent{Samples: zeros}, KSamplerParams{Seed: r.Seed, Steps: r.Steps, CFG: r.CFG, Sampler: "euler",
+					Scheduler: r.Scheduler, Denoise: 1, StartStep: -1, LastStep: -1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pv, _ := plain.Samples.Float32()
+			if d := maxAbsDiff(pv, want); d < 1e-2 {
+				t.Errorf("the conditioning nodes and patches change the result by only %.3g", d)
 			}
 		})
 	}

@@ -8,6 +8,9 @@ metadata; facts about ComfyUI's output, no ComfyUI code):
   TCFG, Mahiro, Epsilon Scaling), taken from the patched model's model_options and
   called on small random tensors (APG several times in a row, its running average
   reset by a rising sigma);
+- "sd3" cases: the same nodes and nodes.common_ksampler on the tiny SD3 MMDiT of
+  TestSD3SampleRefpeer (16-channel latents, pooled vectors, odd region sizes padded to
+  the patch size by the model);
 - "run" cases: comfy.sample.sample (KSampler's path) on the tiny UNet of
   TestPatchesRefpeer (TinyPatchUNet, seed 61) with conditionings built by ComfyUI's
   own nodes (ConditioningSetMask default / mask bounds, ConditioningSetAreaPercentage,
@@ -19,6 +22,7 @@ From the repository root:
 
     D=$REFPEER_DIR/tmp-condguide; mkdir -p $D
     go test ./diffusion/sd -run TestWritePatchModel -sd.patchmodel $D
+    go test ./diffusion/sd -run TestWriteSD3SampleModel -sd.samplemodel $D
     cp tools/refpeer/condguide_ref.py $D/
     ../shared/refpeer/chroot.sh env PYTHONPATH=/refpeer/ComfyUI:/kit/shims:/refpeer/pylib \\
         python3 /refpeer/tmp-condguide/condguide_ref.py /refpeer/tmp-condguide /refpeer/tmp-condguide/condguide_refpeer.safetensors
@@ -38,6 +42,7 @@ import comfy.cli_args
 comfy.cli_args.args.cpu = True
 
 import comfy.model_detection  # noqa: E402
+import comfy.sd  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
@@ -90,7 +95,7 @@ def build_cond(entries, tensors):
     """entries: [{"ctx": name, "ops": [...]}]; ops applied in order with ComfyUI's nodes."""
     out = []
     for e in entries:
-        c = [[tensors[e["ctx"]], {}]]
+        c = [[tensors[e["ctx"]], {"pooled_output": tensors[e["pooled"]]} if "pooled" in e else {}]]
         for op in e["ops"]:
             k = op[0]
             if k == "mask":
@@ -165,6 +170,21 @@ RUNS = [
      [["tcfg"], ["apg", 0.5, 3.0, 0.2], ["cfgzero"], ["eps", 1.01]]),
 ]
 
+def s3(name, ops=()):
+    return {"ctx": "s3." + name, "pooled": "s3." + name + "_pooled", "ops": list(ops)}
+
+
+# name, scheduler, steps, cfg, seed, latent shape, positive, negative, patches
+SD3_RUNS = [
+    ("sd3_mask", "simple", 3, 4.0, 31, [1, 16, 8, 10], [s3("pos"), s3("alt", [["mask", "s3.mask", 1.2, "default"]])],
+     [s3("neg")], []),
+    ("sd3_bounds_pct", "simple", 3, 4.0, 32, [1, 16, 8, 10],
+     [s3("pos", [["area_pct", 0.5, 0.75, 0.25, 0.0, 1.3]]), s3("alt", [["mask", "s3.box", 1.0, "mask bounds"]])],
+     [s3("neg")], []),
+    ("sd3_guidance", "simple", 3, 5.0, 33, [1, 16, 8, 10], [s3("pos")], [s3("neg")],
+     [["apg", 0.5, 2.0, 0.3], ["tcfg"], ["mahiro"]]),
+]
+
 FN_SHAPE = [2, 3, 4, 5]
 
 
@@ -233,6 +253,28 @@ def main(models_dir, out_path):
     box[0, 30:70, 20:44] = torch.rand(40, 24, generator=g) + 0.1
     tensors["mask_box"] = box
     fns = fn_cases(base, tensors)
+    sd3_path = os.path.join(models_dir, "sd3_sample_mmdit.safetensors")
+    with open(sd3_path, "rb") as f:
+        sd3_sha = hashlib.sha256(f.read()).hexdigest()
+    sd3 = comfy.sd.load_diffusion_model_state_dict(load_file(sd3_path))
+    for k, tokens in (("pos", 7), ("alt", 7), ("neg", 5)):
+        tensors["s3." + k] = torch.randn(1, tokens, 64, generator=g)
+        tensors["s3." + k + "_pooled"] = torch.randn(1, 32, generator=g)
+    tensors["s3.mask"] = torch.rand(1, 24, 40, generator=g)
+    s3box = torch.zeros(1, 64, 80)
+    s3box[0, 10:40, 30:60] = torch.rand(30, 30, generator=g) + 0.1
+    tensors["s3.box"] = s3box
+    sd3_runs = []
+    for name, scheduler, steps, cfg, seed, shape, pos_e, neg_e, patches in SD3_RUNS:
+        model = patch(sd3, patches)
+        pos, neg = build_cond(pos_e, tensors), build_cond(neg_e, tensors)
+        with torch.no_grad():
+            out = nodes.common_ksampler(model, seed, steps, cfg, "euler", scheduler, pos, neg,
+                                        {"samples": torch.zeros(shape)}, denoise=1.0)[0]["samples"]
+        tensors["sd3." + name] = out.float().contiguous()
+        sd3_runs.append({"name": name, "scheduler": scheduler, "steps": steps, "cfg": cfg, "seed": seed, "shape": shape,
+                         "positive": pos_e, "negative": neg_e, "patches": patches})
+        print(name, float(out.abs().max()), flush=True)
     runs = []
     for name, steps, cfg, seed, shape, pos_e, neg_e, patches in RUNS:
         model = patch(base, patches)
@@ -248,6 +290,7 @@ def main(models_dir, out_path):
         print(name, float(out.abs().max()), flush=True)
     save_file({k: v.clone().contiguous() for k, v in tensors.items()}, out_path,
               metadata={"runs": json.dumps(runs), "fns": json.dumps(fns), "fn_shape": json.dumps(FN_SHAPE),
+                        "sd3_runs": json.dumps(sd3_runs), "sd3_sha256": sd3_sha,
                         "sha256": sha, "made_by": "tools/refpeer/condguide_ref.py on ComfyUI 0.3.64 (refpeer kit)"})
 
 
