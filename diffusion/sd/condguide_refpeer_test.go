@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu"
@@ -252,10 +254,28 @@ func TestGuidancePatchesRefpeer(t *testing.T) {
 	}
 }
 
-// TestCondGuideSD3Refpeer runs masked and percentage-area conditionings (odd region
-// sizes, which the MMDiT pads to its patch size) and the APG, TCFG and Mahiro patches on
-// the tiny SD3 MMDiT of TestSD3SampleRefpeer against ComfyUI's nodes.common_ksampler.
-func TestCondGuideSD3Refpeer(t *testing.T) {
+// writeFluxCondModel makes the tiny Flux tools/refpeer/condguide_ref.py samples with
+// (tinyFluxFile's: guidance distilled, seed 11, float32).
+var writeFluxCondModel = flag.String("sd.fluxcondmodel", "", "write the tiny Flux of the regional conditioning reference to this folder")
+
+func TestWriteFluxCondModel(t *testing.T) {
+	if *writeFluxCondModel == "" {
+		t.Skip("set -sd.fluxcondmodel DIR to write the tiny Flux of the regional conditioning reference")
+	}
+	data, err := os.ReadFile(tinyFluxFile(t, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(*writeFluxCondModel, "flux_cond.safetensors"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCondGuideDiTRefpeer runs masked and percentage-area conditionings (odd region
+// sizes, which the MMDiT and Flux pad to their patch size) and the APG, TCFG and Mahiro
+// patches on the tiny SD3 MMDiT of TestSD3SampleRefpeer and on the tiny Flux (guidance
+// 3.5 by default) against ComfyUI's nodes.common_ksampler.
+func TestCondGuideDiTRefpeer(t *testing.T) {
 	f := refFixture(t, "condguide_refpeer.safetensors", patchTestUNet(t))
 	var runs []struct {
 		condGuideRun
@@ -276,15 +296,32 @@ func TestCondGuideSD3Refpeer(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	fluxPath := tinyFluxFile(t, true)
+	fluxData, err := os.ReadFile(fluxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(fluxData); hex.EncodeToString(sum[:]) != f.Metadata()["flux_sha256"] {
+		t.Fatalf("the tiny Flux is not the one the fixture was made from")
+	}
 	rt := ckRuntime(t)
 	ck, err := LoadDiffusionModel(rt, path, DiffusionModelOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ck.Close()
+	fluxCk, err := LoadDiffusionModel(rt, fluxPath, DiffusionModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fluxCk.Close()
 	for _, r := range runs {
 		t.Run(r.Name, func(t *testing.T) {
-			m := ck.Model
+			base := ck.Model
+			if strings.HasPrefix(r.Name, "flux") {
+				base = fluxCk.Model
+			}
+			m := base
 			for _, p := range r.Patches {
 				if m, err = applyGuidancePatch(m, p); err != nil {
 					t.Fatal(err)
@@ -310,7 +347,7 @@ func TestCondGuideSD3Refpeer(t *testing.T) {
 				}
 				return out
 			}
-			plain, err := KSample(context.Background(), ck.Model, buildConds(t, rt, f, strip(r.Positive)), buildConds(t, rt, f, strip(r.Negative)),
+			plain, err := KSample(context.Background(), base, buildConds(t, rt, f, strip(r.Positive)), buildConds(t, rt, f, strip(r.Negative)),
 				&Latent{Samples: zeros}, KSamplerParams{Seed: r.Seed, Steps: r.Steps, CFG: r.CFG, Sampler: "euler",
 					Scheduler: r.Scheduler, Denoise: 1, StartStep: -1, LastStep: -1}, nil)
 			if err != nil {

@@ -10,7 +10,9 @@ metadata; facts about ComfyUI's output, no ComfyUI code):
   reset by a rising sigma);
 - "sd3" cases: the same nodes and nodes.common_ksampler on the tiny SD3 MMDiT of
   TestSD3SampleRefpeer (16-channel latents, pooled vectors, odd region sizes padded to
-  the patch size by the model);
+  the patch size by the model) and, as "flux" cases, on the tiny Flux (guidance
+  distilled) of diffusion/sd's Flux tests, its configuration narrowed to the tiny sizes
+  as tools/refpeer/flux_scaled_ref.py does;
 - "run" cases: comfy.sample.sample (KSampler's path) on the tiny UNet of
   TestPatchesRefpeer (TinyPatchUNet, seed 61) with conditionings built by ComfyUI's
   own nodes (ConditioningSetMask default / mask bounds, ConditioningSetAreaPercentage,
@@ -23,6 +25,7 @@ From the repository root:
     D=$REFPEER_DIR/tmp-condguide; mkdir -p $D
     go test ./diffusion/sd -run TestWritePatchModel -sd.patchmodel $D
     go test ./diffusion/sd -run TestWriteSD3SampleModel -sd.samplemodel $D
+    go test ./diffusion/sd -run TestWriteFluxCondModel -sd.fluxcondmodel $D
     cp tools/refpeer/condguide_ref.py $D/
     ../shared/refpeer/chroot.sh env PYTHONPATH=/refpeer/ComfyUI:/kit/shims:/refpeer/pylib \\
         python3 /refpeer/tmp-condguide/condguide_ref.py /refpeer/tmp-condguide /refpeer/tmp-condguide/condguide_refpeer.safetensors
@@ -43,6 +46,19 @@ comfy.cli_args.args.cpu = True
 
 import comfy.model_detection  # noqa: E402
 import comfy.sd  # noqa: E402
+
+TINY_FLUX = dict(hidden_size=256, num_heads=2, context_in_dim=64, vec_in_dim=32, depth=1, depth_single_blocks=1)
+_detect = comfy.model_detection.detect_unet_config
+
+
+def tiny_config(sd, prefix, metadata=None):
+    c = _detect(sd, prefix, metadata=metadata)
+    if c.get("image_model") == "flux":
+        c.update(TINY_FLUX)
+    return c
+
+
+comfy.model_detection.detect_unet_config = tiny_config
 import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
@@ -185,6 +201,14 @@ SD3_RUNS = [
      [["apg", 0.5, 2.0, 0.3], ["tcfg"], ["mahiro"]]),
 ]
 
+FLUX_RUNS = [
+    ("flux_mask", "simple", 3, 2.0, 41, [1, 16, 8, 10], [s3("pos"), s3("alt", [["mask", "s3.mask", 1.2, "default"]])],
+     [s3("neg")], []),
+    ("flux_bounds_pct", "simple", 3, 2.0, 42, [1, 16, 8, 10],
+     [s3("pos", [["area_pct", 0.5, 0.75, 0.25, 0.0, 1.3]]), s3("alt", [["mask", "s3.box", 1.0, "mask bounds"]])],
+     [s3("neg")], []),
+]
+
 FN_SHAPE = [2, 3, 4, 5]
 
 
@@ -264,9 +288,13 @@ def main(models_dir, out_path):
     s3box = torch.zeros(1, 64, 80)
     s3box[0, 10:40, 30:60] = torch.rand(30, 30, generator=g) + 0.1
     tensors["s3.box"] = s3box
+    flux_path = os.path.join(models_dir, "flux_cond.safetensors")
+    with open(flux_path, "rb") as f:
+        flux_sha = hashlib.sha256(f.read()).hexdigest()
+    flux = comfy.sd.load_diffusion_model_state_dict(load_file(flux_path))
     sd3_runs = []
-    for name, scheduler, steps, cfg, seed, shape, pos_e, neg_e, patches in SD3_RUNS:
-        model = patch(sd3, patches)
+    for name, scheduler, steps, cfg, seed, shape, pos_e, neg_e, patches in SD3_RUNS + FLUX_RUNS:
+        model = patch(flux if name.startswith("flux") else sd3, patches)
         pos, neg = build_cond(pos_e, tensors), build_cond(neg_e, tensors)
         with torch.no_grad():
             out = nodes.common_ksampler(model, seed, steps, cfg, "euler", scheduler, pos, neg,
@@ -290,7 +318,7 @@ def main(models_dir, out_path):
         print(name, float(out.abs().max()), flush=True)
     save_file({k: v.clone().contiguous() for k, v in tensors.items()}, out_path,
               metadata={"runs": json.dumps(runs), "fns": json.dumps(fns), "fn_shape": json.dumps(FN_SHAPE),
-                        "sd3_runs": json.dumps(sd3_runs), "sd3_sha256": sd3_sha,
+                        "sd3_runs": json.dumps(sd3_runs), "sd3_sha256": sd3_sha, "flux_sha256": flux_sha,
                         "sha256": sha, "made_by": "tools/refpeer/condguide_ref.py on ComfyUI 0.3.64 (refpeer kit)"})
 
 
