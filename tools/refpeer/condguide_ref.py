@@ -270,11 +270,11 @@ def main(models_dir, out_path):
         Q: torch.randn(1, 77, CTX, generator=g) * 1.2,
         # pixel-sized masks, resized to the latent by the sampler
         "mask_a": torch.rand(1, 40, 30, generator=g),
-        "mask_b2": torch.rand(2, 128, 96, generator=g),
+        "mask_b2": torch.rand(2, 48, 36, generator=g),
         "mask_zero": torch.zeros(1, 16, 12),
     }
-    box = torch.zeros(1, 128, 96)
-    box[0, 30:70, 20:44] = torch.rand(40, 24, generator=g) + 0.1
+    box = torch.zeros(1, 64, 48)
+    box[0, 15:35, 10:22] = torch.rand(20, 12, generator=g) + 0.1
     tensors["mask_box"] = box
     fns = fn_cases(base, tensors)
     sd3_path = os.path.join(models_dir, "sd3_sample_mmdit.safetensors")
