@@ -459,27 +459,49 @@ func BenchmarkGuiderOverhead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := fakeADMModel(b, rt)
+	base := fakeADMModel(b, rt)
 	mk := func() Cond {
 		e, _ := rt.FromFloat32(make([]float32, 77*2048), 1, 77, 2048)
 		p, _ := rt.FromFloat32(make([]float32, 1280), 1, 1280)
 		return NewCond(e, p)
 	}
-	g := NewCFGGuider(m, Conditioning{mk()}, Conditioning{mk()}, 7)
-	g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
-		return rt.Zeros(gpu.F32, in.X.Shape()...)
+	// masked: a second positive entry weighted by a 1024² mask (resized once per run);
+	// guidance: the APG and TCFG pre-CFG and CFGZeroStar and Mahiro post-CFG functions.
+	mask := make([]float32, 1024*1024)
+	for i := range mask {
+		mask[i] = float32(i%1024) / 1024
 	}
-	shape := [4]int{1, 4, 128, 128}
-	p, err := g.prepare(128, 128)
-	if err != nil {
-		b.Fatal(err)
+	masked := mk()
+	masked.Mask, masked.MaskStrength = &CondMask{Data: mask, N: 1, H: 1024, W: 1024}, 1
+	cases := []struct {
+		name string
+		pos  Conditioning
+		m    *Model
+	}{
+		{"plain", Conditioning{mk()}, base},
+		{"masked", Conditioning{mk(), masked}, base},
+		{"guidance", Conditioning{mk()}, base.WithPreCFG(NewAPG(0.5, 5, 0.3), false).WithPreCFG(TCFG{}, false).
+			WithPostCFG(CFGZeroStar{}).WithPostCFG(Mahiro{})},
 	}
-	d := &denoiser{g: g, p: p, shape: shape}
-	x := make([]float32, 4*128*128)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := d.Denoise(context.Background(), x, 5); err != nil {
-			b.Fatal(err)
-		}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			g := NewCFGGuider(tc.m, tc.pos, Conditioning{mk()}, 7)
+			g.forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
+				return rt.Zeros(gpu.F32, in.X.Shape()...)
+			}
+			shape := [4]int{1, 4, 128, 128}
+			p, err := g.prepare(128, 128)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d := &denoiser{g: g, p: p, shape: shape}
+			x := make([]float32, 4*128*128)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, _, err := d.Denoise(context.Background(), x, 5); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
