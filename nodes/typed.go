@@ -108,14 +108,16 @@ func (n *typedNode) checkOutputs(res Result) error {
 }
 
 // decode returns a copy of the registered value with its input fields filled from in;
-// with widgetsOnly (for the hooks), link inputs and absent widgets are left at their
-// zero value.
+// with widgetsOnly (for the hooks), link inputs (except CustomValidation ones) and
+// absent widgets are left at their zero value.
 func (n *typedNode) decode(in Inputs, widgetsOnly bool) (Typed, error) {
 	v := reflect.New(n.proto.Elem().Type())
 	v.Elem().Set(n.proto.Elem())
 	for i := range n.fields {
 		f := &n.fields[i]
-		if widgetsOnly && f.link {
+		// The hooks get literals only; a socket-typed input the node validates itself
+		// (WebcamCapture's WEBCAM file name) is one, written in the prompt.
+		if widgetsOnly && f.link && !f.input.CustomValidation {
 			continue
 		}
 		dst := v.Elem().FieldByIndex(f.index)

@@ -177,6 +177,14 @@ func Register(r *nodes.Registry, opts Options) error {
 		// condguide.go
 		&ConditioningSetMask{}, &ConditioningSetAreaPercentage{}, &ConditioningSetAreaStrength{},
 		&CFGZeroStar{}, &APG{}, &TCFG{}, &Mahiro{}, &EpsilonScaling{},
+		// latentops.go, latenttransform.go, latentoperation.go, latentfile.go, regex.go, webcam.go
+		&LatentAdd{}, &LatentSubtract{}, &LatentMultiply{}, &LatentInterpolate{}, &LatentBatch{},
+		&LatentConcat{}, &LatentCut{}, &LatentBatchSeedBehavior{},
+		&LatentBlend{}, &LatentCompositeMasked{}, &LatentCrop{}, &LatentFlip{}, &LatentRotate{},
+		&LatentApplyOperation{}, &LatentApplyOperationCFG{}, &LatentOperationSharpen{}, &LatentOperationTonemapReinhard{},
+		&SaveLatent{opts: opts}, &LoadLatent{opts: opts},
+		&RegexMatch{}, &RegexExtract{},
+		&WebcamCapture{imageFile: imageFile{opts: opts}}, &ImageQuantize{}, // quantize.go
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
@@ -211,6 +219,8 @@ func valueTypes() []nodes.ValueType {
 		nodes.Value("CLIP_VISION_OUTPUT", checkCLIPVisionOutput),
 		nodes.Value("STYLE_MODEL", checkStyleModel),
 		nodes.Value("GLIGEN", checkGLIGEN),
+		nodes.Value("LATENT_OPERATION", checkLatentOperation), // latentoperation.go
+		nodes.Value[string]("WEBCAM", nil),                    // webcam.go: the capture's file name
 	}
 }
 
