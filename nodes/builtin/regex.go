@@ -22,6 +22,11 @@ import (
 
 // UnsupportedRegexError reports a Python regular-expression construct that Go's regexp
 // (RE2) does not implement.
+//
+// Known differences that remain: \b and case folding follow RE2 (ASCII word boundary,
+// simple folding); Python's $ before a final newline is honoured only where that is the
+// subject's one line break; re.findall keeps an empty match right after a non-empty one
+// ("a*" on "baaa" gives "", "aaa", "") where RE2 drops it ("", "aaa").
 type UnsupportedRegexError struct {
 	Pattern   string
 	Construct string
@@ -39,8 +44,10 @@ const (
 	pySpace = `\t\n\v\f\r\x1c-\x1f \x85\p{Z}`
 )
 
-// translatePyRegex rewrites a Python pattern into RE2 syntax.
-func translatePyRegex(pat string) (string, error) {
+// translatePyRegex rewrites a Python pattern into RE2 syntax. finalNewline says that the
+// subject's only line break is its last character: there Python's $ (which also matches
+// just before a final newline) is RE2's multi-line $.
+func translatePyRegex(pat string, finalNewline bool) (string, error) {
 	unsupported := func(what string) error { return &UnsupportedRegexError{Pattern: pat, Construct: what} }
 	var b strings.Builder
 	inClass := false
@@ -132,6 +139,8 @@ func translatePyRegex(pat string) (string, error) {
 				continue
 			}
 			b.WriteRune(c)
+		case c == '$' && finalNewline:
+			b.WriteString("(?m:$)")
 		case c == '{' && i+1 < len(rs) && rs[i+1] == ',':
 			// Python reads {,n} as {0,n}; RE2 would take it literally.
 			j := i + 2
@@ -163,8 +172,9 @@ func wrapClass(set string, inClass bool) string {
 // compilePyRegex compiles pattern with RegexMatch/RegexExtract's flags. errPyRegex wraps
 // a pattern the engine rejects (ComfyUI's re.error path); an UnsupportedRegexError is
 // returned as it is.
-func compilePyRegex(pattern string, ignoreCase, multiline, dotall bool) (*regexp.Regexp, error) {
-	t, err := translatePyRegex(pattern)
+func compilePyRegex(pattern, subject string, ignoreCase, multiline, dotall bool) (*regexp.Regexp, error) {
+	finalNewline := strings.HasSuffix(subject, "\n") && strings.IndexByte(subject, '\n') == len(subject)-1
+	t, err := translatePyRegex(pattern, finalNewline && !multiline)
 	if err != nil {
 		var u *UnsupportedRegexError
 		if errors.As(err, &u) {
@@ -220,7 +230,7 @@ func (*RegexMatch) Schema() graph.Schema {
 
 // Run implements nodes.Typed.
 func (n *RegexMatch) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	re, err := compilePyRegex(n.RegexPattern, n.CaseInsensitive, n.Multiline, n.Dotall)
+	re, err := compilePyRegex(n.RegexPattern, n.String, n.CaseInsensitive, n.Multiline, n.Dotall)
 	if errors.Is(err, errPyRegex) {
 		return nodes.One(false, nil)
 	}
@@ -265,7 +275,7 @@ func group(s string, m []int, g int) (string, bool) {
 // group that took no part is "" in findall's results; ComfyUI's "First Group" then
 // returns None (forgeflow ""), and its "All Groups" fails, as here.
 func (n *RegexExtract) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
-	re, err := compilePyRegex(n.RegexPattern, n.CaseInsensitive, n.Multiline, n.Dotall)
+	re, err := compilePyRegex(n.RegexPattern, n.String, n.CaseInsensitive, n.Multiline, n.Dotall)
 	if errors.Is(err, errPyRegex) {
 		return nodes.One("", nil)
 	}
