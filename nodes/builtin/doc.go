@@ -10,8 +10,11 @@
 // vaenodes.go (VAE encode/decode, CheckpointSave);
 // conditioning.go, latent.go, sampling.go, customsampling.go (text encoding, latents,
 // KSampler and the custom sampling nodes); condguide.go (mask and percentage areas,
-// the CFGZeroStar/APG/TCFG/Mahiro/Epsilon Scaling guidance patches). values.go defines
-// the IMAGE and MASK values.
+// the CFGZeroStar/APG/TCFG/Mahiro/Epsilon Scaling guidance patches); latentops.go,
+// latenttransform.go, latentoperation.go, latentfile.go (latent arithmetic, batches,
+// transforms, operations, .latent files); quantize.go (ImageQuantize); regex.go
+// (RegexMatch, RegexExtract, RegexReplace); webcam.go (WebcamCapture). values.go
+// defines the IMAGE and MASK values.
 //
 // Every schema equals ComfyUI 0.3.64's /object_info entry for the same class, and every
 // Run reproduces the numerics of ComfyUI's implementation (nodes.py and the
