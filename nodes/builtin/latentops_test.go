@@ -3,11 +3,14 @@ package builtin
 import (
 	"context"
 	"math"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
+	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // refLat is the test latent of the reference script: value i of an (n, c, h, w) latent
@@ -179,5 +182,38 @@ func TestLatentApplyOperationCFG(t *testing.T) {
 	got := res.Outputs[0].(*sd.Model)
 	if got == m || len(m.PreCFG) != 0 || len(got.PreCFG) != 1 || got.PreCFG[0] != (sd.LatentOperationCFG{Op: op}) || got.DisableCFG1 {
 		t.Fatalf("patched model %+v", got.Patches)
+	}
+}
+
+// TestLatentApplyOperationCFGRefpeer samples the patch UNet through KSampler with a model
+// patched by LatentApplyOperationCFG, as ComfyUI did for refLatentOpCFG: the operation
+// reaches every step's guidance, with an uncond (cfg 5) and without (cfg 1).
+func TestLatentApplyOperationCFGRefpeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("samples a UNet")
+	}
+	e := newVisionEnv(t)
+	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", "patches_refpeer.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cond := func(name string) sd.Conditioning {
+		return sd.Conditioning{sd.NewCond(refTensor(t, e.rt, f, name), nil)}
+	}
+	base := e.run(t, "UNETLoader", nodes.Inputs{"unet_name": "patch_unet.safetensors", "weight_dtype": "default"})[0]
+	ops := map[string]any{
+		"sharpen":      e.run(t, "LatentOperationSharpen", nodes.Inputs{"sharpen_radius": int64(2), "sigma": 1.0, "alpha": 0.5})[0],
+		"tonemap_cfg1": e.run(t, "LatentOperationTonemapReinhard", nodes.Inputs{"multiplier": 0.8})[0],
+	}
+	for name, ref := range refLatentOpCFG {
+		t.Run(name, func(t *testing.T) {
+			model := e.run(t, "LatentApplyOperationCFG", nodes.Inputs{"model": base, "operation": ops[name]})[0]
+			zeros, _ := e.rt.Zeros(gpu.F32, 1, 4, 16, 12)
+			out := e.run(t, "KSampler", nodes.Inputs{"model": model, "seed": ref.seed, "steps": int64(4), "cfg": ref.cfg,
+				"sampler_name": "euler", "scheduler": "normal", "positive": cond("pos"), "negative": cond("neg"),
+				"latent_image": &sd.Latent{Samples: zeros}, "denoise": 1.0})[0].(*sd.Latent)
+			closeTo(t, "latent", data(t, out.Samples), ref.out, 1e-4)
+		})
 	}
 }
