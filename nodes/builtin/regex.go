@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/forgeflow/forgeflow/graph"
@@ -321,8 +322,151 @@ func (n *RegexExtract) Run(ctx context.Context, env *nodes.Env) (nodes.Result, e
 	return nodes.One("", nil)
 }
 
+// RegexReplace is nodes_string.py RegexReplace ("Regex Replace"): re.sub with Python's
+// replacement syntax (\1 … \99, \g<n>, \g<name>, \n-style escapes; a group that took no
+// part gives ""). Unlike the other two nodes ComfyUI does not catch re.error here, so an
+// invalid pattern or replacement is an error.
+type RegexReplace struct {
+	String          string `input:"string"`
+	RegexPattern    string `input:"regex_pattern"`
+	Replace         string `input:"replace"`
+	CaseInsensitive *bool  `input:"case_insensitive"`
+	Multiline       bool   `input:"multiline"`
+	Dotall          bool   `input:"dotall"`
+	Count           int    `input:"count"`
+}
+
+// Schema implements nodes.Typed.
+func (*RegexReplace) Schema() graph.Schema {
+	flags := regexFlags()
+	for i := range flags {
+		flags[i].Section = graph.Optional
+	}
+	flags[2].Tooltip = "When enabled, the dot (.) character will match any character including newline characters. When disabled, dots won't match newlines."
+	in := append([]graph.Input{text("string"), text("regex_pattern"), text("replace")}, flags...)
+	in = append(in, graph.Input{Name: "count", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(100), Section: graph.Optional,
+		Tooltip: "Maximum number of replacements to make. Set to 0 to replace all occurrences (default). Set to 1 to replace only the first match, 2 for the first two matches, etc."})
+	s := stringSchema("RegexReplace", "Regex Replace", stringOutput, in...)
+	s.Description = "Find and replace text using regex patterns."
+	return s
+}
+
+// replPart is one piece of a parsed replacement: literal text, or a group (group >= 0).
+type replPart struct {
+	text  string
+	group int
+}
+
+// parsePyReplacement parses a re.sub template for re (Python's parse_template).
+func parsePyReplacement(repl string, re *regexp.Regexp) ([]replPart, error) {
+	escapes := map[byte]string{'a': "\a", 'b': "\b", 'f': "\f", 'n': "\n", 'r': "\r", 't': "\t", 'v': "\v", '\\': `\`}
+	var parts []replPart
+	var lit strings.Builder
+	group := func(g int) {
+		parts = append(parts, replPart{text: lit.String(), group: -1}, replPart{group: g})
+		lit.Reset()
+	}
+	for i := 0; i < len(repl); i++ {
+		c := repl[i]
+		if c != '\\' || i+1 == len(repl) {
+			if c == '\\' {
+				return nil, errors.New("bad escape (end of pattern)")
+			}
+			lit.WriteByte(c)
+			continue
+		}
+		i++
+		e := repl[i]
+		switch {
+		case e == 'g':
+			end := strings.IndexByte(repl[i:], '>')
+			if i+1 >= len(repl) || repl[i+1] != '<' || end < 0 {
+				return nil, errors.New(`missing group name in \g<…>`)
+			}
+			name := repl[i+2 : i+end]
+			g, err := strconv.Atoi(name)
+			if err != nil {
+				if g = re.SubexpIndex(name); g < 0 {
+					return nil, fmt.Errorf("unknown group name %q", name)
+				}
+			}
+			if g < 0 || g > re.NumSubexp() {
+				return nil, fmt.Errorf("invalid group reference %d", g)
+			}
+			group(g)
+			i += end
+		case e == '0':
+			// Octal escape: \0 followed by up to two octal digits.
+			v, j := 0, i+1
+			for ; j < len(repl) && j < i+3 && repl[j] >= '0' && repl[j] <= '7'; j++ {
+				v = v*8 + int(repl[j]-'0')
+			}
+			lit.WriteRune(rune(v))
+			i = j - 1
+		case e >= '1' && e <= '9':
+			j := i + 1
+			if j < len(repl) && repl[j] >= '0' && repl[j] <= '9' {
+				j++
+			}
+			if j-i == 2 && j < len(repl) && e <= '3' && repl[i+1] <= '7' && repl[j] >= '0' && repl[j] <= '7' {
+				lit.WriteRune(rune((int(e-'0')*8+int(repl[i+1]-'0'))*8 + int(repl[j]-'0'))) // \ooo octal
+				i = j
+				continue
+			}
+			g, _ := strconv.Atoi(repl[i:j])
+			if g > re.NumSubexp() {
+				return nil, fmt.Errorf("invalid group reference %d", g)
+			}
+			group(g)
+			i = j - 1
+		case escapes[e] != "":
+			lit.WriteString(escapes[e])
+		case e < 0x80 && (e|0x20 >= 'a' && e|0x20 <= 'z'):
+			return nil, fmt.Errorf(`bad escape \%c`, e)
+		default:
+			lit.WriteByte('\\')
+			lit.WriteByte(e)
+		}
+	}
+	return append(parts, replPart{text: lit.String(), group: -1}), nil
+}
+
+// Run implements nodes.Typed.
+func (n *RegexReplace) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	ci := n.CaseInsensitive == nil || *n.CaseInsensitive
+	re, err := compilePyRegex(n.RegexPattern, n.String, ci, n.Multiline, n.Dotall)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: RegexReplace: %w", err)
+	}
+	parts, err := parsePyReplacement(n.Replace, re)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: RegexReplace: replacement %q: %w", n.Replace, err)
+	}
+	limit := n.Count
+	if limit == 0 {
+		limit = -1
+	}
+	s := n.String
+	var b strings.Builder
+	last := 0
+	for _, m := range re.FindAllStringSubmatchIndex(s, limit) {
+		b.WriteString(s[last:m[0]])
+		for _, p := range parts {
+			if p.group < 0 {
+				b.WriteString(p.text)
+			} else if g, ok := group(s, m, p.group); ok {
+				b.WriteString(g)
+			}
+		}
+		last = m[1]
+	}
+	b.WriteString(s[last:])
+	return nodes.One(b.String(), nil)
+}
+
 // Interface guards.
 var (
 	_ nodes.Typed = (*RegexMatch)(nil)
 	_ nodes.Typed = (*RegexExtract)(nil)
+	_ nodes.Typed = (*RegexReplace)(nil)
 )

@@ -119,3 +119,52 @@ func TestRegexTranslation(t *testing.T) {
 		t.Errorf(`a\++: %v`, got)
 	}
 }
+
+// TestRegexReplaceMatchesComfyUI compares RegexReplace with what ComfyUI 0.3.64's node
+// returned or raised for the same inputs (refpeer chroot, Python 3.13 re.sub).
+func TestRegexReplaceMatchesComfyUI(t *testing.T) {
+	const s = "Cat hat bat"
+	for _, tc := range []struct {
+		name, str, pat, repl string
+		opts                 nodes.Inputs
+		want, err            string
+	}{
+		{"basic", s, `(\w)at`, `\1og`, nil, "Cog hog bog", ""},
+		{"count", s, `(\w)at`, `[\g<1>]`, nodes.Inputs{"count": int64(2)}, "[C] [h] bat", ""},
+		{"cs", s, `c`, "k", nodes.Inputs{"case_insensitive": false}, "Cat hat bat", ""},
+		{"default-ci", s, `c`, "k", nil, "kat hat bat", ""},
+		{"named", "k=v; a=b", `(?P<key>\w)=(?P<val>\w)`, `\g<val>:\g<key>`, nil, "v:k; b:a", ""},
+		{"g0", "ab", `b`, `<\g<0>>`, nil, "a<b>", ""},
+		{"escapes", "ab", `b`, `\n\t\\x\$`, nil, "a\n\t\\x\\$", ""},
+		{"octal", "ab", `b`, `\0\101`, nil, "a\x00A", ""},
+		{"nogroup", "b", `(a)?b`, `[\1]`, nil, "[]", ""},
+		{"badgroup", "ab", `b`, `\2`, nil, "", "invalid group reference 2"},
+		{"badescape", "ab", `b`, `\q`, nil, "", `bad escape \q`},
+		{"badpattern", "ab", `(b`, "x", nil, "", "invalid regular expression"},
+		{"multiline", "a\nb", `^b`, "B", nodes.Inputs{"multiline": true}, "a\nB", ""},
+		{"dotall", "a\nb", `a.b`, "X", nodes.Inputs{"dotall": true}, "X", ""},
+		// ComfyUI gives "-b--": Python also replaces the empty match right after "aaa",
+		// which RE2 drops (a documented difference).
+		{"empty", "baaa", `a*`, "-", nil, "-b-", ""},
+		{"unicode", "é1 x٣", `\d`, "#", nil, "é# x#", ""},
+		{"lookahead", "ab", `a(?=b)`, "x", nil, "", "lookahead"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := nodes.Inputs{"string": tc.str, "regex_pattern": tc.pat, "replace": tc.repl}
+			for k, v := range tc.opts {
+				in[k] = v
+			}
+			res, err := run(t, Options{}, nil, "RegexReplace", in)
+			if tc.err != "" {
+				wantErr(t, err, tc.err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Outputs[0]; got != tc.want {
+				t.Fatalf("%q, want %q", got, tc.want)
+			}
+		})
+	}
+}

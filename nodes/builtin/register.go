@@ -183,7 +183,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		&LatentBlend{}, &LatentCompositeMasked{}, &LatentCrop{}, &LatentFlip{}, &LatentRotate{},
 		&LatentApplyOperation{}, &LatentApplyOperationCFG{}, &LatentOperationSharpen{}, &LatentOperationTonemapReinhard{},
 		&SaveLatent{opts: opts}, &LoadLatent{opts: opts},
-		&RegexMatch{}, &RegexExtract{},
+		&RegexMatch{}, &RegexExtract{}, &RegexReplace{},
 		&WebcamCapture{imageFile: imageFile{opts: opts}}, &ImageQuantize{}, // quantize.go
 	}
 	all = append(all, primitives()...) // primitive.go

@@ -12,8 +12,8 @@ import (
 
 // The string utilities of comfy_extras/nodes_string.py, with Python's str semantics:
 // indices and lengths count code points, strip() removes what str.isspace() calls space.
-// RegexMatch and RegexExtract are in regex.go (Python's re translated to RE2, what RE2
-// cannot run refused by name); RegexReplace is not implemented.
+// RegexMatch, RegexExtract and RegexReplace are in regex.go (Python's re translated to
+// RE2, what RE2 cannot run refused by name).
 
 const stringModule = "comfy_extras.nodes_string"
 
