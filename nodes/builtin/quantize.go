@@ -106,6 +106,7 @@ type qEntry struct {
 	v     [3]uint8
 	count uint32
 	right bool // splitlists' flag
+	box   int  // the palette entry of its median-cut box
 }
 
 // qBox is a median-cut box: its colours sorted (descending) along each axis.
@@ -236,24 +237,25 @@ func (h *boxHeap) remove() (*qBox, bool) {
 // that fall in it, rounded half up; boxes in tree order, left first.
 func medianCutPalette(px []uint8, colors int) [][3]uint8 {
 	n := len(px) / 3
-	var scale uint
-	var index map[uint32]*qEntry
 	var entries []*qEntry
-	key := func(i int) uint32 {
-		return pixelHash(px[3*i]>>scale, px[3*i+1]>>scale, px[3*i+2]>>scale)
-	}
-	for ; ; scale++ {
-		index = map[uint32]*qEntry{}
+	pixEntry := make([]int32, n) // each pixel's histogram entry at the final scale
+	for scale := uint(0); ; scale++ {
+		index := make(map[uint32]int32, min(n, maxHashEntries+1))
 		entries = entries[:0]
 		for i := 0; i < n; i++ {
-			k := key(i)
-			if e, ok := index[k]; ok {
-				e.count++
-				continue
+			r, g, b := px[3*i]>>scale, px[3*i+1]>>scale, px[3*i+2]>>scale
+			k := pixelHash(r, g, b)
+			j, ok := index[k]
+			if !ok {
+				j = int32(len(entries))
+				index[k] = j
+				entries = append(entries, &qEntry{v: [3]uint8{r, g, b}})
+				if len(entries) > maxHashEntries && scale < 8 {
+					break // this scale cannot hold the image: Quant.c rehashes one bit coarser
+				}
 			}
-			e := &qEntry{v: [3]uint8{px[3*i] >> scale, px[3*i+1] >> scale, px[3*i+2] >> scale}, count: 1}
-			index[k] = e
-			entries = append(entries, e)
+			entries[j].count++
+			pixEntry[i] = j
 		}
 		if len(entries) <= maxHashEntries || scale == 8 {
 			break
@@ -283,7 +285,6 @@ func medianCutPalette(px []uint8, colors int) [][3]uint8 {
 		h.add(b.r)
 	}
 done:
-	box := map[uint32]int{}
 	var leaves int
 	var walk func(b *qBox)
 	walk = func(b *qBox) {
@@ -296,7 +297,7 @@ done:
 			return
 		}
 		for _, e := range b.lists[0] {
-			box[pixelHash(e.v[0], e.v[1], e.v[2])] = leaves
+			e.box = leaves
 		}
 		leaves++
 	}
@@ -304,7 +305,7 @@ done:
 	sums := make([][3]uint32, leaves)
 	counts := make([]uint32, leaves)
 	for i := 0; i < n; i++ {
-		j := box[key(i)]
+		j := entries[pixEntry[i]].box
 		for c := 0; c < 3; c++ {
 			sums[j][c] += uint32(px[3*i+c])
 		}
