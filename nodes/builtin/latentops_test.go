@@ -217,3 +217,26 @@ func TestLatentApplyOperationCFGRefpeer(t *testing.T) {
 		})
 	}
 }
+
+// TestLatentNodeErrors covers mismatches ComfyUI fails on inside torch (torch.cat, a
+// broadcast) that the reference table does not: each is an error naming the shapes.
+func TestLatentNodeErrors(t *testing.T) {
+	opts := Options{Runtime: testRuntime(t)}
+	four, three := refLat(t, 1, 4, 2, 2, 0), refLat(t, 1, 3, 2, 2, 0)
+	for _, tc := range []struct {
+		class string
+		in    nodes.Inputs
+		sub   string
+	}{
+		{"LatentBatch", nodes.Inputs{"samples1": four, "samples2": three}, "channels"},
+		{"LatentBlend", nodes.Inputs{"samples1": four, "samples2": three, "blend_factor": 0.5}, "must match"},
+		{"LatentSubtract", nodes.Inputs{"samples1": four, "samples2": three}, "must match"},
+		{"LatentCompositeMasked", nodes.Inputs{"destination": four, "source": three, "x": int64(0), "y": int64(0), "resize_source": false}, "channels"},
+		{"LatentConcat", nodes.Inputs{"samples1": four, "samples2": three, "dim": "x"}, "must match"},
+	} {
+		t.Run(tc.class, func(t *testing.T) {
+			_, err := run(t, opts, nil, tc.class, tc.in)
+			wantErr(t, err, tc.sub)
+		})
+	}
+}

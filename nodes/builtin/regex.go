@@ -351,6 +351,10 @@ func (*RegexReplace) Schema() graph.Schema {
 	return s
 }
 
+// maxRegexOutput bounds RegexReplace's result: every match may add the whole replacement,
+// so a short request could otherwise ask for a result quadratic in its size.
+const maxRegexOutput = 64 << 20
+
 // replPart is one piece of a parsed replacement: literal text, or a group (group >= 0).
 type replPart struct {
 	text  string
@@ -459,6 +463,9 @@ func (n *RegexReplace) Run(ctx context.Context, env *nodes.Env) (nodes.Result, e
 			}
 		}
 		last = m[1]
+		if b.Len() > maxRegexOutput {
+			return nodes.Result{}, fmt.Errorf("builtin: RegexReplace: the result grows past %d bytes", maxRegexOutput)
+		}
 	}
 	b.WriteString(s[last:])
 	return nodes.One(b.String(), nil)

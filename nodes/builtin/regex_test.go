@@ -168,3 +168,12 @@ func TestRegexReplaceMatchesComfyUI(t *testing.T) {
 		})
 	}
 }
+
+func TestRegexReplaceBoundsItsResult(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 64 MiB string")
+	}
+	big := strings.Repeat("x", 9000)
+	_, err := run(t, Options{}, nil, "RegexReplace", nodes.Inputs{"string": big, "regex_pattern": "x", "replace": big})
+	wantErr(t, err, "grows past")
+}
