@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -385,5 +386,49 @@ func BenchmarkTypedRun(b *testing.B) {
 		if _, err := n.Run(ctx, env, in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// camera takes a socket-typed input whose value is written in the prompt and checked by
+// the node (WebcamCapture's WEBCAM file name).
+type camera struct {
+	Pic  *pic   `input:"pic"`
+	Shot string `input:"shot"`
+}
+
+func (*camera) Schema() graph.Schema {
+	return graph.Schema{Name: "Camera", Inputs: []graph.Input{
+		{Name: "pic", Type: "PIC"},
+		{Name: "shot", Type: "SHOT", CustomValidation: true},
+	}}
+}
+
+func (*camera) Run(context.Context, *Env) (Result, error) { return Outputs() }
+func (c *camera) ValidateInputs(*Env) error {
+	if c.Pic != nil {
+		return errors.New("a link was decoded for a hook")
+	}
+	if c.Shot != "shot.png" {
+		return fmt.Errorf("shot %q", c.Shot)
+	}
+	return nil
+}
+
+// TestTypedHooksGetCustomValidationLiterals checks that a CustomValidation input of a
+// socket type reaches the hooks as the literal the prompt holds; other links do not.
+func TestTypedHooksGetCustomValidationLiterals(t *testing.T) {
+	r := NewRegistry()
+	if err := r.AddTypes(Value("PIC", checkPic), Value[string]("SHOT", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add(&camera{}); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := r.Lookup("Camera")
+	if err := n.(InputValidator).ValidateInputs(&Env{}, Inputs{"shot": "shot.png", "pic": &pic{w: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.(InputValidator).ValidateInputs(&Env{}, Inputs{"shot": 5}); err == nil {
+		t.Fatal("a number reached a string input")
 	}
 }
