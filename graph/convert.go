@@ -325,7 +325,9 @@ func widgetSlots(s *Schema) []widgetSlot {
 	for _, sec := range []Section{Required, Optional} {
 		for i := range s.Inputs {
 			in := &s.Inputs[i]
-			if in.Section != sec || !in.IsWidget() || in.ForceInput {
+			// A socket-typed input its node validates itself holds a value written by a
+			// custom front-end widget (WebcamCapture's WEBCAM), so it takes a widget slot.
+			if in.Section != sec || !in.IsWidget() && !in.CustomValidation || in.ForceInput {
 				continue
 			}
 			opts := in.Options()
