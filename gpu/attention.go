@@ -31,10 +31,12 @@ func Attention(rt *Runtime, q, k, v, mask *Tensor, p AttentionParams) (*Tensor, 
 		if mask.dtype != F32 || len(mask.shape) > 4 {
 			return nil, fmt.Errorf("gpu: attention mask %s must be F32 with ≤4 dims", mask)
 		}
-		if _, err := broadcastShape(mask.shape, []int{b, h, lq, lk}); err != nil {
+		var sb [4]int
+		bs, err := broadcastShape(sb[:], mask.shape, []int{b, h, lq, lk})
+		if err != nil {
 			return nil, fmt.Errorf("gpu: attention mask %v: %w", mask.shape, err)
 		}
-		if bs, _ := broadcastShape(mask.shape, []int{b, h, lq, lk}); bs[0] != b || bs[1] != h || bs[2] != lq || bs[3] != lk {
+		if bs[0] != b || bs[1] != h || bs[2] != lq || bs[3] != lk {
 			return nil, fmt.Errorf("gpu: attention mask %v does not broadcast to %v", mask.shape, []int{b, h, lq, lk})
 		}
 	}
@@ -66,7 +68,10 @@ func Attention(rt *Runtime, q, k, v, mask *Tensor, p AttentionParams) (*Tensor, 
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpAttention, &Call{In: []*Tensor{in[0], in[1], in[2], mask}, Out: out, Params: p}); err != nil {
+	c := rt.call(out, in[0], in[1], in[2], mask)
+	c.params.attention = p
+	c.Params = &c.params.attention
+	if err := rt.exec(OpAttention, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -80,7 +85,7 @@ const (
 
 func cpuAttention(c *CPU, call *Call) error {
 	q, k, v, mask, out := call.In[0], call.In[1], call.In[2], call.In[3], call.Out
-	p := call.Params.(AttentionParams)
+	p := *call.Params.(*AttentionParams)
 	b, h, lq, d := q.shape[0], q.shape[1], q.shape[2], q.shape[3]
 	lk, dv := k.shape[2], v.shape[3]
 	o := out.f32c()
@@ -98,7 +103,8 @@ func cpuAttention(c *CPU, call *Call) error {
 	var mst []int
 	if mask != nil {
 		ms = mask.f32()
-		mst = broadcastStrides(mask, []int{b, h, lq, lk})
+		var st [4]int
+		mst = broadcastStrides(st[:], mask, []int{b, h, lq, lk})
 	}
 	e := c.mm.narrow
 	if c.mm.err != nil {

@@ -56,7 +56,10 @@ func Conv2DPadded(rt *Runtime, x, w, bias *Tensor, p ConvParams) (*Tensor, error
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpConv2D, &Call{In: []*Tensor{xc, wc, bias}, Out: out, Params: p}); err != nil {
+	c := rt.call(out, xc, wc, bias)
+	c.params.conv = p
+	c.Params = &c.params.conv
+	if err := rt.exec(OpConv2D, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -74,7 +77,7 @@ func Conv2DPadded(rt *Runtime, x, w, bias *Tensor, p ConvParams) (*Tensor, error
 // transposed into NCHW with the bias added (scatterT).
 func cpuConv2D(c *CPU, call *Call) error {
 	x, w, bias, out := call.In[0], call.In[1], call.In[2], call.Out
-	p := call.Params.(ConvParams)
+	p := *call.Params.(*ConvParams)
 	n, cin, h, wd := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
 	cout, kh, kw := w.shape[0], w.shape[2], w.shape[3]
 	oh, ow := out.shape[2], out.shape[3]

@@ -5,10 +5,14 @@ import (
 	"slices"
 )
 
-// broadcastShape is NumPy/PyTorch broadcasting: align at the end, sizes equal or 1.
-func broadcastShape(a, b []int) ([]int, error) {
+// broadcastShape is NumPy/PyTorch broadcasting: align at the end, sizes equal or 1. The
+// result is appended to dst[:0] (pass an array on the caller's stack).
+func broadcastShape(dst, a, b []int) ([]int, error) {
 	n := max(len(a), len(b))
-	out := make([]int, n)
+	out := dst[:0]
+	for range n {
+		out = append(out, 0)
+	}
 	for i := 0; i < n; i++ {
 		da, db := 1, 1
 		if j := len(a) - n + i; j >= 0 {
@@ -23,16 +27,19 @@ func broadcastShape(a, b []int) ([]int, error) {
 		case da == 1:
 			out[i] = db
 		default:
-			return nil, fmt.Errorf("gpu: shapes %v and %v do not broadcast", a, b)
+			return nil, fmt.Errorf("gpu: shapes %v and %v do not broadcast", slices.Clone(a), slices.Clone(b))
 		}
 	}
 	return out, nil
 }
 
 // broadcastStrides returns t's element strides against the broadcast shape (0 where t
-// has size 1 or lacks the dim).
-func broadcastStrides(t *Tensor, shape []int) []int {
-	st := make([]int, len(shape))
+// has size 1 or lacks the dim), appended to dst[:0].
+func broadcastStrides(dst []int, t *Tensor, shape []int) []int {
+	st := dst[:0]
+	for range shape {
+		st = append(st, 0)
+	}
 	off := len(shape) - len(t.shape)
 	for i := range t.shape {
 		if t.shape[i] != 1 {
@@ -46,7 +53,8 @@ func binaryOp(rt *Runtime, op Op, a, b *Tensor) (*Tensor, error) {
 	if a.dtype != F32 || b.dtype != F32 {
 		return nil, fmt.Errorf("gpu: %s of %s and %s: activations must be F32", op, a, b)
 	}
-	shape, err := broadcastShape(a.shape, b.shape)
+	var sb [inlineRank]int
+	shape, err := broadcastShape(sb[:], a.shape, b.shape)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: %s: %w", op, err)
 	}
@@ -54,7 +62,7 @@ func binaryOp(rt *Runtime, op Op, a, b *Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(op, &Call{In: []*Tensor{a, b}, Out: out}); err != nil {
+	if err := rt.exec(op, rt.call(out, a, b)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -81,7 +89,7 @@ func unaryOp(rt *Runtime, op Op, x *Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(op, &Call{In: []*Tensor{x}, Out: out}); err != nil {
+	if err := rt.exec(op, rt.call(out, x)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -296,7 +304,8 @@ func cpuBinary(op Op) cpuKernel {
 			return nil
 		}
 		shape := out.shape
-		sa, sb := broadcastStrides(a, shape), broadcastStrides(b, shape)
+		var sta, stb [inlineRank]int
+		sa, sb := broadcastStrides(sta[:], a, shape), broadcastStrides(stb[:], b, shape)
 		rank := len(shape)
 		inner := shape[rank-1]
 		ia, ib := sa[rank-1], sb[rank-1]

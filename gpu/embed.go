@@ -40,7 +40,7 @@ func RoPE(rt *Runtime, x, pe *Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpRoPE, &Call{In: []*Tensor{xc, pc}, Out: out}); err != nil {
+	if err := rt.exec(OpRoPE, rt.call(out, xc, pc)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -142,7 +142,10 @@ func TimestepEmbedding(rt *Runtime, t *Tensor, p TimestepParams) (*Tensor, error
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpTimestepEmbedding, &Call{In: []*Tensor{tc}, Out: out, Params: p}); err != nil {
+	c := rt.call(out, tc)
+	c.params.timestep = p
+	c.Params = &c.params.timestep
+	if err := rt.exec(OpTimestepEmbedding, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -150,7 +153,7 @@ func TimestepEmbedding(rt *Runtime, t *Tensor, p TimestepParams) (*Tensor, error
 }
 
 func cpuTimestepEmbedding(c *CPU, call *Call) error {
-	p := call.Params.(TimestepParams)
+	p := *call.Params.(*TimestepParams)
 	ts, o := call.In[0].f32c(), call.Out.f32c()
 	half := p.Dim / 2
 	freqs := make([]float32, half)
@@ -195,7 +198,10 @@ func Patchify(rt *Runtime, x *Tensor, patch int) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpPatchify, &Call{In: []*Tensor{xc}, Out: out, Params: PatchParams{P: patch, H: h, W: w}}); err != nil {
+	c := rt.call(out, xc)
+	c.params.patch = PatchParams{P: patch, H: h, W: w}
+	c.Params = &c.params.patch
+	if err := rt.exec(OpPatchify, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -218,7 +224,10 @@ func Unpatchify(rt *Runtime, x *Tensor, patch, h, w int) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpUnpatchify, &Call{In: []*Tensor{xc}, Out: out, Params: PatchParams{P: patch, H: h, W: w}}); err != nil {
+	c := rt.call(out, xc)
+	c.params.patch = PatchParams{P: patch, H: h, W: w}
+	c.Params = &c.params.patch
+	if err := rt.exec(OpUnpatchify, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -243,14 +252,14 @@ func patchWalk(c *CPU, b, ch, h, w, p int, f func(img, tok int)) {
 }
 
 func cpuPatchify(c *CPU, call *Call) error {
-	x, pp := call.In[0], call.Params.(PatchParams)
+	x, pp := call.In[0], *call.Params.(*PatchParams)
 	xs, o := x.f32c(), call.Out.f32c()
 	patchWalk(c, x.shape[0], x.shape[1], pp.H, pp.W, pp.P, func(img, tok int) { o[tok] = xs[img] })
 	return nil
 }
 
 func cpuUnpatchify(c *CPU, call *Call) error {
-	out, pp := call.Out, call.Params.(PatchParams)
+	out, pp := call.Out, *call.Params.(*PatchParams)
 	xs, o := call.In[0].f32c(), out.f32c()
 	patchWalk(c, out.shape[0], out.shape[1], pp.H, pp.W, pp.P, func(img, tok int) { o[img] = xs[tok] })
 	return nil
@@ -273,7 +282,10 @@ func Upscale(rt *Runtime, x *Tensor, p UpscaleParams) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpUpscale, &Call{In: []*Tensor{xc}, Out: out, Params: p}); err != nil {
+	c := rt.call(out, xc)
+	c.params.upscale = p
+	c.Params = &c.params.upscale
+	if err := rt.exec(OpUpscale, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -281,7 +293,7 @@ func Upscale(rt *Runtime, x *Tensor, p UpscaleParams) (*Tensor, error) {
 }
 
 func cpuUpscale(c *CPU, call *Call) error {
-	x, p := call.In[0], call.Params.(UpscaleParams)
+	x, p := call.In[0], *call.Params.(*UpscaleParams)
 	s := x.shape
 	if err := resample.UpscaleInto(call.Out.f32c(), x.f32c(), s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop); err != nil {
 		return fmt.Errorf("gpu: %w", err)

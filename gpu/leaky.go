@@ -47,7 +47,10 @@ func leaky(rt *Runtime, x, weight *Tensor, slope float64) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpLeakyReLU, &Call{In: []*Tensor{xc, wc}, Out: out, Params: LeakyParams{Slope: slope}}); err != nil {
+	c := rt.call(out, xc, wc)
+	c.params.leaky = LeakyParams{Slope: slope}
+	c.Params = &c.params.leaky
+	if err := rt.exec(OpLeakyReLU, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -68,7 +71,7 @@ func cpuLeakyReLU(c *CPU, call *Call) error {
 	if len(dst) == 0 {
 		return nil
 	}
-	slopes := []float32{float32(call.Params.(LeakyParams).Slope)}
+	slopes := []float32{float32(call.Params.(*LeakyParams).Slope)}
 	if w != nil {
 		slopes = w.f32c()
 	}

@@ -23,7 +23,8 @@ func MatMul(rt *Runtime, a, b *Tensor) (*Tensor, error) {
 	if k != k2 {
 		return nil, fmt.Errorf("gpu: matmul %v · %v: inner dims %d and %d differ", a.shape, b.shape, k, k2)
 	}
-	batch, err := broadcastShape(a.shape[:ra-2], b.shape[:rb-2])
+	var bb [inlineRank]int
+	batch, err := broadcastShape(bb[:], a.shape[:ra-2], b.shape[:rb-2])
 	if err != nil {
 		return nil, fmt.Errorf("gpu: matmul: batch %w", err)
 	}
@@ -34,7 +35,9 @@ func MatMul(rt *Runtime, a, b *Tensor) (*Tensor, error) {
 			batchStride(t, batch) >= 0 {
 			return t.view(t.shape, t.strides, t.offset), nil
 		}
-		return Contiguous(rt, expandTo(t, batch))
+		e := expandTo(t, batch)
+		defer e.Release()
+		return Contiguous(rt, e)
 	}
 	pa, err := prep(a)
 	if err != nil {
@@ -46,42 +49,48 @@ func MatMul(rt *Runtime, a, b *Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	defer pb.Release()
-	out, err := rt.Empty(F32, append(slices.Clone(batch), m, n)...)
+	out, err := rt.Empty(F32, append(batch, m, n)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpMatMul, &Call{In: []*Tensor{pa, pb}, Out: out}); err != nil {
+	if err := rt.exec(OpMatMul, rt.call(out, pa, pb)); err != nil {
 		out.Release()
 		return nil, err
 	}
 	return out, nil
 }
 
-// expandTo returns a view of t whose batch dims are broadcast to batch (stride 0).
+// expandTo returns a view of t (a new reference) whose batch dims are broadcast to batch
+// (stride 0).
 func expandTo(t *Tensor, batch []int) *Tensor {
 	r := len(t.shape)
-	shape := append(slices.Clone(batch), t.shape[r-2:]...)
-	st := make([]int, len(shape))
-	copy(st[len(batch):], t.strides[r-2:])
+	e := t.viewHeader(len(batch)+2, t.offset)
+	copy(e.shape, batch)
+	copy(e.shape[len(batch):], t.shape[r-2:])
+	copy(e.strides[len(batch):], t.strides[r-2:])
 	off := len(batch) - (r - 2)
 	for i := 0; i < r-2; i++ {
 		if t.shape[i] != 1 {
-			st[off+i] = t.strides[i]
+			e.strides[off+i] = t.strides[i]
 		}
 	}
-	return &Tensor{dtype: t.dtype, shape: shape, strides: st, offset: t.offset, buf: t.buf, rt: t.rt, deq: t.deq}
+	return e
 }
 
 // batchStride returns the single element stride between consecutive matrices of t over
 // the broadcast batch (0 when t is shared by all), or -1 when no single stride works.
 func batchStride(t *Tensor, batch []int) int {
-	e := expandTo(t, batch)
+	r := len(t.shape)
+	off := len(batch) - (r - 2)
 	s, prod := -1, 1
 	for i := len(batch) - 1; i >= 0; i-- {
 		if batch[i] == 1 {
 			continue
 		}
-		st := e.strides[i]
+		st := 0 // t's stride of batch dim i, as expandTo sets it
+		if j := i - off; j >= 0 && t.shape[j] != 1 {
+			st = t.strides[j]
+		}
 		if s < 0 {
 			s, prod = st, batch[i]
 			continue
@@ -158,13 +167,14 @@ func Linear(rt *Runtime, x, w, bias *Tensor) (*Tensor, error) {
 		}
 		defer bc.Release()
 	}
-	shape := slices.Clone(x.shape)
+	var sb [inlineRank]int
+	shape := append(sb[:0], x.shape...)
 	shape[len(shape)-1] = n
 	out, err := rt.Empty(F32, shape...)
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpLinear, &Call{In: []*Tensor{xc, w, bc}, Out: out}); err != nil {
+	if err := rt.exec(OpLinear, rt.call(out, xc, w, bc)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -213,7 +223,10 @@ func Embedding(rt *Runtime, table *Tensor, ids []int) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpEmbedding, &Call{In: []*Tensor{table}, Out: out, Params: EmbeddingParams{IDs: slices.Clone(ids)}}); err != nil {
+	c := rt.call(out, table)
+	c.params.embedding = EmbeddingParams{IDs: slices.Clone(ids)}
+	c.Params = &c.params.embedding
+	if err := rt.exec(OpEmbedding, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -222,7 +235,7 @@ func Embedding(rt *Runtime, table *Tensor, ids []int) (*Tensor, error) {
 
 func cpuEmbedding(c *CPU, call *Call) error {
 	table, out := call.In[0], call.Out
-	ids := call.Params.(EmbeddingParams).IDs
+	ids := call.Params.(*EmbeddingParams).IDs
 	d := table.shape[1]
 	rowBytes, err := table.dtype.StorageBytes(d)
 	if err != nil {

@@ -25,7 +25,10 @@ func normCall(rt *Runtime, op Op, x, weight, bias *Tensor, p NormParams) (*Tenso
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(op, &Call{In: []*Tensor{xc, weight, bias}, Out: out, Params: p}); err != nil {
+	c := rt.call(out, xc, weight, bias)
+	c.params.norm = p
+	c.Params = &c.params.norm
+	if err := rt.exec(op, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -126,7 +129,7 @@ func affine(t *Tensor) []float32 {
 func cpuGroupNorm(c *CPU, call *Call) error {
 	x, out := call.In[0], call.Out
 	wt, bs := affine(call.In[1]), affine(call.In[2])
-	p := call.Params.(NormParams)
+	p := *call.Params.(*NormParams)
 	n, ch := x.shape[0], x.shape[1]
 	spatial := numel(x.shape[2:])
 	cpg := ch / p.Groups
@@ -204,7 +207,7 @@ func (c *CPU) rows(x *Tensor, f func(src, dst []float32), out *Tensor) {
 
 func cpuLayerNorm(c *CPU, call *Call) error {
 	wt, bs := affine(call.In[1]), affine(call.In[2])
-	eps := call.Params.(NormParams).Eps
+	eps := call.Params.(*NormParams).Eps
 	c.rows(call.In[0], func(src, dst []float32) {
 		mean, inv := moments(src, eps)
 		m, s := float32(mean), float32(inv)
@@ -231,7 +234,7 @@ func cpuLayerNorm(c *CPU, call *Call) error {
 
 func cpuRMSNorm(c *CPU, call *Call) error {
 	wt := affine(call.In[1])
-	eps := call.Params.(NormParams).Eps
+	eps := call.Params.(*NormParams).Eps
 	c.rows(call.In[0], func(src, dst []float32) {
 		var q0, q1, q2, q3 float64
 		i := 0

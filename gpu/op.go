@@ -77,12 +77,33 @@ func (o Op) String() string {
 }
 
 // Call is one op invocation as a backend receives it: the inputs (nil for an absent
-// optional input), the preallocated output and the op's parameters (one of the *Params
-// types below, or nil).
+// optional input), the preallocated output and the op's parameters (a pointer to one of
+// the *Params types below, or nil). The Runtime recycles its Calls, and the parameters
+// live inside the Call, so a backend reads them during Run and keeps no reference.
 type Call struct {
 	In     []*Tensor
 	Out    *Tensor
 	Params any
+
+	// storage of a recycled call (headers.go): In and Params point here
+	in     [4]*Tensor
+	inBuf  []*Tensor
+	params callParams
+	dts    [8]DType
+}
+
+// callParams holds a Call's parameters in place, one field per parameter type, so that
+// Params can point at them without a heap object per op.
+type callParams struct {
+	conv      ConvParams
+	norm      NormParams
+	attention AttentionParams
+	concat    ConcatParams
+	timestep  TimestepParams
+	patch     PatchParams
+	upscale   UpscaleParams
+	embedding EmbeddingParams
+	leaky     LeakyParams
 }
 
 // ConvParams configures OpConv2D: the stride (both axes) and zero padding per side.

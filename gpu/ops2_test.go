@@ -71,7 +71,7 @@ func attnCase(name string, b, h, lq, lk, d, dv int, causal, strided bool, maskSh
 		var mst []int
 		if maskShape != nil {
 			m, mv = randTensor(t, rt, r, false, maskShape...)
-			mst = broadcastStrides(m, []int{b, h, lq, lk})
+			mst = broadcastStrides(nil, m, []int{b, h, lq, lk})
 		}
 		scale := 1 / math.Sqrt(float64(d))
 		want := attnRef(qv, kv, vv, mv, mst, b, h, lq, lk, d, dv, scale, causal)

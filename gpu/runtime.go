@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"unsafe"
 )
@@ -55,6 +56,9 @@ type Runtime struct {
 	pool   *pool
 	log    *slog.Logger
 	warned sync.Map // Op → struct{}: fallback already logged
+	// headers and calls recycle tensor headers and op calls (headers.go)
+	headers headerPool
+	calls   callPool
 }
 
 // New returns a Runtime for opts.
@@ -116,9 +120,21 @@ func (rt *Runtime) Empty(d DType, shape ...int) (*Tensor, error) {
 	}
 	b, err := rt.pool.get(n)
 	if err != nil {
-		return nil, fmt.Errorf("gpu: alloc %s%v: %w", d, shape, err)
+		return nil, fmt.Errorf("gpu: alloc %s%v: %w", d, slices.Clone(shape), err)
 	}
-	return &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), buf: b, rt: rt}, nil
+	t := rt.header(d, shape)
+	t.buf = b
+	return t, nil
+}
+
+// header returns a recycled header of dtype d, a copy of shape and contiguous strides,
+// without storage.
+func (rt *Runtime) header(d DType, shape []int) *Tensor {
+	t := rt.headers.get(len(shape))
+	copy(t.shape, shape)
+	contiguousStrides(t.strides, t.shape)
+	t.dtype, t.rt = d, rt
+	return t
 }
 
 // Zeros returns a zero-filled contiguous tensor.
@@ -145,7 +161,7 @@ func (rt *Runtime) FromFloat32(data []float32, shape ...int) (*Tensor, error) {
 		return nil, err
 	}
 	if len(data) != numel(shape) {
-		return nil, fmt.Errorf("gpu: %d values for shape %v (needs %d)", len(data), shape, numel(shape))
+		return nil, fmt.Errorf("gpu: %d values for shape %v (needs %d)", len(data), slices.Clone(shape), numel(shape))
 	}
 	t, err := rt.Empty(F32, shape...)
 	if err != nil {
@@ -179,39 +195,35 @@ func (rt *Runtime) FromBytes(d DType, data []byte, shape ...int) (*Tensor, error
 		return nil, fmt.Errorf("gpu: %s rows of %d elements are not whole blocks of %d", d, shape[len(shape)-1], d.BlockSize())
 	}
 	if len(data) != n {
-		return nil, fmt.Errorf("gpu: %d bytes for %s%v (needs %d)", len(data), d, shape, n)
+		return nil, fmt.Errorf("gpu: %d bytes for %s%v (needs %d)", len(data), d, slices.Clone(shape), n)
 	}
-	t := &Tensor{dtype: d, shape: append([]int(nil), shape...), strides: contiguousStrides(shape), rt: rt}
+	var b *Buffer
 	if wp, ok := rt.be.(WeightPlacer); ok {
 		if d == F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 != 0 {
 			data = append(make([]byte, 0, len(data)), data...) // a host-kept weight may reach cpu kernels
 		}
-		b, err := wp.PlaceWeight(data)
-		if err != nil {
+		if b, err = wp.PlaceWeight(data); err != nil {
 			return nil, err
 		}
 		b.size, b.backend = n, rt.be
 		b.refs.Store(1)
-		t.buf = b
-		return t, nil
-	}
-	if rt.be == Backend(rt.cpu) {
+	} else if rt.be == Backend(rt.cpu) {
 		if d == F32 && uintptr(unsafe.Pointer(unsafe.SliceData(data)))%4 != 0 {
 			// kernels view F32 storage as []float32, which needs 4-byte alignment
 			data = append(make([]byte, 0, len(data)), data...)
 		}
-		t.buf = &Buffer{Host: data, size: n, backend: rt.cpu}
-		t.buf.refs.Store(1)
-		return t, nil
+		b = &Buffer{Host: data, size: n, backend: rt.cpu}
+		b.refs.Store(1)
+	} else {
+		if b, err = rt.pool.get(n); err != nil {
+			return nil, err
+		}
+		if err := rt.be.Upload(b, 0, data); err != nil {
+			rt.pool.put(b)
+			return nil, err
+		}
 	}
-	b, err := rt.pool.get(n)
-	if err != nil {
-		return nil, err
-	}
-	if err := rt.be.Upload(b, 0, data); err != nil {
-		rt.pool.put(b)
-		return nil, err
-	}
+	t := rt.header(d, shape)
 	t.buf = b
 	return t, nil
 }
@@ -258,10 +270,12 @@ func (t *Tensor) Float32() ([]float32, error) {
 // run dispatches one op: to the runtime's backend when it supports the dtypes, else to
 // the cpu backend when the operands are host-visible (logging the fallback once).
 func (rt *Runtime) run(op Op, c *Call) error {
-	var buf [8]DType
-	dts := buf[:0]
+	dts := c.dts[:0] // in the Call: a local array would escape through Supports
 	for _, t := range c.In {
 		if t != nil {
+			if t.buf == nil {
+				return fmt.Errorf("gpu: %s of a released tensor", op)
+			}
 			dts = append(dts, t.dtype)
 		}
 	}
@@ -321,6 +335,7 @@ func (rt *Runtime) runStaged(op Op, c *Call) error {
 		}
 		b := &Buffer{Host: raw, size: t.buf.size, backend: rt.cpu}
 		b.refs.Store(1)
+		// not recycled: shares t's layout, which outlives this call
 		return &Tensor{dtype: t.dtype, shape: t.shape, strides: t.strides, offset: t.offset, buf: b, rt: rt, deq: t.deq}, nil
 	}
 	hc := &Call{In: make([]*Tensor, len(c.In)), Params: c.Params}

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"unsafe"
@@ -8,6 +9,14 @@ import (
 
 // View operations. They share the input's buffer (no copy) and need no backend; the
 // result must be released like any tensor.
+
+// live refuses a released tensor (whose header is poisoned until it is reused).
+func live(t *Tensor) error {
+	if t.buf == nil {
+		return errors.New("gpu: view of a released tensor")
+	}
+	return nil
+}
 
 // normDim resolves a possibly negative dim against rank.
 func normDim(d, rank int) (int, error) {
@@ -22,8 +31,12 @@ func normDim(d, rank int) (int, error) {
 
 // Reshape returns t with a new shape of the same element count; one dimension may be -1.
 // A contiguous tensor is reshaped as a view; a strided one is copied first.
+// (Errors format copies of shape and perm below: a slice handed to fmt escapes, and the
+// callers' variadic arguments would then be heap-allocated on every call.)
 func Reshape(rt *Runtime, t *Tensor, shape ...int) (*Tensor, error) {
-	shape = slices.Clone(shape)
+	if err := live(t); err != nil {
+		return nil, err
+	}
 	infer := -1
 	known := 1
 	for i, d := range shape {
@@ -31,60 +44,87 @@ func Reshape(rt *Runtime, t *Tensor, shape ...int) (*Tensor, error) {
 		case d == -1 && infer < 0:
 			infer = i
 		case d < 0:
-			return nil, fmt.Errorf("gpu: reshape %v to %v: bad dimension", t.shape, shape)
+			return nil, fmt.Errorf("gpu: reshape %v to %v: bad dimension", t.shape, slices.Clone(shape))
 		default:
 			known *= d
 		}
 	}
 	n := t.Numel()
+	inferred := 0
 	if infer >= 0 {
 		if known == 0 || n%known != 0 {
-			return nil, fmt.Errorf("gpu: reshape %v to %v: cannot infer -1", t.shape, shape)
+			return nil, fmt.Errorf("gpu: reshape %v to %v: cannot infer -1", t.shape, slices.Clone(shape))
 		}
-		shape[infer] = n / known
+		inferred = n / known
 	} else if known != n {
-		return nil, fmt.Errorf("gpu: reshape %v (%d elements) to %v", t.shape, n, shape)
+		return nil, fmt.Errorf("gpu: reshape %v (%d elements) to %v", t.shape, n, slices.Clone(shape))
 	}
-	if t.dtype.IsQuantized() && len(shape) > 0 && shape[len(shape)-1]%t.dtype.BlockSize() != 0 {
-		return nil, fmt.Errorf("gpu: reshape %s%v to %v splits a block", t.dtype, t.shape, shape)
+	if r := len(shape); t.dtype.IsQuantized() && r > 0 {
+		last := shape[r-1]
+		if infer == r-1 {
+			last = inferred
+		}
+		if last%t.dtype.BlockSize() != 0 {
+			return nil, fmt.Errorf("gpu: reshape %s%v to %v splits a block", t.dtype, t.shape, slices.Clone(shape))
+		}
 	}
+	src := t
 	if !t.IsContiguous() {
 		c, err := Contiguous(rt, t)
 		if err != nil {
 			return nil, err
 		}
-		v := c.view(shape, contiguousStrides(shape), c.offset)
-		c.Release()
-		return v, nil
+		defer c.Release()
+		src = c
 	}
-	return t.view(shape, contiguousStrides(shape), t.offset), nil
+	v := src.viewHeader(len(shape), src.offset)
+	copy(v.shape, shape)
+	if infer >= 0 {
+		v.shape[infer] = inferred
+	}
+	contiguousStrides(v.strides, v.shape)
+	return v, nil
 }
 
 // Permute returns a view with dimensions reordered: result dim i is t's dim perm[i].
 func Permute(t *Tensor, perm ...int) (*Tensor, error) {
+	if err := live(t); err != nil {
+		return nil, err
+	}
 	if len(perm) != len(t.shape) {
-		return nil, fmt.Errorf("gpu: permute %v needs %d dims, got %v", t.shape, len(t.shape), perm)
+		return nil, fmt.Errorf("gpu: permute %v needs %d dims, got %v", t.shape, len(t.shape), slices.Clone(perm))
 	}
 	if t.dtype.IsQuantized() {
 		return nil, fmt.Errorf("gpu: permute of %s blocks", t.dtype)
 	}
-	seen := make([]bool, len(perm))
-	shape := make([]int, len(perm))
-	strides := make([]int, len(perm))
 	for i, p := range perm {
 		d, err := normDim(p, len(perm))
-		if err != nil || seen[d] {
-			return nil, fmt.Errorf("gpu: permute %v: %v is not a permutation", t.shape, perm)
+		repeated := false
+		for _, q := range perm[:i] {
+			if e, _ := normDim(q, len(perm)); err == nil && e == d {
+				repeated = true
+			}
 		}
-		seen[d] = true
-		shape[i], strides[i] = t.shape[d], t.strides[d]
+		if err != nil || repeated {
+			return nil, fmt.Errorf("gpu: permute %v: %v is not a permutation", t.shape, slices.Clone(perm))
+		}
 	}
-	return t.view(shape, strides, t.offset), nil
+	v := t.viewHeader(len(perm), t.offset)
+	for i, p := range perm {
+		d, _ := normDim(p, len(perm))
+		v.shape[i], v.strides[i] = t.shape[d], t.strides[d]
+	}
+	return v, nil
 }
 
 // Transpose swaps two dims (a view).
 func Transpose(t *Tensor, a, b int) (*Tensor, error) {
-	perm := make([]int, len(t.shape))
+	var pb [inlineRank]int
+	perm := pb[:0]
+	if len(t.shape) > inlineRank {
+		perm = make([]int, 0, len(t.shape))
+	}
+	perm = perm[:len(t.shape)]
 	for i := range perm {
 		perm[i] = i
 	}
@@ -102,6 +142,9 @@ func Transpose(t *Tensor, a, b int) (*Tensor, error) {
 
 // Narrow returns the view t[..., start:start+length, ...] along dim.
 func Narrow(t *Tensor, dim, start, length int) (*Tensor, error) {
+	if err := live(t); err != nil {
+		return nil, err
+	}
 	d, err := normDim(dim, len(t.shape))
 	if err != nil {
 		return nil, err
@@ -112,9 +155,9 @@ func Narrow(t *Tensor, dim, start, length int) (*Tensor, error) {
 	if t.dtype.IsQuantized() && d == len(t.shape)-1 {
 		return nil, fmt.Errorf("gpu: narrow of %s blocks along the row", t.dtype)
 	}
-	shape := slices.Clone(t.shape)
-	shape[d] = length
-	return t.view(shape, slices.Clone(t.strides), t.offset+start*t.strides[d]), nil
+	v := t.view(t.shape, t.strides, t.offset+start*t.strides[d])
+	v.shape[d] = length
+	return v, nil
 }
 
 // Split cuts t along dim into pieces of the given sizes (views), as torch.split with a
@@ -127,12 +170,12 @@ func Split(t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
 	total := 0
 	for _, s := range sizes {
 		if s < 0 {
-			return nil, fmt.Errorf("gpu: split %v: negative size in %v", t.shape, sizes)
+			return nil, fmt.Errorf("gpu: split %v: negative size in %v", t.shape, slices.Clone(sizes))
 		}
 		total += s
 	}
 	if total != t.shape[d] {
-		return nil, fmt.Errorf("gpu: split dim %d of %v into %v: sizes sum to %d", d, t.shape, sizes, total)
+		return nil, fmt.Errorf("gpu: split dim %d of %v into %v: sizes sum to %d", d, t.shape, slices.Clone(sizes), total)
 	}
 	out := make([]*Tensor, 0, len(sizes))
 	at := 0
@@ -162,9 +205,10 @@ func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) {
 	}
 	size := t.shape[d]
 	step := (size + n - 1) / n
-	var sizes []int
+	var sb [4]int
+	sizes := sb[:0]
 	if step == 0 {
-		sizes = []int{0}
+		sizes = append(sizes, 0)
 	}
 	for at := 0; at < size; at += step {
 		sizes = append(sizes, min(step, size-at))
@@ -175,14 +219,17 @@ func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) {
 // Contiguous returns t itself (with a new reference) when it is contiguous, else a
 // row-major copy (OpCopy).
 func Contiguous(rt *Runtime, t *Tensor) (*Tensor, error) {
+	if err := live(t); err != nil {
+		return nil, err
+	}
 	if t.IsContiguous() {
-		return t.view(slices.Clone(t.shape), slices.Clone(t.strides), t.offset), nil
+		return t.view(t.shape, t.strides, t.offset), nil
 	}
 	out, err := rt.Empty(t.dtype, t.shape...)
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpCopy, &Call{In: []*Tensor{t}, Out: out}); err != nil {
+	if err := rt.exec(OpCopy, rt.call(out, t)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -203,7 +250,7 @@ func Cast(rt *Runtime, t *Tensor, d DType) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpCast, &Call{In: []*Tensor{src}, Out: out}); err != nil {
+	if err := rt.exec(OpCast, rt.call(out, src)); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -219,7 +266,8 @@ func Concat(rt *Runtime, dim int, ts ...*Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	shape := slices.Clone(ts[0].shape)
+	var sb [inlineRank]int
+	shape := append(sb[:0], ts[0].shape...)
 	shape[d] = 0
 	for _, t := range ts {
 		if t.dtype != F32 || len(t.shape) != len(shape) {
@@ -236,7 +284,10 @@ func Concat(rt *Runtime, dim int, ts ...*Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.run(OpConcat, &Call{In: ts, Out: out, Params: ConcatParams{Dim: d}}); err != nil {
+	c := rt.call(out, ts...)
+	c.params.concat = ConcatParams{Dim: d}
+	c.Params = &c.params.concat
+	if err := rt.exec(OpConcat, c); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -341,7 +392,7 @@ func cpuCast(c *CPU, call *Call) error {
 }
 
 func cpuConcat(c *CPU, call *Call) error {
-	d := call.Params.(ConcatParams).Dim
+	d := call.Params.(*ConcatParams).Dim
 	out := call.Out
 	outer := numel(out.shape[:d])
 	inner := numel(out.shape[d+1:])

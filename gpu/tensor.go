@@ -31,6 +31,10 @@ func (b *Buffer) Size() int { return b.size }
 // as contiguous rows of blocks and only support whole-row views.
 //
 // A Tensor is not safe for concurrent mutation; concurrent reads are fine.
+//
+// Headers are recycled: Release hands t's header to its Runtime's free list (headers.go),
+// and a later op may return the same *Tensor for a new tensor. While it waits there it
+// is poisoned (no buffer, no shape), so using a released tensor fails loudly.
 type Tensor struct {
 	dtype   DType
 	shape   []int
@@ -41,6 +45,9 @@ type Tensor struct {
 	// deq is the arithmetic a GGUF block weight is decoded in (WithDequantDType): F32,
 	// the zero value, or F16 / BF16.
 	deq DType
+	// dims and steps hold shape and strides up to inlineRank dims, so that a header
+	// and its layout are one object; larger ranks use heap slices.
+	dims, steps [inlineRank]int
 }
 
 // DType returns the element type.
@@ -99,8 +106,10 @@ func (t *Tensor) IsContiguous() bool {
 	return true
 }
 
-// Release returns t's buffer to the runtime's pool once no other view holds it. Using
-// t (or a view of it) afterwards is a programming error. Release of nil is a no-op.
+// Release returns t's buffer to the runtime's pool once no other view holds it, and t's
+// header to the runtime's free list. Using t afterwards is a programming error: until
+// the header is reused it fails loudly (no buffer, no shape), and a second Release is
+// a no-op; once an op has reused it, t is another tensor. Release of nil is a no-op.
 func (t *Tensor) Release() {
 	if t == nil || t.buf == nil {
 		return
@@ -109,6 +118,9 @@ func (t *Tensor) Release() {
 	t.buf = nil
 	if b.refs.Add(-1) == 0 && b.pool != nil {
 		b.pool.put(b)
+	}
+	if t.rt != nil {
+		t.rt.headers.put(t)
 	}
 }
 
@@ -120,34 +132,47 @@ func numel(shape []int) int {
 	return n
 }
 
-func contiguousStrides(shape []int) []int {
-	st := make([]int, len(shape))
+// contiguousStrides writes the row-major strides of shape into st (of the same length).
+func contiguousStrides(st, shape []int) {
 	s := 1
 	for i := len(shape) - 1; i >= 0; i-- {
 		st[i] = s
 		s *= shape[i]
 	}
-	return st
 }
 
+// checkShape validates a shape. Its errors format a copy of shape, so that shape does
+// not escape and the callers' variadic shapes stay on their stacks.
 func checkShape(shape []int) error {
 	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
-			return fmt.Errorf("gpu: negative dimension in shape %v", shape)
+			return fmt.Errorf("gpu: negative dimension in shape %v", slices.Clone(shape))
 		}
 		n *= int64(d)
 		if n > 1<<40 {
-			return fmt.Errorf("gpu: shape %v is too large", shape)
+			return fmt.Errorf("gpu: shape %v is too large", slices.Clone(shape))
 		}
 	}
 	return nil
 }
 
-// view returns a tensor sharing t's buffer with a new layout.
+// view returns a tensor sharing t's buffer (a new reference) with a copy of the layout
+// shape, strides, offset.
 func (t *Tensor) view(shape, strides []int, offset int) *Tensor {
+	v := t.viewHeader(len(shape), offset)
+	copy(v.shape, shape)
+	copy(v.strides, strides)
+	return v
+}
+
+// viewHeader returns a header sharing t's buffer (a new reference) with rank dims at
+// offset, whose shape and strides the caller fills in.
+func (t *Tensor) viewHeader(rank, offset int) *Tensor {
 	t.buf.refs.Add(1)
-	return &Tensor{dtype: t.dtype, shape: shape, strides: strides, offset: offset, buf: t.buf, rt: t.rt, deq: t.deq}
+	v := t.rt.headers.get(rank)
+	v.dtype, v.offset, v.buf, v.rt, v.deq = t.dtype, offset, t.buf, t.rt, t.deq
+	return v
 }
 
 // f32 returns the host float32 elements of a cpu F32 tensor, starting at its offset.

@@ -196,9 +196,9 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 	case gpu.OpLinear:
 		return b.linear(ks[0], in[0], in[1], in[2], out)
 	case gpu.OpConv2D:
-		return b.conv2d(ks[0], in[0], in[1], in[2], out, c.Params.(gpu.ConvParams))
+		return b.conv2d(ks[0], in[0], in[1], in[2], out, *c.Params.(*gpu.ConvParams))
 	case gpu.OpGroupNorm:
-		p := c.Params.(gpu.NormParams)
+		p := *c.Params.(*gpu.NormParams)
 		ch := in[0].shape[1]
 		spatial := numel(in[0].shape[2:])
 		if n == 0 {
@@ -214,15 +214,15 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 		a := new(args).ptr(out.at()).ptr(in[0].at())
 		switch op {
 		case gpu.OpLayerNorm:
-			a.ptr(optAt(in[1])).ptr(optAt(in[2])).i64(d).f64(c.Params.(gpu.NormParams).Eps)
+			a.ptr(optAt(in[1])).ptr(optAt(in[2])).i64(d).f64(c.Params.(*gpu.NormParams).Eps)
 		case gpu.OpRMSNorm:
-			a.ptr(optAt(in[1])).i64(d).f64(c.Params.(gpu.NormParams).Eps)
+			a.ptr(optAt(in[1])).i64(d).f64(c.Params.(*gpu.NormParams).Eps)
 		default:
 			a.i64(d)
 		}
 		return b.launch(ks[0], [3]int{n / d, 1, 1}, 256, a)
 	case gpu.OpAttention:
-		return b.attention(ks, in[0], in[1], in[2], in[3], out, c.Params.(gpu.AttentionParams))
+		return b.attention(ks, in[0], in[1], in[2], in[3], out, *c.Params.(*gpu.AttentionParams))
 	case gpu.OpGELU, gpu.OpGELUTanh, gpu.OpQuickGELU, gpu.OpSiLU:
 		code := map[gpu.Op]int{gpu.OpGELU: 0, gpu.OpGELUTanh: 1, gpu.OpQuickGELU: 2, gpu.OpSiLU: 3}[op]
 		sh, st := mergeDims(in[0].shape, in[0].strides)
@@ -246,7 +246,7 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 		}
 		return b.launch(ks[0], b.gridFor(n), 256, new(args).ptr(out.at()).ptr(in[0].base).ptr(in[1].base).desc(da).desc(db).i64(n).i32(code))
 	case gpu.OpConcat:
-		dim := c.Params.(gpu.ConcatParams).Dim
+		dim := c.Params.(*gpu.ConcatParams).Dim
 		inner := numel(out.shape[dim+1:])
 		at := 0
 		for _, t := range in {
@@ -270,9 +270,9 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 		return b.launch(ks[0], b.gridFor(n/2), 256, new(args).ptr(out.at()).ptr(x.at()).ptr(pe.at()).i64(n/2).
 			i32(x.shape[1]).i32(x.shape[2]).i32(x.shape[3]).i32(pe.shape[0]))
 	case gpu.OpTimestepEmbedding:
-		return b.timestep(rc, ks[0], in[0], out, c.Params.(gpu.TimestepParams))
+		return b.timestep(rc, ks[0], in[0], out, *c.Params.(*gpu.TimestepParams))
 	case gpu.OpPatchify, gpu.OpUnpatchify:
-		p := c.Params.(gpu.PatchParams)
+		p := *c.Params.(*gpu.PatchParams)
 		img, to := in[0], 1
 		if op == gpu.OpUnpatchify {
 			img, to = out, 0
@@ -280,9 +280,9 @@ func (b *Backend) dispatch(rc *runCall, op gpu.Op, ks []kernelRef, in []operand,
 		return b.launch(ks[0], b.gridFor(n), 256, new(args).ptr(out.at()).ptr(in[0].at()).
 			i32(img.shape[0]).i32(img.shape[1]).i32(p.H).i32(p.W).i32(p.P).i32(to))
 	case gpu.OpUpscale:
-		return b.upscale(rc, ks[0], in[0], out, c.Params.(gpu.UpscaleParams))
+		return b.upscale(rc, ks[0], in[0], out, *c.Params.(*gpu.UpscaleParams))
 	case gpu.OpEmbedding:
-		ids := c.Params.(gpu.EmbeddingParams).IDs
+		ids := c.Params.(*gpu.EmbeddingParams).IDs
 		if len(ids) == 0 || n == 0 {
 			return nil
 		}
