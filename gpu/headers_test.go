@@ -38,7 +38,9 @@ func newOpSequence(t testing.TB, rt *Runtime) *opSequence {
 	return s
 }
 
-func (s *opSequence) run(t testing.TB) float32 {
+// run runs the sequence; r (or nil) shuffles the order in which the results are
+// released at the end.
+func (s *opSequence) run(t testing.TB, r *rand.Rand) float32 {
 	rt := s.rt
 	must := ok(t)
 	h := must(GroupNormSiLU(rt, s.x, 4, s.gw, s.gw, 1e-5))
@@ -76,17 +78,21 @@ func (s *opSequence) run(t testing.TB) float32 {
 	sub := must(Sub(rt, back, cat))
 	sm := must(Softmax(rt, sub))
 	var sum float32
-	for _, r := range []*Tensor{cat, sub, sm} {
-		v, okv := r.HostFloat32()
+	for _, x := range []*Tensor{cat, sub, sm} {
+		v, okv := x.HostFloat32()
 		if !okv {
-			t.Fatalf("%s is not host F32", r)
+			t.Fatalf("%s is not host F32", x)
 		}
 		for i, f := range v {
 			sum += f * float32(i%7+1)
 		}
 	}
-	for _, r := range []*Tensor{a, b, att, n, ln, q4, e, g, tok, prod, kv, cc, cat, h16, back, sub, sm} {
-		r.Release()
+	results := [...]*Tensor{a, b, att, n, ln, q4, e, g, tok, prod, kv, cc, cat, h16, back, sub, sm}
+	if r != nil {
+		r.Shuffle(len(results), func(i, j int) { results[i], results[j] = results[j], results[i] })
+	}
+	for _, x := range results {
+		x.Release()
 	}
 	return sum
 }
@@ -118,9 +124,9 @@ func TestSteadyStateAllocs(t *testing.T) {
 	}
 	ns := newOpSequence(t, nop)
 	for range 3 {
-		ns.run(t)
+		ns.run(t, nil)
 	}
-	if a := testing.AllocsPerRun(20, func() { ns.run(t) }); a != 1 {
+	if a := testing.AllocsPerRun(20, func() { ns.run(t, nil) }); a != 1 {
 		t.Errorf("the runtime's bookkeeping allocates %.0f objects per op sequence, want 1 (Chunk's result slice)", a)
 	}
 
@@ -129,13 +135,13 @@ func TestSteadyStateAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newOpSequence(t, rt)
-	first := s.run(t)
+	first := s.run(t, nil)
 	for range 3 {
-		if got := s.run(t); got != first {
+		if got := s.run(t, nil); got != first {
 			t.Fatalf("run gave %v, first %v", got, first)
 		}
 	}
-	allocs := testing.AllocsPerRun(10, func() { s.run(t) })
+	allocs := testing.AllocsPerRun(10, func() { s.run(t, nil) })
 	t.Logf("Go heap allocations per op sequence with the cpu kernels (their closures and scratch): %.0f", allocs)
 	if allocs > kernelAllocs {
 		t.Errorf("op sequence allocates %.0f objects per run, want ≤ %d (the kernels' share)", allocs, kernelAllocs)
@@ -219,15 +225,16 @@ func loud(f func() error) (failed bool) {
 func TestConcurrentRuntime(t *testing.T) {
 	rt := newRT(t)
 	s := newOpSequence(t, rt)
-	want := s.run(t)
+	want := s.run(t, nil)
 	var wg sync.WaitGroup
 	errs := make(chan string, 4)
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range 5 {
-				if got := s.run(t); got != want {
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for range 8 {
+				if got := s.run(t, r); got != want {
 					errs <- fmt.Sprintf("goroutine %d: checksum %v, serial %v", g, got, want)
 					return
 				}
