@@ -54,7 +54,8 @@ func (s *opSequence) run(t testing.TB, r *rand.Rand) float32 {
 	ln := must(LayerNorm(rt, tt, s.gw, s.gw, 1e-5))
 	tt.Release()
 	lin := must(Linear(rt, ln, s.w16, nil)) // (2, 36, 16)
-	halves, err := Chunk(lin, 2, -1)
+	var hb [2]*Tensor
+	halves, err := ChunkInto(hb[:0], lin, 2, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +115,8 @@ func (nopBackend) Supports(Op, ...DType) bool { return true }
 func (nopBackend) Run(Op, *Call) error        { return nil }
 
 // TestSteadyStateAllocs: after a first run, repeating a sequence of ops allocates no
-// tensor header, shape, stride slice, Call or parameter value on the Go heap (the one
-// object left is Chunk's result slice); views alone allocate nothing at all; with the
+// tensor header, shape, stride slice, Call or parameter value on the Go heap: nothing
+// at all on a backend whose kernels do nothing; views alone allocate nothing; with the
 // cpu kernels, what remains is theirs.
 func TestSteadyStateAllocs(t *testing.T) {
 	nop, err := New(Options{Backend: nopBackend{NewCPU(CPUOptions{Threads: 2})}})
@@ -126,8 +127,8 @@ func TestSteadyStateAllocs(t *testing.T) {
 	for range 3 {
 		ns.run(t, nil)
 	}
-	if a := testing.AllocsPerRun(20, func() { ns.run(t, nil) }); a != 1 {
-		t.Errorf("the runtime's bookkeeping allocates %.0f objects per op sequence, want 1 (Chunk's result slice)", a)
+	if a := testing.AllocsPerRun(20, func() { ns.run(t, nil) }); a != 0 {
+		t.Errorf("the runtime's bookkeeping allocates %.0f objects per op sequence, want 0", a)
 	}
 
 	rt, err := New(Options{Threads: 2})
@@ -245,5 +246,34 @@ func TestConcurrentRuntime(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestSplitInto: the pieces are appended after what dst holds, in dst's own storage when
+// it has room; a bad split leaves dst's tensors alone.
+func TestSplitInto(t *testing.T) {
+	rt := newRT(t)
+	x := ok(t)(rt.FromFloat32([]float32{1, 2, 3, 4, 5, 6}, 2, 3))
+	var buf [3]*Tensor
+	parts, err := ChunkInto(append(buf[:0], x), x, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 3 || parts[0] != x || &parts[0] != &buf[0] {
+		t.Fatalf("ChunkInto gave %d pieces (first %v), want x then 2 in dst's storage", len(parts), parts[0])
+	}
+	for i, want := range [][]float32{{1, 2, 4, 5}, {3, 6}} {
+		if got, err := parts[1+i].Float32(); err != nil || !slices.Equal(got, want) {
+			t.Errorf("piece %d: %v %v, want %v", i, got, err, want)
+		}
+	}
+	if _, err := SplitInto(parts, x, 1, 2, 2); err == nil {
+		t.Error("a split whose sizes do not sum to the dim succeeded")
+	}
+	for _, p := range parts {
+		if p.Buffer() == nil {
+			t.Fatal("a failed split released a tensor it was handed")
+		}
+		p.Release()
 	}
 }

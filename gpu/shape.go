@@ -163,6 +163,13 @@ func Narrow(t *Tensor, dim, start, length int) (*Tensor, error) {
 // Split cuts t along dim into pieces of the given sizes (views), as torch.split with a
 // list of sizes.
 func Split(t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
+	return SplitInto(nil, t, dim, sizes...)
+}
+
+// SplitInto is Split appending the pieces to dst, which may be an array on the caller's
+// stack (var parts [2]*Tensor; SplitInto(parts[:0], …)): a steady-state loop then
+// allocates nothing for the result.
+func SplitInto(dst []*Tensor, t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
 	d, err := normDim(dim, len(t.shape))
 	if err != nil {
 		return nil, err
@@ -177,12 +184,12 @@ func Split(t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
 	if total != t.shape[d] {
 		return nil, fmt.Errorf("gpu: split dim %d of %v into %v: sizes sum to %d", d, t.shape, slices.Clone(sizes), total)
 	}
-	out := make([]*Tensor, 0, len(sizes))
+	out := slices.Grow(dst, len(sizes))
 	at := 0
 	for _, s := range sizes {
 		v, err := Narrow(t, d, at, s)
 		if err != nil {
-			for _, o := range out {
+			for _, o := range out[len(dst):] {
 				o.Release()
 			}
 			return nil, err
@@ -195,7 +202,10 @@ func Split(t *Tensor, dim int, sizes ...int) ([]*Tensor, error) {
 
 // Chunk splits t along dim into n pieces as torch.chunk does: each of ceil(size/n),
 // the last one smaller, and fewer than n pieces when the size runs out.
-func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) {
+func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) { return ChunkInto(nil, t, n, dim) }
+
+// ChunkInto is Chunk appending the pieces to dst, as SplitInto.
+func ChunkInto(dst []*Tensor, t *Tensor, n, dim int) ([]*Tensor, error) {
 	d, err := normDim(dim, len(t.shape))
 	if err != nil {
 		return nil, err
@@ -213,7 +223,7 @@ func Chunk(t *Tensor, n, dim int) ([]*Tensor, error) {
 	for at := 0; at < size; at += step {
 		sizes = append(sizes, min(step, size-at))
 	}
-	return Split(t, d, sizes...)
+	return SplitInto(dst, t, d, sizes...)
 }
 
 // Contiguous returns t itself (with a new reference) when it is contiguous, else a
