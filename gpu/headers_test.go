@@ -10,7 +10,7 @@ import (
 
 // opSequence is a steady-state step in miniature: views, Linear with a stored F16
 // weight, Conv2D, the norms, broadcast and plain binary ops, attention on permuted
-// views, Concat, Cast, a strided copy and Chunk, each result released in an order that
+// views, Concat, Cast, a strided copy and ChunkInto, each result released in an order that
 // is not the reverse of creation. It returns a checksum of what it computed.
 type opSequence struct {
 	rt                  *Runtime
