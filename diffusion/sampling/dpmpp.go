@@ -197,10 +197,13 @@ func sampleDPMPPSDE(ctx context.Context, m Model, x []float32, sigmas []float32,
 }
 
 // sampleDPMPP2M is the deterministic second-order multistep DPM-Solver++(2M).
+// It steps x in place; the denoised estimates alternate between two buffers (this
+// step's and the previous one), so that with an IntoModel a step allocates nothing.
 func sampleDPMPP2M(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	var old []float32
+	bufs := [2][]float32{make([]float32, len(x)), make([]float32, len(x))}
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, bufs[i%2], x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
@@ -208,10 +211,9 @@ func sampleDPMPP2M(ctx context.Context, m Model, x []float32, sigmas []float32, 
 		t, tNext := -log32(sigmas[i]), -log32(sigmas[i+1])
 		h := tNext - t
 		c1, c2 := exp32(-tNext)/exp32(-t), expm132(-h)
-		out := make([]float32, len(x))
 		if old == nil || sigmas[i+1] == 0 {
 			for k := range x {
-				out[k] = c1*x[k] - c2*den[k]
+				x[k] = c1*x[k] - c2*den[k]
 			}
 		} else {
 			hLast := t - (-log32(sigmas[i-1]))
@@ -219,10 +221,10 @@ func sampleDPMPP2M(ctx context.Context, m Model, x []float32, sigmas []float32, 
 			a, b := 1+1/(2*r), 1/(2*r)
 			for k := range x {
 				dd := a*den[k] - b*old[k]
-				out[k] = c1*x[k] - c2*dd
+				x[k] = c1*x[k] - c2*dd
 			}
 		}
-		x, old = out, den
+		old = den
 	}
 	return x, nil
 }

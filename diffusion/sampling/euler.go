@@ -8,16 +8,21 @@ import "context"
 
 // sampleEuler is Algorithm 2 of Karras et al. (2022) with Euler steps. ComfyUI's "ddim"
 // is the same sampler (with random inpaint noise, which only matters with a mask).
+// It steps x in place and reuses one buffer for the denoised estimates, so that with
+// an IntoModel a step allocates nothing.
 func sampleEuler(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	buf := make([]float32, len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, buf, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
-		d := toD(x, den, sigmas[i])
 		o.step(i, den, x)
-		dt := sigmas[i+1] - sigmas[i]
-		x = axpy(x, d, dt)
+		sigma, dt := sigmas[i], sigmas[i+1]-sigmas[i]
+		for k := range x {
+			d := (x[k] - den[k]) / sigma // toD
+			x[k] = x[k] + d*dt
+		}
 	}
 	return x, nil
 }

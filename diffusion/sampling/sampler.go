@@ -19,6 +19,16 @@ type Model interface {
 	Denoise(ctx context.Context, x []float32, sigma float32) (denoised, uncond []float32, err error)
 }
 
+// IntoModel is a Model that writes its denoised estimate into a buffer the sampler owns,
+// so that the samplers written for it (euler, ddim, dpmpp_2m) allocate nothing per step
+// once their buffers exist. DenoiseInto writes the estimate of x at sigma into dst (the
+// latent's size, not aliasing x) and returns the unconditional prediction as Denoise
+// does, except that this slice is the model's and valid only until its next call.
+type IntoModel interface {
+	Model
+	DenoiseInto(ctx context.Context, dst, x []float32, sigma float32) (uncond []float32, err error)
+}
+
 // NoiseSampler returns fresh noise of the latent's size for a step from sigma to
 // sigmaNext (ComfyUI's noise_sampler(sigma, sigma_next)).
 type NoiseSampler func(sigma, sigmaNext float32) []float32
@@ -34,7 +44,9 @@ type Options struct {
 	// "noise_sampler"); nil keeps the default.
 	Noise NoiseSampler
 	// Callback is called once per step with the step index, the denoised estimate and
-	// the current x (ComfyUI's callback(i, denoised, x, total)). It may be nil.
+	// the current x (ComfyUI's callback(i, denoised, x, total)). It may be nil. Both
+	// slices may be the sampler's working buffers, overwritten by the next step: a
+	// callback copies what it keeps.
 	Callback func(i int, denoised, x []float32)
 
 	// run holds the descriptor's Params during Sampler.Sample (nil: DefaultParams).
@@ -42,7 +54,8 @@ type Options struct {
 }
 
 // SamplerFunc is one sampling algorithm: it starts from x (already noised) and walks
-// the sigmas, returning the final x. It must return ctx.Err() soon after cancellation.
+// the sigmas, returning the final x. x is the sampler's to overwrite (Sampler.Sample
+// passes a fresh copy). It must return ctx.Err() soon after cancellation.
 type SamplerFunc func(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error)
 
 // Sampler describes one of ComfyUI's sampler_name values: the algorithm and what the
@@ -265,6 +278,23 @@ func (o *Options) isFlow() bool {
 func denoise(ctx context.Context, m Model, x []float32, sigma float32) ([]float32, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	d, _, err := m.Denoise(ctx, x, sigma)
+	return d, err
+}
+
+// denoiseInto is denoise writing the estimate into dst when m is an IntoModel; another
+// Model returns a new slice of its own (dst unused). Either way the result is what the
+// step reads: dst's contents last until the caller passes dst again.
+func denoiseInto(ctx context.Context, m Model, dst, x []float32, sigma float32) ([]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if im, ok := m.(IntoModel); ok {
+		if _, err := im.DenoiseInto(ctx, dst, x, sigma); err != nil {
+			return nil, err
+		}
+		return dst, nil
 	}
 	d, _, err := m.Denoise(ctx, x, sigma)
 	return d, err

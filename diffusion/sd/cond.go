@@ -330,24 +330,34 @@ type activeEntry struct {
 // not touch the latent's border are feathered over up to 8 latent pixels (a quarter
 // of the area at most).
 func areaAndMult(list int, c *modelCond, h, w int, sigma float64) (*activeEntry, error) {
-	if sigma > c.sigmaStart || sigma < c.sigmaEnd {
-		return nil, nil
+	e := &activeEntry{}
+	if ok, err := e.set(list, c, h, w, sigma); !ok {
+		return nil, err
 	}
-	e := &activeEntry{list: list, c: c, ah: h, aw: w, multN: 1}
+	return e, nil
+}
+
+// set makes e areaAndMult's entry, reusing e's weight storage (a run's steps keep their
+// entries); ok is false when the entry is not active at sigma or on an error.
+func (e *activeEntry) set(list int, c *modelCond, h, w int, sigma float64) (ok bool, err error) {
+	if sigma > c.sigmaStart || sigma < c.sigmaEnd {
+		return false, nil
+	}
+	*e = activeEntry{list: list, c: c, ah: h, aw: w, mult: e.mult, multN: 1}
 	if c.area != nil {
 		e.y0, e.x0 = c.area.Y, c.area.X
 		e.ah = min(h-e.y0, c.area.Height)
 		e.aw = min(w-e.x0, c.area.Width)
 		if e.ah <= 0 || e.aw <= 0 {
-			return nil, fmt.Errorf("sd: conditioning area %dx%d at (%d, %d) lies outside the %dx%d latent",
+			return false, fmt.Errorf("sd: conditioning area %dx%d at (%d, %d) lies outside the %dx%d latent",
 				c.area.Width, c.area.Height, c.area.X, c.area.Y, w, h)
 		}
 	}
 	if c.mask != nil {
 		maskMult(c, h, w, e)
-		return e, nil
+		return true, nil
 	}
-	e.mult = make([]float32, e.ah*e.aw)
+	e.mult = grow(e.mult, e.ah*e.aw)
 	for i := range e.mult {
 		e.mult[i] = c.strength
 	}
@@ -371,7 +381,7 @@ func areaAndMult(list int, c *modelCond, h, w int, sigma float64) (*activeEntry,
 		feather(e.ah, e.y0, h, func(row int, f float32) { scaleRow(e.mult, e.aw, row, f) })
 		feather(e.aw, e.x0, w, func(col int, f float32) { scaleCol(e.mult, e.aw, col, f) })
 	}
-	return e, nil
+	return true, nil
 }
 
 func scaleRow(m []float32, w, row int, f float32) {

@@ -193,46 +193,70 @@ type denoiser struct {
 	state runState
 	// seed is the run's seed (the sampler's extra_args seed).
 	seed uint64
+	// work is what the steps reuse (stepwork.go); release frees its tensors.
+	work stepWork
 }
+
+// release frees what the run's steps kept.
+func (d *denoiser) release() { d.work.release() }
 
 // Denoise implements sampling.Model.
 func (d *denoiser) Denoise(ctx context.Context, x []float32, sigma float32) ([]float32, []float32, error) {
-	if len(x) != d.shape[0]*d.shape[1]*d.shape[2]*d.shape[3] {
-		return nil, nil, fmt.Errorf("sd: denoise: x has %d values, the latent %v", len(x), d.shape)
+	den := make([]float32, len(x))
+	uncond, err := d.DenoiseInto(ctx, den, x, sigma)
+	if err != nil {
+		return nil, nil, err
+	}
+	if uncond != nil {
+		// Denoise's results are the caller's; DenoiseInto's uncond is a step buffer.
+		uncond = append([]float32(nil), uncond...)
+	}
+	return den, uncond, nil
+}
+
+// DenoiseInto implements sampling.IntoModel: the plain CFG path reuses the run's buffers
+// (stepWork) and writes the guided estimate straight into dst.
+func (d *denoiser) DenoiseInto(ctx context.Context, dst, x []float32, sigma float32) ([]float32, error) {
+	if len(x) != d.shape[0]*d.shape[1]*d.shape[2]*d.shape[3] || len(dst) != len(x) {
+		return nil, fmt.Errorf("sd: denoise: x has %d values and the result %d, the latent %v", len(x), len(dst), d.shape)
 	}
 	in := x
 	mask := d.mask
 	if mask != nil && d.g.Model.DenoiseMask != nil {
 		mask = d.g.Model.DenoiseMask(d.g.Model, sigma, d.sigmas, mask)
 		if len(mask) != len(x) {
-			return nil, nil, fmt.Errorf("sd: denoise: the model's denoise mask function returned %d values for %d", len(mask), len(x))
+			return nil, fmt.Errorf("sd: denoise: the model's denoise mask function returned %d values for %d", len(mask), len(x))
 		}
 	}
 	if mask != nil {
 		// Outside the mask the sampler sees the original latent noised to this sigma.
-		scaled := make([]float32, len(x))
-		sampling.NoiseScaling(d.g.Model.Sampling.Prediction(), sigma, d.noise, d.latent, scaled, false)
-		in = make([]float32, len(x))
+		w := &d.work
+		w.scaled = grow(w.scaled, len(x))
+		sampling.NoiseScaling(d.g.Model.Sampling.Prediction(), sigma, d.noise, d.latent, w.scaled, false)
+		w.masked = grow(w.masked, len(x))
+		in = w.masked
 		for i := range x {
-			in[i] = x[i]*mask[i] + scaled[i]*(1-mask[i])
+			in[i] = x[i]*mask[i] + w.scaled[i]*(1-mask[i])
 		}
 	}
-	den, uncond, err := d.predict(ctx, in, sigma)
+	uncond, err := d.predict(ctx, dst, in, sigma)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if mask != nil {
-		for i := range den {
-			den[i] = den[i]*mask[i] + d.latent[i]*(1-mask[i])
+		for i := range dst {
+			dst[i] = dst[i]*mask[i] + d.latent[i]*(1-mask[i])
 		}
 	}
-	return den, uncond, nil
+	return uncond, nil
 }
 
 // predict is the guider's predict_noise: evaluate the needed lists in one batched pass
-// and combine them (sampling_function, cfg_function and Guider_DualCFG.predict_noise,
-// with the model's post-CFG functions and cond-batch replacement).
-func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]float32, []float32, error) {
+// and combine them into den (sampling_function, cfg_function and
+// Guider_DualCFG.predict_noise, with the model's post-CFG functions and cond-batch
+// replacement). It returns the unconditional prediction for CFG++ samplers (nil
+// otherwise), which may be a step buffer.
+func (d *denoiser) predict(ctx context.Context, den, x []float32, sigma float32) ([]float32, error) {
 	g := d.g
 	switch g.Kind {
 	case Basic, CFG:
@@ -244,27 +268,29 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		if isClose(scale, 1) && !d.keepCFG1() {
 			neg = nil
 		}
+		w := &d.work
+		w.lists = append(w.lists[:0], d.p.pos, neg)
 		var outs [][]float32
 		var err error
 		if f := g.Model.CondBatch; f != nil {
 			outs, err = f.condBatch(ctx, d, d.p.pos, neg, x, sigma)
 		} else {
-			outs, err = d.calcCondBatch(ctx, [][]modelCond{d.p.pos, neg}, x, sigma, skipNone)
+			w.outs = listBufs(w.outs, len(w.lists), len(x))
+			outs, err = d.calcCondBatchTo(ctx, w.outs, w.lists, x, sigma, skipNone)
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		if outs, err = d.preCFG(ctx, [][]modelCond{d.p.pos, neg}, outs, scale, x, sigma); err != nil {
-			return nil, nil, err
+		if outs, err = d.preCFG(ctx, w.lists, outs, scale, x, sigma); err != nil {
+			return nil, err
 		}
-		den, err := d.cfg(ctx, outs[0], outs[1], scale, x, sigma, d.p.pos, neg)
-		if err != nil {
-			return nil, nil, err
+		if err := d.cfgInto(ctx, den, outs[0], outs[1], scale, x, sigma, d.p.pos, neg); err != nil {
+			return nil, err
 		}
 		if d.keepUncond {
-			return den, outs[1], nil
+			return outs[1], nil
 		}
-		return den, nil, nil
+		return nil, nil
 	case DualCFG:
 		neg, mid, pos := d.p.neg, d.p.mid, d.p.pos
 		if !g.Nested && !d.keepCFG1() && isClose(g.CFG2, 1) {
@@ -275,15 +301,14 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		}
 		outs, err := d.calcCondBatch(ctx, [][]modelCond{neg, mid, pos}, x, sigma, skipNone)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		n, m, p := outs[0], outs[1], outs[2]
-		den := make([]float32, len(x))
 		var uncond []float32
 		if g.Nested {
 			text, err := d.cfg(ctx, p, m, g.CFG, x, sigma, pos, mid)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			c2 := float32(g.CFG2)
 			for i := range den {
@@ -293,7 +318,7 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 		} else {
 			base, err := d.cfg(ctx, m, n, g.CFG2, x, sigma, mid, neg)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			c1 := float32(g.CFG)
 			for i := range den {
@@ -302,13 +327,18 @@ func (d *denoiser) predict(ctx context.Context, x []float32, sigma float32) ([]f
 			uncond = n
 		}
 		if d.keepUncond {
-			return den, uncond, nil
+			return uncond, nil
 		}
-		return den, nil, nil
+		return nil, nil
 	case PerpNeg:
-		return d.predictPerpNeg(ctx, x, sigma)
+		out, uncond, err := d.predictPerpNeg(ctx, x, sigma)
+		if err != nil {
+			return nil, err
+		}
+		copy(den, out)
+		return uncond, nil
 	}
-	return nil, nil, fmt.Errorf("sd: unknown guider kind %d", g.Kind)
+	return nil, fmt.Errorf("sd: unknown guider kind %d", g.Kind)
 }
 
 // keepCFG1 reports whether the cfg-1 shortcut (no uncond evaluation) is off: for
@@ -333,6 +363,21 @@ func (d *denoiser) cfg(ctx context.Context, cond, uncond []float32, scale float6
 	return d.postCFG(ctx, st, out)
 }
 
+// cfgInto is cfg writing into dst; without a model CFG or post-CFG function it is
+// cfgCombine in place, which needs no cfgStep.
+func (d *denoiser) cfgInto(ctx context.Context, dst, cond, uncond []float32, scale float64, x []float32, sigma float32, condList, uncondList []modelCond) error {
+	if d.g.Model.CFGFunc == nil && len(d.g.Model.PostCFG) == 0 {
+		cfgCombineTo(dst, cond, uncond, scale)
+		return nil
+	}
+	out, err := d.cfg(ctx, cond, uncond, scale, x, sigma, condList, uncondList)
+	if err != nil {
+		return err
+	}
+	copy(dst, out)
+	return nil
+}
+
 // postCFG applies the model's post-CFG functions to the guided prediction out.
 func (d *denoiser) postCFG(ctx context.Context, st *cfgStep, out []float32) ([]float32, error) {
 	for _, f := range d.g.Model.PostCFG {
@@ -348,35 +393,63 @@ func (d *denoiser) postCFG(ctx context.Context, st *cfgStep, out []float32) ([]f
 
 // cfgCombine is cfg_function: uncond + (cond − uncond)·scale, in float32.
 func cfgCombine(cond, uncond []float32, scale float64) []float32 {
-	s := float32(scale)
 	out := make([]float32, len(cond))
+	cfgCombineTo(out, cond, uncond, scale)
+	return out
+}
+
+// cfgCombineTo is cfgCombine into out.
+func cfgCombineTo(out, cond, uncond []float32, scale float64) {
+	s := float32(scale)
 	for i := range out {
 		out[i] = uncond[i] + (cond[i]-uncond[i])*s
 	}
-	return out
 }
 
 // calcCondBatch is ComfyUI's calc_cond_batch: every active entry of every list (nil
 // lists are skipped) is evaluated on its region of x, entries that fit together go
 // through the network as one batch, and each list's result is the mult-weighted average of
 // its entries' predictions (1e-37 keeps uncovered pixels at 0).
+//
+// The results are new slices; calcCondBatchTo writes into given ones.
 func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []float32, sigma float32, skip skipLayers) ([][]float32, error) {
+	return d.calcCondBatchTo(ctx, make([][]float32, len(lists)), lists, x, sigma, skip)
+}
+
+// calcCondBatchTo is calcCondBatch writing list i's result into outs[i] (made when it
+// does not hold len(x) values). Its scratch (weights, entries, batching lists) is the
+// run's stepWork, so calls follow one another and never nest.
+func (d *denoiser) calcCondBatchTo(ctx context.Context, outs [][]float32, lists [][]modelCond, x []float32, sigma float32, skip skipLayers) ([][]float32, error) {
 	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
-	outs := make([][]float32, len(lists))
-	counts := make([][]float32, len(lists))
-	var toRun []*activeEntry
+	wk := &d.work
+	wk.counts = listBufs(wk.counts, len(lists), len(x))
+	counts := wk.counts
+	total := 0
+	for _, list := range lists {
+		total += len(list)
+	}
+	if cap(wk.entries) < total {
+		wk.entries = append(wk.entries[:cap(wk.entries)], make([]activeEntry, total-cap(wk.entries))...)
+	}
+	entries := wk.entries[:total]
+	toRun := wk.toRun[:0]
 	for i, list := range lists {
-		outs[i] = make([]float32, len(x))
-		counts[i] = make([]float32, len(x))
+		if len(outs[i]) != len(x) {
+			outs[i] = make([]float32, len(x))
+		} else {
+			clear(outs[i])
+		}
 		for k := range counts[i] {
 			counts[i][k] = 1e-37
 		}
 		for j := range list {
-			e, err := areaAndMult(i, &list[j], h, w, float64(sigma))
+			e := &entries[0]
+			entries = entries[1:]
+			ok, err := e.set(i, &list[j], h, w, float64(sigma))
 			if err != nil {
 				return nil, err
 			}
-			if e == nil {
+			if !ok {
 				continue
 			}
 			if e.multN > 1 {
@@ -395,23 +468,24 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 			return nil, err
 		}
 		first := toRun[0]
-		var pick []int
+		pick := wk.pick[:0]
 		for j, e := range toRun {
 			if canBatch(e, first, d.g.Model.ExactContext) {
 				pick = append(pick, j)
 			}
 		}
 		// ComfyUI takes the compatible entries last to first.
-		batch := make([]*activeEntry, 0, len(pick))
+		batch := wk.batch[:0]
 		for k := len(pick) - 1; k >= 0; k-- {
 			batch = append(batch, toRun[pick[k]])
 		}
-		rest := toRun[:0:0]
+		rest := wk.rest[:0]
 		for j, e := range toRun {
 			if !containsInt(pick, j) {
 				rest = append(rest, e)
 			}
 		}
+		wk.pick, wk.batch, wk.rest = pick, batch, toRun[:0]
 		toRun = rest
 
 		preds, err := d.applyModel(ctx, batch, x, sigma, skip)
@@ -437,6 +511,7 @@ func (d *denoiser) calcCondBatch(ctx context.Context, lists [][]modelCond, x []f
 			}
 		}
 	}
+	wk.toRun = toRun[:0]
 	for i := range outs {
 		for k := range outs[i] {
 			outs[i][k] /= counts[i][k]
@@ -456,14 +531,17 @@ func containsInt(s []int, v int) bool {
 
 // applyModel is BaseModel.apply_model over one batch of entries: each entry's region of
 // x (all N items), their contexts padded to a common token count by repetition, the
-// label vectors and guidance, one network call; it returns the denoised predictions in batch order.
+// label vectors and guidance, one network call; it returns the denoised predictions in
+// batch order, in a step buffer that the next call overwrites. The input, timestep,
+// context and label tensors are the run's (stepWork), rewritten in place from step to
+// step.
 func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []float32, sigma float32, skip skipLayers) ([]float32, error) {
 	m := d.g.Model
 	rt := m.Runtime
+	wk := &d.work
 	n, c, h, w := d.shape[0], d.shape[1], d.shape[2], d.shape[3]
 	ah, aw := batch[0].ah, batch[0].aw
-	per := n * c * ah * aw
-	input := make([]float32, 0, per*len(batch))
+	input := wk.input[:0]
 	tokens, dim := batch[0].c.tokens, batch[0].c.dim
 	for _, e := range batch {
 		tokens = lcm(tokens, e.c.tokens)
@@ -474,34 +552,43 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			}
 		}
 	}
-	ctxData := make([]float32, 0, len(batch)*n*tokens*dim)
-	var yData, guidance []float32
+	wk.input = input
+	ctxData, yData := wk.ctxData[:0], wk.yData[:0]
+	var guidance []float32
 	for _, e := range batch {
 		if e.c.hasGuidance {
 			for range n {
 				guidance = append(guidance, e.c.guidance)
 			}
 		}
-		cc := repeatRows(e.c.context, e.c.ctxBatch, e.c.tokens*dim, n)
+		// Each item's context (the entry's rows repeated to the batch: repeatRows),
+		// repeated up to the batch's token count.
+		per := e.c.tokens * dim
 		rep := tokens / e.c.tokens
 		for ni := 0; ni < n; ni++ {
-			item := cc[ni*e.c.tokens*dim : (ni+1)*e.c.tokens*dim]
-			for r := 0; r < rep; r++ {
+			r := ni % e.c.ctxBatch
+			item := e.c.context[r*per : (r+1)*per]
+			for range rep {
 				ctxData = append(ctxData, item...)
 			}
 		}
 		if e.c.y != nil {
-			yData = append(yData, repeatRows(e.c.y, e.c.yBatch, e.c.yDim, n)...)
+			for ni := 0; ni < n; ni++ {
+				r := ni % e.c.yBatch
+				yData = append(yData, e.c.y[r*e.c.yDim:(r+1)*e.c.yDim]...)
+			}
 		}
 	}
+	wk.ctxData, wk.yData = ctxData, yData
 	bn := n * len(batch)
 	pred := m.Sampling.Prediction()
-	xin := make([]float32, len(input))
+	wk.xin = grow(wk.xin, len(input))
+	xin := wk.xin
 	sampling.CalculateInput(pred, sigma, input, xin)
-	ts := make([]float32, bn)
+	wk.ts = grow(wk.ts, bn)
 	t := m.Sampling.Timestep(sigma)
-	for i := range ts {
-		ts[i] = t
+	for i := range wk.ts {
+		wk.ts[i] = t
 	}
 	var tensors []*gpu.Tensor
 	defer func() {
@@ -521,10 +608,10 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		return nil, err
 	}
 	in := NetInputs{SkipDouble: skip.double, SkipSingle: skip.single, UNetHooks: hooks}
-	if in.X, err = mk(xin, bn, c, ah, aw); err != nil {
+	if in.X, err = wk.x.set(rt, xin, [4]int{bn, c, ah, aw}, 4); err != nil {
 		return nil, err
 	}
-	if in.Timesteps, err = mk(ts, bn); err != nil {
+	if in.Timesteps, err = wk.timesteps.set(rt, wk.ts, [4]int{bn}, 1); err != nil {
 		return nil, err
 	}
 	xControl := in.X
@@ -534,11 +621,11 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			return nil, err
 		}
 	}
-	if in.Context, err = mk(ctxData, bn, tokens, dim); err != nil {
+	if in.Context, err = wk.context.set(rt, ctxData, [4]int{bn, tokens, dim}, 3); err != nil {
 		return nil, err
 	}
-	if yData != nil {
-		if in.Y, err = mk(yData, bn, batch[0].c.yDim); err != nil {
+	if len(yData) > 0 {
+		if in.Y, err = wk.y.set(rt, yData, [4]int{bn, batch[0].c.yDim}, 2); err != nil {
 			return nil, err
 		}
 	}
@@ -592,31 +679,32 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 			return nil, err
 		}
 	}
-	forward := d.g.forward
-	if forward == nil {
+	var out *gpu.Tensor
+	if f := d.g.forward; f != nil {
+		out, err = f(ctx, in)
+	} else {
 		net := m.network()
 		if net == nil {
 			return nil, errors.New("sd: the model has no diffusion network")
 		}
-		forward = func(ctx context.Context, in NetInputs) (*gpu.Tensor, error) {
-			return net.Forward(ctx, rt, in)
-		}
+		out, err = net.Forward(ctx, rt, in)
 	}
-	out, err := forward(ctx, in)
 	if err != nil {
 		return nil, err
 	}
 	defer out.Release()
-	eps, err := out.Float32()
-	if err != nil {
-		return nil, err
+	eps, ok := out.HostFloat32()
+	if !ok {
+		if eps, err = out.Float32(); err != nil {
+			return nil, err
+		}
 	}
 	if len(eps) != len(input) {
 		return nil, fmt.Errorf("sd: the network returned %v for an input of (%d, %d, %d, %d)", out.Shape(), bn, c, ah, aw)
 	}
-	den := make([]float32, len(input))
-	sampling.CalculateDenoised(pred, sigma, eps, input, den)
-	return den, nil
+	wk.den = grow(wk.den, len(input))
+	sampling.CalculateDenoised(pred, sigma, eps, input, wk.den)
+	return wk.den, nil
 }
 
 // withConcat interleaves the batch's model input xin (entries × N items of c channels)

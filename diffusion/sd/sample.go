@@ -13,6 +13,7 @@ import (
 
 // StepFunc is called after every sampling step with the 0-based step, the number of
 // steps and the denoised estimate x0 of the given shape (in the model's latent space).
+// x0 is valid during the call only (the sampler reuses it): copy what must be kept.
 type StepFunc func(step, total int, x0 []float32, shape [4]int)
 
 // Noise is ComfyUI's NOISE: the initial noise of a run (RandomNoise, DisableNoise).
@@ -123,6 +124,7 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 		lat = m.Latent.processIn(latent)
 	}
 	d := &denoiser{g: g, shape: shape, keepUncond: sampler.CFGPP, sigmas: sigmas, seed: seed}
+	defer d.release()
 	if mask != nil {
 		var err error
 		if d.mask, err = prepareMask(mask, shape); err != nil {
@@ -153,7 +155,8 @@ func (g *Guider) Sample(ctx context.Context, sampler sampling.Sampler, sigmas, n
 	opts := &sampling.Options{ModelSampling: m.Sampling, Seed: seed}
 	total := len(sigmas) - 1
 	opts.Callback = func(i int, denoised, _ []float32) {
-		last = denoised
+		// denoised may be the sampler's buffer: kept by copy, in one buffer for the run.
+		last = append(last[:0], denoised...)
 		if step != nil {
 			step(i, total, denoised, shape)
 		}

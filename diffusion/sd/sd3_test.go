@@ -308,7 +308,7 @@ func TestSD3Patches(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := &denoiser{g: g, p: p, shape: shape}
-		den, _, err := d.predict(ctx, x, sigma)
+		den, _, err := d.Denoise(ctx, x, sigma)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,14 +44,17 @@ func at(list []*gpu.Tensor, i int) *gpu.Tensor {
 	return nil
 }
 
-// addResidual returns h + r (h when r is nil), releasing h; where names the block in
-// the error of a shape mismatch.
-func addResidual(rt *gpu.Runtime, h, r *gpu.Tensor, where string) (*gpu.Tensor, error) {
+// addResidual returns h + r (h when r is nil), releasing h; where and block (−1 for
+// none) name the block in the error of a shape mismatch, formatted only then.
+func addResidual(rt *gpu.Runtime, h, r *gpu.Tensor, where string, block int) (*gpu.Tensor, error) {
 	if r == nil {
 		return h, nil
 	}
 	if !slices.Equal(h.Shape(), r.Shape()) {
 		h.Release()
+		if block >= 0 {
+			where = fmt.Sprintf("%s %d", where, block)
+		}
 		return nil, fmt.Errorf("unet: control residual %v does not fit %s output %v", r.Shape(), where, h.Shape())
 	}
 	return then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) { return gpu.Add(rt, t, r) })
@@ -67,7 +70,10 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		ctl = *in.Control
 	}
 	ps := &pass{hooks: in.Hooks}
-	embSiLU, skips, h, err := m.trunk(ctx, rt, in, nil, ctl.Input, ctl.Middle, ps)
+	// The skip connections live in this frame's array (a UNet has at most a dozen or so
+	// input blocks), not on the heap.
+	var skipBuf [16]*gpu.Tensor
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, nil, ctl.Input, ctl.Middle, ps, skipBuf[:0])
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +90,7 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		}
 		skip := skips[len(skips)-1]
 		skips = skips[:len(skips)-1]
-		if skip, err = addResidual(rt, skip, at(ctl.Output, i), fmt.Sprintf("the skip into output block %d", i)); err != nil {
+		if skip, err = addResidual(rt, skip, at(ctl.Output, i), "the skip into output block", i); err != nil {
 			h.Release()
 			return nil, err
 		}
@@ -100,12 +106,12 @@ func (m *Model) Forward(ctx context.Context, rt *gpu.Runtime, in Inputs) (*gpu.T
 		}
 		// An upsampler takes the size of the skip the next block concatenates
 		// (UNetModel's output_shape), which is not 2× for odd sizes.
-		var upTo []int
+		var upH, upW int
 		if len(skips) > 0 {
-			upTo = skips[len(skips)-1].Shape()[2:]
+			upH, upW = skips[len(skips)-1].Dim(2), skips[len(skips)-1].Dim(3)
 		}
 		ps.block = Block{PartOutput, i}
-		if h, err = m.runBlockTo(rt, block, cat, embSiLU, in.Context, upTo, ps); err != nil {
+		if h, err = m.runBlockTo(rt, block, cat, embSiLU, in.Context, upH, upW, ps); err != nil {
 			return nil, fmt.Errorf("unet: output block %d: %w", i, err)
 		}
 	}
@@ -137,7 +143,7 @@ func (t *Trunk) Release() {
 // first input block's output. A model loaded with LoadTrunk has no output blocks and
 // can only Encode.
 func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd, hint *gpu.Tensor) (*Trunk, error) {
-	embSiLU, skips, h, err := m.trunk(ctx, rt, in, embAdd, []*gpu.Tensor{hint}, nil, nil)
+	embSiLU, skips, h, err := m.trunk(ctx, rt, in, embAdd, []*gpu.Tensor{hint}, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -146,9 +152,9 @@ func (m *Model) Encode(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd, 
 }
 
 // trunk runs the embedding (plus embAdd), the input blocks (each output plus add[i],
-// kept as a skip) and the middle block (plus mid), with the hooks of ps (or nil). It
-// returns SiLU(emb), the skips and the middle block's output.
-func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor, add []*gpu.Tensor, mid *gpu.Tensor, ps *pass) (embSiLU *gpu.Tensor, skips []*gpu.Tensor, h *gpu.Tensor, err error) {
+// kept as a skip, appended to skips) and the middle block (plus mid), with the hooks of
+// ps (or nil). It returns SiLU(emb), the skips and the middle block's output.
+func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor, add []*gpu.Tensor, mid *gpu.Tensor, ps *pass, skips []*gpu.Tensor) (embSiLU *gpu.Tensor, _ []*gpu.Tensor, h *gpu.Tensor, err error) {
 	if in.X == nil || in.Timesteps == nil || in.Context == nil {
 		return nil, nil, nil, fmt.Errorf("unet: x, timesteps and context are required")
 	}
@@ -183,7 +189,7 @@ func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *g
 		if h, err = m.runBlock(rt, block, h, embSiLU, in.Context, ps); err != nil {
 			return fail(fmt.Errorf("unet: input block %d: %w", i, err))
 		}
-		if h, err = addResidual(rt, h, at(add, i), fmt.Sprintf("input block %d", i)); err != nil {
+		if h, err = addResidual(rt, h, at(add, i), "input block", i); err != nil {
 			return fail(err)
 		}
 		keep, err := gpu.Contiguous(rt, h) // a second reference for the skip
@@ -199,7 +205,7 @@ func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *g
 	if h, err = m.runBlock(rt, m.Middle, h, embSiLU, in.Context, ps); err != nil {
 		return fail(fmt.Errorf("unet: middle block: %w", err))
 	}
-	if h, err = addResidual(rt, h, mid, "the middle block"); err != nil {
+	if h, err = addResidual(rt, h, mid, "the middle block", -1); err != nil {
 		return fail(err)
 	}
 	return embSiLU, skips, h, nil
@@ -240,11 +246,11 @@ func (m *Model) embed(rt *gpu.Runtime, in Inputs, embAdd *gpu.Tensor) (*gpu.Tens
 // runBlock applies a block's modules in order, consuming h; ps (or nil) carries the
 // pass's hooks.
 func (m *Model) runBlock(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, ps *pass) (*gpu.Tensor, error) {
-	return m.runBlockTo(rt, block, h, embSiLU, context, nil, ps)
+	return m.runBlockTo(rt, block, h, embSiLU, context, 0, 0, ps)
 }
 
-// runBlockTo is runBlock with an upsampler's output size (H, W); nil doubles.
-func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, upTo []int, ps *pass) (*gpu.Tensor, error) {
+// runBlockTo is runBlock with an upsampler's output size upH×upW; 0×0 doubles.
+func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context *gpu.Tensor, upH, upW int, ps *pass) (*gpu.Tensor, error) {
 	var err error
 	for _, mod := range block {
 		switch {
@@ -263,8 +269,8 @@ func (m *Model) runBlockTo(rt *gpu.Runtime, block []Module, h, embSiLU, context 
 			h, err = then(h, func(t *gpu.Tensor) (*gpu.Tensor, error) {
 				// F.interpolate(mode="nearest"): at exactly 2× the same as nearest-exact.
 				p := gpu.UpscaleParams{Width: 2 * t.Dim(3), Height: 2 * t.Dim(2), Method: "nearest-exact", Crop: "disabled"}
-				if upTo != nil && (upTo[0] != p.Height || upTo[1] != p.Width) {
-					p.Height, p.Width, p.Method = upTo[0], upTo[1], "nearest"
+				if upH != 0 && (upH != p.Height || upW != p.Width) {
+					p.Height, p.Width, p.Method = upH, upW, "nearest"
 				}
 				up, err := gpu.Upscale(rt, t, p)
 				if err != nil {
