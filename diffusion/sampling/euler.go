@@ -29,34 +29,40 @@ func sampleEuler(ctx context.Context, m Model, x []float32, sigmas []float32, o 
 
 // sampleEulerAncestral steps down to sigma_down with Euler and adds fresh noise up to
 // the next sigma; flow models take the rectified-flow variant.
+// Outside flow models it steps x in place with one reused buffer for the denoised
+// estimates and one for the default noise, so that with an IntoModel a step allocates
+// nothing.
 func sampleEulerAncestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	noise := o.gaussian(len(x))
+	noise := o.gaussianReused(len(x))
+	buf := make([]float32, len(x))
 	p := o.params()
 	eta, sNoise := float32(p.Eta), float32(p.SNoise)
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, buf, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
 		if o.isFlow() {
 			o.step(i, den, x)
+			if sigmas[i+1] == 0 {
+				copy(x, den) // rfAncestralStep's result at the end: den itself
+				continue
+			}
 			x = rfAncestralStep(x, den, sigmas[i], sigmas[i+1], noise, eta, sNoise)
 			continue
 		}
 		down, up := ancestralStep(sigmas[i], sigmas[i+1], eta)
 		o.step(i, den, x)
 		if down == 0 {
-			x = den
+			copy(x, den)
 			continue
 		}
-		d := toD(x, den, sigmas[i])
-		dt := down - sigmas[i]
+		sigma, dt := sigmas[i], down-sigmas[i]
 		n := noise(sigmas[i], sigmas[i+1])
-		out := make([]float32, len(x))
 		for k := range x {
-			out[k] = (x[k] + d[k]*dt) + n[k]*sNoise*up
+			d := (x[k] - den[k]) / sigma // toD
+			x[k] = (x[k] + d*dt) + n[k]*sNoise*up
 		}
-		x = out
 	}
 	return x, nil
 }

@@ -257,6 +257,20 @@ func (o *Options) gaussian(size int) NoiseSampler {
 	return GaussianNoise(o.Seed, size)
 }
 
+// gaussianReused is gaussian for a sampler that reads each draw before it asks for the
+// next: the default noise comes in one buffer, refilled by every call.
+func (o *Options) gaussianReused(size int) NoiseSampler {
+	if o.Noise != nil {
+		return o.Noise
+	}
+	g := rng.New(o.Seed)
+	buf := make([]float32, size)
+	return func(_, _ float32) []float32 {
+		g.Randn(buf)
+		return buf
+	}
+}
+
 func (o *Options) brownian(sigmas []float32, size int) (NoiseSampler, error) {
 	if o.Noise != nil {
 		return o.Noise, nil

@@ -32,10 +32,10 @@ const outsideGPULimit = 153
 const stepLimit = 5000
 
 // TestSteadyStateSampling samples a tiny SD1 model (random F16 weights the test writes
-// itself) with euler and with the multistep dpmpp_2m at CFG 7 (cond and uncond in one
-// batch each step) for N and for 2N steps: what the longer run allocates beyond the
-// shorter one, divided by N, is what a step allocates once the first one has set up its
-// buffers. A memory profile taken during the runs splits those allocations into the ones
+// itself) with euler, with the multistep dpmpp_2m and with euler_ancestral (fresh noise
+// each step) at CFG 7 (cond and uncond in one batch each step) for N and for 2N steps:
+// what the longer run allocates beyond the shorter one, divided by N, is what a step
+// allocates once the first one has set up its buffers. A memory profile taken during the runs splits those allocations into the ones
 // made inside gpu/ and the ones made elsewhere (diffusion/: the UNet, the guider, the
 // sampler), and names the sites that remain.
 func TestSteadyStateSampling(t *testing.T) {
@@ -80,7 +80,7 @@ func TestSteadyStateSampling(t *testing.T) {
 	neg := sd.Conditioning{sd.NewCond(randT(1, 77, spec.UNet.Context), nil)}
 	latent := &sd.Latent{Samples: randT(1, 4, 16, 16)}
 	ctx := context.Background()
-	for _, sampler := range []string{"euler", "dpmpp_2m"} {
+	for _, sampler := range []string{"euler", "dpmpp_2m", "euler_ancestral"} {
 		t.Run(sampler, func(t *testing.T) {
 			run := func(steps int) {
 				out, err := sd.KSample(ctx, ck.Model, pos, neg, latent, sd.KSamplerParams{
