@@ -98,29 +98,37 @@ func rfAncestralStep(x, den []float32, sigma, sigmaNext float32, noise NoiseSamp
 // sampleHeun is Algorithm 2 of Karras et al. with Heun (trapezoidal) steps and a final
 // Euler step to sigma 0.
 func sampleHeun(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	// x steps in place; the derivative, the Euler predictor and the denoised estimates
+	// (the predictor's after the first's last use) live in buffers made once.
+	buf, d, x2 := make([]float32, len(x)), make([]float32, len(x)), make([]float32, len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, buf, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
-		d := toD(x, den, sigmas[i])
+		for k := range x {
+			d[k] = (x[k] - den[k]) / sigmas[i] // toD
+		}
 		o.step(i, den, x)
 		dt := sigmas[i+1] - sigmas[i]
 		if sigmas[i+1] == 0 {
-			x = axpy(x, d, dt)
+			for k := range x {
+				x[k] = x[k] + d[k]*dt
+			}
 			continue
 		}
-		x2 := axpy(x, d, dt)
-		den2, err := denoise(ctx, m, x2, sigmas[i+1])
+		for k := range x {
+			x2[k] = x[k] + d[k]*dt
+		}
+		den2, err := denoiseInto(ctx, m, buf, x2, sigmas[i+1])
 		if err != nil {
 			return nil, err
 		}
-		d2 := toD(x2, den2, sigmas[i+1])
-		out := make([]float32, len(x))
+		s2 := sigmas[i+1]
 		for k := range x {
-			out[k] = x[k] + (d[k]+d2[k])/2*dt
+			d2 := (x2[k] - den2[k]) / s2 // toD
+			x[k] = x[k] + (d[k]+d2)/2*dt
 		}
-		x = out
 	}
 	return x, nil
 }
