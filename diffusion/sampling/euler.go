@@ -287,10 +287,13 @@ func lmsCoeff(order int, t []float32, i, j int) float64 {
 // sampleDDPM is the DDPM ancestral step on the eps parameterisation (generic step sampler
 // with DDPMSampler_step).
 func sampleDDPM(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	noise := o.gaussian(len(x))
+	// x steps in place; the denoised estimates and the default noise come in buffers
+	// made once.
+	noise := o.gaussianReused(len(x))
+	buf := make([]float32, len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
 		s, sNext := sigmas[i], sigmas[i+1]
-		den, err := denoise(ctx, m, x, s)
+		den, err := denoiseInto(ctx, m, buf, x, s)
 		if err != nil {
 			return nil, err
 		}
@@ -301,23 +304,21 @@ func sampleDDPM(ctx context.Context, m Model, x []float32, sigmas []float32, o *
 		alpha := ac / acPrev
 		k1 := sqrt32(1 / alpha)
 		k2 := (1 - alpha) / sqrt32(1-ac)
-		out := make([]float32, len(x))
 		for k := range x {
 			eps := (x[k] - den[k]) / s
-			out[k] = k1 * (x[k]/scaleIn - k2*eps)
+			x[k] = k1 * (x[k]/scaleIn - k2*eps)
 		}
 		if sNext > 0 {
 			c := sqrt32((1 - alpha) * (1 - acPrev) / (1 - ac))
 			n := noise(s, sNext)
-			for k := range out {
-				out[k] += c * n[k]
+			for k := range x {
+				x[k] += c * n[k]
 			}
 			sc := sqrt32(1 + sNext*sNext)
-			for k := range out {
-				out[k] *= sc
+			for k := range x {
+				x[k] *= sc
 			}
 		}
-		x = out
 	}
 	return x, nil
 }
@@ -325,18 +326,20 @@ func sampleDDPM(ctx context.Context, m Model, x []float32, sigmas []float32, o *
 // sampleLCM jumps to the denoised estimate and renoises it to the next sigma with the
 // model's noise scaling (latent consistency models).
 func sampleLCM(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	noise := o.gaussian(len(x))
+	// x is rewritten in place from the denoised estimate; that estimate and the default
+	// noise come in buffers made once.
+	noise := o.gaussianReused(len(x))
+	buf := make([]float32, len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, buf, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
 		o.step(i, den, x)
-		x = den
 		if sigmas[i+1] > 0 {
-			out := make([]float32, len(x))
-			NoiseScaling(o.ModelSampling.Prediction(), sigmas[i+1], noise(sigmas[i], sigmas[i+1]), x, out, false)
-			x = out
+			NoiseScaling(o.ModelSampling.Prediction(), sigmas[i+1], noise(sigmas[i], sigmas[i+1]), den, x, false)
+		} else {
+			copy(x, den)
 		}
 	}
 	return x, nil
