@@ -134,37 +134,67 @@ func sampleHeun(ctx context.Context, m Model, x []float32, sigmas []float32, o *
 }
 
 // sampleDPM2 takes a DPM-Solver-2 step through the log-midpoint sigma.
+// It steps x in place with buffers made once (dpm2Buffers).
 func sampleDPM2(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
+	b := newDPM2Buffers(len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, b.den, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
-		d := toD(x, den, sigmas[i])
+		toDInto(b.d, x, den, sigmas[i])
 		o.step(i, den, x)
 		if sigmas[i+1] == 0 {
-			x = axpy(x, d, sigmas[i+1]-sigmas[i])
+			axpyInPlace(x, b.d, sigmas[i+1]-sigmas[i])
 			continue
 		}
-		x, err = dpm2Step(ctx, m, x, d, sigmas[i], sigmas[i+1])
-		if err != nil {
+		if err := dpm2Step(ctx, m, x, sigmas[i], sigmas[i+1], b); err != nil {
 			return nil, err
 		}
 	}
 	return x, nil
 }
 
-// dpm2Step moves x from sigma to target with the derivative taken at the geometric
-// midpoint.
-func dpm2Step(ctx context.Context, m Model, x, d []float32, sigma, target float32) ([]float32, error) {
+// dpm2Buffers are what the DPM-Solver-2 samplers reuse from step to step: the denoised
+// estimates, the derivative d at sigma and the midpoint x2.
+type dpm2Buffers struct{ den, d, x2 []float32 }
+
+func newDPM2Buffers(n int) dpm2Buffers {
+	return dpm2Buffers{den: make([]float32, n), d: make([]float32, n), x2: make([]float32, n)}
+}
+
+// dpm2Step moves x in place from sigma to target with the derivative taken at the
+// geometric midpoint; b.d holds the derivative at sigma.
+func dpm2Step(ctx context.Context, m Model, x []float32, sigma, target float32, b dpm2Buffers) error {
 	mid := exp32(lerp32(log32(sigma), log32(target), 0.5))
-	x2 := axpy(x, d, mid-sigma)
-	den2, err := denoise(ctx, m, x2, mid)
-	if err != nil {
-		return nil, err
+	dt := mid - sigma
+	for k := range x {
+		b.x2[k] = x[k] + b.d[k]*dt // axpy
 	}
-	d2 := toD(x2, den2, mid)
-	return axpy(x, d2, target-sigma), nil
+	den2, err := denoiseInto(ctx, m, b.den, b.x2, mid)
+	if err != nil {
+		return err
+	}
+	dt = target - sigma
+	for k := range x {
+		d2 := (b.x2[k] - den2[k]) / mid // toD
+		x[k] = x[k] + d2*dt
+	}
+	return nil
+}
+
+// toDInto is toD into d.
+func toDInto(d, x, denoised []float32, sigma float32) {
+	for i := range x {
+		d[i] = (x[i] - denoised[i]) / sigma
+	}
+}
+
+// axpyInPlace is axpy into x.
+func axpyInPlace(x, d []float32, dt float32) {
+	for k := range x {
+		x[k] = x[k] + d[k]*dt
+	}
 }
 
 // lerp32 is torch.lerp: a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w), which
@@ -179,9 +209,10 @@ func lerp32(a, b, w float32) float32 {
 // sampleDPM2Ancestral is DPM-Solver-2 down to sigma_down plus fresh noise; flow models
 // take the rectified-flow variant.
 func sampleDPM2Ancestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	noise := o.gaussian(len(x))
+	noise := o.gaussianReused(len(x))
+	b := newDPM2Buffers(len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
-		den, err := denoise(ctx, m, x, sigmas[i])
+		den, err := denoiseInto(ctx, m, b.den, x, sigmas[i])
 		if err != nil {
 			return nil, err
 		}
@@ -196,13 +227,12 @@ func sampleDPM2Ancestral(ctx context.Context, m Model, x []float32, sigmas []flo
 			down, up = ancestralStep(sigmas[i], sigmas[i+1], 1)
 		}
 		o.step(i, den, x)
-		d := toD(x, den, sigmas[i])
+		toDInto(b.d, x, den, sigmas[i])
 		if down == 0 {
-			x = axpy(x, d, down-sigmas[i])
+			axpyInPlace(x, b.d, down-sigmas[i])
 			continue
 		}
-		x, err = dpm2Step(ctx, m, x, d, sigmas[i], down)
-		if err != nil {
+		if err := dpm2Step(ctx, m, x, sigmas[i], down, b); err != nil {
 			return nil, err
 		}
 		n := noise(sigmas[i], sigmas[i+1])

@@ -29,7 +29,8 @@ func (m intoModel) DenoiseInto(_ context.Context, dst, x []float32, sigma float3
 // N steps does.
 func TestIntoModel(t *testing.T) {
 	ms := NewSD(EPS)
-	noAllocs := map[string]bool{"euler": true, "ddim": true, "heun": true, "dpmpp_2m": true, "euler_ancestral": true, "lcm": true, "ddpm": true}
+	noAllocs := map[string]bool{"euler": true, "ddim": true, "heun": true, "dpmpp_2m": true, "euler_ancestral": true, "lcm": true, "ddpm": true,
+		"dpm_2": true, "dpm_2_ancestral": true}
 	for _, name := range SamplerNames() {
 		s, _ := LookupSampler(name)
 		t.Run(name, func(t *testing.T) {
