@@ -39,13 +39,16 @@ func offsetFirstSigma(sigmas []float32, o *Options) []float32 {
 // sampleDPMPP2SAncestral is DPM-Solver++(2S) with ancestral noise; flow models take the
 // rectified-flow variant.
 func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
-	noise := o.gaussian(len(x))
+	// x steps in place; the denoised estimates (the second stage's after the first's
+	// last use), the intermediate point and the default noise live in buffers made once.
+	noise := o.gaussianReused(len(x))
+	buf, mid := make([]float32, len(x)), make([]float32, len(x))
 	flow := o.isFlow()
 	p := o.params()
 	eta, sNoise := float32(p.Eta), float32(p.SNoise)
 	for i := 0; i+1 < len(sigmas); i++ {
 		s, sNext := sigmas[i], sigmas[i+1]
-		den, err := denoise(ctx, m, x, s)
+		den, err := denoiseInto(ctx, m, buf, x, s)
 		if err != nil {
 			return nil, err
 		}
@@ -61,7 +64,11 @@ func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []
 		o.step(i, den, x)
 		switch {
 		case (flow && sNext == 0) || (!flow && down == 0):
-			x = axpy(x, toD(x, den, s), down-s)
+			dt := down - s
+			for k := range x {
+				d := (x[k] - den[k]) / s // toD
+				x[k] = x[k] + d*dt
+			}
 		case flow:
 			var sigmaS float32
 			if s == 1 {
@@ -73,38 +80,34 @@ func sampleDPMPP2SAncestral(ctx context.Context, m Model, x []float32, sigmas []
 				sigmaS = float32(1 / (math.Exp(float64(ti+0.5*h)) + 1))
 			}
 			r := sigmaS / s
-			u := make([]float32, len(x))
 			for k := range x {
-				u[k] = r*x[k] + (1-r)*den[k]
+				mid[k] = r*x[k] + (1-r)*den[k]
 			}
-			d2, err := denoise(ctx, m, u, sigmaS)
+			d2, err := denoiseInto(ctx, m, buf, mid, sigmaS)
 			if err != nil {
 				return nil, err
 			}
 			rd := down / s
 			for k := range x {
-				u[k] = rd*x[k] + (1-rd)*d2[k]
+				x[k] = rd*x[k] + (1-rd)*d2[k]
 			}
-			x = u
 		default:
 			t, tNext := -log32(s), -log32(down)
 			h := tNext - t
 			st := t + 0.5*h
 			sigS := exp32(-st)
-			x2 := make([]float32, len(x))
 			c1, c2 := sigS/exp32(-t), expm132(-h*0.5)
 			for k := range x {
-				x2[k] = c1*x[k] - c2*den[k]
+				mid[k] = c1*x[k] - c2*den[k]
 			}
-			d2, err := denoise(ctx, m, x2, sigS)
+			d2, err := denoiseInto(ctx, m, buf, mid, sigS)
 			if err != nil {
 				return nil, err
 			}
 			c1, c2 = exp32(-tNext)/exp32(-t), expm132(-h)
 			for k := range x {
-				x2[k] = c1*x[k] - c2*d2[k]
+				x[k] = c1*x[k] - c2*d2[k]
 			}
-			x = x2
 		}
 		if sNext > 0 && (!flow || eta > 0) {
 			n := noise(s, sNext)
