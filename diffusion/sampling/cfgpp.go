@@ -18,6 +18,26 @@ func denoiseBoth(ctx context.Context, m Model, x []float32, sigma float32) (den,
 	return den, uncond, err
 }
 
+// denoiseBothInto is denoiseBoth writing the estimate into dst when m is an IntoModel
+// (then the unconditional prediction is the model's step buffer, valid until its next
+// call); another Model returns new slices of its own.
+func denoiseBothInto(ctx context.Context, m Model, dst, x []float32, sigma float32) (den, uncond []float32, err error) {
+	im, ok := m.(IntoModel)
+	if !ok {
+		return denoiseBoth(ctx, m, x, sigma)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if uncond, err = im.DenoiseInto(ctx, dst, x, sigma); err != nil {
+		return nil, nil, err
+	}
+	if uncond == nil {
+		uncond = dst // without guidance the two predictions coincide
+	}
+	return dst, uncond, nil
+}
+
 func sampleEulerCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options) ([]float32, error) {
 	return eulerAncestralCFGPP(ctx, m, x, sigmas, o, 0, 0)
 }
@@ -28,44 +48,41 @@ func sampleEulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas
 }
 
 // eulerAncestralCFGPP is a DDIM-style step in the α-scaled space: the noise direction
-// comes from the unconditional prediction; eta 0 is euler_cfg_pp.
+// comes from the unconditional prediction; eta 0 is euler_cfg_pp. x steps in place; the
+// denoised estimates and the default noise come in buffers made once.
 func eulerAncestralCFGPP(ctx context.Context, m Model, x []float32, sigmas []float32, o *Options, eta, sNoise float32) ([]float32, error) {
 	flow := o.isFlow()
 	var noise NoiseSampler
 	if eta > 0 && sNoise > 0 {
-		noise = o.gaussian(len(x))
+		noise = o.gaussianReused(len(x))
 	}
+	buf := make([]float32, len(x))
 	for i := 0; i+1 < len(sigmas); i++ {
 		s, sNext := sigmas[i], sigmas[i+1]
-		den, unc, err := denoiseBoth(ctx, m, x, s)
+		den, unc, err := denoiseBothInto(ctx, m, buf, x, s)
 		if err != nil {
 			return nil, err
 		}
 		o.step(i, den, x)
 		if sNext == 0 {
-			x = den
+			copy(x, den)
 			continue
 		}
 		alphaS := s * exp32(halfLogSNR(s, flow))
 		alphaT := sNext * exp32(halfLogSNR(sNext, flow))
-		scaled := make([]float32, len(x))
-		for k := range unc {
-			scaled[k] = alphaS * unc[k]
-		}
-		d := toD(x, scaled, s)
 		down, up := ancestralStep(s/alphaS, sNext/alphaT, eta)
 		down = alphaT * down
-		out := make([]float32, len(x))
 		for k := range x {
-			out[k] = alphaT*den[k] + down*d[k]
+			scaled := alphaS * unc[k]
+			d := (x[k] - scaled) / s // toD
+			x[k] = alphaT*den[k] + down*d
 		}
 		if eta > 0 && sNoise > 0 {
 			n := noise(s, sNext)
-			for k := range out {
-				out[k] = out[k] + alphaT*n[k]*sNoise*up
+			for k := range x {
+				x[k] = x[k] + alphaT*n[k]*sNoise*up
 			}
 		}
-		x = out
 	}
 	return x, nil
 }

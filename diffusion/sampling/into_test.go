@@ -30,7 +30,8 @@ func (m intoModel) DenoiseInto(_ context.Context, dst, x []float32, sigma float3
 func TestIntoModel(t *testing.T) {
 	ms := NewSD(EPS)
 	noAllocs := map[string]bool{"euler": true, "ddim": true, "heun": true, "dpmpp_2m": true, "euler_ancestral": true, "lcm": true, "ddpm": true,
-		"dpm_2": true, "dpm_2_ancestral": true, "dpmpp_2s_ancestral": true}
+		"dpm_2": true, "dpm_2_ancestral": true, "dpmpp_2s_ancestral": true,
+		"euler_cfg_pp": true, "euler_ancestral_cfg_pp": true}
 	for _, name := range SamplerNames() {
 		s, _ := LookupSampler(name)
 		t.Run(name, func(t *testing.T) {
