@@ -432,6 +432,16 @@ func (d *denoiser) calcCondBatchTo(ctx context.Context, outs [][]float32, lists 
 		wk.entries = append(wk.entries[:cap(wk.entries)], make([]activeEntry, total-cap(wk.entries))...)
 	}
 	entries := wk.entries[:total]
+	// toRun and rest trade storage below, and pick/batch hold up to total entries: all
+	// four take room for every entry at once, so that no later step grows one of them.
+	for _, l := range []*[]*activeEntry{&wk.toRun, &wk.rest, &wk.batch} {
+		if cap(*l) < total {
+			*l = make([]*activeEntry, 0, total)
+		}
+	}
+	if cap(wk.pick) < total {
+		wk.pick = make([]int, 0, total)
+	}
 	toRun := wk.toRun[:0]
 	for i, list := range lists {
 		if len(outs[i]) != len(x) {

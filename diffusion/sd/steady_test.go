@@ -17,19 +17,20 @@ import (
 )
 
 // outsideGPULimit is the most Go heap allocations one steady-state sampling step may make
-// outside gpu/ (diffusion/: the UNet code, the guider, the sampler). The guider and the
-// samplers make none; the 152 left (of 185 before) are the UNet's variadic arguments
-// to gpu.Reshape, gpu.Permute and gpu.Concat, which the compiler puts on the heap because
-// those functions let their parameter escape (into error messages). With a gpu/ whose
-// shape functions keep their parameters (issue 13's header work) the count is 0, and
-// this limit goes to 0 with it. Tensor headers, views, op calls and worker hand-offs
-// inside gpu/ are counted apart.
-const outsideGPULimit = 153
+// outside gpu/ (diffusion/: the UNet code, the guider, the sampler): none. The guider and
+// the samplers reuse their buffers; the UNet's shape arguments stay on its stack since
+// gpu/'s shape functions keep their parameters (gpu/headers.go). Tensor headers, views,
+// op calls and worker hand-offs inside gpu/ are counted apart. The split comes from the
+// memory profile, whose records are published at collections: one record of a run's
+// set-up can land on the wrong side of a snapshot, so the test allows that one object
+// across the N extra steps (1/N per step) and no more. The exact count is the total,
+// bounded by stepLimit.
+const outsideGPULimit = 0
 
-// stepLimit bounds all Go heap allocations of a steady-state step (gpu/ included, ≈ 4,860
-// here), so that a regression inside gpu/ shows too; it comes down to 0 with gpu/'s own
-// work.
-const stepLimit = 5000
+// stepLimit bounds all Go heap allocations of a steady-state step, gpu/ included, so that
+// a regression inside gpu/ shows too: ≈ 1,500 with recycled tensor headers and op calls,
+// nearly all of them the cpu kernels' parallel hand-offs and scratch (≈ 4,860 before).
+const stepLimit = 1600
 
 // TestSteadyStateSampling samples a tiny SD1 model (random F16 weights the test writes
 // itself) with euler, with the multistep dpmpp_2m and with euler_ancestral (fresh noise
@@ -101,7 +102,7 @@ func TestSteadyStateSampling(t *testing.T) {
 			for _, s := range st.gpuSites {
 				t.Logf("  inside gpu/: %s", s)
 			}
-			if st.outside > outsideGPULimit {
+			if st.outside > outsideGPULimit+1.0/3+1e-9 { // measureSteps(run, 3): one record in 3 steps
 				t.Errorf("%s: a steady-state step allocates %.1f times outside gpu/ (limit %d); sites: %s",
 					sampler, st.outside, outsideGPULimit, strings.Join(st.sites, "; "))
 			}

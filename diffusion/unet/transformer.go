@@ -165,7 +165,8 @@ func (f *FeedForward) Forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, erro
 		return nil, err
 	}
 	defer p.Release()
-	parts, err := gpu.Chunk(p, 2, -1)
+	var pieces [2]*gpu.Tensor // the halves' slice stays on the stack
+	parts, err := gpu.ChunkInto(pieces[:0], p, 2, -1)
 	if err != nil {
 		return nil, err
 	}
