@@ -155,30 +155,9 @@ func (c *calibration) load() map[string]cachedDecision {
 	return m
 }
 
-// store writes the cache file whole, through a temporary file renamed over it, so that
-// a reader never sees half a file.
+// store writes the cache file whole (writeJSONFile: a reader never sees half a file).
 func (c *calibration) store(m map[string]cachedDecision) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(c.file), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(c.file), ".bf16-calibration-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), c.file)
+	return writeJSONFile(c.file, m)
 }
 
 // calibrationShapes are Linear products of an SD1.5 UNet at 512²: the 64×64 level's

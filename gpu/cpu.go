@@ -34,6 +34,12 @@ type CPUOptions struct {
 	Conv string
 	// OpLabels tags each op's work with pprof labels (Options.OpLabels).
 	OpLabels bool
+	// Blocking chooses the GEMM's cache blocking: BlockingDerived ("" too) or
+	// BlockingFixed; BlockingAuto is BlockingDerived here, the calibration being the
+	// Runtime's (Options.Blocking). Another value makes every product fail.
+	Blocking string
+	// calibrated is the blocking the Runtime's calibration chose (zero: none).
+	calibrated gemm.Blocking
 }
 
 // CPU is the host backend: buffers are Go byte slices and kernels are Go (plus the
@@ -63,7 +69,11 @@ func NewCPU(opts CPUOptions) *CPU {
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
-	mm := newMatmuler(t, opts.GEMM, opts.BF16)
+	src, _, err := parseBlocking(opts.Blocking)
+	mm := newMatmuler(t, opts.GEMM, opts.BF16, src, opts.calibrated)
+	if err != nil {
+		mm = &matmuler{err: err}
+	}
 	c := &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
 	c.pack.budget = opts.PackBudget
 	if c.pack.budget == 0 {

@@ -18,22 +18,28 @@ type matmuler struct {
 	bf16Err                error // why a requested bfloat16 engine is not used
 }
 
-func newMatmuler(threads int, path string, bf16 bool) *matmuler {
+// newMatmuler makes the engines for a kernel path name and the blocking: src and, where
+// a calibration chose one, its explicit blocking b (zero fields keep src's).
+func newMatmuler(threads int, path string, bf16 bool, src gemm.BlockingSource, b gemm.Blocking) *matmuler {
 	p, err := gemm.ParsePath(path)
 	if err != nil {
 		return &matmuler{err: err}
 	}
-	wide, err := gemm.New(gemm.Options{Path: p, Threads: threads})
+	opts := gemm.Options{Path: p, Threads: threads, Source: src, Blocking: b}
+	wide, err := gemm.New(opts)
 	if err != nil {
 		return &matmuler{err: err}
 	}
-	narrow, err := gemm.New(gemm.Options{Path: p, Threads: 1})
+	one := opts
+	one.Threads = 1
+	narrow, err := gemm.New(one)
 	if err != nil {
 		return &matmuler{err: err}
 	}
 	m := &matmuler{wide: wide, narrow: narrow, weighted: wide}
 	if bf16 {
-		if e, err := gemm.New(gemm.Options{Path: p, Threads: threads, BF16: true}); err != nil {
+		opts.BF16 = true
+		if e, err := gemm.New(opts); err != nil {
 			m.bf16Err = err
 		} else {
 			m.weighted, m.bf16 = e, e

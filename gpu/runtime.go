@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"unsafe"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
 
 // Options configures a Runtime: everything the runtime depends on is here, nothing is
@@ -41,10 +44,16 @@ type Options struct {
 	// form) as pprof labels, for a per-op breakdown (`go tool pprof -tags`); it costs an
 	// allocation per op, so it is for profiling runs only.
 	OpLabels bool
-	// CacheDir is a directory where BF16Auto keeps its decision, keyed by the CPU model
-	// and the code version, so that it measures once per machine and build; "" keeps
-	// nothing and measures in every New.
+	// CacheDir is a directory where BF16Auto and BlockingAuto keep their decisions,
+	// keyed by the CPU model and the code version, so that they measure once per
+	// machine and build; "" keeps nothing and measures in every New.
 	CacheDir string
+	// Blocking chooses the cpu backend's GEMM cache blocking: "" or BlockingDerived
+	// sizes it from this CPU's cache sizes; BlockingAuto also times a few candidates
+	// around that once (a few hundred milliseconds, cached in CacheDir) and keeps one
+	// that is clearly faster; BlockingFixed uses the constants measured on the
+	// development machine. New fails for another value.
+	Blocking string
 }
 
 // Runtime is the handle every model and node uses: it owns a backend, a buffer pool (so
@@ -70,7 +79,19 @@ func New(opts Options) (*Runtime, error) {
 	if _, _, err := convForm(opts.Conv); err != nil {
 		return nil, err
 	}
-	cpu := NewCPU(CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM, Conv: opts.Conv, PackBudget: opts.PackBudget, OpLabels: opts.OpLabels})
+	src, calibrate, err := parseBlocking(opts.Blocking)
+	if err != nil {
+		return nil, err
+	}
+	copts := CPUOptions{Threads: opts.Threads, BF16: opts.BF16 != BF16Off, GEMM: opts.GEMM, Conv: opts.Conv, PackBudget: opts.PackBudget, OpLabels: opts.OpLabels, Blocking: opts.Blocking}
+	if p, err := gemm.ParsePath(opts.GEMM); calibrate && err == nil {
+		t := opts.Threads
+		if t <= 0 {
+			t = runtime.GOMAXPROCS(0)
+		}
+		copts.calibrated = newBlockingCalibration(gemm.Options{Path: p, Threads: t, Source: src}, opts.CacheDir, log).decide()
+	}
+	cpu := NewCPU(copts)
 	if err := cpu.mm.err; err != nil {
 		return nil, fmt.Errorf("gpu: gemm %q: %w", opts.GEMM, err)
 	}
@@ -98,6 +119,15 @@ func (rt *Runtime) BF16() bool { return rt.cpu.BF16() }
 
 // GEMM names the GEMM kernel family the cpu backend runs ("generic", "avx2", "avx512").
 func (rt *Runtime) GEMM() string { return rt.cpu.mm.wide.Path().String() }
+
+// GEMMBlocking reports the cpu backend's GEMM cache blocking (Options.Blocking).
+func (rt *Runtime) GEMMBlocking() (kc, mc, nc int) {
+	if rt.cpu.mm.err != nil {
+		return 0, 0, 0
+	}
+	b := rt.cpu.mm.wide.Blocking()
+	return b.KC, b.MC, b.NC
+}
 
 // Backend returns the runtime's backend.
 func (rt *Runtime) Backend() Backend { return rt.be }

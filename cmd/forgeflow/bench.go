@@ -53,6 +53,8 @@ type benchResult struct {
 	// Conv2D in bfloat16 (--gemm, --bf16).
 	GEMM string `json:"gemm"`
 	BF16 bool   `json:"bf16"`
+	// Blocking is the GEMM's cache blocking, KC, MC and NC (--gemm-blocking).
+	Blocking [3]int `json:"gemm_blocking"`
 	// CPUSPerRun is the process's CPU time (user + system) per timed run, the mean of
 	// CPUS, where the platform reports it.
 	CPUSPerRun float64 `json:"cpu_s_per_run,omitempty"`
@@ -174,6 +176,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	res.PeakRSSBytes = peakRSS()
 	res.GEMM, res.BF16 = rt.GEMM(), rt.BF16()
+	res.Blocking[0], res.Blocking[1], res.Blocking[2] = rt.GEMMBlocking()
 	res.Device = rt.Backend().Name()
 	if d, ok := rt.Backend().(interface{ Describe() string }); ok {
 		res.Device = d.Describe()

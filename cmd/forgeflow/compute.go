@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -17,16 +18,30 @@ const (
 	envGEMM = "FORGEFLOW_GEMM"
 	envConv = "FORGEFLOW_CONV"
 	envPack = "FORGEFLOW_PACK"
+	// envBlocking is --gemm-blocking's variable.
+	envBlocking = "FORGEFLOW_GEMM_BLOCKING"
 )
 
 // computeFlags are the tensor runtime's settings, shared by serve, run, validate and
 // bench. An explicit flag wins over its environment variable.
 type computeFlags struct {
-	bf16   bf16Flag
-	gemm   string
-	conv   string
-	pack   string
-	envErr error // an unusable FORGEFLOW_BF16, reported when the runtime is made
+	bf16 bf16Flag
+	gemm string
+	conv string
+	pack string
+	// blocking is --gemm-blocking: auto, derived or fixed ("": defaultBlocking)
+	blocking string
+	envErr   error // an unusable FORGEFLOW_BF16, reported when the runtime is made
+}
+
+// defaultBlocking is --gemm-blocking's default: auto (the blocking derived from the
+// CPU's caches, calibrated once per CPU model and build and cached), except in test
+// binaries, which keep the derived blocking and measure nothing unless a test asks.
+func defaultBlocking() string {
+	if testing.Testing() {
+		return gpu.BlockingDerived
+	}
+	return gpu.BlockingAuto
 }
 
 // bf16Flag is --bf16, checked as it is parsed.
@@ -58,16 +73,25 @@ func (c *computeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	c.conv, c.pack = getenv(envConv), getenv(envPack)
 	fs.StringVar(&c.conv, "conv", c.conv, "convolution form: auto, direct (no Winograd) or winograd (every 3×3 stride-1 conv) (default auto, or "+envConv+")")
 	fs.StringVar(&c.pack, "pack", c.pack, "keep weights packed for the GEMM after their first use: on or off (default on, or "+envPack+")")
+	c.blocking = getenv(envBlocking)
+	fs.StringVar(&c.blocking, "gemm-blocking", c.blocking, "GEMM cache blocking: auto (derived from the CPU's cache sizes, then a short calibration once per CPU model, cached), derived (no calibration) or fixed (the constants measured on the development machine) (default "+defaultBlocking()+", or "+envBlocking+")")
 }
 
-// options returns the runtime options the flags ask for. BF16 auto keeps its decision
-// in the user's cache folder (forgeflow/ under os.UserCacheDir); without one it
+// options returns the runtime options the flags ask for. BF16 auto and blocking auto
+// keep their decisions in the user's cache folder (forgeflow/ under os.UserCacheDir); without one it
 // measures in every process.
 func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
 	if c.envErr != nil {
 		return gpu.Options{}, c.envErr
 	}
-	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm, Conv: c.conv}
+	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm, Conv: c.conv, Blocking: c.blocking}
+	switch o.Blocking {
+	case "":
+		o.Blocking = defaultBlocking()
+	case gpu.BlockingAuto, gpu.BlockingDerived, gpu.BlockingFixed:
+	default:
+		return gpu.Options{}, fmt.Errorf("gemm-blocking %q: want auto, derived or fixed", c.blocking)
+	}
 	switch c.pack {
 	case "", "on":
 	case "off":
@@ -75,7 +99,7 @@ func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
 	default:
 		return gpu.Options{}, fmt.Errorf("pack %q: want on or off", c.pack)
 	}
-	if o.BF16 == gpu.BF16Auto {
+	if o.BF16 == gpu.BF16Auto || o.Blocking == gpu.BlockingAuto {
 		if dir, err := os.UserCacheDir(); err == nil {
 			o.CacheDir = filepath.Join(dir, "forgeflow")
 		}

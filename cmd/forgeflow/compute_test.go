@@ -24,6 +24,7 @@ func TestComputeFlags(t *testing.T) {
 		args     []string
 		bf16     gpu.BF16Mode
 		gemm     string
+		blocking string // "" expects defaultBlocking: derived in tests
 		cacheDir string
 		parseErr bool
 		optErr   string
@@ -38,6 +39,11 @@ func TestComputeFlags(t *testing.T) {
 		{name: "bad flag", args: []string{"--bf16=fast"}, parseErr: true},
 		{name: "env gemm", env: map[string]string{envGEMM: "generic"}, gemm: "generic"},
 		{name: "flag gemm over env", env: map[string]string{envGEMM: "generic"}, args: []string{"--gemm", "avx2"}, gemm: "avx2"},
+		{name: "env blocking auto", env: map[string]string{envBlocking: "auto"}, blocking: gpu.BlockingAuto, cacheDir: filepath.Join(cache, "forgeflow")},
+		{name: "flag blocking over env", env: map[string]string{envBlocking: "auto"}, args: []string{"--gemm-blocking", "fixed"}, blocking: gpu.BlockingFixed},
+		{name: "flag blocking derived", args: []string{"--gemm-blocking=derived"}, blocking: gpu.BlockingDerived},
+		{name: "bad blocking", args: []string{"--gemm-blocking=fast"}, optErr: `gemm-blocking "fast"`},
+		{name: "bad env blocking", env: map[string]string{envBlocking: "tuned"}, optErr: `gemm-blocking "tuned"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,8 +64,12 @@ func TestComputeFlags(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || o.BF16 != tc.bf16 || o.GEMM != tc.gemm || o.CacheDir != tc.cacheDir {
-				t.Fatalf("options %+v (%v), want bf16 %v gemm %q cache %q", o, err, tc.bf16, tc.gemm, tc.cacheDir)
+			blocking := tc.blocking
+			if blocking == "" {
+				blocking = gpu.BlockingDerived // defaultBlocking in a test binary: no calibration
+			}
+			if err != nil || o.BF16 != tc.bf16 || o.GEMM != tc.gemm || o.Blocking != blocking || o.CacheDir != tc.cacheDir {
+				t.Fatalf("options %+v (%v), want bf16 %v gemm %q blocking %q cache %q", o, err, tc.bf16, tc.gemm, blocking, tc.cacheDir)
 			}
 		})
 	}
@@ -87,6 +97,16 @@ func TestComputeFlagsReachRuntime(t *testing.T) {
 	}
 	if r, code := bench("--gemm", "generic", "--bf16", "on"); code != exitOK || r.GEMM != "generic" || r.BF16 {
 		t.Fatalf("--gemm generic --bf16 on: exit %d, gemm %q bf16 %v (%s): the generic path has no bfloat16 kernel", code, r.GEMM, r.BF16, errb.String())
+	}
+	// The blocking: derived by default in tests, fixed on request (the constants of the
+	// avx2 kernel: 384, 144, 1024), reported by bench.
+	if r, code := bench("--gemm", "avx2", "--gemm-blocking", "fixed"); code == exitOK && r.Blocking != [3]int{384, 144, 1024} {
+		t.Fatalf("--gemm-blocking fixed: blocking %v", r.Blocking)
+	} else if code != exitOK && !strings.Contains(errb.String(), "lacks AVX2") {
+		t.Fatalf("--gemm avx2 --gemm-blocking fixed: exit %d (%s)", code, errb.String())
+	}
+	if r, code := bench(); code != exitOK || r.Blocking[0] <= 0 || r.Blocking[1] <= 0 || r.Blocking[2] <= 0 {
+		t.Fatalf("default blocking: exit %d, blocking %v (%s)", code, r.Blocking, errb.String())
 	}
 	t.Setenv(envGEMM, "generic")
 	if r, code := bench(); code != exitOK || r.GEMM != "generic" {

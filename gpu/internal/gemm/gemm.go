@@ -68,9 +68,14 @@ type Options struct {
 	// pass. It needs PathAuto or PathAVX512 and a CPU with AVX512_BF16.
 	// Linear with at most four rows still uses float32 dot products.
 	BF16 bool
+	// Source chooses the kernel's cache blocking: derived from this CPU's
+	// cache sizes (the zero value) or the fixed constants measured on the
+	// development machine.
+	Source BlockingSource
 	// Blocking overrides the cache blocking of the chosen kernel, for
-	// tuning and for tests that reach every loop level with small sizes.
-	// Zero fields keep the tuned values.
+	// tuning, for a calibrated choice (Calibrate) and for tests that reach
+	// every loop level with small sizes. Zero fields keep the values Source
+	// gives.
 	Blocking Blocking
 	// Widen16 chooses the element type Pack gives F16 and BF16 weights:
 	// Widen16Auto measures, once per process and kernel path, whether the
@@ -95,6 +100,28 @@ const (
 	// memory, no conversion in the micro-kernel).
 	Widen16Always
 )
+
+// BlockingSource is Options.Source.
+type BlockingSource int
+
+const (
+	// BlockingDerived sizes KC, MC and NC from the caches DetectCaches
+	// reports (deriveBlocking; codex/gemm.md, "Blocking").
+	BlockingDerived BlockingSource = iota
+	// BlockingFixed uses the constants measured with BenchmarkTune on the
+	// development machine (AMD Zen 5: 48 KiB L1d, 1 MiB L2), for A/B runs.
+	BlockingFixed
+)
+
+func (s BlockingSource) String() string {
+	switch s {
+	case BlockingDerived:
+		return "derived"
+	case BlockingFixed:
+		return "fixed"
+	}
+	return fmt.Sprintf("BlockingSource(%d)", int(s))
+}
 
 // Blocking is the cache blocking of the packed loops, in elements: KC is
 // the depth of a packed panel, MC the rows of A packed at once and NC the
@@ -133,6 +160,36 @@ func New(opts Options) (*Engine, error) {
 	if b := opts.Blocking; b.KC < 0 || b.MC < 0 || b.NC < 0 {
 		return nil, fmt.Errorf("gemm: negative blocking %+v", b)
 	}
+	if opts.Source != BlockingDerived && opts.Source != BlockingFixed {
+		return nil, fmt.Errorf("gemm: unknown blocking source %d", int(opts.Source))
+	}
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	if t < 1 {
+		t = 1
+	}
+	e := &Engine{threads: t}
+	switch opts.Widen16 {
+	case Widen16Always:
+		e.widen = true
+	case Widen16Auto:
+		e.widen = k.tilePH != nil && !k.pairs && widenPays(k.path)
+	}
+	if opts.Source == BlockingDerived {
+		// KC is sized for the panels this kernel reads weights from: 16-bit
+		// where it widens them itself, which checkpoints' F16 weights use.
+		// Not e.widen: that timing sits within a few per cent of its
+		// threshold on Zen 5, and a blocking that flips with the load
+		// between runs would make figures incomparable.
+		panel := 4
+		if k.tilePH != nil {
+			panel = 2
+		}
+		b := deriveBlocking(k.mr, k.nr, panel, DetectCaches())
+		k.kc, k.mc, k.nc = b.KC, b.MC, b.NC
+	}
 	if opts.Blocking.KC > 0 {
 		k.kc = opts.Blocking.KC
 	}
@@ -142,20 +199,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.Blocking.NC > 0 {
 		k.nc = (opts.Blocking.NC + k.nr - 1) / k.nr * k.nr
 	}
-	t := opts.Threads
-	if t <= 0 {
-		t = runtime.GOMAXPROCS(0)
-	}
-	if t < 1 {
-		t = 1
-	}
-	e := &Engine{k: k, threads: t}
-	switch opts.Widen16 {
-	case Widen16Always:
-		e.widen = true
-	case Widen16Auto:
-		e.widen = k.tilePH != nil && !k.pairs && widenPays(k.path)
-	}
+	e.k = k
 	return e, nil
 }
 
