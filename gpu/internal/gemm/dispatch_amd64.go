@@ -8,12 +8,13 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// Blocking, measured on this machine (AMD EPYC family 26: 48 KiB L1d,
-// 1 MiB L2 per core, 32 MiB shared L3) with BenchmarkTune; see
-// codex/gemm.md. The A sliver (mr×kc: 12·384·4 = 18 KiB) stays in L1 while
-// the B block (kc×nc: 1.5 MiB) streams from L2 and L3, which on this part
-// keep up with the kernel; kc = 384 covers the SD shapes' k = 320 in one
-// panel, and nc = 1024 packs A once per 1024 columns.
+// The kc, mc and nc written here are the fixed blocking (BlockingFixed),
+// measured on the development machine (AMD EPYC family 26: 48 KiB L1d,
+// 1 MiB L2 per core) with BenchmarkTune; New replaces them with the ones
+// deriveBlocking sizes from the caches unless asked for these (see
+// codex/gemm.md, "Blocking"). The A sliver (mr×kc: 12·384·4 = 18 KiB)
+// stays in L1 while the B block (kc×nc: 1.5 MiB) streams from L2 and L3;
+// kc = 384 covers the SD shapes' k = 320 in one panel.
 func avx512Kernel() kernel {
 	return kernel{
 		path: PathAVX512, mr: 12, nr: 32, kc: 384, mc: 192, nc: 1024, tile: tile12x32AVX512,

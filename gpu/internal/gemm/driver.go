@@ -6,7 +6,8 @@ import (
 )
 
 // kernel is one micro-kernel family with its register tile (mr×nr) and
-// cache blocking (kc, mc, nc: see codex/gemm.md for how they were sized).
+// cache blocking (kc, mc, nc: the fixed values from selectKernel, replaced
+// in New by the derived or requested ones; codex/gemm.md, "Blocking").
 type kernel struct {
 	path       Path
 	mr, nr     int
