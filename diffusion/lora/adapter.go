@@ -11,11 +11,12 @@ import (
 type Kind uint8
 
 const (
-	KindLoRA Kind = iota + 1 // up·down (LoRA, LoCon; with a Tucker mid for convolutions)
-	KindLoHa                 // (w1a·w1b) ⊙ (w2a·w2b), Tucker cores t1/t2 for convolutions
-	KindLoKr                 // w1 ⊗ w2, each whole or a low-rank product, w2 with a Tucker core
-	KindDiff                 // a full difference added to the weight (diff, diff_b, w_norm, b_norm)
-	KindSet                  // a replacement weight (set_weight)
+	KindLoRA  Kind = iota + 1 // up·down (LoRA, LoCon; with a Tucker mid for convolutions)
+	KindLoHa                  // (w1a·w1b) ⊙ (w2a·w2b), Tucker cores t1/t2 for convolutions
+	KindLoKr                  // w1 ⊗ w2, each whole or a low-rank product, w2 with a Tucker core
+	KindDiff                  // a full difference added to the weight (diff, diff_b, w_norm, b_norm)
+	KindSet                   // a replacement weight (set_weight)
+	KindScale                 // the weight times Adapter.Factor (add_patches' strength_model)
 )
 
 func (k Kind) String() string {
@@ -30,6 +31,8 @@ func (k Kind) String() string {
 		return "diff"
 	case KindSet:
 		return "set"
+	case KindScale:
+		return "scale"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -45,6 +48,8 @@ type Adapter struct {
 	Alpha   *float64
 	DoRA    string
 	Reshape []int // LoRA reshape_weight: the weight is padded to this shape first
+	// Factor multiplies the weight (KindScale only).
+	Factor float64
 }
 
 // Patch is one weight's update from one LoRA.
@@ -54,9 +59,9 @@ type Patch struct {
 }
 
 // active reports whether the patch changes its weight at strength s: a replacement
-// (set_weight) does at any strength, the others not at 0.
+// (set_weight) and a scale do at any strength, the others not at 0.
 func (p Patch) active(s float64) bool {
-	return s != 0 || p.Adapter.Kind == KindSet
+	return s != 0 || p.Adapter.Kind == KindSet || p.Adapter.Kind == KindScale
 }
 
 // Set is a LoRA file resolved against a key map: what each model weight gets, and the

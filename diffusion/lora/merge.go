@@ -96,7 +96,7 @@ func (ap *applier) merge(key string, base, scale *gpu.Tensor, ps []stacked, rep 
 }
 
 // delta is one patch's update, ready to add over the weight's elements [from, from+n):
-// w += s·d (kinds LoRA, LoHa, LoKr, diff) or w = d (set); DoRA updates are applied to
+// w += s·d (kinds LoRA, LoHa, LoKr, diff), w = d (set) or w *= s (scale, d nil); DoRA updates are applied to
 // the whole weight by decompose. A LoRA update without DoRA stays low-rank, d = up·down
 // with up (n/inner rows × rank), computed a few rows at a time as the weight is merged.
 type delta struct {
@@ -107,6 +107,7 @@ type delta struct {
 	from, n int
 	s       float32
 	set     bool
+	scale   bool
 	dora    *doraUpdate
 }
 
@@ -144,6 +145,11 @@ type doraUpdate struct {
 // adapter, before it touches the weight.
 func (ap *applier) delta(shape []int, n int, p stacked) (delta, error) {
 	a := p.patch.Adapter
+	if a.Kind == KindScale {
+		// calculate_weight's weight *= strength_model: the float32 weight times the
+		// factor rounded to float32 (torch's scalar multiply of a float32 tensor).
+		return delta{scale: true, n: n, s: float32(a.Factor)}, nil
+	}
 	if a.Reshape != nil {
 		return delta{}, fmt.Errorf("%w: reshape_weight (padding the weight to %v) is not implemented", errors.ErrUnsupported, a.Reshape)
 	}
@@ -232,6 +238,10 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 		}
 		for _, d := range deltas {
 			v := w[d.from : d.from+d.n]
+			if d.scale {
+				mulScalar(v, d.s)
+				continue
+			}
 			if d.down != nil {
 				full, release, err := d.rows(ap.rt, 0, d.n/inner, inner)
 				if err != nil {
@@ -278,6 +288,10 @@ func (ap *applier) combine(base, scale *gpu.Tensor, shape []int, deltas []delta,
 			if lo >= hi {
 				continue
 			}
+			if d.scale {
+				mulScalar(c[lo-off:hi-off], d.s)
+				continue
+			}
 			dv, release, err := d.rows(ap.rt, (lo-d.from)/inner, (hi-d.from)/inner, inner)
 			if err != nil {
 				return err
@@ -304,6 +318,13 @@ func addScaled(v, d []float32, s float32) {
 	d = d[:len(v)]
 	for i := range v {
 		v[i] += s * d[i]
+	}
+}
+
+// mulScalar is v *= s in float32.
+func mulScalar(v []float32, s float32) {
+	for i := range v {
+		v[i] *= s
 	}
 }
 

@@ -613,7 +613,7 @@ func (d *denoiser) applyModel(ctx context.Context, batch []*activeEntry, x []flo
 		}
 		return t, err
 	}
-	hooks, err := d.unetHooks(batch, skip.attn1)
+	hooks, err := d.unetHooks(batch, skip.attn1, sigma)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,10 @@ type Patches struct {
 	// Attn1 replace the self-attention of UNet transformer blocks (patches_replace
 	// "attn1": SelfAttentionGuidance's recorder); a later entry for the same block wins.
 	Attn1 []Attn1Patch
+	// InputBlock rewrite each UNet input block's output before it is kept as a skip
+	// connection, InputBlockAfterSkip after, in order (input_block_patch,
+	// input_block_patch_after_skip: PatchModelAddDownscale).
+	InputBlock, InputBlockAfterSkip []InputBlockPatch
 }
 
 // clone returns a copy whose slices can be appended to without touching p's.
@@ -29,6 +33,8 @@ func (p Patches) clone() Patches {
 	p.PreCFG = append([]PreCFG(nil), p.PreCFG...)
 	p.OutputBlock = append([]OutputBlockPatch(nil), p.OutputBlock...)
 	p.Attn1 = append([]Attn1Patch(nil), p.Attn1...)
+	p.InputBlock = append([]InputBlockPatch(nil), p.InputBlock...)
+	p.InputBlockAfterSkip = append([]InputBlockPatch(nil), p.InputBlockAfterSkip...)
 	return p
 }
 
@@ -68,6 +74,20 @@ func (m *Model) WithOutputBlockPatch(f OutputBlockPatch) *Model {
 	c := *m
 	c.Patches = m.Patches.clone()
 	c.OutputBlock = append(c.OutputBlock, f)
+	return &c
+}
+
+// WithInputBlockPatch returns a copy of m with f appended to its UNet input-block
+// patches: before the skip connection is kept (set_model_input_block_patch) or, with
+// afterSkip, after (set_model_input_block_patch_after_skip).
+func (m *Model) WithInputBlockPatch(f InputBlockPatch, afterSkip bool) *Model {
+	c := *m
+	c.Patches = m.Patches.clone()
+	if afterSkip {
+		c.InputBlockAfterSkip = append(c.InputBlockAfterSkip, f)
+	} else {
+		c.InputBlock = append(c.InputBlock, f)
+	}
 	return &c
 }
 

@@ -14,6 +14,12 @@ type OutputBlockPatch interface {
 	outputBlock(rt *gpu.Runtime, m *Model, i int, h, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error)
 }
 
+// InputBlockPatch is an input_block_patch (or _after_skip): it rewrites input block
+// i's output h during a network call at sigma. The implementation is DeepShrink.
+type InputBlockPatch interface {
+	inputBlock(rt *gpu.Runtime, i int, sigma float32, h *gpu.Tensor) (*gpu.Tensor, error)
+}
+
 // Attn1Patch replaces the self-attention (attn1) of UNet transformer blocks
 // (patches_replace["attn1"] under the key (block, number[, index])). Index −1 covers
 // every transformer block of the UNet block; an entry with an index takes precedence
@@ -40,11 +46,12 @@ type netCall struct {
 
 // unetHooks builds the UNet hooks of one network call from the model's patches and
 // the call's own attention replacements (extra); nil when nothing is patched.
-func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch) (*unet.Hooks, error) {
+// sigma is the call's noise level (transformer_options["sigmas"]).
+func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma float32) (*unet.Hooks, error) {
 	m := d.g.Model
 	attn := append(append([]Attn1Patch(nil), m.Attn1...), extra...)
 	grounded := batch[0].c.gligen != nil
-	if len(m.OutputBlock) == 0 && len(attn) == 0 && !grounded {
+	if len(m.OutputBlock) == 0 && len(attn) == 0 && !grounded && len(m.InputBlock) == 0 && len(m.InputBlockAfterSkip) == 0 {
 		return nil, nil
 	}
 	call := &netCall{d: d, chunk: d.shape[0]}
@@ -52,6 +59,16 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch) (*unet.Ho
 		call.condOrUncond = append(call.condOrUncond, e.list)
 	}
 	h := &unet.Hooks{}
+	input := func(ps []InputBlockPatch) []func(*gpu.Runtime, int, *gpu.Tensor) (*gpu.Tensor, error) {
+		var fs []func(*gpu.Runtime, int, *gpu.Tensor) (*gpu.Tensor, error)
+		for _, p := range ps {
+			fs = append(fs, func(rt *gpu.Runtime, i int, x *gpu.Tensor) (*gpu.Tensor, error) {
+				return p.inputBlock(rt, i, sigma, x)
+			})
+		}
+		return fs
+	}
+	h.InputBlock, h.InputBlockAfterSkip = input(m.InputBlock), input(m.InputBlockAfterSkip)
 	for _, p := range m.OutputBlock {
 		h.OutputBlock = append(h.OutputBlock, func(rt *gpu.Runtime, i int, x, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error) {
 			return p.outputBlock(rt, m, i, x, skip)

@@ -192,12 +192,19 @@ func (m *Model) trunk(ctx context.Context, rt *gpu.Runtime, in Inputs, embAdd *g
 		if h, err = addResidual(rt, h, at(add, i), "input block", i); err != nil {
 			return fail(err)
 		}
+		before, after := ps.inputHooks()
+		if h, err = ps.inputBlock(rt, before, i, h); err != nil {
+			return fail(err)
+		}
 		keep, err := gpu.Contiguous(rt, h) // a second reference for the skip
 		if err != nil {
 			h.Release()
 			return fail(err)
 		}
 		skips = append(skips, keep)
+		if h, err = ps.inputBlock(rt, after, i, h); err != nil {
+			return fail(err)
+		}
 	}
 	if ps != nil {
 		ps.block = Block{PartMiddle, 0}

@@ -43,6 +43,14 @@ type AttentionFunc func(rt *gpu.Runtime, q, k, v *gpu.Tensor, heads int) (*gpu.T
 // functions must not keep their input tensors; Forward releases an input a function
 // replaced.
 type Hooks struct {
+	// InputBlock run, in order, on input block i's output h (after any control
+	// residual) before it is kept as a skip connection (input_block_patch); what they
+	// return is both the skip and the next block's input.
+	InputBlock []func(rt *gpu.Runtime, i int, h *gpu.Tensor) (*gpu.Tensor, error)
+	// InputBlockAfterSkip run, in order, on input block i's output after it was kept as
+	// a skip connection (input_block_patch_after_skip): only the next block sees what
+	// they return.
+	InputBlockAfterSkip []func(rt *gpu.Runtime, i int, h *gpu.Tensor) (*gpu.Tensor, error)
 	// OutputBlock run, in order, on output block i's input h and skip connection just
 	// before they are concatenated (output_block_patch) and return the two to use.
 	OutputBlock []func(rt *gpu.Runtime, i int, h, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error)
@@ -116,4 +124,29 @@ func (p *pass) outputBlock(rt *gpu.Runtime, i int, h, skip *gpu.Tensor) (*gpu.Te
 		h, skip = nh, ns
 	}
 	return h, skip, nil
+}
+
+// inputBlock applies the input-block patches fs to input block i's output h, releasing
+// what a patch replaced.
+func (p *pass) inputBlock(rt *gpu.Runtime, fs []func(*gpu.Runtime, int, *gpu.Tensor) (*gpu.Tensor, error), i int, h *gpu.Tensor) (*gpu.Tensor, error) {
+	for _, f := range fs {
+		nh, err := f(rt, i, h)
+		if err != nil {
+			h.Release()
+			return nil, fmt.Errorf("unet: input block %d patch: %w", i, err)
+		}
+		if nh != h {
+			h.Release()
+		}
+		h = nh
+	}
+	return h, nil
+}
+
+// inputHooks returns the pass's input-block patches before and after the skip.
+func (p *pass) inputHooks() (before, after []func(*gpu.Runtime, int, *gpu.Tensor) (*gpu.Tensor, error)) {
+	if p == nil || p.hooks == nil {
+		return nil, nil
+	}
+	return p.hooks.InputBlock, p.hooks.InputBlockAfterSkip
 }

@@ -185,6 +185,10 @@ func Register(r *nodes.Registry, opts Options) error {
 		&SaveLatent{opts: opts}, &LoadLatent{opts: opts},
 		&RegexMatch{}, &RegexExtract{}, &RegexReplace{},
 		&WebcamCapture{imageFile: imageFile{opts: opts}}, &ImageQuantize{}, // quantize.go
+		// modelpatch.go
+		&UNetSelfAttentionMultiply{attentionMultiply{env: models}}, &UNetCrossAttentionMultiply{attentionMultiply{env: models}},
+		&CLIPAttentionMultiply{env: models}, &PatchModelAddDownscale{},
+		&ModelComputeDtype{log: &onceLog{}}, &TorchCompileModel{log: &onceLog{}},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {
