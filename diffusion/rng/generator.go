@@ -61,6 +61,18 @@ func (g *Generator) normalFloat64() float64 {
 	return r * math.Cos(theta)
 }
 
+// Randint returns one value as torch.randint(low, high, (1,)) does (int64, CPU): one
+// engine output v, then low + v mod (high − low) (random_from_to with a range below
+// 2^32, as every range Randint takes is). It panics unless low < high and the range
+// fits in 32 bits.
+func (g *Generator) Randint(low, high int64) int64 {
+	r := high - low
+	if r <= 0 || r >= 1<<32 {
+		panic("rng: Randint range must be in [1, 2^32)")
+	}
+	return low + int64(uint64(g.engine.uint32())%uint64(r))
+}
+
 // Rand fills out as torch.rand(len(out)) does (float32 uniforms in [0, 1)).
 func (g *Generator) Rand(out []float32) {
 	for i := range out {

@@ -24,9 +24,13 @@ type InputBlockPatch interface {
 // (patches_replace["attn1"] under the key (block, number[, index])). Index −1 covers
 // every transformer block of the UNet block; an entry with an index takes precedence
 // over one without, as BasicTransformerBlock looks the three-part key up first.
+//
+// Every marks a patch of every transformer block (an attn1_patch such as HyperTile's
+// rather than a replacement); a block's own Block/Index entry takes precedence over it.
 type Attn1Patch struct {
 	Block unet.Block
 	Index int
+	Every bool
 	Fn    attnReplacer
 }
 
@@ -42,6 +46,9 @@ type netCall struct {
 	d            *denoiser
 	condOrUncond []int
 	chunk        int
+	// h and w are the latent size the network is called on (the entry's area;
+	// transformer_options["original_shape"][-2:]).
+	h, w int
 }
 
 // unetHooks builds the UNet hooks of one network call from the model's patches and
@@ -54,7 +61,7 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma flo
 	if len(m.OutputBlock) == 0 && len(attn) == 0 && !grounded && len(m.InputBlock) == 0 && len(m.InputBlockAfterSkip) == 0 {
 		return nil, nil
 	}
-	call := &netCall{d: d, chunk: d.shape[0]}
+	call := &netCall{d: d, chunk: d.shape[0], h: batch[0].ah, w: batch[0].aw}
 	for _, e := range batch {
 		call.condOrUncond = append(call.condOrUncond, e.list)
 	}
@@ -76,9 +83,13 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma flo
 	}
 	if len(attn) > 0 {
 		h.Attn1 = func(at unet.Site) unet.AttentionFunc {
-			var general, exact *Attn1Patch
+			var general, exact, every *Attn1Patch
 			for i := range attn {
 				p := &attn[i]
+				if p.Every {
+					every = p
+					continue
+				}
 				if p.Block != at.Block {
 					continue
 				}
@@ -91,6 +102,9 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma flo
 			}
 			if exact == nil {
 				exact = general
+			}
+			if exact == nil {
+				exact = every
 			}
 			if exact == nil {
 				return nil

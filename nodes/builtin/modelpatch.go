@@ -13,7 +13,7 @@ import (
 
 // Model patch nodes of comfy_extras/nodes_attention_multiply.py
 // (UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply),
-// nodes_model_downscale.py (PatchModelAddDownscale), nodes_model_advanced.py
+// nodes_model_downscale.py (PatchModelAddDownscale), nodes_hypertile.py (HyperTile), nodes_model_advanced.py
 // (ModelComputeDtype) and nodes_torch_compile.py (TorchCompileModel). The attention
 // multipliers scale weights through the LoRA weight-patch stack (sd.Model.ScaleWeights,
 // codex/lora.md); Deep Shrink is a pair of UNet block patches (sd.DeepShrink).
@@ -177,6 +177,39 @@ func (n *PatchModelAddDownscale) Run(ctx context.Context, env *nodes.Env) (nodes
 	return nodes.One(n.Model.WithInputBlockPatch(p, n.DownscaleAfterSkip).WithOutputBlockPatch(p), nil)
 }
 
+// HyperTile tiles the UNet's self-attention queries (nodes_hypertile.py): cheaper
+// self-attention on large latents, with ComfyUI's seeded tile choices (sd.HyperTile).
+type HyperTile struct {
+	Model      *sd.Model `input:"model"`
+	TileSize   int       `input:"tile_size"`
+	SwapSize   int       `input:"swap_size"`
+	MaxDepth   int       `input:"max_depth"`
+	ScaleDepth bool      `input:"scale_depth"`
+}
+
+// Schema implements nodes.Typed.
+func (*HyperTile) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "HyperTile", Category: "model_patches/unet", PythonModule: "comfy_extras.nodes_hypertile",
+		Inputs: []graph.Input{socketV3("model", "MODEL"),
+			{Name: "tile_size", Type: graph.TypeInt, Default: 256, Min: graph.Num(1), Max: graph.Num(2048)},
+			{Name: "swap_size", Type: graph.TypeInt, Default: 2, Min: graph.Num(1), Max: graph.Num(128)},
+			{Name: "max_depth", Type: graph.TypeInt, Default: 0, Min: graph.Num(0), Max: graph.Num(10)},
+			{Name: "scale_depth", Type: graph.TypeBoolean, Default: false},
+		},
+		Outputs: outputs("MODEL"), Extra: v3Extra(1, nil),
+	}
+}
+
+// Run implements nodes.Typed (HyperTile.execute: set_model_attn1_patch and
+// set_model_attn1_output_patch, as one self-attention patch).
+func (n *HyperTile) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	if err := unetOnly("HyperTile", n.Model); err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.One(sd.NewHyperTile(n.TileSize, n.SwapSize, n.MaxDepth, n.ScaleDepth).Install(n.Model), nil)
+}
+
 // onceLog logs one info line the first time it is asked to, per node class of a
 // registry.
 type onceLog struct{ once sync.Once }
@@ -262,4 +295,5 @@ var (
 	_ nodes.Typed = (*PatchModelAddDownscale)(nil)
 	_ nodes.Typed = (*ModelComputeDtype)(nil)
 	_ nodes.Typed = (*TorchCompileModel)(nil)
+	_ nodes.Typed = (*HyperTile)(nil)
 )

@@ -16,7 +16,7 @@ import (
 )
 
 // TestModelPatchNodesRefpeer runs UNetSelfAttentionMultiply, UNetCrossAttentionMultiply
-// and PatchModelAddDownscale through their widgets on the tiny patch UNet and samples
+// PatchModelAddDownscale and HyperTile through their widgets on the tiny patch UNet and samples
 // with KSampler; the expected latents are ComfyUI 0.3.64's own, made by
 // tools/refpeer/modelpatch_ref.py (its docstring has the commands) with ComfyUI's nodes
 // on the same model file, conditionings and seeds.
@@ -40,7 +40,7 @@ func TestModelPatchNodesRefpeer(t *testing.T) {
 	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), &runs); err != nil {
 		t.Fatal(err)
 	}
-	if len(runs) < 7 {
+	if len(runs) < 10 {
 		t.Fatalf("the fixture lists %d runs", len(runs))
 	}
 	pos := sd.Conditioning{sd.NewCond(refTensor(t, e.rt, f, "pos"), nil)}
@@ -68,6 +68,9 @@ func TestModelPatchNodesRefpeer(t *testing.T) {
 					class = "PatchModelAddDownscale"
 					in["block_number"], in["downscale_factor"], in["start_percent"], in["end_percent"] = int(num(1)), num(2), num(3), num(4)
 					in["downscale_after_skip"], in["downscale_method"], in["upscale_method"] = p[5], p[6], p[7]
+				case "hypertile":
+					class = "HyperTile"
+					in["tile_size"], in["swap_size"], in["max_depth"], in["scale_depth"] = int(num(1)), int(num(2)), int(num(3)), p[4]
 				default:
 					t.Fatalf("unknown patch %v", p)
 				}

@@ -188,7 +188,7 @@ func Register(r *nodes.Registry, opts Options) error {
 		// modelpatch.go
 		&UNetSelfAttentionMultiply{attentionMultiply{env: models}}, &UNetCrossAttentionMultiply{attentionMultiply{env: models}},
 		&CLIPAttentionMultiply{env: models}, &PatchModelAddDownscale{},
-		&ModelComputeDtype{log: &onceLog{}}, &TorchCompileModel{log: &onceLog{}},
+		&ModelComputeDtype{log: &onceLog{}}, &TorchCompileModel{log: &onceLog{}}, &HyperTile{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {

@@ -3,7 +3,7 @@ TestModelPatchNodesRefpeer, made by ComfyUI 0.3.64 itself (refpeer kit, CPU, tor
 
 Loads the tiny SD1.5-layout UNet of diffusion/sd's patch tests (TestWritePatchModel) with
 ComfyUI's own model classes, patches it with ComfyUI's own nodes
-(UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, PatchModelAddDownscale) and
+(UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, PatchModelAddDownscale, HyperTile) and
 samples with comfy.sample.sample on conditionings drawn with a fixed torch seed. Inputs
 and output latents go into one safetensors file, the runs and the model's sha256 as
 metadata (facts about ComfyUI's output, no ComfyUI code).
@@ -36,6 +36,7 @@ import comfy.sample  # noqa: E402
 import comfy.supported_models  # noqa: E402
 from comfy_extras.nodes_attention_multiply import UNetSelfAttentionMultiply, UNetCrossAttentionMultiply  # noqa: E402
 from comfy_extras.nodes_model_downscale import PatchModelAddDownscale  # noqa: E402
+from comfy_extras.nodes_hypertile import HyperTile  # noqa: E402
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -43,7 +44,8 @@ CTX = 32
 
 # name, sampler, scheduler, steps, cfg, seed, latent shape, patches
 # ["self", q, k, v, out], ["cross", q, k, v, out],
-# ["shrink", block, factor, start, end, after_skip, down_method, up_method]
+# ["shrink", block, factor, start, end, after_skip, down_method, up_method],
+# ["hypertile", tile_size, swap_size, max_depth, scale_depth]
 RUNS = [
     ("self", "euler", "normal", 4, 5.0, 31, [1, 4, 16, 12], [["self", 1.3, 0.6, 1.7, 0.8]]),
     ("cross", "euler", "normal", 4, 5.0, 32, [1, 4, 16, 12], [["cross", 0.7, 1.4, 0.5, 1.2]]),
@@ -55,6 +57,9 @@ RUNS = [
      [["shrink", 2, 2.0, 0.0, 0.35, True, "nearest-exact", "bilinear"]]),
     ("stack", "euler", "normal", 4, 5.0, 37, [1, 4, 16, 16],
      [["cross", 1.2, 1.0, 0.9, 1.0], ["self", 1.0, 1.1, 1.0, 0.9], ["shrink", 1, 2.0, 0.0, 0.6, True, "bilinear", "bislerp"]]),
+    ("hypertile", "euler", "normal", 4, 5.0, 38, [1, 4, 16, 16], [["hypertile", 32, 3, 1, False]]),
+    ("hypertile_wide", "dpmpp_2m", "karras", 4, 5.0, 39, [2, 4, 16, 24], [["hypertile", 64, 4, 2, True]]),
+    ("hypertile_swap", "euler", "normal", 5, 5.0, 40, [1, 4, 24, 24], [["hypertile", 40, 6, 1, True]]),
 ]
 
 
@@ -80,6 +85,8 @@ def patch(model, patches):
             model = result(UNetCrossAttentionMultiply.execute(model, *p[1:]))
         elif p[0] == "shrink":
             model = result(PatchModelAddDownscale.execute(model, *p[1:]))
+        elif p[0] == "hypertile":
+            model = result(HyperTile.execute(model, *p[1:]))
         else:
             raise ValueError(p[0])
     return model
