@@ -45,3 +45,17 @@ func TestPrepareNoiseErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRandint: torch.manual_seed(1234); torch.randn(40); then torch.randint(0, h, (1,))
+// for each h below, printed by torch 2.6 (CPU) in the refpeer chroot.
+func TestRandint(t *testing.T) {
+	g := New(1234)
+	g.Randn(make([]float32, 40))
+	highs := []int64{1, 2, 3, 5, 7, 100, 1000003, 1 << 31}
+	want := []int64{0, 1, 0, 3, 2, 3, 344955, 2015452060}
+	for i, h := range highs {
+		if got := g.Randint(0, h); got != want[i] {
+			t.Errorf("randint(0, %d) = %d, torch %d", h, got, want[i])
+		}
+	}
+}
