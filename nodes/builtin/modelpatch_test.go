@@ -274,3 +274,30 @@ func TestTorchCompileAndComputeDtype(t *testing.T) {
 		t.Errorf("ModelComputeDtype logged %d times:\n%s", n, logs)
 	}
 }
+
+// TestDeepShrinkTooSmall: a factor that shrinks the latent to nothing is an error of the
+// sampling run (ComfyUI fails inside torch), not a panic.
+func TestDeepShrinkTooSmall(t *testing.T) {
+	e := newVisionEnv(t)
+	base := e.run(t, "UNETLoader", nodes.Inputs{"unet_name": "patch_unet.safetensors", "weight_dtype": "default"})[0]
+	m := e.run(t, "PatchModelAddDownscale", nodes.Inputs{"model": base, "block_number": 1, "downscale_factor": 9.0,
+		"start_percent": 0.0, "end_percent": 1.0, "downscale_after_skip": true, "downscale_method": "bicubic", "upscale_method": "bicubic"})[0]
+	zeros, _ := e.rt.Zeros(gpu.F32, 1, 4, 4, 4) // input block 1 is 4×4: round(4·(1/9)) = 0
+	cond := sd.Conditioning{sd.NewCond(mustZeros(t, e.rt, 1, 77, 32), nil)}
+	_, err := nodeRun(t, e.r, nil, "KSampler", nodes.Inputs{"model": m, "seed": uint64(1), "steps": 1, "cfg": 1.0,
+		"sampler_name": "euler", "scheduler": "normal", "positive": cond, "negative": cond,
+		"latent_image": &sd.Latent{Samples: zeros}, "denoise": 1.0})
+	if err == nil {
+		t.Fatal("a latent shrunk to 0×0 sampled without an error")
+	}
+	t.Log(err)
+}
+
+func mustZeros(t *testing.T, rt *gpu.Runtime, shape ...int) *gpu.Tensor {
+	t.Helper()
+	z, err := rt.Zeros(gpu.F32, shape...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return z
+}
