@@ -55,7 +55,7 @@ func TestVisionWorkflows(t *testing.T) {
 	writeModel(t, filepath.Join(base, "input", "example.png"), func(w *bufio.Writer) error { return png.Encode(w, im) })
 
 	files, err := filepath.Glob(filepath.Join(workflowsDir, "vision", "*_api.json"))
-	if err != nil || len(files) != 4 {
+	if err != nil || len(files) != 5 {
 		t.Fatalf("workflows/vision holds %d workflows (%v)", len(files), err)
 	}
 	small := t.TempDir()
@@ -88,11 +88,11 @@ func TestVisionWorkflows(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, "4 of 4 workflows succeeded") {
+	if !strings.Contains(stdout, "5 of 5 workflows succeeded") {
 		t.Errorf("output:\n%s", stdout)
 	}
 	// The tiny VAE scales by 2: 64×64 pixels make 8×8 latents that decode to 16×16.
-	for _, f := range []string{"vision/unclip_00001_.png", "vision/gligen_00001_.png", "vision/patches_00001_.png", "vision/redux_00001_.png"} {
+	for _, f := range []string{"vision/unclip_00001_.png", "vision/gligen_00001_.png", "vision/patches_00001_.png", "vision/redux_00001_.png", "vision/deepshrink_00001_.png"} {
 		b := decodePNG(t, filepath.Join(base, "output", f)).Bounds()
 		if b.Dx() != 16 || b.Dy() != 16 {
 			t.Errorf("%s is %v, want 16×16", f, b)
