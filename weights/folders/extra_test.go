@@ -78,7 +78,7 @@ no_base:
 	if got := dirs("vae"); got[len(got)-1] != "/abs/vae" {
 		t.Fatalf("absolute dir: %q", got)
 	}
-	if got := p.Folders(); got[len(got)-1] != "my_folder" {
+	if got := p.Folders(); got[len(got)-3] != "my_folder" {
 		t.Fatalf("new folder not appended: %q", got)
 	}
 

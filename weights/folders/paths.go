@@ -60,10 +60,24 @@ type Paths struct {
 type folder struct {
 	name string
 	exts []string // see folderSpec.exts
+	// shares is the folder whose directories this one searches (ComfyUI-GGUF's
+	// unet_gguf and clip_gguf hold the very list of diffusion_models and text_encoders);
+	// nil for a folder with directories of its own. Lock order: this folder's mu first.
+	shares *folder
 
 	mu    sync.Mutex // guards dirs and cache
 	dirs  []string   // absolute, cleaned, in search order
 	cache *scan
+}
+
+// syncDirs copies the shared folder's directories into f.dirs; f.mu must be held.
+func (f *folder) syncDirs() {
+	if f.shares == nil {
+		return
+	}
+	f.shares.mu.Lock()
+	f.dirs = slices.Clone(f.shares.dirs)
+	f.shares.mu.Unlock()
 }
 
 // New builds the default layout under opts.BaseDir and adds the directories of every
@@ -105,7 +119,34 @@ func New(opts Options) (*Paths, error) {
 			return nil, err
 		}
 	}
+	p.addGGUFViews()
 	return p, nil
+}
+
+// ggufViews are the folders ComfyUI-GGUF adds when it loads (after the extra configs):
+// the .gguf files of an existing folder's directories.
+var ggufViews = []struct{ name, shares string }{
+	{"unet_gguf", "diffusion_models"},
+	{"clip_gguf", "text_encoders"},
+}
+
+// addGGUFViews adds unet_gguf and clip_gguf. As with ComfyUI-GGUF, a folder of that name
+// an extra config made keeps its place in the order but gives up its directories, with
+// a warning naming them (ComfyUI-GGUF's loaders resolve through the shared folder, so
+// files there could not be loaded anyway).
+func (p *Paths) addGGUFViews() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, v := range ggufViews {
+		view := &folder{name: v.name, exts: []string{".gguf"}, shares: p.folders[v.shares]}
+		if old, ok := p.folders[v.name]; ok {
+			p.log.Warn("extra model paths under this folder are ignored: it lists the .gguf files of another folder; add the directories to that folder instead",
+				"folder", v.name, "shares", v.shares, "ignored", old.dirs)
+		} else {
+			p.order = append(p.order, v.name)
+		}
+		p.folders[v.name] = view
+	}
 }
 
 // BaseDir returns the absolute base directory.
@@ -116,7 +157,8 @@ func (p *Paths) BaseDir() string { return p.base }
 func (p *Paths) ModelsDir() string { return p.models }
 
 // Folders returns the folder names in ComfyUI's order (the GET /models list), followed
-// by folders that extra configs introduced, in the order they appeared.
+// by folders that extra configs introduced, in the order they appeared, then
+// ComfyUI-GGUF's unet_gguf and clip_gguf.
 func (p *Paths) Folders() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -138,13 +180,16 @@ func (p *Paths) Dirs(folder string) ([]string, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.syncDirs()
 	return slices.Clone(f.dirs), nil
 }
 
 // AddDir adds dir to folder's search directories, as ComfyUI's
 // folder_paths.add_model_folder_path does: a new directory goes last, or first when
 // isDefault; an existing one is moved first when isDefault. An unknown folder is
-// created and accepts files of any extension.
+// created and accepts files of any extension. A directory added to unet_gguf or
+// clip_gguf goes to the folder whose directories they share, as the shared list does
+// in ComfyUI-GGUF.
 func (p *Paths) AddDir(folderName, dir string, isDefault bool) {
 	name := Canonical(folderName)
 	dir = filepath.Clean(dir)
@@ -154,6 +199,9 @@ func (p *Paths) AddDir(folderName, dir string, isDefault bool) {
 		f = &folder{name: name}
 		p.folders[name] = f
 		p.order = append(p.order, name)
+	}
+	if f.shares != nil {
+		f = f.shares
 	}
 	p.mu.Unlock()
 
@@ -193,6 +241,7 @@ func (p *Paths) List(folder string) ([]string, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.syncDirs()
 	if f.cache == nil || !f.cache.fresh(f.dirs) {
 		f.cache = p.scanFolder(f)
 	}
@@ -210,6 +259,7 @@ func (p *Paths) ListExtensions(folderName string, exts ...string) ([]string, err
 		return nil, err
 	}
 	f.mu.Lock()
+	f.syncDirs()
 	view := &folder{name: f.name, exts: exts, dirs: slices.Clone(f.dirs)}
 	f.mu.Unlock()
 	return p.scanFolder(view).names, nil
@@ -229,6 +279,7 @@ func (p *Paths) Resolve(folder, name string) (string, error) {
 		return "", err
 	}
 	f.mu.Lock()
+	f.syncDirs()
 	dirs := slices.Clone(f.dirs)
 	f.mu.Unlock()
 	for _, dir := range dirs {

@@ -29,11 +29,12 @@ func TestFoldersOrderMatchesComfyUI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// folder_paths.folder_names_and_paths insertion order in ComfyUI 0.3.64.
+	// folder_paths.folder_names_and_paths insertion order in ComfyUI 0.3.64, then the two
+	// folders ComfyUI-GGUF adds when it loads.
 	want := []string{"checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models",
 		"clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
 		"upscale_models", "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches",
-		"audio_encoders"}
+		"audio_encoders", "unet_gguf", "clip_gguf"}
 	if got := p.Folders(); !slices.Equal(got, want) {
 		t.Fatalf("Folders() = %v\nwant %v", got, want)
 	}
