@@ -63,6 +63,11 @@ type Options struct {
 	Memory Memory
 	// Static holds the editor's files, served at /; nil serves a 404 with a hint.
 	Static fs.FS
+	// MultiUser is ComfyUI's --multi-user: the comfy-user header names the user whose
+	// settings and userdata (Dirs.User/ID) a request reads and writes, one users.json
+	// lists; a request naming no known user is refused. Without it every request is the
+	// default user's.
+	MultiUser bool
 	// MaxUploadSize limits request bodies of uploads and userdata (bytes); 0 means
 	// DefaultMaxUploadSize.
 	MaxUploadSize int64
@@ -149,10 +154,11 @@ type Server struct {
 	hub     *hub
 	dl      *downloads // nil without Options.Downloads
 
-	// settingsMu serialises read-modify-write of the settings file; usersMu that of
-	// users.json.
+	// settingsMu serialises read-modify-write of the settings files; usersMu guards
+	// users and the writes of users.json.
 	settingsMu sync.Mutex
 	usersMu    sync.Mutex
+	users      map[string]string // users.json once read (loadUsers); nil before
 	// uploads holds one token per upload being received (MaxConcurrentUploads);
 	// one waits at most uploadWait for a token.
 	uploads    chan struct{}

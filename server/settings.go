@@ -6,7 +6,7 @@ import (
 	"net/http"
 )
 
-// settingsFile is the default user's settings (app/app_settings.py).
+// settingsFile is a user's settings file in its folder (app/app_settings.py).
 const settingsFile = "comfy.settings.json"
 
 func (s *Server) settingsRoutes() {
@@ -18,9 +18,9 @@ func (s *Server) settingsRoutes() {
 
 // loadSettings reads the settings object; a missing or corrupt file is {} (as ComfyUI,
 // which logs the corruption and starts over).
-func (s *Server) loadSettings() map[string]any {
+func (s *Server) loadSettings(userDir string) map[string]any {
 	out := map[string]any{}
-	data, err := readFileIn(s.userDir(), settingsFile)
+	data, err := readFileIn(userDir, settingsFile)
 	if err != nil {
 		return out
 	}
@@ -31,14 +31,14 @@ func (s *Server) loadSettings() map[string]any {
 	return out
 }
 
-func (s *Server) saveSettings(v map[string]any) error {
+func (s *Server) saveSettings(userDir string, v map[string]any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "    ")
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	root, err := openRoot(s.userDir())
+	root, err := openRoot(userDir)
 	if err != nil {
 		return err
 	}
@@ -47,16 +47,24 @@ func (s *Server) saveSettings(v map[string]any) error {
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
 	s.settingsMu.Lock()
 	defer s.settingsMu.Unlock()
-	s.writeJSON(w, http.StatusOK, s.loadSettings())
+	s.writeJSON(w, http.StatusOK, s.loadSettings(userDir))
 }
 
 // getSetting answers one value, or null when unset.
 func (s *Server) getSetting(w http.ResponseWriter, r *http.Request) {
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
 	s.settingsMu.Lock()
 	defer s.settingsMu.Unlock()
-	s.writeJSON(w, http.StatusOK, s.loadSettings()[r.PathValue("id")])
+	s.writeJSON(w, http.StatusOK, s.loadSettings(userDir)[r.PathValue("id")])
 }
 
 // postSettings merges an object into the settings.
@@ -69,13 +77,17 @@ func (s *Server) postSettings(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "settings must be a JSON object")
 		return
 	}
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
 	s.settingsMu.Lock()
 	defer s.settingsMu.Unlock()
-	cur := s.loadSettings()
+	cur := s.loadSettings(userDir)
 	for k, v := range body {
 		cur[k] = v
 	}
-	if err := s.saveSettings(cur); err != nil {
+	if err := s.saveSettings(userDir, cur); err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot save settings", err.Error())
 		return
 	}
@@ -88,11 +100,15 @@ func (s *Server) postSetting(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &v) {
 		return
 	}
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
 	s.settingsMu.Lock()
 	defer s.settingsMu.Unlock()
-	cur := s.loadSettings()
+	cur := s.loadSettings(userDir)
 	cur[r.PathValue("id")] = v
-	if err := s.saveSettings(cur); err != nil {
+	if err := s.saveSettings(userDir, cur); err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot save settings", err.Error())
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -26,8 +27,26 @@ func (s *Server) userdataRoutes() {
 	s.route("POST /userdata/{file}/move/{dest}", s.moveUserdata)
 }
 
-// userDir is the folder of the default user's data.
-func (s *Server) userDir() string { return filepath.Join(s.opts.Dirs.User, defaultUser) }
+// requestUserDir returns the data folder of the request's user (user_manager.py
+// get_request_user_id): the default user, or with Options.MultiUser the user the
+// comfy-user header names. A user users.json does not list is refused with 403 and false
+// (ComfyUI's /v2/userdata answer; its other routes fail with 500 there).
+func (s *Server) requestUserDir(w http.ResponseWriter, r *http.Request) (string, bool) {
+	user := defaultUser
+	if h, ok := r.Header["Comfy-User"]; ok && s.opts.MultiUser && len(h) > 0 {
+		user = h[0]
+	}
+	known, err := s.knownUser(user)
+	if err != nil {
+		s.writeError(w, http.StatusInternalServerError, "cannot read users", err.Error())
+		return "", false
+	}
+	if !known {
+		s.writeError(w, http.StatusForbidden, "Invalid user specified in request")
+		return "", false
+	}
+	return filepath.Join(s.opts.Dirs.User, user), true
+}
 
 // fileInfo is user_manager.py's FileInfo: path relative to the listed folder, size, and
 // modification and creation times in seconds since the epoch.
@@ -65,8 +84,22 @@ func userPath(v string) (string, error) {
 	return rel, nil
 }
 
+// getUsers is GET /users: with Options.MultiUser the users (id → name), else whether the
+// default user's folder exists ("migrated").
 func (s *Server) getUsers(w http.ResponseWriter, r *http.Request) {
-	_, err := os.Stat(s.userDir())
+	if s.opts.MultiUser {
+		s.usersMu.Lock()
+		users, err := s.loadUsers()
+		users = maps.Clone(users)
+		s.usersMu.Unlock()
+		if err != nil {
+			s.writeError(w, http.StatusInternalServerError, "cannot read users", err.Error())
+			return
+		}
+		s.writeJSON(w, http.StatusOK, map[string]any{"storage": "server", "users": users})
+		return
+	}
+	_, err := os.Stat(filepath.Join(s.opts.Dirs.User, defaultUser))
 	s.writeJSON(w, http.StatusOK, map[string]any{"storage": "server", "migrated": err == nil})
 }
 
@@ -88,7 +121,11 @@ func (s *Server) listUserdata(w http.ResponseWriter, r *http.Request) {
 	recurse := strings.EqualFold(q.Get("recurse"), "true")
 	fullInfo := strings.EqualFold(q.Get("full_info"), "true")
 	split := strings.EqualFold(q.Get("split"), "true")
-	root, err := openRoot(s.userDir())
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	root, err := openRoot(userDir)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
 		return
@@ -149,7 +186,11 @@ func (s *Server) getUserdata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
 		return
 	}
-	f, st, done, err := openFileIn(s.userDir(), rel)
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	f, st, done, err := openFileIn(userDir, rel)
 	if err != nil {
 		if isNotExist(err) {
 			s.writeError(w, http.StatusNotFound, "file not found", filepath.ToSlash(rel))
@@ -200,7 +241,11 @@ func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	root, err := openRoot(s.userDir())
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	root, err := openRoot(userDir)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
 		return
@@ -257,7 +302,11 @@ func (s *Server) deleteUserdata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
 		return
 	}
-	root, err := openRoot(s.userDir())
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	root, err := openRoot(userDir)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
 		return
@@ -287,7 +336,11 @@ func (s *Server) moveUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	overwrite, fullInfo := overwriteAndInfo(r)
-	root, err := openRoot(s.userDir())
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	root, err := openRoot(userDir)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
 		return
@@ -337,7 +390,11 @@ func (s *Server) listUserdataV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "Invalid path requested", err.Error())
 		return
 	}
-	root, err := openRoot(s.userDir())
+	userDir, ok := s.requestUserDir(w, r)
+	if !ok {
+		return
+	}
+	root, err := openRoot(userDir)
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot open user folder", err.Error())
 		return

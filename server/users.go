@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,27 +29,57 @@ func (s *Server) userRoutes() {
 // usersFile is USER/users.json: user id → user name, as ComfyUI keeps it.
 func (s *Server) usersFile() string { return filepath.Join(s.opts.Dirs.User, "users.json") }
 
-// readUsers returns users.json, or the single default user when there is none.
-func (s *Server) readUsers() (map[string]string, error) {
-	b, err := os.ReadFile(s.usersFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]string{defaultUser: defaultUser}, nil
-	}
-	if err != nil {
-		return nil, err
+// loadUsers returns the known users (id → name), reading users.json the first time:
+// without the file, the default user alone, or with Options.MultiUser nobody (as
+// ComfyUI). s.usersMu must be held; the map is the server's own.
+func (s *Server) loadUsers() (map[string]string, error) {
+	if s.users != nil {
+		return s.users, nil
 	}
 	users := map[string]string{}
-	if err := json.Unmarshal(b, &users); err != nil {
-		return nil, fmt.Errorf("server: %s: %w", s.usersFile(), err)
+	b, err := os.ReadFile(s.usersFile())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if !s.opts.MultiUser {
+			users[defaultUser] = defaultUser
+		}
+	case err != nil:
+		return nil, err
+	default:
+		if err := json.Unmarshal(b, &users); err != nil {
+			return nil, fmt.Errorf("server: %s: %w", s.usersFile(), err)
+		}
 	}
+	s.users = users
 	return users, nil
+}
+
+// knownUser reports whether id is a user whose data may be served: one users.json lists
+// (the default user alone without --multi-user), whose id is one plain folder name
+// (users.json is a file a person may edit) and not a system user's.
+func (s *Server) knownUser(id string) (bool, error) {
+	if !s.opts.MultiUser {
+		return id == defaultUser, nil
+	}
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\\\x00") ||
+		strings.HasPrefix(id, systemUserPrefix) || filepath.IsAbs(id) {
+		return false, nil
+	}
+	s.usersMu.Lock()
+	defer s.usersMu.Unlock()
+	users, err := s.loadUsers()
+	if err != nil {
+		return false, err
+	}
+	_, ok := users[id]
+	return ok, nil
 }
 
 // postUsers is POST /users {"username": name}: it records a new user in users.json
 // and answers its id, the name made safe for a folder plus "_" and a random UUID. A
 // name already taken, empty, or starting with the system prefix is refused with 400
-// {"error": ...}. The server is single-user (ComfyUI without --multi-user): as there,
-// the new user is recorded, and requests still act as the default user.
+// {"error": ...}. Without --multi-user, as in ComfyUI, the new user is recorded and
+// requests still act as the default user; with it, the comfy-user header may name it.
 func (s *Server) postUsers(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
@@ -61,7 +92,7 @@ func (s *Server) postUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	s.usersMu.Lock()
 	defer s.usersMu.Unlock()
-	users, err := s.readUsers()
+	users, err := s.loadUsers()
 	if err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot read users", err.Error())
 		return
@@ -85,11 +116,13 @@ func (s *Server) postUsers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id += "_" + executor.NewPromptID()
-	users[id] = name
-	if err := writeJSONFile(s.usersFile(), users); err != nil {
+	next := maps.Clone(users)
+	next[id] = name
+	if err := writeJSONFile(s.usersFile(), next); err != nil {
 		s.writeError(w, http.StatusInternalServerError, "cannot save users", err.Error())
 		return
 	}
+	s.users = next
 	s.log.Info("user added", "user", id)
 	s.writeJSON(w, http.StatusOK, id)
 }

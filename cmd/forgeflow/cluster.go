@@ -169,7 +169,7 @@ func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "forgeflow worker: --queue is required and no arguments are taken")
 		return exitUsage
 	}
-	log := cfg.logger(stderr)
+	log := cfg.logger(stdout, stderr)
 	e, err := cfg.env(log)
 	if err != nil {
 		log.Error("worker", "err", err)

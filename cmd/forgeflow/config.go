@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +36,7 @@ type config struct {
 	followModelLinks                               bool
 	loraMode                                       string
 	verbose                                        optFlag // ComfyUI's logging level
+	logStdout                                      bool
 	compute                                        computeFlags
 	maxImagePixels                                 int64
 	// noOps are the ComfyUI flags given that change nothing here (comfyflags.go).
@@ -59,6 +61,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.loraMode, "lora-mode", "auto", "how LoRAs patch a model: auto (merge float weights into copies, patch quantized ones at run time), merge or runtime")
 	c.verbose = optFlag{val: "INFO", bare: "DEBUG", choices: []string{"DEBUG", "DETAIL", "INFO", "WARNING", "ERROR", "CRITICAL"}}
 	fs.Var(&c.verbose, "verbose", "logging level: DEBUG, DETAIL, INFO, WARNING, ERROR or CRITICAL; alone it means DEBUG")
+	fs.BoolVar(&c.logStdout, "log-stdout", false, "write log lines below ERROR to stdout (errors stay on stderr); by default all go to stderr")
 	c.compute.register(fs, os.Getenv)
 	fs.Int64Var(&c.maxImagePixels, "max-image-pixels", imagesize.DefaultMaxPixels, "largest image (width × height) decoded from a file or upload; bigger ones are refused from their header")
 	registerComfyNoOps(fs, &c.noOps)
@@ -141,8 +144,41 @@ func (c *config) cacheOptions(mem *memory.Manager) (executor.CacheOptions, error
 	return o, nil
 }
 
-func (c *config) logger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: c.logLevel()}))
+// logger writes to stderr at the --verbose level; with --log-stdout, as ComfyUI's
+// app/logger.py, lines below ERROR go to stdout instead.
+func (c *config) logger(stdout, stderr io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.logLevel()}
+	errs := slog.NewTextHandler(stderr, opts)
+	if !c.logStdout {
+		return slog.New(errs)
+	}
+	return slog.New(splitHandler{low: slog.NewTextHandler(stdout, opts), high: errs})
+}
+
+// splitHandler sends records below ERROR to low and the others to high.
+type splitHandler struct{ low, high slog.Handler }
+
+func (h splitHandler) pick(l slog.Level) slog.Handler {
+	if l < slog.LevelError {
+		return h.low
+	}
+	return h.high
+}
+
+func (h splitHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.pick(l).Enabled(ctx, l)
+}
+
+func (h splitHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.pick(r.Level).Handle(ctx, r)
+}
+
+func (h splitHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return splitHandler{low: h.low.WithAttrs(attrs), high: h.high.WithAttrs(attrs)}
+}
+
+func (h splitHandler) WithGroup(name string) slog.Handler {
+	return splitHandler{low: h.low.WithGroup(name), high: h.high.WithGroup(name)}
 }
 
 // logLevel maps ComfyUI's --verbose level to slog's (CRITICAL is ERROR: slog has no

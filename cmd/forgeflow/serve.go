@@ -40,6 +40,7 @@ type serveOptions struct {
 	queueURL      string
 	workers       int
 	shutdownGrace time.Duration
+	multiUser     bool
 	limits        serveLimits
 	access        accessFlags
 	// ready, when set (tests), receives the address the server listens on.
@@ -59,7 +60,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return code
 	}
 	so.logs = server.NewLogBuffer(0)
-	log := slog.New(so.logs.Handler(cfg.logger(stderr).Handler()))
+	log := slog.New(so.logs.Handler(cfg.logger(stdout, stderr).Handler()))
 	warnNoOps(log, cfg.noOps)
 	if err := runServer(ctx, cfg, so, log); err != nil {
 		log.Error("server stopped", "err", err)
@@ -85,6 +86,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *config, *serveOptions) {
 	fl.StringVar(&so.queueURL, "queue", "", "run on a NATS JetStream cluster instead of the local database: nats://h1:4222,nats://h2:4222,...")
 	fl.IntVar(&so.workers, "workers", 1, "with --queue, how many prompts this process executes at once (0: accept only)")
 	fl.DurationVar(&so.shutdownGrace, "shutdown-timeout", 10*time.Second, "how long to wait for requests on shutdown")
+	fl.BoolVar(&so.multiUser, "multi-user", false, "per-user settings and userdata: the comfy-user header names a user of USER/users.json (POST /users adds one); requests naming no known user are refused")
 	so.limits.register(fl)
 	so.access.register(fl)
 	return fl, &cfg, so
@@ -174,6 +176,7 @@ func runServer(ctx context.Context, cfg *config, so *serveOptions, log *slog.Log
 	}
 	srv, err := server.New(server.Options{
 		Logger: log, Nodes: e.registry, Models: e.models, Memory: mem, Static: static, Engine: eng,
+		MultiUser: so.multiUser,
 		Dirs: server.Dirs{Output: e.dirs.Output, Input: e.dirs.Input, Temp: e.dirs.Temp, User: e.userDir,
 			Blueprints: filepath.Join(e.base, "blueprints")},
 		Logs:                 so.logs,
