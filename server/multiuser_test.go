@@ -13,14 +13,16 @@ import (
 // TestMultiUser checks --multi-user (Options.MultiUser) as ComfyUI 0.3.64's
 // app/user_manager.py: GET/POST /users, the comfy-user header choosing whose settings
 // and userdata a request reads and writes (USER/ID), and requests naming no known user
-// refused (403, ComfyUI's /v2/userdata answer).
+// refused (401 on the settings routes and 403 on /v2/userdata, as ComfyUI; 403 on the
+// other userdata routes, where ComfyUI fails with 500).
 func TestMultiUser(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) { o.MultiUser = true })
 	// Without users.json nobody is known, not even "default".
 	jsonEqual(t, ts.do(t, "GET", "/users", nil).Body.Bytes(), `{"storage": "server", "users": {}}`)
-	for _, target := range []string{"/settings", "/api/userdata?dir=workflows", "/v2/userdata", "/userdata/a.json"} {
+	for target, status := range map[string]int{"/settings": 401, "/api/settings/x": 401, "/api/userdata?dir=workflows": 403,
+		"/v2/userdata": 403, "/userdata/a.json": 403} {
 		for _, hdr := range [][]string{nil, {"Comfy-User", "default"}} {
-			isJSONError(t, ts.do(t, "GET", target, nil, hdr...), http.StatusForbidden)
+			isJSONError(t, ts.do(t, "GET", target, nil, hdr...), status)
 		}
 	}
 
@@ -59,12 +61,13 @@ func TestMultiUser(t *testing.T) {
 		{"bob cannot list users.json", "GET", "/v2/userdata?path=..", "", bob, 400, ""},
 		{"alice moves it", "POST", "/userdata/workflows%2Fw.json/move/workflows%2Fv.json", "", alice, 200, ""},
 		{"alice deletes it", "DELETE", "/userdata/workflows%2Fv.json", "", alice, 204, ""},
-		{"an unknown user", "GET", "/settings", "", "mallory", 403, ""},
-		{"a user's name is not its id", "GET", "/settings", "", "alice", 403, ""},
-		{"traversal in the header", "GET", "/settings", "", "../" + alice, 403, ""},
+		{"an unknown user", "GET", "/settings", "", "mallory", 401, ""},
+		{"a user's name is not its id", "GET", "/settings", "", "alice", 401, ""},
+		{"traversal in the header", "POST", "/settings/k", "1", "../" + alice, 401, ""},
 		{"absolute header", "GET", "/userdata?dir=workflows", "", filepath.Join(ts.dirs.User, alice), 403, ""},
-		{"encoded header", "GET", "/settings", "", "%2e%2e%2f" + alice, 403, ""},
+		{"encoded header", "GET", "/v2/userdata", "", "%2e%2e%2f" + alice, 403, ""},
 		{"unknown user posts", "POST", "/userdata/x.json", `{}`, "nobody", 403, ""},
+		{"unknown user's bad settings body", "POST", "/settings", `not json`, "nobody", 401, ""},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -104,6 +107,9 @@ func TestMultiUserHandEditedUsers(t *testing.T) {
 		if rec.Code != http.StatusForbidden {
 			t.Errorf("user %q: status %d: %s", user, rec.Code, rec.Body)
 		}
+	}
+	if rec := ts.do(t, "GET", "/settings", nil, "Comfy-User", ".."); rec.Code != 401 {
+		t.Errorf("settings of user \"..\": %d", rec.Code)
 	}
 	if rec := ts.do(t, "GET", "/settings", nil, "Comfy-User", "ok"); rec.Code != 200 {
 		t.Errorf("a listed user: %d", rec.Code)

@@ -47,7 +47,7 @@ func (s *Server) saveSettings(userDir string, v map[string]any) error {
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusUnauthorized)
 	if !ok {
 		return
 	}
@@ -58,7 +58,7 @@ func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
 
 // getSetting answers one value, or null when unset.
 func (s *Server) getSetting(w http.ResponseWriter, r *http.Request) {
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusUnauthorized)
 	if !ok {
 		return
 	}
@@ -69,16 +69,17 @@ func (s *Server) getSetting(w http.ResponseWriter, r *http.Request) {
 
 // postSettings merges an object into the settings.
 func (s *Server) postSettings(w http.ResponseWriter, r *http.Request) {
+	// The user first, as ComfyUI: an unknown user's bad body is still 401.
+	userDir, ok := s.requestUserDir(w, r, http.StatusUnauthorized)
+	if !ok {
+		return
+	}
 	var body map[string]any
 	if !s.readJSON(w, r, s.opts.MaxPromptSize, &body) {
 		return
 	}
 	if body == nil {
 		s.writeError(w, http.StatusBadRequest, "settings must be a JSON object")
-		return
-	}
-	userDir, ok := s.requestUserDir(w, r)
-	if !ok {
 		return
 	}
 	s.settingsMu.Lock()
@@ -96,12 +97,12 @@ func (s *Server) postSettings(w http.ResponseWriter, r *http.Request) {
 
 // postSetting sets one value to the JSON body.
 func (s *Server) postSetting(w http.ResponseWriter, r *http.Request) {
-	var v any
-	if !s.readJSON(w, r, s.opts.MaxPromptSize, &v) {
+	userDir, ok := s.requestUserDir(w, r, http.StatusUnauthorized)
+	if !ok {
 		return
 	}
-	userDir, ok := s.requestUserDir(w, r)
-	if !ok {
+	var v any
+	if !s.readJSON(w, r, s.opts.MaxPromptSize, &v) {
 		return
 	}
 	s.settingsMu.Lock()

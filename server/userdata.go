@@ -29,9 +29,10 @@ func (s *Server) userdataRoutes() {
 
 // requestUserDir returns the data folder of the request's user (user_manager.py
 // get_request_user_id): the default user, or with Options.MultiUser the user the
-// comfy-user header names. A user users.json does not list is refused with 403 and false
-// (ComfyUI's /v2/userdata answer; its other routes fail with 500 there).
-func (s *Server) requestUserDir(w http.ResponseWriter, r *http.Request) (string, bool) {
+// comfy-user header names. A user users.json does not list is refused with the status
+// refuse and false: ComfyUI answers 401 on the settings routes and 403 on /v2/userdata
+// (its other userdata routes fail with 500; 403 here).
+func (s *Server) requestUserDir(w http.ResponseWriter, r *http.Request, refuse int) (string, bool) {
 	user := defaultUser
 	if h, ok := r.Header["Comfy-User"]; ok && s.opts.MultiUser && len(h) > 0 {
 		user = h[0]
@@ -42,7 +43,7 @@ func (s *Server) requestUserDir(w http.ResponseWriter, r *http.Request) (string,
 		return "", false
 	}
 	if !known {
-		s.writeError(w, http.StatusForbidden, "Invalid user specified in request")
+		s.writeError(w, refuse, "Invalid user specified in request")
 		return "", false
 	}
 	return filepath.Join(s.opts.Dirs.User, user), true
@@ -121,7 +122,7 @@ func (s *Server) listUserdata(w http.ResponseWriter, r *http.Request) {
 	recurse := strings.EqualFold(q.Get("recurse"), "true")
 	fullInfo := strings.EqualFold(q.Get("full_info"), "true")
 	split := strings.EqualFold(q.Get("split"), "true")
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}
@@ -186,7 +187,7 @@ func (s *Server) getUserdata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
 		return
 	}
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}
@@ -241,7 +242,7 @@ func (s *Server) postUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}
@@ -302,7 +303,7 @@ func (s *Server) deleteUserdata(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusForbidden, "invalid file path", err.Error())
 		return
 	}
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}
@@ -336,7 +337,7 @@ func (s *Server) moveUserdata(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	overwrite, fullInfo := overwriteAndInfo(r)
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}
@@ -390,7 +391,7 @@ func (s *Server) listUserdataV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "Invalid path requested", err.Error())
 		return
 	}
-	userDir, ok := s.requestUserDir(w, r)
+	userDir, ok := s.requestUserDir(w, r, http.StatusForbidden)
 	if !ok {
 		return
 	}

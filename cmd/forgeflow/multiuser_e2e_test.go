@@ -33,7 +33,7 @@ func TestServeMultiUser(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, _ := call("GET", "/api/settings", "", ""); code != http.StatusForbidden {
+	if code, _ := call("GET", "/api/settings", "", ""); code != http.StatusUnauthorized {
 		t.Errorf("settings without a user: %d", code)
 	}
 	code, body := call("POST", "/api/users", `{"username": "ada"}`, "")
@@ -47,7 +47,7 @@ func TestServeMultiUser(t *testing.T) {
 	if code, body := call("GET", "/api/settings", "", id); code != 200 || !strings.Contains(body, `"fr"`) {
 		t.Errorf("settings as %s: %d %s", id, code, body)
 	}
-	if code, _ := call("GET", "/api/settings", "", "../"+id); code != http.StatusForbidden {
+	if code, _ := call("GET", "/api/userdata?dir=.", "", "../"+id); code != http.StatusForbidden {
 		t.Errorf("traversal user: %d", code)
 	}
 	if code, body := call("GET", "/api/users", "", ""); code != 200 || !strings.Contains(body, `"ada"`) {
