@@ -237,7 +237,7 @@ func loadUNetModel(rt *gpu.Runtime, fsrc *statedict.FileSource, src statedict.So
 		return nil, &UnsupportedError{Path: name, What: err.Error()}
 	}
 	return &Model{Runtime: rt, UNet: um, Sampling: ms, Latent: FamilyLatent(fam),
-		ADM: d.UNet.ADMInChannels > 0, Name: name}, nil
+		ADM: d.UNet.ADMInChannels > 0, IP2P: d.Variant == "instructpix2pix", Name: name}, nil
 }
 
 // detectFile runs weights/detect on an open file.

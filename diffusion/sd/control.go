@@ -159,9 +159,10 @@ func controlToUncond(pos, neg []modelCond) []modelCond {
 }
 
 // isInpaintModel reports whether the UNet takes the inpainting concat (mask and masked
-// image, comfy/supported_models_base.py inpaint_model: in_channels > 4).
+// image, comfy/supported_models_base.py inpaint_model: in_channels > 4); an
+// InstructPix2Pix UNet takes its own (ip2p.go).
 func (m *Model) isInpaintModel() bool {
-	return m.UNet != nil && m.Latent.Channels > 0 && m.inChannels() > m.Latent.Channels
+	return m.UNet != nil && !m.IP2P && m.Latent.Channels > 0 && m.inChannels() > m.Latent.Channels
 }
 
 // inChannels is the UNet's input conv width, 0 when unknown.

@@ -140,7 +140,7 @@ func (g *Guider) prepareFor(shape [4]int, latent, mask []float32) (*prepared, er
 }
 
 // withModelExtras adds what process_conds attaches beside the text conditioning: each
-// entry's control and, for an inpainting model, its c_concat.
+// entry's control and, for an inpainting or InstructPix2Pix model, its c_concat.
 func withModelExtras(m *Model, list Conditioning, mc []modelCond, shape [4]int, latent, mask []float32) ([]modelCond, error) {
 	inpaint := m.isInpaintModel()
 	fn, fill := m.network().(FluxNetwork)
@@ -155,6 +155,14 @@ func withModelExtras(m *Model, list Conditioning, mc []modelCond, shape [4]int, 
 				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
 			}
 			mc[i].concat, mc[i].concatC = cc, fn.Model.ConcatChannels()
+			continue
+		}
+		if m.IP2P {
+			cc, err := ip2pConcat(m, list[i], shape)
+			if err != nil {
+				return nil, fmt.Errorf("sd: conditioning entry %d: %w", i, err)
+			}
+			mc[i].concat, mc[i].concatC = cc, shape[1]
 			continue
 		}
 		if !inpaint {

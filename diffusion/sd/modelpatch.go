@@ -26,6 +26,9 @@ type Patches struct {
 	// connection, InputBlockAfterSkip after, in order (input_block_patch,
 	// input_block_patch_after_skip: PatchModelAddDownscale).
 	InputBlock, InputBlockAfterSkip []InputBlockPatch
+	// AttnInputs rewrite the inputs of every UNet attention's projections, in order
+	// (attn1_patch and attn2_patch: HypernetworkLoader's hypernetworks).
+	AttnInputs []AttnInputPatch
 }
 
 // clone returns a copy whose slices can be appended to without touching p's.
@@ -35,6 +38,7 @@ func (p Patches) clone() Patches {
 	p.Attn1 = append([]Attn1Patch(nil), p.Attn1...)
 	p.InputBlock = append([]InputBlockPatch(nil), p.InputBlock...)
 	p.InputBlockAfterSkip = append([]InputBlockPatch(nil), p.InputBlockAfterSkip...)
+	p.AttnInputs = append([]AttnInputPatch(nil), p.AttnInputs...)
 	return p
 }
 
@@ -97,6 +101,16 @@ func (m *Model) WithAttn1Patch(f Attn1Patch) *Model {
 	c := *m
 	c.Patches = m.Patches.clone()
 	c.Attn1 = append(c.Attn1, f)
+	return &c
+}
+
+// WithAttnInputPatch returns a copy of m with f appended to the patches of its
+// attention inputs, self- and cross-attention alike (set_model_attn1_patch and
+// set_model_attn2_patch with the same function).
+func (m *Model) WithAttnInputPatch(f AttnInputPatch) *Model {
+	c := *m
+	c.Patches = m.Patches.clone()
+	c.AttnInputs = append(c.AttnInputs, f)
 	return &c
 }
 

@@ -39,6 +39,14 @@ type attnReplacer interface {
 	replaceAttn1(call *netCall) unet.AttentionFunc
 }
 
+// AttnInputPatch rewrites the inputs of a UNet attention's projections (ComfyUI's
+// attn1_patch / attn2_patch functions of (n, context, value)): x goes to to_q, k to
+// to_k, v to to_v; attn is 1 for the self-attention, 2 for the cross-attention. It
+// returns the three to use and must not keep or release its inputs.
+type AttnInputPatch interface {
+	attnInputs(rt *gpu.Runtime, attn int, x, k, v *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, *gpu.Tensor, error)
+}
+
 // netCall is one network evaluation as patches see it: which list each batch chunk
 // came from (ComfyUI's transformer_options["cond_or_uncond"]: 0 the first list of the
 // calc_cond_batch call, 1 the second, …) and the items per chunk.
@@ -58,7 +66,7 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma flo
 	m := d.g.Model
 	attn := append(append([]Attn1Patch(nil), m.Attn1...), extra...)
 	grounded := batch[0].c.gligen != nil
-	if len(m.OutputBlock) == 0 && len(attn) == 0 && !grounded && len(m.InputBlock) == 0 && len(m.InputBlockAfterSkip) == 0 {
+	if len(m.OutputBlock) == 0 && len(attn) == 0 && len(m.AttnInputs) == 0 && !grounded && len(m.InputBlock) == 0 && len(m.InputBlockAfterSkip) == 0 {
 		return nil, nil
 	}
 	call := &netCall{d: d, chunk: d.shape[0], h: batch[0].ah, w: batch[0].aw}
@@ -79,6 +87,11 @@ func (d *denoiser) unetHooks(batch []*activeEntry, extra []Attn1Patch, sigma flo
 	for _, p := range m.OutputBlock {
 		h.OutputBlock = append(h.OutputBlock, func(rt *gpu.Runtime, i int, x, skip *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, error) {
 			return p.outputBlock(rt, m, i, x, skip)
+		})
+	}
+	for _, p := range m.AttnInputs {
+		h.AttnInputs = append(h.AttnInputs, func(rt *gpu.Runtime, _ unet.Site, which int, x, k, v *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, *gpu.Tensor, error) {
+			return p.attnInputs(rt, which, x, k, v)
 		})
 	}
 	if len(attn) > 0 {

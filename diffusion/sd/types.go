@@ -67,6 +67,9 @@ type Model struct {
 	// UnCLIP is an SD2.1 unCLIP model's noise augmentor: y comes from the entries'
 	// unCLIP image embeddings (unclip.go); nil for other models.
 	UnCLIP *NoiseAugmentor
+	// IP2P marks an InstructPix2Pix UNet (model_base.IP2P): it takes the latent followed
+	// by each entry's concat_latent_image as the VAE made it (zeros without one).
+	IP2P bool
 	// Name identifies the source (checkpoint file) in logs and errors.
 	Name string
 	// Weights records where the network's tensors are stored, for CheckpointSave; nil

@@ -2,6 +2,7 @@ package unet
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -60,6 +61,12 @@ type Hooks struct {
 	// AfterAttn1 run, in order, on a transformer block's tokens (N, L, C) right after
 	// the self-attention residual (middle_patch: GLIGEN's gated self-attention).
 	AfterAttn1 []func(rt *gpu.Runtime, at Site, x *gpu.Tensor) (*gpu.Tensor, error)
+	// AttnInputs run, in order, on the inputs of a transformer block's attention
+	// projections (attn1_patch for the self-attention, attn = 1, and attn2_patch for
+	// the cross-attention, attn = 2): x goes to to_q, k to to_k and v to to_v. Before
+	// the first function k and v are one tensor (the normed tokens, or the context).
+	// A function returns the three to use (any of them unchanged).
+	AttnInputs []func(rt *gpu.Runtime, at Site, attn int, x, k, v *gpu.Tensor) (*gpu.Tensor, *gpu.Tensor, *gpu.Tensor, error)
 }
 
 // pass is a forward pass's position for the hooks: the block being run and how many
@@ -149,4 +156,37 @@ func (p *pass) inputHooks() (before, after []func(*gpu.Runtime, int, *gpu.Tensor
 		return nil, nil
 	}
 	return p.hooks.InputBlock, p.hooks.InputBlockAfterSkip
+}
+
+// attnInputs applies the attention-input patches of attention attn (1 or 2) at
+// transformer block i to x and the keys' and values' input kv. done releases what the
+// patches made (never x or kv); call it once the projections have run.
+func (p *pass) attnInputs(rt *gpu.Runtime, i, attn int, x, kv *gpu.Tensor) (q, k, v *gpu.Tensor, done func(), err error) {
+	q, k, v = x, kv, kv
+	var made []*gpu.Tensor
+	done = func() {
+		for j, t := range made {
+			if t != x && t != kv && !slices.Contains(made[:j], t) {
+				t.Release()
+			}
+		}
+	}
+	if p == nil || p.hooks == nil {
+		return q, k, v, done, nil
+	}
+	for _, f := range p.hooks.AttnInputs {
+		nq, nk, nv, err := f(rt, p.at(i), attn, q, k, v)
+		if err != nil {
+			done()
+			return nil, nil, nil, nil, fmt.Errorf("unet: %s block %d: attn%d patch: %w", p.block.Part, p.block.Number, attn, err)
+		}
+		made = append(made, nq, nk, nv)
+		q, k, v = nq, nk, nv
+	}
+	return q, k, v, done, nil
+}
+
+// patchesAttn reports whether attention-input patches run in this pass.
+func (p *pass) patchesAttn() bool {
+	return p != nil && p.hooks != nil && len(p.hooks.AttnInputs) > 0
 }

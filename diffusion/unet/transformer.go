@@ -1,6 +1,7 @@
 package unet
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/forgeflow/forgeflow/diffusion/nn"
@@ -136,10 +137,25 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 		}
 		return addTo(rt, x, y)
 	}
-	attn1 := func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.Forward(rt, h, h, heads, dimHead) }
-	if f := ps.attn1(index); f != nil {
-		attn1 = func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn1.replaced(rt, h, heads, f) }
+	// attention runs a with its inputs patched when the pass has attention-input
+	// patches, with f's product when f is set (an attn1 replacement).
+	attention := func(a *Attention, which int, h, kv *gpu.Tensor, f AttentionFunc) (*gpu.Tensor, error) {
+		q, k, v := h, kv, kv
+		if ps.patchesAttn() {
+			var done func()
+			var err error
+			if q, k, v, done, err = ps.attnInputs(rt, index, which, h, kv); err != nil {
+				return nil, err
+			}
+			defer done()
+		}
+		if f != nil {
+			return a.replaced(rt, q, k, v, heads, f)
+		}
+		return a.forward(rt, q, k, v, heads, dimHead)
 	}
+	replace := ps.attn1(index)
+	attn1 := func(h *gpu.Tensor) (*gpu.Tensor, error) { return attention(&b.Attn1, 1, h, h, replace) }
 	x1, err := sub(x, &b.Norm1, attn1)
 	if err != nil {
 		return nil, err
@@ -148,7 +164,7 @@ func (b *TransformerBlock) forward(rt *gpu.Runtime, x, context *gpu.Tensor, head
 		return nil, err
 	}
 	x2, err := then(x1, func(x *gpu.Tensor) (*gpu.Tensor, error) {
-		return sub(x, &b.Norm2, func(h *gpu.Tensor) (*gpu.Tensor, error) { return b.Attn2.Forward(rt, h, context, heads, dimHead) })
+		return sub(x, &b.Norm2, func(h *gpu.Tensor) (*gpu.Tensor, error) { return attention(&b.Attn2, 2, h, context, nil) })
 	})
 	if err != nil {
 		return nil, err
@@ -186,7 +202,16 @@ func (f *FeedForward) Forward(rt *gpu.Runtime, h *gpu.Tensor) (*gpu.Tensor, erro
 // Forward attends from x (N, Lq, dim) to context (N, Lk, context dim) with heads of
 // dimHead channels; x as context is self-attention.
 func (a *Attention) Forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
-	n, lq, lk := x.Dim(0), x.Dim(1), context.Dim(1)
+	return a.forward(rt, x, context, context, heads, dimHead)
+}
+
+// forward is Forward with the values projected from their own input vin (ComfyUI's
+// CrossAttention.forward with value): keys from kin, values from vin, both (N, Lk, …).
+func (a *Attention) forward(rt *gpu.Runtime, x, kin, vin *gpu.Tensor, heads, dimHead int) (*gpu.Tensor, error) {
+	n, lq, lk := x.Dim(0), x.Dim(1), kin.Dim(1)
+	if vin.Dim(1) != lk {
+		return nil, fmt.Errorf("unet: attention keys from %d tokens, values from %d", lk, vin.Dim(1))
+	}
 	proj := func(l *nn.Linear, src *gpu.Tensor, length int) (*gpu.Tensor, error) {
 		t, err := l.Forward(rt, src)
 		if err != nil {
@@ -203,12 +228,12 @@ func (a *Attention) Forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimH
 		return nil, err
 	}
 	defer q.Release()
-	k, err := proj(&a.K, context, lk)
+	k, err := proj(&a.K, kin, lk)
 	if err != nil {
 		return nil, err
 	}
 	defer k.Release()
-	v, err := proj(&a.V, context, lk)
+	v, err := proj(&a.V, vin, lk)
 	if err != nil {
 		return nil, err
 	}
@@ -233,20 +258,21 @@ func (a *Attention) Forward(rt *gpu.Runtime, x, context *gpu.Tensor, heads, dimH
 }
 
 // replaced is the self-attention with its product replaced by f (BasicTransformerBlock
-// with an attn1 replace patch): f gets to_q, to_k and to_v of h and its result goes
+// with an attn1 replace patch): f gets to_q of x, to_k of kin and to_v of vin (all the
+// normed tokens unless an attention-input patch changed them) and its result goes
 // through to_out.
-func (a *Attention) replaced(rt *gpu.Runtime, h *gpu.Tensor, heads int, f AttentionFunc) (*gpu.Tensor, error) {
-	q, err := a.Q.Forward(rt, h)
+func (a *Attention) replaced(rt *gpu.Runtime, x, kin, vin *gpu.Tensor, heads int, f AttentionFunc) (*gpu.Tensor, error) {
+	q, err := a.Q.Forward(rt, x)
 	if err != nil {
 		return nil, err
 	}
 	defer q.Release()
-	k, err := a.K.Forward(rt, h)
+	k, err := a.K.Forward(rt, kin)
 	if err != nil {
 		return nil, err
 	}
 	defer k.Release()
-	v, err := a.V.Forward(rt, h)
+	v, err := a.V.Forward(rt, vin)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,8 @@ var modelCombos = map[string][]string{
 	"CLIPVisionLoader":       {"clip_name"},
 	"StyleModelLoader":       {"style_model_name"},
 	"GLIGENLoader":           {"gligen_name"},
+	"CheckpointLoader":       {"config_name", "ckpt_name"},
+	"HypernetworkLoader":     {"hypernetwork_name"},
 }
 
 // fromSource are the object_info entries of classes the reference lacks because an

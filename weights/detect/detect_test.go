@@ -90,8 +90,19 @@ func TestUNetVariantsAndPrediction(t *testing.T) {
 	ip2p := sd15UNet
 	ip2p.in = 8
 	m = mustDetect(t, ip2p.build())
-	if m.Diffusion.Variant != "instructpix2pix" || m.Unsupported == "" {
+	if m.Diffusion.Variant != "instructpix2pix" || m.Unsupported != "" || !m.Diffusion.Exact {
 		t.Fatalf("ip2p: %q %q", m.Diffusion.Variant, m.Unsupported)
+	}
+	xlIP2P := sdxlUNet
+	xlIP2P.in = 8
+	if m = mustDetect(t, xlIP2P.build()); m.Family != FamilySDXL || m.Diffusion.Variant != "instructpix2pix" || m.Unsupported != "" || !m.Diffusion.Exact {
+		t.Fatalf("sdxl ip2p: %s %q %q", m.Family, m.Diffusion.Variant, m.Unsupported)
+	}
+	// Another size with an image latent beside the latent (8 = 2·4 inputs).
+	tinyIP2P := tinyUNet
+	tinyIP2P.in = 8
+	if m = mustDetect(t, tinyIP2P.build()); m.Family != FamilySD1 || m.Diffusion.Variant != "instructpix2pix" || m.Diffusion.Exact {
+		t.Fatalf("tiny ip2p: %s %q exact %v", m.Family, m.Diffusion.Variant, m.Diffusion.Exact)
 	}
 	ssd := sdxlUNet
 	ssd.depth = []int{0, 2, 4}

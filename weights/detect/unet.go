@@ -178,12 +178,12 @@ type unetFamily struct {
 }
 
 var unetFamilies = []unetFamily{
-	{FamilySD1, "instructpix2pix", 768, 320, false, 0, nil, 8, 8, -1, "instructpix2pix models are not implemented"},
+	{FamilySD1, "instructpix2pix", 768, 320, false, 0, nil, 8, 8, -1, ""},
 	{FamilySD1, "", 768, 320, false, 0, nil, 0, 8, -1, ""},
 	{FamilySD2, "", 1024, 320, true, 0, nil, 0, -1, 64, ""},
 	{FamilySD2, "unclip_l", 1024, 320, true, 1536, nil, 0, -1, 64, ""},
 	{FamilySD2, "unclip_h", 1024, 320, true, 2048, nil, 0, -1, 64, ""},
-	{FamilySDXL, "instructpix2pix", 2048, 320, true, 2816, []int{0, 0, 2, 2, 10, 10}, 8, -1, 64, "instructpix2pix models are not implemented"},
+	{FamilySDXL, "instructpix2pix", 2048, 320, true, 2816, []int{0, 0, 2, 2, 10, 10}, 8, -1, 64, ""},
 	{FamilySDXLRefiner, "", 1280, 384, true, 2560, []int{0, 0, 4, 4, 4, 4, 0, 0}, 0, -1, 64, ""},
 	{FamilySDXL, "", 2048, 320, true, 2816, []int{0, 0, 2, 2, 10, 10}, 0, -1, 64, ""},
 	{FamilySDXL, "ssd1b", 2048, 320, true, 2816, []int{0, 0, 2, 2, 4, 4}, 0, -1, 64, ""},
@@ -230,8 +230,14 @@ func (s *sd) classifyUNet(d *Diffusion) error {
 			d.Family = FamilySD1
 		}
 	}
-	if d.Variant == "" && c.InChannels == 9 {
+	switch {
+	case d.Variant != "":
+	case c.InChannels == 9:
 		d.Variant = "inpaint"
+	case !d.Exact && c.InChannels == 2*c.OutChannels:
+		// Another size with the latent and an image latent as input, the layout of
+		// ComfyUI's SD15/SDXL_instructpix2pix rows (in_channels 8).
+		d.Variant = "instructpix2pix"
 	}
 	d.Prediction = PredictEps
 	switch d.Family {

@@ -84,6 +84,7 @@ type File struct {
 	index  map[string]int
 	meta   map[string]string
 	gguf   *gguf.File
+	torch  *torch.File
 	tensor func(name string) (data []byte, float32 func() ([]float32, error), err error)
 	mapped func() bool
 	close  func() error
@@ -211,6 +212,7 @@ func fromGGUF(gf *gguf.File) *File {
 
 func fromTorch(tf *torch.File) *File {
 	f := newFile(tf.Name(), Torch, tf.Tensors())
+	f.torch = tf
 	f.tensor = func(name string) ([]byte, func() ([]float32, error), error) {
 		t, err := tf.Tensor(name)
 		return t.Data, t.Float32, err
@@ -261,6 +263,10 @@ func (f *File) Metadata() map[string]string { return f.meta }
 // GGUF returns the underlying GGUF file, for its typed metadata and block layouts; nil
 // for the other formats.
 func (f *File) GGUF() *gguf.File { return f.gguf }
+
+// Torch returns the underlying PyTorch file, for what its pickle holds beside the state
+// dict (Root); nil for the other formats.
+func (f *File) Torch() *torch.File { return f.torch }
 
 // Mapped reports whether the data is memory-mapped rather than read into memory.
 func (f *File) Mapped() bool { return f.mapped() }

@@ -295,7 +295,7 @@ func (f *File) info(name string, t *TensorRef) weights.TensorInfo {
 		}
 		return info
 	}
-	if e := f.entries[f.prefix+"data/"+t.Storage.Key]; e.Method == zip.Store && contiguous(t) {
+	if e := f.entries[f.prefix+"data/"+t.Storage.Key]; e != nil && e.Method == zip.Store && contiguous(t) {
 		if off, err := e.DataOffset(); err == nil {
 			info.Offset = off + t.Offset*es
 		}
@@ -338,6 +338,24 @@ func (f *File) Tensor(name string) (Tensor, error) {
 	if !ok {
 		return Tensor{}, fmt.Errorf("torch: %s: no tensor %q", f.name, name)
 	}
+	return f.read(name, t)
+}
+
+// RefTensor returns a tensor found in Root outside the state dict's string-keyed
+// dicts (in a list, or under an integer key: A1111 hypernetworks keep their layers
+// so), under name for errors; the view is checked against its storage as Open checks
+// the state dict's.
+func (f *File) RefTensor(name string, t *TensorRef) (Tensor, error) {
+	if t == nil || t.Storage == nil {
+		return Tensor{}, f.fail(name, -1, "no tensor")
+	}
+	if err := f.checkTensor(name, t); err != nil {
+		return Tensor{}, err
+	}
+	return f.read(name, t)
+}
+
+func (f *File) read(name string, t *TensorRef) (Tensor, error) {
 	if f.region.Data == nil {
 		return Tensor{}, fmt.Errorf("torch: %s: file is closed", f.name)
 	}
@@ -346,12 +364,19 @@ func (f *File) Tensor(name string) (Tensor, error) {
 	if f.legacy != nil {
 		raw = f.legacy[t.Storage.Key]
 	} else {
+		e := f.entries[f.prefix+"data/"+t.Storage.Key]
+		if e == nil {
+			return Tensor{}, f.fail(name, -1, "storage %q is not in the archive", t.Storage.Key)
+		}
 		var err error
-		if raw, err = f.entryBytes(f.entries[f.prefix+"data/"+t.Storage.Key], math.MaxInt64); err != nil {
+		if raw, err = f.entryBytes(e, math.MaxInt64); err != nil {
 			return Tensor{}, err
 		}
 	}
 	es := int64(t.Storage.DType.ElemSize())
+	if es <= 0 || int64(len(raw))/es < t.Storage.Base+t.Storage.Numel {
+		return Tensor{}, f.fail(name, -1, "storage %q holds %d bytes, fewer than its %d elements", t.Storage.Key, len(raw), t.Storage.Numel)
+	}
 	raw = raw[t.Storage.Base*es : (t.Storage.Base+t.Storage.Numel)*es]
 	if info.Size == 0 {
 		return Tensor{TensorInfo: info, Data: []byte{}}, nil
