@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"strings"
 
@@ -283,17 +282,7 @@ func prediction(src *statedict.FileSource, d *detect.Diffusion) (detect.Predicti
 	if err != nil {
 		return "", &FormatError{Path: src.File().Name(), Err: err}
 	}
-	// Population standard deviation, as torch.std(unbiased=False).
-	var mean float64
-	for _, x := range v {
-		mean += float64(x)
-	}
-	mean /= float64(len(v))
-	var ss float64
-	for _, x := range v {
-		ss += (float64(x) - mean) * (float64(x) - mean)
-	}
-	if math.Sqrt(ss/float64(len(v))) > 0.09 {
+	if populationStd(v) > 0.09 {
 		return detect.PredictV, nil
 	}
 	return detect.PredictEps, nil

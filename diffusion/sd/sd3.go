@@ -162,6 +162,14 @@ func loadDiffusionModel(rt *gpu.Runtime, f *tensorfile.File, opts DiffusionModel
 	if d == nil {
 		return nil, &UnsupportedError{Path: name, What: fmt.Sprintf("no diffusion model in it (it holds a %s, %s)", det.Kind, det.Family)}
 	}
+	if _, ok := f.Info("conv_in.weight"); ok && d.Variant == "diffusers" && f.Format() != tensorfile.GGUF {
+		// A UNet in diffusers' names, served under the original ones (diffusers.go),
+		// as load_diffusion_model converts it.
+		if opts.WeightDType != "" && opts.WeightDType != "default" {
+			return nil, &UnsupportedError{Path: name, What: fmt.Sprintf("weight_dtype %s for a diffusers-format UNet", opts.WeightDType)}
+		}
+		return bindDiffusersUNet(rt, f, LoadOptions{UNetHeads: opts.UNetHeads})
+	}
 	if d.Unsupported != "" {
 		return nil, &UnsupportedError{Path: name, What: d.Unsupported}
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // The deprecated checkpoint loader with an inference config (nodes.py CheckpointLoader),
-// HypernetworkLoader (comfy_extras/nodes_hypernetwork.py) and InstructPix2Pix's
+// the diffusers folder loader (nodes.py DiffusersLoader), HypernetworkLoader (comfy_extras/nodes_hypernetwork.py) and InstructPix2Pix's
 // conditioning (comfy_extras/nodes_ip2p.py).
 
 // CheckpointLoader loads a checkpoint as CheckpointLoaderSimple does, then applies what
@@ -62,6 +62,56 @@ func (n *CheckpointLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Resul
 		return nodes.Result{}, err
 	}
 	return nodes.Outputs(m, n.env.withVocab(c, envLogger(env)), ck.VAE)
+}
+
+// DiffusersLoader loads a diffusers pipeline folder (models/diffusers/NAME with its
+// model_index.json) into MODEL, CLIP and VAE.
+type DiffusersLoader struct {
+	env       *sdEnv
+	ModelPath string `input:"model_path,unchecked"`
+}
+
+// Schema implements nodes.Typed.
+func (n *DiffusersLoader) Schema() graph.Schema {
+	return graph.Schema{
+		Name: "DiffusersLoader", DisplayName: "DiffusersLoader", Category: "advanced/loaders/deprecated",
+		Inputs: []graph.Input{{Name: "model_path", Type: graph.TypeCombo, Bare: true,
+			Choices: func() []string {
+				if n.env.opts.Models == nil {
+					return []string{}
+				}
+				names, err := n.env.opts.Models.ListDirs("diffusers", "model_index.json")
+				if err != nil || names == nil {
+					return []string{}
+				}
+				return names
+			},
+			ChoicesHint: func() string { return n.env.missingHint("diffusers") }}},
+		Outputs: outputs("MODEL", "CLIP", "VAE"),
+	}
+}
+
+// Run implements nodes.Typed (DiffusersLoader.load_checkpoint, comfy/diffusers_load.py).
+func (n *DiffusersLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Result, error) {
+	if n.env.opts.Models == nil {
+		return nodes.Result{}, fmt.Errorf("builtin: no model folders are configured to find diffusers %q in", n.ModelPath)
+	}
+	dir, err := n.env.opts.Models.ResolveDir("diffusers", n.ModelPath)
+	if err != nil {
+		return nodes.Result{}, fmt.Errorf("builtin: diffusers %q: %w", n.ModelPath, err)
+	}
+	unet, err := sd.DiffusersUNetPath(dir)
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	// The model cache keys files: the folder is cached under its UNet file.
+	ck, err := n.env.load(ctx, unet, "diffusers", func(rt *gpu.Runtime, _ string) (*sd.Checkpoint, error) {
+		return sd.LoadDiffusers(rt, dir, sd.LoadOptions{Logger: envLogger(env)})
+	})
+	if err != nil {
+		return nodes.Result{}, err
+	}
+	return nodes.Outputs(ck.Model, n.env.withVocab(ck.CLIP, envLogger(env)), ck.VAE)
 }
 
 // HypernetworkLoader patches a model's attention inputs with an A1111 hypernetwork.
@@ -205,6 +255,7 @@ func cropToCell(im *Image, cell int) (*Image, error) {
 // Interface guards.
 var (
 	_ nodes.Typed = (*CheckpointLoader)(nil)
+	_ nodes.Typed = (*DiffusersLoader)(nil)
 	_ nodes.Typed = (*HypernetworkLoader)(nil)
 	_ nodes.Typed = (*InstructPixToPixConditioning)(nil)
 )

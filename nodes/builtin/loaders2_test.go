@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -307,5 +308,76 @@ func TestHypernetworkLoaderNode(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.is != nil && !errors.Is(err, tc.is)) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// TestDiffusersLoaderNode lists and loads a tiny SD1 pipeline folder written in
+// diffusers' names (ComfyUI's UNet map: diffusion/sd/testdata/diffusers_unet_map.json,
+// see diffusion/sd TestDiffusersUNetMap for the numerics) and samples with it.
+func TestDiffusersLoaderNode(t *testing.T) {
+	m := newSDModels(t, true)
+	data, err := os.ReadFile("../../diffusion/sd/testdata/diffusers_unet_map.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maps map[string]map[string]string
+	if err := json.Unmarshal(data, &maps); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(m.base, "models", "diffusers")
+	if err := sd.WriteRandomDiffusers(filepath.Join(root, "sub", "tiny-sd1"), sd.TinyRandomSpec(detect.FamilySD1), maps["sd1"], true); err != nil {
+		t.Fatal(err)
+	}
+	// Folders without model_index.json are not offered; hidden ones are not walked.
+	for _, d := range []string{"notes", ".cache/x"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, ".cache", "x", "model_index.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newTestRegistry(t, m.opts)
+	s, _ := r.Schema("DiffusersLoader")
+	in, _ := s.Input("model_path")
+	if got := in.Choices(); !slices.Equal(got, []string{"sub/tiny-sd1"}) {
+		t.Fatalf("model_path choices %q", got)
+	}
+	out := mustNode(t, r, "DiffusersLoader", nodes.Inputs{"model_path": "sub/tiny-sd1"})
+	model, clip, vae := out[0].(*sd.Model), out[1].(*sd.CLIP), out[2].(*sd.VAE)
+	pos := mustNode(t, r, "CLIPTextEncode", nodes.Inputs{"text": "a photo", "clip": clip})[0]
+	lat := mustNode(t, r, "EmptyLatentImage", nodes.Inputs{"width": int64(64), "height": int64(64), "batch_size": int64(1)})[0]
+	sampled := mustNode(t, r, "KSampler", nodes.Inputs{
+		"model": model, "seed": int64(1), "steps": int64(2), "cfg": 3.0, "sampler_name": "euler",
+		"scheduler": "normal", "positive": pos, "negative": pos, "latent_image": lat, "denoise": 1.0,
+	})[0].(*sd.Latent)
+	img := mustNode(t, r, "VAEDecode", nodes.Inputs{"samples": sampled, "vae": vae})[0].(*Image)
+	allFinite(t, "image", img.Pix)
+	// The same prompt through the checkpoint the folder was written from samples alike.
+	ckOut := mustNode(t, r, "CheckpointLoaderSimple", nodes.Inputs{"ckpt_name": "sd15_tiny.safetensors"})
+	ckPos := mustNode(t, r, "CLIPTextEncode", nodes.Inputs{"text": "a photo", "clip": ckOut[1]})[0]
+	ckSampled := mustNode(t, r, "KSampler", nodes.Inputs{
+		"model": ckOut[0], "seed": int64(1), "steps": int64(2), "cfg": 3.0, "sampler_name": "euler",
+		"scheduler": "normal", "positive": ckPos, "negative": ckPos, "latent_image": lat, "denoise": 1.0,
+	})[0].(*sd.Latent)
+	a, _ := sampled.Samples.Float32()
+	b, _ := ckSampled.Samples.Float32()
+	if !slices.Equal(a, b) {
+		t.Error("the diffusers folder samples differently from the checkpoint it was written from")
+	}
+	for _, tc := range []struct {
+		name string
+		is   error
+	}{
+		{"../checkpoints", folders.ErrInvalidName},
+		{"/etc", folders.ErrInvalidName},
+		{"absent", folders.ErrNotFound},
+	} {
+		if _, err := nodeRun(t, r, nil, "DiffusersLoader", nodes.Inputs{"model_path": tc.name}); !errors.Is(err, tc.is) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if _, err := nodeRun(t, r, nil, "DiffusersLoader", nodes.Inputs{"model_path": "notes"}); err == nil || !strings.Contains(err.Error(), "no unet/") {
+		t.Errorf("a folder without a pipeline: %v", err)
 	}
 }

@@ -190,7 +190,8 @@ func Register(r *nodes.Registry, opts Options) error {
 		&CLIPAttentionMultiply{env: models}, &PatchModelAddDownscale{},
 		&ModelComputeDtype{log: &onceLog{}}, &TorchCompileModel{log: &onceLog{}}, &HyperTile{},
 		// loaders2.go
-		&CheckpointLoader{env: models}, &HypernetworkLoader{env: models}, &InstructPixToPixConditioning{},
+		&CheckpointLoader{env: models}, &DiffusersLoader{env: models}, &HypernetworkLoader{env: models},
+		&InstructPixToPixConditioning{},
 	}
 	all = append(all, primitives()...) // primitive.go
 	if err := r.Add(all...); err != nil {

@@ -39,6 +39,7 @@ var modelCombos = map[string][]string{
 	"GLIGENLoader":           {"gligen_name"},
 	"CheckpointLoader":       {"config_name", "ckpt_name"},
 	"HypernetworkLoader":     {"hypernetwork_name"},
+	"DiffusersLoader":        {"model_path"},
 }
 
 // fromSource are the object_info entries of classes the reference lacks because an

@@ -351,3 +351,83 @@ func within(root, p string) bool {
 	}
 	return strings.HasPrefix(p, root+string(filepath.Separator))
 }
+
+// ResolveDir is Resolve for a directory model (a diffusers pipeline folder): the first
+// of the folder's directories holding a directory of that name.
+func (p *Paths) ResolveDir(folder, name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", fmt.Errorf("folders: %s: %w", folder, err)
+	}
+	f, err := p.folder(folder)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	dirs := slices.Clone(f.dirs)
+	f.mu.Unlock()
+	for _, dir := range dirs {
+		full := filepath.Join(dir, filepath.FromSlash(name))
+		if st, err := os.Stat(full); err != nil || !st.IsDir() {
+			continue
+		}
+		if p.confineLinks {
+			inside, err := resolvesInside(dir, full)
+			if err != nil {
+				return "", fmt.Errorf("folders: %s: %q: %w", folder, name, err)
+			}
+			if !inside {
+				return "", fmt.Errorf("folders: %s: %q: %w", folder, name, ErrEscapes)
+			}
+		}
+		return full, nil
+	}
+	return "", fmt.Errorf("folders: %s: %q: %w", folder, name, ErrNotFound)
+}
+
+// maxDirModels bounds ListDirs' walk of one directory.
+const (
+	maxDirModels     = 10000
+	maxDirModelDepth = 8
+)
+
+// ListDirs lists the directories under the folder's directories that hold a file
+// named marker (DiffusersLoader's model_index.json), as slash-separated names relative
+// to their directory, sorted, each once; dot-entries are skipped, at most 8 levels
+// and 10,000 entries per directory are looked at.
+func (p *Paths) ListDirs(folder, marker string) ([]string, error) {
+	dirs, err := p.Dirs(folder)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, root := range dirs {
+		n := 0
+		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			n++
+			rel, rerr := filepath.Rel(root, path)
+			if rerr != nil || n > maxDirModels {
+				return filepath.SkipAll
+			}
+			if rel == "." {
+				return nil
+			}
+			if strings.HasPrefix(d.Name(), ".") || strings.Count(rel, string(filepath.Separator)) >= maxDirModelDepth {
+				return filepath.SkipDir
+			}
+			if st, err := os.Stat(filepath.Join(path, marker)); err == nil && st.Mode().IsRegular() {
+				name := filepath.ToSlash(rel)
+				if !seen[name] {
+					seen[name] = true
+					out = append(out, name)
+				}
+			}
+			return nil
+		})
+	}
+	slices.Sort(out)
+	return out, nil
+}
