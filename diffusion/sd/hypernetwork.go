@@ -91,6 +91,12 @@ func LoadHypernetwork(rt *gpu.Runtime, path string) (*Hypernetwork, error) {
 	if err != nil {
 		return nil, &FormatError{Path: path, Err: err}
 	}
+	return loadHypernetwork(rt, f)
+}
+
+// loadHypernetwork reads an open file; it closes f on failure.
+func loadHypernetwork(rt *gpu.Runtime, f *tensorfile.File) (*Hypernetwork, error) {
+	path := f.Name()
 	h := &Hypernetwork{Name: path, Activation: "linear", layers: map[int]*[2]hnMLP{}, file: f}
 	if f.Format() == tensorfile.Safetensors {
 		h.Unsupported = "a safetensors file has no layers keyed by attention width (ComfyUI applies nothing)"

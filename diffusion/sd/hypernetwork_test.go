@@ -18,6 +18,7 @@ import (
 	"github.com/forgeflow/forgeflow/internal/dtype"
 	"github.com/forgeflow/forgeflow/weights"
 	"github.com/forgeflow/forgeflow/weights/safetensors"
+	"github.com/forgeflow/forgeflow/weights/tensorfile"
 	"github.com/forgeflow/forgeflow/weights/torch/torchtest"
 )
 
@@ -67,7 +68,7 @@ func hnBytes(v []float32, dt weights.DType) []byte {
 }
 
 // write writes the file and returns its sha256.
-func (h testHN) write(t *testing.T, dir string) string {
+func (h testHN) write(t testing.TB, dir string) string {
 	t.Helper()
 	root := &torchtest.Dict{}
 	k := 0
@@ -379,4 +380,63 @@ func TestHypernetworkFiles(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// FuzzLoadHypernetwork: no file makes the loader panic; a file it accepts has MLPs that
+// chain back to their width. Seeds: small hypernetworks (width 4; large inputs make Go's
+// fuzzer crawl) with and without LayerNorms, and their halves. The default minimisation
+// of each new input stalls the run on a loaded machine; bound it:
+//
+//	go test -run '^$' -fuzz FuzzLoadHypernetwork -fuzztime 30s -fuzzminimizetime 100x ./diffusion/sd
+func FuzzLoadHypernetwork(f *testing.F) {
+	f32 := func(shape ...int64) torchtest.Tensor {
+		n := int64(1)
+		for _, d := range shape {
+			n *= d
+		}
+		return torchtest.Tensor{DType: weights.F32, Shape: shape, Data: make([]byte, 4*n)}
+	}
+	mlp := func(norm bool) *torchtest.Dict {
+		d := (&torchtest.Dict{}).Set("linear.0.weight", f32(8, 4)).Set("linear.0.bias", f32(8))
+		if norm {
+			d.Set("linear.1.weight", f32(8)).Set("linear.1.bias", f32(8))
+		}
+		d.Set("linear.2.weight", f32(4, 8)).Set("linear.2.bias", f32(4))
+		if norm {
+			d.Set("linear.3.weight", f32(4)).Set("linear.3.bias", f32(4))
+		}
+		return d
+	}
+	for _, norm := range []bool{false, true} {
+		root := (&torchtest.Dict{}).Set(int64(4), torchtest.Tuple{mlp(norm), mlp(norm)}).
+			Set("activation_func", "relu").Set("is_layer_norm", norm)
+		b, err := torchtest.ZipValue(root)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	rt, err := gpu.New(gpu.Options{Threads: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tf, err := tensorfile.OpenBytes("fuzz.pt", b, tensorfile.Torch, tensorfile.Safetensors)
+		if err != nil {
+			return
+		}
+		h, err := loadHypernetwork(rt, tf)
+		if err != nil {
+			return
+		}
+		defer h.Close()
+		for w, mlps := range h.layers {
+			for _, m := range mlps {
+				if err := m.check(w); err != nil {
+					t.Fatalf("accepted a network that does not chain: %v", err)
+				}
+			}
+		}
+	})
 }
