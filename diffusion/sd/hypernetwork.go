@@ -353,9 +353,18 @@ func (m hnMLP) forward(rt *gpu.Runtime, x *gpu.Tensor) (*gpu.Tensor, error) {
 	return cur, nil
 }
 
-// hnActivate applies one of torch.nn's activations (default arguments) element-wise,
-// in float64 rounded to float32.
+// hnActivate applies one of torch.nn's activations (default arguments) element-wise:
+// ReLU, LeakyReLU and Sigmoid as runtime ops, the others on the host in float64 rounded
+// to float32.
 func hnActivate(rt *gpu.Runtime, t *gpu.Tensor, act string) (*gpu.Tensor, error) {
+	switch act {
+	case "relu":
+		return gpu.LeakyReLU(rt, t, 0)
+	case "leakyrelu":
+		return gpu.LeakyReLU(rt, t, 0.01)
+	case "sigmoid":
+		return gpu.Sigmoid(rt, t)
+	}
 	v, err := t.Float32()
 	if err != nil {
 		return nil, err
@@ -444,23 +453,20 @@ func hnApply(rt *gpu.Runtime, mlp hnMLP, t *gpu.Tensor, strength float64) (*gpu.
 		return nil, err
 	}
 	defer y.Release()
-	yv, err := y.Float32()
-	if err != nil {
-		return nil, err
-	}
-	tv, err := t.Float32()
-	if err != nil {
-		return nil, err
-	}
-	if len(yv) != len(tv) {
+	if !slices.Equal(y.Shape(), t.Shape()) {
 		return nil, errors.New("the network's output does not match its input's shape")
 	}
-	s := float32(strength)
-	out := make([]float32, len(tv))
-	for i := range out {
-		out[i] = tv[i] + yv[i]*s
+	s, err := rt.FromFloat32([]float32{float32(strength)}, 1)
+	if err != nil {
+		return nil, err
 	}
-	return rt.FromFloat32(out, t.Shape()...)
+	defer s.Release()
+	ys, err := gpu.Mul(rt, y, s)
+	if err != nil {
+		return nil, err
+	}
+	defer ys.Release()
+	return gpu.Add(rt, t, ys)
 }
 
 // WithHypernetwork returns a copy of m patched with h at strength
