@@ -99,14 +99,14 @@ func cpuAttention(c *CPU, call *Call) error {
 		}
 		return nil
 	}
-	var ms []float32
-	var mst []int
+	l := attnLoop{c: c, q: q, k: k, v: v, qs: q.f32(), o: o, d: d, dv: dv, h: h, lq: lq, lk: lk,
+		causal: p.Causal, scale: float32(p.Scale)}
 	if mask != nil {
-		ms = mask.f32()
-		var st [4]int
-		mst = broadcastStrides(st[:], mask, []int{b, h, lq, lk})
+		l.ms = mask.f32()
+		shape := [4]int{b, h, lq, lk}
+		broadcastStridesInto(l.mst[:], mask, shape[:])
 	}
-	e := c.mm.narrow
+	l.e = c.mm.narrow
 	if c.mm.err != nil {
 		return fmt.Errorf("gpu: cpu: gemm: %w", c.mm.err)
 	}
@@ -115,140 +115,163 @@ func cpuAttention(c *CPU, call *Call) error {
 	// blocks: the products of the tiles then pack nothing but the probabilities P. Head
 	// widths that are not a multiple of the 32-column panel (SD1.5's 40) end in a half
 	// tile (12×16), so 40 costs 48 columns' work and 80 exactly 80.
-	nr := e.PanelWidth()
+	nr := l.e.PanelWidth()
 	ksl, vsl := (lk+nr-1)/nr, (dv+nr-1)/nr
-	kPanels := c.scratch.get(b * h * ksl * nr * max(d, 1))
-	defer c.scratch.put(kPanels)
-	vPanels := c.scratch.get(b * h * vsl * nr * lk)
-	defer c.scratch.put(vPanels)
-	kp, vp := make([]gemm.Packed, b*h), make([]gemm.Packed, b*h)
-	errs := make([]error, c.threads)
-	c.parallelForW(b*h, 1, func(wi, lo, hi int) {
-		for bh := lo; bh < hi; bh++ {
-			if err := c.headPanels(e, &kp[bh], &vp[bh], kPanels[bh*ksl*nr*max(d, 1):], vPanels[bh*vsl*nr*lk:], k, v, bh/h, bh%h); err != nil {
-				errs[wi] = err
-				return
-			}
-		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	l.kPanels = c.scratch.get(b * h * ksl * nr * max(d, 1))
+	defer c.scratch.put(l.kPanels)
+	l.vPanels = c.scratch.get(b * h * vsl * nr * lk)
+	defer c.scratch.put(l.vPanels)
+	l.kStride, l.vStride = ksl*nr*max(d, 1), vsl*nr*lk
+	heads := c.attnHeads.get()
+	defer c.attnHeads.put(heads)
+	if cap(heads.kp) < b*h {
+		heads.kp, heads.vp = make([]gemm.Packed, b*h), make([]gemm.Packed, b*h)
 	}
-	tilesPerHead := (lq + attnTileQ - 1) / attnTileQ
-	items := b * h * tilesPerHead
-	scale := float32(p.Scale)
-	qs := q.f32()
-	mrA := (attnTileQ + 11) / 12 * 12 // rows of a packed tile, a multiple of every kernel's mr
-	work := func(wi, lo, hi int) {
-		s := c.scratch.get(attnTileQ * attnTileK)
-		acc := c.scratch.get(attnTileQ * max(dv, 1))
-		rm := c.scratch.get(2 * attnTileQ)
-		qpack := c.scratch.get(mrA * max(d, 1))
-		ppack := c.scratch.get(mrA * attnTileK)
-		defer c.scratch.put(s)
-		defer c.scratch.put(acc)
-		defer c.scratch.put(rm)
-		defer c.scratch.put(qpack)
-		defer c.scratch.put(ppack)
-		for it := lo; it < hi; it++ {
-			bh, tile := it/tilesPerHead, it%tilesPerHead
-			bi, hi2 := bh/h, bh%h
-			i0 := tile * attnTileQ
-			nq := min(attnTileQ, lq-i0)
-			mrow, lsum := rm[:nq], rm[attnTileQ:attnTileQ+nq]
-			for i := range mrow {
-				mrow[i] = float32(math.Inf(-1))
-				lsum[i] = 0
+	l.kp, l.vp = heads.kp[:b*h], heads.vp[:b*h]
+	defer clear(l.kp)
+	defer clear(l.vp)
+	if err := forEach(c, b*h, 1, l, func(l *attnLoop, _, lo, hi int) error {
+		for bh := lo; bh < hi; bh++ {
+			if err := l.c.headPanels(l.e, &l.kp[bh], &l.vp[bh], l.kPanels[bh*l.kStride:], l.vPanels[bh*l.vStride:], l.k, l.v, bh/l.h, bh%l.h); err != nil {
+				return err
 			}
-			oacc := acc[:nq*dv]
-			clear(oacc)
-			var qa gemm.PackedA
-			if d > 0 {
-				var err error
-				qa, err = e.PackA(nq, d, qs[bi*q.strides[0]+hi2*q.strides[1]+i0*q.strides[2]:], rowStride(q), qpack)
-				if err != nil {
-					errs[wi] = err
-					return
-				}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	l.tilesPerHead = (lq + attnTileQ - 1) / attnTileQ
+	l.mrA = (attnTileQ + 11) / 12 * 12 // rows of a packed tile, a multiple of every kernel's mr
+	// the workers' tiles in one buffer: one request per call whatever the workers' timing,
+	// so the scratch pool's free lists stop growing after the first call
+	items := b * h * l.tilesPerHead
+	l.perWorker = attnTileQ*attnTileK + attnTileQ*max(dv, 1) + 2*attnTileQ + l.mrA*max(d, 1) + l.mrA*attnTileK
+	l.scr = c.scratch.get(c.parts(items, 1) * l.perWorker)
+	defer c.scratch.put(l.scr)
+	return forEach(c, items, 1, l, attnTiles)
+}
+
+// attnLoop is cpuAttention's operands: the heads' K and V panels (kp, vp, laid out in
+// kPanels and vPanels, kStride and vStride floats per head) and the query tiles.
+type attnLoop struct {
+	c                 *CPU
+	e                 *gemm.Engine
+	q, k, v           *Tensor
+	qs, ms, o         []float32
+	mst               [4]int
+	d, dv, h, lq, lk  int
+	causal            bool
+	scale             float32
+	kPanels, vPanels  []float32
+	kStride, vStride  int
+	kp, vp            []gemm.Packed
+	tilesPerHead, mrA int
+	scr               []float32 // perWorker floats of tiles for each worker
+	perWorker         int
+}
+
+// attnHeads recycles cpuAttention's per-head panel descriptors.
+type attnHeads struct{ kp, vp []gemm.Packed }
+
+// attnTiles computes query tiles [lo, hi) (tile t: head t/tilesPerHead, rows from
+// (t mod tilesPerHead)·attnTileQ) with an online softmax over blocks of keys.
+func attnTiles(l *attnLoop, w, lo, hi int) error {
+	c, e, q, qs, o := l.c, l.e, l.q, l.qs, l.o
+	d, dv, h, lq, lk := l.d, l.dv, l.h, l.lq, l.lk
+	kp, vp, ms, mst := l.kp, l.vp, l.ms, l.mst[:]
+	causal, scale, tilesPerHead, mrA := l.causal, l.scale, l.tilesPerHead, l.mrA
+	scr := l.scr[w*l.perWorker : (w+1)*l.perWorker]
+	s, scr := scr[:attnTileQ*attnTileK], scr[attnTileQ*attnTileK:]
+	acc, scr := scr[:attnTileQ*max(dv, 1)], scr[attnTileQ*max(dv, 1):]
+	rm, scr := scr[:2*attnTileQ], scr[2*attnTileQ:]
+	qpack, ppack := scr[:mrA*max(d, 1)], scr[mrA*max(d, 1):]
+	for it := lo; it < hi; it++ {
+		bh, tile := it/tilesPerHead, it%tilesPerHead
+		bi, hi2 := bh/h, bh%h
+		i0 := tile * attnTileQ
+		nq := min(attnTileQ, lq-i0)
+		mrow, lsum := rm[:nq], rm[attnTileQ:attnTileQ+nq]
+		for i := range mrow {
+			mrow[i] = float32(math.Inf(-1))
+			lsum[i] = 0
+		}
+		oacc := acc[:nq*dv]
+		clear(oacc)
+		var qa gemm.PackedA
+		if d > 0 {
+			var err error
+			qa, err = e.PackA(nq, d, qs[bi*q.strides[0]+hi2*q.strides[1]+i0*q.strides[2]:], rowStride(q), qpack)
+			if err != nil {
+				return err
 			}
-			kend := lk
-			if p.Causal {
-				kend = min(lk, i0+nq)
+		}
+		kend := lk
+		if causal {
+			kend = min(lk, i0+nq)
+		}
+		for kb := 0; kb < kend; kb += attnTileK {
+			nk := min(attnTileK, kend-kb)
+			st := s[:nq*attnTileK]
+			if d == 0 {
+				clear(st)
+			} else if err := e.MulPacked(&qa, &kp[bh], 0, d, kb, kb+nk, st, attnTileK, false); err != nil {
+				return err
 			}
-			for kb := 0; kb < kend; kb += attnTileK {
-				nk := min(attnTileK, kend-kb)
-				st := s[:nq*attnTileK]
-				if d == 0 {
-					clear(st)
-				} else if err := e.MulPacked(&qa, &kp[bh], 0, d, kb, kb+nk, st, attnTileK, false); err != nil {
-					errs[wi] = err
-					return
-				}
-				for i := 0; i < nq; i++ {
-					row := st[i*attnTileK : i*attnTileK+nk]
-					// Plain rows stay in the raw score domain (max and exp take the
-					// scale); masked rows are scaled and masked first.
-					rs := scale
-					if ms != nil || p.Causal || scale <= 0 {
-						var mo int
+			for i := 0; i < nq; i++ {
+				row := st[i*attnTileK : i*attnTileK+nk]
+				// Plain rows stay in the raw score domain (max and exp take the
+				// scale); masked rows are scaled and masked first.
+				rs := scale
+				if ms != nil || causal || scale <= 0 {
+					var mo int
+					if ms != nil {
+						mo = bi*mst[0] + hi2*mst[1] + (i0+i)*mst[2]
+					}
+					for j := range row {
+						x := row[j] * scale
 						if ms != nil {
-							mo = bi*mst[0] + hi2*mst[1] + (i0+i)*mst[2]
+							x += ms[mo+(kb+j)*mst[3]]
 						}
-						for j := range row {
-							x := row[j] * scale
-							if ms != nil {
-								x += ms[mo+(kb+j)*mst[3]]
-							}
-							if p.Causal && kb+j > i0+i {
-								x = float32(math.Inf(-1))
-							}
-							row[j] = x
+						if causal && kb+j > i0+i {
+							x = float32(math.Inf(-1))
 						}
-						rs = 1
+						row[j] = x
 					}
-					mnew := max(mrow[i], c.rk.max(row))
-					if math.IsInf(float64(mnew), -1) {
-						clear(row) // nothing visible yet: contributes no weight
-						continue
-					}
-					if mrow[i] != mnew {
-						corr := expf((mrow[i] - mnew) * rs)
-						lsum[i] *= corr
-						orow := oacc[i*dv : (i+1)*dv]
-						for j := range orow {
-							orow[j] *= corr
-						}
-					}
-					lsum[i] += c.rk.expScale(row, rs, mnew)
-					mrow[i] = mnew
+					rs = 1
 				}
-				if dv == 0 {
+				mnew := max(mrow[i], c.rk.max(row))
+				if math.IsInf(float64(mnew), -1) {
+					clear(row) // nothing visible yet: contributes no weight
 					continue
 				}
-				pa, err := e.PackA(nq, nk, st, attnTileK, ppack)
-				if err == nil {
-					err = e.MulPacked(&pa, &vp[bh], kb, kb+nk, 0, dv, oacc, dv, true)
+				if mrow[i] != mnew {
+					corr := expf((mrow[i] - mnew) * rs)
+					lsum[i] *= corr
+					orow := oacc[i*dv : (i+1)*dv]
+					for j := range orow {
+						orow[j] *= corr
+					}
 				}
-				if err != nil {
-					errs[wi] = err
-					return
-				}
+				lsum[i] += c.rk.expScale(row, rs, mnew)
+				mrow[i] = mnew
 			}
-			dst := o[(bh*lq+i0)*dv:]
-			for i := 0; i < nq; i++ {
-				inv := 1 / lsum[i] // 0 when every key was masked: NaN like PyTorch
-				for j := 0; j < dv; j++ {
-					dst[i*dv+j] = oacc[i*dv+j] * inv
-				}
+			if dv == 0 {
+				continue
+			}
+			pa, err := e.PackA(nq, nk, st, attnTileK, ppack)
+			if err == nil {
+				err = e.MulPacked(&pa, &vp[bh], kb, kb+nk, 0, dv, oacc, dv, true)
+			}
+			if err != nil {
+				return err
 			}
 		}
-	}
-	c.parallelForW(items, 1, work)
-	for _, e := range errs {
-		if e != nil {
-			return e
+		dst := o[(bh*lq+i0)*dv:]
+		for i := 0; i < nq; i++ {
+			inv := 1 / lsum[i] // 0 when every key was masked: NaN like PyTorch
+			for j := 0; j < dv; j++ {
+				dst[i*dv+j] = oacc[i*dv+j] * inv
+			}
 		}
 	}
 	return nil

@@ -155,10 +155,11 @@ func BenchmarkFMAPeak(b *testing.B) {
 	threads := rt.cpu.threads
 	cpu0 := cpuTime()
 	for b.Loop() {
-		rt.cpu.parallelFor(threads, 1, func(lo, hi int) {
+		_ = forEach(rt.cpu, threads, 1, struct{}{}, func(_ *struct{}, _, lo, hi int) error {
 			for i := lo; i < hi; i++ {
 				fmaLoopAVX512(iters)
 			}
+			return nil
 		})
 	}
 	reportFlops(b, 384*float64(iters)*float64(threads), cpu0)

@@ -91,19 +91,20 @@ func cpuConv2D(c *CPU, call *Call) error {
 	}
 	k := cin * kh * kw
 	if k == 0 {
-		c.parallelFor(n*cout, 1, func(lo, hi int) {
+		f := fillLoop{o: o, bias: bv, cout: cout, plane: oh * ow}
+		return forEach(c, n*cout, 1, f, func(f *fillLoop, _, lo, hi int) error {
 			for i := lo; i < hi; i++ {
 				v := float32(0)
-				if bv != nil {
-					v = bv[i%cout]
+				if f.bias != nil {
+					v = f.bias[i%f.cout]
 				}
-				d := o[i*oh*ow : (i+1)*oh*ow]
+				d := f.o[i*f.plane : (i+1)*f.plane]
 				for j := range d {
 					d[j] = v
 				}
 			}
+			return nil
 		})
-		return nil
 	}
 	cv := convGeom{n: n, cin: cin, h: h, w: wd, cout: cout, kh: kh, kw: kw, oh: oh, ow: ow, p: p,
 		x: x.f32c(), wd: w.dtype, wb: w.bytes(), bias: bv, o: o}
@@ -118,8 +119,8 @@ func cpuConv2D(c *CPU, call *Call) error {
 		}
 	}
 	cv.pk = c.packedWeight(w, cout, k)
-	offp := c.getOffs(k)
-	defer c.offs.Put(offp)
+	offp := c.getInts(k)
+	defer c.ints.Put(offp)
 	if p.Stride == 1 && !c.preferCol(&cv) {
 		return c.convBand(&cv, *offp)
 	}
@@ -163,9 +164,9 @@ func (c *CPU) preferCol(cv *convGeom) bool {
 	return 4*grid > 5*useful && useful*cv.cin*cv.kh*cv.kw <= c.tileFloats
 }
 
-// getOffs returns a pooled slice of k column offsets.
-func (c *CPU) getOffs(k int) *[]int {
-	p, _ := c.offs.Get().(*[]int)
+// getInts returns a pooled slice of k ints (give it back with c.ints.Put).
+func (c *CPU) getInts(k int) *[]int {
+	p, _ := c.ints.Get().(*[]int)
 	if p == nil {
 		p = new([]int)
 	}
@@ -207,41 +208,48 @@ func (c *CPU) convBand(cv *convGeom, off []int) error {
 	for y0 := 0; y0 < oh; y0 += rows {
 		r := min(rows, oh-y0)
 		// padded rows y0 … y0+r+kh−2 of every (channel, image)
-		c.parallelFor(cin*n, 1, func(lo, hi int) {
+		pl := padLoop{xp: xp, x: cv.x, n: n, cin: cin, h: h, w: wd, wp: wp, plane: plane, rows: r + kh - 1, y0: y0, top: p.Top, left: p.Left}
+		if err := forEach(c, cin*n, 1, pl, func(l *padLoop, _, lo, hi int) error {
+			n, wd, wp := l.n, l.w, l.wp
 			for i := lo; i < hi; i++ {
 				ci, img := i/n, i%n
-				pl := xp[i*plane : (i+1)*plane]
+				pl := l.xp[i*l.plane : (i+1)*l.plane]
 				clear(pl)
-				for py := 0; py < r+kh-1; py++ {
-					y := y0 + py - p.Top
-					if y < 0 || y >= h {
+				for py := 0; py < l.rows; py++ {
+					y := l.y0 + py - l.top
+					if y < 0 || y >= l.h {
 						continue
 					}
-					copy(pl[py*wp+p.Left:][:wd], cv.x[((img*cin+ci)*h+y)*wd:][:wd])
+					copy(pl[py*wp+l.left:][:wd], l.x[((img*l.cin+ci)*l.h+y)*wd:][:wd])
 				}
 			}
-		})
+			return nil
+		}); err != nil {
+			return err
+		}
 		m := (n-1)*plane + (r-1)*wp + ow
 		if err := c.mm.gather(m, xp, off, cv.wd, cv.wb, cv.pk, cout, len(off), grid, cout); err != nil {
 			return err
 		}
-		err := c.scatterBlocks(cout, func(co0, co1 int) error {
-			for img := 0; img < n; img++ {
-				for y := 0; y < r; y++ {
-					src := grid[(img*plane+y*wp)*cout:]
-					dst := cv.o[img*cout*oh*ow+(y0+y)*ow:]
-					if err := c.scatterT(dst, oh*ow, src, ow, cout, co0, co1, cv.bias); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err := c.scatter(scatterLoop{o: cv.o, grid: grid, bias: cv.bias, n: n, cout: cout, oh: oh, ow: ow,
+			rows: r, dstY0: y0, srcImg: plane, srcRow: wp}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// fillLoop is cpuConv2D's loop for an empty kernel: every output plane is its bias.
+type fillLoop struct {
+	o, bias     []float32
+	cout, plane int
+}
+
+// padLoop is convBand's loop: rows padded input rows from y0 of every (channel, image)
+// plane of x into the band xp.
+type padLoop struct {
+	xp, x                                        []float32
+	n, cin, h, w, wp, plane, rows, y0, top, left int
 }
 
 // convCol computes a conv (any stride) from im2col tiles: col holds, for a tile of T
@@ -262,51 +270,84 @@ func (c *CPU) convCol(cv *convGeom, off []int) error {
 	for i := range off {
 		off[i] = i * tile
 	}
-	taps := cv.kh * cv.kw
 	for q0 := 0; q0 < total; q0 += tile {
 		cnt := min(tile, total-q0)
 		// the tile's pixels, one run per image it touches
-		c.parallelFor(cin, 1, func(lo, hi int) {
-			for q := q0; q < q0+cnt; {
+		cl := colLoop{col: col, x: cv.x, cin: cin, h: cv.h, w: cv.w, kh: cv.kh, kw: cv.kw, stride: cv.p.Stride,
+			top: cv.p.Top, left: cv.p.Left, ow: ow, oh: oh, tile: tile, q0: q0, cnt: cnt}
+		if err := forEach(c, cin, 1, cl, func(l *colLoop, _, lo, hi int) error {
+			ohw, taps := l.oh*l.ow, l.kh*l.kw
+			for q := l.q0; q < l.q0+l.cnt; {
 				img, p0 := q/ohw, q%ohw
-				run := min(ohw-p0, q0+cnt-q)
-				x := cv.x[(img*cin+lo)*cv.h*cv.w:]
-				im2col(col[lo*taps*tile+q-q0:], tile, run, x, hi-lo, cv.h, cv.w, cv.kh, cv.kw, cv.p.Stride, cv.p.Top, cv.p.Left, ow, p0)
-				q += run
-			}
-		})
-		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cv.pk, cout, k, grid, cout); err != nil {
-			return err
-		}
-		err := c.scatterBlocks(cout, func(co0, co1 int) error {
-			for q := q0; q < q0+cnt; {
-				img, p0 := q/ohw, q%ohw
-				run := min(ohw-p0, q0+cnt-q)
-				if err := c.scatterT(cv.o[img*cout*ohw+p0:], ohw, grid[(q-q0)*cout:], run, cout, co0, co1, cv.bias); err != nil {
-					return err
-				}
+				run := min(ohw-p0, l.q0+l.cnt-q)
+				x := l.x[(img*l.cin+lo)*l.h*l.w:]
+				im2col(l.col[lo*taps*l.tile+q-l.q0:], l.tile, run, x, hi-lo, l.h, l.w, l.kh, l.kw, l.stride, l.top, l.left, l.ow, p0)
 				q += run
 			}
 			return nil
-		})
-		if err != nil {
+		}); err != nil {
+			return err
+		}
+		if err := c.mm.gather(cnt, col, off, cv.wd, cv.wb, cv.pk, cout, k, grid, cout); err != nil {
+			return err
+		}
+		if err := c.scatter(scatterLoop{o: cv.o, grid: grid, bias: cv.bias, n: n, cout: cout, oh: oh, ow: ow,
+			pixels: true, q0: q0, cnt: cnt}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// scatterBlocks runs f over contiguous channel ranges [co0, co1) of cout, one per
-// thread, collecting the first error.
-func (c *CPU) scatterBlocks(cout int, f func(co0, co1 int) error) error {
-	errs := make([]error, c.threads)
-	c.parallelForW(cout, 16, func(wi, lo, hi int) { errs[wi] = f(lo, hi) })
-	for _, e := range errs {
-		if e != nil {
-			return e
+// colLoop is convCol's loop: the im2col tile of pixels [q0, q0+cnt) for a range of
+// input channels.
+type colLoop struct {
+	col, x                                       []float32
+	cin, h, w, kh, kw, stride, top, left, ow, oh int
+	tile, q0, cnt                                int
+}
+
+// scatterLoop is one transposition of a pixel-major GEMM result in grid into the NCHW
+// output o with the bias added (scatterT), split over output channels. Rows form (band,
+// Winograd): rows output rows from dstY0 of every image, output row y of image img read
+// from grid pixel img·srcImg + y·srcRow. Pixels form (im2col): pixels [q0, q0+cnt)
+// counted across images, read from grid pixel q − q0.
+type scatterLoop struct {
+	c                           *CPU
+	o, grid, bias               []float32
+	n, cout, oh, ow             int
+	rows, dstY0, srcImg, srcRow int
+	pixels                      bool
+	q0, cnt                     int
+}
+
+// scatter runs s over contiguous channel ranges, one per thread.
+func (c *CPU) scatter(s scatterLoop) error {
+	s.c = c
+	return forEach(c, s.cout, 16, s, func(s *scatterLoop, _, co0, co1 int) error {
+		cout, ohw := s.cout, s.oh*s.ow
+		if s.pixels {
+			for q := s.q0; q < s.q0+s.cnt; {
+				img, p0 := q/ohw, q%ohw
+				run := min(ohw-p0, s.q0+s.cnt-q)
+				if err := s.c.scatterT(s.o[img*cout*ohw+p0:], ohw, s.grid[(q-s.q0)*cout:], run, cout, co0, co1, s.bias); err != nil {
+					return err
+				}
+				q += run
+			}
+			return nil
 		}
-	}
-	return nil
+		for img := 0; img < s.n; img++ {
+			for y := 0; y < s.rows; y++ {
+				src := s.grid[(img*s.srcImg+y*s.srcRow)*cout:]
+				dst := s.o[img*cout*ohw+(s.dstY0+y)*s.ow:]
+				if err := s.c.scatterT(dst, ohw, src, s.ow, cout, co0, co1, s.bias); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // scatterT transposes cnt pixel-major rows of the GEMM result (src[j·cout + co]) into

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
+	"github.com/forgeflow/forgeflow/gpu/internal/par"
+	"github.com/forgeflow/forgeflow/gpu/resample"
 )
 
 // CPUOptions configures the cpu backend; the zero value uses GOMAXPROCS goroutines and
@@ -58,9 +60,17 @@ type CPU struct {
 	labels bool
 	// noWino keeps convAuto from choosing the Winograd form (CPUOptions.Conv "direct")
 	noWino bool
-	// offs recycles conv column-offset slices (*[]int)
-	offs sync.Pool
+	// ints recycles int scratch (*[]int): conv column offsets, broadcast strides
+	ints sync.Pool
 	pack packer
+	// pool runs the kernels' parallel loops and the GEMM engines' (parallel.go)
+	pool  *par.Pool
+	slots slotLists
+	// winoPtrs recycles the Winograd transforms' row pointers (one per worker in flight)
+	winoPtrs  freeList[winoPtrSet]
+	attnHeads freeList[attnHeads]
+	// planes recycles Upscale's index and weight tables
+	planes freeList[resample.Planes]
 }
 
 // NewCPU returns a cpu backend.
@@ -69,12 +79,20 @@ func NewCPU(opts CPUOptions) *CPU {
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
+	pool := par.New(t)
+	if opts.OpLabels {
+		// parked workers would not carry the op's pprof labels
+		pool = par.NewSpawning(t)
+	}
 	src, _, err := parseBlocking(opts.Blocking)
-	mm := newMatmuler(t, opts.GEMM, opts.BF16, src, opts.calibrated)
+	mm := newMatmuler(pool, opts.GEMM, opts.BF16, src, opts.calibrated)
 	if err != nil {
 		mm = &matmuler{err: err}
 	}
-	c := &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats}
+	c := &CPU{threads: t, mm: mm, rk: selectRowKernels(mm.generic()), tileFloats: convTileFloats, pool: pool}
+	// A backend nobody closes still stops its workers once it is unreachable (they
+	// reference only the pool).
+	runtime.AddCleanup(c, (*par.Pool).Close, pool)
 	c.pack.budget = opts.PackBudget
 	if c.pack.budget == 0 {
 		c.pack.budget = defaultPackBudget()
@@ -83,6 +101,11 @@ func NewCPU(opts CPUOptions) *CPU {
 	c.labels = opts.OpLabels
 	return c
 }
+
+// Close stops the backend's worker goroutines, after the loop in flight; ops run
+// afterwards still work, on their caller's goroutine alone. Close may be called more
+// than once.
+func (c *CPU) Close() { c.pool.Close() }
 
 // BF16 reports whether Linear and Conv2D run with bfloat16 dot products.
 func (c *CPU) BF16() bool { return c.mm.weighted != c.mm.wide && c.mm.weighted != nil }
@@ -221,34 +244,6 @@ func init() {
 		OpLeakyReLU:         cpuLeakyReLU,
 		OpSigmoid:           cpuUnary(sigmoid, nil),
 	}
-}
-
-// parallelFor splits [0, n) into chunks of at least grain and runs f on up to
-// c.threads goroutines (the caller's included).
-func (c *CPU) parallelFor(n, grain int, f func(lo, hi int)) {
-	c.parallelForW(n, grain, func(_, lo, hi int) { f(lo, hi) })
-}
-
-// parallelForW is parallelFor that also passes the worker's index (0 ≤ w < workers, one
-// contiguous range per worker), for per-worker scratch; it returns the worker count.
-func (c *CPU) parallelForW(n, grain int, f func(w, lo, hi int)) int {
-	if n <= 0 {
-		return 0
-	}
-	grain = max(grain, 1)
-	workers := min(c.threads, (n+grain-1)/grain)
-	if workers <= 1 {
-		f(0, 0, n)
-		return 1
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Go(func() { f(w, lo, hi) })
-	}
-	f(0, 0, n/workers)
-	wg.Wait()
-	return workers
 }
 
 // scratchPool recycles float32 work buffers (im2col tiles, attention tiles) by size.

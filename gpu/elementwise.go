@@ -49,6 +49,12 @@ func broadcastStrides(dst []int, t *Tensor, shape []int) []int {
 	return st
 }
 
+// broadcastStridesInto is broadcastStrides writing into st (len(shape) elements, which
+// it must hold): for loop operands whose strides live in pooled or inline storage.
+func broadcastStridesInto(st []int, t *Tensor, shape []int) {
+	broadcastStrides(st[:0:len(st)], t, shape)
+}
+
 func binaryOp(rt *Runtime, op Op, a, b *Tensor) (*Tensor, error) {
 	if a.dtype != F32 || b.dtype != F32 {
 		return nil, fmt.Errorf("gpu: %s of %s and %s: activations must be F32", op, a, b)
@@ -165,43 +171,57 @@ func cpuUnary(f func(float32) float32, vec func(*CPU) func(dst, src []float32)) 
 		if n == 0 {
 			return nil
 		}
-		src := in.f32()
+		u := unaryLoop{f: f, o: o, src: in.f32()}
+		if vec != nil {
+			u.v = vec(c)
+		}
 		if in.IsContiguous() {
-			if vec != nil {
-				v := vec(c)
-				c.parallelFor(n, 16384, func(lo, hi int) { v(o[lo:hi], src[lo:hi]) })
-				return nil
-			}
-			c.parallelFor(n, 16384, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					o[i] = f(src[i])
+			return forEach(c, n, 16384, u, func(u *unaryLoop, _, lo, hi int) error {
+				if u.v != nil {
+					u.v(u.o[lo:hi], u.src[lo:hi])
+					return nil
 				}
+				for i := lo; i < hi; i++ {
+					u.o[i] = u.f(u.src[i])
+				}
+				return nil
 			})
-			return nil
 		}
 		rank := len(in.shape)
-		inner, is := in.shape[rank-1], in.strides[rank-1]
-		var v func(dst, src []float32)
-		if vec != nil && (is == 1 || inner == 1) {
+		u.inner, u.is = in.shape[rank-1], in.strides[rank-1]
+		u.shape, u.strides = in.shape[:rank-1], in.strides[:rank-1]
+		if u.is != 1 && u.inner != 1 {
 			// rows of a view with a contiguous last dim (GEGLU's gate half, a Chunk of
 			// the projection) still take the vector form, one row at a time
-			v = vec(c)
+			u.v = nil
 		}
-		c.parallelFor(n/inner, max(1, 16384/inner), func(lo, hi int) {
+		return forEach(c, n/u.inner, max(1, 16384/u.inner), u, func(u *unaryLoop, _, lo, hi int) error {
+			inner, is := u.inner, u.is
 			for r := lo; r < hi; r++ {
-				off := rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
-				d := o[r*inner : (r+1)*inner]
-				if v != nil {
-					v(d, src[off:off+inner])
+				off := rowOffset(r, u.shape, u.strides)
+				d := u.o[r*inner : (r+1)*inner]
+				if u.v != nil {
+					u.v(d, u.src[off:off+inner])
 					continue
 				}
 				for j := range d {
-					d[j] = f(src[off+j*is])
+					d[j] = u.f(u.src[off+j*is])
 				}
 			}
+			return nil
 		})
-		return nil
 	}
+}
+
+// unaryLoop is cpuUnary's loop: o = f(src), with the vector form v where set; a strided
+// input goes by rows of inner elements (stride is), whose offsets shape and strides (the
+// outer dims) give.
+type unaryLoop struct {
+	f              func(float32) float32
+	v              func(dst, src []float32)
+	o, src         []float32
+	inner, is      int
+	shape, strides []int
 }
 
 // binSeg computes d[j] = a[j·ia] op b[j·ib] for one row. The common stride patterns get
@@ -296,26 +316,40 @@ func cpuBinary(op Op) cpuKernel {
 		if n == 0 {
 			return nil
 		}
-		as, bs := a.f32(), b.f32()
+		l := binaryLoop{op: op, o: o, as: a.f32(), bs: b.f32()}
 		if a.IsContiguous() && b.IsContiguous() && slices.Equal(a.shape, b.shape) {
-			c.parallelFor(n, 16384, func(lo, hi int) {
-				binSeg(op, o[lo:hi], as[lo:], bs[lo:], 1, 1)
+			return forEach(c, n, 16384, l, func(l *binaryLoop, _, lo, hi int) error {
+				binSeg(l.op, l.o[lo:hi], l.as[lo:], l.bs[lo:], 1, 1)
+				return nil
 			})
-			return nil
 		}
 		shape := out.shape
-		var sta, stb [inlineRank]int
-		sa, sb := broadcastStrides(sta[:], a, shape), broadcastStrides(stb[:], b, shape)
 		rank := len(shape)
-		inner := shape[rank-1]
-		ia, ib := sa[rank-1], sb[rank-1]
-		c.parallelFor(n/inner, max(1, 16384/inner), func(lo, hi int) {
+		st := c.getInts(2 * rank)
+		defer c.ints.Put(st)
+		sa, sb := (*st)[:rank], (*st)[rank:]
+		broadcastStridesInto(sa, a, shape)
+		broadcastStridesInto(sb, b, shape)
+		l.inner = shape[rank-1]
+		l.shape, l.sa, l.sb = shape[:rank-1], sa, sb
+		return forEach(c, n/l.inner, max(1, 16384/l.inner), l, func(l *binaryLoop, _, lo, hi int) error {
+			inner, k := l.inner, len(l.shape)
 			for r := lo; r < hi; r++ {
-				offA := rowOffset(r, shape[:rank-1], sa[:rank-1])
-				offB := rowOffset(r, shape[:rank-1], sb[:rank-1])
-				binSeg(op, o[r*inner:(r+1)*inner], as[offA:], bs[offB:], ia, ib)
+				offA := rowOffset(r, l.shape, l.sa[:k])
+				offB := rowOffset(r, l.shape, l.sb[:k])
+				binSeg(l.op, l.o[r*inner:(r+1)*inner], l.as[offA:], l.bs[offB:], l.sa[k], l.sb[k])
 			}
+			return nil
 		})
-		return nil
 	}
+}
+
+// binaryLoop is cpuBinary's loop: o = as op bs, by rows of inner elements when the
+// operands broadcast or are strided (sa, sb: their strides against the output's shape,
+// whose outer dims are shape).
+type binaryLoop struct {
+	op            Op
+	o, as, bs     []float32
+	inner         int
+	shape, sa, sb []int
 }

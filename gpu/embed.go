@@ -54,12 +54,13 @@ func cpuRoPE(c *CPU, call *Call) error {
 	if len(o) == 0 {
 		return nil
 	}
-	pb := pe.shape[0]
-	c.parallelFor(b*h*l, max(1, 4096/max(d, 1)), func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			bi, li := r/(h*l), r%l
-			tab := ps[((bi%pb)*l+li)*d*2:][:d*2] // (D/2, 2, 2)
-			src, dst := xs[r*d:(r+1)*d], o[r*d:(r+1)*d]
+	r := ropeLoop{xs: xs, ps: ps, o: o, h: h, l: l, d: d, pb: pe.shape[0]}
+	return forEach(c, b*h*l, max(1, 4096/max(d, 1)), r, func(r *ropeLoop, _, lo, hi int) error {
+		h, l, d := r.h, r.l, r.d
+		for i := lo; i < hi; i++ {
+			bi, li := i/(h*l), i%l
+			tab := r.ps[((bi%r.pb)*l+li)*d*2:][:d*2] // (D/2, 2, 2)
+			src, dst := r.xs[i*d:(i+1)*d], r.o[i*d:(i+1)*d]
 			for k := 0; k < d/2; k++ {
 				x0, x1 := src[2*k], src[2*k+1]
 				t := tab[4*k : 4*k+4]
@@ -67,8 +68,8 @@ func cpuRoPE(c *CPU, call *Call) error {
 				dst[2*k+1] = float32(t[2]*x0) + float32(t[3]*x1)
 			}
 		}
+		return nil
 	})
-	return nil
 }
 
 // RoPEFreqs builds Flux's rotary table from position ids (B, L, len(axesDim)) F32:
@@ -234,35 +235,51 @@ func Unpatchify(rt *Runtime, x *Tensor, patch, h, w int) (*Tensor, error) {
 	return out, nil
 }
 
-// patchMap calls f(imageIndex, tokenIndex) for every element pairing of the two layouts.
-func patchWalk(c *CPU, b, ch, h, w, p int, f func(img, tok int)) {
-	hp, wp := h/p, w/p
-	c.parallelFor(b*ch, 1, func(lo, hi int) {
+// patchLoop pairs every element of an image batch (b, ch, h, w) with its place in the
+// patch tokens of size p: toTokens copies image → tokens (patchify), else back.
+// ropeLoop is cpuRoPE's loop over the b·h·l rows of d values of xs, rotated by the
+// tables ps (pb batches of them).
+type ropeLoop struct {
+	xs, ps, o   []float32
+	h, l, d, pb int
+}
+
+type patchLoop struct {
+	img, tok    []float32
+	ch, h, w, p int
+	toTokens    bool
+}
+
+func patchWalk(c *CPU, l patchLoop, b int) error {
+	return forEach(c, b*l.ch, 1, l, func(l *patchLoop, _, lo, hi int) error {
+		ch, h, w, p := l.ch, l.h, l.w, l.p
+		hp, wp := h/p, w/p
 		for bc := lo; bc < hi; bc++ {
 			bi, ci := bc/ch, bc%ch
 			for y := 0; y < h; y++ {
 				for x := 0; x < w; x++ {
 					img := (bc*h+y)*w + x
 					tok := ((bi*hp+y/p)*wp+x/p)*ch*p*p + (ci*p+y%p)*p + x%p
-					f(img, tok)
+					if l.toTokens {
+						l.tok[tok] = l.img[img]
+					} else {
+						l.img[img] = l.tok[tok]
+					}
 				}
 			}
 		}
+		return nil
 	})
 }
 
 func cpuPatchify(c *CPU, call *Call) error {
 	x, pp := call.In[0], *call.Params.(*PatchParams)
-	xs, o := x.f32c(), call.Out.f32c()
-	patchWalk(c, x.shape[0], x.shape[1], pp.H, pp.W, pp.P, func(img, tok int) { o[tok] = xs[img] })
-	return nil
+	return patchWalk(c, patchLoop{img: x.f32c(), tok: call.Out.f32c(), ch: x.shape[1], h: pp.H, w: pp.W, p: pp.P, toTokens: true}, x.shape[0])
 }
 
 func cpuUnpatchify(c *CPU, call *Call) error {
 	out, pp := call.Out, *call.Params.(*PatchParams)
-	xs, o := call.In[0].f32c(), out.f32c()
-	patchWalk(c, out.shape[0], out.shape[1], pp.H, pp.W, pp.P, func(img, tok int) { o[img] = xs[tok] })
-	return nil
+	return patchWalk(c, patchLoop{img: out.f32c(), tok: call.In[0].f32c(), ch: out.shape[1], h: pp.H, w: pp.W, p: pp.P}, out.shape[0])
 }
 
 // Upscale is comfy.utils.common_upscale on x (N, C, H, W): see gpu/resample.Upscale.
@@ -295,8 +312,22 @@ func Upscale(rt *Runtime, x *Tensor, p UpscaleParams) (*Tensor, error) {
 func cpuUpscale(c *CPU, call *Call) error {
 	x, p := call.In[0], *call.Params.(*UpscaleParams)
 	s := x.shape
-	if err := resample.UpscaleInto(call.Out.f32c(), x.f32c(), s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop); err != nil {
+	dst, src := call.Out.f32c(), x.f32c()
+	pl := c.planes.get()
+	defer c.planes.put(pl)
+	defer pl.Release()
+	ok, err := pl.Prepare(dst, src, s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop)
+	if err == nil && !ok {
+		err = resample.UpscaleInto(dst, src, s[0], s[1], s[2], s[3], p.Width, p.Height, p.Method, p.Crop)
+	}
+	if err != nil {
 		return fmt.Errorf("gpu: %w", err)
 	}
-	return nil
+	if !ok {
+		return nil
+	}
+	return forEach(c, pl.Count(), 1, pl, func(pl **resample.Planes, _, lo, hi int) error {
+		(*pl).Run(lo, hi)
+		return nil
+	})
 }

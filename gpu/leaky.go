@@ -71,28 +71,39 @@ func cpuLeakyReLU(c *CPU, call *Call) error {
 	if len(dst) == 0 {
 		return nil
 	}
-	slopes := []float32{float32(call.Params.(*LeakyParams).Slope)}
+	l := leakyLoop{dst: dst, src: src, inner: len(dst)}
 	if w != nil {
-		slopes = w.f32c()
+		l.slopes = w.f32c()
+	} else {
+		l.slope = float32(call.Params.(*LeakyParams).Slope)
 	}
-	// planes of `inner` elements share one slope: (N, C, …) → N·C planes when slopes are
-	// per channel, else one plane.
-	inner, planes := len(dst), 1
-	if len(slopes) > 1 {
-		inner = len(dst) / (x.shape[0] * x.shape[1])
-		planes = x.shape[0] * x.shape[1]
+	if len(l.slopes) == 1 {
+		l.slope, l.slopes = l.slopes[0], nil
 	}
-	grain := max(1, 16384/max(inner, 1))
-	if planes == 1 {
-		c.parallelFor(len(dst), 16384, func(lo, hi int) { leakyRow(dst[lo:hi], src[lo:hi], slopes[0]) })
-		return nil
+	if l.slopes == nil {
+		return forEach(c, len(dst), 16384, l, func(l *leakyLoop, _, lo, hi int) error {
+			leakyRow(l.dst[lo:hi], l.src[lo:hi], l.slope)
+			return nil
+		})
 	}
-	c.parallelFor(planes, grain, func(lo, hi int) {
+	// planes of `inner` elements share one slope: (N, C, …) → N·C planes
+	planes := x.shape[0] * x.shape[1]
+	l.inner = len(dst) / planes
+	return forEach(c, planes, max(1, 16384/max(l.inner, 1)), l, func(l *leakyLoop, _, lo, hi int) error {
+		inner := l.inner
 		for p := lo; p < hi; p++ {
-			leakyRow(dst[p*inner:(p+1)*inner], src[p*inner:(p+1)*inner], slopes[p%len(slopes)])
+			leakyRow(l.dst[p*inner:(p+1)*inner], l.src[p*inner:(p+1)*inner], l.slopes[p%len(l.slopes)])
 		}
+		return nil
 	})
-	return nil
+}
+
+// leakyLoop is cpuLeakyReLU's loop: one slope, or slopes per plane of inner elements.
+type leakyLoop struct {
+	dst, src []float32
+	slope    float32
+	slopes   []float32
+	inner    int
 }
 
 func leakyRow(dst, src []float32, a float32) {

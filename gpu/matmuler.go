@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
+	"github.com/forgeflow/forgeflow/gpu/internal/par"
 )
 
 // matmuler is the one place the cpu backend reaches the GEMM package, so that a change
@@ -18,14 +19,15 @@ type matmuler struct {
 	bf16Err                error // why a requested bfloat16 engine is not used
 }
 
-// newMatmuler makes the engines for a kernel path name and the blocking: src and, where
-// a calibration chose one, its explicit blocking b (zero fields keep src's).
-func newMatmuler(threads int, path string, bf16 bool, src gemm.BlockingSource, b gemm.Blocking) *matmuler {
+// newMatmuler makes the engines on pool for a kernel path name and the blocking: src
+// and, where a calibration chose one, its explicit blocking b (zero fields keep src's).
+func newMatmuler(pool *par.Pool, path string, bf16 bool, src gemm.BlockingSource, b gemm.Blocking) *matmuler {
+	threads := pool.Threads()
 	p, err := gemm.ParsePath(path)
 	if err != nil {
 		return &matmuler{err: err}
 	}
-	opts := gemm.Options{Path: p, Threads: threads, Source: src, Blocking: b}
+	opts := gemm.Options{Path: p, Threads: threads, Source: src, Blocking: b, Pool: pool}
 	wide, err := gemm.New(opts)
 	if err != nil {
 		return &matmuler{err: err}

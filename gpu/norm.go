@@ -132,33 +132,42 @@ func cpuGroupNorm(c *CPU, call *Call) error {
 	p := *call.Params.(*NormParams)
 	n, ch := x.shape[0], x.shape[1]
 	spatial := numel(x.shape[2:])
-	cpg := ch / p.Groups
-	xs, o := x.f32c(), out.f32c()
-	c.parallelFor(n*p.Groups, 1, func(lo, hi int) {
+	g := groupNormLoop{xs: x.f32c(), o: out.f32c(), wt: wt, bs: bs, p: p, ch: ch, spatial: spatial, silu: c.rk.silu}
+	return forEach(c, n*p.Groups, 1, g, func(l *groupNormLoop, _, lo, hi int) error {
+		p, ch, spatial := &l.p, l.ch, l.spatial
+		cpg := ch / p.Groups
 		for gi := lo; gi < hi; gi++ {
 			b, g := gi/p.Groups, gi%p.Groups
 			base := (b*ch + g*cpg) * spatial
-			seg := xs[base : base+cpg*spatial]
+			seg := l.xs[base : base+cpg*spatial]
 			mean, inv := moments(seg, p.Eps)
 			for ci := 0; ci < cpg; ci++ {
 				chn := g*cpg + ci
 				scale, shift := inv, -mean*inv
-				if wt != nil {
-					scale *= float64(wt[chn])
-					shift *= float64(wt[chn])
+				if l.wt != nil {
+					scale *= float64(l.wt[chn])
+					shift *= float64(l.wt[chn])
 				}
-				if bs != nil {
-					shift += float64(bs[chn])
+				if l.bs != nil {
+					shift += float64(l.bs[chn])
 				}
-				row := o[base+ci*spatial : base+(ci+1)*spatial]
+				row := l.o[base+ci*spatial : base+(ci+1)*spatial]
 				affineRow(row, seg[ci*spatial:(ci+1)*spatial], float32(scale), float32(shift))
 				if p.silu {
-					c.rk.silu(row, row)
+					l.silu(row, row)
 				}
 			}
 		}
+		return nil
 	})
-	return nil
+}
+
+// groupNormLoop is cpuGroupNorm's loop over (image, group) pairs.
+type groupNormLoop struct {
+	xs, o, wt, bs []float32
+	p             NormParams
+	ch, spatial   int
+	silu          func(dst, src []float32)
 }
 
 // moments returns the mean and 1/sqrt(var+eps) of v (population variance), accumulated
@@ -190,88 +199,98 @@ func affineRow(dst, src []float32, scale, shift float32) {
 	}
 }
 
-// rows runs f over the rows of the last dim of a contiguous x.
-func (c *CPU) rows(x *Tensor, f func(src, dst []float32), out *Tensor) {
-	d := x.shape[len(x.shape)-1]
-	if d == 0 || x.Numel() == 0 {
-		return
+// rowsLoop runs row over the rows of the last dim of a contiguous tensor: layer norm,
+// RMS norm and softmax, each a plain function of the loop's operands.
+type rowsLoop struct {
+	xs, o, wt, bs []float32
+	d             int
+	eps           float64
+	rk            *rowKernels
+	row           func(l *rowsLoop, src, dst []float32)
+}
+
+// rows runs l.row over the rows of x into out.
+func (c *CPU) rows(x, out *Tensor, l rowsLoop) error {
+	l.d = x.shape[len(x.shape)-1]
+	if l.d == 0 || x.Numel() == 0 {
+		return nil
 	}
-	xs, o := x.f32c(), out.f32c()
-	n := len(xs) / d
-	c.parallelFor(n, max(1, 8192/d), func(lo, hi int) {
+	l.xs, l.o, l.rk = x.f32c(), out.f32c(), &c.rk
+	return forEach(c, len(l.xs)/l.d, max(1, 8192/l.d), l, func(l *rowsLoop, _, lo, hi int) error {
+		d := l.d
 		for r := lo; r < hi; r++ {
-			f(xs[r*d:(r+1)*d], o[r*d:(r+1)*d])
+			l.row(l, l.xs[r*d:(r+1)*d], l.o[r*d:(r+1)*d])
 		}
+		return nil
 	})
 }
 
 func cpuLayerNorm(c *CPU, call *Call) error {
-	wt, bs := affine(call.In[1]), affine(call.In[2])
-	eps := call.Params.(*NormParams).Eps
-	c.rows(call.In[0], func(src, dst []float32) {
-		mean, inv := moments(src, eps)
-		m, s := float32(mean), float32(inv)
-		switch {
-		case wt != nil && bs != nil:
-			for j, v := range src {
-				dst[j] = (v-m)*s*wt[j] + bs[j]
-			}
-		case wt != nil:
-			for j, v := range src {
-				dst[j] = (v - m) * s * wt[j]
-			}
-		default:
-			affineRow(dst, src, s, -m*s)
-			if bs != nil {
-				for j := range dst {
-					dst[j] += bs[j]
-				}
+	return c.rows(call.In[0], call.Out, rowsLoop{wt: affine(call.In[1]), bs: affine(call.In[2]), eps: call.Params.(*NormParams).Eps, row: layerNormRow})
+}
+
+func layerNormRow(l *rowsLoop, src, dst []float32) {
+	wt, bs := l.wt, l.bs
+	mean, inv := moments(src, l.eps)
+	m, s := float32(mean), float32(inv)
+	switch {
+	case wt != nil && bs != nil:
+		for j, v := range src {
+			dst[j] = (v-m)*s*wt[j] + bs[j]
+		}
+	case wt != nil:
+		for j, v := range src {
+			dst[j] = (v - m) * s * wt[j]
+		}
+	default:
+		affineRow(dst, src, s, -m*s)
+		if bs != nil {
+			for j := range dst {
+				dst[j] += bs[j]
 			}
 		}
-	}, call.Out)
-	return nil
+	}
 }
 
 func cpuRMSNorm(c *CPU, call *Call) error {
-	wt := affine(call.In[1])
-	eps := call.Params.(*NormParams).Eps
-	c.rows(call.In[0], func(src, dst []float32) {
-		var q0, q1, q2, q3 float64
-		i := 0
-		for ; i+4 <= len(src); i += 4 {
-			a, b, c, d := float64(src[i]), float64(src[i+1]), float64(src[i+2]), float64(src[i+3])
-			q0, q1, q2, q3 = q0+a*a, q1+b*b, q2+c*c, q3+d*d
-		}
-		for ; i < len(src); i++ {
-			q0 += float64(src[i]) * float64(src[i])
-		}
-		s := float32(1 / math.Sqrt((q0+q1+q2+q3)/float64(len(src))+eps))
-		if wt == nil {
-			affineRow(dst, src, s, 0)
-			return
-		}
-		for j, v := range src {
-			dst[j] = v * s * wt[j]
-		}
-	}, call.Out)
-	return nil
+	return c.rows(call.In[0], call.Out, rowsLoop{wt: affine(call.In[1]), eps: call.Params.(*NormParams).Eps, row: rmsNormRow})
+}
+
+func rmsNormRow(l *rowsLoop, src, dst []float32) {
+	var q0, q1, q2, q3 float64
+	i := 0
+	for ; i+4 <= len(src); i += 4 {
+		a, b, c, d := float64(src[i]), float64(src[i+1]), float64(src[i+2]), float64(src[i+3])
+		q0, q1, q2, q3 = q0+a*a, q1+b*b, q2+c*c, q3+d*d
+	}
+	for ; i < len(src); i++ {
+		q0 += float64(src[i]) * float64(src[i])
+	}
+	s := float32(1 / math.Sqrt((q0+q1+q2+q3)/float64(len(src))+l.eps))
+	if l.wt == nil {
+		affineRow(dst, src, s, 0)
+		return
+	}
+	for j, v := range src {
+		dst[j] = v * s * l.wt[j]
+	}
 }
 
 func cpuSoftmax(c *CPU, call *Call) error {
-	rk := c.rk
-	c.rows(call.In[0], func(src, dst []float32) {
-		m := rk.max(src)
-		if math.IsInf(float64(m), -1) || m != m { // all −Inf (fully masked) or NaN: NaN like PyTorch
-			for j := range dst {
-				dst[j] = float32(math.NaN())
-			}
-			return
-		}
-		copy(dst, src)
-		inv := 1 / rk.expScale(dst, 1, m)
+	return c.rows(call.In[0], call.Out, rowsLoop{row: softmaxRow})
+}
+
+func softmaxRow(l *rowsLoop, src, dst []float32) {
+	m := l.rk.max(src)
+	if math.IsInf(float64(m), -1) || m != m { // all −Inf (fully masked) or NaN: NaN like PyTorch
 		for j := range dst {
-			dst[j] *= inv
+			dst[j] = float32(math.NaN())
 		}
-	}, call.Out)
-	return nil
+		return
+	}
+	copy(dst, src)
+	inv := 1 / l.rk.expScale(dst, 1, m)
+	for j := range dst {
+		dst[j] *= inv
+	}
 }

@@ -113,6 +113,12 @@ func New(opts Options) (*Runtime, error) {
 	return &Runtime{be: be, cpu: cpu, pool: newPool(be), log: log}, nil
 }
 
+// Close stops the worker goroutines of the runtime's cpu backend (a Backend passed in
+// Options is its owner's to close). Ops run after Close still work, each on its caller's
+// goroutine alone; a Runtime that is never closed stops its workers when it is
+// collected. Close may be called more than once.
+func (rt *Runtime) Close() { rt.cpu.Close() }
+
 // BF16 reports whether the cpu backend runs Linear and Conv2D with bfloat16 dot products
 // (Options.BF16 on, or auto where it measured faster, on a CPU with AVX512_BF16).
 func (rt *Runtime) BF16() bool { return rt.cpu.BF16() }

@@ -324,21 +324,35 @@ func cpuCopy(c *CPU, call *Call) error {
 	if es == 4 && rank >= 2 && is != 1 && in.strides[rank-2] == 1 && is >= in.shape[rank-2] && inner > 1 {
 		return c.copyTransposed(in, out)
 	}
-	c.parallelFor(rows, max(1, 4096/max(inner, 1)), func(lo, hi int) {
+	l := copyLoop{src: src, dst: dst, es: es, inner: inner, is: is, off: in.offset, shape: in.shape[:rank-1], strides: in.strides[:rank-1]}
+	return forEach(c, rows, max(1, 4096/max(inner, 1)), l, func(l *copyLoop, _, lo, hi int) error {
+		es, inner, is := l.es, l.inner, l.is
 		for r := lo; r < hi; r++ {
-			off := in.offset + rowOffset(r, in.shape[:rank-1], in.strides[:rank-1])
-			d := dst[r*inner*es : (r+1)*inner*es]
+			off := l.off + rowOffset(r, l.shape, l.strides)
+			d := l.dst[r*inner*es : (r+1)*inner*es]
 			if is == 1 {
-				copy(d, src[off*es:(off+inner)*es])
+				copy(d, l.src[off*es:(off+inner)*es])
 				continue
 			}
 			for j := 0; j < inner; j++ {
-				copy(d[j*es:(j+1)*es], src[(off+j*is)*es:(off+j*is+1)*es])
+				copy(d[j*es:(j+1)*es], l.src[(off+j*is)*es:(off+j*is+1)*es])
 			}
 		}
+		return nil
 	})
-	return nil
 }
+
+// copyLoop is cpuCopy's loop over rows of inner elements of es bytes (stride is), the
+// rows' offsets given by shape and strides (the outer dims) from off.
+type copyLoop struct {
+	src, dst       []byte
+	es, inner, is  int
+	off            int
+	shape, strides []int
+}
+
+// transposeChunk is how many i values one work item of copyTransposed covers.
+const transposeChunk = 256
 
 // copyTransposed copies a 4-byte tensor whose last two dims are a transposed view (the
 // second-last has stride 1, the last a stride ≥ its extent: a Permute of the last two
@@ -349,28 +363,34 @@ func (c *CPU) copyTransposed(in, out *Tensor) error {
 	ni, nj := in.shape[rank-2], in.shape[rank-1]
 	is := in.strides[rank-1]
 	outer := in.Numel() / (ni * nj)
-	const chunk = 256 // i values per work item
-	per := (ni + chunk - 1) / chunk
+	per := (ni + transposeChunk - 1) / transposeChunk
 	src := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(in.buf.Host))), len(in.buf.Host)/4)
 	dst := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(out.bytes()))), out.Numel())
-	errs := make([]error, c.threads)
-	c.parallelForW(outer*per, 1, func(wi, lo, hi int) {
+	l := transposeLoop{mm: c.mm, src: src, dst: dst, ni: ni, nj: nj, is: is, per: per, off: in.offset,
+		shape: in.shape[:rank-2], strides: in.strides[:rank-2]}
+	return forEach(c, outer*per, 1, l, func(l *transposeLoop, _, lo, hi int) error {
+		ni, nj := l.ni, l.nj
 		for it := lo; it < hi; it++ {
-			o, i0 := it/per, (it%per)*chunk
-			i1 := min(ni, i0+chunk)
-			off := in.offset + rowOffset(o, in.shape[:rank-2], in.strides[:rank-2]) + i0
-			d := dst[o*ni*nj+i0*nj:]
-			if err := c.mm.transpose(nj, i1-i0, src[off:], is, d, nj); err != nil && errs[wi] == nil {
-				errs[wi] = err
+			o, i0 := it/l.per, (it%l.per)*transposeChunk
+			i1 := min(ni, i0+transposeChunk)
+			off := l.off + rowOffset(o, l.shape, l.strides) + i0
+			d := l.dst[o*ni*nj+i0*nj:]
+			if err := l.mm.transpose(nj, i1-i0, l.src[off:], l.is, d, nj); err != nil {
+				return err
 			}
 		}
+		return nil
 	})
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
+}
+
+// transposeLoop is copyTransposed's loop: per items of chunk i values for each outer
+// index (whose offset shape and strides give, from off).
+type transposeLoop struct {
+	mm              *matmuler
+	src, dst        []float32
+	ni, nj, is, per int
+	off             int
+	shape, strides  []int
 }
 
 // rowOffset maps a linear index over shape (row-major) to an element offset by strides.
@@ -415,20 +435,33 @@ func cpuConcat(c *CPU, call *Call) error {
 		}
 		src := t.f32()
 		// view t as (outer·size_d) rows of inner elements when its tail is contiguous
-		tail := t.IsContiguous()
-		c.parallelFor(outer, 1, func(lo, hi int) {
+		l := concatLoop{o: o, src: src, t: t, seg: seg, at: at * inner, row: out.shape[d] * inner, tail: t.IsContiguous()}
+		if err := forEach(c, outer, 1, l, func(l *concatLoop, _, lo, hi int) error {
+			seg := l.seg
 			for b := lo; b < hi; b++ {
-				dst := o[b*out.shape[d]*inner+at*inner:][:seg]
-				if tail {
-					copy(dst, src[b*seg:(b+1)*seg])
+				dst := l.o[b*l.row+l.at:][:seg]
+				if l.tail {
+					copy(dst, l.src[b*seg:(b+1)*seg])
 					continue
 				}
 				for e := 0; e < seg; e++ {
-					dst[e] = src[rowOffset(b*seg+e, t.shape, t.strides)]
+					dst[e] = l.src[rowOffset(b*seg+e, l.t.shape, l.t.strides)]
 				}
 			}
-		})
+			return nil
+		}); err != nil {
+			return err
+		}
 		at += t.shape[d]
 	}
 	return nil
+}
+
+// concatLoop is cpuConcat's loop for one input t: outer rows of seg values into the
+// output rows of row values, at offset at.
+type concatLoop struct {
+	o, src       []float32
+	t            *Tensor
+	seg, at, row int
+	tail         bool
 }

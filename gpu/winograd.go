@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"sync"
 	"unsafe"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
@@ -108,14 +107,14 @@ func transformWeights(c *CPU, w *Tensor, cout, cin int) (*winoWeights, error) {
 		ww.u[ij] = pk
 	}
 	slivers := (cout + nr - 1) / nr
-	errs := make([]error, c.threads)
-	c.parallelForW(slivers, 1, func(wi, lo, hi int) {
+	l := winoWeightLoop{dtype: w.dtype, raw: raw, rowBytes: rowBytes, cin: cin, cout: cout, nr: nr, panels: panels}
+	if err := forEach(c, slivers, 1, l, func(l *winoWeightLoop, _, lo, hi int) error {
+		cin, nr := l.cin, l.nr
 		g := make([]float32, cin*9)
 		for s := lo; s < hi; s++ {
-			for co := s * nr; co < min(cout, (s+1)*nr); co++ {
-				if err := DecodeFloat32(w.dtype, g, raw[co*rowBytes:(co+1)*rowBytes]); err != nil {
-					errs[wi] = err
-					return
+			for co := s * nr; co < min(l.cout, (s+1)*nr); co++ {
+				if err := DecodeFloat32(l.dtype, g, l.raw[co*l.rowBytes:(co+1)*l.rowBytes]); err != nil {
+					return err
 				}
 				base := s*cin*nr + co%nr
 				for ci := 0; ci < cin; ci++ {
@@ -132,21 +131,27 @@ func transformWeights(c *CPU, w *Tensor, cout, cin int) (*winoWeights, error) {
 					at := base + ci*nr
 					for i := 0; i < 4; i++ {
 						t0, t1, t2 := t[i][0], t[i][1], t[i][2]
-						panels[4*i][at] = float32(t0)
-						panels[4*i+1][at] = float32((t0 + t1 + t2) / 2)
-						panels[4*i+2][at] = float32((t0 - t1 + t2) / 2)
-						panels[4*i+3][at] = float32(t2)
+						l.panels[4*i][at] = float32(t0)
+						l.panels[4*i+1][at] = float32((t0 + t1 + t2) / 2)
+						l.panels[4*i+2][at] = float32((t0 - t1 + t2) / 2)
+						l.panels[4*i+3][at] = float32(t2)
 					}
 				}
 			}
 		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return ww, nil
+}
+
+// winoWeightLoop is transformWeights' loop over 32-output slivers.
+type winoWeightLoop struct {
+	dtype                   DType
+	raw                     []byte
+	rowBytes, cin, cout, nr int
+	panels                  [16][]float32
 }
 
 // convWinograd computes a stride-1 3×3 conv with transformed weights ww. Output tile rows
@@ -166,56 +171,66 @@ func (c *CPU) convWinograd(cv *convGeom, ww *winoWeights) error {
 	grid := c.scratch.get(n * 2 * bty * 2 * tw * cout)
 	defer c.scratch.put(grid)
 	tc := winoChunkTiles(cin, cout, n*bty*tw, c.threads)
-	var mu sync.Mutex
-	var firstErr error
+	ptrs := c.winoPtrs.get()
+	defer c.winoPtrs.put(ptrs)
 	for ty0 := 0; ty0 < th; ty0 += bty {
 		nty := min(bty, th-ty0)
 		c.winoLayout(cv, xt, ty0, nty, rowsB, wt)
 		tiles := n * nty * tw
-		chunks := (tiles + tc - 1) / tc
-		scr := make([][]float32, c.threads)
-		c.parallelForW(chunks, 1, func(wi, lo, hi int) {
-			if scr[wi] == nil {
-				scr[wi] = c.scratch.get(16 * tc * (cin + cout))
-			}
+		l := winoLoop{c: c, cv: *cv, ww: ww, xt: xt, grid: grid, tc: tc, tiles: tiles, chunks: (tiles + tc - 1) / tc,
+			nty: nty, rowsB: rowsB, wt: wt, tw: tw, gridRows: 2 * bty}
+		parts := c.parts(l.chunks, 1)
+		l.perWorker = 16 * tc * (cin + cout)
+		l.scr = c.scratch.get(parts * l.perWorker)
+		l.ptrs = ptrs
+		if len(ptrs.w) < parts {
+			ptrs.w = make([]winoPtrs, c.threads)
+		}
+		err := forEach(c, l.chunks, 1, l, func(l *winoLoop, w, lo, hi int) error {
+			scr := l.scr[w*l.perWorker : (w+1)*l.perWorker]
+			pt := &l.ptrs.w[w]
 			for ch := lo; ch < hi; ch++ {
-				t0, t1 := tiles*ch/chunks, tiles*(ch+1)/chunks
-				if err := c.winoChunk(cv, ww, xt, grid, scr[wi], tc, t0, t1, nty, rowsB, wt, tw, 2*bty); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		})
-		for _, s := range scr {
-			if s != nil {
-				c.scratch.put(s)
-			}
-		}
-		if firstErr != nil {
-			return firstErr
-		}
-		rows := min(2*nty, oh-2*ty0)
-		err := c.scatterBlocks(cout, func(co0, co1 int) error {
-			for img := 0; img < n; img++ {
-				for y := 0; y < rows; y++ {
-					src := grid[((img*2*bty+y)*2*tw)*cout:]
-					dst := cv.o[img*cout*oh*ow+(2*ty0+y)*ow:]
-					if err := c.scatterT(dst, oh*ow, src, ow, cout, co0, co1, cv.bias); err != nil {
-						return err
-					}
+				t0, t1 := l.tiles*ch/l.chunks, l.tiles*(ch+1)/l.chunks
+				if err := l.c.winoChunk(&l.cv, l.ww, l.xt, l.grid, scr, pt, l.tc, t0, t1, l.nty, l.rowsB, l.wt, l.tw, l.gridRows); err != nil {
+					return err
 				}
 			}
 			return nil
 		})
+		c.scratch.put(l.scr)
+		clear(ptrs.w)
 		if err != nil {
+			return err
+		}
+		if err := c.scatter(scatterLoop{o: cv.o, grid: grid, bias: cv.bias, n: n, cout: cout, oh: oh, ow: ow,
+			rows: min(2*nty, oh-2*ty0), dstY0: 2 * ty0, srcImg: 2 * bty * 2 * tw, srcRow: 2 * tw}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// winoLoop is convWinograd's loop over the chunks of tiles of one band.
+type winoLoop struct {
+	c                                     *CPU
+	cv                                    convGeom
+	ww                                    *winoWeights
+	xt, grid                              []float32
+	tc, tiles, chunks, nty, rowsB, wt, tw int
+	gridRows                              int
+	scr                                   []float32 // perWorker floats of transforms for each worker
+	perWorker                             int
+	ptrs                                  *winoPtrSet
+}
+
+// winoPtrSet is one call's winoPtrs, one per worker.
+type winoPtrSet struct{ w []winoPtrs }
+
+// winoPtrs holds the row pointers winoChunk hands the transforms (kept with the backend:
+// as arguments of a kernel chosen at run time they would be allocated on every call).
+type winoPtrs struct {
+	src, dst [16]*float32
+	out      [4]*float32
 }
 
 // winoChunkTiles is the number of tiles one chunk covers: about cin·cout/(cin+cout), where
@@ -234,37 +249,45 @@ func winoChunkTiles(cin, cout, tiles, threads int) int {
 // img holds input row 2·ty0 − top + r, column col input column col − left, zero outside
 // the image.
 func (c *CPU) winoLayout(cv *convGeom, xt []float32, ty0, nty, rowsB, wt int) {
-	n, cin, h, w := cv.n, cv.cin, cv.h, cv.w
-	top, left := cv.p.Top, cv.p.Left
-	c.parallelFor(n*(2*nty+2), 1, func(lo, hi int) {
+	l := winoLayoutLoop{mm: c.mm, x: cv.x, xt: xt, n: cv.n, cin: cv.cin, h: cv.h, w: cv.w, top: cv.p.Top, left: cv.p.Left,
+		ty0: ty0, nty: nty, rowsB: rowsB, wt: wt}
+	_ = forEach(c, cv.n*(2*nty+2), 1, l, func(l *winoLayoutLoop, _, lo, hi int) error {
+		cin, h, w, wt, nty := l.cin, l.h, l.w, l.wt, l.nty
 		for i := lo; i < hi; i++ {
 			img, r := i/(2*nty+2), i%(2*nty+2)
-			row := xt[(img*rowsB+r)*wt*cin : (img*rowsB+r+1)*wt*cin]
-			y := 2*ty0 - top + r
+			row := l.xt[(img*l.rowsB+r)*wt*cin : (img*l.rowsB+r+1)*wt*cin]
+			y := 2*l.ty0 - l.top + r
 			if y < 0 || y >= h {
 				clear(row)
 				continue
 			}
-			x0, x1 := min(left, wt), min(wt, left+w)
+			x0, x1 := min(l.left, wt), min(wt, l.left+w)
 			clear(row[:x0*cin])
 			clear(row[x1*cin:])
 			if x1 > x0 {
 				// dst[x·cin + ci] = x[img][ci][y][x]
-				_ = c.mm.transpose(cin, x1-x0, cv.x[(img*cin)*h*w+y*w:], h*w, row[x0*cin:], cin)
+				_ = l.mm.transpose(cin, x1-x0, l.x[(img*cin)*h*w+y*w:], h*w, row[x0*cin:], cin)
 			}
 		}
+		return nil
 	})
+}
+
+// winoLayoutLoop is winoLayout's loop over the band's (image, input row) pairs.
+type winoLayoutLoop struct {
+	mm                                           *matmuler
+	x, xt                                        []float32
+	n, cin, h, w, top, left, ty0, nty, rowsB, wt int
 }
 
 // winoChunk computes tiles [t0, t1) of a band (tile t: image t/(nty·tw), tile row
 // t/tw mod nty, tile column t mod tw) into the pixel-major grid; scr holds the 16
 // transformed-input matrices (tc × cin) and the 16 GEMM results (tc × cout); the grid
 // has gridRows pixel rows per image.
-func (c *CPU) winoChunk(cv *convGeom, ww *winoWeights, xt, grid, scr []float32, tc, t0, t1, nty, rowsB, wt, tw, gridRows int) error {
+func (c *CPU) winoChunk(cv *convGeom, ww *winoWeights, xt, grid, scr []float32, pt *winoPtrs, tc, t0, t1, nty, rowsB, wt, tw, gridRows int) error {
 	cin, cout := cv.cin, cv.cout
 	v, m := scr[:16*tc*cin], scr[16*tc*cin:16*tc*(cin+cout)]
-	var src, dst [16]*float32
-	var out [4]*float32
+	src, dst, out := &pt.src, &pt.dst, &pt.out
 	for t := t0; t < t1; t++ {
 		img, ty, tx := t/(nty*tw), t/tw%nty, t%tw
 		for r := 0; r < 4; r++ {
@@ -275,7 +298,7 @@ func (c *CPU) winoChunk(cv *convGeom, ww *winoWeights, xt, grid, scr []float32, 
 		for ij := range dst {
 			dst[ij] = &v[(ij*tc+t-t0)*cin]
 		}
-		c.rk.winoIn(&dst, &src, cin)
+		c.rk.winoIn(dst, src, cin)
 	}
 	for ij := range ww.u {
 		w := gemm.Weight{DType: gemm.F32, N: cout, K: cin, Packed: ww.u[ij]}
@@ -294,7 +317,7 @@ func (c *CPU) winoChunk(cv *convGeom, ww *winoWeights, xt, grid, scr []float32, 
 				out[2*a+b] = &grid[((img*gridRows+2*ty+a)*gw+2*tx+b)*cout]
 			}
 		}
-		c.rk.winoOut(&out, &src, cout)
+		c.rk.winoOut(out, src, cout)
 	}
 	return nil
 }

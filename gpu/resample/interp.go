@@ -35,20 +35,25 @@ func nearestExactIndex(dst, in, out int) int {
 	return min(int(math.Floor(float64(v))), in-1)
 }
 
-// gatherIndex fills each output pixel from the input pixel idx picks along each axis. An
-// output row with the same source row as the previous one is a copy of it, and a row
-// whose source columns are exactly x/2 (a 2× enlargement, the decoders' upsampling) is
-// filled by duplicating each input value.
-func gatherIndex(dst, src []float32, w, h, outW, outH int, idx func(dst, in, out int) int) {
-	xs := make([]int, outW)
-	double := outW == 2*w
-	for x := range xs {
-		xs[x] = idx(x, w, outW)
-		double = double && xs[x] == x/2
+// gatherTables fills t.xs with the source column of each output column and records
+// whether they are exactly x/2 (a 2× enlargement, the decoders' upsampling).
+func gatherTables(t *tables, w, outW int, idx func(dst, in, out int) int) {
+	t.xs = grow(t.xs, outW)
+	t.double = outW == 2*w
+	for x := range t.xs {
+		t.xs[x] = idx(x, w, outW)
+		t.double = t.double && t.xs[x] == x/2
 	}
+	t.idx = idx
+}
+
+// gatherIndex fills each output pixel from the input pixel t.idx picks along each axis
+// (the columns from t.xs). An output row with the same source row as the previous one
+// is a copy of it, and a 2× row is filled by duplicating each input value.
+func gatherIndex(t *tables, dst, src []float32, w, h, outW, outH int) {
 	prev := -1
 	for y := 0; y < outH; y++ {
-		sy := idx(y, h, outH)
+		sy := t.idx(y, h, outH)
 		d := dst[y*outW : (y+1)*outW]
 		if sy == prev {
 			copy(d, dst[(y-1)*outW:y*outW])
@@ -56,25 +61,51 @@ func gatherIndex(dst, src []float32, w, h, outW, outH int, idx func(dst, in, out
 		}
 		prev = sy
 		row := src[sy*w : sy*w+w]
-		if double {
+		if t.double {
 			for x, v := range row {
 				d[2*x], d[2*x+1] = v, v
 			}
 			continue
 		}
-		for x, sx := range xs {
+		for x, sx := range t.xs {
 			d[x] = row[sx]
 		}
 	}
 }
 
-func nearest(dst, src []float32, w, h, outW, outH int) {
-	gatherIndex(dst, src, w, h, outW, outH, nearestIndex)
+// grow returns s resliced to n elements, reallocated only when it is too short.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }
 
-func nearestExact(dst, src []float32, w, h, outW, outH int) {
-	gatherIndex(dst, src, w, h, outW, outH, nearestExactIndex)
-}
+var (
+	nearest = planeKernel{
+		prep: func(t *tables, w, h, outW, outH int) { gatherTables(t, w, outW, nearestIndex) },
+		run:  gatherIndex,
+	}
+	nearestExact = planeKernel{
+		prep: func(t *tables, w, h, outW, outH int) { gatherTables(t, w, outW, nearestExactIndex) },
+		run:  gatherIndex,
+	}
+	bilinear = planeKernel{
+		prep: func(t *tables, w, h, outW, outH int) {
+			linearTapsInto(&t.tx, w, outW)
+			linearTapsInto(&t.ty, h, outH)
+		},
+		run: separable,
+	}
+	bicubic = planeKernel{
+		prep: func(t *tables, w, h, outW, outH int) {
+			cubicTapsInto(&t.tx, w, outW)
+			cubicTapsInto(&t.ty, h, outH)
+		},
+		run: separable,
+	}
+	area = planeKernel{prep: func(*tables, int, int, int, int) {}, run: areaPlane}
+)
 
 // taps holds, for each output coordinate along one axis, ksize input indices and weights.
 type taps struct {
@@ -85,7 +116,14 @@ type taps struct {
 
 // linearTaps is compute_source_index_and_lambda for align_corners=False.
 func linearTaps(in, out int) taps {
-	t := taps{ksize: 2, idx: make([]int, 2*out), wt: make([]float32, 2*out)}
+	var t taps
+	linearTapsInto(&t, in, out)
+	return t
+}
+
+// linearTapsInto is linearTaps into t, reusing its slices.
+func linearTapsInto(t *taps, in, out int) {
+	t.ksize, t.idx, t.wt = 2, grow(t.idx, 2*out), grow(t.wt, 2*out)
 	s := ratio(in, out)
 	for i := 0; i < out; i++ {
 		var i0, i1 int
@@ -107,7 +145,6 @@ func linearTaps(in, out int) taps {
 		t.idx[2*i], t.idx[2*i+1] = i0, i1
 		t.wt[2*i], t.wt[2*i+1] = l0, l1
 	}
-	return t
 }
 
 // guard is guard_index_and_lambda: index = min(floor(real), in-1), lambda clamped to [0,1].
@@ -118,8 +155,9 @@ func guard(real float32, in int) (int, float32) {
 	return i, l
 }
 
-// cubicTaps is compute_indices_weights_cubic with A = -0.75 and indices clamped to the edge.
-func cubicTaps(in, out int) taps {
+// cubicTapsInto is compute_indices_weights_cubic with A = -0.75 and indices clamped to
+// the edge, into t (its slices reused).
+func cubicTapsInto(t *taps, in, out int) {
 	const a = float32(-0.75)
 	conv1 := func(x float32) float32 { // |x| <= 1
 		return float32(float32(float32(float32(float32(a+2)*x)-(a+3))*x)*x) + 1
@@ -127,7 +165,7 @@ func cubicTaps(in, out int) taps {
 	conv2 := func(x float32) float32 { // 1 < |x| < 2
 		return float32(float32(float32(float32(float32(float32(a*x)-5*a)*x)+8*a)*x) - 4*a)
 	}
-	t := taps{ksize: 4, idx: make([]int, 4*out), wt: make([]float32, 4*out)}
+	t.ksize, t.idx, t.wt = 4, grow(t.idx, 4*out), grow(t.wt, 4*out)
 	s := ratio(in, out)
 	for i := 0; i < out; i++ {
 		real := float32(float32(s*float32(float32(i)+0.5)) - 0.5)
@@ -139,11 +177,12 @@ func cubicTaps(in, out int) taps {
 			t.wt[4*i+j] = w[j]
 		}
 	}
-	return t
 }
 
-// separable evaluates out[y][x] = Σ_j wy_j · (Σ_k wx_k · src[iy_j][ix_k]) in PyTorch's order.
-func separable(dst, src []float32, w, outW, outH int, tx, ty taps) {
+// separable evaluates out[y][x] = Σ_j wy_j · (Σ_k wx_k · src[iy_j][ix_k]) in PyTorch's
+// order, with the taps of t.
+func separable(t *tables, dst, src []float32, w, _, outW, outH int) {
+	tx, ty := &t.tx, &t.ty
 	for y := 0; y < outH; y++ {
 		d := dst[y*outW : (y+1)*outW]
 		for x := 0; x < outW; x++ {
@@ -171,17 +210,9 @@ func separable(dst, src []float32, w, outW, outH int, tx, ty taps) {
 	}
 }
 
-func bilinear(dst, src []float32, w, h, outW, outH int) {
-	separable(dst, src, w, outW, outH, linearTaps(w, outW), linearTaps(h, outH))
-}
-
-func bicubic(dst, src []float32, w, h, outW, outH int) {
-	separable(dst, src, w, outW, outH, cubicTaps(w, outW), cubicTaps(h, outH))
-}
-
-// area is adaptive_avg_pool2d: output cell o covers input [floor(o·in/out), ceil((o+1)·in/out)),
+// areaPlane is adaptive_avg_pool2d: output cell o covers input [floor(o·in/out), ceil((o+1)·in/out)),
 // summed in float32 and divided by kh then kw (AdaptiveAvgPoolKernel.cpp, cpu_adaptive_avg_pool).
-func area(dst, src []float32, w, h, outW, outH int) {
+func areaPlane(_ *tables, dst, src []float32, w, h, outW, outH int) {
 	for oy := 0; oy < outH; oy++ {
 		y0, y1 := oy*h/outH, ((oy+1)*h+outH-1)/outH
 		for ox := 0; ox < outW; ox++ {

@@ -17,12 +17,16 @@ var Crops = []string{"disabled", "center"}
 
 // UpscaleInto is Upscale writing into dst (n·c·outH·outW values) instead of a new
 // slice: the plane kernels (nearest, nearest-exact, bilinear, bicubic, area, without a
-// crop) write there directly, so a decoder's 2× upsampling allocates nothing; the other
-// methods are computed by Upscale and copied.
+// crop) write there directly, so a decoder's 2× upsampling allocates nothing but its
+// index table (Planes keeps that too); the other methods are computed by Upscale and
+// copied.
 func UpscaleInto(dst, src []float32, n, c, h, w, outW, outH int, method, crop string) error {
-	kern := kernels[method]
-	if kern == nil || crop != "disabled" || n <= 0 || c <= 0 || h <= 0 || w <= 0 || outW <= 0 || outH <= 0 ||
-		int64(n)*int64(c)*int64(h)*int64(w) != int64(len(src)) || int64(n)*int64(c)*int64(outH)*int64(outW) > math.MaxInt32*8 {
+	var p Planes
+	ok, err := p.Prepare(dst, src, n, c, h, w, outW, outH, method, crop)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		res, err := Upscale(src, n, c, h, w, outW, outH, method, crop)
 		if err != nil {
 			return err
@@ -33,14 +37,52 @@ func UpscaleInto(dst, src []float32, n, c, h, w, outW, outH int, method, crop st
 		copy(dst, res)
 		return nil
 	}
-	if len(dst) != n*c*outH*outW {
-		return fmt.Errorf("resample: destination holds %d values, (%d, %d, %d, %d) needs %d", len(dst), n, c, outH, outW, n*c*outH*outW)
-	}
-	forEachPlane(n*c, func(p int) {
-		kern(dst[p*outW*outH:(p+1)*outW*outH], src[p*w*h:(p+1)*w*h], w, h, outW, outH)
-	})
+	forEachPlane(p.Count(), func(i int) { p.Run(i, i+1) })
 	return nil
 }
+
+// Planes is UpscaleInto split into its (N·C) planes, for a caller that runs them on its
+// own workers: Prepare computes the method's index or weight tables once per call (not
+// once per plane) into storage the Planes keeps, so a caller that reuses one Planes
+// allocates nothing once the tables have reached their size.
+type Planes struct {
+	dst, src                []float32
+	w, h, outW, outH, count int
+	kern                    planeKernel
+	t                       tables
+}
+
+// Prepare sets p up to compute UpscaleInto(dst, src, n, c, h, w, outW, outH, method,
+// crop) plane by plane. It reports false, and no error, where the call is not computed
+// per plane (bislerp, lanczos, a center crop, or arguments Upscale rejects), which
+// UpscaleInto handles; an error says dst has the wrong length.
+func (p *Planes) Prepare(dst, src []float32, n, c, h, w, outW, outH int, method, crop string) (bool, error) {
+	kern, ok := kernels[method]
+	if !ok || kern.run == nil || crop != "disabled" || n <= 0 || c <= 0 || h <= 0 || w <= 0 || outW <= 0 || outH <= 0 ||
+		int64(n)*int64(c)*int64(h)*int64(w) != int64(len(src)) || int64(n)*int64(c)*int64(outH)*int64(outW) > math.MaxInt32*8 {
+		return false, nil
+	}
+	if len(dst) != n*c*outH*outW {
+		return false, fmt.Errorf("resample: destination holds %d values, (%d, %d, %d, %d) needs %d", len(dst), n, c, outH, outW, n*c*outH*outW)
+	}
+	p.dst, p.src, p.w, p.h, p.outW, p.outH, p.count, p.kern = dst, src, w, h, outW, outH, n*c, kern
+	kern.prep(&p.t, w, h, outW, outH)
+	return true, nil
+}
+
+// Count reports the number of planes.
+func (p *Planes) Count() int { return p.count }
+
+// Run computes planes [lo, hi); goroutines may run disjoint ranges at once.
+func (p *Planes) Run(lo, hi int) {
+	in, out := p.w*p.h, p.outW*p.outH
+	for i := lo; i < hi; i++ {
+		p.kern.run(&p.t, p.dst[i*out:(i+1)*out], p.src[i*in:(i+1)*in], p.w, p.h, p.outW, p.outH)
+	}
+}
+
+// Release drops p's references to the caller's slices (its tables stay for reuse).
+func (p *Planes) Release() { p.dst, p.src = nil, nil }
 
 // Upscale resizes src, a contiguous float32 tensor of shape (n, c, h, w), to (n, c, outH,
 // outW) the way comfy.utils.common_upscale(samples, width=outW, height=outH, method, crop)
@@ -109,14 +151,29 @@ func Upscale(src []float32, n, c, h, w, outW, outH int, method, crop string) ([]
 		return bislerp(in, n, c, ch, cw, outW, outH), nil
 	}
 	out := make([]float32, planes*outW*outH)
+	var t tables
+	kern.prep(&t, cw, ch, outW, outH)
 	forEachPlane(planes, func(p int) {
-		kern(out[p*outW*outH:(p+1)*outW*outH], in[p*cw*ch:(p+1)*cw*ch], cw, ch, outW, outH)
+		kern.run(&t, out[p*outW*outH:(p+1)*outW*outH], in[p*cw*ch:(p+1)*cw*ch], cw, ch, outW, outH)
 	})
 	return out, nil
 }
 
-// planeKernel resizes one (h, w) plane into dst (outH, outW).
-type planeKernel func(dst, src []float32, w, h, outW, outH int)
+// planeKernel resizes (h, w) planes into (outH, outW) ones: prep computes the tables
+// every plane of a call shares, run resizes one plane with them.
+type planeKernel struct {
+	prep func(t *tables, w, h, outW, outH int)
+	run  func(t *tables, dst, src []float32, w, h, outW, outH int)
+}
+
+// tables is what planeKernel.prep computes: source columns (gather methods, with the
+// source row function idx) or the taps along each axis (separable methods).
+type tables struct {
+	xs     []int
+	double bool
+	idx    func(dst, in, out int) int
+	tx, ty taps
+}
 
 var kernels = map[string]planeKernel{
 	"nearest":       nearest,
@@ -124,8 +181,8 @@ var kernels = map[string]planeKernel{
 	"bilinear":      bilinear,
 	"bicubic":       bicubic,
 	"area":          area,
-	"bislerp":       nil, // handled across channels in Upscale
-	"lanczos":       nil, // handled per image in Upscale
+	"bislerp":       {}, // handled across channels in Upscale
+	"lanczos":       {}, // handled per image in Upscale
 }
 
 // centerCrop returns the margin common_upscale removes on the left/right (x) or

@@ -5,7 +5,8 @@
 // only while it is packed into cache-sized panels.
 //
 // It imports nothing from forgeflow but internal/dtype (the float and GGUF
-// block conversions it shares with weights/): it sits at the bottom of gpu/.
+// block conversions it shares with weights/) and gpu/internal/par (the worker
+// pool it shares with the cpu backend): it sits at the bottom of gpu/.
 //
 // The structure is the classic Goto/BLIS one: the operands are copied
 // ("packed") into contiguous panels sized for the caches, and a small

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/forgeflow/forgeflow/gpu/internal/par"
 )
 
 // Path names a micro-kernel family.
@@ -60,6 +62,10 @@ type Options struct {
 	// Threads is the number of goroutines one call may use; 0 means
 	// runtime.GOMAXPROCS(0).
 	Threads int
+	// Pool runs the calls' parallel phases (several Engines, and the caller's
+	// other kernels, may share one); nil gives the Engine a pool of its own
+	// with Threads goroutines, stopped when the Engine is collected.
+	Pool *par.Pool
 	// BF16 multiplies with AVX512_BF16 dot products (VDPBF16PS): A and B
 	// are rounded to bfloat16 (8 significant bits, round to nearest even)
 	// while they are packed and the products are summed in float32. It
@@ -138,6 +144,7 @@ type Blocking struct {
 type Engine struct {
 	k       kernel
 	threads int
+	pool    *par.Pool
 	bufs    freeList[*workspace]
 	panels  freeList[*[]float32] // shared B blocks (runShared)
 	jobs    freeList[*job]
@@ -199,7 +206,11 @@ func New(opts Options) (*Engine, error) {
 	if opts.Blocking.NC > 0 {
 		k.nc = (opts.Blocking.NC + k.nr - 1) / k.nr * k.nr
 	}
-	e.k = k
+	e.k, e.pool = k, opts.Pool
+	if e.pool == nil {
+		e.pool = par.New(t)
+		runtime.AddCleanup(e, (*par.Pool).Close, e.pool)
+	}
 	return e, nil
 }
 

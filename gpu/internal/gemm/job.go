@@ -1,7 +1,6 @@
 package gemm
 
 import (
-	"sync"
 	"sync/atomic"
 )
 
@@ -18,15 +17,14 @@ const (
 )
 
 // job is the state of one call while its workers run. Jobs are pooled and
-// workers are started with go statements on a method, so a call in the
-// steady state allocates nothing.
+// each phase is handed to the Engine's worker pool as the job itself (a
+// par.Task), so a call in the steady state allocates nothing.
 type job struct {
 	e    *Engine
 	p    problem
 	ph   phase
 	n    int
 	next atomic.Int64
-	wg   sync.WaitGroup
 
 	mParts, nParts int // phaseTasks: the split of each product
 
@@ -52,24 +50,19 @@ func (e *Engine) newJob(p *problem) *job {
 	return j
 }
 
-// do runs the n items of phase ph on up to workers goroutines (the
-// caller's included), handing out indices from a counter, and returns when
-// all are done.
+// do runs the n items of phase ph on up to workers goroutines of the pool
+// (the caller's included) and returns when all are done. The items are
+// handed out from a counter rather than split statically: a worker that
+// runs late (another process took its core) simply takes fewer of them.
 func (j *job) do(ph phase, n, workers int) {
 	j.ph, j.n = ph, n
 	j.next.Store(0)
-	for w := 1; w < min(workers, n); w++ {
-		j.wg.Add(1)
-		go j.worker()
-	}
-	j.loop()
-	j.wg.Wait()
+	j.e.pool.Run(min(workers, n), 1, j)
 }
 
-func (j *job) worker() {
-	defer j.wg.Done()
-	j.loop()
-}
+// Run implements par.Task: each of the pool's parts takes items until none
+// are left.
+func (j *job) Run(_, _, _ int) { j.loop() }
 
 func (j *job) loop() {
 	ws := j.e.getWorkspace()
