@@ -154,8 +154,18 @@ func TestConcurrentKernels(t *testing.T) {
 // TestRuntimeCloseStopsWorkers: a Runtime's worker goroutines end with Close (and ops
 // still run afterwards, on the caller's goroutine).
 func TestRuntimeCloseStopsWorkers(t *testing.T) {
-	runtime.GC()
-	before := runtime.NumGoroutine()
+	// runtimes of earlier tests stop their workers when collected, from a cleanup
+	// goroutine: let their count settle first
+	before := -1
+	for range 100 {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		n := runtime.NumGoroutine()
+		if n == before {
+			break
+		}
+		before = n
+	}
 	var rts []*Runtime
 	for range 3 {
 		rt, err := New(Options{Threads: 4})
