@@ -3,6 +3,7 @@ package gpu
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
@@ -38,6 +39,10 @@ func TestPackedWeights(t *testing.T) {
 			}
 		}
 	}
+	// every dtype's weights stay reachable to the end: a collected weight gives its
+	// panels' bytes back (pack.go's cleanup), which would cancel a later dtype's count
+	var keep []*Tensor
+	defer func() { runtime.KeepAlive(keep) }()
 	for _, dt := range []DType{F32, F16, BF16} {
 		// a weight with two views: rows 0…39 and rows 8…47 of one buffer
 		wv := randData(r, 48*24*3*3)
@@ -65,6 +70,7 @@ func TestPackedWeights(t *testing.T) {
 		// the Linear view of a 2-d weight: 40 × 216
 		lw := ok(t)(on.FromBytes(dt, raw[:len(raw)/48*40], 40, 216))
 		lwOff := ok(t)(off.FromBytes(dt, raw[:len(raw)/48*40], 40, 216))
+		keep = append(keep, wOn, lw)
 		lx := randData(r, 30*216)
 		a, b := ok(t)(on.FromFloat32(lx, 30, 216)), ok(t)(off.FromFloat32(lx, 30, 216))
 		for range 2 {

@@ -110,21 +110,28 @@ func (e *Engine) Pack(w Weight) (*Packed, error) {
 		p.u16 = make([]uint16, slivers*nr*w.K)
 		adviseHuge(unsafe.Pointer(unsafe.SliceData(p.u16)), 2*len(p.u16))
 	}
-	workers := min(e.threads, slivers)
-	var wg sync.WaitGroup
-	for t := 0; t < workers; t++ {
-		wg.Go(func() {
-			var scr []float32
-			if (p.u16 != nil && e.k.narrow16 != nil) || (p.f32 != nil && w.DType != F32) {
-				scr = make([]float32, 2*nr*packChunk16)
-			}
-			for s := slivers * t / workers; s < slivers*(t+1)/workers; s++ {
-				p.packSliver(&e.k, w, wld, s, scr)
-			}
-		})
-	}
-	wg.Wait()
+	e.pool.Run(slivers, 1, &packTask{e: e, p: p, w: w, wld: wld})
 	return p, nil
+}
+
+// packTask is Pack's loop over slivers, run on the Engine's worker pool.
+type packTask struct {
+	e   *Engine
+	p   *Packed
+	w   Weight
+	wld int
+}
+
+// Run implements par.Task: slivers [lo, hi), with scratch of the worker's own.
+func (t *packTask) Run(_, lo, hi int) {
+	p, w := t.p, t.w
+	var scr []float32
+	if (p.u16 != nil && t.e.k.narrow16 != nil) || (p.f32 != nil && w.DType != F32) {
+		scr = make([]float32, 2*p.nr*packChunk16)
+	}
+	for s := lo; s < hi; s++ {
+		p.packSliver(&t.e.k, w, t.wld, s, scr)
+	}
 }
 
 // packChunk is how many k steps of a sliver packSliver writes per pass: 64
