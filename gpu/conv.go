@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/pprof"
+	"sync"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
@@ -165,16 +166,37 @@ func (c *CPU) preferCol(cv *convGeom) bool {
 }
 
 // getInts returns a pooled slice of k ints (give it back with c.ints.Put).
-func (c *CPU) getInts(k int) *[]int {
-	p, _ := c.ints.Get().(*[]int)
-	if p == nil {
-		p = new([]int)
+func (c *CPU) getInts(k int) *[]int { return c.ints.get(k) }
+
+// intPool recycles int scratch by exact length, like scratchPool: a conv's column
+// offsets and a broadcast's strides come back the same size every step, and unlike a
+// sync.Pool the free lists survive garbage collection, so a steady-state step takes
+// nothing new.
+type intPool struct {
+	mu   sync.Mutex
+	free map[int][]*[]int
+}
+
+func (p *intPool) get(k int) *[]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.free[k]; len(l) > 0 {
+		s := l[len(l)-1]
+		p.free[k] = l[:len(l)-1]
+		return s
 	}
-	if cap(*p) < k {
-		*p = make([]int, k)
+	s := make([]int, k)
+	return &s
+}
+
+// Put gives back a slice from get.
+func (p *intPool) Put(s *[]int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free == nil {
+		p.free = map[int][]*[]int{}
 	}
-	*p = (*p)[:k]
-	return p
+	p.free[len(*s)] = append(p.free[len(*s)], s)
 }
 
 // convBand computes a stride-1 conv without im2col. The input is zero-padded into planes

@@ -61,7 +61,7 @@ type CPU struct {
 	// noWino keeps convAuto from choosing the Winograd form (CPUOptions.Conv "direct")
 	noWino bool
 	// ints recycles int scratch (*[]int): conv column offsets, broadcast strides
-	ints sync.Pool
+	ints intPool
 	pack packer
 	// pool runs the kernels' parallel loops and the GEMM engines' (parallel.go)
 	pool  *par.Pool

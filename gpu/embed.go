@@ -157,7 +157,8 @@ func cpuTimestepEmbedding(c *CPU, call *Call) error {
 	p := *call.Params.(*TimestepParams)
 	ts, o := call.In[0].f32c(), call.Out.f32c()
 	half := p.Dim / 2
-	freqs := make([]float32, half)
+	freqs := c.scratch.get(half)
+	defer c.scratch.put(freqs)
 	nl := float32(-math.Log(p.MaxPeriod))
 	for j := range freqs {
 		// torch.exp on float32 is SLEEF's expf (one ulp); SDXL's size embedding

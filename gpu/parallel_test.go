@@ -46,7 +46,7 @@ func kernelCalls(t *testing.T, rt *Runtime) []kernelCall {
 	conv := func(name string, form, stride int) kernelCall {
 		oh := (24+2-3)/stride + 1
 		return kernelCall{name, OpConv2D, &Call{In: []*Tensor{x, convW, convB}, Out: empty(2, 32, oh, oh),
-			Params: ConvParams{Stride: stride, Top: 1, Bottom: 1, Left: 1, Right: 1}}, form}
+			Params: &ConvParams{Stride: stride, Top: 1, Bottom: 1, Left: 1, Right: 1}}, form}
 	}
 	return []kernelCall{
 		{"silu", OpSiLU, &Call{In: []*Tensor{x}, Out: empty(2, 32, 24, 24)}, 0},
@@ -56,22 +56,22 @@ func kernelCalls(t *testing.T, rt *Runtime) []kernelCall {
 		{"add-broadcast", OpAdd, &Call{In: []*Tensor{x, bias}, Out: empty(2, 32, 24, 24)}, 0},
 		{"copy-transposed", OpCopy, &Call{In: []*Tensor{xt}, Out: empty(2, 300, 64)}, 0},
 		{"copy-rows", OpCopy, &Call{In: []*Tensor{xp}, Out: empty(4, 8, 6, 128)}, 0},
-		{"concat", OpConcat, &Call{In: []*Tensor{x, x}, Out: empty(2, 64, 24, 24), Params: ConcatParams{Dim: 1}}, 0},
-		{"groupnorm", OpGroupNorm, &Call{In: []*Tensor{x, convB, convB}, Out: empty(2, 32, 24, 24), Params: NormParams{Groups: 8, Eps: 1e-5}}, 0},
-		{"groupnorm-silu", OpGroupNorm, &Call{In: []*Tensor{x, convB, convB}, Out: empty(2, 32, 24, 24), Params: NormParams{Groups: 8, Eps: 1e-5, silu: true}}, 0},
-		{"layernorm", OpLayerNorm, &Call{In: []*Tensor{rows, linB, linB}, Out: empty(600, 96), Params: NormParams{Eps: 1e-5}}, 0},
-		{"rmsnorm", OpRMSNorm, &Call{In: []*Tensor{rows, linB}, Out: empty(600, 96), Params: NormParams{Eps: 1e-6}}, 0},
+		{"concat", OpConcat, &Call{In: []*Tensor{x, x}, Out: empty(2, 64, 24, 24), Params: &ConcatParams{Dim: 1}}, 0},
+		{"groupnorm", OpGroupNorm, &Call{In: []*Tensor{x, convB, convB}, Out: empty(2, 32, 24, 24), Params: &NormParams{Groups: 8, Eps: 1e-5}}, 0},
+		{"groupnorm-silu", OpGroupNorm, &Call{In: []*Tensor{x, convB, convB}, Out: empty(2, 32, 24, 24), Params: &NormParams{Groups: 8, Eps: 1e-5, silu: true}}, 0},
+		{"layernorm", OpLayerNorm, &Call{In: []*Tensor{rows, linB, linB}, Out: empty(600, 96), Params: &NormParams{Eps: 1e-5}}, 0},
+		{"rmsnorm", OpRMSNorm, &Call{In: []*Tensor{rows, linB}, Out: empty(600, 96), Params: &NormParams{Eps: 1e-6}}, 0},
 		{"softmax", OpSoftmax, &Call{In: []*Tensor{rows}, Out: empty(600, 96)}, 0},
-		{"leaky", OpLeakyReLU, &Call{In: []*Tensor{x, nil}, Out: empty(2, 32, 24, 24), Params: LeakyParams{Slope: 0.2}}, 0},
+		{"leaky", OpLeakyReLU, &Call{In: []*Tensor{x, nil}, Out: empty(2, 32, 24, 24), Params: &LeakyParams{Slope: 0.2}}, 0},
 		{"leaky-prelu", OpLeakyReLU, &Call{In: []*Tensor{x, convB}, Out: empty(2, 32, 24, 24)}, 0},
 		{"linear", OpLinear, &Call{In: []*Tensor{rows, linW, linB}, Out: empty(600, 96)}, 0},
 		conv("conv-band", convFormBand, 1),
 		conv("conv-col", convFormCol, 1),
 		conv("conv-stride2", convFormCol, 2),
 		conv("conv-winograd", convFormWino, 1),
-		{"attention", OpAttention, &Call{In: []*Tensor{q, k, v, nil}, Out: empty(2, 4, 300, 40), Params: AttentionParams{Scale: 0.15}}, 0},
-		{"upscale-nearest", OpUpscale, &Call{In: []*Tensor{x}, Out: empty(2, 32, 48, 48), Params: UpscaleParams{Width: 48, Height: 48, Method: "nearest-exact", Crop: "disabled"}}, 0},
-		{"upscale-bilinear", OpUpscale, &Call{In: []*Tensor{x}, Out: empty(2, 32, 40, 40), Params: UpscaleParams{Width: 40, Height: 40, Method: "bilinear", Crop: "disabled"}}, 0},
+		{"attention", OpAttention, &Call{In: []*Tensor{q, k, v, nil}, Out: empty(2, 4, 300, 40), Params: &AttentionParams{Scale: 0.15}}, 0},
+		{"upscale-nearest", OpUpscale, &Call{In: []*Tensor{x}, Out: empty(2, 32, 48, 48), Params: &UpscaleParams{Width: 48, Height: 48, Method: "nearest-exact", Crop: "disabled"}}, 0},
+		{"upscale-bilinear", OpUpscale, &Call{In: []*Tensor{x}, Out: empty(2, 32, 40, 40), Params: &UpscaleParams{Width: 40, Height: 40, Method: "bilinear", Crop: "disabled"}}, 0},
 	}
 }
 

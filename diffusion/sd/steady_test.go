@@ -16,21 +16,21 @@ import (
 	"github.com/forgeflow/forgeflow/weights/detect"
 )
 
-// outsideGPULimit is the most Go heap allocations one steady-state sampling step may make
-// outside gpu/ (diffusion/: the UNet code, the guider, the sampler): none. The guider and
-// the samplers reuse their buffers; the UNet's shape arguments stay on its stack since
-// gpu/'s shape functions keep their parameters (gpu/headers.go). Tensor headers, views,
-// op calls and worker hand-offs inside gpu/ are counted apart. The split comes from the
-// memory profile, whose records are published at collections: one record of a run's
-// set-up can land on the wrong side of a snapshot, so the test allows that one object
-// across the N extra steps (1/N per step) and no more. The exact count is the total,
-// bounded by stepLimit.
-const outsideGPULimit = 0
+// A steady-state sampling step makes no Go heap allocation in forgeflow's code: not in
+// diffusion/ (the guider and the samplers reuse their buffers, the UNet's shape arguments
+// stay on its stack) and not in gpu/ (recycled tensor headers and op calls, loops handed
+// to parked workers in reused slots, kernel scratch from free lists that survive
+// collections). The split inside/outside gpu/ comes from the memory profile, whose
+// records are published at collections: one record of a run's set-up can land on the
+// wrong side of a snapshot, so each side may show that one object across the N extra
+// steps (1/N per step) and no more.
+const siteTolerance = 1.0/3 + 1e-9 // measureSteps(run, 3)
 
-// stepLimit bounds all Go heap allocations of a steady-state step, gpu/ included, so that
-// a regression inside gpu/ shows too: ≈ 1,500 with recycled tensor headers and op calls,
-// nearly all of them the cpu kernels' parallel hand-offs and scratch (≈ 4,860 before).
-const stepLimit = 1600
+// stepLimit bounds the process's whole Mallocs difference per step. It is not 0 because
+// the Go runtime itself allocates now and then (it moved between −0.3 and 1.0 per step
+// over repeated runs with no record in any forgeflow frame); a leak in our code, one
+// object per op, would show as hundreds.
+const stepLimit = 2
 
 // TestSteadyStateSampling samples a tiny SD1 model (random F16 weights the test writes
 // itself) with euler, with the multistep dpmpp_2m and with euler_ancestral (fresh noise
@@ -102,12 +102,16 @@ func TestSteadyStateSampling(t *testing.T) {
 			for _, s := range st.gpuSites {
 				t.Logf("  inside gpu/: %s", s)
 			}
-			if st.outside > outsideGPULimit+1.0/3+1e-9 { // measureSteps(run, 3): one record in 3 steps
-				t.Errorf("%s: a steady-state step allocates %.1f times outside gpu/ (limit %d); sites: %s",
-					sampler, st.outside, outsideGPULimit, strings.Join(st.sites, "; "))
+			if st.outside > siteTolerance {
+				t.Errorf("%s: a steady-state step allocates %.1f times outside gpu/ (limit 0); sites: %s",
+					sampler, st.outside, strings.Join(st.sites, "; "))
+			}
+			if st.gpu > siteTolerance {
+				t.Errorf("%s: a steady-state step allocates %.1f times inside gpu/ (limit 0); sites: %s",
+					sampler, st.gpu, strings.Join(st.gpuSites, "; "))
 			}
 			if st.total > stepLimit {
-				t.Errorf("%s: a steady-state step allocates %.1f times (limit %d)", sampler, st.total, stepLimit)
+				t.Errorf("%s: a steady-state step allocates %.1f times in all (limit %d)", sampler, st.total, stepLimit)
 			}
 		})
 	}

@@ -15,17 +15,13 @@ import (
 )
 
 // TestSteadyStateStep: after the first evaluation of a tiny SD1 UNet (random F16 weights
-// the test writes itself, like a released checkpoint), further evaluations allocate no
-// tensor storage and no GEMM workspace: every activation comes from the runtime's pool
-// (no misses), weight panels are packed once, and the GEMM's workspaces survive garbage
-// collections. Tensor headers, shapes, op calls and their parameters are recycled by the
-// runtime (gpu/headers.go); what is left on the Go heap per step is the cpu kernels'
-// parallel-loop closures and per-call slices (≈ 1,500 objects, ≈ 137 KB a step here,
-// from ≈ 4,860 and ≈ 275 KB before the runtime recycled its bookkeeping). The bound
-// below catches storage or bookkeeping slipping back onto the heap: one activation of
-// this model's first level is 64 KiB and a step makes dozens of them, the GEMM
-// workspaces a sync.Pool dropped at each collection cost 430–850 KB a step, and a
-// header, shape and Call per op cost ≈ 140 KB.
+// the test writes itself, like a released checkpoint), further evaluations allocate
+// nothing on the Go heap (issue 13): every activation comes from the runtime's pool (no
+// misses), weight panels are packed once, the GEMM's workspaces and the kernels' scratch
+// survive garbage collections, tensor headers, shapes, op calls and their parameters are
+// recycled by the runtime (gpu/headers.go), and the kernels' loops go to the backend's
+// parked workers in reused slots (gpu/parallel.go). Before that work a step made ≈ 4,860
+// objects, ≈ 275 KB.
 func TestSteadyStateStep(t *testing.T) {
 	rt, err := gpu.New(gpu.Options{})
 	if err != nil {
@@ -101,9 +97,11 @@ func TestSteadyStateStep(t *testing.T) {
 	if miss != miss0 {
 		t.Errorf("steady-state steps allocated tensor storage: pool misses %d → %d (hits %d)", miss0, miss, hits)
 	}
-	const limit = 176 << 10
-	t.Logf("per step: %.0f Go heap allocations, %.0f bytes (kernels' closures and scratch slices); pool hits %d", allocs, bytesPerStep, hits)
-	if bytesPerStep > limit {
-		t.Errorf("a steady-state step put %.0f bytes on the Go heap (limit %d): tensor storage, GEMM workspaces or the runtime's headers and calls are not reused", bytesPerStep, limit)
+	t.Logf("per step: %.0f Go heap allocations, %.0f bytes; pool hits %d", allocs, bytesPerStep, hits)
+	// Nothing: tensor headers and op calls are recycled by the runtime, the kernels' loops
+	// go to parked workers in reused slots, scratch comes from free lists (issue 13). The
+	// byte figure may show a few bytes of the Go runtime's own now and then.
+	if allocs != 0 || bytesPerStep > 1<<10 {
+		t.Errorf("a steady-state step put %.0f objects, %.0f bytes on the Go heap (limit 0): tensor storage, GEMM workspaces, the runtime's headers and calls or the kernels' loops are not reused", allocs, bytesPerStep)
 	}
 }
