@@ -9,7 +9,6 @@ import (
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // The deprecated checkpoint loader with an inference config (nodes.py CheckpointLoader),
@@ -158,29 +157,7 @@ func (n *HypernetworkLoader) Run(ctx context.Context, env *nodes.Env) (nodes.Res
 // one. As with checkpoints, an evicted entry keeps its mapping (models patched with it
 // may still run).
 func (e *sdEnv) loadHypernetwork(ctx context.Context, name string) (*sd.Hypernetwork, error) {
-	path, err := e.resolve("hypernetworks", name)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := e.opts.runtime()
-	if err != nil {
-		return nil, err
-	}
-	if e.opts.Memory == nil {
-		return sd.LoadHypernetwork(rt, path)
-	}
-	hd, err := e.opts.Memory.LoadFile(ctx, path, "hypernetwork", func(ctx context.Context, path string) (memory.Loaded, error) {
-		h, err := sd.LoadHypernetwork(rt, path)
-		if err != nil {
-			return memory.Loaded{}, err
-		}
-		return memory.Loaded{Value: h, Bytes: h.Bytes()}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer hd.Release()
-	return hd.Value().(*sd.Hypernetwork), nil
+	return loadModelFile(ctx, e, "hypernetworks", name, "hypernetwork", sd.LoadHypernetwork)
 }
 
 // InstructPixToPixConditioning encodes the image to edit and puts its latent into both

@@ -7,7 +7,6 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/graph"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/memory"
 )
 
 // LoRA nodes (nodes.py LoraLoader, LoraLoaderModelOnly): comfy.sd.load_lora_for_models
@@ -25,29 +24,7 @@ func strengthInput(name, tooltip string) graph.Input {
 // there is one. Like checkpoints, an evicted LoRA keeps its mapping: the networks
 // patched with it read it again when another LoRA is stacked on the same weights.
 func (e *sdEnv) loadLoRA(ctx context.Context, name string) (*lora.File, error) {
-	path, err := e.resolve("loras", name)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := e.opts.runtime()
-	if err != nil {
-		return nil, err
-	}
-	if e.opts.Memory == nil {
-		return lora.Open(rt, path)
-	}
-	h, err := e.opts.Memory.LoadFile(ctx, path, "lora", func(ctx context.Context, path string) (memory.Loaded, error) {
-		f, err := lora.Open(rt, path)
-		if err != nil {
-			return memory.Loaded{}, err
-		}
-		return memory.Loaded{Value: f, Bytes: f.Bytes()}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release()
-	return h.Value().(*lora.File), nil
+	return loadModelFile(ctx, e, "loras", name, "lora", lora.Open)
 }
 
 // LoraLoader applies a LoRA to a model and its CLIP.
