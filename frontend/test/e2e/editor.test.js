@@ -249,7 +249,7 @@ test('samples the default txt2img graph with a tiny checkpoint: step progress, l
 
 test('batch count queues several prompts; seeds follow control_after_generate', async () => {
   // ImageAddNoise has a seed widget with its control_after_generate companion.
-  const noise = await addFromSearch('add noise', 380, 300, 'ImageAddNoise');
+  const noise = await addFromSearch('imageaddnoise', 380, 300, 'ImageAddNoise');
   await page.evaluate((id) => {
     const n = window.forgeflow.graph.getNodeById(id);
     n.widgets.find((w) => w.name === 'seed').value = 5;
