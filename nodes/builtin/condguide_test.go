@@ -1,14 +1,11 @@
 package builtin
 
 import (
-	"encoding/json"
-	"path/filepath"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // TestCondGuideNodesRefpeer builds the conditionings of diffusion/sd's regional
@@ -19,11 +16,7 @@ import (
 // KSampler: the latents must be ComfyUI's, end to end through the nodes.
 func TestCondGuideNodesRefpeer(t *testing.T) {
 	e := newVisionEnv(t)
-	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", "condguide_refpeer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := sdFixture(t, "condguide_refpeer.safetensors")
 	type entry struct {
 		Ctx string  `json:"ctx"`
 		Ops [][]any `json:"ops"`
@@ -38,9 +31,7 @@ func TestCondGuideNodesRefpeer(t *testing.T) {
 		Negative []entry `json:"negative"`
 		Patches  [][]any `json:"patches"`
 	}
-	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), &runs); err != nil {
-		t.Fatal(err)
-	}
+	fixtureRuns(t, f, &runs)
 	mask := func(name string) *Mask {
 		g := refTensor(t, e.rt, f, name)
 		return &Mask{Batch: g.Dim(0), Height: g.Dim(1), Width: g.Dim(2), Pix: data(t, g)}

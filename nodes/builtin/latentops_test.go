@@ -3,14 +3,12 @@ package builtin
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // refLat is the test latent of the reference script: value i of an (n, c, h, w) latent
@@ -193,11 +191,7 @@ func TestLatentApplyOperationCFGRefpeer(t *testing.T) {
 		t.Skip("samples a UNet")
 	}
 	e := newVisionEnv(t)
-	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", "patches_refpeer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := sdFixture(t, "patches_refpeer.safetensors")
 	cond := func(name string) sd.Conditioning {
 		return sd.Conditioning{sd.NewCond(refTensor(t, e.rt, f, name), nil)}
 	}

@@ -2,9 +2,7 @@ package builtin
 
 import (
 	"bytes"
-	"encoding/json"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,7 +10,6 @@ import (
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // TestModelPatchNodesRefpeer runs UNetSelfAttentionMultiply, UNetCrossAttentionMultiply
@@ -22,24 +19,9 @@ import (
 // on the same model file, conditionings and seeds.
 func TestModelPatchNodesRefpeer(t *testing.T) {
 	e := newVisionEnv(t)
-	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", "modelpatch_refpeer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var runs []struct {
-		Name      string  `json:"name"`
-		Sampler   string  `json:"sampler"`
-		Scheduler string  `json:"scheduler"`
-		Steps     int     `json:"steps"`
-		CFG       float64 `json:"cfg"`
-		Seed      uint64  `json:"seed"`
-		Shape     []int   `json:"shape"`
-		Patches   [][]any `json:"patches"`
-	}
-	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), &runs); err != nil {
-		t.Fatal(err)
-	}
+	f := sdFixture(t, "modelpatch_refpeer.safetensors")
+	var runs []patchRun
+	fixtureRuns(t, f, &runs)
 	if len(runs) < 10 {
 		t.Fatalf("the fixture lists %d runs", len(runs))
 	}

@@ -1,14 +1,11 @@
 package builtin
 
 import (
-	"encoding/json"
-	"path/filepath"
 	"testing"
 
 	"github.com/forgeflow/forgeflow/diffusion/sd"
 	"github.com/forgeflow/forgeflow/gpu"
 	"github.com/forgeflow/forgeflow/nodes"
-	"github.com/forgeflow/forgeflow/weights/tensorfile"
 )
 
 // TestPatchNodesRefpeer applies the model patch nodes with the parameters of
@@ -18,24 +15,9 @@ import (
 // widget reaches the patch it names.
 func TestPatchNodesRefpeer(t *testing.T) {
 	e := newVisionEnv(t)
-	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", "patches_refpeer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var runs []struct {
-		Name      string  `json:"name"`
-		Sampler   string  `json:"sampler"`
-		Scheduler string  `json:"scheduler"`
-		Steps     int     `json:"steps"`
-		CFG       float64 `json:"cfg"`
-		Seed      uint64  `json:"seed"`
-		Shape     []int   `json:"shape"`
-		Patches   [][]any `json:"patches"`
-	}
-	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), &runs); err != nil {
-		t.Fatal(err)
-	}
+	f := sdFixture(t, "patches_refpeer.safetensors")
+	var runs []patchRun
+	fixtureRuns(t, f, &runs)
 	cond := func(name string) sd.Conditioning {
 		return sd.Conditioning{sd.NewCond(refTensor(t, e.rt, f, name), nil)}
 	}

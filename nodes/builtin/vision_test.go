@@ -148,6 +148,39 @@ func refFile(t *testing.T, name string, base string) *tensorfile.File {
 }
 
 // refTensor reads a fixture tensor.
+// sdFixture opens one of diffusion/sd's refpeer fixtures (testdata/NAME), closed when
+// the test ends.
+func sdFixture(t *testing.T, name string) *tensorfile.File {
+	t.Helper()
+	f, err := tensorfile.Open(filepath.Join("..", "..", "diffusion", "sd", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// patchRun is one sampling run of the model-patch fixtures (patches_ref.py,
+// modelpatch_ref.py): the sampler settings and the patch nodes applied, in order.
+type patchRun struct {
+	Name      string  `json:"name"`
+	Sampler   string  `json:"sampler"`
+	Scheduler string  `json:"scheduler"`
+	Steps     int     `json:"steps"`
+	CFG       float64 `json:"cfg"`
+	Seed      uint64  `json:"seed"`
+	Shape     []int   `json:"shape"`
+	Patches   [][]any `json:"patches"`
+}
+
+// fixtureRuns decodes a fixture's "runs" metadata into runs.
+func fixtureRuns(t *testing.T, f *tensorfile.File, runs any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(f.Metadata()["runs"]), runs); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func refTensor(t *testing.T, rt *gpu.Runtime, f *tensorfile.File, name string) *gpu.Tensor {
 	t.Helper()
 	tn, err := f.Tensor(name)
