@@ -104,7 +104,7 @@ func cpuAttention(c *CPU, call *Call) error {
 	if mask != nil {
 		l.ms = mask.f32()
 		shape := [4]int{b, h, lq, lk}
-		broadcastStridesInto(l.mst[:], mask, shape[:])
+		broadcastStrides(l.mst[:], mask, shape[:])
 	}
 	l.e = c.mm.narrow
 	if c.mm.err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime/pprof"
-	"sync"
 
 	"github.com/forgeflow/forgeflow/gpu/internal/gemm"
 )
@@ -120,12 +119,12 @@ func cpuConv2D(c *CPU, call *Call) error {
 		}
 	}
 	cv.pk = c.packedWeight(w, cout, k)
-	offp := c.getInts(k)
-	defer c.ints.Put(offp)
+	off := c.ints.get(k)
+	defer c.ints.put(off)
 	if p.Stride == 1 && !c.preferCol(&cv) {
-		return c.convBand(&cv, *offp)
+		return c.convBand(&cv, off)
 	}
-	return c.convCol(&cv, *offp)
+	return c.convCol(&cv, off)
 }
 
 // convGeom is one conv call's sizes and operands.
@@ -163,40 +162,6 @@ func (c *CPU) preferCol(cv *convGeom) bool {
 	grid := cv.n * (cv.oh + cv.kh - 1) * wp
 	useful := cv.n * cv.oh * cv.ow
 	return 4*grid > 5*useful && useful*cv.cin*cv.kh*cv.kw <= c.tileFloats
-}
-
-// getInts returns a pooled slice of k ints (give it back with c.ints.Put).
-func (c *CPU) getInts(k int) *[]int { return c.ints.get(k) }
-
-// intPool recycles int scratch by exact length, like scratchPool: a conv's column
-// offsets and a broadcast's strides come back the same size every step, and unlike a
-// sync.Pool the free lists survive garbage collection, so a steady-state step takes
-// nothing new.
-type intPool struct {
-	mu   sync.Mutex
-	free map[int][]*[]int
-}
-
-func (p *intPool) get(k int) *[]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if l := p.free[k]; len(l) > 0 {
-		s := l[len(l)-1]
-		p.free[k] = l[:len(l)-1]
-		return s
-	}
-	s := make([]int, k)
-	return &s
-}
-
-// Put gives back a slice from get.
-func (p *intPool) Put(s *[]int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.free == nil {
-		p.free = map[int][]*[]int{}
-	}
-	p.free[len(*s)] = append(p.free[len(*s)], s)
 }
 
 // convBand computes a stride-1 conv without im2col. The input is zero-padded into planes

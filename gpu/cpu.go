@@ -50,7 +50,7 @@ type CPU struct {
 	threads int
 	mm      *matmuler
 	rk      rowKernels
-	scratch scratchPool
+	scratch sizedPool[float32]
 	// tileFloats bounds conv scratch (convTileFloats; tests lower it to reach the banding)
 	tileFloats int
 	// convForm forces a conv form (convFormBand, convFormCol) or leaves the choice to
@@ -61,7 +61,7 @@ type CPU struct {
 	// noWino keeps convAuto from choosing the Winograd form (CPUOptions.Conv "direct")
 	noWino bool
 	// ints recycles int scratch (*[]int): conv column offsets, broadcast strides
-	ints intPool
+	ints sizedPool[int]
 	pack packer
 	// pool runs the kernels' parallel loops and the GEMM engines' (parallel.go)
 	pool  *par.Pool
@@ -246,13 +246,17 @@ func init() {
 	}
 }
 
-// scratchPool recycles float32 work buffers (im2col tiles, attention tiles) by size.
-type scratchPool struct {
+// sizedPool recycles work buffers (im2col and attention tiles, conv column offsets,
+// broadcast strides) by exact length. A step asks for the same sizes every time, and
+// unlike a sync.Pool the free lists survive garbage collection, so a steady-state step
+// takes nothing new.
+type sizedPool[E any] struct {
 	mu   sync.Mutex
-	free map[int][][]float32
+	free map[int][][]E
 }
 
-func (s *scratchPool) get(n int) []float32 {
+// get returns a buffer of n elements (give it back with put); its contents are stale.
+func (s *sizedPool[E]) get(n int) []E {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.free[n]; len(l) > 0 {
@@ -260,16 +264,17 @@ func (s *scratchPool) get(n int) []float32 {
 		s.free[n] = l[:len(l)-1]
 		return b
 	}
-	b := make([]float32, n)
-	adviseHuge(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), 4*n))
+	b := make([]E, n)
+	var e E
+	adviseHuge(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), int(unsafe.Sizeof(e))*n))
 	return b
 }
 
-func (s *scratchPool) put(b []float32) {
+func (s *sizedPool[E]) put(b []E) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.free == nil {
-		s.free = map[int][][]float32{}
+		s.free = map[int][][]E{}
 	}
 	s.free[len(b)] = append(s.free[len(b)], b)
 }

@@ -49,12 +49,6 @@ func broadcastStrides(dst []int, t *Tensor, shape []int) []int {
 	return st
 }
 
-// broadcastStridesInto is broadcastStrides writing into st (len(shape) elements, which
-// it must hold): for loop operands whose strides live in pooled or inline storage.
-func broadcastStridesInto(st []int, t *Tensor, shape []int) {
-	broadcastStrides(st[:0:len(st)], t, shape)
-}
-
 func binaryOp(rt *Runtime, op Op, a, b *Tensor) (*Tensor, error) {
 	if a.dtype != F32 || b.dtype != F32 {
 		return nil, fmt.Errorf("gpu: %s of %s and %s: activations must be F32", op, a, b)
@@ -325,11 +319,9 @@ func cpuBinary(op Op) cpuKernel {
 		}
 		shape := out.shape
 		rank := len(shape)
-		st := c.getInts(2 * rank)
-		defer c.ints.Put(st)
-		sa, sb := (*st)[:rank], (*st)[rank:]
-		broadcastStridesInto(sa, a, shape)
-		broadcastStridesInto(sb, b, shape)
+		st := c.ints.get(2 * rank)
+		defer c.ints.put(st)
+		sa, sb := broadcastStrides(st[:0], a, shape), broadcastStrides(st[rank:rank], b, shape)
 		l.inner = shape[rank-1]
 		l.shape, l.sa, l.sb = shape[:rank-1], sa, sb
 		return forEach(c, n/l.inner, max(1, 16384/l.inner), l, func(l *binaryLoop, _, lo, hi int) error {
