@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"testing"
 
 	"github.com/forgeflow/forgeflow/gpu"
 )
@@ -29,19 +28,9 @@ type computeFlags struct {
 	gemm string
 	conv string
 	pack string
-	// blocking is --gemm-blocking: auto, derived or fixed ("": defaultBlocking)
+	// blocking is --gemm-blocking: auto, derived or fixed ("": auto)
 	blocking string
 	envErr   error // an unusable FORGEFLOW_BF16, reported when the runtime is made
-}
-
-// defaultBlocking is --gemm-blocking's default: auto (the blocking derived from the
-// CPU's caches, calibrated once per CPU model and build and cached), except in test
-// binaries, which keep the derived blocking and measure nothing unless a test asks.
-func defaultBlocking() string {
-	if testing.Testing() {
-		return gpu.BlockingDerived
-	}
-	return gpu.BlockingAuto
 }
 
 // bf16Flag is --bf16, checked as it is parsed.
@@ -74,7 +63,7 @@ func (c *computeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.conv, "conv", c.conv, "convolution form: auto, direct (no Winograd) or winograd (every 3×3 stride-1 conv) (default auto, or "+envConv+")")
 	fs.StringVar(&c.pack, "pack", c.pack, "keep weights packed for the GEMM after their first use: on or off (default on, or "+envPack+")")
 	c.blocking = getenv(envBlocking)
-	fs.StringVar(&c.blocking, "gemm-blocking", c.blocking, "GEMM cache blocking: auto (derived from the CPU's cache sizes, then a short calibration once per CPU model, cached), derived (no calibration) or fixed (the constants measured on the development machine) (default "+defaultBlocking()+", or "+envBlocking+")")
+	fs.StringVar(&c.blocking, "gemm-blocking", c.blocking, "GEMM cache blocking: auto (derived from the CPU's cache sizes, then a short calibration once per CPU model, cached), derived (no calibration) or fixed (the constants measured on the development machine) (default auto, or "+envBlocking+")")
 }
 
 // options returns the runtime options the flags ask for. BF16 auto and blocking auto
@@ -87,7 +76,7 @@ func (c *computeFlags) options(log *slog.Logger) (gpu.Options, error) {
 	o := gpu.Options{Logger: log, BF16: c.bf16.mode, GEMM: c.gemm, Conv: c.conv, Blocking: c.blocking}
 	switch o.Blocking {
 	case "":
-		o.Blocking = defaultBlocking()
+		o.Blocking = gpu.BlockingAuto
 	case gpu.BlockingAuto, gpu.BlockingDerived, gpu.BlockingFixed:
 	default:
 		return gpu.Options{}, fmt.Errorf("gemm-blocking %q: want auto, derived or fixed", c.blocking)

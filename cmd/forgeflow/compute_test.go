@@ -24,7 +24,7 @@ func TestComputeFlags(t *testing.T) {
 		args     []string
 		bf16     gpu.BF16Mode
 		gemm     string
-		blocking string // "" expects defaultBlocking: derived in tests
+		blocking string // "" expects the default, auto (which keeps its decision in the cache folder)
 		cacheDir string
 		parseErr bool
 		optErr   string
@@ -64,12 +64,12 @@ func TestComputeFlags(t *testing.T) {
 				}
 				return
 			}
-			blocking := tc.blocking
-			if blocking == "" {
-				blocking = gpu.BlockingDerived // defaultBlocking in a test binary: no calibration
+			blocking, cacheDir := tc.blocking, tc.cacheDir
+			if blocking == "" || blocking == gpu.BlockingAuto {
+				blocking, cacheDir = gpu.BlockingAuto, filepath.Join(cache, "forgeflow")
 			}
-			if err != nil || o.BF16 != tc.bf16 || o.GEMM != tc.gemm || o.Blocking != blocking || o.CacheDir != tc.cacheDir {
-				t.Fatalf("options %+v (%v), want bf16 %v gemm %q blocking %q cache %q", o, err, tc.bf16, tc.gemm, blocking, tc.cacheDir)
+			if err != nil || o.BF16 != tc.bf16 || o.GEMM != tc.gemm || o.Blocking != blocking || o.CacheDir != cacheDir {
+				t.Fatalf("options %+v (%v), want bf16 %v gemm %q blocking %q cache %q", o, err, tc.bf16, tc.gemm, blocking, cacheDir)
 			}
 		})
 	}
