@@ -130,10 +130,12 @@ func checkURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// loopbackHost reports whether host is a loopback address or "localhost".
+// loopbackHost reports whether host is a loopback address or "localhost". Names under
+// localhost (RFC 6761's *.localhost) are not taken: a resolver that does not special-case
+// them asks DNS, which could answer with a remote address for a plain-http download.
 func loopbackHost(host string) bool {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host == "localhost" {
 		return true
 	}
 	ip := net.ParseIP(host)
